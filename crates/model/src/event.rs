@@ -1,0 +1,293 @@
+//! Events: things that happened on a device at a time.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use time::Duration;
+
+use crate::binary::Digest;
+use crate::device::{OsInfo, Privileges};
+use crate::fields;
+use crate::id::{DeviceId, EventId, UserId};
+use crate::personal::{Personal, PersonalField, PersonalMut, VisitPersonal};
+use crate::timestamp::Timestamp;
+use crate::values::{Geohash, Score};
+
+/// One event, with what every event has: id, device, person and time.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Event {
+    /// The event's id, minted by the agent.
+    pub id: EventId,
+    /// The device it happened on.
+    pub device: DeviceId,
+    /// The person it concerns, if any. Erasure of that person removes the
+    /// event.
+    pub user: Option<UserId>,
+    /// When the agent recorded it: the clock its time to live runs from.
+    pub recorded_at: Timestamp,
+    /// What happened.
+    pub body: EventBody,
+}
+
+impl VisitPersonal for Event {
+    fn visit_personal(&mut self, f: &mut dyn FnMut(PersonalField<'_>)) {
+        self.body.visit_personal(f);
+    }
+}
+
+/// What happened, by kind.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventBody {
+    /// A binary ran.
+    Execution(BinaryExecution),
+    /// A web request or network connection.
+    WebRequest(WebRequest),
+    /// A person logged in.
+    Login(Login),
+    /// The product crashed.
+    CrashReport(CrashReport),
+    /// A product feature was used.
+    FeatureUsage(FeatureUsage),
+    /// A product configuration value.
+    Configuration(ConfigSample),
+    /// A product performance measurement.
+    Performance(PerformanceSample),
+    /// A person rated the product.
+    Feedback(Feedback),
+    /// A licence session (cloud licence authentication).
+    LicenceSession(LicenceSession),
+    /// The product asked whether a newer version exists.
+    VersionCheck(VersionCheck),
+    /// The device's digital-experience score.
+    ExperienceScore(ExperienceScore),
+}
+
+impl EventBody {
+    /// The snake_case name of the kind (`web_request`), as used in field paths
+    /// and logs.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Execution(_) => "execution",
+            Self::WebRequest(_) => "web_request",
+            Self::Login(_) => "login",
+            Self::CrashReport(_) => "crash_report",
+            Self::FeatureUsage(_) => "feature_usage",
+            Self::Configuration(_) => "configuration",
+            Self::Performance(_) => "performance",
+            Self::Feedback(_) => "feedback",
+            Self::LicenceSession(_) => "licence_session",
+            Self::VersionCheck(_) => "version_check",
+            Self::ExperienceScore(_) => "experience_score",
+        }
+    }
+}
+
+impl VisitPersonal for EventBody {
+    fn visit_personal(&mut self, f: &mut dyn FnMut(PersonalField<'_>)) {
+        match self {
+            Self::Execution(e) => e.visit_personal(f),
+            Self::WebRequest(e) => e.visit_personal(f),
+            Self::Login(e) => e.visit_personal(f),
+            Self::CrashReport(e) => e.visit_personal(f),
+            Self::Feedback(e) => e.visit_personal(f),
+            Self::LicenceSession(e) => e.visit_personal(f),
+            // No personal fields: listed so that adding one to these types
+            // means touching this match.
+            Self::FeatureUsage(FeatureUsage { .. })
+            | Self::Configuration(ConfigSample { .. })
+            | Self::Performance(PerformanceSample { .. })
+            | Self::VersionCheck(VersionCheck { .. })
+            | Self::ExperienceScore(ExperienceScore { .. }) => {}
+        }
+    }
+}
+
+/// A binary ran on the device.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct BinaryExecution {
+    /// SHA-256 of the binary that ran.
+    pub sha256: Digest,
+    /// The account that ran it.
+    pub username: Personal<String>,
+    /// Where the binary was on disk.
+    pub path: Personal<String>,
+    /// When it started.
+    pub start: Personal<Timestamp>,
+    /// How long it ran.
+    pub duration: Personal<Duration>,
+}
+
+impl VisitPersonal for BinaryExecution {
+    fn visit_personal(&mut self, f: &mut dyn FnMut(PersonalField<'_>)) {
+        f(PersonalField::new(&fields::EXECUTION_USERNAME, PersonalMut::Text(&mut self.username)));
+        f(PersonalField::new(&fields::EXECUTION_PATH, PersonalMut::Text(&mut self.path)));
+        f(PersonalField::new(&fields::EXECUTION_START, PersonalMut::Timestamp(&mut self.start)));
+        f(PersonalField::new(&fields::EXECUTION_DURATION, PersonalMut::Duration(&mut self.duration)));
+    }
+}
+
+/// A web request or connection.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct WebRequest {
+    /// The full URL.
+    pub url: Personal<String>,
+    /// The host name.
+    pub host: Personal<String>,
+    /// The server's IP address.
+    pub destination_ip: Personal<IpAddr>,
+    /// The server's port.
+    pub destination_port: u16,
+    /// How long the page took to load.
+    pub page_load: Personal<Duration>,
+    /// How many visits this event stands for (aggregated by the agent).
+    pub visit_count: u32,
+}
+
+impl VisitPersonal for WebRequest {
+    fn visit_personal(&mut self, f: &mut dyn FnMut(PersonalField<'_>)) {
+        f(PersonalField::new(&fields::WEB_REQUEST_URL, PersonalMut::Text(&mut self.url)));
+        f(PersonalField::new(&fields::WEB_REQUEST_HOST, PersonalMut::Text(&mut self.host)));
+        f(PersonalField::new(&fields::WEB_REQUEST_DESTINATION_IP, PersonalMut::Ip(&mut self.destination_ip)));
+        f(PersonalField::new(&fields::WEB_REQUEST_PAGE_LOAD, PersonalMut::Duration(&mut self.page_load)));
+    }
+}
+
+/// A person logged in to the device.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Login {
+    /// When.
+    pub time: Personal<Timestamp>,
+    /// How long the login took.
+    pub duration: Personal<Duration>,
+    /// The account's rights.
+    pub privileges: Personal<Privileges>,
+}
+
+impl VisitPersonal for Login {
+    fn visit_personal(&mut self, f: &mut dyn FnMut(PersonalField<'_>)) {
+        f(PersonalField::new(&fields::LOGIN_TIME, PersonalMut::Timestamp(&mut self.time)));
+        f(PersonalField::new(&fields::LOGIN_DURATION, PersonalMut::Duration(&mut self.duration)));
+        f(PersonalField::new(&fields::LOGIN_PRIVILEGES, PersonalMut::Privileges(&mut self.privileges)));
+    }
+}
+
+/// The product crashed.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct CrashReport {
+    /// The product that crashed.
+    pub product: String,
+    /// Its version.
+    pub version: String,
+    /// The crash message and stack, free text: may hold anything.
+    pub message: Personal<String>,
+}
+
+impl VisitPersonal for CrashReport {
+    fn visit_personal(&mut self, f: &mut dyn FnMut(PersonalField<'_>)) {
+        f(PersonalField::new(&fields::CRASH_REPORT_MESSAGE, PersonalMut::Text(&mut self.message)));
+    }
+}
+
+/// A product feature was used.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct FeatureUsage {
+    /// The product.
+    pub product: String,
+    /// The feature's name, from the product's own list.
+    pub feature: String,
+    /// How many times in the period the event covers.
+    pub count: u32,
+}
+
+/// A product configuration value (support telemetry).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ConfigSample {
+    /// The product.
+    pub product: String,
+    /// The setting's key, from the product's own list.
+    pub key: String,
+    /// The setting's value.
+    pub value: String,
+}
+
+/// A product performance measurement (support telemetry).
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct PerformanceSample {
+    /// The product.
+    pub product: String,
+    /// What was measured (`startup_time`).
+    pub metric: String,
+    /// The measured value.
+    pub value: f64,
+    /// The unit (`ms`, `MiB`).
+    pub unit: String,
+}
+
+/// A person rated the product.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Feedback {
+    /// The product.
+    pub product: String,
+    /// The rating, scaled to 0–100.
+    pub score: Score,
+    /// What they wrote: free text.
+    pub text: Personal<String>,
+}
+
+impl VisitPersonal for Feedback {
+    fn visit_personal(&mut self, f: &mut dyn FnMut(PersonalField<'_>)) {
+        f(PersonalField::new(&fields::FEEDBACK_TEXT, PersonalMut::Text(&mut self.text)));
+    }
+}
+
+/// A licence session: who used a cloud licence, from where, for how long.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct LicenceSession {
+    /// The account email.
+    pub email: Personal<String>,
+    /// When the session started.
+    pub start: Personal<Timestamp>,
+    /// When it ended; `Withheld` while it is still open.
+    pub end: Personal<Timestamp>,
+    /// A fingerprint of the device (hardware ids combined by the product).
+    pub device_fingerprint: Personal<String>,
+    /// The device's operating system.
+    pub os: OsInfo,
+    /// Coarse location, derived from the public IP address.
+    pub geohash: Personal<Geohash>,
+}
+
+impl VisitPersonal for LicenceSession {
+    fn visit_personal(&mut self, f: &mut dyn FnMut(PersonalField<'_>)) {
+        f(PersonalField::new(&fields::LICENCE_SESSION_EMAIL, PersonalMut::Text(&mut self.email)));
+        f(PersonalField::new(&fields::LICENCE_SESSION_START, PersonalMut::Timestamp(&mut self.start)));
+        f(PersonalField::new(&fields::LICENCE_SESSION_END, PersonalMut::Timestamp(&mut self.end)));
+        f(PersonalField::new(
+            &fields::LICENCE_SESSION_DEVICE_FINGERPRINT,
+            PersonalMut::Text(&mut self.device_fingerprint),
+        ));
+        f(PersonalField::new(&fields::LICENCE_SESSION_GEOHASH, PersonalMut::Geohash(&mut self.geohash)));
+    }
+}
+
+/// The product asked whether a newer version exists.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct VersionCheck {
+    /// The product.
+    pub product: String,
+    /// The version installed.
+    pub current_version: String,
+    /// The update channel (`stable`, `beta`).
+    pub channel: String,
+}
+
+/// The device's digital-experience score for a period.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ExperienceScore {
+    /// The score, 0–100.
+    pub score: Score,
+    /// The period the score covers, ending at the event's time.
+    pub period: Duration,
+}

@@ -1,0 +1,254 @@
+//! Identifiers: opaque text ids chosen by the vendor or customer (customer,
+//! device, user) and 128-bit ids minted by software (event, batch, binary,
+//! domain).
+//!
+//! None of these is personal data by construction: a [`UserId`] is an opaque
+//! key that the agent assigns to a person, never their login or email (the
+//! character set forbids `@`, spaces and `\`, so an email address or a
+//! `DOMAIN\user` login cannot be used as one by mistake). What links an id to a
+//! person lives in the [`crate::User`] record, whose fields are personal.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::serde_text;
+
+/// Longest text id, in bytes. Long enough for a UUID with a prefix, short enough
+/// to index cheaply and to print in one log line.
+pub const MAX_TEXT_ID_LEN: usize = 64;
+
+fn is_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':')
+}
+
+macro_rules! text_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        ///
+        /// The text form is 1 to 64 ASCII letters, digits, `.`, `_`, `-` or `:`;
+        /// anything else is rejected by [`FromStr`] and by deserialization.
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates `id` and wraps it.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Parse`] if `id` is empty, longer than 64 bytes or holds a
+            /// character outside the id alphabet.
+            pub fn new(id: impl Into<String>) -> Result<Self> {
+                let id = id.into();
+                if id.is_empty() || id.len() > MAX_TEXT_ID_LEN || !id.bytes().all(is_id_byte) {
+                    return Err(Error::parse(
+                        $what,
+                        &id,
+                        "1 to 64 ascii letters, digits, '.', '_', '-' or ':'",
+                    ));
+                }
+                Ok(Self(id))
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The id as an owned `String`.
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                Self::new(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+            fn try_from(s: String) -> Result<Self> {
+                Self::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> Self {
+                id.0
+            }
+        }
+    };
+}
+
+text_id!(
+    /// A customer (tenant) of the vendor: the owner of a policy and of a
+    /// pseudonymisation key.
+    CustomerId,
+    "customer id"
+);
+text_id!(
+    /// A device (endpoint) of a customer, unique within that customer.
+    DeviceId,
+    "device id"
+);
+text_id!(
+    /// An opaque key for one person, unique within a customer. Never a login,
+    /// name or email: those are personal fields of [`crate::User`].
+    UserId,
+    "user id"
+);
+
+macro_rules! wide_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        ///
+        /// The text form is 32 lowercase hex digits ([`FromStr`] also accepts
+        /// uppercase). Human-readable serializers (JSON) see that text; binary
+        /// ones see a `u128`.
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(u128);
+
+        impl $name {
+            /// Wraps a 128-bit value.
+            pub const fn from_u128(v: u128) -> Self {
+                Self(v)
+            }
+
+            /// Wraps 16 big-endian bytes.
+            pub const fn from_bytes(b: [u8; 16]) -> Self {
+                Self(u128::from_be_bytes(b))
+            }
+
+            /// The id as a number.
+            pub const fn as_u128(self) -> u128 {
+                self.0
+            }
+
+            /// The id as 16 big-endian bytes.
+            pub const fn to_bytes(self) -> [u8; 16] {
+                self.0.to_be_bytes()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:032x}", self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:032x})", stringify!($name), self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                parse_hex_u128(s).map(Self).ok_or_else(|| Error::parse($what, s, "32 hex digits"))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                serde_text::serialize(self, s, |s| s.serialize_u128(self.0))
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                serde_text::deserialize(d, |d| u128::deserialize(d).map(Self))
+            }
+        }
+    };
+}
+
+/// Parses exactly 32 hex digits; `u128::from_str_radix` alone would also take
+/// a sign and shorter forms.
+fn parse_hex_u128(s: &str) -> Option<u128> {
+    if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u128::from_str_radix(s, 16).ok()
+}
+
+wide_id!(
+    /// One event, minted by the agent that observed it.
+    EventId,
+    "event id"
+);
+wide_id!(
+    /// One upload batch. A retried batch keeps its id, so the service can tell
+    /// a retry from new data.
+    BatchId,
+    "batch id"
+);
+wide_id!(
+    /// A binary as the service knows it (its own key for a SHA-256 digest).
+    BinaryId,
+    "binary id"
+);
+wide_id!(
+    /// A registrable domain as the service knows it.
+    DomainId,
+    "domain id"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BAD_TEXT_IDS: &[&str] = &[
+        "",
+        "alice@example.com",
+        "CORP\\alice",
+        "has space",
+        "tab\t",
+        "é",
+        "0123456789012345678901234567890123456789012345678901234567890123456789",
+    ];
+
+    #[test]
+    fn text_ids_reject_what_could_be_personal_or_garbage() {
+        for bad in BAD_TEXT_IDS {
+            let err = UserId::new(*bad).unwrap_err();
+            assert!(err.to_string().starts_with("invalid user id '"), "{err}");
+        }
+        assert_eq!(DeviceId::new("dev-01:a.b_c").unwrap().as_str(), "dev-01:a.b_c");
+        let max = "a".repeat(MAX_TEXT_ID_LEN);
+        assert!(CustomerId::new(max).is_ok());
+    }
+
+    #[test]
+    fn wide_ids_print_and_parse_32_hex_digits() {
+        let id = EventId::from_u128(0xabc);
+        assert_eq!(id.to_string(), "00000000000000000000000000000abc");
+        assert_eq!(id.to_string().parse::<EventId>().unwrap(), id);
+        assert_eq!(
+            "0000000000000000000000000000ABCD".parse::<EventId>().unwrap(),
+            EventId::from_u128(0xabcd)
+        );
+        for bad in ["", "abc", "+0000000000000000000000000000abc", "g0000000000000000000000000000abc"] {
+            assert!(bad.parse::<BatchId>().is_err(), "{bad}");
+        }
+        assert_eq!(BinaryId::from_bytes(id.to_bytes()).as_u128(), 0xabc);
+    }
+}

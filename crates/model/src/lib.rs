@@ -1,0 +1,114 @@
+//! The data model of privtel: ids, devices, users, binaries, domains, events,
+//! programs, verdicts, and personal data typed as personal.
+//!
+//! # Overview
+//!
+//! * [`Record`] is the unit that flows through privtel: a [`Program`] and a
+//!   [`RecordBody`] (a [`Device`], [`User`], [`Binary`], [`Application`],
+//!   [`Package`], verdict, or [`Event`] with one of eleven [`EventBody`]
+//!   kinds).
+//! * Ids are newtypes: text ids for things people name ([`CustomerId`],
+//!   [`DeviceId`], [`UserId`]) and 128-bit ids for things software mints
+//!   ([`EventId`], [`BatchId`], [`BinaryId`], [`DomainId`]).
+//! * Every personal field has the type [`Personal<T>`]: the value in clear, a
+//!   keyed [`Pseudonym`], a [`Generalised`] coarser value, or
+//!   [`Personal::Withheld`]. Its `Debug` never prints the value.
+//! * [`VisitPersonal`] reaches every personal field of any record, with its
+//!   [`FieldSpec`] (path, [`DataCategory`], [`ValueKind`], default
+//!   [`Treatment`]). [`fields::ALL`] lists every personal field of the model.
+//! * Verdicts: [`ThreatLevel`] and [`Reputation`] print and parse unknown as
+//!   `-`; [`Category`] and [`CountryCode`] are validated text.
+//! * Instants are [`Timestamp`] (a `time::OffsetDateTime` held in UTC);
+//!   durations are `time::Duration`.
+//!
+//! # Example
+//!
+//! ```
+//! use privtel_model::{Personal, Treatment, User, UserId, VisitPersonal};
+//!
+//! let mut user = User {
+//!     id: UserId::new("u-1042")?,
+//!     username: Personal::Clear("alice".into()),
+//!     upn: Personal::Withheld,
+//!     first_name: Personal::Clear("Alice".into()),
+//!     last_name: Personal::Clear("Martin".into()),
+//!     job_title: Personal::Withheld,
+//!     email: Personal::Clear("alice@corp.example".into()),
+//!     phone: Personal::Withheld,
+//! };
+//!
+//! // Debug output never shows a personal value.
+//! assert!(!format!("{user:?}").contains("alice"));
+//!
+//! // Drop every identifier whose default treatment is `drop`.
+//! user.visit_personal(&mut |mut field| {
+//!     if field.spec.default_treatment == Treatment::Drop {
+//!         field.value.withhold();
+//!     }
+//! });
+//! assert!(user.email.is_withheld());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Serialization
+//!
+//! Every type implements serde's traits. Human-readable formats (JSON) see
+//! text forms (RFC 3339 instants, hex digests and ids, `-` for unknown);
+//! binary formats (bincode) see compact forms. Deserialization validates
+//! exactly as the constructors do, so a decoded value is as valid as a
+//! constructed one. Decoders of outside input must still bound the input size
+//! (`privtel-wire` does).
+//!
+//! # Design
+//!
+//! This crate is layer 0: no I/O, no policy, no cryptography, and no
+//! dependencies beyond serde, time and thiserror. Making personal data a type
+//! (rather than a naming convention) means the filter cannot forget a field:
+//! it visits them all, and the register in [`fields`] is checked against the
+//! visitors by the tests.
+//!
+//! # Crate features
+//!
+//! None.
+
+mod binary;
+mod device;
+mod error;
+mod event;
+pub mod fields;
+mod id;
+mod personal;
+mod program;
+mod record;
+mod serde_text;
+mod timestamp;
+mod values;
+mod verdict;
+
+pub use binary::{
+    Application, Arch, Binary, DIGEST_LEN, Digest, ExecutableFormat, HashAlg, Package, PackageManager,
+};
+pub use device::{Device, DeviceType, OsFamily, OsInfo, Privileges, User};
+pub use error::{Error, Result};
+pub use event::{
+    BinaryExecution, ConfigSample, CrashReport, Event, EventBody, ExperienceScore, FeatureUsage, Feedback,
+    LicenceSession, Login, PerformanceSample, VersionCheck, WebRequest,
+};
+pub use id::{BatchId, BinaryId, CustomerId, DeviceId, DomainId, EventId, MAX_TEXT_ID_LEN, UserId};
+pub use personal::{
+    DataCategory, DurationBucket, FieldSpec, Generalised, IpPrefix, KeyId, Personal, PersonalField,
+    PersonalMut, Pseudonym, TOKEN_LEN, TimeBucket, TimeUnit, Treatment, ValueKind, VisitPersonal,
+};
+pub use program::Program;
+pub use record::{Record, RecordBody};
+pub use timestamp::Timestamp;
+pub use values::{
+    Category, CountryCode, Domain, Geohash, MAX_CATEGORY_LEN, MAX_DOMAIN_LEN, MAX_GEOHASH_LEN, MAX_LABEL_LEN,
+    Score, display_or_dash,
+};
+pub use verdict::{BinaryVerdict, DomainVerdict, Reputation, ThreatLevel};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

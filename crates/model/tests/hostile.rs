@@ -1,0 +1,80 @@
+//! Hostile bytes and texts: every decode is a typed error, never a panic.
+
+use privtel_model::{Record, Timestamp};
+use proptest::prelude::*;
+
+const LIMIT: usize = 1 << 16;
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard().with_limit::<LIMIT>())
+        .map(|(v, _)| v)
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap()
+}
+
+#[test]
+fn out_of_range_values_are_rejected_when_decoding() {
+    // A timestamp far outside the years -9999..9999.
+    assert!(decode::<Timestamp>(&encode(&i128::MAX)).is_err());
+    assert!(serde_json::from_str::<Timestamp>("\"10000-01-01T00:00:00Z\"").is_err());
+    // A score above 100, a country that does not exist, a non-canonical domain.
+    assert!(decode::<privtel_model::Score>(&encode(&101u8)).is_err());
+    assert!(serde_json::from_str::<privtel_model::CountryCode>("\"XX\"").is_err());
+    assert!(serde_json::from_str::<privtel_model::Domain>("\"Example.COM\"").is_err());
+    assert!(serde_json::from_str::<privtel_model::UserId>("\"alice@corp.example\"").is_err());
+    // An IP prefix with host bits set, a bucket whose end is before its start.
+    assert!(serde_json::from_str::<privtel_model::IpPrefix>(r#"{"addr":"10.0.0.1","len":8}"#).is_err());
+    assert!(serde_json::from_str::<privtel_model::DurationBucket>(r#"{"lo":[10,0],"hi":[5,0]}"#).is_err());
+    assert!(
+        serde_json::from_str::<privtel_model::TimeBucket>(
+            r#"{"start":"2026-11-27T04:30:00Z","unit":"hour"}"#
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn extreme_durations_do_not_panic() {
+    for (s, n) in
+        [(i64::MAX, 999_999_999i32), (i64::MIN, -999_999_999), (i64::MAX, -1), (i64::MIN, 1), (0, i32::MAX)]
+    {
+        let bytes = encode(&(s, n));
+        let _ = decode::<time::Duration>(&bytes);
+        let _ = serde_json::from_str::<time::Duration>(&format!("[{s},{n}]"));
+    }
+}
+
+#[test]
+fn a_huge_length_prefix_is_refused_by_the_limit() {
+    // A Vec<Record> claiming u64::MAX elements: the limit stops it before any
+    // allocation of that size.
+    let mut bytes = vec![253u8];
+    bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+    assert!(decode::<Vec<Record>>(&bytes).is_err());
+    // A string claiming 2^40 bytes.
+    let mut bytes = vec![253u8];
+    bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    assert!(decode::<String>(&bytes).is_err());
+}
+
+proptest! {
+    /// Random bytes never panic the record decoder, and whatever decodes
+    /// re-encodes to bytes that decode to the same value.
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        if let Ok(record) = decode::<Record>(&bytes) {
+            let again = encode(&record);
+            prop_assert_eq!(decode::<Record>(&again).unwrap(), record);
+        }
+    }
+
+    /// Truncating a valid encoding at any byte is an error, not a panic.
+    #[test]
+    fn truncation_is_an_error(record in privtel_testkit::record(), cut in any::<prop::sample::Index>()) {
+        let bytes = encode(&record);
+        let cut = cut.index(bytes.len());
+        prop_assert!(decode::<Record>(&bytes[..cut]).is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of privtel-model, built as one binary.
+
+mod hostile;
+mod roundtrip;
+mod visitor;

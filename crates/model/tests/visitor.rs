@@ -1,0 +1,159 @@
+//! The visitor reaches exactly the personal fields written out here, with
+//! these categories: a personal field added to the model but not declared
+//! (or declared but not visited) makes this fail.
+
+use std::collections::BTreeSet;
+
+use privtel_model::DataCategory::{DeviceInformation, FreeText, Identifier, NetworkActivity, Technical};
+use privtel_model::{DataCategory, Personal, PersonalMut, Record, RecordBody, VisitPersonal, fields};
+
+/// For each record kind: (path, category) of every personal field, in visit
+/// order.
+const EXPECTED: &[(&str, &[(&str, DataCategory)])] = &[
+    ("device", &[("device.name", DeviceInformation), ("device.ip", Identifier)]),
+    (
+        "user",
+        &[
+            ("user.username", Identifier),
+            ("user.upn", Identifier),
+            ("user.first_name", Identifier),
+            ("user.last_name", Identifier),
+            ("user.job_title", Identifier),
+            ("user.email", Identifier),
+            ("user.phone", Identifier),
+        ],
+    ),
+    ("binary", &[("binary.path", Technical)]),
+    ("application", &[]),
+    ("package", &[]),
+    ("binary_verdict", &[]),
+    ("domain_verdict", &[]),
+    (
+        "execution",
+        &[
+            ("execution.username", Identifier),
+            ("execution.path", Technical),
+            ("execution.start", DeviceInformation),
+            ("execution.duration", DeviceInformation),
+        ],
+    ),
+    (
+        "web_request",
+        &[
+            ("web_request.url", NetworkActivity),
+            ("web_request.host", NetworkActivity),
+            ("web_request.destination_ip", NetworkActivity),
+            ("web_request.page_load", NetworkActivity),
+        ],
+    ),
+    (
+        "login",
+        &[
+            ("login.time", DeviceInformation),
+            ("login.duration", DeviceInformation),
+            ("login.privileges", DeviceInformation),
+        ],
+    ),
+    ("crash_report", &[("crash_report.message", FreeText)]),
+    ("feature_usage", &[]),
+    ("configuration", &[]),
+    ("performance", &[]),
+    ("feedback", &[("feedback.text", FreeText)]),
+    (
+        "licence_session",
+        &[
+            ("licence_session.email", Identifier),
+            ("licence_session.start", DeviceInformation),
+            ("licence_session.end", DeviceInformation),
+            ("licence_session.device_fingerprint", DeviceInformation),
+            ("licence_session.geohash", NetworkActivity),
+        ],
+    ),
+    ("version_check", &[]),
+    ("experience_score", &[]),
+];
+
+fn visited(record: &mut Record) -> Vec<(&'static str, DataCategory)> {
+    let mut out = Vec::new();
+    record.visit_personal(&mut |f| out.push((f.spec.path, f.spec.category)));
+    out
+}
+
+#[test]
+fn visitor_reaches_exactly_the_declared_fields() {
+    let mut records = privtel_testkit::fixtures::records("t");
+    let kinds: Vec<_> = records.iter().map(|r| r.body.kind_name()).collect();
+    let expected_kinds: Vec<_> = EXPECTED.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, expected_kinds, "one fixture per record kind, in this order");
+    for (record, (kind, expected)) in records.iter_mut().zip(EXPECTED) {
+        assert_eq!(visited(record), *expected, "personal fields of {kind}");
+    }
+}
+
+#[test]
+fn the_register_lists_every_visited_field_once() {
+    let from_visitors: BTreeSet<&str> =
+        EXPECTED.iter().flat_map(|(_, fields)| fields.iter().map(|(p, _)| *p)).collect();
+    let register: BTreeSet<&str> = fields::ALL.iter().map(|f| f.path).collect();
+    assert_eq!(from_visitors, register);
+    assert_eq!(register.len(), fields::ALL.len(), "paths are unique");
+    for f in fields::ALL {
+        let record_kind = f.path.split('.').next().unwrap();
+        assert!(EXPECTED.iter().any(|(k, _)| *k == record_kind), "{}", f.path);
+        assert!(!f.purpose.is_empty(), "{} has a purpose", f.path);
+    }
+}
+
+#[test]
+fn visitor_visits_withheld_fields_too_and_can_withhold() {
+    for mut record in privtel_testkit::fixtures::records("t") {
+        let before = visited(&mut record);
+        record.visit_personal(&mut |mut f| f.value.withhold());
+        assert_eq!(visited(&mut record), before, "withheld fields are still visited");
+        let mut any_clear = false;
+        record.visit_personal(&mut |f| any_clear |= f.value.treatment() != privtel_model::Treatment::Drop);
+        assert!(!any_clear);
+    }
+}
+
+#[test]
+fn debug_of_any_record_hides_every_personal_value() {
+    let canary = "CANARYq7z";
+    for record in privtel_testkit::fixtures::records(canary) {
+        let json = serde_json::to_string(&record).unwrap();
+        let debug = format!("{record:?} {record:#?}");
+        assert!(!debug.contains(canary), "{} debug leaks: {debug}", record.body.kind_name());
+        assert!(!debug.to_lowercase().contains(&canary.to_lowercase()));
+        // The canary is really there, so the check above means something.
+        let has_personal = {
+            let mut r = record.clone();
+            !r.personal_specs().is_empty()
+        };
+        let has_text_field = {
+            let mut r = record.clone();
+            let mut text = false;
+            r.visit_personal(&mut |f| text |= matches!(f.value, PersonalMut::Text(_)));
+            text
+        };
+        if has_personal && has_text_field {
+            assert!(json.to_lowercase().contains(&canary.to_lowercase()), "{}", record.body.kind_name());
+        }
+    }
+}
+
+#[test]
+fn record_user_and_device_point_at_the_person_and_device() {
+    for record in privtel_testkit::fixtures::records("t") {
+        match &record.body {
+            RecordBody::User(u) => assert_eq!(record.body.user(), Some(&u.id)),
+            RecordBody::Event(e) => {
+                assert_eq!(record.body.user(), e.user.as_ref());
+                assert_eq!(record.body.device(), Some(&e.device));
+            }
+            RecordBody::Device(d) => assert_eq!(record.body.device(), Some(&d.id)),
+            _ => assert_eq!(record.body.user(), None),
+        }
+    }
+    let p: Personal<u8> = Personal::Clear(1);
+    assert_eq!(p.clear_value(), Some(&1));
+}

@@ -1,0 +1,13 @@
+//! Fixtures and proptest strategies for every privtel model type.
+//!
+//! Tests of the other crates use these from `tests/` (as a dev-dependency),
+//! so every crate tests against the same generated data.
+//!
+//! Strategies are plain functions returning `impl Strategy`, named after the
+//! type (`device()`, `record()`); [`fixtures`] holds one hand-written value of
+//! each record kind.
+
+pub mod fixtures;
+mod strategies;
+
+pub use strategies::*;
