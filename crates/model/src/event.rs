@@ -11,7 +11,7 @@ use crate::fields;
 use crate::id::{DeviceId, EventId, UserId};
 use crate::personal::{Personal, PersonalField, PersonalMut, VisitPersonal};
 use crate::timestamp::Timestamp;
-use crate::values::{Geohash, Score};
+use crate::values::{Finite, Geohash, Score};
 
 /// One event, with what every event has: id, device, person and time.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
@@ -219,8 +219,8 @@ pub struct PerformanceSample {
     pub product: String,
     /// What was measured (`startup_time`).
     pub metric: String,
-    /// The measured value.
-    pub value: f64,
+    /// The measured value (finite: NaN and infinities are rejected).
+    pub value: Finite,
     /// The unit (`ms`, `MiB`).
     pub unit: String,
 }

@@ -103,8 +103,8 @@ pub use program::Program;
 pub use record::{Record, RecordBody};
 pub use timestamp::Timestamp;
 pub use values::{
-    Category, CountryCode, Domain, Geohash, MAX_CATEGORY_LEN, MAX_DOMAIN_LEN, MAX_GEOHASH_LEN, MAX_LABEL_LEN,
-    Score, display_or_dash,
+    Category, CountryCode, Domain, Finite, Geohash, MAX_CATEGORY_LEN, MAX_DOMAIN_LEN, MAX_GEOHASH_LEN,
+    MAX_LABEL_LEN, Score, display_or_dash,
 };
 pub use verdict::{BinaryVerdict, DomainVerdict, Reputation, ThreatLevel};
 

@@ -370,6 +370,53 @@ impl fmt::Display for Score {
     }
 }
 
+/// A finite `f64`: a measured value.
+///
+/// NaN and the infinities are rejected, so that every measurement equals
+/// itself, has a JSON form (JSON has no NaN) and sorts.
+#[derive(Clone, Copy, PartialEq, PartialOrd, Debug, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct Finite(f64);
+
+impl Finite {
+    /// Checks and wraps a value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Parse`] for NaN or an infinity.
+    pub fn new(v: f64) -> Result<Self> {
+        if v.is_finite() {
+            Ok(Self(v))
+        } else {
+            Err(Error::parse("measurement", &v.to_string(), "a finite number"))
+        }
+    }
+
+    /// The value.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for Finite {
+    type Error = Error;
+    fn try_from(v: f64) -> Result<Self> {
+        Self::new(v)
+    }
+}
+
+impl From<Finite> for f64 {
+    fn from(v: Finite) -> Self {
+        v.0
+    }
+}
+
+impl fmt::Display for Finite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Formats `Some(x)` as `x` and `None` as `-`, the form the enrichment
 /// service and the design use for "unknown".
 pub fn display_or_dash<T: fmt::Display>(v: Option<&T>) -> String {

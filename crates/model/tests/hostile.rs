@@ -35,6 +35,18 @@ fn out_of_range_values_are_rejected_when_decoding() {
     );
 }
 
+/// Found by the `model_decode` fuzz target: a performance sample whose value
+/// was NaN decoded, then did not equal itself and had no JSON form.
+#[test]
+fn fuzz_nan_performance_value_is_rejected() {
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        assert!(decode::<privtel_model::Finite>(&encode(&bad)).is_err());
+        let err = privtel_model::Finite::new(bad).unwrap_err().to_string();
+        assert!(err.ends_with("expected a finite number"), "{err}");
+    }
+    assert_eq!(decode::<privtel_model::Finite>(&encode(&-0.5f64)).unwrap().get(), -0.5);
+}
+
 #[test]
 fn extreme_durations_do_not_panic() {
     for (s, n) in

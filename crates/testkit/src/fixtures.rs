@@ -6,9 +6,9 @@
 use privtel_model::{
     Application, Arch, Binary, BinaryExecution, BinaryVerdict, Category, ConfigSample, CountryCode,
     CrashReport, Device, DeviceId, DeviceType, Digest, Domain, DomainVerdict, Event, EventBody, EventId,
-    ExecutableFormat, ExperienceScore, FeatureUsage, Feedback, Geohash, LicenceSession, Login, OsFamily,
-    OsInfo, Package, PackageManager, PerformanceSample, Personal, Privileges, Program, Record, RecordBody,
-    Reputation, Score, ThreatLevel, Timestamp, User, UserId, VersionCheck, WebRequest,
+    ExecutableFormat, ExperienceScore, FeatureUsage, Feedback, Finite, Geohash, LicenceSession, Login,
+    OsFamily, OsInfo, Package, PackageManager, PerformanceSample, Personal, Privileges, Program, Record,
+    RecordBody, Reputation, Score, ThreatLevel, Timestamp, User, UserId, VersionCheck, WebRequest,
 };
 use time::Duration;
 
@@ -73,7 +73,7 @@ pub fn event_bodies(tag: &str) -> Vec<EventBody> {
         EventBody::Performance(PerformanceSample {
             product: "privtel-agent".into(),
             metric: "startup_time".into(),
-            value: 182.5,
+            value: Finite::new(182.5).expect("finite"),
             unit: "ms".into(),
         }),
         EventBody::Feedback(Feedback {

@@ -6,10 +6,10 @@ use privtel_model::{
     Application, Arch, BatchId, Binary, BinaryExecution, BinaryId, BinaryVerdict, Category, ConfigSample,
     CountryCode, CrashReport, CustomerId, DataCategory, Device, DeviceId, DeviceType, Digest, Domain,
     DomainId, DomainVerdict, DurationBucket, Event, EventBody, EventId, ExecutableFormat, ExperienceScore,
-    FeatureUsage, Feedback, Generalised, Geohash, HashAlg, IpPrefix, KeyId, LicenceSession, Login, OsFamily,
-    OsInfo, Package, PackageManager, PerformanceSample, Personal, Privileges, Program, Pseudonym, Record,
-    RecordBody, Reputation, Score, ThreatLevel, TimeBucket, TimeUnit, Timestamp, Treatment, User, UserId,
-    VersionCheck, WebRequest,
+    FeatureUsage, Feedback, Finite, Generalised, Geohash, HashAlg, IpPrefix, KeyId, LicenceSession, Login,
+    OsFamily, OsInfo, Package, PackageManager, PerformanceSample, Personal, Privileges, Program, Pseudonym,
+    Record, RecordBody, Reputation, Score, ThreatLevel, TimeBucket, TimeUnit, Timestamp, Treatment, User,
+    UserId, VersionCheck, WebRequest,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -468,7 +468,12 @@ pub fn event_body() -> BoxedStrategy<EventBody> {
             .prop_map(|(product, key, value)| EventBody::Configuration(ConfigSample { product, key, value })),
         (label_text(), label_text(), -1e12f64..1e12, label_text()).prop_map(
             |(product, metric, value, unit)| {
-                EventBody::Performance(PerformanceSample { product, metric, value, unit })
+                EventBody::Performance(PerformanceSample {
+                    product,
+                    metric,
+                    value: Finite::new(value).expect("finite"),
+                    unit,
+                })
             }
         ),
         (label_text(), score(), personal_text())
