@@ -1,7 +1,71 @@
 //! One-pass SHA-256 and BLAKE3 of byte slices, readers, files and directory
-//! trees, executable format detection, and a hash cache.
+//! trees; executable format detection; and a hash cache.
 //!
 //! Devices report the binaries that run on them by hash, never by content.
+//! This crate computes those hashes fast enough to scan a machine's program
+//! folders without the user noticing.
 //!
-//! *Status: the layout is in place; the hasher arrives with the binary
-//! hashing issue.*
+//! # Overview
+//!
+//! * [`digest`], [`digest_bytes`], [`digest_reader`] and [`Hasher`] hash bytes:
+//!   SHA-256 (`sha2`, which uses the CPU's SHA extensions when present),
+//!   BLAKE3, or both from one read ([`Algorithms`]).
+//! * [`hash_file`] hashes one file: memory-mapped at or above
+//!   [`DEFAULT_MMAP_THRESHOLD`], read in 256 KiB chunks below it; SHA-256
+//!   and BLAKE3 of one large file run on two cores at once. A file whose size
+//!   or modification time changed during the read is reported as
+//!   [`SkipReason::Changed`], never given a digest.
+//! * [`ScannerBuilder`] → [`Scanner`] walks trees and hashes every regular
+//!   file on every core, returning a [`ScanReport`]: one [`HashedFile`] or
+//!   one [`SkippedFile`] (with a typed [`SkipReason`]) per file found. A scan
+//!   never aborts because of one file and never loops on symlink cycles.
+//!   [`ScanHooks`] add a [`HashCache`], a progress callback and a cancel flag.
+//! * [`detect_format`] recognises ELF, PE, Mach-O (thin and universal) and
+//!   `#!` scripts from a file's first bytes.
+//!
+//! # Example
+//!
+//! ```
+//! use privtel_hash::{Algorithms, ScannerBuilder};
+//!
+//! let dir = std::env::temp_dir().join(format!("privtel-hash-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! std::fs::write(dir.join("tool"), b"#!/bin/sh\necho hello\n")?;
+//! std::fs::write(dir.join("notes.txt"), b"not a program")?;
+//!
+//! let scanner = ScannerBuilder::new().algorithms(Algorithms::Both).executables_only(true).build();
+//! let report = scanner.scan(&[&dir]);
+//! assert_eq!(report.hashed.len(), 1);
+//! assert_eq!(report.skipped.len(), 1);
+//! println!("{}  {}", report.hashed[0].digests.sha256.unwrap(), report.hashed[0].path.display());
+//! std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Design
+//!
+//! The digests are those of `sha256sum` and `b3sum` on the same bytes (the
+//! tests run both tools when installed). One read feeds both algorithms:
+//! below the mapping threshold one 256 KiB buffer per thread, reused for
+//! every file; above it a read-only mapping that two cores hash at once. The
+//! only `unsafe` in the crate is that mapping (see `src/file.rs` for why it
+//! is sound for our use, and `FileOptions::mmap_threshold` for the SIGBUS
+//! caveat every mmap user shares).
+//!
+//! # Crate features
+//!
+//! None.
+
+mod cache;
+mod digest;
+mod error;
+mod file;
+mod format;
+mod scan;
+
+pub use cache::{HashCache, MAX_CACHE_FILE};
+pub use digest::{Algorithms, Digests, Hasher, digest, digest_bytes, digest_reader};
+pub use error::{Error, Result, SkipReason};
+pub use file::{DEFAULT_MMAP_THRESHOLD, FileOptions, HashedFile, hash_file};
+pub use format::{FORMAT_PROBE_LEN, detect_format};
+pub use scan::{Progress, ScanHooks, ScanReport, Scanner, ScannerBuilder, SkippedFile};

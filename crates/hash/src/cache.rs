@@ -1,0 +1,169 @@
+//! A cache of digests keyed by what identifies one version of a file
+//! (device, inode, size, modification and change times), so a second scan of
+//! an unchanged tree only stats files.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+
+use privtel_model::ExecutableFormat;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digests;
+use crate::error::{Error, Result};
+use crate::file::FileIdentity;
+
+/// First bytes of a cache file.
+const MAGIC: &[u8; 8] = b"PTHCACHE";
+/// Version of the layout after the magic; bump it when `Entry` changes.
+const VERSION: u16 = 1;
+/// The largest cache file loaded: about ten million files. A larger file is
+/// not something this crate wrote, and reading it would only waste memory.
+pub const MAX_CACHE_FILE: u64 = 1 << 30;
+/// bincode's limit when decoding a cache, the same bound as the file size.
+const DECODE_LIMIT: usize = 1 << 30;
+
+/// What the cache remembers about one version of a file.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    pub(crate) digests: Digests,
+    pub(crate) format: Option<ExecutableFormat>,
+}
+
+/// The key: the file's identity, and on systems without inode numbers its
+/// path as well.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub(crate) struct Key {
+    pub(crate) identity: FileIdentity,
+    #[cfg(not(unix))]
+    pub(crate) path: std::path::PathBuf,
+}
+
+/// Digests of files already hashed, keyed by (device, inode, size, mtime,
+/// ctime). Any change to a file changes its key, so a stale entry is never
+/// used: it is only left behind, and [`HashCache::prune`] drops the entries
+/// the latest scan did not use.
+///
+/// ```
+/// use privtel_hash::{HashCache, ScanHooks, ScannerBuilder};
+///
+/// let dir = std::env::temp_dir().join(format!("privtel-cache-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// std::fs::write(dir.join("a"), b"a")?;
+/// let scanner = ScannerBuilder::new().build();
+/// let mut cache = HashCache::new();
+/// let first = scanner.scan_with(&[&dir], ScanHooks { cache: Some(&mut cache), ..ScanHooks::default() });
+/// let second = scanner.scan_with(&[&dir], ScanHooks { cache: Some(&mut cache), ..ScanHooks::default() });
+/// assert!(!first.hashed[0].from_cache && second.hashed[0].from_cache);
+/// cache.save(&dir.join("cache.bin"))?;
+/// assert_eq!(HashCache::load(&dir.join("cache.bin"))?.len(), 1);
+/// std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct HashCache {
+    entries: HashMap<Key, (Entry, bool)>,
+}
+
+impl HashCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many file versions the cache holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(crate) fn get(&self, key: &Key) -> Option<&Entry> {
+        self.entries.get(key).map(|(e, _)| e)
+    }
+
+    /// Records `entry` (or a hit on it) and marks it used.
+    pub(crate) fn put(&mut self, key: Key, entry: Entry) {
+        self.entries.insert(key, (entry, true));
+    }
+
+    /// Marks every entry unused; a scan calls this before it starts.
+    pub(crate) fn start_scan(&mut self) {
+        self.entries.values_mut().for_each(|(_, used)| *used = false);
+    }
+
+    /// Drops every entry the latest scan with this cache did not use (files
+    /// deleted or changed since). Prune after a scan that covered every root
+    /// the cache serves, or entries for the other roots go too.
+    pub fn prune(&mut self) {
+        self.entries.retain(|_, (_, used)| *used);
+    }
+
+    /// Writes the cache to `path` (through a temporary file and a rename, so
+    /// a crash leaves the old cache or the new one, never half of one).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CacheIo`] if the file cannot be written.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let io = |source| Error::CacheIo { path: path.to_owned(), source };
+        let entries: Vec<(&Key, &Entry)> = self.entries.iter().map(|(k, (e, _))| (k, e)).collect();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        let body = bincode::serde::encode_to_vec(&entries, bincode::config::standard()).map_err(|e| {
+            Error::CacheFormat { path: path.to_owned(), reason: format!("cannot encode: {e}") }
+        })?;
+        bytes.extend_from_slice(&body);
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        let mut file = fs::File::create(&tmp).map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Reads a cache written by [`HashCache::save`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CacheIo`] if the file cannot be read; [`Error::CacheFormat`]
+    /// if it is larger than [`MAX_CACHE_FILE`], has the wrong magic or
+    /// version, or does not decode.
+    pub fn load(path: &Path) -> Result<Self> {
+        let io = |source| Error::CacheIo { path: path.to_owned(), source };
+        let len = fs::metadata(path).map_err(io)?.len();
+        if len > MAX_CACHE_FILE {
+            return Err(Error::CacheFormat {
+                path: path.to_owned(),
+                reason: format!("{len} bytes is larger than the limit of {MAX_CACHE_FILE} bytes"),
+            });
+        }
+        let bytes = fs::read(path).map_err(io)?;
+        Self::from_bytes(&bytes).map_err(|reason| Error::CacheFormat { path: path.to_owned(), reason })
+    }
+
+    /// Decodes the bytes of a cache file. The reason on failure is meant for
+    /// [`Error::CacheFormat`].
+    #[doc(hidden)] // Public for the fuzz target only; not a stable API.
+    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or("expected the magic bytes 'PTHCACHE'")?;
+        let (version, body) = rest.split_at_checked(2).ok_or("truncated before the version")?;
+        let version = u16::from_le_bytes([version[0], version[1]]);
+        if version != VERSION {
+            return Err(format!("version {version}, expected {VERSION}"));
+        }
+        let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
+        let (entries, used): (Vec<(Key, Entry)>, usize) =
+            bincode::serde::decode_from_slice(body, config).map_err(|e| format!("corrupt entries: {e}"))?;
+        if used != body.len() {
+            return Err(format!("{} unexpected bytes after the entries", body.len() - used));
+        }
+        // Loaded entries count as unused until a scan uses them.
+        Ok(Self { entries: entries.into_iter().map(|(k, e)| (k, (e, false))).collect() })
+    }
+}

@@ -1,0 +1,270 @@
+//! Hashing one file: open once, stat, read (or map) once, detect the format,
+//! stat again to catch changes.
+
+use std::cell::RefCell;
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use privtel_model::{ExecutableFormat, Timestamp};
+
+use crate::digest::{Algorithms, Digests, Hasher, READ_BUF, digest_bytes};
+use crate::error::{Error, Result, SkipReason};
+use crate::format::{FORMAT_PROBE_LEN, detect_format};
+
+/// Files at least this large are memory-mapped rather than read, by default.
+///
+/// Measured on the 2-core EPYC development machine with
+/// `scripts/bench-hash.sh` (see the README): below about 1 MiB the cost of
+/// setting up and tearing down a mapping outweighs the copy a `read` makes;
+/// above it, mapping wins and lets one large file be split across cores.
+pub const DEFAULT_MMAP_THRESHOLD: u64 = 1 << 20;
+
+/// How one file is hashed.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct FileOptions {
+    /// Which digests to compute. Default: both.
+    pub algorithms: Algorithms,
+    /// Skip (with [`SkipReason::NotExecutable`]) files that are not ELF, PE,
+    /// Mach-O or `#!` scripts, without reading past their first page.
+    /// Default: false.
+    pub executables_only: bool,
+    /// Skip files larger than this many bytes. Default: none.
+    pub max_size: Option<u64>,
+    /// Memory-map files of at least this many bytes; `u64::MAX` never maps.
+    /// Default: [`DEFAULT_MMAP_THRESHOLD`].
+    ///
+    /// A mapped file that another process truncates while it is being hashed
+    /// raises `SIGBUS` (as it does for `b3sum` and every mmap user); set
+    /// `u64::MAX` where files may be truncated under the scanner.
+    pub mmap_threshold: u64,
+    /// Let one large file use several cores (SHA-256 and BLAKE3 side by side,
+    /// BLAKE3 split across cores). Default: true.
+    pub parallel: bool,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        Self {
+            algorithms: Algorithms::Both,
+            executables_only: false,
+            max_size: None,
+            mmap_threshold: DEFAULT_MMAP_THRESHOLD,
+            parallel: true,
+        }
+    }
+}
+
+/// A file that was hashed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HashedFile {
+    /// The path it was found at.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time, where the file system keeps one.
+    pub modified: Option<Timestamp>,
+    /// The digests asked for.
+    pub digests: Digests,
+    /// Its executable format, `None` when it is none of the known ones.
+    pub format: Option<ExecutableFormat>,
+    /// Whether the result came from the cache (the file was only stat'ed).
+    pub from_cache: bool,
+}
+
+/// What identifies one version of a file without reading it: the cache key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct FileIdentity {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) size: u64,
+    pub(crate) mtime_ns: i128,
+    /// The inode change time: also moves when a tool resets the mtime after
+    /// writing (`touch -r`, archive extractors), which the mtime alone misses.
+    pub(crate) ctime_ns: i128,
+}
+
+impl FileIdentity {
+    #[cfg(unix)]
+    pub(crate) fn of(meta: &Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub(crate) fn of(meta: &Metadata) -> Self {
+        // No inode numbers: size and times alone (the cache then also keys by
+        // path, see `cache.rs`).
+        let ns = |t: io::Result<SystemTime>| t.ok().and_then(system_time_nanos).unwrap_or(0);
+        Self { dev: 0, ino: 0, size: meta.len(), mtime_ns: ns(meta.modified()), ctime_ns: ns(meta.created()) }
+    }
+}
+
+fn system_time_nanos(t: SystemTime) -> Option<i128> {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).ok(),
+        Err(e) => i128::try_from(e.duration().as_nanos()).ok().map(|n| -n),
+    }
+}
+
+pub(crate) fn modified(meta: &Metadata) -> Option<Timestamp> {
+    meta.modified().ok().and_then(system_time_nanos).and_then(|n| Timestamp::from_unix_nanos(n).ok())
+}
+
+thread_local! {
+    /// One read buffer per thread, reused for every file that thread reads.
+    static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
+}
+
+/// Hashes one file.
+///
+/// ```
+/// use privtel_hash::{FileOptions, hash_file};
+///
+/// let dir = std::env::temp_dir().join(format!("privtel-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let path = dir.join("hello.txt");
+/// std::fs::write(&path, b"hello world")?;
+/// let hashed = hash_file(&path, &FileOptions::default())?;
+/// assert_eq!(
+///     hashed.digests.sha256.unwrap().to_string(),
+///     "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+/// );
+/// std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::File`] with the [`SkipReason`] when the file is not hashed.
+pub fn hash_file(path: &Path, options: &FileOptions) -> Result<HashedFile> {
+    hash_file_inner(path, options)
+        .map(|(hashed, _)| hashed)
+        .map_err(|reason| Error::File { path: path.to_owned(), reason })
+}
+
+/// [`hash_file`], also returning the identity that was read (for the cache).
+pub(crate) fn hash_file_inner(
+    path: &Path,
+    options: &FileOptions,
+) -> std::result::Result<(HashedFile, FileIdentity), SkipReason> {
+    let mut file = File::open(path).map_err(SkipReason::from_open_error)?;
+    let before = file.metadata().map_err(SkipReason::Unreadable)?;
+    if !before.is_file() {
+        return Err(SkipReason::NotRegular);
+    }
+    let size = before.len();
+    if let Some(limit) = options.max_size.filter(|&limit| size > limit) {
+        return Err(SkipReason::TooLarge { size, limit });
+    }
+
+    let mapped = if size > 0 && size >= options.mmap_threshold { map(&file) } else { None };
+    let (digests, format, read) = match &mapped {
+        Some(bytes) => {
+            let format = detect_format(&bytes[..bytes.len().min(FORMAT_PROBE_LEN)]);
+            if options.executables_only && format.is_none() {
+                return Err(SkipReason::NotExecutable);
+            }
+            (digest_bytes(options.algorithms, bytes, options.parallel), format, bytes.len() as u64)
+        }
+        None => read_and_hash(&mut file, size, options)?,
+    };
+    drop(mapped);
+
+    let after = file.metadata().map_err(SkipReason::Unreadable)?;
+    if read != size || after.len() != size || after.modified().ok() != before.modified().ok() {
+        return Err(SkipReason::Changed { before: size, after: after.len().max(read) });
+    }
+    let identity = FileIdentity::of(&before);
+    let hashed = HashedFile {
+        path: path.to_owned(),
+        size,
+        modified: modified(&before),
+        digests,
+        format,
+        from_cache: false,
+    };
+    Ok((hashed, identity))
+}
+
+/// Maps `file` read-only, or `None` if the file system cannot map it (the
+/// caller then reads it instead).
+fn map(file: &File) -> Option<memmap2::Mmap> {
+    // SAFETY: `Mmap::map` is unsafe because the mapped bytes can change if
+    // another process writes the file while it is mapped; Rust would then see
+    // a `&[u8]` change under it. We only ever read the bytes into hash
+    // functions, for which a concurrent change yields a wrong digest, not
+    // memory unsafety in our code; and we detect such changes afterwards
+    // (size and mtime before/after) and report `SkipReason::Changed` instead
+    // of the digest. Truncation by another process can raise SIGBUS, as
+    // documented on `FileOptions::mmap_threshold`.
+    #[allow(unsafe_code)]
+    let map = unsafe { memmap2::Mmap::map(file) }.ok()?;
+    #[cfg(unix)]
+    {
+        // A hint only: failure changes nothing but read-ahead.
+        let _ = map.advise(memmap2::Advice::Sequential);
+    }
+    Some(map)
+}
+
+/// Reads `file` to its end in [`READ_BUF`] chunks, hashing as it goes.
+/// Returns the digests, the format and how many bytes there were; stops
+/// reading one chunk past `size`, so a file that grows without end costs
+/// bounded work before it is reported as changed.
+fn read_and_hash(
+    file: &mut File,
+    size: u64,
+    options: &FileOptions,
+) -> std::result::Result<(Digests, Option<ExecutableFormat>, u64), SkipReason> {
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let mut hasher = Hasher::new(options.algorithms);
+        let mut total = 0u64;
+        let mut format = None;
+        let mut first = true;
+        loop {
+            let n = read_full(file, &mut buf).map_err(SkipReason::Unreadable)?;
+            if first {
+                format = detect_format(&buf[..n.min(FORMAT_PROBE_LEN)]);
+                if options.executables_only && format.is_none() {
+                    return Err(SkipReason::NotExecutable);
+                }
+                first = false;
+            }
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n as u64;
+            if total > size {
+                break;
+            }
+        }
+        Ok((hasher.finalize(), format, total))
+    })
+}
+
+/// Fills `buf` as far as the file allows (so the format probe sees a whole
+/// page even when the kernel returns short reads).
+fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}

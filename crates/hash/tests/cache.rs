@@ -1,0 +1,83 @@
+//! The cache: a second scan of an unchanged tree only stats; changed files
+//! are hashed again; bad cache files are typed errors.
+
+use privtel_hash::{Algorithms, Error, HashCache, ScanHooks, ScannerBuilder};
+
+fn scan(dir: &std::path::Path, cache: &mut HashCache, alg: Algorithms) -> privtel_hash::ScanReport {
+    ScannerBuilder::new()
+        .algorithms(alg)
+        .build()
+        .scan_with(&[dir], ScanHooks { cache: Some(cache), ..ScanHooks::default() })
+}
+
+#[test]
+fn unchanged_files_come_from_the_cache_changed_ones_are_rehashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for i in 0..10 {
+        super::write(&data.join(format!("{i}")), &super::bytes(i, 3000));
+    }
+    let mut cache = HashCache::new();
+    let first = scan(&data, &mut cache, Algorithms::Both);
+    assert_eq!(first.from_cache(), 0);
+    assert_eq!(cache.len(), 10);
+
+    let path = dir.path().join("cache.bin");
+    cache.save(&path).unwrap();
+    let mut cache = HashCache::load(&path).unwrap();
+    let second = scan(&data, &mut cache, Algorithms::Sha256);
+    assert_eq!(second.from_cache(), 10);
+    assert_eq!(
+        first.hashed.iter().map(|f| f.digests.sha256).collect::<Vec<_>>(),
+        second.hashed.iter().map(|f| f.digests.sha256).collect::<Vec<_>>()
+    );
+
+    // Same size, new content: the mtime/ctime change makes it a new key.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    super::write(&data.join("3"), &super::bytes(99, 3000));
+    let third = scan(&data, &mut cache, Algorithms::Both);
+    assert_eq!(third.from_cache(), 9);
+    let changed = third.hashed.iter().find(|f| f.path.ends_with("3")).unwrap();
+    assert!(!changed.from_cache);
+    assert_eq!(
+        changed.digests.sha256,
+        Some(privtel_hash::digest(privtel_model::HashAlg::Sha256, &super::bytes(99, 3000)))
+    );
+
+    // The stale entry for the old "3" goes at the next prune.
+    assert_eq!(cache.len(), 11);
+    cache.prune();
+    assert_eq!(cache.len(), 10);
+}
+
+#[test]
+fn bad_cache_files_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.bin");
+    let mut good = HashCache::new();
+    let data = dir.path().join("d");
+    super::write(&data.join("f"), b"f");
+    scan(&data, &mut good, Algorithms::Both);
+    good.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+
+    let mut huge_len = b"PTHCACHE\x01\x00".to_vec();
+    huge_len.push(253);
+    huge_len.extend_from_slice(&u64::MAX.to_le_bytes());
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"NOTCACHE\x01\x00".to_vec(), "magic"),
+        (b"PTHCACHE\x09\x00".to_vec(), "version 9"),
+        (b"PTHCACHE\x01".to_vec(), "truncated"),
+        (bytes[..bytes.len() - 1].to_vec(), "corrupt"),
+        ([bytes.as_slice(), b"x"].concat(), "unexpected bytes"),
+        (huge_len, "corrupt"),
+    ];
+    for (content, expect) in cases {
+        std::fs::write(&path, &content).unwrap();
+        match HashCache::load(&path) {
+            Err(e @ Error::CacheFormat { .. }) => assert!(e.to_string().contains(expect), "{e}"),
+            other => panic!("{expect}: {other:?}"),
+        }
+    }
+    assert!(matches!(HashCache::load(&dir.path().join("missing")), Err(Error::CacheIo { .. })));
+}
