@@ -150,7 +150,10 @@ fn run() -> anyhow::Result<ExitCode> {
     let elapsed = start.elapsed();
     if let (Some(cache), Some(path)) = (cache.as_mut(), &args.cache) {
         cache.prune();
-        cache.save(path)?;
+        // An unchanged cache is not rewritten (saving syncs it to disk).
+        if cache.is_dirty() || !path.exists() {
+            cache.save(path)?;
+        }
     }
 
     let stdout = io::stdout();

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write as _;
 use std::path::Path;
 
@@ -40,6 +41,32 @@ pub(crate) struct Key {
     pub(crate) path: std::path::PathBuf,
 }
 
+/// A fast hasher for cache keys. Keys are inode numbers and times of the
+/// device's own files, not input an attacker chooses freely, so the
+/// flooding resistance of SipHash buys nothing here, and lookups are a
+/// noticeable part of a cached scan.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // FxHash's step: rotate, mix in, multiply by an odd constant.
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
 /// Digests of files already hashed, keyed by (device, inode, size, mtime,
 /// ctime). Any change to a file changes its key, so a stale entry is never
 /// used: it is only left behind, and [`HashCache::prune`] drops the entries
@@ -63,7 +90,10 @@ pub(crate) struct Key {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct HashCache {
-    entries: HashMap<Key, (Entry, bool)>,
+    entries: HashMap<Key, (Entry, bool), BuildHasherDefault<KeyHasher>>,
+    /// Whether the entries differ from the file they were loaded from (or
+    /// were never saved), so an unchanged cache is not rewritten.
+    dirty: bool,
 }
 
 impl HashCache {
@@ -88,7 +118,18 @@ impl HashCache {
 
     /// Records `entry` (or a hit on it) and marks it used.
     pub(crate) fn put(&mut self, key: Key, entry: Entry) {
-        self.entries.insert(key, (entry, true));
+        match self.entries.get_mut(&key) {
+            Some((old, used)) if *old == entry => *used = true,
+            _ => {
+                self.entries.insert(key, (entry, true));
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Whether the cache changed since it was loaded or saved.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
     }
 
     /// Marks every entry unused; a scan calls this before it starts.
@@ -100,7 +141,9 @@ impl HashCache {
     /// deleted or changed since). Prune after a scan that covered every root
     /// the cache serves, or entries for the other roots go too.
     pub fn prune(&mut self) {
+        let before = self.entries.len();
         self.entries.retain(|_, (_, used)| *used);
+        self.dirty |= self.entries.len() != before;
     }
 
     /// Writes the cache to `path` (through a temporary file and a rename, so
@@ -109,7 +152,7 @@ impl HashCache {
     /// # Errors
     ///
     /// [`Error::CacheIo`] if the file cannot be written.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    pub fn save(&mut self, path: &Path) -> Result<()> {
         let io = |source| Error::CacheIo { path: path.to_owned(), source };
         let entries: Vec<(&Key, &Entry)> = self.entries.iter().map(|(k, (e, _))| (k, e)).collect();
         let mut bytes = MAGIC.to_vec();
@@ -124,7 +167,9 @@ impl HashCache {
         let mut file = fs::File::create(&tmp).map_err(io)?;
         file.write_all(&bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
-        fs::rename(&tmp, path).map_err(io)
+        fs::rename(&tmp, path).map_err(io)?;
+        self.dirty = false;
+        Ok(())
     }
 
     /// Reads a cache written by [`HashCache::save`].
@@ -164,6 +209,6 @@ impl HashCache {
             return Err(format!("{} unexpected bytes after the entries", body.len() - used));
         }
         // Loaded entries count as unused until a scan uses them.
-        Ok(Self { entries: entries.into_iter().map(|(k, e)| (k, (e, false))).collect() })
+        Ok(Self { entries: entries.into_iter().map(|(k, e)| (k, (e, false))).collect(), dirty: false })
     }
 }

@@ -144,25 +144,30 @@ fn oversized_non_executable_and_special_files() {
 #[test]
 fn a_file_deleted_between_walk_and_read_vanished() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["1", "2", "3"] {
+    let names = ["1", "2", "3"];
+    for name in names {
         super::write(&dir.path().join(name), name.as_bytes());
     }
-    // With one thread the files go in order: after the first, delete the
-    // third, which the walk has already listed.
-    let third = dir.path().join("3");
+    // With one thread the three files (listed together, in one batch) are
+    // hashed one after another: once the first is done, delete all three;
+    // the two the walk listed but had not read yet have vanished.
     let progress = |p: privtel_hash::Progress| {
         if p.files_done == 1 {
-            std::fs::remove_file(&third).unwrap();
+            for name in names {
+                let _ = std::fs::remove_file(dir.path().join(name));
+            }
         }
     };
     let report = ScannerBuilder::new()
         .threads(1)
         .build()
         .scan_with(&[dir.path()], ScanHooks { progress: Some(&progress), ..ScanHooks::default() });
-    assert_eq!(report.hashed.len(), 2);
-    assert_eq!(report.skipped.len(), 1);
-    assert!(matches!(report.skipped[0].reason, SkipReason::Vanished), "{:?}", report.skipped[0].reason);
-    assert_eq!(report.skipped[0].path, third);
+    assert_eq!(report.hashed.len(), 1);
+    assert_eq!(report.skipped.len(), 2);
+    for s in &report.skipped {
+        assert!(matches!(s.reason, SkipReason::Vanished), "{:?}", s.reason);
+        assert_eq!(s.reason.to_string(), "vanished before it was read");
+    }
 }
 
 #[test]
@@ -209,4 +214,27 @@ fn a_missing_root_is_reported_not_fatal() {
     assert!(
         matches!(&report.skipped[0].reason, SkipReason::Unreadable(e) if e.kind() == std::io::ErrorKind::NotFound)
     );
+}
+
+#[test]
+fn every_read_path_stops_early_on_a_non_executable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.bin");
+    super::write(&path, &vec![b'z'; 5 << 20]);
+    for alg in
+        [privtel_hash::Algorithms::Sha256, privtel_hash::Algorithms::Blake3, privtel_hash::Algorithms::Both]
+    {
+        for threshold in [0, u64::MAX] {
+            let mut options = FileOptions::default();
+            options.algorithms = alg;
+            options.mmap_threshold = threshold;
+            options.executables_only = true;
+            match hash_file(&path, &options) {
+                Err(privtel_hash::Error::File { reason: SkipReason::NotExecutable, .. }) => {}
+                other => panic!("{alg:?} {threshold}: {other:?}"),
+            }
+            options.executables_only = false;
+            assert_eq!(hash_file(&path, &options).unwrap().size, 5 << 20);
+        }
+    }
 }

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Compares the `hash` example with b3sum, openssl and sha256sum on the same
+# files (generated with a fixed seed), checks that the digests agree, and
+# prints one `RATIO name value` line per goal of the hashing issue.
+#
+#   scripts/bench-hash.sh            # 5 alternating runs per pair, medians
+#   RUNS=9 scripts/bench-hash.sh     # more runs
+#   BENCH_DATA=/path scripts/bench-hash.sh   # where the ~3.3 GB of data go
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export BENCH_DATA=${BENCH_DATA:-target/bench-hash-data}
+export RUNS=${RUNS:-5}
+cargo build --release --example hash --quiet
+command -v b3sum >/dev/null || cargo install b3sum --locked --quiet
+command -v openssl >/dev/null || { echo "openssl is needed" >&2; exit 1; }
+exec python3 scripts/bench_hash.py
