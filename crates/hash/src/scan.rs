@@ -270,6 +270,7 @@ impl<'a> Walk<'a> {
         };
         let mut files = Vec::new();
         let mut skipped = Vec::new();
+        let mut hits = Vec::new();
         for entry in entries {
             let entry = match entry {
                 Ok(entry) => entry,
@@ -305,7 +306,17 @@ impl<'a> Walk<'a> {
                     scope.spawn(move |scope| self.dir(scope, root, path, Arc::new(chain)));
                 }
                 Ok(meta) if meta.is_file() => {
-                    files.push(Candidate::new(path, meta));
+                    let c = Candidate::new(path, meta);
+                    // A cache hit costs less than handing the file to
+                    // another task: answer it here.
+                    if let Some(outcome) = self.scanner.cached(&c, self.cache) {
+                        self.found_files.fetch_add(1, Ordering::Relaxed);
+                        self.found_bytes.fetch_add(c.size, Ordering::Relaxed);
+                        self.done(c.size);
+                        hits.push(outcome);
+                        continue;
+                    }
+                    files.push(c);
                     if files.len() == FILES_PER_TASK {
                         self.files(scope, root, std::mem::take(&mut files));
                     }
@@ -317,7 +328,23 @@ impl<'a> Walk<'a> {
             }
         }
         self.push(root, skipped);
+        self.push(root, hits);
         self.files(scope, root, files);
+    }
+
+    /// Counts one file as done and reports progress.
+    fn done(&self, size: u64) {
+        if let Some(report) = self.progress {
+            let files = self.done_files.fetch_add(1, Ordering::Relaxed) + 1;
+            let bytes = self.done_bytes.fetch_add(size, Ordering::Relaxed) + size;
+            report(Progress {
+                files_done: files,
+                files_total: self.found_files.load(Ordering::Relaxed),
+                bytes_done: bytes,
+                bytes_total: self.found_bytes.load(Ordering::Relaxed),
+                walk_done: self.pending_dirs.load(Ordering::Relaxed) == 0,
+            });
+        }
     }
 
     /// Counts a batch of files as found and hashes it in a task of its own.
@@ -333,18 +360,8 @@ impl<'a> Walk<'a> {
                 if self.stopped() {
                     break;
                 }
-                outcomes.push(self.scanner.one(c, self.cache));
-                if let Some(report) = self.progress {
-                    let files = self.done_files.fetch_add(1, Ordering::Relaxed) + 1;
-                    let bytes = self.done_bytes.fetch_add(c.size, Ordering::Relaxed) + c.size;
-                    report(Progress {
-                        files_done: files,
-                        files_total: self.found_files.load(Ordering::Relaxed),
-                        bytes_done: bytes,
-                        bytes_total: self.found_bytes.load(Ordering::Relaxed),
-                        walk_done: self.pending_dirs.load(Ordering::Relaxed) == 0,
-                    });
-                }
+                outcomes.push(self.scanner.hashed(c));
+                self.done(c.size);
             }
             self.push(root, outcomes);
         });
@@ -460,31 +477,42 @@ impl Scanner {
     }
 
     /// One file: from the cache if its identity is known, else hashed.
-    fn one(&self, c: &Candidate, cache: Option<&HashCache>) -> Outcome {
-        let options = &self.config.file;
-        let key = Key {
+    fn key(c: &Candidate) -> Key {
+        Key {
             identity: c.identity,
             #[cfg(not(unix))]
             path: c.path.clone(),
-        };
-        if let Some(entry) = cache.and_then(|cache| cache.get(&key)) {
-            if options.executables_only && entry.format.is_none() {
-                let skipped = SkippedFile { path: c.path.clone(), reason: SkipReason::NotExecutable };
-                return Outcome::Skipped(skipped, Some((key, entry.clone())));
-            }
-            let too_large = options.max_size.is_some_and(|limit| c.size > limit);
-            if !too_large && options.algorithms.satisfied_by(&entry.digests) {
-                let hashed = HashedFile {
-                    path: c.path.clone(),
-                    size: c.size,
-                    modified: modified(&c.meta),
-                    digests: entry.digests,
-                    format: entry.format.clone(),
-                    from_cache: true,
-                };
-                return Outcome::Hashed(hashed, key, entry.clone());
-            }
         }
+    }
+
+    /// The outcome for `c` if the cache can give it without reading the file.
+    fn cached(&self, c: &Candidate, cache: Option<&HashCache>) -> Option<Outcome> {
+        let options = &self.config.file;
+        let key = Self::key(c);
+        let entry = cache?.get(&key)?;
+        if options.executables_only && entry.format.is_none() {
+            let skipped = SkippedFile { path: c.path.clone(), reason: SkipReason::NotExecutable };
+            return Some(Outcome::Skipped(skipped, Some((key, entry.clone()))));
+        }
+        let too_large = options.max_size.is_some_and(|limit| c.size > limit);
+        if too_large || !options.algorithms.satisfied_by(&entry.digests) {
+            return None;
+        }
+        let hashed = HashedFile {
+            path: c.path.clone(),
+            size: c.size,
+            modified: modified(&c.meta),
+            digests: entry.digests,
+            format: entry.format.clone(),
+            from_cache: true,
+        };
+        Some(Outcome::Hashed(hashed, key, entry.clone()))
+    }
+
+    /// Reads and hashes `c`.
+    fn hashed(&self, c: &Candidate) -> Outcome {
+        let options = &self.config.file;
+        let key = Self::key(c);
         match hash_file_inner(&c.path, options, Some(&c.meta)) {
             Ok((hashed, identity)) => {
                 let entry = Entry { digests: hashed.digests, format: hashed.format.clone() };
