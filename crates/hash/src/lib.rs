@@ -69,3 +69,8 @@ pub use error::{Error, Result, SkipReason};
 pub use file::{DEFAULT_MMAP_THRESHOLD, FileOptions, HashedFile, hash_file};
 pub use format::{FORMAT_PROBE_LEN, detect_format};
 pub use scan::{Progress, ScanHooks, ScanReport, Scanner, ScannerBuilder, SkippedFile};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
