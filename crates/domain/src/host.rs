@@ -1,0 +1,209 @@
+//! From input text to a canonical host: the fast path and the full WHATWG
+//! path. The Public Suffix List is not involved here.
+
+use crate::error::ErrorKind;
+
+/// A canonical host.
+pub(crate) enum Host {
+    /// Lowercase ASCII, dots cleaned, lengths checked.
+    Domain(String),
+    /// Dotted quad.
+    Ipv4(String),
+    /// Bracketed, as the `url` crate serialises it.
+    Ipv6(String),
+}
+
+const MAX_LABEL: usize = 63;
+const MAX_HOST: usize = 253;
+/// The longest scheme an error names.
+const MAX_SCHEME_ECHO: usize = 32;
+const WEB_SCHEMES: [&str; 5] = ["http", "https", "ws", "wss", "ftp"];
+
+/// Rule 1: trims U+0000–U+0020 at both ends, nothing else.
+pub(crate) fn trim_c0(s: &str) -> &str {
+    s.trim_matches(|c: char| c <= '\u{20}')
+}
+
+fn starts_with_ci(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// Rule 2: whether the input is parsed as a URL as it is.
+fn has_scheme(s: &str) -> bool {
+    if ["http:", "https:", "ws:", "wss:", "ftp:"].iter().any(|p| starts_with_ci(s, p)) {
+        return true;
+    }
+    match s.find("://") {
+        Some(end) if end > 0 => {
+            let scheme = &s.as_bytes()[..end];
+            scheme[0].is_ascii_alphabetic()
+                && scheme.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        }
+        _ => false,
+    }
+}
+
+/// Rules 6 and 7 on a domain the URL parser produced (lowercase ASCII):
+/// clean the dots, then check characters and lengths.
+fn finish_domain(domain: &str) -> Result<Host, ErrorKind> {
+    let cleaned = collapse_dots(domain);
+    if cleaned.is_empty() {
+        return Err(ErrorKind::EmptyHost);
+    }
+    if cleaned != domain {
+        // Rule 6: a changed host is parsed again, so `1.2.3.4..` is an IPv4
+        // address and not a domain.
+        match url::Host::parse(&cleaned) {
+            Ok(url::Host::Domain(d)) => return check_domain(d),
+            Ok(url::Host::Ipv4(a)) => return Ok(Host::Ipv4(a.to_string())),
+            Ok(url::Host::Ipv6(a)) => return Ok(Host::Ipv6(format!("[{a}]"))),
+            Err(e) => return Err(ErrorKind::Url(e.to_string())),
+        }
+    }
+    check_domain(cleaned)
+}
+
+/// Strips leading and trailing dots and collapses runs of dots.
+fn collapse_dots(domain: &str) -> String {
+    let mut out = String::with_capacity(domain.len());
+    for label in domain.split('.').filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(label);
+    }
+    out
+}
+
+/// Rule 7 and the host-name alphabet, on a cleaned lowercase host.
+fn check_domain(host: String) -> Result<Host, ErrorKind> {
+    if let Some(c) = host
+        .chars()
+        .find(|&c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(ErrorKind::Character(c));
+    }
+    if let Some(long) = host.split('.').map(str::len).find(|&n| n > MAX_LABEL) {
+        return Err(ErrorKind::LabelTooLong(long));
+    }
+    if host.len() > MAX_HOST {
+        return Err(ErrorKind::HostTooLong(host.len()));
+    }
+    Ok(Host::Domain(host))
+}
+
+/// Rules 2–7 through the WHATWG parser.
+pub(crate) fn full(input: &str) -> Result<Host, ErrorKind> {
+    if input.is_empty() {
+        return Err(ErrorKind::Empty);
+    }
+    let parsed =
+        if has_scheme(input) { url::Url::parse(input) } else { url::Url::parse(&format!("http://{input}")) };
+    let url = parsed.map_err(|e| ErrorKind::Url(e.to_string()))?;
+    if !WEB_SCHEMES.contains(&url.scheme()) {
+        // The scheme is the one part of the input a rule names; keep it
+        // short so no error carries a long piece of input.
+        let scheme: String = url.scheme().chars().take(MAX_SCHEME_ECHO).collect();
+        return Err(ErrorKind::Scheme(scheme));
+    }
+    match url.host() {
+        None => Err(ErrorKind::EmptyHost),
+        Some(url::Host::Ipv4(a)) => Ok(Host::Ipv4(a.to_string())),
+        // `host_str` is the url crate's own serialisation, in brackets;
+        // std's `Display` writes IPv4-mapped addresses differently.
+        Some(url::Host::Ipv6(_)) => Ok(Host::Ipv6(url.host_str().unwrap_or_default().to_owned())),
+        Some(url::Host::Domain(d)) => finish_domain(d),
+    }
+}
+
+/// The fast path: `Some` with the answer the full path would give, or
+/// `None` when the input needs the full path (anything beyond plain ASCII
+/// host characters, userinfo, IPv6, IDN, percent signs, numeric last labels,
+/// unusual ports or schemes).
+///
+/// One pass over the bytes: lowercases, drops empty labels, checks label
+/// lengths, and stops at the end of the authority.
+pub(crate) fn fast(input: &str) -> Option<Result<Host, ErrorKind>> {
+    let b = input.as_bytes();
+    let rest = if b.len() >= 7 && b[..7].eq_ignore_ascii_case(b"http://") {
+        &b[7..]
+    } else if b.len() >= 8 && b[..8].eq_ignore_ascii_case(b"https://") {
+        &b[8..]
+    } else {
+        b
+    };
+    let bare = rest.len() == b.len();
+    let mut out: Vec<u8> = Vec::with_capacity(rest.len());
+    let mut label_start = 0; // in `out`
+    let mut last_label = 0..0; // in `out`
+    let mut long_label = None;
+    let mut i = 0;
+    // Closes the label that ends at `out.len()`, if it is not empty.
+    let mut close =
+        |out: &mut Vec<u8>, label_start: &mut usize, last_label: &mut std::ops::Range<usize>| -> bool {
+            let label = &out[*label_start..];
+            if label.is_empty() {
+                return true;
+            }
+            if label.starts_with(b"xn--") {
+                return false;
+            }
+            if label.len() > MAX_LABEL && long_label.is_none() {
+                long_label = Some(label.len());
+            }
+            *last_label = *label_start..out.len();
+            out.push(b'.');
+            *label_start = out.len();
+            true
+        };
+    while i < rest.len() {
+        match rest[i] {
+            c @ (b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_') => out.push(c),
+            c @ b'A'..=b'Z' => out.push(c.to_ascii_lowercase()),
+            b'.' => {
+                if !close(&mut out, &mut label_start, &mut last_label) {
+                    return None;
+                }
+            }
+            b':' | b'/' | b'?' | b'#' => break,
+            _ => return None,
+        }
+        i += 1;
+    }
+    if !close(&mut out, &mut label_start, &mut last_label) {
+        return None;
+    }
+    out.pop(); // the dot after the last label
+    if out.is_empty() {
+        return None;
+    }
+    // What follows the host: nothing, a path/query/fragment, or a port.
+    if rest.get(i) == Some(&b':') {
+        if bare && (WEB_SCHEMES.iter().any(|s| out == s.as_bytes()) || rest[i + 1..].starts_with(b"//")) {
+            return None; // `ws:80`, `foo://…`: a scheme, not a host
+        }
+        let port = &rest[i + 1..];
+        let end = port.iter().position(|c| matches!(c, b'/' | b'?' | b'#')).unwrap_or(port.len());
+        let digits = &port[..end];
+        let valid = (1..=5).contains(&digits.len())
+            && digits.iter().all(u8::is_ascii_digit)
+            && digits.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65_535;
+        if !valid {
+            return None;
+        }
+    }
+    // A numeric last label (or a `0x` one) makes the WHATWG parser read an
+    // IPv4 address, or fail; leave those to it.
+    let last = &out[last_label];
+    if last.iter().all(u8::is_ascii_digit) || last.starts_with(b"0x") {
+        return None;
+    }
+    if let Some(len) = long_label {
+        return Some(Err(ErrorKind::LabelTooLong(len)));
+    }
+    if out.len() > MAX_HOST {
+        return Some(Err(ErrorKind::HostTooLong(out.len())));
+    }
+    // Only ASCII letters, digits, '-', '_' and '.' were pushed.
+    String::from_utf8(out).ok().map(|host| Ok(Host::Domain(host)))
+}

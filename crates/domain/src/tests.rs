@@ -1,0 +1,48 @@
+//! Unit tests that need the full path alone: the fast path must agree with
+//! it on every input.
+
+use proptest::prelude::*;
+
+use crate::Normalizer;
+
+/// Inputs built from the pieces the fast path looks at, so that generated
+/// cases hit both paths and their borders.
+fn input() -> impl Strategy<Value = String> {
+    let scheme = prop::sample::select(vec![
+        "", "", "http://", "https://", "HTTP://", "hTtPs://", "ftp://", "ws:", "//", "mailto:",
+    ]);
+    let label = prop_oneof![
+        "[a-zA-Z0-9_-]{1,12}",
+        Just("xn--bcher-kva".to_owned()),
+        Just("XN--BCHER-KVA".to_owned()),
+        "[0-9]{1,3}",
+        Just("0x7f".to_owned()),
+        Just("bücher".to_owned()),
+        Just("%61".to_owned()),
+        Just("a".repeat(64)),
+        Just("".to_owned()),
+    ];
+    let labels = prop::collection::vec(label, 1..6).prop_map(|v| v.join("."));
+    let dots = prop::sample::select(vec!["", "", ".", ".."]);
+    let port = prop::sample::select(vec!["", "", ":80", ":8080", ":65535", ":65536", ":", ":x", ":0"]);
+    let tail = prop::sample::select(vec!["", "/", "/a/b?q=1#f", "?x", "#y", "/\\p"]);
+    let user = prop::sample::select(vec!["", "", "user@", "user:pw@"]);
+    (scheme, user, dots.clone(), labels, dots, port, tail)
+        .prop_map(|(s, u, d1, l, d2, p, t)| format!("{s}{u}{d1}{l}{d2}{p}{t}"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: if cfg!(debug_assertions) { 2_000 } else { 20_000 }, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fast_path_equals_full_path(input in input()) {
+        let n = Normalizer::shared();
+        prop_assert_eq!(n.normalize(&input), n.normalize_full(&input), "input {:?}", input);
+    }
+
+    #[test]
+    fn fast_path_equals_full_path_on_any_text(input in "\\PC{0,40}") {
+        let n = Normalizer::shared();
+        prop_assert_eq!(n.normalize(&input), n.normalize_full(&input), "input {:?}", input);
+    }
+}
