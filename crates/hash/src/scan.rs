@@ -360,7 +360,12 @@ impl<'a> Walk<'a> {
                 if self.stopped() {
                     break;
                 }
-                outcomes.push(self.scanner.hashed(c));
+                // Roots given as files arrive here without a cache check.
+                let outcome = match self.scanner.cached(c, self.cache) {
+                    Some(hit) => hit,
+                    None => self.scanner.hashed(c),
+                };
+                outcomes.push(outcome);
                 self.done(c.size);
             }
             self.push(root, outcomes);

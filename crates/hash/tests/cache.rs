@@ -81,3 +81,15 @@ fn bad_cache_files_are_typed_errors() {
     }
     assert!(matches!(HashCache::load(&dir.path().join("missing")), Err(Error::CacheIo { .. })));
 }
+
+#[test]
+fn a_file_given_as_a_root_is_taken_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    super::write(&file, b"data");
+    let mut cache = HashCache::new();
+    let scanner = ScannerBuilder::new().build();
+    let first = scanner.scan_with(&[&file], ScanHooks { cache: Some(&mut cache), ..ScanHooks::default() });
+    let second = scanner.scan_with(&[&file], ScanHooks { cache: Some(&mut cache), ..ScanHooks::default() });
+    assert_eq!((first.from_cache(), second.from_cache()), (0, 1));
+}
