@@ -1,6 +1,99 @@
 //! Decides what may leave a device and in what form: consent per program, a
 //! treatment per personal field (clear, keyed pseudonym, generalised, or
-//! never recorded), free-text scrubbing, and k-anonymous aggregates.
+//! never recorded), free-text scrubbing, a redaction report, a privacy
+//! manifest, and k-anonymous benchmark aggregates.
 //!
-//! *Status: the layout is in place; the filter arrives with the privacy
-//! filtering issue.*
+//! # Overview
+//!
+//! * [`Policy`] — the customer's choices, loaded from TOML with
+//!   [`Policy::from_toml`] (an unknown field, program or treatment is an
+//!   error naming it and its line). Unset fields get the model's most
+//!   private default ([`privtel_model::FieldSpec::default_treatment`]).
+//! * [`FilterBuilder`] → [`Filter`]: `apply` drops records of switched-off
+//!   programs (and of kinds a program does not carry), then puts every
+//!   personal field in its form. Pseudonyms are BLAKE3 keyed hashes under a
+//!   sub-key derived from the customer's [`PseudonymKey`], the customer id
+//!   and the field (or its link group), stamped with the key id.
+//! * [`RedactionReport`] — counts per program, field and [`Rule`]; never a
+//!   value.
+//! * [`Scrubber`] — detectors for emails, IPs, Luhn-valid cards, home
+//!   folders, URL credentials and tokens in free text; each can be switched
+//!   off, and [`Scrubber::find`] is a dry run.
+//! * [`Manifest`] — what each program sends, in what form, where and for how
+//!   long, as JSON and Markdown.
+//! * [`Aggregator`] — per-industry cells across customers, suppressed below
+//!   k customers, with optional Laplace noise (see [`aggregate`](crate::Aggregator)
+//!   for what that guarantees).
+//!
+//! # Example
+//!
+//! ```
+//! use privtel_filter::{FilterBuilder, Policy, PseudonymKey, RedactionReport};
+//! use privtel_model::{CustomerId, KeyId, Personal, Program, Record, RecordBody, User, UserId};
+//!
+//! let policy = Policy::from_toml(r#"
+//!     [programs]
+//!     personalised_usage = true
+//!     [fields]
+//!     "user.email" = "pseudonymise"
+//!     "user.first_name" = "clear"
+//! "#)?;
+//! let filter = FilterBuilder::new()
+//!     .policy(policy)
+//!     .customer(CustomerId::new("acme")?)
+//!     .key(PseudonymKey::new(KeyId::new(1), [7; 32]))
+//!     .build();
+//! let record = Record {
+//!     program: Program::PersonalisedUsage,
+//!     body: RecordBody::User(User {
+//!         id: UserId::new("u-1")?,
+//!         username: Personal::Clear("alice".into()),
+//!         upn: Personal::Withheld,
+//!         first_name: Personal::Clear("Alice".into()),
+//!         last_name: Personal::Clear("Martin".into()),
+//!         job_title: Personal::Withheld,
+//!         email: Personal::Clear("alice@corp.example".into()),
+//!         phone: Personal::Withheld,
+//!     }),
+//! };
+//! let mut report = RedactionReport::default();
+//! let out = filter.apply(record, &mut report).expect("personalised usage is on");
+//! let RecordBody::User(user) = out.body else { unreachable!() };
+//! assert!(matches!(user.email, Personal::Pseudonym(_)));
+//! assert_eq!(user.first_name, Personal::Clear("Alice".into()));
+//! assert!(user.username.is_withheld() && user.last_name.is_withheld());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Design
+//!
+//! The filter reaches personal data only through the model's visitor, so a
+//! field cannot be forgotten; every form it cannot produce (no key, no
+//! registrable domain) falls back to withholding the value, the more private
+//! outcome. Policy decisions are pure functions of the policy, the key and
+//! the record: no clock, no I/O.
+//!
+//! # Crate features
+//!
+//! None.
+
+mod aggregate;
+mod error;
+mod filter;
+mod manifest;
+mod policy;
+mod scrub;
+
+pub use aggregate::{Aggregator, Cell, Metric};
+pub use error::{Error, Result};
+pub use filter::{
+    Filter, FilterBuilder, PseudonymKey, RedactionReport, Rule, allowed_kinds, registrable_domain,
+};
+pub use manifest::{Manifest, ManifestField, ManifestProgram};
+pub use policy::{Generalisation, Policy, RetentionDays, ScrubSettings};
+pub use scrub::{Detector, Finding, Scrubbed, Scrubber};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,537 @@
+//! Applying a policy to records: consent, per-field treatment, and the
+//! redaction report.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use privtel_domain::Normalizer;
+use privtel_model::{
+    CustomerId, Domain, DurationBucket, FieldSpec, Generalised, IpPrefix, KeyId, Personal, PersonalMut,
+    Program, Pseudonym, Record, TOKEN_LEN, TimeBucket, Treatment, ValueKind, VisitPersonal, fields,
+};
+use serde::Serialize;
+use time::Duration;
+
+use crate::policy::Policy;
+use crate::scrub::{Detector, Scrubber};
+
+/// Context string of the sub-key derivation (BLAKE3 `derive_key` mode).
+/// Changing it changes every pseudonym: it is part of the format.
+const SUBKEY_CONTEXT: &str = "privtel 2026-11-27 pseudonym sub-key v1";
+
+/// A customer's secret pseudonymisation key and its id.
+///
+/// The secret never leaves this type: `Debug` prints the id only. Rotation
+/// is a new key with a new id; destroying a key (dropping every copy of the
+/// secret) makes the tokens made with it unlinkable to any value.
+#[derive(Clone)]
+pub struct PseudonymKey {
+    id: KeyId,
+    secret: [u8; 32],
+}
+
+impl PseudonymKey {
+    /// A key from 32 secret bytes (from a CSPRNG, such as `/dev/urandom`).
+    pub fn new(id: KeyId, secret: [u8; 32]) -> Self {
+        Self { id, secret }
+    }
+
+    /// The key's id.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+}
+
+impl fmt::Debug for PseudonymKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PseudonymKey({}, <secret>)", self.id)
+    }
+}
+
+/// What happened to one personal value, for the report.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Rule {
+    /// Kept in clear.
+    Clear,
+    /// Replaced by a pseudonym.
+    Pseudonymised,
+    /// Replaced by a coarser value.
+    Generalised,
+    /// Removed because the policy drops it.
+    Dropped,
+    /// Removed because the policy's form could not be made (no key for a
+    /// pseudonym, no registrable domain for a URL, …): the most private
+    /// outcome stands in for the one asked for.
+    Withheld,
+}
+
+impl Rule {
+    const ALL: [Self; 5] =
+        [Self::Clear, Self::Pseudonymised, Self::Generalised, Self::Dropped, Self::Withheld];
+}
+
+/// Counts of what a filter did to a batch: per program, field and rule,
+/// never a value.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RedactionReport {
+    records_in: [u64; 7],
+    records_out: [u64; 7],
+    consent_off: [u64; 7],
+    kind_not_allowed: [u64; 7],
+    /// [program][field][rule]
+    fields: Vec<[[u64; 5]; 7]>,
+    scrubbed: [u64; 6],
+}
+
+impl Default for RedactionReport {
+    fn default() -> Self {
+        Self {
+            records_in: [0; 7],
+            records_out: [0; 7],
+            consent_off: [0; 7],
+            kind_not_allowed: [0; 7],
+            fields: vec![[[0; 5]; 7]; fields::ALL.len()],
+            scrubbed: [0; 6],
+        }
+    }
+}
+
+fn program_index(p: Program) -> usize {
+    Program::ALL.iter().position(|x| *x == p).unwrap_or(0)
+}
+
+fn field_index(spec: &FieldSpec) -> usize {
+    fields::ALL.iter().position(|f| std::ptr::eq(*f, spec)).unwrap_or(0)
+}
+
+impl RedactionReport {
+    /// Records of `program` that came in.
+    pub fn records_in(&self, program: Program) -> u64 {
+        self.records_in[program_index(program)]
+    }
+
+    /// Records of `program` that went out.
+    pub fn records_out(&self, program: Program) -> u64 {
+        self.records_out[program_index(program)]
+    }
+
+    /// Records dropped because `program` is switched off.
+    pub fn consent_off(&self, program: Program) -> u64 {
+        self.consent_off[program_index(program)]
+    }
+
+    /// Records dropped because their kind does not belong to `program`.
+    pub fn kind_not_allowed(&self, program: Program) -> u64 {
+        self.kind_not_allowed[program_index(program)]
+    }
+
+    /// Values of `field` in records of `program` that met `rule`.
+    pub fn count(&self, program: Program, field: &FieldSpec, rule: Rule) -> u64 {
+        let r = Rule::ALL.iter().position(|x| *x == rule).unwrap_or(0);
+        self.fields[field_index(field)][program_index(program)][r]
+    }
+
+    /// Matches of a scrubbing detector in free text.
+    pub fn scrubbed(&self, detector: Detector) -> u64 {
+        self.scrubbed[Detector::ALL.iter().position(|d| *d == detector).unwrap_or(0)]
+    }
+
+    /// Adds another report's counts to this one.
+    pub fn merge(&mut self, other: &Self) {
+        let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        add(&mut self.records_in, &other.records_in);
+        add(&mut self.records_out, &other.records_out);
+        add(&mut self.consent_off, &other.consent_off);
+        add(&mut self.kind_not_allowed, &other.kind_not_allowed);
+        add(&mut self.scrubbed, &other.scrubbed);
+        for (a, b) in self.fields.iter_mut().zip(&other.fields) {
+            for (pa, pb) in a.iter_mut().zip(b) {
+                add(pa, pb);
+            }
+        }
+    }
+
+    /// The report as JSON: only non-zero counts, by program, field and rule.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut programs = serde_json::Map::new();
+        for (pi, p) in Program::ALL.iter().enumerate() {
+            let mut fields_json = serde_json::Map::new();
+            for (fi, spec) in fields::ALL.iter().enumerate() {
+                let rules: serde_json::Map<_, _> = Rule::ALL
+                    .iter()
+                    .enumerate()
+                    .filter(|(ri, _)| self.fields[fi][pi][*ri] > 0)
+                    .map(|(ri, r)| {
+                        (
+                            serde_json::to_value(r)
+                                .map(|v| v.as_str().unwrap_or("").to_owned())
+                                .unwrap_or_default(),
+                            self.fields[fi][pi][ri].into(),
+                        )
+                    })
+                    .collect();
+                if !rules.is_empty() {
+                    fields_json.insert(spec.path.to_owned(), rules.into());
+                }
+            }
+            let totals =
+                [self.records_in[pi], self.records_out[pi], self.consent_off[pi], self.kind_not_allowed[pi]];
+            if totals.iter().any(|&n| n > 0) || !fields_json.is_empty() {
+                programs.insert(
+                    p.to_string(),
+                    serde_json::json!({
+                        "records_in": totals[0],
+                        "records_out": totals[1],
+                        "dropped_consent_off": totals[2],
+                        "dropped_kind_not_allowed": totals[3],
+                        "fields": fields_json,
+                    }),
+                );
+            }
+        }
+        let scrubbed: serde_json::Map<_, _> = Detector::ALL
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.scrubbed[*i] > 0)
+            .map(|(i, d)| (d.to_string(), self.scrubbed[i].into()))
+            .collect();
+        serde_json::json!({ "programs": programs, "scrubbed": scrubbed })
+    }
+}
+
+/// The record kinds each program may carry. A record of another kind is
+/// dropped and counted: a `user` record sent under anonymous usage would
+/// carry identity where the customer agreed to none.
+pub fn allowed_kinds(program: Program) -> &'static [&'static str] {
+    match program {
+        Program::SupportTelemetry => {
+            &["configuration", "performance", "feature_usage", "feedback", "crash_report"]
+        }
+        Program::Benchmarking => &[
+            "device",
+            "application",
+            "package",
+            "binary",
+            "execution",
+            "web_request",
+            "login",
+            "experience_score",
+        ],
+        Program::Enrichment => &["binary", "execution", "web_request", "binary_verdict", "domain_verdict"],
+        Program::LicenceAuthentication => &["licence_session", "device"],
+        Program::VersionCheck => &["version_check"],
+        Program::AnonymousUsage => &[
+            "device",
+            "application",
+            "package",
+            "crash_report",
+            "feature_usage",
+            "configuration",
+            "performance",
+            "experience_score",
+        ],
+        Program::PersonalisedUsage => &["user", "feature_usage"],
+        // `Program` may grow; a program this crate does not know carries nothing.
+        _ => &[],
+    }
+}
+
+/// Per-field plan, precomputed from the policy and key.
+#[derive(Clone)]
+struct Plan {
+    treatment: Treatment,
+    subkey: Option<[u8; 32]>,
+}
+
+/// Builds a [`Filter`].
+#[derive(Clone, Debug, Default)]
+pub struct FilterBuilder {
+    policy: Policy,
+    customer: Option<CustomerId>,
+    key: Option<PseudonymKey>,
+}
+
+impl FilterBuilder {
+    /// A builder with the default policy and no key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The policy to apply.
+    pub fn policy(&mut self, policy: Policy) -> &mut Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The customer whose key pseudonymises (pseudonyms differ across
+    /// customers even under equal secrets).
+    pub fn customer(&mut self, customer: CustomerId) -> &mut Self {
+        self.customer = Some(customer);
+        self
+    }
+
+    /// The pseudonymisation key. Without one, fields treated `pseudonymise`
+    /// are withheld instead (the more private outcome).
+    pub fn key(&mut self, key: PseudonymKey) -> &mut Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The filter.
+    pub fn build(&self) -> Filter {
+        let customer = self.customer.as_ref().map(CustomerId::as_str).unwrap_or("");
+        let plans = fields::ALL
+            .iter()
+            .map(|spec| {
+                let treatment = self.policy.treatment(spec);
+                let group = self
+                    .policy
+                    .links
+                    .iter()
+                    .find(|g| g.contains(&spec.path))
+                    .and_then(|g| g.iter().min().copied())
+                    .unwrap_or(spec.path);
+                let subkey = self.key.as_ref().map(|k| {
+                    let mut h = blake3::Hasher::new_derive_key(SUBKEY_CONTEXT);
+                    h.update(&k.secret);
+                    h.update(&(customer.len() as u64).to_le_bytes());
+                    h.update(customer.as_bytes());
+                    h.update(group.as_bytes());
+                    *h.finalize().as_bytes()
+                });
+                Plan { treatment, subkey }
+            })
+            .collect();
+        let enabled = Program::ALL.map(|p| self.policy.enabled(p));
+        Filter {
+            scrubber: Scrubber::new(&self.policy.scrub.detectors()),
+            policy: self.policy.clone(),
+            plans,
+            enabled,
+            key_id: self.key.as_ref().map(PseudonymKey::id),
+            normalizer: Normalizer::shared(),
+        }
+    }
+}
+
+/// Applies a policy to records. Built once by [`FilterBuilder`]; immutable,
+/// `Send + Sync`.
+pub struct Filter {
+    policy: Policy,
+    plans: Vec<Plan>,
+    enabled: [bool; 7],
+    key_id: Option<KeyId>,
+    scrubber: Scrubber,
+    normalizer: &'static Normalizer,
+}
+
+impl fmt::Debug for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Filter")
+            .field("policy", &self.policy)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Filter {
+    /// The policy this filter applies.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Whether records of `program` pass at all.
+    pub fn enabled(&self, program: Program) -> bool {
+        self.enabled[program_index(program)]
+    }
+
+    /// Filters one record: `None` when its program is off or its kind does
+    /// not belong to the program; otherwise the record with every personal
+    /// field in the policy's form. Counts go to `report`.
+    pub fn apply(&self, mut record: Record, report: &mut RedactionReport) -> Option<Record> {
+        let pi = program_index(record.program);
+        report.records_in[pi] += 1;
+        if !self.enabled[pi] {
+            report.consent_off[pi] += 1;
+            return None;
+        }
+        if !allowed_kinds(record.program).contains(&record.body.kind_name()) {
+            report.kind_not_allowed[pi] += 1;
+            return None;
+        }
+        record.visit_personal(&mut |mut field| {
+            let fi = field_index(field.spec);
+            let rule = self.treat(field.spec, &self.plans[fi], &mut field.value, report);
+            if let Some(rule) = rule {
+                let ri = Rule::ALL.iter().position(|r| *r == rule).unwrap_or(0);
+                report.fields[fi][pi][ri] += 1;
+            }
+        });
+        report.records_out[pi] += 1;
+        Some(record)
+    }
+
+    /// Filters a batch, returning what passes and the report.
+    pub fn apply_batch(&self, records: impl IntoIterator<Item = Record>) -> (Vec<Record>, RedactionReport) {
+        let mut report = RedactionReport::default();
+        let out = records.into_iter().filter_map(|r| self.apply(r, &mut report)).collect();
+        (out, report)
+    }
+
+    /// Applies the plan to one value; `None` when there was nothing there.
+    fn treat(
+        &self,
+        spec: &FieldSpec,
+        plan: &Plan,
+        value: &mut PersonalMut<'_>,
+        report: &mut RedactionReport,
+    ) -> Option<Rule> {
+        let form = value.treatment();
+        if form == Treatment::Drop {
+            return None;
+        }
+        if form != Treatment::Clear {
+            // Already transformed upstream: keep it only if it is exactly
+            // the form asked for; anything else is withheld.
+            if form == plan.treatment {
+                return Some(match form {
+                    Treatment::Pseudonymise => Rule::Pseudonymised,
+                    _ => Rule::Generalised,
+                });
+            }
+            value.withhold();
+            return Some(Rule::Withheld);
+        }
+        match plan.treatment {
+            Treatment::Clear => Some(Rule::Clear),
+            Treatment::Drop => {
+                value.withhold();
+                Some(Rule::Dropped)
+            }
+            Treatment::Pseudonymise => match (plan.subkey, self.key_id) {
+                (Some(subkey), Some(key_id)) => {
+                    let mut bytes = Vec::with_capacity(64);
+                    canonical_bytes(spec.kind, value, &mut bytes);
+                    let hash = blake3::keyed_hash(&subkey, &bytes);
+                    let mut token = [0u8; TOKEN_LEN];
+                    token.copy_from_slice(&hash.as_bytes()[..TOKEN_LEN]);
+                    value.set_pseudonym(Pseudonym::new(key_id, token));
+                    Some(Rule::Pseudonymised)
+                }
+                _ => {
+                    value.withhold();
+                    Some(Rule::Withheld)
+                }
+            },
+            Treatment::Generalise => match self.generalise(spec.kind, value, report) {
+                Some(g) => {
+                    value.set_generalised(g);
+                    Some(Rule::Generalised)
+                }
+                None => {
+                    value.withhold();
+                    Some(Rule::Withheld)
+                }
+            },
+        }
+    }
+
+    /// The coarser form of a clear value, if its kind has one.
+    fn generalise(
+        &self,
+        kind: ValueKind,
+        value: &PersonalMut<'_>,
+        report: &mut RedactionReport,
+    ) -> Option<Generalised> {
+        let g = &self.policy.generalise;
+        match value {
+            PersonalMut::Text(Personal::Clear(text)) => match kind {
+                ValueKind::Url | ValueKind::Host => self.host_form(text),
+                ValueKind::Email => {
+                    let (_, domain) = text.rsplit_once('@')?;
+                    let n = self.normalizer.normalize(domain).ok()?;
+                    n.registrable_domain().map(Generalised::Domain)
+                }
+                ValueKind::FreeText => {
+                    let scrubbed = self.scrubber.scrub(text);
+                    report.scrubbed.iter_mut().zip(scrubbed.counts).for_each(|(a, b)| *a += u64::from(b));
+                    Some(Generalised::Text(scrubbed.text))
+                }
+                _ => None,
+            },
+            PersonalMut::Ip(Personal::Clear(ip)) => Some(Generalised::IpPrefix(self.prefix(*ip)?)),
+            PersonalMut::Timestamp(Personal::Clear(t)) => {
+                Some(Generalised::Time(TimeBucket::containing(*t, g.time_unit)))
+            }
+            PersonalMut::Duration(Personal::Clear(d)) => {
+                duration_bucket(*d, &g.duration_bounds_ms).map(Generalised::Duration)
+            }
+            PersonalMut::Geohash(Personal::Clear(h)) => {
+                Some(Generalised::Geohash(h.truncated(usize::from(g.geohash_len))))
+            }
+            _ => None,
+        }
+    }
+
+    fn prefix(&self, ip: IpAddr) -> Option<IpPrefix> {
+        let g = &self.policy.generalise;
+        let len = if ip.is_ipv4() { g.ipv4_prefix } else { g.ipv6_prefix };
+        IpPrefix::new(ip, len).ok()
+    }
+
+    /// A URL or host: its registrable domain, or its network if it is an IP.
+    fn host_form(&self, text: &str) -> Option<Generalised> {
+        let n = self.normalizer.normalize(text).ok()?;
+        match n.ip() {
+            Some(ip) => self.prefix(ip).map(Generalised::IpPrefix),
+            None => n.registrable_domain().map(Generalised::Domain),
+        }
+    }
+}
+
+/// The bucket of `bounds` (upper bounds in ms) that holds `d`.
+fn duration_bucket(d: Duration, bounds: &[u64]) -> Option<DurationBucket> {
+    if d.is_negative() {
+        return None;
+    }
+    let ms = u64::try_from(d.whole_milliseconds()).ok()?;
+    let to = |ms: u64| Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX));
+    let mut lo = 0;
+    for &hi in bounds {
+        if ms < hi {
+            return DurationBucket::new(to(lo), Some(to(hi))).ok();
+        }
+        lo = hi;
+    }
+    DurationBucket::new(to(lo), None).ok()
+}
+
+/// The bytes a pseudonym is computed from: case-folded for identifiers that
+/// are case-insensitive in practice (emails, logins, hosts), exact otherwise.
+fn canonical_bytes(kind: ValueKind, value: &PersonalMut<'_>, out: &mut Vec<u8>) {
+    match value {
+        PersonalMut::Text(Personal::Clear(t)) => match kind {
+            ValueKind::Email | ValueKind::Login | ValueKind::Host => {
+                out.extend(t.trim().bytes().map(|b| b.to_ascii_lowercase()))
+            }
+            _ => out.extend_from_slice(t.as_bytes()),
+        },
+        PersonalMut::Ip(Personal::Clear(IpAddr::V4(a))) => out.extend_from_slice(&a.octets()),
+        PersonalMut::Ip(Personal::Clear(IpAddr::V6(a))) => out.extend_from_slice(&a.octets()),
+        PersonalMut::Timestamp(Personal::Clear(t)) => out.extend_from_slice(&t.unix_nanos().to_le_bytes()),
+        PersonalMut::Duration(Personal::Clear(d)) => {
+            out.extend_from_slice(&d.whole_nanoseconds().to_le_bytes())
+        }
+        PersonalMut::Geohash(Personal::Clear(g)) => out.extend_from_slice(g.as_str().as_bytes()),
+        PersonalMut::Privileges(Personal::Clear(p)) => out.extend_from_slice(format!("{p:?}").as_bytes()),
+        _ => {}
+    }
+}
+
+/// The registrable domain of `host`, if it has one (for callers that need
+/// the same generalisation the filter applies).
+pub fn registrable_domain(host: &str) -> Option<Domain> {
+    Normalizer::shared().normalize(host).ok()?.registrable_domain()
+}

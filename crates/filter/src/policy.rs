@@ -1,0 +1,288 @@
+//! The customer's policy: which programs are on, and the form of every
+//! personal field. Loaded from TOML and checked on load.
+
+use std::collections::BTreeMap;
+
+use privtel_model::{FieldSpec, Program, TimeUnit, Treatment, ValueKind, fields};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+use crate::scrub::Detector;
+
+/// How generalised values are made coarser.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct Generalisation {
+    /// IPv4 prefix length kept (default 24: the network, not the host).
+    pub ipv4_prefix: u8,
+    /// IPv6 prefix length kept (default 48: the site, not the subnet).
+    pub ipv6_prefix: u8,
+    /// Unit instants are truncated to (default hour: enough for "when in the
+    /// day", not enough to match a person's exact log-in).
+    pub time_unit: TimeUnit,
+    /// Geohash characters kept (default 4: about 20 km).
+    pub geohash_len: u8,
+    /// Upper bounds of duration buckets, in milliseconds, ascending (default
+    /// 100 ms, 1 s, 10 s, 1 min, 10 min, 1 h; above the last is open-ended).
+    pub duration_bounds_ms: Vec<u64>,
+}
+
+impl Default for Generalisation {
+    fn default() -> Self {
+        Self {
+            ipv4_prefix: 24,
+            ipv6_prefix: 48,
+            time_unit: TimeUnit::Hour,
+            geohash_len: 4,
+            duration_bounds_ms: vec![100, 1_000, 10_000, 60_000, 600_000, 3_600_000],
+        }
+    }
+}
+
+/// Which free-text detectors run when free text is generalised.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ScrubSettings {
+    /// Email addresses (default on).
+    pub email: bool,
+    /// IP addresses (default on).
+    pub ip: bool,
+    /// Luhn-valid card numbers (default on).
+    pub card: bool,
+    /// User names in home folders (default on).
+    pub home_path: bool,
+    /// Credentials in URLs (default on).
+    pub url_credentials: bool,
+    /// Bearer tokens and API keys (default on).
+    pub token: bool,
+}
+
+impl Default for ScrubSettings {
+    fn default() -> Self {
+        Self { email: true, ip: true, card: true, home_path: true, url_credentials: true, token: true }
+    }
+}
+
+impl ScrubSettings {
+    /// The detectors switched on.
+    pub fn detectors(&self) -> Vec<Detector> {
+        [
+            (self.email, Detector::Email),
+            (self.ip, Detector::Ip),
+            (self.card, Detector::Card),
+            (self.home_path, Detector::HomePath),
+            (self.url_credentials, Detector::UrlCredentials),
+            (self.token, Detector::Token),
+        ]
+        .into_iter()
+        .filter_map(|(on, d)| on.then_some(d))
+        .collect()
+    }
+}
+
+/// How long the service keeps each class of data, as the manifest states it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct RetentionDays {
+    /// Events (default 30 days).
+    pub events: u32,
+    /// Objects: devices, users, binaries (default 30 days).
+    pub objects: u32,
+    /// Purge of an inactive device (default 45 days).
+    pub inactive_device: u32,
+}
+
+impl Default for RetentionDays {
+    fn default() -> Self {
+        Self { events: 30, objects: 30, inactive_device: 45 }
+    }
+}
+
+/// A customer's policy. Plain data: build one in code with `Default` and
+/// field updates, or load one with [`Policy::from_toml`].
+///
+/// A field without an entry in `treatments` gets its model default
+/// ([`FieldSpec::default_treatment`], the most private form that still
+/// serves its program); a program without an entry in `programs` gets
+/// [`Program::default_enabled`].
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub struct Policy {
+    /// The policy's version, stamped on everything it produces (default 0).
+    pub version: u32,
+    /// Consent per program, where the customer chose.
+    pub programs: BTreeMap<Program, bool>,
+    /// Treatment per field path, where the customer chose.
+    pub treatments: BTreeMap<&'static str, Treatment>,
+    /// Groups of fields that share a pseudonym sub-key, so the same value
+    /// gets the same token in each (`user.email` with
+    /// `licence_session.email`). Fields not in a group get their own.
+    pub links: Vec<Vec<&'static str>>,
+    /// How values are generalised.
+    pub generalise: Generalisation,
+    /// Which detectors scrub free text.
+    pub scrub: ScrubSettings,
+    /// How long the service keeps data (for the manifest).
+    pub retention: RetentionDays,
+    /// Base address of the service (for the manifest).
+    pub service: String,
+}
+
+impl Policy {
+    /// Whether `program` is on.
+    pub fn enabled(&self, program: Program) -> bool {
+        self.programs.get(&program).copied().unwrap_or_else(|| program.default_enabled())
+    }
+
+    /// The treatment of `field`.
+    pub fn treatment(&self, field: &FieldSpec) -> Treatment {
+        self.treatments.get(field.path).copied().unwrap_or(field.default_treatment)
+    }
+
+    /// Loads and checks a policy file.
+    ///
+    /// ```
+    /// use privtel_filter::Policy;
+    /// use privtel_model::{Program, Treatment, fields};
+    ///
+    /// let policy = Policy::from_toml(r#"
+    ///     version = 3
+    ///     [programs]
+    ///     enrichment = true
+    ///     [fields]
+    ///     "user.email" = "pseudonymise"
+    /// "#)?;
+    /// assert!(policy.enabled(Program::Enrichment));
+    /// assert_eq!(policy.treatment(&fields::USER_EMAIL), Treatment::Pseudonymise);
+    ///
+    /// let err = Policy::from_toml("[fields]\n\"user.mail\" = \"drop\"\n").unwrap_err();
+    /// assert_eq!(err.to_string(), "policy line 2: unknown field 'user.mail' (not a personal field of the model)");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error`] naming the line and the offending name: TOML syntax, an
+    /// unknown setting, field, program or treatment, `generalise` for a
+    /// field with no coarser form, a required program switched off, or a
+    /// setting out of range.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| Error::Syntax {
+            line: e.span().map_or(0, |s| line_of(text, s.start)),
+            message: e.message().to_owned(),
+        })?;
+        let line = |s: &std::ops::Range<usize>| line_of(text, s.start);
+        let mut policy = Self { version: file.version, ..Self::default() };
+
+        for (name, on) in file.programs {
+            let program: Program = name.get_ref().parse().map_err(|_| Error::UnknownProgram {
+                line: line(&name.span()),
+                name: name.get_ref().clone(),
+            })?;
+            if !*on.get_ref() && !program.can_switch_off() {
+                return Err(Error::Required { line: line(&on.span()), program: program.to_string() });
+            }
+            policy.programs.insert(program, *on.get_ref());
+        }
+        for (name, value) in file.fields {
+            let spec = field(&name, text)?;
+            let treatment: Treatment = value.get_ref().parse().map_err(|_| Error::UnknownTreatment {
+                line: line(&value.span()),
+                field: spec.path.to_owned(),
+                value: value.get_ref().clone(),
+            })?;
+            if treatment == Treatment::Generalise && !generalisable(spec.kind) {
+                return Err(Error::CannotGeneralise {
+                    line: line(&value.span()),
+                    field: spec.path.to_owned(),
+                });
+            }
+            policy.treatments.insert(spec.path, treatment);
+        }
+        for group in file.links {
+            let fields = group
+                .into_inner()
+                .iter()
+                .map(|name| field(name, text).map(|f| f.path))
+                .collect::<Result<_>>()?;
+            policy.links.push(fields);
+        }
+        let g = &file.generalise;
+        let range_check = |ok: bool, setting: &'static str, value: String, expected: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                let at = text.find(setting).unwrap_or(0);
+                Err(Error::Setting { line: line_of(text, at), setting, value, expected })
+            }
+        };
+        range_check(g.ipv4_prefix <= 32, "ipv4_prefix", g.ipv4_prefix.to_string(), "0 to 32")?;
+        range_check(g.ipv6_prefix <= 128, "ipv6_prefix", g.ipv6_prefix.to_string(), "0 to 128")?;
+        range_check((1..=12).contains(&g.geohash_len), "geohash_len", g.geohash_len.to_string(), "1 to 12")?;
+        range_check(
+            g.duration_bounds_ms.windows(2).all(|w| w[0] < w[1]) && g.duration_bounds_ms.first() != Some(&0),
+            "duration_bounds_ms",
+            format!("{:?}", g.duration_bounds_ms),
+            "ascending bounds above zero",
+        )?;
+        policy.generalise = file.generalise;
+        policy.scrub = file.scrub;
+        policy.retention = file.retention;
+        policy.service = file.service.unwrap_or_else(|| "https://telemetry.invalid".to_owned());
+        Ok(policy)
+    }
+}
+
+/// The model field a policy names, or an error with its line.
+fn field(name: &Spanned<String>, text: &str) -> Result<&'static FieldSpec> {
+    fields::by_path(name.get_ref()).ok_or_else(|| Error::UnknownField {
+        line: line_of(text, name.span().start),
+        name: name.get_ref().clone(),
+    })
+}
+
+/// Whether a field of this kind has a coarser form.
+pub(crate) fn generalisable(kind: ValueKind) -> bool {
+    matches!(
+        kind,
+        ValueKind::Email
+            | ValueKind::Url
+            | ValueKind::Host
+            | ValueKind::Ip
+            | ValueKind::Timestamp
+            | ValueKind::Duration
+            | ValueKind::Geohash
+            | ValueKind::FreeText
+    )
+}
+
+/// 1-based line of byte offset `at`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The file as written, before checking.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    version: u32,
+    #[serde(default)]
+    programs: BTreeMap<Spanned<String>, Spanned<bool>>,
+    #[serde(default)]
+    fields: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    links: Vec<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    generalise: Generalisation,
+    #[serde(default)]
+    scrub: ScrubSettings,
+    #[serde(default)]
+    retention: RetentionDays,
+    #[serde(default)]
+    service: Option<String>,
+}
