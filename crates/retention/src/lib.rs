@@ -143,7 +143,9 @@ pub struct Cutoffs {
 /// `t - d`, saturating at the earliest representable instant (so a huge TTL
 /// means "nothing expires", never a panic).
 fn minus(t: Timestamp, d: Duration) -> Timestamp {
-    t.checked_sub(d).unwrap_or_else(|| Timestamp::new(time::OffsetDateTime::new_utc(time::Date::MIN, time::Time::MIDNIGHT)))
+    t.checked_sub(d).unwrap_or_else(|| {
+        Timestamp::new(time::OffsetDateTime::new_utc(time::Date::MIN, time::Time::MIDNIGHT))
+    })
 }
 
 impl RetentionPolicy {

@@ -1,0 +1,37 @@
+//! Schema versions (`PRAGMA user_version`) and migrations.
+
+use rusqlite::Connection;
+
+use crate::error::{Context as _, Error, Result};
+
+/// Opens (or creates) a database with the settings every store uses, and
+/// brings its schema to the newest version through `migrations` (index 0
+/// takes version 0 to 1, and so on).
+pub(crate) fn open(path: &std::path::Path, migrations: &[&str]) -> Result<Connection> {
+    let conn = Connection::open(path).op("opening the database")?;
+    // WAL: readers do not block the writer; FULL: a commit is on disk when it
+    // returns (the spool promises durability, the engine acknowledges only
+    // durable data); secure_delete: deleted rows are overwritten, so erased
+    // data does not linger in free pages.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA secure_delete = ON;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;",
+    )
+    .op("configuring the database")?;
+    let version: i64 =
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).op("reading the schema version")?;
+    let newest = migrations.len() as i64;
+    if version > newest {
+        return Err(Error::Schema { found: version, supported: newest });
+    }
+    for (i, sql) in migrations.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        let tx = conn.unchecked_transaction().op("starting a migration")?;
+        tx.execute_batch(sql).op("migrating the schema")?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).op("recording the schema version")?;
+        tx.commit().op("committing a migration")?;
+    }
+    Ok(conn)
+}

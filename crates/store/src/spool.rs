@@ -1,0 +1,325 @@
+//! The spool: a device's outbox of filtered records waiting to be sent.
+
+use std::path::Path;
+
+use privtel_model::{Program, Record, Timestamp};
+use privtel_retention::{RecordClass, RetentionPolicy};
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use crate::codec::{AtRestKey, nanos, open, program_code, record_time, seal};
+use crate::error::{Context as _, Result};
+use crate::schema;
+
+/// Schema migrations of the spool, oldest first.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE spool (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, even after deletes
+        program INTEGER NOT NULL,
+        class INTEGER NOT NULL,                 -- 0 event, 1 object
+        recorded_at INTEGER NOT NULL,           -- unix ns, when retention starts
+        size INTEGER NOT NULL,
+        key_id INTEGER,
+        payload BLOB NOT NULL
+    );
+    CREATE INDEX spool_program ON spool(program, seq);
+    CREATE INDEX spool_time ON spool(class, recorded_at);
+    CREATE TABLE spool_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"];
+
+/// Limits and retention of a spool.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SpoolOptions {
+    /// Most records kept; beyond it the oldest are evicted (counted). Default
+    /// 1,000,000: days of a busy device's telemetry, a few hundred MB.
+    pub max_records: u64,
+    /// Time to live of waiting records: the same as the service's, so data
+    /// never outlives on the device what it would in the cloud.
+    pub retention: RetentionPolicy,
+    /// Seal payloads with this key (default none).
+    pub key: Option<AtRestKey>,
+}
+
+impl Default for SpoolOptions {
+    fn default() -> Self {
+        Self { max_records: 1_000_000, retention: RetentionPolicy::default(), key: None }
+    }
+}
+
+/// Counts of records that left the spool without being sent.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub struct SpoolCounters {
+    /// Expired under the TTL.
+    pub expired: u64,
+    /// Evicted by the size cap, oldest first.
+    pub evicted: u64,
+    /// Purged because their program's consent was withdrawn.
+    pub purged: u64,
+    /// Acknowledged by the service and removed.
+    pub acknowledged: u64,
+}
+
+/// A record waiting in the spool, with its sequence number.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Spooled {
+    /// The per-device sequence number `append` returned.
+    pub seq: u64,
+    /// The record.
+    pub record: Record,
+}
+
+/// A device's durable outbox (SQLite, WAL, `synchronous = FULL`).
+///
+/// Every record gets a per-device sequence number, never reused; `append`
+/// returns only once the record is on disk. Records leave only when the
+/// service acknowledges them, when they expire, when the size cap evicts
+/// them, or when their program's consent is withdrawn — and each of those is
+/// counted.
+///
+/// ```
+/// use privtel_store::{Spool, SpoolOptions};
+/// use privtel_model::Program;
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut spool = Spool::open(&dir.path().join("spool.db"), SpoolOptions::default())?;
+/// let records = privtel_testkit::fixtures::records("doc");
+/// let now = privtel_testkit::fixtures::base_time();
+/// let seqs = spool.append_batch(&records, now)?;
+/// let batch = spool.next_batch(Program::Enrichment, 100)?;
+/// assert!(!batch.is_empty());
+/// spool.ack(Program::Enrichment, batch.last().unwrap().seq)?;
+/// assert!(spool.next_batch(Program::Enrichment, 100)?.is_empty());
+/// assert_eq!(seqs.len(), records.len());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Spool {
+    conn: Connection,
+    options: SpoolOptions,
+}
+
+impl Spool {
+    /// Opens or creates the spool at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Database`] if SQLite cannot open it;
+    /// [`crate::Error::Schema`] if a newer version wrote it.
+    pub fn open(path: &Path, options: SpoolOptions) -> Result<Self> {
+        Ok(Self { conn: schema::open(path, MIGRATIONS)?, options })
+    }
+
+    /// Appends one record; returns its sequence number once it is durable.
+    ///
+    /// # Errors
+    ///
+    /// A database or encoding error; nothing is appended then.
+    pub fn append(&mut self, record: &Record, now: Timestamp) -> Result<u64> {
+        Ok(self.append_batch(std::slice::from_ref(record), now)?[0])
+    }
+
+    /// Appends records in one transaction (one disk sync for all: the group
+    /// commit that makes many small appends cheap); returns their sequence
+    /// numbers, in order, once all are durable.
+    ///
+    /// # Errors
+    ///
+    /// A database or encoding error; nothing of the batch is appended then.
+    pub fn append_batch(&mut self, records: &[Record], now: Timestamp) -> Result<Vec<u64>> {
+        let tx = self.conn.transaction().op("starting an append")?;
+        let mut seqs = Vec::with_capacity(records.len());
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO spool (program, class, recorded_at, size, key_id, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .op("preparing an append")?;
+            for record in records {
+                let (key_id, payload) = seal(record, self.options.key.as_ref())?;
+                let class = i64::from(RecordClass::of(&record.body) == RecordClass::Object);
+                insert
+                    .execute(params![
+                        program_code(record.program),
+                        class,
+                        nanos(record_time(record, now)),
+                        payload.len() as i64,
+                        key_id,
+                        payload
+                    ])
+                    .op("appending a record")?;
+                seqs.push(tx.last_insert_rowid() as u64);
+            }
+        }
+        // The size cap: evict oldest first, counted.
+        let count: i64 =
+            tx.query_row("SELECT count(*) FROM spool", [], |r| r.get(0)).op("counting the spool")?;
+        let over = count - i64::try_from(self.options.max_records).unwrap_or(i64::MAX);
+        if over > 0 {
+            let n = tx
+                .execute(
+                    "DELETE FROM spool WHERE seq IN (SELECT seq FROM spool ORDER BY seq LIMIT ?1)",
+                    [over],
+                )
+                .op("evicting the oldest records")?;
+            bump(&tx, "evicted", n as u64)?;
+        }
+        tx.commit().op("committing an append")?;
+        Ok(seqs)
+    }
+
+    /// Up to `max` waiting records of `program`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// A database error, or a payload that does not decode or open.
+    pub fn next_batch(&self, program: Program, max: usize) -> Result<Vec<Spooled>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, key_id, payload FROM spool WHERE program = ?1 ORDER BY seq LIMIT ?2")
+            .op("preparing a batch read")?;
+        let rows = stmt
+            .query_map(params![program_code(program), max as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<u32>>(1)?, r.get::<_, Vec<u8>>(2)?))
+            })
+            .op("reading a batch")?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, key_id, payload) = row.op("reading a batch")?;
+            out.push(Spooled {
+                seq: seq as u64,
+                record: open(seq, key_id, &payload, self.options.key.as_ref())?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes the records of `program` up to and including `up_to` (what the
+    /// service acknowledged). Returns how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn ack(&mut self, program: Program, up_to: u64) -> Result<u64> {
+        let tx = self.conn.transaction().op("starting an acknowledgement")?;
+        let n = tx
+            .execute(
+                "DELETE FROM spool WHERE program = ?1 AND seq <= ?2",
+                params![program_code(program), up_to as i64],
+            )
+            .op("removing acknowledged records")? as u64;
+        bump(&tx, "acknowledged", n)?;
+        tx.commit().op("committing an acknowledgement")?;
+        Ok(n)
+    }
+
+    /// Removes every record past its time to live at `now`; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn expire(&mut self, now: Timestamp) -> Result<u64> {
+        let cut = self.options.retention.cutoffs(now);
+        let tx = self.conn.transaction().op("starting an expiry")?;
+        let n = tx
+            .execute(
+                "DELETE FROM spool WHERE (class = 0 AND recorded_at < ?1) OR (class = 1 AND recorded_at < ?2)",
+                params![nanos(cut.events_before), nanos(cut.objects_before)],
+            )
+            .op("expiring records")? as u64;
+        bump(&tx, "expired", n)?;
+        tx.commit().op("committing an expiry")?;
+        Ok(n)
+    }
+
+    /// Withdrawn consent: removes every waiting record of `program` at once;
+    /// returns how many.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn purge_program(&mut self, program: Program) -> Result<u64> {
+        let tx = self.conn.transaction().op("starting a purge")?;
+        let n = tx
+            .execute("DELETE FROM spool WHERE program = ?1", [program_code(program)])
+            .op("purging a program")? as u64;
+        bump(&tx, "purged", n)?;
+        tx.commit().op("committing a purge")?;
+        // Purged data must not linger in the write-ahead log either.
+        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").op("checkpointing after a purge")?;
+        Ok(n)
+    }
+
+    /// Records waiting, per program or in all.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn len(&self, program: Option<Program>) -> Result<u64> {
+        let n: i64 = match program {
+            Some(p) => {
+                self.conn.query_row("SELECT count(*) FROM spool WHERE program = ?1", [program_code(p)], |r| {
+                    r.get(0)
+                })
+            }
+            None => self.conn.query_row("SELECT count(*) FROM spool", [], |r| r.get(0)),
+        }
+        .op("counting the spool")?;
+        Ok(n as u64)
+    }
+
+    /// What left the spool without being sent, and what was acknowledged,
+    /// since the spool was created.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn counters(&self) -> Result<SpoolCounters> {
+        let get = |name: &str| -> Result<u64> {
+            let v: Option<i64> = self
+                .conn
+                .query_row("SELECT value FROM spool_counters WHERE name = ?1", [name], |r| r.get(0))
+                .optional()
+                .op("reading counters")?;
+            Ok(v.unwrap_or(0) as u64)
+        };
+        Ok(SpoolCounters {
+            expired: get("expired")?,
+            evicted: get("evicted")?,
+            purged: get("purged")?,
+            acknowledged: get("acknowledged")?,
+        })
+    }
+
+    /// Every sequence number in the spool, ascending (for recovery checks).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn all_seqs(&self) -> Result<Vec<u64>> {
+        let mut stmt = self.conn.prepare("SELECT seq FROM spool ORDER BY seq").op("listing the spool")?;
+        let rows = stmt.query_map([], |r| r.get::<_, i64>(0)).op("listing the spool")?;
+        rows.map(|r| r.map(|s| s as u64).op("listing the spool")).collect()
+    }
+
+    /// `PRAGMA integrity_check`: `"ok"` when the file is sound.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn integrity_check(&self) -> Result<String> {
+        self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).op("checking integrity")
+    }
+}
+
+fn bump(tx: &rusqlite::Transaction<'_>, name: &str, n: u64) -> Result<()> {
+    if n > 0 {
+        tx.execute(
+            "INSERT INTO spool_counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2",
+            params![name, n as i64],
+        )
+        .op("updating counters")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! The engine store on real SQLite: retention, idempotent ingest, export,
+//! erasure with a raw scan of the file, keys, schema versions.
+
+use privtel_model::{DeviceId, Event, EventBody, EventId, Record, RecordBody, Timestamp, UserId};
+use privtel_retention::{RecordClass, RetentionPolicy, Ttl};
+use privtel_store::{AtRestKey, EngineStore, ErasureRequest, Error, SqliteEngine};
+use privtel_testkit::fixtures;
+use proptest::prelude::*;
+use time::Duration;
+
+fn engine(dir: &tempfile::TempDir, retention: RetentionPolicy, key: Option<AtRestKey>) -> SqliteEngine {
+    SqliteEngine::open(&dir.path().join("engine.db"), retention, key).unwrap()
+}
+
+fn event_at(i: u64, at: Timestamp) -> Record {
+    let mut r = fixtures::records("t").into_iter().find(|r| r.body.kind_name() == "feature_usage").unwrap();
+    if let RecordBody::Event(e) = &mut r.body {
+        e.recorded_at = at;
+        e.id = EventId::from_u128(u128::from(i));
+    }
+    r
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Against the real store: after a sweep, nothing past its TTL
+    /// survives and nothing younger is gone.
+    #[test]
+    fn sweeps_remove_exactly_the_expired(
+        ages in prop::collection::vec(-5i64..(20 * 86_400), 1..60),
+        ttl in prop::sample::select(vec![Ttl::DAYS_7, Ttl::DAYS_14, Ttl::custom(Duration::seconds(3_600))]),
+        edge in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = RetentionPolicy { events: ttl, ..RetentionPolicy::default() };
+        let mut store = engine(&dir, retention, None);
+        let now = fixtures::base_time();
+        let ttl_s = ttl.duration().whole_seconds();
+        // Put some records exactly on the boundary and one second past it.
+        let mut ages = ages;
+        if edge {
+            ages.extend([ttl_s, ttl_s + 1, ttl_s - 1]);
+        }
+        let records: Vec<Record> = ages.iter().enumerate().map(|(i, a)| event_at(i as u64, now.checked_sub(Duration::seconds(*a)).unwrap())).collect();
+        store.ingest(&DeviceId::new("d").unwrap(), 1, &records, now).unwrap();
+        let report = store.sweep(now).unwrap();
+        let expected_gone = ages.iter().filter(|a| retention.is_expired(RecordClass::Event, now.checked_sub(Duration::seconds(**a)).unwrap(), now)).count();
+        prop_assert_eq!(report.events as usize, expected_gone);
+        prop_assert_eq!(store.record_count().unwrap() as usize, ages.len() - expected_gone);
+        prop_assert_eq!(expected_gone, ages.iter().filter(|a| **a > ttl_s).count());
+    }
+}
+
+#[test]
+fn a_retried_batch_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = engine(&dir, RetentionPolicy::default(), None);
+    let device = DeviceId::new("dev-0001").unwrap();
+    let now = fixtures::base_time();
+    let records = fixtures::records("x");
+    let first = store.ingest(&device, 1, &records[..10], now).unwrap();
+    assert_eq!((first.stored, first.high_water), (10, 10));
+    // The retry overlaps: 5..18, of which 5..10 were stored.
+    let retry = store.ingest(&device, 5, &records[4..], now).unwrap();
+    assert_eq!((retry.stored, retry.duplicates, retry.high_water), (8, 6, 18));
+    assert_eq!(store.record_count().unwrap(), 18);
+    assert_eq!(store.high_water(&device).unwrap(), 18);
+    assert_eq!(store.high_water(&DeviceId::new("other").unwrap()).unwrap(), 0);
+}
+
+#[test]
+fn inactive_devices_are_purged_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = engine(
+        &dir,
+        RetentionPolicy {
+            events: Ttl::custom(Duration::days(3650)),
+            objects: Ttl::custom(Duration::days(3650)),
+            ..RetentionPolicy::default()
+        },
+        None,
+    );
+    let now = fixtures::base_time();
+    store.ingest(&DeviceId::new("quiet").unwrap(), 1, &fixtures::records("q"), now).unwrap();
+    store.ingest(&DeviceId::new("busy").unwrap(), 1, &[event_at(1, now)], now).unwrap();
+    let later = now.checked_add(Duration::days(40)).unwrap();
+    store.ingest(&DeviceId::new("busy").unwrap(), 2, &[event_at(2, later)], later).unwrap();
+    assert_eq!(store.sweep(now.checked_add(Duration::days(45)).unwrap()).unwrap().devices, 0);
+    let report = store.sweep(now.checked_add(Duration::days(45) + Duration::SECOND).unwrap()).unwrap();
+    assert_eq!(report.devices, 1);
+    // Everything the quiet device sent goes, whatever device id the
+    // records themselves name.
+    assert_eq!(report.inactive_device_records, 18, "{report:?}");
+    assert_eq!(store.record_count().unwrap(), 2);
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn file_bytes(dir: &tempfile::TempDir) -> Vec<u8> {
+    let mut all = Vec::new();
+    for suffix in ["", "-wal", "-journal"] {
+        all.extend(std::fs::read(dir.path().join(format!("engine.db{suffix}"))).unwrap_or_default());
+    }
+    all
+}
+
+#[test]
+fn erasure_leaves_no_trace_and_suppresses_later_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = engine(&dir, RetentionPolicy::default(), None);
+    let now = fixtures::base_time();
+    let alice = UserId::new("u-1042").unwrap();
+    // The canary person's records (user u-1042) and someone else's.
+    let mut bob_records = fixtures::records("BOBCANARY");
+    for r in &mut bob_records {
+        if let RecordBody::Event(e) = &mut r.body {
+            e.user = Some(UserId::new("u-2000").unwrap());
+        }
+        if let RecordBody::User(u) = &mut r.body {
+            u.id = UserId::new("u-2000").unwrap();
+        }
+    }
+    let mut alice_records = fixtures::records("ALICECANARY");
+    alice_records.retain(|r| r.body.user().is_some());
+    store.ingest(&DeviceId::new("d1").unwrap(), 1, &alice_records, now).unwrap();
+    store.ingest(&DeviceId::new("d2").unwrap(), 1, &bob_records, now).unwrap();
+
+    let mut export = Vec::new();
+    let lines = store.export_person(&alice, &mut export).unwrap();
+    assert_eq!(lines as usize, alice_records.len());
+    let text = String::from_utf8(export).unwrap();
+    assert!(text.contains("ALICECANARY") && !text.contains("BOBCANARY"));
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            v["id"].is_i64()
+                && v["stored_at"].is_string()
+                && v["program"].is_string()
+                && v["record"].is_object()
+        );
+    }
+    assert!(contains(&file_bytes(&dir), "ALICECANARY"), "the raw scan sees clear values");
+
+    let receipt = store
+        .erase_person(
+            &ErasureRequest::new("req-7", alice.clone(), now),
+            now.checked_add(Duration::hours(2)).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(receipt.records_removed as usize, alice_records.len());
+    assert!(!receipt.overdue);
+    let receipt_json = serde_json::to_string(&receipt).unwrap();
+    assert!(!receipt_json.contains("u-1042") && !receipt_json.contains("ALICECANARY"), "{receipt_json}");
+
+    assert_eq!(store.export_person(&alice, &mut Vec::new()).unwrap(), 0);
+    drop(store);
+    let raw = file_bytes(&dir);
+    assert!(!contains(&raw, "ALICECANARY"), "erased values linger in the database file");
+    assert!(contains(&raw, "BOBCANARY"), "the other person is untouched");
+
+    // Later batches about the erased person are dropped.
+    let mut store = engine(&dir, RetentionPolicy::default(), None);
+    let again = store.ingest(&DeviceId::new("d1").unwrap(), 100, &alice_records, now).unwrap();
+    assert_eq!((again.stored, again.suppressed), (0, alice_records.len() as u64));
+}
+
+#[test]
+fn erasure_follows_pseudonyms() {
+    use privtel_model::{KeyId, Personal, Pseudonym};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = engine(&dir, RetentionPolicy::default(), None);
+    let now = fixtures::base_time();
+    let token = Pseudonym::new(KeyId::new(1), [5; 16]);
+    let mut records = fixtures::records("p");
+    // The user record carries the person's email pseudonym; a licence
+    // session of no known user carries the same pseudonym.
+    let mut linked = 0;
+    for r in &mut records {
+        match &mut r.body {
+            RecordBody::User(u) => u.email = Personal::Pseudonym(token),
+            RecordBody::Event(Event { body: EventBody::LicenceSession(l), user, .. }) => {
+                l.email = Personal::Pseudonym(token);
+                *user = None;
+                linked += 1;
+            }
+            RecordBody::Event(Event { user, .. }) => *user = None,
+            _ => {}
+        }
+    }
+    store.ingest(&DeviceId::new("d").unwrap(), 1, &records, now).unwrap();
+    let receipt =
+        store.erase_person(&ErasureRequest::new("r", UserId::new("u-1042").unwrap(), now), now).unwrap();
+    assert_eq!(receipt.records_removed, 1 + linked);
+    assert_eq!(receipt.pseudonyms_suppressed, 1);
+}
+
+#[test]
+fn sealed_engine_and_schema_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = fixtures::base_time();
+    let mut store = engine(&dir, RetentionPolicy::default(), Some(AtRestKey::new(4, [1; 32])));
+    store.ingest(&DeviceId::new("d").unwrap(), 1, &fixtures::records("SEALED"), now).unwrap();
+    let user = UserId::new("u-1042").unwrap();
+    assert!(store.export_person(&user, &mut Vec::new()).unwrap() > 0);
+    drop(store);
+    assert!(!contains(&file_bytes(&dir), "SEALED"));
+    let err = engine(&dir, RetentionPolicy::default(), Some(AtRestKey::new(4, [2; 32])))
+        .export_person(&user, &mut Vec::new())
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongKey { key_id: 4, .. }));
+    assert!(err.to_string().ends_with("does not open under key 4: wrong key or corrupted data"));
+    let err = engine(&dir, RetentionPolicy::default(), Some(AtRestKey::new(5, [1; 32])))
+        .export_person(&user, &mut Vec::new())
+        .unwrap_err();
+    assert!(err.to_string().ends_with("is sealed under key 4, but the store has key 5"), "{err}");
+
+    // A file from a newer version is refused, not damaged.
+    set_user_version(&dir.path().join("engine.db"), 99);
+    let err =
+        SqliteEngine::open(&dir.path().join("engine.db"), RetentionPolicy::default(), None).unwrap_err();
+    assert_eq!(err.to_string(), "database schema version 99 is newer than the 1 this version understands");
+}
+
+/// Sets `PRAGMA user_version` of a closed database by writing its header
+/// field (the big-endian u32 at offset 60), so the test needs no SQLite
+/// dependency of its own.
+fn set_user_version(path: &std::path::Path, v: u32) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[60..64].copy_from_slice(&v.to_be_bytes());
+    std::fs::write(path, bytes).unwrap();
+}

@@ -1,0 +1,147 @@
+//! The spool: durability across SIGKILL, expiry, purge, eviction, keys.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration as StdDuration;
+
+use privtel_model::Program;
+use privtel_store::{AtRestKey, Error, Spool, SpoolOptions};
+use privtel_testkit::fixtures;
+use time::Duration;
+
+const CHILD_ENV: &str = "PRIVTEL_SPOOL_CRASH_CHILD";
+
+/// Not a test on its own: the child process of the crash test. It appends
+/// in a loop and prints every sequence number `append_batch` returned, until
+/// it is killed.
+#[test]
+fn crash_child() {
+    let Ok(path) = std::env::var(CHILD_ENV) else { return };
+    let mut spool = Spool::open(path.as_ref(), SpoolOptions::default()).unwrap();
+    let records = fixtures::records("crash");
+    let now = fixtures::base_time();
+    let mut out = std::io::stdout().lock();
+    let mut x: u64 = std::process::id().into();
+    loop {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let n = 1 + (x % records.len() as u64) as usize;
+        let seqs = spool.append_batch(&records[..n], now).unwrap();
+        for s in seqs {
+            writeln!(out, "seq {s}").unwrap();
+        }
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn every_reported_append_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    let exe = std::env::current_exe().unwrap();
+    let mut reported = BTreeSet::new();
+    let mut x: u64 = 0x2026_1127;
+    for round in 0..20 {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "spool::crash_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| l.strip_prefix("seq ").and_then(|s| s.parse::<u64>().ok()))
+                .collect::<Vec<_>>()
+        });
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::thread::sleep(StdDuration::from_millis(30 + x % 170));
+        child.kill().unwrap(); // SIGKILL on Unix
+        child.wait().unwrap();
+        let seqs = reader.join().unwrap();
+        for s in &seqs {
+            assert!(reported.insert(*s), "round {round}: sequence number {s} returned twice");
+        }
+        let spool = Spool::open(&path, SpoolOptions::default()).unwrap();
+        assert_eq!(spool.integrity_check().unwrap(), "ok", "round {round}");
+        let present: BTreeSet<u64> = spool.all_seqs().unwrap().into_iter().collect();
+        let missing: Vec<_> = reported.difference(&present).take(5).collect();
+        assert!(missing.is_empty(), "round {round}: reported but lost: {missing:?}");
+        // Every record in the file reads back.
+        for p in Program::ALL {
+            spool.next_batch(p, 1_000_000).unwrap();
+        }
+    }
+    assert!(reported.len() > 100, "the child appended only {} records", reported.len());
+}
+
+#[test]
+fn ack_expire_purge_and_evict_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = SpoolOptions::default();
+    options.max_records = 30;
+    let mut spool = Spool::open(&dir.path().join("s.db"), options).unwrap();
+    let now = fixtures::base_time();
+    let records = fixtures::records("x");
+    let seqs = spool.append_batch(&records, now).unwrap();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(spool.len(None).unwrap(), 18);
+
+    // Acknowledge part of one program.
+    let batch = spool.next_batch(Program::Enrichment, 2).unwrap();
+    assert_eq!(batch.len(), 2);
+    assert_eq!(spool.ack(Program::Enrichment, batch[1].seq).unwrap(), 2);
+    assert_eq!(spool.next_batch(Program::Enrichment, 100).unwrap().len(), 3);
+
+    // Withdrawn consent empties the program at once.
+    let benchmarking = spool.len(Some(Program::Benchmarking)).unwrap();
+    assert_eq!(spool.purge_program(Program::Benchmarking).unwrap(), benchmarking);
+    assert_eq!(spool.len(Some(Program::Benchmarking)).unwrap(), 0);
+
+    // The cap: 16 waiting + 18 more = 34 > 30: the 4 oldest go.
+    let before = spool.len(None).unwrap();
+    spool.append_batch(&records, now).unwrap();
+    assert_eq!(spool.len(None).unwrap(), 30);
+    let counters = spool.counters().unwrap();
+    assert_eq!(counters.evicted, before + 18 - 30);
+    assert_eq!((counters.acknowledged, counters.purged), (2, benchmarking));
+
+    // Expiry: nothing at 30 days, everything a second later (every fixture
+    // is recorded at `now`).
+    assert_eq!(spool.expire(now.checked_add(Duration::days(30)).unwrap()).unwrap(), 0);
+    assert_eq!(spool.expire(now.checked_add(Duration::days(30) + Duration::SECOND).unwrap()).unwrap(), 30);
+    assert_eq!(spool.counters().unwrap().expired, 30);
+}
+
+#[test]
+fn sealed_spool_needs_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut options = SpoolOptions::default();
+    options.key = Some(AtRestKey::new(1, [9; 32]));
+    let mut spool = Spool::open(&path, options).unwrap();
+    spool.append_batch(&fixtures::records("sealedcanary"), fixtures::base_time()).unwrap();
+    assert_eq!(spool.next_batch(Program::Enrichment, 10).unwrap().len(), 5);
+    drop(spool);
+    let raw = std::fs::read(&path).unwrap();
+    let wal = std::fs::read(dir.path().join("s.db-wal")).unwrap_or_default();
+    assert!(
+        !raw.windows(12).chain(wal.windows(12)).any(|w| w == b"sealedcanary"),
+        "sealed payloads are not readable"
+    );
+
+    let mut wrong = SpoolOptions::default();
+    wrong.key = Some(AtRestKey::new(1, [8; 32]));
+    let err = Spool::open(&path, wrong).unwrap().next_batch(Program::Enrichment, 10).unwrap_err();
+    assert!(matches!(err, Error::WrongKey { key_id: 1, .. }), "{err}");
+    let err =
+        Spool::open(&path, SpoolOptions::default()).unwrap().next_batch(Program::Enrichment, 10).unwrap_err();
+    assert_eq!(err.to_string().split(" is sealed").nth(1), Some(" under key 1, but the store has no key"));
+}

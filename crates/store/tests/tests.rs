@@ -1,0 +1,4 @@
+//! Integration tests of privtel-store, built as one binary.
+
+mod engine;
+mod spool;
