@@ -1,7 +1,7 @@
 //! The engine store: the service's events and objects, with idempotent
 //! ingest, retention sweeps, and export and erasure of one person.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -179,6 +179,10 @@ pub struct SqliteEngine {
     conn: Connection,
     retention: RetentionPolicy,
     key: Option<AtRestKey>,
+    /// The suppression lists, mirrored in memory: erasures are rare and the
+    /// lists small, and ingest checks every record against them.
+    suppressed_users: HashSet<String>,
+    suppressed_tokens: HashSet<Vec<u8>>,
 }
 
 /// The pseudonyms a record carries, as key id + token bytes.
@@ -202,7 +206,22 @@ impl SqliteEngine {
     ///
     /// A database or schema error.
     pub fn open(path: &Path, retention: RetentionPolicy, key: Option<AtRestKey>) -> Result<Self> {
-        Ok(Self { conn: schema::open(path, MIGRATIONS)?, retention, key })
+        let conn = schema::open(path, MIGRATIONS)?;
+        let suppressed_users = {
+            let mut stmt = conn.prepare("SELECT user FROM suppressed_users").op("reading suppressions")?;
+            stmt.query_map([], |r| r.get(0))
+                .op("reading suppressions")?
+                .collect::<rusqlite::Result<_>>()
+                .op("reading suppressions")?
+        };
+        let suppressed_tokens = {
+            let mut stmt = conn.prepare("SELECT token FROM suppressed_tokens").op("reading suppressions")?;
+            stmt.query_map([], |r| r.get(0))
+                .op("reading suppressions")?
+                .collect::<rusqlite::Result<_>>()
+                .op("reading suppressions")?
+        };
+        Ok(Self { conn, retention, key, suppressed_users, suppressed_tokens })
     }
 
     /// Ids of the records about `user`, directly or through a pseudonym
@@ -266,12 +285,6 @@ impl EngineStore for SqliteEngine {
             let mut insert_token = tx
                 .prepare_cached("INSERT OR IGNORE INTO tokens (token, record_id) VALUES (?1, ?2)")
                 .op("preparing an ingest")?;
-            let mut suppressed_user = tx
-                .prepare_cached("SELECT 1 FROM suppressed_users WHERE user = ?1")
-                .op("preparing an ingest")?;
-            let mut suppressed_token = tx
-                .prepare_cached("SELECT 1 FROM suppressed_tokens WHERE token = ?1")
-                .op("preparing an ingest")?;
             for (i, record) in records.iter().enumerate() {
                 let seq = first_seq.saturating_add(i as u64);
                 if seq <= high_water {
@@ -282,12 +295,8 @@ impl EngineStore for SqliteEngine {
                 let mut scan = record.clone();
                 let tokens = tokens_of(&mut scan);
                 let user = record.body.user().map(UserId::as_str);
-                let erased = match user {
-                    Some(u) => suppressed_user.exists([u]).op("checking suppressions")?,
-                    None => false,
-                } || tokens.iter().try_fold(false, |hit, t| -> Result<bool> {
-                    Ok(hit || suppressed_token.exists([t]).op("checking suppressions")?)
-                })?;
+                let erased = user.is_some_and(|u| self.suppressed_users.contains(u))
+                    || tokens.iter().any(|t| self.suppressed_tokens.contains(t));
                 if erased {
                     outcome.suppressed += 1;
                     continue;
@@ -424,6 +433,8 @@ impl EngineStore for SqliteEngine {
         )
         .op("writing the receipt")?;
         tx.commit().op("committing an erasure")?;
+        self.suppressed_users.insert(request.user.as_str().to_owned());
+        self.suppressed_tokens.extend(tokens.iter().cloned());
         // secure_delete zeroed the freed pages; the checkpoint moves that
         // into the main file and truncates the log, where the old pages were.
         self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").op("checkpointing after an erasure")?;

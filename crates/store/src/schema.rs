@@ -18,7 +18,11 @@ pub(crate) fn open(path: &std::path::Path, migrations: &[&str]) -> Result<Connec
          PRAGMA synchronous = FULL;
          PRAGMA secure_delete = ON;
          PRAGMA foreign_keys = ON;
-         PRAGMA busy_timeout = 5000;",
+         PRAGMA busy_timeout = 5000;
+         PRAGMA cache_size = -65536;
+         PRAGMA mmap_size = 268435456;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA wal_autocheckpoint = 16384;",
     )
     .op("configuring the database")?;
     let version: i64 =
