@@ -123,13 +123,13 @@ impl FromStr for Digest {
 
 impl Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        serde_text::serialize(self, s, |s| self.0.serialize(s))
+        serde_text::serialize(self, s, |s| serde_text::serialize_array(&self.0, s))
     }
 }
 
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        serde_text::deserialize(d, |d| <[u8; DIGEST_LEN]>::deserialize(d).map(Self))
+        serde_text::deserialize(d, |d| serde_text::deserialize_array(d).map(Self))
     }
 }
 

@@ -272,16 +272,39 @@ impl FromStr for Pseudonym {
 
 impl Serialize for Pseudonym {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        serde_text::serialize(self, s, |s| (self.key_id.0, self.token).serialize(s))
+        serde_text::serialize(self, s, |s| {
+            use serde::ser::SerializeTuple as _;
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&self.key_id.0)?;
+            t.serialize_element(&Token(&self.token))?;
+            t.end()
+        })
     }
 }
 
 impl<'de> Deserialize<'de> for Pseudonym {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         serde_text::deserialize(d, |d| {
-            let (key, token) = <(u32, [u8; TOKEN_LEN])>::deserialize(d)?;
-            Ok(Self::new(KeyId(key), token))
+            let (key, token) = <(u32, TokenOwned)>::deserialize(d)?;
+            Ok(Self::new(KeyId(key), token.0))
         })
+    }
+}
+
+/// A pseudonym token as serde bytes.
+struct Token<'a>(&'a [u8; TOKEN_LEN]);
+
+impl Serialize for Token<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serde_text::serialize_array(self.0, s)
+    }
+}
+
+struct TokenOwned([u8; TOKEN_LEN]);
+
+impl<'de> Deserialize<'de> for TokenOwned {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        serde_text::deserialize_array(d).map(TokenOwned)
     }
 }
 

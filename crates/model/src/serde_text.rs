@@ -40,3 +40,36 @@ where
         binary(d)
     }
 }
+
+/// A fixed-size byte array as serde bytes (one length and a block copy in
+/// binary formats, instead of one element per byte).
+pub(crate) fn serialize_array<S: Serializer, const N: usize>(
+    bytes: &[u8; N],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(bytes)
+}
+
+/// The inverse of [`serialize_array`]: exactly `N` bytes.
+pub(crate) fn deserialize_array<'de, D: Deserializer<'de>, const N: usize>(
+    d: D,
+) -> Result<[u8; N], D::Error> {
+    struct Array<const N: usize>;
+    impl<'de, const N: usize> serde::de::Visitor<'de> for Array<N> {
+        type Value = [u8; N];
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{N} bytes")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<[u8; N], E> {
+            v.try_into().map_err(|_| E::invalid_length(v.len(), &self))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; N], A::Error> {
+            let mut out = [0u8; N];
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = seq.next_element()?.ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_bytes(Array::<N>)
+}

@@ -1,6 +1,55 @@
 //! The wire protocol between agents and the service: frames, versioned
-//! messages, a bincode codec that always decodes with a size limit, and a
-//! blocking transport over any `Read + Write` (TLS with rustls).
+//! messages, a bincode codec that always decodes with a size limit, private
+//! enrichment lookups, and a blocking transport over any `Read + Write`
+//! (TLS 1.2/1.3 with rustls behind the `tls` feature).
 //!
-//! *Status: the layout is in place; the protocol arrives with the wire
-//! protocol issue.*
+//! The protocol is written down in `docs/PROTOCOL.md`; golden files in
+//! `tests/data/v1-*.bin` pin version 1.
+//!
+//! # Overview
+//!
+//! * [`Frame`], [`encode_frame`], [`decode_frame`], [`read_frame`]: an
+//!   18-byte header (magic `PT`, version, kind, flags, length, checksum)
+//!   and a payload; the length is checked against a maximum (16 MiB by
+//!   default) before anything is allocated.
+//! * [`Message`]: Hello/Welcome, Batch/Ack, EnrichQuery/EnrichAnswer,
+//!   Command, Error, Goodbye; payloads are bincode 2 through one
+//!   configuration with a limit.
+//! * [`Connection`]: send/recv, negotiation (highest common version),
+//!   unknown kinds skipped after negotiation.
+//! * [`VerdictIndex`], [`private_query`], [`verdicts_for`]: private lookups
+//!   by hash prefix with padded buckets.
+//!
+//! # Crate features
+//!
+//! * `tls` — [`tls`] module: rustls (ring provider) client and server
+//!   configurations, and CA + server certificates made with rcgen.
+//! * `lz4` — LZ4 payload compression (flag bit 0), with the decompressed
+//!   size checked against the maximum before allocating.
+
+mod conn;
+mod enrich;
+mod error;
+mod frame;
+mod message;
+#[cfg(feature = "tls")]
+pub mod tls;
+
+pub use conn::{Connection, error};
+pub use enrich::{
+    DEFAULT_PAD_TO, DEFAULT_PREFIX_LEN, VerdictIndex, domain_digest, prefix, private_query, verdicts_for,
+};
+pub use error::{Error, Result};
+pub use frame::{
+    DEFAULT_MAX_PAYLOAD, FLAG_LZ4, Frame, HEADER_LEN, MAGIC, SUPPORTED_VERSIONS, decode_frame, encode_frame,
+    read_frame, write_frame,
+};
+pub use message::{
+    Ack, Action, Batch, BinaryEntry, Bucket, Command, DomainEntry, EnrichAnswer, EnrichQuery, ErrorCode,
+    ErrorMessage, Goodbye, HashPrefix, Hello, Message, Rejection, RetryPolicy, Welcome,
+};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,234 @@
+//! Private enrichment lookups: hash prefixes up, padded buckets down.
+//!
+//! The device sends a short prefix of each SHA-256 (of a binary, or of a
+//! registrable domain's name); the service answers with every entry it knows
+//! in that bucket, padded with dummy entries to a fixed count, so the
+//! service learns a bucket and not which binary or domain the device holds,
+//! and the answer's size does not tell how many real entries there were.
+//! The device keeps the entry whose full digest matches its own.
+
+use std::collections::BTreeMap;
+
+use privtel_model::{BinaryVerdict, Digest, Domain, DomainVerdict, Reputation, ThreatLevel};
+use sha2::Digest as _;
+
+use crate::message::{BinaryEntry, Bucket, DomainEntry, EnrichAnswer, EnrichQuery, HashPrefix};
+
+/// Default prefix length in bytes: 65,536 buckets, so a bucket holds many
+/// binaries of a large catalogue.
+pub const DEFAULT_PREFIX_LEN: usize = 2;
+/// Default entries per bucket answer (real and padding).
+pub const DEFAULT_PAD_TO: usize = 8;
+
+/// SHA-256 of a registrable domain's name: what private lookups are keyed by.
+pub fn domain_digest(domain: &Domain) -> Digest {
+    Digest::from_bytes(sha2::Sha256::digest(domain.as_str().as_bytes()).into())
+}
+
+/// The first `len` bytes of a digest (1 to 32).
+pub fn prefix(digest: &Digest, len: usize) -> HashPrefix {
+    HashPrefix(digest.as_bytes()[..len.clamp(1, 32)].to_vec())
+}
+
+/// A private query for these binaries and domains.
+pub fn private_query(
+    query_id: u64,
+    binaries: &[Digest],
+    domains: &[Domain],
+    prefix_len: usize,
+) -> EnrichQuery {
+    let mut b: Vec<_> = binaries.iter().map(|d| prefix(d, prefix_len)).collect();
+    let mut d: Vec<_> = domains.iter().map(|d| prefix(&domain_digest(d), prefix_len)).collect();
+    // Sorted and deduplicated: the order would otherwise tell the order of
+    // discovery.
+    b.sort();
+    b.dedup();
+    d.sort();
+    d.dedup();
+    EnrichQuery::Private { query_id, binaries: b, domains: d }
+}
+
+/// The service's verdicts, indexed for both kinds of query.
+#[derive(Clone, Debug, Default)]
+pub struct VerdictIndex {
+    binaries: BTreeMap<Digest, BinaryVerdict>,
+    domains: BTreeMap<Digest, DomainVerdict>,
+    pad_to: usize,
+    padding_key: [u8; 32],
+}
+
+impl VerdictIndex {
+    /// An empty index padding buckets to `pad_to` entries. `padding_key`
+    /// makes the dummy entries unpredictable to a device (so it cannot tell
+    /// them from real ones by recomputing them); keep it secret.
+    pub fn new(pad_to: usize, padding_key: [u8; 32]) -> Self {
+        Self { pad_to: pad_to.max(1), padding_key, ..Self::default() }
+    }
+
+    /// Adds or replaces a binary's verdict.
+    pub fn add_binary(&mut self, v: BinaryVerdict) {
+        self.binaries.insert(v.sha256, v);
+    }
+
+    /// Adds or replaces a domain's verdict.
+    pub fn add_domain(&mut self, v: DomainVerdict) {
+        self.domains.insert(domain_digest(&v.domain), v);
+    }
+
+    /// Number of (binary, domain) verdicts held.
+    pub fn len(&self) -> (usize, usize) {
+        (self.binaries.len(), self.domains.len())
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.binaries.is_empty() && self.domains.is_empty()
+    }
+
+    /// The answer to a query (`-` for everything unknown).
+    pub fn answer(&self, query: &EnrichQuery) -> EnrichAnswer {
+        match query {
+            EnrichQuery::Direct { query_id, binaries, domains } => EnrichAnswer::Direct {
+                query_id: *query_id,
+                binaries: binaries
+                    .iter()
+                    .map(|d| self.binaries.get(d).cloned().unwrap_or_else(|| BinaryVerdict::unknown(*d)))
+                    .collect(),
+                domains: domains
+                    .iter()
+                    .map(|d| {
+                        self.domains
+                            .get(&domain_digest(d))
+                            .cloned()
+                            .unwrap_or_else(|| DomainVerdict::unknown(d.clone()))
+                    })
+                    .collect(),
+            },
+            EnrichQuery::Private { query_id, binaries, domains } => EnrichAnswer::Private {
+                query_id: *query_id,
+                binaries: binaries.iter().map(|p| self.binary_bucket(p)).collect(),
+                domains: domains.iter().map(|p| self.domain_bucket(p)).collect(),
+            },
+        }
+    }
+
+    /// Dummy digests for bucket `prefix`: keyed, so they look like any
+    /// other digest with that prefix.
+    fn dummies(&self, prefix: &HashPrefix, kind: u8, n: usize) -> impl Iterator<Item = Digest> + '_ {
+        let p = prefix.0.clone();
+        (0..n).map(move |i| {
+            let mut h = blake3::Hasher::new_keyed(&self.padding_key);
+            h.update(&[kind]);
+            h.update(&p);
+            h.update(&(i as u64).to_le_bytes());
+            let mut bytes = *h.finalize().as_bytes();
+            bytes[..p.len().min(32)].copy_from_slice(&p[..p.len().min(32)]);
+            Digest::from_bytes(bytes)
+        })
+    }
+
+    fn padded_len(&self, real: usize) -> usize {
+        real.div_ceil(self.pad_to).max(1) * self.pad_to
+    }
+
+    fn binary_bucket(&self, prefix: &HashPrefix) -> Bucket<BinaryEntry> {
+        let mut entries: Vec<BinaryEntry> = in_bucket(&self.binaries, prefix)
+            .map(|(d, v)| BinaryEntry { sha256: *d, threat: v.threat, category: v.category.clone() })
+            .collect();
+        let pad = self.padded_len(entries.len()) - entries.len();
+        entries.extend(self.dummies(prefix, 0, pad).map(|sha256| BinaryEntry {
+            sha256,
+            threat: ThreatLevel::Unknown,
+            category: None,
+        }));
+        entries.sort_by_key(|e| e.sha256);
+        Bucket { prefix: prefix.clone(), entries }
+    }
+
+    fn domain_bucket(&self, prefix: &HashPrefix) -> Bucket<DomainEntry> {
+        let mut entries: Vec<DomainEntry> = in_bucket(&self.domains, prefix)
+            .map(|(d, v)| DomainEntry {
+                name_sha256: *d,
+                reputation: v.reputation,
+                category: v.category.clone(),
+                hosting_country: v.hosting_country,
+            })
+            .collect();
+        let pad = self.padded_len(entries.len()) - entries.len();
+        entries.extend(self.dummies(prefix, 1, pad).map(|name_sha256| DomainEntry {
+            name_sha256,
+            reputation: Reputation::Unknown,
+            category: None,
+            hosting_country: None,
+        }));
+        entries.sort_by_key(|e| e.name_sha256);
+        Bucket { prefix: prefix.clone(), entries }
+    }
+}
+
+fn in_bucket<'a, V>(
+    map: &'a BTreeMap<Digest, V>,
+    prefix: &'a HashPrefix,
+) -> impl Iterator<Item = (&'a Digest, &'a V)> + 'a {
+    let mut lo = [0u8; 32];
+    let n = prefix.0.len().min(32);
+    lo[..n].copy_from_slice(&prefix.0[..n]);
+    map.range(Digest::from_bytes(lo)..).take_while(move |(d, _)| d.as_bytes().starts_with(&prefix.0))
+}
+
+/// The verdicts for the device's own binaries and domains in an answer:
+/// from a direct answer as they are, from a private one by full-digest
+/// match; `-` for anything not found.
+pub fn verdicts_for(
+    answer: &EnrichAnswer,
+    binaries: &[Digest],
+    domains: &[Domain],
+) -> (Vec<BinaryVerdict>, Vec<DomainVerdict>) {
+    match answer {
+        EnrichAnswer::Direct { binaries: b, domains: d, .. } => (
+            binaries
+                .iter()
+                .map(|x| {
+                    b.iter().find(|v| v.sha256 == *x).cloned().unwrap_or_else(|| BinaryVerdict::unknown(*x))
+                })
+                .collect(),
+            domains
+                .iter()
+                .map(|x| {
+                    d.iter()
+                        .find(|v| v.domain == *x)
+                        .cloned()
+                        .unwrap_or_else(|| DomainVerdict::unknown(x.clone()))
+                })
+                .collect(),
+        ),
+        EnrichAnswer::Private { binaries: b, domains: d, .. } => (
+            binaries
+                .iter()
+                .map(|x| {
+                    b.iter()
+                        .flat_map(|bucket| &bucket.entries)
+                        .find(|e| e.sha256 == *x)
+                        .map(|e| BinaryVerdict { sha256: *x, threat: e.threat, category: e.category.clone() })
+                        .unwrap_or_else(|| BinaryVerdict::unknown(*x))
+                })
+                .collect(),
+            domains
+                .iter()
+                .map(|x| {
+                    let h = domain_digest(x);
+                    d.iter()
+                        .flat_map(|bucket| &bucket.entries)
+                        .find(|e| e.name_sha256 == h)
+                        .map(|e| DomainVerdict {
+                            domain: x.clone(),
+                            reputation: e.reputation,
+                            category: e.category.clone(),
+                            hosting_country: e.hosting_country,
+                        })
+                        .unwrap_or_else(|| DomainVerdict::unknown(x.clone()))
+                })
+                .collect(),
+        ),
+    }
+}

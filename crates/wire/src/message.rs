@@ -1,0 +1,520 @@
+//! Messages and their payload codec (bincode 2, always decoded through one
+//! configuration with a size limit).
+
+use privtel_model::{
+    BatchId, BinaryVerdict, Category, CountryCode, CustomerId, DeviceId, Digest, Domain, DomainVerdict,
+    Program, Record, Reputation, ThreatLevel, UserId,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::frame::{DEFAULT_MAX_PAYLOAD, FLAG_LZ4, Frame};
+
+/// The bincode configuration of every payload: standard (varint) encoding,
+/// and a limit equal to the largest frame, so a length prefix inside a
+/// payload can never ask for more memory than a frame may hold. (bincode's
+/// default configuration has no limit: nine bytes can ask for terabytes.)
+pub(crate) fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ DEFAULT_MAX_PAYLOAD as usize }>()
+}
+
+/// The agent's opening message.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct Hello {
+    /// Protocol versions the agent speaks.
+    pub versions: Vec<u8>,
+    /// The agent's software version.
+    pub agent_version: String,
+    /// The customer.
+    pub customer: CustomerId,
+    /// The device.
+    pub device: DeviceId,
+    /// Consent per program, as the agent's policy states it.
+    pub consent: Vec<(Program, bool)>,
+    /// The version of the privacy policy that produced the data.
+    pub policy_version: u32,
+}
+
+impl Hello {
+    /// A hello speaking every version of this build.
+    pub fn new(
+        agent_version: impl Into<String>,
+        customer: CustomerId,
+        device: DeviceId,
+        consent: Vec<(Program, bool)>,
+        policy_version: u32,
+    ) -> Self {
+        Self {
+            versions: crate::SUPPORTED_VERSIONS.to_vec(),
+            agent_version: agent_version.into(),
+            customer,
+            device,
+            consent,
+            policy_version,
+        }
+    }
+}
+
+/// How the agent should retry after a failure.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct RetryPolicy {
+    /// First wait, in milliseconds.
+    pub initial_backoff_ms: u64,
+    /// Longest wait, in milliseconds.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { initial_backoff_ms: 500, max_backoff_ms: 300_000 }
+    }
+}
+
+/// The service's answer to [`Hello`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct Welcome {
+    /// The version chosen: the highest both speak.
+    pub version: u8,
+    /// The largest frame payload the service accepts.
+    pub max_payload: u32,
+    /// The most records the service accepts in one batch.
+    pub max_batch_records: u32,
+    /// How to retry.
+    pub retry: RetryPolicy,
+    /// The device's high-water mark: everything at or below it is stored.
+    pub high_water: u64,
+}
+
+impl Welcome {
+    /// A welcome for `version` with default limits.
+    pub fn new(version: u8, high_water: u64) -> Self {
+        Self {
+            version,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_batch_records: 10_000,
+            retry: RetryPolicy::default(),
+            high_water,
+        }
+    }
+}
+
+/// Records of one program, with the sequence number of the first.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct Batch {
+    /// The program.
+    pub program: Program,
+    /// The batch's id; a retry keeps it.
+    pub batch_id: BatchId,
+    /// Sequence number of the first record; the rest follow one by one.
+    pub first_seq: u64,
+    /// The records.
+    pub records: Vec<Record>,
+}
+
+/// One record the service refused.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct Rejection {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Why, in words.
+    pub reason: String,
+    /// Whether sending it again may succeed (as OTLP tells the two apart).
+    pub retryable: bool,
+}
+
+/// The service's answer to a [`Batch`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct Ack {
+    /// The batch answered.
+    pub batch_id: BatchId,
+    /// Everything up to this sequence number is stored (or rejected for
+    /// good); the agent may delete it.
+    pub accepted_up_to: u64,
+    /// Records refused.
+    pub rejections: Vec<Rejection>,
+    /// Wait this long before sending more, if set.
+    pub retry_after_ms: Option<u64>,
+}
+
+/// A prefix of a SHA-256 digest (1 to 32 bytes).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct HashPrefix(pub Vec<u8>);
+
+/// What the device asks about.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum EnrichQuery {
+    /// Full SHA-256 digests of binaries and registrable domains.
+    Direct {
+        /// The query's id, echoed in the answer.
+        query_id: u64,
+        /// Binaries by SHA-256.
+        binaries: Vec<Digest>,
+        /// Registrable domains.
+        domains: Vec<Domain>,
+    },
+    /// Only prefixes: of binaries' SHA-256, and of the SHA-256 of each
+    /// domain's name. The service learns buckets, not binaries or domains.
+    Private {
+        /// The query's id.
+        query_id: u64,
+        /// Prefixes of binary digests.
+        binaries: Vec<HashPrefix>,
+        /// Prefixes of domain-name digests.
+        domains: Vec<HashPrefix>,
+    },
+}
+
+/// A verdict on a binary in a private answer, by full digest.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct BinaryEntry {
+    /// The binary's SHA-256.
+    pub sha256: Digest,
+    /// Its threat level.
+    pub threat: ThreatLevel,
+    /// Its category, if known.
+    pub category: Option<Category>,
+}
+
+/// A verdict on a domain in a private answer, by the digest of its name.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct DomainEntry {
+    /// SHA-256 of the registrable domain's name.
+    pub name_sha256: Digest,
+    /// Its reputation.
+    pub reputation: Reputation,
+    /// Its category, if known.
+    pub category: Option<Category>,
+    /// Where it is hosted, if known.
+    pub hosting_country: Option<CountryCode>,
+}
+
+/// Every known entry of one bucket, padded to a fixed count.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct Bucket<T> {
+    /// The prefix asked for.
+    pub prefix: HashPrefix,
+    /// Entries (real ones and padding, in digest order).
+    pub entries: Vec<T>,
+}
+
+/// The service's answer to an [`EnrichQuery`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum EnrichAnswer {
+    /// Verdicts for a direct query, `-` where unknown.
+    Direct {
+        /// The query's id.
+        query_id: u64,
+        /// One verdict per binary asked about.
+        binaries: Vec<BinaryVerdict>,
+        /// One verdict per domain asked about.
+        domains: Vec<DomainVerdict>,
+    },
+    /// Buckets for a private query.
+    Private {
+        /// The query's id.
+        query_id: u64,
+        /// One bucket per binary prefix asked about.
+        binaries: Vec<Bucket<BinaryEntry>>,
+        /// One bucket per domain prefix asked about.
+        domains: Vec<Bucket<DomainEntry>>,
+    },
+}
+
+/// What the service asks the agent to do.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Action {
+    /// Remove every waiting record of a program.
+    PurgeProgram(Program),
+    /// Export everything held locally about a person.
+    ExportPerson(UserId),
+    /// Erase everything held locally about a person.
+    ErasePerson(UserId),
+}
+
+/// A command from the service.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct Command {
+    /// The command's id.
+    pub command_id: u64,
+    /// What to do.
+    pub action: Action,
+}
+
+/// Error codes of [`ErrorMessage`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// No common protocol version.
+    UnsupportedVersion,
+    /// A message the receiver could not decode.
+    Malformed,
+    /// A message out of order.
+    Protocol,
+    /// The service is overloaded: retry later.
+    Unavailable,
+    /// The customer or device is not allowed.
+    Forbidden,
+    /// Anything else.
+    Internal,
+}
+
+/// An error report to the peer.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct ErrorMessage {
+    /// The code.
+    pub code: ErrorCode,
+    /// Words for a log.
+    pub message: String,
+    /// Whether retrying may help.
+    pub retryable: bool,
+}
+
+/// The end of a conversation.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct Goodbye {
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// Every message of protocol version 1, by kind.
+#[derive(Clone, PartialEq, Debug)]
+#[non_exhaustive]
+pub enum Message {
+    /// Kind 1.
+    Hello(Hello),
+    /// Kind 2.
+    Welcome(Welcome),
+    /// Kind 3.
+    Batch(Batch),
+    /// Kind 4.
+    Ack(Ack),
+    /// Kind 5.
+    EnrichQuery(EnrichQuery),
+    /// Kind 6.
+    EnrichAnswer(EnrichAnswer),
+    /// Kind 7.
+    Command(Command),
+    /// Kind 8.
+    Error(ErrorMessage),
+    /// Kind 9.
+    Goodbye(Goodbye),
+}
+
+macro_rules! kinds {
+    ($($variant:ident = $code:literal, $name:literal;)*) => {
+        impl Message {
+            /// The kind byte of the frame.
+            pub fn kind(&self) -> u8 {
+                match self { $(Self::$variant(_) => $code,)* }
+            }
+
+            /// The kind in words.
+            pub fn kind_name(&self) -> &'static str {
+                match self { $(Self::$variant(_) => $name,)* }
+            }
+
+            /// The payload: the message's bincode encoding.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Encode`] if it exceeds the payload limit.
+            pub fn encode_payload(&self) -> Result<Vec<u8>> {
+                let encoded = match self {
+                    $(Self::$variant(m) => bincode::serde::encode_to_vec(m, config()),)*
+                };
+                encoded.map_err(|e| Error::Encode { kind: self.kind_name(), reason: e.to_string() })
+            }
+
+            /// Decodes the payload of a frame of `kind`.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::UnknownKind`] for a kind this build does not know;
+            /// [`Error::Decode`] for a payload that is not a valid message,
+            /// or that has bytes after it.
+            pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Self> {
+                match kind {
+                    $($code => decode(payload, $name).map(Self::$variant),)*
+                    _ => Err(Error::UnknownKind { kind }),
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    Hello = 1, "hello";
+    Welcome = 2, "welcome";
+    Batch = 3, "batch";
+    Ack = 4, "ack";
+    EnrichQuery = 5, "enrich query";
+    EnrichAnswer = 6, "enrich answer";
+    Command = 7, "command";
+    Error = 8, "error";
+    Goodbye = 9, "goodbye";
+}
+
+/// Appends bincode output to a `Vec` (bincode's `Writer` for `&mut Vec`).
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for VecWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(payload: &[u8], kind: &'static str) -> Result<T> {
+    let (value, used) = bincode::serde::decode_from_slice(payload, config()).map_err(|e| Error::Decode {
+        kind,
+        offset: 0,
+        reason: e.to_string(),
+    })?;
+    if used != payload.len() {
+        return Err(Error::Decode {
+            kind,
+            offset: used,
+            reason: format!("{} bytes after the message", payload.len() - used),
+        });
+    }
+    Ok(value)
+}
+
+impl Message {
+    /// Appends this message as one frame to `out`, encoding the payload in
+    /// place (no intermediate buffer). Uncompressed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] or [`Error::TooLarge`].
+    pub fn encode_frame_into(&self, version: u8, max_payload: u32, out: &mut Vec<u8>) -> Result<()> {
+        crate::frame::encode_frame_with(version, self.kind(), 0, max_payload, out, |buf| {
+            let writer = VecWriter(buf);
+            self.encode_with(writer)
+        })
+    }
+
+    fn encode_with(&self, writer: VecWriter<'_>) -> Result<()> {
+        macro_rules! enc {
+            ($m:expr) => {
+                bincode::serde::encode_into_writer($m, writer, config())
+            };
+        }
+        let r = match self {
+            Self::Hello(m) => enc!(m),
+            Self::Welcome(m) => enc!(m),
+            Self::Batch(m) => enc!(m),
+            Self::Ack(m) => enc!(m),
+            Self::EnrichQuery(m) => enc!(m),
+            Self::EnrichAnswer(m) => enc!(m),
+            Self::Command(m) => enc!(m),
+            Self::Error(m) => enc!(m),
+            Self::Goodbye(m) => enc!(m),
+        };
+        r.map_err(|e| Error::Encode { kind: self.kind_name(), reason: e.to_string() })
+    }
+
+    /// Decodes the frame at the start of `bytes` straight into a message
+    /// (the payload is not copied); returns it and the bytes used.
+    ///
+    /// # Errors
+    ///
+    /// Any frame error, [`Error::UnknownKind`] or [`Error::Decode`].
+    pub fn decode_frame_from(bytes: &[u8], max_payload: u32) -> Result<(Self, usize)> {
+        let (_, kind, flags, payload, used) = crate::frame::frame_view(bytes, max_payload)?;
+        let msg = if flags & FLAG_LZ4 != 0 {
+            Self::decode_payload(kind, &decompress_payload(payload, max_payload)?)?
+        } else {
+            Self::decode_payload(kind, payload)?
+        };
+        Ok((msg, used))
+    }
+
+    /// The frame of this message at `version`, compressed if asked and the
+    /// `lz4` feature is on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`].
+    pub fn to_frame(&self, version: u8, compress: bool) -> Result<Frame> {
+        let payload = self.encode_payload()?;
+        if compress && cfg!(feature = "lz4") {
+            return Ok(Frame::new(version, self.kind(), FLAG_LZ4, compress_payload(&payload)));
+        }
+        Ok(Frame::new(version, self.kind(), 0, payload))
+    }
+
+    /// The message in a frame.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownKind`], [`Error::Decode`], or [`Error::BadFlags`] for
+    /// a compressed frame without the `lz4` feature.
+    pub fn from_frame(frame: &Frame, max_payload: u32) -> Result<Self> {
+        if frame.flags & FLAG_LZ4 != 0 {
+            let plain = decompress_payload(&frame.payload, max_payload)?;
+            return Self::decode_payload(frame.kind, &plain);
+        }
+        Self::decode_payload(frame.kind, &frame.payload)
+    }
+}
+
+#[cfg(feature = "lz4")]
+fn compress_payload(plain: &[u8]) -> Vec<u8> {
+    lz4_flex::block::compress_prepend_size(plain)
+}
+
+#[cfg(not(feature = "lz4"))]
+fn compress_payload(plain: &[u8]) -> Vec<u8> {
+    plain.to_vec()
+}
+
+/// Decompresses, refusing a claimed size above `max` before allocating.
+#[cfg(feature = "lz4")]
+fn decompress_payload(data: &[u8], max: u32) -> Result<Vec<u8>> {
+    let size = data.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or(Error::Decode {
+        kind: "compressed",
+        offset: data.len(),
+        reason: "no size prefix".into(),
+    })?;
+    if size > max {
+        return Err(Error::TooLarge { len: u64::from(size), max });
+    }
+    lz4_flex::block::decompress_size_prepended(data).map_err(|e| Error::Decode {
+        kind: "compressed",
+        offset: 0,
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(not(feature = "lz4"))]
+fn decompress_payload(_: &[u8], _: u32) -> Result<Vec<u8>> {
+    Err(Error::BadFlags { flags: FLAG_LZ4 })
+}

@@ -1,0 +1,115 @@
+//! Hostile input: every malformed, truncated, oversized or hostile byte
+//! sequence is a typed error, and memory stays bounded by the limits.
+
+use privtel_wire::{Connection, Error, Frame, Message, decode_frame, encode_frame, read_frame};
+use proptest::prelude::*;
+
+fn valid_frame_bytes() -> Vec<u8> {
+    let msg = &super::samples()[2].1; // the batch
+    let mut bytes = Vec::new();
+    encode_frame(&msg.to_frame(1, false).unwrap(), privtel_wire::DEFAULT_MAX_PAYLOAD, &mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn truncated_at_every_byte() {
+    let bytes = valid_frame_bytes();
+    for cut in 0..bytes.len() {
+        let err = decode_frame(&bytes[..cut], privtel_wire::DEFAULT_MAX_PAYLOAD).unwrap_err();
+        assert!(matches!(err, Error::Truncated { .. }), "cut at {cut}: {err}");
+        let err = read_frame(&mut &bytes[..cut], privtel_wire::DEFAULT_MAX_PAYLOAD).unwrap_err();
+        if cut == 0 {
+            assert!(matches!(err, Error::Closed));
+        } else {
+            assert!(matches!(err, Error::Truncated { offset, .. } if offset == cut), "cut at {cut}: {err}");
+        }
+    }
+}
+
+#[test]
+fn bad_magic_version_flags_and_checksum() {
+    let good = valid_frame_bytes();
+    let with = |i: usize, b: u8| {
+        let mut v = good.clone();
+        v[i] = b;
+        decode_frame(&v, privtel_wire::DEFAULT_MAX_PAYLOAD).unwrap_err().to_string()
+    };
+    assert_eq!(with(0, b'X'), "bad magic [58, 54]: expected \"PT\" (50 54)");
+    assert_eq!(with(2, 9), "unsupported protocol version 9: expected one of [1]");
+    assert!(with(4, 0x80).starts_with("unsupported frame flags 0x80"));
+    assert!(with(5, 1).starts_with("unsupported frame flags"));
+    assert!(with(good.len() - 1, good[good.len() - 1] ^ 1).starts_with("checksum mismatch"));
+    assert!(with(12, good[12] ^ 1).starts_with("checksum mismatch"));
+}
+
+#[test]
+fn huge_length_prefixes_are_refused_before_allocating() {
+    // A header claiming 4 GiB: refused from the header alone, so nothing of
+    // that size is ever allocated (the stream holds no payload at all).
+    let mut head = valid_frame_bytes()[..privtel_wire::HEADER_LEN].to_vec();
+    head[6..10].copy_from_slice(&u32::MAX.to_le_bytes());
+    let err = read_frame(&mut head.as_slice(), privtel_wire::DEFAULT_MAX_PAYLOAD).unwrap_err();
+    assert_eq!(err.to_string(), "frame payload of 4294967295 bytes exceeds the maximum of 16777216 bytes");
+    // A smaller configured maximum is honoured too.
+    let bytes = valid_frame_bytes();
+    assert!(matches!(decode_frame(&bytes, 100), Err(Error::TooLarge { max: 100, .. })));
+    // And on the sending side.
+    let big = Frame::new(1, 3, 0, vec![0; 101]);
+    assert!(matches!(encode_frame(&big, 100, &mut Vec::new()), Err(Error::TooLarge { .. })));
+}
+
+#[test]
+fn hostile_collection_lengths_inside_payloads_are_errors() {
+    // bincode varint: 253 means a u64 follows. Nine bytes claiming 2^40
+    // elements or bytes, at the start of every kind's payload.
+    let mut nine = vec![253u8];
+    nine.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    for kind in 1..=9u8 {
+        let err = Message::decode_payload(kind, &nine).unwrap_err();
+        assert!(matches!(err, Error::Decode { .. }), "kind {kind}: {err}");
+    }
+    // A string claiming 2^40 bytes (Goodbye's reason): bincode's default
+    // configuration would try to allocate a terabyte and abort the process;
+    // ours stops at the configured limit, before allocating.
+    let err = Message::decode_payload(9, &nine).unwrap_err().to_string();
+    assert!(err.contains("LimitExceeded"), "the limit, not luck, stopped it: {err}");
+    // A collection claiming 2^40 elements with little data: serde caps the
+    // up-front capacity (at 1 MiB), so this ends as a short read.
+    let err = Message::decode_payload(1, &nine).unwrap_err().to_string();
+    assert!(err.contains("UnexpectedEnd") || err.contains("LimitExceeded"), "{err}");
+}
+
+#[test]
+fn deeply_nested_and_trailing_garbage() {
+    // Trailing bytes after a valid message are an error, not ignored.
+    let msg = &super::samples()[10].1;
+    let mut payload = msg.encode_payload().unwrap();
+    payload.push(0);
+    let err = Message::decode_payload(msg.kind(), &payload).unwrap_err();
+    assert!(err.to_string().ends_with("1 bytes after the message"), "{err}");
+    // Every sample's payload with a byte flipped: an error or a valid
+    // message, never a panic.
+    for (_, msg) in super::samples() {
+        let payload = msg.encode_payload().unwrap();
+        for i in 0..payload.len() {
+            let mut p = payload.clone();
+            p[i] ^= 0xff;
+            let _ = Message::decode_payload(msg.kind(), &p);
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
+        let _ = decode_frame(&bytes, 1 << 16);
+        let _ = Connection::new(bytes.as_slice()).recv();
+        for kind in 0..=10u8 {
+            if let Ok(m) = Message::decode_payload(kind, &bytes) {
+                // What decodes re-encodes to a message that decodes equal.
+                let again = m.encode_payload().unwrap();
+                prop_assert_eq!(Message::decode_payload(kind, &again).unwrap(), m);
+            }
+        }
+    }
+}

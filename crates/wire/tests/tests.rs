@@ -1,0 +1,111 @@
+//! Integration tests of privtel-wire, built as one binary.
+
+mod golden;
+mod hostile;
+mod roundtrip;
+#[cfg(feature = "tls")]
+mod tls;
+
+use privtel_model::{BatchId, Digest, Domain, Program};
+use privtel_wire::{
+    Ack, Action, Batch, BinaryEntry, Bucket, Command, DomainEntry, EnrichAnswer, EnrichQuery, ErrorCode,
+    ErrorMessage, Goodbye, HashPrefix, Hello, Message, Rejection, Welcome,
+};
+
+/// One message of every kind, built from the model fixtures (deterministic:
+/// the golden files are made from these).
+pub(crate) fn samples() -> Vec<(&'static str, Message)> {
+    let records = privtel_testkit::fixtures::records("golden");
+    let digest: Digest = privtel_testkit::fixtures::EMPTY_SHA256.parse().unwrap();
+    let domain = Domain::new("example.com").unwrap();
+    vec![
+        (
+            "hello",
+            Message::Hello(Hello::new(
+                "0.1.0",
+                "acme".parse().unwrap(),
+                "dev-0001".parse().unwrap(),
+                Program::ALL.iter().map(|p| (*p, p.default_enabled())).collect(),
+                3,
+            )),
+        ),
+        ("welcome", Message::Welcome(Welcome::new(1, 41))),
+        (
+            "batch",
+            Message::Batch(Batch {
+                program: Program::Enrichment,
+                batch_id: BatchId::from_u128(7),
+                first_seq: 42,
+                records,
+            }),
+        ),
+        (
+            "ack",
+            Message::Ack(Ack {
+                batch_id: BatchId::from_u128(7),
+                accepted_up_to: 59,
+                rejections: vec![Rejection { seq: 50, reason: "kind not allowed".into(), retryable: false }],
+                retry_after_ms: Some(1500),
+            }),
+        ),
+        (
+            "enrich-query-direct",
+            Message::EnrichQuery(EnrichQuery::Direct {
+                query_id: 1,
+                binaries: vec![digest],
+                domains: vec![domain.clone()],
+            }),
+        ),
+        (
+            "enrich-query-private",
+            Message::EnrichQuery(privtel_wire::private_query(2, &[digest], &[domain.clone()], 2)),
+        ),
+        (
+            "enrich-answer-private",
+            Message::EnrichAnswer(EnrichAnswer::Private {
+                query_id: 2,
+                binaries: vec![Bucket {
+                    prefix: HashPrefix(vec![0xe3, 0xb0]),
+                    entries: vec![BinaryEntry {
+                        sha256: digest,
+                        threat: privtel_model::ThreatLevel::None,
+                        category: None,
+                    }],
+                }],
+                domains: vec![Bucket {
+                    prefix: HashPrefix(vec![0xa3]),
+                    entries: vec![DomainEntry {
+                        name_sha256: privtel_wire::domain_digest(&domain),
+                        reputation: privtel_model::Reputation::Trustworthy,
+                        category: Some(privtel_model::Category::new("reference").unwrap()),
+                        hosting_country: Some("US".parse().unwrap()),
+                    }],
+                }],
+            }),
+        ),
+        (
+            "enrich-answer-direct",
+            Message::EnrichAnswer(EnrichAnswer::Direct {
+                query_id: 1,
+                binaries: vec![privtel_model::BinaryVerdict::unknown(digest)],
+                domains: vec![privtel_model::DomainVerdict::unknown(domain)],
+            }),
+        ),
+        (
+            "command",
+            Message::Command(Command {
+                command_id: 9,
+                action: Action::ErasePerson("u-1042".parse().unwrap()),
+            }),
+        ),
+        (
+            "error",
+            Message::Error(ErrorMessage {
+                code: ErrorCode::Unavailable,
+                message: "overloaded".into(),
+                retryable: true,
+            }),
+        ),
+        ("goodbye", Message::Goodbye(Goodbye { reason: "done".into() })),
+    ]
+}
