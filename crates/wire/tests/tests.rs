@@ -58,7 +58,7 @@ pub(crate) fn samples() -> Vec<(&'static str, Message)> {
         ),
         (
             "enrich-query-private",
-            Message::EnrichQuery(privtel_wire::private_query(2, &[digest], &[domain.clone()], 2)),
+            Message::EnrichQuery(privtel_wire::private_query(2, &[digest], std::slice::from_ref(&domain), 2)),
         ),
         (
             "enrich-answer-private",

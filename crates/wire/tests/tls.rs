@@ -103,10 +103,15 @@ fn hello_batch_ack_and_private_enrichment_over_tls() {
     // Private lookup: the known binary, an unknown one, the known domain.
     let unknown = Digest::from_bytes([0x11; 32]);
     written.lock().unwrap().clear();
-    conn.send(&Message::EnrichQuery(privtel_wire::private_query(5, &[known, unknown], &[domain.clone()], 2)))
-        .unwrap();
+    conn.send(&Message::EnrichQuery(privtel_wire::private_query(
+        5,
+        &[known, unknown],
+        std::slice::from_ref(&domain),
+        2,
+    )))
+    .unwrap();
     let Message::EnrichAnswer(answer) = conn.recv().unwrap() else { panic!("expected an answer") };
-    let (b, d) = privtel_wire::verdicts_for(&answer, &[known, unknown], &[domain.clone()]);
+    let (b, d) = privtel_wire::verdicts_for(&answer, &[known, unknown], std::slice::from_ref(&domain));
     assert_eq!((b[0].threat, b[1].threat), (ThreatLevel::High, ThreatLevel::Unknown));
     assert_eq!(d[0].reputation, Reputation::LowRisk);
     assert_eq!(d[0].hosting_country.map(|c| c.to_string()), Some("DE".to_owned()));
