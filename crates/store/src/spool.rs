@@ -195,6 +195,46 @@ impl Spool {
         Ok(out)
     }
 
+    /// The oldest waiting records that form one batch: in sequence order,
+    /// all of the first record's program, with consecutive sequence numbers
+    /// (so the batch can be sent as a first sequence number and records, and
+    /// the service's high-water mark stays exact), at most `max`.
+    ///
+    /// # Errors
+    ///
+    /// A database error, or a payload that does not decode or open.
+    pub fn next_run(&self, max: usize) -> Result<Option<(Program, Vec<Spooled>)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, program, key_id, payload FROM spool ORDER BY seq LIMIT ?1")
+            .op("preparing a batch read")?;
+        let rows = stmt
+            .query_map([max as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<u32>>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .op("reading a batch")?;
+        let mut out: Vec<Spooled> = Vec::new();
+        let mut program = None;
+        for row in rows {
+            let (seq, code, key_id, payload) = row.op("reading a batch")?;
+            if program.is_some_and(|p| p != code) || out.last().is_some_and(|last| last.seq + 1 != seq as u64)
+            {
+                break;
+            }
+            program = Some(code);
+            out.push(Spooled {
+                seq: seq as u64,
+                record: open(seq, key_id, &payload, self.options.key.as_ref())?,
+            });
+        }
+        Ok(out.first().map(|first| first.record.program).map(|p| (p, out)))
+    }
+
     /// Removes the records of `program` up to and including `up_to` (what the
     /// service acknowledged). Returns how many were removed.
     ///

@@ -145,3 +145,25 @@ fn sealed_spool_needs_its_key() {
         Spool::open(&path, SpoolOptions::default()).unwrap().next_batch(Program::Enrichment, 10).unwrap_err();
     assert_eq!(err.to_string().split(" is sealed").nth(1), Some(" under key 1, but the store has no key"));
 }
+
+#[test]
+fn runs_are_consecutive_and_of_one_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(&dir.path().join("s.db"), SpoolOptions::default()).unwrap();
+    let records = fixtures::records("x");
+    spool.append_batch(&records, fixtures::base_time()).unwrap();
+    // Purging a program leaves gaps; every run stays gap-free and of one
+    // program, and the runs together are everything left, in order.
+    spool.purge_program(Program::Benchmarking).unwrap();
+    let mut seen = Vec::new();
+    while let Some((program, run)) = spool.next_run(4).unwrap() {
+        assert!(!run.is_empty() && run.len() <= 4);
+        assert!(run.iter().all(|s| s.record.program == program));
+        assert!(run.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        seen.extend(run.iter().map(|s| s.seq));
+        spool.ack(program, run.last().unwrap().seq).unwrap();
+    }
+    assert_eq!(seen.len() as u64, 18 - 4);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(spool.len(None).unwrap(), 0);
+}

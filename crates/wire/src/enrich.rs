@@ -176,6 +176,64 @@ fn in_bucket<'a, V>(
     map.range(Digest::from_bytes(lo)..).take_while(move |(d, _)| d.as_bytes().starts_with(&prefix.0))
 }
 
+/// Reads a reputation file (the service's verdicts): one verdict a line,
+/// `kind,key,verdict,category,hosting_country`, where kind is `binary`
+/// (key: SHA-256, verdict: threat level) or `domain` (key: registrable
+/// domain, verdict: reputation); `-` or empty is unknown. Blank lines and
+/// lines starting with `#` are skipped.
+///
+/// ```
+/// let (b, d) = privtel_wire::parse_reputation("binary,e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855,high,malware,\ndomain,example.com,trustworthy,reference,US\n")?;
+/// assert_eq!((b.len(), d.len()), (1, 1));
+/// let err = privtel_wire::parse_reputation("# header\ndomain,example.com,safe,,\n").unwrap_err();
+/// assert_eq!(err.to_string(), "reputation file line 2: invalid reputation 'safe': expected one of 'trustworthy', 'low risk', 'moderate risk', 'high risk' or '-'");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// [`crate::Error::Reputation`] naming the line and the bad value.
+pub fn parse_reputation(text: &str) -> crate::Result<(Vec<BinaryVerdict>, Vec<DomainVerdict>)> {
+    let mut binaries = Vec::new();
+    let mut domains = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let raw = raw.trim();
+        if raw.is_empty() || raw.starts_with('#') {
+            continue;
+        }
+        let bad = |message: String| crate::Error::Reputation { line, message };
+        let cols: Vec<&str> = raw.split(',').map(str::trim).collect();
+        if cols.len() != 5 {
+            return Err(bad(format!(
+                "{} columns, expected 5 (kind,key,verdict,category,hosting_country)",
+                cols.len()
+            )));
+        }
+        let opt = |s: &str| (!s.is_empty() && s != "-").then(|| s.to_owned());
+        let category =
+            opt(cols[3]).map(privtel_model::Category::new).transpose().map_err(|e| bad(e.to_string()))?;
+        match cols[0] {
+            "binary" => binaries.push(BinaryVerdict {
+                sha256: cols[1].parse().map_err(|e: privtel_model::Error| bad(e.to_string()))?,
+                threat: cols[2].parse().map_err(|e: privtel_model::Error| bad(e.to_string()))?,
+                category,
+            }),
+            "domain" => domains.push(DomainVerdict {
+                domain: cols[1].parse().map_err(|e: privtel_model::Error| bad(e.to_string()))?,
+                reputation: cols[2].parse().map_err(|e: privtel_model::Error| bad(e.to_string()))?,
+                category,
+                hosting_country: opt(cols[4])
+                    .map(|c| c.parse())
+                    .transpose()
+                    .map_err(|e: privtel_model::Error| bad(e.to_string()))?,
+            }),
+            other => return Err(bad(format!("kind '{other}': expected 'binary' or 'domain'"))),
+        }
+    }
+    Ok((binaries, domains))
+}
+
 /// The verdicts for the device's own binaries and domains in an answer:
 /// from a direct answer as they are, from a private one by full-digest
 /// match; `-` for anything not found.

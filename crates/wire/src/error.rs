@@ -110,6 +110,14 @@ pub enum Error {
         /// Its message.
         message: String,
     },
+    /// A line of a reputation file that does not parse.
+    #[error("reputation file line {line}: {message}")]
+    Reputation {
+        /// The line (1-based).
+        line: usize,
+        /// What is wrong, naming the value.
+        message: String,
+    },
     /// TLS set-up failed (certificates, keys, handshake).
     #[error("tls: {0}")]
     Tls(String),

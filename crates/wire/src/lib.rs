@@ -37,7 +37,8 @@ pub mod tls;
 
 pub use conn::{Connection, error};
 pub use enrich::{
-    DEFAULT_PAD_TO, DEFAULT_PREFIX_LEN, VerdictIndex, domain_digest, prefix, private_query, verdicts_for,
+    DEFAULT_PAD_TO, DEFAULT_PREFIX_LEN, VerdictIndex, domain_digest, parse_reputation, prefix, private_query,
+    verdicts_for,
 };
 pub use error::{Error, Result};
 pub use frame::{
