@@ -105,3 +105,25 @@ fn records_prints_every_kind() {
     assert!(text.contains("18 records:"), "{text}");
     assert!(text.contains("licence_session.email"));
 }
+
+#[test]
+fn demo_runs_end_to_end_and_cleans_up() {
+    let out = run("demo", &[], b"");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    // The sample device's binaries got their verdicts through the private
+    // lookup, and the domains theirs.
+    assert!(text.contains("binary dropper    c5548314cdf8…  threat high"), "{text}");
+    assert!(text.contains("domain bad-downloads.example    reputation high risk"), "{text}");
+    assert!(text.contains("domain example.co.uk            reputation moderate risk"), "{text}");
+    // Personalised usage is off: its record was dropped, nothing sent.
+    assert!(text.contains("personalised_usage       off    0 sent,  1 dropped"), "{text}");
+    // Erasure, then retention.
+    assert!(text.contains("After erasure, an export finds 0 records."), "{text}");
+    assert!(text.contains("\"overdue\":false"));
+    assert!(text.contains("Done in") && text.contains("temporary files removed"));
+    // No clear personal value of the sample data in the report.
+    for secret in ["alice.martin@corp.example", "ALICE-LAPTOP", "10.20.30.40", "private-repo"] {
+        assert!(!text.contains(secret), "{secret} in the demo's output");
+    }
+}
