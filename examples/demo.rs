@@ -21,51 +21,26 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use privtel::domain::Normalizer;
+use privtel::agent::{Agent, parse_web_log, records_from_scan};
 use privtel::filter::{FilterBuilder, Manifest, Policy, PseudonymKey};
 use privtel::hash::{Algorithms, ScannerBuilder};
 use privtel::model::{
-    Binary, BinaryExecution, CustomerId, Device, DeviceId, DeviceType, Domain, Event, EventBody, EventId,
-    Generalised, KeyId, OsFamily, OsInfo, Personal, Program, Record, RecordBody, Timestamp, User, UserId,
-    WebRequest,
+    CustomerId, Device, DeviceId, DeviceType, Domain, KeyId, OsFamily, OsInfo, Personal, Program, Record,
+    RecordBody, ThreatLevel, Timestamp, User, UserId, display_or_dash,
 };
 use privtel::retention::{RetentionPolicy, Ttl};
+use privtel::service::Service;
 use privtel::store::{AtRestKey, EngineStore, ErasureRequest, Spool, SpoolOptions, SqliteEngine};
-use privtel::wire::{self, Ack, Batch, Connection, Goodbye, Hello, Message, VerdictIndex, Welcome, tls};
+use privtel::wire::{self, Connection, VerdictIndex, tls};
 use time::Duration;
 
 const POLICY: &str = include_str!("data/policy.toml");
 const WEB_LOG: &str = include_str!("data/web.log");
 const REPUTATION: &str = include_str!("data/reputation.csv");
-
-/// The sample device's files: (name, bytes). Their SHA-256 digests are in
-/// `examples/data/reputation.csv`.
-fn sample_files() -> Vec<(&'static str, Vec<u8>)> {
-    let elf = |machine: u8, text: &str| {
-        let mut b = b"\x7fELF\x02\x01\x01".to_vec();
-        b.extend([0u8; 9]);
-        b.extend([2, 0, machine, 0]);
-        b.extend(text.repeat(4).bytes());
-        b
-    };
-    let mut pe = b"MZ".to_vec();
-    pe.extend([0u8; 58]);
-    pe.extend(64u32.to_le_bytes());
-    pe.extend(b"PE\0\0");
-    pe.extend(0x8664u16.to_le_bytes());
-    pe.extend("privtel demo setup\n".repeat(3).bytes());
-    vec![
-        ("tool", elf(0x3e, "privtel demo tool\n")),
-        ("helper.sh", b"#!/bin/sh\necho privtel demo helper\n".to_vec()),
-        ("setup.exe", pe),
-        ("dropper", elf(0xb7, "privtel demo dropper\n")),
-        ("README.txt", b"not a program\n".to_vec()),
-    ]
-}
 
 fn random_key() -> anyhow::Result<[u8; 32]> {
     let mut key = [0u8; 32];
@@ -73,81 +48,6 @@ fn random_key() -> anyhow::Result<[u8; 32]> {
         .and_then(|mut f| f.read_exact(&mut key))
         .context("reading /dev/urandom")?;
     Ok(key)
-}
-
-/// One web-log line as a web request event.
-fn web_request(line_no: usize, line: &str, device: &DeviceId, i: u64) -> anyhow::Result<Record> {
-    let cols: Vec<&str> = line.split('\t').collect();
-    let [time, user, url, ip, load] = cols[..] else {
-        bail!("web.log line {line_no}: {} columns, expected 5 (time, user, url, ip, load ms)", cols.len())
-    };
-    let at: Timestamp = time.parse().with_context(|| format!("web.log line {line_no}: time"))?;
-    let ms: i64 = load
-        .parse()
-        .with_context(|| format!("web.log line {line_no}: page load '{load}' is not a number"))?;
-    Ok(Record {
-        program: Program::Enrichment,
-        body: RecordBody::Event(Event {
-            id: EventId::from_u128(u128::from(i)),
-            device: device.clone(),
-            user: Some(UserId::new(user).with_context(|| format!("web.log line {line_no}: user"))?),
-            recorded_at: at,
-            body: EventBody::WebRequest(WebRequest {
-                url: Personal::Clear(url.to_owned()),
-                host: Personal::Clear(url.to_owned()),
-                destination_ip: Personal::Clear(
-                    ip.parse().with_context(|| format!("web.log line {line_no}: ip"))?,
-                ),
-                destination_port: 443,
-                page_load: Personal::Clear(Duration::milliseconds(ms)),
-                visit_count: 1,
-            }),
-        }),
-    })
-}
-
-/// The service: one connection at a time, until the agent says goodbye.
-fn serve(
-    listener: TcpListener,
-    identity: tls::Identity,
-    engine: Arc<Mutex<SqliteEngine>>,
-    index: VerdictIndex,
-    now: Timestamp,
-) -> anyhow::Result<u64> {
-    let config = tls::server_config(&identity)?;
-    let (tcp, _) = listener.accept()?;
-    let mut conn = Connection::new(tls::accept(tcp, config)?);
-    let mut device = None;
-    let hello = conn.server_handshake(|hello, version| {
-        let hw = engine.lock().map(|e| e.high_water(&hello.device).unwrap_or(0)).unwrap_or(0);
-        device = Some(hello.device.clone());
-        Welcome::new(version, hw)
-    })?;
-    let device = device.unwrap_or(hello.device);
-    let mut stored = 0;
-    loop {
-        match conn.recv()? {
-            Message::Batch(batch) => {
-                let outcome = engine.lock().map_err(|_| anyhow::anyhow!("engine lock"))?.ingest(
-                    &device,
-                    batch.first_seq,
-                    &batch.records,
-                    now,
-                )?;
-                stored += outcome.stored;
-                let last = batch.first_seq + batch.records.len() as u64 - 1;
-                conn.send(&Message::Ack(Ack {
-                    batch_id: batch.batch_id,
-                    accepted_up_to: last,
-                    rejections: vec![],
-                    retry_after_ms: None,
-                }))?;
-            }
-            Message::EnrichQuery(q) => conn.send(&Message::EnrichAnswer(index.answer(&q)))?,
-            Message::Goodbye(_) => return Ok(stored),
-            other => bail!("service: unexpected {} message", other.kind_name()),
-        }
-    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -162,32 +62,38 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile::tempdir().context("making a temporary folder")?;
     let now = Timestamp::from_unix_seconds(1_795_770_000)?; // 2026-11-27T09:00:00Z, after the web log
-    let retention = RetentionPolicy { events: Ttl::DAYS_30, ..RetentionPolicy::default() };
+    // Objects kept 60 days here, so day 46 shows the inactivity purge taking them.
+    let retention = RetentionPolicy {
+        events: Ttl::DAYS_30,
+        objects: Ttl::custom(Duration::days(60)),
+        ..RetentionPolicy::default()
+    };
 
     // 1. The sample device.
     let bin = dir.path().join("device/bin");
     std::fs::create_dir_all(&bin)?;
-    for (name, bytes) in sample_files() {
+    for (name, bytes) in privtel_testkit::fixtures::sample_executables() {
         std::fs::write(bin.join(name), bytes)?;
     }
 
     // 2. The service.
     let identity = tls::generate_identity(&["127.0.0.1"])?;
     std::fs::write(dir.path().join("ca.pem"), &identity.ca_pem)?;
-    let engine = Arc::new(Mutex::new(SqliteEngine::open(
-        &dir.path().join("engine.db"),
-        retention,
-        Some(AtRestKey::new(1, random_key()?)),
-    )?));
+    let engine =
+        SqliteEngine::open(&dir.path().join("engine.db"), retention, Some(AtRestKey::new(1, random_key()?)))?;
     let (binaries, domains) = wire::parse_reputation(REPUTATION).context("examples/data/reputation.csv")?;
     let mut index = VerdictIndex::new(wire::DEFAULT_PAD_TO, random_key()?);
     binaries.into_iter().for_each(|v| index.add_binary(v));
     domains.into_iter().for_each(|v| index.add_domain(v));
+    let service = Service::new(engine, index, tls::server_config(&identity)?, move || now);
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let service = {
-        let (identity, engine) = (identity, engine.clone());
-        std::thread::spawn(move || serve(listener, identity, engine, index, now))
+    let server = {
+        let service = Arc::clone(&service);
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let (tcp, _) = listener.accept()?;
+            Ok(service.handle(tcp)?)
+        })
     };
 
     // 3. The agent: scan, read the web log, filter, spool, upload, enrich.
@@ -234,123 +140,39 @@ fn main() -> anyhow::Result<()> {
             }),
         },
     ];
-    let mut n = 0u64;
-    for file in &scan.hashed {
-        let Some(sha256) = file.digests.sha256 else { continue };
-        n += 1;
-        let path = file.path.display().to_string();
-        records.push(Record {
-            program: Program::Enrichment,
-            body: RecordBody::Binary(Binary {
-                sha256,
-                blake3: file.digests.blake3,
-                file_name: file
-                    .path
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                path: Personal::Clear(path.clone()),
-                version: None,
-                publisher: None,
-                size: file.size,
-                format: file.format.clone(),
-            }),
-        });
-        records.push(Record {
-            program: Program::Enrichment,
-            body: RecordBody::Event(Event {
-                id: EventId::from_u128(u128::from(n)),
-                device: device.clone(),
-                user: Some(alice.clone()),
-                recorded_at: now.checked_sub(Duration::minutes(5)).unwrap_or(now),
-                body: EventBody::Execution(BinaryExecution {
-                    sha256,
-                    username: Personal::Clear("alice".into()),
-                    path: Personal::Clear(path),
-                    start: Personal::Clear(now),
-                    duration: Personal::Clear(Duration::seconds(42)),
-                }),
-            }),
-        });
-    }
-    for (i, line) in WEB_LOG.lines().enumerate() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        n += 1;
-        records.push(web_request(i + 1, line, &device, 1000 + n)?);
-    }
-    let collected = records.len();
-    let (filtered, report) = filter.apply_batch(records);
+    records.extend(records_from_scan(
+        &scan,
+        &device,
+        Some(&alice),
+        now.checked_sub(Duration::minutes(5)).unwrap_or(now),
+    ));
+    records.extend(parse_web_log(WEB_LOG, "examples/data/web.log", &device)?);
+    let collected_n = records.len();
 
     let mut spool_options = SpoolOptions::default();
     spool_options.retention = retention;
     spool_options.key = Some(AtRestKey::new(1, random_key()?));
-    let mut spool = Spool::open(&dir.path().join("spool.db"), spool_options)?;
-    spool.append_batch(&filtered, now)?;
-
-    let stream = tls::connect(
-        addr,
-        "127.0.0.1",
-        tls::client_config(&std::fs::read_to_string(dir.path().join("ca.pem"))?)?,
-    )?;
-    let mut conn = Connection::new(stream);
-    let consent = Program::ALL.iter().map(|p| (*p, policy.enabled(*p))).collect();
-    let welcome = conn.client_handshake(&Hello::new(
-        env!("CARGO_PKG_VERSION"),
-        customer,
-        device,
-        consent,
-        policy.version,
-    ))?;
-    let mut sent: BTreeMap<Program, usize> = BTreeMap::new();
-    let mut batch_no = 0u128;
-    while let Some((program, run)) = spool.next_run(welcome.max_batch_records as usize)? {
-        batch_no += 1;
-        let first_seq = run[0].seq;
-        let last_seq = run[run.len() - 1].seq;
-        *sent.entry(program).or_default() += run.len();
-        let records = run.into_iter().map(|s| s.record).collect();
-        conn.send(&Message::Batch(Batch {
-            program,
-            batch_id: privtel::model::BatchId::from_u128(batch_no),
-            first_seq,
-            records,
-        }))?;
-        match conn.recv()? {
-            Message::Ack(ack) if ack.accepted_up_to >= last_seq => spool.ack(program, ack.accepted_up_to)?,
-            other => bail!("agent: expected an ack for batch {batch_no}, got {}", other.kind_name()),
-        };
-    }
-    // Enrichment: private lookups by hash prefix.
-    let digests: Vec<_> = scan.hashed.iter().filter_map(|f| f.digests.sha256).collect();
-    let mut seen_domains: Vec<Domain> = filtered
-        .iter()
-        .filter_map(|r| match &r.body {
-            RecordBody::Event(Event { body: EventBody::WebRequest(w), .. }) => match &w.host {
-                Personal::Generalised(Generalised::Domain(d)) => Some(d.clone()),
-                Personal::Clear(h) => Normalizer::shared().normalize(h).ok()?.registrable_domain(),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
-    seen_domains.sort();
-    seen_domains.dedup();
-    conn.send(&Message::EnrichQuery(wire::private_query(
-        1,
-        &digests,
-        &seen_domains,
-        wire::DEFAULT_PREFIX_LEN,
-    )))?;
-    let Message::EnrichAnswer(answer) = conn.recv()? else { bail!("agent: expected an enrichment answer") };
-    let (bverdicts, dverdicts) = wire::verdicts_for(&answer, &digests, &seen_domains);
-    conn.send(&Message::Goodbye(Goodbye { reason: "cycle done".into() }))?;
-    let stored = service.join().map_err(|_| anyhow::anyhow!("the service thread panicked"))??;
+    let spool = Spool::open(&dir.path().join("spool.db"), spool_options)?;
+    let mut agent = Agent::new(customer, device, filter, spool);
+    let collected = agent.collect(records, now)?;
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem"))?;
+    let mut conn = Connection::new(tls::connect(addr, "127.0.0.1", tls::client_config(&ca)?)?);
+    let upload = agent.upload(&mut conn, policy.version)?;
+    let (bverdicts, dverdicts) = agent.enrich(&mut conn, &collected.binaries, &collected.domains)?;
+    agent.goodbye(&mut conn)?;
+    server.join().map_err(|_| anyhow::anyhow!("the service thread panicked"))??;
+    let stored = service.stats.stored.load(std::sync::atomic::Ordering::Relaxed);
+    let report = collected.report;
+    let seen_domains = collected.domains;
+    let sent = upload.sent;
+    let filtered_n = collected.records;
 
     // 4. The report.
     let bytes: u64 = scan.hashed.iter().map(|f| f.size).sum();
-    println!("privtel demo — service and agent on {addr} over TLS {}\n", welcome.version);
+    println!(
+        "privtel demo — service and agent on {addr}, TLS, protocol version {}\n",
+        wire::SUPPORTED_VERSIONS[0]
+    );
     println!(
         "Scanned {} executables ({} bytes) in {:.1} ms ({:.2} GB/s); {} files skipped (not executables, links, unreadable).",
         scan.hashed.len(),
@@ -366,8 +188,7 @@ fn main() -> anyhow::Result<()> {
         seen_domains.iter().map(Domain::as_str).collect::<Vec<_>>().join(", ")
     );
     println!(
-        "\nWhat left the device ({collected} records collected, {} sent, {stored} stored), per program:",
-        filtered.len()
+        "\nWhat left the device ({collected_n} records collected, {filtered_n} spooled and sent, {stored} stored), per program:"
     );
     let manifest = Manifest::from_policy(&policy);
     for p in &manifest.programs {
@@ -400,20 +221,25 @@ fn main() -> anyhow::Result<()> {
     );
     // Known verdicts first, then a count of the rest (a `--scan /usr/bin`
     // finds hundreds of binaries the sample service does not know).
-    let mut rows: Vec<_> = scan.hashed.iter().zip(&bverdicts).collect();
-    rows.sort_by_key(|(_, v)| v.threat == privtel::model::ThreatLevel::Unknown);
-    for (f, v) in rows.iter().take(6) {
+    let names: BTreeMap<_, _> = scan
+        .hashed
+        .iter()
+        .filter_map(|f| Some((f.digests.sha256?, f.path.file_name()?.to_string_lossy().into_owned())))
+        .collect();
+    let mut rows: Vec<_> =
+        bverdicts.iter().map(|v| (names.get(&v.sha256).cloned().unwrap_or_default(), v)).collect();
+    rows.sort_by_key(|(name, v)| (v.threat == ThreatLevel::Unknown, name.clone()));
+    for (name, v) in rows.iter().take(6) {
         println!(
             "  binary {:<10} {}…  threat {:<12} category {}",
-            f.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            name,
             &v.sha256.to_string()[..12],
             v.threat.to_string(),
-            privtel::model::display_or_dash(v.category.as_ref())
+            display_or_dash(v.category.as_ref())
         );
     }
     if rows.len() > 6 {
-        let unknown =
-            rows.iter().skip(6).filter(|(_, v)| v.threat == privtel::model::ThreatLevel::Unknown).count();
+        let unknown = rows.iter().skip(6).filter(|(_, v)| v.threat == ThreatLevel::Unknown).count();
         println!("  … {} more binaries ({unknown} unknown to the service: threat -)", rows.len() - 6);
     }
     for v in &dverdicts {
@@ -421,12 +247,12 @@ fn main() -> anyhow::Result<()> {
             "  domain {:<24} reputation {:<13} category {:<18} hosted in {}",
             v.domain.as_str(),
             v.reputation.to_string(),
-            privtel::model::display_or_dash(v.category.as_ref()),
-            privtel::model::display_or_dash(v.hosting_country.as_ref())
+            display_or_dash(v.category.as_ref()),
+            display_or_dash(v.hosting_country.as_ref())
         );
     }
 
-    let mut engine = engine.lock().map_err(|_| anyhow::anyhow!("engine lock"))?;
+    let mut engine = service.engine();
     let mut export = Vec::new();
     let lines = engine.export_person(&alice, &mut export)?;
     println!("\nExport of {alice} (right of access): {lines} records, {} bytes of JSON Lines.", export.len());

@@ -16,7 +16,12 @@
 //! | [`filter`] | `privtel-filter` | 2 | consent, per-field treatment, scrubbing, k-anonymity |
 //! | [`store`] | `privtel-store` | 2 | SQLite spool and engine store, sweeps, export, erasure |
 //!
-//! A crate depends only on crates of a lower layer.
+//! A crate depends only on crates of a lower layer. On top of them, this
+//! crate composes the device side ([`agent`]) and the service side
+//! ([`service`]) that the example programs run.
+
+pub mod agent;
+pub mod service;
 
 pub use privtel_domain as domain;
 pub use privtel_filter as filter;

@@ -206,3 +206,29 @@ pub fn records(tag: &str) -> Vec<Record> {
     }
     out
 }
+
+/// A sample device's files: (name, bytes): an x86-64 ELF tool, a shell
+/// script, a PE installer, an AArch64 ELF "dropper", and a text file. Their
+/// SHA-256 digests are in `examples/data/reputation.csv`.
+pub fn sample_executables() -> Vec<(&'static str, Vec<u8>)> {
+    let elf = |machine: u8, text: &str| {
+        let mut b = b"\x7fELF\x02\x01\x01".to_vec();
+        b.extend([0u8; 9]);
+        b.extend([2, 0, machine, 0]);
+        b.extend(text.repeat(4).bytes());
+        b
+    };
+    let mut pe = b"MZ".to_vec();
+    pe.extend([0u8; 58]);
+    pe.extend(64u32.to_le_bytes());
+    pe.extend(b"PE\0\0");
+    pe.extend(0x8664u16.to_le_bytes());
+    pe.extend("privtel demo setup\n".repeat(3).bytes());
+    vec![
+        ("tool", elf(0x3e, "privtel demo tool\n")),
+        ("helper.sh", b"#!/bin/sh\necho privtel demo helper\n".to_vec()),
+        ("setup.exe", pe),
+        ("dropper", elf(0xb7, "privtel demo dropper\n")),
+        ("README.txt", b"not a program\n".to_vec()),
+    ]
+}

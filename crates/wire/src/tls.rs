@@ -11,6 +11,9 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, Server
 
 use crate::error::{Error, Result};
 
+/// The rustls version this module is built on, for naming its types.
+pub use rustls;
+
 /// A TLS client stream.
 pub type ClientStream = StreamOwned<ClientConnection, TcpStream>;
 /// A TLS server stream.

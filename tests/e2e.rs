@@ -1,0 +1,300 @@
+//! End to end, over 127.0.0.1 with TLS, each test starting the real service
+//! (`examples/cloud.rs`) and the real agent (`examples/agent.rs`) as
+//! processes.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use privtel::model::Program;
+use privtel::retention::RetentionPolicy;
+use privtel::store::{EngineStore, Spool, SpoolOptions, SqliteEngine};
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} not built: run `cargo test` for the whole package", path.display());
+    path
+}
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data").join(name)
+}
+
+/// A running cloud: the process, its address and the CA agents must trust.
+struct Cloud {
+    child: Child,
+    addr: String,
+    ca: PathBuf,
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cloud(dir: &Path, extra: &[&str]) -> Cloud {
+    let ca = dir.join(format!(
+        "ca-{}.pem",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    ));
+    let mut child = Command::new(example("cloud"))
+        .args(["--listen", "127.0.0.1:0", "--store"])
+        .arg(dir.join("engine.db"))
+        .arg("--reputation")
+        .arg(data("reputation.csv"))
+        .arg("--cert-out")
+        .arg(&ca)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr =
+        line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("cloud said {line:?}")).to_owned();
+    Cloud { child, addr, ca }
+}
+
+fn agent(dir: &Path, cloud_addr: &str, ca: &Path, policy: &Path, extra: &[&str]) -> Output {
+    Command::new(example("agent"))
+        .args(["--server", cloud_addr, "--ca"])
+        .arg(ca)
+        .args(["--customer", "acme", "--device", "dev-e2e", "--policy"])
+        .arg(policy)
+        .arg("--spool")
+        .arg(dir.join("spool.db"))
+        .arg("--audit-log")
+        .arg(dir.join("audit.jsonl"))
+        .args(["--user", "u-alice", "--once"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn device(dir: &Path, name: &str) -> PathBuf {
+    let bin = dir.join(name).join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (file, bytes) in privtel_testkit::fixtures::sample_executables() {
+        std::fs::write(bin.join(file), bytes).unwrap();
+    }
+    bin
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn engine(dir: &Path) -> SqliteEngine {
+    SqliteEngine::open(&dir.join("engine.db"), RetentionPolicy::default(), None).unwrap()
+}
+
+#[test]
+fn full_cycle_scan_filter_spool_upload_enrich_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cloud(dir.path(), &[]);
+    let bin = device(dir.path(), "device");
+    let out = agent(
+        dir.path(),
+        &c.addr,
+        &c.ca,
+        &data("policy.toml"),
+        &["--scan", bin.to_str().unwrap(), "--web-log", data("web.log").to_str().unwrap()],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("binary c5548314cdf8e70f42f47f769c2fbe153b39360a5f12f29d8bb69bad7bf89aeb threat high category malware"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "domain bad-downloads.example reputation high risk category malware delivery hosted in RU"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("domain corp.example reputation - category - hosted in -"), "{stdout}");
+    // 4 executables (binary + execution each) and 6 web requests, stored once.
+    assert!(stdout.contains("sent 14 enrichment records"), "{stdout}");
+    drop(c);
+    assert_eq!(engine(dir.path()).record_count().unwrap(), 14);
+    let spool = Spool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap();
+    assert_eq!(spool.len(None).unwrap(), 0, "everything acknowledged left the spool");
+}
+
+#[test]
+fn canaries_never_leave_in_a_form_the_policy_does_not_keep_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let canary = "zqcanary77";
+    let bin = device(dir.path(), &format!("home-{canary}"));
+    let log = dir.path().join("web.log");
+    std::fs::write(
+        &log,
+        format!("2026-11-27T08:00:00Z\tu-alice\thttps://{canary}.shop.example.com/{canary}?q={canary}\t10.77.77.77\t100\n"),
+    )
+    .unwrap();
+    let c = cloud(dir.path(), &[]);
+    let out = agent(
+        dir.path(),
+        &c.addr,
+        &c.ca,
+        &data("policy.toml"),
+        &["--scan", bin.to_str().unwrap(), "--web-log", log.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(c);
+    let mut export = Vec::new();
+    let n = engine(dir.path()).export_person(&"u-alice".parse().unwrap(), &mut export).unwrap();
+    assert!(n > 0, "the person's records were stored");
+    let audit = std::fs::read(dir.path().join("audit.jsonl")).unwrap();
+    let mut db = std::fs::read(dir.path().join("engine.db")).unwrap();
+    db.extend(std::fs::read(dir.path().join("engine.db-wal")).unwrap_or_default());
+    for (what, bytes) in [("audit log", &audit), ("export", &export), ("database file", &db)] {
+        for needle in [canary, "10.77.77.77"] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} in the {what}");
+        }
+    }
+    // The audit log is real: it shows the batches, with the generalised forms.
+    let audit = text(&audit);
+    assert!(
+        audit.contains("\"kind\":\"batch\"") && audit.contains("example.com") && audit.contains("10.77.77.0"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn malformed_inputs_name_file_and_line_and_keep_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = device(dir.path(), "device");
+    // Unreachable service: the scan is spooled and stays.
+    let ca = dir.path().join("none.pem");
+    std::fs::write(&ca, privtel::wire::tls::generate_identity(&["127.0.0.1"]).unwrap().ca_pem).unwrap();
+    let out = agent(dir.path(), "127.0.0.1:9", &ca, &data("policy.toml"), &["--scan", bin.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("records stay spooled"), "{}", text(&out.stderr));
+    let waiting =
+        Spool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap().len(None).unwrap();
+    assert_eq!(waiting, 8);
+
+    let bad_log = dir.path().join("bad.log");
+    std::fs::write(&bad_log, "# ok\n2026-11-27T08:00:00Z\tu-a\thttps://a.example/\t1.2.3.4\t5\n2026-11-27T08:00:00Z\tu-a\thttps://b.example/\n").unwrap();
+    let out = agent(
+        dir.path(),
+        "127.0.0.1:9",
+        &ca,
+        &data("policy.toml"),
+        &["--web-log", bad_log.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!("{} line 3: 3 columns, expected 5", bad_log.display())),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let bad_policy = dir.path().join("policy.toml");
+    std::fs::write(&bad_policy, "[fields]\n\"user.emial\" = \"drop\"\n").unwrap();
+    let out = agent(dir.path(), "127.0.0.1:9", &ca, &bad_policy, &[]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("policy.toml") && err.contains("policy line 2: unknown field 'user.emial'"),
+        "{err}"
+    );
+
+    let bad_csv = dir.path().join("rep.csv");
+    std::fs::write(&bad_csv, "binary,e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855,none,,\ndomain,example.com,safe,,\n").unwrap();
+    let out = Command::new(example("cloud"))
+        .args(["--store"])
+        .arg(dir.path().join("e2.db"))
+        .arg("--reputation")
+        .arg(&bad_csv)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("reputation file line 2: invalid reputation 'safe'"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // After all that, the spooled scan is still there.
+    assert_eq!(
+        Spool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap().len(None).unwrap(),
+        waiting
+    );
+}
+
+#[test]
+fn withdrawn_consent_sends_nothing_and_empties_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = device(dir.path(), "device");
+    let ca = dir.path().join("none.pem");
+    std::fs::write(&ca, privtel::wire::tls::generate_identity(&["127.0.0.1"]).unwrap().ca_pem).unwrap();
+    // Records wait while the service is down.
+    let out = agent(dir.path(), "127.0.0.1:9", &ca, &data("policy.toml"), &["--scan", bin.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    // Then enrichment is switched off, and the service is back.
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        std::fs::read_to_string(data("policy.toml"))
+            .unwrap()
+            .replace("enrichment = true", "enrichment = false"),
+    )
+    .unwrap();
+    let c = cloud(dir.path(), &[]);
+    let out = agent(dir.path(), &c.addr, &c.ca, &policy, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(c);
+    let spool = Spool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap();
+    assert_eq!(spool.len(Some(Program::Enrichment)).unwrap(), 0);
+    assert_eq!(spool.counters().unwrap().purged, 8);
+    assert_eq!(engine(dir.path()).record_count().unwrap(), 0, "nothing of the withdrawn program was stored");
+    let audit = text(&std::fs::read(dir.path().join("audit.jsonl")).unwrap());
+    assert!(!audit.contains("\"kind\":\"batch\""), "no batch was sent: {audit}");
+}
+
+#[test]
+fn a_service_killed_mid_upload_stores_everything_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Many small records to upload in batches of 2: hundreds of round trips.
+    let bin = dir.path().join("many");
+    std::fs::create_dir_all(&bin).unwrap();
+    for i in 0..150 {
+        std::fs::write(bin.join(format!("s{i:03}.sh")), format!("#!/bin/sh\necho {i}\n")).unwrap();
+    }
+    let c = cloud(dir.path(), &["--max-batch-records", "2"]);
+    let mut first = Command::new(example("agent"))
+        .args(["--server", &c.addr, "--ca"])
+        .arg(&c.ca)
+        .args(["--customer", "acme", "--device", "dev-e2e", "--policy"])
+        .arg(data("policy.toml"))
+        .arg("--spool")
+        .arg(dir.path().join("spool.db"))
+        .args(["--once", "--scan", bin.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the service while the agent uploads.
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    drop(c);
+    let _ = first.wait();
+    let stored_before = engine(dir.path()).record_count().unwrap();
+    let waiting =
+        Spool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap().len(None).unwrap();
+    // A new service on the same store; the agent retries what is waiting.
+    let c = cloud(dir.path(), &["--max-batch-records", "2"]);
+    let out = agent(dir.path(), &c.addr, &c.ca, &data("policy.toml"), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(c);
+    let stored = engine(dir.path()).record_count().unwrap();
+    assert_eq!(
+        stored, 300,
+        "150 binaries and 150 executions, each stored exactly once (before the kill: {stored_before}, waiting: {waiting})"
+    );
+    assert_eq!(
+        Spool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap().len(None).unwrap(),
+        0
+    );
+}
