@@ -11,6 +11,9 @@ use privtel_store::{EngineStore, SqliteEngine};
 use privtel_wire::tls::rustls::ServerConfig;
 use privtel_wire::{Ack, Connection, ErrorCode, Message, Rejection, VerdictIndex, Welcome};
 
+/// How long a connection may stay silent before the service drops it.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Counts of what the service did, readable while it runs.
 #[derive(Debug, Default)]
 pub struct ServiceStats {
@@ -79,6 +82,9 @@ impl Service {
     ///
     /// The connection's error (TLS, frames, protocol, storage).
     pub fn handle(&self, tcp: TcpStream) -> Result<(), privtel_wire::Error> {
+        // A peer that stops talking gives its thread back after this long.
+        tcp.set_read_timeout(Some(IDLE_TIMEOUT))?;
+        tcp.set_write_timeout(Some(IDLE_TIMEOUT))?;
         let mut conn = Connection::new(privtel_wire::tls::accept(tcp, self.tls.clone())?);
         let hello = conn.server_handshake(|hello, version| {
             let mut w = Welcome::new(version, self.engine().high_water(&hello.device).unwrap_or(0));

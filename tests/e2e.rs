@@ -298,3 +298,21 @@ fn a_service_killed_mid_upload_stores_everything_exactly_once() {
         0
     );
 }
+
+#[test]
+fn the_service_keeps_serving_while_connections_misbehave() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let c = cloud(dir.path(), &[]);
+    // Garbage instead of a TLS handshake, a connection dropped at once, and
+    // a half-open one left hanging.
+    let mut garbage = std::net::TcpStream::connect(&c.addr).unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00\xff\x00\xff").unwrap();
+    drop(std::net::TcpStream::connect(&c.addr).unwrap());
+    let _hanging = std::net::TcpStream::connect(&c.addr).unwrap();
+    // A real agent still gets through.
+    let bin = device(dir.path(), "device");
+    let out = agent(dir.path(), &c.addr, &c.ca, &data("policy.toml"), &["--scan", bin.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("sent 8 enrichment records"));
+}
