@@ -122,7 +122,7 @@ macro_rules! wide_id {
         ///
         /// The text form is 32 lowercase hex digits ([`FromStr`] also accepts
         /// uppercase). Human-readable serializers (JSON) see that text; binary
-        /// ones see a `u128`.
+        /// ones see 16 big-endian bytes.
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(u128);
 
@@ -169,13 +169,13 @@ macro_rules! wide_id {
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-                serde_text::serialize(self, s, |s| s.serialize_u128(self.0))
+                serde_text::serialize(self, s, |s| serde_text::serialize_array(&self.0.to_be_bytes(), s))
             }
         }
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-                serde_text::deserialize(d, |d| u128::deserialize(d).map(Self))
+                serde_text::deserialize(d, |d| serde_text::deserialize_array(d).map(Self::from_bytes))
             }
         }
     };
