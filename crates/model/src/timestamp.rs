@@ -150,7 +150,8 @@ impl<'de> Deserialize<'de> for Timestamp {
             if nanos >= 1_000_000_000 {
                 return Err(D::Error::custom(out_of_range(i128::from(nanos), "nanoseconds of a second")));
             }
-            Self::from_unix_nanos(i128::from(secs) * 1_000_000_000 + i128::from(nanos)).map_err(D::Error::custom)
+            Self::from_unix_nanos(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
+                .map_err(D::Error::custom)
         })
     }
 }

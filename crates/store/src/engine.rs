@@ -1,7 +1,7 @@
 //! The engine store: the service's events and objects, with idempotent
 //! ingest, retention sweeps, and export and erasure of one person.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -18,8 +18,8 @@ use crate::schema;
 const MIGRATIONS: &[&str] = &["
     CREATE TABLE records (
         id INTEGER PRIMARY KEY,
-        device TEXT,
-        user TEXT,
+        device INTEGER NOT NULL,         -- devices.id: integer keys keep the
+        user INTEGER,                    -- indexes small and compares cheap
         class INTEGER NOT NULL,          -- 0 event, 1 object
         kind TEXT NOT NULL,
         program INTEGER NOT NULL,
@@ -35,7 +35,13 @@ const MIGRATIONS: &[&str] = &["
     -- records that name a person only by pseudonym.
     CREATE TABLE tokens (token BLOB NOT NULL, record_id INTEGER NOT NULL, PRIMARY KEY (token, record_id)) WITHOUT ROWID;
     CREATE INDEX tokens_record ON tokens(record_id);
-    CREATE TABLE devices (device TEXT PRIMARY KEY, last_seen INTEGER NOT NULL, high_water INTEGER NOT NULL);
+    CREATE TABLE devices (
+        id INTEGER PRIMARY KEY,
+        device TEXT NOT NULL UNIQUE,
+        last_seen INTEGER NOT NULL,
+        high_water INTEGER NOT NULL
+    );
+    CREATE TABLE users (id INTEGER PRIMARY KEY, user TEXT NOT NULL UNIQUE);
     CREATE TABLE suppressed_users (user TEXT PRIMARY KEY);
     CREATE TABLE suppressed_tokens (token BLOB PRIMARY KEY) WITHOUT ROWID;
     CREATE TABLE receipts (
@@ -182,6 +188,9 @@ pub struct SqliteEngine {
     /// The suppression lists, mirrored in memory: erasures are rare and the
     /// lists small, and ingest checks every record against them.
     suppressed_users: HashSet<String>,
+    /// `users` rows, mirrored in memory (committed ones only), so ingest
+    /// does not look every user up.
+    user_ids: HashMap<String, i64>,
     suppressed_tokens: HashSet<Vec<u8>>,
 }
 
@@ -221,14 +230,23 @@ impl SqliteEngine {
                 .collect::<rusqlite::Result<_>>()
                 .op("reading suppressions")?
         };
-        Ok(Self { conn, retention, key, suppressed_users, suppressed_tokens })
+        let user_ids = {
+            let mut stmt = conn.prepare("SELECT user, id FROM users").op("reading users")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .op("reading users")?
+                .collect::<rusqlite::Result<_>>()
+                .op("reading users")?
+        };
+        Ok(Self { conn, retention, key, suppressed_users, suppressed_tokens, user_ids })
     }
 
     /// Ids of the records about `user`, directly or through a pseudonym
     /// their records carry; and those pseudonyms.
     fn person(&self, user: &UserId) -> Result<(Vec<i64>, Vec<Vec<u8>>)> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT id FROM records WHERE user = ?1").op("finding a person")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM records WHERE user = (SELECT id FROM users WHERE user = ?1)")
+            .op("finding a person")?;
         let direct: Vec<i64> = stmt
             .query_map([user.as_str()], |r| r.get(0))
             .op("finding a person")?
@@ -267,13 +285,20 @@ impl EngineStore for SqliteEngine {
         now: Timestamp,
     ) -> Result<IngestOutcome> {
         let tx = self.conn.transaction().op("starting an ingest")?;
-        let high_water: u64 = tx
-            .query_row("SELECT high_water FROM devices WHERE device = ?1", [device.as_str()], |r| {
-                r.get::<_, i64>(0)
+        tx.execute(
+            "INSERT INTO devices (device, last_seen, high_water) VALUES (?1, ?2, 0) ON CONFLICT(device) DO NOTHING",
+            params![device.as_str(), nanos(now)],
+        )
+        .op("registering the device")?;
+        let (device_id, high_water): (i64, i64) = tx
+            .query_row("SELECT id, high_water FROM devices WHERE device = ?1", [device.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
             })
-            .optional()
-            .op("reading the high-water mark")?
-            .unwrap_or(0) as u64;
+            .op("reading the high-water mark")?;
+        let high_water = high_water as u64;
+        // Users first seen in this batch: merged into the cache only once
+        // the transaction commits.
+        let mut new_users: HashMap<String, i64> = HashMap::new();
         let mut outcome = IngestOutcome { high_water, ..IngestOutcome::default() };
         {
             let mut insert = tx
@@ -285,6 +310,8 @@ impl EngineStore for SqliteEngine {
             let mut insert_token = tx
                 .prepare_cached("INSERT OR IGNORE INTO tokens (token, record_id) VALUES (?1, ?2)")
                 .op("preparing an ingest")?;
+            let mut insert_user =
+                tx.prepare_cached("INSERT INTO users (user) VALUES (?1)").op("preparing an ingest")?;
             for (i, record) in records.iter().enumerate() {
                 let seq = first_seq.saturating_add(i as u64);
                 if seq <= high_water {
@@ -301,14 +328,26 @@ impl EngineStore for SqliteEngine {
                     outcome.suppressed += 1;
                     continue;
                 }
+                let user_id = match user {
+                    None => None,
+                    Some(u) => match self.user_ids.get(u).or_else(|| new_users.get(u)) {
+                        Some(id) => Some(*id),
+                        None => {
+                            insert_user.execute([u]).op("registering a user")?;
+                            let id = tx.last_insert_rowid();
+                            new_users.insert(u.to_owned(), id);
+                            Some(id)
+                        }
+                    },
+                };
                 let (key_id, payload) = seal(record, self.key.as_ref())?;
                 let class = i64::from(RecordClass::of(&record.body) == RecordClass::Object);
                 insert
                     .execute(params![
                         // Filed under the device that sent it: the inactivity
                         // purge removes everything a device sent.
-                        device.as_str(),
-                        user,
+                        device_id,
+                        user_id,
                         class,
                         record.body.kind_name(),
                         program_code(record.program),
@@ -326,12 +365,12 @@ impl EngineStore for SqliteEngine {
             }
         }
         tx.execute(
-            "INSERT INTO devices (device, last_seen, high_water) VALUES (?1, ?2, ?3)
-             ON CONFLICT(device) DO UPDATE SET last_seen = max(last_seen, ?2), high_water = max(high_water, ?3)",
-            params![device.as_str(), nanos(now), outcome.high_water as i64],
+            "UPDATE devices SET last_seen = max(last_seen, ?2), high_water = max(high_water, ?3) WHERE id = ?1",
+            params![device_id, nanos(now), outcome.high_water as i64],
         )
         .op("updating the device")?;
         tx.commit().op("committing an ingest")?;
+        self.user_ids.extend(new_users);
         Ok(outcome)
     }
 
@@ -354,10 +393,9 @@ impl EngineStore for SqliteEngine {
                 )
                 .op("sweeping records")? as u64;
         }
-        let inactive: Vec<String> = {
-            let mut stmt = tx
-                .prepare("SELECT device FROM devices WHERE last_seen < ?1")
-                .op("finding inactive devices")?;
+        let inactive: Vec<i64> = {
+            let mut stmt =
+                tx.prepare("SELECT id FROM devices WHERE last_seen < ?1").op("finding inactive devices")?;
             stmt.query_map([nanos(cut.devices_seen_before)], |r| r.get(0))
                 .op("finding inactive devices")?
                 .collect::<rusqlite::Result<_>>()
@@ -371,7 +409,7 @@ impl EngineStore for SqliteEngine {
             .op("purging a device")?;
             report.inactive_device_records +=
                 tx.execute("DELETE FROM records WHERE device = ?1", [device]).op("purging a device")? as u64;
-            tx.execute("DELETE FROM devices WHERE device = ?1", [device]).op("purging a device")?;
+            tx.execute("DELETE FROM devices WHERE id = ?1", [device]).op("purging a device")?;
             report.devices += 1;
         }
         tx.commit().op("committing a sweep")?;
@@ -413,6 +451,7 @@ impl EngineStore for SqliteEngine {
             tx.execute(&format!("DELETE FROM records WHERE id IN ({marks})"), params_from_iter(chunk))
                 .op("erasing records")?;
         }
+        tx.execute("DELETE FROM users WHERE user = ?1", [request.user.as_str()]).op("erasing a person")?;
         tx.execute("INSERT OR IGNORE INTO suppressed_users (user) VALUES (?1)", [request.user.as_str()])
             .op("suppressing a person")?;
         for t in &tokens {
@@ -434,6 +473,7 @@ impl EngineStore for SqliteEngine {
         .op("writing the receipt")?;
         tx.commit().op("committing an erasure")?;
         self.suppressed_users.insert(request.user.as_str().to_owned());
+        self.user_ids.remove(request.user.as_str());
         self.suppressed_tokens.extend(tokens.iter().cloned());
         // secure_delete zeroed the freed pages; the checkpoint moves that
         // into the main file and truncates the log, where the old pages were.
