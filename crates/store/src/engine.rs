@@ -216,27 +216,9 @@ impl SqliteEngine {
     /// A database or schema error.
     pub fn open(path: &Path, retention: RetentionPolicy, key: Option<AtRestKey>) -> Result<Self> {
         let conn = schema::open(path, MIGRATIONS)?;
-        let suppressed_users = {
-            let mut stmt = conn.prepare("SELECT user FROM suppressed_users").op("reading suppressions")?;
-            stmt.query_map([], |r| r.get(0))
-                .op("reading suppressions")?
-                .collect::<rusqlite::Result<_>>()
-                .op("reading suppressions")?
-        };
-        let suppressed_tokens = {
-            let mut stmt = conn.prepare("SELECT token FROM suppressed_tokens").op("reading suppressions")?;
-            stmt.query_map([], |r| r.get(0))
-                .op("reading suppressions")?
-                .collect::<rusqlite::Result<_>>()
-                .op("reading suppressions")?
-        };
-        let user_ids = {
-            let mut stmt = conn.prepare("SELECT user, id FROM users").op("reading users")?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .op("reading users")?
-                .collect::<rusqlite::Result<_>>()
-                .op("reading users")?
-        };
+        let suppressed_users = load(&conn, "SELECT user FROM suppressed_users", |r| r.get(0))?;
+        let suppressed_tokens = load(&conn, "SELECT token FROM suppressed_tokens", |r| r.get(0))?;
+        let user_ids = load(&conn, "SELECT user, id FROM users", |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(Self { conn, retention, key, suppressed_users, suppressed_tokens, user_ids })
     }
 
@@ -274,6 +256,17 @@ impl SqliteEngine {
         }
         Ok((ids.into_iter().collect(), tokens.into_iter().collect()))
     }
+}
+
+/// Every row of a query, collected (for the small tables mirrored in memory).
+fn load<T, C: FromIterator<T>>(
+    conn: &Connection,
+    sql: &str,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<C> {
+    let mut stmt = conn.prepare(sql).op("reading a table into memory")?;
+    let rows = stmt.query_map([], row).op("reading a table into memory")?;
+    rows.collect::<rusqlite::Result<C>>().op("reading a table into memory")
 }
 
 impl EngineStore for SqliteEngine {

@@ -167,15 +167,8 @@ fn finish(head: &[u8; HEADER_LEN], payload: Vec<u8>, sum: u64) -> Result<Frame> 
 /// [`Error::Truncated`], [`Error::BadMagic`], [`Error::UnsupportedVersion`],
 /// [`Error::BadFlags`], [`Error::TooLarge`] or [`Error::Checksum`].
 pub fn decode_frame(bytes: &[u8], max_payload: u32) -> Result<(Frame, usize)> {
-    let head: &[u8; HEADER_LEN] = bytes
-        .get(..HEADER_LEN)
-        .and_then(|h| h.try_into().ok())
-        .ok_or_else(|| Error::Truncated { offset: bytes.len(), needed: HEADER_LEN - bytes.len() })?;
-    let (len, sum) = check_header(head, max_payload)?;
-    let payload = bytes
-        .get(HEADER_LEN..HEADER_LEN + len)
-        .ok_or_else(|| Error::Truncated { offset: bytes.len(), needed: HEADER_LEN + len - bytes.len() })?;
-    Ok((finish(head, payload.to_vec(), sum)?, HEADER_LEN + len))
+    let (version, kind, flags, payload, used) = frame_view(bytes, max_payload)?;
+    Ok((Frame { version, kind, flags, payload: payload.to_vec() }, used))
 }
 
 /// Reads one frame from a stream. `Error::Closed` if the stream ends before
