@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use privtel_domain::Normalizer;
 use privtel_model::{
-    CustomerId, Domain, DurationBucket, FieldSpec, Generalised, IpPrefix, KeyId, Personal, PersonalMut,
-    Program, Pseudonym, Record, TOKEN_LEN, TimeBucket, Treatment, ValueKind, VisitPersonal, fields,
+    CustomerId, DurationBucket, FieldSpec, Generalised, IpPrefix, KeyId, Personal, PersonalMut, Program,
+    Pseudonym, Record, TOKEN_LEN, TimeBucket, Treatment, ValueKind, VisitPersonal, fields,
 };
 use serde::Serialize;
 use time::Duration;
@@ -528,10 +528,4 @@ fn canonical_bytes(kind: ValueKind, value: &PersonalMut<'_>, out: &mut Vec<u8>) 
         PersonalMut::Privileges(Personal::Clear(p)) => out.extend_from_slice(format!("{p:?}").as_bytes()),
         _ => {}
     }
-}
-
-/// The registrable domain of `host`, if it has one (for callers that need
-/// the same generalisation the filter applies).
-pub fn registrable_domain(host: &str) -> Option<Domain> {
-    Normalizer::shared().normalize(host).ok()?.registrable_domain()
 }

@@ -86,9 +86,7 @@ mod scrub;
 
 pub use aggregate::{Aggregator, Cell, Metric};
 pub use error::{Error, Result};
-pub use filter::{
-    Filter, FilterBuilder, PseudonymKey, RedactionReport, Rule, allowed_kinds, registrable_domain,
-};
+pub use filter::{Filter, FilterBuilder, PseudonymKey, RedactionReport, Rule, allowed_kinds};
 pub use manifest::{Manifest, ManifestField, ManifestProgram};
 pub use policy::{Generalisation, Policy, RetentionDays, ScrubSettings};
 pub use scrub::{Detector, Finding, Scrubbed, Scrubber};
