@@ -6,30 +6,39 @@ use std::str::FromStr;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::format_description::well_known::Rfc3339;
-use time::{Duration, OffsetDateTime, UtcOffset};
+use time::{Duration, OffsetDateTime};
 
 use crate::error::{Error, Result};
 use crate::serde_text;
 
+/// Nanoseconds since the epoch of -9999-01-01T00:00:00Z and of
+/// 9999-12-31T23:59:59.999999999Z: the range `time` supports without its
+/// `large-dates` feature.
+const MIN_NANOS: i128 = -377_705_116_800_000_000_000;
+const MAX_NANOS: i128 = 253_402_300_799_999_999_999;
+
 /// An instant, always held in UTC.
 ///
-/// Wraps [`time::OffsetDateTime`] so that every timestamp in the model has the
-/// same offset: two equal instants compare and serialize equal, and no local
-/// offset (which would tell where a person is) is carried along.
+/// Held as nanoseconds since the Unix epoch (so comparing, hashing and
+/// encoding need no calendar arithmetic), and converted to a
+/// [`time::OffsetDateTime`] in UTC on demand. Every timestamp in the model
+/// has the same offset: equal instants compare and serialize equal, and no
+/// local offset (which would tell where a person is) is carried along.
 ///
 /// Human-readable serializers (JSON) see RFC 3339 text
 /// (`2026-11-27T04:51:56.5Z`); binary ones see whole seconds since the Unix
 /// epoch (`i64`) and the nanoseconds of that second (`u32`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(OffsetDateTime);
+pub struct Timestamp(i128);
 
 impl Timestamp {
     /// The Unix epoch, 1970-01-01T00:00:00Z.
-    pub const UNIX_EPOCH: Self = Self(OffsetDateTime::UNIX_EPOCH);
+    pub const UNIX_EPOCH: Self = Self(0);
 
-    /// Converts any `OffsetDateTime` to the same instant in UTC.
+    /// Converts any `OffsetDateTime` to the same instant.
     pub fn new(at: OffsetDateTime) -> Self {
-        Self(at.to_offset(UtcOffset::UTC))
+        // Every OffsetDateTime of the supported range is within the bounds.
+        Self(at.unix_timestamp_nanos())
     }
 
     /// The instant `secs` seconds after the Unix epoch.
@@ -38,8 +47,7 @@ impl Timestamp {
     ///
     /// [`Error::OutOfRange`] outside the years -9999 to 9999.
     pub fn from_unix_seconds(secs: i64) -> Result<Self> {
-        OffsetDateTime::from_unix_timestamp(secs)
-            .map(Self)
+        Self::from_unix_nanos(i128::from(secs) * 1_000_000_000)
             .map_err(|_| out_of_range(i128::from(secs), "unix seconds"))
     }
 
@@ -49,34 +57,52 @@ impl Timestamp {
     ///
     /// [`Error::OutOfRange`] outside the years -9999 to 9999.
     pub fn from_unix_nanos(nanos: i128) -> Result<Self> {
-        OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .map(Self)
-            .map_err(|_| out_of_range(nanos, "unix nanoseconds"))
+        if (MIN_NANOS..=MAX_NANOS).contains(&nanos) {
+            Ok(Self(nanos))
+        } else {
+            Err(out_of_range(nanos, "unix nanoseconds"))
+        }
     }
 
     /// Whole seconds since the Unix epoch (rounded towards negative infinity).
     pub fn unix_seconds(self) -> i64 {
-        self.0.unix_timestamp()
+        // 64-bit division where the value allows (the years 1678 to 2261,
+        // where data lives): 128-bit division is several times slower.
+        match i64::try_from(self.0) {
+            Ok(n) => n.div_euclid(1_000_000_000),
+            // In range: |seconds| < 2^39.
+            Err(_) => i64::try_from(self.0.div_euclid(1_000_000_000)).unwrap_or(0),
+        }
+    }
+
+    /// The nanoseconds of the second (0 to 999,999,999).
+    pub fn subsec_nanos(self) -> u32 {
+        let nanos = match i64::try_from(self.0) {
+            Ok(n) => i128::from(n.rem_euclid(1_000_000_000)),
+            Err(_) => self.0.rem_euclid(1_000_000_000),
+        };
+        u32::try_from(nanos).unwrap_or(0)
     }
 
     /// Nanoseconds since the Unix epoch.
     pub fn unix_nanos(self) -> i128 {
-        self.0.unix_timestamp_nanos()
+        self.0
     }
 
     /// The instant as an `OffsetDateTime` in UTC.
     pub fn as_offset_date_time(self) -> OffsetDateTime {
-        self.0
+        // The constructors keep the value inside `time`'s range.
+        OffsetDateTime::from_unix_timestamp_nanos(self.0).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
     /// `self + d`, or `None` if that leaves the supported range.
     pub fn checked_add(self, d: Duration) -> Option<Self> {
-        self.0.checked_add(d).map(Self)
+        self.0.checked_add(d.whole_nanoseconds()).and_then(|n| Self::from_unix_nanos(n).ok())
     }
 
     /// `self - d`, or `None` if that leaves the supported range.
     pub fn checked_sub(self, d: Duration) -> Option<Self> {
-        self.0.checked_sub(d).map(Self)
+        self.0.checked_sub(d.whole_nanoseconds()).and_then(|n| Self::from_unix_nanos(n).ok())
     }
 }
 
@@ -92,14 +118,19 @@ impl From<OffsetDateTime> for Timestamp {
 
 impl From<Timestamp> for OffsetDateTime {
     fn from(t: Timestamp) -> Self {
-        t.0
+        t.as_offset_date_time()
     }
 }
 
 impl std::ops::Sub for Timestamp {
     type Output = Duration;
     fn sub(self, rhs: Self) -> Duration {
-        self.0 - rhs.0
+        // The difference of two in-range instants fits a Duration.
+        let diff = self.0 - rhs.0;
+        Duration::new(
+            i64::try_from(diff.div_euclid(1_000_000_000)).unwrap_or(i64::MAX),
+            i32::try_from(diff.rem_euclid(1_000_000_000)).unwrap_or(0),
+        )
     }
 }
 
@@ -107,7 +138,7 @@ impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC; years outside 0000–9999 (which RFC 3339 cannot
     /// express) print as Unix nanoseconds with a `@` prefix.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.format(&Rfc3339) {
+        match self.as_offset_date_time().format(&Rfc3339) {
             Ok(s) => f.write_str(&s),
             Err(_) => write!(f, "@{}", self.unix_nanos()),
         }
@@ -139,7 +170,7 @@ impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         // Seconds and nanoseconds: two small varints encode and decode much
         // faster than one 128-bit one.
-        serde_text::serialize(self, s, |s| (self.0.unix_timestamp(), self.0.nanosecond()).serialize(s))
+        serde_text::serialize(self, s, |s| (self.unix_seconds(), self.subsec_nanos()).serialize(s))
     }
 }
 
@@ -159,6 +190,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::UtcOffset;
     use time::macros::datetime;
 
     #[test]
