@@ -74,7 +74,7 @@ fn main() {
     for chunk in 0..(total / 1_000) {
         let at = if chunk % 2 == 0 { old } else { now };
         let records: Vec<Record> = (0..1_000).map(|i| event(chunk * 1_000 + i, at, users)).collect();
-        engine.ingest(&device, seq, &records, now).expect("ingest");
+        engine.ingest(&device, seq, records, now).expect("ingest");
         seq += 1_000;
     }
     let per_s = total as f64 / start.elapsed().as_secs_f64();

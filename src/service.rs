@@ -101,7 +101,7 @@ impl Service {
                 Message::Batch(batch) => {
                     let last = batch.first_seq + (batch.records.len() as u64).saturating_sub(1);
                     let result =
-                        self.engine().ingest(&hello.device, batch.first_seq, &batch.records, (self.clock)());
+                        self.engine().ingest(&hello.device, batch.first_seq, batch.records, (self.clock)());
                     let ack = match result {
                         Ok(outcome) => {
                             self.stats.stored.fetch_add(outcome.stored, Ordering::Relaxed);

@@ -134,7 +134,7 @@ pub trait EngineStore {
         &mut self,
         device: &DeviceId,
         first_seq: u64,
-        records: &[Record],
+        records: Vec<Record>,
         now: Timestamp,
     ) -> Result<IngestOutcome>;
 
@@ -274,7 +274,7 @@ impl EngineStore for SqliteEngine {
         &mut self,
         device: &DeviceId,
         first_seq: u64,
-        records: &[Record],
+        records: Vec<Record>,
         now: Timestamp,
     ) -> Result<IngestOutcome> {
         let tx = self.conn.transaction().op("starting an ingest")?;
@@ -305,15 +305,16 @@ impl EngineStore for SqliteEngine {
                 .op("preparing an ingest")?;
             let mut insert_user =
                 tx.prepare_cached("INSERT INTO users (user) VALUES (?1)").op("preparing an ingest")?;
-            for (i, record) in records.iter().enumerate() {
+            for (i, mut record) in records.into_iter().enumerate() {
                 let seq = first_seq.saturating_add(i as u64);
                 if seq <= high_water {
                     outcome.duplicates += 1;
                     continue;
                 }
                 outcome.high_water = outcome.high_water.max(seq);
-                let mut scan = record.clone();
-                let tokens = tokens_of(&mut scan);
+                // Visiting needs `&mut` but changes nothing: the record is
+                // owned here, so no copy is made for it.
+                let tokens = tokens_of(&mut record);
                 let user = record.body.user().map(UserId::as_str);
                 let erased = user.is_some_and(|u| self.suppressed_users.contains(u))
                     || tokens.iter().any(|t| self.suppressed_tokens.contains(t));
@@ -333,7 +334,7 @@ impl EngineStore for SqliteEngine {
                         }
                     },
                 };
-                let (key_id, payload) = seal(record, self.key.as_ref())?;
+                let (key_id, payload) = seal(&record, self.key.as_ref())?;
                 let class = i64::from(RecordClass::of(&record.body) == RecordClass::Object);
                 insert
                     .execute(params![
@@ -344,7 +345,7 @@ impl EngineStore for SqliteEngine {
                         class,
                         record.body.kind_name(),
                         program_code(record.program),
-                        nanos(record_time(record, now)),
+                        nanos(record_time(&record, now)),
                         nanos(now),
                         key_id,
                         payload

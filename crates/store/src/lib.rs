@@ -31,8 +31,8 @@
 //! let now = privtel_testkit::fixtures::base_time();
 //! let records = privtel_testkit::fixtures::records("doc");
 //! let device = DeviceId::new("dev-0001")?;
-//! let first = engine.ingest(&device, 1, &records, now)?;
-//! let retry = engine.ingest(&device, 1, &records, now)?;
+//! let first = engine.ingest(&device, 1, records.clone(), now)?;
+//! let retry = engine.ingest(&device, 1, records, now)?;
 //! assert_eq!((first.stored, retry.stored, retry.duplicates), (18, 0, 18));
 //!
 //! let user = UserId::new("u-1042")?;

@@ -43,7 +43,7 @@ proptest! {
             ages.extend([ttl_s, ttl_s + 1, ttl_s - 1]);
         }
         let records: Vec<Record> = ages.iter().enumerate().map(|(i, a)| event_at(i as u64, now.checked_sub(Duration::seconds(*a)).unwrap())).collect();
-        store.ingest(&DeviceId::new("d").unwrap(), 1, &records, now).unwrap();
+        store.ingest(&DeviceId::new("d").unwrap(), 1, records, now).unwrap();
         let report = store.sweep(now).unwrap();
         let expected_gone = ages.iter().filter(|a| retention.is_expired(RecordClass::Event, now.checked_sub(Duration::seconds(**a)).unwrap(), now)).count();
         prop_assert_eq!(report.events as usize, expected_gone);
@@ -59,10 +59,10 @@ fn a_retried_batch_is_stored_once() {
     let device = DeviceId::new("dev-0001").unwrap();
     let now = fixtures::base_time();
     let records = fixtures::records("x");
-    let first = store.ingest(&device, 1, &records[..10], now).unwrap();
+    let first = store.ingest(&device, 1, records[..10].to_vec(), now).unwrap();
     assert_eq!((first.stored, first.high_water), (10, 10));
     // The retry overlaps: 5..18, of which 5..10 were stored.
-    let retry = store.ingest(&device, 5, &records[4..], now).unwrap();
+    let retry = store.ingest(&device, 5, records[4..].to_vec(), now).unwrap();
     assert_eq!((retry.stored, retry.duplicates, retry.high_water), (8, 6, 18));
     assert_eq!(store.record_count().unwrap(), 18);
     assert_eq!(store.high_water(&device).unwrap(), 18);
@@ -82,10 +82,10 @@ fn inactive_devices_are_purged_whole() {
         None,
     );
     let now = fixtures::base_time();
-    store.ingest(&DeviceId::new("quiet").unwrap(), 1, &fixtures::records("q"), now).unwrap();
-    store.ingest(&DeviceId::new("busy").unwrap(), 1, &[event_at(1, now)], now).unwrap();
+    store.ingest(&DeviceId::new("quiet").unwrap(), 1, fixtures::records("q"), now).unwrap();
+    store.ingest(&DeviceId::new("busy").unwrap(), 1, vec![event_at(1, now)], now).unwrap();
     let later = now.checked_add(Duration::days(40)).unwrap();
-    store.ingest(&DeviceId::new("busy").unwrap(), 2, &[event_at(2, later)], later).unwrap();
+    store.ingest(&DeviceId::new("busy").unwrap(), 2, vec![event_at(2, later)], later).unwrap();
     assert_eq!(store.sweep(now.checked_add(Duration::days(45)).unwrap()).unwrap().devices, 0);
     let report = store.sweep(now.checked_add(Duration::days(45) + Duration::SECOND).unwrap()).unwrap();
     assert_eq!(report.devices, 1);
@@ -125,8 +125,8 @@ fn erasure_leaves_no_trace_and_suppresses_later_ingest() {
     }
     let mut alice_records = fixtures::records("ALICECANARY");
     alice_records.retain(|r| r.body.user().is_some());
-    store.ingest(&DeviceId::new("d1").unwrap(), 1, &alice_records, now).unwrap();
-    store.ingest(&DeviceId::new("d2").unwrap(), 1, &bob_records, now).unwrap();
+    store.ingest(&DeviceId::new("d1").unwrap(), 1, alice_records.clone(), now).unwrap();
+    store.ingest(&DeviceId::new("d2").unwrap(), 1, bob_records, now).unwrap();
 
     let mut export = Vec::new();
     let lines = store.export_person(&alice, &mut export).unwrap();
@@ -163,7 +163,7 @@ fn erasure_leaves_no_trace_and_suppresses_later_ingest() {
 
     // Later batches about the erased person are dropped.
     let mut store = engine(&dir, RetentionPolicy::default(), None);
-    let again = store.ingest(&DeviceId::new("d1").unwrap(), 100, &alice_records, now).unwrap();
+    let again = store.ingest(&DeviceId::new("d1").unwrap(), 100, alice_records.clone(), now).unwrap();
     assert_eq!((again.stored, again.suppressed), (0, alice_records.len() as u64));
 }
 
@@ -190,7 +190,7 @@ fn erasure_follows_pseudonyms() {
             _ => {}
         }
     }
-    store.ingest(&DeviceId::new("d").unwrap(), 1, &records, now).unwrap();
+    store.ingest(&DeviceId::new("d").unwrap(), 1, records, now).unwrap();
     let receipt =
         store.erase_person(&ErasureRequest::new("r", UserId::new("u-1042").unwrap(), now), now).unwrap();
     assert_eq!(receipt.records_removed, 1 + linked);
@@ -202,7 +202,7 @@ fn sealed_engine_and_schema_versions() {
     let dir = tempfile::tempdir().unwrap();
     let now = fixtures::base_time();
     let mut store = engine(&dir, RetentionPolicy::default(), Some(AtRestKey::new(4, [1; 32])));
-    store.ingest(&DeviceId::new("d").unwrap(), 1, &fixtures::records("SEALED"), now).unwrap();
+    store.ingest(&DeviceId::new("d").unwrap(), 1, fixtures::records("SEALED"), now).unwrap();
     let user = UserId::new("u-1042").unwrap();
     assert!(store.export_person(&user, &mut Vec::new()).unwrap() > 0);
     drop(store);
