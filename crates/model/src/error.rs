@@ -29,6 +29,18 @@ pub enum Error {
         /// What a valid value looks like.
         expected: &'static str,
     },
+    /// A text that does not parse as the named type and is not repeated,
+    /// because it may be personal (an email address given where an opaque id
+    /// belongs): the error describes where it went wrong instead.
+    #[error("invalid {what} ({description}): expected {expected}")]
+    Rejected {
+        /// The type that was being parsed, in words (`"user id"`).
+        what: &'static str,
+        /// Its length and its first unexpected character, never the text.
+        description: String,
+        /// What a valid value looks like.
+        expected: &'static str,
+    },
     /// A number outside the range the named type accepts.
     #[error("{what} {value} is out of range: expected {expected}")]
     OutOfRange {

@@ -20,6 +20,16 @@ use crate::serde_text;
 /// to index cheaply and to print in one log line.
 pub const MAX_TEXT_ID_LEN: usize = 64;
 
+/// Where a rejected id went wrong, without repeating it: a rejected id may
+/// be an email address or a login typed where an opaque key belongs.
+fn describe(id: &str) -> String {
+    match id.char_indices().find(|(_, c)| !c.is_ascii() || !is_id_byte(*c as u8)) {
+        _ if id.is_empty() => "empty".to_owned(),
+        Some((at, c)) => format!("{} bytes, {c:?} at byte {at}", id.len()),
+        None => format!("{} bytes", id.len()),
+    }
+}
+
 fn is_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':')
 }
@@ -44,11 +54,11 @@ macro_rules! text_id {
             pub fn new(id: impl Into<String>) -> Result<Self> {
                 let id = id.into();
                 if id.is_empty() || id.len() > MAX_TEXT_ID_LEN || !id.bytes().all(is_id_byte) {
-                    return Err(Error::parse(
-                        $what,
-                        &id,
-                        "1 to 64 ascii letters, digits, '.', '_', '-' or ':'",
-                    ));
+                    return Err(Error::Rejected {
+                        what: $what,
+                        description: describe(&id),
+                        expected: "1 to 64 ascii letters, digits, '.', '_', '-' or ':'",
+                    });
                 }
                 Ok(Self(id))
             }
@@ -229,9 +239,14 @@ mod tests {
     #[test]
     fn text_ids_reject_what_could_be_personal_or_garbage() {
         for bad in BAD_TEXT_IDS {
-            let err = UserId::new(*bad).unwrap_err();
-            assert!(err.to_string().starts_with("invalid user id '"), "{err}");
+            let err = UserId::new(*bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid user id ("), "{err}");
+            assert!(bad.len() < 3 || !err.contains(bad), "the rejected id is not repeated: {err}");
         }
+        assert_eq!(
+            UserId::new("alice@corp.example").unwrap_err().to_string(),
+            "invalid user id (18 bytes, '@' at byte 5): expected 1 to 64 ascii letters, digits, '.', '_', '-' or ':'"
+        );
         assert_eq!(DeviceId::new("dev-01:a.b_c").unwrap().as_str(), "dev-01:a.b_c");
         let max = "a".repeat(MAX_TEXT_ID_LEN);
         assert!(CustomerId::new(max).is_ok());
