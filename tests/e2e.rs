@@ -59,9 +59,10 @@ fn cloud(dir: &Path, extra: &[&str]) -> Cloud {
     Cloud { child, addr, ca }
 }
 
-fn agent(dir: &Path, cloud_addr: &str, ca: &Path, policy: &Path, extra: &[&str]) -> Output {
-    Command::new(example("agent"))
-        .args(["--server", cloud_addr, "--ca"])
+/// The agent's command line for one cycle against `cloud_addr`.
+fn agent_command(dir: &Path, cloud_addr: &str, ca: &Path, policy: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(example("agent"));
+    cmd.args(["--server", cloud_addr, "--ca"])
         .arg(ca)
         .args(["--customer", "acme", "--device", "dev-e2e", "--policy"])
         .arg(policy)
@@ -70,9 +71,12 @@ fn agent(dir: &Path, cloud_addr: &str, ca: &Path, policy: &Path, extra: &[&str])
         .arg("--audit-log")
         .arg(dir.join("audit.jsonl"))
         .args(["--user", "u-alice", "--once"])
-        .args(extra)
-        .output()
-        .unwrap()
+        .args(extra);
+    cmd
+}
+
+fn agent(dir: &Path, cloud_addr: &str, ca: &Path, policy: &Path, extra: &[&str]) -> Output {
+    agent_command(dir, cloud_addr, ca, policy, extra).output().unwrap()
 }
 
 fn device(dir: &Path, name: &str) -> PathBuf {
@@ -264,18 +268,12 @@ fn a_service_killed_mid_upload_stores_everything_exactly_once() {
         std::fs::write(bin.join(format!("s{i:03}.sh")), format!("#!/bin/sh\necho {i}\n")).unwrap();
     }
     let c = cloud(dir.path(), &["--max-batch-records", "2"]);
-    let mut first = Command::new(example("agent"))
-        .args(["--server", &c.addr, "--ca"])
-        .arg(&c.ca)
-        .args(["--customer", "acme", "--device", "dev-e2e", "--policy"])
-        .arg(data("policy.toml"))
-        .arg("--spool")
-        .arg(dir.path().join("spool.db"))
-        .args(["--once", "--scan", bin.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first =
+        agent_command(dir.path(), &c.addr, &c.ca, &data("policy.toml"), &["--scan", bin.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
     // Kill the service while the agent uploads.
     std::thread::sleep(std::time::Duration::from_millis(150));
     drop(c);
