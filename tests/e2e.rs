@@ -92,6 +92,20 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+fn spool(dir: &Path) -> Spool {
+    Spool::open(&dir.join("spool.db"), SpoolOptions::default()).unwrap()
+}
+
+/// Scans the sample device while no service listens (a closed port, and a
+/// CA of a service that does not exist, left in `none.pem`): what the agent
+/// collected stays spooled.
+fn scan_while_offline(dir: &Path) -> Output {
+    let bin = device(dir, "device");
+    let ca = dir.join("none.pem");
+    std::fs::write(&ca, privtel::wire::tls::generate_identity(&["127.0.0.1"]).unwrap().ca_pem).unwrap();
+    agent(dir, "127.0.0.1:9", &ca, &data("policy.toml"), &["--scan", bin.to_str().unwrap()])
+}
+
 fn engine(dir: &Path) -> SqliteEngine {
     SqliteEngine::open(&dir.join("engine.db"), RetentionPolicy::default(), None).unwrap()
 }
@@ -122,7 +136,7 @@ fn full_cycle_scan_filter_spool_upload_enrich_store() {
     assert!(stdout.contains("sent 14 enrichment records"), "{stdout}");
     drop(c);
     assert_eq!(engine(dir.path()).record_count().unwrap(), 14);
-    let spool = Spool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap();
+    let spool = spool(dir.path());
     assert_eq!(spool.len(None).unwrap(), 0, "everything acknowledged left the spool");
 }
 
@@ -169,15 +183,12 @@ fn canaries_never_leave_in_a_form_the_policy_does_not_keep_in_clear() {
 #[test]
 fn malformed_inputs_name_file_and_line_and_keep_the_spool() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = device(dir.path(), "device");
     // Unreachable service: the scan is spooled and stays.
+    let out = scan_while_offline(dir.path());
     let ca = dir.path().join("none.pem");
-    std::fs::write(&ca, privtel::wire::tls::generate_identity(&["127.0.0.1"]).unwrap().ca_pem).unwrap();
-    let out = agent(dir.path(), "127.0.0.1:9", &ca, &data("policy.toml"), &["--scan", bin.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("records stay spooled"), "{}", text(&out.stderr));
-    let waiting =
-        Spool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap().len(None).unwrap();
+    let waiting = spool(dir.path()).len(None).unwrap();
     assert_eq!(waiting, 8);
 
     let bad_log = dir.path().join("bad.log");
@@ -222,20 +233,14 @@ fn malformed_inputs_name_file_and_line_and_keep_the_spool() {
     );
 
     // After all that, the spooled scan is still there.
-    assert_eq!(
-        Spool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap().len(None).unwrap(),
-        waiting
-    );
+    assert_eq!(spool(dir.path()).len(None).unwrap(), waiting);
 }
 
 #[test]
 fn withdrawn_consent_sends_nothing_and_empties_the_spool() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = device(dir.path(), "device");
-    let ca = dir.path().join("none.pem");
-    std::fs::write(&ca, privtel::wire::tls::generate_identity(&["127.0.0.1"]).unwrap().ca_pem).unwrap();
     // Records wait while the service is down.
-    let out = agent(dir.path(), "127.0.0.1:9", &ca, &data("policy.toml"), &["--scan", bin.to_str().unwrap()]);
+    let out = scan_while_offline(dir.path());
     assert_eq!(out.status.code(), Some(1));
     // Then enrichment is switched off, and the service is back.
     let policy = dir.path().join("policy.toml");
@@ -250,7 +255,7 @@ fn withdrawn_consent_sends_nothing_and_empties_the_spool() {
     let out = agent(dir.path(), &c.addr, &c.ca, &policy, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     drop(c);
-    let spool = Spool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap();
+    let spool = spool(dir.path());
     assert_eq!(spool.len(Some(Program::Enrichment)).unwrap(), 0);
     assert_eq!(spool.counters().unwrap().purged, 8);
     assert_eq!(engine(dir.path()).record_count().unwrap(), 0, "nothing of the withdrawn program was stored");
@@ -279,8 +284,7 @@ fn a_service_killed_mid_upload_stores_everything_exactly_once() {
     drop(c);
     let _ = first.wait();
     let stored_before = engine(dir.path()).record_count().unwrap();
-    let waiting =
-        Spool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap().len(None).unwrap();
+    let waiting = spool(dir.path()).len(None).unwrap();
     // A new service on the same store; the agent retries what is waiting.
     let c = cloud(dir.path(), &["--max-batch-records", "2"]);
     let out = agent(dir.path(), &c.addr, &c.ca, &data("policy.toml"), &[]);
@@ -291,10 +295,7 @@ fn a_service_killed_mid_upload_stores_everything_exactly_once() {
         stored, 300,
         "150 binaries and 150 executions, each stored exactly once (before the kill: {stored_before}, waiting: {waiting})"
     );
-    assert_eq!(
-        Spool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap().len(None).unwrap(),
-        0
-    );
+    assert_eq!(spool(dir.path()).len(None).unwrap(), 0);
 }
 
 #[test]
