@@ -7,6 +7,7 @@ use std::fs;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use privtel_model::ExecutableFormat;
 use serde::{Deserialize, Serialize};
@@ -90,10 +91,35 @@ impl Hasher for KeyHasher {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct HashCache {
-    entries: HashMap<Key, (Entry, bool), BuildHasherDefault<KeyHasher>>,
+    entries: Entries,
     /// Whether the entries differ from the file they were loaded from (or
     /// were never saved), so an unchanged cache is not rewritten.
     dirty: bool,
+}
+
+/// An entry and whether the latest scan used it. The flag is atomic so that
+/// the scan's workers, which share the cache, mark hits as they find them
+/// (no second pass over every hit after the scan).
+#[derive(Debug)]
+struct Slot {
+    entry: Entry,
+    used: AtomicBool,
+}
+
+impl Slot {
+    fn new(entry: Entry, used: bool) -> Self {
+        Self { entry, used: AtomicBool::new(used) }
+    }
+
+    fn used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+impl Clone for Slot {
+    fn clone(&self) -> Self {
+        Self::new(self.entry.clone(), self.used())
+    }
 }
 
 impl HashCache {
@@ -112,16 +138,18 @@ impl HashCache {
         self.entries.is_empty()
     }
 
-    pub(crate) fn get(&self, key: &Key) -> Option<&Entry> {
-        self.entries.get(key).map(|(e, _)| e)
+    /// The entry of `key`, and a handle that marks it used; an entry the
+    /// caller looks at but does not use (a digest it lacks) stays unused.
+    pub(crate) fn get(&self, key: &Key) -> Option<(&Entry, Hit<'_>)> {
+        self.entries.get(key).map(|slot| (&slot.entry, Hit(&slot.used)))
     }
 
-    /// Records `entry` (or a hit on it) and marks it used.
+    /// Records `entry` (a file just hashed) and marks it used.
     pub(crate) fn put(&mut self, key: Key, entry: Entry) {
         match self.entries.get_mut(&key) {
-            Some((old, used)) if *old == entry => *used = true,
+            Some(slot) if slot.entry == entry => *slot.used.get_mut() = true,
             _ => {
-                self.entries.insert(key, (entry, true));
+                self.entries.insert(key, Slot::new(entry, true));
                 self.dirty = true;
             }
         }
@@ -134,7 +162,7 @@ impl HashCache {
 
     /// Marks every entry unused; a scan calls this before it starts.
     pub(crate) fn start_scan(&mut self) {
-        self.entries.values_mut().for_each(|(_, used)| *used = false);
+        self.entries.values_mut().for_each(|slot| *slot.used.get_mut() = false);
     }
 
     /// Drops every entry the latest scan with this cache did not use (files
@@ -142,7 +170,7 @@ impl HashCache {
     /// the cache serves, or entries for the other roots go too.
     pub fn prune(&mut self) {
         let before = self.entries.len();
-        self.entries.retain(|_, (_, used)| *used);
+        self.entries.retain(|_, slot| slot.used());
         self.dirty |= self.entries.len() != before;
     }
 
@@ -154,7 +182,7 @@ impl HashCache {
     /// [`Error::CacheIo`] if the file cannot be written.
     pub fn save(&mut self, path: &Path) -> Result<()> {
         let io = |source| Error::CacheIo { path: path.to_owned(), source };
-        let entries: Vec<(&Key, &Entry)> = self.entries.iter().map(|(k, (e, _))| (k, e)).collect();
+        let entries: Vec<(&Key, &Entry)> = self.entries.iter().map(|(k, slot)| (k, &slot.entry)).collect();
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&VERSION.to_le_bytes());
         let body = bincode::serde::encode_to_vec(&entries, bincode::config::standard()).map_err(|e| {
@@ -203,12 +231,59 @@ impl HashCache {
             return Err(format!("version {version}, expected {VERSION}"));
         }
         let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
-        let (entries, used): (Vec<(Key, Entry)>, usize) =
-            bincode::serde::decode_from_slice(body, config).map_err(|e| format!("corrupt entries: {e}"))?;
+        let seed = Loaded { body_len: body.len() };
+        let (entries, used) = bincode::serde::seed_decode_from_slice(seed, body, config)
+            .map_err(|e| format!("corrupt entries: {e}"))?;
         if used != body.len() {
             return Err(format!("{} unexpected bytes after the entries", body.len() - used));
         }
-        // Loaded entries count as unused until a scan uses them.
-        Ok(Self { entries: entries.into_iter().map(|(k, e)| (k, (e, false))).collect(), dirty: false })
+        Ok(Self { entries, dirty: false })
+    }
+}
+
+type Entries = HashMap<Key, Slot, BuildHasherDefault<KeyHasher>>;
+
+/// Encoded bytes per entry assumed when sizing the map from a file's claimed
+/// entry count: a real entry takes about 100 (two digests), so the map is
+/// sized right for real files, while a false claim can reserve no more than
+/// a few times the file's own size.
+const BYTES_PER_ENTRY_HINT: usize = 64;
+
+/// Decodes the entries of a cache file straight into the map (the file
+/// holds a sequence of `(Key, Entry)`; no list of them is built first).
+/// Loaded entries count as unused until a scan uses them.
+struct Loaded {
+    /// Length of the encoded entries, which bounds the map's first size.
+    body_len: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Loaded {
+    type Value = Entries;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Entries, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Loaded {
+    type Value = Entries;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence of cache entries")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Entries, A::Error> {
+        let claimed = seq.size_hint().unwrap_or(0).min(self.body_len / BYTES_PER_ENTRY_HINT);
+        let mut map = Entries::with_capacity_and_hasher(claimed, BuildHasherDefault::default());
+        while let Some((key, entry)) = seq.next_element::<(Key, Entry)>()? {
+            map.insert(key, Slot::new(entry, false));
+        }
+        Ok(map)
+    }
+}
+
+/// Marks a cache entry as used by the current scan.
+pub(crate) struct Hit<'a>(&'a AtomicBool);
+
+impl Hit<'_> {
+    pub(crate) fn mark(self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }

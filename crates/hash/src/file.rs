@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+#[cfg(not(unix))]
 use std::time::SystemTime;
 
 use privtel_model::{ExecutableFormat, Timestamp};
@@ -112,6 +113,7 @@ impl FileIdentity {
     }
 }
 
+#[cfg(not(unix))]
 fn system_time_nanos(t: SystemTime) -> Option<i128> {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => i128::try_from(d.as_nanos()).ok(),
@@ -119,8 +121,58 @@ fn system_time_nanos(t: SystemTime) -> Option<i128> {
     }
 }
 
+#[cfg(unix)]
+pub(crate) fn modified(meta: &Metadata) -> Option<Timestamp> {
+    use std::os::unix::fs::MetadataExt;
+    // Seconds and nanoseconds as the file system gives them: no 128-bit
+    // arithmetic on the path of a cached scan.
+    let nanos = u32::try_from(meta.mtime_nsec()).ok()?;
+    Timestamp::from_parts(meta.mtime(), nanos).ok()
+}
+
+#[cfg(not(unix))]
 pub(crate) fn modified(meta: &Metadata) -> Option<Timestamp> {
     meta.modified().ok().and_then(system_time_nanos).and_then(|n| Timestamp::from_unix_nanos(n).ok())
+}
+
+/// What one stat of a file told, as much as hashing needs: its identity
+/// (the cache key), its modification time and whether it is a regular file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stat {
+    pub(crate) identity: FileIdentity,
+    pub(crate) modified: Option<Timestamp>,
+    pub(crate) regular: bool,
+}
+
+impl Stat {
+    pub(crate) fn of(meta: &Metadata) -> Self {
+        Self { identity: FileIdentity::of(meta), modified: modified(meta), regular: meta.is_file() }
+    }
+
+    /// From a `statx` result; the same values [`Stat::of`] gives for the
+    /// `Metadata` of the same file (std's `Metadata` is a `statx` too on
+    /// Linux, with the device number made by the same `makedev`).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn of_statx(st: &rustix::fs::Statx) -> Self {
+        let ns =
+            |t: &rustix::fs::StatxTimestamp| i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec);
+        let mode = rustix::fs::FileType::from_raw_mode(rustix::fs::RawMode::from(st.stx_mode));
+        Self {
+            identity: FileIdentity {
+                dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+                ino: st.stx_ino,
+                size: st.stx_size,
+                mtime_ns: ns(&st.stx_mtime),
+                ctime_ns: ns(&st.stx_ctime),
+            },
+            modified: Timestamp::from_parts(st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec).ok(),
+            regular: mode == rustix::fs::FileType::RegularFile,
+        }
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.identity.size
+    }
 }
 
 thread_local! {
@@ -150,7 +202,7 @@ thread_local! {
 ///
 /// [`Error::File`] with the [`SkipReason`] when the file is not hashed.
 pub fn hash_file(path: &Path, options: &FileOptions) -> Result<HashedFile> {
-    hash_file_inner(path, options, None)
+    hash_file_inner(path, options, None, None)
         .map(|(hashed, _)| hashed)
         .map_err(|reason| Error::File { path: path.to_owned(), reason })
 }
@@ -161,24 +213,25 @@ pub fn hash_file(path: &Path, options: &FileOptions) -> Result<HashedFile> {
 /// it (a scan does): it stands in for the `fstat` before the read, and the
 /// `fstat` after the read must then also show the same inode, so a file
 /// replaced between the walk and the open is reported as changed.
+///
+/// `dir` is the open folder the file is in, if the caller has it: the file
+/// is then opened relative to it (one name to look up, not every folder of
+/// the path again).
 pub(crate) fn hash_file_inner(
     path: &Path,
     options: &FileOptions,
-    walked: Option<&Metadata>,
+    walked: Option<&Stat>,
+    dir: Option<&DirFd>,
 ) -> std::result::Result<(HashedFile, FileIdentity), SkipReason> {
-    let mut file = File::open(path).map_err(SkipReason::from_open_error)?;
-    let fstat;
+    let mut file = open(path, dir).map_err(SkipReason::from_open_error)?;
     let before = match walked {
-        Some(meta) => meta,
-        None => {
-            fstat = file.metadata().map_err(SkipReason::Unreadable)?;
-            &fstat
-        }
+        Some(stat) => *stat,
+        None => Stat::of(&file.metadata().map_err(SkipReason::Unreadable)?),
     };
-    if !before.is_file() {
+    if !before.regular {
         return Err(SkipReason::NotRegular);
     }
-    let size = before.len();
+    let size = before.size();
     if let Some(limit) = options.max_size.filter(|&limit| size > limit) {
         return Err(SkipReason::TooLarge { size, limit });
     }
@@ -189,7 +242,7 @@ pub(crate) fn hash_file_inner(
         // nothing; a second thread that reads ahead hides the copy instead
         // (faster than page faults on a mapping, measured in the README).
         let (digests, format, read) = read_ahead_sha256(&mut file, size, options)?;
-        return finish(path, &file, before, size, read, digests, format);
+        return finish(path, &file, &before, size, read, digests, format);
     }
     let mapped = if large { map(&file) } else { None };
     let (digests, format, read) = match &mapped {
@@ -203,7 +256,35 @@ pub(crate) fn hash_file_inner(
         None => read_and_hash(&mut file, size, options)?,
     };
     drop(mapped);
-    finish(path, &file, before, size, read, digests, format)
+    finish(path, &file, &before, size, read, digests, format)
+}
+
+/// An open folder whose files are opened relative to it.
+#[cfg(target_os = "linux")]
+pub(crate) type DirFd = std::os::fd::OwnedFd;
+/// An open folder whose files are opened relative to it (Linux only; other
+/// systems open every file by its path).
+#[cfg(not(target_os = "linux"))]
+pub(crate) type DirFd = std::convert::Infallible;
+
+/// Opens `path` for reading, relative to `dir` when given. Non-blocking, so
+/// that a FIFO put where a regular file was listed cannot hang the scan (the
+/// `fstat` then reports it as not regular); reads of regular files ignore
+/// the flag.
+#[cfg(target_os = "linux")]
+fn open(path: &Path, dir: Option<&DirFd>) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let fd = match (dir, path.file_name()) {
+        (Some(dir), Some(name)) => rustix::fs::openat(dir, name, flags, Mode::empty())?,
+        _ => rustix::fs::open(path, flags, Mode::empty())?,
+    };
+    Ok(File::from(fd))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open(path: &Path, _: Option<&DirFd>) -> io::Result<File> {
+    File::open(path)
 }
 
 /// The checks after a read: the file must still be the one `before`
@@ -211,14 +292,14 @@ pub(crate) fn hash_file_inner(
 fn finish(
     path: &Path,
     file: &File,
-    before: &Metadata,
+    before: &Stat,
     size: u64,
     read: u64,
     digests: Digests,
     format: Option<ExecutableFormat>,
 ) -> std::result::Result<(HashedFile, FileIdentity), SkipReason> {
     let after = file.metadata().map_err(SkipReason::Unreadable)?;
-    let identity = FileIdentity::of(before);
+    let identity = before.identity;
     let now = FileIdentity::of(&after);
     let same =
         (now.dev, now.ino, now.size, now.mtime_ns) == (identity.dev, identity.ino, size, identity.mtime_ns);
@@ -228,7 +309,7 @@ fn finish(
     let hashed = HashedFile {
         path: path.to_owned(),
         size,
-        modified: modified(before),
+        modified: before.modified,
         digests,
         format,
         from_cache: false,

@@ -3,15 +3,15 @@
 
 use std::fs::{self, Metadata};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rayon::Scope;
 
-use crate::cache::{Entry, HashCache, Key};
+use crate::cache::{Entry, HashCache, Hit, Key};
 use crate::digest::{Algorithms, Digests};
 use crate::error::SkipReason;
-use crate::file::{FileIdentity, FileOptions, HashedFile, hash_file_inner, modified};
+use crate::file::{DirFd, FileOptions, HashedFile, Stat, hash_file_inner};
 
 /// Builds a [`Scanner`].
 ///
@@ -172,23 +172,65 @@ impl ScanReport {
 /// spreads over every core, enough that spawning costs little per file.
 const FILES_PER_TASK: usize = 16;
 
-/// A regular file found by the walk, with what the walk's stat told.
+/// Files of one folder stat'ed before their cache lookups are done together.
+const LOOKUP_BATCH: usize = 256;
+
+/// Open folders lent to the files found in them, at most: beyond this many
+/// (a walk far ahead of the hashing), files are opened by their full path.
+const MAX_LENT_DIRS: usize = 64;
+
+/// A regular file found by the walk.
 struct Candidate {
     path: PathBuf,
-    size: u64,
-    identity: FileIdentity,
-    meta: Metadata,
+    /// What the walk's stat told, if the walk stat'ed it (it does when a
+    /// cache or a progress callback needs the identity or size early;
+    /// otherwise the file is stat'ed once opened).
+    stat: Option<Stat>,
+    /// The open folder it is in, to open it relative to.
+    dir: Option<Arc<LentDir>>,
 }
 
 impl Candidate {
-    fn new(path: PathBuf, meta: Metadata) -> Self {
-        Self { size: meta.len(), identity: FileIdentity::of(&meta), meta, path }
+    fn size(&self) -> u64 {
+        self.stat.map_or(0, |s| s.size())
     }
 }
 
+/// An open folder shared by the files found in it; counts itself in the
+/// walk's number of lent folders while it lives.
+struct LentDir {
+    fd: DirFd,
+    lent: Arc<AtomicUsize>,
+}
+
+impl Drop for LentDir {
+    fn drop(&mut self) {
+        self.lent.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A cache lookup for a file: the answer, or the file back to be hashed.
+enum Lookup {
+    Hit(Outcome),
+    Miss(Candidate),
+}
+
+/// What the walk found at one name in a folder.
+enum Found {
+    Dir(PathBuf, (u64, u64)),
+    File(Candidate),
+    Skipped(PathBuf, SkipReason),
+}
+
 enum Outcome {
-    Hashed(HashedFile, Key, Entry),
-    Skipped(SkippedFile, Option<(Key, Entry)>),
+    /// A file hashed, with what the cache should learn (`None` for a cache
+    /// hit, already marked used).
+    Hashed(HashedFile, Learned),
+    /// A file not hashed, with what the cache should learn, if anything.
+    Skipped(SkippedFile, Learned),
+    /// Moved into the report (a placeholder while the results are taken
+    /// out in walk order).
+    Taken,
 }
 
 impl Outcome {
@@ -196,9 +238,14 @@ impl Outcome {
         match self {
             Self::Hashed(f, ..) => &f.path,
             Self::Skipped(s, _) => &s.path,
+            Self::Taken => Path::new(""),
         }
     }
 }
+
+/// What the cache learns from one file. Boxed: only files read this scan
+/// have it, and a cached scan moves tens of thousands of outcomes.
+type Learned = Option<Box<(Key, Entry)>>;
 
 /// (dev, ino) of a folder and its path, for symlink-loop detection.
 type Ancestors = Arc<Vec<((u64, u64), PathBuf)>>;
@@ -211,12 +258,15 @@ struct Walk<'a> {
     cancel: Option<&'a AtomicBool>,
     found_files: AtomicU64,
     found_bytes: AtomicU64,
+    /// How many open folders are lent to files found in them.
+    lent: Arc<AtomicUsize>,
     done_files: AtomicU64,
     done_bytes: AtomicU64,
     /// Folders whose listing has not finished yet.
     pending_dirs: AtomicU64,
     cancelled: AtomicBool,
-    results: Mutex<Vec<(usize, Box<Outcome>)>>,
+    /// Outcomes as the tasks finish them, one batch per task with its root.
+    results: Mutex<Vec<(usize, Vec<Outcome>)>>,
 }
 
 impl<'a> Walk<'a> {
@@ -230,8 +280,7 @@ impl<'a> Walk<'a> {
 
     fn push(&self, root: usize, outcomes: Vec<Outcome>) {
         if !outcomes.is_empty() {
-            let mut results = self.results.lock().unwrap_or_else(PoisonError::into_inner);
-            results.extend(outcomes.into_iter().map(|o| (root, Box::new(o))));
+            self.results.lock().unwrap_or_else(PoisonError::into_inner).push((root, outcomes));
         }
     }
 
@@ -248,7 +297,10 @@ impl<'a> Walk<'a> {
                 self.pending_dirs.fetch_add(1, Ordering::Relaxed);
                 self.dir(scope, root, path, ancestors);
             }
-            Ok(meta) if meta.is_file() => self.files(scope, root, vec![Candidate::new(path, meta)]),
+            Ok(meta) if meta.is_file() => {
+                let c = Candidate { path, stat: Some(Stat::of(&meta)), dir: None };
+                self.files(scope, root, vec![c]);
+            }
             Ok(_) => self.skip(root, path, SkipReason::NotRegular),
         }
     }
@@ -263,25 +315,146 @@ impl<'a> Walk<'a> {
     }
 
     fn list<'s>(&'s self, scope: &Scope<'s>, root: usize, dir: PathBuf, ancestors: &Ancestors) {
-        let follow = self.scanner.config.follow_symlinks;
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) => return self.skip(root, dir, SkipReason::from_open_error(e)),
-        };
         let mut files = Vec::new();
         let mut skipped = Vec::new();
         let mut hits = Vec::new();
-        for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => {
-                    skipped.push(Outcome::Skipped(
-                        SkippedFile { path: dir.clone(), reason: SkipReason::Unreadable(e) },
-                        None,
-                    ));
+        let mut found = Vec::new();
+        let listed = self.read_dir(&dir, &mut |entry| match entry {
+            Found::Dir(path, id) => {
+                if let Some((_, ancestor)) = ancestors.iter().find(|(a, _)| *a == id) {
+                    let reason = SkipReason::SymlinkLoop(ancestor.clone());
+                    skipped.push(Outcome::Skipped(SkippedFile { path, reason }, None));
+                    return;
+                }
+                let mut chain = Vec::with_capacity(ancestors.len() + 1);
+                chain.extend(ancestors.iter().cloned());
+                chain.push((id, path.clone()));
+                self.pending_dirs.fetch_add(1, Ordering::Relaxed);
+                scope.spawn(move |scope| self.dir(scope, root, path, Arc::new(chain)));
+            }
+            Found::File(c) => {
+                found.push(c);
+                if found.len() == LOOKUP_BATCH {
+                    self.sort_out(scope, root, &mut found, &mut hits, &mut files);
+                }
+            }
+            Found::Skipped(path, reason) => {
+                skipped.push(Outcome::Skipped(SkippedFile { path, reason }, None))
+            }
+        });
+        if let Err(reason) = listed {
+            skipped.push(Outcome::Skipped(SkippedFile { path: dir, reason }, None));
+        }
+        self.sort_out(scope, root, &mut found, &mut hits, &mut files);
+        self.push(root, skipped);
+        self.push(root, hits);
+        self.files(scope, root, files);
+    }
+
+    /// Whether the walk stats every file it lists: when the cache needs the
+    /// identity or the progress report the size before the file is opened.
+    /// Otherwise a regular file (as its folder entry says) is stat'ed once,
+    /// after it is opened.
+    fn stat_while_walking(&self) -> bool {
+        self.cache.is_some() || self.progress.is_some()
+    }
+
+    /// Lists `dir`, telling `found` about every entry: through `getdents`
+    /// into a reused buffer, with `statx` relative to the folder, and the
+    /// folder lent to its files so they are opened relative to it too.
+    ///
+    /// `Err` if the folder cannot be opened or read to its end (the entries
+    /// read before an error have been told).
+    #[cfg(target_os = "linux")]
+    fn read_dir(&self, dir: &Path, found: &mut dyn FnMut(Found)) -> Result<(), SkipReason> {
+        use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, StatxFlags};
+        use std::mem::MaybeUninit;
+        use std::os::unix::ffi::OsStrExt;
+
+        thread_local! {
+            static DIRENTS: std::cell::RefCell<Vec<MaybeUninit<u8>>> =
+                std::cell::RefCell::new(vec![MaybeUninit::uninit(); 32 << 10]);
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd =
+            rustix::fs::open(dir, flags, Mode::empty()).map_err(|e| SkipReason::from_open_error(e.into()))?;
+        let stat_files = self.stat_while_walking();
+        let follow = self.scanner.config.follow_symlinks;
+        let mask = StatxFlags::TYPE
+            | StatxFlags::MODE
+            | StatxFlags::INO
+            | StatxFlags::SIZE
+            | StatxFlags::MTIME
+            | StatxFlags::CTIME;
+        let dir_fd = if self.lent.fetch_add(1, Ordering::Relaxed) < MAX_LENT_DIRS {
+            let lent = Arc::new(LentDir { fd, lent: Arc::clone(&self.lent) });
+            Ok(lent)
+        } else {
+            self.lent.fetch_sub(1, Ordering::Relaxed);
+            Err(fd)
+        };
+        let fd = match &dir_fd {
+            Ok(lent) => &lent.fd,
+            Err(fd) => fd,
+        };
+        DIRENTS.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let mut entries = RawDir::new(fd, &mut buf);
+            while let Some(entry) = entries.next() {
+                let entry = entry.map_err(|e| SkipReason::Unreadable(e.into()))?;
+                let name = entry.file_name();
+                if name == c"." || name == c".." {
                     continue;
                 }
-            };
+                let path = dir.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+                let stat = |nofollow: bool| {
+                    let at = if nofollow { AtFlags::SYMLINK_NOFOLLOW } else { AtFlags::empty() };
+                    rustix::fs::statx(fd, name, at, mask).map_err(|e| SkipReason::from_open_error(e.into()))
+                };
+                let kind = entry.file_type();
+                let st = match kind {
+                    FileType::Symlink if !follow => Err(SkipReason::Symlink),
+                    FileType::Symlink => stat(false),
+                    FileType::RegularFile if !stat_files => {
+                        let dir = dir_fd.as_ref().ok().cloned();
+                        found(Found::File(Candidate { path, stat: None, dir }));
+                        continue;
+                    }
+                    FileType::Fifo | FileType::Socket | FileType::CharacterDevice | FileType::BlockDevice => {
+                        Err(SkipReason::NotRegular)
+                    }
+                    _ => stat(true),
+                };
+                found(match st {
+                    Err(reason) => Found::Skipped(path, reason),
+                    Ok(st) => {
+                        let mode = FileType::from_raw_mode(rustix::fs::RawMode::from(st.stx_mode));
+                        if mode == FileType::Directory {
+                            Found::Dir(
+                                path,
+                                (rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor), st.stx_ino),
+                            )
+                        } else if mode == FileType::RegularFile {
+                            // A followed link is opened by its path, which
+                            // the open follows as the stat did.
+                            let dir = dir_fd.as_ref().ok().filter(|_| kind != FileType::Symlink).cloned();
+                            Found::File(Candidate { path, stat: Some(Stat::of_statx(&st)), dir })
+                        } else {
+                            Found::Skipped(path, SkipReason::NotRegular)
+                        }
+                    }
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Lists `dir` through the standard library, stat'ing every entry.
+    #[cfg(not(target_os = "linux"))]
+    fn read_dir(&self, dir: &Path, found: &mut dyn FnMut(Found)) -> Result<(), SkipReason> {
+        let follow = self.scanner.config.follow_symlinks;
+        for entry in fs::read_dir(dir).map_err(SkipReason::from_open_error)? {
+            let entry = entry.map_err(SkipReason::Unreadable)?;
             let path = entry.path();
             // `file_type` comes from the directory entry itself where the
             // file system provides it: no extra system call.
@@ -291,45 +464,61 @@ impl<'a> Walk<'a> {
                 Ok(_) => entry.metadata().map_err(SkipReason::from_open_error),
                 Err(e) => Err(SkipReason::from_open_error(e)),
             };
-            match meta {
-                Ok(meta) if meta.is_dir() => {
-                    let id = dev_ino(&meta);
-                    if let Some((_, ancestor)) = ancestors.iter().find(|(a, _)| *a == id) {
-                        let reason = SkipReason::SymlinkLoop(ancestor.clone());
-                        skipped.push(Outcome::Skipped(SkippedFile { path, reason }, None));
-                        continue;
-                    }
-                    let mut chain = Vec::with_capacity(ancestors.len() + 1);
-                    chain.extend(ancestors.iter().cloned());
-                    chain.push((id, path.clone()));
-                    self.pending_dirs.fetch_add(1, Ordering::Relaxed);
-                    scope.spawn(move |scope| self.dir(scope, root, path, Arc::new(chain)));
-                }
+            found(match meta {
+                Ok(meta) if meta.is_dir() => Found::Dir(path, dev_ino(&meta)),
                 Ok(meta) if meta.is_file() => {
-                    let c = Candidate::new(path, meta);
-                    // A cache hit costs less than handing the file to
-                    // another task: answer it here.
-                    if let Some(outcome) = self.scanner.cached(&c, self.cache) {
-                        self.found_files.fetch_add(1, Ordering::Relaxed);
-                        self.found_bytes.fetch_add(c.size, Ordering::Relaxed);
-                        self.done(c.size);
-                        hits.push(outcome);
-                        continue;
-                    }
-                    files.push(c);
-                    if files.len() == FILES_PER_TASK {
-                        self.files(scope, root, std::mem::take(&mut files));
-                    }
+                    Found::File(Candidate { path, stat: Some(Stat::of(&meta)), dir: None })
                 }
-                Ok(_) => {
-                    skipped.push(Outcome::Skipped(SkippedFile { path, reason: SkipReason::NotRegular }, None))
+                Ok(_) => Found::Skipped(path, SkipReason::NotRegular),
+                Err(reason) => Found::Skipped(path, reason),
+            });
+        }
+        Ok(())
+    }
+
+    /// Answers the files in `found` from the cache where it can (a hit
+    /// costs less than handing the file to another task) and sends the rest
+    /// to be hashed in batches; `found` is left empty.
+    ///
+    /// The cache is looked up for all of them first, in a tight loop: each
+    /// lookup is a likely cache miss in a large map, and the processor
+    /// overlaps independent misses where the system calls between them
+    /// would not let it.
+    fn sort_out<'s>(
+        &'s self,
+        scope: &Scope<'s>,
+        root: usize,
+        found: &mut Vec<Candidate>,
+        hits: &mut Vec<Outcome>,
+        files: &mut Vec<Candidate>,
+    ) {
+        let entries: Vec<_> = match self.cache {
+            Some(cache) => found.iter().map(|c| Scanner::key(c).and_then(|key| cache.get(&key))).collect(),
+            None => Vec::new(),
+        };
+        let mut entries = entries.into_iter();
+        let (hits_before, mut hit_bytes) = (hits.len(), 0);
+        for c in found.drain(..) {
+            let c = match self.scanner.answer(c, entries.next().flatten()) {
+                Lookup::Hit(outcome) => {
+                    hit_bytes += outcome_size(&outcome);
+                    hits.push(outcome);
+                    continue;
                 }
-                Err(reason) => skipped.push(Outcome::Skipped(SkippedFile { path, reason }, None)),
+                Lookup::Miss(c) => c,
+            };
+            files.push(c);
+            if files.len() == FILES_PER_TASK {
+                self.files(scope, root, std::mem::take(files));
             }
         }
-        self.push(root, skipped);
-        self.push(root, hits);
-        self.files(scope, root, files);
+        // Counters shared by the workers are updated once per batch, not
+        // once per file.
+        self.found_files.fetch_add((hits.len() - hits_before) as u64, Ordering::Relaxed);
+        self.found_bytes.fetch_add(hit_bytes, Ordering::Relaxed);
+        if self.progress.is_some() {
+            hits[hits_before..].iter().for_each(|o| self.done(outcome_size(o)));
+        }
     }
 
     /// Counts one file as done and reports progress.
@@ -353,23 +542,76 @@ impl<'a> Walk<'a> {
             return;
         }
         self.found_files.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.found_bytes.fetch_add(batch.iter().map(|c| c.size).sum(), Ordering::Relaxed);
+        self.found_bytes.fetch_add(batch.iter().map(Candidate::size).sum(), Ordering::Relaxed);
         scope.spawn(move |_| {
             let mut outcomes = Vec::with_capacity(batch.len());
-            for c in &batch {
+            for c in batch {
                 if self.stopped() {
                     break;
                 }
+                let size = c.size();
                 // Roots given as files arrive here without a cache check.
                 let outcome = match self.scanner.cached(c, self.cache) {
-                    Some(hit) => hit,
-                    None => self.scanner.hashed(c),
+                    Lookup::Hit(hit) => hit,
+                    Lookup::Miss(c) => self.scanner.hashed(c),
                 };
                 outcomes.push(outcome);
-                self.done(c.size);
+                self.done(size);
             }
             self.push(root, outcomes);
         });
+    }
+}
+
+/// The report from the tasks' batches: every outcome in walk order (by
+/// root, then by path component by component: a folder's files before the
+/// next sibling's), and what the cache should learn.
+///
+/// Outcomes are a few hundred bytes: a list of indices is sorted (on the
+/// pool's threads), and each outcome is moved once, into the report.
+fn in_walk_order(
+    mut batches: Vec<(usize, Vec<Outcome>)>,
+    cancelled: bool,
+) -> (ScanReport, Vec<(Key, Entry)>) {
+    use rayon::slice::ParallelSliceMut as _;
+    let total: usize = batches.iter().map(|(_, b)| b.len()).sum();
+    let mut order: Vec<(usize, &Path, u32, u32)> = Vec::with_capacity(total);
+    for (bi, (root, batch)) in batches.iter().enumerate() {
+        // A batch holds at most one folder's entries; there are fewer than
+        // 2^32 of either in memory.
+        order.extend(batch.iter().enumerate().map(|(i, o)| (*root, o.path(), bi as u32, i as u32)));
+    }
+    order.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| walk_order(a.1, b.1)));
+    let order: Vec<(u32, u32)> = order.into_iter().map(|(_, _, b, i)| (b, i)).collect();
+
+    let hashed = batches.iter().flat_map(|(_, b)| b).filter(|o| matches!(o, Outcome::Hashed(..))).count();
+    let mut report = ScanReport {
+        hashed: Vec::with_capacity(hashed),
+        skipped: Vec::with_capacity(total - hashed),
+        cancelled,
+    };
+    let mut learned = Vec::new();
+    for (b, i) in order {
+        // Each index appears once in `order`, so nothing is taken twice.
+        match std::mem::replace(&mut batches[b as usize].1[i as usize], Outcome::Taken) {
+            Outcome::Hashed(file, known) => {
+                report.hashed.push(file);
+                learned.extend(known.map(|k| *k));
+            }
+            Outcome::Skipped(skipped, known) => {
+                report.skipped.push(skipped);
+                learned.extend(known.map(|k| *k));
+            }
+            Outcome::Taken => {}
+        }
+    }
+    (report, learned)
+}
+
+fn outcome_size(outcome: &Outcome) -> u64 {
+    match outcome {
+        Outcome::Hashed(f, _) => f.size,
+        Outcome::Skipped(..) | Outcome::Taken => 0,
     }
 }
 
@@ -381,8 +623,16 @@ fn walk_order(a: &Path, b: &Path) -> std::cmp::Ordering {
     use std::os::unix::ffi::OsStrExt;
     let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
     // Equal up to the first differing byte; only that byte needs the
-    // separator-first mapping.
-    let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    // separator-first mapping. Paths of one tree share long prefixes: skip
+    // them eight bytes at a time.
+    let n = a.len().min(b.len());
+    let mut common = 0;
+    while common + 8 <= n && a[common..common + 8] == b[common..common + 8] {
+        common += 8;
+    }
+    while common < n && a[common] == b[common] {
+        common += 1;
+    }
     let key = |c: Option<&u8>| c.map(|&c| if c == b'/' { 0 } else { u16::from(c) + 1 });
     key(a.get(common)).cmp(&key(b.get(common)))
 }
@@ -429,6 +679,7 @@ impl Scanner {
             cancel,
             found_files: AtomicU64::new(0),
             found_bytes: AtomicU64::new(0),
+            lent: Arc::new(AtomicUsize::new(0)),
             done_files: AtomicU64::new(0),
             done_bytes: AtomicU64::new(0),
             pending_dirs: AtomicU64::new(0),
@@ -436,34 +687,17 @@ impl Scanner {
             results: Mutex::new(Vec::new()),
         };
         let roots: Vec<PathBuf> = roots.iter().map(|r| r.as_ref().to_owned()).collect();
-        self.run(|| {
+        let (report, learned) = self.run(|| {
             rayon::scope(|scope| {
                 for (i, root) in roots.into_iter().enumerate() {
                     let walk = &walk;
                     scope.spawn(move |scope| walk.root(scope, i, root));
                 }
-            })
+            });
+            let cancelled = walk.cancelled.load(Ordering::Relaxed);
+            let results = walk.results.into_inner().unwrap_or_else(PoisonError::into_inner);
+            in_walk_order(results, cancelled)
         });
-
-        let cancelled = walk.cancelled.load(Ordering::Relaxed);
-        let mut results = walk.results.into_inner().unwrap_or_else(PoisonError::into_inner);
-        // Walk order: by root, then by path component by component (a
-        // folder's files before the next sibling's).
-        results.sort_unstable_by(|(ra, a), (rb, b)| ra.cmp(rb).then_with(|| walk_order(a.path(), b.path())));
-        let mut report = ScanReport { cancelled, ..ScanReport::default() };
-        let mut learned = Vec::new();
-        for (_, outcome) in results {
-            match *outcome {
-                Outcome::Hashed(file, key, entry) => {
-                    report.hashed.push(file);
-                    learned.push((key, entry));
-                }
-                Outcome::Skipped(skipped, known) => {
-                    report.skipped.push(skipped);
-                    learned.extend(known);
-                }
-            }
-        }
         if let Some(cache) = cache {
             for (key, entry) in learned {
                 cache.put(key, entry);
@@ -482,60 +716,74 @@ impl Scanner {
     }
 
     /// One file: from the cache if its identity is known, else hashed.
-    fn key(c: &Candidate) -> Key {
-        Key {
-            identity: c.identity,
+    fn key(c: &Candidate) -> Option<Key> {
+        Some(Key {
+            identity: c.stat?.identity,
             #[cfg(not(unix))]
             path: c.path.clone(),
-        }
+        })
     }
 
-    /// The outcome for `c` if the cache can give it without reading the file.
-    fn cached(&self, c: &Candidate, cache: Option<&HashCache>) -> Option<Outcome> {
+    /// The outcome for `c` if the cache can give it without reading the
+    /// file; else `c` back.
+    fn cached(&self, c: Candidate, cache: Option<&HashCache>) -> Lookup {
+        let found = cache.zip(Self::key(&c)).and_then(|(cache, key)| cache.get(&key));
+        self.answer(c, found)
+    }
+
+    /// The outcome for `c` from its cache entry (`found`, if any) when the
+    /// entry has what this scan asks for; else `c` back.
+    fn answer(&self, c: Candidate, found: Option<(&Entry, Hit<'_>)>) -> Lookup {
         let options = &self.config.file;
-        let key = Self::key(c);
-        let entry = cache?.get(&key)?;
-        if options.executables_only && entry.format.is_none() {
-            let skipped = SkippedFile { path: c.path.clone(), reason: SkipReason::NotExecutable };
-            return Some(Outcome::Skipped(skipped, Some((key, entry.clone()))));
-        }
-        let too_large = options.max_size.is_some_and(|limit| c.size > limit);
-        if too_large || !options.algorithms.satisfied_by(&entry.digests) {
-            return None;
-        }
-        let hashed = HashedFile {
-            path: c.path.clone(),
-            size: c.size,
-            modified: modified(&c.meta),
-            digests: entry.digests,
-            format: entry.format.clone(),
-            from_cache: true,
+        let (Some((entry, hit)), Some(stat)) = (found, c.stat) else {
+            return Lookup::Miss(c);
         };
-        Some(Outcome::Hashed(hashed, key, entry.clone()))
+        if options.executables_only && entry.format.is_none() {
+            hit.mark();
+            let skipped = SkippedFile { path: c.path, reason: SkipReason::NotExecutable };
+            return Lookup::Hit(Outcome::Skipped(skipped, None));
+        }
+        let too_large = options.max_size.is_some_and(|limit| stat.size() > limit);
+        if too_large || !options.algorithms.satisfied_by(&entry.digests) {
+            return Lookup::Miss(c);
+        }
+        hit.mark();
+        Lookup::Hit(Outcome::Hashed(
+            HashedFile {
+                modified: stat.modified,
+                path: c.path,
+                size: stat.size(),
+                digests: entry.digests,
+                format: entry.format.clone(),
+                from_cache: true,
+            },
+            None,
+        ))
     }
 
     /// Reads and hashes `c`.
-    fn hashed(&self, c: &Candidate) -> Outcome {
+    fn hashed(&self, c: Candidate) -> Outcome {
         let options = &self.config.file;
-        let key = Self::key(c);
-        match hash_file_inner(&c.path, options, Some(&c.meta)) {
+        let key = Self::key(&c);
+        let dir = c.dir.as_ref().map(|d| &d.fd);
+        match hash_file_inner(&c.path, options, c.stat.as_ref(), dir) {
             Ok((hashed, identity)) => {
                 let entry = Entry { digests: hashed.digests, format: hashed.format.clone() };
                 let key = Key {
                     identity,
                     #[cfg(not(unix))]
-                    path: c.path.clone(),
+                    path: c.path,
                 };
-                Outcome::Hashed(hashed, key, entry)
+                Outcome::Hashed(hashed, Some(Box::new((key, entry))))
             }
             Err(SkipReason::NotExecutable) => {
                 // Remember the verdict so the next scan does not read the
                 // first page again.
                 let entry = Entry { digests: Digests::default(), format: None };
-                let skipped = SkippedFile { path: c.path.clone(), reason: SkipReason::NotExecutable };
-                Outcome::Skipped(skipped, Some((key, entry)))
+                let skipped = SkippedFile { path: c.path, reason: SkipReason::NotExecutable };
+                Outcome::Skipped(skipped, key.map(|key| Box::new((key, entry))))
             }
-            Err(reason) => Outcome::Skipped(SkippedFile { path: c.path.clone(), reason }, None),
+            Err(reason) => Outcome::Skipped(SkippedFile { path: c.path, reason }, None),
         }
     }
 }

@@ -93,3 +93,74 @@ fn a_file_given_as_a_root_is_taken_from_the_cache() {
     let second = scanner.scan_with(&[&file], ScanHooks { cache: Some(&mut cache), ..ScanHooks::default() });
     assert_eq!((first.from_cache(), second.from_cache()), (0, 1));
 }
+
+/// Names chosen so that byte order and component order differ (`b-x`
+/// sorts before `b/…` as bytes, after it as components), over more files
+/// than one lookup batch and one hashing task, in two roots.
+fn ordered_tree(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for name in ["b-x", "b/z", "b/a/1", "b.txt", "a", "c/d/e/f", "c/d-", "B", "b/a-1"] {
+        files.push(root.join(name));
+    }
+    for i in 0..300 {
+        files.push(root.join("many").join(format!("{}", 299 - i)));
+    }
+    for (i, f) in files.iter().enumerate() {
+        super::write(f, &super::bytes(i as u64, 10 + i));
+    }
+    files
+}
+
+#[test]
+fn results_come_in_walk_order_with_and_without_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("r1"), dir.path().join("r0"));
+    let mut want = ordered_tree(&one);
+    want.sort();
+    let mut want_two = ordered_tree(&two);
+    want_two.sort();
+    want.extend(want_two);
+
+    let scanner = ScannerBuilder::new().algorithms(Algorithms::Blake3).build();
+    let mut cache = HashCache::new();
+    for round in 0..2 {
+        // Roots keep the caller's order (r1 before r0); inside a root,
+        // paths are in `Path`'s component order.
+        let report =
+            scanner.scan_with(&[&one, &two], ScanHooks { cache: Some(&mut cache), ..ScanHooks::default() });
+        let got: Vec<_> = report.hashed.iter().map(|f| f.path.clone()).collect();
+        assert_eq!(got, want, "round {round}");
+        assert_eq!(report.from_cache(), if round == 0 { 0 } else { want.len() });
+    }
+}
+
+#[test]
+fn entries_used_by_a_scan_survive_prune_even_when_only_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    super::write(&data.join("script"), b"#!/bin/sh\necho hi\n");
+    super::write(&data.join("text"), b"just text");
+    let scanner = ScannerBuilder::new().executables_only(true).build();
+    let mut cache = HashCache::new();
+    for round in 0..2 {
+        let report =
+            scanner.scan_with(&[&data], ScanHooks { cache: Some(&mut cache), ..ScanHooks::default() });
+        assert_eq!((report.hashed.len(), report.skipped.len()), (1, 1), "round {round}");
+        cache.prune();
+        // The "not an executable" verdict is remembered and, used by the
+        // second scan, kept by the prune.
+        assert_eq!(cache.len(), 2, "round {round}");
+    }
+    assert_eq!(
+        scanner
+            .scan_with(&[&data], ScanHooks { cache: Some(&mut cache), ..ScanHooks::default() })
+            .from_cache(),
+        1
+    );
+    // A scan that does not reach the files leaves their entries unused.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    scanner.scan_with(&[&empty], ScanHooks { cache: Some(&mut cache), ..ScanHooks::default() });
+    cache.prune();
+    assert_eq!(cache.len(), 0);
+}
