@@ -170,6 +170,52 @@ fn a_file_deleted_between_walk_and_read_vanished() {
     }
 }
 
+/// A file replaced by a FIFO between the walk and the open must not hang the
+/// scan (a blocking open of a FIFO waits for a writer forever): with the
+/// walk's stat it is "changed", without it "not a regular file".
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_replaced_by_a_fifo_after_the_walk_does_not_hang() {
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+    for with_cache in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["1", "2", "3"];
+        for name in names {
+            super::write(&dir.path().join(name), b"regular file");
+        }
+        let progress = |p: privtel_hash::Progress| {
+            if p.files_done == 1 {
+                for name in names {
+                    let path = dir.path().join(name);
+                    let _ = std::fs::remove_file(&path);
+                    mknodat(CWD, &path, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+                }
+            }
+        };
+        let mut cache = privtel_hash::HashCache::new();
+        let hooks = ScanHooks {
+            progress: Some(&progress),
+            cache: with_cache.then_some(&mut cache),
+            ..ScanHooks::default()
+        };
+        let report = ScannerBuilder::new().threads(1).build().scan_with(&[dir.path()], hooks);
+        assert_eq!((report.hashed.len(), report.skipped.len()), (1, 2));
+        for s in &report.skipped {
+            assert!(
+                matches!(s.reason, SkipReason::Changed { .. } | SkipReason::NotRegular),
+                "{:?}",
+                s.reason
+            );
+        }
+    }
+    // Without a progress callback or a cache the walk does not stat; a FIFO
+    // listed as one is not opened at all.
+    let dir = tempfile::tempdir().unwrap();
+    mknodat(CWD, &dir.path().join("fifo"), FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+    let report = ScannerBuilder::new().build().scan(&[dir.path()]);
+    assert!(matches!(report.skipped[0].reason, SkipReason::NotRegular));
+}
+
 #[test]
 fn progress_counts_everything_and_cancel_stops() {
     let dir = tempfile::tempdir().unwrap();
