@@ -375,9 +375,11 @@ fn read_and_hash(
     })
 }
 
-/// Chunk size of the read-ahead thread: large enough that a hand-over costs
-/// nothing next to hashing the chunk (about 0.5 ms of SHA-256).
-const AHEAD_CHUNK: usize = 1 << 20;
+/// Chunk size of the read-ahead thread: large enough that a hand-over (a
+/// thread wake-up) costs nothing next to hashing the chunk (about 1 ms of
+/// SHA-256). Measured on 1 GiB: 1 MiB chunks 0.558 s, 2 MiB 0.548 s, 4 MiB
+/// 0.548 s, against 0.534 s of SHA-256 alone at this machine's 2.0 GB/s.
+const AHEAD_CHUNK: usize = 2 << 20;
 
 /// Reads `size` bytes on a helper thread, one chunk ahead, while this thread
 /// computes SHA-256. Returns what [`read_and_hash`] returns.

@@ -125,8 +125,12 @@ pub struct Progress {
 #[derive(Default)]
 pub struct ScanHooks<'a> {
     /// A cache to take unchanged files from and to record new digests in.
+    /// With a cache the walk stats every file as it lists it (the identity
+    /// is the cache key).
     pub cache: Option<&'a mut HashCache>,
-    /// Called from worker threads after each file; keep it cheap.
+    /// Called from worker threads after each file; keep it cheap. With a
+    /// callback the walk stats every file as it lists it, so the byte totals
+    /// are known as early as the file counts.
     pub progress: Option<&'a (dyn Fn(Progress) + Sync)>,
     /// Set to true (from any thread) to stop the scan: files not started yet
     /// are left out of the report and [`ScanReport::cancelled`] is set.
