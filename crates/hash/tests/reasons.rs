@@ -211,7 +211,7 @@ fn a_file_replaced_by_a_fifo_after_the_walk_does_not_hang() {
     // Without a progress callback or a cache the walk does not stat; a FIFO
     // listed as one is not opened at all.
     let dir = tempfile::tempdir().unwrap();
-    mknodat(CWD, &dir.path().join("fifo"), FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+    mknodat(CWD, dir.path().join("fifo"), FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
     let report = ScannerBuilder::new().build().scan(&[dir.path()]);
     assert!(matches!(report.skipped[0].reason, SkipReason::NotRegular));
 }
