@@ -203,11 +203,13 @@ thread_local! {
 /// [`Error::File`] with the [`SkipReason`] when the file is not hashed.
 pub fn hash_file(path: &Path, options: &FileOptions) -> Result<HashedFile> {
     hash_file_inner(path, options, None, None)
-        .map(|(hashed, _)| hashed)
+        .map(|(hashed, _)| HashedFile { path: path.to_owned(), ..hashed })
         .map_err(|reason| Error::File { path: path.to_owned(), reason })
 }
 
 /// [`hash_file`], also returning the identity that was read (for the cache).
+/// The result's `path` is left empty for the caller to fill in (a scan moves
+/// its own path in rather than copying it).
 ///
 /// `walked` is what a stat of the path said just before, if the caller has
 /// it (a scan does): it stands in for the `fstat` before the read, and the
@@ -242,7 +244,7 @@ pub(crate) fn hash_file_inner(
         // nothing; a second thread that reads ahead hides the copy instead
         // (faster than page faults on a mapping, measured in the README).
         let (digests, format, read) = read_ahead_sha256(&mut file, size, options)?;
-        return finish(path, &file, &before, size, read, digests, format);
+        return finish(&file, &before, size, read, digests, format);
     }
     let mapped = if large { map(&file) } else { None };
     let (digests, format, read) = match &mapped {
@@ -256,7 +258,7 @@ pub(crate) fn hash_file_inner(
         None => read_and_hash(&mut file, size, options)?,
     };
     drop(mapped);
-    finish(path, &file, &before, size, read, digests, format)
+    finish(&file, &before, size, read, digests, format)
 }
 
 /// An open folder whose files are opened relative to it.
@@ -288,9 +290,8 @@ fn open(path: &Path, _: Option<&DirFd>) -> io::Result<File> {
 }
 
 /// The checks after a read: the file must still be the one `before`
-/// describes, with `read` bytes; then the result.
+/// describes, with `read` bytes; then the result (without its path).
 fn finish(
-    path: &Path,
     file: &File,
     before: &Stat,
     size: u64,
@@ -307,7 +308,7 @@ fn finish(
         return Err(SkipReason::Changed { before: size, after: after.len().max(read) });
     }
     let hashed = HashedFile {
-        path: path.to_owned(),
+        path: PathBuf::new(),
         size,
         modified: before.modified,
         digests,

@@ -322,7 +322,7 @@ impl<'a> Walk<'a> {
         let mut files = Vec::new();
         let mut skipped = Vec::new();
         let mut hits = Vec::new();
-        let mut found = Vec::new();
+        let mut found = Vec::with_capacity(LOOKUP_BATCH);
         let listed = self.read_dir(&dir, &mut |entry| match entry {
             Found::Dir(path, id) => {
                 if let Some((_, ancestor)) = ancestors.iter().find(|(a, _)| *a == id) {
@@ -410,7 +410,7 @@ impl<'a> Walk<'a> {
                 if name == c"." || name == c".." {
                     continue;
                 }
-                let path = dir.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+                let path = child(dir, std::ffi::OsStr::from_bytes(name.to_bytes()));
                 let stat = |nofollow: bool| {
                     let at = if nofollow { AtFlags::SYMLINK_NOFOLLOW } else { AtFlags::empty() };
                     rustix::fs::statx(fd, name, at, mask).map_err(|e| SkipReason::from_open_error(e.into()))
@@ -502,6 +502,9 @@ impl<'a> Walk<'a> {
         };
         let mut entries = entries.into_iter();
         let (hits_before, mut hit_bytes) = (hits.len(), 0);
+        if self.cache.is_some() {
+            hits.reserve(found.len());
+        }
         for c in found.drain(..) {
             let c = match self.scanner.answer(c, entries.next().flatten()) {
                 Lookup::Hit(outcome) => {
@@ -513,7 +516,7 @@ impl<'a> Walk<'a> {
             };
             files.push(c);
             if files.len() == FILES_PER_TASK {
-                self.files(scope, root, std::mem::take(files));
+                self.files(scope, root, std::mem::replace(files, Vec::with_capacity(FILES_PER_TASK)));
             }
         }
         // Counters shared by the workers are updated once per batch, not
@@ -557,7 +560,7 @@ impl<'a> Walk<'a> {
                 // Roots given as files arrive here without a cache check.
                 let outcome = match self.scanner.cached(c, self.cache) {
                     Lookup::Hit(hit) => hit,
-                    Lookup::Miss(c) => self.scanner.hashed(c),
+                    Lookup::Miss(c) => self.scanner.hashed(c, self.cache.is_some()),
                 };
                 outcomes.push(outcome);
                 self.done(size);
@@ -610,6 +613,17 @@ fn in_walk_order(
         }
     }
     (report, learned)
+}
+
+/// `dir/name` in one allocation of the right size (`Path::join` allocates,
+/// then grows): the walk makes one path per file, on every thread at once,
+/// and the allocator's locks are shared.
+#[cfg(target_os = "linux")]
+fn child(dir: &Path, name: &std::ffi::OsStr) -> PathBuf {
+    let mut path = PathBuf::with_capacity(dir.as_os_str().len() + 1 + name.len());
+    path.push(dir);
+    path.push(name);
+    path
 }
 
 fn outcome_size(outcome: &Outcome) -> u64 {
@@ -766,26 +780,30 @@ impl Scanner {
     }
 
     /// Reads and hashes `c`.
-    fn hashed(&self, c: Candidate) -> Outcome {
+    fn hashed(&self, c: Candidate, learn: bool) -> Outcome {
         let options = &self.config.file;
         let key = Self::key(&c);
         let dir = c.dir.as_ref().map(|d| &d.fd);
         match hash_file_inner(&c.path, options, c.stat.as_ref(), dir) {
             Ok((hashed, identity)) => {
-                let entry = Entry { digests: hashed.digests, format: hashed.format.clone() };
-                let key = Key {
-                    identity,
-                    #[cfg(not(unix))]
-                    path: c.path,
-                };
-                Outcome::Hashed(hashed, Some(Box::new((key, entry))))
+                // Only a scan with a cache learns anything.
+                let learned = learn.then(|| {
+                    let entry = Entry { digests: hashed.digests, format: hashed.format.clone() };
+                    let key = Key {
+                        identity,
+                        #[cfg(not(unix))]
+                        path: c.path.clone(),
+                    };
+                    Box::new((key, entry))
+                });
+                Outcome::Hashed(HashedFile { path: c.path, ..hashed }, learned)
             }
             Err(SkipReason::NotExecutable) => {
                 // Remember the verdict so the next scan does not read the
                 // first page again.
                 let entry = Entry { digests: Digests::default(), format: None };
                 let skipped = SkippedFile { path: c.path, reason: SkipReason::NotExecutable };
-                Outcome::Skipped(skipped, key.map(|key| Box::new((key, entry))))
+                Outcome::Skipped(skipped, key.filter(|_| learn).map(|key| Box::new((key, entry))))
             }
             Err(reason) => Outcome::Skipped(SkippedFile { path: c.path, reason }, None),
         }
