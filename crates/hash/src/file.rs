@@ -452,3 +452,24 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(filled)
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The walk's `statx` and the standard library's `fstat` must describe a
+    /// file identically, or the change check after every read would fail
+    /// (and cache keys would differ between the two paths).
+    #[test]
+    fn statx_and_std_metadata_give_the_same_stat() {
+        for path in ["/proc/self/exe", "/etc/hostname", "/"] {
+            let path = Path::new(path);
+            let Ok(meta) = std::fs::metadata(path) else { continue };
+            let flags = rustix::fs::StatxFlags::BASIC_STATS;
+            let st = rustix::fs::statx(rustix::fs::CWD, path, rustix::fs::AtFlags::empty(), flags).unwrap();
+            let (a, b) = (Stat::of(&meta), Stat::of_statx(&st));
+            assert_eq!(a.identity, b.identity, "{}", path.display());
+            assert_eq!((a.modified, a.regular), (b.modified, b.regular), "{}", path.display());
+        }
+    }
+}
