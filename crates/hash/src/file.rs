@@ -228,7 +228,7 @@ pub(crate) fn hash_file_inner(
     let mut file = open(path, dir).map_err(SkipReason::from_open_error)?;
     let before = match walked {
         Some(stat) => *stat,
-        None => Stat::of(&file.metadata().map_err(SkipReason::Unreadable)?),
+        None => fstat(&file).map_err(SkipReason::Unreadable)?,
     };
     if !before.regular {
         return Err(SkipReason::NotRegular);
@@ -259,6 +259,28 @@ pub(crate) fn hash_file_inner(
     };
     drop(mapped);
     finish(&file, &before, size, read, digests, format)
+}
+
+/// `fstat` of an open file: on Linux a `statx` asking only for what [`Stat`]
+/// holds (std's `metadata` asks for everything and converts it).
+#[cfg(target_os = "linux")]
+fn fstat(file: &File) -> io::Result<Stat> {
+    let at = rustix::fs::AtFlags::EMPTY_PATH;
+    Ok(Stat::of_statx(&rustix::fs::statx(file, c"", at, STATX_MASK)?))
+}
+
+/// What a `statx` asks for: what [`Stat::of_statx`] reads, and no more.
+#[cfg(target_os = "linux")]
+pub(crate) const STATX_MASK: rustix::fs::StatxFlags = rustix::fs::StatxFlags::TYPE
+    .union(rustix::fs::StatxFlags::MODE)
+    .union(rustix::fs::StatxFlags::INO)
+    .union(rustix::fs::StatxFlags::SIZE)
+    .union(rustix::fs::StatxFlags::MTIME)
+    .union(rustix::fs::StatxFlags::CTIME);
+
+#[cfg(not(target_os = "linux"))]
+fn fstat(file: &File) -> io::Result<Stat> {
+    file.metadata().map(|meta| Stat::of(&meta))
 }
 
 /// An open folder whose files are opened relative to it.
@@ -299,13 +321,13 @@ fn finish(
     digests: Digests,
     format: Option<ExecutableFormat>,
 ) -> std::result::Result<(HashedFile, FileIdentity), SkipReason> {
-    let after = file.metadata().map_err(SkipReason::Unreadable)?;
+    let after = fstat(file).map_err(SkipReason::Unreadable)?;
     let identity = before.identity;
-    let now = FileIdentity::of(&after);
+    let now = after.identity;
     let same =
         (now.dev, now.ino, now.size, now.mtime_ns) == (identity.dev, identity.ino, size, identity.mtime_ns);
     if read != size || !same {
-        return Err(SkipReason::Changed { before: size, after: after.len().max(read) });
+        return Err(SkipReason::Changed { before: size, after: after.size().max(read) });
     }
     let hashed = HashedFile {
         path: PathBuf::new(),

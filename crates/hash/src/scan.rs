@@ -371,7 +371,8 @@ impl<'a> Walk<'a> {
     /// read before an error have been told).
     #[cfg(target_os = "linux")]
     fn read_dir(&self, dir: &Path, found: &mut dyn FnMut(Found)) -> Result<(), SkipReason> {
-        use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, StatxFlags};
+        use crate::file::STATX_MASK;
+        use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
         use std::mem::MaybeUninit;
         use std::os::unix::ffi::OsStrExt;
 
@@ -384,12 +385,6 @@ impl<'a> Walk<'a> {
             rustix::fs::open(dir, flags, Mode::empty()).map_err(|e| SkipReason::from_open_error(e.into()))?;
         let stat_files = self.stat_while_walking();
         let follow = self.scanner.config.follow_symlinks;
-        let mask = StatxFlags::TYPE
-            | StatxFlags::MODE
-            | StatxFlags::INO
-            | StatxFlags::SIZE
-            | StatxFlags::MTIME
-            | StatxFlags::CTIME;
         let dir_fd = if self.lent.fetch_add(1, Ordering::Relaxed) < MAX_LENT_DIRS {
             let lent = Arc::new(LentDir { fd, lent: Arc::clone(&self.lent) });
             Ok(lent)
@@ -413,7 +408,8 @@ impl<'a> Walk<'a> {
                 let path = child(dir, std::ffi::OsStr::from_bytes(name.to_bytes()));
                 let stat = |nofollow: bool| {
                     let at = if nofollow { AtFlags::SYMLINK_NOFOLLOW } else { AtFlags::empty() };
-                    rustix::fs::statx(fd, name, at, mask).map_err(|e| SkipReason::from_open_error(e.into()))
+                    rustix::fs::statx(fd, name, at, STATX_MASK)
+                        .map_err(|e| SkipReason::from_open_error(e.into()))
                 };
                 let kind = entry.file_type();
                 let st = match kind {
