@@ -18,6 +18,8 @@ pub enum SkipReason {
     Vanished,
     /// Its size or modification time differed before and after the read, so
     /// the digest would describe no version of the file that ever existed.
+    /// (A small file whose change time is long past needs no `fstat` before
+    /// the read: that time, older than the read, shows nothing changed.)
     #[error("changed while being read (size {before} -> {after} bytes)")]
     Changed {
         /// Size when the file was opened.

@@ -113,3 +113,34 @@ fn equal_to_sha256sum_and_b3sum() {
     }
     eprintln!("compared with {checked} peer tools");
 }
+
+/// Files last changed long ago take the one-`fstat` path when a scan has no
+/// cache (the walk does not stat them): their digests must still equal an
+/// independent read of each file. The system's own programs are such files.
+#[cfg(target_os = "linux")]
+#[test]
+fn settled_files_of_a_real_tree_hash_like_an_independent_read() {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::path::Path::new("/usr/bin");
+    // Only files that fit the one read (256 KiB): larger ones go the general
+    // way and only cost the test time.
+    let report = ScannerBuilder::new().max_file_size(Some(256 << 10)).build().scan(&[root]);
+    let ten_minutes_ago =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 - 600;
+    let mut settled_small = 0;
+    for file in &report.hashed {
+        let bytes = std::fs::read(&file.path).unwrap();
+        assert_eq!(
+            file.digests,
+            privtel_hash::digest_bytes(Algorithms::Both, &bytes, false),
+            "{}",
+            file.path.display()
+        );
+        assert_eq!(file.size, bytes.len() as u64);
+        let meta = std::fs::metadata(&file.path).unwrap();
+        settled_small += usize::from(meta.ctime() < ten_minutes_ago && bytes.len() < 256 << 10);
+    }
+    // The settled path was taken for real (a system image has many small,
+    // old programs and scripts).
+    assert!(settled_small >= 10, "only {settled_small} small settled files in {}", root.display());
+}
