@@ -181,6 +181,8 @@ const LOOKUP_BATCH: usize = 256;
 
 /// Open folders lent to the files found in them, at most: beyond this many
 /// (a walk far ahead of the hashing), files are opened by their full path.
+/// (Linux only: elsewhere files are always opened by their path.)
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const MAX_LENT_DIRS: usize = 64;
 
 /// A regular file found by the walk.
@@ -202,6 +204,7 @@ impl Candidate {
 
 /// An open folder shared by the files found in it; counts itself in the
 /// walk's number of lent folders while it lives.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 struct LentDir {
     fd: DirFd,
     lent: Arc<AtomicUsize>,
@@ -263,6 +266,7 @@ struct Walk<'a> {
     found_files: AtomicU64,
     found_bytes: AtomicU64,
     /// How many open folders are lent to files found in them.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     lent: Arc<AtomicUsize>,
     done_files: AtomicU64,
     done_bytes: AtomicU64,
@@ -358,7 +362,9 @@ impl<'a> Walk<'a> {
     /// Whether the walk stats every file it lists: when the cache needs the
     /// identity or the progress report the size before the file is opened.
     /// Otherwise a regular file (as its folder entry says) is stat'ed once,
-    /// after it is opened.
+    /// after it is opened. (On other systems than Linux the walk always
+    /// stats.)
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn stat_while_walking(&self) -> bool {
         self.cache.is_some() || self.progress.is_some()
     }
