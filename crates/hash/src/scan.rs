@@ -231,7 +231,7 @@ enum Found {
 
 enum Outcome {
     /// A file hashed, with what the cache should learn (`None` for a cache
-    /// hit, already marked used).
+    /// hit, already marked used, and in a scan without a cache).
     Hashed(HashedFile, Learned),
     /// A file not hashed, with what the cache should learn, if anything.
     Skipped(SkippedFile, Learned),
@@ -250,8 +250,9 @@ impl Outcome {
     }
 }
 
-/// What the cache learns from one file. Boxed: only files read this scan
-/// have it, and a cached scan moves tens of thousands of outcomes.
+/// What the cache learns from one file. Boxed: only files read by a scan
+/// with a cache have it, and a cached scan moves tens of thousands of
+/// outcomes.
 type Learned = Option<Box<(Key, Entry)>>;
 
 /// (dev, ino) of a folder and its path, for symlink-loop detection.
