@@ -235,6 +235,7 @@ mod tests {
             proptest::prop_assert_eq!(ta.cmp(&tb), a.cmp(&b));
             proptest::prop_assert_eq!(ta - tb, Duration::nanoseconds_i128(a - b));
             proptest::prop_assert_eq!(ta.as_offset_date_time().unix_timestamp_nanos(), a);
+            proptest::prop_assert_eq!(Timestamp::new(ta.as_offset_date_time()), ta);
         }
     }
 
