@@ -381,6 +381,8 @@ fn open(path: &Path, dir: Option<&DirFd>) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// Opens `path` for reading. Unlike the Linux path this open blocks: a FIFO
+/// put where the walk's stat saw a regular file would wait for a writer.
 #[cfg(not(target_os = "linux"))]
 fn open(path: &Path, _: Option<&DirFd>) -> io::Result<File> {
     File::open(path)
