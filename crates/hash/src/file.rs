@@ -260,10 +260,7 @@ pub(crate) fn hash_file_inner(
     let mapped = if large { map(&file) } else { None };
     let (digests, format, read) = match &mapped {
         Some(bytes) => {
-            let format = detect_format(&bytes[..bytes.len().min(FORMAT_PROBE_LEN)]);
-            if options.executables_only && format.is_none() {
-                return Err(SkipReason::NotExecutable);
-            }
+            let format = probe(bytes, options)?;
             (digest_bytes(options.algorithms, bytes, options.parallel), format, bytes.len() as u64)
         }
         None => read_and_hash(&mut file, size, options)?,
@@ -318,10 +315,7 @@ fn read_settled(
             return Ok(None);
         }
         let bytes = &buf[..n];
-        let format = detect_format(&bytes[..n.min(FORMAT_PROBE_LEN)]);
-        if options.executables_only && format.is_none() {
-            return Err(SkipReason::NotExecutable);
-        }
+        let format = probe(bytes, options)?;
         let mut hasher = Hasher::new(options.algorithms);
         hasher.update(bytes);
         let hashed = HashedFile {
@@ -460,10 +454,7 @@ fn read_and_hash(
             let want = usize::try_from(size - total).map_or(buf.len(), |left| left.clamp(1, buf.len()));
             let n = read_full(file, &mut buf[..want]).map_err(SkipReason::Unreadable)?;
             if total == 0 {
-                format = detect_format(&buf[..n.min(FORMAT_PROBE_LEN)]);
-                if options.executables_only && format.is_none() {
-                    return Err(SkipReason::NotExecutable);
-                }
+                format = probe(&buf[..n], options)?;
             }
             hasher.update(&buf[..n]);
             total += n as u64;
@@ -523,10 +514,7 @@ fn read_ahead_sha256(
         for chunk in full_rx.iter() {
             let chunk = chunk.map_err(SkipReason::Unreadable)?;
             if total == 0 {
-                format = detect_format(&chunk[..chunk.len().min(FORMAT_PROBE_LEN)]);
-                if options.executables_only && format.is_none() {
-                    return Err(SkipReason::NotExecutable);
-                }
+                format = probe(&chunk, options)?;
             }
             hasher.update(&chunk);
             total += chunk.len() as u64;
@@ -535,6 +523,17 @@ fn read_ahead_sha256(
         }
         Ok((hasher.finalize(), format, total))
     })
+}
+
+/// The executable format from a file's first bytes (`first` may be longer
+/// than the probe needs), or [`SkipReason::NotExecutable`] when only
+/// executables are asked for and this is none.
+fn probe(first: &[u8], options: &FileOptions) -> std::result::Result<Option<ExecutableFormat>, SkipReason> {
+    let format = detect_format(&first[..first.len().min(FORMAT_PROBE_LEN)]);
+    if options.executables_only && format.is_none() {
+        return Err(SkipReason::NotExecutable);
+    }
+    Ok(format)
 }
 
 /// Fills `buf` as far as the file allows (so the format probe sees a whole

@@ -179,8 +179,9 @@ const FILES_PER_TASK: usize = 16;
 /// Files of one folder stat'ed before their cache lookups are done together.
 const LOOKUP_BATCH: usize = 256;
 
-/// Open folders lent to the files found in them, at most: beyond this many
-/// (a walk far ahead of the hashing), files are opened by their full path.
+/// Open folders, at most, for a listing to lend its folder to the files it
+/// finds: beyond this many (a walk far ahead of the hashing), files are
+/// opened by their full path.
 /// (Linux only: elsewhere files are always opened by their path.)
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const MAX_LENT_DIRS: usize = 64;
@@ -202,12 +203,21 @@ impl Candidate {
     }
 }
 
-/// An open folder shared by the files found in it; counts itself in the
-/// walk's number of lent folders while it lives.
+/// An open folder, shared by the files found in it when the walk lends it;
+/// counts itself in the walk's number of open folders while it lives.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 struct LentDir {
     fd: DirFd,
     lent: Arc<AtomicUsize>,
+}
+
+impl LentDir {
+    /// The open folder `fd`, counted in `lent` while it lives.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn new(fd: DirFd, lent: &Arc<AtomicUsize>) -> Arc<Self> {
+        lent.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Self { fd, lent: Arc::clone(lent) })
+    }
 }
 
 impl Drop for LentDir {
@@ -266,7 +276,8 @@ struct Walk<'a> {
     cancel: Option<&'a AtomicBool>,
     found_files: AtomicU64,
     found_bytes: AtomicU64,
-    /// How many open folders are lent to files found in them.
+    /// How many folders are open (being listed or lent to files found in
+    /// them).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     lent: Arc<AtomicUsize>,
     done_files: AtomicU64,
@@ -392,17 +403,11 @@ impl<'a> Walk<'a> {
             rustix::fs::open(dir, flags, Mode::empty()).map_err(|e| SkipReason::from_open_error(e.into()))?;
         let stat_files = self.stat_while_walking();
         let follow = self.scanner.config.follow_symlinks;
-        let dir_fd = if self.lent.fetch_add(1, Ordering::Relaxed) < MAX_LENT_DIRS {
-            let lent = Arc::new(LentDir { fd, lent: Arc::clone(&self.lent) });
-            Ok(lent)
-        } else {
-            self.lent.fetch_sub(1, Ordering::Relaxed);
-            Err(fd)
-        };
-        let fd = match &dir_fd {
-            Ok(lent) => &lent.fd,
-            Err(fd) => fd,
-        };
+        // A soft limit: two listings may both pass it at once.
+        let lend = self.lent.load(Ordering::Relaxed) < MAX_LENT_DIRS;
+        let dir_fd = LentDir::new(fd, &self.lent);
+        let lent = || lend.then(|| Arc::clone(&dir_fd));
+        let fd = &dir_fd.fd;
         DIRENTS.with(|buf| {
             let mut buf = buf.borrow_mut();
             let mut entries = RawDir::new(fd, &mut buf);
@@ -423,7 +428,7 @@ impl<'a> Walk<'a> {
                     FileType::Symlink if !follow => Err(SkipReason::Symlink),
                     FileType::Symlink => stat(false),
                     FileType::RegularFile if !stat_files => {
-                        let dir = dir_fd.as_ref().ok().cloned();
+                        let dir = lent();
                         found(Found::File(Candidate { path, stat: None, dir }));
                         continue;
                     }
@@ -444,7 +449,7 @@ impl<'a> Walk<'a> {
                         } else if mode == FileType::RegularFile {
                             // A followed link is opened by its path, which
                             // the open follows as the stat did.
-                            let dir = dir_fd.as_ref().ok().filter(|_| kind != FileType::Symlink).cloned();
+                            let dir = lent().filter(|_| kind != FileType::Symlink);
                             Found::File(Candidate { path, stat: Some(Stat::of_statx(&st)), dir })
                         } else {
                             Found::Skipped(path, SkipReason::NotRegular)
