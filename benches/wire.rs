@@ -49,7 +49,8 @@ fn batch() -> Message {
             }),
         })
         .collect();
-    let (records, _) = filter.apply_batch(records);
+    let (filtered, _) = filter.apply_batch(records);
+    let records = filtered.into_iter().map(privtel::filter::Filtered::into_record).collect();
     Message::Batch(Batch {
         program: Program::Enrichment,
         batch_id: BatchId::from_u128(1),

@@ -1,110 +1,100 @@
-//! The device side: scan, read the web log, filter through the policy, spool,
-//! upload over TLS, look up verdicts privately.
+//! The device side: scan, follow the web log, filter through the policy,
+//! spool (sealed), upload over TLS with retries, look up verdicts privately.
 //!
 //! ```text
 //! cargo run --release --example agent -- --server 127.0.0.1:PORT --ca CA.pem
 //!     --customer acme --device dev-01 --policy examples/data/policy.toml --spool spool.db
-//!     [--scan DIR]... [--web-log FILE] [--user ID] [--audit-log FILE] [--once]
+//!     [--scan DIR]... [--web-log FILE] [--user ID] [--audit-log FILE] [--once] [--attempts N]
 //! ```
 //!
 //! The web log format: one request a line, tab-separated: time (RFC 3339),
 //! user id, URL, destination IP, page load in milliseconds; `#` comments.
-//! The pseudonymisation key is kept beside the spool (`SPOOL.key`, made on
-//! first run). Unreachable service: retried with backoff (three tries with
-//! `--once`); what is spooled stays spooled. Without `--once`, the cycle
-//! repeats on the enrichment schedule (first upload 5 minutes after
-//! start-up; set `PRIVTEL_FIRST_UPLOAD_SECS` to change it).
-//! Exit status: 0 done, 1 bad input or service error, 2 bad arguments.
+//! The log is followed: each run reads only what was added since the last
+//! one (the position is kept in the spool), finishing a rotated file first.
+//! Malformed lines are reported as `file:line: column problem` and skipped.
+//!
+//! Keys are kept beside the spool, created 0600 on first run and refused if
+//! group or others may read them: `SPOOL.pseudonym.key` (pseudonyms) and
+//! `SPOOL.seal.key` (the spool is sealed with AES-256-GCM). Refused or
+//! failed uploads are retried with exponential backoff and jitter, never
+//! sooner than the service's `retry_after`; with `--once`, at most
+//! `--attempts` times (default 5). Without `--once`, the cycle repeats on
+//! the enrichment schedule (first upload 5 minutes after start-up; set
+//! `PRIVTEL_FIRST_UPLOAD_SECS` to change it).
+//!
+//! Exit status: 0 done, 1 bad input or the service could not be reached or
+//! kept refusing (everything unsent stays spooled), 2 bad arguments.
 
-use std::io::{IsTerminal as _, Read as _};
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
-use privtel::agent::{Agent, Schedule, parse_web_log, read_input, records_from_scan};
+use anyhow::Context as _;
+use clap::Parser;
+use privtel::agent::{
+    Agent, AuditLog, AuditOptions, RetryBudget, Schedule, WebLog, check_scan_roots, key_path, load_or_create_key,
+    records_from_scan,
+};
 use privtel::filter::{FilterBuilder, Policy, PseudonymKey};
 use privtel::hash::{Algorithms, Progress, ScanHooks, ScannerBuilder};
 use privtel::model::{CustomerId, DeviceId, KeyId, Timestamp, UserId};
-use privtel::store::{Spool, SpoolOptions};
+use privtel::store::SpoolOptions;
 use privtel::wire::{Connection, tls};
 
+/// The privtel agent: collect, filter, spool, upload, enrich.
+#[derive(Parser)]
+#[command(version, about)]
 struct Args {
+    /// The service, ADDR:PORT.
+    #[arg(long)]
     server: SocketAddr,
+    /// The CA certificate the service's certificate is checked against (PEM).
+    #[arg(long, value_name = "PEM")]
     ca: PathBuf,
+    /// The customer this device belongs to.
+    #[arg(long)]
     customer: CustomerId,
+    /// This device's id.
+    #[arg(long)]
     device: DeviceId,
+    /// The customer's policy (TOML).
+    #[arg(long, value_name = "FILE")]
     policy: PathBuf,
+    /// The spool database (created if missing); keys are kept beside it.
+    #[arg(long, value_name = "FILE")]
     spool: PathBuf,
+    /// A folder to scan for executables (repeatable).
+    #[arg(long, value_name = "DIR")]
     scan: Vec<PathBuf>,
+    /// A web log to follow.
+    #[arg(long, value_name = "FILE")]
     web_log: Option<PathBuf>,
+    /// The user the scanned executions are attributed to.
+    #[arg(long)]
     user: Option<UserId>,
-    audit: Option<PathBuf>,
+    /// Write every message sent, decoded, to this JSON Lines file (0600,
+    /// rotated at 8 MiB, expired with the data).
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+    /// One cycle, then exit.
+    #[arg(long)]
     once: bool,
-}
-
-fn args() -> anyhow::Result<Args> {
-    let (mut server, mut ca, mut customer, mut device, mut policy, mut spool) =
-        (None, None, None, None, None, None);
-    let (mut scan, mut web_log, mut user, mut audit, mut once) = (Vec::new(), None, None, None, false);
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--server" => server = Some(value()?.parse().context("--server takes ADDR:PORT")?),
-            "--ca" => ca = Some(PathBuf::from(value()?)),
-            "--customer" => customer = Some(CustomerId::new(value()?)?),
-            "--device" => device = Some(DeviceId::new(value()?)?),
-            "--policy" => policy = Some(PathBuf::from(value()?)),
-            "--spool" => spool = Some(PathBuf::from(value()?)),
-            "--scan" => scan.push(PathBuf::from(value()?)),
-            "--web-log" => web_log = Some(PathBuf::from(value()?)),
-            "--user" => user = Some(UserId::new(value()?)?),
-            "--audit-log" => audit = Some(PathBuf::from(value()?)),
-            "--once" => once = true,
-            other => bail!("unknown option {other}"),
-        }
-    }
-    Ok(Args {
-        server: server.context("--server is required")?,
-        ca: ca.context("--ca is required")?,
-        customer: customer.context("--customer is required")?,
-        device: device.context("--device is required")?,
-        policy: policy.context("--policy is required")?,
-        spool: spool.context("--spool is required")?,
-        scan,
-        web_log,
-        user,
-        audit,
-        once,
-    })
+    /// Upload attempts per cycle with --once.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    attempts: u32,
 }
 
 fn now() -> Timestamp {
     Timestamp::new(time::OffsetDateTime::now_utc())
 }
 
-/// The pseudonymisation key beside the spool, made from the OS's randomness
-/// on first run.
-fn key(spool: &std::path::Path) -> anyhow::Result<PseudonymKey> {
-    let path = spool.with_extension("key");
-    let secret: [u8; 32] = match std::fs::read(&path) {
-        Ok(bytes) => bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("{}: expected 32 bytes", path.display()))?,
-        Err(_) => {
-            let mut s = [0u8; 32];
-            std::fs::File::open("/dev/urandom")?.read_exact(&mut s)?;
-            std::fs::write(&path, s).with_context(|| path.display().to_string())?;
-            s
-        }
-    };
-    Ok(PseudonymKey::new(KeyId::new(1), secret))
-}
-
 fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<()> {
+    let expired = agent.maintain(now())?;
+    if expired > 0 {
+        eprintln!("agent: {expired} spooled records expired under the ttl");
+    }
     // Collect: scans and the web log, filtered into the spool.
-    let mut records = Vec::new();
+    let mut binaries = Vec::new();
     if !args.scan.is_empty() {
         let tty = std::io::stderr().is_terminal();
         let progress = |p: Progress| {
@@ -121,42 +111,48 @@ fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<
             eprintln!();
         }
         eprintln!("agent: {} executables hashed, {} files skipped", scan.hashed.len(), scan.skipped.len());
-        records.extend(records_from_scan(&scan, &args.device, args.user.as_ref(), now()));
+        let collected = agent.collect(records_from_scan(&scan, agent.device(), args.user.as_ref(), now()), now())?;
+        binaries = collected.binaries;
     }
+    let mut domains = Vec::new();
     if let Some(path) = &args.web_log {
-        let text = read_input(path)?;
-        records.extend(parse_web_log(&text, &path.display().to_string(), &args.device)?);
+        let (report, collected) = agent.collect_web_log(&WebLog::new(path), now())?;
+        for problem in report.problem_lines() {
+            eprintln!("agent: skipped {problem}");
+        }
+        if report.skipped > report.problems.len() as u64 {
+            eprintln!("agent: … {} malformed lines in all", report.skipped);
+        }
+        if report.rotated {
+            eprintln!("agent: {} was rotated; {} lines read from the old file", path.display(), report.rotated_lines);
+        }
+        if report.truncated {
+            eprintln!("agent: {} was truncated; reading it from the start", path.display());
+        }
+        eprintln!("agent: {} new lines, {} records from the web log", report.lines, report.records);
+        domains = collected.domains;
     }
-    let collected = agent.collect(records, now())?;
-    eprintln!("agent: {} records spooled; {} waiting in all", collected.records, agent.spool().len(None)?);
+    eprintln!("agent: {} records waiting", agent.outbox().len(None)?);
 
-    // Upload, with backoff while the service is unreachable.
+    // Upload, with backoff while the service is unreachable or refuses.
     let config = tls::client_config(
         &std::fs::read_to_string(&args.ca).with_context(|| args.ca.display().to_string())?,
     )?;
-    let mut wait = std::time::Duration::from_millis(200);
-    let mut tries = 0;
-    let mut conn = loop {
-        tries += 1;
-        match tls::connect(args.server, &args.server.ip().to_string(), config.clone()) {
-            Ok(stream) => break Connection::new(stream),
-            Err(e) if !args.once || tries < 3 => {
-                eprintln!("agent: service unreachable ({e}); retrying in {wait:?}");
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(std::time::Duration::from_secs(300));
-            }
-            Err(e) => bail!(
-                "service unreachable after {tries} tries: {e}; {} records stay spooled",
-                agent.spool().len(None)?
-            ),
-        }
+    let budget = if args.once { RetryBudget::attempts(args.attempts) } else { RetryBudget::forever() };
+    let connect = || Ok(Connection::new(tls::connect(args.server, &args.server.ip().to_string(), config.clone())?));
+    let sleep = |d: std::time::Duration| {
+        eprintln!("agent: retrying in {d:.1?}");
+        std::thread::sleep(d);
     };
-    let upload = agent.upload(&mut conn, policy_version)?;
-    for (program, n) in &upload.sent {
+    let mut delivery = agent.deliver(connect, policy_version, &budget, sleep, now)?;
+    for (program, n) in &delivery.report.sent {
         println!("sent {n} {program} records");
     }
-    // Enrichment of the binaries just scanned and the domains just seen.
-    let (b, d) = agent.enrich(&mut conn, &collected.binaries, &collected.domains)?;
+    if delivery.report.refused > 0 {
+        println!("refused {} records (removed)", delivery.report.refused);
+    }
+    // Enrichment of what is new (nothing is sent when it is off).
+    let (b, d) = agent.enrich(&mut delivery.conn, &binaries, &domains, now())?;
     for v in &b {
         println!(
             "binary {} threat {} category {}",
@@ -174,18 +170,12 @@ fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<
             privtel::model::display_or_dash(v.hosting_country.as_ref())
         );
     }
-    agent.goodbye(&mut conn)?;
+    agent.goodbye(&mut delivery.conn, now())?;
     Ok(())
 }
 
 fn main() -> std::process::ExitCode {
-    let args = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("agent: {e:#}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     match run(&args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -196,25 +186,21 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let policy =
-        Policy::from_toml(&read_input(&args.policy)?).with_context(|| args.policy.display().to_string())?;
+    check_scan_roots(&args.scan)?;
+    let text = std::fs::read_to_string(&args.policy).with_context(|| args.policy.display().to_string())?;
+    let policy = Policy::from_toml(&text).with_context(|| args.policy.display().to_string())?;
+    let secret = load_or_create_key(key_path(&args.spool, "pseudonym"))?;
     let filter = FilterBuilder::new()
         .policy(policy.clone())
         .customer(args.customer.clone())
-        .key(key(&args.spool)?)
+        .key(PseudonymKey::new(KeyId::new(1), secret))
         .build();
+    let ttl = time::Duration::days(i64::from(policy.retention.events));
     let mut options = SpoolOptions::default();
-    options.retention.events =
-        privtel::retention::Ttl::custom(time::Duration::days(i64::from(policy.retention.events)));
-    let spool = Spool::open(&args.spool, options)?;
-    let mut agent = Agent::new(args.customer.clone(), args.device.clone(), filter, spool);
-    if let Some(path) = &args.audit {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| path.display().to_string())?;
-        agent = agent.with_audit_log(Box::new(file));
+    options.retention.events = privtel::retention::Ttl::custom(ttl);
+    let mut agent = Agent::open(args.customer.clone(), args.device.clone(), filter, &args.spool, options)?;
+    if let Some(path) = &args.audit_log {
+        agent = agent.with_audit_log(AuditLog::open(path, AuditOptions::with_ttl(ttl))?);
     }
     // Consent withdrawn since the last run: nothing of it may stay spooled.
     for program in privtel::model::Program::ALL {

@@ -24,8 +24,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
-use privtel::agent::{Agent, parse_web_log, records_from_scan};
+use anyhow::Context as _;
+use clap::Parser;
+use privtel::agent::{Agent, WebLog, records_from_scan};
 use privtel::filter::{FilterBuilder, Manifest, Policy, PseudonymKey};
 use privtel::hash::{Algorithms, ScannerBuilder};
 use privtel::model::{
@@ -34,7 +35,7 @@ use privtel::model::{
 };
 use privtel::retention::{RetentionPolicy, Ttl};
 use privtel::service::Service;
-use privtel::store::{AtRestKey, EngineStore, ErasureRequest, Spool, SpoolOptions, SqliteEngine};
+use privtel::store::{AtRestKey, EngineStore, ErasureRequest, SpoolOptions, SqliteEngine};
 use privtel::wire::{self, Connection, VerdictIndex, tls};
 use time::Duration;
 
@@ -50,15 +51,29 @@ fn random_key() -> anyhow::Result<[u8; 32]> {
     Ok(key)
 }
 
-fn main() -> anyhow::Result<()> {
-    let mut extra_scan: Vec<PathBuf> = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--scan" => extra_scan.push(args.next().context("--scan needs a path")?.into()),
-            other => bail!("unknown option {other} (expected --scan PATH)"),
+/// The end-to-end demo: a service and an agent on 127.0.0.1 over TLS,
+/// offline, in well under a second.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Also scan this folder (repeatable), e.g. /usr/bin.
+    #[arg(long = "scan", value_name = "PATH")]
+    scan: Vec<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args.scan) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn run(extra_scan: Vec<PathBuf>) -> anyhow::Result<()> {
+    privtel::agent::check_scan_roots(&extra_scan)?;
     let started = Instant::now();
     let dir = tempfile::tempdir().context("making a temporary folder")?;
     let now = Timestamp::from_unix_seconds(1_795_770_000)?; // 2026-11-27T09:00:00Z, after the web log
@@ -85,14 +100,15 @@ fn main() -> anyhow::Result<()> {
     let mut index = VerdictIndex::new(wire::DEFAULT_PAD_TO, random_key()?);
     binaries.into_iter().for_each(|v| index.add_binary(v));
     domains.into_iter().for_each(|v| index.add_domain(v));
-    let service = Service::new(engine, index, tls::server_config(&identity)?, move || now);
+    let service = Arc::new(Service::new(engine, index, move || now));
+    let tls_config = tls::server_config(&identity)?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let server = {
         let service = Arc::clone(&service);
         std::thread::spawn(move || -> anyhow::Result<()> {
             let (tcp, _) = listener.accept()?;
-            Ok(service.handle(tcp)?)
+            Ok(service.handle_tls(tcp, tls_config)?)
         })
     };
 
@@ -146,20 +162,28 @@ fn main() -> anyhow::Result<()> {
         Some(&alice),
         now.checked_sub(Duration::minutes(5)).unwrap_or(now),
     ));
-    records.extend(parse_web_log(WEB_LOG, "examples/data/web.log", &device)?);
-    let collected_n = records.len();
+    let web_log = dir.path().join("web.log");
+    std::fs::write(&web_log, WEB_LOG)?;
 
+    // The spool is sealed with a key made on first run (0600), beside it.
     let mut spool_options = SpoolOptions::default();
     spool_options.retention = retention;
-    spool_options.key = Some(AtRestKey::new(1, random_key()?));
-    let spool = Spool::open(&dir.path().join("spool.db"), spool_options)?;
-    let mut agent = Agent::new(customer, device, filter, spool);
-    let collected = agent.collect(records, now)?;
+    let mut agent = Agent::open(customer, device, filter, dir.path().join("spool.db"), spool_options)?;
+    let raw_n = records.len();
+    let mut collected = agent.collect(records, now)?;
+    let (log_report, from_log) = agent.collect_web_log(&WebLog::new(&web_log), now)?;
+    for problem in log_report.problem_lines() {
+        eprintln!("demo: skipped {problem}");
+    }
+    let collected_n = raw_n + log_report.records as usize;
+    collected.records += from_log.records;
+    collected.report.merge(&from_log.report);
+    collected.domains = from_log.domains;
     let ca = std::fs::read_to_string(dir.path().join("ca.pem"))?;
     let mut conn = Connection::new(tls::connect(addr, "127.0.0.1", tls::client_config(&ca)?)?);
-    let upload = agent.upload(&mut conn, policy.version)?;
-    let (bverdicts, dverdicts) = agent.enrich(&mut conn, &collected.binaries, &collected.domains)?;
-    agent.goodbye(&mut conn)?;
+    let upload = agent.upload(&mut conn, policy.version, now)?;
+    let (bverdicts, dverdicts) = agent.enrich(&mut conn, &collected.binaries, &collected.domains, now)?;
+    agent.goodbye(&mut conn, now)?;
     server.join().map_err(|_| anyhow::anyhow!("the service thread panicked"))??;
     let stored = service.stats.stored.load(std::sync::atomic::Ordering::Relaxed);
     let report = collected.report;

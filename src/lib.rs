@@ -1,32 +1,58 @@
 //! privtel: privacy-first endpoint and product telemetry, as one dependency.
 //!
-//! This facade re-exports the member crates, so `privtel::model::Record` is
-//! `privtel_model::Record`. Users who need one piece can depend on that crate
-//! alone.
+//! This facade only re-exports the member crates, so `privtel::model::Record`
+//! is `privtel_model::Record`. Each crate is behind a cargo feature of the
+//! same name; the defaults turn on everything. A program that needs one piece
+//! turns the defaults off and names it — the filter alone compiles no SQLite,
+//! no rustls and no ring:
+//!
+//! ```toml
+//! privtel = { version = "0.1", default-features = false, features = ["filter"] }
+//! ```
 //!
 //! # The map
 //!
-//! | module | crate | layer | role |
-//! |---|---|---|---|
-//! | [`model`] | `privtel-model` | 0 | ids, devices, users, binaries, domains, events, programs, verdicts; personal fields typed as personal |
-//! | [`retention`] | `privtel-retention` | 1 | pure policy: what expires when, deletion deadlines |
-//! | [`domain`] | `privtel-domain` | 1 | URL or host to canonical host and registrable domain |
-//! | [`hash`] | `privtel-hash` | 1 | one-pass SHA-256 + BLAKE3 of files and trees |
-//! | [`wire`] | `privtel-wire` | 1 | frames, messages, bincode codec with limits, TLS |
-//! | [`filter`] | `privtel-filter` | 2 | consent, per-field treatment, scrubbing, k-anonymity |
-//! | [`store`] | `privtel-store` | 2 | SQLite spool and engine store, sweeps, export, erasure |
+//! | module | crate | feature | layer | role |
+//! |---|---|---|---|---|
+//! | [`model`] | `privtel-model` | always | 0 | ids, devices, users, binaries, domains, events, programs, verdicts; personal fields typed as personal |
+//! | `retention` | `privtel-retention` | `retention` | 1 | pure policy: what expires when, deletion deadlines |
+//! | `domain` | `privtel-domain` | `domain` | 1 | URL or host to canonical host and registrable domain |
+//! | `hash` | `privtel-hash` | `hash` | 1 | one-pass SHA-256 + BLAKE3 of files and trees |
+//! | `wire` | `privtel-wire` | `wire` (`tls`, `certs`, `lz4`) | 1 | frames, messages, bincode codec with limits, TLS |
+//! | `filter` | `privtel-filter` | `filter` | 2 | consent, per-field treatment, scrubbing, k-anonymity |
+//! | `store` | `privtel-store` | `store` | 2 | SQLite spool and engine store, sweeps, export, erasure |
+//! | `agent` | `privtel-agent` | `agent` | 3 | the device side: collectors, filter → outbox → upload, enrichment |
+//! | `service` | `privtel-service` | `service` | 3 | the service side: accept, negotiate, ingest, answer enrichment |
 //!
-//! A crate depends only on crates of a lower layer. On top of them, this
-//! crate composes the device side ([`agent`]) and the service side
-//! ([`service`]) that the example programs run.
+//! A crate depends only on crates of a lower layer; the agent and the
+//! service do not depend on each other. The architecture, the invariants and
+//! the protocol are written down in the repository's `docs/` folder.
+//!
+//! # Crate features
+//!
+//! * one per crate: `retention`, `domain`, `hash`, `wire`, `filter`,
+//!   `store`, `agent`, `service` (each turns on what it needs below it);
+//! * `tls` — the TLS transport of `wire` (and the service's TLS accept loop);
+//! * `certs` — certificate generation (rcgen) for a service, the demo and
+//!   tests;
+//! * `lz4` — LZ4 payload compression on the wire.
+//!
+//! Default: `agent`, `service`, `tls`, `certs`, `lz4` (everything).
 
-pub mod agent;
-pub mod service;
-
+#[cfg(feature = "agent")]
+pub use privtel_agent as agent;
+#[cfg(feature = "domain")]
 pub use privtel_domain as domain;
+#[cfg(feature = "filter")]
 pub use privtel_filter as filter;
+#[cfg(feature = "hash")]
 pub use privtel_hash as hash;
 pub use privtel_model as model;
+#[cfg(feature = "retention")]
 pub use privtel_retention as retention;
+#[cfg(feature = "service")]
+pub use privtel_service as service;
+#[cfg(feature = "store")]
 pub use privtel_store as store;
+#[cfg(feature = "wire")]
 pub use privtel_wire as wire;

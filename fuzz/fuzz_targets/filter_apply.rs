@@ -35,7 +35,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok((record, _)) = bincode::serde::decode_from_slice::<Record, _>(data, config) else { return };
     for filter in filters() {
         let mut report = RedactionReport::default();
-        if let Some(mut out) = filter.apply(record.clone(), &mut report) {
+        if let Some(out) = filter.apply(record.clone(), &mut report) {
+            let mut out = out.into_record();
             out.visit_personal(&mut |f| {
                 let asked = filter.policy().treatment(f.spec);
                 let got = f.value.treatment();

@@ -12,6 +12,7 @@ use privtel_model::{
 use serde::Serialize;
 use time::Duration;
 
+use crate::filtered::Filtered;
 use crate::policy::Policy;
 use crate::scrub::{Detector, Scrubber};
 
@@ -350,7 +351,7 @@ impl Filter {
     /// Filters one record: `None` when its program is off or its kind does
     /// not belong to the program; otherwise the record with every personal
     /// field in the policy's form. Counts go to `report`.
-    pub fn apply(&self, mut record: Record, report: &mut RedactionReport) -> Option<Record> {
+    pub fn apply(&self, mut record: Record, report: &mut RedactionReport) -> Option<Filtered> {
         let pi = program_index(record.program);
         report.records_in[pi] += 1;
         if !self.enabled[pi] {
@@ -370,11 +371,11 @@ impl Filter {
             }
         });
         report.records_out[pi] += 1;
-        Some(record)
+        Some(Filtered::new(record))
     }
 
     /// Filters a batch, returning what passes and the report.
-    pub fn apply_batch(&self, records: impl IntoIterator<Item = Record>) -> (Vec<Record>, RedactionReport) {
+    pub fn apply_batch(&self, records: impl IntoIterator<Item = Record>) -> (Vec<Filtered>, RedactionReport) {
         let mut report = RedactionReport::default();
         let out = records.into_iter().filter_map(|r| self.apply(r, &mut report)).collect();
         (out, report)

@@ -11,7 +11,8 @@
 //!   private default ([`privtel_model::FieldSpec::default_treatment`]).
 //! * [`FilterBuilder`] → [`Filter`]: `apply` drops records of switched-off
 //!   programs (and of kinds a program does not carry), then puts every
-//!   personal field in its form. Pseudonyms are BLAKE3 keyed hashes under a
+//!   personal field in its form, and hands the record out as a
+//!   [`Filtered`], a type only the filter constructs. Pseudonyms are BLAKE3 keyed hashes under a
 //!   sub-key derived from the customer's [`PseudonymKey`], the customer id
 //!   and the field (or its link group), stamped with the key id.
 //! * [`RedactionReport`] — counts per program, field and [`Rule`]; never a
@@ -58,7 +59,7 @@
 //! };
 //! let mut report = RedactionReport::default();
 //! let out = filter.apply(record, &mut report).expect("personalised usage is on");
-//! let RecordBody::User(user) = out.body else { unreachable!() };
+//! let RecordBody::User(user) = out.into_record().body else { unreachable!() };
 //! assert!(matches!(user.email, Personal::Pseudonym(_)));
 //! assert_eq!(user.first_name, Personal::Clear("Alice".into()));
 //! assert!(user.username.is_withheld() && user.last_name.is_withheld());
@@ -80,12 +81,14 @@
 mod aggregate;
 mod error;
 mod filter;
+mod filtered;
 mod manifest;
 mod policy;
 mod scrub;
 
 pub use aggregate::{Aggregator, Cell, Metric};
 pub use error::{Error, Result};
+pub use filtered::Filtered;
 pub use filter::{Filter, FilterBuilder, PseudonymKey, RedactionReport, Rule, allowed_kinds};
 pub use manifest::{Manifest, ManifestField, ManifestProgram};
 pub use policy::{Generalisation, Policy, RetentionDays, ScrubSettings};

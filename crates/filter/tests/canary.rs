@@ -152,7 +152,8 @@ proptest! {
             let out = filter.apply(record, &mut report);
             let passes = policy.enabled(program) && allowed_kinds(program).contains(&kind);
             prop_assert_eq!(out.is_some(), passes, "{} {}", program, kind);
-            let Some(mut out) = out else { continue };
+            let Some(out) = out else { continue };
+            let mut out = out.into_record();
             let json = serde_json::to_string(&out).unwrap();
             let bin = bincode::serde::encode_to_vec(&out, bincode::config::standard()).unwrap();
             let debug = format!("{out:?}");

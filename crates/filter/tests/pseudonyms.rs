@@ -39,7 +39,7 @@ fn tokens(f: &Filter, email: &str) -> (Pseudonym, Pseudonym, Pseudonym) {
             }
             _ => continue,
         };
-        match f.apply(r, &mut report).map(|r| r.body) {
+        match f.apply(r, &mut report).map(|r| r.into_record().body) {
             Some(RecordBody::User(u)) => user = Some(u),
             Some(RecordBody::Event(e)) => {
                 if let privtel_model::EventBody::LicenceSession(l) = e.body {

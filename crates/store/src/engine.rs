@@ -51,6 +51,11 @@ const MIGRATIONS: &[&str] = &["
         records INTEGER NOT NULL,
         pseudonyms INTEGER NOT NULL
     );
+", "
+    -- An event's id, unique per device: a replay of events already held (an
+    -- old spool, a source read again) is stored once.
+    ALTER TABLE records ADD COLUMN event_id BLOB;
+    CREATE UNIQUE INDEX records_event ON records(device, event_id) WHERE event_id IS NOT NULL;
 "];
 
 /// What one ingest did.
@@ -59,7 +64,8 @@ const MIGRATIONS: &[&str] = &["
 pub struct IngestOutcome {
     /// Records stored.
     pub stored: u64,
-    /// Records at or below the device's high-water mark: a retry, ignored.
+    /// Records at or below the device's high-water mark (a retry), or
+    /// events whose id the device already stored (a replay): ignored.
     pub duplicates: u64,
     /// Records of an erased person, dropped.
     pub suppressed: u64,
@@ -124,8 +130,9 @@ pub struct DeletionReceipt {
 pub trait EngineStore {
     /// Stores a device's batch whose first record has sequence number
     /// `first_seq`: records at or below the device's high-water mark are
-    /// ignored (a retried batch is stored once); records of erased people
-    /// are dropped.
+    /// ignored (a retried batch is stored once), and so is an event whose
+    /// id the device already stored (a replay under new sequence numbers);
+    /// records of erased people are dropped.
     ///
     /// # Errors
     ///
@@ -296,8 +303,8 @@ impl EngineStore for SqliteEngine {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO records (device, user, class, kind, program, recorded_at, stored_at, key_id, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT OR IGNORE INTO records (device, user, class, kind, program, recorded_at, stored_at, key_id, payload, event_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .op("preparing an ingest")?;
             let mut insert_token = tx
@@ -336,7 +343,11 @@ impl EngineStore for SqliteEngine {
                 };
                 let (key_id, payload) = seal(&record, self.key.as_ref())?;
                 let class = i64::from(RecordClass::of(&record.body) == RecordClass::Object);
-                insert
+                let event_id = match &record.body {
+                    privtel_model::RecordBody::Event(e) => Some(e.id.to_bytes()),
+                    _ => None,
+                };
+                let inserted = insert
                     .execute(params![
                         // Filed under the device that sent it: the inactivity
                         // purge removes everything a device sent.
@@ -348,9 +359,15 @@ impl EngineStore for SqliteEngine {
                         nanos(record_time(&record, now)),
                         nanos(now),
                         key_id,
-                        payload
+                        payload,
+                        event_id
                     ])
                     .op("storing a record")?;
+                if inserted == 0 {
+                    // The device already holds this event.
+                    outcome.duplicates += 1;
+                    continue;
+                }
                 let id = tx.last_insert_rowid();
                 for t in &tokens {
                     insert_token.execute(params![t, id]).op("storing pseudonyms")?;

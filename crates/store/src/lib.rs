@@ -57,4 +57,4 @@ mod spool;
 pub use codec::{AtRestKey, MAX_RECORD_BYTES};
 pub use engine::{DeletionReceipt, EngineStore, ErasureRequest, IngestOutcome, SqliteEngine, SweepReport};
 pub use error::{Error, Result};
-pub use spool::{Spool, SpoolCounters, SpoolOptions, Spooled};
+pub use spool::{SourcePosition, Spool, SpoolCounters, SpoolOptions, Spooled};

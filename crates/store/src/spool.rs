@@ -1,5 +1,6 @@
 //! The spool: a device's outbox of filtered records waiting to be sent.
 
+use std::borrow::Borrow;
 use std::path::Path;
 
 use privtel_model::{Program, Record, Timestamp};
@@ -24,7 +25,44 @@ const MIGRATIONS: &[&str] = &["
     CREATE INDEX spool_program ON spool(program, seq);
     CREATE INDEX spool_time ON spool(class, recorded_at);
     CREATE TABLE spool_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+", "
+    -- Where each source (a log file, …) was read up to, committed in the
+    -- same transaction as the records read from it.
+    CREATE TABLE sources (
+        source TEXT PRIMARY KEY,
+        identity BLOB NOT NULL,     -- what the source is (a file's device and inode)
+        generation INTEGER NOT NULL, -- bumped on every rotation or truncation
+        offset INTEGER NOT NULL,    -- bytes consumed
+        line INTEGER NOT NULL       -- lines consumed
+    );
 "];
+
+/// How far a source has been read: saved with the records read from it, in
+/// one transaction, so a crash at any instant neither loses nor repeats what
+/// it produced. The spool does not interpret it.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub struct SourcePosition {
+    /// The source's name (a path, as the collector names it).
+    pub source: String,
+    /// What the source is, opaque to the spool (a file's device and inode),
+    /// so a reader can tell a replaced file from a grown one.
+    pub identity: Vec<u8>,
+    /// How many times the source was replaced or truncated: positions of
+    /// different generations name different bytes.
+    pub generation: u64,
+    /// Bytes consumed.
+    pub offset: u64,
+    /// Lines consumed.
+    pub line: u64,
+}
+
+impl SourcePosition {
+    /// A position.
+    pub fn new(source: impl Into<String>, identity: Vec<u8>, generation: u64, offset: u64, line: u64) -> Self {
+        Self { source: source.into(), identity, generation, offset, line }
+    }
+}
 
 /// Limits and retention of a spool.
 #[derive(Clone, Debug)]
@@ -120,6 +158,30 @@ impl Spool {
         Ok(self.append_batch(std::slice::from_ref(record), now)?[0])
     }
 
+    /// Where `source` was read up to, if it was ever read.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn source_position(&self, source: &str) -> Result<Option<SourcePosition>> {
+        self.conn
+            .query_row(
+                "SELECT identity, generation, offset, line FROM sources WHERE source = ?1",
+                [source],
+                |r| {
+                    Ok(SourcePosition {
+                        source: source.to_owned(),
+                        identity: r.get(0)?,
+                        generation: r.get::<_, i64>(1)? as u64,
+                        offset: r.get::<_, i64>(2)? as u64,
+                        line: r.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .op("reading a source position")
+    }
+
     /// Appends records in one transaction (one disk sync for all: the group
     /// commit that makes many small appends cheap); returns their sequence
     /// numbers, in order, once all are durable.
@@ -127,7 +189,24 @@ impl Spool {
     /// # Errors
     ///
     /// A database or encoding error; nothing of the batch is appended then.
-    pub fn append_batch(&mut self, records: &[Record], now: Timestamp) -> Result<Vec<u64>> {
+    pub fn append_batch<R: Borrow<Record>>(&mut self, records: &[R], now: Timestamp) -> Result<Vec<u64>> {
+        self.append_at(records, None, now)
+    }
+
+    /// Appends records and, in the same transaction, saves how far their
+    /// source was read: after a crash either both are on disk or neither
+    /// is. Returns the records' sequence numbers once durable.
+    ///
+    /// # Errors
+    ///
+    /// A database or encoding error; nothing is appended and the position
+    /// is unchanged then.
+    pub fn append_at<R: Borrow<Record>>(
+        &mut self,
+        records: &[R],
+        position: Option<&SourcePosition>,
+        now: Timestamp,
+    ) -> Result<Vec<u64>> {
         let tx = self.conn.transaction().op("starting an append")?;
         let mut seqs = Vec::with_capacity(records.len());
         {
@@ -137,6 +216,7 @@ impl Spool {
                 )
                 .op("preparing an append")?;
             for record in records {
+                let record = record.borrow();
                 let (key_id, payload) = seal(record, self.options.key.as_ref())?;
                 let class = i64::from(RecordClass::of(&record.body) == RecordClass::Object);
                 insert
@@ -151,6 +231,20 @@ impl Spool {
                     .op("appending a record")?;
                 seqs.push(tx.last_insert_rowid() as u64);
             }
+        }
+        if let Some(p) = position {
+            tx.execute(
+                "INSERT INTO sources (source, identity, generation, offset, line) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(source) DO UPDATE SET identity = ?2, generation = ?3, offset = ?4, line = ?5",
+                params![
+                    p.source,
+                    p.identity,
+                    i64::try_from(p.generation).unwrap_or(i64::MAX),
+                    i64::try_from(p.offset).unwrap_or(i64::MAX),
+                    i64::try_from(p.line).unwrap_or(i64::MAX)
+                ],
+            )
+            .op("saving a source position")?;
         }
         // The size cap: evict oldest first, counted.
         let count: i64 =
@@ -254,7 +348,10 @@ impl Spool {
         Ok(n)
     }
 
-    /// Removes every record past its time to live at `now`; returns how many.
+    /// Removes every record past its time to live at `now`; returns how
+    /// many. When anything expired, the write-ahead log is checkpointed and
+    /// truncated, so the expired payloads are gone from the spool file and
+    /// its log (deleted pages are zeroed: `secure_delete`).
     ///
     /// # Errors
     ///
@@ -270,6 +367,9 @@ impl Spool {
             .op("expiring records")? as u64;
         bump(&tx, "expired", n)?;
         tx.commit().op("committing an expiry")?;
+        if n > 0 {
+            self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").op("checkpointing after an expiry")?;
+        }
         Ok(n)
     }
 

@@ -23,7 +23,9 @@
 //! # Crate features
 //!
 //! * `tls` — [`tls`] module: rustls (ring provider) client and server
-//!   configurations, and CA + server certificates made with rcgen.
+//!   configurations and streams.
+//! * `certs` — adds `tls::generate_identity`: a CA and server certificates
+//!   made with rcgen (implies `tls`).
 //! * `lz4` — LZ4 payload compression (flag bit 0), with the decompressed
 //!   size checked against the maximum before allocating.
 

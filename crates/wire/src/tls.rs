@@ -1,9 +1,13 @@
-//! TLS 1.2/1.3 with rustls (ring provider), and certificates made with
-//! rcgen. Feature `tls`.
+//! TLS 1.2/1.3 with rustls (ring provider), feature `tls`; and
+//! certificates made with rcgen, feature `certs` (a service or a test needs
+//! a certificate authority, an agent does not).
 
-use std::net::{IpAddr, TcpStream};
+#[cfg(feature = "certs")]
+use std::net::IpAddr;
+use std::net::TcpStream;
 use std::sync::Arc;
 
+#[cfg(feature = "certs")]
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -50,6 +54,7 @@ fn tls<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
 /// # Errors
 ///
 /// [`Error::Tls`] if a name is not valid in a certificate.
+#[cfg(feature = "certs")]
 pub fn generate_identity(names: &[&str]) -> Result<Identity> {
     let ca_key = KeyPair::generate().map_err(tls("generating the ca key"))?;
     let mut ca = CertificateParams::default();

@@ -3,7 +3,7 @@
 mod golden;
 mod hostile;
 mod roundtrip;
-#[cfg(feature = "tls")]
+#[cfg(feature = "certs")]
 mod tls;
 
 use privtel_model::{BatchId, Digest, Domain, Program};

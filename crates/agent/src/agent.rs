@@ -1,0 +1,480 @@
+//! The agent: a filter in front of an outbox, and an uploader behind it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::path::Path;
+
+use privtel_filter::{Filter, Filtered, RedactionReport};
+use privtel_model::{
+    BatchId, BinaryVerdict, CustomerId, DeviceId, Digest, Domain, DomainVerdict, Event, EventBody, Generalised,
+    Personal, Program, Record, RecordBody, Timestamp,
+};
+use privtel_store::{AtRestKey, Spool, SpoolOptions};
+use privtel_wire::{Batch, Connection, Hello, Message};
+
+use crate::audit::AuditLog;
+use crate::error::AgentError;
+use crate::outbox::Outbox;
+use crate::retry::RetryBudget;
+use crate::schedule::Schedule;
+use crate::weblog::{Chunk, SourceReport, WebLog, follow};
+
+/// What one collection spooled.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Collected {
+    /// What the filter did.
+    pub report: RedactionReport,
+    /// Records spooled.
+    pub records: usize,
+    /// Digests of the binaries among them, for enrichment.
+    pub binaries: Vec<Digest>,
+    /// Registrable domains among them, for enrichment.
+    pub domains: Vec<Domain>,
+}
+
+impl Collected {
+    fn merge(&mut self, kept: &[Filtered], report: &RedactionReport) {
+        self.report.merge(report);
+        self.records += kept.len();
+        let mut binaries: BTreeSet<Digest> = self.binaries.drain(..).collect();
+        let mut domains: BTreeSet<Domain> = self.domains.drain(..).collect();
+        for r in kept {
+            match &r.body {
+                RecordBody::Binary(b) => {
+                    binaries.insert(b.sha256);
+                }
+                RecordBody::Event(Event { body: EventBody::WebRequest(w), .. }) => {
+                    if let Personal::Generalised(Generalised::Domain(d)) = &w.host {
+                        domains.insert(d.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.binaries = binaries.into_iter().collect();
+        self.domains = domains.into_iter().collect();
+    }
+}
+
+/// What uploads did. "Sent" counts only records the service acknowledged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UploadReport {
+    /// Records acknowledged as stored, per program.
+    pub sent: BTreeMap<Program, u64>,
+    /// Batches fully acknowledged.
+    pub batches: u64,
+    /// Records the service refused for good (removed from the spool).
+    pub refused: u64,
+    /// Set when the service deferred a batch: wait this long.
+    pub retry_after: Option<std::time::Duration>,
+    /// Why it deferred (the service's words).
+    pub deferred_because: Option<String>,
+}
+
+impl UploadReport {
+    /// Records acknowledged, all programs.
+    pub fn sent_total(&self) -> u64 {
+        self.sent.values().sum()
+    }
+
+    fn merge(&mut self, other: Self) {
+        for (p, n) in other.sent {
+            *self.sent.entry(p).or_default() += n;
+        }
+        self.batches += other.batches;
+        self.refused += other.refused;
+        self.retry_after = other.retry_after;
+        self.deferred_because = other.deferred_because;
+    }
+}
+
+/// The outcome of [`Agent::deliver`]: the open connection (for enrichment
+/// and goodbye) and what was sent.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Delivery<S> {
+    /// The connection of the last, successful attempt.
+    pub conn: Connection<S>,
+    /// What all attempts sent.
+    pub report: UploadReport,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// The agent: a filter in front of an outbox, and an uploader behind it.
+///
+/// Raw records come in ([`Agent::collect`], the collectors); only what the
+/// filter hands out ([`Filtered`]) reaches the [`Outbox`], and only the
+/// outbox's content reaches the wire.
+pub struct Agent {
+    customer: CustomerId,
+    device: DeviceId,
+    filter: Filter,
+    outbox: Outbox,
+    audit: Option<AuditLog>,
+    schedule: Schedule,
+    /// Last lookup of each binary or domain (in memory only: which domains
+    /// a person visited is not written down for this).
+    looked_up: HashMap<LookupKey, Timestamp>,
+    query_counter: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+enum LookupKey {
+    Binary(Digest),
+    Domain(Domain),
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("customer", &self.customer)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// An agent filtering with `filter` into `spool`. The agent owns the
+    /// spool from here on and lends it out only as an [`Outbox`].
+    pub fn new(customer: CustomerId, device: DeviceId, filter: Filter, spool: Spool) -> Self {
+        Self {
+            customer,
+            device,
+            filter,
+            outbox: Outbox::new(spool),
+            audit: None,
+            schedule: Schedule::default(),
+            looked_up: HashMap::new(),
+            query_counter: 0,
+        }
+    }
+
+    /// Opens the spool at `path`, sealed (AES-256-GCM) with the key in
+    /// `PATH.seal.key` — created 0600 on first run, refused if group or
+    /// others may read it — and makes an agent on it.
+    ///
+    /// # Errors
+    ///
+    /// A key or spool error.
+    pub fn open(
+        customer: CustomerId,
+        device: DeviceId,
+        filter: Filter,
+        path: impl AsRef<Path>,
+        mut options: SpoolOptions,
+    ) -> Result<Self, AgentError> {
+        let path = path.as_ref();
+        let secret = crate::keys::load_or_create_key(key_path(path, "seal"))?;
+        options.key = Some(AtRestKey::new(1, secret));
+        let spool = Spool::open(path, options)?;
+        Ok(Self::new(customer, device, filter, spool))
+    }
+
+    /// Writes every message the agent sends, decoded, to `audit`, so a
+    /// customer can see exactly what leaves the machine.
+    #[must_use]
+    pub fn with_audit_log(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Uses `schedule` for enrichment decisions.
+    #[must_use]
+    pub fn with_schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = schedule;
+        self
+    }
+
+    /// The customer.
+    pub fn customer(&self) -> &CustomerId {
+        &self.customer
+    }
+
+    /// This device.
+    pub fn device(&self) -> &DeviceId {
+        &self.device
+    }
+
+    /// The outbox (filtered records only).
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+
+    /// The filter.
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// Filters records (the application SDK's way in) and appends what
+    /// passes to the outbox, durably. Returns the report and what the
+    /// records ask enrichment about.
+    ///
+    /// # Errors
+    ///
+    /// A spool error; nothing of the call is spooled then.
+    pub fn collect(&mut self, records: Vec<Record>, now: Timestamp) -> Result<Collected, AgentError> {
+        let (kept, report) = self.filter.apply_batch(records);
+        self.outbox.append(&kept, now)?;
+        let mut out = Collected::default();
+        out.merge(&kept, &report);
+        Ok(out)
+    }
+
+    /// Reads `log` from where the last call stopped, chunk by chunk: each
+    /// chunk's filtered records are spooled with the new read position in
+    /// one transaction, so a crash at any instant neither loses nor repeats
+    /// a line. Malformed lines are skipped and counted in the report; a
+    /// rotated file is finished before the new one is started; a truncated
+    /// one is read again from the start (a new generation of event ids).
+    ///
+    /// # Errors
+    ///
+    /// [`AgentError::Source`] if the log cannot be opened or read; a spool
+    /// error. Chunks spooled before the error stay spooled.
+    pub fn collect_web_log(
+        &mut self,
+        log: &WebLog,
+        now: Timestamp,
+    ) -> Result<(SourceReport, Collected), AgentError> {
+        let saved = self.outbox.position(&log.source())?;
+        let mut collected = Collected::default();
+        let (filter, outbox, device) = (&self.filter, &mut self.outbox, &self.device);
+        let report = follow(log, saved, device, |chunk: Chunk| {
+            let (kept, report) = filter.apply_batch(chunk.records);
+            outbox.append_at(&kept, &chunk.position, now)?;
+            collected.merge(&kept, &report);
+            Ok(())
+        })?;
+        Ok((report, collected))
+    }
+
+    /// Consent withdrawn: purges the program's waiting records.
+    ///
+    /// # Errors
+    ///
+    /// A spool error.
+    pub fn withdraw(&mut self, program: Program) -> Result<u64, AgentError> {
+        self.outbox.purge_program(program)
+    }
+
+    /// On-device retention, every cycle: expires the outbox under the TTL
+    /// (and checkpoints, so expired values leave the file and its log) and
+    /// the audit log under its own. Returns the records expired.
+    ///
+    /// # Errors
+    ///
+    /// A spool or audit-log error.
+    pub fn maintain(&mut self, now: Timestamp) -> Result<u64, AgentError> {
+        let n = self.outbox.expire(now)?;
+        if let Some(audit) = &mut self.audit {
+            audit.expire(now)?;
+        }
+        Ok(n)
+    }
+
+    fn audit(&mut self, msg: &Message, now: Timestamp) -> Result<(), AgentError> {
+        if let Some(audit) = &mut self.audit {
+            let body = match msg {
+                Message::Hello(m) => serde_json::to_value(m),
+                Message::Batch(m) => serde_json::to_value(m),
+                Message::EnrichQuery(m) => serde_json::to_value(m),
+                Message::Goodbye(m) => serde_json::to_value(m),
+                _ => Ok(serde_json::Value::Null),
+            }
+            .map_err(|e| AgentError::Audit { path: audit.path().to_owned(), source: std::io::Error::other(e) })?;
+            audit.write(msg.kind_name(), body, now)?;
+        }
+        Ok(())
+    }
+
+    fn send<S: Write>(&mut self, conn: &mut Connection<S>, msg: &Message, now: Timestamp) -> Result<(), AgentError> {
+        self.audit(msg, now)?;
+        Ok(conn.send(msg)?)
+    }
+
+    /// Negotiates, then sends waiting records in gap-free batches of one
+    /// program, removing each from the outbox only once the service
+    /// acknowledged it. Stops early when the service defers a batch (the
+    /// report then says how long to wait); records the service refuses for
+    /// good are removed and counted.
+    ///
+    /// # Errors
+    ///
+    /// A wire, spool or protocol error, or [`AgentError::Refused`] when the
+    /// service answers with an error. Nothing unacknowledged is lost.
+    pub fn upload<S: Read + Write>(
+        &mut self,
+        conn: &mut Connection<S>,
+        policy_version: u32,
+        now: Timestamp,
+    ) -> Result<UploadReport, AgentError> {
+        let consent = Program::ALL.iter().map(|p| (*p, self.filter.enabled(*p))).collect();
+        let hello = Hello::new(
+            env!("CARGO_PKG_VERSION"),
+            self.customer.clone(),
+            self.device.clone(),
+            consent,
+            policy_version,
+        );
+        self.audit(&Message::Hello(hello.clone()), now)?;
+        let welcome = conn.client_handshake(&hello)?;
+        // Everything at or below the service's high-water mark is stored
+        // (an acknowledgement lost with a dropped connection): drop it here
+        // instead of sending it again.
+        for program in Program::ALL {
+            self.outbox.ack(program, welcome.high_water)?;
+        }
+        let mut report = UploadReport::default();
+        while let Some((program, run)) = self.outbox.next_run(welcome.max_batch_records.max(1) as usize)? {
+            let first_seq = run[0].seq;
+            let last_seq = run[run.len() - 1].seq;
+            let records: Vec<Record> = run.into_iter().map(|s| s.record).collect();
+            let batch_id = BatchId::from_u128(u128::from(first_seq) << 64 | u128::from(last_seq));
+            self.send(conn, &Message::Batch(Batch { program, batch_id, first_seq, records }), now)?;
+            let ack = match conn.recv()? {
+                Message::Ack(ack) if ack.batch_id == batch_id => ack,
+                Message::Error(e) => return Err(AgentError::Refused { message: e.message, retryable: e.retryable }),
+                other => return Err(AgentError::Protocol { expected: "ack", got: other.kind_name() }),
+            };
+            // A service may not acknowledge what was not sent.
+            let accepted = ack.accepted_up_to.min(last_seq);
+            if accepted >= first_seq {
+                let for_good = ack
+                    .rejections
+                    .iter()
+                    .filter(|r| !r.retryable && (first_seq..=accepted).contains(&r.seq))
+                    .map(|r| r.seq)
+                    .collect::<BTreeSet<_>>()
+                    .len() as u64;
+                self.outbox.ack(program, accepted)?;
+                *report.sent.entry(program).or_default() += accepted - first_seq + 1 - for_good;
+                report.refused += for_good;
+            }
+            if accepted < last_seq {
+                let wait = ack.retry_after_ms.unwrap_or(welcome.retry.initial_backoff_ms);
+                report.retry_after = Some(std::time::Duration::from_millis(wait));
+                report.deferred_because = Some(
+                    ack.rejections
+                        .iter()
+                        .find(|r| r.retryable)
+                        .map_or_else(|| "the service took part of a batch".to_owned(), |r| r.reason.clone()),
+                );
+                return Ok(report);
+            }
+            report.batches += 1;
+        }
+        Ok(report)
+    }
+
+    /// Uploads everything waiting, connecting with `connect`, within
+    /// `budget`: after a failed or deferred attempt it waits (exponential
+    /// backoff with jitter, never less than the service's `retry_after`)
+    /// through `sleep`, then tries again.
+    ///
+    /// # Errors
+    ///
+    /// [`AgentError::GaveUp`] when the budget is spent (everything not
+    /// acknowledged stays spooled); a non-retryable error at once.
+    pub fn deliver<S: Read + Write>(
+        &mut self,
+        mut connect: impl FnMut() -> Result<Connection<S>, AgentError>,
+        policy_version: u32,
+        budget: &RetryBudget,
+        mut sleep: impl FnMut(std::time::Duration),
+        clock: impl Fn() -> Timestamp,
+    ) -> Result<Delivery<S>, AgentError> {
+        let mut total = UploadReport::default();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let outcome = connect().and_then(|mut conn| {
+                let report = self.upload(&mut conn, policy_version, clock())?;
+                Ok((conn, report))
+            });
+            let (asked, last) = match outcome {
+                Ok((conn, report)) if report.retry_after.is_none() => {
+                    total.merge(report);
+                    return Ok(Delivery { conn, report: total, attempts: attempt });
+                }
+                Ok((mut conn, report)) => {
+                    let asked = report.retry_after;
+                    let why = report.deferred_because.clone().unwrap_or_default();
+                    total.merge(report);
+                    // Best effort: the service is told we go; it may be gone.
+                    let _ = self.goodbye(&mut conn, clock());
+                    (asked, format!("the service deferred a batch: {why}"))
+                }
+                Err(e) if e.is_retryable() => (None, e.to_string()),
+                Err(e) => return Err(e),
+            };
+            if budget.max_attempts.is_some_and(|max| attempt >= max) {
+                return Err(AgentError::GaveUp { attempts: attempt, last, waiting: self.outbox.len(None)? });
+            }
+            sleep(budget.wait(attempt, asked));
+        }
+    }
+
+    /// A private enrichment lookup (hash prefixes only) for the binaries
+    /// and domains that need one now — new ones, and active ones due for
+    /// re-evaluation. Sends nothing, and returns no verdicts, when
+    /// enrichment is switched off or nothing needs a lookup.
+    ///
+    /// # Errors
+    ///
+    /// A wire or protocol error.
+    pub fn enrich<S: Read + Write>(
+        &mut self,
+        conn: &mut Connection<S>,
+        binaries: &[Digest],
+        domains: &[Domain],
+        now: Timestamp,
+    ) -> Result<(Vec<BinaryVerdict>, Vec<DomainVerdict>), AgentError> {
+        if !self.filter.enabled(Program::Enrichment) {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let due = |me: &Self, key: LookupKey| {
+            me.schedule.needs_evaluation(now, me.looked_up.get(&key).copied(), now).then_some(key)
+        };
+        let binaries: Vec<Digest> =
+            binaries.iter().filter(|b| due(self, LookupKey::Binary(**b)).is_some()).copied().collect();
+        let domains: Vec<Domain> =
+            domains.iter().filter(|d| due(self, LookupKey::Domain((*d).clone())).is_some()).cloned().collect();
+        if binaries.is_empty() && domains.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        self.query_counter += 1;
+        let query =
+            privtel_wire::private_query(self.query_counter, &binaries, &domains, privtel_wire::DEFAULT_PREFIX_LEN);
+        self.send(conn, &Message::EnrichQuery(query), now)?;
+        match conn.recv()? {
+            Message::EnrichAnswer(answer) => {
+                for b in &binaries {
+                    self.looked_up.insert(LookupKey::Binary(*b), now);
+                }
+                for d in &domains {
+                    self.looked_up.insert(LookupKey::Domain(d.clone()), now);
+                }
+                Ok(privtel_wire::verdicts_for(&answer, &binaries, &domains))
+            }
+            Message::Error(e) => Err(AgentError::Refused { message: e.message, retryable: e.retryable }),
+            other => Err(AgentError::Protocol { expected: "enrich answer", got: other.kind_name() }),
+        }
+    }
+
+    /// Ends the conversation.
+    ///
+    /// # Errors
+    ///
+    /// A wire error.
+    pub fn goodbye<S: Write>(&mut self, conn: &mut Connection<S>, now: Timestamp) -> Result<(), AgentError> {
+        self.send(conn, &Message::Goodbye(privtel_wire::Goodbye { reason: "cycle done".into() }), now)
+    }
+}
+
+/// `PATH.NAME.key` beside a spool at `PATH` (the extension replaced).
+pub fn key_path(spool: &Path, name: &str) -> std::path::PathBuf {
+    spool.with_extension(format!("{name}.key"))
+}

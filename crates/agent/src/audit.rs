@@ -1,0 +1,172 @@
+//! The audit log: every message that leaves the device, decoded, as JSON
+//! Lines, so a customer can see exactly what was sent. Bounded: created
+//! 0600, rotated by size, and expired under the same time to live as the
+//! data it describes.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use privtel_model::Timestamp;
+use time::Duration;
+
+use crate::error::AgentError;
+
+/// Limits of an audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditOptions {
+    /// Size at which the current file is rotated (default 8 MiB: a few
+    /// thousand batches' worth of messages at typical sizes).
+    pub max_bytes: u64,
+    /// Rotated files kept at most, newest first (default 4), so the log
+    /// never holds more than `(keep + 1) × max_bytes`.
+    pub keep: usize,
+    /// Time to live of what the log describes (default 30 days, the
+    /// longest event TTL): a rotated file whose last line is older is
+    /// deleted, and so is the current file's content.
+    pub ttl: Duration,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self { max_bytes: 8 << 20, keep: 4, ttl: Duration::days(30) }
+    }
+}
+
+impl AuditOptions {
+    /// Options with this TTL and the default sizes.
+    pub fn with_ttl(ttl: Duration) -> Self {
+        Self { ttl, ..Self::default() }
+    }
+}
+
+/// An append-only JSON Lines file of what left the device.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    options: AuditOptions,
+}
+
+impl AuditLog {
+    /// Opens (or creates, mode 0600) the audit log at `path`. An existing
+    /// file that group or others could read is narrowed to 0600.
+    ///
+    /// # Errors
+    ///
+    /// [`AgentError::Audit`] if the file cannot be opened.
+    pub fn open(path: impl AsRef<Path>, options: AuditOptions) -> Result<Self, AgentError> {
+        let path = path.as_ref().to_owned();
+        let file = open_append(&path).map_err(|source| AgentError::Audit { path: path.clone(), source })?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Self { path, file, size, options })
+    }
+
+    /// The current file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one line `{"at", "kind", "message"}`, rotating first if the
+    /// line would take the file past its size.
+    ///
+    /// # Errors
+    ///
+    /// [`AgentError::Audit`] if writing fails.
+    pub fn write(&mut self, kind: &str, message: serde_json::Value, now: Timestamp) -> Result<(), AgentError> {
+        let line = serde_json::json!({ "at": now.to_string(), "kind": kind, "message": message }).to_string();
+        let len = line.len() as u64 + 1;
+        if self.size > 0 && self.size + len > self.options.max_bytes {
+            self.rotate(now)?;
+        }
+        writeln!(self.file, "{line}").and_then(|()| self.file.flush()).map_err(|e| self.err(e))?;
+        self.size += len;
+        Ok(())
+    }
+
+    /// Deletes what is past the TTL at `now`: rotated files rotated before
+    /// `now - ttl`, and the current file's content if it was last written
+    /// before then. Returns the number of files removed or emptied.
+    ///
+    /// # Errors
+    ///
+    /// [`AgentError::Audit`] if a file cannot be listed or removed.
+    pub fn expire(&mut self, now: Timestamp) -> Result<u64, AgentError> {
+        let cutoff = now.checked_sub(self.options.ttl).unwrap_or(Timestamp::UNIX_EPOCH);
+        let mut removed = 0;
+        for (at, path) in self.rotated()? {
+            if at < cutoff.unix_nanos() {
+                std::fs::remove_file(&path).map_err(|e| self.err(e))?;
+                removed += 1;
+            }
+        }
+        let modified = self.file.metadata().and_then(|m| m.modified()).map_err(|e| self.err(e))?;
+        let modified = Timestamp::new(time::OffsetDateTime::from(modified));
+        if self.size > 0 && modified < cutoff {
+            self.file.set_len(0).map_err(|e| self.err(e))?;
+            self.size = 0;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Rotated files, oldest first, with the instant they were rotated.
+    fn rotated(&self) -> Result<Vec<(i128, PathBuf)>, AgentError> {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let prefix = format!("{name}.");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| self.err(e))? {
+            let entry = entry.map_err(|e| self.err(e))?;
+            let file_name = entry.file_name();
+            let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+            if let Ok(at) = rest.parse::<i128>() {
+                out.push((at, entry.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Moves the current file aside as `NAME.<unix ns>` and starts a new
+    /// one; drops the oldest rotated files beyond `keep`.
+    fn rotate(&mut self, now: Timestamp) -> Result<(), AgentError> {
+        let mut aside = self.path.clone().into_os_string();
+        aside.push(format!(".{}", now.unix_nanos()));
+        std::fs::rename(&self.path, &aside).map_err(|e| self.err(e))?;
+        self.file = open_append(&self.path).map_err(|e| self.err(e))?;
+        self.size = 0;
+        let rotated = self.rotated()?;
+        let excess = rotated.len().saturating_sub(self.options.keep);
+        for (_, path) in rotated.into_iter().take(excess) {
+            std::fs::remove_file(path).map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    fn err(&self, source: std::io::Error) -> AgentError {
+        AgentError::Audit { path: self.path.clone(), source }
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = file.metadata()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(file)
+}

@@ -1,0 +1,139 @@
+//! The agent's errors.
+
+use std::path::PathBuf;
+
+/// Errors of the agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The spool failed.
+    #[error(transparent)]
+    Store(#[from] privtel_store::Error),
+    /// The connection failed (the spool keeps everything not acknowledged).
+    #[error(transparent)]
+    Wire(#[from] privtel_wire::Error),
+    /// The service answered out of turn.
+    #[error("the service answered {got} where {expected} was expected")]
+    Protocol {
+        /// What was expected.
+        expected: &'static str,
+        /// What came.
+        got: &'static str,
+    },
+    /// The service said no with an error message.
+    #[error("the service refused: {message}")]
+    Refused {
+        /// The service's words.
+        message: String,
+        /// Whether the service says a retry may help.
+        retryable: bool,
+    },
+    /// Delivery gave up after its budget of attempts; everything not
+    /// acknowledged stays spooled.
+    #[error("gave up after {attempts} attempts ({last}); {waiting} records stay spooled")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// Why the last one failed.
+        last: String,
+        /// Records still waiting in the spool.
+        waiting: u64,
+    },
+    /// Writing the audit log failed.
+    #[error("writing the audit log {path}: {source}")]
+    Audit {
+        /// The audit log.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key file is unusable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A source (a log file) could not be opened or read.
+    #[error("reading {path}: {source}")]
+    Source {
+        /// The source.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A scan root does not exist or cannot be read.
+    #[error("scan root {path}: {source}")]
+    ScanRoot {
+        /// The root.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl AgentError {
+    /// Whether trying again later may succeed: the network and a service
+    /// that says so, not a bad spool or a protocol violation.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Wire(e) => !matches!(e, privtel_wire::Error::UnsupportedVersion { .. }),
+            Self::Refused { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+}
+
+/// A key file that cannot be used. Never holds key bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Group or others may read the key file.
+    #[error(
+        "key file {path} has mode {mode:03o}: group or others may read it; expected 600 (run `chmod 600` on it)"
+    )]
+    TooOpen {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key file does not hold exactly one key.
+    #[error("key file {path} holds {found} bytes: expected 32")]
+    Length {
+        /// The key file.
+        path: PathBuf,
+        /// Its length.
+        found: u64,
+    },
+    /// The key file cannot be read or created.
+    #[error("key file {path}: {source}")]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The operating system gave no randomness for a new key.
+    #[error("no randomness for a new key: {0}")]
+    Random(String),
+}
+
+/// One line of a source that was skipped: where and what was wrong, never
+/// the value (a log line is personal).
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub struct LineProblem {
+    /// The line number (1-based) in its file.
+    pub line: u64,
+    /// The column (field) at fault, or `line` for the whole line.
+    pub column: &'static str,
+    /// What was expected.
+    pub problem: &'static str,
+}
+
+impl std::fmt::Display for LineProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {} {}", self.line, self.column, self.problem)
+    }
+}

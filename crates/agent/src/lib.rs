@@ -1,0 +1,88 @@
+//! The device side of privtel: collectors turn what a device sees into
+//! records, the filter puts every personal field in the customer's form,
+//! a durable outbox keeps what passed, and an uploader sends it with
+//! retries; enrichment asks about binaries and domains by hash prefix.
+//!
+//! # Overview
+//!
+//! * [`Agent`] — [`Agent::collect`] (the application SDK's way in: raw
+//!   records, filtered on the spot), [`Agent::collect_web_log`] (a
+//!   [`WebLog`] followed exactly once across crashes, rotation and
+//!   truncation), [`Agent::maintain`] (on-device TTL), [`Agent::upload`] /
+//!   [`Agent::deliver`] (batches, acknowledgements, `retry_after`,
+//!   backoff with jitter within a [`RetryBudget`]), [`Agent::enrich`]
+//!   (private lookups, none when enrichment is off or nothing is new).
+//! * [`Outbox`] — the spool, which accepts only [`Filtered`] records: the
+//!   filter is the only way from a raw record to the spool and the wire.
+//! * [`records_from_scan`], [`check_scan_roots`] — the scan collector.
+//! * [`AuditLog`] — what left the device, 0600, rotated by size, expired by
+//!   TTL. [`load_or_create_key`] — key files created 0600 and refused when
+//!   others may read them.
+//! * [`Schedule`] — the enrichment schedule as pure functions of `now`.
+//!
+//! # Example
+//!
+//! ```
+//! use privtel_agent::{Agent, WebLog};
+//! use privtel_filter::{FilterBuilder, Policy};
+//! use privtel_model::{CustomerId, DeviceId, Timestamp};
+//! use privtel_store::SpoolOptions;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let log = dir.path().join("web.log");
+//! std::fs::write(&log, "2026-11-27T09:00:00Z\tu-1\thttps://www.example.com/a?q=1\t203.0.113.7\t120\nnot a line\n")?;
+//!
+//! let policy = Policy::from_toml("[programs]\nenrichment = true\n")?;
+//! let filter = FilterBuilder::new().policy(policy).customer(CustomerId::new("acme")?).build();
+//! let mut agent = Agent::open(
+//!     CustomerId::new("acme")?,
+//!     DeviceId::new("dev-1")?,
+//!     filter,
+//!     dir.path().join("spool.db"),
+//!     SpoolOptions::default(),
+//! )?;
+//! let now = Timestamp::UNIX_EPOCH;
+//! let (report, collected) = agent.collect_web_log(&WebLog::new(&log), now)?;
+//! assert_eq!((report.records, report.skipped, collected.records), (1, 1, 1));
+//! assert_eq!(report.problem_lines().next().unwrap(), format!("{}:2: line does not have 5 tab-separated columns (time, user, url, ip, page load ms)", log.display()));
+//! // Read again: nothing new, nothing repeated.
+//! let (again, _) = agent.collect_web_log(&WebLog::new(&log), now)?;
+//! assert_eq!(again.lines, 0);
+//! assert_eq!(agent.outbox().len(None)?, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Design
+//!
+//! The agent crate holds the device's guarantees; the crates below it stay
+//! generic (the store spools any record, the wire sends any record). Raw
+//! records exist only inside the agent: nothing reaches the [`Outbox`]
+//! without being [`Filtered`], and [`Agent::upload`] sends only the outbox.
+//! Every read position is committed in the same transaction as the records
+//! it produced; every event id is derived from (device, source, position),
+//! so the service recognises a replay.
+//!
+//! # Crate features
+//!
+//! None.
+
+mod agent;
+mod audit;
+mod error;
+mod keys;
+mod outbox;
+mod retry;
+mod scan;
+mod schedule;
+mod weblog;
+
+pub use agent::{Agent, Collected, Delivery, UploadReport, key_path};
+pub use audit::{AuditLog, AuditOptions};
+pub use error::{AgentError, KeyError, LineProblem};
+pub use keys::load_or_create_key;
+pub use outbox::Outbox;
+pub use privtel_filter::Filtered;
+pub use retry::RetryBudget;
+pub use scan::{check_scan_roots, records_from_scan};
+pub use schedule::Schedule;
+pub use weblog::{CHUNK_LINES, MAX_LINE_BYTES, MAX_PROBLEMS_KEPT, SourceReport, WebLog, parse_web_line, parse_web_log};

@@ -1,0 +1,140 @@
+//! The outbox: the agent's spool, which takes filtered records only.
+
+use privtel_filter::Filtered;
+use privtel_model::{Program, Timestamp};
+use privtel_store::{SourcePosition, Spool, SpoolCounters, Spooled};
+
+use crate::error::AgentError;
+
+/// The agent's durable outbox: a [`Spool`] that accepts only
+/// [`Filtered`] records, so nothing reaches the spool — and so the wire —
+/// without the filter. The store underneath stays generic; the guarantee is
+/// the agent's.
+///
+/// A raw [`Record`](privtel_model::Record) does not compile:
+///
+/// ```compile_fail
+/// # fn f(outbox: &mut privtel_agent::Outbox, raw: privtel_model::Record) {
+/// let now = privtel_model::Timestamp::UNIX_EPOCH;
+/// outbox.append(&[raw], now); // expected `Filtered`, found `Record`
+/// # }
+/// ```
+///
+/// and the agent lends no writable spool:
+///
+/// ```compile_fail
+/// # fn f(agent: &mut privtel_agent::Agent, raw: privtel_model::Record) {
+/// let now = privtel_model::Timestamp::UNIX_EPOCH;
+/// agent.outbox().spool_mut().append(&raw, now); // no such method
+/// # }
+/// ```
+///
+/// ```compile_fail
+/// # fn f(agent: &mut privtel_agent::Agent, raw: privtel_model::Record) {
+/// let now = privtel_model::Timestamp::UNIX_EPOCH;
+/// agent.outbox().spool().append(&raw, now); // `&Spool` cannot append
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Outbox {
+    spool: Spool,
+}
+
+impl Outbox {
+    pub(crate) fn new(spool: Spool) -> Self {
+        Self { spool }
+    }
+
+    /// Appends filtered records (one transaction, durable on return);
+    /// returns their sequence numbers.
+    ///
+    /// # Errors
+    ///
+    /// A spool error; nothing is appended then.
+    pub fn append(&mut self, records: &[Filtered], now: Timestamp) -> Result<Vec<u64>, AgentError> {
+        Ok(self.spool.append_at(records, None, now)?)
+    }
+
+    /// Appends filtered records and, in the same transaction, how far their
+    /// source was read.
+    ///
+    /// # Errors
+    ///
+    /// A spool error; nothing is appended and the position is unchanged.
+    pub fn append_at(
+        &mut self,
+        records: &[Filtered],
+        position: &SourcePosition,
+        now: Timestamp,
+    ) -> Result<Vec<u64>, AgentError> {
+        Ok(self.spool.append_at(records, Some(position), now)?)
+    }
+
+    /// Where `source` was read up to.
+    ///
+    /// # Errors
+    ///
+    /// A spool error.
+    pub fn position(&self, source: &str) -> Result<Option<SourcePosition>, AgentError> {
+        Ok(self.spool.source_position(source)?)
+    }
+
+    /// Records waiting, for one program or all.
+    ///
+    /// # Errors
+    ///
+    /// A spool error.
+    pub fn len(&self, program: Option<Program>) -> Result<u64, AgentError> {
+        Ok(self.spool.len(program)?)
+    }
+
+    /// Whether nothing waits.
+    ///
+    /// # Errors
+    ///
+    /// A spool error.
+    pub fn is_empty(&self) -> Result<bool, AgentError> {
+        Ok(self.len(None)? == 0)
+    }
+
+    /// What left the outbox, by way.
+    ///
+    /// # Errors
+    ///
+    /// A spool error.
+    pub fn counters(&self) -> Result<SpoolCounters, AgentError> {
+        Ok(self.spool.counters()?)
+    }
+
+    /// Removes what is past the TTL (and checkpoints, so it is gone from
+    /// the file and its log); returns how many records.
+    ///
+    /// # Errors
+    ///
+    /// A spool error.
+    pub fn expire(&mut self, now: Timestamp) -> Result<u64, AgentError> {
+        Ok(self.spool.expire(now)?)
+    }
+
+    /// Consent withdrawn: removes every waiting record of `program`.
+    ///
+    /// # Errors
+    ///
+    /// A spool error.
+    pub fn purge_program(&mut self, program: Program) -> Result<u64, AgentError> {
+        Ok(self.spool.purge_program(program)?)
+    }
+
+    /// The spool, to read (counters, integrity checks). It cannot append.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    pub(crate) fn next_run(&self, max: usize) -> Result<Option<(Program, Vec<Spooled>)>, AgentError> {
+        Ok(self.spool.next_run(max)?)
+    }
+
+    pub(crate) fn ack(&mut self, program: Program, up_to: u64) -> Result<u64, AgentError> {
+        Ok(self.spool.ack(program, up_to)?)
+    }
+}

@@ -1,0 +1,342 @@
+//! The web-log collector: reads a log of web requests once, exactly, across
+//! crashes, restarts, rotation and truncation.
+//!
+//! Format: one request a line, tab-separated: time (RFC 3339), user id,
+//! URL, destination IP, page load in milliseconds. Blank lines and lines
+//! starting with `#` are skipped. A line counts once it ends with a newline:
+//! a writer may be half-way through the last one.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read as _, Seek as _, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use privtel_model::{
+    DeviceId, Event, EventBody, EventId, Personal, Program, Record, RecordBody, Timestamp, UserId, WebRequest,
+};
+use privtel_store::SourcePosition;
+use time::Duration;
+
+use crate::error::{AgentError, LineProblem};
+
+/// The longest line read (64 KiB): far above any real request line; a
+/// longer one is skipped as a problem, so a line without newlines cannot
+/// make the agent hold a whole file.
+pub const MAX_LINE_BYTES: usize = 64 << 10;
+
+/// Lines spooled per transaction (2,048): one disk sync per chunk, and the
+/// chunk's records are all the agent holds in memory at once.
+pub const CHUNK_LINES: usize = 2048;
+
+/// Problems kept per file for the report (the count is exact beyond it).
+pub const MAX_PROBLEMS_KEPT: usize = 100;
+
+/// A web log to follow, named by its path as given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebLog {
+    path: PathBuf,
+}
+
+impl WebLog {
+    /// The log at `path`. The path as given names the source: its read
+    /// position is kept under it, and event ids derive from it.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Self { path: path.as_ref().to_owned() }
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The source's name in the spool.
+    pub(crate) fn source(&self) -> String {
+        format!("web-log:{}", self.path.display())
+    }
+}
+
+/// What one pass over a source did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SourceReport {
+    /// The file, as named.
+    pub file: String,
+    /// Lines read in this pass (good, bad and comments).
+    pub lines: u64,
+    /// Records produced (before the filter).
+    pub records: u64,
+    /// Lines skipped as malformed (exact count).
+    pub skipped: u64,
+    /// The first [`MAX_PROBLEMS_KEPT`] of them.
+    pub problems: Vec<LineProblem>,
+    /// Whether the file was found replaced (rotated) since the last pass.
+    pub rotated: bool,
+    /// Whether the file was found truncated since the last pass.
+    pub truncated: bool,
+    /// Lines finished from the rotated file before starting the new one.
+    pub rotated_lines: u64,
+}
+
+impl SourceReport {
+    /// The problems as `file:line: column problem` lines.
+    pub fn problem_lines(&self) -> impl Iterator<Item = String> + '_ {
+        self.problems.iter().map(|p| format!("{}:{}: {} {}", self.file, p.line, p.column, p.problem))
+    }
+
+    fn problem(&mut self, p: LineProblem) {
+        self.skipped += 1;
+        if self.problems.len() < MAX_PROBLEMS_KEPT {
+            self.problems.push(p);
+        }
+    }
+}
+
+/// A file's identity: device and inode (on Unix), so a replaced file is
+/// told from a grown one.
+fn identity(meta: &std::fs::Metadata) -> Vec<u8> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut id = meta.dev().to_le_bytes().to_vec();
+        id.extend_from_slice(&meta.ino().to_le_bytes());
+        id
+    }
+    #[cfg(not(unix))]
+    {
+        meta.created().ok().map(|t| format!("{t:?}").into_bytes()).unwrap_or_default()
+    }
+}
+
+/// The event id of the line at `offset` of generation `generation` of
+/// `source` on `device`: the same line always gets the same id, so a replay
+/// is recognised by the service.
+pub(crate) fn line_event_id(device: &DeviceId, source: &str, generation: u64, offset: u64) -> EventId {
+    let mut h = blake3::Hasher::new_derive_key("privtel-agent 2026-11 source line event id");
+    h.update(&(device.as_str().len() as u64).to_le_bytes());
+    h.update(device.as_str().as_bytes());
+    h.update(&(source.len() as u64).to_le_bytes());
+    h.update(source.as_bytes());
+    h.update(&generation.to_le_bytes());
+    h.update(&offset.to_le_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    EventId::from_bytes(b)
+}
+
+/// Parses one web-log line into a record. The error names the column and
+/// what was expected, never the value.
+///
+/// # Errors
+///
+/// `(column, problem)` for a line that is not five valid columns.
+pub fn parse_web_line(
+    line: &str,
+    device: &DeviceId,
+    id: EventId,
+) -> Result<Record, (&'static str, &'static str)> {
+    let mut cols = line.split('\t');
+    let (Some(time), Some(user), Some(url), Some(ip), Some(load), None) =
+        (cols.next(), cols.next(), cols.next(), cols.next(), cols.next(), cols.next())
+    else {
+        return Err(("line", "does not have 5 tab-separated columns (time, user, url, ip, page load ms)"));
+    };
+    let at: Timestamp = time.parse().map_err(|_| ("time", "is not an rfc 3339 date and time"))?;
+    let user = UserId::new(user).map_err(|_| ("user", "is not a valid user id"))?;
+    // The host field holds the host only, never the URL's path or query.
+    let host = privtel_domain::Normalizer::shared()
+        .normalize(url)
+        .map_err(|_| ("url", "is not a url with a host"))?
+        .host()
+        .to_owned();
+    let destination_ip = ip.parse().map_err(|_| ("ip", "is not an ip address"))?;
+    let ms: u32 = load.parse().map_err(|_| ("page load", "is not a whole number of milliseconds"))?;
+    Ok(Record {
+        program: Program::Enrichment,
+        body: RecordBody::Event(Event {
+            id,
+            device: device.clone(),
+            user: Some(user),
+            recorded_at: at,
+            body: EventBody::WebRequest(WebRequest {
+                url: Personal::Clear(url.to_owned()),
+                host: Personal::Clear(host),
+                destination_ip: Personal::Clear(destination_ip),
+                destination_port: 443,
+                page_load: Personal::Clear(Duration::milliseconds(i64::from(ms))),
+                visit_count: 1,
+            }),
+        }),
+    })
+}
+
+/// Parses a whole web-log text (for tests, examples and one-shot tools; the
+/// agent follows files with [`crate::Agent::collect_web_log`]). Event ids
+/// derive from `file` and each line's byte offset. Returns the records and
+/// a report of the lines skipped.
+pub fn parse_web_log(text: &str, file: &str, device: &DeviceId) -> (Vec<Record>, SourceReport) {
+    let mut report = SourceReport { file: file.to_owned(), ..SourceReport::default() };
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let start = offset;
+        offset += line.len() as u64;
+        report.lines += 1;
+        let line = line.trim_end_matches(['\n', '\r']);
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match parse_web_line(line, device, line_event_id(device, file, 0, start)) {
+            Ok(r) => out.push(r),
+            Err((column, problem)) => report.problem(LineProblem { line: i as u64 + 1, column, problem }),
+        }
+    }
+    report.records = out.len() as u64;
+    (out, report)
+}
+
+/// One chunk of parsed lines and the position after them.
+pub(crate) struct Chunk {
+    pub(crate) records: Vec<Record>,
+    pub(crate) position: SourcePosition,
+}
+
+/// Reads a source from its saved position, chunk by chunk. `sink` spools
+/// each chunk with its position in one transaction.
+pub(crate) fn follow(
+    log: &WebLog,
+    saved: Option<SourcePosition>,
+    device: &DeviceId,
+    mut sink: impl FnMut(Chunk) -> Result<(), AgentError>,
+) -> Result<SourceReport, AgentError> {
+    let source = log.source();
+    let src_err = |source: std::io::Error| AgentError::Source { path: log.path.clone(), source };
+    let mut report = SourceReport { file: log.path.display().to_string(), ..SourceReport::default() };
+    let file = File::open(&log.path).map_err(src_err)?;
+    let meta = file.metadata().map_err(src_err)?;
+    if !meta.is_file() {
+        return Err(src_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
+    }
+    let id = identity(&meta);
+    let start = match saved {
+        None => SourcePosition::new(&source, id, 0, 0, 0),
+        Some(p) if p.identity == id => {
+            if meta.len() < p.offset {
+                // Truncated in place (logrotate's copytruncate): a new
+                // generation from the start.
+                report.truncated = true;
+                SourcePosition::new(&source, id, p.generation + 1, 0, 0)
+            } else {
+                p
+            }
+        }
+        Some(p) => {
+            // Replaced (logrotate's create): finish the old file where it
+            // now lives, then start the new one.
+            report.rotated = true;
+            if let Some(old) = find_rotated(&log.path, &p.identity) {
+                let file = File::open(&old).map_err(src_err)?;
+                let before = report.lines;
+                read_from(file, p.clone(), true, device, &mut report, &mut sink)?;
+                report.rotated_lines = report.lines - before;
+            }
+            SourcePosition::new(&source, id, p.generation + 1, 0, 0)
+        }
+    };
+    read_from(file, start, false, device, &mut report, &mut sink)?;
+    Ok(report)
+}
+
+/// A file beside `path` whose name starts with `path`'s and whose identity
+/// is `identity` (`access.log.1`, `access.log-20261130`, …).
+fn find_rotated(path: &Path, identity_wanted: &[u8]) -> Option<PathBuf> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name()?.to_str()?.to_owned();
+    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).find_map(|entry| {
+        let n = entry.file_name();
+        let n = n.to_str()?;
+        if n == name || !n.starts_with(&name) {
+            return None;
+        }
+        let meta = entry.metadata().ok()?;
+        (meta.is_file() && identity(&meta) == identity_wanted).then(|| entry.path())
+    })
+}
+
+/// Reads `file` from `pos`, parsing lines into chunks. With `finished`, a
+/// last line without a newline counts (the file will not grow again).
+fn read_from(
+    mut file: File,
+    mut pos: SourcePosition,
+    finished: bool,
+    device: &DeviceId,
+    report: &mut SourceReport,
+    sink: &mut impl FnMut(Chunk) -> Result<(), AgentError>,
+) -> Result<(), AgentError> {
+    let path = PathBuf::from(&report.file);
+    let src_err = |source: std::io::Error| AgentError::Source { path: path.clone(), source };
+    file.seek(SeekFrom::Start(pos.offset)).map_err(src_err)?;
+    let mut reader = BufReader::with_capacity(256 << 10, file);
+    let mut buf = Vec::with_capacity(1024);
+    let mut records = Vec::with_capacity(CHUNK_LINES);
+    let mut lines_in_chunk = 0;
+    loop {
+        buf.clear();
+        let n = (&mut reader).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut buf).map_err(src_err)?;
+        let mut too_long = false;
+        let mut consumed = n as u64;
+        if n > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
+            // Skip to the end of this over-long line.
+            too_long = true;
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                let m = (&mut reader).take(MAX_LINE_BYTES as u64).read_until(b'\n', &mut rest).map_err(src_err)?;
+                consumed += m as u64;
+                if m == 0 || rest.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+        }
+        let complete = buf.last() == Some(&b'\n') || too_long;
+        if n == 0 || (!complete && !finished) {
+            // End of what is written: a partial line waits for its newline.
+            break;
+        }
+        let start = pos.offset;
+        pos.offset += consumed;
+        pos.line += 1;
+        report.lines += 1;
+        lines_in_chunk += 1;
+        if too_long {
+            report.problem(LineProblem { line: pos.line, column: "line", problem: "is longer than 65536 bytes" });
+        } else {
+            match std::str::from_utf8(&buf) {
+                Err(_) => report.problem(LineProblem { line: pos.line, column: "line", problem: "is not utf-8" }),
+                Ok(text) => {
+                    let text = text.trim_end_matches(['\n', '\r']);
+                    if !(text.trim().is_empty() || text.starts_with('#')) {
+                        let id = line_event_id(device, &pos.source, pos.generation, start);
+                        match parse_web_line(text, device, id) {
+                            Ok(r) => records.push(r),
+                            Err((column, problem)) => {
+                                report.problem(LineProblem { line: pos.line, column, problem });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if lines_in_chunk >= CHUNK_LINES {
+            report.records += records.len() as u64;
+            sink(Chunk { records: std::mem::take(&mut records), position: pos.clone() })?;
+            lines_in_chunk = 0;
+        }
+    }
+    if lines_in_chunk > 0 {
+        report.records += records.len() as u64;
+        sink(Chunk { records, position: pos })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! The agent's pure parts: the enrichment schedule under an injected clock,
+//! and web-log parsing.
+
+use privtel_agent::{Schedule, parse_web_log};
+use privtel_model::{DeviceId, Timestamp};
+use time::Duration;
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_unix_seconds(1_795_752_000 + secs).unwrap()
+}
+
+#[test]
+fn the_schedule_follows_the_design() {
+    let s = Schedule::default();
+    // First upload 5 minutes after start-up, to the second.
+    assert!(!s.first_upload_due(t(0), t(299)));
+    assert!(s.first_upload_due(t(0), t(300)));
+    // The demo's zero delay uploads at once.
+    let demo = Schedule { first_upload_after: Duration::ZERO, ..s };
+    assert!(demo.first_upload_due(t(0), t(0)));
+    // Never evaluated: evaluate now.
+    assert!(s.needs_evaluation(t(0), None, t(0)));
+    // Active within 7 days: re-evaluated every 24 hours.
+    let day = 86_400;
+    assert!(!s.needs_evaluation(t(0), Some(t(0)), t(day - 1)));
+    assert!(s.needs_evaluation(t(0), Some(t(0)), t(day)));
+    assert!(s.needs_evaluation(t(6 * day), Some(t(0)), t(7 * day)));
+    // Not active for more than 7 days: left alone.
+    assert!(!s.needs_evaluation(t(0), Some(t(0)), t(7 * day + 1)));
+    // New binaries and domains: a lookup within 5 minutes.
+    assert_eq!(s.lookup_deadline(t(10)), Some(t(310)));
+}
+
+#[test]
+fn web_log_problems_name_file_line_and_column_never_the_value() {
+    let device = DeviceId::new("d").unwrap();
+    let good = "# comment\n\n2026-11-27T08:00:00Z\tu-a\thttps://x.example/secret-path\t1.2.3.4\t12\n";
+    let (records, report) = parse_web_log(good, "web.log", &device);
+    assert_eq!((records.len(), report.skipped), (1, 0));
+    let cases = [
+        ("yesterday\tu-a\thttps://x.example/\t1.2.3.4\t1\n", "web.log:2: time is not an rfc 3339 date and time"),
+        (
+            "2026-11-27T08:00:00Z\talice@corp.example\thttps://x.example/\t1.2.3.4\t1\n",
+            "web.log:2: user is not a valid user id",
+        ),
+        ("2026-11-27T08:00:00Z\tu-a\thttps://[secret/\t1.2.3.4\t1\n", "web.log:2: url is not a url with a host"),
+        ("2026-11-27T08:00:00Z\tu-a\thttps://x.example/\tsecret-host\t1\n", "web.log:2: ip is not an ip address"),
+        (
+            "2026-11-27T08:00:00Z\tu-a\thttps://x.example/\t1.2.3.4\tslow\n",
+            "web.log:2: page load is not a whole number of milliseconds",
+        ),
+        ("a\tb\n", "web.log:2: line does not have 5 tab-separated columns (time, user, url, ip, page load ms)"),
+    ];
+    for (bad, expected) in cases {
+        // A bad line between two good ones: the good ones still come out.
+        let text = format!("{good_line}{bad}{good_line}", good_line = &good[11..]);
+        let (records, report) = parse_web_log(&text, "web.log", &device);
+        assert_eq!(records.len(), 2, "{expected}");
+        assert_eq!(report.skipped, 1);
+        let line = report.problem_lines().next().unwrap();
+        assert_eq!(line, expected);
+        assert!(!line.contains("alice") && !line.contains("secret"), "{line}");
+    }
+}
+
+#[test]
+fn the_host_field_holds_the_host_only() {
+    let device = DeviceId::new("d").unwrap();
+    let line = "2026-11-27T08:00:00Z\tu-a\thttps://bob:pw@Www.Example.com:8443/p/alice?q=secret#frag\t1.2.3.4\t12\n";
+    let (records, _) = parse_web_log(line, "web.log", &device);
+    let privtel_model::RecordBody::Event(e) = &records[0].body else { panic!() };
+    let privtel_model::EventBody::WebRequest(w) = &e.body else { panic!() };
+    assert_eq!(w.host, privtel_model::Personal::Clear("www.example.com".to_owned()));
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the agent: one binary, a module per subject.
+
+mod pure;
