@@ -11,6 +11,18 @@ use crate::error::AgentError;
 /// without the filter. The store underneath stays generic; the guarantee is
 /// the agent's.
 ///
+/// What the filter hands out goes in:
+///
+/// ```
+/// # fn f(outbox: &mut privtel_agent::Outbox, filter: &privtel_filter::Filter, raw: privtel_model::Record) {
+/// let now = privtel_model::Timestamp::UNIX_EPOCH;
+/// let mut report = privtel_filter::RedactionReport::default();
+/// if let Some(filtered) = filter.apply(raw, &mut report) {
+///     outbox.append(&[filtered], now).unwrap();
+/// }
+/// # }
+/// ```
+///
 /// A raw [`Record`](privtel_model::Record) does not compile:
 ///
 /// ```compile_fail

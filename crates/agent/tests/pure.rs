@@ -72,3 +72,48 @@ fn the_host_field_holds_the_host_only() {
     let privtel_model::EventBody::WebRequest(w) = &e.body else { panic!() };
     assert_eq!(w.host, privtel_model::Personal::Clear("www.example.com".to_owned()));
 }
+
+#[cfg(unix)]
+#[test]
+fn key_files_are_made_0600_and_refused_when_others_can_read_them() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.seal.key");
+    let key = privtel_agent::load_or_create_key(&path).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(privtel_agent::load_or_create_key(&path).unwrap(), key);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = privtel_agent::load_or_create_key(&path).unwrap_err().to_string();
+    assert!(err.contains("mode 644") && err.contains("expected 600"), "{err}");
+    // The error never carries key bytes.
+    assert!(!err.contains(&format!("{:?}", &key[..4])));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&path, b"short").unwrap();
+    let err = privtel_agent::load_or_create_key(&path).unwrap_err().to_string();
+    assert!(err.contains("holds 5 bytes: expected 32"), "{err}");
+}
+
+#[test]
+fn the_audit_log_rotates_by_size_and_expires_with_the_data() {
+    use privtel_agent::{AuditLog, AuditOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut options = AuditOptions::with_ttl(Duration::days(7));
+    options.max_bytes = 1000;
+    options.keep = 2;
+    let mut log = AuditLog::open(&path, options).unwrap();
+    let day0 = Timestamp::new(time::OffsetDateTime::now_utc());
+    for i in 0..100 {
+        let at = day0.checked_add(Duration::seconds(i)).unwrap();
+        log.write("batch", serde_json::json!({ "n": i, "pad": "x".repeat(100) }), at).unwrap();
+    }
+    let files = || std::fs::read_dir(dir.path()).unwrap().count();
+    let total: u64 = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert_eq!(files(), 3, "the current file and two rotated ones");
+    assert!(total <= 3000, "{total}");
+    // Eight days on, everything the log describes is past its TTL.
+    assert_eq!(log.expire(day0.checked_add(Duration::days(6)).unwrap()).unwrap(), 0);
+    assert_eq!(log.expire(day0.checked_add(Duration::days(8)).unwrap()).unwrap(), 3);
+    assert_eq!(files(), 1);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+}

@@ -1,0 +1,391 @@
+//! The agent against the real service, in one process, over an in-memory
+//! duplex connection (no sockets): the seams between collection, the
+//! outbox, the wire and the engine, under refusals, lost connections,
+//! restarts, rotation and bad input.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use privtel_agent::{Agent, AgentError, AuditLog, AuditOptions, RetryBudget, WebLog};
+use privtel_filter::{FilterBuilder, Policy, PseudonymKey};
+use privtel_model::{CustomerId, DeviceId, KeyId, Timestamp};
+use privtel_service::Service;
+use privtel_store::{EngineStore, SpoolOptions, SqliteEngine};
+use privtel_wire::{Connection, VerdictIndex};
+
+/// One end of an in-memory duplex pipe.
+struct End {
+    rx: Receiver<Vec<u8>>,
+    tx: Sender<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+    /// Writes fail once this many bytes went out (a connection that dies).
+    budget: Option<usize>,
+}
+
+impl Read for End {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(v) => (self.buf, self.pos) = (v, 0),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for End {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if let Some(budget) = &mut self.budget {
+            if *budget < data.len() {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            *budget -= data.len();
+        }
+        self.tx.send(data.to_vec()).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn pipe() -> (End, End) {
+    let (a_tx, a_rx) = channel();
+    let (b_tx, b_rx) = channel();
+    let end = |rx, tx| End { rx, tx, buf: Vec::new(), pos: 0, budget: None };
+    (end(a_rx, b_tx), end(b_rx, a_tx))
+}
+
+fn now() -> Timestamp {
+    "2026-11-27T10:00:00Z".parse().unwrap()
+}
+
+fn policy() -> Policy {
+    Policy::from_toml(
+        "version = 3\n[programs]\nenrichment = true\n[fields]\n\"web_request.host\" = \"generalise\"\n\"web_request.url\" = \"generalise\"\n",
+    )
+    .unwrap()
+}
+
+fn agent(dir: &Path) -> Agent {
+    let filter = FilterBuilder::new()
+        .policy(policy())
+        .customer(CustomerId::new("acme").unwrap())
+        .key(PseudonymKey::new(KeyId::new(1), [9; 32]))
+        .build();
+    Agent::open(
+        CustomerId::new("acme").unwrap(),
+        DeviceId::new("dev-1").unwrap(),
+        filter,
+        dir.join("spool.db"),
+        SpoolOptions::default(),
+    )
+    .unwrap()
+}
+
+fn service(dir: &Path) -> Service {
+    let engine = SqliteEngine::open(&dir.join("engine.db"), Default::default(), None).unwrap();
+    Service::new(engine, VerdictIndex::new(4, [1; 32]), now)
+}
+
+/// A connector: each call opens a pipe and serves its far end with
+/// `service` on a thread.
+fn connector(service: &Arc<Service>) -> impl FnMut() -> Result<Connection<End>, AgentError> + use<> {
+    let service = Arc::clone(service);
+    move || {
+        let (client, server) = pipe();
+        let service = Arc::clone(&service);
+        std::thread::spawn(move || service.handle(Connection::new(server)));
+        Ok(Connection::new(client))
+    }
+}
+
+/// The bytes of the service's first welcome to this device.
+fn welcome_len() -> usize {
+    let mut welcome = privtel_wire::Welcome::new(1, 0);
+    welcome.max_batch_records = 100;
+    let mut out = Connection::new(Vec::new());
+    out.send(&privtel_wire::Message::Welcome(welcome)).unwrap();
+    out.into_inner().len()
+}
+
+fn line(i: usize) -> String {
+    format!("2026-11-27T09:{:02}:{:02}Z\tu-{}\thttps://site{}.example/p?i={i}\t203.0.113.{}\t{}\n", i / 60 % 60, i % 60, i % 7, i % 13, i % 250, i % 900)
+}
+
+fn write_log(path: &Path, lines: std::ops::Range<usize>) {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    for i in lines {
+        f.write_all(line(i).as_bytes()).unwrap();
+    }
+}
+
+fn events(service: &Service) -> u64 {
+    service.engine().record_count().unwrap()
+}
+
+/// Delivers with a sleep that only records what it was asked to wait.
+fn deliver(
+    agent: &mut Agent,
+    service: &Arc<Service>,
+    budget: RetryBudget,
+) -> (Result<privtel_agent::UploadReport, AgentError>, Vec<Duration>) {
+    let mut waits = Vec::new();
+    let result = agent
+        .deliver(connector(service), 3, &budget, |d| waits.push(d), now)
+        .and_then(|mut d| {
+            agent.goodbye(&mut d.conn, now())?;
+            Ok(d.report)
+        });
+    (result, waits)
+}
+
+#[test]
+fn full_cycle_collect_filter_spool_upload_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..500);
+    let service = Arc::new(service(dir.path()));
+    let mut agent = agent(dir.path());
+    let (report, collected) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert_eq!((report.lines, report.records, report.skipped), (500, 500, 0));
+    assert_eq!(collected.domains.len(), 13, "one registrable domain per site");
+    let (sent, waits) = deliver(&mut agent, &service, RetryBudget::attempts(1));
+    let sent = sent.unwrap();
+    assert!(waits.is_empty());
+    assert_eq!(sent.sent_total(), 500);
+    assert_eq!(events(&service), 500);
+    assert!(agent.outbox().is_empty().unwrap());
+}
+
+#[test]
+fn a_refusal_is_honoured_with_retry_after_and_sent_counts_only_what_was_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..300);
+    let refusals = Arc::new(AtomicU32::new(2));
+    let gate = Arc::clone(&refusals);
+    let service = Arc::new(service(dir.path()).with_max_batch_records(100).with_gate(move || {
+        // Refuses the first batch of the first two connections.
+        (gate.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok())
+            .then(|| "the store is locked".to_owned())
+    }));
+    let mut agent = agent(dir.path());
+    agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    let (sent, waits) = deliver(&mut agent, &service, RetryBudget::attempts(5));
+    let sent = sent.unwrap();
+    assert_eq!(waits.len(), 2, "one wait per refusal");
+    assert!(waits.iter().all(|w| *w >= Duration::from_millis(privtel_service::RETRY_AFTER_MS)), "{waits:?}");
+    assert_eq!(sent.sent_total(), 300);
+    assert_eq!(sent.batches, 3);
+    assert_eq!(events(&service), 300);
+    assert_eq!(service.stats.refused.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn a_store_that_stays_full_ends_a_bounded_delivery_with_everything_still_spooled() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..50);
+    let service = Arc::new(service(dir.path()).with_gate(|| Some("the store is full".to_owned())));
+    let mut agent = agent(dir.path());
+    let audit = dir.path().join("audit.jsonl");
+    agent = agent.with_audit_log(AuditLog::open(&audit, AuditOptions::default()).unwrap());
+    agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    let (result, waits) = deliver(&mut agent, &service, RetryBudget::attempts(3));
+    let err = result.unwrap_err();
+    assert!(matches!(err, AgentError::GaveUp { attempts: 3, waiting: 50, .. }), "{err}");
+    assert!(err.to_string().contains("the store is full"), "{err}");
+    assert_eq!(waits.len(), 2, "no wait after the last attempt");
+    // Exponential: the second wait's floor is the first's ceiling.
+    assert!(waits[1] >= Duration::from_millis(1000), "{waits:?}");
+    assert_eq!(agent.outbox().len(None).unwrap(), 50);
+    assert_eq!(events(&service), 0);
+    // The audit log says what left, once per attempt: hello, batch, goodbye.
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "batch").count(), 3, "{kinds:?}");
+    assert_eq!(kinds.len(), 9, "{kinds:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn a_service_gone_mid_batch_loses_nothing_and_stores_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..400);
+    let service = Arc::new(service(dir.path()).with_max_batch_records(100));
+    let mut agent = agent(dir.path());
+    agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    // First connection: the service stores the first batch but its ack is
+    // lost (the connection dies after the welcome); second: it goes away
+    // before reading anything; third: all is well.
+    let calls = Arc::new(Mutex::new(0));
+    let connect = {
+        let service = Arc::clone(&service);
+        let calls = Arc::clone(&calls);
+        move || -> Result<Connection<End>, AgentError> {
+            let (client, mut server) = pipe();
+            let mut n = calls.lock().unwrap();
+            *n += 1;
+            match *n {
+                1 => {
+                    server.budget = Some(welcome_len()); // the welcome, not the ack
+                    let service = Arc::clone(&service);
+                    std::thread::spawn(move || service.handle(Connection::new(server)));
+                }
+                2 => drop(server),
+                _ => {
+                    let service = Arc::clone(&service);
+                    std::thread::spawn(move || service.handle(Connection::new(server)));
+                }
+            }
+            Ok(Connection::new(client))
+        }
+    };
+    let mut waits = Vec::new();
+    let mut delivery =
+        agent.deliver(connect, 3, &RetryBudget::attempts(5), |d| waits.push(d), now).unwrap();
+    agent.goodbye(&mut delivery.conn, now()).unwrap();
+    assert_eq!(delivery.attempts, 3);
+    assert_eq!(*calls.lock().unwrap(), 3);
+    assert_eq!(events(&service), 400, "every event stored once");
+    // The batch whose ack was lost was acknowledged through the welcome's
+    // high-water mark, not sent again and not counted as sent.
+    assert_eq!(delivery.report.sent_total(), 300);
+    assert!(agent.outbox().is_empty().unwrap());
+}
+
+#[test]
+fn a_restart_on_the_same_log_reads_only_what_is_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..1000);
+    let service = Arc::new(service(dir.path()));
+    {
+        let mut agent = agent(dir.path());
+        agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+        deliver(&mut agent, &service, RetryBudget::attempts(1)).0.unwrap();
+    }
+    // A new process on the same spool: nothing new, nothing sent.
+    let mut agent = agent(dir.path());
+    let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert_eq!(report.lines, 0);
+    // A half-written line waits for its newline.
+    write_log(&log, 1000..1200);
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"2026-11-27T09:59:59Z\tu-1\thttps://").unwrap();
+    let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert_eq!(report.lines, 200);
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"late.example/\t203.0.113.9\t5\n").unwrap();
+    let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert_eq!((report.lines, report.records), (1, 1));
+    deliver(&mut agent, &service, RetryBudget::attempts(1)).0.unwrap();
+    assert_eq!(events(&service), 1201);
+}
+
+#[test]
+fn rotation_finishes_the_old_file_then_reads_the_new_one_and_truncation_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..100);
+    let service = Arc::new(service(dir.path()));
+    let mut agent = agent(dir.path());
+    agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    // More lines land, then logrotate moves the file aside and creates a
+    // new one, which gets lines of its own before the agent looks again.
+    write_log(&log, 100..150);
+    std::fs::rename(&log, dir.path().join("web.log.1")).unwrap();
+    write_log(&log, 150..180);
+    let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert!(report.rotated);
+    assert_eq!((report.rotated_lines, report.lines), (50, 80));
+    // copytruncate: the same file emptied in place and written again.
+    std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
+    write_log(&log, 180..190);
+    let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert!(report.truncated);
+    assert_eq!(report.lines, 10);
+    deliver(&mut agent, &service, RetryBudget::attempts(1)).0.unwrap();
+    assert_eq!(events(&service), 190, "every line once, none twice");
+}
+
+#[test]
+fn a_malformed_line_among_good_ones_is_skipped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..8);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(b"2026-11-27T09:00:00Z\talice@corp.example\thttps://x.example/\t1.2.3.4\t1\n\xff\xfe\n")
+        .unwrap();
+    let service = Arc::new(service(dir.path()));
+    let mut agent = agent(dir.path());
+    let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    let problems: Vec<String> = report.problem_lines().collect();
+    assert_eq!(
+        problems,
+        [format!("{}:9: user is not a valid user id", log.display()), format!("{}:10: line is not utf-8", log.display())]
+    );
+    assert!(!problems.concat().contains("alice"));
+    deliver(&mut agent, &service, RetryBudget::attempts(1)).0.unwrap();
+    assert_eq!(events(&service), 8);
+}
+
+#[test]
+fn enrichment_sends_no_query_when_off_or_when_nothing_is_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..20);
+    let service = Arc::new(service(dir.path()));
+    let audit = dir.path().join("audit.jsonl");
+    let mut agent = agent(dir.path()).with_audit_log(AuditLog::open(&audit, AuditOptions::default()).unwrap());
+    let (_, collected) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    let mut d = agent.deliver(connector(&service), 3, &RetryBudget::attempts(1), |_| {}, now).unwrap();
+    let (_, first) = agent.enrich(&mut d.conn, &[], &collected.domains, now()).unwrap();
+    assert_eq!(first.len(), 13);
+    // The same domains again, minutes later: nothing is new.
+    let (b, again) = agent.enrich(&mut d.conn, &[], &collected.domains, now()).unwrap();
+    assert!(b.is_empty() && again.is_empty());
+    agent.goodbye(&mut d.conn, now()).unwrap();
+    let queries = std::fs::read_to_string(&audit).unwrap().matches("\"kind\":\"enrich query\"").count();
+    assert_eq!(queries, 1);
+
+    // Enrichment switched off: no query at all.
+    let off = Policy::from_toml("[programs]\nenrichment = false\n").unwrap();
+    let filter = FilterBuilder::new().policy(off).build();
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut agent = Agent::open(
+        CustomerId::new("acme").unwrap(),
+        DeviceId::new("dev-2").unwrap(),
+        filter,
+        dir2.path().join("spool.db"),
+        SpoolOptions::default(),
+    )
+    .unwrap()
+    .with_audit_log(AuditLog::open(dir2.path().join("audit.jsonl"), AuditOptions::default()).unwrap());
+    let mut d = agent.deliver(connector(&service), 3, &RetryBudget::attempts(1), |_| {}, now).unwrap();
+    let (b, dv) = agent.enrich(&mut d.conn, &[], &collected.domains, now()).unwrap();
+    assert!(b.is_empty() && dv.is_empty());
+    agent.goodbye(&mut d.conn, now()).unwrap();
+    let text = std::fs::read_to_string(dir2.path().join("audit.jsonl")).unwrap();
+    assert!(!text.contains("enrich query"), "{text}");
+}
