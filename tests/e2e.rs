@@ -198,14 +198,23 @@ fn malformed_inputs_name_file_and_line_and_keep_the_spool() {
         "127.0.0.1:9",
         &ca,
         &data("policy.toml"),
-        &["--web-log", bad_log.to_str().unwrap()],
+        &["--web-log", bad_log.to_str().unwrap(), "--attempts", "2"],
     );
+    // The bad line is reported and skipped; the good one is spooled; the
+    // service is still unreachable.
     assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains(&format!("{} line 3: 3 columns, expected 5", bad_log.display())),
-        "{}",
-        text(&out.stderr)
+        err.contains(&format!("{}:3: line does not have 5 tab-separated columns", bad_log.display())),
+        "{err}"
     );
+    assert!(err.contains("gave up after 2 attempts") && err.contains("9 records stay spooled"), "{err}");
+    let waiting = waiting + 1;
+
+    // A scan root that does not exist is an error naming it.
+    let out = agent(dir.path(), "127.0.0.1:9", &ca, &data("policy.toml"), &["--scan", "/no/such/folder"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("scan root /no/such/folder"), "{}", text(&out.stderr));
 
     let bad_policy = dir.path().join("policy.toml");
     std::fs::write(&bad_policy, "[fields]\n\"user.emial\" = \"drop\"\n").unwrap();
@@ -314,4 +323,74 @@ fn the_service_keeps_serving_while_connections_misbehave() {
     let out = agent(dir.path(), &c.addr, &c.ca, &data("policy.toml"), &["--scan", bin.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("sent 8 enrichment records"));
+}
+
+/// Writes `lines` web-log lines numbered from `from`, dated the last hour.
+fn write_web_log(path: &Path, from: usize, lines: usize) {
+    use std::io::Write as _;
+    let start = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let mut out = std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap());
+    for i in from..from + lines {
+        let at = start + time::Duration::milliseconds(i as i64);
+        let at = at.format(&time::format_description::well_known::Rfc3339).unwrap();
+        writeln!(out, "{at}\tu-{}\thttps://site{}.example/page/{i}?q={i}\t203.0.113.{}\t{}", i % 50, i % 400, i % 250, i % 3000)
+            .unwrap();
+    }
+    out.flush().unwrap();
+}
+
+/// Invariant 5 across crashes: the agent is SIGKILLed at random instants
+/// while it reads a 200,000-line web log and uploads, restarted on the same
+/// file (also after a rotation), and the engine ends up holding every
+/// event exactly once.
+#[test]
+fn an_agent_killed_at_random_instants_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("web.log");
+    write_web_log(&log, 0, 200_000);
+    let c = cloud(dir.path(), &["--max-batch-records", "5000"]);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let mut rng = seed;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let run = || {
+        agent_command(dir.path(), &c.addr, &c.ca, &data("policy.toml"), &["--web-log", log.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut total = 200_000;
+    let mut kills = 0;
+    for round in 0..8 {
+        if round == 4 {
+            // logrotate: the file moves aside and a new one starts.
+            std::fs::rename(&log, dir.path().join("web.log.1")).unwrap();
+            write_web_log(&log, total, 20_000);
+            total += 20_000;
+        }
+        let mut child = run();
+        std::thread::sleep(std::time::Duration::from_millis(50 + next() % 1500));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        let _ = child.wait();
+    }
+    assert!(kills >= 4, "seed {seed}: only {kills} runs were killed");
+    // The last run completes.
+    let out = run().wait_with_output().unwrap();
+    assert!(out.status.success(), "seed {seed}: {}", text(&out.stderr));
+    drop(c);
+    let engine = engine(dir.path());
+    assert_eq!(
+        engine.record_count().unwrap(),
+        total as u64,
+        "seed {seed}, {kills} kills: every line stored exactly once"
+    );
+    assert_eq!(spool(dir.path()).len(None).unwrap(), 0);
 }
