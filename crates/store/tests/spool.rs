@@ -168,3 +168,35 @@ fn runs_are_consecutive_and_of_one_program() {
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(spool.len(None).unwrap(), 0);
 }
+
+#[test]
+fn a_source_position_commits_with_its_records_and_expiry_leaves_nothing_in_the_log() {
+    use privtel_store::SourcePosition;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    let mut spool = Spool::open(&path, SpoolOptions::default()).unwrap();
+    let now = fixtures::base_time();
+    assert_eq!(spool.source_position("web-log:a").unwrap(), None);
+    let pos = SourcePosition::new("web-log:a", vec![1, 2], 3, 4096, 40);
+    let mut records = fixtures::records("cnry-expiring");
+    records.retain(|r| matches!(r.body, privtel_model::RecordBody::Event(_)));
+    for r in &mut records {
+        if let privtel_model::RecordBody::Event(e) = &mut r.body {
+            e.recorded_at = now;
+        }
+    }
+    spool.append_at(&records, Some(&pos), now).unwrap();
+    drop(spool);
+    let mut spool = Spool::open(&path, SpoolOptions::default()).unwrap();
+    assert_eq!(spool.source_position("web-log:a").unwrap(), Some(pos));
+    let file_and_log = || {
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend(std::fs::read(dir.path().join("spool.db-wal")).unwrap_or_default());
+        bytes
+    };
+    assert!(file_and_log().windows(13).any(|w| w == b"cnry-expiring"), "the canary is planted");
+    // Past the TTL: gone from the table, the file and its write-ahead log.
+    let later = now.checked_add(time::Duration::days(31)).unwrap();
+    assert_eq!(spool.expire(later).unwrap() as usize, records.len());
+    assert!(!file_and_log().windows(13).any(|w| w == b"cnry-expiring"), "an expired value is still in the file");
+}
