@@ -5,6 +5,7 @@
 //! cargo run --release --example hash -- [--alg sha256|blake3|both] [--executables-only]
 //!     [--cache FILE] [--max-size BYTES] [--mmap-threshold BYTES] [--threads N]
 //!     [--follow-symlinks] [--stats] [--verbose] PATH...
+//! cargo run --release --example hash -- --help
 //! ```
 //!
 //! * `--alg sha256` prints `<sha256 hex>  <path>` (as `sha256sum`), `--alg
@@ -18,81 +19,78 @@
 //!   `--verbose`.
 //! * `--cache FILE` loads the cache if it exists and saves it afterwards.
 //! * `--stats` prints files, bytes, seconds and GB/s to stderr.
+//!
+//! Exit status: 0 every file hashed, 1 a file not hashed or another failure
+//! (an unreadable cache, a closed stdout), 2 bad arguments.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
+use clap::{Parser, ValueEnum};
 use privtel::hash::{Algorithms, HashCache, ScanHooks, ScannerBuilder, SkipReason};
 
+/// Hashes files and folders (recursively), printing the lines `sha256sum` and
+/// `b3sum` would print for the same files.
+///
+/// Files that could not be hashed are listed on stderr with the reason and
+/// make the exit status 1; bad arguments make it 2.
+#[derive(Parser)]
+#[command(name = "hash", version)]
 struct Args {
-    alg: Algorithms,
+    /// Which digests to print.
+    #[arg(long, value_enum, default_value_t = Alg::Both)]
+    alg: Alg,
+    /// Hash executables (ELF, PE, Mach-O, scripts) only.
+    #[arg(long)]
     executables_only: bool,
+    /// Load the hash cache from FILE if it exists, save it there afterwards.
+    #[arg(long, value_name = "FILE")]
     cache: Option<PathBuf>,
+    /// Skip files larger than BYTES.
+    #[arg(long, value_name = "BYTES")]
     max_size: Option<u64>,
+    /// Map files of at least BYTES instead of reading them.
+    #[arg(long, value_name = "BYTES")]
     mmap_threshold: Option<u64>,
+    /// Hashing threads (0: one per core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
+    /// Follow symbolic links (otherwise they are skipped).
+    #[arg(long = "follow-symlinks")]
     follow: bool,
+    /// Print files, bytes, seconds and GB/s to stderr.
+    #[arg(long)]
     stats: bool,
+    /// Also list the files skipped by choice.
+    #[arg(long)]
     verbose: bool,
+    /// Files and folders to hash.
+    #[arg(value_name = "PATH", required = true)]
     paths: Vec<PathBuf>,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        alg: Algorithms::Both,
-        executables_only: false,
-        cache: None,
-        max_size: None,
-        mmap_threshold: None,
-        threads: 0,
-        follow: false,
-        stats: false,
-        verbose: false,
-        paths: Vec::new(),
-    };
-    let mut it = std::env::args_os().skip(1);
-    let value = |it: &mut dyn Iterator<Item = std::ffi::OsString>, flag: &str| {
-        it.next().with_context(|| format!("{flag} needs a value"))
-    };
-    while let Some(arg) = it.next() {
-        match arg.to_str() {
-            Some("--alg") => {
-                args.alg = match value(&mut it, "--alg")?.to_str() {
-                    Some("sha256") => Algorithms::Sha256,
-                    Some("blake3") => Algorithms::Blake3,
-                    Some("both") => Algorithms::Both,
-                    other => bail!("--alg takes sha256, blake3 or both, not {other:?}"),
-                }
-            }
-            Some("--executables-only") => args.executables_only = true,
-            Some("--follow-symlinks") => args.follow = true,
-            Some("--stats") => args.stats = true,
-            Some("--verbose") => args.verbose = true,
-            Some("--cache") => args.cache = Some(value(&mut it, "--cache")?.into()),
-            Some(flag @ ("--max-size" | "--mmap-threshold" | "--threads")) => {
-                let v = value(&mut it, flag)?;
-                let n: u64 = v
-                    .to_str()
-                    .and_then(|s| s.parse().ok())
-                    .with_context(|| format!("{flag} takes a whole number, not {}", v.to_string_lossy()))?;
-                match flag {
-                    "--max-size" => args.max_size = Some(n),
-                    "--mmap-threshold" => args.mmap_threshold = Some(n),
-                    _ => args.threads = usize::try_from(n)?,
-                }
-            }
-            Some("--") => args.paths.extend(it.by_ref().map(PathBuf::from)),
-            Some(s) if s.starts_with("--") => bail!("unknown option {s}"),
-            _ => args.paths.push(arg.into()),
+/// `--alg`: the digests printed on each line.
+#[derive(Clone, Copy, ValueEnum)]
+enum Alg {
+    /// `<sha256 hex>  <path>`, as `sha256sum`.
+    Sha256,
+    /// `<blake3 hex>  <path>`, as `b3sum`.
+    Blake3,
+    /// `<sha256 hex>  <blake3 hex>  <path>`, from one read.
+    Both,
+}
+
+impl From<Alg> for Algorithms {
+    fn from(alg: Alg) -> Self {
+        match alg {
+            Alg::Sha256 => Self::Sha256,
+            Alg::Blake3 => Self::Blake3,
+            Alg::Both => Self::Both,
         }
     }
-    if args.paths.is_empty() {
-        bail!("usage: hash [--alg sha256|blake3|both] [--executables-only] [--cache FILE] PATH...");
-    }
-    Ok(args)
 }
 
 /// The path as `sha256sum`/`b3sum` print it, and whether the line needs the
@@ -117,20 +115,21 @@ fn escaped(path: &Path) -> (bool, Vec<u8>) {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    // Bad arguments: clap prints why and exits with status 2.
+    let args = Args::parse();
+    match run(&args) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("hash: {e:#}");
-            ExitCode::from(2)
+            ExitCode::FAILURE
         }
     }
 }
 
-fn run() -> anyhow::Result<ExitCode> {
-    let args = parse_args()?;
+fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut builder = ScannerBuilder::new();
     builder
-        .algorithms(args.alg)
+        .algorithms(args.alg.into())
         .executables_only(args.executables_only)
         .max_file_size(args.max_size)
         .follow_symlinks(args.follow)

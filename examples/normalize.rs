@@ -6,28 +6,55 @@
 //! ERROR\t<the rule the input broke>
 //! ```
 //!
-//! `cargo run --release --example normalize < urls.txt`
+//! ```text
+//! cargo run --release --example normalize -- [--icann-only] [--stats] < urls.txt
+//! cargo run --release --example normalize -- --help
+//! ```
 //!
 //! Options: `--icann-only` (look up the ICANN section only), `--stats`
 //! (inputs, seconds and inputs per second on stderr).
+//!
+//! Exit status: 0 every input answered (an input that breaks a rule is an
+//! answer), 1 stdin or stdout failed, 2 bad arguments.
 
 use std::io::{self, BufRead, Write};
+use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
+use clap::Parser;
 use privtel::domain::Normalizer;
 
-fn main() -> anyhow::Result<()> {
-    let mut icann_only = false;
-    let mut stats = false;
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--icann-only" => icann_only = true,
-            "--stats" => stats = true,
-            other => bail!("unknown option {other} (expected --icann-only or --stats)"),
+/// Reads URLs or hosts from stdin, one per line, and prints one line per
+/// input: its host and registrable domain, or the rule it broke.
+///
+/// Output lines: `<host>\t<registrable domain, empty when there is none>` or
+/// `ERROR\t<the rule the input broke>`. An empty line is an input too.
+#[derive(Parser)]
+#[command(name = "normalize", version)]
+struct Args {
+    /// Look up the ICANN section of the Public Suffix List only.
+    #[arg(long)]
+    icann_only: bool,
+    /// Print inputs, seconds and inputs per second to stderr.
+    #[arg(long)]
+    stats: bool,
+}
+
+fn main() -> ExitCode {
+    // Bad arguments: clap prints why and exits with status 2.
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("normalize: {e:#}");
+            ExitCode::FAILURE
         }
     }
-    let normalizer = Normalizer::builder().icann_only(icann_only).build()?;
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let normalizer = Normalizer::builder().icann_only(args.icann_only).build()?;
     let stdin = io::stdin().lock();
     let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let start = Instant::now();
@@ -55,7 +82,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     out.flush()?;
-    if stats {
+    if args.stats {
         let secs = start.elapsed().as_secs_f64();
         eprintln!("normalize: {count} inputs in {secs:.3} s: {:.0} inputs/s", count as f64 / secs);
     }

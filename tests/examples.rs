@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn example(name: &str) -> PathBuf {
     // target/<profile>/deps/examples-<hash> -> target/<profile>/examples/<name>
@@ -22,6 +23,263 @@ fn run(name: &str, args: &[&str], stdin: &[u8]) -> Output {
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// [`run`] for command lines that must end quickly (help, version, bad
+/// arguments): a program that starts working instead is killed after a
+/// minute and the test fails, rather than hanging. Backtraces are on, so
+/// that a panic or an error printed with its backtrace shows.
+fn run_briefly(name: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(example(name))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{name} {args:?} still running after a minute\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `--help` and `-h` print the help (with a usage line) on stdout and exit
+/// 0; `--version` prints the program's version and exits 0.
+fn assert_help_and_version(name: &str) {
+    for flag in ["--help", "-h"] {
+        let out = run_briefly(name, &[flag]);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{name} {flag}\nstdout: {stdout}\nstderr: {stderr}");
+        assert!(stdout.contains(&format!("Usage: {name}")), "{name} {flag}: no usage line\n{stdout}");
+        assert!(stdout.contains("--help") && stdout.contains("--version"), "{name} {flag}\n{stdout}");
+    }
+    let out = run_briefly(name, &["--version"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{name} --version\nstdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{name} --version: {stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{name} --version: {stdout}");
+}
+
+/// A usage error: exit status 2, nothing on stdout, and clap's message on
+/// stderr holding every one of `expected`, with no panic and no backtrace.
+/// Returns stderr.
+#[track_caller]
+fn assert_usage_error(name: &str, args: &[&str], expected: &[&str]) -> String {
+    let out = run_briefly(name, args);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{name} {args:?}\nstdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.starts_with("error: "), "{name} {args:?}: {stderr}");
+    for word in expected {
+        assert!(stderr.contains(word), "{name} {args:?}: {word:?} not in\n{stderr}");
+    }
+    for word in ["panicked", "backtrace", "RUST_BACKTRACE"] {
+        assert!(!stderr.contains(word), "{name} {args:?}: {word:?} in\n{stderr}");
+    }
+    stderr
+}
+
+/// The help opens with the program's own summary (its doc comment), not the
+/// package's description, which is what `#[command(about)]` without a value
+/// would put there.
+#[test]
+fn every_example_describes_itself_not_the_package() {
+    let mut wrong = Vec::new();
+    for name in ["demo", "agent", "cloud", "dsar", "hash", "normalize", "records"] {
+        let out = run_briefly(name, &["-h"]);
+        let first = text(&out.stdout).lines().next().unwrap_or_default().to_owned();
+        if first.is_empty() || first == env!("CARGO_PKG_DESCRIPTION") {
+            wrong.push(format!("{name}: {first:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "help without the program's summary:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn demo_prints_help_and_version() {
+    assert_help_and_version("demo");
+}
+
+#[test]
+fn agent_prints_help_and_version() {
+    assert_help_and_version("agent");
+}
+
+#[test]
+fn cloud_prints_help_and_version() {
+    assert_help_and_version("cloud");
+}
+
+#[test]
+fn dsar_prints_help_and_version() {
+    assert_help_and_version("dsar");
+    // Each command has its own help, `help COMMAND` too.
+    for args in [&["erase", "--help"][..], &["help", "erase"]] {
+        let out = run_briefly("dsar", args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("Usage: dsar erase [OPTIONS] --store <FILE> <USER>"), "{args:?}: {stdout}");
+        assert!(stdout.contains("--request <ID>"), "{stdout}");
+    }
+}
+
+#[test]
+fn hash_prints_help_and_version() {
+    assert_help_and_version("hash");
+    // `-h` is the help, not a file called -h.
+    let out = run_briefly("hash", &["-h"]);
+    assert!(!text(&out.stderr).contains("-h:"), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("<PATH>..."));
+}
+
+#[test]
+fn normalize_prints_help_and_version() {
+    assert_help_and_version("normalize");
+}
+
+#[test]
+fn records_prints_help_and_version() {
+    assert_help_and_version("records");
+}
+
+#[test]
+fn hash_rejects_bad_arguments_with_status_2() {
+    assert_usage_error("hash", &[], &["required arguments were not provided", "<PATH>"]);
+    assert_usage_error("hash", &["--bogus", "."], &["unexpected argument '--bogus'"]);
+    // A near miss gets a suggestion.
+    assert_usage_error("hash", &["--stat", "."], &["'--stat'", "--stats"]);
+    assert_usage_error("hash", &["--threads", "many", "."], &["invalid value 'many' for '--threads <N>'"]);
+    assert_usage_error("hash", &["--max-size=-1", "."], &["invalid value '-1' for '--max-size <BYTES>'"]);
+    assert_usage_error("hash", &["--cache"], &["'--cache <FILE>'"]);
+    // `--` ends the options: a file named like one is hashed (here: missing,
+    // so status 1, a runtime failure, not 2).
+    let out = run_briefly("hash", &["--", "--bogus"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("hash: --bogus: unreadable"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn hash_runtime_failure_exits_1_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.bin");
+    std::fs::write(&cache, b"not a cache").unwrap();
+    let out = run_briefly("hash", &["--cache", cache.to_str().unwrap(), dir.path().to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("hash: ") && stderr.lines().count() == 1, "{stderr}");
+    assert!(stderr.contains(cache.to_str().unwrap()), "{stderr}");
+}
+
+#[test]
+fn normalize_rejects_bad_arguments_with_status_2() {
+    assert_usage_error("normalize", &["--bogus"], &["unexpected argument '--bogus'"]);
+    assert_usage_error("normalize", &["--icann"], &["'--icann'", "--icann-only"]);
+    assert_usage_error("normalize", &["urls.txt"], &["unexpected argument 'urls.txt'"]);
+}
+
+#[test]
+fn records_rejects_arguments_with_status_2() {
+    assert_usage_error("records", &["--bogus"], &["unexpected argument '--bogus'"]);
+    assert_usage_error("records", &["extra"], &["unexpected argument 'extra'"]);
+}
+
+#[test]
+fn dsar_rejects_bad_arguments_with_status_2() {
+    // No command: the help, on stderr, status 2.
+    let out = run_briefly("dsar", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("Usage: dsar"), "{}", text(&out.stderr));
+    assert_usage_error("dsar", &["bogus"], &["unrecognized subcommand 'bogus'"]);
+    assert_usage_error("dsar", &["--bogus", "sweep"], &["unexpected argument '--bogus'"]);
+    assert_usage_error(
+        "dsar",
+        &["--store", "e.db", "erase", "u-a", "--bogus"],
+        &["unexpected argument '--bogus'"],
+    );
+    // Every missing argument at once: the store and the user.
+    for command in ["export", "erase"] {
+        let err = assert_usage_error(
+            "dsar",
+            &[command],
+            &["the following required arguments were not provided", "--store <FILE>", "<USER>"],
+        );
+        assert!(err.contains(&format!("Usage: dsar {command}")), "{err}");
+    }
+    assert_usage_error("dsar", &["sweep"], &["--store <FILE>"]);
+    assert_usage_error("dsar", &["manifest"], &["--policy <FILE>"]);
+    // `--store` before the command counts for the command.
+    let err = assert_usage_error("dsar", &["--store", "e.db", "export"], &["<USER>"]);
+    assert!(!err.contains("--store <FILE>"), "{err}");
+    // A user id outside the id alphabet is a usage error naming the argument.
+    assert_usage_error(
+        "dsar",
+        &["--store", "e.db", "export", "alice@corp.example"],
+        &["invalid value", "<USER>"],
+    );
+    assert_usage_error("dsar", &["--store"], &["'--store <FILE>'"]);
+}
+
+#[test]
+fn dsar_runs_each_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("engine.db");
+    let store = store.to_str().unwrap();
+    // `--store` before the command, or after it.
+    let out = run_briefly("dsar", &["--store", store, "export", "u-alice"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    assert_eq!(text(&out.stderr), "dsar: 0 records exported\n");
+    let out = run_briefly("dsar", &["erase", "u-alice", "--store", store, "--request", "req-1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["request_id"], "req-1");
+    assert_eq!(receipt["overdue"], false);
+    let out = run_briefly("dsar", &["--store", store, "sweep"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let swept: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(swept.is_object(), "{swept}");
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/policy.toml");
+    let out = run_briefly("dsar", &["manifest", "--policy", policy]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("# Privacy manifest"), "{}", text(&out.stdout));
+    // Runtime failures: status 1 and one line naming the file.
+    let missing = dir.path().join("missing.toml");
+    let out = run_briefly("dsar", &["manifest", "--policy", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with("dsar: ") && stderr.lines().count() == 1, "{stderr}");
+    assert!(stderr.contains("missing.toml"), "{stderr}");
+    let short_key = dir.path().join("short.key");
+    std::fs::write(&short_key, [0u8; 5]).unwrap();
+    let out = run_briefly("dsar", &["--store", store, "--store-key", short_key.to_str().unwrap(), "sweep"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("expected 32 bytes"), "{}", text(&out.stderr));
+}
+
+/// The agent reports every missing required argument at once (clap).
+#[test]
+fn agent_without_arguments_names_every_required_one() {
+    assert_usage_error("agent", &[], &["--server", "--ca", "--customer", "--device", "--policy", "--spool"]);
+}
+
+/// The cloud service without `--store`.
+#[test]
+fn cloud_without_arguments_names_store() {
+    assert_usage_error("cloud", &[], &["--store"]);
 }
 
 #[test]
@@ -77,10 +335,14 @@ fn hash_prints_sha256sum_and_b3sum_lines() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8(out.stderr).unwrap().contains(&format!("hash: {missing}: unreadable")));
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
-    // Bad arguments: exit status 2 and a message.
+    // Bad arguments: exit status 2 and clap's message, naming the argument
+    // and what it takes.
     let bad = run("hash", &["--alg", "md5", root], b"");
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8(bad.stderr).unwrap().contains("--alg takes sha256, blake3 or both"));
+    let err = String::from_utf8(bad.stderr).unwrap();
+    assert!(err.contains("invalid value 'md5' for '--alg <ALG>'"), "{err}");
+    assert!(err.contains("[possible values: sha256, blake3, both]"), "{err}");
+    assert!(bad.stdout.is_empty());
 }
 
 #[test]
