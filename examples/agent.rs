@@ -43,7 +43,7 @@ use privtel::wire::{Connection, tls};
 
 /// The privtel agent: collect, filter, spool, upload, enrich.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "agent", version)]
 struct Args {
     /// The service, ADDR:PORT.
     #[arg(long)]

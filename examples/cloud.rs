@@ -31,7 +31,7 @@ use privtel::wire::{self, VerdictIndex, tls};
 
 /// The privtel service: accept agents over TLS, ingest, answer enrichment.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "cloud", version)]
 struct Args {
     /// Address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]

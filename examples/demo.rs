@@ -54,7 +54,7 @@ fn random_key() -> anyhow::Result<[u8; 32]> {
 /// The end-to-end demo: a service and an agent on 127.0.0.1 over TLS,
 /// offline, in well under a second.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "demo", version)]
 struct Args {
     /// Also scan this folder (repeatable), e.g. /usr/bin.
     #[arg(long = "scan", value_name = "PATH")]

@@ -19,6 +19,10 @@ use crate::retry::RetryBudget;
 use crate::schedule::Schedule;
 use crate::weblog::{Chunk, SourceReport, WebLog, follow};
 
+/// The most records the agent puts in one batch, whatever the service asks
+/// (10,000: the service's default; a few MB of memory).
+pub const MAX_BATCH_RECORDS: u32 = 10_000;
+
 /// What one collection spooled.
 #[derive(Debug, Default)]
 #[non_exhaustive]
@@ -277,15 +281,14 @@ impl Agent {
 
     fn audit(&mut self, msg: &Message, now: Timestamp) -> Result<(), AgentError> {
         if let Some(audit) = &mut self.audit {
-            let body = match msg {
-                Message::Hello(m) => serde_json::to_value(m),
-                Message::Batch(m) => serde_json::to_value(m),
-                Message::EnrichQuery(m) => serde_json::to_value(m),
-                Message::Goodbye(m) => serde_json::to_value(m),
-                _ => Ok(serde_json::Value::Null),
+            let kind = msg.kind_name();
+            match msg {
+                Message::Hello(m) => audit.write(kind, m, now)?,
+                Message::Batch(m) => audit.write(kind, m, now)?,
+                Message::EnrichQuery(m) => audit.write(kind, m, now)?,
+                Message::Goodbye(m) => audit.write(kind, m, now)?,
+                _ => audit.write(kind, &(), now)?,
             }
-            .map_err(|e| AgentError::Audit { path: audit.path().to_owned(), source: std::io::Error::other(e) })?;
-            audit.write(msg.kind_name(), body, now)?;
         }
         Ok(())
     }
@@ -328,7 +331,10 @@ impl Agent {
             self.outbox.ack(program, welcome.high_water)?;
         }
         let mut report = UploadReport::default();
-        while let Some((program, run)) = self.outbox.next_run(welcome.max_batch_records.max(1) as usize)? {
+        // The service names the batch size; the agent caps it, so a service
+        // cannot make it load its whole spool at once.
+        let max = welcome.max_batch_records.clamp(1, MAX_BATCH_RECORDS) as usize;
+        while let Some((program, run)) = self.outbox.next_run(max)? {
             let first_seq = run[0].seq;
             let last_seq = run[run.len() - 1].seq;
             let records: Vec<Record> = run.into_iter().map(|s| s.record).collect();

@@ -75,8 +75,17 @@ impl AuditLog {
     /// # Errors
     ///
     /// [`AgentError::Audit`] if writing fails.
-    pub fn write(&mut self, kind: &str, message: serde_json::Value, now: Timestamp) -> Result<(), AgentError> {
-        let line = serde_json::json!({ "at": now.to_string(), "kind": kind, "message": message }).to_string();
+    pub fn write(
+        &mut self,
+        kind: &str,
+        message: &impl serde::Serialize,
+        now: Timestamp,
+    ) -> Result<(), AgentError> {
+        // Serialised straight to text: a batch of thousands of records
+        // never exists as a JSON tree in memory.
+        let message = serde_json::to_string(message).map_err(|e| self.err(std::io::Error::other(e)))?;
+        let head = serde_json::json!({ "at": now.to_string(), "kind": kind }).to_string();
+        let line = format!("{},\"message\":{message}}}", &head[..head.len() - 1]);
         let len = line.len() as u64 + 1;
         if self.size > 0 && self.size + len > self.options.max_bytes {
             self.rotate(now)?;

@@ -76,7 +76,7 @@ mod scan;
 mod schedule;
 mod weblog;
 
-pub use agent::{Agent, Collected, Delivery, UploadReport, key_path};
+pub use agent::{Agent, Collected, Delivery, MAX_BATCH_RECORDS, UploadReport, key_path};
 pub use audit::{AuditLog, AuditOptions};
 pub use error::{AgentError, KeyError, LineProblem};
 pub use keys::load_or_create_key;

@@ -105,7 +105,7 @@ fn the_audit_log_rotates_by_size_and_expires_with_the_data() {
     let day0 = Timestamp::new(time::OffsetDateTime::now_utc());
     for i in 0..100 {
         let at = day0.checked_add(Duration::seconds(i)).unwrap();
-        log.write("batch", serde_json::json!({ "n": i, "pad": "x".repeat(100) }), at).unwrap();
+        log.write("batch", &serde_json::json!({ "n": i, "pad": "x".repeat(100) }), at).unwrap();
     }
     let files = || std::fs::read_dir(dir.path()).unwrap().count();
     let total: u64 = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
