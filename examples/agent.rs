@@ -32,8 +32,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use privtel::agent::{
-    Agent, AuditLog, AuditOptions, RetryBudget, Schedule, WebLog, check_scan_roots, key_path, load_or_create_key,
-    records_from_scan,
+    Agent, AuditLog, AuditOptions, RetryBudget, Schedule, WebLog, check_scan_roots, key_path,
+    load_or_create_key, records_from_scan,
 };
 use privtel::filter::{FilterBuilder, Policy, PseudonymKey};
 use privtel::hash::{Algorithms, Progress, ScanHooks, ScannerBuilder};
@@ -111,7 +111,8 @@ fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<
             eprintln!();
         }
         eprintln!("agent: {} executables hashed, {} files skipped", scan.hashed.len(), scan.skipped.len());
-        let collected = agent.collect(records_from_scan(&scan, agent.device(), args.user.as_ref(), now()), now())?;
+        let collected =
+            agent.collect(records_from_scan(&scan, agent.device(), args.user.as_ref(), now()), now())?;
         binaries = collected.binaries;
     }
     let mut domains = Vec::new();
@@ -124,7 +125,11 @@ fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<
             eprintln!("agent: … {} malformed lines in all", report.skipped);
         }
         if report.rotated {
-            eprintln!("agent: {} was rotated; {} lines read from the old file", path.display(), report.rotated_lines);
+            eprintln!(
+                "agent: {} was rotated; {} lines read from the old file",
+                path.display(),
+                report.rotated_lines
+            );
         }
         if report.truncated {
             eprintln!("agent: {} was truncated; reading it from the start", path.display());
@@ -139,7 +144,8 @@ fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<
         &std::fs::read_to_string(&args.ca).with_context(|| args.ca.display().to_string())?,
     )?;
     let budget = if args.once { RetryBudget::attempts(args.attempts) } else { RetryBudget::forever() };
-    let connect = || Ok(Connection::new(tls::connect(args.server, &args.server.ip().to_string(), config.clone())?));
+    let connect =
+        || Ok(Connection::new(tls::connect(args.server, &args.server.ip().to_string(), config.clone())?));
     let sleep = |d: std::time::Duration| {
         eprintln!("agent: retrying in {d:.1?}");
         std::thread::sleep(d);

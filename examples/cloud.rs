@@ -78,7 +78,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    let listener =
+        TcpListener::bind(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
 
     let identity = match (&args.cert, &args.key) {

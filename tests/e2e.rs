@@ -329,12 +329,20 @@ fn the_service_keeps_serving_while_connections_misbehave() {
 fn write_web_log(path: &Path, from: usize, lines: usize) {
     use std::io::Write as _;
     let start = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
-    let mut out = std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap());
+    let mut out =
+        std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap());
     for i in from..from + lines {
         let at = start + time::Duration::milliseconds(i as i64);
         let at = at.format(&time::format_description::well_known::Rfc3339).unwrap();
-        writeln!(out, "{at}\tu-{}\thttps://site{}.example/page/{i}?q={i}\t203.0.113.{}\t{}", i % 50, i % 400, i % 250, i % 3000)
-            .unwrap();
+        writeln!(
+            out,
+            "{at}\tu-{}\thttps://site{}.example/page/{i}?q={i}\t203.0.113.{}\t{}",
+            i % 50,
+            i % 400,
+            i % 250,
+            i % 3000
+        )
+        .unwrap();
     }
     out.flush().unwrap();
 }
@@ -349,7 +357,8 @@ fn an_agent_killed_at_random_instants_loses_and_repeats_nothing() {
     let log = dir.path().join("web.log");
     write_web_log(&log, 0, 200_000);
     let c = cloud(dir.path(), &["--max-batch-records", "5000"]);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     let mut rng = seed;
     let mut next = move || {
         rng ^= rng << 13;

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use privtel_filter::{Filter, Filtered, RedactionReport};
 use privtel_model::{
-    BatchId, BinaryVerdict, CustomerId, DeviceId, Digest, Domain, DomainVerdict, Event, EventBody, Generalised,
-    Personal, Program, Record, RecordBody, Timestamp,
+    BatchId, BinaryVerdict, CustomerId, DeviceId, Digest, Domain, DomainVerdict, Event, EventBody,
+    Generalised, Personal, Program, Record, RecordBody, Timestamp,
 };
 use privtel_store::{AtRestKey, Spool, SpoolOptions};
 use privtel_wire::{Batch, Connection, Hello, Message};
@@ -293,7 +293,12 @@ impl Agent {
         Ok(())
     }
 
-    fn send<S: Write>(&mut self, conn: &mut Connection<S>, msg: &Message, now: Timestamp) -> Result<(), AgentError> {
+    fn send<S: Write>(
+        &mut self,
+        conn: &mut Connection<S>,
+        msg: &Message,
+        now: Timestamp,
+    ) -> Result<(), AgentError> {
         self.audit(msg, now)?;
         Ok(conn.send(msg)?)
     }
@@ -342,7 +347,9 @@ impl Agent {
             self.send(conn, &Message::Batch(Batch { program, batch_id, first_seq, records }), now)?;
             let ack = match conn.recv()? {
                 Message::Ack(ack) if ack.batch_id == batch_id => ack,
-                Message::Error(e) => return Err(AgentError::Refused { message: e.message, retryable: e.retryable }),
+                Message::Error(e) => {
+                    return Err(AgentError::Refused { message: e.message, retryable: e.retryable });
+                }
                 other => return Err(AgentError::Protocol { expected: "ack", got: other.kind_name() }),
             };
             // A service may not acknowledge what was not sent.
@@ -446,14 +453,21 @@ impl Agent {
         };
         let binaries: Vec<Digest> =
             binaries.iter().filter(|b| due(self, LookupKey::Binary(**b)).is_some()).copied().collect();
-        let domains: Vec<Domain> =
-            domains.iter().filter(|d| due(self, LookupKey::Domain((*d).clone())).is_some()).cloned().collect();
+        let domains: Vec<Domain> = domains
+            .iter()
+            .filter(|d| due(self, LookupKey::Domain((*d).clone())).is_some())
+            .cloned()
+            .collect();
         if binaries.is_empty() && domains.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
         self.query_counter += 1;
-        let query =
-            privtel_wire::private_query(self.query_counter, &binaries, &domains, privtel_wire::DEFAULT_PREFIX_LEN);
+        let query = privtel_wire::private_query(
+            self.query_counter,
+            &binaries,
+            &domains,
+            privtel_wire::DEFAULT_PREFIX_LEN,
+        );
         self.send(conn, &Message::EnrichQuery(query), now)?;
         match conn.recv()? {
             Message::EnrichAnswer(answer) => {

@@ -85,4 +85,6 @@ pub use privtel_filter::Filtered;
 pub use retry::RetryBudget;
 pub use scan::{check_scan_roots, records_from_scan};
 pub use schedule::Schedule;
-pub use weblog::{CHUNK_LINES, MAX_LINE_BYTES, MAX_PROBLEMS_KEPT, SourceReport, WebLog, parse_web_line, parse_web_log};
+pub use weblog::{
+    CHUNK_LINES, MAX_LINE_BYTES, MAX_PROBLEMS_KEPT, SourceReport, WebLog, parse_web_line, parse_web_log,
+};

@@ -39,7 +39,9 @@ impl RetryBudget {
     /// a fleet that lost the service together does not return together),
     /// and never shorter than what the service asked for.
     pub fn wait(&self, attempt: u32, asked: Option<Duration>) -> Duration {
-        let exp = self.initial.saturating_mul(1u32.checked_shl(attempt.saturating_sub(1).min(31)).unwrap_or(u32::MAX));
+        let exp = self
+            .initial
+            .saturating_mul(1u32.checked_shl(attempt.saturating_sub(1).min(31)).unwrap_or(u32::MAX));
         let base = exp.min(self.max);
         let half = base / 2;
         let jitter = half.mul_f64(unit_random());

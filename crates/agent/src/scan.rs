@@ -4,8 +4,8 @@ use std::path::Path;
 
 use privtel_hash::ScanReport;
 use privtel_model::{
-    Binary, BinaryExecution, DeviceId, Event, EventBody, EventId, Personal, Program, Record, RecordBody, Timestamp,
-    UserId,
+    Binary, BinaryExecution, DeviceId, Event, EventBody, EventId, Personal, Program, Record, RecordBody,
+    Timestamp, UserId,
 };
 
 use crate::error::AgentError;
@@ -95,4 +95,3 @@ pub fn records_from_scan(
     }
     out
 }
-

@@ -292,7 +292,10 @@ fn read_from(
             let mut rest = Vec::new();
             loop {
                 rest.clear();
-                let m = (&mut reader).take(MAX_LINE_BYTES as u64).read_until(b'\n', &mut rest).map_err(src_err)?;
+                let m = (&mut reader)
+                    .take(MAX_LINE_BYTES as u64)
+                    .read_until(b'\n', &mut rest)
+                    .map_err(src_err)?;
                 consumed += m as u64;
                 if m == 0 || rest.last() == Some(&b'\n') {
                     break;
@@ -310,10 +313,16 @@ fn read_from(
         report.lines += 1;
         lines_in_chunk += 1;
         if too_long {
-            report.problem(LineProblem { line: pos.line, column: "line", problem: "is longer than 65536 bytes" });
+            report.problem(LineProblem {
+                line: pos.line,
+                column: "line",
+                problem: "is longer than 65536 bytes",
+            });
         } else {
             match std::str::from_utf8(&buf) {
-                Err(_) => report.problem(LineProblem { line: pos.line, column: "line", problem: "is not utf-8" }),
+                Err(_) => {
+                    report.problem(LineProblem { line: pos.line, column: "line", problem: "is not utf-8" })
+                }
                 Ok(text) => {
                     let text = text.trim_end_matches(['\n', '\r']);
                     if !(text.trim().is_empty() || text.starts_with('#')) {

@@ -120,7 +120,15 @@ fn welcome_len() -> usize {
 }
 
 fn line(i: usize) -> String {
-    format!("2026-11-27T09:{:02}:{:02}Z\tu-{}\thttps://site{}.example/p?i={i}\t203.0.113.{}\t{}\n", i / 60 % 60, i % 60, i % 7, i % 13, i % 250, i % 900)
+    format!(
+        "2026-11-27T09:{:02}:{:02}Z\tu-{}\thttps://site{}.example/p?i={i}\t203.0.113.{}\t{}\n",
+        i / 60 % 60,
+        i % 60,
+        i % 7,
+        i % 13,
+        i % 250,
+        i % 900
+    )
 }
 
 fn write_log(path: &Path, lines: std::ops::Range<usize>) {
@@ -141,12 +149,10 @@ fn deliver(
     budget: RetryBudget,
 ) -> (Result<privtel_agent::UploadReport, AgentError>, Vec<Duration>) {
     let mut waits = Vec::new();
-    let result = agent
-        .deliver(connector(service), 3, &budget, |d| waits.push(d), now)
-        .and_then(|mut d| {
-            agent.goodbye(&mut d.conn, now())?;
-            Ok(d.report)
-        });
+    let result = agent.deliver(connector(service), 3, &budget, |d| waits.push(d), now).and_then(|mut d| {
+        agent.goodbye(&mut d.conn, now())?;
+        Ok(d.report)
+    });
     (result, waits)
 }
 
@@ -261,8 +267,7 @@ fn a_service_gone_mid_batch_loses_nothing_and_stores_nothing_twice() {
         }
     };
     let mut waits = Vec::new();
-    let mut delivery =
-        agent.deliver(connect, 3, &RetryBudget::attempts(5), |d| waits.push(d), now).unwrap();
+    let mut delivery = agent.deliver(connect, 3, &RetryBudget::attempts(5), |d| waits.push(d), now).unwrap();
     agent.goodbye(&mut delivery.conn, now()).unwrap();
     assert_eq!(delivery.attempts, 3);
     assert_eq!(*calls.lock().unwrap(), 3);
@@ -290,10 +295,20 @@ fn a_restart_on_the_same_log_reads_only_what_is_new() {
     assert_eq!(report.lines, 0);
     // A half-written line waits for its newline.
     write_log(&log, 1000..1200);
-    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"2026-11-27T09:59:59Z\tu-1\thttps://").unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(b"2026-11-27T09:59:59Z\tu-1\thttps://")
+        .unwrap();
     let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     assert_eq!(report.lines, 200);
-    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"late.example/\t203.0.113.9\t5\n").unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(b"late.example/\t203.0.113.9\t5\n")
+        .unwrap();
     let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     assert_eq!((report.lines, report.records), (1, 1));
     deliver(&mut agent, &service, RetryBudget::attempts(1)).0.unwrap();
@@ -343,7 +358,10 @@ fn a_malformed_line_among_good_ones_is_skipped_and_reported() {
     let problems: Vec<String> = report.problem_lines().collect();
     assert_eq!(
         problems,
-        [format!("{}:9: user is not a valid user id", log.display()), format!("{}:10: line is not utf-8", log.display())]
+        [
+            format!("{}:9: user is not a valid user id", log.display()),
+            format!("{}:10: line is not utf-8", log.display())
+        ]
     );
     assert!(!problems.concat().contains("alice"));
     deliver(&mut agent, &service, RetryBudget::attempts(1)).0.unwrap();
@@ -357,7 +375,8 @@ fn enrichment_sends_no_query_when_off_or_when_nothing_is_new() {
     write_log(&log, 0..20);
     let service = Arc::new(service(dir.path()));
     let audit = dir.path().join("audit.jsonl");
-    let mut agent = agent(dir.path()).with_audit_log(AuditLog::open(&audit, AuditOptions::default()).unwrap());
+    let mut agent =
+        agent(dir.path()).with_audit_log(AuditLog::open(&audit, AuditOptions::default()).unwrap());
     let (_, collected) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     let mut d = agent.deliver(connector(&service), 3, &RetryBudget::attempts(1), |_| {}, now).unwrap();
     let (_, first) = agent.enrich(&mut d.conn, &[], &collected.domains, now()).unwrap();

@@ -38,18 +38,30 @@ fn web_log_problems_name_file_line_and_column_never_the_value() {
     let (records, report) = parse_web_log(good, "web.log", &device);
     assert_eq!((records.len(), report.skipped), (1, 0));
     let cases = [
-        ("yesterday\tu-a\thttps://x.example/\t1.2.3.4\t1\n", "web.log:2: time is not an rfc 3339 date and time"),
+        (
+            "yesterday\tu-a\thttps://x.example/\t1.2.3.4\t1\n",
+            "web.log:2: time is not an rfc 3339 date and time",
+        ),
         (
             "2026-11-27T08:00:00Z\talice@corp.example\thttps://x.example/\t1.2.3.4\t1\n",
             "web.log:2: user is not a valid user id",
         ),
-        ("2026-11-27T08:00:00Z\tu-a\thttps://[secret/\t1.2.3.4\t1\n", "web.log:2: url is not a url with a host"),
-        ("2026-11-27T08:00:00Z\tu-a\thttps://x.example/\tsecret-host\t1\n", "web.log:2: ip is not an ip address"),
+        (
+            "2026-11-27T08:00:00Z\tu-a\thttps://[secret/\t1.2.3.4\t1\n",
+            "web.log:2: url is not a url with a host",
+        ),
+        (
+            "2026-11-27T08:00:00Z\tu-a\thttps://x.example/\tsecret-host\t1\n",
+            "web.log:2: ip is not an ip address",
+        ),
         (
             "2026-11-27T08:00:00Z\tu-a\thttps://x.example/\t1.2.3.4\tslow\n",
             "web.log:2: page load is not a whole number of milliseconds",
         ),
-        ("a\tb\n", "web.log:2: line does not have 5 tab-separated columns (time, user, url, ip, page load ms)"),
+        (
+            "a\tb\n",
+            "web.log:2: line does not have 5 tab-separated columns (time, user, url, ip, page load ms)",
+        ),
     ];
     for (bad, expected) in cases {
         // A bad line between two good ones: the good ones still come out.
@@ -66,7 +78,8 @@ fn web_log_problems_name_file_line_and_column_never_the_value() {
 #[test]
 fn the_host_field_holds_the_host_only() {
     let device = DeviceId::new("d").unwrap();
-    let line = "2026-11-27T08:00:00Z\tu-a\thttps://bob:pw@Www.Example.com:8443/p/alice?q=secret#frag\t1.2.3.4\t12\n";
+    let line =
+        "2026-11-27T08:00:00Z\tu-a\thttps://bob:pw@Www.Example.com:8443/p/alice?q=secret#frag\t1.2.3.4\t12\n";
     let (records, _) = parse_web_log(line, "web.log", &device);
     let privtel_model::RecordBody::Event(e) = &records[0].body else { panic!() };
     let privtel_model::EventBody::WebRequest(w) = &e.body else { panic!() };
@@ -108,7 +121,8 @@ fn the_audit_log_rotates_by_size_and_expires_with_the_data() {
         log.write("batch", &serde_json::json!({ "n": i, "pad": "x".repeat(100) }), at).unwrap();
     }
     let files = || std::fs::read_dir(dir.path()).unwrap().count();
-    let total: u64 = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let total: u64 =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     assert_eq!(files(), 3, "the current file and two rotated ones");
     assert!(total <= 3000, "{total}");
     // Eight days on, everything the log describes is past its TTL.

@@ -1,4 +1,4 @@
 //! Integration tests of the agent: one binary, a module per subject.
 
-mod pure;
 mod inprocess;
+mod pure;

@@ -88,8 +88,8 @@ mod scrub;
 
 pub use aggregate::{Aggregator, Cell, Metric};
 pub use error::{Error, Result};
-pub use filtered::Filtered;
 pub use filter::{Filter, FilterBuilder, PseudonymKey, RedactionReport, Rule, allowed_kinds};
+pub use filtered::Filtered;
 pub use manifest::{Manifest, ManifestField, ManifestProgram};
 pub use policy::{Generalisation, Policy, RetentionDays, ScrubSettings};
 pub use scrub::{Detector, Finding, Scrubbed, Scrubber};

@@ -259,7 +259,11 @@ mod tls {
         /// # Errors
         ///
         /// The connection's error (TLS, frames, protocol).
-        pub fn handle_tls(&self, tcp: TcpStream, config: Arc<ServerConfig>) -> Result<(), privtel_wire::Error> {
+        pub fn handle_tls(
+            &self,
+            tcp: TcpStream,
+            config: Arc<ServerConfig>,
+        ) -> Result<(), privtel_wire::Error> {
             tcp.set_read_timeout(Some(IDLE_TIMEOUT))?;
             tcp.set_write_timeout(Some(IDLE_TIMEOUT))?;
             self.handle(Connection::new(privtel_wire::tls::accept(tcp, config)?))
@@ -267,7 +271,12 @@ mod tls {
 
         /// Accepts connections until `stop` is set, one thread each; a
         /// failing connection is counted and does not stop the others.
-        pub fn serve_tls(self: &Arc<Self>, listener: &TcpListener, config: &Arc<ServerConfig>, stop: &AtomicBool) {
+        pub fn serve_tls(
+            self: &Arc<Self>,
+            listener: &TcpListener,
+            config: &Arc<ServerConfig>,
+            stop: &AtomicBool,
+        ) {
             for tcp in listener.incoming() {
                 if stop.load(Ordering::Relaxed) {
                     return;

@@ -12,7 +12,8 @@ use crate::error::{Context as _, Result};
 use crate::schema;
 
 /// Schema migrations of the spool, oldest first.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE spool (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, even after deletes
         program INTEGER NOT NULL,
@@ -25,7 +26,8 @@ const MIGRATIONS: &[&str] = &["
     CREATE INDEX spool_program ON spool(program, seq);
     CREATE INDEX spool_time ON spool(class, recorded_at);
     CREATE TABLE spool_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-", "
+",
+    "
     -- Where each source (a log file, …) was read up to, committed in the
     -- same transaction as the records read from it.
     CREATE TABLE sources (
@@ -35,7 +37,8 @@ const MIGRATIONS: &[&str] = &["
         offset INTEGER NOT NULL,    -- bytes consumed
         line INTEGER NOT NULL       -- lines consumed
     );
-"];
+",
+];
 
 /// How far a source has been read: saved with the records read from it, in
 /// one transaction, so a crash at any instant neither loses nor repeats what
@@ -59,7 +62,13 @@ pub struct SourcePosition {
 
 impl SourcePosition {
     /// A position.
-    pub fn new(source: impl Into<String>, identity: Vec<u8>, generation: u64, offset: u64, line: u64) -> Self {
+    pub fn new(
+        source: impl Into<String>,
+        identity: Vec<u8>,
+        generation: u64,
+        offset: u64,
+        line: u64,
+    ) -> Self {
         Self { source: source.into(), identity, generation, offset, line }
     }
 }
