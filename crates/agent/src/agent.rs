@@ -331,9 +331,12 @@ impl Agent {
         let welcome = conn.client_handshake(&hello)?;
         // Everything at or below the service's high-water mark is stored
         // (an acknowledgement lost with a dropped connection): drop it here
-        // instead of sending it again.
+        // instead of sending it again — but never past what this spool ever
+        // sent: a high-water mark above it (a spool made anew, a service
+        // that lies) must not delete records that never left.
+        let stored = welcome.high_water.min(self.outbox.sent_up_to()?);
         for program in Program::ALL {
-            self.outbox.ack(program, welcome.high_water)?;
+            self.outbox.ack(program, stored)?;
         }
         let mut report = UploadReport::default();
         // The service names the batch size; the agent caps it, so a service
@@ -344,6 +347,7 @@ impl Agent {
             let last_seq = run[run.len() - 1].seq;
             let records: Vec<Record> = run.into_iter().map(|s| s.record).collect();
             let batch_id = BatchId::from_u128(u128::from(first_seq) << 64 | u128::from(last_seq));
+            self.outbox.mark_sent(last_seq)?;
             self.send(conn, &Message::Batch(Batch { program, batch_id, first_seq, records }), now)?;
             let ack = match conn.recv()? {
                 Message::Ack(ack) if ack.batch_id == batch_id => ack,

@@ -145,8 +145,18 @@ impl AuditLog {
     /// Moves the current file aside as `NAME.<unix ns>` and starts a new
     /// one; drops the oldest rotated files beyond `keep`.
     fn rotate(&mut self, now: Timestamp) -> Result<(), AgentError> {
-        let mut aside = self.path.clone().into_os_string();
-        aside.push(format!(".{}", now.unix_nanos()));
+        // Named by the instant, made unique: two rotations at one instant
+        // (one upload's messages share a clock reading) must not overwrite.
+        let mut at = now.unix_nanos();
+        let aside = loop {
+            let mut aside = self.path.clone().into_os_string();
+            aside.push(format!(".{at}"));
+            let aside = PathBuf::from(aside);
+            if !aside.exists() {
+                break aside;
+            }
+            at += 1;
+        };
         std::fs::rename(&self.path, &aside).map_err(|e| self.err(e))?;
         self.file = open_append(&self.path).map_err(|e| self.err(e))?;
         self.size = 0;

@@ -41,13 +41,28 @@ pub fn load_or_create_key(path: impl AsRef<Path>) -> Result<[u8; 32], KeyError> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut secret = [0u8; 32];
             getrandom::getrandom(&mut secret).map_err(|e| KeyError::Random(e.to_string()))?;
+            // Written whole and synced under a temporary name, then linked
+            // into place (which fails if another process was first): a crash
+            // never leaves a short key file behind.
+            let mut tmp = path.as_os_str().to_owned();
+            tmp.push(format!(".tmp{}", std::process::id()));
+            let tmp = std::path::PathBuf::from(tmp);
             let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
+            options.write(true).create(true).truncate(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            match options.open(path) {
-                Ok(mut file) => {
-                    file.write_all(&secret).and_then(|()| file.sync_all()).map_err(io)?;
+            let written = options.open(&tmp).and_then(|mut file| {
+                file.write_all(&secret)?;
+                file.sync_all()
+            });
+            let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
+                    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        // The new name is durable once its folder is synced.
+                        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+                    }
                     Ok(secret)
                 }
                 // Another process made it first: use theirs.

@@ -146,6 +146,14 @@ impl Outbox {
         Ok(self.spool.next_run(max)?)
     }
 
+    pub(crate) fn mark_sent(&mut self, seq: u64) -> Result<(), AgentError> {
+        Ok(self.spool.mark_sent(seq)?)
+    }
+
+    pub(crate) fn sent_up_to(&self) -> Result<u64, AgentError> {
+        Ok(self.spool.sent_up_to()?)
+    }
+
     pub(crate) fn ack(&mut self, program: Program, up_to: u64) -> Result<u64, AgentError> {
         Ok(self.spool.ack(program, up_to)?)
     }

@@ -109,12 +109,20 @@ fn identity(meta: &std::fs::Metadata) -> Vec<u8> {
 /// The event id of the line at `offset` of generation `generation` of
 /// `source` on `device`: the same line always gets the same id, so a replay
 /// is recognised by the service.
-pub(crate) fn line_event_id(device: &DeviceId, source: &str, generation: u64, offset: u64) -> EventId {
+pub(crate) fn line_event_id(
+    device: &DeviceId,
+    source: &str,
+    identity: &[u8],
+    generation: u64,
+    offset: u64,
+) -> EventId {
     let mut h = blake3::Hasher::new_derive_key("privtel-agent 2026-11 source line event id");
     h.update(&(device.as_str().len() as u64).to_le_bytes());
     h.update(device.as_str().as_bytes());
     h.update(&(source.len() as u64).to_le_bytes());
     h.update(source.as_bytes());
+    h.update(&(identity.len() as u64).to_le_bytes());
+    h.update(identity);
     h.update(&generation.to_le_bytes());
     h.update(&offset.to_le_bytes());
     let mut b = [0u8; 16];
@@ -184,7 +192,7 @@ pub fn parse_web_log(text: &str, file: &str, device: &DeviceId) -> (Vec<Record>,
         if line.trim().is_empty() || line.starts_with('#') {
             continue;
         }
-        match parse_web_line(line, device, line_event_id(device, file, 0, start)) {
+        match parse_web_line(line, device, line_event_id(device, file, &[], 0, start)) {
             Ok(r) => out.push(r),
             Err((column, problem)) => report.problem(LineProblem { line: i as u64 + 1, column, problem }),
         }
@@ -210,12 +218,21 @@ pub(crate) fn follow(
     let source = log.source();
     let src_err = |source: std::io::Error| AgentError::Source { path: log.path.clone(), source };
     let mut report = SourceReport { file: log.path.display().to_string(), ..SourceReport::default() };
-    let file = File::open(&log.path).map_err(src_err)?;
+    // A FIFO or a device would block an open or a read: only regular files,
+    // checked before opening and again on what was opened.
+    let not_regular = || src_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    if !std::fs::metadata(&log.path).map_err(src_err)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = open_nonblocking(&log.path).map_err(src_err)?;
     let meta = file.metadata().map_err(src_err)?;
     if !meta.is_file() {
-        return Err(src_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
+        return Err(not_regular());
     }
     let id = identity(&meta);
+    // A new generation is saved even if no line follows it yet, so a file
+    // that regrows past the old offset is not mistaken for the old one.
+    let mut changed = false;
     let start = match saved {
         None => SourcePosition::new(&source, id, 0, 0, 0),
         Some(p) if p.identity == id => {
@@ -223,6 +240,7 @@ pub(crate) fn follow(
                 // Truncated in place (logrotate's copytruncate): a new
                 // generation from the start.
                 report.truncated = true;
+                changed = true;
                 SourcePosition::new(&source, id, p.generation + 1, 0, 0)
             } else {
                 p
@@ -232,17 +250,27 @@ pub(crate) fn follow(
             // Replaced (logrotate's create): finish the old file where it
             // now lives, then start the new one.
             report.rotated = true;
+            changed = true;
             if let Some(old) = find_rotated(&log.path, &p.identity) {
-                let file = File::open(&old).map_err(src_err)?;
+                let file = open_nonblocking(&old).map_err(src_err)?;
                 let before = report.lines;
-                read_from(file, p.clone(), true, device, &mut report, &mut sink)?;
+                read_from(file, p.clone(), true, false, device, &mut report, &mut sink)?;
                 report.rotated_lines = report.lines - before;
             }
             SourcePosition::new(&source, id, p.generation + 1, 0, 0)
         }
     };
-    read_from(file, start, false, device, &mut report, &mut sink)?;
+    read_from(file, start, false, changed, device, &mut report, &mut sink)?;
     Ok(report)
+}
+
+/// Opens a file for reading without blocking on a FIFO (Linux).
+fn open_nonblocking(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(target_os = "linux")]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, 0o4000); // O_NONBLOCK
+    options.open(path)
 }
 
 /// A file beside `path` whose name starts with `path`'s and whose identity
@@ -265,11 +293,13 @@ fn find_rotated(path: &Path, identity_wanted: &[u8]) -> Option<PathBuf> {
 }
 
 /// Reads `file` from `pos`, parsing lines into chunks. With `finished`, a
-/// last line without a newline counts (the file will not grow again).
+/// last line without a newline counts (the file will not grow again); with
+/// `save`, the position is saved even when no line follows.
 fn read_from(
     mut file: File,
     mut pos: SourcePosition,
     finished: bool,
+    save: bool,
     device: &DeviceId,
     report: &mut SourceReport,
     sink: &mut impl FnMut(Chunk) -> Result<(), AgentError>,
@@ -286,8 +316,9 @@ fn read_from(
         let n = (&mut reader).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut buf).map_err(src_err)?;
         let mut too_long = false;
         let mut consumed = n as u64;
-        if n > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
-            // Skip to the end of this over-long line.
+        let mut ended = buf.last() == Some(&b'\n');
+        if n > MAX_LINE_BYTES && !ended {
+            // Skip to the end of this over-long line, without holding it.
             too_long = true;
             let mut rest = Vec::new();
             loop {
@@ -297,12 +328,18 @@ fn read_from(
                     .read_until(b'\n', &mut rest)
                     .map_err(src_err)?;
                 consumed += m as u64;
-                if m == 0 || rest.last() == Some(&b'\n') {
+                if rest.last() == Some(&b'\n') {
+                    ended = true;
+                    break;
+                }
+                if m == 0 {
                     break;
                 }
             }
         }
-        let complete = buf.last() == Some(&b'\n') || too_long;
+        // A line still being written (no newline yet) waits, however long:
+        // consuming half of it would make its rest look like a line.
+        let complete = ended;
         if n == 0 || (!complete && !finished) {
             // End of what is written: a partial line waits for its newline.
             break;
@@ -326,7 +363,7 @@ fn read_from(
                 Ok(text) => {
                     let text = text.trim_end_matches(['\n', '\r']);
                     if !(text.trim().is_empty() || text.starts_with('#')) {
-                        let id = line_event_id(device, &pos.source, pos.generation, start);
+                        let id = line_event_id(device, &pos.source, &pos.identity, pos.generation, start);
                         match parse_web_line(text, device, id) {
                             Ok(r) => records.push(r),
                             Err((column, problem)) => {
@@ -343,7 +380,7 @@ fn read_from(
             lines_in_chunk = 0;
         }
     }
-    if lines_in_chunk > 0 {
+    if lines_in_chunk > 0 || save {
         report.records += records.len() as u64;
         sink(Chunk { records, position: pos })?;
     }

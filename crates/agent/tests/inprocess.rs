@@ -408,3 +408,53 @@ fn enrichment_sends_no_query_when_off_or_when_nothing_is_new() {
     let text = std::fs::read_to_string(dir2.path().join("audit.jsonl")).unwrap();
     assert!(!text.contains("enrich query"), "{text}");
 }
+
+#[test]
+fn a_high_water_mark_above_what_was_sent_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..30);
+    let service = Arc::new(service(dir.path()));
+    // Someone raised this device's mark far above anything it sent (one
+    // batch with a huge first sequence number).
+    let (event, _) = privtel_agent::parse_web_log(&line(99), "other", &DeviceId::new("dev-1").unwrap());
+    service.engine().ingest(&DeviceId::new("dev-1").unwrap(), 1_000_000, event, now()).unwrap();
+    let mut agent = agent(dir.path());
+    agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    let (report, _) = deliver(&mut agent, &service, RetryBudget::attempts(1));
+    // The agent did not drop its 30 records on the welcome's word: it sent
+    // them, and removed them only on the acknowledgement. (That the service
+    // then ignores them below the planted mark is the tenancy work's to fix.)
+    assert_eq!(report.unwrap().sent_total(), 30);
+    assert!(agent.outbox().is_empty().unwrap());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_or_an_overlong_line_being_written_does_not_hang_or_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.log");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let mut agent = agent(dir.path());
+    let err = agent.collect_web_log(&WebLog::new(&fifo), now()).unwrap_err().to_string();
+    assert!(err.contains("not a regular file") && err.contains("fifo.log"), "{err}");
+
+    // A line of 100 KiB still being written: nothing consumed until its
+    // newline; then it is one problem, and the next line is read whole.
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..2);
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(&vec![b'x'; 100 << 10]).unwrap();
+    let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert_eq!((report.lines, report.skipped), (2, 0));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(&vec![b'y'; 50 << 10]).unwrap();
+    f.write_all(b"\n").unwrap();
+    drop(f);
+    write_log(&log, 2..3);
+    let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert_eq!((report.lines, report.records, report.skipped), (2, 1, 1));
+    assert_eq!(
+        report.problem_lines().next().unwrap(),
+        format!("{}:3: line is longer than 65536 bytes", log.display())
+    );
+}

@@ -418,6 +418,39 @@ impl Spool {
         Ok(n as u64)
     }
 
+    /// Records that the highest sequence number ever handed to the wire is
+    /// at least `seq` (durable). An acknowledgement can then be bounded by
+    /// what was really sent: a service's high-water mark above it (a spool
+    /// made anew, a service that lies) removes nothing that never left.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn mark_sent(&mut self, seq: u64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO spool_counters (name, value) VALUES ('sent_up_to', ?1)
+                 ON CONFLICT(name) DO UPDATE SET value = max(value, ?1)",
+                [i64::try_from(seq).unwrap_or(i64::MAX)],
+            )
+            .op("recording what was sent")?;
+        Ok(())
+    }
+
+    /// The highest sequence number ever handed to the wire (0 if none).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn sent_up_to(&self) -> Result<u64> {
+        let v: Option<i64> = self
+            .conn
+            .query_row("SELECT value FROM spool_counters WHERE name = 'sent_up_to'", [], |r| r.get(0))
+            .optional()
+            .op("reading what was sent")?;
+        Ok(v.unwrap_or(0).max(0) as u64)
+    }
+
     /// What left the spool without being sent, and what was acknowledged,
     /// since the spool was created.
     ///
