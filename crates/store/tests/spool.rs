@@ -196,7 +196,7 @@ fn a_source_position_commits_with_its_records_and_expiry_leaves_nothing_in_the_l
     };
     assert!(file_and_log().windows(13).any(|w| w == b"cnry-expiring"), "the canary is planted");
     // Past the TTL: gone from the table, the file and its write-ahead log.
-    let later = now.checked_add(time::Duration::days(31)).unwrap();
+    let later = now.checked_add(Duration::days(31)).unwrap();
     assert_eq!(spool.expire(later).unwrap() as usize, records.len());
     assert!(
         !file_and_log().windows(13).any(|w| w == b"cnry-expiring"),
