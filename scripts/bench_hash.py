@@ -9,7 +9,7 @@ import time
 
 DATA = os.environ["BENCH_DATA"]
 RUNS = int(os.environ.get("RUNS", "5"))
-HASH = "target/release/examples/hash"
+HASH = os.environ.get("HASH_BIN", "target/release/examples/hash")
 SEED = 20261127
 BIG = os.path.join(DATA, "big.bin")
 TREE = os.path.join(DATA, "tree")

@@ -109,6 +109,23 @@ impl Hasher {
         self
     }
 
+    /// Feeds `bytes` to every selected algorithm using the current rayon
+    /// pool: SHA-256 and BLAKE3 side by side when both are selected, BLAKE3
+    /// alone split across cores. For large chunks (a megabyte or more).
+    pub(crate) fn update_parallel(&mut self, bytes: &[u8]) -> &mut Self {
+        match (&mut self.sha256, &mut self.blake3) {
+            (Some(s), Some(b)) => {
+                rayon::join(|| s.update(bytes), || b.update(bytes));
+            }
+            (None, Some(b)) => {
+                b.update_rayon(bytes);
+            }
+            (Some(s), None) => s.update(bytes),
+            (None, None) => {}
+        }
+        self
+    }
+
     /// The digests of everything fed so far.
     pub fn finalize(self) -> Digests {
         Digests {

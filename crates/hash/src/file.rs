@@ -1,5 +1,15 @@
-//! Hashing one file: open once, stat, read (or map) once, detect the format,
-//! stat again to catch changes.
+//! Hashing one file: open once, stat, read once, detect the format, stat
+//! again to catch changes.
+//!
+//! By default nothing here maps a file into memory. A mapping of a file that
+//! another process truncates raises `SIGBUS` on the first touch past the new
+//! end, which kills the process (as it does `b3sum`); a `read` past the new
+//! end returns fewer bytes instead, which the checks below report as
+//! [`SkipReason::Changed`]. Large files are still hashed on several cores:
+//! SHA-256 behind a thread that reads ahead, BLAKE3 as subtrees that each
+//! core reads (`pread`) and hashes on its own. Mapping remains as an opt-in
+//! ([`FileOptions::mmap_threshold`]) for files nothing can truncate: it
+//! saves the copy, which BLAKE3 alone on two cores feels (see the README).
 
 use std::cell::RefCell;
 use std::fs::{File, Metadata};
@@ -14,16 +24,29 @@ use crate::digest::{Algorithms, Digests, Hasher, READ_BUF, digest_bytes};
 use crate::error::{Error, Result, SkipReason};
 use crate::format::{FORMAT_PROBE_LEN, detect_format};
 
-/// Files at least this large are memory-mapped rather than read, by default.
+/// The default of [`FileOptions::mmap_threshold`]: `u64::MAX`, no file is
+/// ever memory-mapped unless asked for, so that another process truncating
+/// a file under the hash cannot kill this one with `SIGBUS`.
+///
+/// (It was 16 MiB, the value [`DEFAULT_PARALLEL_THRESHOLD`] keeps. Against
+/// the read path that replaced the mapping, measured on 1 GiB on a 2-core
+/// Xeon under load, the mapping saves the copy out of the page cache, 0.16 s
+/// of system time per GiB: BLAKE3 alone 0.145 s mapped against 0.20 s read,
+/// SHA-256 and both within 4 %.)
+pub const DEFAULT_MMAP_THRESHOLD: u64 = u64::MAX;
+
+/// Files at least this large are hashed on several cores by default (see
+/// [`FileOptions::parallel_threshold`]).
 ///
 /// Measured on the 2-core EPYC development machine (see the README's
-/// performance notes): over a tree of files up to 2 MiB, reading in 256 KiB
-/// chunks beats mapping at every threshold tried (BLAKE3 0.27 s unmapped
-/// against 0.32 s with 1 MiB and 0.38 s with 64 KiB; page faults cost more
-/// than the copy), while one large file gains from a mapping that several
-/// cores hash at once. 16 MiB keeps trees of ordinary files on the read path
-/// and gives large files the parallel one.
-pub const DEFAULT_MMAP_THRESHOLD: u64 = 16 << 20;
+/// performance notes): over a tree of files up to 2 MiB, one core per file
+/// reading in 256 KiB chunks beats the several-core path of the time (a
+/// mapping) at every threshold tried (BLAKE3 0.27 s against 0.32 s with
+/// 1 MiB and 0.38 s with 64 KiB): in a tree every core already has a file
+/// of its own. One large file gains from several cores. 16 MiB keeps trees
+/// of ordinary files on the one-core path and gives large files the
+/// parallel one.
+pub const DEFAULT_PARALLEL_THRESHOLD: u64 = 16 << 20;
 
 /// How one file is hashed.
 #[derive(Clone, Debug)]
@@ -37,13 +60,26 @@ pub struct FileOptions {
     pub executables_only: bool,
     /// Skip files larger than this many bytes. Default: none.
     pub max_size: Option<u64>,
-    /// Memory-map files of at least this many bytes; `u64::MAX` never maps.
-    /// Default: [`DEFAULT_MMAP_THRESHOLD`].
+    /// **Unsafe against concurrent truncation; opt-in.** Memory-map files
+    /// of at least this many bytes instead of reading them. Default:
+    /// [`DEFAULT_MMAP_THRESHOLD`] (`u64::MAX`: never).
     ///
-    /// A mapped file that another process truncates while it is being hashed
-    /// raises `SIGBUS` (as it does for `b3sum` and every mmap user); set
-    /// `u64::MAX` where files may be truncated under the scanner.
+    /// A mapped file that another process truncates while it is hashed
+    /// raises `SIGBUS`, which kills the whole process (as it does `b3sum`
+    /// and every mmap user). Lower this only for files nothing can truncate
+    /// (read-only media, files this process owns). Unmapped, a truncated,
+    /// grown or replaced file is reported as [`SkipReason::Changed`]. What
+    /// mapping saves is the copy out of the page cache: BLAKE3 alone of one
+    /// large file on two cores is about a third faster mapped; SHA-256 and
+    /// both gain a few per cent.
     pub mmap_threshold: u64,
+    /// Files of at least this many bytes are hashed on several cores when
+    /// `parallel` is set: SHA-256 behind a thread that reads ahead (with
+    /// BLAKE3 beside it when both are asked for), BLAKE3 alone as subtrees
+    /// that every core reads and hashes. Default:
+    /// [`DEFAULT_PARALLEL_THRESHOLD`]; `u64::MAX` hashes every file on the
+    /// calling thread alone.
+    pub parallel_threshold: u64,
     /// Let one large file use several cores (SHA-256 and BLAKE3 side by side,
     /// BLAKE3 split across cores). Default: true.
     pub parallel: bool,
@@ -56,6 +92,7 @@ impl Default for FileOptions {
             executables_only: false,
             max_size: None,
             mmap_threshold: DEFAULT_MMAP_THRESHOLD,
+            parallel_threshold: DEFAULT_PARALLEL_THRESHOLD,
             parallel: true,
         }
     }
@@ -249,24 +286,78 @@ pub(crate) fn hash_file_inner(
         return Err(SkipReason::TooLarge { size, limit });
     }
 
-    let large = size > 0 && size >= options.mmap_threshold;
-    if large && options.parallel && options.algorithms == Algorithms::Sha256 {
-        // SHA-256 alone cannot be split across cores, so a mapping buys
-        // nothing; a second thread that reads ahead hides the copy instead
-        // (faster than page faults on a mapping, measured in the README).
-        let (digests, format, read) = read_ahead_sha256(&mut file, size, options)?;
-        return finish(&file, &before, size, read, digests, format);
-    }
-    let mapped = if large { map(&file) } else { None };
+    let mapped = if size > 0 && size >= options.mmap_threshold { map(&file) } else { None };
+    let large = mapped.is_some() || (options.parallel && size > 0 && size >= options.parallel_threshold);
     let (digests, format, read) = match &mapped {
         Some(bytes) => {
             let format = probe(bytes, options)?;
             (digest_bytes(options.algorithms, bytes, options.parallel), format, bytes.len() as u64)
         }
-        None => read_and_hash(&mut file, size, options)?,
+        None if !large => read_and_hash(&mut file, size, options)?,
+        #[cfg(unix)]
+        None if options.algorithms == Algorithms::Blake3 => blake3_subtrees(&file, size, options)?,
+        // SHA-256 cannot be split across cores: a second thread that reads
+        // ahead hides the copy (and BLAKE3, with both, runs beside it).
+        None => read_ahead(&mut file, size, options)?,
     };
     drop(mapped);
-    finish(&file, &before, size, read, digests, format)
+    let done = finish(&file, &before, size, read, digests, format)?;
+    // A large read takes long enough for the path to be renamed over (a log
+    // rotated) meanwhile: the open file is then intact, but no longer the
+    // one the path names. One more stat per large file tells.
+    if large && !still_named(path, dir, &done.1) {
+        return Err(SkipReason::Changed { before: size, after: size });
+    }
+    Ok(done)
+}
+
+/// Maps `file` read-only, or `None` if the file system cannot map it (the
+/// caller then reads it instead). Only when [`FileOptions::mmap_threshold`]
+/// asks for it.
+fn map(file: &File) -> Option<memmap2::Mmap> {
+    // SAFETY: `Mmap::map` is unsafe because the mapped bytes can change if
+    // another process writes the file while it is mapped; Rust would then see
+    // a `&[u8]` change under it. We only ever read the bytes into hash
+    // functions, for which a concurrent change yields a wrong digest, not
+    // memory unsafety in our code; and we detect such changes afterwards
+    // (size and mtime before/after) and report `SkipReason::Changed` instead
+    // of the digest. Truncation by another process raises SIGBUS, which
+    // kills the process: that is why mapping is opt-in, as documented on
+    // `FileOptions::mmap_threshold`.
+    #[allow(unsafe_code)]
+    let map = unsafe { memmap2::Mmap::map(file) }.ok()?;
+    #[cfg(unix)]
+    {
+        // A hint only: failure changes nothing but read-ahead.
+        let _ = map.advise(memmap2::Advice::Sequential);
+    }
+    Some(map)
+}
+
+/// Whether `path` (relative to `dir` when given, as [`open`] opened it)
+/// still names the file with `identity`: false when it is gone or names
+/// another file.
+#[cfg(target_os = "linux")]
+fn still_named(path: &Path, dir: Option<&DirFd>, identity: &FileIdentity) -> bool {
+    let at = rustix::fs::AtFlags::empty();
+    let st = match (dir, path.file_name()) {
+        (Some(dir), Some(name)) => rustix::fs::statx(dir, name, at, STATX_MASK),
+        _ => rustix::fs::statx(rustix::fs::CWD, path, at, STATX_MASK),
+    };
+    st.is_ok_and(|st| {
+        let now = Stat::of_statx(&st).identity;
+        (now.dev, now.ino) == (identity.dev, identity.ino)
+    })
+}
+
+/// Whether `path` still names the file with `identity` (by device and inode
+/// where the system has them; elsewhere only that the path still exists).
+#[cfg(not(target_os = "linux"))]
+fn still_named(path: &Path, _: Option<&DirFd>, identity: &FileIdentity) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| {
+        let now = FileIdentity::of(&meta);
+        (now.dev, now.ino) == (identity.dev, identity.ino)
+    })
 }
 
 /// How long ago a file's last change (its ctime) must lie for
@@ -411,27 +502,6 @@ fn finish(
     Ok((hashed, identity))
 }
 
-/// Maps `file` read-only, or `None` if the file system cannot map it (the
-/// caller then reads it instead).
-fn map(file: &File) -> Option<memmap2::Mmap> {
-    // SAFETY: `Mmap::map` is unsafe because the mapped bytes can change if
-    // another process writes the file while it is mapped; Rust would then see
-    // a `&[u8]` change under it. We only ever read the bytes into hash
-    // functions, for which a concurrent change yields a wrong digest, not
-    // memory unsafety in our code; and we detect such changes afterwards
-    // (size and mtime before/after) and report `SkipReason::Changed` instead
-    // of the digest. Truncation by another process can raise SIGBUS, as
-    // documented on `FileOptions::mmap_threshold`.
-    #[allow(unsafe_code)]
-    let map = unsafe { memmap2::Mmap::map(file) }.ok()?;
-    #[cfg(unix)]
-    {
-        // A hint only: failure changes nothing but read-ahead.
-        let _ = map.advise(memmap2::Advice::Sequential);
-    }
-    Some(map)
-}
-
 /// Reads the `size` bytes `fstat` reported, in [`READ_BUF`] chunks, hashing
 /// as it goes. Returns the digests, the format and how many bytes were read.
 ///
@@ -473,8 +543,10 @@ fn read_and_hash(
 const AHEAD_CHUNK: usize = 2 << 20;
 
 /// Reads `size` bytes on a helper thread, one chunk ahead, while this thread
-/// computes SHA-256. Returns what [`read_and_hash`] returns.
-fn read_ahead_sha256(
+/// hashes: SHA-256 here, and BLAKE3 (when asked for) beside it on another
+/// core. Returns what [`read_and_hash`] returns; a file that ends early
+/// (truncated during the read) returns fewer bytes than `size`.
+fn read_ahead(
     file: &mut File,
     size: u64,
     options: &FileOptions,
@@ -508,7 +580,7 @@ fn read_ahead_sha256(
         // Owned here, so an early return drops them before the scope joins
         // the reader, which then sees closed channels and stops.
         let (full_rx, empty_tx) = (full_rx, empty_tx);
-        let mut hasher = Hasher::new(Algorithms::Sha256);
+        let mut hasher = Hasher::new(options.algorithms);
         let mut total = 0u64;
         let mut format = None;
         for chunk in full_rx.iter() {
@@ -516,13 +588,135 @@ fn read_ahead_sha256(
             if total == 0 {
                 format = probe(&chunk, options)?;
             }
-            hasher.update(&chunk);
+            hasher.update_parallel(&chunk);
             total += chunk.len() as u64;
             // The reader may be done already; a failed send only means so.
             let _ = empty_tx.send(chunk);
         }
         Ok((hasher.finalize(), format, total))
     })
+}
+
+/// Bytes of one BLAKE3 subtree that one core reads and hashes in one go, in
+/// [`blake3_subtrees`]: small enough that the buffer stays in the core's L2
+/// cache between the copy and the hash, large enough for BLAKE3's widest
+/// SIMD (16 chunks) and to make a `pread` and a rayon hand-over cheap.
+/// Measured on 1 GiB from page cache (BLAKE3 alone, a 2-core Xeon, three
+/// rounds): leaves of 128 KiB to 4 MiB all took 0.20-0.22 s; the copy out
+/// of the page cache (0.16 s of system time per GiB), not the leaf size,
+/// bounds this path, so the leaf is the 256 KiB read buffer itself.
+#[cfg(unix)]
+const SUBTREE_LEAF: usize = READ_BUF;
+
+/// BLAKE3 of the `size` bytes of `file` on every core of the current rayon
+/// pool, without a mapping: the BLAKE3 tree is split as the hash defines it
+/// (the left subtree is the largest power of two of chunks below the whole)
+/// down to [`SUBTREE_LEAF`] bytes; each leaf is read with `pread` into the
+/// reading thread's buffer and hashed there, and the chaining values are
+/// merged back up. This is what `blake3`'s own `update_rayon` does over a
+/// slice in memory, with reads where that touches pages.
+///
+/// Returns what [`read_and_hash`] returns; when the file ends before `size`
+/// (truncated during the read) the count is short, and the digest is
+/// meaningless (the caller reports the file as changed).
+#[cfg(unix)]
+fn blake3_subtrees(
+    file: &File,
+    size: u64,
+    options: &FileOptions,
+) -> std::result::Result<(Digests, Option<ExecutableFormat>, u64), SkipReason> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use blake3::hazmat::{ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root};
+
+    /// What every leaf shares: the file, and how the read is going.
+    struct Tree<'a> {
+        file: &'a File,
+        read: AtomicU64,
+        /// Set by the first leaf that hits an error or the end of the file:
+        /// the leaves not read yet are then left alone.
+        stop: AtomicBool,
+        error: std::sync::Mutex<Option<io::Error>>,
+    }
+
+    impl Tree<'_> {
+        /// Reads `len` bytes at `offset` and gives them to `hash`, or
+        /// `None` (and stops the tree) if they could not all be read.
+        fn leaf<T>(&self, offset: u64, len: usize, hash: impl FnOnce(&[u8]) -> T) -> Option<T> {
+            if self.stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            BUF.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                let bytes = &mut buf[..len];
+                match read_full_at(self.file, bytes, offset) {
+                    Ok(n) => {
+                        self.read.fetch_add(n as u64, Ordering::Relaxed);
+                        if n == len {
+                            return Some(hash(bytes));
+                        }
+                    }
+                    Err(e) => {
+                        let mut error = self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        error.get_or_insert(e);
+                    }
+                }
+                self.stop.store(true, Ordering::Relaxed);
+                None
+            })
+        }
+
+        /// The chaining value of the subtree of `len` bytes at `offset`.
+        fn subtree(&self, offset: u64, len: u64) -> Option<ChainingValue> {
+            if len <= SUBTREE_LEAF as u64 {
+                return self.leaf(offset, len as usize, |bytes| {
+                    blake3::Hasher::new().set_input_offset(offset).update(bytes).finalize_non_root()
+                });
+            }
+            let left = left_subtree_len(len);
+            let (l, r) =
+                rayon::join(|| self.subtree(offset, left), || self.subtree(offset + left, len - left));
+            Some(merge_subtrees_non_root(&l?, &r?, Mode::Hash))
+        }
+    }
+
+    let format = {
+        let mut first = [0; FORMAT_PROBE_LEN];
+        let n = read_full_at(file, &mut first, 0).map_err(SkipReason::Unreadable)?;
+        probe(&first[..n], options)?
+    };
+    let tree =
+        Tree { file, read: AtomicU64::new(0), stop: AtomicBool::new(false), error: Default::default() };
+    let root = if size <= SUBTREE_LEAF as u64 {
+        tree.leaf(0, size as usize, blake3::hash)
+    } else {
+        let left = left_subtree_len(size);
+        let (l, r) = rayon::join(|| tree.subtree(0, left), || tree.subtree(left, size - left));
+        l.zip(r).map(|(l, r)| blake3::hazmat::merge_subtrees_root(&l, &r, Mode::Hash))
+    };
+    if let Some(e) = tree.error.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        return Err(SkipReason::Unreadable(e));
+    }
+    let blake3 = root.map(|hash| privtel_model::Digest::from_bytes(*hash.as_bytes()));
+    // A short read leaves `blake3` empty, and the count tells the caller.
+    Ok((Digests { sha256: None, blake3 }, format, tree.read.into_inner()))
+}
+
+/// Fills `buf` from `offset` as far as the file allows, with `pread`
+/// (which leaves the file offset alone, so several threads can share it).
+#[cfg(unix)]
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// The executable format from a file's first bytes (`first` may be longer

@@ -10,11 +10,18 @@
 //! * [`digest`], [`digest_bytes`], [`digest_reader`] and [`Hasher`] hash bytes:
 //!   SHA-256 (`sha2`, which uses the CPU's SHA extensions when present),
 //!   BLAKE3, or both from one read ([`Algorithms`]).
-//! * [`hash_file`] hashes one file: memory-mapped at or above
-//!   [`DEFAULT_MMAP_THRESHOLD`], read in 256 KiB chunks below it; SHA-256
-//!   and BLAKE3 of one large file run on two cores at once. A file whose size
-//!   or modification time changed during the read is reported as
-//!   [`SkipReason::Changed`], never given a digest.
+//! * [`hash_file`] hashes one file with `read` (by default never a mapping):
+//!   below [`DEFAULT_PARALLEL_THRESHOLD`] in 256 KiB chunks on the calling
+//!   thread; at or above it on several cores (SHA-256 behind a thread that
+//!   reads 2 MiB ahead, with BLAKE3 beside it when both are asked for;
+//!   BLAKE3 alone as 256 KiB subtrees that every core reads with `pread`
+//!   and hashes). A file whose size or modification time changed during
+//!   the read, that ended before its size (truncated), or that a large
+//!   read's path no longer names afterwards (replaced), is reported as
+//!   [`SkipReason::Changed`], never given a digest; another process
+//!   truncating a file under the hash cannot raise `SIGBUS`. Mapping large
+//!   files is an opt-in, unsafe against that truncation
+//!   ([`FileOptions::mmap_threshold`]).
 //! * [`ScannerBuilder`] → [`Scanner`] walks trees and hashes every regular
 //!   file on every core, returning a [`ScanReport`]: one [`HashedFile`] or
 //!   one [`SkippedFile`] (with a typed [`SkipReason`]) per file found. A scan
@@ -56,11 +63,13 @@
 //!
 //! The digests are those of `sha256sum` and `b3sum` on the same bytes (the
 //! tests run both tools when installed). One read feeds both algorithms:
-//! below the mapping threshold one 256 KiB buffer per thread, reused for
-//! every file; above it a read-only mapping that two cores hash at once. The
-//! only `unsafe` in the crate is that mapping (see `src/file.rs` for why it
-//! is sound for our use, and `FileOptions::mmap_threshold` for the SIGBUS
-//! caveat every mmap user shares).
+//! one 256 KiB buffer per thread, reused for every file, and for one large
+//! file two 2 MiB buffers passed between a reading thread and the hashing
+//! one. No file is memory-mapped unless asked for (an agent that scans while
+//! logs rotate must not die of a `SIGBUS`). The only `unsafe` in the crate
+//! is that opt-in mapping (see `src/file.rs` for why it is sound for our
+//! use, and `FileOptions::mmap_threshold` for the SIGBUS caveat every mmap
+//! user shares).
 //!
 //! # Crate features
 //!
@@ -76,7 +85,7 @@ mod scan;
 pub use cache::{HashCache, MAX_CACHE_FILE};
 pub use digest::{Algorithms, Digests, Hasher, digest, digest_bytes, digest_reader};
 pub use error::{Error, Result, SkipReason};
-pub use file::{DEFAULT_MMAP_THRESHOLD, FileOptions, HashedFile, hash_file};
+pub use file::{DEFAULT_MMAP_THRESHOLD, DEFAULT_PARALLEL_THRESHOLD, FileOptions, HashedFile, hash_file};
 pub use format::{FORMAT_PROBE_LEN, detect_format};
 pub use scan::{Progress, ScanHooks, ScanReport, Scanner, ScannerBuilder, SkippedFile};
 

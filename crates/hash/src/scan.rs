@@ -68,10 +68,21 @@ impl ScannerBuilder {
         self
     }
 
-    /// Memory-map files of at least this size. Default:
-    /// [`crate::DEFAULT_MMAP_THRESHOLD`]; `u64::MAX` never maps.
+    /// **Unsafe against concurrent truncation; opt-in.** Memory-map files
+    /// of at least this size instead of reading them. Default:
+    /// [`crate::DEFAULT_MMAP_THRESHOLD`] (never). A mapped file that another
+    /// process truncates during the scan raises `SIGBUS` and kills the
+    /// process; see [`crate::FileOptions::mmap_threshold`].
     pub fn mmap_threshold(&mut self, bytes: u64) -> &mut Self {
         self.config.file.mmap_threshold = bytes;
+        self
+    }
+
+    /// Files of at least this size are read and hashed on several cores;
+    /// `u64::MAX` hashes each file on one thread. Default:
+    /// [`crate::DEFAULT_PARALLEL_THRESHOLD`].
+    pub fn parallel_threshold(&mut self, bytes: u64) -> &mut Self {
+        self.config.file.parallel_threshold = bytes;
         self
     }
 

@@ -31,13 +31,14 @@ fn known_answer_vectors() {
         assert_eq!(digest(HashAlg::Sha256, input).to_string(), *sha);
         assert_eq!(digest(HashAlg::Blake3, input).to_string(), *b3);
     }
-    // One million 'a's (FIPS 180-2), through a file on both read paths.
+    // One million 'a's (FIPS 180-2), through a file on every read path.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a");
     std::fs::write(&path, vec![b'a'; 1_000_000]).unwrap();
-    for threshold in [0, u64::MAX] {
+    for (parallel, mapped) in [(0, u64::MAX), (u64::MAX, u64::MAX), (u64::MAX, 0)] {
         let mut options = FileOptions::default();
-        options.mmap_threshold = threshold;
+        options.parallel_threshold = parallel;
+        options.mmap_threshold = mapped;
         let d = hash_file(&path, &options).unwrap().digests;
         assert_eq!(
             d.sha256.unwrap().to_string(),
@@ -62,7 +63,8 @@ fn peer_lines(tool: &str, files: &[std::path::PathBuf]) -> Vec<String> {
 #[test]
 fn equal_to_sha256sum_and_b3sum() {
     let dir = tempfile::tempdir().unwrap();
-    // Sizes around every boundary: chunk (256 KiB), mmap threshold (1 MiB),
+    // Sizes around every boundary: chunk and BLAKE3 subtree leaf (256 KiB),
+    // several-core threshold (1 MiB),
     // BLAKE3 chunk (1 KiB) and block (64 B), the format probe (4 KiB).
     let sizes = [
         0, 1, 63, 64, 65, 1023, 1024, 1025, 4095, 4096, 4097, 262_143, 262_144, 262_145, 1_048_575,
@@ -84,9 +86,14 @@ fn equal_to_sha256sum_and_b3sum() {
             continue;
         }
         let expected = peer_lines(name, &files);
-        for threshold in [0, 1 << 20, u64::MAX] {
-            let report =
-                ScannerBuilder::new().algorithms(alg).mmap_threshold(threshold).build().scan(&[dir.path()]);
+        // Read on several threads, on one, or mapped.
+        for (threshold, mapped) in [(0, u64::MAX), (1 << 20, u64::MAX), (u64::MAX, u64::MAX), (u64::MAX, 0)] {
+            let report = ScannerBuilder::new()
+                .algorithms(alg)
+                .parallel_threshold(threshold)
+                .mmap_threshold(mapped)
+                .build()
+                .scan(&[dir.path()]);
             assert!(report.skipped.is_empty(), "{:?}", report.skipped);
             let mut ours: Vec<String> = report
                 .hashed
@@ -97,7 +104,7 @@ fn equal_to_sha256sum_and_b3sum() {
                 })
                 .collect();
             ours.sort();
-            assert_eq!(ours, expected, "{name}, mmap threshold {threshold}");
+            assert_eq!(ours, expected, "{name}, thresholds {threshold} {mapped}");
         }
         checked += 1;
     }

@@ -47,19 +47,61 @@ proptest! {
     }
 
     #[test]
-    fn files_hash_the_same_mapped_or_read(seed in any::<u64>(), len in 0usize..600_000) {
+    fn files_hash_the_same_on_every_read_path(seed in any::<u64>(), len in 0usize..600_000) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let data = super::bytes(seed, len);
         std::fs::write(&path, &data).unwrap();
         let (sha, b3) = direct(&data);
-        for threshold in [0, 4096, u64::MAX] {
-            let mut options = FileOptions::default();
-            options.mmap_threshold = threshold;
-            let f = hash_file(&path, &options).unwrap();
-            prop_assert_eq!(f.size, len as u64);
-            prop_assert_eq!(*f.digests.sha256.unwrap().as_bytes(), sha);
-            prop_assert_eq!(*f.digests.blake3.unwrap().as_bytes(), b3);
+        // Read on one thread, on several, or mapped.
+        for (parallel, mapped) in [(u64::MAX, u64::MAX), (0, u64::MAX), (4096, u64::MAX), (u64::MAX, 0)] {
+            for alg in [Algorithms::Sha256, Algorithms::Blake3, Algorithms::Both] {
+                let mut options = FileOptions::default();
+                options.parallel_threshold = parallel;
+                options.mmap_threshold = mapped;
+                options.algorithms = alg;
+                let f = hash_file(&path, &options).unwrap();
+                prop_assert_eq!(f.size, len as u64);
+                prop_assert_eq!(f.digests.sha256.map(|d| *d.as_bytes()), alg.sha256().then_some(sha));
+                prop_assert_eq!(f.digests.blake3.map(|d| *d.as_bytes()), alg.blake3().then_some(b3));
+            }
         }
+    }
+}
+
+/// BLAKE3 of a large file is put together from subtrees read and hashed
+/// apart: the tree must be BLAKE3's at every shape (sizes around the 256 KiB
+/// leaves, powers of two of them, and the 1 KiB chunks).
+#[test]
+fn blake3_of_large_files_equals_blake3_of_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let leaf = 256 << 10;
+    let data = super::bytes(99, 9 * leaf + 3000);
+    let mut options = FileOptions::default();
+    options.parallel_threshold = 0;
+    options.algorithms = Algorithms::Blake3;
+    for len in [
+        1,
+        1024,
+        1025,
+        leaf - 1,
+        leaf,
+        leaf + 1,
+        leaf + 1024,
+        2 * leaf,
+        2 * leaf + 1,
+        3 * leaf - 1024,
+        3 * leaf + 5,
+        4 * leaf,
+        4 * leaf + 1,
+        5 * leaf + 2047,
+        8 * leaf,
+        8 * leaf + 1024,
+        9 * leaf + 3000,
+    ] {
+        std::fs::write(&path, &data[..len]).unwrap();
+        let f = hash_file(&path, &options).unwrap();
+        assert_eq!(*f.digests.blake3.unwrap().as_bytes(), *blake3::hash(&data[..len]).as_bytes(), "{len}");
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use privtel_hash::{FileOptions, ScanHooks, ScannerBuilder, SkipReason, hash_file};
+use privtel_hash::{Algorithms, FileOptions, ScanHooks, ScannerBuilder, SkipReason, hash_file};
 use privtel_model::{Arch, ExecutableFormat};
 
 fn euid_is_root() -> bool {
@@ -47,7 +47,15 @@ fn unreadable_file_is_reported_and_the_scan_goes_on() {
 fn a_file_that_grows_during_the_read_is_changed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("growing.log");
-    for mmap_threshold in [0, u64::MAX] {
+    // The one-thread read, the read-ahead thread (SHA-256, both) and the
+    // BLAKE3 subtrees.
+    let paths = [
+        (u64::MAX, false, Algorithms::Both),
+        (0, true, Algorithms::Both),
+        (0, true, Algorithms::Sha256),
+        (0, true, Algorithms::Blake3),
+    ];
+    for (parallel_threshold, parallel, algorithms) in paths {
         std::fs::write(&path, super::bytes(1, 8 << 20)).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
@@ -63,8 +71,9 @@ fn a_file_that_grows_during_the_read_is_changed() {
         // Hash repeatedly until one hash overlaps an append (the first almost
         // always does; the loop only guards against a descheduled writer).
         let mut options = FileOptions::default();
-        options.mmap_threshold = mmap_threshold;
-        options.parallel = false;
+        options.parallel_threshold = parallel_threshold;
+        options.parallel = parallel;
+        options.algorithms = algorithms;
         let mut changed = None;
         for _ in 0..50 {
             match hash_file(&path, &options) {
@@ -267,17 +276,16 @@ fn every_read_path_stops_early_on_a_non_executable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.bin");
     super::write(&path, &vec![b'z'; 5 << 20]);
-    for alg in
-        [privtel_hash::Algorithms::Sha256, privtel_hash::Algorithms::Blake3, privtel_hash::Algorithms::Both]
-    {
-        for threshold in [0, u64::MAX] {
+    for alg in [Algorithms::Sha256, Algorithms::Blake3, Algorithms::Both] {
+        for (parallel, mapped) in [(0, u64::MAX), (u64::MAX, u64::MAX), (u64::MAX, 0)] {
             let mut options = FileOptions::default();
             options.algorithms = alg;
-            options.mmap_threshold = threshold;
+            options.parallel_threshold = parallel;
+            options.mmap_threshold = mapped;
             options.executables_only = true;
             match hash_file(&path, &options) {
                 Err(privtel_hash::Error::File { reason: SkipReason::NotExecutable, .. }) => {}
-                other => panic!("{alg:?} {threshold}: {other:?}"),
+                other => panic!("{alg:?} {parallel} {mapped}: {other:?}"),
             }
             options.executables_only = false;
             assert_eq!(hash_file(&path, &options).unwrap().size, 5 << 20);

@@ -1,6 +1,7 @@
 //! Integration tests of privtel-hash, built as one binary.
 
 mod cache;
+mod changed;
 mod peers;
 mod props;
 mod reasons;
