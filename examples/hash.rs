@@ -52,7 +52,10 @@ struct Args {
     /// Skip files larger than BYTES.
     #[arg(long, value_name = "BYTES")]
     max_size: Option<u64>,
-    /// Map files of at least BYTES instead of reading them.
+    /// Map files of at least BYTES instead of reading them (faster BLAKE3 of
+    /// large files; unsafe against another process truncating a file while
+    /// it is hashed, which then kills this program with SIGBUS). Default:
+    /// never map.
     #[arg(long, value_name = "BYTES")]
     mmap_threshold: Option<u64>,
     /// Hashing threads (0: one per core).

@@ -141,9 +141,10 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// An agent filtering with `filter` into `spool`. The agent owns the
-    /// spool from here on and lends it out only as an [`Outbox`].
-    pub fn new(customer: CustomerId, device: DeviceId, filter: Filter, spool: Spool) -> Self {
+    /// An agent on a spool it opened itself: the agent owns the spool and
+    /// lends it out only as an [`Outbox`] (no caller hands it a spool that
+    /// was filled some other way).
+    fn new(customer: CustomerId, device: DeviceId, filter: Filter, spool: Spool) -> Self {
         Self {
             customer,
             device,
@@ -158,7 +159,8 @@ impl Agent {
 
     /// Opens the spool at `path`, sealed (AES-256-GCM) with the key in
     /// `PATH.seal.key` — created 0600 on first run, refused if group or
-    /// others may read it — and makes an agent on it.
+    /// others may read it — unless `options.key` names another key, and
+    /// makes an agent on it.
     ///
     /// # Errors
     ///
@@ -171,8 +173,10 @@ impl Agent {
         mut options: SpoolOptions,
     ) -> Result<Self, AgentError> {
         let path = path.as_ref();
-        let secret = crate::keys::load_or_create_key(key_path(path, "seal"))?;
-        options.key = Some(AtRestKey::new(1, secret));
+        if options.key.is_none() {
+            let secret = crate::keys::load_or_create_key(key_path(path, "seal"))?;
+            options.key = Some(AtRestKey::new(1, secret));
+        }
         let spool = Spool::open(path, options)?;
         Ok(Self::new(customer, device, filter, spool))
     }
