@@ -52,9 +52,14 @@ const MIGRATIONS: &[&str] = &["
         pseudonyms INTEGER NOT NULL
     );
 ", "
-    -- An event's id, unique per device: a replay of events already held (an
-    -- old spool, a source read again) is stored once.
-    ALTER TABLE records ADD COLUMN event_id BLOB;
+    -- An event's id (its low 64 bits), unique per device: a replay of
+    -- events already held (an old spool, a source read again) is stored
+    -- once. An integer key, not the 16-byte id: with the blob, ingest of
+    -- 2 M rows ran 19 % slower and a sweep of 1 M rows 55 % slower than
+    -- without the index; with the integer, 6 % and none (store bench).
+    -- Two different events of one device share 64 bits with a chance of
+    -- about n^2 / 2^65 for n events held (3e-8 for a million).
+    ALTER TABLE records ADD COLUMN event_id INTEGER;
     CREATE UNIQUE INDEX records_event ON records(device, event_id) WHERE event_id IS NOT NULL;
 "];
 
@@ -303,8 +308,9 @@ impl EngineStore for SqliteEngine {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO records (device, user, class, kind, program, recorded_at, stored_at, key_id, payload, event_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO records (device, user, class, kind, program, recorded_at, stored_at, key_id, payload, event_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT(device, event_id) WHERE event_id IS NOT NULL DO NOTHING",
                 )
                 .op("preparing an ingest")?;
             let mut insert_token = tx
@@ -344,7 +350,7 @@ impl EngineStore for SqliteEngine {
                 let (key_id, payload) = seal(&record, self.key.as_ref())?;
                 let class = i64::from(RecordClass::of(&record.body) == RecordClass::Object);
                 let event_id = match &record.body {
-                    privtel_model::RecordBody::Event(e) => Some(e.id.to_bytes()),
+                    privtel_model::RecordBody::Event(e) => Some(e.id.as_u128() as u64 as i64),
                     _ => None,
                 };
                 let inserted = insert
