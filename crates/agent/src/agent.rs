@@ -248,9 +248,10 @@ impl Agent {
         now: Timestamp,
     ) -> Result<(SourceReport, Collected), AgentError> {
         let saved = self.outbox.position(&log.source())?;
+        let previous = self.outbox.position(&log.previous_source())?;
         let mut collected = Collected::default();
         let (filter, outbox, device) = (&self.filter, &mut self.outbox, &self.device);
-        let report = follow(log, saved, device, |chunk: Chunk| {
+        let report = follow(log, saved, previous, device, |chunk: Chunk| {
             let (kept, report) = filter.apply_batch(chunk.records);
             outbox.append_at(&kept, &chunk.position, now)?;
             collected.merge(&kept, &report);

@@ -48,6 +48,9 @@ pub struct AuditLog {
     file: File,
     size: u64,
     options: AuditOptions,
+    /// The instant of the last line written by this process (the file's
+    /// modification time stands in for it after a restart).
+    last_write: Option<Timestamp>,
 }
 
 impl AuditLog {
@@ -61,7 +64,7 @@ impl AuditLog {
         let path = path.as_ref().to_owned();
         let file = open_append(&path).map_err(|source| AgentError::Audit { path: path.clone(), source })?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(Self { path, file, size, options })
+        Ok(Self { path, file, size, options, last_write: None })
     }
 
     /// The current file.
@@ -92,6 +95,7 @@ impl AuditLog {
         }
         writeln!(self.file, "{line}").and_then(|()| self.file.flush()).map_err(|e| self.err(e))?;
         self.size += len;
+        self.last_write = Some(self.last_write.map_or(now, |t| t.max(now)));
         Ok(())
     }
 
@@ -111,11 +115,17 @@ impl AuditLog {
                 removed += 1;
             }
         }
-        let modified = self.file.metadata().and_then(|m| m.modified()).map_err(|e| self.err(e))?;
-        let modified = Timestamp::new(time::OffsetDateTime::from(modified));
+        let modified = match self.last_write {
+            Some(t) => t,
+            None => {
+                let m = self.file.metadata().and_then(|m| m.modified()).map_err(|e| self.err(e))?;
+                Timestamp::new(time::OffsetDateTime::from(m))
+            }
+        };
         if self.size > 0 && modified < cutoff {
             self.file.set_len(0).map_err(|e| self.err(e))?;
             self.size = 0;
+            self.last_write = None;
             removed += 1;
         }
         Ok(removed)

@@ -52,6 +52,12 @@ impl WebLog {
     pub(crate) fn source(&self) -> String {
         format!("web-log:{}", self.path.display())
     }
+
+    /// Where the file before the last rotation was read up to: a writer
+    /// keeps appending to it until it reopens the log.
+    pub(crate) fn previous_source(&self) -> String {
+        format!("{}#previous", self.source())
+    }
 }
 
 /// What one pass over a source did.
@@ -74,12 +80,22 @@ pub struct SourceReport {
     pub truncated: bool,
     /// Lines finished from the rotated file before starting the new one.
     pub rotated_lines: u64,
+    /// The rotated file that was finished, as found.
+    pub rotated_file: Option<String>,
+    /// How many of `problems` (the first ones) are the rotated file's.
+    rotated_problems: usize,
 }
 
 impl SourceReport {
     /// The problems as `file:line: column problem` lines.
     pub fn problem_lines(&self) -> impl Iterator<Item = String> + '_ {
-        self.problems.iter().map(|p| format!("{}:{}: {} {}", self.file, p.line, p.column, p.problem))
+        self.problems.iter().enumerate().map(|(i, p)| {
+            let file = match &self.rotated_file {
+                Some(rotated) if i < self.rotated_problems => rotated,
+                _ => &self.file,
+            };
+            format!("{file}:{}: {} {}", p.line, p.column, p.problem)
+        })
     }
 
     fn problem(&mut self, p: LineProblem) {
@@ -212,6 +228,7 @@ pub(crate) struct Chunk {
 pub(crate) fn follow(
     log: &WebLog,
     saved: Option<SourcePosition>,
+    previous: Option<SourcePosition>,
     device: &DeviceId,
     mut sink: impl FnMut(Chunk) -> Result<(), AgentError>,
 ) -> Result<SourceReport, AgentError> {
@@ -230,6 +247,30 @@ pub(crate) fn follow(
         return Err(not_regular());
     }
     let id = identity(&meta);
+    let ctx = Ctx { device, id_source: source.clone() };
+    // Reads the file before a rotation (found beside the log by identity)
+    // from `from`: what the writer added after the last pass saw it moved.
+    let mut finish_previous = |from: SourcePosition, save: bool, report: &mut SourceReport| {
+        let Some(old) = find_rotated(&log.path, &from.identity) else { return Ok(()) };
+        let len = std::fs::metadata(&old).map(|m| m.len()).unwrap_or(0);
+        if len <= from.offset && !save {
+            return Ok(());
+        }
+        let file = open_nonblocking(&old).map_err(src_err)?;
+        let before = report.lines;
+        report.rotated_file = Some(old.display().to_string());
+        read_from(file, from, save, &ctx, report, &mut sink)?;
+        report.rotated_lines += report.lines - before;
+        report.rotated_problems = report.problems.len();
+        Ok::<(), AgentError>(())
+    };
+    let rotated_now = matches!(&saved, Some(p) if p.identity != id);
+    if let Some(prev) = &previous {
+        let now_finished_below = matches!(&saved, Some(p) if rotated_now && p.identity == prev.identity);
+        if !now_finished_below {
+            finish_previous(prev.clone(), false, &mut report)?;
+        }
+    }
     // A new generation is saved even if no line follows it yet, so a file
     // that regrows past the old offset is not mistaken for the old one.
     let mut changed = false;
@@ -248,20 +289,34 @@ pub(crate) fn follow(
         }
         Some(p) => {
             // Replaced (logrotate's create): finish the old file where it
-            // now lives, then start the new one.
+            // now lives — from the previous-file position if a pass already
+            // began it — and keep following it under the previous-file
+            // name; then start the new one.
             report.rotated = true;
             changed = true;
-            if let Some(old) = find_rotated(&log.path, &p.identity) {
-                let file = open_nonblocking(&old).map_err(src_err)?;
-                let before = report.lines;
-                read_from(file, p.clone(), true, false, device, &mut report, &mut sink)?;
-                report.rotated_lines = report.lines - before;
-            }
+            let from = match previous {
+                Some(q) if q.identity == p.identity && q.offset >= p.offset => q,
+                _ => {
+                    let mut from = p.clone();
+                    from.source = log.previous_source();
+                    from
+                }
+            };
+            finish_previous(from, true, &mut report)?;
             SourcePosition::new(&source, id, p.generation + 1, 0, 0)
         }
     };
-    read_from(file, start, false, changed, device, &mut report, &mut sink)?;
+    drop(finish_previous);
+    read_from(file, start, changed, &ctx, &mut report, &mut sink)?;
     Ok(report)
+}
+
+/// What every read of one source shares.
+struct Ctx<'a> {
+    device: &'a DeviceId,
+    /// The source's name in event ids: the same whichever position (the
+    /// log's or the previous file's) tracks a line.
+    id_source: String,
 }
 
 /// Opens a file for reading without blocking on a FIFO (Linux).
@@ -292,15 +347,14 @@ fn find_rotated(path: &Path, identity_wanted: &[u8]) -> Option<PathBuf> {
     })
 }
 
-/// Reads `file` from `pos`, parsing lines into chunks. With `finished`, a
-/// last line without a newline counts (the file will not grow again); with
-/// `save`, the position is saved even when no line follows.
+/// Reads `file` from `pos`, parsing lines into chunks; a last line without
+/// a newline waits (a writer may be half-way through it). With `save`, the
+/// position is saved even when no line follows.
 fn read_from(
     mut file: File,
     mut pos: SourcePosition,
-    finished: bool,
     save: bool,
-    device: &DeviceId,
+    ctx: &Ctx<'_>,
     report: &mut SourceReport,
     sink: &mut impl FnMut(Chunk) -> Result<(), AgentError>,
 ) -> Result<(), AgentError> {
@@ -340,7 +394,7 @@ fn read_from(
         // A line still being written (no newline yet) waits, however long:
         // consuming half of it would make its rest look like a line.
         let complete = ended;
-        if n == 0 || (!complete && !finished) {
+        if n == 0 || !complete {
             // End of what is written: a partial line waits for its newline.
             break;
         }
@@ -363,8 +417,9 @@ fn read_from(
                 Ok(text) => {
                     let text = text.trim_end_matches(['\n', '\r']);
                     if !(text.trim().is_empty() || text.starts_with('#')) {
-                        let id = line_event_id(device, &pos.source, &pos.identity, pos.generation, start);
-                        match parse_web_line(text, device, id) {
+                        let id =
+                            line_event_id(ctx.device, &ctx.id_source, &pos.identity, pos.generation, start);
+                        match parse_web_line(text, ctx.device, id) {
                             Ok(r) => records.push(r),
                             Err((column, problem)) => {
                                 report.problem(LineProblem { line: pos.line, column, problem });

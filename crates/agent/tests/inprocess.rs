@@ -326,11 +326,23 @@ fn rotation_finishes_the_old_file_then_reads_the_new_one_and_truncation_starts_o
     // More lines land, then logrotate moves the file aside and creates a
     // new one, which gets lines of its own before the agent looks again.
     write_log(&log, 100..150);
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"garbage\n").unwrap();
     std::fs::rename(&log, dir.path().join("web.log.1")).unwrap();
     write_log(&log, 150..180);
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"garbage\n").unwrap();
     let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     assert!(report.rotated);
-    assert_eq!((report.rotated_lines, report.lines), (50, 80));
+    assert_eq!((report.rotated_lines, report.lines), (51, 82));
+    // Each problem names the file it is in.
+    let problems: Vec<String> = report.problem_lines().collect();
+    let problem = "line does not have 5 tab-separated columns (time, user, url, ip, page load ms)";
+    assert_eq!(
+        problems,
+        [
+            format!("{}:151: {problem}", dir.path().join("web.log.1").display()),
+            format!("{}:31: {problem}", log.display())
+        ]
+    );
     // copytruncate: the same file emptied in place and written again.
     std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
     write_log(&log, 180..190);
@@ -457,4 +469,38 @@ fn a_fifo_or_an_overlong_line_being_written_does_not_hang_or_split() {
         report.problem_lines().next().unwrap(),
         format!("{}:3: line is longer than 65536 bytes", log.display())
     );
+}
+
+#[test]
+fn lines_a_writer_adds_to_the_rotated_file_before_it_reopens_are_read_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("web.log");
+    let old = dir.path().join("web.log.1");
+    write_log(&log, 0..100);
+    let service = Arc::new(service(dir.path()));
+    let mut agent = agent(dir.path());
+    agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    // logrotate moves the file and creates a new one; the writer keeps its
+    // old descriptor a while (until its postrotate signal).
+    std::fs::rename(&log, &old).unwrap();
+    write_log(&log, 100..110);
+    write_log(&old, 110..120);
+    let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert_eq!((report.rotated_lines, report.lines), (10, 20));
+    // Still writing to the old file after that pass, and a half line too.
+    write_log(&old, 120..125);
+    std::fs::OpenOptions::new().append(true).open(&old).unwrap().write_all(b"2026-11-27T09:").unwrap();
+    write_log(&log, 125..130);
+    let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert_eq!((report.rotated_lines, report.lines), (5, 10));
+    // Nothing new: nothing read, from either file.
+    let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert_eq!(report.lines, 0);
+    // A second agent process on the same spool agrees.
+    drop(agent);
+    let mut second = self::agent(dir.path());
+    let (report, _) = second.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert_eq!(report.lines, 0);
+    deliver(&mut second, &service, RetryBudget::attempts(1)).0.unwrap();
+    assert_eq!(events(&service), 130, "every line once, from both files");
 }
