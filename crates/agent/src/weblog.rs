@@ -306,7 +306,6 @@ pub(crate) fn follow(
             SourcePosition::new(&source, id, p.generation + 1, 0, 0)
         }
     };
-    drop(finish_previous);
     read_from(file, start, changed, &ctx, &mut report, &mut sink)?;
     Ok(report)
 }
