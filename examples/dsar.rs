@@ -148,6 +148,11 @@ fn open_store(
         }
         None => None,
     };
+    // A mistyped path must not read as "we hold nothing about this person":
+    // an administrator's request opens an existing store or fails.
+    if !path.is_file() {
+        anyhow::bail!("{}: no engine store there", path.display());
+    }
     Ok(SqliteEngine::open(path, RetentionPolicy::default(), key)?)
 }
 

@@ -237,6 +237,8 @@ fn dsar_rejects_bad_arguments_with_status_2() {
 fn dsar_runs_each_command() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("engine.db");
+    // An empty engine store, as the service makes it.
+    privtel::store::SqliteEngine::open(&store, Default::default(), None).unwrap();
     let store = store.to_str().unwrap();
     // `--store` before the command, or after it.
     let out = run_briefly("dsar", &["--store", store, "export", "u-alice"]);
@@ -387,5 +389,19 @@ fn demo_runs_end_to_end_and_cleans_up() {
     // No clear personal value of the sample data in the report.
     for secret in ["alice.martin@corp.example", "ALICE-LAPTOP", "10.20.30.40", "private-repo"] {
         assert!(!text.contains(secret), "{secret} in the demo's output");
+    }
+}
+
+#[test]
+fn dsar_refuses_a_store_that_does_not_exist_instead_of_finding_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo.db");
+    for command in [&["export", "u-alice"][..], &["erase", "u-alice"], &["sweep"]] {
+        let mut args = vec!["--store", missing.to_str().unwrap()];
+        args.extend_from_slice(command);
+        let out = run_briefly("dsar", &args);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("no engine store there"), "{}", text(&out.stderr));
+        assert!(!missing.exists(), "{command:?} created a store");
     }
 }

@@ -426,7 +426,9 @@ impl Agent {
                     let why = report.deferred_because.clone().unwrap_or_default();
                     total.merge(report);
                     // Best effort: the service is told we go; it may be gone.
-                    let _ = self.goodbye(&mut conn, clock());
+                    let bye =
+                        privtel_wire::Goodbye { reason: "deferred by the service; retrying later".into() };
+                    let _ = self.send(&mut conn, &Message::Goodbye(bye), clock());
                     (asked, format!("the service deferred a batch: {why}"))
                 }
                 Err(e) if e.is_retryable() => (None, e.to_string()),

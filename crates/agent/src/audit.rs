@@ -62,7 +62,8 @@ impl AuditLog {
     /// [`AgentError::Audit`] if the file cannot be opened.
     pub fn open(path: impl AsRef<Path>, options: AuditOptions) -> Result<Self, AgentError> {
         let path = path.as_ref().to_owned();
-        let file = open_append(&path).map_err(|source| AgentError::Audit { path: path.clone(), source })?;
+        let file =
+            open_append(&path).map_err(|source| AgentError::Audit { path: path.clone(), error: source })?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(Self { path, file, size, options, last_write: None })
     }
@@ -179,7 +180,7 @@ impl AuditLog {
     }
 
     fn err(&self, source: std::io::Error) -> AgentError {
-        AgentError::Audit { path: self.path.clone(), source }
+        AgentError::Audit { path: self.path.clone(), error: source }
     }
 }
 

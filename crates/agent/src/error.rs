@@ -40,34 +40,31 @@ pub enum AgentError {
         waiting: u64,
     },
     /// Writing the audit log failed.
-    #[error("writing the audit log {path}: {source}")]
+    #[error("writing the audit log {path}: {error}")]
     Audit {
         /// The audit log.
         path: PathBuf,
-        /// What failed.
-        #[source]
-        source: std::io::Error,
+        /// What failed (in the message, so not repeated as a source).
+        error: std::io::Error,
     },
     /// A key file is unusable.
     #[error(transparent)]
     Key(#[from] KeyError),
     /// A source (a log file) could not be opened or read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {error}")]
     Source {
         /// The source.
         path: PathBuf,
-        /// What failed.
-        #[source]
-        source: std::io::Error,
+        /// What failed (in the message, so not repeated as a source).
+        error: std::io::Error,
     },
     /// A scan root does not exist or cannot be read.
-    #[error("scan root {path}: {source}")]
+    #[error("scan root {path}: {error}")]
     ScanRoot {
         /// The root.
         path: PathBuf,
-        /// What failed.
-        #[source]
-        source: std::io::Error,
+        /// What failed (in the message, so not repeated as a source).
+        error: std::io::Error,
     },
 }
 
@@ -106,13 +103,12 @@ pub enum KeyError {
         found: u64,
     },
     /// The key file cannot be read or created.
-    #[error("key file {path}: {source}")]
+    #[error("key file {path}: {error}")]
     Io {
         /// The key file.
         path: PathBuf,
-        /// What failed.
-        #[source]
-        source: std::io::Error,
+        /// What failed (in the message, so not repeated as a source).
+        error: std::io::Error,
     },
     /// The operating system gave no randomness for a new key.
     #[error("no randomness for a new key: {0}")]

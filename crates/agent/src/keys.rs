@@ -26,7 +26,7 @@ use crate::error::KeyError;
 /// ```
 pub fn load_or_create_key(path: impl AsRef<Path>) -> Result<[u8; 32], KeyError> {
     let path = path.as_ref();
-    let io = |source| KeyError::Io { path: path.to_owned(), source };
+    let io = |source| KeyError::Io { path: path.to_owned(), error: source };
     match std::fs::File::open(path) {
         Ok(mut file) => {
             let meta = file.metadata().map_err(io)?;

@@ -20,7 +20,7 @@ use crate::error::AgentError;
 pub fn check_scan_roots<P: AsRef<Path>>(roots: &[P]) -> Result<(), AgentError> {
     for root in roots {
         let root = root.as_ref();
-        let err = |source| AgentError::ScanRoot { path: root.to_owned(), source };
+        let err = |source| AgentError::ScanRoot { path: root.to_owned(), error: source };
         let meta = std::fs::metadata(root).map_err(err)?;
         if meta.is_dir() {
             std::fs::read_dir(root).map_err(err)?;

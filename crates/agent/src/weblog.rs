@@ -233,7 +233,7 @@ pub(crate) fn follow(
     mut sink: impl FnMut(Chunk) -> Result<(), AgentError>,
 ) -> Result<SourceReport, AgentError> {
     let source = log.source();
-    let src_err = |source: std::io::Error| AgentError::Source { path: log.path.clone(), source };
+    let src_err = |source: std::io::Error| AgentError::Source { path: log.path.clone(), error: source };
     let mut report = SourceReport { file: log.path.display().to_string(), ..SourceReport::default() };
     // A FIFO or a device would block an open or a read: only regular files,
     // checked before opening and again on what was opened.
@@ -358,7 +358,7 @@ fn read_from(
     sink: &mut impl FnMut(Chunk) -> Result<(), AgentError>,
 ) -> Result<(), AgentError> {
     let path = PathBuf::from(&report.file);
-    let src_err = |source: std::io::Error| AgentError::Source { path: path.clone(), source };
+    let src_err = |source: std::io::Error| AgentError::Source { path: path.clone(), error: source };
     file.seek(SeekFrom::Start(pos.offset)).map_err(src_err)?;
     let mut reader = BufReader::with_capacity(256 << 10, file);
     let mut buf = Vec::with_capacity(1024);
