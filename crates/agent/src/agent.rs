@@ -459,16 +459,12 @@ impl Agent {
         if !self.filter.enabled(Program::Enrichment) {
             return Ok((Vec::new(), Vec::new()));
         }
-        let due = |me: &Self, key: LookupKey| {
-            me.schedule.needs_evaluation(now, me.looked_up.get(&key).copied(), now).then_some(key)
-        };
+        let due =
+            |key: LookupKey| self.schedule.needs_evaluation(now, self.looked_up.get(&key).copied(), now);
         let binaries: Vec<Digest> =
-            binaries.iter().filter(|b| due(self, LookupKey::Binary(**b)).is_some()).copied().collect();
-        let domains: Vec<Domain> = domains
-            .iter()
-            .filter(|d| due(self, LookupKey::Domain((*d).clone())).is_some())
-            .cloned()
-            .collect();
+            binaries.iter().filter(|b| due(LookupKey::Binary(**b))).copied().collect();
+        let domains: Vec<Domain> =
+            domains.iter().filter(|d| due(LookupKey::Domain((*d).clone()))).cloned().collect();
         if binaries.is_empty() && domains.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }

@@ -87,9 +87,14 @@ impl AuditLog {
     ) -> Result<(), AgentError> {
         // Serialised straight to text: a batch of thousands of records
         // never exists as a JSON tree in memory.
-        let message = serde_json::to_string(message).map_err(|e| self.err(std::io::Error::other(e)))?;
-        let head = serde_json::json!({ "at": now.to_string(), "kind": kind }).to_string();
-        let line = format!("{},\"message\":{message}}}", &head[..head.len() - 1]);
+        #[derive(serde::Serialize)]
+        struct Line<'a, T> {
+            at: String,
+            kind: &'a str,
+            message: &'a T,
+        }
+        let line = serde_json::to_string(&Line { at: now.to_string(), kind, message })
+            .map_err(|e| self.err(std::io::Error::other(e)))?;
         let len = line.len() as u64 + 1;
         if self.size > 0 && self.size + len > self.options.max_bytes {
             self.rotate(now)?;

@@ -69,6 +69,7 @@
 mod agent;
 mod audit;
 mod error;
+mod event_id;
 mod keys;
 mod outbox;
 mod retry;

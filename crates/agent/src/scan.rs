@@ -35,16 +35,10 @@ pub fn check_scan_roots<P: AsRef<Path>>(roots: &[P]) -> Result<(), AgentError> {
 /// and the digest, so scanning an unchanged machine again yields the same
 /// ids (and the service stores each once).
 fn scan_event_id(device: &DeviceId, path: &Path, sha256: &privtel_model::Digest) -> EventId {
-    let mut h = blake3::Hasher::new_derive_key("privtel-agent 2026-11 scan event id");
-    h.update(&(device.as_str().len() as u64).to_le_bytes());
-    h.update(device.as_str().as_bytes());
-    let path = path.as_os_str().as_encoded_bytes();
-    h.update(&(path.len() as u64).to_le_bytes());
-    h.update(path);
-    h.update(sha256.as_bytes());
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&h.finalize().as_bytes()[..16]);
-    EventId::from_bytes(b)
+    crate::event_id::derive(
+        "privtel-agent 2026-11 scan event id",
+        &[device.as_str().as_bytes(), path.as_os_str().as_encoded_bytes(), sha256.as_bytes()],
+    )
 }
 
 /// Records for every hashed executable of a scan: the binary (enrichment)

@@ -132,18 +132,16 @@ pub(crate) fn line_event_id(
     generation: u64,
     offset: u64,
 ) -> EventId {
-    let mut h = blake3::Hasher::new_derive_key("privtel-agent 2026-11 source line event id");
-    h.update(&(device.as_str().len() as u64).to_le_bytes());
-    h.update(device.as_str().as_bytes());
-    h.update(&(source.len() as u64).to_le_bytes());
-    h.update(source.as_bytes());
-    h.update(&(identity.len() as u64).to_le_bytes());
-    h.update(identity);
-    h.update(&generation.to_le_bytes());
-    h.update(&offset.to_le_bytes());
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&h.finalize().as_bytes()[..16]);
-    EventId::from_bytes(b)
+    crate::event_id::derive(
+        "privtel-agent 2026-11 source line event id",
+        &[
+            device.as_str().as_bytes(),
+            source.as_bytes(),
+            identity,
+            &generation.to_le_bytes(),
+            &offset.to_le_bytes(),
+        ],
+    )
 }
 
 /// Parses one web-log line into a record. The error names the column and

@@ -132,10 +132,13 @@ fn line(i: usize) -> String {
 }
 
 fn write_log(path: &Path, lines: std::ops::Range<usize>) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
-    for i in lines {
-        f.write_all(line(i).as_bytes()).unwrap();
-    }
+    let text: String = lines.map(line).collect();
+    append(path, text.as_bytes());
+}
+
+/// Appends raw bytes to a file, as a writer would.
+fn append(path: &Path, bytes: &[u8]) {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(bytes).unwrap();
 }
 
 fn events(service: &Service) -> u64 {
@@ -295,20 +298,10 @@ fn a_restart_on_the_same_log_reads_only_what_is_new() {
     assert_eq!(report.lines, 0);
     // A half-written line waits for its newline.
     write_log(&log, 1000..1200);
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&log)
-        .unwrap()
-        .write_all(b"2026-11-27T09:59:59Z\tu-1\thttps://")
-        .unwrap();
+    append(&log, b"2026-11-27T09:59:59Z\tu-1\thttps://");
     let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     assert_eq!(report.lines, 200);
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&log)
-        .unwrap()
-        .write_all(b"late.example/\t203.0.113.9\t5\n")
-        .unwrap();
+    append(&log, b"late.example/\t203.0.113.9\t5\n");
     let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     assert_eq!((report.lines, report.records), (1, 1));
     deliver(&mut agent, &service, RetryBudget::attempts(1)).0.unwrap();
@@ -326,10 +319,10 @@ fn rotation_finishes_the_old_file_then_reads_the_new_one_and_truncation_starts_o
     // More lines land, then logrotate moves the file aside and creates a
     // new one, which gets lines of its own before the agent looks again.
     write_log(&log, 100..150);
-    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"garbage\n").unwrap();
+    append(&log, b"garbage\n");
     std::fs::rename(&log, dir.path().join("web.log.1")).unwrap();
     write_log(&log, 150..180);
-    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"garbage\n").unwrap();
+    append(&log, b"garbage\n");
     let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     assert!(report.rotated);
     assert_eq!((report.rotated_lines, report.lines), (51, 82));
@@ -358,12 +351,7 @@ fn a_malformed_line_among_good_ones_is_skipped_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("web.log");
     write_log(&log, 0..8);
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&log)
-        .unwrap()
-        .write_all(b"2026-11-27T09:00:00Z\talice@corp.example\thttps://x.example/\t1.2.3.4\t1\n\xff\xfe\n")
-        .unwrap();
+    append(&log, b"2026-11-27T09:00:00Z\talice@corp.example\thttps://x.example/\t1.2.3.4\t1\n\xff\xfe\n");
     let service = Arc::new(service(dir.path()));
     let mut agent = agent(dir.path());
     let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
@@ -455,13 +443,11 @@ fn a_fifo_or_an_overlong_line_being_written_does_not_hang_or_split() {
     // newline; then it is one problem, and the next line is read whole.
     let log = dir.path().join("web.log");
     write_log(&log, 0..2);
-    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(&vec![b'x'; 100 << 10]).unwrap();
+    append(&log, &vec![b'x'; 100 << 10]);
     let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     assert_eq!((report.lines, report.skipped), (2, 0));
-    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-    f.write_all(&vec![b'y'; 50 << 10]).unwrap();
-    f.write_all(b"\n").unwrap();
-    drop(f);
+    append(&log, &vec![b'y'; 50 << 10]);
+    append(&log, b"\n");
     write_log(&log, 2..3);
     let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     assert_eq!((report.lines, report.records, report.skipped), (2, 1, 1));
@@ -489,7 +475,7 @@ fn lines_a_writer_adds_to_the_rotated_file_before_it_reopens_are_read_too() {
     assert_eq!((report.rotated_lines, report.lines), (10, 20));
     // Still writing to the old file after that pass, and a half line too.
     write_log(&old, 120..125);
-    std::fs::OpenOptions::new().append(true).open(&old).unwrap().write_all(b"2026-11-27T09:").unwrap();
+    append(&old, b"2026-11-27T09:");
     write_log(&log, 125..130);
     let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     assert_eq!((report.rotated_lines, report.lines), (5, 10));
