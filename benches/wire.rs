@@ -56,6 +56,7 @@ fn batch() -> Message {
         batch_id: BatchId::from_u128(1),
         first_seq: 1,
         records,
+        policy_hash: [0; 32],
     })
 }
 
@@ -63,7 +64,7 @@ fn codec(c: &mut Criterion) {
     let msg = batch();
     let Message::Batch(b) = &msg else { unreachable!() };
     let mut frame = Vec::new();
-    encode_frame(&msg.to_frame(1, false).expect("encodes"), DEFAULT_MAX_PAYLOAD, &mut frame).expect("fits");
+    encode_frame(&msg.to_frame(2, false).expect("encodes"), DEFAULT_MAX_PAYLOAD, &mut frame).expect("fits");
     let json = serde_json::to_vec(&b.records).expect("encodes");
     println!(
         "wire/sizes: frame {} bytes, json {} bytes: json is {:.2}x larger",

@@ -14,7 +14,12 @@ pub const HEADER_LEN: usize = 18;
 /// hostile length cannot exhaust memory.
 pub const DEFAULT_MAX_PAYLOAD: u32 = 16 << 20;
 /// The protocol versions this build speaks, oldest first.
-pub const SUPPORTED_VERSIONS: &[u8] = &[1];
+///
+/// Version 2 (this build) added the spool stream to `Hello`, the policy
+/// hash to `Batch`, stable reject codes to `Rejection`, and enrollment
+/// (kinds 10 and 11). Version 1 agents cannot authenticate with a client
+/// certificate, so the service no longer speaks version 1.
+pub const SUPPORTED_VERSIONS: &[u8] = &[2];
 /// Flag bit: the payload is LZ4-compressed (feature `lz4`).
 pub const FLAG_LZ4: u8 = 0x01;
 

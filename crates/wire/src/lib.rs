@@ -48,8 +48,9 @@ pub use frame::{
     read_frame, write_frame,
 };
 pub use message::{
-    Ack, Action, Batch, BinaryEntry, Bucket, Command, DomainEntry, EnrichAnswer, EnrichQuery, ErrorCode,
-    ErrorMessage, Goodbye, HashPrefix, Hello, Message, Rejection, RetryPolicy, Welcome,
+    Ack, Action, Batch, BinaryEntry, Bucket, Command, DomainEntry, EnrichAnswer, EnrichQuery, EnrollRequest,
+    Enrolled, ErrorCode, ErrorMessage, Goodbye, HashPrefix, Hello, Message, RejectCode, Rejection,
+    RetryPolicy, Welcome,
 };
 
 /// The README's examples, compiled and run as doctests.

@@ -35,6 +35,10 @@ pub struct Hello {
     pub consent: Vec<(Program, bool)>,
     /// The version of the privacy policy that produced the data.
     pub policy_version: u32,
+    /// The sending spool's id: random, nonzero, made once with the spool. A
+    /// reinstalled agent (a new spool) is a new stream of the same device,
+    /// with sequence numbers of its own.
+    pub stream: u64,
 }
 
 impl Hello {
@@ -53,7 +57,15 @@ impl Hello {
             device,
             consent,
             policy_version,
+            stream: 1,
         }
+    }
+
+    /// The same hello for the spool stream `stream`.
+    #[must_use]
+    pub fn with_stream(mut self, stream: u64) -> Self {
+        self.stream = stream;
+        self
     }
 }
 
@@ -117,6 +129,61 @@ pub struct Batch {
     pub first_seq: u64,
     /// The records.
     pub records: Vec<Record>,
+    /// SHA-256 of the policy the device applied to these records (its
+    /// canonical form), so the service can tell an outdated policy.
+    pub policy_hash: [u8; 32],
+}
+
+/// Why the service refused a record: an explicit number on the wire (never
+/// a Rust declaration position), so codes stay stable as codes are added.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RejectCode(pub u16);
+
+impl RejectCode {
+    /// The store cannot take the batch now (full, locked, draining): retry.
+    pub const UNAVAILABLE: Self = Self(1);
+    /// Too many records or batches for now (a rate limit): retry later.
+    pub const RATE_LIMITED: Self = Self(2);
+    /// The batch's first sequence number leaves a gap above the high-water
+    /// mark, or is out of range: nothing of the batch is stored.
+    pub const SEQUENCE: Self = Self(3);
+    /// The record's program is off for the customer.
+    pub const PROGRAM_OFF: Self = Self(10);
+    /// A personal field is in a form the customer's policy does not allow.
+    pub const FIELD_FORM: Self = Self(11);
+    /// The record is dated too far in the future.
+    pub const FUTURE: Self = Self(12);
+    /// The record's program differs from its batch's.
+    pub const WRONG_PROGRAM: Self = Self(13);
+    /// The customer has no settings at the service (fail closed).
+    pub const UNKNOWN_CUSTOMER: Self = Self(14);
+    /// The record is of a kind the program does not carry.
+    pub const KIND: Self = Self(15);
+
+    /// The code in words (`"program off"`), or `"code N"` for one this build
+    /// does not know.
+    pub fn name(self) -> std::borrow::Cow<'static, str> {
+        let known = match self {
+            Self::UNAVAILABLE => "unavailable",
+            Self::RATE_LIMITED => "rate limited",
+            Self::SEQUENCE => "sequence",
+            Self::PROGRAM_OFF => "program off",
+            Self::FIELD_FORM => "field form",
+            Self::FUTURE => "future",
+            Self::WRONG_PROGRAM => "wrong program",
+            Self::UNKNOWN_CUSTOMER => "unknown customer",
+            Self::KIND => "kind",
+            Self(n) => return format!("code {n}").into(),
+        };
+        known.into()
+    }
+}
+
+impl std::fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
 }
 
 /// One record the service refused.
@@ -126,6 +193,8 @@ pub struct Batch {
 pub struct Rejection {
     /// Its sequence number.
     pub seq: u64,
+    /// Why, as a stable code.
+    pub code: RejectCode,
     /// Why, in words.
     pub reason: String,
     /// Whether sending it again may succeed (as OTLP tells the two apart).
@@ -294,6 +363,43 @@ pub struct ErrorMessage {
     pub retryable: bool,
 }
 
+/// A device asking for its client certificate: at enrollment with a token
+/// the customer's administrator issued, or, over a connection already
+/// authenticated by its certificate, for a renewal (no token).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct EnrollRequest {
+    /// The enrollment token (secret; `None` for a renewal).
+    pub token: Option<String>,
+    /// The customer the device enrolls with.
+    pub customer: CustomerId,
+    /// The device's id.
+    pub device: DeviceId,
+    /// A PKCS#10 certificate signing request (DER) for the key the device
+    /// generated; the private key never leaves the device.
+    pub csr_der: Vec<u8>,
+}
+
+impl std::fmt::Display for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "enroll request for {}/{}", self.customer, self.device)
+    }
+}
+
+/// The service's answer to an [`EnrollRequest`]: the device's certificate.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct Enrolled {
+    /// The client certificate, PEM, naming (customer, device).
+    pub cert_pem: String,
+    /// The customer's enrollment authority certificate, PEM.
+    pub ca_pem: String,
+    /// When the certificate expires (unix seconds): renew before.
+    pub not_after_unix: i64,
+}
+
 /// The end of a conversation.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 // A new field is a protocol change (a version bump), so struct literals
@@ -325,6 +431,10 @@ pub enum Message {
     Error(ErrorMessage),
     /// Kind 9.
     Goodbye(Goodbye),
+    /// Kind 10.
+    EnrollRequest(EnrollRequest),
+    /// Kind 11.
+    Enrolled(Enrolled),
 }
 
 macro_rules! kinds {
@@ -379,6 +489,8 @@ kinds! {
     Command = 7, "command";
     Error = 8, "error";
     Goodbye = 9, "goodbye";
+    EnrollRequest = 10, "enroll request";
+    Enrolled = 11, "enrolled";
 }
 
 /// Appends bincode output to a `Vec` (bincode's `Writer` for `&mut Vec`).
@@ -437,6 +549,8 @@ impl Message {
             Self::Command(m) => enc!(m),
             Self::Error(m) => enc!(m),
             Self::Goodbye(m) => enc!(m),
+            Self::EnrollRequest(m) => enc!(m),
+            Self::Enrolled(m) => enc!(m),
         };
         r.map_err(|e| Error::Encode { kind: self.kind_name(), reason: e.to_string() })
     }

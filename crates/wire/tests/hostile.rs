@@ -7,7 +7,7 @@ use proptest::prelude::*;
 fn valid_frame_bytes() -> Vec<u8> {
     let msg = &super::samples()[2].1; // the batch
     let mut bytes = Vec::new();
-    encode_frame(&msg.to_frame(1, false).unwrap(), privtel_wire::DEFAULT_MAX_PAYLOAD, &mut bytes).unwrap();
+    encode_frame(&msg.to_frame(2, false).unwrap(), privtel_wire::DEFAULT_MAX_PAYLOAD, &mut bytes).unwrap();
     bytes
 }
 
@@ -35,7 +35,7 @@ fn bad_magic_version_flags_and_checksum() {
         decode_frame(&v, privtel_wire::DEFAULT_MAX_PAYLOAD).unwrap_err().to_string()
     };
     assert_eq!(with(0, b'X'), "bad magic [58, 54]: expected \"PT\" (50 54)");
-    assert_eq!(with(2, 9), "unsupported protocol version 9: expected one of [1]");
+    assert_eq!(with(2, 9), "unsupported protocol version 9: expected one of [2]");
     assert!(with(4, 0x80).starts_with("unsupported frame flags 0x80"));
     assert!(with(5, 1).starts_with("unsupported frame flags"));
     assert!(with(good.len() - 1, good[good.len() - 1] ^ 1).starts_with("checksum mismatch"));

@@ -8,7 +8,7 @@ use privtel_wire::{
 use proptest::prelude::*;
 
 fn round_trip(msg: &Message) -> Result<(), TestCaseError> {
-    let frame = msg.to_frame(1, false).unwrap();
+    let frame = msg.to_frame(2, false).unwrap();
     let mut bytes = Vec::new();
     encode_frame(&frame, privtel_wire::DEFAULT_MAX_PAYLOAD, &mut bytes).unwrap();
     prop_assert_eq!(bytes.len(), frame.payload.len() + privtel_wire::HEADER_LEN);
@@ -23,20 +23,20 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: if cfg!(debug_assertions) { 64 } else { 512 }, ..ProptestConfig::default() })]
 
     #[test]
-    fn batches(program in privtel_testkit::program(), id in any::<u128>(), seq in any::<u64>(), records in prop::collection::vec(privtel_testkit::record(), 0..20)) {
-        round_trip(&Message::Batch(Batch { program, batch_id: BatchId::from_u128(id), first_seq: seq, records }))?;
+    fn batches(program in privtel_testkit::program(), id in any::<u128>(), seq in any::<u64>(), records in prop::collection::vec(privtel_testkit::record(), 0..20), policy_hash in any::<[u8; 32]>()) {
+        round_trip(&Message::Batch(Batch { program, batch_id: BatchId::from_u128(id), first_seq: seq, records, policy_hash }))?;
     }
 
     #[test]
-    fn hellos_and_welcomes(customer in privtel_testkit::customer_id(), device in privtel_testkit::device_id(), v in any::<u32>(), hw in any::<u64>(), on in prop::collection::vec(any::<bool>(), 7)) {
+    fn hellos_and_welcomes(customer in privtel_testkit::customer_id(), device in privtel_testkit::device_id(), v in any::<u32>(), hw in any::<u64>(), on in prop::collection::vec(any::<bool>(), 7), stream in any::<u64>()) {
         let consent = Program::ALL.iter().copied().zip(on).collect();
-        round_trip(&Message::Hello(Hello::new("x", customer, device, consent, v)))?;
-        round_trip(&Message::Welcome(Welcome::new(1, hw)))?;
+        round_trip(&Message::Hello(Hello::new("x", customer, device, consent, v).with_stream(stream)))?;
+        round_trip(&Message::Welcome(Welcome::new(2, hw)))?;
     }
 
     #[test]
-    fn acks(id in any::<u128>(), up_to in any::<u64>(), rej in prop::collection::vec((any::<u64>(), "\\PC{0,20}", any::<bool>()), 0..5), after in prop::option::of(any::<u64>())) {
-        let rejections = rej.into_iter().map(|(seq, reason, retryable)| Rejection { seq, reason, retryable }).collect();
+    fn acks(id in any::<u128>(), up_to in any::<u64>(), rej in prop::collection::vec((any::<u64>(), any::<u16>(), "\\PC{0,20}", any::<bool>()), 0..5), after in prop::option::of(any::<u64>())) {
+        let rejections = rej.into_iter().map(|(seq, code, reason, retryable)| Rejection { seq, code: privtel_wire::RejectCode(code), reason, retryable }).collect();
         round_trip(&Message::Ack(Ack { batch_id: BatchId::from_u128(id), accepted_up_to: up_to, rejections, retry_after_ms: after }))?;
     }
 
@@ -55,7 +55,7 @@ proptest! {
 #[test]
 fn every_sample_round_trips_and_frames_are_small() {
     for (name, msg) in super::samples() {
-        let frame = msg.to_frame(1, false).unwrap();
+        let frame = msg.to_frame(2, false).unwrap();
         let mut bytes = Vec::new();
         encode_frame(&frame, privtel_wire::DEFAULT_MAX_PAYLOAD, &mut bytes).unwrap();
         assert!(bytes.len() - frame.payload.len() <= 24, "{name}: frame overhead");
@@ -76,7 +76,7 @@ fn negotiation_picks_the_highest_common_version_and_refuses_none() {
     let mut server = Connection::new(Duplex { input: to_server.as_slice(), output: Vec::new() });
     let got = server.server_handshake(|_, v| Welcome::new(v, 0)).unwrap();
     assert_eq!(got, hello);
-    assert_eq!(server.version(), Some(1));
+    assert_eq!(server.version(), Some(2));
 
     let mut old = hello;
     old.versions = vec![0];
@@ -84,7 +84,7 @@ fn negotiation_picks_the_highest_common_version_and_refuses_none() {
     Connection::new(&mut to_server).send(&Message::Hello(old)).unwrap();
     let mut server = Connection::new(Duplex { input: to_server.as_slice(), output: Vec::new() });
     let err = server.server_handshake(|_, v| Welcome::new(v, 0)).unwrap_err();
-    assert_eq!(err.to_string(), "no common protocol version: we speak [1], the peer [0]");
+    assert_eq!(err.to_string(), "no common protocol version: we speak [2], the peer [0]");
     // The refusal went out as an Error message.
     let reply = Connection::new(server.into_inner().output.as_slice()).recv().unwrap();
     assert!(matches!(reply, Message::Error(e) if e.code == privtel_wire::ErrorCode::UnsupportedVersion));
@@ -93,7 +93,7 @@ fn negotiation_picks_the_highest_common_version_and_refuses_none() {
 #[test]
 fn unknown_kinds_are_skipped_after_negotiation_only() {
     let mut bytes = Vec::new();
-    let unknown = privtel_wire::Frame::new(1, 200, 0, vec![1, 2, 3]);
+    let unknown = privtel_wire::Frame::new(2, 200, 0, vec![1, 2, 3]);
     encode_frame(&unknown, 1 << 20, &mut bytes).unwrap();
     Connection::new(&mut bytes)
         .send(&Message::Goodbye(privtel_wire::Goodbye { reason: "bye".into() }))
@@ -103,7 +103,7 @@ fn unknown_kinds_are_skipped_after_negotiation_only() {
     assert_eq!(err.to_string(), "unknown message kind 200");
     // After: skipped, and the next message comes through.
     let mut welcome = Vec::new();
-    Connection::new(&mut welcome).send(&Message::Welcome(Welcome::new(1, 0))).unwrap();
+    Connection::new(&mut welcome).send(&Message::Welcome(Welcome::new(2, 0))).unwrap();
     let input = [welcome, bytes].concat();
     let mut client = Connection::new(Duplex { input: input.as_slice(), output: Vec::new() });
     client
@@ -161,9 +161,9 @@ fn compressed_frames_round_trip_and_bombs_are_refused() {
 fn in_place_framing_gives_the_same_bytes() {
     for (name, msg) in super::samples() {
         let mut a = Vec::new();
-        encode_frame(&msg.to_frame(1, false).unwrap(), privtel_wire::DEFAULT_MAX_PAYLOAD, &mut a).unwrap();
+        encode_frame(&msg.to_frame(2, false).unwrap(), privtel_wire::DEFAULT_MAX_PAYLOAD, &mut a).unwrap();
         let mut b = vec![0xee]; // appends after what is there
-        msg.encode_frame_into(1, privtel_wire::DEFAULT_MAX_PAYLOAD, &mut b).unwrap();
+        msg.encode_frame_into(2, privtel_wire::DEFAULT_MAX_PAYLOAD, &mut b).unwrap();
         assert_eq!(&b[1..], a.as_slice(), "{name}");
         let (back, used) = Message::decode_frame_from(&a, privtel_wire::DEFAULT_MAX_PAYLOAD).unwrap();
         assert_eq!((back, used), (msg, a.len()), "{name}");

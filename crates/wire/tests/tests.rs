@@ -21,15 +21,18 @@ pub(crate) fn samples() -> Vec<(&'static str, Message)> {
     vec![
         (
             "hello",
-            Message::Hello(Hello::new(
-                "0.1.0",
-                "acme".parse().unwrap(),
-                "dev-0001".parse().unwrap(),
-                Program::ALL.iter().map(|p| (*p, p.default_enabled())).collect(),
-                3,
-            )),
+            Message::Hello(
+                Hello::new(
+                    "0.1.0",
+                    "acme".parse().unwrap(),
+                    "dev-0001".parse().unwrap(),
+                    Program::ALL.iter().map(|p| (*p, p.default_enabled())).collect(),
+                    3,
+                )
+                .with_stream(0x5eed_0000_0000_0001),
+            ),
         ),
-        ("welcome", Message::Welcome(Welcome::new(1, 41))),
+        ("welcome", Message::Welcome(Welcome::new(2, 41))),
         (
             "batch",
             Message::Batch(Batch {
@@ -37,6 +40,7 @@ pub(crate) fn samples() -> Vec<(&'static str, Message)> {
                 batch_id: BatchId::from_u128(7),
                 first_seq: 42,
                 records,
+                policy_hash: [0xab; 32],
             }),
         ),
         (
@@ -44,7 +48,12 @@ pub(crate) fn samples() -> Vec<(&'static str, Message)> {
             Message::Ack(Ack {
                 batch_id: BatchId::from_u128(7),
                 accepted_up_to: 59,
-                rejections: vec![Rejection { seq: 50, reason: "kind not allowed".into(), retryable: false }],
+                rejections: vec![Rejection {
+                    seq: 50,
+                    code: privtel_wire::RejectCode::KIND,
+                    reason: "kind not allowed".into(),
+                    retryable: false,
+                }],
                 retry_after_ms: Some(1500),
             }),
         ),
@@ -107,5 +116,22 @@ pub(crate) fn samples() -> Vec<(&'static str, Message)> {
             }),
         ),
         ("goodbye", Message::Goodbye(Goodbye { reason: "done".into() })),
+        (
+            "enroll-request",
+            Message::EnrollRequest(privtel_wire::EnrollRequest {
+                token: Some("pt-enroll-golden".into()),
+                customer: "acme".parse().unwrap(),
+                device: "dev-0001".parse().unwrap(),
+                csr_der: vec![0x30, 0x82, 0x01, 0x00],
+            }),
+        ),
+        (
+            "enrolled",
+            Message::Enrolled(privtel_wire::Enrolled {
+                cert_pem: "-----BEGIN CERTIFICATE-----\n...\n".into(),
+                ca_pem: "-----BEGIN CERTIFICATE-----\n...\n".into(),
+                not_after_unix: 1_800_000_000,
+            }),
+        ),
     ]
 }

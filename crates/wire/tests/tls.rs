@@ -87,7 +87,7 @@ fn hello_batch_ack_and_private_enrichment_over_tls() {
         1,
     );
     let welcome = conn.client_handshake(&hello).unwrap();
-    assert_eq!(welcome.version, 1);
+    assert_eq!(welcome.version, 2);
 
     let records = privtel_testkit::fixtures::records("tls");
     conn.send(&Message::Batch(Batch {
@@ -95,6 +95,7 @@ fn hello_batch_ack_and_private_enrichment_over_tls() {
         batch_id: BatchId::from_u128(1),
         first_seq: 1,
         records: records.clone(),
+        policy_hash: [0; 32],
     }))
     .unwrap();
     let Message::Ack(ack) = conn.recv().unwrap() else { panic!("expected an ack") };
