@@ -78,6 +78,7 @@
 //!
 //! None.
 
+mod admit;
 mod aggregate;
 mod error;
 mod filter;
@@ -86,6 +87,7 @@ mod manifest;
 mod policy;
 mod scrub;
 
+pub use admit::Inadmissible;
 pub use aggregate::{Aggregator, Cell, Metric};
 pub use error::{Error, Result};
 pub use filter::{Filter, FilterBuilder, PseudonymKey, RedactionReport, Rule, allowed_kinds};

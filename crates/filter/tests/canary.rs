@@ -154,6 +154,9 @@ proptest! {
             prop_assert_eq!(out.is_some(), passes, "{} {}", program, kind);
             let Some(out) = out else { continue };
             let mut out = out.into_record();
+            // The service's check agrees with the filter: what the filter
+            // lets through is admissible under the same policy.
+            prop_assert_eq!(policy.admits(&mut out), Ok(()), "{} {}", program, kind);
             let json = serde_json::to_string(&out).unwrap();
             let bin = bincode::serde::encode_to_vec(&out, bincode::config::standard()).unwrap();
             let debug = format!("{out:?}");

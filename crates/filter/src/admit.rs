@@ -1,0 +1,163 @@
+//! The service's side of a policy: whether a record that arrived is in a
+//! form the customer's policy allows, and a digest that names a policy.
+//!
+//! The filter on the device makes records admissible; the service checks
+//! them again, because a device (or whoever holds its key) may lie. The
+//! check is exact: a field must be in the form the policy gives it, or
+//! withheld (withholding is always allowed: it is the filter's answer when
+//! it cannot produce the asked form). A pseudonym where the policy says
+//! generalise is refused like a clear value: the service stores exactly
+//! the forms the customer chose.
+
+use std::collections::BTreeMap;
+
+use privtel_model::{Program, Record, Treatment, VisitPersonal as _, fields};
+use serde::Serialize;
+
+use crate::filter::allowed_kinds;
+use crate::policy::Policy;
+
+/// Why a record is not admissible under a policy. Names programs, kinds and
+/// field paths, never a value.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Inadmissible {
+    /// The record's program is off in the policy.
+    #[error("program {program} is off for this customer")]
+    ProgramOff {
+        /// The program.
+        program: Program,
+    },
+    /// The program does not carry records of this kind.
+    #[error("program {program} does not carry {kind} records")]
+    Kind {
+        /// The program.
+        program: Program,
+        /// The record's kind.
+        kind: &'static str,
+    },
+    /// A personal field in a form other than the policy's.
+    #[error("field {field} arrived {found}, the policy allows only {allowed} (or withheld)")]
+    FieldForm {
+        /// The field's path (`user.email`).
+        field: &'static str,
+        /// The form it arrived in.
+        found: Treatment,
+        /// The form the policy gives it.
+        allowed: Treatment,
+    },
+}
+
+impl Policy {
+    /// Whether `record` is admissible: its program on, its kind carried by
+    /// the program, every personal field in the policy's form or withheld.
+    /// The record is visited mutably but not changed.
+    ///
+    /// ```
+    /// use privtel_filter::{FilterBuilder, Inadmissible, Policy, PseudonymKey};
+    /// use privtel_model::{KeyId, Personal, RecordBody, Treatment};
+    ///
+    /// let policy = Policy::from_toml(
+    ///     "[programs]\npersonalised_usage = true\n[fields]\n\"user.email\" = \"pseudonymise\"\n",
+    /// )?;
+    /// let filter = FilterBuilder::new()
+    ///     .policy(policy.clone())
+    ///     .key(PseudonymKey::new(KeyId::new(1), [7; 32]))
+    ///     .build();
+    /// // What the filter lets through, the policy admits.
+    /// for record in privtel_testkit::fixtures::records("doc") {
+    ///     if let Some(filtered) = filter.apply(record, &mut Default::default()) {
+    ///         assert_eq!(policy.admits(&mut filtered.into_record()), Ok(()));
+    ///     }
+    /// }
+    /// // A record that skipped the filter, with a clear username, is refused.
+    /// let mut raw = privtel_testkit::fixtures::records("doc")
+    ///     .into_iter()
+    ///     .find(|r| matches!(&r.body, RecordBody::User(u) if matches!(u.username, Personal::Clear(_))))
+    ///     .expect("the fixtures hold a user with a clear username");
+    /// let refused = policy.admits(&mut raw).unwrap_err();
+    /// assert!(matches!(refused, Inadmissible::FieldForm { found: Treatment::Clear, .. }));
+    /// assert_eq!(refused.to_string(), "field user.username arrived clear, the policy allows only drop (or withheld)");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The first reason found, as [`Inadmissible`].
+    pub fn admits(&self, record: &mut Record) -> Result<(), Inadmissible> {
+        let program = record.program;
+        if !self.enabled(program) {
+            return Err(Inadmissible::ProgramOff { program });
+        }
+        let kind = record.body.kind_name();
+        if !allowed_kinds(program).contains(&kind) {
+            return Err(Inadmissible::Kind { program, kind });
+        }
+        let mut bad = None;
+        record.visit_personal(&mut |field| {
+            if bad.is_some() {
+                return;
+            }
+            let found = field.value.treatment();
+            let allowed = self.treatment(field.spec);
+            if found != allowed && found != Treatment::Drop {
+                bad = Some(Inadmissible::FieldForm { field: field.spec.path, found, allowed });
+            }
+        });
+        bad.map_or(Ok(()), Err)
+    }
+
+    /// A digest naming the policy's effect: BLAKE3 of a canonical form in
+    /// which every program and every personal field appears with its
+    /// resolved setting (so a policy that spells out a default and one that
+    /// leaves it out have the same digest). Agents send it with each batch;
+    /// the service compares it with the customer's current policy.
+    ///
+    /// ```
+    /// use privtel_filter::Policy;
+    ///
+    /// let a = Policy::default();
+    /// let b = Policy::from_toml("[programs]\nsupport_telemetry = true\n")?;
+    /// assert_eq!(a.digest(), b.digest(), "spelling out a default changes nothing");
+    /// let c = Policy::from_toml("[programs]\nsupport_telemetry = false\n")?;
+    /// assert_ne!(a.digest(), c.digest());
+    /// # Ok::<(), privtel_filter::Error>(())
+    /// ```
+    pub fn digest(&self) -> [u8; 32] {
+        #[derive(Serialize)]
+        struct Canonical<'a> {
+            format: u32,
+            version: u32,
+            programs: BTreeMap<&'static str, bool>,
+            fields: BTreeMap<&'static str, &'static str>,
+            links: Vec<Vec<&'static str>>,
+            generalise: &'a crate::policy::Generalisation,
+            scrub: &'a crate::policy::ScrubSettings,
+            retention: &'a crate::policy::RetentionDays,
+        }
+        let mut links: Vec<Vec<&'static str>> = self
+            .links
+            .iter()
+            .map(|g| {
+                let mut g = g.clone();
+                g.sort_unstable();
+                g.dedup();
+                g
+            })
+            .collect();
+        links.sort();
+        let canonical = Canonical {
+            format: 1,
+            version: self.version,
+            programs: Program::ALL.iter().map(|p| (p.as_str(), self.enabled(*p))).collect(),
+            fields: fields::ALL.iter().map(|f| (f.path, self.treatment(f).as_str())).collect(),
+            links,
+            generalise: &self.generalise,
+            scrub: &self.scrub,
+            retention: &self.retention,
+        };
+        // Serialising plain data with string keys into a Vec cannot fail.
+        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+        *blake3::hash(&bytes).as_bytes()
+    }
+}
