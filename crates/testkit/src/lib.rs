@@ -8,6 +8,8 @@
 //! each record kind.
 
 pub mod fixtures;
+mod pipe;
 mod strategies;
 
+pub use pipe::{End, pipe};
 pub use strategies::*;
