@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use privtel_model::{BinaryVerdict, Digest, Domain, DomainVerdict, Reputation, ThreatLevel};
 use sha2::Digest as _;
 
+use crate::error::QueryError;
+use crate::frame::DEFAULT_MAX_PAYLOAD;
 use crate::message::{BinaryEntry, Bucket, DomainEntry, EnrichAnswer, EnrichQuery, HashPrefix};
 
 /// Default prefix length in bytes: 65,536 buckets, so a bucket holds many
@@ -19,6 +21,17 @@ use crate::message::{BinaryEntry, Bucket, DomainEntry, EnrichAnswer, EnrichQuery
 pub const DEFAULT_PREFIX_LEN: usize = 2;
 /// Default entries per bucket answer (real and padding).
 pub const DEFAULT_PAD_TO: usize = 8;
+/// The shortest prefix a [`VerdictIndex`] answers by default (2 bytes:
+/// 65,536 buckets). A shorter prefix names a huge bucket (1 byte: 1/256 of
+/// the catalogue; none: all of it), so it is refused.
+pub const MIN_PREFIX_LEN: usize = 2;
+/// The longest prefix: a whole SHA-256.
+pub const MAX_PREFIX_LEN: usize = 32;
+/// The most binaries, and the most domains, one enrichment query (and so
+/// one answer) may hold: a list longer than this is refused while decoding,
+/// before it is built, and by [`VerdictIndex::answer`]. An agent with more
+/// to ask sends several queries.
+pub const MAX_QUERY_ITEMS: usize = 4096;
 
 /// SHA-256 of a registrable domain's name: what private lookups are keyed by.
 pub fn domain_digest(domain: &Domain) -> Digest {
@@ -49,20 +62,59 @@ pub fn private_query(
 }
 
 /// The service's verdicts, indexed for both kinds of query.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct VerdictIndex {
     binaries: BTreeMap<Digest, BinaryVerdict>,
     domains: BTreeMap<Digest, DomainVerdict>,
     pad_to: usize,
     padding_key: [u8; 32],
+    min_prefix_len: usize,
+    max_answer: u32,
+}
+
+impl Default for VerdictIndex {
+    fn default() -> Self {
+        Self::new(DEFAULT_PAD_TO, [0; 32])
+    }
 }
 
 impl VerdictIndex {
     /// An empty index padding buckets to `pad_to` entries. `padding_key`
     /// makes the dummy entries unpredictable to a device (so it cannot tell
     /// them from real ones by recomputing them); keep it secret.
+    ///
+    /// It answers prefixes of [`MIN_PREFIX_LEN`] to [`MAX_PREFIX_LEN`] bytes,
+    /// and answers that fit a frame of [`DEFAULT_MAX_PAYLOAD`] bytes.
     pub fn new(pad_to: usize, padding_key: [u8; 32]) -> Self {
-        Self { pad_to: pad_to.max(1), padding_key, ..Self::default() }
+        Self {
+            binaries: BTreeMap::new(),
+            domains: BTreeMap::new(),
+            pad_to: pad_to.max(1),
+            padding_key,
+            min_prefix_len: MIN_PREFIX_LEN,
+            max_answer: DEFAULT_MAX_PAYLOAD,
+        }
+    }
+
+    /// Answers prefixes of at least `len` bytes (1 to 32; a small catalogue
+    /// may allow 1, a large one should ask for more than 2).
+    #[must_use]
+    pub fn with_min_prefix_len(mut self, len: usize) -> Self {
+        self.min_prefix_len = len.clamp(1, MAX_PREFIX_LEN);
+        self
+    }
+
+    /// Refuses queries whose answer could exceed `max` bytes encoded (the
+    /// connection's payload limit; [`DEFAULT_MAX_PAYLOAD`] by default).
+    #[must_use]
+    pub fn with_max_answer(mut self, max: u32) -> Self {
+        self.max_answer = max;
+        self
+    }
+
+    /// The shortest prefix answered.
+    pub fn min_prefix_len(&self) -> usize {
+        self.min_prefix_len
     }
 
     /// Adds or replaces a binary's verdict.
@@ -85,31 +137,146 @@ impl VerdictIndex {
         self.binaries.is_empty() && self.domains.is_empty()
     }
 
-    /// The answer to a query (`-` for everything unknown).
-    pub fn answer(&self, query: &EnrichQuery) -> EnrichAnswer {
-        match query {
+    /// The answer to a query (`-` for everything unknown), after the query
+    /// passed its bounds, all checked before any answer is built:
+    ///
+    /// * at most [`MAX_QUERY_ITEMS`] binaries and as many domains;
+    /// * every prefix of [`min_prefix_len`](Self::min_prefix_len) to
+    ///   [`MAX_PREFIX_LEN`] bytes (an empty or short prefix names a huge
+    ///   bucket);
+    /// * an upper bound of the answer's encoded size (from the sizes of the
+    ///   entries it would hold) within the frame limit
+    ///   ([`with_max_answer`](Self::with_max_answer)); the work of computing
+    ///   it stops as soon as it passes the limit.
+    ///
+    /// ```
+    /// use privtel_model::Digest;
+    /// use privtel_wire::{EnrichAnswer, HashPrefix, EnrichQuery, QueryError, VerdictIndex, private_query};
+    ///
+    /// let index = VerdictIndex::new(8, [7; 32]);
+    /// let query = private_query(1, &[Digest::from_bytes([0xab; 32])], &[], 2);
+    /// let EnrichAnswer::Private { binaries, .. } = index.answer(&query)? else { unreachable!() };
+    /// assert_eq!(binaries[0].entries.len(), 8);
+    ///
+    /// let EnrichQuery::Private { query_id, domains, .. } = query else { unreachable!() };
+    /// let empty = EnrichQuery::Private { query_id, binaries: vec![HashPrefix(vec![])], domains };
+    /// let err = index.answer(&empty).unwrap_err();
+    /// assert!(matches!(err, QueryError::PrefixLength { len: 0, .. }));
+    /// assert_eq!(err.to_string(), "binaries prefix 0 has 0 bytes: expected 2 to 32");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`QueryError::TooMany`], [`QueryError::PrefixLength`] or
+    /// [`QueryError::AnswerTooLarge`].
+    pub fn answer(&self, query: &EnrichQuery) -> Result<EnrichAnswer, QueryError> {
+        self.check(query)?;
+        Ok(match query {
             EnrichQuery::Direct { query_id, binaries, domains } => EnrichAnswer::Direct {
                 query_id: *query_id,
-                binaries: binaries
-                    .iter()
-                    .map(|d| self.binaries.get(d).cloned().unwrap_or_else(|| BinaryVerdict::unknown(*d)))
-                    .collect(),
-                domains: domains
-                    .iter()
-                    .map(|d| {
-                        self.domains
-                            .get(&domain_digest(d))
-                            .cloned()
-                            .unwrap_or_else(|| DomainVerdict::unknown(d.clone()))
-                    })
-                    .collect(),
+                binaries: binaries.iter().map(|d| self.binary_verdict(d)).collect(),
+                domains: domains.iter().map(|d| self.domain_verdict(d)).collect(),
             },
             EnrichQuery::Private { query_id, binaries, domains } => EnrichAnswer::Private {
                 query_id: *query_id,
                 binaries: binaries.iter().map(|p| self.binary_bucket(p)).collect(),
                 domains: domains.iter().map(|p| self.domain_bucket(p)).collect(),
             },
+        })
+    }
+
+    /// The query's bounds: counts, prefix lengths, then the answer's size.
+    fn check(&self, query: &EnrichQuery) -> Result<(), QueryError> {
+        let (nb, nd) = match query {
+            EnrichQuery::Direct { binaries, domains, .. } => (binaries.len(), domains.len()),
+            EnrichQuery::Private { binaries, domains, .. } => (binaries.len(), domains.len()),
+        };
+        for (list, count) in [("binaries", nb), ("domains", nd)] {
+            if count > MAX_QUERY_ITEMS {
+                return Err(QueryError::TooMany { list, count, max: MAX_QUERY_ITEMS });
+            }
         }
+        let mut size = Budget::new(self.max_answer);
+        // The enum tag, the query id and two list lengths.
+        size.add(32)?;
+        match query {
+            EnrichQuery::Direct { binaries, domains, .. } => {
+                for d in binaries {
+                    size.add(encoded_len(&self.binary_verdict(d)))?;
+                }
+                for d in domains {
+                    size.add(encoded_len(&self.domain_verdict(d)))?;
+                }
+            }
+            EnrichQuery::Private { binaries, domains, .. } => {
+                for (list, prefixes) in [("binaries", binaries), ("domains", domains)] {
+                    for (index, p) in prefixes.iter().enumerate() {
+                        let len = p.0.len();
+                        if !(self.min_prefix_len..=MAX_PREFIX_LEN).contains(&len) {
+                            return Err(QueryError::PrefixLength {
+                                list,
+                                index,
+                                len,
+                                min: self.min_prefix_len,
+                                max: MAX_PREFIX_LEN,
+                            });
+                        }
+                    }
+                }
+                for p in binaries {
+                    self.bucket_size(&self.binaries, p, &mut size, |d, v| {
+                        encoded_len(&BinaryEntry {
+                            sha256: *d,
+                            threat: v.threat,
+                            category: v.category.clone(),
+                        })
+                    })?;
+                }
+                for p in domains {
+                    self.bucket_size(&self.domains, p, &mut size, |d, v| {
+                        encoded_len(&DomainEntry {
+                            name_sha256: *d,
+                            reputation: v.reputation,
+                            category: v.category.clone(),
+                            hosting_country: v.hosting_country,
+                        })
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds an upper bound of the encoded size of the bucket `prefix` to
+    /// `size`: its prefix, its length, its real entries, and the largest
+    /// padding it could get. Stops as soon as the budget is spent.
+    fn bucket_size<V>(
+        &self,
+        map: &BTreeMap<Digest, V>,
+        prefix: &HashPrefix,
+        size: &mut Budget,
+        entry_len: impl Fn(&Digest, &V) -> u64,
+    ) -> Result<(), QueryError> {
+        // Prefix (length and bytes) and the entry count: at most 1 + 32 + 9.
+        size.add(42)?;
+        let mut real = 0usize;
+        for (d, v) in in_bucket(map, prefix) {
+            size.add(entry_len(d, v))?;
+            real += 1;
+        }
+        // Padding: at most `pad_to` dummies, each no larger than an entry
+        // with no category and no country (digest, tag, two `None`s).
+        let pad = (self.padded_len(real) - real) as u64;
+        size.add(pad.saturating_mul(DUMMY_ENTRY_LEN))
+    }
+
+    fn binary_verdict(&self, d: &Digest) -> BinaryVerdict {
+        self.binaries.get(d).cloned().unwrap_or_else(|| BinaryVerdict::unknown(*d))
+    }
+
+    fn domain_verdict(&self, d: &Domain) -> DomainVerdict {
+        self.domains.get(&domain_digest(d)).cloned().unwrap_or_else(|| DomainVerdict::unknown(d.clone()))
     }
 
     /// Dummy digests for bucket `prefix`: keyed, so they look like any
@@ -163,6 +330,43 @@ impl VerdictIndex {
         }));
         entries.sort_by_key(|e| e.name_sha256);
         Bucket { prefix: prefix.clone(), entries }
+    }
+}
+
+/// An upper bound of one padding entry's encoded size: a digest (a length
+/// byte and 32 bytes), a verdict tag (at most 5 bytes as a varint) and two
+/// absent options; checked by a test against the real encoding.
+const DUMMY_ENTRY_LEN: u64 = 1 + 32 + 5 + 1 + 1;
+
+/// What an answer may still take, in bytes.
+struct Budget {
+    used: u64,
+    max: u32,
+}
+
+impl Budget {
+    fn new(max: u32) -> Self {
+        Self { used: 0, max }
+    }
+
+    fn add(&mut self, n: u64) -> Result<(), QueryError> {
+        self.used = self.used.saturating_add(n);
+        if self.used > u64::from(self.max) {
+            return Err(QueryError::AnswerTooLarge { bound: self.used, max: self.max });
+        }
+        Ok(())
+    }
+}
+
+/// The encoded size of `value` in a payload (as `Message::encode_payload`
+/// writes it).
+fn encoded_len<T: serde::Serialize>(value: &T) -> u64 {
+    let mut w = bincode::enc::write::SizeWriter::default();
+    // Encoding into a size counter fails only past the configured limit;
+    // count that as too large.
+    match bincode::serde::encode_into_writer(value, &mut w, crate::message::config()) {
+        Ok(()) => w.bytes_written as u64,
+        Err(_) => u64::MAX,
     }
 }
 

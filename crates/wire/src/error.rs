@@ -1,6 +1,7 @@
 //! The error type of `privtel-wire`.
 
 use std::io;
+use std::time::Duration;
 
 /// A `Result` whose error defaults to [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -121,6 +122,106 @@ pub enum Error {
     /// TLS set-up failed (certificates, keys, handshake).
     #[error("tls: {0}")]
     Tls(String),
+    /// A deadline passed: the peer was too slow (or silent). The stream is
+    /// then in an unknown state (part of a frame may have been read or
+    /// written): close it.
+    #[error("{which} deadline of {} passed: expected {}", fmt_duration(*.limit), .which.expected())]
+    Deadline {
+        /// Which deadline.
+        which: DeadlineKind,
+        /// Its length.
+        limit: Duration,
+    },
+    /// An enrichment query that is refused before any work is done.
+    #[error("enrichment query refused: {0}")]
+    Query(#[from] QueryError),
+}
+
+/// Which deadline of a connection passed (see [`Error::Deadline`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum DeadlineKind {
+    /// Waiting for the first byte of a frame.
+    Idle,
+    /// From the first byte of a frame to its last (receiving), or for a
+    /// whole frame to be taken by the peer (sending).
+    Frame,
+    /// For the TLS handshake to complete.
+    Handshake,
+}
+
+impl DeadlineKind {
+    fn expected(self) -> &'static str {
+        match self {
+            Self::Idle => "the first byte of a frame within it",
+            Self::Frame => "the whole frame within it",
+            Self::Handshake => "the tls handshake to complete within it",
+        }
+    }
+}
+
+impl std::fmt::Display for DeadlineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Idle => "idle",
+            Self::Frame => "frame",
+            Self::Handshake => "handshake",
+        })
+    }
+}
+
+/// `1.5 s`, `250 ms`: a deadline's length in words.
+fn fmt_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{} s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.3} s", d.as_secs_f64())
+    }
+}
+
+/// Why an enrichment query was refused before any work was done (see
+/// [`crate::VerdictIndex::answer`]). Messages name the list, the position
+/// and the lengths, never a prefix's or a domain's value.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// A list holds more entries than a query may.
+    #[error("{count} {list} asked about: expected at most {max}")]
+    TooMany {
+        /// `"binaries"` or `"domains"`.
+        list: &'static str,
+        /// How many the query holds.
+        count: usize,
+        /// [`crate::MAX_QUERY_ITEMS`].
+        max: usize,
+    },
+    /// A prefix of a length outside the index's bounds (an empty or short
+    /// prefix names a huge bucket).
+    #[error("{list} prefix {index} has {len} bytes: expected {min} to {max}")]
+    PrefixLength {
+        /// `"binaries"` or `"domains"`.
+        list: &'static str,
+        /// Its position in the list (0-based).
+        index: usize,
+        /// Its length.
+        len: usize,
+        /// The index's shortest prefix.
+        min: usize,
+        /// 32 (a whole SHA-256).
+        max: usize,
+    },
+    /// The answer could be larger than a frame may be.
+    #[error(
+        "the answer would take at least {bound} bytes: expected at most {max} (ask about fewer at a time)"
+    )]
+    AnswerTooLarge {
+        /// How much of the answer was counted when it passed the limit.
+        bound: u64,
+        /// The frame limit it was checked against.
+        max: u32,
+    },
 }
 
 impl From<io::Error> for Error {

@@ -176,15 +176,60 @@ pub fn decode_frame(bytes: &[u8], max_payload: u32) -> Result<(Frame, usize)> {
     Ok((Frame { version, kind, flags, payload: payload.to_vec() }, used))
 }
 
+/// Payload bytes are read in chunks of at most this many: the buffer grows
+/// with what arrives, never by what a header claims.
+pub const READ_CHUNK: usize = 64 << 10;
+
+/// Where frame bytes come from: a plain reader, or one that keeps deadlines
+/// (`conn.rs`). `read_some` returns 0 only at the end of the stream.
+pub(crate) trait Source {
+    fn read_some(&mut self, buf: &mut [u8]) -> Result<usize>;
+}
+
+/// A reader as it is: `Interrupted` is retried, every other error returned.
+pub(crate) struct Plain<'a, R: ?Sized>(pub(crate) &'a mut R);
+
+impl<R: Read + ?Sized> Source for Plain<'_, R> {
+    fn read_some(&mut self, buf: &mut [u8]) -> Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+    }
+}
+
 /// Reads one frame from a stream. `Error::Closed` if the stream ends before
 /// the first byte of a frame; `Error::Truncated` if it ends inside one.
+///
+/// The length is checked against `max_payload` from the header; the
+/// payload buffer then grows with the bytes that arrive (in chunks of at
+/// most [`READ_CHUNK`]), so a header claiming 16 MiB followed by silence
+/// holds 64 KiB, not 16 MiB.
+///
+/// ```
+/// use privtel_wire::{Frame, read_frame, write_frame};
+///
+/// let mut wire = Vec::new();
+/// write_frame(&mut wire, &Frame::new(2, 9, 0, b"payload".to_vec()), 1 << 20)?;
+/// let frame = read_frame(&mut wire.as_slice(), 1 << 20)?;
+/// assert_eq!(frame.payload, b"payload");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// # Errors
 ///
 /// As [`decode_frame`], plus [`Error::Io`] and [`Error::Closed`].
 pub fn read_frame<R: Read>(r: &mut R, max_payload: u32) -> Result<Frame> {
+    read_frame_from(&mut Plain(r), max_payload)
+}
+
+/// [`read_frame`] over any [`Source`].
+pub(crate) fn read_frame_from(src: &mut impl Source, max_payload: u32) -> Result<Frame> {
     let mut head = [0u8; HEADER_LEN];
-    let got = read_up_to(r, &mut head)?;
+    let got = fill(src, &mut head)?;
     if got == 0 {
         return Err(Error::Closed);
     }
@@ -192,13 +237,32 @@ pub fn read_frame<R: Read>(r: &mut R, max_payload: u32) -> Result<Frame> {
         return Err(Error::Truncated { offset: got, needed: HEADER_LEN - got });
     }
     let (len, sum) = check_header(&head, max_payload)?;
-    // Allocated only after the length passed the limit.
-    let mut payload = vec![0u8; len];
-    let got = read_up_to(r, &mut payload)?;
-    if got < len {
-        return Err(Error::Truncated { offset: HEADER_LEN + got, needed: len - got });
-    }
+    let payload = read_payload(src, len)?;
     finish(&head, payload, sum)
+}
+
+/// Reads `len` payload bytes into a buffer that grows with what arrives:
+/// at most [`READ_CHUNK`] zeroed bytes beyond those received, and never
+/// more than `len` in all.
+fn read_payload(src: &mut impl Source, len: usize) -> Result<Vec<u8>> {
+    let mut payload = Vec::new();
+    let mut filled = 0;
+    while filled < len {
+        if filled == payload.len() {
+            let want = (len - filled).min(READ_CHUNK);
+            // Grow geometrically (few copies), but never past `len`: the
+            // capacity stays below twice what arrived, or one chunk.
+            let target = (payload.capacity() * 2).clamp(filled + want, len);
+            payload.reserve_exact(target - payload.len());
+            payload.resize(filled + want, 0);
+        }
+        let n = src.read_some(&mut payload[filled..])?;
+        if n == 0 {
+            return Err(Error::Truncated { offset: HEADER_LEN + filled, needed: len - filled });
+        }
+        filled += n;
+    }
+    Ok(payload)
 }
 
 /// Writes one frame and flushes.
@@ -215,14 +279,12 @@ pub fn write_frame<W: Write>(w: &mut W, frame: &Frame, max_payload: u32) -> Resu
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read.
-fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize> {
+fn fill(src: &mut impl Source, buf: &mut [u8]) -> Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::Io(e)),
+        match src.read_some(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
         }
     }
     Ok(filled)

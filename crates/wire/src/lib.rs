@@ -37,15 +37,15 @@ mod message;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use conn::{Connection, error};
+pub use conn::{Connection, DEADLINE_TICK, error};
 pub use enrich::{
-    DEFAULT_PAD_TO, DEFAULT_PREFIX_LEN, VerdictIndex, domain_digest, parse_reputation, prefix, private_query,
-    verdicts_for,
+    DEFAULT_PAD_TO, DEFAULT_PREFIX_LEN, MAX_PREFIX_LEN, MAX_QUERY_ITEMS, MIN_PREFIX_LEN, VerdictIndex,
+    domain_digest, parse_reputation, prefix, private_query, verdicts_for,
 };
-pub use error::{Error, Result};
+pub use error::{DeadlineKind, Error, QueryError, Result};
 pub use frame::{
-    DEFAULT_MAX_PAYLOAD, FLAG_LZ4, Frame, HEADER_LEN, MAGIC, SUPPORTED_VERSIONS, decode_frame, encode_frame,
-    read_frame, write_frame,
+    DEFAULT_MAX_PAYLOAD, FLAG_LZ4, Frame, HEADER_LEN, MAGIC, READ_CHUNK, SUPPORTED_VERSIONS, decode_frame,
+    encode_frame, read_frame, write_frame,
 };
 pub use message::{
     Ack, Action, Batch, BinaryEntry, Bucket, Command, DomainEntry, EnrichAnswer, EnrichQuery, EnrollRequest,

@@ -229,9 +229,11 @@ pub enum EnrichQuery {
     Direct {
         /// The query's id, echoed in the answer.
         query_id: u64,
-        /// Binaries by SHA-256.
+        /// Binaries by SHA-256 (at most [`crate::MAX_QUERY_ITEMS`]).
+        #[serde(deserialize_with = "bounded")]
         binaries: Vec<Digest>,
-        /// Registrable domains.
+        /// Registrable domains (at most [`crate::MAX_QUERY_ITEMS`]).
+        #[serde(deserialize_with = "bounded")]
         domains: Vec<Domain>,
     },
     /// Only prefixes: of binaries' SHA-256, and of the SHA-256 of each
@@ -239,9 +241,12 @@ pub enum EnrichQuery {
     Private {
         /// The query's id.
         query_id: u64,
-        /// Prefixes of binary digests.
+        /// Prefixes of binary digests (at most [`crate::MAX_QUERY_ITEMS`]).
+        #[serde(deserialize_with = "bounded")]
         binaries: Vec<HashPrefix>,
-        /// Prefixes of domain-name digests.
+        /// Prefixes of domain-name digests (at most
+        /// [`crate::MAX_QUERY_ITEMS`]).
+        #[serde(deserialize_with = "bounded")]
         domains: Vec<HashPrefix>,
     },
 }
@@ -294,8 +299,10 @@ pub enum EnrichAnswer {
         /// The query's id.
         query_id: u64,
         /// One verdict per binary asked about.
+        #[serde(deserialize_with = "bounded")]
         binaries: Vec<BinaryVerdict>,
         /// One verdict per domain asked about.
+        #[serde(deserialize_with = "bounded")]
         domains: Vec<DomainVerdict>,
     },
     /// Buckets for a private query.
@@ -303,10 +310,53 @@ pub enum EnrichAnswer {
         /// The query's id.
         query_id: u64,
         /// One bucket per binary prefix asked about.
+        #[serde(deserialize_with = "bounded")]
         binaries: Vec<Bucket<BinaryEntry>>,
         /// One bucket per domain prefix asked about.
+        #[serde(deserialize_with = "bounded")]
         domains: Vec<Bucket<DomainEntry>>,
     },
+}
+
+/// Decodes a list of at most [`crate::MAX_QUERY_ITEMS`] entries, refusing a
+/// longer one from its length prefix, before decoding any entry: a 16 MiB
+/// query of one-byte entries would otherwise become 16 million values of
+/// 24 bytes or more each.
+fn bounded<'de, D, T>(d: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Bounded<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Bounded<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "at most {} entries", crate::MAX_QUERY_ITEMS)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<Vec<T>, A::Error> {
+            let max = crate::MAX_QUERY_ITEMS;
+            let hint = seq.size_hint().unwrap_or(0);
+            if hint > max {
+                return Err(serde::de::Error::invalid_length(hint, &self));
+            }
+            let mut out = Vec::with_capacity(hint);
+            while let Some(x) = seq.next_element()? {
+                if out.len() == max {
+                    return Err(serde::de::Error::invalid_length(max + 1, &self));
+                }
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+
+    d.deserialize_seq(Bounded(std::marker::PhantomData))
 }
 
 /// What the service asks the agent to do.

@@ -1,11 +1,28 @@
 //! TLS 1.2/1.3 with rustls (ring provider), feature `tls`; and
 //! certificates made with rcgen, feature `certs` (a service or a test needs
 //! a certificate authority, an agent does not).
+//!
+//! # Deadlines over TLS
+//!
+//! [`accept_within`] and [`connect_within`] complete the handshake within a
+//! deadline. After it, a [`Connection`](crate::Connection) with deadlines
+//! keeps them over these streams as over a plain socket: rustls keeps the
+//! bytes of a TLS record read so far in its own buffer when a socket read
+//! times out, so a read retried after a timeout goes on where it stopped
+//! (rustls 0.23: `read_tls` appends to the deframer buffer, and a
+//! `WouldBlock` leaves it as it was). But one rustls `read` loops over
+//! socket reads until a whole record (up to 16 KiB) is decrypted, and a
+//! peer dripping a byte per tick would keep it there for an hour. So the
+//! socket under these streams is a [`Socket`], which checks the deadline of
+//! the connection reading on this thread before each socket read and write
+//! and fails with `TimedOut` once it has passed.
 
+use std::io::{self, Read, Write};
 #[cfg(feature = "certs")]
 use std::net::IpAddr;
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[cfg(feature = "certs")]
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
@@ -13,15 +30,71 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
-use crate::error::{Error, Result};
+use crate::conn::{Clock, DEADLINE_TICK, Scope, current_deadline};
+use crate::error::{DeadlineKind, Error, Result};
 
 /// The rustls version this module is built on, for naming its types.
 pub use rustls;
 
 /// A TLS client stream.
-pub type ClientStream = StreamOwned<ClientConnection, TcpStream>;
+pub type ClientStream = StreamOwned<ClientConnection, Socket>;
 /// A TLS server stream.
-pub type ServerStream = StreamOwned<ServerConnection, TcpStream>;
+pub type ServerStream = StreamOwned<ServerConnection, Socket>;
+
+/// The TCP socket under a TLS stream: a `TcpStream` that fails a read or
+/// write with `TimedOut`, without touching the socket, once the deadline of
+/// the [`Connection`](crate::Connection) (or handshake) working on this
+/// thread has passed. Without a deadline in force it is the `TcpStream`.
+#[derive(Debug)]
+pub struct Socket(TcpStream);
+
+impl Socket {
+    /// Wraps a TCP stream.
+    pub fn new(tcp: TcpStream) -> Self {
+        Self(tcp)
+    }
+
+    /// The TCP stream (to set timeouts, read addresses).
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.0
+    }
+
+    /// Gives the TCP stream back.
+    pub fn into_inner(self) -> TcpStream {
+        self.0
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match current_deadline() {
+            Some(clock) if clock.passed() => Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed")),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl From<TcpStream> for Socket {
+    fn from(tcp: TcpStream) -> Self {
+        Self(tcp)
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check()?;
+        self.0.read(buf)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check()?;
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
 
 /// A service identity: a CA certificate (what agents trust) and a server
 /// certificate signed by it, with the server's key. `Debug` hides the key.
@@ -125,7 +198,7 @@ pub fn client_config(ca_pem: &str) -> Result<Arc<ClientConfig>> {
 
 /// Connects to `addr` and starts TLS, checking the certificate for
 /// `server_name` (a host name or IP address). The handshake completes on
-/// first use of the stream.
+/// first use of the stream, with no deadline: see [`connect_within`].
 ///
 /// # Errors
 ///
@@ -139,10 +212,37 @@ pub fn connect(
     let conn = ClientConnection::new(config, name).map_err(tls("starting the client"))?;
     let tcp = TcpStream::connect(addr)?;
     tcp.set_nodelay(true)?;
-    Ok(StreamOwned::new(conn, tcp))
+    Ok(StreamOwned::new(conn, Socket(tcp)))
 }
 
-/// Starts TLS on an accepted TCP stream.
+/// [`connect`], with the TCP connection and the TLS handshake completed
+/// within `deadline` (see [`accept_within`]). The socket's timeouts are
+/// left as they were (none): set them for the connection's own deadlines.
+///
+/// # Errors
+///
+/// [`Error::Io`] if the TCP connection fails or times out;
+/// [`Error::Deadline`] ([`DeadlineKind::Handshake`]) if the handshake does
+/// not complete in time; [`Error::Tls`] if it fails.
+pub fn connect_within(
+    addr: std::net::SocketAddr,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+    deadline: Duration,
+) -> Result<ClientStream> {
+    let clock = Clock::start(DeadlineKind::Handshake, deadline);
+    let name = ServerName::try_from(server_name.to_owned()).map_err(tls("server name"))?;
+    let conn = ClientConnection::new(config, name).map_err(tls("starting the client"))?;
+    let tcp = TcpStream::connect_timeout(&addr, deadline.max(Duration::from_millis(1)))?;
+    tcp.set_nodelay(true)?;
+    let mut stream = StreamOwned::new(conn, Socket(tcp));
+    handshake(&mut stream.conn, &mut stream.sock, clock)?;
+    Ok(stream)
+}
+
+/// Starts TLS on an accepted TCP stream. The handshake completes on first
+/// use of the stream, bounded only by the socket's timeouts per read: see
+/// [`accept_within`].
 ///
 /// # Errors
 ///
@@ -150,5 +250,83 @@ pub fn connect(
 pub fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> Result<ServerStream> {
     tcp.set_nodelay(true)?;
     let conn = ServerConnection::new(config).map_err(tls("starting the server"))?;
-    Ok(StreamOwned::new(conn, tcp))
+    Ok(StreamOwned::new(conn, Socket(tcp)))
+}
+
+/// Starts TLS on an accepted TCP stream and completes the handshake within
+/// `deadline`, however the client drips its bytes: the socket reads and
+/// writes with a short timeout ([`DEADLINE_TICK`]) during the handshake,
+/// and the deadline is checked between socket reads. The socket's read and
+/// write timeouts are then put back as they were.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use privtel_wire::{Connection, DEADLINE_TICK, tls};
+///
+/// # fn serve(listener: std::net::TcpListener, config: std::sync::Arc<tls::rustls::ServerConfig>) -> privtel_wire::Result<()> {
+/// let (tcp, _) = listener.accept()?;
+/// tcp.set_read_timeout(Some(DEADLINE_TICK))?;
+/// tcp.set_write_timeout(Some(DEADLINE_TICK))?;
+/// let stream = tls::accept_within(tcp, config, Duration::from_secs(10))?;
+/// let mut conn = Connection::new(stream).with_deadlines(Duration::from_secs(120), Duration::from_secs(60));
+/// let _first = conn.recv()?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Deadline`] ([`DeadlineKind::Handshake`]) if the handshake does
+/// not complete in time; [`Error::Tls`] if it fails (a bad client hello,
+/// the client closing); [`Error::Io`] if the socket fails.
+pub fn accept_within(tcp: TcpStream, config: Arc<ServerConfig>, deadline: Duration) -> Result<ServerStream> {
+    let clock = Clock::start(DeadlineKind::Handshake, deadline);
+    let mut stream = accept(tcp, config)?;
+    handshake(&mut stream.conn, &mut stream.sock, clock)?;
+    Ok(stream)
+}
+
+/// Drives a handshake to its end or until `clock` passes, with the socket
+/// on a short tick; puts its timeouts back after.
+fn handshake<D: rustls::SideData>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    sock: &mut Socket,
+    clock: Clock,
+) -> Result<()> {
+    let tcp = sock.get_ref();
+    let before = (tcp.read_timeout()?, tcp.write_timeout()?);
+    let tick = Some(DEADLINE_TICK.min(clock.limit).max(Duration::from_millis(1)));
+    tcp.set_read_timeout(tick)?;
+    tcp.set_write_timeout(tick)?;
+    let result = drive(conn, sock, clock);
+    let tcp = sock.get_ref();
+    let restored = tcp.set_read_timeout(before.0).and_then(|()| tcp.set_write_timeout(before.1));
+    result?;
+    restored?;
+    Ok(())
+}
+
+fn drive<D: rustls::SideData>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    sock: &mut Socket,
+    clock: Clock,
+) -> Result<()> {
+    let _scope = Scope::enter(Some(clock));
+    while conn.is_handshaking() {
+        clock.check()?;
+        match conn.complete_io(sock) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(Error::Tls("handshake: the peer closed the connection".into()));
+            }
+            Err(e) => return Err(Error::Tls(format!("handshake: {e}"))),
+        }
+    }
+    // What the handshake left to send (a TLS 1.3 server's tickets) goes
+    // with the first write.
+    Ok(())
 }

@@ -48,7 +48,7 @@ proptest! {
         let mut index = privtel_wire::VerdictIndex::new(4, [1; 32]);
         verdicts.into_iter().for_each(|v| index.add_binary(v));
         dv.into_iter().for_each(|v| index.add_domain(v));
-        round_trip(&Message::EnrichAnswer(index.answer(&query)))?;
+        round_trip(&Message::EnrichAnswer(index.answer(&query).unwrap()))?;
     }
 }
 

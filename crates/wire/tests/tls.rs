@@ -71,7 +71,7 @@ fn hello_batch_ack_and_private_enrichment_over_tls() {
             category: None,
             hosting_country: Some("DE".parse().unwrap()),
         });
-        conn.send(&Message::EnrichAnswer(index.answer(&query))).unwrap();
+        conn.send(&Message::EnrichAnswer(index.answer(&query).unwrap())).unwrap();
         (hello, batch.records.len(), query)
     });
 
