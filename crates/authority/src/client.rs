@@ -1,0 +1,384 @@
+//! The device side (feature `client`): a key pair that never leaves the
+//! device, the CSR, the credentials file, and TLS client configurations.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use privtel_model::{CustomerId, DeviceId};
+use privtel_wire::{EnrollRequest, Enrolled};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData as _, SanType};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore};
+
+use crate::error::ClientError;
+use crate::identity::{KeyFingerprint, identity_of, identity_uri};
+
+/// The credentials file inside the folder given to [`Credentials::save`].
+pub const CREDENTIALS_FILE: &str = "credentials.pem";
+
+/// The first line of a credentials file: its format and version.
+const CREDENTIALS_HEADER: &str =
+    "# privtel device credentials v1: device key, device certificate, authority certificate";
+
+/// A credentials file is a key and two certificates; anything much larger
+/// is not one (and is not read into memory).
+const MAX_CREDENTIALS_LEN: u64 = 64 * 1024;
+
+fn crypto<E: std::fmt::Display>(action: &'static str) -> impl Fn(E) -> ClientError {
+    move |e| ClientError::Crypto { action, reason: e.to_string() }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The device's key pair (ECDSA P-256). Made on the device, kept in its
+/// credentials file, never sent: the service sees a CSR signed with it.
+/// `Debug` shows the fingerprint, never the key.
+pub struct DeviceKey {
+    key: KeyPair,
+}
+
+impl std::fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceKey").field("fingerprint", &self.fingerprint()).finish_non_exhaustive()
+    }
+}
+
+impl DeviceKey {
+    /// A new key from the operating system's randomness.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Crypto`] if no key can be made.
+    pub fn generate() -> Result<Self, ClientError> {
+        Ok(Self { key: KeyPair::generate().map_err(crypto("generating the device key"))? })
+    }
+
+    /// A key read from its PKCS#8 PEM text.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Pem`] if the text holds no P-256 key.
+    pub fn from_pem(pem: &str) -> Result<Self, ClientError> {
+        let key = KeyPair::from_pem(pem).map_err(|_| ClientError::Pem {
+            what: "device key",
+            expected: "a pkcs#8 ecdsa p-256 private key",
+        })?;
+        if key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
+            return Err(ClientError::Pem {
+                what: "device key",
+                expected: "a pkcs#8 ecdsa p-256 private key",
+            });
+        }
+        Ok(Self { key })
+    }
+
+    /// The key as PKCS#8 PEM. Secret.
+    pub fn to_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// The fingerprint the service registers for this key.
+    pub fn fingerprint(&self) -> KeyFingerprint {
+        KeyFingerprint::of_spki(&self.key.subject_public_key_info())
+    }
+
+    /// A CSR (DER) for this key. It names (customer, device) in its subject
+    /// and names for a reader's sake; the service ignores both and takes the
+    /// identity from the request and its token.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Crypto`] if signing fails.
+    pub fn csr_der(&self, customer: &CustomerId, device: &DeviceId) -> Result<Vec<u8>, ClientError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::OrganizationName, customer.as_str());
+        params.distinguished_name.push(DnType::CommonName, device.as_str());
+        let uri = identity_uri(customer, device).try_into().map_err(crypto("writing the identity uri"))?;
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        let csr = params.serialize_request(&self.key).map_err(crypto("signing the request"))?;
+        Ok(csr.der().to_vec())
+    }
+}
+
+/// What a device keeps after enrollment: its certificate, its key and its
+/// customer's authority certificate, PEM. `Debug` hides the key.
+#[derive(Clone, PartialEq, Eq)]
+// Plain data: the three texts are all a credentials file holds.
+pub struct Credentials {
+    /// The device certificate.
+    pub cert_pem: String,
+    /// The device key (PKCS#8). Secret.
+    pub key_pem: String,
+    /// The customer's enrollment authority certificate.
+    pub ca_pem: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("cert_pem", &self.cert_pem)
+            .field("ca_pem", &self.ca_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Writes the credentials to `dir`/[`CREDENTIALS_FILE`], one file with
+    /// mode 0600, replacing any older one: written whole under a temporary
+    /// name, synced, then renamed into place, so a crash leaves either the
+    /// old credentials or the new ones, never a key without its certificate.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Io`].
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<PathBuf, ClientError> {
+        let dir = dir.as_ref();
+        let path = dir.join(CREDENTIALS_FILE);
+        let tmp = dir.join(format!("{CREDENTIALS_FILE}.tmp{}", std::process::id()));
+        let io = |p: &Path| {
+            let p = p.to_owned();
+            move |source| ClientError::Io { path: p, source }
+        };
+        let text = format!(
+            "{CREDENTIALS_HEADER}\n{}\n{}\n{}\n",
+            self.key_pem.trim_end(),
+            self.cert_pem.trim_end(),
+            self.ca_pem.trim_end()
+        );
+        let _ = std::fs::remove_file(&tmp);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options.open(&tmp).and_then(|mut file| {
+            file.write_all(text.as_bytes())?;
+            file.sync_all()
+        });
+        let renamed = written.and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = renamed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(&tmp)(e));
+        }
+        // The new name is durable once its folder is synced.
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        Ok(path)
+    }
+
+    /// Reads the credentials from `dir`/[`CREDENTIALS_FILE`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::TooOpen`] if group or others may read the file (on
+    /// Unix); [`ClientError::Pem`] if it is not a credentials file;
+    /// [`ClientError::Io`].
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self, ClientError> {
+        let path = dir.as_ref().join(CREDENTIALS_FILE);
+        let io = |source| ClientError::Io { path: path.clone(), source };
+        let file = std::fs::File::open(&path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(ClientError::TooOpen { path, mode });
+            }
+        }
+        let not_ours = ClientError::Pem {
+            what: "credentials file",
+            expected: "the v1 header, a private key and two certificates",
+        };
+        if meta.len() > MAX_CREDENTIALS_LEN {
+            return Err(not_ours);
+        }
+        let mut text = String::new();
+        file.take(MAX_CREDENTIALS_LEN).read_to_string(&mut text).map_err(io)?;
+        if text.lines().next() != Some(CREDENTIALS_HEADER) {
+            return Err(not_ours);
+        }
+        match pem_blocks(&text).as_slice() {
+            // PEM texts end with a line break, as rcgen writes them.
+            [("PRIVATE KEY", key), ("CERTIFICATE", cert), ("CERTIFICATE", ca)] => Ok(Self {
+                cert_pem: format!("{cert}\n"),
+                key_pem: format!("{key}\n"),
+                ca_pem: format!("{ca}\n"),
+            }),
+            _ => Err(not_ours),
+        }
+    }
+
+    /// The device key.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Pem`] if `key_pem` holds no P-256 key.
+    pub fn key(&self) -> Result<DeviceKey, ClientError> {
+        DeviceKey::from_pem(&self.key_pem)
+    }
+}
+
+/// The PEM blocks of `text` as (label, block text with its BEGIN and END
+/// lines), in order.
+fn pem_blocks(text: &str) -> Vec<(&str, &str)> {
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let after = &rest[start + "-----BEGIN ".len()..];
+        let Some(label_end) = after.find("-----") else { break };
+        let label = &after[..label_end];
+        let end_marker = format!("-----END {label}-----");
+        let Some(end) = rest[start..].find(&end_marker) else { break };
+        let stop = start + end + end_marker.len();
+        blocks.push((label, &rest[start..stop]));
+        rest = &rest[stop..];
+    }
+    blocks
+}
+
+/// The enrollment request for `key` as (customer, device): with the token
+/// the administrator issued, or `None` for a renewal over a connection
+/// already authenticated by the device's certificate.
+///
+/// # Errors
+///
+/// [`ClientError::Crypto`] if the CSR cannot be signed.
+pub fn request(
+    token: Option<&str>,
+    customer: &CustomerId,
+    device: &DeviceId,
+    key: &DeviceKey,
+) -> Result<EnrollRequest, ClientError> {
+    Ok(EnrollRequest {
+        token: token.map(str::to_owned),
+        customer: customer.clone(),
+        device: device.clone(),
+        csr_der: key.csr_der(customer, device)?,
+    })
+}
+
+/// Checks the service's answer and makes the device's credentials: the
+/// certificate must be one certificate, naming (customer, device), for
+/// `key`, issued by the authority certificate in the answer for client
+/// authentication, and valid now.
+///
+/// # Errors
+///
+/// [`ClientError::Certificate`] naming what did not hold;
+/// [`ClientError::Pem`] for unreadable PEM.
+pub fn accept(
+    key: &DeviceKey,
+    customer: &CustomerId,
+    device: &DeviceId,
+    enrolled: Enrolled,
+) -> Result<Credentials, ClientError> {
+    let cert = single_cert(&enrolled.cert_pem, "device certificate")?;
+    let identity = identity_of(&cert).map_err(|p| ClientError::Certificate { expected: p.expected() })?;
+    if identity.customer != *customer || identity.device != *device {
+        return Err(ClientError::Certificate { expected: "a certificate naming this customer and device" });
+    }
+    if identity.key_fingerprint != key.fingerprint() {
+        return Err(ClientError::Certificate { expected: "a certificate for this device's key" });
+    }
+    let roots = roots(&enrolled.ca_pem, "authority certificate")?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
+    verifier.verify_client_cert(&cert, &[], UnixTime::now()).map_err(|_| ClientError::Certificate {
+        expected: "a certificate of the authority in the answer, for client authentication, valid now",
+    })?;
+    Ok(Credentials { cert_pem: enrolled.cert_pem, key_pem: key.to_pem(), ca_pem: enrolled.ca_pem })
+}
+
+fn single_cert(pem: &str, what: &'static str) -> Result<CertificateDer<'static>, ClientError> {
+    let bad = ClientError::Pem { what, expected: "exactly one certificate" };
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|_| ClientError::Pem { what, expected: "exactly one certificate" })?;
+    let [cert] = <[_; 1]>::try_from(certs).map_err(|_| bad)?;
+    Ok(cert)
+}
+
+fn roots(pem: &str, what: &'static str) -> Result<RootCertStore, ClientError> {
+    let bad = || ClientError::Pem { what, expected: "one or more ca certificates" };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.map_err(|_| bad())?).map_err(|_| bad())?;
+    }
+    if roots.is_empty() {
+        return Err(bad());
+    }
+    Ok(roots)
+}
+
+fn builder(
+    server_ca_pem: &str,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, ClientError> {
+    let roots = roots(server_ca_pem, "server ca")?;
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots))
+}
+
+/// A client configuration for mutual TLS: trusts the service's CA in
+/// `server_ca_pem` only, and presents the device certificate.
+///
+/// # Errors
+///
+/// [`ClientError::Pem`] for unreadable PEM; [`ClientError::Tls`] if
+/// rustls refuses the certificate and key.
+pub fn client_config(
+    server_ca_pem: &str,
+    credentials: &Credentials,
+) -> Result<Arc<ClientConfig>, ClientError> {
+    let cert = single_cert(&credentials.cert_pem, "device certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(credentials.key_pem.as_bytes())
+        .map_err(|_| ClientError::Pem { what: "device key", expected: "a pkcs#8 private key" })?;
+    let config = builder(server_ca_pem)?
+        .with_client_auth_cert(vec![cert], key)
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
+/// A client configuration without a client certificate, to enroll: trusts
+/// the service's CA in `server_ca_pem` only.
+///
+/// # Errors
+///
+/// [`ClientError::Pem`] for unreadable PEM.
+pub fn enrollment_client_config(server_ca_pem: &str) -> Result<Arc<ClientConfig>, ClientError> {
+    Ok(Arc::new(builder(server_ca_pem)?.with_no_client_auth()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_blocks_split_in_order() {
+        let text =
+            "# x\n-----BEGIN A-----\nAAA\n-----END A-----\njunk\n-----BEGIN B C-----\nB\n-----END B C-----\n";
+        let blocks = pem_blocks(text);
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0], ("A", "-----BEGIN A-----\nAAA\n-----END A-----"));
+        assert_eq!(blocks[1].0, "B C");
+        assert!(pem_blocks("-----BEGIN A-----\nno end").is_empty());
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let key = DeviceKey::generate().unwrap();
+        let pem = key.to_pem();
+        assert!(!format!("{key:?}").contains("PRIVATE"));
+        let creds = Credentials { cert_pem: "c".into(), key_pem: pem.clone(), ca_pem: "a".into() };
+        let shown = format!("{creds:?}");
+        assert!(!shown.contains(&pem) && !shown.contains("PRIVATE"), "{shown}");
+        assert_eq!(DeviceKey::from_pem(&pem).unwrap().fingerprint(), key.fingerprint());
+    }
+}

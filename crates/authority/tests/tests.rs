@@ -1,0 +1,1 @@
+//! Integration tests: real TLS on 127.0.0.1.
