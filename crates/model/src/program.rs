@@ -47,6 +47,43 @@ impl Program {
         Self::PersonalisedUsage,
     ];
 
+    /// The program's stable code, as stores keep it: written out here, never
+    /// derived from the declaration order, so reordering or adding a variant
+    /// changes no stored row. The numbers are the positions wave-1 stores
+    /// wrote, so their rows keep their meaning. A new program takes the next
+    /// unused number; a number is never reused.
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::SupportTelemetry => 0,
+            Self::Benchmarking => 1,
+            Self::Enrichment => 2,
+            Self::LicenceAuthentication => 3,
+            Self::VersionCheck => 4,
+            Self::AnonymousUsage => 5,
+            Self::PersonalisedUsage => 6,
+        }
+    }
+
+    /// The program with a stable [`code`](Self::code), if any.
+    ///
+    /// ```
+    /// use privtel_model::Program;
+    /// assert_eq!(Program::from_code(Program::Enrichment.code()), Some(Program::Enrichment));
+    /// assert_eq!(Program::from_code(200), None);
+    /// ```
+    pub const fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::SupportTelemetry,
+            1 => Self::Benchmarking,
+            2 => Self::Enrichment,
+            3 => Self::LicenceAuthentication,
+            4 => Self::VersionCheck,
+            5 => Self::AnonymousUsage,
+            6 => Self::PersonalisedUsage,
+            _ => return None,
+        })
+    }
+
     /// The snake_case name used in policy files and on the wire's endpoints.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -133,5 +170,28 @@ mod tests {
             assert_eq!(p.as_str().parse::<Program>().unwrap(), p);
         }
         assert!("support".parse::<Program>().is_err());
+    }
+
+    /// Stored codes are a format: this table pins every one. Changing a
+    /// number here breaks every store ever written.
+    #[test]
+    fn codes_are_pinned() {
+        let table = [
+            (Program::SupportTelemetry, 0),
+            (Program::Benchmarking, 1),
+            (Program::Enrichment, 2),
+            (Program::LicenceAuthentication, 3),
+            (Program::VersionCheck, 4),
+            (Program::AnonymousUsage, 5),
+            (Program::PersonalisedUsage, 6),
+        ];
+        assert_eq!(table.len(), Program::ALL.len());
+        for (p, code) in table {
+            assert_eq!(p.code(), code, "{p}");
+            assert_eq!(Program::from_code(code), Some(p));
+        }
+        for code in 7..=u8::MAX {
+            assert_eq!(Program::from_code(code), None, "{code}");
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! Record payloads: bincode with a size limit, optionally sealed with
-//! AES-256-GCM.
+//! Record payloads: a versioned row format (format 1, bincode in the
+//! model's field and variant order, read only; format 2, the model's JSON,
+//! written), with a size limit, optionally sealed with AES-256-GCM.
 
 use std::fmt;
 
@@ -46,9 +47,49 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_RECORD_BYTES>()
 }
 
-/// Encodes (and seals, with a key) a record: (key id, payload).
+/// How a stored payload is encoded, kept in each row's `format` column.
+/// The codes are a file format: written out, never reused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Format {
+    /// Wave-1 and wave-2 rows: bincode of [`Record`] in the model's field
+    /// and variant order, so adding a field or reordering a variant changes
+    /// what old bytes mean. Still read, never written.
+    Bincode,
+    /// serde_json of [`Record`]: fields and variants by name, so the model
+    /// can grow a field (with a serde default) or reorder variants and old
+    /// rows still read. Every new row.
+    Json,
+}
+
+impl Format {
+    /// The format new rows are written in.
+    pub(crate) const CURRENT: Self = Self::Json;
+
+    /// The stored code.
+    pub(crate) const fn code(self) -> i64 {
+        match self {
+            Self::Bincode => 1,
+            Self::Json => 2,
+        }
+    }
+
+    /// The format of a stored code, if any.
+    pub(crate) const fn from_code(code: i64) -> Option<Self> {
+        match code {
+            1 => Some(Self::Bincode),
+            2 => Some(Self::Json),
+            _ => None,
+        }
+    }
+}
+
+/// Encodes (and seals, with a key) a record in [`Format::CURRENT`]: (key
+/// id, payload).
 pub(crate) fn seal(record: &Record, key: Option<&AtRestKey>) -> Result<(Option<u32>, Vec<u8>)> {
-    let plain = bincode::serde::encode_to_vec(record, config()).map_err(|e| Error::Encode(e.to_string()))?;
+    let plain = serde_json::to_vec(record).map_err(|e| Error::Encode(e.to_string()))?;
+    if plain.len() > MAX_RECORD_BYTES {
+        return Err(Error::Encode(format!("{} bytes, expected at most {MAX_RECORD_BYTES}", plain.len())));
+    }
     let Some(key) = key else { return Ok((None, plain)) };
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
     let aad = key.id.to_le_bytes();
@@ -62,8 +103,19 @@ pub(crate) fn seal(record: &Record, key: Option<&AtRestKey>) -> Result<(Option<u
     Ok((Some(key.id), out))
 }
 
-/// The inverse of [`seal`] for row `id`.
-pub(crate) fn open(id: i64, key_id: Option<u32>, payload: &[u8], key: Option<&AtRestKey>) -> Result<Record> {
+/// The inverse of [`seal`] for row `id`, whose `format` column holds
+/// `format`.
+pub(crate) fn open(
+    id: i64,
+    format: i64,
+    key_id: Option<u32>,
+    payload: &[u8],
+    key: Option<&AtRestKey>,
+) -> Result<Record> {
+    let format = Format::from_code(format).ok_or_else(|| Error::Decode {
+        id,
+        reason: format!("unknown row format {format}, expected 1 or 2"),
+    })?;
     let plain;
     let bytes = match key_id {
         None => payload,
@@ -84,12 +136,32 @@ pub(crate) fn open(id: i64, key_id: Option<u32>, payload: &[u8], key: Option<&At
             &plain
         }
     };
-    let (record, used): (Record, usize) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| Error::Decode { id, reason: e.to_string() })?;
-    if used != bytes.len() {
-        return Err(Error::Decode { id, reason: format!("{} bytes after the record", bytes.len() - used) });
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(Error::Decode {
+            id,
+            reason: format!("{} bytes, expected at most {MAX_RECORD_BYTES}", bytes.len()),
+        });
     }
-    Ok(record)
+    match format {
+        // serde_json's message can quote the offending value, which may be
+        // personal: only its category and position are kept.
+        Format::Json => serde_json::from_slice(bytes).map_err(|e| Error::Decode {
+            id,
+            reason: format!("{:?} json error at line {} column {}", e.classify(), e.line(), e.column())
+                .to_lowercase(),
+        }),
+        Format::Bincode => {
+            let (record, used): (Record, usize) = bincode::serde::decode_from_slice(bytes, config())
+                .map_err(|e| Error::Decode { id, reason: e.to_string() })?;
+            if used != bytes.len() {
+                return Err(Error::Decode {
+                    id,
+                    reason: format!("{} bytes after the record", bytes.len() - used),
+                });
+            }
+            Ok(record)
+        }
+    }
 }
 
 /// Unix nanoseconds as an `i64` column (saturating outside 1677–2262).
@@ -107,7 +179,7 @@ pub(crate) fn record_time(record: &Record, received: privtel_model::Timestamp) -
     }
 }
 
-/// Index of a program (its position in `Program::ALL`) as stored.
+/// A program's stable code as stored ([`privtel_model::Program::code`]).
 pub(crate) fn program_code(p: privtel_model::Program) -> i64 {
-    privtel_model::Program::ALL.iter().position(|x| *x == p).unwrap_or(0) as i64
+    i64::from(p.code())
 }

@@ -1,38 +1,46 @@
-//! The engine store: the service's events and objects, with idempotent
-//! ingest, retention sweeps, and export and erasure of one person.
+//! The engine store: the service's events and objects of every customer,
+//! with idempotent ingest per sending stream, retention sweeps per
+//! customer, export and erasure of one person, and enrichment verdicts.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 
-use privtel_model::{DeviceId, Record, Timestamp, UserId, VisitPersonal};
+use aes_gcm::aead::OsRng;
+use aes_gcm::aead::rand_core::RngCore as _;
+use privtel_model::{
+    BinaryVerdict, CustomerId, DeviceId, Digest as Sha256, Domain, DomainVerdict, Program, Record, Timestamp,
+    UserId,
+};
 use privtel_retention::{RecordClass, RetentionPolicy};
-use rusqlite::{Connection, OptionalExtension as _, params, params_from_iter};
+use rusqlite::{
+    Connection, OptionalExtension as _, Transaction, TransactionBehavior, params, params_from_iter,
+};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::codec::{AtRestKey, nanos, open, program_code, record_time, seal};
+use crate::codec::{AtRestKey, Format, nanos, open, program_code, record_time, seal};
 use crate::error::{Context as _, Error, Result};
-use crate::schema;
+use crate::mention::{Digest, MentionKind, Secret, mentions};
+use crate::schema::{self, Step};
 
-/// Schema migrations of the engine store, oldest first.
-const MIGRATIONS: &[&str] = &["
+/// Wave 1: the first schema, no tenant.
+const V1: &str = "
     CREATE TABLE records (
         id INTEGER PRIMARY KEY,
-        device INTEGER NOT NULL,         -- devices.id: integer keys keep the
-        user INTEGER,                    -- indexes small and compares cheap
-        class INTEGER NOT NULL,          -- 0 event, 1 object
+        device INTEGER NOT NULL,
+        user INTEGER,
+        class INTEGER NOT NULL,
         kind TEXT NOT NULL,
         program INTEGER NOT NULL,
-        recorded_at INTEGER NOT NULL,    -- unix ns, when retention starts
-        stored_at INTEGER NOT NULL,      -- unix ns
+        recorded_at INTEGER NOT NULL,
+        stored_at INTEGER NOT NULL,
         key_id INTEGER,
         payload BLOB NOT NULL
     );
     CREATE INDEX records_time ON records(class, recorded_at);
     CREATE INDEX records_device ON records(device);
     CREATE INDEX records_user ON records(user);
-    -- Pseudonyms carried by each record (key id + token), so erasure finds
-    -- records that name a person only by pseudonym.
     CREATE TABLE tokens (token BLOB NOT NULL, record_id INTEGER NOT NULL, PRIMARY KEY (token, record_id)) WITHOUT ROWID;
     CREATE INDEX tokens_record ON tokens(record_id);
     CREATE TABLE devices (
@@ -51,17 +59,182 @@ const MIGRATIONS: &[&str] = &["
         records INTEGER NOT NULL,
         pseudonyms INTEGER NOT NULL
     );
-", "
-    -- An event's id (its low 64 bits), unique per device: a replay of
-    -- events already held (an old spool, a source read again) is stored
-    -- once. An integer key, not the 16-byte id: with the blob, ingest of
-    -- 2 M rows ran 19 % slower and a sweep of 1 M rows 55 % slower than
-    -- without the index; with the integer, 6 % and none (store bench).
-    -- Two different events of one device share 64 bits with a chance of
-    -- about n^2 / 2^65 for n events held (3e-8 for a million).
+";
+
+/// Wave 2: event ids, unique per device.
+const V2: &str = "
     ALTER TABLE records ADD COLUMN event_id INTEGER;
     CREATE UNIQUE INDEX records_event ON records(device, event_id) WHERE event_id IS NOT NULL;
-"];
+";
+
+/// Version 3, the tenant schema (docs/STORAGE.md describes every table).
+/// The old tables are renamed aside, the new ones created, and
+/// [`migrate_v3`] moves the rows across.
+const V3: &str = "
+    DROP INDEX records_time;
+    DROP INDEX records_device;
+    DROP INDEX records_user;
+    DROP INDEX records_event;
+    DROP INDEX tokens_record;
+    ALTER TABLE records RENAME TO old_records;
+    ALTER TABLE tokens RENAME TO old_tokens;
+    ALTER TABLE devices RENAME TO old_devices;
+    ALTER TABLE users RENAME TO old_users;
+    ALTER TABLE receipts RENAME TO old_receipts;
+
+    -- Settings of the store: the keyed-hash secret (or only its check
+    -- value when the operator supplies the secret).
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+    -- AUTOINCREMENT everywhere a row id is referenced from elsewhere or
+    -- cached: an id is never given to a second row, even after deletes.
+    CREATE TABLE customers (id INTEGER PRIMARY KEY AUTOINCREMENT, customer TEXT NOT NULL UNIQUE);
+    CREATE TABLE devices (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        customer INTEGER NOT NULL,          -- customers.id
+        device TEXT NOT NULL,
+        last_seen INTEGER NOT NULL,         -- unix ns
+        UNIQUE (customer, device)
+    );
+    -- One high-water mark per sending spool of a device.
+    CREATE TABLE streams (
+        device INTEGER NOT NULL,            -- devices.id
+        stream INTEGER NOT NULL,            -- the spool's u64 id, bit for bit; 0: a pre-stream mark
+        high_water INTEGER NOT NULL,
+        PRIMARY KEY (device, stream)
+    ) WITHOUT ROWID;
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        customer INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        UNIQUE (customer, user)
+    );
+    CREATE TABLE records (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        customer INTEGER NOT NULL,          -- customers.id
+        device INTEGER NOT NULL,            -- devices.id of the sender
+        user INTEGER,                       -- users.id
+        class INTEGER NOT NULL,             -- 0 event, 1 object
+        kind TEXT NOT NULL,                 -- the model's snake_case kind name
+        program INTEGER NOT NULL,           -- Program::code
+        recorded_at INTEGER NOT NULL,       -- unix ns, when retention starts
+        stored_at INTEGER NOT NULL,         -- unix ns
+        event_id INTEGER,                   -- an event id's low 64 bits
+        format INTEGER NOT NULL,            -- 1 bincode (old rows), 2 json
+        key_id INTEGER,                     -- at-rest key, if sealed
+        payload BLOB NOT NULL
+    );
+    CREATE INDEX records_time ON records(customer, class, recorded_at);
+    CREATE INDEX records_device ON records(device);
+    CREATE INDEX records_user ON records(user);
+    CREATE UNIQUE INDEX records_event ON records(device, event_id) WHERE event_id IS NOT NULL;
+    -- Keyed digests of what names a person in each record (mention.rs).
+    CREATE TABLE mentions (
+        digest BLOB NOT NULL,
+        record_id INTEGER NOT NULL,
+        kind INTEGER NOT NULL,              -- MentionKind::code
+        PRIMARY KEY (digest, record_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX mentions_record ON mentions(record_id);
+    -- Digests of erased people: user ids and everything their records named.
+    CREATE TABLE suppressed (
+        customer INTEGER NOT NULL,
+        digest BLOB NOT NULL,
+        kind INTEGER NOT NULL,
+        PRIMARY KEY (customer, digest)
+    ) WITHOUT ROWID;
+    CREATE TABLE receipts (
+        customer INTEGER NOT NULL,
+        request_id TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        completed_at INTEGER NOT NULL,
+        records INTEGER NOT NULL,
+        pseudonyms INTEGER NOT NULL,
+        PRIMARY KEY (customer, request_id)
+    );
+    CREATE TABLE binary_verdicts (
+        customer INTEGER NOT NULL,
+        sha256 BLOB NOT NULL,
+        verdict TEXT NOT NULL,              -- the model's JSON
+        evaluated_at INTEGER NOT NULL,
+        PRIMARY KEY (customer, sha256)
+    ) WITHOUT ROWID;
+    CREATE TABLE domain_verdicts (
+        customer INTEGER NOT NULL,
+        domain TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        evaluated_at INTEGER NOT NULL,
+        PRIMARY KEY (customer, domain)
+    ) WITHOUT ROWID;
+";
+
+/// The newest schema version.
+const NEWEST: i64 = 3;
+
+/// How to open an engine store. `Default` is a store with the default
+/// retention, no at-rest key, a secret kept in the store, and no legacy
+/// customer.
+///
+/// ```
+/// use privtel_store::{AtRestKey, EngineOptions};
+/// use privtel_model::CustomerId;
+///
+/// let options = EngineOptions::default()
+///     .key(AtRestKey::new(1, [7; 32]))
+///     .secret([9; 32])
+///     .legacy_customer(CustomerId::new("acme")?);
+/// assert!(format!("{options:?}").contains("<secret>"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct EngineOptions {
+    retention: RetentionPolicy,
+    key: Option<AtRestKey>,
+    secret: Option<Secret>,
+    legacy_customer: Option<CustomerId>,
+}
+
+impl EngineOptions {
+    /// The default retention policy: its erasure deadline decides whether a
+    /// receipt is overdue, and [`SqliteEngine::retention`] hands it to
+    /// callers that sweep a customer with no policy of its own.
+    #[must_use]
+    pub fn retention(mut self, r: RetentionPolicy) -> Self {
+        self.retention = r;
+        self
+    }
+
+    /// Seals new payloads with `k` (AES-256-GCM) and opens sealed ones.
+    #[must_use]
+    pub fn key(mut self, k: AtRestKey) -> Self {
+        self.key = Some(k);
+        self
+    }
+
+    /// The secret of the keyed digests (suppression list, mention index).
+    /// Given here, it never touches the disk: someone holding only the
+    /// database file cannot test a guessed user id or login against the
+    /// suppression list. Without it, a random secret is made when the store
+    /// is created and kept in the store, which protects against nothing
+    /// more than a reader of the file could compute (the weaker guarantee:
+    /// no id in clear, but guesses can be checked). A store made with a
+    /// secret must always be opened with the same one.
+    #[must_use]
+    pub fn secret(mut self, s: [u8; 32]) -> Self {
+        self.secret = Some(Secret(s));
+        self
+    }
+
+    /// The customer that owns the rows of a store written before tenants
+    /// (wave 1 or 2), when it is migrated. Opening such a store with rows
+    /// and without it is [`Error::LegacyCustomerRequired`]; ignored for any
+    /// other store.
+    #[must_use]
+    pub fn legacy_customer(mut self, c: CustomerId) -> Self {
+        self.legacy_customer = Some(c);
+        self
+    }
+}
 
 /// What one ingest did.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize)]
@@ -69,16 +242,17 @@ const MIGRATIONS: &[&str] = &["
 pub struct IngestOutcome {
     /// Records stored.
     pub stored: u64,
-    /// Records at or below the device's high-water mark (a retry), or
-    /// events whose id the device already stored (a replay): ignored.
+    /// Records at or below the stream's high-water mark (a retry), or
+    /// events whose id the customer's device already stored (a replay):
+    /// ignored.
     pub duplicates: u64,
     /// Records of an erased person, dropped.
     pub suppressed: u64,
-    /// The device's high-water mark after the ingest.
+    /// The stream's high-water mark after the ingest.
     pub high_water: u64,
 }
 
-/// What one sweep removed, by class.
+/// What one sweep removed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize)]
 #[non_exhaustive]
 pub struct SweepReport {
@@ -90,6 +264,14 @@ pub struct SweepReport {
     pub inactive_device_records: u64,
     /// Devices purged.
     pub devices: u64,
+    /// Enrichment verdicts evaluated longer ago than the objects' TTL.
+    pub verdicts: u64,
+}
+
+impl SweepReport {
+    fn removed_anything(&self) -> bool {
+        self.events + self.objects + self.inactive_device_records + self.devices + self.verdicts > 0
+    }
 }
 
 /// A request to erase one person's data.
@@ -126,62 +308,147 @@ pub struct DeletionReceipt {
     pub records_removed: u64,
     /// Pseudonyms now suppressed (later records carrying them are dropped).
     pub pseudonyms_suppressed: u64,
+    /// Clear identifiers (logins, home-folder names, emails, full names) now
+    /// suppressed, as keyed digests.
+    pub identifiers_suppressed: u64,
     /// Whether it was done after the erasure deadline.
     pub overdue: bool,
 }
 
+/// An enrichment verdict as the engine keeps it for a customer.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[non_exhaustive]
+pub struct StoredVerdict<V> {
+    /// The verdict.
+    pub verdict: V,
+    /// When the enrichment service gave it.
+    pub evaluated_at: Timestamp,
+}
+
 /// The operations of an engine store, behind one trait so that a backend on
-/// a distributed database can be added without touching callers.
+/// a distributed database can be added without touching callers. Every
+/// operation is scoped by a customer: nothing of one customer is seen,
+/// linked or removed through another.
 pub trait EngineStore {
-    /// Stores a device's batch whose first record has sequence number
-    /// `first_seq`: records at or below the device's high-water mark are
-    /// ignored (a retried batch is stored once), and so is an event whose
-    /// id the device already stored (a replay under new sequence numbers);
-    /// records of erased people are dropped.
+    /// Stores a batch of one sending stream of a customer's device, whose
+    /// first record has sequence number `first_seq`.
+    ///
+    /// `stream`: the sending spool's random 64-bit id (a reinstalled agent
+    /// with a new spool is a new stream of the same device; high-water
+    /// marks are per (customer, device, stream)). Records at or below the
+    /// mark are duplicates; an event whose id the same (customer, device)
+    /// already holds is a duplicate (a replay under a new stream); records
+    /// naming an erased person are dropped (and still raise the mark).
     ///
     /// # Errors
     ///
-    /// A storage error; nothing of the batch is stored then.
+    /// Refuses BEFORE storing anything: [`Error::SequenceRange`] if
+    /// `first_seq` is 0 or the batch's last sequence number overflows or
+    /// exceeds `i64::MAX`; [`Error::SequenceGap`] if `first_seq` is above
+    /// the high-water mark plus one. A storage error; nothing of the batch
+    /// is stored then.
     fn ingest(
         &mut self,
+        customer: &CustomerId,
         device: &DeviceId,
+        stream: u64,
         first_seq: u64,
         records: Vec<Record>,
         now: Timestamp,
     ) -> Result<IngestOutcome>;
 
-    /// Removes what the retention policy expires at `now`.
+    /// A stream's high-water mark (0 when unknown).
     ///
     /// # Errors
     ///
     /// A storage error.
-    fn sweep(&mut self, now: Timestamp) -> Result<SweepReport>;
+    fn high_water(&self, customer: &CustomerId, device: &DeviceId, stream: u64) -> Result<u64>;
 
-    /// Writes everything held about `user` as JSON Lines (the right of
-    /// access); returns the number of lines. Format: one object per record,
-    /// `{"id", "stored_at", "program", "kind", "record"}`, with `record` in
-    /// the model's JSON form.
-    ///
-    /// # Errors
-    ///
-    /// A storage error or a write error.
-    fn export_person(&self, user: &UserId, out: &mut dyn Write) -> Result<u64>;
-
-    /// Removes every record that references the person, by id or by any
-    /// pseudonym their records carry, suppresses later ingest of them, and
-    /// returns a receipt.
+    /// Removes what `retention` expires at `now` of one customer's data
+    /// (TTL per class, the inactivity purge, old verdicts); ends with a WAL
+    /// checkpoint (TRUNCATE) when anything was removed, so no removed value
+    /// remains in the file or its log.
     ///
     /// # Errors
     ///
     /// A storage error; nothing is removed then.
-    fn erase_person(&mut self, request: &ErasureRequest, now: Timestamp) -> Result<DeletionReceipt>;
+    fn sweep(
+        &mut self,
+        customer: &CustomerId,
+        retention: &RetentionPolicy,
+        now: Timestamp,
+    ) -> Result<SweepReport>;
 
-    /// A device's high-water mark (0 when unknown).
+    /// Every customer the store knows, in order.
     ///
     /// # Errors
     ///
     /// A storage error.
-    fn high_water(&self, device: &DeviceId) -> Result<u64>;
+    fn customers(&self) -> Result<Vec<CustomerId>>;
+
+    /// Writes everything a customer holds about `user` as JSON Lines (the
+    /// right of access); returns the number of lines: the records filed
+    /// under the user, and every record sharing a pseudonym or clear
+    /// identifier digest with them (what erasure would remove). Format: one
+    /// object per record, `{"id", "stored_at", "program", "kind", "record"}`,
+    /// with `record` in the model's JSON form.
+    ///
+    /// # Errors
+    ///
+    /// A storage error or a write error.
+    fn export_person(&self, customer: &CustomerId, user: &UserId, out: &mut dyn Write) -> Result<u64>;
+
+    /// Removes every record of the customer that references the person: by
+    /// user id, and every record sharing any pseudonym or clear identifier
+    /// digest with theirs (one hop); suppresses later ingest of the user id
+    /// and of those digests; checkpoints the log; returns a receipt.
+    ///
+    /// # Errors
+    ///
+    /// A storage error; nothing is removed then.
+    fn erase_person(
+        &mut self,
+        customer: &CustomerId,
+        request: &ErasureRequest,
+        now: Timestamp,
+    ) -> Result<DeletionReceipt>;
+
+    /// Writes enrichment answers onto the customer's binary and domain
+    /// objects (threat, category, reputation, hosting country, evaluated
+    /// at `now`), replacing older ones; returns rows written.
+    ///
+    /// # Errors
+    ///
+    /// A storage error; nothing is written then.
+    fn record_verdicts(
+        &mut self,
+        customer: &CustomerId,
+        binaries: &[BinaryVerdict],
+        domains: &[DomainVerdict],
+        now: Timestamp,
+    ) -> Result<u64>;
+
+    /// The customer's verdict on a binary, if any.
+    ///
+    /// # Errors
+    ///
+    /// A storage error, or a stored verdict that does not decode.
+    fn binary_verdict(
+        &self,
+        customer: &CustomerId,
+        sha256: &Sha256,
+    ) -> Result<Option<StoredVerdict<BinaryVerdict>>>;
+
+    /// The customer's verdict on a domain, if any.
+    ///
+    /// # Errors
+    ///
+    /// A storage error, or a stored verdict that does not decode.
+    fn domain_verdict(
+        &self,
+        customer: &CustomerId,
+        domain: &Domain,
+    ) -> Result<Option<StoredVerdict<DomainVerdict>>>;
 
     /// Records held, in all.
     ///
@@ -189,6 +456,51 @@ pub trait EngineStore {
     ///
     /// A storage error.
     fn record_count(&self) -> Result<u64>;
+
+    /// Records held for one customer.
+    ///
+    /// # Errors
+    ///
+    /// A storage error.
+    fn record_count_of(&self, customer: &CustomerId) -> Result<u64>;
+}
+
+/// The tables ingest consults on every record, mirrored in memory. Another
+/// connection (another process: the `dsar` tool) may change them, so they
+/// are reloaded whenever `PRAGMA data_version` says another connection
+/// committed, and after this connection's own erasures.
+#[derive(Debug, Default)]
+struct Mirror {
+    /// `PRAGMA data_version` when last loaded.
+    data_version: i64,
+    /// Set when this connection changed a mirrored table itself.
+    stale: bool,
+    customers: HashMap<String, i64>,
+    /// (customers.id, user id) -> users.id, committed rows only.
+    users: HashMap<(i64, String), i64>,
+    /// Every suppressed digest (digests include the customer).
+    suppressed: HashSet<Digest>,
+}
+
+impl Mirror {
+    fn load(conn: &Connection) -> Result<Self> {
+        Ok(Self {
+            data_version: data_version(conn)?,
+            stale: false,
+            customers: load(conn, "SELECT customer, id FROM customers", |r| Ok((r.get(0)?, r.get(1)?)))?,
+            users: load(conn, "SELECT customer, user, id FROM users", |r| {
+                Ok(((r.get(0)?, r.get(1)?), r.get(2)?))
+            })?,
+            suppressed: load(conn, "SELECT digest FROM suppressed", |r| {
+                let d: Vec<u8> = r.get(0)?;
+                Ok(d.try_into().unwrap_or([0; crate::mention::DIGEST_LEN]))
+            })?,
+        })
+    }
+}
+
+fn data_version(conn: &Connection) -> Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0)).op("reading the data version")
 }
 
 /// The engine store on one SQLite file.
@@ -197,77 +509,100 @@ pub struct SqliteEngine {
     conn: Connection,
     retention: RetentionPolicy,
     key: Option<AtRestKey>,
-    /// The suppression lists, mirrored in memory: erasures are rare and the
-    /// lists small, and ingest checks every record against them.
-    suppressed_users: HashSet<String>,
-    /// `users` rows, mirrored in memory (committed ones only), so ingest
-    /// does not look every user up.
-    user_ids: HashMap<String, i64>,
-    suppressed_tokens: HashSet<Vec<u8>>,
-}
-
-/// The pseudonyms a record carries, as key id + token bytes.
-fn tokens_of(record: &mut Record) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    record.visit_personal(&mut |f| {
-        if let Some(p) = f.value.pseudonym() {
-            let mut t = p.key_id().get().to_le_bytes().to_vec();
-            t.extend_from_slice(p.token());
-            out.push(t);
-        }
-    });
-    out
+    secret: Secret,
+    mirror: Mirror,
 }
 
 impl SqliteEngine {
-    /// Opens or creates the store at `path`, sealing new payloads with `key`
-    /// if given.
+    /// Opens or creates the store at `path`, migrating an older schema
+    /// (a pre-tenant store is filed under `options`' legacy customer).
+    ///
+    /// ```
+    /// use privtel_store::{EngineOptions, EngineStore, SqliteEngine};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default())?;
+    /// assert_eq!(engine.record_count()?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///
-    /// A database or schema error.
-    pub fn open(path: &Path, retention: RetentionPolicy, key: Option<AtRestKey>) -> Result<Self> {
-        let conn = schema::open(path, MIGRATIONS)?;
-        let suppressed_users = load(&conn, "SELECT user FROM suppressed_users", |r| r.get(0))?;
-        let suppressed_tokens = load(&conn, "SELECT token FROM suppressed_tokens", |r| r.get(0))?;
-        let user_ids = load(&conn, "SELECT user, id FROM users", |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(Self { conn, retention, key, suppressed_users, suppressed_tokens, user_ids })
+    /// A database or schema error; [`Error::LegacyCustomerRequired`] for a
+    /// pre-tenant store with rows and no legacy customer;
+    /// [`Error::SecretMismatch`] for a secret other than the store's;
+    /// [`Error::MissingKey`] / [`Error::WrongKey`] if a pre-tenant store's
+    /// sealed rows cannot be opened to index them.
+    pub fn open(path: &Path, options: EngineOptions) -> Result<Self> {
+        let migrate = |tx: &Transaction<'_>| migrate_v3(tx, &options);
+        let conn = schema::open(path, &[Step::Sql(V1), Step::Sql(V2), Step::Code(&migrate)])?;
+        debug_assert_eq!(NEWEST, 3);
+        let secret = resolve_secret(&conn, options.secret.as_ref())?;
+        let mirror = Mirror::load(&conn)?;
+        Ok(Self { conn, retention: options.retention, key: options.key, secret, mirror })
     }
 
-    /// Ids of the records about `user`, directly or through a pseudonym
-    /// their records carry; and those pseudonyms.
-    fn person(&self, user: &UserId) -> Result<(Vec<i64>, Vec<Vec<u8>>)> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id FROM records WHERE user = (SELECT id FROM users WHERE user = ?1)")
-            .op("finding a person")?;
-        let direct: Vec<i64> = stmt
-            .query_map([user.as_str()], |r| r.get(0))
-            .op("finding a person")?
-            .collect::<rusqlite::Result<_>>()
-            .op("finding a person")?;
-        let mut tokens = BTreeSet::new();
-        let mut tok = self
-            .conn
-            .prepare_cached("SELECT token FROM tokens WHERE record_id = ?1")
-            .op("reading pseudonyms")?;
-        for id in &direct {
-            for t in tok.query_map([id], |r| r.get::<_, Vec<u8>>(0)).op("reading pseudonyms")? {
-                tokens.insert(t.op("reading pseudonyms")?);
-            }
-        }
-        let mut ids: BTreeSet<i64> = direct.into_iter().collect();
-        let mut by_token = self
-            .conn
-            .prepare_cached("SELECT record_id FROM tokens WHERE token = ?1")
-            .op("finding pseudonyms")?;
-        for t in &tokens {
-            for id in by_token.query_map([t], |r| r.get::<_, i64>(0)).op("finding pseudonyms")? {
-                ids.insert(id.op("finding pseudonyms")?);
-            }
-        }
-        Ok((ids.into_iter().collect(), tokens.into_iter().collect()))
+    /// The default retention policy the store was opened with.
+    pub fn retention(&self) -> &RetentionPolicy {
+        &self.retention
     }
+
+    /// The customer's row id, if the customer is known.
+    fn customer_id(&self, customer: &CustomerId) -> Result<Option<i64>> {
+        self.conn
+            .query_row("SELECT id FROM customers WHERE customer = ?1", [customer.as_str()], |r| r.get(0))
+            .optional()
+            .op("finding a customer")
+    }
+
+    /// The records about `user` of a customer: those filed under the user,
+    /// and every record sharing a mention digest with them; and the digests
+    /// (with their kinds) that linked them.
+    fn person(&self, customer: i64, user: &UserId) -> Result<Person> {
+        person(&self.conn, customer, user)
+    }
+}
+
+/// What names a person: the ids of the records, and the digests (with
+/// their kind codes) that linked them.
+type Person = (Vec<i64>, Vec<(Digest, i64)>);
+
+fn person(conn: &Connection, customer: i64, user: &UserId) -> Result<Person> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id FROM records WHERE user = (SELECT id FROM users WHERE customer = ?1 AND user = ?2)",
+        )
+        .op("finding a person")?;
+    let direct: Vec<i64> = stmt
+        .query_map(params![customer, user.as_str()], |r| r.get(0))
+        .op("finding a person")?
+        .collect::<rusqlite::Result<_>>()
+        .op("finding a person")?;
+    let mut digests = BTreeSet::new();
+    let mut of_record = conn
+        .prepare_cached("SELECT digest, kind FROM mentions WHERE record_id = ?1")
+        .op("reading mentions")?;
+    for id in &direct {
+        for d in of_record
+            .query_map([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+            .op("reading mentions")?
+        {
+            let (d, kind) = d.op("reading mentions")?;
+            if let Ok(d) = Digest::try_from(d) {
+                digests.insert((d, kind));
+            }
+        }
+    }
+    let mut ids: BTreeSet<i64> = direct.into_iter().collect();
+    // Digests include the customer, so this finds the customer's records only.
+    let mut by_digest =
+        conn.prepare_cached("SELECT record_id FROM mentions WHERE digest = ?1").op("finding mentions")?;
+    for (d, _) in &digests {
+        for id in by_digest.query_map([&d[..]], |r| r.get::<_, i64>(0)).op("finding mentions")? {
+            ids.insert(id.op("finding mentions")?);
+        }
+    }
+    Ok((ids.into_iter().collect(), digests.into_iter().collect()))
 }
 
 /// Every row of a query, collected (for the small tables mirrored in memory).
@@ -281,71 +616,253 @@ fn load<T, C: FromIterator<T>>(
     rows.collect::<rusqlite::Result<C>>().op("reading a table into memory")
 }
 
+/// The store's secret: the one given (checked against the stored check
+/// value), else the one kept in the store; made on first use.
+fn resolve_secret(conn: &Connection, given: Option<&Secret>) -> Result<Secret> {
+    let get = |name: &str| -> Result<Option<Vec<u8>>> {
+        conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
+            .optional()
+            .op("reading the store's settings")
+    };
+    let put = |name: &str, value: &[u8]| -> Result<()> {
+        conn.execute("INSERT INTO meta (name, value) VALUES (?1, ?2)", params![name, value])
+            .map(drop)
+            .op("writing the store's settings")
+    };
+    match (get("secret")?, get("secret_check")?, given) {
+        (Some(stored), _, None) => {
+            let s: [u8; 32] = stored.try_into().map_err(|_| Error::Database {
+                op: "reading the store's settings",
+                message: "the stored secret is not 32 bytes".into(),
+            })?;
+            Ok(Secret(s))
+        }
+        (Some(_), _, Some(_)) => {
+            Err(Error::SecretMismatch { given: "a secret", expected: "none (the store keeps its own)" })
+        }
+        (None, Some(check), Some(s)) if check == s.check() => Ok(s.clone()),
+        (None, Some(_), Some(_)) => {
+            Err(Error::SecretMismatch { given: "a secret", expected: "the secret the store was made with" })
+        }
+        (None, Some(_), None) => {
+            Err(Error::SecretMismatch { given: "none", expected: "the secret the store was made with" })
+        }
+        (None, None, Some(s)) => {
+            put("secret_check", &s.check())?;
+            Ok(s.clone())
+        }
+        (None, None, None) => {
+            let mut s = [0; 32];
+            OsRng.fill_bytes(&mut s);
+            put("secret", &s)?;
+            Ok(Secret(s))
+        }
+    }
+}
+
+/// Version 2 -> 3: the tenant schema. Every old row goes to the legacy
+/// customer; old records keep their bincode payloads (format 1) and get
+/// their mention digests (decoding each payload); the clear suppression
+/// lists become digests.
+fn migrate_v3(tx: &Transaction<'_>, options: &EngineOptions) -> Result<()> {
+    let rows: i64 = tx
+        .query_row(
+            "SELECT (SELECT count(*) FROM records) + (SELECT count(*) FROM users)
+                  + (SELECT count(*) FROM suppressed_users) + (SELECT count(*) FROM suppressed_tokens)
+                  + (SELECT count(*) FROM receipts) + (SELECT count(*) FROM devices)",
+            [],
+            |r| r.get(0),
+        )
+        .op("counting pre-tenant rows")?;
+    let legacy = match (&options.legacy_customer, rows) {
+        (_, 0) => None,
+        (Some(c), _) => Some(c),
+        (None, rows) => return Err(Error::LegacyCustomerRequired { rows: rows as u64 }),
+    };
+    tx.execute_batch(V3).op("creating the tenant schema")?;
+    let secret = resolve_secret(tx, options.secret.as_ref())?;
+    if let Some(customer) = legacy {
+        tx.execute("INSERT INTO customers (customer) VALUES (?1)", [customer.as_str()])
+            .op("registering the legacy customer")?;
+        let c = tx.last_insert_rowid();
+        tx.execute_batch(&format!(
+            "INSERT INTO devices (id, customer, device, last_seen) SELECT id, {c}, device, last_seen FROM old_devices;
+             INSERT INTO streams (device, stream, high_water) SELECT id, 0, high_water FROM old_devices;
+             INSERT INTO users (id, customer, user) SELECT id, {c}, user FROM old_users;
+             INSERT INTO records (id, customer, device, user, class, kind, program, recorded_at, stored_at, event_id, format, key_id, payload)
+                 SELECT id, {c}, device, user, class, kind, program, recorded_at, stored_at, event_id, {}, key_id, payload FROM old_records;
+             INSERT INTO receipts (customer, request_id, requested_at, completed_at, records, pseudonyms)
+                 SELECT {c}, request_id, requested_at, completed_at, records, pseudonyms FROM old_receipts;",
+            Format::Bincode.code()
+        ))
+        .op("moving rows under the legacy customer")?;
+        {
+            let mut read = tx
+                .prepare("SELECT id, format, key_id, payload FROM records ORDER BY id")
+                .op("indexing migrated records")?;
+            let mut insert = tx
+                .prepare("INSERT OR IGNORE INTO mentions (digest, record_id, kind) VALUES (?1, ?2, ?3)")
+                .op("indexing migrated records")?;
+            let mut rows = read.query([]).op("indexing migrated records")?;
+            while let Some(row) = rows.next().op("indexing migrated records")? {
+                let id: i64 = row.get(0).op("indexing migrated records")?;
+                let payload: Vec<u8> = row.get(3).op("indexing migrated records")?;
+                let mut record = open(
+                    id,
+                    row.get(1).op("indexing migrated records")?,
+                    row.get(2).op("indexing migrated records")?,
+                    &payload,
+                    options.key.as_ref(),
+                )?;
+                for (kind, d) in mentions(&mut record, customer.as_str(), &secret) {
+                    insert.execute(params![&d[..], id, kind.code()]).op("indexing migrated records")?;
+                }
+            }
+            let mut suppress = tx
+                .prepare("INSERT OR IGNORE INTO suppressed (customer, digest, kind) VALUES (?1, ?2, ?3)")
+                .op("converting the suppression lists")?;
+            let users: Vec<String> = load(tx, "SELECT user FROM suppressed_users", |r| r.get(0))?;
+            for u in users {
+                let d = secret.digest(customer.as_str(), MentionKind::User, u.as_bytes());
+                suppress
+                    .execute(params![c, &d[..], MentionKind::User.code()])
+                    .op("converting the suppression lists")?;
+            }
+            let tokens: Vec<Vec<u8>> = load(tx, "SELECT token FROM suppressed_tokens", |r| r.get(0))?;
+            for t in tokens {
+                // Wave-1 tokens are key id (little-endian) + token bytes,
+                // the same bytes a pseudonym digest is made from.
+                let d = secret.digest(customer.as_str(), MentionKind::Pseudonym, &t);
+                suppress
+                    .execute(params![c, &d[..], MentionKind::Pseudonym.code()])
+                    .op("converting the suppression lists")?;
+            }
+        }
+    }
+    tx.execute_batch(
+        "DROP TABLE old_records; DROP TABLE old_tokens; DROP TABLE old_devices; DROP TABLE old_users;
+         DROP TABLE old_receipts; DROP TABLE suppressed_users; DROP TABLE suppressed_tokens;",
+    )
+    .op("dropping the pre-tenant tables")?;
+    Ok(())
+}
+
+/// Checks a batch's sequence numbers: 1 ..= i64::MAX.
+fn check_range(first_seq: u64, n: usize) -> Result<()> {
+    let records = n as u64;
+    let last = first_seq.checked_add(records.saturating_sub(1));
+    let max = i64::MAX as u64;
+    if first_seq == 0 || first_seq > max || last.is_none_or(|l| l > max) {
+        return Err(Error::SequenceRange { first_seq, records });
+    }
+    Ok(())
+}
+
 impl EngineStore for SqliteEngine {
     fn ingest(
         &mut self,
+        customer: &CustomerId,
         device: &DeviceId,
+        stream: u64,
         first_seq: u64,
         records: Vec<Record>,
         now: Timestamp,
     ) -> Result<IngestOutcome> {
-        let tx = self.conn.transaction().op("starting an ingest")?;
+        check_range(first_seq, records.len())?;
+        // IMMEDIATE: the write lock is taken first, so no other connection
+        // commits between the data-version check and this commit.
+        let tx =
+            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op("starting an ingest")?;
+        let version = data_version(&tx)?;
+        if self.mirror.stale || version != self.mirror.data_version {
+            self.mirror = Mirror::load(&tx)?;
+        }
+        let c = customer.as_str();
+        let (customer_id, new_customer) = match self.mirror.customers.get(c) {
+            Some(id) => (*id, false),
+            None => {
+                tx.execute("INSERT INTO customers (customer) VALUES (?1)", [c])
+                    .op("registering the customer")?;
+                (tx.last_insert_rowid(), true)
+            }
+        };
         tx.execute(
-            "INSERT INTO devices (device, last_seen, high_water) VALUES (?1, ?2, 0) ON CONFLICT(device) DO NOTHING",
-            params![device.as_str(), nanos(now)],
+            "INSERT INTO devices (customer, device, last_seen) VALUES (?1, ?2, ?3) ON CONFLICT(customer, device) DO NOTHING",
+            params![customer_id, device.as_str(), nanos(now)],
         )
         .op("registering the device")?;
-        let (device_id, high_water): (i64, i64) = tx
-            .query_row("SELECT id, high_water FROM devices WHERE device = ?1", [device.as_str()], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .op("reading the high-water mark")?;
-        let high_water = high_water as u64;
-        // Users first seen in this batch: merged into the cache only once
-        // the transaction commits.
-        let mut new_users: HashMap<String, i64> = HashMap::new();
+        let device_id: i64 = tx
+            .query_row(
+                "SELECT id FROM devices WHERE customer = ?1 AND device = ?2",
+                params![customer_id, device.as_str()],
+                |r| r.get(0),
+            )
+            .op("reading the device")?;
+        let stream_key = stream as i64; // bit for bit: u64 ids above i64::MAX are negative in the column
+        let high_water: i64 = tx
+            .query_row(
+                "SELECT high_water FROM streams WHERE device = ?1 AND stream = ?2",
+                params![device_id, stream_key],
+                |r| r.get(0),
+            )
+            .optional()
+            .op("reading the high-water mark")?
+            .unwrap_or(0);
+        let high_water = high_water.max(0) as u64;
+        if first_seq > high_water.saturating_add(1) {
+            // Dropping `tx` rolls back the device and customer rows.
+            return Err(Error::SequenceGap { first_seq, high_water });
+        }
+        let mut new_users: HashMap<(i64, String), i64> = HashMap::new();
         let mut outcome = IngestOutcome { high_water, ..IngestOutcome::default() };
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO records (device, user, class, kind, program, recorded_at, stored_at, key_id, payload, event_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                    "INSERT INTO records (customer, device, user, class, kind, program, recorded_at, stored_at, event_id, format, key_id, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                      ON CONFLICT(device, event_id) WHERE event_id IS NOT NULL DO NOTHING",
                 )
                 .op("preparing an ingest")?;
-            let mut insert_token = tx
-                .prepare_cached("INSERT OR IGNORE INTO tokens (token, record_id) VALUES (?1, ?2)")
+            let mut insert_mention = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO mentions (digest, record_id, kind) VALUES (?1, ?2, ?3)",
+                )
                 .op("preparing an ingest")?;
-            let mut insert_user =
-                tx.prepare_cached("INSERT INTO users (user) VALUES (?1)").op("preparing an ingest")?;
+            let mut insert_user = tx
+                .prepare_cached("INSERT INTO users (customer, user) VALUES (?1, ?2)")
+                .op("preparing an ingest")?;
             for (i, mut record) in records.into_iter().enumerate() {
-                let seq = first_seq.saturating_add(i as u64);
+                // In range: check_range bounded the last one by i64::MAX.
+                let seq = first_seq + i as u64;
                 if seq <= high_water {
                     outcome.duplicates += 1;
                     continue;
                 }
                 outcome.high_water = outcome.high_water.max(seq);
-                // Visiting needs `&mut` but changes nothing: the record is
-                // owned here, so no copy is made for it.
-                let tokens = tokens_of(&mut record);
-                let user = record.body.user().map(UserId::as_str);
-                let erased = user.is_some_and(|u| self.suppressed_users.contains(u))
-                    || tokens.iter().any(|t| self.suppressed_tokens.contains(t));
+                let found = mentions(&mut record, c, &self.secret);
+                let user = record.body.user();
+                let erased = user.is_some_and(|u| self.mirror.suppressed.contains(&self.secret.user(c, u)))
+                    || found.iter().any(|(_, d)| self.mirror.suppressed.contains(d));
                 if erased {
                     outcome.suppressed += 1;
                     continue;
                 }
                 let user_id = match user {
                     None => None,
-                    Some(u) => match self.user_ids.get(u).or_else(|| new_users.get(u)) {
-                        Some(id) => Some(*id),
-                        None => {
-                            insert_user.execute([u]).op("registering a user")?;
-                            let id = tx.last_insert_rowid();
-                            new_users.insert(u.to_owned(), id);
-                            Some(id)
+                    Some(u) => {
+                        let key = (customer_id, u.as_str().to_owned());
+                        match self.mirror.users.get(&key).or_else(|| new_users.get(&key)) {
+                            Some(id) => Some(*id),
+                            None => {
+                                insert_user
+                                    .execute(params![customer_id, u.as_str()])
+                                    .op("registering a user")?;
+                                let id = tx.last_insert_rowid();
+                                new_users.insert(key, id);
+                                Some(id)
+                            }
                         }
-                    },
+                    }
                 };
                 let (key_id, payload) = seal(&record, self.key.as_ref())?;
                 let class = i64::from(RecordClass::of(&record.body) == RecordClass::Object);
@@ -355,6 +872,7 @@ impl EngineStore for SqliteEngine {
                 };
                 let inserted = insert
                     .execute(params![
+                        customer_id,
                         // Filed under the device that sent it: the inactivity
                         // purge removes everything a device sent.
                         device_id,
@@ -364,91 +882,160 @@ impl EngineStore for SqliteEngine {
                         program_code(record.program),
                         nanos(record_time(&record, now)),
                         nanos(now),
+                        event_id,
+                        Format::CURRENT.code(),
                         key_id,
-                        payload,
-                        event_id
+                        payload
                     ])
                     .op("storing a record")?;
                 if inserted == 0 {
-                    // The device already holds this event.
+                    // The customer's device already holds this event.
                     outcome.duplicates += 1;
                     continue;
                 }
                 let id = tx.last_insert_rowid();
-                for t in &tokens {
-                    insert_token.execute(params![t, id]).op("storing pseudonyms")?;
+                for (kind, d) in &found {
+                    insert_mention.execute(params![&d[..], id, kind.code()]).op("storing mentions")?;
                 }
                 outcome.stored += 1;
             }
         }
         tx.execute(
-            "UPDATE devices SET last_seen = max(last_seen, ?2), high_water = max(high_water, ?3) WHERE id = ?1",
-            params![device_id, nanos(now), outcome.high_water as i64],
+            "INSERT INTO streams (device, stream, high_water) VALUES (?1, ?2, ?3)
+             ON CONFLICT(device, stream) DO UPDATE SET high_water = max(high_water, ?3)",
+            params![device_id, stream_key, outcome.high_water as i64],
+        )
+        .op("updating the high-water mark")?;
+        tx.execute(
+            "UPDATE devices SET last_seen = max(last_seen, ?2) WHERE id = ?1",
+            params![device_id, nanos(now)],
         )
         .op("updating the device")?;
         tx.commit().op("committing an ingest")?;
-        self.user_ids.extend(new_users);
+        if new_customer {
+            self.mirror.customers.insert(c.to_owned(), customer_id);
+        }
+        self.mirror.users.extend(new_users);
         Ok(outcome)
     }
 
-    fn sweep(&mut self, now: Timestamp) -> Result<SweepReport> {
-        let cut = self.retention.cutoffs(now);
+    fn high_water(&self, customer: &CustomerId, device: &DeviceId, stream: u64) -> Result<u64> {
+        let hw: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT s.high_water FROM streams s JOIN devices d ON d.id = s.device
+                 JOIN customers c ON c.id = d.customer
+                 WHERE c.customer = ?1 AND d.device = ?2 AND s.stream = ?3",
+                params![customer.as_str(), device.as_str(), stream as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .op("reading the high-water mark")?;
+        Ok(hw.unwrap_or(0).max(0) as u64)
+    }
+
+    fn sweep(
+        &mut self,
+        customer: &CustomerId,
+        retention: &RetentionPolicy,
+        now: Timestamp,
+    ) -> Result<SweepReport> {
+        let Some(c) = self.customer_id(customer)? else { return Ok(SweepReport::default()) };
+        let cut = retention.cutoffs(now);
         let tx = self.conn.transaction().op("starting a sweep")?;
         let mut report = SweepReport::default();
         for (class, before, count) in
             [(0, cut.events_before, &mut report.events), (1, cut.objects_before, &mut report.objects)]
         {
             tx.execute(
-                "DELETE FROM tokens WHERE record_id IN (SELECT id FROM records WHERE class = ?1 AND recorded_at < ?2)",
-                params![class, nanos(before)],
+                "DELETE FROM mentions WHERE record_id IN
+                     (SELECT id FROM records WHERE customer = ?1 AND class = ?2 AND recorded_at < ?3)",
+                params![c, class, nanos(before)],
             )
-            .op("sweeping pseudonyms")?;
+            .op("sweeping mentions")?;
             *count = tx
                 .execute(
-                    "DELETE FROM records WHERE class = ?1 AND recorded_at < ?2",
-                    params![class, nanos(before)],
+                    "DELETE FROM records WHERE customer = ?1 AND class = ?2 AND recorded_at < ?3",
+                    params![c, class, nanos(before)],
                 )
                 .op("sweeping records")? as u64;
         }
         let inactive: Vec<i64> = {
-            let mut stmt =
-                tx.prepare("SELECT id FROM devices WHERE last_seen < ?1").op("finding inactive devices")?;
-            stmt.query_map([nanos(cut.devices_seen_before)], |r| r.get(0))
+            let mut stmt = tx
+                .prepare("SELECT id FROM devices WHERE customer = ?1 AND last_seen < ?2")
+                .op("finding inactive devices")?;
+            stmt.query_map(params![c, nanos(cut.devices_seen_before)], |r| r.get(0))
                 .op("finding inactive devices")?
                 .collect::<rusqlite::Result<_>>()
                 .op("finding inactive devices")?
         };
         for device in &inactive {
             tx.execute(
-                "DELETE FROM tokens WHERE record_id IN (SELECT id FROM records WHERE device = ?1)",
+                "DELETE FROM mentions WHERE record_id IN (SELECT id FROM records WHERE device = ?1)",
                 [device],
             )
             .op("purging a device")?;
             report.inactive_device_records +=
                 tx.execute("DELETE FROM records WHERE device = ?1", [device]).op("purging a device")? as u64;
+            tx.execute("DELETE FROM streams WHERE device = ?1", [device]).op("purging a device")?;
             tx.execute("DELETE FROM devices WHERE id = ?1", [device]).op("purging a device")?;
             report.devices += 1;
         }
+        for table in ["binary_verdicts", "domain_verdicts"] {
+            report.verdicts += tx
+                .execute(
+                    &format!("DELETE FROM {table} WHERE customer = ?1 AND evaluated_at < ?2"),
+                    params![c, nanos(cut.objects_before)],
+                )
+                .op("sweeping verdicts")? as u64;
+        }
         tx.commit().op("committing a sweep")?;
+        if report.removed_anything() {
+            schema::checkpoint(&self.conn, "checkpointing after a sweep")?;
+        }
         Ok(report)
     }
 
-    fn export_person(&self, user: &UserId, out: &mut dyn Write) -> Result<u64> {
-        let (ids, _) = self.person(user)?;
+    fn customers(&self) -> Result<Vec<CustomerId>> {
+        let names: Vec<String> =
+            load(&self.conn, "SELECT customer FROM customers ORDER BY customer", |r| r.get(0))?;
+        names
+            .into_iter()
+            .map(|n| {
+                CustomerId::new(n).map_err(|e| Error::Database {
+                    op: "listing customers",
+                    message: format!("a stored customer id is not valid: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    fn export_person(&self, customer: &CustomerId, user: &UserId, out: &mut dyn Write) -> Result<u64> {
+        let Some(c) = self.customer_id(customer)? else { return Ok(0) };
+        let (ids, _) = self.person(c, user)?;
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT stored_at, program, kind, key_id, payload FROM records WHERE id = ?1")
+            .prepare_cached(
+                "SELECT stored_at, program, kind, format, key_id, payload FROM records WHERE id = ?1",
+            )
             .op("preparing an export")?;
         let mut lines = 0;
         for id in ids {
-            let (stored_at, program, kind, key_id, payload): (i64, i64, String, Option<u32>, Vec<u8>) = stmt
-                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            let (stored_at, program, kind, format, key_id, payload): (
+                i64,
+                i64,
+                String,
+                i64,
+                Option<u32>,
+                Vec<u8>,
+            ) = stmt
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
                 .op("reading a record")?;
-            let record = open(id, key_id, &payload, self.key.as_ref())?;
-            let program = privtel_model::Program::ALL
-                .get(program as usize)
-                .map(ToString::to_string)
-                .unwrap_or_default();
+            let record = open(id, format, key_id, &payload, self.key.as_ref())?;
+            let program = u8::try_from(program)
+                .ok()
+                .and_then(Program::from_code)
+                .map_or_else(|| record.program.to_string(), |p| p.to_string());
             let stored_at =
                 Timestamp::from_unix_nanos(i128::from(stored_at)).map(|t| t.to_string()).unwrap_or_default();
             let line = serde_json::json!({ "id": id, "stored_at": stored_at, "program": program, "kind": kind, "record": record });
@@ -458,53 +1045,138 @@ impl EngineStore for SqliteEngine {
         Ok(lines)
     }
 
-    fn erase_person(&mut self, request: &ErasureRequest, now: Timestamp) -> Result<DeletionReceipt> {
-        let (ids, tokens) = self.person(&request.user)?;
-        let tx = self.conn.transaction().op("starting an erasure")?;
+    fn erase_person(
+        &mut self,
+        customer: &CustomerId,
+        request: &ErasureRequest,
+        now: Timestamp,
+    ) -> Result<DeletionReceipt> {
+        let tx =
+            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op("starting an erasure")?;
+        tx.execute("INSERT OR IGNORE INTO customers (customer) VALUES (?1)", [customer.as_str()])
+            .op("registering the customer")?;
+        let c: i64 = tx
+            .query_row("SELECT id FROM customers WHERE customer = ?1", [customer.as_str()], |r| r.get(0))
+            .op("finding a customer")?;
+        let (ids, digests) = person(&tx, c, &request.user)?;
         for chunk in ids.chunks(500) {
             let marks = vec!["?"; chunk.len()].join(",");
-            tx.execute(&format!("DELETE FROM tokens WHERE record_id IN ({marks})"), params_from_iter(chunk))
-                .op("erasing pseudonyms")?;
+            tx.execute(
+                &format!("DELETE FROM mentions WHERE record_id IN ({marks})"),
+                params_from_iter(chunk),
+            )
+            .op("erasing mentions")?;
             tx.execute(&format!("DELETE FROM records WHERE id IN ({marks})"), params_from_iter(chunk))
                 .op("erasing records")?;
         }
-        tx.execute("DELETE FROM users WHERE user = ?1", [request.user.as_str()]).op("erasing a person")?;
-        tx.execute("INSERT OR IGNORE INTO suppressed_users (user) VALUES (?1)", [request.user.as_str()])
+        tx.execute("DELETE FROM users WHERE customer = ?1 AND user = ?2", params![c, request.user.as_str()])
+            .op("erasing a person")?;
+        let user_digest = self.secret.user(customer.as_str(), &request.user);
+        let mut suppress = vec![(user_digest, i64::from(MentionKind::User.code()))];
+        suppress.extend(digests.iter().copied());
+        for (d, kind) in &suppress {
+            tx.execute(
+                "INSERT OR IGNORE INTO suppressed (customer, digest, kind) VALUES (?1, ?2, ?3)",
+                params![c, &d[..], kind],
+            )
             .op("suppressing a person")?;
-        for t in &tokens {
-            tx.execute("INSERT OR IGNORE INTO suppressed_tokens (token) VALUES (?1)", [t])
-                .op("suppressing a pseudonym")?;
         }
+        let pseudonym = i64::from(MentionKind::Pseudonym.code());
+        let pseudonyms = digests.iter().filter(|(_, k)| *k == pseudonym).count() as u64;
         let receipt = DeletionReceipt {
             request_id: request.request_id.clone(),
             requested_at: request.requested_at,
             completed_at: now,
             records_removed: ids.len() as u64,
-            pseudonyms_suppressed: tokens.len() as u64,
+            pseudonyms_suppressed: pseudonyms,
+            identifiers_suppressed: digests.len() as u64 - pseudonyms,
             overdue: self.retention.erasure_overdue(request.requested_at, now),
         };
         tx.execute(
-            "INSERT OR REPLACE INTO receipts (request_id, requested_at, completed_at, records, pseudonyms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![receipt.request_id, nanos(receipt.requested_at), nanos(now), receipt.records_removed as i64, receipt.pseudonyms_suppressed as i64],
+            "INSERT OR REPLACE INTO receipts (customer, request_id, requested_at, completed_at, records, pseudonyms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![c, receipt.request_id, nanos(receipt.requested_at), nanos(now), receipt.records_removed as i64, receipt.pseudonyms_suppressed as i64],
         )
         .op("writing the receipt")?;
         tx.commit().op("committing an erasure")?;
-        self.suppressed_users.insert(request.user.as_str().to_owned());
-        self.user_ids.remove(request.user.as_str());
-        self.suppressed_tokens.extend(tokens.iter().cloned());
+        // This connection's own commit does not move its data version.
+        self.mirror.stale = true;
         // secure_delete zeroed the freed pages; the checkpoint moves that
         // into the main file and truncates the log, where the old pages were.
-        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").op("checkpointing after an erasure")?;
+        schema::checkpoint(&self.conn, "checkpointing after an erasure")?;
         Ok(receipt)
     }
 
-    fn high_water(&self, device: &DeviceId) -> Result<u64> {
-        let hw: Option<i64> = self
+    fn record_verdicts(
+        &mut self,
+        customer: &CustomerId,
+        binaries: &[BinaryVerdict],
+        domains: &[DomainVerdict],
+        now: Timestamp,
+    ) -> Result<u64> {
+        let tx = self
             .conn
-            .query_row("SELECT high_water FROM devices WHERE device = ?1", [device.as_str()], |r| r.get(0))
-            .optional()
-            .op("reading the high-water mark")?;
-        Ok(hw.unwrap_or(0) as u64)
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .op("starting a verdict write")?;
+        tx.execute("INSERT OR IGNORE INTO customers (customer) VALUES (?1)", [customer.as_str()])
+            .op("registering the customer")?;
+        let c: i64 = tx
+            .query_row("SELECT id FROM customers WHERE customer = ?1", [customer.as_str()], |r| r.get(0))
+            .op("finding a customer")?;
+        let mut n = 0;
+        {
+            let mut bin = tx
+                .prepare_cached(
+                    "INSERT INTO binary_verdicts (customer, sha256, verdict, evaluated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(customer, sha256) DO UPDATE SET verdict = ?3, evaluated_at = ?4",
+                )
+                .op("writing verdicts")?;
+            for v in binaries {
+                n += bin
+                    .execute(params![c, &v.sha256.as_bytes()[..], to_json(v)?, nanos(now)])
+                    .op("writing verdicts")? as u64;
+            }
+            let mut dom = tx
+                .prepare_cached(
+                    "INSERT INTO domain_verdicts (customer, domain, verdict, evaluated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(customer, domain) DO UPDATE SET verdict = ?3, evaluated_at = ?4",
+                )
+                .op("writing verdicts")?;
+            for v in domains {
+                n += dom
+                    .execute(params![c, v.domain.as_str(), to_json(v)?, nanos(now)])
+                    .op("writing verdicts")? as u64;
+            }
+        }
+        tx.commit().op("committing verdicts")?;
+        // A changed customers table is mirrored: reload before the next ingest.
+        self.mirror.stale = true;
+        Ok(n)
+    }
+
+    fn binary_verdict(
+        &self,
+        customer: &CustomerId,
+        sha256: &Sha256,
+    ) -> Result<Option<StoredVerdict<BinaryVerdict>>> {
+        verdict(
+            &self.conn,
+            "SELECT v.verdict, v.evaluated_at FROM binary_verdicts v JOIN customers c ON c.id = v.customer
+             WHERE c.customer = ?1 AND v.sha256 = ?2",
+            params![customer.as_str(), &sha256.as_bytes()[..]],
+        )
+    }
+
+    fn domain_verdict(
+        &self,
+        customer: &CustomerId,
+        domain: &Domain,
+    ) -> Result<Option<StoredVerdict<DomainVerdict>>> {
+        verdict(
+            &self.conn,
+            "SELECT v.verdict, v.evaluated_at FROM domain_verdicts v JOIN customers c ON c.id = v.customer
+             WHERE c.customer = ?1 AND v.domain = ?2",
+            params![customer.as_str(), domain.as_str()],
+        )
     }
 
     fn record_count(&self) -> Result<u64> {
@@ -512,4 +1184,42 @@ impl EngineStore for SqliteEngine {
             self.conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0)).op("counting records")?;
         Ok(n as u64)
     }
+
+    fn record_count_of(&self, customer: &CustomerId) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM records WHERE customer = (SELECT id FROM customers WHERE customer = ?1)",
+                [customer.as_str()],
+                |r| r.get(0),
+            )
+            .op("counting records")?;
+        Ok(n as u64)
+    }
+}
+
+/// Verdicts are stored as the model's JSON: named fields and text forms,
+/// independent of declaration order.
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Encode(e.to_string()))
+}
+
+fn verdict<V: DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Option<StoredVerdict<V>>> {
+    let row: Option<(String, i64)> =
+        conn.query_row(sql, params, |r| Ok((r.get(0)?, r.get(1)?))).optional().op("reading a verdict")?;
+    let Some((json, at)) = row else { return Ok(None) };
+    let verdict = serde_json::from_str(&json).map_err(|e| Error::Decode {
+        id: 0,
+        reason: format!("stored verdict: {:?} json error at column {}", e.classify(), e.column())
+            .to_lowercase(),
+    })?;
+    let evaluated_at = Timestamp::from_unix_nanos(i128::from(at)).map_err(|_| Error::Decode {
+        id: 0,
+        reason: "stored verdict: evaluation time out of range".into(),
+    })?;
+    Ok(Some(StoredVerdict { verdict, evaluated_at }))
 }

@@ -54,6 +54,47 @@ pub enum Error {
     /// A record could not be encoded (too large for the limit).
     #[error("record could not be encoded: {0}")]
     Encode(String),
+    /// A batch's sequence numbers are outside what a stream can hold: the
+    /// first is 0, or the last overflows or exceeds `i64::MAX` (the largest
+    /// a SQLite integer stores exactly). Nothing of the batch is stored.
+    #[error(
+        "batch of {records} records from sequence number {first_seq} is out of range: expected sequence numbers from 1 to 9223372036854775807"
+    )]
+    SequenceRange {
+        /// The batch's first sequence number.
+        first_seq: u64,
+        /// How many records the batch holds.
+        records: u64,
+    },
+    /// A batch starts past the stream's high-water mark plus one: records in
+    /// between were never received. Refused, so that a forged or confused
+    /// sender cannot raise the mark over records still to come. Nothing of
+    /// the batch is stored.
+    #[error("batch starts at sequence number {first_seq} but the stream's high-water mark is {high_water}: expected at most {}", high_water.saturating_add(1))]
+    SequenceGap {
+        /// The batch's first sequence number.
+        first_seq: u64,
+        /// The stream's high-water mark.
+        high_water: u64,
+    },
+    /// A store written before tenants (wave 1 or 2) holds data, and the
+    /// options name no customer to file it under.
+    #[error(
+        "a pre-tenant store holding {rows} rows needs a legacy customer to migrate: expected EngineOptions::legacy_customer"
+    )]
+    LegacyCustomerRequired {
+        /// Rows of data in the old store (records, users, suppressions, receipts, devices).
+        rows: u64,
+    },
+    /// The keyed-hash secret given is not the one the store's digests were
+    /// made with (or the store was made with a secret and none was given).
+    #[error("the keyed-hash secret {given} does not match the store's: expected {expected}")]
+    SecretMismatch {
+        /// What the options gave, in words ("none", "a secret").
+        given: &'static str,
+        /// What the store needs, in words.
+        expected: &'static str,
+    },
     /// Writing an export failed.
     #[error("writing the export failed: {0}")]
     Export(#[source] std::io::Error),

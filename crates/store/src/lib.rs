@@ -9,38 +9,47 @@
 //!   applies the same TTL as the service; `purge_program` empties a program
 //!   whose consent was withdrawn; a size cap evicts oldest first. Every way
 //!   out is counted ([`SpoolCounters`]).
-//! * [`EngineStore`] (implemented by [`SqliteEngine`]) — idempotent
-//!   `ingest` (a high-water mark per device), `sweep` (TTL per class and the
-//!   inactivity purge), `export_person` (JSON Lines), `erase_person` (by id
-//!   and by pseudonym, with a [`DeletionReceipt`] and a suppression of later
-//!   ingest).
+//! * [`EngineStore`] (implemented by [`SqliteEngine`]) — every key scoped
+//!   by customer: idempotent `ingest` (a high-water mark per customer,
+//!   device and sending stream; a batch out of range or past a gap is
+//!   refused whole), `sweep` (one customer's TTL per class and inactivity
+//!   purge), `export_person` (JSON Lines), `erase_person` (by id, and by
+//!   any pseudonym or clear identifier their records share, with a
+//!   [`DeletionReceipt`] and a suppression of later ingest kept as keyed
+//!   digests, never ids in clear), enrichment verdicts per customer.
 //! * [`AtRestKey`] — AES-256-GCM for payloads at rest; the key id is stored
 //!   beside each row, and the wrong key is [`Error::WrongKey`] or
 //!   [`Error::MissingKey`], never garbage.
-//! * Schemas are versioned with `PRAGMA user_version` and migrated on open.
+//! * Schemas are versioned with `PRAGMA user_version` and migrated on open;
+//!   payload rows carry a format code (1: bincode, read only; 2: JSON,
+//!   written), and programs are stored by their explicit
+//!   [`privtel_model::Program::code`]. docs/STORAGE.md describes it all.
 //!
 //! # Example
 //!
 //! ```
-//! use privtel_store::{EngineStore, ErasureRequest, SqliteEngine};
-//! use privtel_retention::RetentionPolicy;
-//! use privtel_model::{DeviceId, UserId};
+//! use privtel_store::{EngineOptions, EngineStore, ErasureRequest, SqliteEngine};
+//! use privtel_model::{CustomerId, DeviceId, UserId};
 //!
 //! let dir = tempfile::tempdir()?;
-//! let mut engine = SqliteEngine::open(&dir.path().join("engine.db"), RetentionPolicy::default(), None)?;
+//! let mut engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default())?;
 //! let now = privtel_testkit::fixtures::base_time();
 //! let records = privtel_testkit::fixtures::records("doc");
-//! let device = DeviceId::new("dev-0001")?;
-//! let first = engine.ingest(&device, 1, records.clone(), now)?;
-//! let retry = engine.ingest(&device, 1, records, now)?;
+//! let (acme, device, stream) = (CustomerId::new("acme")?, DeviceId::new("dev-0001")?, 0x5eed);
+//! let first = engine.ingest(&acme, &device, stream, 1, records.clone(), now)?;
+//! let retry = engine.ingest(&acme, &device, stream, 1, records.clone(), now)?;
 //! assert_eq!((first.stored, retry.stored, retry.duplicates), (18, 0, 18));
+//! // A batch past the high-water mark plus one is refused, and stores nothing.
+//! assert!(engine.ingest(&acme, &device, stream, 100, records, now).is_err());
 //!
 //! let user = UserId::new("u-1042")?;
 //! let mut export = Vec::new();
-//! assert!(engine.export_person(&user, &mut export)? > 0);
-//! let receipt = engine.erase_person(&ErasureRequest::new("req-1", user.clone(), now), now)?;
+//! assert!(engine.export_person(&acme, &user, &mut export)? > 0);
+//! // Another customer's person of the same id is someone else.
+//! assert_eq!(engine.export_person(&CustomerId::new("globex")?, &user, &mut Vec::new())?, 0);
+//! let receipt = engine.erase_person(&acme, &ErasureRequest::new("req-1", user.clone(), now), now)?;
 //! assert!(receipt.records_removed > 0);
-//! assert_eq!(engine.export_person(&user, &mut Vec::new())?, 0);
+//! assert_eq!(engine.export_person(&acme, &user, &mut Vec::new())?, 0);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -51,10 +60,14 @@
 mod codec;
 mod engine;
 mod error;
+mod mention;
 mod schema;
 mod spool;
 
 pub use codec::{AtRestKey, MAX_RECORD_BYTES};
-pub use engine::{DeletionReceipt, EngineStore, ErasureRequest, IngestOutcome, SqliteEngine, SweepReport};
+pub use engine::{
+    DeletionReceipt, EngineOptions, EngineStore, ErasureRequest, IngestOutcome, SqliteEngine, StoredVerdict,
+    SweepReport,
+};
 pub use error::{Error, Result};
 pub use spool::{SourcePosition, Spool, SpoolCounters, SpoolOptions, Spooled};

@@ -1,13 +1,23 @@
 //! Schema versions (`PRAGMA user_version`) and migrations.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction};
 
 use crate::error::{Context as _, Error, Result};
 
+/// One migration: plain SQL, or code for a step that must read and rewrite
+/// rows (computing digests, moving data under a tenant).
+pub(crate) enum Step<'a> {
+    /// SQL run as one batch.
+    Sql(&'static str),
+    /// Code run inside the migration's transaction.
+    Code(&'a dyn Fn(&Transaction<'_>) -> Result<()>),
+}
+
 /// Opens (or creates) a database with the settings every store uses, and
-/// brings its schema to the newest version through `migrations` (index 0
-/// takes version 0 to 1, and so on).
-pub(crate) fn open(path: &std::path::Path, migrations: &[&str]) -> Result<Connection> {
+/// brings its schema to the newest version through `steps` (index 0 takes
+/// version 0 to 1, and so on), all in one transaction: a migration that
+/// fails leaves the file as it was.
+pub(crate) fn open(path: &std::path::Path, steps: &[Step<'_>]) -> Result<Connection> {
     let conn = Connection::open(path).op("opening the database")?;
     // WAL: readers do not block the writer; FULL: a commit is on disk when it
     // returns (the spool promises durability, the engine acknowledges only
@@ -38,15 +48,32 @@ pub(crate) fn open(path: &std::path::Path, migrations: &[&str]) -> Result<Connec
     .op("configuring the database")?;
     let version: i64 =
         conn.query_row("PRAGMA user_version", [], |r| r.get(0)).op("reading the schema version")?;
-    let newest = migrations.len() as i64;
+    let newest = steps.len() as i64;
     if version > newest {
         return Err(Error::Schema { found: version, supported: newest });
     }
-    for (i, sql) in migrations.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+    if version < newest {
         let tx = conn.unchecked_transaction().op("starting a migration")?;
-        tx.execute_batch(sql).op("migrating the schema")?;
-        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).op("recording the schema version")?;
+        for step in steps.iter().skip(usize::try_from(version).unwrap_or(0)) {
+            match step {
+                Step::Sql(sql) => tx.execute_batch(sql).op("migrating the schema")?,
+                Step::Code(f) => f(&tx)?,
+            }
+        }
+        tx.execute_batch(&format!("PRAGMA user_version = {newest}")).op("recording the schema version")?;
         tx.commit().op("committing a migration")?;
+        if version > 0 {
+            // Rows the migration rewrote or dropped (clear suppression
+            // lists) must not survive in the log.
+            checkpoint(&conn, "checkpointing after a migration")?;
+        }
     }
     Ok(conn)
+}
+
+/// Moves everything the write-ahead log holds into the database file and
+/// truncates the log to zero bytes, so that pages a deletion overwrote
+/// (`secure_delete`) leave no older copy in the log.
+pub(crate) fn checkpoint(conn: &Connection, op: &'static str) -> Result<()> {
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").op(op)
 }

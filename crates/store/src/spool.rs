@@ -7,11 +7,15 @@ use privtel_model::{Program, Record, Timestamp};
 use privtel_retention::{RecordClass, RetentionPolicy};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use crate::codec::{AtRestKey, nanos, open, program_code, record_time, seal};
-use crate::error::{Context as _, Result};
-use crate::schema;
+use aes_gcm::aead::OsRng;
+use aes_gcm::aead::rand_core::RngCore as _;
 
-/// Schema migrations of the spool, oldest first.
+use crate::codec::{AtRestKey, Format, nanos, open, program_code, record_time, seal};
+use crate::error::{Context as _, Result};
+use crate::schema::{self, Step};
+
+/// Schema migrations of the spool, oldest first (wave 1, wave 2, then
+/// [`V3`] and [`make_stream_id`]).
 const MIGRATIONS: &[&str] = &[
     "
     CREATE TABLE spool (
@@ -39,6 +43,29 @@ const MIGRATIONS: &[&str] = &[
     );
 ",
 ];
+
+/// Version 3: each row says how its payload is encoded (1: bincode, every
+/// row written before; 2: JSON, every new row), and the spool has settings.
+const V3: &str = "
+    ALTER TABLE spool ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE spool_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+";
+
+/// Version 4: the spool's stream id, random, nonzero, made once: the
+/// service keeps a high-water mark per (customer, device, stream), so a new
+/// spool (a reinstalled agent) starts a mark of its own rather than seeing
+/// its records taken for duplicates of the old spool's.
+fn make_stream_id(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let id = loop {
+        let id = OsRng.next_u64();
+        if id != 0 {
+            break id;
+        }
+    };
+    tx.execute("INSERT INTO spool_meta (name, value) VALUES ('stream_id', ?1)", [id as i64])
+        .op("making the stream id")?;
+    Ok(())
+}
 
 /// How far a source has been read: saved with the records read from it, in
 /// one transaction, so a crash at any instant neither loses nor repeats what
@@ -145,6 +172,7 @@ pub struct Spooled {
 pub struct Spool {
     conn: Connection,
     options: SpoolOptions,
+    stream_id: u64,
 }
 
 impl Spool {
@@ -155,7 +183,10 @@ impl Spool {
     /// [`crate::Error::Database`] if SQLite cannot open it;
     /// [`crate::Error::Schema`] if a newer version wrote it.
     pub fn open(path: &Path, options: SpoolOptions) -> Result<Self> {
-        let conn = schema::open(path, MIGRATIONS)?;
+        let conn = schema::open(
+            path,
+            &[Step::Sql(MIGRATIONS[0]), Step::Sql(MIGRATIONS[1]), Step::Sql(V3), Step::Code(&make_stream_id)],
+        )?;
         // A device's spool is a queue, not an index to search: a small page
         // cache and no read mapping keep the agent's memory low (a mapped
         // page counts in its resident size). Measured with
@@ -163,7 +194,17 @@ impl Spool {
         // peak RSS 62.5 MiB with the engine's 64 MiB cache and 256 MiB
         // mapping, 25.0-25.4 MiB with these (docs/PERFORMANCE.md).
         conn.execute_batch("PRAGMA cache_size = -4096; PRAGMA mmap_size = 0;").op("configuring the spool")?;
-        Ok(Self { conn, options })
+        let stream_id: i64 = conn
+            .query_row("SELECT value FROM spool_meta WHERE name = 'stream_id'", [], |r| r.get(0))
+            .op("reading the stream id")?;
+        Ok(Self { conn, options, stream_id: stream_id as u64 })
+    }
+
+    /// The spool's stream id: random, nonzero, made once when the spool is
+    /// created (or first opened by this version) and kept in it. Batches
+    /// are sent with it; the service keeps one high-water mark per stream.
+    pub fn stream_id(&self) -> u64 {
+        self.stream_id
     }
 
     /// Appends one record; returns its sequence number once it is durable.
@@ -229,7 +270,7 @@ impl Spool {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO spool (program, class, recorded_at, size, key_id, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO spool (program, class, recorded_at, size, format, key_id, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .op("preparing an append")?;
             for record in records {
@@ -242,6 +283,7 @@ impl Spool {
                         class,
                         nanos(record_time(record, now)),
                         payload.len() as i64,
+                        Format::CURRENT.code(),
                         key_id,
                         payload
                     ])
@@ -288,19 +330,26 @@ impl Spool {
     pub fn next_batch(&self, program: Program, max: usize) -> Result<Vec<Spooled>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT seq, key_id, payload FROM spool WHERE program = ?1 ORDER BY seq LIMIT ?2")
+            .prepare_cached(
+                "SELECT seq, format, key_id, payload FROM spool WHERE program = ?1 ORDER BY seq LIMIT ?2",
+            )
             .op("preparing a batch read")?;
         let rows = stmt
             .query_map(params![program_code(program), max as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<u32>>(1)?, r.get::<_, Vec<u8>>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<u32>>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
             })
             .op("reading a batch")?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, key_id, payload) = row.op("reading a batch")?;
+            let (seq, format, key_id, payload) = row.op("reading a batch")?;
             out.push(Spooled {
                 seq: seq as u64,
-                record: open(seq, key_id, &payload, self.options.key.as_ref())?,
+                record: open(seq, format, key_id, &payload, self.options.key.as_ref())?,
             });
         }
         Ok(out)
@@ -317,22 +366,23 @@ impl Spool {
     pub fn next_run(&self, max: usize) -> Result<Option<(Program, Vec<Spooled>)>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT seq, program, key_id, payload FROM spool ORDER BY seq LIMIT ?1")
+            .prepare_cached("SELECT seq, program, format, key_id, payload FROM spool ORDER BY seq LIMIT ?1")
             .op("preparing a batch read")?;
         let rows = stmt
             .query_map([max as i64], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
-                    r.get::<_, Option<u32>>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<u32>>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
                 ))
             })
             .op("reading a batch")?;
         let mut out: Vec<Spooled> = Vec::new();
         let mut program = None;
         for row in rows {
-            let (seq, code, key_id, payload) = row.op("reading a batch")?;
+            let (seq, code, format, key_id, payload) = row.op("reading a batch")?;
             if program.is_some_and(|p| p != code) || out.last().is_some_and(|last| last.seq + 1 != seq as u64)
             {
                 break;
@@ -340,7 +390,7 @@ impl Spool {
             program = Some(code);
             out.push(Spooled {
                 seq: seq as u64,
-                record: open(seq, key_id, &payload, self.options.key.as_ref())?,
+                record: open(seq, format, key_id, &payload, self.options.key.as_ref())?,
             });
         }
         Ok(out.first().map(|first| first.record.program).map(|p| (p, out)))
@@ -385,7 +435,7 @@ impl Spool {
         bump(&tx, "expired", n)?;
         tx.commit().op("committing an expiry")?;
         if n > 0 {
-            self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").op("checkpointing after an expiry")?;
+            schema::checkpoint(&self.conn, "checkpointing after an expiry")?;
         }
         Ok(n)
     }
@@ -404,7 +454,7 @@ impl Spool {
         bump(&tx, "purged", n)?;
         tx.commit().op("committing a purge")?;
         // Purged data must not linger in the write-ahead log either.
-        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").op("checkpointing after a purge")?;
+        schema::checkpoint(&self.conn, "checkpointing after a purge")?;
         Ok(n)
     }
 

@@ -1,18 +1,33 @@
 //! The engine store on real SQLite: retention, idempotent ingest, export,
 //! erasure with a raw scan of the file, keys, schema versions.
 
-use privtel_model::{DeviceId, Event, EventBody, EventId, Record, RecordBody, Timestamp, UserId};
+use privtel_model::{CustomerId, DeviceId, Event, EventBody, EventId, Record, RecordBody, Timestamp, UserId};
 use privtel_retention::{RecordClass, RetentionPolicy, Ttl};
-use privtel_store::{AtRestKey, EngineStore, ErasureRequest, Error, SqliteEngine};
+use privtel_store::{AtRestKey, EngineOptions, EngineStore, ErasureRequest, Error, SqliteEngine};
 use privtel_testkit::fixtures;
 use proptest::prelude::*;
 use time::Duration;
 
-fn engine(dir: &tempfile::TempDir, retention: RetentionPolicy, key: Option<AtRestKey>) -> SqliteEngine {
-    SqliteEngine::open(&dir.path().join("engine.db"), retention, key).unwrap()
+pub(crate) fn engine(
+    dir: &tempfile::TempDir,
+    retention: RetentionPolicy,
+    key: Option<AtRestKey>,
+) -> SqliteEngine {
+    let mut options = EngineOptions::default().retention(retention);
+    if let Some(key) = key {
+        options = options.key(key);
+    }
+    SqliteEngine::open(&dir.path().join("engine.db"), options).unwrap()
 }
 
-fn event_at(i: u64, at: Timestamp) -> Record {
+pub(crate) fn acme() -> CustomerId {
+    CustomerId::new("acme").unwrap()
+}
+
+/// The stream every single-stream test sends on.
+pub(crate) const S: u64 = 7;
+
+pub(crate) fn event_at(i: u64, at: Timestamp) -> Record {
     let mut r = fixtures::records("t").into_iter().find(|r| r.body.kind_name() == "feature_usage").unwrap();
     if let RecordBody::Event(e) = &mut r.body {
         e.recorded_at = at;
@@ -43,8 +58,8 @@ proptest! {
             ages.extend([ttl_s, ttl_s + 1, ttl_s - 1]);
         }
         let records: Vec<Record> = ages.iter().enumerate().map(|(i, a)| event_at(i as u64, now.checked_sub(Duration::seconds(*a)).unwrap())).collect();
-        store.ingest(&DeviceId::new("d").unwrap(), 1, records, now).unwrap();
-        let report = store.sweep(now).unwrap();
+        store.ingest(&acme(), &DeviceId::new("d").unwrap(), S, 1, records, now).unwrap();
+        let report = store.sweep(&acme(), &retention, now).unwrap();
         let expected_gone = ages.iter().filter(|a| retention.is_expired(RecordClass::Event, now.checked_sub(Duration::seconds(**a)).unwrap(), now)).count();
         prop_assert_eq!(report.events as usize, expected_gone);
         prop_assert_eq!(store.record_count().unwrap() as usize, ages.len() - expected_gone);
@@ -59,14 +74,14 @@ fn a_retried_batch_is_stored_once() {
     let device = DeviceId::new("dev-0001").unwrap();
     let now = fixtures::base_time();
     let records = fixtures::records("x");
-    let first = store.ingest(&device, 1, records[..10].to_vec(), now).unwrap();
+    let first = store.ingest(&acme(), &device, S, 1, records[..10].to_vec(), now).unwrap();
     assert_eq!((first.stored, first.high_water), (10, 10));
     // The retry overlaps: 5..18, of which 5..10 were stored.
-    let retry = store.ingest(&device, 5, records[4..].to_vec(), now).unwrap();
+    let retry = store.ingest(&acme(), &device, S, 5, records[4..].to_vec(), now).unwrap();
     assert_eq!((retry.stored, retry.duplicates, retry.high_water), (8, 6, 18));
     assert_eq!(store.record_count().unwrap(), 18);
-    assert_eq!(store.high_water(&device).unwrap(), 18);
-    assert_eq!(store.high_water(&DeviceId::new("other").unwrap()).unwrap(), 0);
+    assert_eq!(store.high_water(&acme(), &device, S).unwrap(), 18);
+    assert_eq!(store.high_water(&acme(), &DeviceId::new("other").unwrap(), S).unwrap(), 0);
 }
 
 #[test]
@@ -76,39 +91,41 @@ fn a_replay_under_new_sequence_numbers_is_stored_once_per_device() {
     let now = fixtures::base_time();
     let (a, b) = (DeviceId::new("dev-a").unwrap(), DeviceId::new("dev-b").unwrap());
     let events: Vec<Record> = (0..50).map(|i| event_at(i, now)).collect();
-    assert_eq!(store.ingest(&a, 1, events.clone(), now).unwrap().stored, 50);
+    assert_eq!(store.ingest(&acme(), &a, S, 1, events.clone(), now).unwrap().stored, 50);
     // The same events again above the high-water mark (an old spool, a
     // source read twice): recognised by their ids.
-    let replay = store.ingest(&a, 51, events.clone(), now).unwrap();
+    let replay = store.ingest(&acme(), &a, S, 51, events.clone(), now).unwrap();
     assert_eq!((replay.stored, replay.duplicates, replay.high_water), (0, 50, 100));
     // Half new, half replayed, in one batch.
     let mixed: Vec<Record> = (25..75).map(|i| event_at(i, now)).collect();
-    let out = store.ingest(&a, 101, mixed, now).unwrap();
+    let out = store.ingest(&acme(), &a, S, 101, mixed, now).unwrap();
     assert_eq!((out.stored, out.duplicates), (25, 25));
     // Another device's events with the same ids are its own.
-    assert_eq!(store.ingest(&b, 1, events, now).unwrap().stored, 50);
+    assert_eq!(store.ingest(&acme(), &b, S, 1, events, now).unwrap().stored, 50);
     assert_eq!(store.record_count().unwrap(), 125);
 }
 
 #[test]
 fn inactive_devices_are_purged_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = engine(
-        &dir,
-        RetentionPolicy {
-            events: Ttl::custom(Duration::days(3650)),
-            objects: Ttl::custom(Duration::days(3650)),
-            ..RetentionPolicy::default()
-        },
-        None,
-    );
+    let retention = RetentionPolicy {
+        events: Ttl::custom(Duration::days(3650)),
+        objects: Ttl::custom(Duration::days(3650)),
+        ..RetentionPolicy::default()
+    };
+    let mut store = engine(&dir, retention, None);
     let now = fixtures::base_time();
-    store.ingest(&DeviceId::new("quiet").unwrap(), 1, fixtures::records("q"), now).unwrap();
-    store.ingest(&DeviceId::new("busy").unwrap(), 1, vec![event_at(1, now)], now).unwrap();
+    store.ingest(&acme(), &DeviceId::new("quiet").unwrap(), S, 1, fixtures::records("q"), now).unwrap();
+    store.ingest(&acme(), &DeviceId::new("busy").unwrap(), S, 1, vec![event_at(1, now)], now).unwrap();
     let later = now.checked_add(Duration::days(40)).unwrap();
-    store.ingest(&DeviceId::new("busy").unwrap(), 2, vec![event_at(2, later)], later).unwrap();
-    assert_eq!(store.sweep(now.checked_add(Duration::days(45)).unwrap()).unwrap().devices, 0);
-    let report = store.sweep(now.checked_add(Duration::days(45) + Duration::SECOND).unwrap()).unwrap();
+    store.ingest(&acme(), &DeviceId::new("busy").unwrap(), S, 2, vec![event_at(2, later)], later).unwrap();
+    assert_eq!(
+        store.sweep(&acme(), &retention, now.checked_add(Duration::days(45)).unwrap()).unwrap().devices,
+        0
+    );
+    let report = store
+        .sweep(&acme(), &retention, now.checked_add(Duration::days(45) + Duration::SECOND).unwrap())
+        .unwrap();
     assert_eq!(report.devices, 1);
     // Everything the quiet device sent goes, whatever device id the
     // records themselves name.
@@ -116,11 +133,11 @@ fn inactive_devices_are_purged_whole() {
     assert_eq!(store.record_count().unwrap(), 2);
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
+pub(crate) fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-fn file_bytes(dir: &tempfile::TempDir) -> Vec<u8> {
+pub(crate) fn file_bytes(dir: &tempfile::TempDir) -> Vec<u8> {
     let mut all = Vec::new();
     for suffix in ["", "-wal", "-journal"] {
         all.extend(std::fs::read(dir.path().join(format!("engine.db{suffix}"))).unwrap_or_default());
@@ -146,11 +163,11 @@ fn erasure_leaves_no_trace_and_suppresses_later_ingest() {
     }
     let mut alice_records = fixtures::records("ALICECANARY");
     alice_records.retain(|r| r.body.user().is_some());
-    store.ingest(&DeviceId::new("d1").unwrap(), 1, alice_records.clone(), now).unwrap();
-    store.ingest(&DeviceId::new("d2").unwrap(), 1, bob_records, now).unwrap();
+    store.ingest(&acme(), &DeviceId::new("d1").unwrap(), S, 1, alice_records.clone(), now).unwrap();
+    store.ingest(&acme(), &DeviceId::new("d2").unwrap(), S, 1, bob_records, now).unwrap();
 
     let mut export = Vec::new();
-    let lines = store.export_person(&alice, &mut export).unwrap();
+    let lines = store.export_person(&acme(), &alice, &mut export).unwrap();
     assert_eq!(lines as usize, alice_records.len());
     let text = String::from_utf8(export).unwrap();
     assert!(text.contains("ALICECANARY") && !text.contains("BOBCANARY"));
@@ -167,6 +184,7 @@ fn erasure_leaves_no_trace_and_suppresses_later_ingest() {
 
     let receipt = store
         .erase_person(
+            &acme(),
             &ErasureRequest::new("req-7", alice.clone(), now),
             now.checked_add(Duration::hours(2)).unwrap(),
         )
@@ -176,7 +194,7 @@ fn erasure_leaves_no_trace_and_suppresses_later_ingest() {
     let receipt_json = serde_json::to_string(&receipt).unwrap();
     assert!(!receipt_json.contains("u-1042") && !receipt_json.contains("ALICECANARY"), "{receipt_json}");
 
-    assert_eq!(store.export_person(&alice, &mut Vec::new()).unwrap(), 0);
+    assert_eq!(store.export_person(&acme(), &alice, &mut Vec::new()).unwrap(), 0);
     drop(store);
     let raw = file_bytes(&dir);
     assert!(!contains(&raw, "ALICECANARY"), "erased values linger in the database file");
@@ -184,7 +202,9 @@ fn erasure_leaves_no_trace_and_suppresses_later_ingest() {
 
     // Later batches about the erased person are dropped.
     let mut store = engine(&dir, RetentionPolicy::default(), None);
-    let again = store.ingest(&DeviceId::new("d1").unwrap(), 100, alice_records.clone(), now).unwrap();
+    let d1 = DeviceId::new("d1").unwrap();
+    let next = store.high_water(&acme(), &d1, S).unwrap() + 1;
+    let again = store.ingest(&acme(), &d1, S, next, alice_records.clone(), now).unwrap();
     assert_eq!((again.stored, again.suppressed), (0, alice_records.len() as u64));
 }
 
@@ -211,11 +231,18 @@ fn erasure_follows_pseudonyms() {
             _ => {}
         }
     }
-    store.ingest(&DeviceId::new("d").unwrap(), 1, records, now).unwrap();
-    let receipt =
-        store.erase_person(&ErasureRequest::new("r", UserId::new("u-1042").unwrap(), now), now).unwrap();
-    assert_eq!(receipt.records_removed, 1 + linked);
+    store.ingest(&acme(), &DeviceId::new("d").unwrap(), S, 1, records, now).unwrap();
+    let receipt = store
+        .erase_person(&acme(), &ErasureRequest::new("r", UserId::new("u-1042").unwrap(), now), now)
+        .unwrap();
+    // The user record, the licence session by its pseudonym, and the binary
+    // and the execution whose clear paths are under /home/alice-p/, the
+    // user record's login.
+    assert_eq!(linked, 1);
+    assert_eq!(receipt.records_removed, 1 + linked + 2);
     assert_eq!(receipt.pseudonyms_suppressed, 1);
+    // login exact and folded, upn, full name
+    assert_eq!(receipt.identifiers_suppressed, 4);
 }
 
 #[test]
@@ -223,32 +250,31 @@ fn sealed_engine_and_schema_versions() {
     let dir = tempfile::tempdir().unwrap();
     let now = fixtures::base_time();
     let mut store = engine(&dir, RetentionPolicy::default(), Some(AtRestKey::new(4, [1; 32])));
-    store.ingest(&DeviceId::new("d").unwrap(), 1, fixtures::records("SEALED"), now).unwrap();
+    store.ingest(&acme(), &DeviceId::new("d").unwrap(), S, 1, fixtures::records("SEALED"), now).unwrap();
     let user = UserId::new("u-1042").unwrap();
-    assert!(store.export_person(&user, &mut Vec::new()).unwrap() > 0);
+    assert!(store.export_person(&acme(), &user, &mut Vec::new()).unwrap() > 0);
     drop(store);
     assert!(!contains(&file_bytes(&dir), "SEALED"));
     let err = engine(&dir, RetentionPolicy::default(), Some(AtRestKey::new(4, [2; 32])))
-        .export_person(&user, &mut Vec::new())
+        .export_person(&acme(), &user, &mut Vec::new())
         .unwrap_err();
     assert!(matches!(err, Error::WrongKey { key_id: 4, .. }));
     assert!(err.to_string().ends_with("does not open under key 4: wrong key or corrupted data"));
     let err = engine(&dir, RetentionPolicy::default(), Some(AtRestKey::new(5, [1; 32])))
-        .export_person(&user, &mut Vec::new())
+        .export_person(&acme(), &user, &mut Vec::new())
         .unwrap_err();
     assert!(err.to_string().ends_with("is sealed under key 4, but the store has key 5"), "{err}");
 
     // A file from a newer version is refused, not damaged.
     set_user_version(&dir.path().join("engine.db"), 99);
-    let err =
-        SqliteEngine::open(&dir.path().join("engine.db"), RetentionPolicy::default(), None).unwrap_err();
-    assert_eq!(err.to_string(), "database schema version 99 is newer than the 2 this version understands");
+    let err = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).unwrap_err();
+    assert_eq!(err.to_string(), "database schema version 99 is newer than the 3 this version understands");
 }
 
 /// Sets `PRAGMA user_version` of a closed database by writing its header
 /// field (the big-endian u32 at offset 60), so the test needs no SQLite
 /// dependency of its own.
-fn set_user_version(path: &std::path::Path, v: u32) {
+pub(crate) fn set_user_version(path: &std::path::Path, v: u32) {
     let mut bytes = std::fs::read(path).unwrap();
     bytes[60..64].copy_from_slice(&v.to_be_bytes());
     std::fs::write(path, bytes).unwrap();

@@ -1,0 +1,221 @@
+//! Keyed digests of what names a person: the user id, pseudonym tokens,
+//! clear logins, email addresses and full names, and the user name in a
+//! path under a home folder. The engine indexes them per record (so erasure
+//! finds records that name a person without carrying their user id) and
+//! keeps them, never the values, in its suppression list.
+//!
+//! A digest is BLAKE3 in keyed mode under the store's secret, over a kind
+//! tag, the customer id and the value, truncated to 128 bits: equal values
+//! of one customer give equal digests, other customers' never do, and
+//! without the secret a digest cannot be tested against guesses.
+
+use std::fmt;
+
+use privtel_model::{PersonalMut, Record, UserId, ValueKind, VisitPersonal};
+
+/// Bytes kept of each digest: 128 bits, no accidental collision among the
+/// values a store holds, half the index size of the full hash.
+pub(crate) const DIGEST_LEN: usize = 16;
+
+/// A keyed digest.
+pub(crate) type Digest = [u8; DIGEST_LEN];
+
+/// What a digest was made from. The codes are stored (`mentions.kind`) and
+/// hashed (the tag): written out, never reused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum MentionKind {
+    /// A record's user id (suppression only, not indexed per record).
+    User,
+    /// A pseudonym: key id and token.
+    Pseudonym,
+    /// A login, or the user name of a path under `/home/` or `/Users/`,
+    /// exactly.
+    Login,
+    /// A login or a Windows home folder's user name, lowercase (Windows
+    /// compares user names without case).
+    LoginFolded,
+    /// An email address or UPN, lowercase.
+    Email,
+    /// A record's name fields together (first and last name), so a shared
+    /// first name alone links nobody.
+    FullName,
+}
+
+impl MentionKind {
+    /// The stored code and hash tag.
+    pub(crate) const fn code(self) -> u8 {
+        match self {
+            Self::User => 1,
+            Self::Pseudonym => 2,
+            Self::Login => 3,
+            Self::LoginFolded => 4,
+            Self::Email => 5,
+            Self::FullName => 6,
+        }
+    }
+}
+
+/// The store's keyed-hash secret. `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(pub(crate) [u8; 32]);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<secret>)")
+    }
+}
+
+impl Secret {
+    /// The digest of `value` of `kind` for `customer`.
+    pub(crate) fn digest(&self, customer: &str, kind: MentionKind, value: &[u8]) -> Digest {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        // Customer ids are at most 64 bytes: one length byte frames them.
+        h.update(&[kind.code(), customer.len() as u8]);
+        h.update(customer.as_bytes());
+        h.update(value);
+        let mut out = [0; DIGEST_LEN];
+        out.copy_from_slice(&h.finalize().as_bytes()[..DIGEST_LEN]);
+        out
+    }
+
+    /// The digest of a user id.
+    pub(crate) fn user(&self, customer: &str, user: &UserId) -> Digest {
+        self.digest(customer, MentionKind::User, user.as_str().as_bytes())
+    }
+
+    /// A value that tells whether a secret is the one a store was made
+    /// with, without revealing it.
+    pub(crate) fn check(&self) -> Digest {
+        self.digest("", MentionKind::User, b"privtel-store secret check")
+    }
+}
+
+/// Every digest a record's personal fields give (deduplicated, in a fixed
+/// order). Visiting needs `&mut` but changes nothing.
+pub(crate) fn mentions(record: &mut Record, customer: &str, secret: &Secret) -> Vec<(MentionKind, Digest)> {
+    let mut out: Vec<(MentionKind, Digest)> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    record.visit_personal(&mut |field| {
+        if let Some(p) = field.value.pseudonym() {
+            let mut bytes = p.key_id().get().to_le_bytes().to_vec();
+            bytes.extend_from_slice(p.token());
+            out.push((MentionKind::Pseudonym, secret.digest(customer, MentionKind::Pseudonym, &bytes)));
+            return;
+        }
+        let PersonalMut::Text(text) = &field.value else { return };
+        let Some(value) = text.clear_value() else { return };
+        match field.spec.kind {
+            ValueKind::Login => {
+                let mut login = |l: &str| {
+                    if l.is_empty() {
+                        return;
+                    }
+                    out.push((MentionKind::Login, secret.digest(customer, MentionKind::Login, l.as_bytes())));
+                    let folded = l.to_lowercase();
+                    out.push((
+                        MentionKind::LoginFolded,
+                        secret.digest(customer, MentionKind::LoginFolded, folded.as_bytes()),
+                    ));
+                };
+                login(value);
+                // `CORP\alice` is also `alice`.
+                if let Some((_, bare)) = value.rsplit_once('\\') {
+                    login(bare);
+                }
+            }
+            ValueKind::Email => {
+                let folded = value.to_lowercase();
+                out.push((
+                    MentionKind::Email,
+                    secret.digest(customer, MentionKind::Email, folded.as_bytes()),
+                ));
+            }
+            ValueKind::Name => names.push(value.clone()),
+            ValueKind::Path => {
+                if let Some((kind, name)) = home_user(value) {
+                    out.push((kind, secret.digest(customer, kind, name.as_bytes())));
+                }
+            }
+            _ => {}
+        }
+    });
+    if !names.is_empty() {
+        // Unit separator: "Ann Lee" + "Smith" differs from "Ann" + "Lee Smith".
+        let full = names.join("\u{1f}").to_lowercase();
+        out.push((MentionKind::FullName, secret.digest(customer, MentionKind::FullName, full.as_bytes())));
+    }
+    out.sort_unstable_by_key(|m| m.1);
+    out.dedup_by(|a, b| a.1 == b.1);
+    out
+}
+
+/// The user name of a path under a home folder, and how it compares:
+/// `/home/NAME/…` and `/Users/NAME/…` exactly, `X:\Users\NAME\…` (either
+/// slash, any case) lowercase.
+pub(crate) fn home_user(path: &str) -> Option<(MentionKind, String)> {
+    let segment = |rest: &str| -> Option<String> {
+        let end = rest.find(['/', '\\']).unwrap_or(rest.len());
+        let name = &rest[..end];
+        (!name.is_empty() && name != "." && name != "..").then(|| name.to_owned())
+    };
+    for prefix in ["/home/", "/Users/"] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            let end = rest.find('/').unwrap_or(rest.len());
+            let name = &rest[..end];
+            return (!name.is_empty() && name != "." && name != "..")
+                .then(|| (MentionKind::Login, name.to_owned()));
+        }
+    }
+    let bytes = path.as_bytes();
+    if bytes.len() > 9
+        && bytes[0].is_ascii_alphabetic()
+        && bytes[1] == b':'
+        && matches!(bytes[2], b'\\' | b'/')
+        && bytes[3..8].eq_ignore_ascii_case(b"users")
+        && matches!(bytes[8], b'\\' | b'/')
+    {
+        return segment(&path[9..]).map(|n| (MentionKind::LoginFolded, n.to_lowercase()));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_folders() {
+        let table: &[(&str, Option<(MentionKind, &str)>)] = &[
+            ("/home/alice/bin/tool", Some((MentionKind::Login, "alice"))),
+            ("/home/alice", Some((MentionKind::Login, "alice"))),
+            ("/home/Alice/x", Some((MentionKind::Login, "Alice"))),
+            ("/Users/bob/Library/x", Some((MentionKind::Login, "bob"))),
+            ("C:\\Users\\Carol\\AppData\\x.exe", Some((MentionKind::LoginFolded, "carol"))),
+            ("d:/USERS/Dave/x.exe", Some((MentionKind::LoginFolded, "dave"))),
+            ("c:\\users\\EVE", Some((MentionKind::LoginFolded, "eve"))),
+            ("/home//x", None),
+            ("/home/../etc/passwd", None),
+            ("/usr/bin/tool", None),
+            ("/homes/alice/x", None),
+            ("C:\\Program Files\\x.exe", None),
+            ("C:\\Users\\", None),
+        ];
+        for (path, want) in table {
+            let got = home_user(path);
+            assert_eq!(got.as_ref().map(|(k, n)| (*k, n.as_str())), *want, "{path}");
+        }
+    }
+
+    #[test]
+    fn digests_are_scoped_by_customer_kind_and_secret() {
+        let s = Secret([1; 32]);
+        let d = s.digest("c1", MentionKind::Login, b"alice");
+        assert_eq!(d, s.digest("c1", MentionKind::Login, b"alice"));
+        assert_ne!(d, s.digest("c2", MentionKind::Login, b"alice"));
+        assert_ne!(d, s.digest("c1", MentionKind::LoginFolded, b"alice"));
+        assert_ne!(d, Secret([2; 32]).digest("c1", MentionKind::Login, b"alice"));
+        // The length byte frames the customer id.
+        assert_ne!(s.digest("c1", MentionKind::Login, b"xa"), s.digest("c1x", MentionKind::Login, b"a"));
+        assert!(!format!("{s:?}").contains('1'));
+    }
+}

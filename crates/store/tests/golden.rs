@@ -1,0 +1,201 @@
+//! Golden files: a spool and an engine store written by the wave-1 code
+//! (commit a11dada, schema 1, bincode rows, no tenant) and by this version
+//! (`wave3-*`). Every later version must open a copy, migrate it, and read
+//! every row back equal to the fixtures that were written.
+//!
+//! Both stores hold `fixtures::records("golden")` (device `dev-0001`,
+//! sequence numbers 1 to 18, at `fixtures::base_time()`); the engines also
+//! held the records of `u-2000` (tag `erased`, device `dev-0002`), erased
+//! with request `req-1`. The wave-3 engine files everything under customer
+//! `acme`, stream `0xfedcba9876543210`, and holds two verdicts.
+//!
+//! `PRIVTEL_WRITE_GOLDEN=<folder> cargo test -p privtel-store golden::write`
+//! writes the wave-3 files again (only when the format changes on purpose;
+//! then keep the old ones and add the new).
+
+use std::path::{Path, PathBuf};
+
+use privtel_model::{
+    BinaryVerdict, CustomerId, DeviceId, Domain, DomainVerdict, Program, Record, RecordBody, Reputation,
+    ThreatLevel, UserId,
+};
+use privtel_store::{EngineOptions, EngineStore, ErasureRequest, Error, Spool, SpoolOptions, SqliteEngine};
+use privtel_testkit::fixtures;
+
+use crate::engine::{acme, contains};
+
+const WAVE3_STREAM: u64 = 0xfedc_ba98_7654_3210;
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+}
+
+/// A copy of a golden file in a fresh folder (the original is never opened:
+/// opening migrates).
+fn copy(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::copy(data(name), &path).unwrap();
+    (dir, path)
+}
+
+fn erased_records() -> Vec<Record> {
+    let mut erased = fixtures::records("erased");
+    for r in &mut erased {
+        match &mut r.body {
+            RecordBody::Event(e) => e.user = Some(UserId::new("u-2000").unwrap()),
+            RecordBody::User(u) => u.id = UserId::new("u-2000").unwrap(),
+            _ => {}
+        }
+    }
+    erased.retain(|r| r.body.user().is_some());
+    erased
+}
+
+fn raw(dir: &tempfile::TempDir, name: &str) -> Vec<u8> {
+    let mut all = std::fs::read(dir.path().join(name)).unwrap();
+    all.extend(std::fs::read(dir.path().join(format!("{name}-wal"))).unwrap_or_default());
+    all
+}
+
+/// Every record of the spool, in sequence order, equals the fixtures.
+fn check_spool(path: &Path) {
+    let spool = Spool::open(path, SpoolOptions::default()).unwrap();
+    let stream = spool.stream_id();
+    assert_ne!(stream, 0);
+    let mut rows = Vec::new();
+    for p in Program::ALL {
+        rows.extend(spool.next_batch(p, 1000).unwrap());
+    }
+    rows.sort_by_key(|s| s.seq);
+    assert_eq!(rows.iter().map(|s| s.seq).collect::<Vec<_>>(), (1..=18).collect::<Vec<u64>>());
+    assert_eq!(rows.into_iter().map(|s| s.record).collect::<Vec<_>>(), fixtures::records("golden"));
+    drop(spool);
+    assert_eq!(Spool::open(path, SpoolOptions::default()).unwrap().stream_id(), stream, "made once, kept");
+}
+
+/// The engine's rows about u-1042 equal the fixtures, the erased person
+/// stays erased (and suppressed), the mark and ids survive.
+fn check_engine(dir: &tempfile::TempDir, path: &Path, options: EngineOptions, stream: u64) {
+    let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+    let mut engine = SqliteEngine::open(path, options).unwrap();
+    assert_eq!(engine.customers().unwrap(), vec![acme()]);
+    assert_eq!(engine.record_count_of(&acme()).unwrap(), 18);
+    let device = DeviceId::new("dev-0001").unwrap();
+    assert_eq!(engine.high_water(&acme(), &device, stream).unwrap(), 18);
+    let mut out = Vec::new();
+    let user = UserId::new("u-1042").unwrap();
+    engine.export_person(&acme(), &user, &mut out).unwrap();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The person's records, and the binary under their home folder; by row
+    // id, which is the order they were written in.
+    let golden = fixtures::records("golden");
+    let expected: Vec<(i64, Record)> = golden
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.body.user().is_some() || matches!(r.body, RecordBody::Binary(_)))
+        .map(|(i, r)| (i as i64 + 1, r.clone()))
+        .collect();
+    let got: Vec<(i64, Record)> = lines
+        .iter()
+        .map(|v| (v["id"].as_i64().unwrap(), serde_json::from_value(v["record"].clone()).unwrap()))
+        .collect();
+    assert_eq!(got, expected);
+    for (v, (_, r)) in lines.iter().zip(&expected) {
+        assert_eq!(v["program"], r.program.as_str());
+        assert_eq!(v["kind"], r.body.kind_name());
+    }
+    // The erased person: no trace in clear, and still suppressed.
+    assert!(!contains(&raw(dir, &name), "u-2000"), "an erased id in clear survived the migration");
+    let d2 = DeviceId::new("dev-0002").unwrap();
+    let hw = engine.high_water(&acme(), &d2, stream).unwrap();
+    assert_eq!(hw, 12);
+    let out = engine.ingest(&acme(), &d2, stream, hw + 1, erased_records(), fixtures::base_time()).unwrap();
+    assert_eq!((out.stored, out.suppressed), (0, 12));
+    // Old rows are indexed: erasing u-1042 takes the binary named by path.
+    let receipt = engine
+        .erase_person(
+            &acme(),
+            &ErasureRequest::new("req-2", user, fixtures::base_time()),
+            fixtures::base_time(),
+        )
+        .unwrap();
+    assert_eq!(receipt.records_removed, 13);
+    assert_eq!(engine.record_count().unwrap(), 5);
+}
+
+#[test]
+fn wave1_spool_opens_and_reads_back() {
+    let (_dir, path) = copy("wave1-spool.db");
+    check_spool(&path);
+}
+
+#[test]
+fn wave3_spool_opens_and_reads_back() {
+    let (_dir, path) = copy("wave3-spool.db");
+    check_spool(&path);
+}
+
+#[test]
+fn wave1_engine_needs_a_legacy_customer_then_migrates() {
+    let (dir, path) = copy("wave1-engine.db");
+    let before = std::fs::read(&path).unwrap();
+    let err = SqliteEngine::open(&path, EngineOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::LegacyCustomerRequired { rows } if rows > 18), "{err}");
+    assert!(err.to_string().contains("legacy customer"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "a refused migration leaves the file as it was");
+    assert!(contains(&before, "u-2000"), "wave 1 kept suppressed ids in clear");
+    check_engine(&dir, &path, EngineOptions::default().legacy_customer(acme()), 0);
+}
+
+#[test]
+fn wave3_engine_opens_and_reads_back() {
+    let (dir, path) = copy("wave3-engine.db");
+    // Not pre-tenant: the legacy customer is ignored.
+    let options = EngineOptions::default().legacy_customer(CustomerId::new("ignored").unwrap());
+    {
+        let engine = SqliteEngine::open(&path, options.clone()).unwrap();
+        let sha = fixtures::EMPTY_SHA256.parse().unwrap();
+        assert_eq!(engine.binary_verdict(&acme(), &sha).unwrap().unwrap().verdict, binary_verdict());
+        let domain = Domain::new("example.com").unwrap();
+        assert_eq!(engine.domain_verdict(&acme(), &domain).unwrap().unwrap().verdict, domain_verdict());
+    }
+    check_engine(&dir, &path, options, WAVE3_STREAM);
+}
+
+fn binary_verdict() -> BinaryVerdict {
+    BinaryVerdict {
+        sha256: fixtures::EMPTY_SHA256.parse().unwrap(),
+        threat: ThreatLevel::High,
+        category: None,
+    }
+}
+
+fn domain_verdict() -> DomainVerdict {
+    DomainVerdict {
+        domain: Domain::new("example.com").unwrap(),
+        reputation: Reputation::LowRisk,
+        category: Some("reference".parse().unwrap()),
+        hosting_country: Some("DE".parse().unwrap()),
+    }
+}
+
+/// Writes the wave-3 golden files (see the module docs); does nothing
+/// without `PRIVTEL_WRITE_GOLDEN`.
+#[test]
+fn write() {
+    let Ok(out) = std::env::var("PRIVTEL_WRITE_GOLDEN") else { return };
+    let out = PathBuf::from(out);
+    let now = fixtures::base_time();
+    let mut spool = Spool::open(&out.join("wave3-spool.db"), SpoolOptions::default()).unwrap();
+    spool.append_batch(&fixtures::records("golden"), now).unwrap();
+    drop(spool);
+    let mut engine = SqliteEngine::open(&out.join("wave3-engine.db"), EngineOptions::default()).unwrap();
+    let dev = |d: &str| DeviceId::new(d).unwrap();
+    engine.ingest(&acme(), &dev("dev-0001"), WAVE3_STREAM, 1, fixtures::records("golden"), now).unwrap();
+    engine.ingest(&acme(), &dev("dev-0002"), WAVE3_STREAM, 1, erased_records(), now).unwrap();
+    let request = ErasureRequest::new("req-1", UserId::new("u-2000").unwrap(), now);
+    engine.erase_person(&acme(), &request, now).unwrap();
+    engine.record_verdicts(&acme(), &[binary_verdict()], &[domain_verdict()], now).unwrap();
+}
