@@ -13,10 +13,11 @@
 use std::time::Instant;
 
 use privtel::model::{
-    DeviceId, Event, EventBody, EventId, FeatureUsage, Program, Record, RecordBody, Timestamp, UserId,
+    CustomerId, DeviceId, Event, EventBody, EventId, FeatureUsage, Program, Record, RecordBody, Timestamp,
+    UserId,
 };
 use privtel::retention::RetentionPolicy;
-use privtel::store::{EngineStore, Spool, SpoolOptions, SqliteEngine};
+use privtel::store::{EngineOptions, EngineStore, Spool, SpoolOptions, SqliteEngine};
 use time::Duration;
 
 fn event(i: u64, at: Timestamp, users: u64) -> Record {
@@ -64,7 +65,8 @@ fn main() {
 
     // Engine ingest of 2 M rows, half of them past the 30-day TTL.
     let mut engine =
-        SqliteEngine::open(&dir.path().join("engine.db"), RetentionPolicy::default(), None).expect("engine");
+        SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).expect("engine");
+    let customer = CustomerId::new("bench").expect("valid");
     let old = now.checked_sub(Duration::days(40)).expect("in range");
     let total = 2_000_000u64;
     let users = 9_973; // prime: every person has records of both ages
@@ -74,7 +76,7 @@ fn main() {
     for chunk in 0..(total / 1_000) {
         let at = if chunk % 2 == 0 { old } else { now };
         let records: Vec<Record> = (0..1_000).map(|i| event(chunk * 1_000 + i, at, users)).collect();
-        engine.ingest(&device, seq, records, now).expect("ingest");
+        engine.ingest(&customer, &device, 1, seq, records, now).expect("ingest");
         seq += 1_000;
     }
     let per_s = total as f64 / start.elapsed().as_secs_f64();
@@ -85,20 +87,20 @@ fn main() {
     let user = UserId::new("u-4242").expect("valid");
     let mut out = Vec::new();
     let start = Instant::now();
-    let lines = engine.export_person(&user, &mut out).expect("export");
+    let lines = engine.export_person(&customer, &user, &mut out).expect("export");
     let ms = start.elapsed().as_secs_f64() * 1e3;
     println!("export before sweep: {lines} records in {ms:.1} ms (2 M rows)");
 
     // The sweep.
     let start = Instant::now();
-    let report = engine.sweep(now).expect("sweep");
+    let report = engine.sweep(&customer, &RetentionPolicy::default(), now).expect("sweep");
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(report.events, total / 2, "the sweep removed what it should");
     ratio("sweep_1m_of_2m_seconds", secs, 2.0, false, "s");
 
     let mut out = Vec::new();
     let start = Instant::now();
-    let lines = engine.export_person(&user, &mut out).expect("export");
+    let lines = engine.export_person(&customer, &user, &mut out).expect("export");
     let ms = start.elapsed().as_secs_f64() * 1e3;
     ratio("export_one_person_of_1m_ms", ms, 50.0, false, "ms");
     println!("export: {lines} records, {} bytes of JSON Lines", out.len());

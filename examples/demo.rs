@@ -35,7 +35,7 @@ use privtel::model::{
 };
 use privtel::retention::{RetentionPolicy, Ttl};
 use privtel::service::Service;
-use privtel::store::{AtRestKey, EngineStore, ErasureRequest, SpoolOptions, SqliteEngine};
+use privtel::store::{AtRestKey, EngineOptions, EngineStore, ErasureRequest, SpoolOptions, SqliteEngine};
 use privtel::wire::{self, Connection, VerdictIndex, tls};
 use time::Duration;
 
@@ -94,8 +94,13 @@ fn run(extra_scan: Vec<PathBuf>) -> anyhow::Result<()> {
     // 2. The service.
     let identity = tls::generate_identity(&["127.0.0.1"])?;
     std::fs::write(dir.path().join("ca.pem"), &identity.ca_pem)?;
-    let engine =
-        SqliteEngine::open(&dir.path().join("engine.db"), retention, Some(AtRestKey::new(1, random_key()?)))?;
+    let engine = SqliteEngine::open(
+        &dir.path().join("engine.db"),
+        EngineOptions::default()
+            .retention(retention)
+            .key(AtRestKey::new(1, random_key()?))
+            .secret(random_key()?),
+    )?;
     let (binaries, domains) = wire::parse_reputation(REPUTATION).context("examples/data/reputation.csv")?;
     let mut index = VerdictIndex::new(wire::DEFAULT_PAD_TO, random_key()?);
     binaries.into_iter().for_each(|v| index.add_binary(v));
@@ -277,18 +282,23 @@ fn run(extra_scan: Vec<PathBuf>) -> anyhow::Result<()> {
     }
 
     let mut engine = service.engine();
+    let acme = CustomerId::new("acme")?;
     let mut export = Vec::new();
-    let lines = engine.export_person(&alice, &mut export)?;
+    let lines = engine.export_person(&acme, &alice, &mut export)?;
     println!("\nExport of {alice} (right of access): {lines} records, {} bytes of JSON Lines.", export.len());
     let receipt = engine.erase_person(
+        &acme,
         &ErasureRequest::new("dsar-0001", alice.clone(), now),
         now.checked_add(Duration::hours(3)).unwrap_or(now),
     )?;
     println!("Erasure of {alice}: {}", serde_json::to_string(&receipt)?);
-    println!("After erasure, an export finds {} records.", engine.export_person(&alice, &mut Vec::new())?);
+    println!(
+        "After erasure, an export finds {} records.",
+        engine.export_person(&acme, &alice, &mut Vec::new())?
+    );
 
     let day31 = now.checked_add(Duration::days(31)).unwrap_or(now);
-    let s31 = engine.sweep(day31)?;
+    let s31 = engine.sweep(&acme, &retention, day31)?;
     println!(
         "\nDay 31 sweep (events TTL {} days): {} events, {} objects expired; {} records left.",
         retention.events.days(),
@@ -297,7 +307,7 @@ fn run(extra_scan: Vec<PathBuf>) -> anyhow::Result<()> {
         engine.record_count()?
     );
     let day46 = now.checked_add(Duration::days(46)).unwrap_or(now);
-    let s46 = engine.sweep(day46)?;
+    let s46 = engine.sweep(&acme, &retention, day46)?;
     println!(
         "Day 46 sweep (inactive after {} days): {} devices purged with {} records; {} records left.",
         retention.device_inactivity.whole_days(),

@@ -1,16 +1,19 @@
 //! The administrator's tool on an engine store.
 //!
 //! ```text
-//! cargo run --release --example dsar -- --store engine.db [--store-key FILE] export USER
-//! cargo run --release --example dsar -- --store engine.db erase USER [--request ID]
-//! cargo run --release --example dsar -- --store engine.db sweep
+//! cargo run --release --example dsar -- --store engine.db [--store-key FILE] export --customer ID USER
+//! cargo run --release --example dsar -- --store engine.db erase --customer ID USER [--request ID]
+//! cargo run --release --example dsar -- --store engine.db sweep [--customer ID]
 //! cargo run --release --example dsar -- manifest --policy examples/data/policy.toml
 //! cargo run --release --example dsar -- --help          (or: dsar help erase, dsar erase --help)
 //! ```
 //!
 //! `--store` and `--store-key` may come before the command or after it
 //! (`dsar export USER --store engine.db`); `export`, `erase` and `sweep`
-//! require `--store`.
+//! require `--store`. A person is always a customer's person: `export` and
+//! `erase` require `--customer`; `sweep` sweeps one customer, or every one.
+//! A store written before tenants is migrated on open under
+//! `--legacy-customer ID` (and refused without it, when it holds data).
 //!
 //! `export` writes JSON Lines on stdout (format in privtel-store's README);
 //! `erase` prints the deletion receipt; `sweep` prints what expired;
@@ -27,9 +30,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use privtel::filter::{Manifest, Policy};
-use privtel::model::{Timestamp, UserId};
+use privtel::model::{CustomerId, Timestamp, UserId};
 use privtel::retention::RetentionPolicy;
-use privtel::store::{AtRestKey, EngineStore, ErasureRequest, SqliteEngine};
+use privtel::store::{AtRestKey, EngineOptions, EngineStore, ErasureRequest, SqliteEngine};
 
 /// The administrator's tool on an engine store: export or erase one person,
 /// sweep what expired, print a policy's privacy manifest.
@@ -53,6 +56,9 @@ enum Command {
     Export {
         #[command(flatten)]
         store: Store,
+        /// The customer the person belongs to.
+        #[arg(long, value_name = "ID")]
+        customer: CustomerId,
         /// The person's user id.
         user: UserId,
     },
@@ -60,6 +66,9 @@ enum Command {
     Erase {
         #[command(flatten)]
         store: Store,
+        /// The customer the person belongs to.
+        #[arg(long, value_name = "ID")]
+        customer: CustomerId,
         /// The person's user id.
         user: UserId,
         /// The request id the receipt carries [default: erase-<unix seconds>].
@@ -70,6 +79,9 @@ enum Command {
     Sweep {
         #[command(flatten)]
         store: Store,
+        /// Sweep this customer only [default: every customer].
+        #[arg(long, value_name = "ID")]
+        customer: Option<CustomerId>,
     },
     /// Print the privacy manifest of a policy as Markdown.
     Manifest {
@@ -90,6 +102,10 @@ struct Store {
     /// A file holding the store's 32-byte at-rest key.
     #[arg(long, value_name = "FILE")]
     store_key: Option<PathBuf>,
+    /// The customer owning the rows of a store written before tenants,
+    /// migrated when it is opened.
+    #[arg(long, value_name = "ID")]
+    legacy_customer: Option<CustomerId>,
 }
 
 /// The commands whose [`Store`] makes `--store` required.
@@ -153,7 +169,14 @@ fn open_store(
     if !path.is_file() {
         anyhow::bail!("{}: no engine store there", path.display());
     }
-    Ok(SqliteEngine::open(path, RetentionPolicy::default(), key)?)
+    let mut options = EngineOptions::default().retention(RetentionPolicy::default());
+    if let Some(key) = key {
+        options = options.key(key);
+    }
+    if let Some(c) = &store.legacy_customer {
+        options = options.legacy_customer(c.clone());
+    }
+    Ok(SqliteEngine::open(path, options)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -161,18 +184,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let open = |store: &Store| open_store(cli.store.as_deref(), cli.store_key.as_deref(), store);
     let mut out = io::stdout().lock();
     match &cli.command {
-        Command::Export { store, user } => {
-            let n = open(store)?.export_person(user, &mut out)?;
+        Command::Export { store, customer, user } => {
+            let n = open(store)?.export_person(customer, user, &mut out)?;
             out.flush()?;
             eprintln!("dsar: {n} records exported");
         }
-        Command::Erase { store, user, request } => {
+        Command::Erase { store, customer, user, request } => {
             let request = request.clone().unwrap_or_else(|| format!("erase-{}", now.unix_seconds()));
-            let receipt = open(store)?.erase_person(&ErasureRequest::new(request, user.clone(), now), now)?;
+            let receipt =
+                open(store)?.erase_person(customer, &ErasureRequest::new(request, user.clone(), now), now)?;
             writeln!(out, "{}", serde_json::to_string_pretty(&receipt)?)?;
         }
-        Command::Sweep { store } => {
-            writeln!(out, "{}", serde_json::to_string_pretty(&open(store)?.sweep(now)?)?)?;
+        Command::Sweep { store, customer } => {
+            let mut engine = open(store)?;
+            let customers = match customer {
+                Some(c) => vec![c.clone()],
+                None => engine.customers()?,
+            };
+            let retention = *engine.retention();
+            let mut reports = serde_json::Map::new();
+            for c in customers {
+                let report = engine.sweep(&c, &retention, now)?;
+                reports.insert(c.into_string(), serde_json::to_value(report)?);
+            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&reports)?)?;
         }
         Command::Manifest { policy } => {
             let text = std::fs::read_to_string(policy).with_context(|| policy.display().to_string())?;

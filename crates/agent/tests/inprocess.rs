@@ -94,7 +94,7 @@ fn agent(dir: &Path) -> Agent {
 }
 
 fn service(dir: &Path) -> Service {
-    let engine = SqliteEngine::open(&dir.join("engine.db"), Default::default(), None).unwrap();
+    let engine = SqliteEngine::open(&dir.join("engine.db"), Default::default()).unwrap();
     Service::new(engine, VerdictIndex::new(4, [1; 32]), now)
 }
 
@@ -418,7 +418,11 @@ fn a_high_water_mark_above_what_was_sent_deletes_nothing() {
     // Someone raised this device's mark far above anything it sent (one
     // batch with a huge first sequence number).
     let (event, _) = privtel_agent::parse_web_log(&line(99), "other", &DeviceId::new("dev-1").unwrap());
-    service.engine().ingest(&DeviceId::new("dev-1").unwrap(), 1_000_000, event, now()).unwrap();
+    // Refused now (a gap), so the mark cannot be raised: the ingest fails.
+    let customer = CustomerId::new("acme").unwrap();
+    let gap =
+        service.engine().ingest(&customer, &DeviceId::new("dev-1").unwrap(), 1, 1_000_000, event, now());
+    assert!(gap.is_err());
     let mut agent = agent(dir.path());
     agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     let (report, _) = deliver(&mut agent, &service, RetryBudget::attempts(1));
