@@ -56,6 +56,7 @@ fn batch() -> Message {
         batch_id: BatchId::from_u128(1),
         first_seq: 1,
         records,
+        skipped: 0,
         policy_hash: [0; 32],
     })
 }

@@ -129,8 +129,15 @@ pub struct Batch {
     pub first_seq: u64,
     /// The records.
     pub records: Vec<Record>,
-    /// SHA-256 of the policy the device applied to these records (its
-    /// canonical form), so the service can tell an outdated policy.
+    /// Sequence numbers just below `first_seq` that the device no longer
+    /// holds and will never send (purged with a program's consent, expired
+    /// or evicted before they left): the service accepts a batch starting
+    /// at most `skipped` above its high-water mark + 1, moves the mark over
+    /// them and counts them. Any other gap is refused.
+    pub skipped: u64,
+    /// The digest of the policy the device applied to these records
+    /// (`privtel_filter::Policy::digest`), so the service can tell a device
+    /// running an outdated policy.
     pub policy_hash: [u8; 32],
 }
 

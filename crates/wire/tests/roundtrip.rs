@@ -23,8 +23,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: if cfg!(debug_assertions) { 64 } else { 512 }, ..ProptestConfig::default() })]
 
     #[test]
-    fn batches(program in privtel_testkit::program(), id in any::<u128>(), seq in any::<u64>(), records in prop::collection::vec(privtel_testkit::record(), 0..20), policy_hash in any::<[u8; 32]>()) {
-        round_trip(&Message::Batch(Batch { program, batch_id: BatchId::from_u128(id), first_seq: seq, records, policy_hash }))?;
+    fn batches(program in privtel_testkit::program(), id in any::<u128>(), seq in any::<u64>(), records in prop::collection::vec(privtel_testkit::record(), 0..20), policy_hash in any::<[u8; 32]>(), skipped in any::<u64>()) {
+        round_trip(&Message::Batch(Batch { program, batch_id: BatchId::from_u128(id), first_seq: seq, records, skipped, policy_hash }))?;
     }
 
     #[test]

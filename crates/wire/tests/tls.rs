@@ -95,6 +95,7 @@ fn hello_batch_ack_and_private_enrichment_over_tls() {
         batch_id: BatchId::from_u128(1),
         first_seq: 1,
         records: records.clone(),
+        skipped: 0,
         policy_hash: [0; 32],
     }))
     .unwrap();
