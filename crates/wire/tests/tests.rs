@@ -1,10 +1,14 @@
 //! Integration tests of privtel-wire, built as one binary.
 
+mod cost;
+mod deadline;
 mod golden;
 mod hostile;
 mod roundtrip;
 #[cfg(feature = "certs")]
 mod tls;
+#[cfg(feature = "certs")]
+mod tls_deadline;
 
 use privtel_model::{BatchId, Digest, Domain, Program};
 use privtel_wire::{
@@ -40,6 +44,7 @@ pub(crate) fn samples() -> Vec<(&'static str, Message)> {
                 batch_id: BatchId::from_u128(7),
                 first_seq: 42,
                 records,
+                skipped: 3,
                 policy_hash: [0xab; 32],
             }),
         ),
