@@ -85,10 +85,19 @@ impl Read for Socket {
     }
 }
 
+// `write_vectored` is passed on as it is: rustls writes its queued records
+// with one vectored write, and after an error makes a single last attempt
+// to send its alert; the default (first buffer only) would leave an alert
+// queued behind an earlier record unsent, and the peer waiting.
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.check()?;
         self.0.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.check()?;
+        self.0.write_vectored(bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {
