@@ -113,3 +113,54 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn enrichment_queries_out_of_bounds_are_refused_naming_no_value() {
+    use privtel_wire::{EnrichQuery, HashPrefix, QueryError, VerdictIndex};
+    let index = VerdictIndex::new(8, [5; 32]);
+    let private = |binaries: Vec<HashPrefix>| EnrichQuery::Private { query_id: 1, binaries, domains: vec![] };
+    let secret = vec![0xde, 0xad, 0xbe, 0xef];
+    // Too short (empty, 1 byte), too long, too many.
+    for (prefix, len) in [(vec![], 0), (vec![0xde], 1), (vec![0xde; 33], 33)] {
+        let err = index.answer(&private(vec![HashPrefix(secret.clone()), HashPrefix(prefix)])).unwrap_err();
+        assert_eq!(err, QueryError::PrefixLength { list: "binaries", index: 1, len, min: 2, max: 32 });
+    }
+    let many = vec![HashPrefix(secret.clone()); privtel_wire::MAX_QUERY_ITEMS + 1];
+    let err = index.answer(&private(many.clone())).unwrap_err();
+    assert_eq!(err.to_string(), "4097 binaries asked about: expected at most 4096");
+    // The same list does not even decode.
+    let payload = Message::EnrichQuery(private(many)).encode_payload().unwrap();
+    let err = Message::decode_payload(5, &payload).unwrap_err().to_string();
+    assert!(err.contains("expected at most 4096 entries"), "{err}");
+    // A smaller minimum is the index's choice.
+    let lax = VerdictIndex::new(8, [5; 32]).with_min_prefix_len(1);
+    assert!(lax.answer(&private(vec![HashPrefix(vec![0xde])])).is_ok());
+    // No message shows a prefix's bytes.
+    for e in [QueryError::PrefixLength { list: "domains", index: 0, len: 4, min: 2, max: 32 }] {
+        assert!(!e.to_string().contains("de") && !e.to_string().contains("222"), "{e}");
+    }
+}
+
+#[test]
+fn the_answer_size_bound_is_an_upper_bound() {
+    use privtel_wire::{EnrichQuery, HashPrefix, QueryError, VerdictIndex};
+    // Buckets of the longest prefixes and the most padding, real entries
+    // with categories: the bound is never below the real size, so an
+    // index limited to one byte less than the answer refuses it.
+    let mut index = VerdictIndex::new(8, [5; 32]);
+    for i in 0..50u8 {
+        index.add_binary(privtel_model::BinaryVerdict {
+            sha256: privtel_model::Digest::from_bytes([i; 32]),
+            threat: privtel_model::ThreatLevel::High,
+            category: Some(privtel_model::Category::new("remote-access-tool").unwrap()),
+        });
+    }
+    let binaries: Vec<_> = (0..60u8).map(|i| HashPrefix(vec![i; 32])).collect();
+    let domains: Vec<_> = (0..60u8).map(|i| HashPrefix(vec![i; 2])).collect();
+    let q = EnrichQuery::Private { query_id: u64::MAX, binaries, domains };
+    let real = Message::EnrichAnswer(index.answer(&q).unwrap()).encode_payload().unwrap().len() as u32;
+    let tight = index.clone().with_max_answer(real - 1);
+    assert!(matches!(tight.answer(&q), Err(QueryError::AnswerTooLarge { max, .. }) if max == real - 1));
+    // And not far above it: twice the real size is enough.
+    assert!(index.with_max_answer(real * 2).answer(&q).is_ok());
+}
