@@ -124,8 +124,11 @@ fn enrichment_queries_out_of_bounds_are_refused_naming_no_value() {
     for (prefix, len) in [(vec![], 0), (vec![0xde], 1), (vec![0xde; 33], 33)] {
         let err = index.answer(&private(vec![HashPrefix(secret.clone()), HashPrefix(prefix)])).unwrap_err();
         assert_eq!(err, QueryError::PrefixLength { list: "binaries", index: 1, len, min: 2, max: 32 });
+        // No message shows a prefix's bytes (de = 222, ad = 173).
+        let text = err.to_string();
+        assert!(["de", "ad", "222", "173"].iter().all(|b| !text.contains(b)), "{text}");
     }
-    let many = vec![HashPrefix(secret.clone()); privtel_wire::MAX_QUERY_ITEMS + 1];
+    let many = vec![HashPrefix(secret); privtel_wire::MAX_QUERY_ITEMS + 1];
     let err = index.answer(&private(many.clone())).unwrap_err();
     assert_eq!(err.to_string(), "4097 binaries asked about: expected at most 4096");
     // The same list does not even decode.
@@ -135,10 +138,6 @@ fn enrichment_queries_out_of_bounds_are_refused_naming_no_value() {
     // A smaller minimum is the index's choice.
     let lax = VerdictIndex::new(8, [5; 32]).with_min_prefix_len(1);
     assert!(lax.answer(&private(vec![HashPrefix(vec![0xde])])).is_ok());
-    // No message shows a prefix's bytes.
-    for e in [QueryError::PrefixLength { list: "domains", index: 0, len: 4, min: 2, max: 32 }] {
-        assert!(!e.to_string().contains("de") && !e.to_string().contains("222"), "{e}");
-    }
 }
 
 #[test]
