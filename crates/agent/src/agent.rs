@@ -331,7 +331,9 @@ impl Agent {
             self.device.clone(),
             consent,
             policy_version,
-        );
+        )
+        .with_stream(self.outbox.spool().stream_id());
+        let policy_hash = self.filter.policy().digest();
         self.audit(&Message::Hello(hello.clone()), now)?;
         let welcome = conn.client_handshake(&hello)?;
         // Everything at or below the service's high-water mark is stored
@@ -347,13 +349,20 @@ impl Agent {
         // The service names the batch size; the agent caps it, so a service
         // cannot make it load its whole spool at once.
         let max = welcome.max_batch_records.clamp(1, MAX_BATCH_RECORDS) as usize;
+        // What the service holds of this stream, as far as this session
+        // knows: sequence numbers between it and a run's first were removed
+        // here unsent (a program purged, records expired or evicted), and
+        // are declared as skipped rather than left as a gap.
+        let mut service_holds = welcome.high_water;
         while let Some((program, run)) = self.outbox.next_run(max)? {
             let first_seq = run[0].seq;
             let last_seq = run[run.len() - 1].seq;
             let records: Vec<Record> = run.into_iter().map(|s| s.record).collect();
             let batch_id = BatchId::from_u128(u128::from(first_seq) << 64 | u128::from(last_seq));
             self.outbox.mark_sent(last_seq)?;
-            self.send(conn, &Message::Batch(Batch { program, batch_id, first_seq, records }), now)?;
+            let skipped = first_seq.saturating_sub(1).saturating_sub(service_holds);
+            let batch = Batch { program, batch_id, first_seq, records, skipped, policy_hash };
+            self.send(conn, &Message::Batch(batch), now)?;
             let ack = match conn.recv()? {
                 Message::Ack(ack) if ack.batch_id == batch_id => ack,
                 Message::Error(e) => {
@@ -363,6 +372,7 @@ impl Agent {
             };
             // A service may not acknowledge what was not sent.
             let accepted = ack.accepted_up_to.min(last_seq);
+            service_holds = service_holds.max(accepted);
             if accepted >= first_seq {
                 let for_good = ack
                     .rejections

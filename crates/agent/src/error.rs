@@ -20,6 +20,13 @@ pub enum AgentError {
         /// What came.
         got: &'static str,
     },
+    /// Enrollment's answer could not be used (a certificate for another key
+    /// or identity, unreadable, not saved).
+    #[error("enrollment failed: {error}")]
+    Enrollment {
+        /// What did not hold.
+        error: String,
+    },
     /// The service said no with an error message.
     #[error("the service refused: {message}")]
     Refused {

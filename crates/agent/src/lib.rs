@@ -64,10 +64,15 @@
 //!
 //! # Crate features
 //!
-//! None.
+//! * `tls` — [`enroll`]: the device's key pair (made here, never sent), its
+//!   certificate request with the administrator's enrollment token, and the
+//!   credentials (client certificate and key, 0600) for mutual TLS; with
+//!   [`client_config`] and [`enrollment_client_config`].
 
 mod agent;
 mod audit;
+#[cfg(feature = "tls")]
+mod enroll;
 mod error;
 mod event_id;
 mod keys;
@@ -79,9 +84,13 @@ mod weblog;
 
 pub use agent::{Agent, Collected, Delivery, MAX_BATCH_RECORDS, UploadReport, key_path};
 pub use audit::{AuditLog, AuditOptions};
+#[cfg(feature = "tls")]
+pub use enroll::enroll;
 pub use error::{AgentError, KeyError, LineProblem};
 pub use keys::load_or_create_key;
 pub use outbox::Outbox;
+#[cfg(feature = "tls")]
+pub use privtel_authority::{Credentials, client_config, enrollment_client_config};
 pub use privtel_filter::Filtered;
 pub use retry::RetryBudget;
 pub use scan::{check_scan_roots, records_from_scan};

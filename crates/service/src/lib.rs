@@ -1,36 +1,49 @@
 //! The service side of privtel, composed from the crates below it: accept
-//! agents, negotiate, ingest batches idempotently into an engine store,
+//! devices that authenticate with a client certificate, take the tenant
+//! and the device from that certificate only, check every record against
+//! the customer's settings, ingest idempotently into an engine store,
 //! answer enrichment queries, and keep serving while single connections
 //! misbehave.
 //!
 //! # Overview
 //!
-//! * [`Service`] holds an engine store, a verdict index and a clock.
-//!   [`Service::handle`] serves one agent over any `Read + Write` stream
-//!   (an in-memory pipe in tests, TLS in production): it answers a batch
-//!   with an [`Ack`] naming what was stored, and a batch it cannot store
-//!   now (store full, store locked) with a retryable rejection and a
-//!   `retry_after` the agent honours.
-//! * With the `tls` feature, [`Service::serve_tls`] accepts TCP connections,
-//!   one thread each, and starts TLS on them.
-//!
-//! The service never trusts a type from the network: a record arrives as
-//! whatever the connection sent. Checking it against the customer's
-//! settings is the tenancy layer's job (see `docs/ARCHITECTURE.md`).
+//! * [`Service`] holds an engine store, a verdict index, the customers'
+//!   [`Settings`] and a clock. [`Service::handle`] serves one connection
+//!   whose [`Peer`] the transport established: a device says hello as
+//!   itself (else it is refused), for a customer with settings (else
+//!   refused: fail closed); each batch is checked record by record
+//!   (program on, kind carried, every personal field in the customer's
+//!   form, not dated in the future) and answered with an [`Ack`] naming
+//!   what was refused and why ([`RejectCode`]); a batch the store cannot
+//!   take now is deferred with `retry_after`.
+//! * Sequence numbers are per (customer, device, spool stream): a batch
+//!   leaving an undeclared gap above the high-water mark, or out of range,
+//!   is refused and moves nothing.
+//! * [`Service::erase_person`], [`Service::export_person`] and
+//!   [`Service::sweep`] (each customer with its own TTLs) go through the
+//!   service's own store handle; an erasure by another process is seen by
+//!   the next ingest too.
+//! * With the `tls` feature, [`Service::serve_tls`] accepts TCP
+//!   connections up to [`Limits::max_connections`], completes TLS within
+//!   a deadline, identifies the device by its certificate with a
+//!   [`privtel_authority::Authority`] (which also enrolls devices without
+//!   one), and keeps idle and whole-frame deadlines on every connection.
 //!
 //! # Example
 //!
 //! ```
-//! use privtel_service::Service;
-//! use privtel_store::SqliteEngine;
+//! use privtel_service::{Peer, Service, Settings};
+//! use privtel_store::{EngineOptions, SqliteEngine};
 //! use privtel_wire::{Connection, Hello, Message, VerdictIndex};
 //! use privtel_model::{CustomerId, DeviceId, Program, Timestamp};
 //!
 //! let dir = tempfile::tempdir()?;
-//! let engine = SqliteEngine::open(&dir.path().join("engine.db"), Default::default(), None)?;
-//! let service = Service::new(engine, VerdictIndex::new(4, [0; 32]), || Timestamp::UNIX_EPOCH);
+//! let engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default())?;
+//! let settings = Settings::from_toml("[customers.acme]\nevents_days = 14\n")?;
+//! let service = Service::new(engine, VerdictIndex::new(4, [0; 32]), || Timestamp::UNIX_EPOCH)
+//!     .with_settings(settings);
 //!
-//! // An agent's side of the conversation, prepared in memory.
+//! // A device's side of the conversation, prepared in memory.
 //! let mut client = Connection::new(Vec::new());
 //! let consent = Program::ALL.iter().map(|p| (*p, true)).collect();
 //! let hello = Hello::new("doc", CustomerId::new("acme")?, DeviceId::new("dev-1")?, consent, 1);
@@ -38,24 +51,45 @@
 //! client.send(&Message::Goodbye(privtel_wire::Goodbye { reason: "done".into() }))?;
 //! let input = client.into_inner();
 //!
-//! // The service reads it and answers into `output`.
+//! // The service reads it and answers into `output`. The transport (TLS
+//! // with a client certificate in production) says who the peer is.
+//! let peer = Peer::device(CustomerId::new("acme")?, DeviceId::new("dev-1")?);
 //! let mut output = Vec::new();
-//! service.handle(Connection::new(privtel_service::Duplex::new(input.as_slice(), &mut output)))?;
+//! service.handle(Connection::new(privtel_service::Duplex::new(input.as_slice(), &mut output)), peer)?;
 //! assert!(matches!(Connection::new(output.as_slice()).recv()?, Message::Welcome(_)));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Crate features
 //!
-//! * `tls` — [`Service::serve_tls`]: the TCP accept loop with TLS.
+//! * `tls` — [`Service::serve_tls`], [`Service::handle_tls`] and
+//!   [`Service::with_authority`]: rustls with mutual TLS and enrollment
+//!   ([`privtel_authority`]).
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
 
-use privtel_model::Timestamp;
-use privtel_store::{EngineStore, SqliteEngine};
-use privtel_wire::{Ack, Connection, ErrorCode, Message, Rejection, VerdictIndex, Welcome};
+use privtel_model::{CustomerId, DeviceId, Timestamp, UserId};
+use privtel_store::{DeletionReceipt, EngineStore, ErasureRequest, Sequence, SqliteEngine, SweepReport};
+use privtel_wire::{
+    Ack, Batch, Connection, EnrichAnswer, EnrichQuery, ErrorCode, Hello, Message, RejectCode, Rejection,
+    VerdictIndex, Welcome,
+};
+
+mod admission;
+mod limits;
+mod settings;
+
+pub use admission::RefusalCounts;
+pub use limits::Limits;
+pub use settings::{
+    CustomerSettings, DEFAULT_MAX_FUTURE_SKEW, DEFAULT_RECORDS_PER_SECOND, Settings, SettingsError,
+};
+
+use limits::Bucket;
 
 /// How long a connection may stay silent before the service drops it.
 pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -73,12 +107,33 @@ pub struct ServiceStats {
     pub connections: AtomicU64,
     /// Connections that ended with an error (bad TLS, bad frames, …).
     pub failed: AtomicU64,
+    /// Connections closed at once because the connection cap was reached.
+    pub over_capacity: AtomicU64,
+    /// Connections refused for their identity: no or a revoked
+    /// certificate, a hello naming another customer or device, a customer
+    /// without settings.
+    pub forbidden: AtomicU64,
+    /// Devices enrolled or renewed.
+    pub enrolled: AtomicU64,
     /// Records stored.
     pub stored: AtomicU64,
     /// Records ignored as retries or replays.
     pub duplicates: AtomicU64,
-    /// Batches refused for now (the store could not take them).
+    /// Records of erased people, dropped.
+    pub suppressed: AtomicU64,
+    /// Batches refused for now (the store could not take them, or a rate
+    /// limit).
     pub refused: AtomicU64,
+    /// Batches refused for their sequence numbers (a gap above the
+    /// high-water mark, or out of range).
+    pub sequence: AtomicU64,
+    /// Sequence numbers devices declared skipped (records removed on the
+    /// device unsent: a program purged, expired, evicted).
+    pub skipped: AtomicU64,
+    /// Batches made under a policy other than the customer's current one.
+    pub outdated_policy: AtomicU64,
+    /// Records refused for good, by reason.
+    pub records_refused: RefusalCounts,
 }
 
 /// A stream made of a reader and a writer (an in-memory pipe for tests and
@@ -112,11 +167,45 @@ impl<R, W: Write> Write for Duplex<R, W> {
     }
 }
 
+/// Who is at the other end of a connection, as the transport established
+/// it. The service takes the tenant and the device from here only, never
+/// from what the connection says.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Peer {
+    /// A device whose identity the transport verified: its client
+    /// certificate (or an in-process transport the caller trusts).
+    Device {
+        /// Its customer.
+        customer: CustomerId,
+        /// The device.
+        device: DeviceId,
+    },
+    /// A device whose client certificate the enrollment authority
+    /// verified (renewal is open to it).
+    #[cfg(feature = "tls")]
+    Certified(privtel_authority::DeviceIdentity),
+    /// No identity: may only enroll.
+    Anonymous,
+}
+
+impl Peer {
+    /// A verified device.
+    pub fn device(customer: CustomerId, device: DeviceId) -> Self {
+        Self::Device { customer, device }
+    }
+}
+
 /// A hook that decides whether the store takes a batch now (tests use it
 /// to play a full or locked store); `Some(reason)` refuses it.
 type Gate = Box<dyn Fn() -> Option<String> + Send + Sync>;
+/// Where the service reports what an operator must see (refused
+/// identities, clone suspicions, outdated policies). Lines name customers
+/// and devices, never a personal value.
+type Log = Box<dyn Fn(&str) + Send + Sync>;
 
-/// The service: an engine store, verdicts and a clock.
+/// The service: an engine store, verdicts, the customers' settings and a
+/// clock.
 pub struct Service {
     max_batch_records: u32,
     engine: Mutex<SqliteEngine>,
@@ -125,6 +214,13 @@ pub struct Service {
     pub stats: ServiceStats,
     clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
     gate: Option<Gate>,
+    log: Option<Log>,
+    settings: RwLock<Arc<Settings>>,
+    rates: Mutex<HashMap<CustomerId, Bucket>>,
+    limits: Limits,
+    active: AtomicUsize,
+    #[cfg(feature = "tls")]
+    authority: Option<Arc<privtel_authority::Authority>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -133,9 +229,22 @@ impl std::fmt::Debug for Service {
     }
 }
 
+/// Releases a connection slot when the connection ends.
+#[cfg(feature = "tls")]
+struct Slot<'a>(&'a AtomicUsize);
+
+#[cfg(feature = "tls")]
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Service {
     /// A service storing into `engine`, answering from `index`, with
-    /// `clock` as its time (injected, so retention can be simulated).
+    /// `clock` as its time (injected, so retention can be simulated). It
+    /// has no customer until [`Service::with_settings`]: every device is
+    /// refused (fail closed).
     pub fn new(
         engine: SqliteEngine,
         index: VerdictIndex,
@@ -148,7 +257,51 @@ impl Service {
             stats: ServiceStats::default(),
             clock: Box::new(clock),
             gate: None,
+            log: None,
+            settings: RwLock::new(Arc::new(Settings::default())),
+            rates: Mutex::new(HashMap::new()),
+            limits: Limits::default(),
+            active: AtomicUsize::new(0),
+            #[cfg(feature = "tls")]
+            authority: None,
         }
+    }
+
+    /// The customers' settings.
+    #[must_use]
+    pub fn with_settings(self, settings: Settings) -> Self {
+        self.replace_settings(settings);
+        self
+    }
+
+    /// Replaces the customers' settings while the service runs: the next
+    /// batch of every connection is checked against the new ones.
+    pub fn replace_settings(&self, settings: Settings) {
+        *self.settings.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(settings);
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Connection limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Reports what an operator must see to `log` (one line each).
+    #[must_use]
+    pub fn with_log(mut self, log: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.log = Some(Box::new(log));
+        self
     }
 
     /// The most records per batch the service asks agents for (default
@@ -173,18 +326,148 @@ impl Service {
         self.engine.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Serves one agent connection until it says goodbye, closes, or fails.
+    /// Connections being served now.
+    pub fn active_connections(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    fn report(&self, line: &str) {
+        if let Some(log) = &self.log {
+            log(line);
+        }
+    }
+
+    /// Takes a connection slot, or `None` at the cap.
+    #[cfg(feature = "tls")]
+    fn slot(&self) -> Option<Slot<'_>> {
+        let max = self.limits.max_connections;
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(&self.active))
+    }
+
+    /// Sweeps every customer's data with that customer's retention; a
+    /// customer held in the store without settings any more is swept with
+    /// the default retention (30 days, 45 for inactive devices).
     ///
     /// # Errors
     ///
-    /// The connection's error (frames, protocol, I/O). A storage error is
+    /// The first storage error; customers before it were swept.
+    pub fn sweep(&self, now: Timestamp) -> privtel_store::Result<Vec<(CustomerId, SweepReport)>> {
+        let settings = self.settings();
+        let mut engine = self.engine();
+        let mut out = Vec::new();
+        for customer in engine.customers()? {
+            let retention = settings.customer(&customer).map(|c| c.retention()).unwrap_or_default();
+            let report = engine.sweep(&customer, &retention, now)?;
+            out.push((customer, report));
+        }
+        Ok(out)
+    }
+
+    /// Erases one person of one customer (the right to erasure), through
+    /// the service's own store handle, so ingest running at the same time
+    /// sees it at once.
+    ///
+    /// # Errors
+    ///
+    /// A storage error; nothing is removed then.
+    pub fn erase_person(
+        &self,
+        customer: &CustomerId,
+        request: &ErasureRequest,
+    ) -> privtel_store::Result<DeletionReceipt> {
+        let now = (self.clock)();
+        self.engine().erase_person(customer, request, now)
+    }
+
+    /// Writes everything held about one person of one customer as JSON
+    /// Lines (the right of access); returns the number of lines.
+    ///
+    /// # Errors
+    ///
+    /// A storage or write error.
+    pub fn export_person(
+        &self,
+        customer: &CustomerId,
+        user: &UserId,
+        out: &mut dyn Write,
+    ) -> privtel_store::Result<u64> {
+        self.engine().export_person(customer, user, out)
+    }
+
+    /// Serves one connection whose peer the transport established, until
+    /// it says goodbye, closes, or fails. An anonymous peer may only
+    /// enroll; a device must say hello as itself, for a customer with
+    /// settings.
+    ///
+    /// # Errors
+    ///
+    /// The connection's error (frames, protocol, I/O), or
+    /// [`privtel_wire::Error::Remote`]-like refusals sent to the peer and
+    /// returned as [`privtel_wire::Error::Unexpected`]. A storage error is
     /// not one: it is answered to the agent as a retryable rejection.
-    pub fn handle<S: Read + Write>(&self, mut conn: Connection<S>) -> Result<(), privtel_wire::Error> {
+    pub fn handle<S: Read + Write>(
+        &self,
+        mut conn: Connection<S>,
+        peer: Peer,
+    ) -> Result<(), privtel_wire::Error> {
+        let (customer, device) = match &peer {
+            Peer::Device { customer, device } => (customer.clone(), device.clone()),
+            #[cfg(feature = "tls")]
+            Peer::Certified(id) => (id.customer.clone(), id.device.clone()),
+            Peer::Anonymous => return self.enroll(&mut conn),
+        };
+        let Some(cs) = self.settings().customer(&customer).cloned() else {
+            self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+            self.report(&format!(
+                "refused {customer}/{device}: the customer has no settings at this service"
+            ));
+            conn.send(&privtel_wire::error(
+                ErrorCode::Forbidden,
+                "the customer has no settings at this service",
+                false,
+            ))?;
+            return Err(privtel_wire::Error::Unexpected {
+                expected: "a customer with settings",
+                got: "unknown customer",
+            });
+        };
+        // The welcome's high-water mark is the verified device's, whatever
+        // the hello names.
         let hello = conn.server_handshake(|hello, version| {
-            let mut w = Welcome::new(version, self.engine().high_water(&hello.device).unwrap_or(0));
+            let hw = self.engine().high_water(&customer, &device, hello.stream).unwrap_or(0);
+            let mut w = Welcome::new(version, hw);
             w.max_batch_records = self.max_batch_records;
             w
         })?;
+        if hello.customer != customer || hello.device != device {
+            self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+            self.report(&format!(
+                "refused {customer}/{device}: its hello names {}/{}",
+                hello.customer, hello.device
+            ));
+            conn.send(&privtel_wire::error(
+                ErrorCode::Forbidden,
+                "the hello names another customer or device than the certificate",
+                false,
+            ))?;
+            return Err(privtel_wire::Error::Unexpected {
+                expected: "a hello naming the certificate's device",
+                got: "another identity",
+            });
+        }
+        if hello.stream == 0 {
+            conn.send(&privtel_wire::error(ErrorCode::Protocol, "stream 0 is not a spool stream", false))?;
+            return Err(privtel_wire::Error::Unexpected { expected: "a nonzero stream", got: "stream 0" });
+        }
+        let mut messages = Bucket::new(
+            self.limits.messages_per_second,
+            self.limits.messages_per_second.saturating_mul(2),
+            Instant::now(),
+        );
+        let mut outdated_reported = false;
         loop {
             let msg = match conn.recv() {
                 Ok(m) => m,
@@ -193,84 +476,301 @@ impl Service {
             };
             match msg {
                 Message::Batch(batch) => {
-                    let n = batch.records.len() as u64;
-                    let last = batch.first_seq.saturating_add(n.saturating_sub(1));
-                    let result = match self.gate.as_ref().and_then(|g| g()) {
-                        Some(reason) => Err(reason),
-                        None => self
-                            .engine()
-                            .ingest(&hello.device, batch.first_seq, batch.records, (self.clock)())
-                            .map_err(|e| e.to_string()),
-                    };
-                    let ack = match result {
-                        Ok(outcome) => {
-                            self.stats.stored.fetch_add(outcome.stored, Ordering::Relaxed);
-                            self.stats.duplicates.fetch_add(outcome.duplicates, Ordering::Relaxed);
-                            Ack {
-                                batch_id: batch.batch_id,
-                                accepted_up_to: last,
-                                rejections: vec![],
-                                retry_after_ms: None,
-                            }
+                    let cs = self.settings().customer(&customer).cloned().unwrap_or_else(|| Arc::clone(&cs));
+                    if batch.policy_hash != cs.policy_digest() {
+                        self.stats.outdated_policy.fetch_add(1, Ordering::Relaxed);
+                        if !outdated_reported {
+                            outdated_reported = true;
+                            self.report(&format!(
+                                "{customer}/{device} runs a policy other than the customer's current one"
+                            ));
                         }
-                        // Nothing stored: the agent keeps the batch and
-                        // retries after the pause.
-                        Err(reason) => {
-                            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                            Ack {
-                                batch_id: batch.batch_id,
-                                accepted_up_to: batch.first_seq.saturating_sub(1),
-                                rejections: vec![Rejection { seq: batch.first_seq, reason, retryable: true }],
-                                retry_after_ms: Some(RETRY_AFTER_MS),
-                            }
-                        }
-                    };
+                    }
+                    let ack = self.batch(&customer, &device, &hello, &cs, batch, &mut messages);
                     conn.send(&Message::Ack(ack))?;
                 }
-                Message::EnrichQuery(q) => conn.send(&Message::EnrichAnswer(self.index.answer(&q)))?,
+                Message::EnrichQuery(q) => {
+                    if messages.take(1, Instant::now()).is_err() {
+                        conn.send(&privtel_wire::error(
+                            ErrorCode::Unavailable,
+                            "too many queries: slow down",
+                            true,
+                        ))?;
+                        continue;
+                    }
+                    let answer = self.enrich(&customer, &q);
+                    conn.send(&answer)?;
+                }
+                Message::EnrollRequest(req) if req.token.is_none() => {
+                    let answer = self.renew(&peer, &req);
+                    conn.send(&answer)?;
+                }
                 Message::Goodbye(_) => return Ok(()),
                 other => {
                     conn.send(&privtel_wire::error(ErrorCode::Protocol, "unexpected message", false))?;
                     return Err(privtel_wire::Error::Unexpected {
-                        expected: "batch, enrich query or goodbye",
+                        expected: "batch, enrich query, renewal or goodbye",
                         got: other.kind_name(),
                     });
                 }
             }
         }
     }
+
+    /// Answers an enrichment query, and writes the verdicts of a direct one
+    /// back onto the customer's objects.
+    fn enrich(&self, customer: &CustomerId, q: &EnrichQuery) -> Message {
+        match self.index.answer(q) {
+            Ok(answer) => {
+                if let EnrichAnswer::Direct { binaries, domains, .. } = &answer {
+                    // A failure to write verdicts back costs their record,
+                    // not the device's answer.
+                    let _ = self.engine().record_verdicts(customer, binaries, domains, (self.clock)());
+                }
+                Message::EnrichAnswer(answer)
+            }
+            Err(e) => privtel_wire::error(ErrorCode::Malformed, &e.to_string(), false),
+        }
+    }
+
+    /// One batch: rate limits, the customer's settings, the store.
+    fn batch(
+        &self,
+        customer: &CustomerId,
+        device: &DeviceId,
+        hello: &Hello,
+        cs: &CustomerSettings,
+        batch: Batch,
+        messages: &mut Bucket,
+    ) -> Ack {
+        let n = batch.records.len() as u64;
+        let now = Instant::now();
+        let defer = |code: RejectCode, reason: String, wait: std::time::Duration| {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            Ack {
+                batch_id: batch.batch_id,
+                accepted_up_to: batch.first_seq.saturating_sub(1),
+                rejections: vec![Rejection { seq: batch.first_seq, code, reason, retryable: true }],
+                retry_after_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(RETRY_AFTER_MS)),
+            }
+        };
+        if let Some(reason) = self.gate.as_ref().and_then(|g| g()) {
+            return defer(RejectCode::UNAVAILABLE, reason, std::time::Duration::ZERO);
+        }
+        if let Err(wait) = messages.take(1, now) {
+            return defer(RejectCode::RATE_LIMITED, "too many messages on this connection".into(), wait);
+        }
+        let customer_rate = {
+            let mut rates = self.rates.lock().unwrap_or_else(PoisonError::into_inner);
+            let rate = cs.records_per_second();
+            let bucket = rates
+                .entry(customer.clone())
+                .or_insert_with(|| Bucket::new(rate, rate.saturating_mul(4), now));
+            bucket.take(n, now)
+        };
+        if let Err(wait) = customer_rate {
+            return defer(RejectCode::RATE_LIMITED, "the customer's devices send too fast".into(), wait);
+        }
+        let clock = (self.clock)();
+        let settings = self.settings();
+        let ctx = admission::Admission {
+            settings: cs,
+            hello_consent: &hello.consent,
+            program: batch.program,
+            now: clock,
+            max_future_skew: settings.max_future_skew(),
+        };
+        let (admitted, mut rejections) =
+            admission::admit(&ctx, batch.first_seq, batch.records, &self.stats.records_refused);
+        let seq = Sequence { stream: hello.stream, first_seq: batch.first_seq, skipped: batch.skipped };
+        let result = self.engine().ingest_admitted(customer, device, seq, admitted, clock);
+        match result {
+            Ok(outcome) => {
+                self.stats.stored.fetch_add(outcome.stored, Ordering::Relaxed);
+                self.stats.duplicates.fetch_add(outcome.duplicates, Ordering::Relaxed);
+                self.stats.suppressed.fetch_add(outcome.suppressed, Ordering::Relaxed);
+                self.stats.skipped.fetch_add(outcome.skipped, Ordering::Relaxed);
+                Ack {
+                    batch_id: batch.batch_id,
+                    accepted_up_to: batch.first_seq.saturating_add(n.saturating_sub(1)),
+                    rejections,
+                    retry_after_ms: None,
+                }
+            }
+            Err(
+                e @ (privtel_store::Error::SequenceGap { .. } | privtel_store::Error::SequenceRange { .. }),
+            ) => {
+                self.stats.sequence.fetch_add(1, Ordering::Relaxed);
+                rejections.clear();
+                rejections.push(Rejection {
+                    seq: batch.first_seq,
+                    code: RejectCode::SEQUENCE,
+                    reason: e.to_string(),
+                    retryable: false,
+                });
+                Ack {
+                    batch_id: batch.batch_id,
+                    accepted_up_to: batch.first_seq.saturating_sub(1),
+                    rejections,
+                    retry_after_ms: Some(RETRY_AFTER_MS),
+                }
+            }
+            // Nothing stored: the agent keeps the batch and retries after
+            // the pause.
+            Err(e) => defer(RejectCode::UNAVAILABLE, e.to_string(), std::time::Duration::ZERO),
+        }
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+impl Service {
+    /// Without the `tls` feature there is no enrollment authority: a peer
+    /// without an identity is refused.
+    fn enroll<S: Read + Write>(&self, conn: &mut Connection<S>) -> Result<(), privtel_wire::Error> {
+        self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+        conn.send(&privtel_wire::error(ErrorCode::Forbidden, "this service enrolls no device", false))?;
+        Err(privtel_wire::Error::Unexpected { expected: "an authenticated device", got: "an anonymous peer" })
+    }
+
+    fn renew(&self, _: &Peer, _: &privtel_wire::EnrollRequest) -> Message {
+        privtel_wire::error(ErrorCode::Forbidden, "this service renews no certificate", false)
+    }
 }
 
 #[cfg(feature = "tls")]
 mod tls {
+    use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use privtel_wire::Connection;
+    use privtel_authority::Authority;
     use privtel_wire::tls::rustls::ServerConfig;
+    use privtel_wire::{Connection, ErrorCode, Message};
 
-    use super::{IDLE_TIMEOUT, Service};
+    use super::{Peer, Service};
 
     impl Service {
-        /// Serves one TCP connection: TLS, then [`Service::handle`]. A peer
-        /// silent for [`IDLE_TIMEOUT`] is dropped.
+        /// Enrolls devices and verifies their certificates with
+        /// `authority` (see [`privtel_authority`]).
+        #[must_use]
+        pub fn with_authority(mut self, authority: Arc<Authority>) -> Self {
+            self.authority = Some(authority);
+            self
+        }
+
+        /// A peer without a certificate: one enrollment request with a
+        /// token, answered with the device's certificate, and nothing else.
+        pub(crate) fn enroll<S: Read + Write>(
+            &self,
+            conn: &mut Connection<S>,
+        ) -> Result<(), privtel_wire::Error> {
+            let refuse = |conn: &mut Connection<S>, msg: &str| {
+                self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+                conn.send(&privtel_wire::error(ErrorCode::Forbidden, msg, false))?;
+                Err(privtel_wire::Error::Unexpected {
+                    expected: "an enrollment request",
+                    got: "something else",
+                })
+            };
+            let Some(authority) = &self.authority else {
+                return refuse(conn, "this service enrolls no device: present a client certificate");
+            };
+            match conn.recv()? {
+                Message::EnrollRequest(req) if req.token.is_some() => {
+                    let now = (self.clock)().as_offset_date_time();
+                    match authority.enroll(&req, now) {
+                        Ok(enrolled) => {
+                            self.stats.enrolled.fetch_add(1, Ordering::Relaxed);
+                            conn.send(&Message::Enrolled(enrolled))
+                        }
+                        Err(e) => {
+                            self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+                            self.report(&format!(
+                                "enrollment of {}/{} refused: {e}",
+                                req.customer, req.device
+                            ));
+                            conn.send(&Message::Error(e.to_error_message()))?;
+                            Err(privtel_wire::Error::Remote { code: e.code(), message: e.to_string() })
+                        }
+                    }
+                }
+                _ => refuse(conn, "a device without a certificate may only enroll, with a token"),
+            }
+        }
+
+        /// A renewal over a connection its certificate authenticated.
+        pub(crate) fn renew(&self, peer: &Peer, req: &privtel_wire::EnrollRequest) -> Message {
+            let (Some(authority), Peer::Certified(identity)) = (&self.authority, peer) else {
+                return privtel_wire::error(
+                    ErrorCode::Forbidden,
+                    "only a certified device renews its certificate",
+                    false,
+                );
+            };
+            if req.customer != identity.customer || req.device != identity.device {
+                self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+                self.report(&format!("{identity} asked to renew {}/{}", req.customer, req.device));
+                return privtel_wire::error(
+                    ErrorCode::Forbidden,
+                    "a device renews its own certificate only",
+                    false,
+                );
+            }
+            match authority.renew(identity, &req.csr_der, (self.clock)().as_offset_date_time()) {
+                Ok(enrolled) => {
+                    self.stats.enrolled.fetch_add(1, Ordering::Relaxed);
+                    Message::Enrolled(enrolled)
+                }
+                Err(e) => {
+                    self.report(&format!("renewal of {identity} refused: {e}"));
+                    Message::Error(e.to_error_message())
+                }
+            }
+        }
+
+        /// Serves one TCP connection: the TLS handshake within the
+        /// handshake deadline, the peer's identity from its certificate
+        /// (checked against the authority as it is now), then
+        /// [`Service::handle`] with the idle and frame deadlines.
         ///
         /// # Errors
         ///
-        /// The connection's error (TLS, frames, protocol).
+        /// The connection's error (TLS, deadline, frames, protocol), or a
+        /// refused identity.
         pub fn handle_tls(
             &self,
             tcp: TcpStream,
             config: Arc<ServerConfig>,
         ) -> Result<(), privtel_wire::Error> {
-            tcp.set_read_timeout(Some(IDLE_TIMEOUT))?;
-            tcp.set_write_timeout(Some(IDLE_TIMEOUT))?;
-            self.handle(Connection::new(privtel_wire::tls::accept(tcp, config)?))
+            tcp.set_read_timeout(Some(privtel_wire::DEADLINE_TICK))?;
+            tcp.set_write_timeout(Some(privtel_wire::DEADLINE_TICK))?;
+            let stream = privtel_wire::tls::accept_within(tcp, config, self.limits.handshake)?;
+            let peer = match (stream.conn.peer_certificates(), &self.authority) {
+                (Some(certs), Some(authority)) => {
+                    match authority.identify(certs, (self.clock)().as_offset_date_time()) {
+                        Ok(identity) => Peer::Certified(identity),
+                        Err(e) => {
+                            self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+                            self.report(&format!("connection refused: {e}"));
+                            let mut conn = Connection::new(stream);
+                            let _ =
+                                conn.send(&privtel_wire::error(ErrorCode::Forbidden, &e.to_string(), false));
+                            return Err(privtel_wire::Error::Tls(format!("client certificate refused: {e}")));
+                        }
+                    }
+                }
+                _ => Peer::Anonymous,
+            };
+            let conn = Connection::new(stream).with_deadlines(self.limits.idle, self.limits.frame);
+            self.handle(conn, peer)
         }
 
-        /// Accepts connections until `stop` is set, one thread each; a
-        /// failing connection is counted and does not stop the others.
+        /// Accepts connections until `stop` is set, one thread each (with
+        /// [`Limits::thread_stack`](crate::Limits) of stack); beyond
+        /// [`Limits::max_connections`](crate::Limits) a connection is
+        /// closed at once and counted. A failing connection is counted and
+        /// does not stop the others.
         pub fn serve_tls(
             self: &Arc<Self>,
             listener: &TcpListener,
@@ -283,13 +783,27 @@ mod tls {
                 }
                 let Ok(tcp) = tcp else { continue };
                 self.stats.connections.fetch_add(1, Ordering::Relaxed);
+                if self.slot().map(std::mem::forget).is_none() {
+                    // Closed before any TLS byte: the agent retries later.
+                    self.stats.over_capacity.fetch_add(1, Ordering::Relaxed);
+                    drop(tcp);
+                    continue;
+                }
                 let me = Arc::clone(self);
                 let config = Arc::clone(config);
-                std::thread::spawn(move || {
-                    if me.handle_tls(tcp, config).is_err() {
-                        me.stats.failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
+                let spawned = std::thread::Builder::new()
+                    .name("privtel-conn".into())
+                    .stack_size(self.limits.thread_stack)
+                    .spawn(move || {
+                        let _slot = super::Slot(&me.active);
+                        if me.handle_tls(tcp, config).is_err() {
+                            me.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                if spawned.is_err() {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    self.active.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         }
     }

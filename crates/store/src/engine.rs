@@ -248,8 +248,23 @@ pub struct IngestOutcome {
     pub duplicates: u64,
     /// Records of an erased person, dropped.
     pub suppressed: u64,
+    /// Records the service refused for good (counted, not stored).
+    pub refused: u64,
+    /// Sequence numbers the device declared skipped.
+    pub skipped: u64,
     /// The stream's high-water mark after the ingest.
     pub high_water: u64,
+}
+
+/// Where a batch sits in its stream.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Sequence {
+    /// The sending spool's id.
+    pub stream: u64,
+    /// The first record's sequence number.
+    pub first_seq: u64,
+    /// Sequence numbers just below `first_seq` the device will never send.
+    pub skipped: u64,
 }
 
 /// What one sweep removed.
@@ -354,6 +369,29 @@ pub trait EngineStore {
         stream: u64,
         first_seq: u64,
         records: Vec<Record>,
+        now: Timestamp,
+    ) -> Result<IngestOutcome> {
+        let seq = Sequence { stream, first_seq, skipped: 0 };
+        self.ingest_admitted(customer, device, seq, records.into_iter().map(Some).collect(), now)
+    }
+
+    /// [`EngineStore::ingest`] of a batch the service checked: `None` is a
+    /// record refused for good (its sequence number counts, nothing of it
+    /// is stored), and `seq.skipped` sequence numbers just below the first
+    /// are ones the device declared it will never send: the batch may start
+    /// up to that many above the mark plus one, and the mark moves over
+    /// them.
+    ///
+    /// # Errors
+    ///
+    /// As [`EngineStore::ingest`]; [`Error::SequenceRange`] also when more
+    /// are skipped than lie below the first.
+    fn ingest_admitted(
+        &mut self,
+        customer: &CustomerId,
+        device: &DeviceId,
+        seq: Sequence,
+        records: Vec<Option<Record>>,
         now: Timestamp,
     ) -> Result<IngestOutcome>;
 
@@ -759,16 +797,19 @@ fn check_range(first_seq: u64, n: usize) -> Result<()> {
 }
 
 impl EngineStore for SqliteEngine {
-    fn ingest(
+    fn ingest_admitted(
         &mut self,
         customer: &CustomerId,
         device: &DeviceId,
-        stream: u64,
-        first_seq: u64,
-        records: Vec<Record>,
+        seq: Sequence,
+        records: Vec<Option<Record>>,
         now: Timestamp,
     ) -> Result<IngestOutcome> {
+        let Sequence { stream, first_seq, skipped } = seq;
         check_range(first_seq, records.len())?;
+        if skipped >= first_seq {
+            return Err(Error::SequenceRange { first_seq, records: records.len() as u64 });
+        }
         // IMMEDIATE: the write lock is taken first, so no other connection
         // commits between the data-version check and this commit.
         let tx =
@@ -809,12 +850,18 @@ impl EngineStore for SqliteEngine {
             .op("reading the high-water mark")?
             .unwrap_or(0);
         let high_water = high_water.max(0) as u64;
-        if first_seq > high_water.saturating_add(1) {
+        if first_seq - skipped > high_water.saturating_add(1) {
             // Dropping `tx` rolls back the device and customer rows.
             return Err(Error::SequenceGap { first_seq, high_water });
         }
+        // Declared skipped: the mark moves over them (they are never sent).
+        let declared = (first_seq - 1).saturating_sub(high_water).min(skipped);
         let mut new_users: HashMap<(i64, String), i64> = HashMap::new();
-        let mut outcome = IngestOutcome { high_water, ..IngestOutcome::default() };
+        let mut outcome = IngestOutcome {
+            high_water: high_water + declared,
+            skipped: declared,
+            ..IngestOutcome::default()
+        };
         {
             let mut insert = tx
                 .prepare_cached(
@@ -831,7 +878,7 @@ impl EngineStore for SqliteEngine {
             let mut insert_user = tx
                 .prepare_cached("INSERT INTO users (customer, user) VALUES (?1, ?2)")
                 .op("preparing an ingest")?;
-            for (i, mut record) in records.into_iter().enumerate() {
+            for (i, record) in records.into_iter().enumerate() {
                 // In range: check_range bounded the last one by i64::MAX.
                 let seq = first_seq + i as u64;
                 if seq <= high_water {
@@ -839,6 +886,10 @@ impl EngineStore for SqliteEngine {
                     continue;
                 }
                 outcome.high_water = outcome.high_water.max(seq);
+                let Some(mut record) = record else {
+                    outcome.refused += 1;
+                    continue;
+                };
                 let found = mentions(&mut record, c, &self.secret);
                 let user = record.body.user();
                 let erased = user.is_some_and(|u| self.mirror.suppressed.contains(&self.secret.user(c, u)))

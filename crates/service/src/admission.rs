@@ -1,0 +1,124 @@
+//! What the service takes from a batch: each record checked against the
+//! customer's settings before anything is stored.
+
+use privtel_model::{Program, Record, RecordBody, Timestamp};
+use privtel_wire::{RejectCode, Rejection};
+
+use crate::settings::CustomerSettings;
+
+/// Counts of records refused, by reason (service-wide, readable while it
+/// runs).
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct RefusalCounts {
+    /// The program was off (in the customer's settings or the device's hello).
+    pub program_off: std::sync::atomic::AtomicU64,
+    /// A kind the program does not carry.
+    pub kind: std::sync::atomic::AtomicU64,
+    /// A personal field in a form the customer's policy does not allow.
+    pub field_form: std::sync::atomic::AtomicU64,
+    /// Dated too far in the future.
+    pub future: std::sync::atomic::AtomicU64,
+    /// A record whose program is not its batch's.
+    pub wrong_program: std::sync::atomic::AtomicU64,
+}
+
+/// The instant a record says it is from, where it says one.
+fn dated(record: &Record) -> Option<Timestamp> {
+    match &record.body {
+        RecordBody::Event(e) => Some(e.recorded_at),
+        RecordBody::Device(d) => Some(d.last_seen),
+        _ => None,
+    }
+}
+
+/// The batch's records, each either admitted (`Some`) or refused for good
+/// (`None`, with a rejection naming its sequence number and why).
+///
+/// A record is admitted only if its program is the batch's, the program is
+/// on both in the customer's settings and in the device's hello, its kind
+/// is one the program carries, every personal field is in the form the
+/// customer's policy gives it (or withheld), and it is dated no further
+/// ahead of `now` than `max_future_skew`.
+/// What a batch is checked against.
+#[derive(Clone, Copy)]
+pub(crate) struct Admission<'a> {
+    /// The customer's settings.
+    pub(crate) settings: &'a CustomerSettings,
+    /// Consent per program, as the device's hello declared it.
+    pub(crate) hello_consent: &'a [(Program, bool)],
+    /// The batch's program.
+    pub(crate) program: Program,
+    /// The service's clock.
+    pub(crate) now: Timestamp,
+    /// How far ahead of `now` a record may be dated.
+    pub(crate) max_future_skew: time::Duration,
+}
+
+pub(crate) fn admit(
+    ctx: &Admission<'_>,
+    first_seq: u64,
+    records: Vec<Record>,
+    counts: &RefusalCounts,
+) -> (Vec<Option<Record>>, Vec<Rejection>) {
+    let Admission { settings, hello_consent, program: batch_program, now, max_future_skew } = *ctx;
+    use std::sync::atomic::Ordering::Relaxed;
+    let latest = now.checked_add(max_future_skew).unwrap_or(now);
+    let device_consents = |p: Program| hello_consent.iter().any(|(q, on)| *q == p && *on);
+    let mut rejections = Vec::new();
+    let admitted = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut record)| {
+            let seq = first_seq.saturating_add(i as u64);
+            let refusal = if record.program != batch_program {
+                counts.wrong_program.fetch_add(1, Relaxed);
+                Some((
+                    RejectCode::WRONG_PROGRAM,
+                    format!("record of {} in a batch of {batch_program}", record.program),
+                ))
+            } else if !device_consents(record.program) {
+                counts.program_off.fetch_add(1, Relaxed);
+                Some((
+                    RejectCode::PROGRAM_OFF,
+                    format!("program {} is off in the device's hello", record.program),
+                ))
+            } else if let Err(why) = settings.policy().admits(&mut record) {
+                let code = match why {
+                    privtel_filter::Inadmissible::ProgramOff { .. } => {
+                        counts.program_off.fetch_add(1, Relaxed);
+                        RejectCode::PROGRAM_OFF
+                    }
+                    privtel_filter::Inadmissible::Kind { .. } => {
+                        counts.kind.fetch_add(1, Relaxed);
+                        RejectCode::KIND
+                    }
+                    _ => {
+                        counts.field_form.fetch_add(1, Relaxed);
+                        RejectCode::FIELD_FORM
+                    }
+                };
+                Some((code, why.to_string()))
+            } else if dated(&record).is_some_and(|t| t > latest) {
+                counts.future.fetch_add(1, Relaxed);
+                Some((
+                    RejectCode::FUTURE,
+                    format!(
+                        "dated more than {} s ahead of the service's clock",
+                        max_future_skew.whole_seconds()
+                    ),
+                ))
+            } else {
+                None
+            };
+            match refusal {
+                None => Some(record),
+                Some((code, reason)) => {
+                    rejections.push(Rejection { seq, code, reason, retryable: false });
+                    None
+                }
+            }
+        })
+        .collect();
+    (admitted, rejections)
+}

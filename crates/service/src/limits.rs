@@ -1,0 +1,100 @@
+//! Limits that hold against a hostile client: token buckets for rates, and
+//! the service's connection and deadline settings.
+
+use std::time::{Duration, Instant};
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+#[derive(Clone, Debug)]
+pub(crate) struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub(crate) fn new(rate: u32, burst: u32, now: Instant) -> Self {
+        let rate = f64::from(rate.max(1));
+        let burst = f64::from(burst.max(1));
+        Self { rate, burst, tokens: burst, last: now }
+    }
+
+    /// Takes `n` tokens, or says how long until there are enough (a request
+    /// larger than the burst waits for a full bucket and is then allowed:
+    /// a batch must never be refused for good by its size alone).
+    pub(crate) fn take(&mut self, n: u64, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        let want = (n as f64).min(self.burst);
+        if self.tokens >= want {
+            self.tokens -= n as f64;
+            return Ok(());
+        }
+        Err(Duration::from_secs_f64(((want - self.tokens) / self.rate).min(3_600.0)))
+    }
+}
+
+/// The service's limits on connections. Plain data; start from `default()`.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Most connections served at once; beyond it a new connection is
+    /// closed at once and counted (default 20,000).
+    pub max_connections: usize,
+    /// Longest wait for the first byte of a message (default 120 s).
+    pub idle: Duration,
+    /// Longest time from a message's first byte to its last (default 30 s):
+    /// a client dripping bytes is closed when it runs out.
+    pub frame: Duration,
+    /// Longest TLS handshake (default 10 s).
+    pub handshake: Duration,
+    /// Messages a second one connection may send (default 200, burst 400);
+    /// beyond it batches are deferred with `retry_after`.
+    pub messages_per_second: u32,
+    /// Stack size of each connection's thread (default 256 KiB: a
+    /// connection's work is shallow; 10,000 idle connections stay small).
+    pub thread_stack: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 20_000,
+            idle: Duration::from_secs(120),
+            frame: Duration::from_secs(30),
+            handshake: Duration::from_secs(10),
+            messages_per_second: 200,
+            thread_stack: 256 << 10,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_refills_at_its_rate_and_caps_at_its_burst() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(100, 200, t0);
+        assert_eq!(b.take(200, t0), Ok(()));
+        let wait = b.take(50, t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        assert_eq!(b.take(50, t0 + Duration::from_millis(500)), Ok(()));
+        // A long pause saves up no more than the burst.
+        let later = t0 + Duration::from_secs(100);
+        assert_eq!(b.take(200, later), Ok(()));
+        assert!(b.take(1, later).is_err());
+    }
+
+    #[test]
+    fn a_request_above_the_burst_waits_for_a_full_bucket_then_passes() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(10, 20, t0);
+        assert_eq!(b.take(1_000, t0), Ok(()), "a full bucket lets one oversized batch through");
+        let wait = b.take(1_000, t0).unwrap_err();
+        assert!(wait.as_secs_f64() > 1_000.0 / 10.0 - 1.0, "and then owes for it: {wait:?}");
+    }
+}

@@ -1,0 +1,98 @@
+//! Property: for random settings and random records, the service stores a
+//! record if and only if the customer's settings allow it in exactly the
+//! form it arrived in. The oracle is written from the settings' parts
+//! (programs, each field's treatment, the program's kinds, the clock), not
+//! from the service's check.
+
+use std::sync::atomic::Ordering;
+
+use privtel_filter::{Policy, allowed_kinds};
+use privtel_model::{Program, Record, RecordBody, Treatment, VisitPersonal as _, fields};
+use privtel_service::{CustomerSettings, Peer, Settings};
+use privtel_store::EngineStore as _;
+use privtel_wire::{Batch, Hello, Message};
+use proptest::prelude::*;
+
+use super::{connect, id, now};
+
+fn settings() -> impl Strategy<Value = Policy> {
+    let forms = prop::collection::vec(prop::sample::select(Treatment::ALL.to_vec()), fields::ALL.len());
+    let programs = prop::collection::vec(any::<bool>(), Program::ALL.len());
+    (forms, programs).prop_map(|(forms, programs)| {
+        let mut policy = Policy::default();
+        for (spec, form) in fields::ALL.iter().zip(forms) {
+            policy.treatments.insert(spec.path, form);
+        }
+        for (p, on) in Program::ALL.iter().zip(programs) {
+            policy.programs.insert(*p, on || !p.can_switch_off());
+        }
+        policy
+    })
+}
+
+/// The oracle: whether `record` may be stored under `policy` at `now`.
+fn allowed(policy: &Policy, program: Program, record: &Record) -> bool {
+    let mut record = record.clone();
+    let on = policy.programs.get(&record.program).copied().unwrap_or(false);
+    let kind_ok = allowed_kinds(record.program).contains(&record.body.kind_name());
+    let mut forms_ok = true;
+    record.visit_personal(&mut |f| {
+        let form = f.value.treatment();
+        let wanted = policy.treatments.get(f.spec.path).copied().unwrap_or(f.spec.default_treatment);
+        forms_ok &= form == wanted || form == Treatment::Drop;
+    });
+    let latest = now().checked_add(privtel_service::DEFAULT_MAX_FUTURE_SKEW).unwrap();
+    let dated_ok = match &record.body {
+        RecordBody::Event(e) => e.recorded_at <= latest,
+        RecordBody::Device(d) => d.last_seen <= latest,
+        _ => true,
+    };
+    record.program == program && on && kind_ok && forms_ok && dated_ok
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: if cfg!(debug_assertions) { 48 } else { 256 }, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_record_is_stored_iff_the_settings_allow_it_in_exactly_that_form(
+        policy in settings(),
+        records in prop::collection::vec(privtel_testkit::record(), 1..16),
+        program in privtel_testkit::program(),
+        same in prop::collection::vec(any::<bool>(), 16),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let cs = CustomerSettings::new(id("acme"), policy.clone());
+        let service = super::service_with(dir.path(), Settings::with_customers([cs]));
+        // Most records of the batch's program, some of another.
+        let mut records = records;
+        for (r, s) in records.iter_mut().zip(&same) {
+            if *s {
+                r.program = program;
+            }
+        }
+        let expected: Vec<bool> = records.iter().map(|r| allowed(&policy, program, r)).collect();
+        let mut conn = connect(&service, Peer::device(id("acme"), id("dev-1")));
+        let consent = Program::ALL.iter().map(|p| (*p, true)).collect();
+        conn.client_handshake(&Hello::new("p", id("acme"), id("dev-1"), consent, 1)).unwrap();
+        let n = records.len() as u64;
+        let hash = service.settings().customer(&id("acme")).unwrap().policy_digest();
+        conn.send(&Message::Batch(Batch {
+            program,
+            batch_id: privtel_model::BatchId::from_u128(1),
+            first_seq: 1,
+            records,
+            skipped: 0,
+            policy_hash: hash,
+        })).unwrap();
+        let Message::Ack(ack) = conn.recv().unwrap() else { panic!("no ack") };
+        prop_assert_eq!(ack.accepted_up_to, n);
+        let refused: std::collections::BTreeSet<u64> = ack.rejections.iter().map(|r| r.seq).collect();
+        for (i, allowed) in expected.iter().enumerate() {
+            prop_assert_eq!(!refused.contains(&(i as u64 + 1)), *allowed, "record {}", i + 1);
+        }
+        // Generated event ids are random: every admitted record is a new one.
+        let admitted = expected.iter().filter(|a| **a).count() as u64;
+        prop_assert_eq!(service.engine().record_count().unwrap(), admitted);
+        prop_assert_eq!(service.stats.stored.load(Ordering::Relaxed), admitted);
+    }
+}

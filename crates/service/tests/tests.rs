@@ -1,0 +1,486 @@
+//! The service against hostile and careful clients, in one process over an
+//! in-memory pipe: identities, tenants, the customer's settings enforced
+//! record by record, sequence numbers, erasure while ingesting, retention
+//! per customer.
+
+mod admission;
+#[cfg(feature = "tls")]
+mod tls;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use privtel_filter::{FilterBuilder, PseudonymKey};
+use privtel_model::{BatchId, KeyId, Program, Record, Timestamp};
+use privtel_service::{Peer, Service, Settings};
+use privtel_store::{EngineOptions, EngineStore, SqliteEngine};
+use privtel_testkit::End;
+use privtel_wire::{Ack, Batch, Connection, Hello, Message, RejectCode, VerdictIndex};
+
+pub(crate) const SETTINGS: &str = r#"
+[customers.acme]
+events_days = 7
+[customers.acme.policy.programs]
+enrichment = true
+[customers.acme.policy.fields]
+"web_request.url" = "generalise"
+
+[customers.globex]
+"#;
+
+pub(crate) fn now() -> Timestamp {
+    privtel_testkit::fixtures::base_time()
+}
+
+pub(crate) fn id<T: std::str::FromStr>(s: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    s.parse().unwrap()
+}
+
+pub(crate) fn service_with(dir: &Path, settings: Settings) -> Arc<Service> {
+    let engine =
+        SqliteEngine::open(&dir.join("engine.db"), EngineOptions::default().secret([5; 32])).unwrap();
+    Arc::new(Service::new(engine, VerdictIndex::new(4, [1; 32]), now).with_settings(settings))
+}
+
+pub(crate) fn service(dir: &Path) -> Arc<Service> {
+    service_with(dir, Settings::from_toml(SETTINGS).unwrap())
+}
+
+/// A client connection served by `service` on a thread, as `peer`.
+pub(crate) fn connect(service: &Arc<Service>, peer: Peer) -> Connection<End> {
+    let (client, server) = privtel_testkit::pipe();
+    let service = Arc::clone(service);
+    std::thread::spawn(move || service.handle(Connection::new(server), peer));
+    Connection::new(client)
+}
+
+pub(crate) fn peer(customer: &str, device: &str) -> Peer {
+    Peer::device(id(customer), id(device))
+}
+
+pub(crate) fn hello(customer: &str, device: &str, stream: u64) -> Hello {
+    let consent = Program::ALL.iter().map(|p| (*p, true)).collect();
+    Hello::new("test", id(customer), id(device), consent, 1).with_stream(stream)
+}
+
+/// The records of the fixtures that the customer's own filter lets
+/// through, of one program.
+pub(crate) fn admissible(service: &Service, customer: &str, tag: &str, program: Program) -> Vec<Record> {
+    let settings = service.settings();
+    let cs = settings.customer(&id(customer)).unwrap();
+    let filter = FilterBuilder::new()
+        .policy(cs.policy().clone())
+        .customer(id(customer))
+        .key(PseudonymKey::new(KeyId::new(1), [3; 32]))
+        .build();
+    privtel_testkit::fixtures::records(tag)
+        .into_iter()
+        .filter(|r| r.program == program)
+        .filter_map(|r| filter.apply(r, &mut Default::default()))
+        .map(privtel_filter::Filtered::into_record)
+        .collect()
+}
+
+pub(crate) fn batch(service: &Service, customer: &str, first_seq: u64, records: Vec<Record>) -> Batch {
+    let hash = service.settings().customer(&id(customer)).map_or([0; 32], |c| c.policy_digest());
+    let program = records.first().map_or(Program::AnonymousUsage, |r| r.program);
+    Batch {
+        program,
+        batch_id: BatchId::from_u128(u128::from(first_seq)),
+        first_seq,
+        records,
+        skipped: 0,
+        policy_hash: hash,
+    }
+}
+
+pub(crate) fn send(conn: &mut Connection<End>, batch: Batch) -> Ack {
+    conn.send(&Message::Batch(batch)).unwrap();
+    match conn.recv().unwrap() {
+        Message::Ack(a) => a,
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+fn refused(conn: &mut Connection<End>) -> String {
+    match conn.recv() {
+        Ok(Message::Error(e)) => {
+            assert_eq!(e.code, privtel_wire::ErrorCode::Forbidden);
+            e.message
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_device_cannot_say_hello_as_another_device_or_customer() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    for (customer, device) in [("globex", "dev-1"), ("acme", "dev-victim")] {
+        let mut conn = connect(&service, peer("acme", "dev-1"));
+        conn.client_handshake(&hello(customer, device, 1)).unwrap();
+        let message = refused(&mut conn);
+        assert!(message.contains("another customer or device"), "{message}");
+    }
+    assert_eq!(service.stats.forbidden.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(service.engine().record_count().unwrap(), 0);
+}
+
+#[test]
+fn a_customer_without_settings_is_refused_before_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    let mut conn = connect(&service, peer("initech", "dev-1"));
+    conn.send(&Message::Hello(hello("initech", "dev-1", 1))).unwrap();
+    assert!(refused(&mut conn).contains("no settings"));
+    // And settings can arrive while the service runs.
+    let with = format!("{SETTINGS}\n[customers.initech]\n");
+    service.replace_settings(Settings::from_toml(&with).unwrap());
+    let mut conn = connect(&service, peer("initech", "dev-1"));
+    conn.client_handshake(&hello("initech", "dev-1", 1)).unwrap();
+    let records = admissible(&service, "initech", "i", Program::AnonymousUsage);
+    let n = records.len() as u64;
+    let ack = send(&mut conn, batch(&service, "initech", 1, records));
+    assert_eq!((ack.accepted_up_to, ack.rejections.len()), (n, 0));
+}
+
+#[test]
+fn the_same_device_id_in_two_customers_is_two_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    let acme = admissible(&service, "acme", "a", Program::AnonymousUsage);
+    let globex = admissible(&service, "globex", "g", Program::AnonymousUsage);
+    let mut a = connect(&service, peer("acme", "dev-1"));
+    assert_eq!(a.client_handshake(&hello("acme", "dev-1", 7)).unwrap().high_water, 0);
+    let n = acme.len() as u64;
+    assert_eq!(send(&mut a, batch(&service, "acme", 1, acme)).accepted_up_to, n);
+    let mut g = connect(&service, peer("globex", "dev-1"));
+    assert_eq!(g.client_handshake(&hello("globex", "dev-1", 7)).unwrap().high_water, 0, "not acme's mark");
+    let ack = send(&mut g, batch(&service, "globex", 1, globex.clone()));
+    assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
+    let engine = service.engine();
+    assert_eq!(
+        engine.record_count_of(&id("globex")).unwrap(),
+        globex.len() as u64,
+        "nothing taken as a retry"
+    );
+    assert_eq!(engine.record_count_of(&id("acme")).unwrap(), n);
+}
+
+#[test]
+fn sequence_numbers_cannot_claim_a_gap_or_leave_the_stored_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    let records = admissible(&service, "acme", "s", Program::AnonymousUsage);
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    for first in [1_000_000, i64::MAX as u64, u64::MAX - 1] {
+        let ack = send(&mut conn, batch(&service, "acme", first, records.clone()));
+        assert_eq!(ack.accepted_up_to, first - 1, "nothing accepted");
+        assert_eq!(ack.rejections[0].code, RejectCode::SEQUENCE, "{:?}", ack.rejections);
+    }
+    assert_eq!(service.engine().record_count().unwrap(), 0);
+    assert_eq!(
+        service.engine().high_water(&id("acme"), &id("dev-1"), 1).unwrap(),
+        0,
+        "the mark did not move"
+    );
+    // The honest batch after them is stored whole.
+    let n = records.len() as u64;
+    let ack = send(&mut conn, batch(&service, "acme", 1, records));
+    assert_eq!((ack.accepted_up_to, ack.rejections.len()), (n, 0));
+    assert_eq!(service.engine().record_count().unwrap(), n);
+}
+
+#[test]
+fn a_new_spool_of_a_known_device_is_a_new_stream_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    let first = admissible(&service, "acme", "one", Program::Benchmarking);
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 11)).unwrap();
+    send(&mut conn, batch(&service, "acme", 1, first.clone()));
+    // Reinstalled: a new spool numbers from 1 again, with new events.
+    let second = renumbered(admissible(&service, "acme", "two", Program::Benchmarking), 1_000);
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    assert_eq!(conn.client_handshake(&hello("acme", "dev-1", 22)).unwrap().high_water, 0);
+    let ack = send(&mut conn, batch(&service, "acme", 1, second.clone()));
+    assert!(ack.rejections.is_empty());
+    let held = service.engine().record_count_of(&id("acme")).unwrap();
+    assert_eq!(
+        held,
+        (first.len() + second.len()) as u64,
+        "the new stream's records were not taken as retries"
+    );
+    // Its replay of the first spool's events (same ids) is stored once.
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 33)).unwrap();
+    let events: Vec<Record> =
+        first.into_iter().filter(|r| matches!(r.body, privtel_model::RecordBody::Event(_))).collect();
+    assert!(!events.is_empty());
+    send(&mut conn, batch(&service, "acme", 1, events));
+    assert_eq!(service.engine().record_count_of(&id("acme")).unwrap(), held);
+}
+
+/// The records with event ids moved by `offset` (new events).
+pub(crate) fn renumbered(records: Vec<Record>, offset: u128) -> Vec<Record> {
+    records
+        .into_iter()
+        .map(|mut r| {
+            if let privtel_model::RecordBody::Event(e) = &mut r.body {
+                e.id = privtel_model::EventId::from_u128(e.id.as_u128() + offset);
+            }
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn each_record_the_settings_forbid_is_refused_with_its_code_and_nothing_of_it_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    let mut conn = connect(&service, peer("globex", "dev-1"));
+    // The device says personalised usage is off.
+    let mut h = hello("globex", "dev-1", 1);
+    h.consent.retain(|(p, _)| *p != Program::SupportTelemetry);
+    conn.client_handshake(&h).unwrap();
+    let all = privtel_testkit::fixtures::records("raw");
+    let pick = |p: Program| all.iter().filter(|r| r.program == p).cloned().collect::<Vec<_>>();
+    // Globex keeps enrichment off (the default): every record refused.
+    let enrichment = pick(Program::Enrichment);
+    let ack = send(&mut conn, batch(&service, "globex", 1, enrichment.clone()));
+    let n = enrichment.len() as u64;
+    assert_eq!(ack.accepted_up_to, n, "refused for good: the device may forget them");
+    assert_eq!(ack.rejections.len() as u64, n);
+    assert!(ack.rejections.iter().all(|r| r.code == RejectCode::PROGRAM_OFF && !r.retryable));
+    // Unfiltered personalised records: personalised usage is off too.
+    // Anonymous usage unfiltered: the device record's clear name and IP are
+    // not in the default policy's form.
+    let anonymous = pick(Program::AnonymousUsage);
+    let ack = send(&mut conn, batch(&service, "globex", n + 1, anonymous.clone()));
+    assert!(ack.rejections.iter().any(|r| r.code == RejectCode::FIELD_FORM), "{:?}", ack.rejections);
+    for r in &ack.rejections {
+        assert!(
+            !r.reason.contains("ALICE") && !r.reason.contains("192.0.2.17"),
+            "a reason names a value: {}",
+            r.reason
+        );
+    }
+    // A program the hello declared off.
+    let support = admissible(&service, "globex", "s", Program::SupportTelemetry);
+    let start = n + 1 + anonymous.len() as u64;
+    let ack = send(&mut conn, batch(&service, "globex", start, support.clone()));
+    assert_eq!(ack.rejections.len(), support.len());
+    assert!(ack.rejections.iter().all(|r| r.code == RejectCode::PROGRAM_OFF));
+    // Dated in 2099, and a record of another program in the batch.
+    let mut future = admissible(&service, "globex", "f", Program::AnonymousUsage);
+    let start = start + support.len() as u64;
+    for r in &mut future {
+        if let privtel_model::RecordBody::Event(e) = &mut r.body {
+            e.recorded_at = id("2099-01-01T00:00:00Z");
+        }
+    }
+    let mut mixed = future.clone();
+    mixed.push(admissible(&service, "globex", "m", Program::Benchmarking).remove(0));
+    let ack = send(&mut conn, batch(&service, "globex", start, mixed));
+    assert!(ack.rejections.iter().any(|r| r.code == RejectCode::FUTURE));
+    assert!(ack.rejections.iter().any(|r| r.code == RejectCode::WRONG_PROGRAM));
+    let stored = service.engine().record_count_of(&id("globex")).unwrap();
+    let refused = |c| {
+        let s = &service.stats.records_refused;
+        match c {
+            0 => s.program_off.load(std::sync::atomic::Ordering::Relaxed),
+            1 => s.field_form.load(std::sync::atomic::Ordering::Relaxed),
+            2 => s.future.load(std::sync::atomic::Ordering::Relaxed),
+            _ => s.wrong_program.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    };
+    assert!(refused(0) >= n + support.len() as u64 && refused(1) > 0 && refused(2) > 0 && refused(3) == 1);
+    // What was stored is exactly the anonymous records that passed and the
+    // future batch's objects (not dated).
+    let events_stored = stored;
+    assert!(events_stored < (anonymous.len() + future.len()) as u64);
+    assert_eq!(
+        service.engine().high_water(&id("globex"), &id("dev-1"), 1).unwrap(),
+        start + future.len() as u64
+    );
+}
+
+#[test]
+fn settings_changed_while_running_apply_to_the_next_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let records = admissible(&service, "acme", "e", Program::Enrichment);
+    let n = records.len() as u64;
+    assert!(send(&mut conn, batch(&service, "acme", 1, records.clone())).rejections.is_empty());
+    let device_policy = service.settings().customer(&id("acme")).unwrap().policy_digest();
+    service.replace_settings(Settings::from_toml("[customers.acme]\n[customers.globex]\n").unwrap());
+    let mut next = batch(&service, "acme", n + 1, renumbered(records, 100));
+    next.policy_hash = device_policy;
+    let ack = send(&mut conn, next);
+    assert_eq!(ack.rejections.len() as u64, n);
+    assert!(ack.rejections.iter().all(|r| r.code == RejectCode::PROGRAM_OFF));
+    assert_eq!(service.stats.outdated_policy.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn each_customer_is_swept_with_its_own_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    for customer in ["acme", "globex"] {
+        let mut conn = connect(&service, peer(customer, "dev-1"));
+        conn.client_handshake(&hello(customer, "dev-1", 1)).unwrap();
+        let records = admissible(&service, customer, customer, Program::AnonymousUsage);
+        assert!(send(&mut conn, batch(&service, customer, 1, records)).rejections.is_empty());
+    }
+    let events = |c: &str| service.engine().record_count_of(&id(c)).unwrap();
+    let (acme0, globex0) = (events("acme"), events("globex"));
+    let day8 = now().checked_add(time::Duration::days(8)).unwrap();
+    let reports = service.sweep(day8).unwrap();
+    let of = |c: &str| reports.iter().find(|(k, _)| k.as_str() == c).unwrap().1;
+    assert!(of("acme").events > 0, "acme keeps events 7 days");
+    assert_eq!(of("globex").events, 0, "globex keeps them 30");
+    assert_eq!(events("globex"), globex0);
+    assert_eq!(events("acme"), acme0 - of("acme").events);
+}
+
+#[test]
+fn a_rate_limited_customer_is_deferred_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::from_toml("[customers.acme]\nrecords_per_second = 1\n").unwrap();
+    let service = service_with(dir.path(), settings);
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let one = admissible(&service, "acme", "r", Program::AnonymousUsage);
+    let records: Vec<Record> = (0..4).flat_map(|i| renumbered(one.clone(), i * 100)).collect();
+    assert!(records.len() > 4, "more than the burst of 4");
+    // The first batch passes on a full bucket, and is owed for.
+    assert!(send(&mut conn, batch(&service, "acme", 1, records.clone())).rejections.is_empty());
+    let n = records.len() as u64;
+    let ack = send(&mut conn, batch(&service, "acme", n + 1, renumbered(records, 50)));
+    assert_eq!(ack.accepted_up_to, n);
+    assert_eq!(ack.rejections[0].code, RejectCode::RATE_LIMITED);
+    assert!(ack.rejections[0].retryable);
+    assert!(ack.retry_after_ms.unwrap() >= 1_000);
+}
+
+#[test]
+fn direct_enrichment_answers_are_written_back_on_the_customers_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = VerdictIndex::new(4, [1; 32]);
+    let digest: privtel_model::Digest = privtel_testkit::fixtures::EMPTY_SHA256.parse().unwrap();
+    index.add_binary(privtel_model::BinaryVerdict {
+        sha256: digest,
+        threat: privtel_model::ThreatLevel::High,
+        category: None,
+    });
+    let engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).unwrap();
+    let service =
+        Arc::new(Service::new(engine, index, now).with_settings(Settings::from_toml(SETTINGS).unwrap()));
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    conn.send(&Message::EnrichQuery(privtel_wire::EnrichQuery::Direct {
+        query_id: 1,
+        binaries: vec![digest],
+        domains: vec![],
+    }))
+    .unwrap();
+    assert!(matches!(conn.recv().unwrap(), Message::EnrichAnswer(_)));
+    let stored = service.engine().binary_verdict(&id("acme"), &digest).unwrap().expect("written back");
+    assert_eq!(stored.verdict.threat, privtel_model::ThreatLevel::High);
+    assert!(service.engine().binary_verdict(&id("globex"), &digest).unwrap().is_none(), "per customer");
+    // A hostile query is refused, not answered.
+    conn.send(&Message::EnrichQuery(privtel_wire::EnrichQuery::Private {
+        query_id: 2,
+        binaries: vec![privtel_wire::HashPrefix(vec![])],
+        domains: vec![],
+    }))
+    .unwrap();
+    assert!(
+        matches!(conn.recv().unwrap(), Message::Error(e) if e.code == privtel_wire::ErrorCode::Malformed)
+    );
+}
+
+/// Events of `user` (anonymous usage, as acme's filter makes them), with
+/// event ids from `first_id`.
+fn events_of(service: &Service, user: &str, first_id: u128, n: usize) -> Vec<Record> {
+    let template = admissible(service, "acme", "e", Program::AnonymousUsage)
+        .into_iter()
+        .find(|r| matches!(r.body, privtel_model::RecordBody::Event(_)))
+        .unwrap();
+    (0..n)
+        .map(|i| {
+            let mut r = template.clone();
+            if let privtel_model::RecordBody::Event(e) = &mut r.body {
+                e.id = privtel_model::EventId::from_u128(first_id + i as u128);
+                e.user = Some(id(user));
+            }
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn a_person_erased_while_the_service_ingests_stays_erased_and_is_never_filed_under_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    let writer = {
+        let service = Arc::clone(&service);
+        std::thread::spawn(move || {
+            let mut conn = connect(&service, peer("acme", "dev-1"));
+            conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+            let mut seq = 1;
+            for round in 0..120u128 {
+                let mut records = events_of(&service, "u-erased", round * 1_000, 3);
+                records.extend(events_of(&service, "u-dsar", round * 1_000 + 100, 3));
+                records.extend(events_of(&service, "u-kept", round * 1_000 + 200, 3));
+                let n = records.len() as u64;
+                let ack = send(&mut conn, batch(&service, "acme", seq, records));
+                assert_eq!(ack.accepted_up_to, seq + n - 1);
+                assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
+                seq += n;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    let held = |user: &str| service.export_person(&id("acme"), &id(user), &mut Vec::new()).unwrap();
+    let began = std::time::Instant::now();
+    while held("u-erased") == 0 || held("u-dsar") == 0 {
+        assert!(!writer.is_finished() && began.elapsed().as_secs() < 30, "the writer stopped early");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let receipt = service
+        .erase_person(&id("acme"), &privtel_store::ErasureRequest::new("r-1", id("u-erased"), now()))
+        .unwrap();
+    assert!(receipt.records_removed > 0);
+    // The other erasure comes from another process's handle on the same
+    // file, as the dsar tool does.
+    let mut other =
+        SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default().secret([5; 32])).unwrap();
+    let receipt = other
+        .erase_person(&id("acme"), &privtel_store::ErasureRequest::new("r-2", id("u-dsar"), now()), now())
+        .unwrap();
+    assert!(receipt.records_removed > 0);
+    drop(other);
+    writer.join().unwrap();
+    for erased in ["u-erased", "u-dsar"] {
+        let mut out = Vec::new();
+        assert_eq!(service.export_person(&id("acme"), &id(erased), &mut out).unwrap(), 0, "{erased}");
+    }
+    let mut kept = Vec::new();
+    let lines = service.export_person(&id("acme"), &id("u-kept"), &mut kept).unwrap();
+    assert_eq!(lines, 360, "every record of the kept person, and only theirs");
+    let text = String::from_utf8(kept).unwrap();
+    assert!(
+        !text.contains("u-erased") && !text.contains("u-dsar"),
+        "an erased person's record filed under another"
+    );
+    assert!(service.stats.suppressed.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    let total = service.engine().record_count_of(&id("acme")).unwrap();
+    assert_eq!(total, 360, "nothing of the erased people remains");
+}

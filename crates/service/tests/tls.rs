@@ -1,0 +1,320 @@
+//! The real service over mutual TLS on 127.0.0.1: enrollment, identities
+//! from certificates only, tenants that cannot reach each other,
+//! revocation and renewal without a restart, clones, the connection cap,
+//! and clients that drip bytes.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use privtel_authority::{Authority, Credentials, DeviceKey};
+use privtel_model::{Program, Timestamp};
+use privtel_service::{Limits, Service, Settings};
+use privtel_store::{EngineOptions, EngineStore as _, SqliteEngine};
+use privtel_wire::tls::ClientStream;
+use privtel_wire::{Connection, ErrorCode, Message, VerdictIndex};
+
+use super::{SETTINGS, admissible, batch, hello, id};
+
+fn wall() -> Timestamp {
+    Timestamp::from(time::OffsetDateTime::now_utc())
+}
+
+struct Running {
+    service: Arc<Service>,
+    authority: Arc<Authority>,
+    addr: SocketAddr,
+    server_ca: String,
+    stop: Arc<AtomicBool>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn start(limits: Limits) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Arc::new(Authority::open(dir.path().join("authority.db")).unwrap());
+    for c in ["acme", "globex"] {
+        authority.add_customer(&id(c), wall().as_offset_date_time()).unwrap();
+    }
+    let identity = privtel_wire::tls::generate_identity(&["127.0.0.1"]).unwrap();
+    let config = privtel_authority::server_config(&authority, &identity).unwrap();
+    let engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).unwrap();
+    let service = Arc::new(
+        Service::new(engine, VerdictIndex::new(4, [1; 32]), wall)
+            .with_settings(Settings::from_toml(SETTINGS).unwrap())
+            .with_authority(Arc::clone(&authority))
+            .with_limits(limits),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (service, stop) = (Arc::clone(&service), Arc::clone(&stop));
+        std::thread::spawn(move || service.serve_tls(&listener, &config, &stop));
+    }
+    Running { service, authority, addr, server_ca: identity.ca_pem, stop, dir }
+}
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+impl Running {
+    /// Enrolls (customer, device) with a fresh one-use token.
+    fn enroll(&self, customer: &str, device: &str) -> Result<Credentials, String> {
+        let token = self
+            .authority
+            .issue_token(&id(customer), time::Duration::hours(1), 1, wall().as_offset_date_time())
+            .unwrap();
+        self.enroll_with(&token, customer, device, &DeviceKey::generate().unwrap())
+    }
+
+    fn enroll_with(
+        &self,
+        token: &str,
+        customer: &str,
+        device: &str,
+        key: &DeviceKey,
+    ) -> Result<Credentials, String> {
+        let config = privtel_authority::enrollment_client_config(&self.server_ca).unwrap();
+        let stream = privtel_wire::tls::connect(self.addr, "127.0.0.1", config).unwrap();
+        let mut conn = Connection::new(stream);
+        let request = privtel_authority::request(Some(token), &id(customer), &id(device), key).unwrap();
+        conn.send(&Message::EnrollRequest(request)).map_err(|e| e.to_string())?;
+        match conn.recv().map_err(|e| e.to_string())? {
+            Message::Enrolled(e) => {
+                Ok(privtel_authority::accept(key, &id(customer), &id(device), e).unwrap())
+            }
+            Message::Error(e) => Err(e.message),
+            other => Err(format!("unexpected {}", other.kind_name())),
+        }
+    }
+
+    /// A mutual-TLS connection with `credentials`.
+    fn session(&self, credentials: &Credentials) -> Connection<ClientStream> {
+        let config = privtel_authority::client_config(&self.server_ca, credentials).unwrap();
+        let stream = privtel_wire::tls::connect(self.addr, "127.0.0.1", config).unwrap();
+        Connection::new(stream)
+    }
+}
+
+/// The answer to a hello: a welcome, or the refusal's message.
+fn say_hello(conn: &mut Connection<ClientStream>, customer: &str, device: &str) -> Result<u64, String> {
+    conn.client_handshake(&hello(customer, device, 1)).map(|w| w.high_water).map_err(|e| e.to_string())
+}
+
+fn forbidden(conn: &mut Connection<ClientStream>) -> bool {
+    matches!(conn.recv(), Ok(Message::Error(e)) if e.code == ErrorCode::Forbidden)
+}
+
+#[test]
+fn a_device_writes_as_itself_only_and_never_into_another_tenant() {
+    let run = start(limits());
+    let acme = run.enroll("acme", "dev-1").unwrap();
+    let globex = run.enroll("globex", "dev-1").unwrap();
+    // Its own identity: stored under acme.
+    let mut conn = run.session(&acme);
+    say_hello(&mut conn, "acme", "dev-1").unwrap();
+    let records = admissible(&run.service, "acme", "t", Program::AnonymousUsage);
+    let n = records.len() as u64;
+    conn.send(&Message::Batch(batch(&run.service, "acme", 1, records))).unwrap();
+    assert!(
+        matches!(conn.recv().unwrap(), Message::Ack(a) if a.accepted_up_to == n && a.rejections.is_empty())
+    );
+    // Acme's certificate saying hello as globex's device, or as another
+    // acme device: refused, nothing moved.
+    for (c, d) in [("globex", "dev-1"), ("acme", "dev-victim")] {
+        let mut conn = run.session(&acme);
+        let _ = say_hello(&mut conn, c, d);
+        assert!(forbidden(&mut conn), "{c}/{d}");
+        conn.send(&Message::Batch(batch(
+            &run.service,
+            c,
+            1,
+            admissible(&run.service, c, "x", Program::AnonymousUsage),
+        )))
+        .ok();
+    }
+    let engine = run.service.engine();
+    assert_eq!(engine.record_count_of(&id("globex")).unwrap(), 0);
+    assert_eq!(engine.high_water(&id("globex"), &id("dev-1"), 1).unwrap(), 0);
+    assert_eq!(engine.high_water(&id("acme"), &id("dev-victim"), 1).unwrap(), 0);
+    drop(engine);
+    // Globex's own device with the same device id is a device of its own.
+    let mut conn = run.session(&globex);
+    assert_eq!(say_hello(&mut conn, "globex", "dev-1").unwrap(), 0, "not acme's mark");
+    // A renewal naming another identity is refused.
+    let key = DeviceKey::generate().unwrap();
+    let mut conn = run.session(&acme);
+    say_hello(&mut conn, "acme", "dev-1").unwrap();
+    conn.send(&Message::EnrollRequest(
+        privtel_authority::request(None, &id("globex"), &id("dev-1"), &key).unwrap(),
+    ))
+    .unwrap();
+    assert!(forbidden(&mut conn));
+}
+
+#[test]
+fn a_peer_without_a_certificate_may_only_enroll_and_a_token_works_once() {
+    let run = start(limits());
+    let config = privtel_authority::enrollment_client_config(&run.server_ca).unwrap();
+    let mut conn = Connection::new(privtel_wire::tls::connect(run.addr, "127.0.0.1", config).unwrap());
+    conn.send(&Message::Hello(hello("acme", "dev-1", 1))).unwrap();
+    assert!(matches!(conn.recv(), Ok(Message::Error(e)) if e.code == ErrorCode::Forbidden));
+    let token = run
+        .authority
+        .issue_token(&id("acme"), time::Duration::hours(1), 1, wall().as_offset_date_time())
+        .unwrap();
+    run.enroll_with(&token, "acme", "dev-1", &DeviceKey::generate().unwrap()).unwrap();
+    let again = run.enroll_with(&token, "acme", "dev-2", &DeviceKey::generate().unwrap()).unwrap_err();
+    assert!(!again.contains(&token), "the refusal echoes the token: {again}");
+    // A token of acme cannot enroll into globex.
+    let token = run
+        .authority
+        .issue_token(&id("acme"), time::Duration::hours(1), 1, wall().as_offset_date_time())
+        .unwrap();
+    assert!(run.enroll_with(&token, "globex", "dev-1", &DeviceKey::generate().unwrap()).is_err());
+}
+
+#[test]
+fn revocation_and_renewal_apply_without_a_restart_and_clones_are_reported() {
+    let run = start(limits());
+    let creds = run.enroll("acme", "dev-1").unwrap();
+    let mut conn = run.session(&creds);
+    say_hello(&mut conn, "acme", "dev-1").unwrap();
+    // Renewal with a new key, over the authenticated connection.
+    let key = DeviceKey::generate().unwrap();
+    conn.send(&Message::EnrollRequest(
+        privtel_authority::request(None, &id("acme"), &id("dev-1"), &key).unwrap(),
+    ))
+    .unwrap();
+    let renewed = match conn.recv().unwrap() {
+        Message::Enrolled(e) => privtel_authority::accept(&key, &id("acme"), &id("dev-1"), e).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    // The old certificate (the old key) is refused now.
+    let mut old = run.session(&creds);
+    assert!(say_hello(&mut old, "acme", "dev-1").is_err());
+    let mut new = run.session(&renewed);
+    say_hello(&mut new, "acme", "dev-1").unwrap();
+    // A clone: the same identity enrolling with another key.
+    let clone = run.enroll("acme", "dev-1").unwrap_err();
+    assert!(clone.contains("already enrolled"), "{clone}");
+    let reports = run.authority.reports(Some(&id("acme")), time::OffsetDateTime::UNIX_EPOCH).unwrap();
+    assert!(!reports.is_empty(), "the clone is reported");
+    // Revoked by an administrator's own handle on the register (another
+    // process in production): refused at the next connection.
+    let admin = Authority::open(run.dir.path().join("authority.db")).unwrap();
+    assert!(admin.revoke_device(&id("acme"), &id("dev-1"), wall().as_offset_date_time()).unwrap());
+    let mut after = run.session(&renewed);
+    assert!(say_hello(&mut after, "acme", "dev-1").is_err());
+    assert!(run.service.stats.forbidden.load(Ordering::Relaxed) >= 2);
+}
+
+#[test]
+fn beyond_the_connection_cap_a_connection_is_closed_and_a_freed_slot_serves_the_next() {
+    let mut l = limits();
+    l.max_connections = 3;
+    let run = start(l);
+    let creds = run.enroll("acme", "dev-1").unwrap();
+    let mut held: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = run.session(&creds);
+            say_hello(&mut c, "acme", "dev-1").unwrap();
+            c
+        })
+        .collect();
+    let mut over = run.session(&creds);
+    assert!(say_hello(&mut over, "acme", "dev-1").is_err(), "the fourth is closed");
+    assert!(run.service.stats.over_capacity.load(Ordering::Relaxed) >= 1);
+    drop(held.pop());
+    // The slot frees once the service sees the close: an agent retrying
+    // with backoff gets in.
+    let start = Instant::now();
+    loop {
+        let mut c = run.session(&creds);
+        if say_hello(&mut c, "acme", "dev-1").is_ok() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no slot freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_thousand_dripping_connections_are_closed_within_the_deadlines() {
+    let frame = Duration::from_secs(2);
+    let mut l = limits();
+    (l.frame, l.handshake, l.idle) = (frame, Duration::from_secs(2), Duration::from_secs(3));
+    let run = start(l);
+    let creds = run.enroll("acme", "dev-1").unwrap();
+    // Half drip inside a frame after a proper hello; half drip the TLS
+    // handshake itself.
+    let mut framed: Vec<Connection<ClientStream>> = (0..500)
+        .map(|_| {
+            let mut c = run.session(&creds);
+            say_hello(&mut c, "acme", "dev-1").unwrap();
+            c
+        })
+        .collect();
+    let mut raw: Vec<TcpStream> = (0..500)
+        .map(|_| {
+            let t = TcpStream::connect(run.addr).unwrap();
+            t.set_nonblocking(true).unwrap();
+            t
+        })
+        .collect();
+    let began = Instant::now();
+    let header = [b'P', b'T', 2, 3, 0, 0, 0xff, 0xff, 0, 0];
+    let mut closed_at = vec![None; 1000];
+    for round in 0.. {
+        let byte = header[round % header.len()];
+        for (i, c) in framed.iter_mut().enumerate() {
+            if closed_at[i].is_none()
+                && (c.get_mut().write_all(&[byte]).and_then(|()| c.get_mut().flush())).is_err()
+            {
+                closed_at[i] = Some(began.elapsed());
+            }
+        }
+        for (i, t) in raw.iter_mut().enumerate() {
+            if closed_at[500 + i].is_none() && t.write_all(&[0x16]).is_err() {
+                closed_at[500 + i] = Some(began.elapsed());
+            }
+        }
+        // A closed socket shows as an end of stream on a read too.
+        for (i, t) in raw.iter_mut().enumerate() {
+            if closed_at[500 + i].is_some() {
+                continue;
+            }
+            let mut b = [0; 64];
+            let closed = match t.read(&mut b) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            };
+            if closed {
+                closed_at[500 + i] = Some(began.elapsed());
+            }
+        }
+        if closed_at.iter().all(Option::is_some) || began.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let open = closed_at.iter().filter(|c| c.is_none()).count();
+    assert_eq!(open, 0, "{open} dripping connections still open after 20 s");
+    let latest = closed_at.iter().flatten().max().unwrap();
+    // Each deadline plus the tick and this loop's own pace.
+    assert!(*latest < frame + Duration::from_secs(4), "the last closed after {latest:?}");
+    // And an honest device is served meanwhile and after.
+    let mut c = run.session(&creds);
+    say_hello(&mut c, "acme", "dev-1").unwrap();
+}
