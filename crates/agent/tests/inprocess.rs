@@ -3,10 +3,9 @@
 //! outbox, the wire and the engine, under refusals, lost connections,
 //! restarts, rotation and bad input.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,56 +13,15 @@ use privtel_agent::{Agent, AgentError, AuditLog, AuditOptions, RetryBudget, WebL
 use privtel_filter::{FilterBuilder, Policy, PseudonymKey};
 use privtel_model::{CustomerId, DeviceId, KeyId, Timestamp};
 use privtel_service::Service;
+use privtel_service::{CustomerSettings, Peer, Settings};
 use privtel_store::{EngineStore, SpoolOptions, SqliteEngine};
+use privtel_testkit::{End, pipe};
 use privtel_wire::{Connection, VerdictIndex};
 
-/// One end of an in-memory duplex pipe.
-struct End {
-    rx: Receiver<Vec<u8>>,
-    tx: Sender<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-    /// Writes fail once this many bytes went out (a connection that dies).
-    budget: Option<usize>,
-}
-
-impl Read for End {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(v) => (self.buf, self.pos) = (v, 0),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl Write for End {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if let Some(budget) = &mut self.budget {
-            if *budget < data.len() {
-                return Err(std::io::ErrorKind::BrokenPipe.into());
-            }
-            *budget -= data.len();
-        }
-        self.tx.send(data.to_vec()).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn pipe() -> (End, End) {
-    let (a_tx, a_rx) = channel();
-    let (b_tx, b_rx) = channel();
-    let end = |rx, tx| End { rx, tx, buf: Vec::new(), pos: 0, budget: None };
-    (end(a_rx, b_tx), end(b_rx, a_tx))
+/// The device the in-memory transport vouches for (TLS with a client
+/// certificate does this in production).
+fn acme_device() -> Peer {
+    Peer::device(CustomerId::new("acme").unwrap(), DeviceId::new("dev-1").unwrap())
 }
 
 fn now() -> Timestamp {
@@ -95,24 +53,34 @@ fn agent(dir: &Path) -> Agent {
 
 fn service(dir: &Path) -> Service {
     let engine = SqliteEngine::open(&dir.join("engine.db"), Default::default()).unwrap();
-    Service::new(engine, VerdictIndex::new(4, [1; 32]), now)
+    let settings =
+        Settings::with_customers([CustomerSettings::new(CustomerId::new("acme").unwrap(), policy())]);
+    Service::new(engine, VerdictIndex::new(4, [1; 32]), now).with_settings(settings)
 }
 
 /// A connector: each call opens a pipe and serves its far end with
 /// `service` on a thread.
 fn connector(service: &Arc<Service>) -> impl FnMut() -> Result<Connection<End>, AgentError> + use<> {
+    connector_for(service, acme_device())
+}
+
+/// A connector for the device `peer`.
+fn connector_for(
+    service: &Arc<Service>,
+    peer: Peer,
+) -> impl FnMut() -> Result<Connection<End>, AgentError> + use<> {
     let service = Arc::clone(service);
     move || {
         let (client, server) = pipe();
-        let service = Arc::clone(&service);
-        std::thread::spawn(move || service.handle(Connection::new(server)));
+        let (service, peer) = (Arc::clone(&service), peer.clone());
+        std::thread::spawn(move || service.handle(Connection::new(server), peer));
         Ok(Connection::new(client))
     }
 }
 
 /// The bytes of the service's first welcome to this device.
 fn welcome_len() -> usize {
-    let mut welcome = privtel_wire::Welcome::new(1, 0);
+    let mut welcome = privtel_wire::Welcome::new(2, 0);
     welcome.max_batch_records = 100;
     let mut out = Connection::new(Vec::new());
     out.send(&privtel_wire::Message::Welcome(welcome)).unwrap();
@@ -256,14 +224,14 @@ fn a_service_gone_mid_batch_loses_nothing_and_stores_nothing_twice() {
             *n += 1;
             match *n {
                 1 => {
-                    server.budget = Some(welcome_len()); // the welcome, not the ack
+                    server = server.with_budget(welcome_len()); // the welcome, not the ack
                     let service = Arc::clone(&service);
-                    std::thread::spawn(move || service.handle(Connection::new(server)));
+                    std::thread::spawn(move || service.handle(Connection::new(server), acme_device()));
                 }
                 2 => drop(server),
                 _ => {
                     let service = Arc::clone(&service);
-                    std::thread::spawn(move || service.handle(Connection::new(server)));
+                    std::thread::spawn(move || service.handle(Connection::new(server), acme_device()));
                 }
             }
             Ok(Connection::new(client))
@@ -401,7 +369,9 @@ fn enrichment_sends_no_query_when_off_or_when_nothing_is_new() {
     )
     .unwrap()
     .with_audit_log(AuditLog::open(dir2.path().join("audit.jsonl"), AuditOptions::default()).unwrap());
-    let mut d = agent.deliver(connector(&service), 3, &RetryBudget::attempts(1), |_| {}, now).unwrap();
+    let dev2 = Peer::device(CustomerId::new("acme").unwrap(), DeviceId::new("dev-2").unwrap());
+    let mut d =
+        agent.deliver(connector_for(&service, dev2), 3, &RetryBudget::attempts(1), |_| {}, now).unwrap();
     let (b, dv) = agent.enrich(&mut d.conn, &[], &collected.domains, now()).unwrap();
     assert!(b.is_empty() && dv.is_empty());
     agent.goodbye(&mut d.conn, now()).unwrap();
@@ -415,20 +385,25 @@ fn a_high_water_mark_above_what_was_sent_deletes_nothing() {
     let log = dir.path().join("web.log");
     write_log(&log, 0..30);
     let service = Arc::new(service(dir.path()));
-    // Someone raised this device's mark far above anything it sent (one
-    // batch with a huge first sequence number).
+    // A gap cannot raise this stream's mark (refused); a skip the stream
+    // itself declares can (only the authenticated device may declare one:
+    // this is a device whose older software lied, or a service that lies).
     let (event, _) = privtel_agent::parse_web_log(&line(99), "other", &DeviceId::new("dev-1").unwrap());
-    // Refused now (a gap), so the mark cannot be raised: the ingest fails.
     let customer = CustomerId::new("acme").unwrap();
-    let gap =
-        service.engine().ingest(&customer, &DeviceId::new("dev-1").unwrap(), 1, 1_000_000, event, now());
-    assert!(gap.is_err());
+    let stream = agent(dir.path()).outbox().spool().stream_id();
+    let device = DeviceId::new("dev-1").unwrap();
+    assert!(service.engine().ingest(&customer, &device, stream, 1_000_000, event.clone(), now()).is_err());
+    let seq = privtel_store::Sequence { stream, first_seq: 1_000_000, skipped: 999_999 };
+    service
+        .engine()
+        .ingest_admitted(&customer, &device, seq, event.into_iter().map(Some).collect(), now())
+        .unwrap();
+    assert_eq!(service.engine().high_water(&customer, &device, stream).unwrap(), 1_000_000);
     let mut agent = agent(dir.path());
     agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     let (report, _) = deliver(&mut agent, &service, RetryBudget::attempts(1));
     // The agent did not drop its 30 records on the welcome's word: it sent
-    // them, and removed them only on the acknowledgement. (That the service
-    // then ignores them below the planted mark is the tenancy work's to fix.)
+    // them, and removed them only on the acknowledgement.
     assert_eq!(report.unwrap().sent_total(), 30);
     assert!(agent.outbox().is_empty().unwrap());
 }
@@ -493,4 +468,28 @@ fn lines_a_writer_adds_to_the_rotated_file_before_it_reopens_are_read_too() {
     assert_eq!(report.lines, 0);
     deliver(&mut second, &service, RetryBudget::attempts(1)).0.unwrap();
     assert_eq!(events(&service), 130, "every line once, from both files");
+}
+
+#[test]
+fn records_removed_unsent_are_declared_skipped_and_the_rest_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..30);
+    let service = Arc::new(service(dir.path()));
+    let mut agent = agent(dir.path());
+    // Sequence numbers 1..=30: web requests; then the anonymous records.
+    agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    let anonymous: Vec<_> = privtel_testkit::fixtures::records("skip")
+        .into_iter()
+        .filter(|r| r.program == privtel_model::Program::AnonymousUsage)
+        .collect();
+    let kept = agent.collect(anonymous, now()).unwrap().records;
+    assert!(kept > 0);
+    // The web requests are purged unsent (consent withdrawn on the device).
+    assert_eq!(agent.outbox().purge_program(privtel_model::Program::Enrichment).unwrap(), 30);
+    let (report, _) = deliver(&mut agent, &service, RetryBudget::attempts(1));
+    assert_eq!(report.unwrap().sent_total(), kept as u64, "not refused as a gap");
+    assert!(agent.outbox().is_empty().unwrap());
+    assert_eq!(service.stats.skipped.load(Ordering::Relaxed), 30);
+    assert_eq!(service.engine().record_count().unwrap(), kept as u64);
 }
