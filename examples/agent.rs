@@ -4,8 +4,16 @@
 //! ```text
 //! cargo run --release --example agent -- --server 127.0.0.1:PORT --ca CA.pem
 //!     --customer acme --device dev-01 --policy examples/data/policy.toml --spool spool.db
-//!     [--scan DIR]... [--web-log FILE] [--user ID] [--audit-log FILE] [--once] [--attempts N]
+//!     [--enroll-token TOKEN] [--scan DIR]... [--web-log FILE] [--user ID] [--audit-log FILE]
+//!     [--once] [--attempts N]
 //! ```
+//!
+//! The device authenticates with a client certificate (mutual TLS). On its
+//! first upload it enrolls: it makes its own key (which never leaves it),
+//! sends the token an administrator issued (`cloud --issue-token acme`)
+//! with a certificate request, and keeps the certificate and key in
+//! `SPOOL.credentials/` (0600). Without credentials and without
+//! `--enroll-token`, an upload fails with a message saying so.
 //!
 //! The web log format: one request a line, tab-separated: time (RFC 3339),
 //! user id, URL, destination IP, page load in milliseconds; `#` comments.
@@ -32,8 +40,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use privtel::agent::{
-    Agent, AuditLog, AuditOptions, RetryBudget, Schedule, WebLog, check_scan_roots, key_path,
-    load_or_create_key, records_from_scan,
+    Agent, AgentError, AuditLog, AuditOptions, Credentials, RetryBudget, Schedule, WebLog, check_scan_roots,
+    key_path, load_or_create_key, records_from_scan,
 };
 use privtel::filter::{FilterBuilder, Policy, PseudonymKey};
 use privtel::hash::{Algorithms, Progress, ScanHooks, ScannerBuilder};
@@ -76,6 +84,10 @@ struct Args {
     /// rotated at 8 MiB, expired with the data).
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
+    /// The enrollment token an administrator issued, for the first
+    /// upload of a device without credentials.
+    #[arg(long, value_name = "TOKEN")]
+    enroll_token: Option<String>,
     /// One cycle, then exit.
     #[arg(long)]
     once: bool,
@@ -139,13 +151,23 @@ fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<
     }
     eprintln!("agent: {} records waiting", agent.outbox().len(None)?);
 
-    // Upload, with backoff while the service is unreachable or refuses.
-    let config = tls::client_config(
-        &std::fs::read_to_string(&args.ca).with_context(|| args.ca.display().to_string())?,
-    )?;
+    // Upload, with backoff while the service is unreachable or refuses;
+    // enrollment first, if this device has no credentials yet.
+    let server_ca = std::fs::read_to_string(&args.ca).with_context(|| args.ca.display().to_string())?;
     let budget = if args.once { RetryBudget::attempts(args.attempts) } else { RetryBudget::forever() };
-    let connect =
-        || Ok(Connection::new(tls::connect(args.server, &args.server.ip().to_string(), config.clone())?));
+    let mut config = None;
+    let connect = || {
+        let config = match &config {
+            Some(c) => std::sync::Arc::clone(c),
+            None => {
+                let credentials = credentials(args, &server_ca)?;
+                let c = privtel::agent::client_config(&server_ca, &credentials)
+                    .map_err(|e| AgentError::Enrollment { error: e.to_string() })?;
+                config.insert(c).clone()
+            }
+        };
+        Ok(Connection::new(tls::connect(args.server, &args.server.ip().to_string(), config)?))
+    };
     let sleep = |d: std::time::Duration| {
         eprintln!("agent: retrying in {d:.1?}");
         std::thread::sleep(d);
@@ -178,6 +200,32 @@ fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<
     }
     agent.goodbye(&mut delivery.conn, now())?;
     Ok(())
+}
+
+/// The device's credentials: kept from an earlier enrollment, or made now
+/// with `--enroll-token`.
+fn credentials(args: &Args, server_ca: &str) -> Result<Credentials, AgentError> {
+    let mut dir = args.spool.clone().into_os_string();
+    dir.push(".credentials");
+    let dir = PathBuf::from(dir);
+    let enrollment = |error: String| AgentError::Enrollment { error };
+    if dir.join(privtel::authority::CREDENTIALS_FILE).exists() {
+        return Credentials::load(&dir).map_err(|e| enrollment(e.to_string()));
+    }
+    let Some(token) = &args.enroll_token else {
+        return Err(enrollment("this device has no credentials: pass --enroll-token".into()));
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(&dir).map_err(|e| enrollment(format!("{}: {e}", dir.display())))?;
+    let config =
+        privtel::agent::enrollment_client_config(server_ca).map_err(|e| enrollment(e.to_string()))?;
+    let mut conn = Connection::new(tls::connect(args.server, &args.server.ip().to_string(), config)?);
+    let credentials = privtel::agent::enroll(&mut conn, token, &args.customer, &args.device, &dir)?;
+    eprintln!("agent: enrolled as {}/{}", args.customer, args.device);
+    Ok(credentials)
 }
 
 fn main() -> std::process::ExitCode {

@@ -1,19 +1,35 @@
-//! The service: accepts agents over TLS, ingests batches idempotently into an
-//! engine store, answers enrichment queries in both modes, sweeps on a
-//! schedule, and keeps serving while single connections misbehave.
+//! The service: enrolls devices, accepts them over mutual TLS, checks every
+//! record against its customer's settings, ingests idempotently into an
+//! engine store, answers enrichment queries in both modes, sweeps each
+//! customer with its own TTLs, and keeps serving while single connections
+//! misbehave.
 //!
 //! ```text
 //! cargo run --release --example cloud -- --listen 127.0.0.1:0 --store engine.db
-//!     --reputation examples/data/reputation.csv [--cert PEM --key PEM] [--cert-out CA.pem]
-//!     [--store-key FILE] [--sweep-every SECONDS] [--max-batch-records N]
+//!     --settings examples/data/settings.toml --reputation examples/data/reputation.csv
+//!     [--authority FILE] [--cert PEM --key PEM] [--cert-out CA.pem] [--store-key FILE]
+//!     [--store-secret FILE] [--sweep-every SECONDS] [--max-batch-records N] [--max-connections N]
+//! cargo run --example cloud -- --store engine.db --issue-token acme [--token-uses N] [--token-hours H]
+//! cargo run --example cloud -- --store engine.db --revoke acme:dev-01
 //! ```
+//!
+//! The settings file (TOML) names every customer served, with its policy
+//! and TTLs; a customer without settings is refused. It is read again when
+//! it changes (a bad edit is reported and the previous settings kept).
+//!
+//! Devices enroll once with a token an administrator issues
+//! (`--issue-token CUSTOMER` prints one and exits); the register of
+//! customers' authorities, tokens and devices is `--authority` (default:
+//! the store's path with `.authority` appended). `--revoke CUSTOMER:DEVICE`
+//! revokes a device (a running service refuses it at its next connection).
 //!
 //! Without `--cert`/`--key` it makes a CA and a certificate for the listen
 //! address and writes the CA (what agents must trust) to `--cert-out`. It
-//! prints `listening on ADDR` once it accepts connections.
+//! prints `listening on ADDR` once it accepts connections, and reports
+//! refused identities and clone suspicions on standard error.
 //!
-//! Exit status: 0 stopped, 1 a start-up failure (files, address), 2 bad
-//! arguments.
+//! Exit status: 0 stopped (or an administrative command done), 1 a
+//! start-up failure (files, address, settings), 2 bad arguments.
 
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -23,10 +39,10 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use privtel::model::Timestamp;
-use privtel::retention::RetentionPolicy;
-use privtel::service::Service;
-use privtel::store::{AtRestKey, EngineStore, SqliteEngine};
+use privtel::authority::Authority;
+use privtel::model::{CustomerId, DeviceId, Timestamp};
+use privtel::service::{Limits, Service, Settings};
+use privtel::store::{AtRestKey, EngineOptions, SqliteEngine};
 use privtel::wire::{self, VerdictIndex, tls};
 
 /// The privtel service: accept agents over TLS, ingest, answer enrichment.
@@ -39,6 +55,32 @@ struct Args {
     /// The engine store (SQLite, created if missing).
     #[arg(long, value_name = "FILE")]
     store: PathBuf,
+    /// The customers' settings (TOML): required to serve.
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["issue_token", "revoke"])]
+    settings: Option<PathBuf>,
+    /// The register of customers' enrollment authorities, tokens and
+    /// devices (SQLite, 0600; default: STORE.authority).
+    #[arg(long, value_name = "FILE")]
+    authority: Option<PathBuf>,
+    /// Print an enrollment token for this customer and exit.
+    #[arg(long, value_name = "CUSTOMER", conflicts_with = "revoke")]
+    issue_token: Option<CustomerId>,
+    /// Devices the token may enroll.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    token_uses: u32,
+    /// Hours the token stays valid.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=720))]
+    token_hours: u32,
+    /// Revoke CUSTOMER:DEVICE and exit.
+    #[arg(long, value_name = "CUSTOMER:DEVICE")]
+    revoke: Option<String>,
+    /// The keyed-hash secret of the suppression lists: 32 bytes in this
+    /// file (without it, one is kept in the store).
+    #[arg(long, value_name = "FILE")]
+    store_secret: Option<PathBuf>,
+    /// Most connections served at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
     /// Verdicts to answer with (CSV).
     #[arg(long, value_name = "CSV")]
     reputation: Option<PathBuf>,
@@ -77,7 +119,45 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+fn read_key(path: &PathBuf) -> anyhow::Result<[u8; 32]> {
+    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+    bytes.as_slice().try_into().map_err(|_| anyhow::anyhow!("{}: expected 32 bytes", path.display()))
+}
+
+/// Loads the settings and registers every customer with the authority.
+fn load_settings(path: &PathBuf, authority: &Authority) -> anyhow::Result<Settings> {
+    let settings = Settings::load(path)?;
+    for c in settings.customers() {
+        authority.add_customer(c.customer(), now().as_offset_date_time())?;
+    }
+    Ok(settings)
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
+    let authority_path = args.authority.clone().unwrap_or_else(|| {
+        let mut p = args.store.clone().into_os_string();
+        p.push(".authority");
+        p.into()
+    });
+    let authority =
+        Arc::new(Authority::open(&authority_path).with_context(|| authority_path.display().to_string())?);
+    if let Some(customer) = &args.issue_token {
+        authority.add_customer(customer, now().as_offset_date_time())?;
+        let ttl = time::Duration::hours(i64::from(args.token_hours));
+        println!("{}", authority.issue_token(customer, ttl, args.token_uses, now().as_offset_date_time())?);
+        return Ok(());
+    }
+    if let Some(which) = &args.revoke {
+        let (c, d) = which.split_once(':').context("--revoke: expected CUSTOMER:DEVICE")?;
+        let (c, d) = (CustomerId::new(c)?, DeviceId::new(d)?);
+        if !authority.revoke_device(&c, &d, now().as_offset_date_time())? {
+            bail!("{c}:{d} is not enrolled");
+        }
+        println!("revoked {c}:{d}");
+        return Ok(());
+    }
+    let settings_path = args.settings.clone().context("--settings is required to serve")?;
+    let settings = load_settings(&settings_path, &authority)?;
     let listener =
         TcpListener::bind(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
@@ -94,19 +174,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(out) = &args.cert_out {
         std::fs::write(out, &identity.ca_pem).with_context(|| out.display().to_string())?;
     }
-    let at_rest = match &args.store_key {
-        Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
-            let secret: [u8; 32] = bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("{}: expected 32 bytes", path.display()))?;
-            Some(AtRestKey::new(1, secret))
-        }
-        None => None,
-    };
-    let engine = SqliteEngine::open(&args.store, RetentionPolicy::default(), at_rest)
-        .with_context(|| args.store.display().to_string())?;
+    let mut options = EngineOptions::default();
+    if let Some(path) = &args.store_key {
+        options = options.key(AtRestKey::new(1, read_key(path)?));
+    }
+    if let Some(path) = &args.store_secret {
+        options = options.secret(read_key(path)?);
+    }
+    let engine =
+        SqliteEngine::open(&args.store, options).with_context(|| args.store.display().to_string())?;
     let mut index =
         VerdictIndex::new(wire::DEFAULT_PAD_TO, *blake3::hash(addr.to_string().as_bytes()).as_bytes());
     if let Some(path) = &args.reputation {
@@ -115,11 +191,46 @@ fn run(args: Args) -> anyhow::Result<()> {
         b.into_iter().for_each(|v| index.add_binary(v));
         d.into_iter().for_each(|v| index.add_domain(v));
     }
-    let mut service = Service::new(engine, index, now);
+    let mut limits = Limits::default();
+    if let Some(n) = args.max_connections {
+        limits.max_connections = n as usize;
+    }
+    let mut service = Service::new(engine, index, now)
+        .with_settings(settings)
+        .with_authority(Arc::clone(&authority))
+        .with_limits(limits)
+        .with_log(|line| eprintln!("cloud: {line}"));
     if let Some(n) = args.max_batch_records {
         service = service.with_max_batch_records(n);
     }
     let service = Arc::new(service);
+
+    // The settings file is read again when it changes.
+    {
+        let service = Arc::clone(&service);
+        let authority = Arc::clone(&authority);
+        let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut seen = modified(&settings_path);
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                let now_modified = modified(&settings_path);
+                if now_modified == seen {
+                    continue;
+                }
+                seen = now_modified;
+                match load_settings(&settings_path, &authority) {
+                    Ok(s) => {
+                        service.replace_settings(s);
+                        eprintln!("cloud: settings reloaded from {}", settings_path.display());
+                    }
+                    Err(e) => {
+                        eprintln!("cloud: {}: {e:#}; keeping the previous settings", settings_path.display())
+                    }
+                }
+            }
+        });
+    }
 
     // Retention sweeps on a schedule, on the service's own store.
     {
@@ -128,17 +239,21 @@ fn run(args: Args) -> anyhow::Result<()> {
         std::thread::spawn(move || {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(every));
-                match service.engine().sweep(now()) {
-                    Ok(r) => eprintln!(
-                        "cloud: sweep removed {} events, {} objects, {} devices",
-                        r.events, r.objects, r.devices
-                    ),
+                match service.sweep(now()) {
+                    Ok(reports) => {
+                        for (customer, r) in reports {
+                            eprintln!(
+                                "cloud: sweep of {customer} removed {} events, {} objects, {} devices",
+                                r.events, r.objects, r.devices
+                            );
+                        }
+                    }
                     Err(e) => eprintln!("cloud: sweep failed: {e}"),
                 }
             }
         });
     }
-    let config = tls::server_config(&identity)?;
+    let config = privtel::authority::server_config(&authority, &identity)?;
     println!("listening on {addr}");
     std::io::stdout().flush()?;
     service.serve_tls(&listener, &config, &AtomicBool::new(false));

@@ -18,11 +18,12 @@
 //! | `retention` | `privtel-retention` | `retention` | 1 | pure policy: what expires when, deletion deadlines |
 //! | `domain` | `privtel-domain` | `domain` | 1 | URL or host to canonical host and registrable domain |
 //! | `hash` | `privtel-hash` | `hash` | 1 | one-pass SHA-256 + BLAKE3 of files and trees |
-//! | `wire` | `privtel-wire` | `wire` (`tls`, `certs`, `lz4`) | 1 | frames, messages, bincode codec with limits, TLS |
+//! | `wire` | `privtel-wire` | `wire` (`tls`, `certs`, `lz4`) | 1 | frames, messages, bincode codec with limits, deadlines, TLS |
+//! | `authority` | `privtel-authority` | `tls` | 1 | enrollment: a CA per customer, tokens, client certificates, mutual TLS |
 //! | `filter` | `privtel-filter` | `filter` | 2 | consent, per-field treatment, scrubbing, k-anonymity |
 //! | `store` | `privtel-store` | `store` | 2 | SQLite spool and engine store, sweeps, export, erasure |
 //! | `agent` | `privtel-agent` | `agent` | 3 | the device side: collectors, filter → outbox → upload, enrichment |
-//! | `service` | `privtel-service` | `service` | 3 | the service side: accept, negotiate, ingest, answer enrichment |
+//! | `service` | `privtel-service` | `service` | 3 | the service side: identities from certificates, per-customer settings enforced, ingest, enrichment |
 //!
 //! A crate depends only on crates of a lower layer; the agent and the
 //! service do not depend on each other. The architecture, the invariants and
@@ -32,7 +33,9 @@
 //!
 //! * one per crate: `retention`, `domain`, `hash`, `wire`, `filter`,
 //!   `store`, `agent`, `service` (each turns on what it needs below it);
-//! * `tls` — the TLS transport of `wire` (and the service's TLS accept loop);
+//! * `tls` — the TLS transport of `wire`, mutual TLS and enrollment
+//!   (`authority`; its server side with `service`), the service's TLS
+//!   accept loop and the agent's enrollment;
 //! * `certs` — certificate generation (rcgen) for a service, the demo and
 //!   tests;
 //! * `lz4` — LZ4 payload compression on the wire.
@@ -41,6 +44,8 @@
 
 #[cfg(feature = "agent")]
 pub use privtel_agent as agent;
+#[cfg(feature = "tls")]
+pub use privtel_authority as authority;
 #[cfg(feature = "domain")]
 pub use privtel_domain as domain;
 #[cfg(feature = "filter")]

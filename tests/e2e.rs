@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use privtel::model::Program;
-use privtel::retention::RetentionPolicy;
-use privtel::store::{EngineStore, Spool, SpoolOptions, SqliteEngine};
+use privtel::store::{EngineOptions, EngineStore, Spool, SpoolOptions, SqliteEngine};
 
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -47,6 +46,8 @@ fn cloud(dir: &Path, extra: &[&str]) -> Cloud {
         .arg(data("reputation.csv"))
         .arg("--cert-out")
         .arg(&ca)
+        .arg("--settings")
+        .arg(data("settings.toml"))
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -59,10 +60,29 @@ fn cloud(dir: &Path, extra: &[&str]) -> Cloud {
     Cloud { child, addr, ca }
 }
 
+/// An enrollment token of acme from the cloud's register in `dir` (issued
+/// once by `cloud --issue-token`, kept in `dir/token`).
+fn token(dir: &Path) -> String {
+    let kept = dir.join("token");
+    if let Ok(t) = std::fs::read_to_string(&kept) {
+        return t;
+    }
+    let out = Command::new(example("cloud"))
+        .arg("--store")
+        .arg(dir.join("engine.db"))
+        .args(["--issue-token", "acme", "--token-uses", "100"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = text(&out.stdout).trim().to_owned();
+    std::fs::write(&kept, &t).unwrap();
+    t
+}
+
 /// The agent's command line for one cycle against `cloud_addr`.
 fn agent_command(dir: &Path, cloud_addr: &str, ca: &Path, policy: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(example("agent"));
-    cmd.args(["--server", cloud_addr, "--ca"])
+    cmd.args(["--server", cloud_addr, "--enroll-token", &token(dir), "--ca"])
         .arg(ca)
         .args(["--customer", "acme", "--device", "dev-e2e", "--policy"])
         .arg(policy)
@@ -107,7 +127,7 @@ fn scan_while_offline(dir: &Path) -> Output {
 }
 
 fn engine(dir: &Path) -> SqliteEngine {
-    SqliteEngine::open(&dir.join("engine.db"), RetentionPolicy::default(), None).unwrap()
+    SqliteEngine::open(&dir.join("engine.db"), EngineOptions::default()).unwrap()
 }
 
 #[test]
@@ -162,7 +182,9 @@ fn canaries_never_leave_in_a_form_the_policy_does_not_keep_in_clear() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     drop(c);
     let mut export = Vec::new();
-    let n = engine(dir.path()).export_person(&"u-alice".parse().unwrap(), &mut export).unwrap();
+    let n = engine(dir.path())
+        .export_person(&"acme".parse().unwrap(), &"u-alice".parse().unwrap(), &mut export)
+        .unwrap();
     assert!(n > 0, "the person's records were stored");
     let audit = std::fs::read(dir.path().join("audit.jsonl")).unwrap();
     let mut db = std::fs::read(dir.path().join("engine.db")).unwrap();
@@ -232,11 +254,30 @@ fn malformed_inputs_name_file_and_line_and_keep_the_spool() {
         .arg(dir.path().join("e2.db"))
         .arg("--reputation")
         .arg(&bad_csv)
+        .arg("--settings")
+        .arg(data("settings.toml"))
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("reputation file line 2: invalid reputation 'safe'"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Settings that promise what the service does not do are refused.
+    let bad_settings = dir.path().join("settings.toml");
+    std::fs::write(&bad_settings, "[customers.acme]\nevents_days = 10\n").unwrap();
+    let out = Command::new(example("cloud"))
+        .args(["--store"])
+        .arg(dir.path().join("e3.db"))
+        .arg("--settings")
+        .arg(&bad_settings)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("customer acme: events_days is 10, expected 7, 14 or 30"),
         "{}",
         text(&out.stderr)
     );
@@ -402,4 +443,39 @@ fn an_agent_killed_at_random_instants_loses_and_repeats_nothing() {
         "seed {seed}, {kills} kills: every line stored exactly once"
     );
     assert_eq!(spool(dir.path()).len(None).unwrap(), 0);
+}
+
+/// Mutual TLS across the real processes: the agent enrolls on its first
+/// upload with the administrator's token; revoked while the service runs,
+/// it is refused at its next upload, and nothing it collected is lost.
+#[test]
+fn a_device_revoked_while_the_service_runs_is_refused_at_its_next_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cloud(dir.path(), &[]);
+    let bin = device(dir.path(), "pc");
+    let out = agent(dir.path(), &c.addr, &c.ca, &data("policy.toml"), &["--scan", bin.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("enrolled as acme/dev-e2e"), "{}", text(&out.stderr));
+    let stored = engine(dir.path()).record_count().unwrap();
+    assert!(stored > 0);
+
+    let out = Command::new(example("cloud"))
+        .arg("--store")
+        .arg(dir.path().join("engine.db"))
+        .args(["--revoke", "acme:dev-e2e"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    std::fs::write(bin.join("new-tool"), b"\x7fELF\x02\x01\x01 a tool made after the revocation").unwrap();
+    let out = agent(
+        dir.path(),
+        &c.addr,
+        &c.ca,
+        &data("policy.toml"),
+        &["--scan", bin.to_str().unwrap(), "--attempts", "1"],
+    );
+    assert!(!out.status.success(), "a revoked device was served");
+    assert_eq!(engine(dir.path()).record_count().unwrap(), stored, "nothing more stored");
+    assert!(spool(dir.path()).len(None).unwrap() > 0, "what it collected stays spooled");
 }
