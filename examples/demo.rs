@@ -27,6 +27,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Parser;
 use privtel::agent::{Agent, WebLog, records_from_scan};
+use privtel::authority::Authority;
 use privtel::filter::{FilterBuilder, Manifest, Policy, PseudonymKey};
 use privtel::hash::{Algorithms, ScannerBuilder};
 use privtel::model::{
@@ -34,7 +35,7 @@ use privtel::model::{
     RecordBody, ThreatLevel, Timestamp, User, UserId, display_or_dash,
 };
 use privtel::retention::{RetentionPolicy, Ttl};
-use privtel::service::Service;
+use privtel::service::{CustomerSettings, Service, Settings};
 use privtel::store::{AtRestKey, EngineOptions, EngineStore, ErasureRequest, SpoolOptions, SqliteEngine};
 use privtel::wire::{self, Connection, VerdictIndex, tls};
 use time::Duration;
@@ -42,6 +43,11 @@ use time::Duration;
 const POLICY: &str = include_str!("data/policy.toml");
 const WEB_LOG: &str = include_str!("data/web.log");
 const REPUTATION: &str = include_str!("data/reputation.csv");
+
+/// Certificates live in real time, whatever the demo's data clock says.
+fn wall_clock() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
 
 fn random_key() -> anyhow::Result<[u8; 32]> {
     let mut key = [0u8; 32];
@@ -105,15 +111,32 @@ fn run(extra_scan: Vec<PathBuf>) -> anyhow::Result<()> {
     let mut index = VerdictIndex::new(wire::DEFAULT_PAD_TO, random_key()?);
     binaries.into_iter().for_each(|v| index.add_binary(v));
     domains.into_iter().for_each(|v| index.add_domain(v));
-    let service = Arc::new(Service::new(engine, index, move || now));
-    let tls_config = tls::server_config(&identity)?;
+    // The customer's settings at the service: the same policy its devices
+    // apply, and an enrollment authority that issues their certificates.
+    let settings = Settings::with_customers([CustomerSettings::new(
+        CustomerId::new("acme")?,
+        Policy::from_toml(POLICY).context("examples/data/policy.toml")?,
+    )]);
+    let authority = Arc::new(Authority::open(dir.path().join("authority.db"))?);
+    authority.add_customer(&CustomerId::new("acme")?, wall_clock())?;
+    let token = authority.issue_token(&CustomerId::new("acme")?, Duration::hours(1), 1, wall_clock())?;
+    let service = Arc::new(
+        Service::new(engine, index, move || now)
+            .with_settings(settings)
+            .with_authority(Arc::clone(&authority)),
+    );
+    let tls_config = privtel::authority::server_config(&authority, &identity)?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
+    // Two connections: the device's enrollment, then its upload.
     let server = {
         let service = Arc::clone(&service);
         std::thread::spawn(move || -> anyhow::Result<()> {
-            let (tcp, _) = listener.accept()?;
-            Ok(service.handle_tls(tcp, tls_config)?)
+            for _ in 0..2 {
+                let (tcp, _) = listener.accept()?;
+                service.handle_tls(tcp, Arc::clone(&tls_config))?;
+            }
+            Ok(())
         })
     };
 
@@ -185,7 +208,14 @@ fn run(extra_scan: Vec<PathBuf>) -> anyhow::Result<()> {
     collected.report.merge(&from_log.report);
     collected.domains = from_log.domains;
     let ca = std::fs::read_to_string(dir.path().join("ca.pem"))?;
-    let mut conn = Connection::new(tls::connect(addr, "127.0.0.1", tls::client_config(&ca)?)?);
+    // Enrollment: a key made on the device, a certificate for it.
+    let mut conn =
+        Connection::new(tls::connect(addr, "127.0.0.1", privtel::agent::enrollment_client_config(&ca)?)?);
+    let credentials =
+        privtel::agent::enroll(&mut conn, &token, agent.customer(), agent.device(), dir.path())?;
+    drop(conn);
+    let mut conn =
+        Connection::new(tls::connect(addr, "127.0.0.1", privtel::agent::client_config(&ca, &credentials)?)?);
     let upload = agent.upload(&mut conn, policy.version, now)?;
     let (bverdicts, dverdicts) = agent.enrich(&mut conn, &collected.binaries, &collected.domains, now)?;
     agent.goodbye(&mut conn, now)?;

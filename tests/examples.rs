@@ -132,7 +132,10 @@ fn dsar_prints_help_and_version() {
         let out = run_briefly("dsar", args);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
         let stdout = text(&out.stdout);
-        assert!(stdout.contains("Usage: dsar erase [OPTIONS] --store <FILE> <USER>"), "{args:?}: {stdout}");
+        assert!(
+            stdout.contains("Usage: dsar erase [OPTIONS] --store <FILE> --customer <ID> <USER>"),
+            "{args:?}: {stdout}"
+        );
         assert!(stdout.contains("--request <ID>"), "{stdout}");
     }
 }
@@ -238,14 +241,17 @@ fn dsar_runs_each_command() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("engine.db");
     // An empty engine store, as the service makes it.
-    privtel::store::SqliteEngine::open(&store, Default::default(), None).unwrap();
+    privtel::store::SqliteEngine::open(&store, Default::default()).unwrap();
     let store = store.to_str().unwrap();
     // `--store` before the command, or after it.
-    let out = run_briefly("dsar", &["--store", store, "export", "u-alice"]);
+    let out = run_briefly("dsar", &["--store", store, "export", "u-alice", "--customer", "acme"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
     assert_eq!(text(&out.stderr), "dsar: 0 records exported\n");
-    let out = run_briefly("dsar", &["erase", "u-alice", "--store", store, "--request", "req-1"]);
+    let out = run_briefly(
+        "dsar",
+        &["erase", "u-alice", "--store", store, "--customer", "acme", "--request", "req-1"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(receipt["request_id"], "req-1");
@@ -396,7 +402,11 @@ fn demo_runs_end_to_end_and_cleans_up() {
 fn dsar_refuses_a_store_that_does_not_exist_instead_of_finding_nobody() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("typo.db");
-    for command in [&["export", "u-alice"][..], &["erase", "u-alice"], &["sweep"]] {
+    for command in [
+        &["export", "u-alice", "--customer", "acme"][..],
+        &["erase", "u-alice", "--customer", "acme"],
+        &["sweep"],
+    ] {
         let mut args = vec!["--store", missing.to_str().unwrap()];
         args.extend_from_slice(command);
         let out = run_briefly("dsar", &args);

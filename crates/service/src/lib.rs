@@ -652,7 +652,9 @@ mod tls {
 
     impl Service {
         /// Enrolls devices and verifies their certificates with
-        /// `authority` (see [`privtel_authority`]).
+        /// `authority` (see [`privtel_authority`]). Certificates live in
+        /// real time: enrollment, renewal and identification use the wall
+        /// clock, not the service's injected clock (which is the data's).
         #[must_use]
         pub fn with_authority(mut self, authority: Arc<Authority>) -> Self {
             self.authority = Some(authority);
@@ -678,7 +680,7 @@ mod tls {
             };
             match conn.recv()? {
                 Message::EnrollRequest(req) if req.token.is_some() => {
-                    let now = (self.clock)().as_offset_date_time();
+                    let now = time::OffsetDateTime::now_utc();
                     match authority.enroll(&req, now) {
                         Ok(enrolled) => {
                             self.stats.enrolled.fetch_add(1, Ordering::Relaxed);
@@ -717,7 +719,7 @@ mod tls {
                     false,
                 );
             }
-            match authority.renew(identity, &req.csr_der, (self.clock)().as_offset_date_time()) {
+            match authority.renew(identity, &req.csr_der, time::OffsetDateTime::now_utc()) {
                 Ok(enrolled) => {
                     self.stats.enrolled.fetch_add(1, Ordering::Relaxed);
                     Message::Enrolled(enrolled)
@@ -748,7 +750,7 @@ mod tls {
             let stream = privtel_wire::tls::accept_within(tcp, config, self.limits.handshake)?;
             let peer = match (stream.conn.peer_certificates(), &self.authority) {
                 (Some(certs), Some(authority)) => {
-                    match authority.identify(certs, (self.clock)().as_offset_date_time()) {
+                    match authority.identify(certs, time::OffsetDateTime::now_utc()) {
                         Ok(identity) => Peer::Certified(identity),
                         Err(e) => {
                             self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
