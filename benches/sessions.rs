@@ -1,0 +1,994 @@
+//! Agent sessions over mutual TLS, against the bare rustls mutual-TLS
+//! handshake measured in the same run, and 10,000 idle authenticated
+//! connections held by the service (not criterion: each figure is a
+//! throughput over seconds of load, or a resident set size).
+//!
+//! `cargo bench --bench sessions [-- OPTIONS]` (or `scripts/bench-sessions.sh`).
+//!
+//! One binary with modes; it runs itself again so that each server has a
+//! process of its own, whose RSS and CPU time are the server's alone:
+//!
+//! * `serve`: the real service. A temporary folder holds an [`Authority`]
+//!   with the customer `acme`, a [`SqliteEngine`] and the service's own
+//!   certificate; [`Service::serve_tls`] over
+//!   [`privtel::authority::server_config`], settings with `acme` on the
+//!   default policy, limits raised for the idle test. It enrolls
+//!   `--devices` devices through the real enrollment path (a one-time token,
+//!   a CSR over TLS, [`privtel::authority::accept`]) and saves their
+//!   credentials in the folder, prints `listening ADDR`, answers `stats` on
+//!   stdin with its counters, and exits when stdin closes.
+//! * `bare-serve`: a minimal rustls server, thread per connection, with the
+//!   same key types (ECDSA P-256 server and client certificates, ring, TLS
+//!   1.3): it verifies the client certificate against the customer's CA,
+//!   completes the handshake, sends `close_notify` and closes.
+//! * the default (the load generator): `--threads` client threads for
+//!   `--seconds`, `--rounds` times, ours then bare each round. A session is
+//!   TCP connect, the mutual-TLS handshake, Hello (the certificate's
+//!   device, stream 1), one Batch of 100 records the customer's policy
+//!   admits (fresh event ids, `first_seq` = the Welcome's high-water mark +
+//!   1), the Ack (no rejection, every record accepted, else an error),
+//!   Goodbye, close. A bare session is TCP connect, the handshake, and the
+//!   server's `close_notify`. Each thread owns its devices, so a device's
+//!   sequence numbers never race. Every handshake is a full one: client
+//!   resumption is off on both sides of the comparison.
+//! * `--idle N` (default 10,000; 0 skips it): a fresh `serve` process; N
+//!   connections each complete the handshake and Hello, then stay silent.
+//!   The service's `VmRSS`/`VmHWM` (from `/proc/PID/status`) with 0 and N
+//!   held, its threads, and its CPU time while they idle.
+//!
+//! Options: `--seconds D` (10), `--threads C` (2 × cores), `--rounds R` (2),
+//! `--warmup S` (2), `--devices N` (64), `--idle N` (10000), `--hold S` (10),
+//! `--records-per-second N` (acme's per-customer rate; 0, the default,
+//! keeps the service's default of 50,000 records/s), `--only
+//! sessions|idle`.
+//!
+//! Prints one `RATIO` line per goal (measured / goal, 1.00 or more meets it)
+//! and a summary table.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use privtel::authority::{Authority, Credentials, DeviceKey};
+use privtel::filter::{FilterBuilder, Filtered, PseudonymKey};
+use privtel::model::{BatchId, CustomerId, DeviceId, EventId, KeyId, Program, Record, RecordBody, Timestamp};
+use privtel::service::{Limits, Service, Settings};
+use privtel::store::{EngineOptions, SqliteEngine};
+use privtel::wire::tls::rustls;
+use privtel::wire::{Batch, Connection, Goodbye, Hello, Message, VerdictIndex};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Records in each session's batch.
+const BATCH: usize = 100;
+/// The spool stream every device names in its hello.
+const STREAM: u64 = 1;
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn main() {
+    // Cargo passes `--bench`; the rest are ours.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let opts = Options::parse(&args);
+    let result = match opts.mode.as_str() {
+        "serve" => serve(&opts),
+        "bare-serve" => bare_serve(&opts),
+        "run" => run(&opts),
+        other => Err(format!("unknown mode {other}: expected serve, bare-serve or none").into()),
+    };
+    if let Err(e) = result {
+        eprintln!("sessions bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The command line: a mode, then `--name value` pairs.
+#[derive(Clone, Debug)]
+struct Options {
+    mode: String,
+    dir: Option<PathBuf>,
+    seconds: f64,
+    threads: usize,
+    rounds: usize,
+    warmup: f64,
+    devices: usize,
+    idle: usize,
+    hold: f64,
+    idle_secs: u64,
+    records_per_second: u32,
+    only: Option<String>,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let mut o = Self {
+            mode: "run".into(),
+            dir: None,
+            seconds: 10.0,
+            threads: 2 * cores,
+            rounds: 2,
+            warmup: 2.0,
+            devices: 64,
+            idle: 10_000,
+            hold: 10.0,
+            idle_secs: 900,
+            records_per_second: 0,
+            only: None,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let Some(name) = a.strip_prefix("--") else {
+                o.mode.clone_from(a);
+                continue;
+            };
+            let value = it.next().unwrap_or_else(|| usage(&format!("--{name} needs a value")));
+            let num = |v: &str| -> f64 {
+                v.parse().unwrap_or_else(|_| usage(&format!("--{name}: expected a number")))
+            };
+            match name {
+                "dir" => o.dir = Some(PathBuf::from(value)),
+                "seconds" => o.seconds = num(value),
+                "threads" => o.threads = num(value) as usize,
+                "rounds" => o.rounds = num(value) as usize,
+                "warmup" => o.warmup = num(value),
+                "devices" => o.devices = num(value) as usize,
+                "idle" => o.idle = num(value) as usize,
+                "hold" => o.hold = num(value),
+                "idle-secs" => o.idle_secs = num(value) as u64,
+                "records-per-second" => o.records_per_second = num(value) as u32,
+                "only" => o.only = Some(value.clone()),
+                _ => usage(&format!("unknown option --{name}")),
+            }
+        }
+        if o.threads == 0 || o.devices < o.threads {
+            usage("expected at least one thread and at least as many devices as threads");
+        }
+        o
+    }
+}
+
+fn usage(why: &str) -> ! {
+    eprintln!("sessions bench: {why}");
+    eprintln!(
+        "usage: sessions [--seconds D] [--threads C] [--rounds R] [--warmup S] [--devices N] \
+         [--idle N] [--hold S] [--records-per-second N] [--only sessions|idle]"
+    );
+    std::process::exit(2);
+}
+
+fn wall() -> Timestamp {
+    Timestamp::from(time::OffsetDateTime::now_utc())
+}
+
+fn acme() -> CustomerId {
+    CustomerId::new("acme").expect("valid id")
+}
+
+fn device_id(i: usize) -> DeviceId {
+    DeviceId::new(format!("bench-{i:05}")).expect("valid id")
+}
+
+/// Acme on the default policy; the per-customer rate raised only if asked.
+fn settings_toml(records_per_second: u32) -> String {
+    if records_per_second == 0 {
+        "[customers.acme]\n".to_owned()
+    } else {
+        format!("[customers.acme]\nrecords_per_second = {records_per_second}\n")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The service's process
+
+fn serve(opts: &Options) -> Res<()> {
+    let dir = opts.dir.clone().ok_or("serve: expected --dir")?;
+    let now = time::OffsetDateTime::now_utc();
+    let authority = Arc::new(Authority::open(dir.join("authority.db"))?);
+    let customer_ca = authority.add_customer(&acme(), now)?;
+    std::fs::write(dir.join("customer-ca.pem"), customer_ca)?;
+    let identity = privtel::wire::tls::generate_identity(&["127.0.0.1"])?;
+    std::fs::write(dir.join("server-ca.pem"), &identity.ca_pem)?;
+    let config = privtel::authority::server_config(&authority, &identity)?;
+    let engine = SqliteEngine::open(&dir.join("engine.db"), EngineOptions::default())?;
+    let mut limits = Limits::default();
+    limits.max_connections = 20_000;
+    limits.idle = Duration::from_secs(opts.idle_secs);
+    let service = Arc::new(
+        Service::new(engine, VerdictIndex::new(4, [1; 32]), wall)
+            .with_settings(Settings::from_toml(&settings_toml(opts.records_per_second))?)
+            .with_authority(Arc::clone(&authority))
+            .with_limits(limits),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let stop = AtomicBool::new(false);
+    {
+        let service = Arc::clone(&service);
+        std::thread::spawn(move || service.serve_tls(&listener, &config, &stop));
+    }
+
+    // Enrollment, the real path: a token for all of them, one CSR each over
+    // TLS without a client certificate.
+    let token = authority.issue_token(
+        &acme(),
+        time::Duration::hours(1),
+        u32::try_from(opts.devices).unwrap_or(u32::MAX),
+        now,
+    )?;
+    let enrollment = privtel::authority::enrollment_client_config(&identity.ca_pem)?;
+    for i in 0..opts.devices {
+        let key = DeviceKey::generate()?;
+        let device = device_id(i);
+        let stream = privtel::wire::tls::connect(addr, "127.0.0.1", Arc::clone(&enrollment))?;
+        let mut conn = Connection::new(stream);
+        conn.send(&Message::EnrollRequest(privtel::authority::request(
+            Some(&token),
+            &acme(),
+            &device,
+            &key,
+        )?))?;
+        let credentials = match conn.recv()? {
+            Message::Enrolled(e) => privtel::authority::accept(&key, &acme(), &device, e)?,
+            other => return Err(format!("enrollment: expected enrolled, got {}", other.kind_name()).into()),
+        };
+        let folder = dir.join("devices").join(device.as_str());
+        std::fs::create_dir_all(&folder)?;
+        credentials.save(folder)?;
+    }
+    println!("listening {addr}");
+    std::io::stdout().flush()?;
+
+    for line in std::io::stdin().lock().lines() {
+        if line?.trim() == "stats" {
+            let s = &service.stats;
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            println!(
+                "stats active={} connections={} failed={} forbidden={} over_capacity={} enrolled={} \
+                 stored={} duplicates={} refused={} sequence={}",
+                service.active_connections(),
+                get(&s.connections),
+                get(&s.failed),
+                get(&s.forbidden),
+                get(&s.over_capacity),
+                get(&s.enrolled),
+                get(&s.stored),
+                get(&s.duplicates),
+                get(&s.refused),
+                get(&s.sequence),
+            );
+            std::io::stdout().flush()?;
+        }
+    }
+    // Stdin closed: the parent is done. Connection threads are not joined.
+    std::process::exit(0);
+}
+
+// ---------------------------------------------------------------------------
+// The bare rustls server's process
+
+fn bare_serve(opts: &Options) -> Res<()> {
+    let dir = opts.dir.clone().ok_or("bare-serve: expected --dir")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(dir.join("customer-ca.pem"))? {
+        roots.add(cert?)?;
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()?;
+    let identity = privtel::wire::tls::generate_identity(&["127.0.0.1"])?;
+    std::fs::write(dir.join("bare-server-ca.pem"), &identity.ca_pem)?;
+    let certs = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+        .chain(CertificateDer::pem_slice_iter(identity.ca_pem.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())?;
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)?,
+    );
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    println!("listening {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    let handshakes = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    {
+        let (handshakes, failed) = (Arc::clone(&handshakes), Arc::clone(&failed));
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { continue };
+                let config = Arc::clone(&config);
+                let (handshakes, failed) = (Arc::clone(&handshakes), Arc::clone(&failed));
+                // The service's stack size, for the same thread costs.
+                let _ =
+                    std::thread::Builder::new().stack_size(Limits::default().thread_stack).spawn(move || {
+                        match bare_accept(tcp, config) {
+                            Ok(()) => handshakes.fetch_add(1, Ordering::Relaxed),
+                            Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                        }
+                    });
+            }
+        });
+    }
+    for line in std::io::stdin().lock().lines() {
+        if line?.trim() == "stats" {
+            println!(
+                "stats handshakes={} failed={}",
+                handshakes.load(Ordering::Relaxed),
+                failed.load(Ordering::Relaxed)
+            );
+            std::io::stdout().flush()?;
+        }
+    }
+    std::process::exit(0);
+}
+
+/// One bare server connection: the handshake, then `close_notify`.
+fn bare_accept(mut tcp: TcpStream, config: Arc<rustls::ServerConfig>) -> Res<()> {
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut conn = rustls::ServerConnection::new(config)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)?;
+    }
+    if conn.peer_certificates().is_none_or(<[_]>::is_empty) {
+        return Err("no client certificate".into());
+    }
+    conn.send_close_notify();
+    while conn.wants_write() {
+        conn.write_tls(&mut tcp)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The load generator
+
+/// A server process of ours, and what it prints.
+struct Server {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(mode: &str, dir: &Path, extra: &[String]) -> Res<Self> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .arg(mode)
+            .arg("--dir")
+            .arg(dir)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .ok_or_else(|| format!("{mode}: expected `listening ADDR`, got {line:?}"))?
+            .parse()?;
+        Ok(Self { child, stdin, stdout, addr })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's counters, `name=value`.
+    fn stats(&mut self) -> Res<BTreeMap<String, u64>> {
+        let stdin = self.stdin.as_mut().ok_or("stdin closed")?;
+        stdin.write_all(b"stats\n")?;
+        stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let rest =
+            line.trim().strip_prefix("stats ").ok_or_else(|| format!("expected stats, got {line:?}"))?;
+        Ok(rest
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+            .collect())
+    }
+
+    fn stop(mut self) -> Res<()> {
+        drop(self.stdin.take());
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+/// From `/proc/PID/status`: resident and peak resident KiB, threads.
+#[derive(Clone, Copy, Debug, Default)]
+struct Mem {
+    rss_kib: u64,
+    hwm_kib: u64,
+    threads: u64,
+}
+
+fn mem(pid: u32) -> Res<Mem> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(Mem { rss_kib: field("VmRSS:"), hwm_kib: field("VmHWM:"), threads: field("Threads:") })
+}
+
+/// User + system CPU seconds of a process, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> Res<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').ok_or("unreadable stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).ok_or("short stat")?.parse::<u64>()?
+        + fields.get(12).ok_or("short stat")?.parse::<u64>()?;
+    // USER_HZ is 100 on Linux.
+    Ok(ticks as f64 / 100.0)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A device the load generator plays: its id and its mutual-TLS
+/// configurations (resumption off: every session is a full handshake).
+#[derive(Clone)]
+struct Device {
+    id: DeviceId,
+    ours: Arc<rustls::ClientConfig>,
+    bare: Option<Arc<rustls::ClientConfig>>,
+}
+
+fn full_handshakes(config: &rustls::ClientConfig) -> Arc<rustls::ClientConfig> {
+    let mut config = config.clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+fn load_devices(dir: &Path, n: usize) -> Res<Vec<Device>> {
+    let server_ca = std::fs::read_to_string(dir.join("server-ca.pem"))?;
+    (0..n)
+        .map(|i| {
+            let id = device_id(i);
+            let credentials = Credentials::load(dir.join("devices").join(id.as_str()))?;
+            let config = privtel::authority::client_config(&server_ca, &credentials)?;
+            let ours = full_handshakes(&config);
+            Ok(Device { id, ours, bare: None })
+        })
+        .collect()
+}
+
+/// The records a session sends: the fixtures' Benchmarking events (logins
+/// and experience scores), dated now, put through acme's own filter, so
+/// the service's check admits every one; ids are set per session.
+fn template(settings: &Settings) -> Res<Vec<Record>> {
+    let cs = settings.customer(&acme()).ok_or("acme has no settings")?;
+    let filter = FilterBuilder::new()
+        .policy(cs.policy().clone())
+        .customer(acme())
+        .key(PseudonymKey::new(KeyId::new(1), [3; 32]))
+        .build();
+    let now = wall();
+    let events: Vec<Record> = privtel_testkit::fixtures::records("bench")
+        .into_iter()
+        .filter(|r| r.program == Program::Benchmarking && matches!(r.body, RecordBody::Event(_)))
+        .map(|mut r| {
+            if let RecordBody::Event(e) = &mut r.body {
+                e.recorded_at = now;
+            }
+            r
+        })
+        .filter_map(|r| filter.apply(r, &mut Default::default()))
+        .map(Filtered::into_record)
+        .collect();
+    if events.is_empty() {
+        return Err("the default policy admits no benchmarking event".into());
+    }
+    Ok((0..BATCH).map(|i| events[i % events.len()].clone()).collect())
+}
+
+/// What one client thread saw.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    latencies_us: Vec<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Self) {
+        self.ok += other.ok;
+        self.latencies_us.extend(other.latencies_us);
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+
+    fn error(&mut self, e: &(dyn std::error::Error + Send + Sync)) {
+        // The message's shape, not its numbers: kinds of failures, counted.
+        let kind: String = e.to_string().chars().filter(|c| !c.is_ascii_digit()).take(120).collect();
+        *self.errors.entry(kind).or_default() += 1;
+    }
+
+    fn errors_total(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    fn percentile_ms(&mut self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        self.latencies_us.sort_unstable();
+        let i = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+/// Shared by the client threads of a session run.
+struct Work {
+    addr: SocketAddr,
+    template: Vec<Record>,
+    policy_hash: [u8; 32],
+    salt: u128,
+    next_session: AtomicU64,
+}
+
+/// One agent session. Returns its latency.
+fn agent_session(work: &Work, device: &Device) -> Res<Duration> {
+    let n = work.next_session.fetch_add(1, Ordering::Relaxed);
+    let base = work.salt ^ (u128::from(n) << 16);
+    let records: Vec<Record> = work
+        .template
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = r.clone();
+            if let RecordBody::Event(e) = &mut r.body {
+                e.id = EventId::from_u128(base | i as u128);
+                e.device = device.id.clone();
+            }
+            r
+        })
+        .collect();
+    let consent = Program::ALL.iter().map(|p| (*p, true)).collect();
+    let hello = Hello::new("bench", acme(), device.id.clone(), consent, 1).with_stream(STREAM);
+
+    let start = Instant::now();
+    let stream = privtel::wire::tls::connect(work.addr, "127.0.0.1", Arc::clone(&device.ours))?;
+    let mut conn = Connection::new(stream);
+    let welcome = conn.client_handshake(&hello)?;
+    let first_seq = welcome.high_water + 1;
+    let batch = Batch {
+        program: Program::Benchmarking,
+        batch_id: BatchId::from_u128(base),
+        first_seq,
+        records,
+        skipped: 0,
+        policy_hash: work.policy_hash,
+    };
+    conn.send(&Message::Batch(batch))?;
+    match conn.recv()? {
+        Message::Ack(ack) => {
+            if let Some(r) = ack.rejections.first() {
+                return Err(format!("rejection {}: {}", r.code, r.reason).into());
+            }
+            if ack.accepted_up_to != first_seq + BATCH as u64 - 1 {
+                return Err("ack: not every record accepted".into());
+            }
+        }
+        other => return Err(format!("expected an ack, got {}", other.kind_name()).into()),
+    }
+    conn.send(&Message::Goodbye(Goodbye { reason: "done".into() }))?;
+    let mut stream = conn.into_inner();
+    stream.conn.send_close_notify();
+    let _ = stream.flush();
+    Ok(start.elapsed())
+}
+
+/// One bare session: the handshake, then the server's `close_notify`.
+fn bare_session(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Res<Duration> {
+    let start = Instant::now();
+    let mut tcp = TcpStream::connect(addr)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+    let mut conn = rustls::ClientConnection::new(Arc::clone(config), name)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)?;
+    }
+    // The server has verified the client's certificate once it closes
+    // cleanly.
+    let mut stream = rustls::Stream::new(&mut conn, &mut tcp);
+    let mut buf = [0; 64];
+    loop {
+        match stream.read(&mut buf)? {
+            0 => break,
+            _ => continue,
+        }
+    }
+    Ok(start.elapsed())
+}
+
+/// Runs `threads` clients for `seconds`; each owns the devices `i` with
+/// `i % threads == thread`. Returns the tally and the wall time.
+fn drive(
+    threads: usize,
+    seconds: f64,
+    devices: &[Device],
+    session: impl Fn(&Device) -> Res<Duration> + Sync,
+) -> (Tally, Duration) {
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(seconds);
+    let mut total = Tally::default();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let mine: Vec<&Device> = devices.iter().skip(t).step_by(threads).collect();
+                let session = &session;
+                s.spawn(move || {
+                    let mut tally = Tally::default();
+                    for device in mine.iter().cycle() {
+                        if Instant::now() >= until {
+                            break;
+                        }
+                        match session(device) {
+                            Ok(d) => {
+                                tally.ok += 1;
+                                tally.latencies_us.push(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+                            }
+                            Err(e) => tally.error(e.as_ref()),
+                        }
+                    }
+                    tally
+                })
+            })
+            .collect();
+        for h in handles {
+            total.merge(h.join().expect("client thread"));
+        }
+    });
+    (total, start.elapsed())
+}
+
+fn per_s(t: &Tally, d: Duration) -> f64 {
+    t.ok as f64 / d.as_secs_f64()
+}
+
+fn print_errors(what: &str, t: &Tally) {
+    for (kind, n) in &t.errors {
+        println!("  {what} error x{n}: {kind}");
+    }
+}
+
+fn ratio(name: &str, measured: f64, goal: f64, higher_is_better: bool, unit: &str) {
+    let r = if higher_is_better { measured / goal } else { goal / measured };
+    let met = if r >= 1.0 { "met" } else { "NOT MET" };
+    println!(
+        "RATIO {name} {r:.2}  ({measured:.3} {unit}, goal {} {goal} {unit}; {met})",
+        if higher_is_better { ">=" } else { "<=" }
+    );
+}
+
+fn run(opts: &Options) -> Res<()> {
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    println!(
+        "sessions bench: {} client threads, {} devices, {} s x {} rounds (+{} s warm-up), {} cores, load {}",
+        opts.threads,
+        opts.devices,
+        opts.seconds,
+        opts.rounds,
+        opts.warmup,
+        cores,
+        loadavg()
+    );
+    let mut summary: Vec<(String, String)> = Vec::new();
+    if opts.only.as_deref() != Some("idle") {
+        sessions(opts, &mut summary)?;
+    }
+    if opts.only.as_deref() != Some("sessions") && opts.idle > 0 {
+        idle(opts, &mut summary)?;
+    }
+    println!();
+    println!("| figure | value |");
+    println!("|---|---|");
+    for (k, v) in &summary {
+        println!("| {k} | {v} |");
+    }
+    Ok(())
+}
+
+fn serve_args(opts: &Options) -> Vec<String> {
+    vec![
+        "--devices".into(),
+        opts.devices.to_string(),
+        "--idle-secs".into(),
+        opts.idle_secs.to_string(),
+        "--records-per-second".into(),
+        opts.records_per_second.to_string(),
+    ]
+}
+
+fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let began = Instant::now();
+    let mut ours = Server::start("serve", dir.path(), &serve_args(opts))?;
+    println!(
+        "service pid {} on {}: {} devices enrolled in {:.1} s",
+        ours.pid(),
+        ours.addr,
+        opts.devices,
+        began.elapsed().as_secs_f64()
+    );
+    let bare = Server::start("bare-serve", dir.path(), &[])?;
+    let bare_ca = std::fs::read_to_string(dir.path().join("bare-server-ca.pem"))?;
+    let mut devices = load_devices(dir.path(), opts.devices)?;
+    for (i, d) in devices.iter_mut().enumerate() {
+        let credentials = Credentials::load(dir.path().join("devices").join(device_id(i).as_str()))?;
+        let config = privtel::authority::client_config(&bare_ca, &credentials)?;
+        d.bare = Some(full_handshakes(&config));
+    }
+    let settings = Settings::from_toml(&settings_toml(opts.records_per_second))?;
+    let policy_hash = settings.customer(&acme()).ok_or("acme has no settings")?.policy_digest();
+    let work = Work {
+        addr: ours.addr,
+        template: template(&settings)?,
+        policy_hash,
+        salt: u128::from(std::process::id()) << 96 | (wall().unix_seconds() as u128) << 64,
+        next_session: AtomicU64::new(0),
+    };
+    let bare_addr = bare.addr;
+    let bare_of = |d: &Device| -> Res<Duration> {
+        bare_session(bare_addr, d.bare.as_ref().ok_or("no bare configuration")?)
+    };
+    if opts.warmup > 0.0 {
+        let (w, _) = drive(opts.threads, opts.warmup / 2.0, &devices, |d| agent_session(&work, d));
+        let (b, _) = drive(opts.threads, opts.warmup / 2.0, &devices, bare_of);
+        println!("warm-up: {} sessions, {} bare handshakes", w.ok, b.ok);
+    }
+    let stored_before = ours.stats()?.get("stored").copied().unwrap_or(0);
+    let (mut all_ours, mut all_bare) = (Tally::default(), Tally::default());
+    let (mut t_ours, mut t_bare) = (Duration::ZERO, Duration::ZERO);
+    let (mut cpu_ours, mut cpu_bare) = (0.0, 0.0);
+    for round in 1..=opts.rounds {
+        let load = loadavg();
+        let c0 = cpu_seconds(ours.pid())?;
+        let (o, to) = drive(opts.threads, opts.seconds, &devices, |d| agent_session(&work, d));
+        let co = cpu_seconds(ours.pid())? - c0;
+        let c0 = cpu_seconds(bare.pid())?;
+        let (b, tb) = drive(opts.threads, opts.seconds, &devices, bare_of);
+        let cb = cpu_seconds(bare.pid())? - c0;
+        println!(
+            "round {round}: ours {:.0} sessions/s ({} ok, {} errors, server CPU {:.2} s/s), bare {:.0} handshakes/s \
+             ({} ok, {} errors, server CPU {:.2} s/s), ratio {:.2}, load before {load}",
+            per_s(&o, to),
+            o.ok,
+            o.errors_total(),
+            co / to.as_secs_f64(),
+            per_s(&b, tb),
+            b.ok,
+            b.errors_total(),
+            cb / tb.as_secs_f64(),
+            per_s(&o, to) / per_s(&b, tb),
+        );
+        print_errors("ours", &o);
+        print_errors("bare", &b);
+        all_ours.merge(o);
+        all_bare.merge(b);
+        t_ours += to;
+        t_bare += tb;
+        cpu_ours += co;
+        cpu_bare += cb;
+    }
+    let stats = ours.stats()?;
+    let stored = stats.get("stored").copied().unwrap_or(0) - stored_before;
+    println!("service counters: {stats:?}");
+    let expected = all_ours.ok * BATCH as u64;
+    if stored < expected {
+        return Err(format!("the service stored {stored} records, expected at least {expected}").into());
+    }
+    ours.stop()?;
+    bare.stop()?;
+
+    let ours_rate = per_s(&all_ours, t_ours);
+    let bare_rate = per_s(&all_bare, t_bare);
+    let share = ours_rate / bare_rate;
+    let (p50, p99) = (all_ours.percentile_ms(0.5), all_ours.percentile_ms(0.99));
+    let (bp50, bp99) = (all_bare.percentile_ms(0.5), all_bare.percentile_ms(0.99));
+    ratio("sessions_per_s", ours_rate, 500.0, true, "sessions/s");
+    ratio("share_of_bare_handshakes", share, 0.5, true, "x");
+    summary.push(("client threads, devices".into(), format!("{}, {}", opts.threads, opts.devices)));
+    summary.push((
+        "agent sessions/s (handshake, hello, 100 records, ack)".into(),
+        format!(
+            "{ours_rate:.0} ({} sessions in {:.1} s, {} errors)",
+            all_ours.ok,
+            t_ours.as_secs_f64(),
+            all_ours.errors_total()
+        ),
+    ));
+    summary.push(("session latency p50 / p99".into(), format!("{p50:.2} / {p99:.2} ms")));
+    summary.push((
+        "bare rustls mTLS handshakes/s".into(),
+        format!(
+            "{bare_rate:.0} ({} in {:.1} s, {} errors)",
+            all_bare.ok,
+            t_bare.as_secs_f64(),
+            all_bare.errors_total()
+        ),
+    ));
+    summary.push(("bare handshake latency p50 / p99".into(), format!("{bp50:.2} / {bp99:.2} ms")));
+    summary.push(("ours / bare".into(), format!("{share:.2}")));
+    summary.push((
+        "server CPU per session: ours / bare".into(),
+        format!(
+            "{:.2} / {:.2} ms",
+            cpu_ours * 1000.0 / all_ours.ok.max(1) as f64,
+            cpu_bare * 1000.0 / all_bare.ok.max(1) as f64
+        ),
+    ));
+    summary.push(("records stored by the service".into(), stored.to_string()));
+    Ok(())
+}
+
+fn idle(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let mut server = Server::start("serve", dir.path(), &serve_args(opts))?;
+    let pid = server.pid();
+    let devices = load_devices(dir.path(), opts.devices)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let before = mem(pid)?;
+    println!(
+        "idle: service pid {pid}, {} MiB resident with no connection ({} threads), load {}",
+        before.rss_kib / 1024,
+        before.threads,
+        loadavg()
+    );
+    let n = opts.idle;
+    let started = Instant::now();
+    let next = AtomicU64::new(0);
+    let (held, tally) = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..opts.threads)
+            .map(|_| {
+                let (devices, next, addr) = (&devices, &next, server.addr);
+                s.spawn(move || {
+                    let mut held = Vec::new();
+                    let mut tally = Tally::default();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        if i >= n {
+                            break;
+                        }
+                        let device = &devices[i % devices.len()];
+                        let consent = Program::ALL.iter().map(|p| (*p, true)).collect();
+                        let hello =
+                            Hello::new("bench", acme(), device.id.clone(), consent, 1).with_stream(STREAM);
+                        let t = Instant::now();
+                        let opened: Res<_> = (|| {
+                            let stream =
+                                privtel::wire::tls::connect(addr, "127.0.0.1", Arc::clone(&device.ours))?;
+                            let mut conn = Connection::new(stream);
+                            conn.client_handshake(&hello)?;
+                            Ok(conn)
+                        })();
+                        match opened {
+                            Ok(conn) => {
+                                tally.ok += 1;
+                                tally
+                                    .latencies_us
+                                    .push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+                                held.push(conn);
+                            }
+                            Err(e) => tally.error(e.as_ref()),
+                        }
+                    }
+                    (held, tally)
+                })
+            })
+            .collect();
+        let mut held = Vec::new();
+        let mut tally = Tally::default();
+        for h in handles {
+            let (h, t) = h.join().expect("client thread");
+            held.extend(h);
+            tally.merge(t);
+        }
+        (held, tally)
+    });
+    let opening = started.elapsed();
+    println!(
+        "idle: {} connections authenticated in {:.1} s ({} errors)",
+        held.len(),
+        opening.as_secs_f64(),
+        tally.errors_total()
+    );
+    print_errors("idle", &tally);
+    // Settle, then hold and sample.
+    std::thread::sleep(Duration::from_secs(2));
+    let stats = server.stats()?;
+    let active = stats.get("active").copied().unwrap_or(0);
+    let c0 = cpu_seconds(pid)?;
+    let t0 = Instant::now();
+    let mut peak = mem(pid)?;
+    while t0.elapsed() < Duration::from_secs_f64(opts.hold) {
+        std::thread::sleep(Duration::from_millis(500));
+        let m = mem(pid)?;
+        if m.rss_kib > peak.rss_kib {
+            peak = m;
+        }
+    }
+    let cpu_idle = (cpu_seconds(pid)? - c0) / t0.elapsed().as_secs_f64();
+    let held_mem = mem(pid)?;
+    let still = server.stats()?.get("active").copied().unwrap_or(0);
+    let own = mem(std::process::id())?;
+    let count = held.len();
+    drop(held);
+    std::thread::sleep(Duration::from_secs(3));
+    let after = mem(pid)?;
+    let after_stats = server.stats()?;
+    server.stop()?;
+
+    let mib = |k: u64| k as f64 / 1024.0;
+    println!(
+        "idle: held {count}, service active {active} then {still} after {:.0} s; RSS {:.1} MiB (peak sample {:.1}, \
+         VmHWM {:.1}), {} threads; service CPU while idle {:.3} s/s; after closing: RSS {:.1} MiB, active {}; \
+         load generator RSS {:.1} MiB",
+        opts.hold,
+        mib(held_mem.rss_kib),
+        mib(peak.rss_kib),
+        mib(held_mem.hwm_kib),
+        held_mem.threads,
+        cpu_idle,
+        mib(after.rss_kib),
+        after_stats.get("active").copied().unwrap_or(0),
+        mib(own.rss_kib),
+    );
+    if still < n as u64 {
+        println!("idle: WARNING the service held {still} of {n} connections");
+    }
+    let per_conn = (held_mem.rss_kib.saturating_sub(before.rss_kib)) as f64 / count.max(1) as f64;
+    ratio("idle_rss", mib(held_mem.hwm_kib.max(held_mem.rss_kib)), 1024.0, false, "MiB");
+    summary.push((
+        format!("service RSS, 0 / {count} idle authenticated connections"),
+        format!(
+            "{:.1} / {:.1} MiB (VmHWM {:.1} MiB)",
+            mib(before.rss_kib),
+            mib(held_mem.rss_kib),
+            mib(held_mem.hwm_kib)
+        ),
+    ));
+    summary.push(("RSS per idle connection".into(), format!("{per_conn:.1} KiB")));
+    summary.push(("service threads with them held".into(), held_mem.threads.to_string()));
+    summary.push(("service CPU while they idle".into(), format!("{:.1} % of a core", cpu_idle * 100.0)));
+    summary.push((
+        format!("opening {count}: handshake + hello"),
+        format!(
+            "{:.1} s, {} errors, {} still held after {:.0} s",
+            opening.as_secs_f64(),
+            tally.errors_total(),
+            still,
+            opts.hold
+        ),
+    ));
+    Ok(())
+}
