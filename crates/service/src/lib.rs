@@ -419,7 +419,7 @@ impl Service {
             Peer::Certified(id) => (id.customer.clone(), id.device.clone()),
             Peer::Anonymous => return self.enroll(&mut conn),
         };
-        let Some(cs) = self.settings().customer(&customer).cloned() else {
+        if self.settings().customer(&customer).is_none() {
             self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
             self.report(&format!(
                 "refused {customer}/{device}: the customer has no settings at this service"
@@ -433,7 +433,7 @@ impl Service {
                 expected: "a customer with settings",
                 got: "unknown customer",
             });
-        };
+        }
         // The welcome's high-water mark is the verified device's, whatever
         // the hello names.
         let hello = conn.server_handshake(|hello, version| {
@@ -476,7 +476,35 @@ impl Service {
             };
             match msg {
                 Message::Batch(batch) => {
-                    let cs = self.settings().customer(&customer).cloned().unwrap_or_else(|| Arc::clone(&cs));
+                    // Settings read anew for each batch; a customer removed
+                    // while connected is refused from its next batch on.
+                    let Some(cs) = self.settings().customer(&customer).cloned() else {
+                        self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+                        self.report(&format!(
+                            "refused {customer}/{device}: the customer's settings were removed"
+                        ));
+                        conn.send(&privtel_wire::error(
+                            ErrorCode::Forbidden,
+                            "the customer has no settings at this service",
+                            false,
+                        ))?;
+                        return Err(privtel_wire::Error::Unexpected {
+                            expected: "a customer with settings",
+                            got: "unknown customer",
+                        });
+                    };
+                    if batch.records.len() > self.max_batch_records as usize {
+                        let message = format!(
+                            "a batch of {} records, above the {} the welcome allowed",
+                            batch.records.len(),
+                            self.max_batch_records
+                        );
+                        conn.send(&privtel_wire::error(ErrorCode::Protocol, &message, false))?;
+                        return Err(privtel_wire::Error::Unexpected {
+                            expected: "a batch within the welcome's size",
+                            got: "a larger batch",
+                        });
+                    }
                     if batch.policy_hash != cs.policy_digest() {
                         self.stats.outdated_policy.fetch_add(1, Ordering::Relaxed);
                         if !outdated_reported {
@@ -592,7 +620,8 @@ impl Service {
                 self.stats.skipped.fetch_add(outcome.skipped, Ordering::Relaxed);
                 Ack {
                     batch_id: batch.batch_id,
-                    accepted_up_to: batch.first_seq.saturating_add(n.saturating_sub(1)),
+                    // An empty batch acknowledges nothing.
+                    accepted_up_to: batch.first_seq.saturating_add(n).saturating_sub(1),
                     rejections,
                     retry_after_ms: None,
                 }

@@ -484,3 +484,69 @@ fn a_person_erased_while_the_service_ingests_stays_erased_and_is_never_filed_und
     let total = service.engine().record_count_of(&id("acme")).unwrap();
     assert_eq!(total, 360, "nothing of the erased people remains");
 }
+
+#[test]
+fn a_customer_removed_while_connected_is_refused_from_its_next_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    let mut conn = connect(&service, peer("globex", "dev-1"));
+    conn.client_handshake(&hello("globex", "dev-1", 1)).unwrap();
+    service.replace_settings(Settings::from_toml("[customers.acme]\n").unwrap());
+    let records = admissible(&service, "acme", "x", Program::AnonymousUsage);
+    conn.send(&Message::Batch(batch(&service, "acme", 1, records))).unwrap();
+    assert!(refused(&mut conn).contains("no settings"));
+    assert_eq!(service.engine().record_count().unwrap(), 0);
+}
+
+#[test]
+fn a_batch_above_the_welcomes_size_is_refused_and_an_empty_one_acknowledges_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).unwrap();
+    let service = Arc::new(
+        Service::new(engine, VerdictIndex::new(4, [1; 32]), now)
+            .with_settings(Settings::from_toml(SETTINGS).unwrap())
+            .with_max_batch_records(2),
+    );
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    assert_eq!(conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap().max_batch_records, 2);
+    let ack = send(&mut conn, batch(&service, "acme", 1, vec![]));
+    assert_eq!((ack.accepted_up_to, ack.rejections.len()), (0, 0));
+    let records = admissible(&service, "acme", "big", Program::AnonymousUsage);
+    assert!(records.len() > 2);
+    conn.send(&Message::Batch(batch(&service, "acme", 1, records))).unwrap();
+    assert!(matches!(conn.recv(), Ok(Message::Error(e)) if e.code == privtel_wire::ErrorCode::Protocol));
+    assert_eq!(service.engine().record_count().unwrap(), 0);
+}
+
+/// Whether `needle` is anywhere in the engine's files (database and log).
+fn in_engine_files(dir: &Path, needle: &str) -> bool {
+    ["engine.db", "engine.db-wal"].iter().any(|f| {
+        std::fs::read(dir.join(f))
+            .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+    })
+}
+
+#[test]
+fn no_byte_of_an_erased_or_expired_person_remains_in_the_engine_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let mut records = events_of(&service, "u-erasedcanary", 1, 5);
+    records.extend(events_of(&service, "u-expiredcanary", 100, 5));
+    records.extend(events_of(&service, "u-keptcanary", 200, 5));
+    assert!(send(&mut conn, batch(&service, "acme", 1, records)).rejections.is_empty());
+    for who in ["u-erasedcanary", "u-expiredcanary", "u-keptcanary"] {
+        assert!(in_engine_files(dir.path(), who), "{who} not written at all: the scan proves nothing");
+    }
+    service
+        .erase_person(&id("acme"), &privtel_store::ErasureRequest::new("r-1", id("u-erasedcanary"), now()))
+        .unwrap();
+    assert!(!in_engine_files(dir.path(), "u-erasedcanary"), "erased, yet in the files");
+    // Eight days on, past acme's 7: every event expires, and with the last
+    // record of a person, the person's id.
+    let later = now().checked_add(time::Duration::days(8)).unwrap();
+    let reports = service.sweep(later).unwrap();
+    assert!(reports.iter().any(|(_, r)| r.events > 0 && r.users == 2));
+    assert!(!in_engine_files(dir.path(), "u-expiredcanary"), "expired, yet in the files");
+}

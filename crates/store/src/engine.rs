@@ -281,11 +281,14 @@ pub struct SweepReport {
     pub devices: u64,
     /// Enrichment verdicts evaluated longer ago than the objects' TTL.
     pub verdicts: u64,
+    /// People none of whose records remain, forgotten.
+    pub users: u64,
 }
 
 impl SweepReport {
     fn removed_anything(&self) -> bool {
-        self.events + self.objects + self.inactive_device_records + self.devices + self.verdicts > 0
+        self.events + self.objects + self.inactive_device_records + self.devices + self.verdicts + self.users
+            > 0
     }
 }
 
@@ -1040,7 +1043,20 @@ impl EngineStore for SqliteEngine {
                 )
                 .op("sweeping verdicts")? as u64;
         }
+        // A person none of whose records remain is forgotten too: their id
+        // was only an index of those records.
+        report.users = tx
+            .execute(
+                "DELETE FROM users WHERE customer = ?1
+                 AND NOT EXISTS (SELECT 1 FROM records WHERE records.user = users.id)",
+                params![c],
+            )
+            .op("sweeping users without records")? as u64;
         tx.commit().op("committing a sweep")?;
+        if report.users > 0 {
+            // The mirrored user ids name rows that are gone.
+            self.mirror.stale = true;
+        }
         if report.removed_anything() {
             schema::checkpoint(&self.conn, "checkpointing after a sweep")?;
         }
