@@ -19,7 +19,7 @@
 //! | `domain` | `privtel-domain` | `domain` | 1 | URL or host to canonical host and registrable domain |
 //! | `hash` | `privtel-hash` | `hash` | 1 | one-pass SHA-256 + BLAKE3 of files and trees |
 //! | `wire` | `privtel-wire` | `wire` (`tls`, `certs`, `lz4`) | 1 | frames, messages, bincode codec with limits, deadlines, TLS |
-//! | `authority` | `privtel-authority` | `tls` | 1 | enrollment: a CA per customer, tokens, client certificates, mutual TLS |
+//! | `authority` | `privtel-authority` | `tls` | 2 | enrollment: a CA per customer, tokens, client certificates, mutual TLS |
 //! | `filter` | `privtel-filter` | `filter` | 2 | consent, per-field treatment, scrubbing, k-anonymity |
 //! | `store` | `privtel-store` | `store` | 2 | SQLite spool and engine store, sweeps, export, erasure |
 //! | `agent` | `privtel-agent` | `agent` | 3 | the device side: collectors, filter → outbox → upload, enrichment |

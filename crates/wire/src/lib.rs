@@ -4,7 +4,8 @@
 //! (TLS 1.2/1.3 with rustls behind the `tls` feature).
 //!
 //! The protocol is written down in `docs/PROTOCOL.md`; golden files in
-//! `tests/data/v1-*.bin` pin version 1.
+//! `tests/data/v2-*.bin` pin version 2 (the `v1-*` files are kept as
+//! proof that version 1 frames are refused by their version).
 //!
 //! # Overview
 //!
@@ -13,6 +14,7 @@
 //!   and a payload; the length is checked against a maximum (16 MiB by
 //!   default) before anything is allocated.
 //! * [`Message`]: Hello/Welcome, Batch/Ack, EnrichQuery/EnrichAnswer,
+//!   EnrollRequest/Enrolled,
 //!   Command, Error, Goodbye; payloads are bincode 2 through one
 //!   configuration with a limit.
 //! * [`Connection`]: send/recv, negotiation (highest common version),

@@ -466,7 +466,7 @@ pub struct Goodbye {
     pub reason: String,
 }
 
-/// Every message of protocol version 1, by kind.
+/// Every message of protocol version 2, by kind.
 #[derive(Clone, PartialEq, Debug)]
 #[non_exhaustive]
 pub enum Message {
