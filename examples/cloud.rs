@@ -119,13 +119,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn read_key(path: &PathBuf) -> anyhow::Result<[u8; 32]> {
+fn read_key(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
     let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
     bytes.as_slice().try_into().map_err(|_| anyhow::anyhow!("{}: expected 32 bytes", path.display()))
 }
 
 /// Loads the settings and registers every customer with the authority.
-fn load_settings(path: &PathBuf, authority: &Authority) -> anyhow::Result<Settings> {
+fn load_settings(path: &std::path::Path, authority: &Authority) -> anyhow::Result<Settings> {
     let settings = Settings::load(path)?;
     for c in settings.customers() {
         authority.add_customer(c.customer(), now().as_offset_date_time())?;
