@@ -37,7 +37,7 @@
 //!   held, its threads, and its CPU time while they idle.
 //!
 //! Options: `--seconds D` (10), `--threads C` (2 × cores), `--rounds R` (2),
-//! `--warmup S` (2), `--devices N` (64), `--idle N` (10000), `--hold S` (10),
+//! `--warmup S` (2), `--devices N` (64), `--records N` (100 a batch), `--idle N` (10000), `--hold S` (10),
 //! `--records-per-second N` (acme's per-customer rate; 0, the default,
 //! keeps the service's default of 50,000 records/s), `--only
 //! sessions|idle`.
@@ -64,8 +64,6 @@ use privtel::wire::{Batch, Connection, Goodbye, Hello, Message, VerdictIndex};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// Records in each session's batch.
-const BATCH: usize = 100;
 /// The spool stream every device names in its hello.
 const STREAM: u64 = 1;
 
@@ -101,6 +99,7 @@ struct Options {
     hold: f64,
     idle_secs: u64,
     records_per_second: u32,
+    records: usize,
     only: Option<String>,
 }
 
@@ -119,6 +118,7 @@ impl Options {
             hold: 10.0,
             idle_secs: 900,
             records_per_second: 0,
+            records: 100,
             only: None,
         };
         let mut it = args.iter();
@@ -142,12 +142,13 @@ impl Options {
                 "hold" => o.hold = num(value),
                 "idle-secs" => o.idle_secs = num(value) as u64,
                 "records-per-second" => o.records_per_second = num(value) as u32,
+                "records" => o.records = num(value) as usize,
                 "only" => o.only = Some(value.clone()),
                 _ => usage(&format!("unknown option --{name}")),
             }
         }
-        if o.threads == 0 || o.devices < o.threads {
-            usage("expected at least one thread and at least as many devices as threads");
+        if o.threads == 0 || o.devices < o.threads || o.records == 0 {
+            usage("expected at least one thread, at least as many devices as threads, and records");
         }
         o
     }
@@ -482,7 +483,7 @@ fn load_devices(dir: &Path, n: usize) -> Res<Vec<Device>> {
 /// The records a session sends: the fixtures' Benchmarking events (logins
 /// and experience scores), dated now, put through acme's own filter, so
 /// the service's check admits every one; ids are set per session.
-fn template(settings: &Settings) -> Res<Vec<Record>> {
+fn template(settings: &Settings, n: usize) -> Res<Vec<Record>> {
     let cs = settings.customer(&acme()).ok_or("acme has no settings")?;
     let filter = FilterBuilder::new()
         .policy(cs.policy().clone())
@@ -505,14 +506,19 @@ fn template(settings: &Settings) -> Res<Vec<Record>> {
     if events.is_empty() {
         return Err("the default policy admits no benchmarking event".into());
     }
-    Ok((0..BATCH).map(|i| events[i % events.len()].clone()).collect())
+    Ok((0..n).map(|i| events[i % events.len()].clone()).collect())
 }
 
 /// What one client thread saw.
 #[derive(Default)]
 struct Tally {
     ok: u64,
+    /// Whole sessions.
     latencies_us: Vec<u64>,
+    /// From the start to the first answer (ours: the Welcome; bare: the
+    /// client's end of the handshake) and to the second (the Ack; the
+    /// server's `close_notify`).
+    marks_us: [Vec<u64>; 2],
     errors: BTreeMap<String, u64>,
 }
 
@@ -520,6 +526,9 @@ impl Tally {
     fn merge(&mut self, other: Self) {
         self.ok += other.ok;
         self.latencies_us.extend(other.latencies_us);
+        for (m, o) in self.marks_us.iter_mut().zip(other.marks_us) {
+            m.extend(o);
+        }
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -536,14 +545,40 @@ impl Tally {
     }
 
     fn percentile_ms(&mut self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
-        self.latencies_us.sort_unstable();
-        let i = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
-        self.latencies_us[i] as f64 / 1000.0
+        percentile_ms(&mut self.latencies_us, p)
+    }
+
+    fn mark_ms(&mut self, mark: usize, p: f64) -> f64 {
+        percentile_ms(&mut self.marks_us[mark], p)
+    }
+
+    fn record(&mut self, t: Times) {
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.ok += 1;
+        self.latencies_us.push(us(t.total));
+        self.marks_us[0].push(us(t.first));
+        self.marks_us[1].push(us(t.second));
     }
 }
+
+fn percentile_ms(v: &mut [u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    v[i] as f64 / 1000.0
+}
+
+/// When a session reached its two answers, and its end, from its start.
+#[derive(Clone, Copy)]
+struct Times {
+    first: Duration,
+    second: Duration,
+    total: Duration,
+}
+
+impl Tally {}
 
 /// Shared by the client threads of a session run.
 struct Work {
@@ -555,7 +590,7 @@ struct Work {
 }
 
 /// One agent session. Returns its latency.
-fn agent_session(work: &Work, device: &Device) -> Res<Duration> {
+fn agent_session(work: &Work, device: &Device) -> Res<Times> {
     let n = work.next_session.fetch_add(1, Ordering::Relaxed);
     let base = work.salt ^ (u128::from(n) << 16);
     let records: Vec<Record> = work
@@ -578,6 +613,7 @@ fn agent_session(work: &Work, device: &Device) -> Res<Duration> {
     let stream = privtel::wire::tls::connect(work.addr, "127.0.0.1", Arc::clone(&device.ours))?;
     let mut conn = Connection::new(stream);
     let welcome = conn.client_handshake(&hello)?;
+    let first = start.elapsed();
     let first_seq = welcome.high_water + 1;
     let batch = Batch {
         program: Program::Benchmarking,
@@ -593,21 +629,22 @@ fn agent_session(work: &Work, device: &Device) -> Res<Duration> {
             if let Some(r) = ack.rejections.first() {
                 return Err(format!("rejection {}: {}", r.code, r.reason).into());
             }
-            if ack.accepted_up_to != first_seq + BATCH as u64 - 1 {
+            if ack.accepted_up_to != first_seq + work.template.len() as u64 - 1 {
                 return Err("ack: not every record accepted".into());
             }
         }
         other => return Err(format!("expected an ack, got {}", other.kind_name()).into()),
     }
+    let second = start.elapsed();
     conn.send(&Message::Goodbye(Goodbye { reason: "done".into() }))?;
     let mut stream = conn.into_inner();
     stream.conn.send_close_notify();
     let _ = stream.flush();
-    Ok(start.elapsed())
+    Ok(Times { first, second, total: start.elapsed() })
 }
 
 /// One bare session: the handshake, then the server's `close_notify`.
-fn bare_session(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Res<Duration> {
+fn bare_session(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Res<Times> {
     let start = Instant::now();
     let mut tcp = TcpStream::connect(addr)?;
     tcp.set_nodelay(true)?;
@@ -617,6 +654,7 @@ fn bare_session(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Res<Dur
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp)?;
     }
+    let first = start.elapsed();
     // The server has verified the client's certificate once it closes
     // cleanly.
     let mut stream = rustls::Stream::new(&mut conn, &mut tcp);
@@ -627,7 +665,8 @@ fn bare_session(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Res<Dur
             _ => continue,
         }
     }
-    Ok(start.elapsed())
+    let second = start.elapsed();
+    Ok(Times { first, second, total: second })
 }
 
 /// Runs `threads` clients for `seconds`; each owns the devices `i` with
@@ -636,7 +675,7 @@ fn drive(
     threads: usize,
     seconds: f64,
     devices: &[Device],
-    session: impl Fn(&Device) -> Res<Duration> + Sync,
+    session: impl Fn(&Device) -> Res<Times> + Sync,
 ) -> (Tally, Duration) {
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(seconds);
@@ -653,10 +692,7 @@ fn drive(
                             break;
                         }
                         match session(device) {
-                            Ok(d) => {
-                                tally.ok += 1;
-                                tally.latencies_us.push(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-                            }
+                            Ok(t) => tally.record(t),
                             Err(e) => tally.error(e.as_ref()),
                         }
                     }
@@ -752,13 +788,13 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
     let policy_hash = settings.customer(&acme()).ok_or("acme has no settings")?.policy_digest();
     let work = Work {
         addr: ours.addr,
-        template: template(&settings)?,
+        template: template(&settings, opts.records)?,
         policy_hash,
         salt: u128::from(std::process::id()) << 96 | (wall().unix_seconds() as u128) << 64,
         next_session: AtomicU64::new(0),
     };
     let bare_addr = bare.addr;
-    let bare_of = |d: &Device| -> Res<Duration> {
+    let bare_of = |d: &Device| -> Res<Times> {
         bare_session(bare_addr, d.bare.as_ref().ok_or("no bare configuration")?)
     };
     if opts.warmup > 0.0 {
@@ -803,7 +839,7 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
     let stats = ours.stats()?;
     let stored = stats.get("stored").copied().unwrap_or(0) - stored_before;
     println!("service counters: {stats:?}");
-    let expected = all_ours.ok * BATCH as u64;
+    let expected = all_ours.ok * opts.records as u64;
     if stored < expected {
         return Err(format!("the service stored {stored} records, expected at least {expected}").into());
     }
@@ -819,7 +855,7 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
     ratio("share_of_bare_handshakes", share, 0.5, true, "x");
     summary.push(("client threads, devices".into(), format!("{}, {}", opts.threads, opts.devices)));
     summary.push((
-        "agent sessions/s (handshake, hello, 100 records, ack)".into(),
+        format!("agent sessions/s (handshake, hello, {} records, ack)", opts.records),
         format!(
             "{ours_rate:.0} ({} sessions in {:.1} s, {} errors)",
             all_ours.ok,
@@ -828,6 +864,10 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
         ),
     ));
     summary.push(("session latency p50 / p99".into(), format!("{p50:.2} / {p99:.2} ms")));
+    summary.push((
+        "session p50: to the Welcome / to the Ack".into(),
+        format!("{:.2} / {:.2} ms", all_ours.mark_ms(0, 0.5), all_ours.mark_ms(1, 0.5)),
+    ));
     summary.push((
         "bare rustls mTLS handshakes/s".into(),
         format!(
@@ -838,6 +878,10 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
         ),
     ));
     summary.push(("bare handshake latency p50 / p99".into(), format!("{bp50:.2} / {bp99:.2} ms")));
+    summary.push((
+        "bare p50: client handshake done / server's close".into(),
+        format!("{:.2} / {:.2} ms", all_bare.mark_ms(0, 0.5), all_bare.mark_ms(1, 0.5)),
+    ));
     summary.push(("ours / bare".into(), format!("{share:.2}")));
     summary.push((
         "server CPU per session: ours / bare".into(),
