@@ -15,8 +15,7 @@ pub(crate) enum Host {
 
 const MAX_LABEL: usize = 63;
 const MAX_HOST: usize = 253;
-/// The longest scheme an error names.
-const MAX_SCHEME_ECHO: usize = 32;
+use crate::MAX_SCHEME_ECHO;
 const WEB_SCHEMES: [&str; 5] = ["http", "https", "ws", "wss", "ftp"];
 
 /// Rule 1: trims U+0000–U+0020 at both ends, nothing else.
@@ -24,23 +23,48 @@ pub(crate) fn trim_c0(s: &str) -> &str {
     s.trim_matches(|c: char| c <= '\u{20}')
 }
 
-fn starts_with_ci(s: &str, prefix: &str) -> bool {
-    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+/// Rule 2: how an input is read.
+enum Reading<'a> {
+    /// A web scheme: parsed as a URL as it is.
+    Url,
+    /// A bare host (`host`, `host:port`, `host/path`, `//host`, `[v6]`):
+    /// parsed as `http://` + input.
+    Host,
+    /// Any other scheme (as written, not yet lowercased): an error.
+    Scheme(&'a str),
 }
 
-/// Rule 2: whether the input is parsed as a URL as it is.
-fn has_scheme(s: &str) -> bool {
-    if ["http:", "https:", "ws:", "wss:", "ftp:"].iter().any(|p| starts_with_ci(s, p)) {
-        return true;
+/// Rule 2. An RFC 3986 scheme (`ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`)
+/// followed by `:` is a scheme, unless what follows the `:` is a port: 1 to
+/// 5 digits of value at most 65535, then the end, `/`, `\`, `?` or `#`.
+fn reading(s: &str) -> Reading<'_> {
+    let b = s.as_bytes();
+    if !b.first().is_some_and(u8::is_ascii_alphabetic) {
+        return Reading::Host;
     }
-    match s.find("://") {
-        Some(end) if end > 0 => {
-            let scheme = &s.as_bytes()[..end];
-            scheme[0].is_ascii_alphabetic()
-                && scheme.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        }
-        _ => false,
+    let end = b.iter().position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')));
+    let Some(end) = end.filter(|&end| b[end] == b':') else {
+        return Reading::Host;
+    };
+    let scheme = &s[..end];
+    if WEB_SCHEMES.iter().any(|w| scheme.eq_ignore_ascii_case(w)) {
+        return Reading::Url;
     }
+    let after = &b[end + 1..];
+    let digits = after.iter().position(|c| !c.is_ascii_digit()).unwrap_or(after.len());
+    let port = (1..=5).contains(&digits)
+        && after[..digits].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65_535;
+    if port && matches!(after.get(digits), None | Some(b'/' | b'\\' | b'?' | b'#')) {
+        Reading::Host
+    } else {
+        Reading::Scheme(scheme)
+    }
+}
+
+/// Rule 1: WHATWG removes ASCII tabs and newlines anywhere in the input
+/// before reading it; so does rule 2, so that `mail\tto:` is a scheme too.
+fn strip_tabs_and_newlines(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\t', '\n', '\r']) { s.replace(['\t', '\n', '\r'], "").into() } else { s.into() }
 }
 
 /// Rules 6 and 7 on a domain the URL parser produced (lowercase ASCII):
@@ -97,15 +121,19 @@ pub(crate) fn full(input: &str) -> Result<Host, ErrorKind> {
     if input.is_empty() {
         return Err(ErrorKind::Empty);
     }
-    let parsed =
-        if has_scheme(input) { url::Url::parse(input) } else { url::Url::parse(&format!("http://{input}")) };
+    let input = strip_tabs_and_newlines(input);
+    let parsed = match reading(&input) {
+        Reading::Url => url::Url::parse(&input),
+        Reading::Host => url::Url::parse(&format!("http://{input}")),
+        Reading::Scheme(scheme) => {
+            // The scheme is the one part of the input a rule names; keep it
+            // short so no error carries a long piece of input.
+            let mut scheme: String = scheme.chars().take(MAX_SCHEME_ECHO).collect();
+            scheme.make_ascii_lowercase();
+            return Err(ErrorKind::Scheme(scheme));
+        }
+    };
     let url = parsed.map_err(|e| ErrorKind::Url(e.to_string()))?;
-    if !WEB_SCHEMES.contains(&url.scheme()) {
-        // The scheme is the one part of the input a rule names; keep it
-        // short so no error carries a long piece of input.
-        let scheme: String = url.scheme().chars().take(MAX_SCHEME_ECHO).collect();
-        return Err(ErrorKind::Scheme(scheme));
-    }
     match url.host() {
         None => Err(ErrorKind::EmptyHost),
         Some(url::Host::Ipv4(a)) => Ok(Host::Ipv4(a.to_string())),
@@ -119,7 +147,9 @@ pub(crate) fn full(input: &str) -> Result<Host, ErrorKind> {
 /// The fast path: `Some` with the answer the full path would give, or
 /// `None` when the input needs the full path (anything beyond plain ASCII
 /// host characters, userinfo, IPv6, IDN, percent signs, numeric last labels,
-/// unusual ports or schemes).
+/// unusual ports or schemes). A bare `word:` is answered here only when a
+/// port of 1 to 5 digits follows, which rule 2 reads as `host:port` too;
+/// every other `word:` (a scheme, or an empty port) goes to the full path.
 ///
 /// One pass over the bytes: lowercases, drops empty labels, checks label
 /// lengths, and stops at the end of the authority.
@@ -179,8 +209,8 @@ pub(crate) fn fast(input: &str) -> Option<Result<Host, ErrorKind>> {
     }
     // What follows the host: nothing, a path/query/fragment, or a port.
     if rest.get(i) == Some(&b':') {
-        if bare && (WEB_SCHEMES.iter().any(|s| out == s.as_bytes()) || rest[i + 1..].starts_with(b"//")) {
-            return None; // `ws:80`, `foo://…`: a scheme, not a host
+        if bare && WEB_SCHEMES.iter().any(|s| out == s.as_bytes()) {
+            return None; // `ws:80`: a web scheme, not a host
         }
         let port = &rest[i + 1..];
         let end = port.iter().position(|c| matches!(c, b'/' | b'?' | b'#')).unwrap_or(port.len());

@@ -9,7 +9,7 @@
 //! # Example
 //!
 //! ```
-//! use privtel_domain::{Normalizer, Section};
+//! use privtel_domain::{ErrorKind, Normalizer, Section};
 //!
 //! let n = Normalizer::shared();
 //! let out = n.normalize("HTTPS://User@WWW.Example.CO.UK.:8443/a?q=1")?;
@@ -24,6 +24,12 @@
 //!
 //! let err = n.normalize("file:///etc/passwd").unwrap_err();
 //! assert_eq!(err.kind().to_string(), "scheme 'file' is not a web scheme (expected http, https, ws, wss or ftp)");
+//!
+//! // Any other scheme is refused, even when what follows looks like a host.
+//! let mail = n.normalize("MAILTO:bob@example.com").unwrap_err();
+//! assert_eq!(mail.kind(), &ErrorKind::Scheme("mailto".into()));
+//! // A port after the colon makes it a host.
+//! assert_eq!(n.normalize("localhost:8080")?.host(), "localhost");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -32,14 +38,39 @@
 //! 1. Only leading and trailing C0 control characters and spaces
 //!    (U+0000–U+0020) are trimmed, as WHATWG does (`str::trim` would also
 //!    strip a trailing NBSP, which is part of a host). Empty input is an error.
-//! 2. Input that starts, case-insensitively, with `http:`, `https:`, `ws:`,
-//!    `wss:` or `ftp:`, or with any `scheme://`, is parsed as a URL as it is;
-//!    anything else as `http://` + input (bare host, `host:port`,
-//!    `host/path`, `//host/path`).
+//!    ASCII tabs and newlines inside the input are removed before rule 2
+//!    reads it, as the URL parser removes them (so `mail\tto:` is `mailto:`).
+//! 2. An input that starts with an RFC 3986 scheme
+//!    (`ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`) followed by `:` is read
+//!    by that scheme, case-insensitively:
+//!    * `http`, `https`, `ws`, `wss` or `ftp`: parsed as a URL as it is
+//!      (`ftp:example.com` too);
+//!    * any other word, when a port follows the `:` (1 to 5 digits of value
+//!      at most 65535, then the end, `/`, `\`, `?` or `#`): a bare
+//!      `host:port`, parsed as `http://` + input (`localhost:8080`,
+//!      `example.com:8080/x`);
+//!    * any other word otherwise: a scheme, refused by rule 4 whatever
+//!      follows (`mailto:bob@example.com`, `javascript:alert(1)`,
+//!      `about:blank`, `tel:+331234`, `urn:isbn:1`, `chrome://settings`).
+//!
+//!    This makes `user:pass@example.com` the scheme `user`: it cannot be told
+//!    apart from `mailto:bob@example.com` or `skype:bob@example.com`, which
+//!    are not web visits. Write `http://user:pass@example.com` or
+//!    `//user:pass@example.com` for a web host with userinfo. An empty port
+//!    or a number that is no port is not a port: `example.com:` and
+//!    `example.com:99999` are the scheme `example.com`, `tel:0123456789` the
+//!    scheme `tel`. The one reading this gets wrong is a non-web scheme
+//!    followed by a short number alone, such as `tel:112`: it cannot be told
+//!    apart from `intranet:112`, and is read as a host with a port.
+//!    Input without such a prefix (`host`, `host/path`, `//host/path`,
+//!    `[::1]:80`, `my_host:8080`, `bücher.example:80`) is parsed as
+//!    `http://` + input.
 //! 3. Parsing uses the WHATWG URL parser (the `url` crate); a parse failure
 //!    is an error.
-//! 4. Only http, https, ws, wss and ftp are accepted; an empty host is an
-//!    error.
+//! 4. Only http, https, ws, wss and ftp are accepted: any other scheme is
+//!    [`ErrorKind::Scheme`], never a port error and never a host. It names
+//!    the scheme in lowercase, cut to [`MAX_SCHEME_ECHO`] characters, and
+//!    nothing after the `:`. An empty host is an error.
 //! 5. IPv4 hosts come out as dotted quads (the parser reads decimal, octal,
 //!    hex and short forms); IPv6 hosts as the `url` crate serialises them, in
 //!    brackets (`[2001:db8::1]`). An IP address has no registrable domain.
@@ -101,6 +132,19 @@ pub const EMBEDDED_LIST: &str = include_str!("../data/public_suffix_list.dat");
 
 /// The `VERSION` line of the embedded list.
 pub const EMBEDDED_LIST_VERSION: &str = "2026-10-22_08-36-41_UTC";
+
+/// The most characters of a scheme an [`ErrorKind::Scheme`] repeats: a
+/// longer scheme is cut to this length (in lowercase, like every scheme it
+/// names).
+///
+/// ```
+/// use privtel_domain::{ErrorKind, Normalizer, MAX_SCHEME_ECHO};
+///
+/// let long = format!("{}:x", "s".repeat(100));
+/// let err = Normalizer::shared().normalize(&long).unwrap_err();
+/// assert_eq!(err.kind(), &ErrorKind::Scheme("s".repeat(MAX_SCHEME_ECHO)));
+/// ```
+pub const MAX_SCHEME_ECHO: usize = 32;
 
 /// The `COMMIT` line of the embedded list.
 pub const EMBEDDED_LIST_COMMIT: &str = "8437e5262f13305f94087abe699b4fe2be1d1de8";

@@ -9,7 +9,35 @@ use crate::Normalizer;
 /// cases hit both paths and their borders.
 fn input() -> impl Strategy<Value = String> {
     let scheme = prop::sample::select(vec![
-        "", "", "http://", "https://", "HTTP://", "hTtPs://", "ftp://", "ws:", "//", "mailto:",
+        "",
+        "",
+        "",
+        "http://",
+        "https://",
+        "HTTP://",
+        "hTtPs://",
+        "ftp://",
+        "ws:",
+        "//",
+        // Scheme-like prefixes (rule 2): non-web schemes, with and without
+        // `//`, in any case, and words that a port turns into hosts.
+        "mailto:",
+        "MAILTO:",
+        "skype:",
+        "javascript:",
+        "about:",
+        "tel:+",
+        "urn:isbn:",
+        "data:text/html,",
+        "chrome://",
+        "git+ssh://",
+        "a.b-c:",
+        "localhost:",
+        "example.com:80",
+        "x:8080/",
+        "c:\\",
+        "mail\tto:",
+        "ht\ttp://",
     ]);
     let label = prop_oneof![
         "[a-zA-Z0-9_-]{1,12}",
@@ -26,7 +54,7 @@ fn input() -> impl Strategy<Value = String> {
     let dots = prop::sample::select(vec!["", "", ".", ".."]);
     let port = prop::sample::select(vec!["", "", ":80", ":8080", ":65535", ":65536", ":", ":x", ":0"]);
     let tail = prop::sample::select(vec!["", "/", "/a/b?q=1#f", "?x", "#y", "/\\p"]);
-    let user = prop::sample::select(vec!["", "", "user@", "user:pw@"]);
+    let user = prop::sample::select(vec!["", "", "user@", "user:pw@", "user:80@"]);
     (scheme, user, dots.clone(), labels, dots, port, tail)
         .prop_map(|(s, u, d1, l, d2, p, t)| format!("{s}{u}{d1}{l}{d2}{p}{t}"))
 }

@@ -27,7 +27,11 @@ const CASES: &[(&str, Expected)] = &[
     ("www．example．com", Ok(("www.example.com", "example.com"))),
     // user@host confusions: the host is what follows the last @.
     ("http://example.com@evil.example.net/", Ok(("evil.example.net", "example.net"))),
-    ("user:pass@example.com", Ok(("example.com", "example.com"))),
+    // A bare `user:pass@host` is the scheme `user` (rule 2); with a web
+    // scheme or `//` in front it is userinfo.
+    ("user:pass@example.com", Err("scheme 'user'")),
+    ("http://user:pass@example.com", Ok(("example.com", "example.com"))),
+    ("//user:pass@example.com/", Ok(("example.com", "example.com"))),
     ("http://evil.com\\@example.com/", Ok(("evil.com", "evil.com"))),
     // IPv4 notations.
     ("1.2.3.4", Ok(("1.2.3.4", ""))),
@@ -63,6 +67,21 @@ const CASES: &[(&str, Expected)] = &[
     ("file:///etc/passwd", Err("scheme 'file'")),
     ("javascript://alert(1)", Err("scheme 'javascript'")),
     ("mailto://a@b.example", Err("scheme 'mailto'")),
+    // Non-web schemes without `//` (issue #14): never a host, never a port
+    // error.
+    ("mailto:bob@example.com", Err("scheme 'mailto'")),
+    ("MAILTO:x", Err("scheme 'mailto'")),
+    ("skype:bob@example.com", Err("scheme 'skype'")),
+    ("javascript:alert(1)", Err("scheme 'javascript'")),
+    ("data:text/html,x", Err("scheme 'data'")),
+    ("about:blank", Err("scheme 'about'")),
+    ("tel:+331234", Err("scheme 'tel'")),
+    ("urn:isbn:1", Err("scheme 'urn'")),
+    ("chrome://settings", Err("scheme 'chrome'")),
+    // A port after the colon: a host.
+    ("localhost:8080", Ok(("localhost", ""))),
+    ("example.com:8080/x", Ok(("example.com", "example.com"))),
+    ("[::1]:80", Ok(("[::1]", ""))),
     ("http://", Err("not a url")),
     ("http://exa mple.com", Err("not a url")),
     ("http://ex%2561mple.com/", Err("not a url")),
@@ -101,14 +120,87 @@ fn rule_1_trims_c0_and_space_only() {
 #[test]
 fn rule_2_decides_url_or_host() {
     let n = Normalizer::shared();
-    // `ftp:` prefix: a URL as it is, even without slashes.
-    assert_eq!(n.normalize("ftp:example.com").unwrap().host(), "example.com");
-    // `host:port` is not mistaken for a scheme.
-    assert_eq!(n.normalize("localhost:8080").unwrap().host(), "localhost");
-    // Any `scheme://` is taken as a scheme, and then refused.
-    assert!(
-        matches!(n.normalize("git+ssh://example.com").unwrap_err().kind(), ErrorKind::Scheme(s) if s == "git+ssh")
-    );
+    let host = |input: &str| n.normalize(input).map(|o| o.host().to_owned());
+    let scheme = |input: &str| match n.normalize(input) {
+        Err(e) => match e.kind() {
+            ErrorKind::Scheme(s) => Some(s.clone()),
+            _ => None,
+        },
+        Ok(_) => None,
+    };
+    // Web schemes: a URL as it is, even without slashes.
+    assert_eq!(host("ftp:example.com").unwrap(), "example.com");
+    assert_eq!(host("HtTpS:example.com").unwrap(), "example.com");
+    // A word, `:` and a port (digits, then the end, `/`, `\`, `?` or `#`):
+    // `host:port`, not a scheme.
+    assert_eq!(host("localhost:8080").unwrap(), "localhost");
+    assert_eq!(host("example.com:8080/x").unwrap(), "example.com");
+    assert_eq!(host("example.com:8080?q").unwrap(), "example.com");
+    assert_eq!(host("example.com:8080#f").unwrap(), "example.com");
+    assert_eq!(host("example.com:8080\\x").unwrap(), "example.com");
+    // Every scheme character before a port: still `host:port`, and then the
+    // host rules refuse the `+`.
+    assert_eq!(n.normalize("a-b.c+d:1").unwrap_err().kind(), &ErrorKind::Character('+'));
+    // A number that is no port (above 65535, or more than 5 digits) is no
+    // port: the word is a scheme.
+    assert_eq!(host("example.com:65535").unwrap(), "example.com");
+    assert_eq!(host("example.com:00080").unwrap(), "example.com");
+    assert_eq!(scheme("example.com:65536").as_deref(), Some("example.com"));
+    assert_eq!(scheme("example.com:000080").as_deref(), Some("example.com"));
+    // The known limit: a non-web scheme and a short number alone reads as
+    // `host:port`, as `intranet:112` must.
+    assert_eq!(host("intranet:112").unwrap(), "intranet");
+    assert_eq!(host("tel:112").unwrap(), "tel");
+    // Not scheme-shaped (a digit or `_` or `[` first, `_` inside): never a
+    // scheme, whatever follows.
+    assert_eq!(host("[::1]:80").unwrap(), "[::1]");
+    assert_eq!(host("my_host:8080").unwrap(), "my_host");
+    assert!(matches!(n.normalize("my_host:x").unwrap_err().kind(), ErrorKind::Url(_)));
+    assert!(matches!(n.normalize("1.2.3.4:x").unwrap_err().kind(), ErrorKind::Url(_)));
+    // An empty port is not a port: the word is a scheme.
+    assert_eq!(scheme("example.com:").as_deref(), Some("example.com"));
+    assert_eq!(scheme("localhost:/x").as_deref(), Some("localhost"));
+    // Digits then anything else: a scheme (`a:1x` is no port).
+    assert_eq!(scheme("a:1x").as_deref(), Some("a"));
+    assert_eq!(scheme("a:80@example.com").as_deref(), Some("a"));
+    // Any other scheme, with or without `//`, is refused by name.
+    assert_eq!(scheme("git+ssh://example.com").as_deref(), Some("git+ssh"));
+    assert_eq!(scheme("user:pass@example.com").as_deref(), Some("user"));
+    assert_eq!(scheme("C:\\Users\\bob").as_deref(), Some("c"));
+    // Userinfo needs a web scheme or `//` in front.
+    assert_eq!(host("https://user:pass@example.com/").unwrap(), "example.com");
+    assert_eq!(host("//user:pass@example.com/").unwrap(), "example.com");
+    // Tabs and newlines inside are removed first, as WHATWG does.
+    assert_eq!(scheme("mail\tto:bob@example.com").as_deref(), Some("mailto"));
+    assert_eq!(host("ht\ntps://example.com/").unwrap(), "example.com");
+}
+
+/// The inputs of issue #14: each is a scheme error naming the scheme in
+/// lowercase, never a host and never a port error.
+#[test]
+fn rule_4_non_web_schemes_are_scheme_errors() {
+    let n = Normalizer::shared();
+    for (input, expected) in [
+        ("mailto:bob@example.com", "mailto"),
+        ("MAILTO:x", "mailto"),
+        ("skype:bob@example.com", "skype"),
+        ("javascript:alert(1)", "javascript"),
+        ("data:text/html,x", "data"),
+        ("about:blank", "about"),
+        ("tel:+331234", "tel"),
+        ("urn:isbn:1", "urn"),
+        ("file:///etc/passwd", "file"),
+        ("chrome://settings", "chrome"),
+        ("Sip:alice@example.com:5060", "sip"),
+        ("tel:0123456789", "tel"),
+        ("  mailto:bob@example.com\n", "mailto"),
+    ] {
+        let got = n.normalize(input);
+        let kind = got.as_ref().map_err(|e| e.kind().clone());
+        assert_eq!(kind, Err(ErrorKind::Scheme(expected.to_owned())), "{input:?}");
+        let text = got.unwrap_err().kind().to_string();
+        assert!(!text.contains("bob") && !text.contains("port"), "{input:?}: {text}");
+    }
 }
 
 #[test]
@@ -116,8 +208,16 @@ fn rule_4_web_schemes_and_hosts_only() {
     let n = Normalizer::shared();
     for s in ["http", "https", "ws", "wss", "ftp"] {
         assert_eq!(n.normalize(&format!("{s}://example.com/")).unwrap().host(), "example.com");
+        assert_eq!(
+            n.normalize(&format!("{}://example.com/", s.to_uppercase())).unwrap().host(),
+            "example.com"
+        );
     }
     assert!(matches!(n.normalize("data://text/plain").unwrap_err().kind(), ErrorKind::Scheme(_)));
+    // The scheme named is cut to MAX_SCHEME_ECHO characters.
+    let long = format!("{}:x", "AbC".repeat(50));
+    let cut = "abc".repeat(50)[..privtel_domain::MAX_SCHEME_ECHO].to_owned();
+    assert_eq!(n.normalize(&long).unwrap_err().kind(), &ErrorKind::Scheme(cut));
 }
 
 #[test]
