@@ -73,4 +73,18 @@ proptest! {
         let n = Normalizer::shared();
         prop_assert_eq!(n.normalize(&input), n.normalize_full(&input), "input {:?}", input);
     }
+
+    #[test]
+    fn a_non_web_scheme_is_never_a_host(
+        scheme in "[a-zA-Z][a-zA-Z0-9+.-]{0,40}",
+        rest in prop_oneof![input(), "\\PC{0,30}"],
+    ) {
+        prop_assume!(!["http", "https", "ws", "wss", "ftp"].iter().any(|w| scheme.eq_ignore_ascii_case(w)));
+        prop_assume!(!rest.starts_with(|c: char| c.is_ascii_digit()));
+        let n = Normalizer::shared();
+        let got = n.normalize(&format!("{scheme}:{rest}"));
+        let mut named: String = scheme.chars().take(crate::MAX_SCHEME_ECHO).collect();
+        named.make_ascii_lowercase();
+        prop_assert_eq!(got.map_err(|e| e.kind().clone()), Err(crate::ErrorKind::Scheme(named)));
+    }
 }
