@@ -806,14 +806,18 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
     let (mut all_ours, mut all_bare) = (Tally::default(), Tally::default());
     let (mut t_ours, mut t_bare) = (Duration::ZERO, Duration::ZERO);
     let (mut cpu_ours, mut cpu_bare) = (0.0, 0.0);
+    let (mut client_ours, mut client_bare) = (0.0, 0.0);
+    let me = std::process::id();
     for round in 1..=opts.rounds {
         let load = loadavg();
-        let c0 = cpu_seconds(ours.pid())?;
+        let (c0, m0) = (cpu_seconds(ours.pid())?, cpu_seconds(me)?);
         let (o, to) = drive(opts.threads, opts.seconds, &devices, |d| agent_session(&work, d));
-        let co = cpu_seconds(ours.pid())? - c0;
-        let c0 = cpu_seconds(bare.pid())?;
+        let (co, mo) = (cpu_seconds(ours.pid())? - c0, cpu_seconds(me)? - m0);
+        let (c0, m0) = (cpu_seconds(bare.pid())?, cpu_seconds(me)?);
         let (b, tb) = drive(opts.threads, opts.seconds, &devices, bare_of);
-        let cb = cpu_seconds(bare.pid())? - c0;
+        let (cb, mb) = (cpu_seconds(bare.pid())? - c0, cpu_seconds(me)? - m0);
+        client_ours += mo;
+        client_bare += mb;
         println!(
             "round {round}: ours {:.0} sessions/s ({} ok, {} errors, server CPU {:.2} s/s), bare {:.0} handshakes/s \
              ({} ok, {} errors, server CPU {:.2} s/s), ratio {:.2}, load before {load}",
@@ -889,6 +893,14 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
             "{:.2} / {:.2} ms",
             cpu_ours * 1000.0 / all_ours.ok.max(1) as f64,
             cpu_bare * 1000.0 / all_bare.ok.max(1) as f64
+        ),
+    ));
+    summary.push((
+        "load generator CPU per session: ours / bare".into(),
+        format!(
+            "{:.2} / {:.2} ms",
+            client_ours * 1000.0 / all_ours.ok.max(1) as f64,
+            client_bare * 1000.0 / all_bare.ok.max(1) as f64
         ),
     ));
     summary.push(("records stored by the service".into(), stored.to_string()));
