@@ -36,11 +36,16 @@
 //!   The service's `VmRSS`/`VmHWM` (from `/proc/PID/status`) with 0 and N
 //!   held, its threads, and its CPU time while they idle.
 //!
+//! * `--only ingest` (a diagnostic, not a goal): the engine alone, in this
+//!   process, one thread: the session's records ingested in batches of 1,
+//!   100 and 1,000 for `--seconds` each, one transaction per batch as the
+//!   service does, to show the cost of a transaction against its records.
+//!
 //! Options: `--seconds D` (10), `--threads C` (2 × cores), `--rounds R` (2),
 //! `--warmup S` (2), `--devices N` (64), `--records N` (100 a batch), `--idle N` (10000), `--hold S` (10),
 //! `--records-per-second N` (acme's per-customer rate; 0, the default,
 //! keeps the service's default of 50,000 records/s), `--only
-//! sessions|idle`.
+//! sessions|idle|ingest`.
 //!
 //! Prints one `RATIO` line per goal (measured / goal, 1.00 or more meets it)
 //! and a summary table.
@@ -158,7 +163,7 @@ fn usage(why: &str) -> ! {
     eprintln!("sessions bench: {why}");
     eprintln!(
         "usage: sessions [--seconds D] [--threads C] [--rounds R] [--warmup S] [--devices N] \
-         [--idle N] [--hold S] [--records-per-second N] [--only sessions|idle]"
+         [--idle N] [--hold S] [--records-per-second N] [--only sessions|idle|ingest]"
     );
     std::process::exit(2);
 }
@@ -739,10 +744,12 @@ fn run(opts: &Options) -> Res<()> {
         loadavg()
     );
     let mut summary: Vec<(String, String)> = Vec::new();
-    if opts.only.as_deref() != Some("idle") {
+    if opts.only.as_deref() == Some("ingest") {
+        ingest(opts, &mut summary)?;
+    } else if opts.only.as_deref() != Some("idle") {
         sessions(opts, &mut summary)?;
     }
-    if opts.only.as_deref() != Some("sessions") && opts.idle > 0 {
+    if opts.only.as_deref().is_none_or(|o| o == "idle") && opts.idle > 0 {
         idle(opts, &mut summary)?;
     }
     println!();
@@ -1046,5 +1053,53 @@ fn idle(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
             opts.hold
         ),
     ));
+    Ok(())
+}
+
+/// The engine alone: the sessions' records in batches of 1, 100 and 1,000,
+/// one transaction each (as the service ingests a batch).
+fn ingest(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
+    use privtel::store::EngineStore as _;
+    let dir = tempfile::tempdir()?;
+    let mut engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default())?;
+    let settings = Settings::from_toml(&settings_toml(0))?;
+    let template = template(&settings, 1_000)?;
+    let device = device_id(0);
+    let mut next_id: u128 = 1;
+    let mut seq = 1;
+    for size in [1, 100, 1_000] {
+        let start = Instant::now();
+        let mut batches = 0u64;
+        while start.elapsed().as_secs_f64() < opts.seconds {
+            let records: Vec<Record> = template[..size]
+                .iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    if let RecordBody::Event(e) = &mut r.body {
+                        e.id = EventId::from_u128(next_id);
+                        e.device = device.clone();
+                    }
+                    next_id += 1;
+                    r
+                })
+                .collect();
+            let outcome = engine.ingest(&acme(), &device, STREAM, seq, records, wall())?;
+            if outcome.stored != size as u64 {
+                return Err(format!("ingest stored {} of {size}", outcome.stored).into());
+            }
+            seq += size as u64;
+            batches += 1;
+        }
+        let per_batch = start.elapsed().as_secs_f64() / batches as f64;
+        println!(
+            "ingest: batches of {size}: {:.3} ms a batch, {:.0} records/s ({batches} batches)",
+            per_batch * 1000.0,
+            size as f64 / per_batch
+        );
+        summary.push((
+            format!("engine ingest, batches of {size}, one transaction each"),
+            format!("{:.3} ms a batch, {:.0} records/s", per_batch * 1000.0, size as f64 / per_batch),
+        ));
+    }
     Ok(())
 }
