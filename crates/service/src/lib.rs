@@ -420,19 +420,7 @@ impl Service {
             Peer::Anonymous => return self.enroll(&mut conn),
         };
         if self.settings().customer(&customer).is_none() {
-            self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
-            self.report(&format!(
-                "refused {customer}/{device}: the customer has no settings at this service"
-            ));
-            conn.send(&privtel_wire::error(
-                ErrorCode::Forbidden,
-                "the customer has no settings at this service",
-                false,
-            ))?;
-            return Err(privtel_wire::Error::Unexpected {
-                expected: "a customer with settings",
-                got: "unknown customer",
-            });
+            return self.no_settings(&mut conn, &customer, &device, "has no settings at this service");
         }
         // The welcome's high-water mark is the verified device's, whatever
         // the hello names.
@@ -479,19 +467,7 @@ impl Service {
                     // Settings read anew for each batch; a customer removed
                     // while connected is refused from its next batch on.
                     let Some(cs) = self.settings().customer(&customer).cloned() else {
-                        self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
-                        self.report(&format!(
-                            "refused {customer}/{device}: the customer's settings were removed"
-                        ));
-                        conn.send(&privtel_wire::error(
-                            ErrorCode::Forbidden,
-                            "the customer has no settings at this service",
-                            false,
-                        ))?;
-                        return Err(privtel_wire::Error::Unexpected {
-                            expected: "a customer with settings",
-                            got: "unknown customer",
-                        });
+                        return self.no_settings(&mut conn, &customer, &device, "had its settings removed");
                     };
                     if batch.records.len() > self.max_batch_records as usize {
                         let message = format!(
@@ -543,6 +519,26 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// Refuses a device whose customer has no settings (fail closed):
+    /// counted, reported as `refused CUSTOMER/DEVICE: the customer WHY`, and
+    /// answered with `Forbidden`.
+    fn no_settings<S: Read + Write>(
+        &self,
+        conn: &mut Connection<S>,
+        customer: &CustomerId,
+        device: &DeviceId,
+        why: &str,
+    ) -> Result<(), privtel_wire::Error> {
+        self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+        self.report(&format!("refused {customer}/{device}: the customer {why}"));
+        conn.send(&privtel_wire::error(
+            ErrorCode::Forbidden,
+            "the customer has no settings at this service",
+            false,
+        ))?;
+        Err(privtel_wire::Error::Unexpected { expected: "a customer with settings", got: "unknown customer" })
     }
 
     /// Answers an enrichment query, and writes the verdicts of a direct one
