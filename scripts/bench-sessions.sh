@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The load generator and the service each hold 10,000 sockets.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-cargo bench --locked --bench sessions --no-run --quiet 2>/dev/null
+cargo bench --locked --bench sessions --no-run --quiet
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
