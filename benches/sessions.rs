@@ -35,15 +35,14 @@
 //!   connections each complete the handshake and Hello, then stay silent.
 //!   The service's `VmRSS`/`VmHWM` (from `/proc/PID/status`) with 0 and N
 //!   held, its threads, and its CPU time while they idle.
-//!
 //! * `--only ingest` (a diagnostic, not a goal): the engine alone, in this
 //!   process, one thread: the session's records ingested in batches of 1,
 //!   100 and 1,000 for `--seconds` each, one transaction per batch as the
 //!   service does, to show the cost of a transaction against its records.
 //!
 //! Options: `--seconds D` (10), `--threads C` (2 × cores), `--rounds R` (2),
-//! `--warmup S` (2), `--devices N` (64), `--records N` (100 a batch), `--idle N` (10000), `--hold S` (10),
-//! `--records-per-second N` (acme's per-customer rate; 0, the default,
+//! `--warmup S` (2), `--devices N` (64), `--records N` (100 a batch),
+//! `--idle N` (10000), `--hold S` (10), `--records-per-second N` (acme's per-customer rate; 0, the default,
 //! keeps the service's default of 50,000 records/s), `--only
 //! sessions|idle|ingest`.
 //!
