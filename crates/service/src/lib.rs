@@ -72,7 +72,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
-use privtel_model::{CustomerId, DeviceId, Timestamp, UserId};
+use privtel_model::{BinaryVerdict, CustomerId, DeviceId, DomainVerdict, Timestamp, UserId};
 use privtel_store::{DeletionReceipt, EngineStore, ErasureRequest, Sequence, SqliteEngine, SweepReport};
 use privtel_wire::{
     Ack, Batch, Connection, EnrichAnswer, EnrichQuery, ErrorCode, Hello, Message, RejectCode, Rejection,
@@ -547,9 +547,24 @@ impl Service {
         match self.index.answer(q) {
             Ok(answer) => {
                 if let EnrichAnswer::Direct { binaries, domains, .. } = &answer {
-                    // A failure to write verdicts back costs their record,
-                    // not the device's answer.
-                    let _ = self.engine().record_verdicts(customer, binaries, domains, (self.clock)());
+                    // Only what the index knows is written back: a device
+                    // asking about 4,096 made-up digests a query must not
+                    // fill its customer's tables (nor hold the store's lock).
+                    let binaries: Vec<_> = binaries
+                        .iter()
+                        .filter(|v| **v != BinaryVerdict::unknown(v.sha256))
+                        .cloned()
+                        .collect();
+                    let domains: Vec<_> = domains
+                        .iter()
+                        .filter(|v| **v != DomainVerdict::unknown(v.domain.clone()))
+                        .cloned()
+                        .collect();
+                    if !binaries.is_empty() || !domains.is_empty() {
+                        // A failure to write verdicts back costs their
+                        // record, not the device's answer.
+                        let _ = self.engine().record_verdicts(customer, &binaries, &domains, (self.clock)());
+                    }
                 }
                 Message::EnrichAnswer(answer)
             }

@@ -196,6 +196,16 @@ fn sequence_numbers_cannot_claim_a_gap_or_leave_the_stored_range() {
 }
 
 #[test]
+fn stream_zero_is_not_a_spool_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 0)).unwrap();
+    assert!(matches!(conn.recv(), Ok(Message::Error(e)) if e.code == privtel_wire::ErrorCode::Protocol));
+    assert_eq!(service.engine().record_count().unwrap(), 0);
+}
+
+#[test]
 fn a_new_spool_of_a_known_device_is_a_new_stream_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let service = service(dir.path());
@@ -394,6 +404,19 @@ fn direct_enrichment_answers_are_written_back_on_the_customers_objects() {
     let stored = service.engine().binary_verdict(&id("acme"), &digest).unwrap().expect("written back");
     assert_eq!(stored.verdict.threat, privtel_model::ThreatLevel::High);
     assert!(service.engine().binary_verdict(&id("globex"), &digest).unwrap().is_none(), "per customer");
+    // Digests the index does not know are answered, and not written back.
+    let made_up: Vec<privtel_model::Digest> =
+        (0u8..50).map(|i| privtel_model::Digest::from_bytes([i; 32])).collect();
+    conn.send(&Message::EnrichQuery(privtel_wire::EnrichQuery::Direct {
+        query_id: 3,
+        binaries: made_up.clone(),
+        domains: vec![],
+    }))
+    .unwrap();
+    assert!(matches!(conn.recv().unwrap(), Message::EnrichAnswer(_)));
+    for d in &made_up {
+        assert!(service.engine().binary_verdict(&id("acme"), d).unwrap().is_none());
+    }
     // A hostile query is refused, not answered.
     conn.send(&Message::EnrichQuery(privtel_wire::EnrichQuery::Private {
         query_id: 2,
