@@ -93,7 +93,7 @@ pub use outbox::Outbox;
 pub use privtel_authority::{Credentials, client_config, enrollment_client_config};
 pub use privtel_filter::Filtered;
 pub use retry::RetryBudget;
-pub use scan::{check_scan_roots, records_from_scan};
+pub use scan::{check_scan_roots, login_of_uid, records_from_scan};
 pub use schedule::Schedule;
 pub use weblog::{
     CHUNK_LINES, MAX_LINE_BYTES, MAX_PROBLEMS_KEPT, SourceReport, WebLog, parse_web_line, parse_web_log,

@@ -41,8 +41,49 @@ fn scan_event_id(device: &DeviceId, path: &Path, sha256: &privtel_model::Digest)
     )
 }
 
+/// The login name of user number `uid` in a `passwd(5)` text (one
+/// account a line: `name:password:uid:gid:…`); `None` when no line names
+/// that number. Lines that are not of that shape are skipped.
+///
+/// ```
+/// use privtel_agent::login_of_uid;
+///
+/// let passwd = "root:x:0:0:root:/root:/bin/sh\n# comment\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+/// assert_eq!(login_of_uid(passwd, 1000), Some("alice"));
+/// assert_eq!(login_of_uid(passwd, 0), Some("root"));
+/// assert_eq!(login_of_uid(passwd, 7), None);
+/// ```
+pub fn login_of_uid(passwd: &str, uid: u32) -> Option<&str> {
+    passwd.lines().find_map(|line| {
+        let mut cols = line.split(':');
+        let (name, _, id) = (cols.next()?, cols.next()?, cols.next()?);
+        (!name.is_empty() && !name.starts_with('#') && id.parse() == Ok(uid)).then_some(name)
+    })
+}
+
+/// The operating system's login name of the owner of the file at `path`,
+/// where the agent can tell: on Unix, the owner's number looked up in
+/// `/etc/passwd` (read once per scan into `passwd`); elsewhere none.
+fn owner_login(path: &Path, passwd: &mut Option<String>) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let uid = std::fs::metadata(path).ok()?.uid();
+        let text = passwd.get_or_insert_with(|| std::fs::read_to_string("/etc/passwd").unwrap_or_default());
+        login_of_uid(text, uid).map(str::to_owned)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, passwd);
+        None
+    }
+}
+
 /// Records for every hashed executable of a scan: the binary (enrichment)
-/// and one execution event by `user`.
+/// and one execution event concerning `user`. The execution's `username`
+/// is the operating system's login name of the file's owner (the account
+/// that put it there), never the user id; withheld where the agent cannot
+/// tell.
 pub fn records_from_scan(
     scan: &ScanReport,
     device: &DeviceId,
@@ -50,6 +91,7 @@ pub fn records_from_scan(
     now: Timestamp,
 ) -> Vec<Record> {
     let mut out = Vec::with_capacity(scan.hashed.len() * 2);
+    let mut passwd = None;
     for file in &scan.hashed {
         let Some(sha256) = file.digests.sha256 else { continue };
         let path = file.path.display().to_string();
@@ -61,8 +103,7 @@ pub fn records_from_scan(
                 file_name: file
                     .path
                     .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                    .map_or(Personal::Withheld, |f| Personal::Clear(f.to_string_lossy().into_owned())),
                 path: Personal::Clear(path.clone()),
                 version: None,
                 publisher: None,
@@ -79,7 +120,8 @@ pub fn records_from_scan(
                 recorded_at: now,
                 body: EventBody::Execution(BinaryExecution {
                     sha256,
-                    username: user.map_or(Personal::Withheld, |u| Personal::Clear(u.to_string())),
+                    username: owner_login(&file.path, &mut passwd)
+                        .map_or(Personal::Withheld, Personal::Clear),
                     path: Personal::Clear(path),
                     start: file.modified.map_or(Personal::Withheld, Personal::Clear),
                     duration: Personal::Withheld,

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use privtel_model::{Program, Record, Treatment, VisitPersonal as _, fields};
+use privtel_model::{Program, Record, RecordBody, TimeUnit, Treatment, VisitPersonal as _, fields};
 use serde::Serialize;
 
 use crate::filter::allowed_kinds;
@@ -46,11 +46,23 @@ pub enum Inadmissible {
         /// The form the policy gives it.
         allowed: Treatment,
     },
+    /// An event whose own instant is finer than the policy keeps it
+    /// ([`Policy::instant_unit`]).
+    #[error(
+        "a {kind} event's instant arrived finer than the policy's {unit:?} (it keeps it to the {unit:?})"
+    )]
+    Instant {
+        /// The event's kind.
+        kind: &'static str,
+        /// The unit the policy truncates it to.
+        unit: TimeUnit,
+    },
 }
 
 impl Policy {
     /// Whether `record` is admissible: its program on, its kind carried by
-    /// the program, every personal field in the policy's form or withheld.
+    /// the program, every personal field in the policy's form or withheld,
+    /// and an event's own instant on a whole [`Policy::instant_unit`].
     /// The record is visited mutably but not changed.
     ///
     /// ```
@@ -104,7 +116,16 @@ impl Policy {
                 bad = Some(Inadmissible::FieldForm { field: field.spec.path, found, allowed });
             }
         });
-        bad.map_or(Ok(()), Err)
+        if let Some(bad) = bad {
+            return Err(bad);
+        }
+        if let RecordBody::Event(e) = &record.body
+            && let Some(unit) = self.instant_unit(&e.body)
+            && e.recorded_at.unix_nanos().rem_euclid(i128::from(unit.seconds()) * 1_000_000_000) != 0
+        {
+            return Err(Inadmissible::Instant { kind: e.body.kind_name(), unit });
+        }
+        Ok(())
     }
 
     /// A digest naming the policy's effect: BLAKE3 of a canonical form in
@@ -147,7 +168,9 @@ impl Policy {
             .collect();
         links.sort();
         let canonical = Canonical {
-            format: 1,
+            // 2: fields taken from others follow them, event instants are
+            // truncated, `event.username` and `binary.file_name` exist.
+            format: 2,
             version: self.version,
             programs: Program::ALL.iter().map(|p| (p.as_str(), self.enabled(*p))).collect(),
             fields: fields::ALL.iter().map(|f| (f.path, self.treatment(f).as_str())).collect(),

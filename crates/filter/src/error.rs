@@ -1,5 +1,7 @@
 //! Errors of `privtel-filter`: a policy that cannot be used.
 
+use privtel_model::Treatment;
+
 /// A `Result` whose error defaults to [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -60,6 +62,42 @@ pub enum Error {
         line: usize,
         /// The program.
         program: String,
+    },
+    /// A field that follows another ([`privtel_model::fields::Derivation::Follows`])
+    /// set to a treatment other than its source's.
+    #[error(
+        "policy line {line}: field '{field}' is taken from '{from}' and always has its treatment \
+         ({source_treatment}), not {treatment}: set '{from}' instead"
+    )]
+    Follows {
+        /// The line.
+        line: usize,
+        /// The derived field.
+        field: &'static str,
+        /// The field it is taken from.
+        from: &'static str,
+        /// The treatment asked for the derived field.
+        treatment: Treatment,
+        /// The source's treatment.
+        source_treatment: Treatment,
+    },
+    /// A clear field that would reveal a field the policy does not keep in
+    /// clear ([`privtel_model::fields::Derivation::Reveals`]).
+    #[error(
+        "policy line {line}: field '{field}' cannot be clear while '{from}' is {source_treatment}: \
+         it holds {holds}"
+    )]
+    Reveals {
+        /// The line.
+        line: usize,
+        /// The derived field.
+        field: &'static str,
+        /// The field it is taken from.
+        from: &'static str,
+        /// The source's treatment.
+        source_treatment: Treatment,
+        /// What of the source the field holds.
+        holds: &'static str,
     },
     /// A setting with a value outside its range.
     #[error("policy line {line}: {setting} = {value} is out of range: expected {expected}")]

@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use privtel_domain::Normalizer;
 use privtel_model::{
     CustomerId, DurationBucket, FieldSpec, Generalised, IpPrefix, KeyId, Personal, PersonalMut, Program,
-    Pseudonym, Record, TOKEN_LEN, TimeBucket, Treatment, ValueKind, VisitPersonal, fields,
+    Pseudonym, Record, RecordBody, TOKEN_LEN, TimeBucket, Treatment, UserId, ValueKind, VisitPersonal,
+    fields,
 };
 use serde::Serialize;
 use time::Duration;
@@ -350,7 +351,8 @@ impl Filter {
 
     /// Filters one record: `None` when its program is off or its kind does
     /// not belong to the program; otherwise the record with every personal
-    /// field in the policy's form. Counts go to `report`.
+    /// field in the policy's form, and an event's own instant truncated to
+    /// [`Policy::instant_unit`] (toward the past). Counts go to `report`.
     pub fn apply(&self, mut record: Record, report: &mut RedactionReport) -> Option<Filtered> {
         let pi = program_index(record.program);
         report.records_in[pi] += 1;
@@ -370,8 +372,44 @@ impl Filter {
                 report.fields[fi][pi][ri] += 1;
             }
         });
+        if let RecordBody::Event(e) = &mut record.body
+            && let Some(unit) = self.policy.instant_unit(&e.body)
+        {
+            e.recorded_at = TimeBucket::containing(e.recorded_at, unit).start();
+        }
         report.records_out[pi] += 1;
         Some(Filtered::new(record))
+    }
+
+    /// The user id a person's events carry once through this filter, which
+    /// is what the store files them under: the id itself when
+    /// `event.username` is clear, its pseudonym's text form under this
+    /// filter's key when pseudonymised, `None` when dropped (or when a
+    /// pseudonym cannot be made without a key). A customer asking for a
+    /// person's export or erasure names this id.
+    ///
+    /// ```
+    /// use privtel_filter::{FilterBuilder, Policy, PseudonymKey};
+    /// use privtel_model::{CustomerId, KeyId, UserId};
+    ///
+    /// let policy = Policy::from_toml("[fields]\n\"event.username\" = \"pseudonymise\"\n")?;
+    /// let filter = FilterBuilder::new()
+    ///     .policy(policy)
+    ///     .customer(CustomerId::new("acme")?)
+    ///     .key(PseudonymKey::new(KeyId::new(4), [1; 32]))
+    ///     .build();
+    /// let id = UserId::new("u-1042")?;
+    /// let filed = filter.user_key(&id).expect("a key is set");
+    /// assert!(filed.pseudonym().is_some_and(|p| p.key_id() == KeyId::new(4)));
+    /// assert_eq!(filter.user_key(&id), Some(filed), "the same person, the same key");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn user_key(&self, user: &UserId) -> Option<UserId> {
+        let spec = &fields::EVENT_USERNAME;
+        let mut value = Some(user.clone());
+        let mut report = RedactionReport::default();
+        self.treat(spec, &self.plans[field_index(spec)], &mut PersonalMut::UserId(&mut value), &mut report);
+        value
     }
 
     /// Filters a batch, returning what passes and the report.
@@ -527,6 +565,9 @@ fn canonical_bytes(kind: ValueKind, value: &PersonalMut<'_>, out: &mut Vec<u8>) 
         }
         PersonalMut::Geohash(Personal::Clear(g)) => out.extend_from_slice(g.as_str().as_bytes()),
         PersonalMut::Privileges(Personal::Clear(p)) => out.extend_from_slice(format!("{p:?}").as_bytes()),
+        // A user id is an opaque key: exact bytes, so export and erasure can
+        // pseudonymise the id they are given the same way.
+        PersonalMut::UserId(Some(id)) => out.extend_from_slice(id.as_str().as_bytes()),
         _ => {}
     }
 }

@@ -93,7 +93,7 @@ impl Manifest {
                 let fields = if enabled {
                     fields::ALL
                         .iter()
-                        .filter(|f| kinds.contains(&f.path.split('.').next().unwrap_or("")))
+                        .filter(|f| kinds.iter().any(|k| fields::carried_by(f, k)))
                         .map(|f| {
                             let t = policy.treatment(f);
                             ManifestField {

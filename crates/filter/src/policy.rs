@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use privtel_model::{FieldSpec, Program, TimeUnit, Treatment, ValueKind, fields};
+use privtel_model::fields::Derivation;
+use privtel_model::{EventBody, FieldSpec, Program, TimeUnit, Treatment, ValueKind, fields};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -138,9 +139,123 @@ impl Policy {
         self.programs.get(&program).copied().unwrap_or_else(|| program.default_enabled())
     }
 
-    /// The treatment of `field`.
+    /// The treatment of `field`: the policy's choice (or the model's
+    /// default), bound by the field's derivation ([`fields::DERIVED`]): a
+    /// field that [follows](Derivation::Follows) its source has the
+    /// source's treatment, and a field that
+    /// [reveals](Derivation::Reveals) its source is never clear while the
+    /// source is not (it takes the source's treatment instead). A policy
+    /// loaded with [`Policy::from_toml`] or passing [`Policy::check`] never
+    /// needs the second rule; a policy built in code that breaks it gets
+    /// the more private form rather than a leak.
+    ///
+    /// ```
+    /// use privtel_filter::Policy;
+    /// use privtel_model::{Treatment, fields};
+    ///
+    /// let mut policy = Policy::default();
+    /// policy.treatments.insert("binary.path", Treatment::Pseudonymise);
+    /// assert_eq!(policy.treatment(&fields::BINARY_FILE_NAME), Treatment::Pseudonymise);
+    /// policy.treatments.insert("web_request.host", Treatment::Clear);
+    /// // The url is dropped by default: a clear host would reveal it.
+    /// assert_eq!(policy.treatment(&fields::WEB_REQUEST_HOST), Treatment::Drop);
+    /// assert!(policy.check().is_err());
+    /// ```
     pub fn treatment(&self, field: &FieldSpec) -> Treatment {
+        let own = self.chosen(field);
+        match fields::derivation(field) {
+            Some(d) if d.how == Derivation::Follows => self.chosen(d.source),
+            Some(d) if own == Treatment::Clear && self.chosen(d.source) != Treatment::Clear => {
+                self.chosen(d.source)
+            }
+            _ => own,
+        }
+    }
+
+    /// The treatment the policy names for `field`, or its default.
+    fn chosen(&self, field: &FieldSpec) -> Treatment {
         self.treatments.get(field.path).copied().unwrap_or(field.default_treatment)
+    }
+
+    /// How coarse an event of this kind keeps its own instant
+    /// ([`privtel_model::Event::recorded_at`]): `None` keeps it exact. The
+    /// coarsest treatment of the kind's time fields
+    /// ([`fields::time_fields`]) decides: clear keeps the instant exact,
+    /// generalise truncates it to [`Generalisation::time_unit`], and
+    /// pseudonymise or drop (the time is not to be read at all) truncates it
+    /// to the day: the instant cannot be dropped, retention runs from it. A
+    /// kind without time fields (`web_request`, `crash_report`, …) truncates
+    /// it to [`Generalisation::time_unit`]. Truncation rounds toward the
+    /// past, so a record never lives longer than its time to live.
+    ///
+    /// ```
+    /// use privtel_filter::Policy;
+    /// use privtel_model::{EventBody, TimeUnit};
+    ///
+    /// let policy = Policy::from_toml("[fields]\n\"login.time\" = \"clear\"\n")?;
+    /// let login = privtel_testkit::fixtures::event_bodies("x").into_iter()
+    ///     .find(|b| matches!(b, EventBody::Login(_))).unwrap();
+    /// assert_eq!(policy.instant_unit(&login), None);
+    /// let policy = Policy::from_toml("[fields]\n\"login.time\" = \"drop\"\n")?;
+    /// assert_eq!(policy.instant_unit(&login), Some(TimeUnit::Day));
+    /// # Ok::<(), privtel_filter::Error>(())
+    /// ```
+    pub fn instant_unit(&self, body: &EventBody) -> Option<TimeUnit> {
+        let times = fields::time_fields(body.kind_name());
+        if times.is_empty() {
+            return Some(self.generalise.time_unit);
+        }
+        times
+            .iter()
+            .map(|f| match self.treatment(f) {
+                Treatment::Clear => None,
+                Treatment::Generalise => Some(self.generalise.time_unit),
+                Treatment::Pseudonymise | Treatment::Drop => Some(TimeUnit::Day),
+            })
+            .max()
+            .flatten()
+    }
+
+    /// Checks the rules of derived fields ([`fields::DERIVED`]) for a
+    /// policy built in code ([`Policy::from_toml`] checks them itself).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Follows`] for a field set apart from the field it follows,
+    /// [`Error::Reveals`] for a clear field whose source is not clear (line
+    /// 0: a policy built in code has no lines).
+    pub fn check(&self) -> Result<()> {
+        self.check_derived(&BTreeMap::new())
+    }
+
+    /// [`Policy::check`], with the line of each field's entry.
+    fn check_derived(&self, lines: &BTreeMap<&'static str, usize>) -> Result<()> {
+        for d in fields::DERIVED {
+            let (own, source) = (self.chosen(d.field), self.chosen(d.source));
+            let line = |path: &str| lines.get(path).copied();
+            match d.how {
+                Derivation::Follows if self.treatments.contains_key(d.field.path) && own != source => {
+                    return Err(Error::Follows {
+                        line: line(d.field.path).unwrap_or(0),
+                        field: d.field.path,
+                        from: d.source.path,
+                        treatment: own,
+                        source_treatment: source,
+                    });
+                }
+                Derivation::Reveals if own == Treatment::Clear && source != Treatment::Clear => {
+                    return Err(Error::Reveals {
+                        line: line(d.field.path).or_else(|| line(d.source.path)).unwrap_or(0),
+                        field: d.field.path,
+                        from: d.source.path,
+                        source_treatment: source,
+                        holds: d.holds,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Loads and checks a policy file.
@@ -168,8 +283,22 @@ impl Policy {
     ///
     /// [`Error`] naming the line and the offending name: TOML syntax, an
     /// unknown setting, field, program or treatment, `generalise` for a
-    /// field with no coarser form, a required program switched off, or a
-    /// setting out of range.
+    /// field with no coarser form, a required program switched off, a
+    /// setting out of range, or a derived field that would give back what
+    /// its source's treatment removes ([`Error::Reveals`], [`Error::Follows`]):
+    ///
+    /// ```
+    /// use privtel_filter::Policy;
+    ///
+    /// let err = Policy::from_toml(
+    ///     "[fields]\n\"web_request.url\" = \"generalise\"\n\"web_request.host\" = \"clear\"\n",
+    /// ).unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "policy line 3: field 'web_request.host' cannot be clear while 'web_request.url' is generalise: \
+    ///      it holds the url's host",
+    /// );
+    /// ```
     pub fn from_toml(text: &str) -> Result<Self> {
         let file: PolicyFile = toml::from_str(text).map_err(|e| Error::Syntax {
             line: e.span().map_or(0, |s| line_of(text, s.start)),
@@ -177,6 +306,7 @@ impl Policy {
         })?;
         let line = |s: &std::ops::Range<usize>| line_of(text, s.start);
         let mut policy = Self { version: file.version, ..Self::default() };
+        let mut lines = BTreeMap::new();
 
         for (name, on) in file.programs {
             let program: Program = name.get_ref().parse().map_err(|_| Error::UnknownProgram {
@@ -202,7 +332,9 @@ impl Policy {
                 });
             }
             policy.treatments.insert(spec.path, treatment);
+            lines.insert(spec.path, line(&name.span()));
         }
+        policy.check_derived(&lines)?;
         for group in file.links {
             let fields = group
                 .into_inner()

@@ -198,8 +198,15 @@ pub struct Binary {
     pub sha256: Digest,
     /// BLAKE3 of the file's bytes, where computed.
     pub blake3: Option<Digest>,
-    /// The file name without its folder (`chrome.exe`).
-    pub file_name: String,
+    /// The file name without its folder (`chrome.exe`): the last component
+    /// of `path`, personal like it (a file name can name a person), and
+    /// always in the path's form ([`fields::DERIVED`]).
+    ///
+    /// Serialized so that rows written when it was plain text still read:
+    /// a clear name is the text itself (in JSON and in bincode), other forms
+    /// are marked (see the crate's serialization notes).
+    #[serde(with = "crate::compat::personal_text")]
+    pub file_name: Personal<String>,
     /// The full path; may hold a user name (`C:\Users\alice\…`), so personal.
     pub path: Personal<String>,
     /// The version from the file's metadata, where present.
@@ -214,6 +221,7 @@ pub struct Binary {
 
 impl VisitPersonal for Binary {
     fn visit_personal(&mut self, f: &mut dyn FnMut(PersonalField<'_>)) {
+        f(PersonalField::new(&fields::BINARY_FILE_NAME, PersonalMut::Text(&mut self.file_name)));
         f(PersonalField::new(&fields::BINARY_PATH, PersonalMut::Text(&mut self.path)));
     }
 }

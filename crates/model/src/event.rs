@@ -1,5 +1,6 @@
 //! Events: things that happened on a device at a time.
 
+use std::fmt;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -14,23 +15,46 @@ use crate::timestamp::Timestamp;
 use crate::values::{Finite, Geohash, Score};
 
 /// One event, with what every event has: id, device, person and time.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+///
+/// `Debug` prints the user id as a personal value: its form only
+/// (`Clear(<redacted>)`, `Pseudonym(k1:…)`, `Withheld`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// The event's id, minted by the agent.
     pub id: EventId,
     /// The device it happened on.
     pub device: DeviceId,
-    /// The person it concerns, if any. Erasure of that person removes the
-    /// event.
+    /// The person it concerns, if any: the personal field `event.username`
+    /// ([`fields::EVENT_USERNAME`]). Clear, the person's opaque id;
+    /// pseudonymised, the pseudonym's text form
+    /// ([`UserId::from_pseudonym`]); dropped, `None`. Export and erasure of
+    /// that person find the event by it.
     pub user: Option<UserId>,
     /// When the agent recorded it: the clock its time to live runs from.
+    /// The filter keeps it as coarse as the coarsest treatment of the kind's
+    /// time fields ([`fields::time_fields`]), rounded toward the past, so a
+    /// coarsened instant never makes the event live longer.
     pub recorded_at: Timestamp,
     /// What happened.
     pub body: EventBody,
 }
 
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut user = self.user.clone();
+        f.debug_struct("Event")
+            .field("id", &self.id)
+            .field("device", &self.device)
+            .field("user", &PersonalMut::UserId(&mut user))
+            .field("recorded_at", &self.recorded_at)
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
 impl VisitPersonal for Event {
     fn visit_personal(&mut self, f: &mut dyn FnMut(PersonalField<'_>)) {
+        f(PersonalField::new(&fields::EVENT_USERNAME, PersonalMut::UserId(&mut self.user)));
         self.body.visit_personal(f);
     }
 }
@@ -65,6 +89,21 @@ pub enum EventBody {
 }
 
 impl EventBody {
+    /// The name of every event kind, as [`EventBody::kind_name`] gives it.
+    pub const KINDS: [&'static str; 11] = [
+        "execution",
+        "web_request",
+        "login",
+        "crash_report",
+        "feature_usage",
+        "configuration",
+        "performance",
+        "feedback",
+        "licence_session",
+        "version_check",
+        "experience_score",
+    ];
+
     /// The snake_case name of the kind (`web_request`), as used in field paths
     /// and logs.
     pub fn kind_name(&self) -> &'static str {
@@ -109,7 +148,8 @@ impl VisitPersonal for EventBody {
 pub struct BinaryExecution {
     /// SHA-256 of the binary that ran.
     pub sha256: Digest,
-    /// The account that ran it.
+    /// The operating system's login name of the account that ran it (the
+    /// file's owner, for an execution seen by a scan), never the user id.
     pub username: Personal<String>,
     /// Where the binary was on disk.
     pub path: Personal<String>,

@@ -9,11 +9,33 @@
 //! instants, durations, hosts and locations are generalised; free text is
 //! scrubbed (generalised); the licence email and device fingerprint are
 //! pseudonymised, because licence counting needs to link sessions but never
-//! to read the address.
+//! to read the address. The one clear default is `event.username`, the
+//! opaque [`UserId`](crate::UserId) an event concerns (never a login or an
+//! email): export and erasure find a person's events by it.
+//!
+//! # Fields taken from other fields
+//!
+//! Some fields are computed from another field of the same record, so
+//! keeping one in clear would give back what the policy removed from the
+//! other. [`DERIVED`] lists them, as data, and the policy check refuses a
+//! policy that breaks them:
+//!
+//! | field | taken from | rule |
+//! |---|---|---|
+//! | `binary.file_name` | `binary.path` (its last component) | [`Derivation::Follows`]: always the path's treatment |
+//! | `web_request.host` | `web_request.url` (its host) | [`Derivation::Reveals`]: clear only if the URL is clear |
+//! | `execution.username` | `event.username` (the login of the person) | [`Derivation::Reveals`]: clear only if the user id is clear |
+//!
+//! # Time fields and the event's instant
+//!
+//! An event's own instant ([`Event::recorded_at`](crate::Event)) is not a
+//! field a policy names: it is kept as coarse as the coarsest treatment of
+//! the event kind's time fields ([`time_fields`]). A kind without time
+//! fields keeps its instant to the policy's generalisation unit.
 
 use crate::personal::DataCategory::{DeviceInformation, FreeText, Identifier, NetworkActivity, Technical};
 use crate::personal::FieldSpec;
-use crate::personal::Treatment::{Drop, Generalise, Pseudonymise};
+use crate::personal::Treatment::{Clear, Drop, Generalise, Pseudonymise};
 use crate::personal::ValueKind;
 
 macro_rules! fields {
@@ -55,10 +77,22 @@ fields! {
     /// [`crate::User::phone`].
     USER_PHONE = ("user.phone", Identifier, Phone, Drop,
         "reach the person about a support case");
+    /// [`crate::Binary::file_name`]: the last component of `binary.path`,
+    /// which it follows ([`DERIVED`]); a file name can name a person.
+    BINARY_FILE_NAME = ("binary.file_name", Technical, Path, Drop,
+        "name the binary in the console");
     /// [`crate::Binary::path`].
     BINARY_PATH = ("binary.path", Technical, Path, Drop,
         "tell copies of one binary apart");
-    /// [`crate::BinaryExecution::username`].
+    /// [`crate::Event::user`]: the opaque id of the person an event concerns,
+    /// in every event kind. Clear by default: export and erasure of a person
+    /// find their events by it. Pseudonymised, the event carries the
+    /// pseudonym's text form ([`crate::UserId::from_pseudonym`]); dropped, no
+    /// user.
+    EVENT_USERNAME = ("event.username", Identifier, Login, Clear,
+        "export and erase a person's events");
+    /// [`crate::BinaryExecution::username`]: the operating system's login
+    /// name of the account, never the user id.
     EXECUTION_USERNAME = ("execution.username", Identifier, Login, Drop,
         "count distinct users of an application");
     /// [`crate::BinaryExecution::path`].
@@ -114,6 +148,112 @@ fields! {
         "detect licence sharing across regions");
 }
 
+/// How a field taken from another field must be treated.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum Derivation {
+    /// The field is a part of its source (a file name is the last
+    /// component of its path): it always takes the source's treatment, and
+    /// a policy cannot set it apart. Dropped path, dropped name;
+    /// pseudonymised path, pseudonymised name.
+    Follows,
+    /// The field reveals part of its source (a URL's host, the login of the
+    /// person a user id stands for): it may be kept in clear only when the
+    /// source is kept in clear. Any other treatment of it is the policy's
+    /// choice.
+    Reveals,
+}
+
+/// One field taken from another field of the same record.
+#[derive(Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Derived {
+    /// The field taken from the source.
+    pub field: &'static FieldSpec,
+    /// The field it is taken from.
+    pub source: &'static FieldSpec,
+    /// How its treatment is bound to the source's.
+    pub how: Derivation,
+    /// What of the source it holds, in words.
+    pub holds: &'static str,
+}
+
+/// Every field taken from another field (see the module docs for the table).
+///
+/// ```
+/// use privtel_model::fields::{self, Derivation};
+///
+/// let host = fields::derivation(&fields::WEB_REQUEST_HOST).expect("a host is taken from its url");
+/// assert_eq!(host.source.path, "web_request.url");
+/// assert_eq!(host.how, Derivation::Reveals);
+/// assert!(fields::derivation(&fields::WEB_REQUEST_URL).is_none());
+/// ```
+pub static DERIVED: &[Derived] = &[
+    Derived {
+        field: &BINARY_FILE_NAME,
+        source: &BINARY_PATH,
+        how: Derivation::Follows,
+        holds: "the path's last component",
+    },
+    Derived {
+        field: &WEB_REQUEST_HOST,
+        source: &WEB_REQUEST_URL,
+        how: Derivation::Reveals,
+        holds: "the url's host",
+    },
+    Derived {
+        field: &EXECUTION_USERNAME,
+        source: &EVENT_USERNAME,
+        how: Derivation::Reveals,
+        holds: "the login name of the person the user id stands for",
+    },
+];
+
+/// The derivation of `field`, if it is taken from another field.
+pub fn derivation(field: &FieldSpec) -> Option<&'static Derived> {
+    DERIVED.iter().find(|d| std::ptr::eq(d.field, field))
+}
+
+/// The time fields of each event kind: their treatments decide how coarse
+/// the event's own instant is kept (the coarsest wins; see
+/// [`time_fields`]).
+pub static EVENT_TIME_FIELDS: &[(&str, &[&FieldSpec])] = &[
+    ("execution", &[&EXECUTION_START]),
+    ("login", &[&LOGIN_TIME]),
+    ("licence_session", &[&LICENCE_SESSION_START, &LICENCE_SESSION_END]),
+];
+
+/// The time fields of the event kind `kind` (`login`): empty for a kind
+/// with none (`web_request`) and for a kind that is not an event.
+///
+/// ```
+/// use privtel_model::fields;
+///
+/// assert_eq!(fields::time_fields("login"), [&fields::LOGIN_TIME]);
+/// assert!(fields::time_fields("web_request").is_empty());
+/// ```
+pub fn time_fields(kind: &str) -> &'static [&'static FieldSpec] {
+    EVENT_TIME_FIELDS.iter().find(|(k, _)| *k == kind).map_or(&[], |(_, f)| f)
+}
+
+/// Whether records of `kind` (`web_request`, `binary`) carry `field`: its
+/// path starts with the kind, or with `event` for every event kind.
+///
+/// ```
+/// use privtel_model::fields;
+///
+/// assert!(fields::carried_by(&fields::EVENT_USERNAME, "login"));
+/// assert!(fields::carried_by(&fields::LOGIN_TIME, "login"));
+/// assert!(!fields::carried_by(&fields::EVENT_USERNAME, "device"));
+/// ```
+pub fn carried_by(field: &FieldSpec, kind: &str) -> bool {
+    match field.path.split_once('.') {
+        Some(("event", _)) => crate::EventBody::KINDS.contains(&kind),
+        Some((record, _)) => record == kind,
+        None => false,
+    }
+}
+
 /// The field with this path, if the model has one.
 pub fn by_path(path: &str) -> Option<&'static FieldSpec> {
     ALL.iter().copied().find(|f| f.path == path)
@@ -130,5 +270,26 @@ mod tests {
         assert_eq!(paths.len(), ALL.len());
         assert_eq!(by_path("user.email"), Some(&USER_EMAIL));
         assert_eq!(by_path("user.mail"), None);
+    }
+
+    #[test]
+    fn derived_fields_are_registered_and_not_chained() {
+        for d in DERIVED {
+            assert!(ALL.iter().any(|f| std::ptr::eq(*f, d.field)), "{}", d.field.path);
+            assert!(ALL.iter().any(|f| std::ptr::eq(*f, d.source)), "{}", d.source.path);
+            assert!(derivation(d.source).is_none(), "{} is taken from a derived field", d.field.path);
+            // A follower has its source's default, so the defaults pass the check.
+            if d.how == Derivation::Follows {
+                assert_eq!(d.field.default_treatment, d.source.default_treatment, "{}", d.field.path);
+            }
+        }
+        for (_, times) in EVENT_TIME_FIELDS {
+            assert!(times.iter().all(|f| f.kind == ValueKind::Timestamp));
+        }
+        // Every instant field counts for its kind's instant.
+        for f in ALL.iter().filter(|f| f.kind == ValueKind::Timestamp) {
+            let kind = f.path.split('.').next().unwrap_or("");
+            assert!(time_fields(kind).iter().any(|t| std::ptr::eq(*t, *f)), "{}", f.path);
+        }
     }
 }

@@ -126,6 +126,36 @@ text_id!(
     "user id"
 );
 
+impl UserId {
+    /// The user id an event carries when the policy pseudonymises
+    /// `event.username`: the pseudonym's text form (`k<key id>:<32 hex
+    /// digits>`), so the store files the person's events under the
+    /// pseudonym and never sees the id.
+    ///
+    /// ```
+    /// use privtel_model::{KeyId, Pseudonym, UserId};
+    ///
+    /// let p = Pseudonym::new(KeyId::new(3), [0xab; 16]);
+    /// let id = UserId::from_pseudonym(&p);
+    /// assert_eq!(id.as_str(), format!("k3:{}", "ab".repeat(16)));
+    /// assert_eq!(id.pseudonym(), Some(p));
+    /// assert_eq!(UserId::new("u-1042")?.pseudonym(), None);
+    /// # Ok::<(), privtel_model::Error>(())
+    /// ```
+    pub fn from_pseudonym(p: &crate::Pseudonym) -> Self {
+        // `k`, up to ten digits, `:` and 32 hex digits: at most 44 bytes of
+        // the id alphabet.
+        Self(p.to_string())
+    }
+
+    /// The pseudonym this id is the text form of, if it is one. The text
+    /// form of a pseudonym is reserved: an id of that shape reads as
+    /// pseudonymised.
+    pub fn pseudonym(&self) -> Option<crate::Pseudonym> {
+        self.0.parse().ok()
+    }
+}
+
 macro_rules! wide_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*

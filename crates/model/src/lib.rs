@@ -72,6 +72,7 @@
 //! None.
 
 mod binary;
+mod compat;
 mod device;
 mod error;
 mod event;

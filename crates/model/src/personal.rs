@@ -11,6 +11,7 @@ use time::Duration;
 
 use crate::device::Privileges;
 use crate::error::{Error, Result};
+use crate::id::UserId;
 use crate::serde_text;
 use crate::timestamp::Timestamp;
 use crate::values::{Domain, Geohash};
@@ -656,10 +657,15 @@ pub enum PersonalMut<'a> {
     Geohash(&'a mut Personal<Geohash>),
     /// Account privileges.
     Privileges(&'a mut Personal<Privileges>),
+    /// The user id an event concerns ([`crate::Event::user`]): `None` is
+    /// withheld, an id in a pseudonym's text form
+    /// ([`UserId::from_pseudonym`]) is pseudonymised, any other id is clear.
+    /// It has no generalised form: generalising withholds it.
+    UserId(&'a mut Option<UserId>),
 }
 
 macro_rules! each_personal {
-    ($self:expr, $p:ident => $body:expr) => {
+    ($self:expr, $p:ident => $body:expr, $u:ident => $user:expr) => {
         match $self {
             PersonalMut::Text($p) => $body,
             PersonalMut::Ip($p) => $body,
@@ -667,6 +673,7 @@ macro_rules! each_personal {
             PersonalMut::Duration($p) => $body,
             PersonalMut::Geohash($p) => $body,
             PersonalMut::Privileges($p) => $body,
+            PersonalMut::UserId($u) => $user,
         }
     };
 }
@@ -674,33 +681,46 @@ macro_rules! each_personal {
 impl PersonalMut<'_> {
     /// The form the value is in now.
     pub fn treatment(&self) -> Treatment {
-        each_personal!(self, p => p.treatment())
+        each_personal!(self, p => p.treatment(), u => match u {
+            None => Treatment::Drop,
+            Some(id) if id.pseudonym().is_some() => Treatment::Pseudonymise,
+            Some(_) => Treatment::Clear,
+        })
     }
 
-    /// Removes the value, leaving [`Personal::Withheld`].
+    /// Removes the value, leaving [`Personal::Withheld`] (no user id).
     pub fn withhold(&mut self) {
-        each_personal!(self, p => **p = Personal::Withheld)
+        each_personal!(self, p => **p = Personal::Withheld, u => **u = None)
     }
 
     /// Replaces the value with a pseudonym.
     pub fn set_pseudonym(&mut self, ps: Pseudonym) {
-        each_personal!(self, p => **p = Personal::Pseudonym(ps))
+        each_personal!(self, p => **p = Personal::Pseudonym(ps), u => **u = Some(UserId::from_pseudonym(&ps)))
     }
 
-    /// Replaces the value with a generalised one.
+    /// Replaces the value with a generalised one (a user id, which has no
+    /// coarser form, is withheld instead).
     pub fn set_generalised(&mut self, g: Generalised) {
-        each_personal!(self, p => **p = Personal::Generalised(g))
+        each_personal!(self, p => **p = Personal::Generalised(g), u => **u = None)
     }
 
     /// The current pseudonym, if the field holds one.
     pub fn pseudonym(&self) -> Option<Pseudonym> {
-        each_personal!(self, p => match p { Personal::Pseudonym(ps) => Some(*ps), _ => None })
+        each_personal!(
+            self,
+            p => match p { Personal::Pseudonym(ps) => Some(*ps), _ => None },
+            u => u.as_ref().and_then(UserId::pseudonym)
+        )
     }
 }
 
 impl fmt::Debug for PersonalMut<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        each_personal!(self, p => fmt::Debug::fmt(&**p, f))
+        each_personal!(self, p => fmt::Debug::fmt(&**p, f), u => match (u.as_ref(), self.pseudonym()) {
+            (None, _) => f.write_str("Withheld"),
+            (Some(_), Some(ps)) => write!(f, "Pseudonym({ps})"),
+            (Some(_), None) => f.write_str("Clear(<redacted>)"),
+        })
     }
 }
 

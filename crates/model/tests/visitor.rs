@@ -23,7 +23,7 @@ const EXPECTED: &[(&str, &[(&str, DataCategory)])] = &[
             ("user.phone", Identifier),
         ],
     ),
-    ("binary", &[("binary.path", Technical)]),
+    ("binary", &[("binary.file_name", Technical), ("binary.path", Technical)]),
     ("application", &[]),
     ("package", &[]),
     ("binary_verdict", &[]),
@@ -31,6 +31,7 @@ const EXPECTED: &[(&str, &[(&str, DataCategory)])] = &[
     (
         "execution",
         &[
+            ("event.username", Identifier),
             ("execution.username", Identifier),
             ("execution.path", Technical),
             ("execution.start", DeviceInformation),
@@ -40,6 +41,7 @@ const EXPECTED: &[(&str, &[(&str, DataCategory)])] = &[
     (
         "web_request",
         &[
+            ("event.username", Identifier),
             ("web_request.url", NetworkActivity),
             ("web_request.host", NetworkActivity),
             ("web_request.destination_ip", NetworkActivity),
@@ -49,19 +51,21 @@ const EXPECTED: &[(&str, &[(&str, DataCategory)])] = &[
     (
         "login",
         &[
+            ("event.username", Identifier),
             ("login.time", DeviceInformation),
             ("login.duration", DeviceInformation),
             ("login.privileges", DeviceInformation),
         ],
     ),
-    ("crash_report", &[("crash_report.message", FreeText)]),
-    ("feature_usage", &[]),
-    ("configuration", &[]),
-    ("performance", &[]),
-    ("feedback", &[("feedback.text", FreeText)]),
+    ("crash_report", &[("event.username", Identifier), ("crash_report.message", FreeText)]),
+    ("feature_usage", &[("event.username", Identifier)]),
+    ("configuration", &[("event.username", Identifier)]),
+    ("performance", &[("event.username", Identifier)]),
+    ("feedback", &[("event.username", Identifier), ("feedback.text", FreeText)]),
     (
         "licence_session",
         &[
+            ("event.username", Identifier),
             ("licence_session.email", Identifier),
             ("licence_session.start", DeviceInformation),
             ("licence_session.end", DeviceInformation),
@@ -69,8 +73,8 @@ const EXPECTED: &[(&str, &[(&str, DataCategory)])] = &[
             ("licence_session.geohash", NetworkActivity),
         ],
     ),
-    ("version_check", &[]),
-    ("experience_score", &[]),
+    ("version_check", &[("event.username", Identifier)]),
+    ("experience_score", &[("event.username", Identifier)]),
 ];
 
 fn visited(record: &mut Record) -> Vec<(&'static str, DataCategory)> {
@@ -98,8 +102,9 @@ fn the_register_lists_every_visited_field_once() {
     assert_eq!(from_visitors, register);
     assert_eq!(register.len(), fields::ALL.len(), "paths are unique");
     for f in fields::ALL {
+        // `event.<field>` is a field of every event kind.
         let record_kind = f.path.split('.').next().unwrap();
-        assert!(EXPECTED.iter().any(|(k, _)| *k == record_kind), "{}", f.path);
+        assert!(record_kind == "event" || EXPECTED.iter().any(|(k, _)| *k == record_kind), "{}", f.path);
         assert!(!f.purpose.is_empty(), "{} has a purpose", f.path);
     }
 }
@@ -156,4 +161,37 @@ fn record_user_and_device_point_at_the_person_and_device() {
     }
     let p: Personal<u8> = Personal::Clear(1);
     assert_eq!(p.clear_value(), Some(&1));
+}
+
+#[test]
+fn the_event_user_is_a_personal_field_in_three_forms() {
+    use privtel_model::{KeyId, Pseudonym, Treatment, UserId};
+    let mut record = privtel_testkit::fixtures::records("t")
+        .into_iter()
+        .find(|r| matches!(r.body, RecordBody::Event(_)))
+        .unwrap();
+    let form = |r: &mut Record| {
+        let mut out = None;
+        r.visit_personal(&mut |f| {
+            if f.spec.path == "event.username" {
+                out = Some((f.value.treatment(), f.value.pseudonym()));
+            }
+        });
+        out.unwrap()
+    };
+    assert_eq!(form(&mut record), (Treatment::Clear, None));
+    assert!(!format!("{record:?}").contains("u-1042"), "debug hides a clear user id");
+    let ps = Pseudonym::new(KeyId::new(2), [5; 16]);
+    record.visit_personal(&mut |mut f| {
+        if f.spec.path == "event.username" {
+            f.value.set_pseudonym(ps);
+        }
+    });
+    assert_eq!(form(&mut record), (Treatment::Pseudonymise, Some(ps)));
+    // The store files it under the pseudonym: that is the record's user.
+    assert_eq!(record.body.user(), Some(&UserId::from_pseudonym(&ps)));
+    assert!(format!("{record:?}").contains(&format!("Pseudonym({ps})")));
+    record.visit_personal(&mut |mut f| f.value.withhold());
+    assert_eq!(form(&mut record), (Treatment::Drop, None));
+    assert_eq!(record.body.user(), None);
 }

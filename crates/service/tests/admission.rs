@@ -38,9 +38,17 @@ fn allowed(policy: &Policy, program: Program, record: &Record) -> bool {
     let mut forms_ok = true;
     record.visit_personal(&mut |f| {
         let form = f.value.treatment();
-        let wanted = policy.treatments.get(f.spec.path).copied().unwrap_or(f.spec.default_treatment);
+        // The field's treatment as the policy resolves it: a field taken
+        // from another is bound by its source (privtel_model::fields::DERIVED).
+        let wanted = policy.treatment(f.spec);
         forms_ok &= form == wanted || form == Treatment::Drop;
     });
+    // An event's own instant on a whole unit of the policy's truncation.
+    if let RecordBody::Event(e) = &record.body
+        && let Some(unit) = policy.instant_unit(&e.body)
+    {
+        forms_ok &= e.recorded_at.unix_nanos() % (i128::from(unit.seconds()) * 1_000_000_000) == 0;
+    }
     let latest = now().checked_add(privtel_service::DEFAULT_MAX_FUTURE_SKEW).unwrap();
     let dated_ok = match &record.body {
         RecordBody::Event(e) => e.recorded_at <= latest,

@@ -140,7 +140,7 @@ pub fn records(tag: &str) -> Vec<Record> {
             body: RecordBody::Binary(Binary {
                 sha256: digest(EMPTY_SHA256),
                 blake3: Some(digest(EMPTY_BLAKE3)),
-                file_name: "tool".into(),
+                file_name: Personal::Clear("tool".into()),
                 path: Personal::Clear(format!("/home/alice-{tag}/bin/tool")),
                 version: Some("1.2.3".into()),
                 publisher: None,

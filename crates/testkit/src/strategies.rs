@@ -317,7 +317,7 @@ pub fn binary() -> BoxedStrategy<Binary> {
     (
         digest(),
         prop::option::of(digest()),
-        label_text(),
+        personal_text(),
         personal_text(),
         prop::option::of(label_text()),
         prop::option::of(label_text()),
