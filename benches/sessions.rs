@@ -255,7 +255,7 @@ fn serve(opts: &Options) -> Res<()> {
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
             println!(
                 "stats active={} connections={} failed={} forbidden={} over_capacity={} enrolled={} \
-                 stored={} duplicates={} refused={} sequence={}",
+                 stored={} duplicates={} refused={} sequence={} groups={}",
                 service.active_connections(),
                 get(&s.connections),
                 get(&s.failed),
@@ -266,6 +266,7 @@ fn serve(opts: &Options) -> Res<()> {
                 get(&s.duplicates),
                 get(&s.refused),
                 get(&s.sequence),
+                get(&s.groups),
             );
             std::io::stdout().flush()?;
         }

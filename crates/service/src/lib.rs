@@ -69,11 +69,14 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
 use std::time::Instant;
 
 use privtel_model::{BinaryVerdict, CustomerId, DeviceId, DomainVerdict, Timestamp, UserId};
-use privtel_store::{DeletionReceipt, EngineStore, ErasureRequest, Sequence, SqliteEngine, SweepReport};
+use privtel_store::{
+    AdmittedBatch, DeletionReceipt, EncodedBatch, Encoder, EngineReader, EngineStore, ErasureRequest,
+    IngestOutcome, Sequence, SqliteEngine, SweepReport,
+};
 use privtel_wire::{
     Ack, Batch, Connection, EnrichAnswer, EnrichQuery, ErrorCode, Hello, Message, RejectCode, Rejection,
     VerdictIndex, Welcome,
@@ -132,6 +135,9 @@ pub struct ServiceStats {
     pub skipped: AtomicU64,
     /// Batches made under a policy other than the customer's current one.
     pub outdated_policy: AtomicU64,
+    /// Writes to the engine (group commits): stored batches divided by
+    /// this is the mean group size.
+    pub groups: AtomicU64,
     /// Records refused for good, by reason.
     pub records_refused: RefusalCounts,
 }
@@ -209,6 +215,14 @@ type Log = Box<dyn Fn(&str) + Send + Sync>;
 pub struct Service {
     max_batch_records: u32,
     engine: Mutex<SqliteEngine>,
+    /// Batches waiting for the engine (group commit, see `store`).
+    pending: Mutex<Vec<Pending>>,
+    /// A read-only connection for welcomes' high-water marks, so a hello
+    /// never waits behind a write (`None`: the engine has no file to
+    /// share; the engine answers then).
+    reader: Option<Mutex<EngineReader>>,
+    /// Encodes batches for the engine before its lock is taken.
+    encoder: Encoder,
     index: VerdictIndex,
     /// What it did.
     pub stats: ServiceStats,
@@ -227,6 +241,12 @@ impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service").field("stats", &self.stats).finish_non_exhaustive()
     }
+}
+
+/// A batch waiting for the engine, and where its outcome goes.
+struct Pending {
+    batch: EncodedBatch,
+    outcome: mpsc::Sender<Result<IngestOutcome, privtel_store::Error>>,
 }
 
 /// Releases a connection slot when the connection ends.
@@ -250,9 +270,14 @@ impl Service {
         index: VerdictIndex,
         clock: impl Fn() -> Timestamp + Send + Sync + 'static,
     ) -> Self {
+        let reader = engine.reader().ok().map(Mutex::new);
+        let encoder = engine.encoder();
         Self {
             max_batch_records: 10_000,
             engine: Mutex::new(engine),
+            pending: Mutex::new(Vec::new()),
+            reader,
+            encoder,
             index,
             stats: ServiceStats::default(),
             clock: Box::new(clock),
@@ -324,6 +349,12 @@ impl Service {
     /// The engine store (locked).
     pub fn engine(&self) -> std::sync::MutexGuard<'_, SqliteEngine> {
         self.engine.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Batches waiting for the engine now (the write queue's depth: each
+    /// is written by the next group commit).
+    pub fn queued_batches(&self) -> usize {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     /// Connections being served now.
@@ -425,7 +456,7 @@ impl Service {
         // The welcome's high-water mark is the verified device's, whatever
         // the hello names.
         let hello = conn.server_handshake(|hello, version| {
-            let hw = self.engine().high_water(&customer, &device, hello.stream).unwrap_or(0);
+            let hw = self.high_water(&customer, &device, hello.stream);
             let mut w = Welcome::new(version, hw);
             w.max_batch_records = self.max_batch_records;
             w
@@ -572,6 +603,58 @@ impl Service {
         }
     }
 
+    /// A stream's high-water mark for a welcome (0 when unknown or
+    /// unreadable: the batch's own check, in the engine, is the one that
+    /// counts).
+    fn high_water(&self, customer: &CustomerId, device: &DeviceId, stream: u64) -> u64 {
+        match &self.reader {
+            Some(reader) => {
+                reader.lock().unwrap_or_else(PoisonError::into_inner).high_water(customer, device, stream)
+            }
+            None => self.engine().high_water(customer, device, stream),
+        }
+        .unwrap_or(0)
+    }
+
+    /// Stores one batch by group commit: the batch joins the queue; the
+    /// connection that gets the engine writes every queued batch in one
+    /// transaction (one sync to disk) and hands each its outcome. A
+    /// connection that finds its outcome there when it gets the engine
+    /// returns at once. Each batch is acknowledged only once its group is
+    /// durable.
+    fn store(
+        &self,
+        batch: AdmittedBatch,
+        received: Timestamp,
+    ) -> Result<IngestOutcome, privtel_store::Error> {
+        // Payloads, sealing and digests on this connection's thread, in
+        // parallel with the other connections: the writer only inserts.
+        let batch = self.encoder.encode(batch, received);
+        let (tx, rx) = mpsc::channel();
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).push(Pending { batch, outcome: tx });
+        let mut engine = self.engine();
+        // An earlier writer took this batch in its group: its outcome was
+        // sent before that writer let go of the engine.
+        if let Ok(outcome) = rx.try_recv() {
+            return outcome;
+        }
+        let group = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let (batches, senders): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.batch, p.outcome)).unzip();
+        self.stats.groups.fetch_add(1, Ordering::Relaxed);
+        let outcomes = engine.ingest_encoded(batches, (self.clock)());
+        for (sender, outcome) in senders.into_iter().zip(outcomes) {
+            // A receiver is gone only if its connection's thread is.
+            let _ = sender.send(outcome);
+        }
+        drop(engine);
+        rx.try_recv().unwrap_or_else(|_| {
+            Err(privtel_store::Error::Database {
+                op: "storing a batch",
+                message: "the batch was not stored".into(),
+            })
+        })
+    }
+
     /// One batch: rate limits, the customer's settings, the store.
     fn batch(
         &self,
@@ -622,7 +705,10 @@ impl Service {
         let (admitted, mut rejections) =
             admission::admit(&ctx, batch.first_seq, batch.records, &self.stats.records_refused);
         let seq = Sequence { stream: hello.stream, first_seq: batch.first_seq, skipped: batch.skipped };
-        let result = self.engine().ingest_admitted(customer, device, seq, admitted, clock);
+        let result = self.store(
+            AdmittedBatch { customer: customer.clone(), device: device.clone(), seq, records: admitted },
+            clock,
+        );
         match result {
             Ok(outcome) => {
                 self.stats.stored.fetch_add(outcome.stored, Ordering::Relaxed);

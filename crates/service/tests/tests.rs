@@ -573,3 +573,56 @@ fn no_byte_of_an_erased_or_expired_person_remains_in_the_engine_files() {
     assert!(reports.iter().any(|(_, r)| r.events > 0 && r.users == 2));
     assert!(!in_engine_files(dir.path(), "u-expiredcanary"), "expired, yet in the files");
 }
+
+#[test]
+fn batches_that_wait_for_the_engine_are_written_as_one_group_and_each_gets_its_own_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    let records = admissible(&service, "acme", "grp", Program::AnonymousUsage);
+    let n = records.len() as u64;
+    // Eight devices; one of them claims a gap. Their hellos are answered
+    // while a writer holds the engine (the welcome's mark comes from a
+    // reader).
+    let mut conns: Vec<_> = (0..8)
+        .map(|i| {
+            let device = format!("dev-{i}");
+            let mut c = connect(&service, peer("acme", &device));
+            assert_eq!(c.client_handshake(&hello("acme", &device, 7)).unwrap().high_water, 0);
+            c
+        })
+        .collect();
+    let held = service.engine();
+    let waiting: Vec<_> = conns
+        .drain(..)
+        .enumerate()
+        .map(|(i, mut c)| {
+            let first_seq = if i == 3 { 50 } else { 1 };
+            let b = batch(&service, "acme", first_seq, records.clone());
+            std::thread::spawn(move || send(&mut c, b))
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    while service.queued_batches() < 8 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the batches never queued");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let groups_before = service.stats.groups.load(std::sync::atomic::Ordering::Relaxed);
+    drop(held);
+    let acks: Vec<Ack> = waiting.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(service.stats.groups.load(std::sync::atomic::Ordering::Relaxed) - groups_before, 1);
+    assert_eq!(service.queued_batches(), 0);
+    for (i, ack) in acks.iter().enumerate() {
+        if i == 3 {
+            assert_eq!(ack.accepted_up_to, 49);
+            assert_eq!(ack.rejections.len(), 1);
+            assert_eq!(ack.rejections[0].code, RejectCode::SEQUENCE);
+        } else {
+            assert!(ack.rejections.is_empty(), "{i}: {:?}", ack.rejections);
+            assert_eq!(ack.accepted_up_to, n);
+        }
+    }
+    let engine = service.engine();
+    assert_eq!(engine.record_count_of(&id("acme")).unwrap(), 7 * n);
+    assert_eq!(engine.high_water(&id("acme"), &id("dev-3"), 7).unwrap(), 0);
+    assert_eq!(engine.high_water(&id("acme"), &id("dev-4"), 7).unwrap(), n);
+}

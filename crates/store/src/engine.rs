@@ -167,8 +167,18 @@ const V3: &str = "
     ) WITHOUT ROWID;
 ";
 
+/// Version 4: one index fewer per stored record. The unique index on
+/// (device, event id) covers every record (objects have no event id, and
+/// NULLs never collide), so it also serves lookups by device (the
+/// inactivity purge) and the separate device index goes.
+const V4: &str = "
+    DROP INDEX records_device;
+    DROP INDEX records_event;
+    CREATE UNIQUE INDEX records_event ON records(device, event_id);
+";
+
 /// The newest schema version.
-const NEWEST: i64 = 3;
+const NEWEST: i64 = 4;
 
 /// How to open an engine store. `Default` is a store with the default
 /// retention, no at-rest key, a secret kept in the store, and no legacy
@@ -265,6 +275,19 @@ pub struct Sequence {
     pub first_seq: u64,
     /// Sequence numbers just below `first_seq` the device will never send.
     pub skipped: u64,
+}
+
+/// One checked batch of a device's stream, for [`EngineStore::ingest_group`].
+#[derive(Clone, Debug)]
+pub struct AdmittedBatch {
+    /// The customer (from the device's certificate).
+    pub customer: CustomerId,
+    /// The sending device.
+    pub device: DeviceId,
+    /// Where the batch sits in its stream.
+    pub seq: Sequence,
+    /// The records; `None` is one refused for good (its number counts).
+    pub records: Vec<Option<Record>>,
 }
 
 /// What one sweep removed.
@@ -397,6 +420,22 @@ pub trait EngineStore {
         records: Vec<Option<Record>>,
         now: Timestamp,
     ) -> Result<IngestOutcome>;
+
+    /// Stores several batches (of any customers and devices) as one
+    /// durable write: one transaction, one sync to disk, each batch's
+    /// outcome as [`EngineStore::ingest_admitted`] would give it, in order.
+    /// A batch refused (a gap, a bad range) leaves no trace and does not
+    /// hold back the others; a failure to commit fails every batch (nothing
+    /// of the group is stored then). Services call it with the batches that
+    /// arrived while the previous group was being written (group commit).
+    ///
+    /// The provided version stores them one by one.
+    fn ingest_group(&mut self, batches: Vec<AdmittedBatch>, now: Timestamp) -> Vec<Result<IngestOutcome>> {
+        batches
+            .into_iter()
+            .map(|b| self.ingest_admitted(&b.customer, &b.device, b.seq, b.records, now))
+            .collect()
+    }
 
     /// A stream's high-water mark (0 when unknown).
     ///
@@ -576,11 +615,132 @@ impl SqliteEngine {
     /// sealed rows cannot be opened to index them.
     pub fn open(path: &Path, options: EngineOptions) -> Result<Self> {
         let migrate = |tx: &Transaction<'_>| migrate_v3(tx, &options);
-        let conn = schema::open(path, &[Step::Sql(V1), Step::Sql(V2), Step::Code(&migrate)])?;
-        debug_assert_eq!(NEWEST, 3);
+        let conn = schema::open(path, &[Step::Sql(V1), Step::Sql(V2), Step::Code(&migrate), Step::Sql(V4)])?;
+        debug_assert_eq!(NEWEST, 4);
         let secret = resolve_secret(&conn, options.secret.as_ref())?;
         let mirror = Mirror::load(&conn)?;
         Ok(Self { conn, retention: options.retention, key: options.key, secret, mirror })
+    }
+
+    /// Opens a read-only connection to the same file (see [`EngineReader`]).
+    ///
+    /// # Errors
+    ///
+    /// A storage error; an engine on a temporary (nameless) database has no
+    /// file to share.
+    pub fn reader(&self) -> Result<EngineReader> {
+        let path = self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| Error::Database {
+            op: "opening a reader",
+            message: "the engine has no file".into(),
+        })?;
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .op("opening a reader")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).op("configuring a reader")?;
+        Ok(EngineReader { conn })
+    }
+
+    /// An encoder for this engine's batches (see [`Encoder`]).
+    pub fn encoder(&self) -> Encoder {
+        Encoder { key: self.key.clone(), secret: self.secret.clone() }
+    }
+
+    /// [`EngineStore::ingest_group`] of batches encoded by this engine's
+    /// [`Encoder`] (a batch encoded for another store is refused).
+    pub fn ingest_encoded(
+        &mut self,
+        batches: Vec<EncodedBatch>,
+        now: Timestamp,
+    ) -> Vec<Result<IngestOutcome>> {
+        // Checked before the transaction: a batch refused here costs nothing.
+        let mut results: Vec<Option<Result<IngestOutcome>>> = batches
+            .iter()
+            .map(|b| {
+                check_range(b.seq.first_seq, b.records.len()).err().or_else(|| {
+                    (b.seq.skipped >= b.seq.first_seq).then_some(Error::SequenceRange {
+                        first_seq: b.seq.first_seq,
+                        records: b.records.len() as u64,
+                    })
+                })
+            })
+            .map(|e| e.map(Err))
+            .collect();
+        if results.iter().all(Option::is_some) {
+            return results.into_iter().flatten().collect();
+        }
+        let check = self.secret.check();
+        for (b, r) in batches.iter().zip(results.iter_mut()) {
+            if r.is_none() && b.check != check {
+                *r = Some(Err(Error::SecretMismatch {
+                    given: "a batch encoded for another store",
+                    expected: "a batch from this store's encoder",
+                }));
+            }
+        }
+        if results.iter().all(Option::is_some) {
+            return results.into_iter().flatten().collect();
+        }
+        let Self { conn, mirror, .. } = self;
+        let all_failed = |results: Vec<Option<Result<IngestOutcome>>>, op: &'static str, e: &Error| {
+            results
+                .into_iter()
+                .map(|r| match r {
+                    Some(Err(e)) => Err(e),
+                    _ => Err(Error::Database { op, message: e.to_string() }),
+                })
+                .collect::<Vec<_>>()
+        };
+        // IMMEDIATE: the write lock is taken first, so no other connection
+        // commits between the data-version check and this commit.
+        let mut tx =
+            match conn.transaction_with_behavior(TransactionBehavior::Immediate).op("starting an ingest") {
+                Ok(tx) => tx,
+                Err(e) => return all_failed(results, "starting an ingest", &e),
+            };
+        let refreshed = data_version(&tx).and_then(|version| {
+            if mirror.stale || version != mirror.data_version {
+                *mirror = Mirror::load(&tx)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = refreshed {
+            return all_failed(results, "starting an ingest", &e);
+        }
+        // What the group added to the mirrored tables: visible to the
+        // group's later batches, mirrored only once the commit succeeds.
+        let mut group = Added::default();
+        for (batch, result) in batches.into_iter().zip(results.iter_mut()) {
+            if result.is_some() {
+                continue;
+            }
+            // A savepoint per batch: a batch that fails (a gap) leaves no
+            // trace, and the others of the group still commit.
+            let outcome = tx.savepoint().op("starting a batch").and_then(|sp| {
+                let mut added = Added::default();
+                let ctx = IngestCtx { mirror: &*mirror, group: &group, now };
+                let outcome = ingest_batch(&sp, &ctx, &mut added, batch)?;
+                sp.commit().op("ending a batch")?;
+                group.customers.extend(added.customers);
+                group.users.extend(added.users);
+                Ok(outcome)
+            });
+            *result = Some(outcome);
+        }
+        if let Err(e) = tx.commit().op("committing an ingest") {
+            return all_failed(results, "committing an ingest", &e);
+        }
+        mirror.customers.extend(group.customers);
+        mirror.users.extend(group.users);
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::Database { op: "storing a batch", message: "no outcome for the batch".into() })
+                })
+            })
+            .collect()
     }
 
     /// The default retention policy the store was opened with.
@@ -741,9 +901,7 @@ fn migrate_v3(tx: &Transaction<'_>, options: &EngineOptions) -> Result<()> {
             let mut read = tx
                 .prepare("SELECT id, format, key_id, payload FROM records ORDER BY id")
                 .op("indexing migrated records")?;
-            let mut insert = tx
-                .prepare("INSERT OR IGNORE INTO mentions (digest, record_id, kind) VALUES (?1, ?2, ?3)")
-                .op("indexing migrated records")?;
+            let mut insert = tx.prepare(INSERT_MENTION).op("indexing migrated records")?;
             let mut rows = read.query([]).op("indexing migrated records")?;
             while let Some(row) = rows.next().op("indexing migrated records")? {
                 let id: i64 = row.get(0).op("indexing migrated records")?;
@@ -799,6 +957,317 @@ fn check_range(first_seq: u64, n: usize) -> Result<()> {
     Ok(())
 }
 
+fn read_high_water(conn: &Connection, customer: &CustomerId, device: &DeviceId, stream: u64) -> Result<u64> {
+    let hw: Option<i64> = conn
+        .prepare_cached(
+            "SELECT s.high_water FROM streams s JOIN devices d ON d.id = s.device
+             JOIN customers c ON c.id = d.customer
+             WHERE c.customer = ?1 AND d.device = ?2 AND s.stream = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![customer.as_str(), device.as_str(), stream as i64], |r| r.get(0)).optional()
+        })
+        .op("reading the high-water mark")?;
+    Ok(hw.unwrap_or(0).max(0) as u64)
+}
+
+/// A read-only second connection to an engine's file, for reads that must
+/// not wait behind the writer (WAL: a reader sees the last commit and never
+/// blocks, nor is blocked by, a write in progress). See
+/// [`SqliteEngine::reader`].
+#[derive(Debug)]
+pub struct EngineReader {
+    conn: Connection,
+}
+
+impl EngineReader {
+    /// A stream's high-water mark as of the last commit (0 when unknown).
+    /// It can only be behind the writer's, never ahead: a device told a
+    /// lower mark resends records the engine then counts as duplicates.
+    ///
+    /// # Errors
+    ///
+    /// A storage error.
+    pub fn high_water(&self, customer: &CustomerId, device: &DeviceId, stream: u64) -> Result<u64> {
+        read_high_water(&self.conn, customer, device, stream)
+    }
+}
+
+/// Indexes one keyed digest of a record.
+const INSERT_MENTION: &str = "INSERT OR IGNORE INTO mentions (digest, record_id, kind) VALUES (?1, ?2, ?3)";
+
+/// Rows a batch (or a group of batches) added to the mirrored tables.
+#[derive(Default)]
+struct Added {
+    customers: HashMap<String, i64>,
+    users: HashMap<(i64, String), i64>,
+}
+
+/// What every batch of a group shares.
+struct IngestCtx<'a> {
+    mirror: &'a Mirror,
+    /// Added by the group's earlier batches.
+    group: &'a Added,
+    now: Timestamp,
+}
+
+/// A batch's records encoded for the engine (see [`Encoder`]): everything
+/// that needs no table (payload, sealing, keyed digests) is done before the
+/// engine's lock, so the group's writer only inserts rows. `Debug` shows
+/// where it sits and its size, nothing of its records.
+pub struct EncodedBatch {
+    customer: CustomerId,
+    device: DeviceId,
+    seq: Sequence,
+    /// `None`: refused by the service. An encoding error is kept and raised
+    /// only if the record is stored (a duplicate is never encoded twice).
+    records: Vec<Option<Result<EncodedRecord>>>,
+    /// The encoder's [`Secret::check`]: a batch encoded for another store
+    /// is refused, not mixed in.
+    check: Digest,
+}
+
+impl std::fmt::Debug for EncodedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedBatch")
+            .field("customer", &self.customer)
+            .field("device", &self.device)
+            .field("seq", &self.seq)
+            .field("records", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EncodedBatch {
+    /// Records in the batch (refused ones included).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the batch has no record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// One record ready for its rows. `Debug` shows no payload nor user id.
+struct EncodedRecord {
+    user: Option<String>,
+    /// Keyed digest of `user` (suppression check).
+    user_digest: Option<Digest>,
+    found: Vec<(MentionKind, Digest)>,
+    class: i64,
+    kind: &'static str,
+    program: i64,
+    recorded_at: i64,
+    event_id: Option<i64>,
+    key_id: Option<u32>,
+    payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for EncodedRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedRecord")
+            .field("kind", &self.kind)
+            .field("payload_len", &self.payload.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Encodes batches for one [`SqliteEngine`] without its lock: payloads
+/// (sealed under the engine's key when it has one) and the keyed digests
+/// of what names a person. Cheap to clone; a service's connection threads
+/// each encode their own batch, then the group's writer stores them with
+/// [`SqliteEngine::ingest_encoded`]. `Debug` prints no key.
+#[derive(Clone)]
+pub struct Encoder {
+    key: Option<AtRestKey>,
+    secret: Secret,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder").field("sealed", &self.key.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Encoder {
+    /// Encodes `batch`; `received` dates the records that carry no time of
+    /// their own (as the store's `stored_at`).
+    pub fn encode(&self, batch: AdmittedBatch, received: Timestamp) -> EncodedBatch {
+        let AdmittedBatch { customer, device, seq, records } = batch;
+        let c = customer.as_str();
+        let records = records
+            .into_iter()
+            .map(|r| r.map(|mut record| self.encode_record(&mut record, c, received)))
+            .collect();
+        EncodedBatch { customer, device, seq, records, check: self.secret.check() }
+    }
+
+    fn encode_record(
+        &self,
+        record: &mut Record,
+        customer: &str,
+        received: Timestamp,
+    ) -> Result<EncodedRecord> {
+        let found = mentions(record, customer, &self.secret);
+        let user = record.body.user();
+        let user_digest = user.map(|u| self.secret.user(customer, u));
+        let user = user.map(|u| u.as_str().to_owned());
+        let (key_id, payload) = seal(record, self.key.as_ref())?;
+        Ok(EncodedRecord {
+            user,
+            user_digest,
+            found,
+            class: i64::from(RecordClass::of(&record.body) == RecordClass::Object),
+            kind: record.body.kind_name(),
+            program: program_code(record.program),
+            recorded_at: nanos(record_time(record, received)),
+            event_id: match &record.body {
+                privtel_model::RecordBody::Event(e) => Some(e.id.as_u128() as u64 as i64),
+                _ => None,
+            },
+            key_id,
+            payload,
+        })
+    }
+}
+
+/// Stores one batch inside the group's transaction (`conn` is the batch's
+/// savepoint); its range was checked.
+fn ingest_batch(
+    conn: &Connection,
+    ctx: &IngestCtx<'_>,
+    added: &mut Added,
+    batch: EncodedBatch,
+) -> Result<IngestOutcome> {
+    let EncodedBatch { customer, device, seq, records, .. } = batch;
+    let Sequence { stream, first_seq, skipped } = seq;
+    let now = ctx.now;
+    let c = customer.as_str();
+    let customer_id = match ctx.mirror.customers.get(c).or_else(|| ctx.group.customers.get(c)) {
+        Some(id) => *id,
+        None => {
+            conn.prepare_cached("INSERT INTO customers (customer) VALUES (?1)")
+                .and_then(|mut s| s.execute([c]))
+                .op("registering the customer")?;
+            let id = conn.last_insert_rowid();
+            added.customers.insert(c.to_owned(), id);
+            id
+        }
+    };
+    let device_id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO devices (customer, device, last_seen) VALUES (?1, ?2, ?3)
+             ON CONFLICT(customer, device) DO UPDATE SET last_seen = max(last_seen, ?3) RETURNING id",
+        )
+        .and_then(|mut s| s.query_row(params![customer_id, device.as_str(), nanos(now)], |r| r.get(0)))
+        .op("registering the device")?;
+    let stream_key = stream as i64; // bit for bit: u64 ids above i64::MAX are negative in the column
+    let high_water: i64 = conn
+        .prepare_cached("SELECT high_water FROM streams WHERE device = ?1 AND stream = ?2")
+        .and_then(|mut s| s.query_row(params![device_id, stream_key], |r| r.get(0)).optional())
+        .op("reading the high-water mark")?
+        .unwrap_or(0);
+    let high_water = high_water.max(0) as u64;
+    if first_seq - skipped > high_water.saturating_add(1) {
+        // The savepoint's rollback removes the device and customer rows.
+        return Err(Error::SequenceGap { first_seq, high_water });
+    }
+    // Declared skipped: the mark moves over them (they are never sent).
+    let declared = (first_seq - 1).saturating_sub(high_water).min(skipped);
+    let mut outcome =
+        IngestOutcome { high_water: high_water + declared, skipped: declared, ..IngestOutcome::default() };
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO records (customer, device, user, class, kind, program, recorded_at, stored_at, event_id, format, key_id, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT(device, event_id) DO NOTHING",
+        )
+        .op("preparing an ingest")?;
+    let mut insert_mention = conn.prepare_cached(INSERT_MENTION).op("preparing an ingest")?;
+    let mut insert_user = conn
+        .prepare_cached("INSERT INTO users (customer, user) VALUES (?1, ?2)")
+        .op("preparing an ingest")?;
+    for (i, record) in records.into_iter().enumerate() {
+        // In range: check_range bounded the last one by i64::MAX.
+        let seq = first_seq + i as u64;
+        if seq <= high_water {
+            outcome.duplicates += 1;
+            continue;
+        }
+        outcome.high_water = outcome.high_water.max(seq);
+        let Some(record) = record else {
+            outcome.refused += 1;
+            continue;
+        };
+        let record = record?;
+        let suppressed = &ctx.mirror.suppressed;
+        let erased = record.user_digest.is_some_and(|d| suppressed.contains(&d))
+            || record.found.iter().any(|(_, d)| suppressed.contains(d));
+        if erased {
+            outcome.suppressed += 1;
+            continue;
+        }
+        let user_id = match record.user {
+            None => None,
+            Some(u) => {
+                let key = (customer_id, u);
+                match ctx
+                    .mirror
+                    .users
+                    .get(&key)
+                    .or_else(|| ctx.group.users.get(&key))
+                    .or_else(|| added.users.get(&key))
+                {
+                    Some(id) => Some(*id),
+                    None => {
+                        insert_user.execute(params![customer_id, key.1]).op("registering a user")?;
+                        let id = conn.last_insert_rowid();
+                        added.users.insert(key, id);
+                        Some(id)
+                    }
+                }
+            }
+        };
+        let inserted = insert
+            .execute(params![
+                customer_id,
+                // Filed under the device that sent it: the inactivity
+                // purge removes everything a device sent.
+                device_id,
+                user_id,
+                record.class,
+                record.kind,
+                record.program,
+                record.recorded_at,
+                nanos(now),
+                record.event_id,
+                Format::CURRENT.code(),
+                record.key_id,
+                record.payload
+            ])
+            .op("storing a record")?;
+        if inserted == 0 {
+            // The customer's device already holds this event.
+            outcome.duplicates += 1;
+            continue;
+        }
+        let id = conn.last_insert_rowid();
+        for (kind, d) in &record.found {
+            insert_mention.execute(params![&d[..], id, kind.code()]).op("storing mentions")?;
+        }
+        outcome.stored += 1;
+    }
+    conn.prepare_cached(
+        "INSERT INTO streams (device, stream, high_water) VALUES (?1, ?2, ?3)
+         ON CONFLICT(device, stream) DO UPDATE SET high_water = max(high_water, ?3)",
+    )
+    .and_then(|mut s| s.execute(params![device_id, stream_key, outcome.high_water as i64]))
+    .op("updating the high-water mark")?;
+    Ok(outcome)
+}
+
 impl EngineStore for SqliteEngine {
     fn ingest_admitted(
         &mut self,
@@ -808,184 +1277,20 @@ impl EngineStore for SqliteEngine {
         records: Vec<Option<Record>>,
         now: Timestamp,
     ) -> Result<IngestOutcome> {
-        let Sequence { stream, first_seq, skipped } = seq;
-        check_range(first_seq, records.len())?;
-        if skipped >= first_seq {
-            return Err(Error::SequenceRange { first_seq, records: records.len() as u64 });
-        }
-        // IMMEDIATE: the write lock is taken first, so no other connection
-        // commits between the data-version check and this commit.
-        let tx =
-            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op("starting an ingest")?;
-        let version = data_version(&tx)?;
-        if self.mirror.stale || version != self.mirror.data_version {
-            self.mirror = Mirror::load(&tx)?;
-        }
-        let c = customer.as_str();
-        let (customer_id, new_customer) = match self.mirror.customers.get(c) {
-            Some(id) => (*id, false),
-            None => {
-                tx.execute("INSERT INTO customers (customer) VALUES (?1)", [c])
-                    .op("registering the customer")?;
-                (tx.last_insert_rowid(), true)
-            }
-        };
-        tx.execute(
-            "INSERT INTO devices (customer, device, last_seen) VALUES (?1, ?2, ?3) ON CONFLICT(customer, device) DO NOTHING",
-            params![customer_id, device.as_str(), nanos(now)],
-        )
-        .op("registering the device")?;
-        let device_id: i64 = tx
-            .query_row(
-                "SELECT id FROM devices WHERE customer = ?1 AND device = ?2",
-                params![customer_id, device.as_str()],
-                |r| r.get(0),
-            )
-            .op("reading the device")?;
-        let stream_key = stream as i64; // bit for bit: u64 ids above i64::MAX are negative in the column
-        let high_water: i64 = tx
-            .query_row(
-                "SELECT high_water FROM streams WHERE device = ?1 AND stream = ?2",
-                params![device_id, stream_key],
-                |r| r.get(0),
-            )
-            .optional()
-            .op("reading the high-water mark")?
-            .unwrap_or(0);
-        let high_water = high_water.max(0) as u64;
-        if first_seq - skipped > high_water.saturating_add(1) {
-            // Dropping `tx` rolls back the device and customer rows.
-            return Err(Error::SequenceGap { first_seq, high_water });
-        }
-        // Declared skipped: the mark moves over them (they are never sent).
-        let declared = (first_seq - 1).saturating_sub(high_water).min(skipped);
-        let mut new_users: HashMap<(i64, String), i64> = HashMap::new();
-        let mut outcome = IngestOutcome {
-            high_water: high_water + declared,
-            skipped: declared,
-            ..IngestOutcome::default()
-        };
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO records (customer, device, user, class, kind, program, recorded_at, stored_at, event_id, format, key_id, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                     ON CONFLICT(device, event_id) WHERE event_id IS NOT NULL DO NOTHING",
-                )
-                .op("preparing an ingest")?;
-            let mut insert_mention = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO mentions (digest, record_id, kind) VALUES (?1, ?2, ?3)",
-                )
-                .op("preparing an ingest")?;
-            let mut insert_user = tx
-                .prepare_cached("INSERT INTO users (customer, user) VALUES (?1, ?2)")
-                .op("preparing an ingest")?;
-            for (i, record) in records.into_iter().enumerate() {
-                // In range: check_range bounded the last one by i64::MAX.
-                let seq = first_seq + i as u64;
-                if seq <= high_water {
-                    outcome.duplicates += 1;
-                    continue;
-                }
-                outcome.high_water = outcome.high_water.max(seq);
-                let Some(mut record) = record else {
-                    outcome.refused += 1;
-                    continue;
-                };
-                let found = mentions(&mut record, c, &self.secret);
-                let user = record.body.user();
-                let erased = user.is_some_and(|u| self.mirror.suppressed.contains(&self.secret.user(c, u)))
-                    || found.iter().any(|(_, d)| self.mirror.suppressed.contains(d));
-                if erased {
-                    outcome.suppressed += 1;
-                    continue;
-                }
-                let user_id = match user {
-                    None => None,
-                    Some(u) => {
-                        let key = (customer_id, u.as_str().to_owned());
-                        match self.mirror.users.get(&key).or_else(|| new_users.get(&key)) {
-                            Some(id) => Some(*id),
-                            None => {
-                                insert_user
-                                    .execute(params![customer_id, u.as_str()])
-                                    .op("registering a user")?;
-                                let id = tx.last_insert_rowid();
-                                new_users.insert(key, id);
-                                Some(id)
-                            }
-                        }
-                    }
-                };
-                let (key_id, payload) = seal(&record, self.key.as_ref())?;
-                let class = i64::from(RecordClass::of(&record.body) == RecordClass::Object);
-                let event_id = match &record.body {
-                    privtel_model::RecordBody::Event(e) => Some(e.id.as_u128() as u64 as i64),
-                    _ => None,
-                };
-                let inserted = insert
-                    .execute(params![
-                        customer_id,
-                        // Filed under the device that sent it: the inactivity
-                        // purge removes everything a device sent.
-                        device_id,
-                        user_id,
-                        class,
-                        record.body.kind_name(),
-                        program_code(record.program),
-                        nanos(record_time(&record, now)),
-                        nanos(now),
-                        event_id,
-                        Format::CURRENT.code(),
-                        key_id,
-                        payload
-                    ])
-                    .op("storing a record")?;
-                if inserted == 0 {
-                    // The customer's device already holds this event.
-                    outcome.duplicates += 1;
-                    continue;
-                }
-                let id = tx.last_insert_rowid();
-                for (kind, d) in &found {
-                    insert_mention.execute(params![&d[..], id, kind.code()]).op("storing mentions")?;
-                }
-                outcome.stored += 1;
-            }
-        }
-        tx.execute(
-            "INSERT INTO streams (device, stream, high_water) VALUES (?1, ?2, ?3)
-             ON CONFLICT(device, stream) DO UPDATE SET high_water = max(high_water, ?3)",
-            params![device_id, stream_key, outcome.high_water as i64],
-        )
-        .op("updating the high-water mark")?;
-        tx.execute(
-            "UPDATE devices SET last_seen = max(last_seen, ?2) WHERE id = ?1",
-            params![device_id, nanos(now)],
-        )
-        .op("updating the device")?;
-        tx.commit().op("committing an ingest")?;
-        if new_customer {
-            self.mirror.customers.insert(c.to_owned(), customer_id);
-        }
-        self.mirror.users.extend(new_users);
-        Ok(outcome)
+        let batch = AdmittedBatch { customer: customer.clone(), device: device.clone(), seq, records };
+        self.ingest_group(vec![batch], now).pop().unwrap_or_else(|| {
+            Err(Error::Database { op: "storing a batch", message: "no outcome for the batch".into() })
+        })
+    }
+
+    fn ingest_group(&mut self, batches: Vec<AdmittedBatch>, now: Timestamp) -> Vec<Result<IngestOutcome>> {
+        let encoder = self.encoder();
+        let batches = batches.into_iter().map(|b| encoder.encode(b, now)).collect();
+        self.ingest_encoded(batches, now)
     }
 
     fn high_water(&self, customer: &CustomerId, device: &DeviceId, stream: u64) -> Result<u64> {
-        let hw: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT s.high_water FROM streams s JOIN devices d ON d.id = s.device
-                 JOIN customers c ON c.id = d.customer
-                 WHERE c.customer = ?1 AND d.device = ?2 AND s.stream = ?3",
-                params![customer.as_str(), device.as_str(), stream as i64],
-                |r| r.get(0),
-            )
-            .optional()
-            .op("reading the high-water mark")?;
-        Ok(hw.unwrap_or(0).max(0) as u64)
+        read_high_water(&self.conn, customer, device, stream)
     }
 
     fn sweep(

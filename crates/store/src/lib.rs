@@ -66,8 +66,8 @@ mod spool;
 
 pub use codec::{AtRestKey, MAX_RECORD_BYTES};
 pub use engine::{
-    DeletionReceipt, EngineOptions, EngineStore, ErasureRequest, IngestOutcome, Sequence, SqliteEngine,
-    StoredVerdict, SweepReport,
+    AdmittedBatch, DeletionReceipt, EncodedBatch, Encoder, EngineOptions, EngineReader, EngineStore,
+    ErasureRequest, IngestOutcome, Sequence, SqliteEngine, StoredVerdict, SweepReport,
 };
 pub use error::{Error, Result};
 pub use spool::{SourcePosition, Spool, SpoolCounters, SpoolOptions, Spooled};

@@ -2,5 +2,6 @@
 
 mod engine;
 mod golden;
+mod group;
 mod spool;
 mod tenant;

@@ -1,0 +1,149 @@
+//! Group commit: several batches of any customers and devices in one
+//! transaction, each with the outcome it would have had alone; a refused
+//! batch leaves no trace and holds back no other; batches encoded for
+//! another store are refused; a reader sees every commit.
+
+use privtel_model::{CustomerId, DeviceId, EventId, Record, RecordBody, UserId};
+use privtel_retention::RetentionPolicy;
+use privtel_store::{AdmittedBatch, EngineOptions, EngineStore, Error, Sequence, SqliteEngine};
+use privtel_testkit::fixtures;
+
+use crate::engine::{S, acme, engine, event_at};
+
+fn globex() -> CustomerId {
+    CustomerId::new("globex").unwrap()
+}
+
+fn dev(name: &str) -> DeviceId {
+    DeviceId::new(name).unwrap()
+}
+
+/// The fixtures (a person new to the store, records of every kind) with
+/// event ids offset by `base`.
+fn fixtures_at(base: u128) -> Vec<Record> {
+    let mut out = fixtures::records("grp");
+    for r in &mut out {
+        if let RecordBody::Event(e) = &mut r.body {
+            e.id = EventId::from_u128(e.id.as_u128() + base);
+        }
+    }
+    out
+}
+
+fn batch(customer: CustomerId, device: &str, first_seq: u64, records: Vec<Record>) -> AdmittedBatch {
+    AdmittedBatch {
+        customer,
+        device: dev(device),
+        seq: Sequence { stream: S, first_seq, skipped: 0 },
+        records: records.into_iter().map(Some).collect(),
+    }
+}
+
+fn exported(store: &SqliteEngine, customer: &CustomerId, user: &str) -> usize {
+    let mut out = Vec::new();
+    store.export_person(customer, &UserId::new(user).unwrap(), &mut out).unwrap();
+    String::from_utf8(out).unwrap().lines().count()
+}
+
+#[test]
+fn a_group_stores_every_batch_but_the_refused_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = engine(&dir, RetentionPolicy::default(), None);
+    let now = fixtures::base_time();
+    let n = fixtures_at(0).len() as u64;
+    let outcomes = store.ingest_group(
+        vec![
+            // A person, a customer and devices the store has never seen,
+            // in two batches of one group: one user row, shared.
+            batch(acme(), "dev-a", 1, fixtures_at(0)),
+            batch(acme(), "dev-b", 1, fixtures_at(1_000)),
+            // A gap on a device of the group: refused alone.
+            batch(acme(), "dev-a", 1_000, fixtures_at(2_000)),
+            // Out of range: refused before the transaction.
+            batch(acme(), "dev-c", 0, fixtures_at(3_000)),
+            // A customer new to the store, refused: no trace of it.
+            batch(CustomerId::new("initech").unwrap(), "dev-a", 5, fixtures_at(4_000)),
+            // Another customer, same device name and person: independent.
+            batch(globex(), "dev-a", 1, fixtures_at(0)),
+            // The same stream again, following on in the same group.
+            batch(acme(), "dev-a", n + 1, vec![event_at(900_001, now), event_at(900_002, now)]),
+            // And a replay of the group's first batch: duplicates.
+            batch(acme(), "dev-a", 1, fixtures_at(0)),
+        ],
+        now,
+    );
+    assert_eq!(outcomes.len(), 8);
+    let stored: Vec<Option<u64>> = outcomes.iter().map(|o| o.as_ref().ok().map(|o| o.stored)).collect();
+    assert_eq!(stored, vec![Some(n), Some(n), None, None, None, Some(n), Some(2), Some(0)]);
+    assert!(matches!(outcomes[2], Err(Error::SequenceGap { first_seq: 1_000, high_water: h }) if h == n));
+    assert!(matches!(outcomes[3], Err(Error::SequenceRange { first_seq: 0, .. })));
+    assert!(matches!(outcomes[4], Err(Error::SequenceGap { first_seq: 5, high_water: 0 })));
+    let replay = outcomes[7].as_ref().unwrap();
+    assert_eq!((replay.duplicates, replay.high_water), (n, n + 2));
+    assert_eq!(store.customers().unwrap(), vec![acme(), globex()]);
+    assert_eq!(store.record_count().unwrap(), 3 * n + 2);
+    assert_eq!(store.high_water(&acme(), &dev("dev-a"), S).unwrap(), n + 2);
+    assert_eq!(store.high_water(&acme(), &dev("dev-b"), S).unwrap(), n);
+    assert_eq!(store.high_water(&acme(), &dev("dev-c"), S).unwrap(), 0);
+    // The person's records of both devices are one person's; the other
+    // customer's are its own.
+    let (acme_rows, globex_rows) =
+        (exported(&store, &acme(), "u-1042"), exported(&store, &globex(), "u-1042"));
+    // (acme's also has the two events that followed on dev-a.)
+    assert!(globex_rows > 0 && acme_rows == 2 * globex_rows + 2, "{acme_rows} {globex_rows}");
+    // The mirrored rows of the group are the committed ones: the next
+    // group reuses them (a second row for the person would be refused by
+    // the users table's unique key).
+    let next = store.ingest_group(vec![batch(acme(), "dev-d", 1, fixtures_at(5_000))], now);
+    assert_eq!(next[0].as_ref().unwrap().stored, n);
+    assert_eq!(exported(&store, &acme(), "u-1042"), acme_rows + globex_rows);
+}
+
+#[test]
+fn batches_encoded_for_another_store_are_refused() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = engine(&dir_a, RetentionPolicy::default(), None);
+    let b = engine(&dir_b, RetentionPolicy::default(), None);
+    let now = fixtures::base_time();
+    let foreign = b.encoder().encode(batch(acme(), "dev-a", 1, fixtures_at(0)), now);
+    let own = a.encoder().encode(batch(acme(), "dev-b", 1, fixtures_at(0)), now);
+    let outcomes = a.ingest_encoded(vec![foreign, own], now);
+    let err = outcomes[0].as_ref().unwrap_err();
+    assert!(matches!(err, Error::SecretMismatch { .. }), "{err}");
+    assert_eq!(err.to_string(), err.to_string().to_lowercase());
+    assert!(outcomes[1].as_ref().unwrap().stored > 0);
+    assert_eq!(a.high_water(&acme(), &dev("dev-a"), S).unwrap(), 0);
+    // The encoder's Debug shows no key, the batch's no record.
+    let sealed = SqliteEngine::open(
+        &dir_b.path().join("sealed.db"),
+        EngineOptions::default().key(privtel_store::AtRestKey::new(3, [0x5a; 32])),
+    )
+    .unwrap();
+    let text = format!(
+        "{:?} {:?}",
+        sealed.encoder(),
+        sealed.encoder().encode(batch(acme(), "dev-a", 1, fixtures_at(0)), now)
+    );
+    assert!(
+        !text.contains("alice")
+            && !text.contains("90, 90")
+            && !text.contains("5a5a")
+            && !text.contains("u-1042"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_reader_sees_each_commit_and_never_a_refused_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = engine(&dir, RetentionPolicy::default(), None);
+    let reader = store.reader().unwrap();
+    let now = fixtures::base_time();
+    assert_eq!(reader.high_water(&acme(), &dev("dev-a"), S).unwrap(), 0);
+    store.ingest(&acme(), &dev("dev-a"), S, 1, vec![event_at(1, now), event_at(2, now)], now).unwrap();
+    assert_eq!(reader.high_water(&acme(), &dev("dev-a"), S).unwrap(), 2);
+    store.ingest(&acme(), &dev("dev-a"), S, 9, vec![event_at(3, now)], now).unwrap_err();
+    assert_eq!(reader.high_water(&acme(), &dev("dev-a"), S).unwrap(), 2);
+    // Scoped like the engine's: another customer's device of that name.
+    assert_eq!(reader.high_water(&globex(), &dev("dev-a"), S).unwrap(), 0);
+}
