@@ -2,3 +2,4 @@
 
 mod inprocess;
 mod pure;
+mod seams;

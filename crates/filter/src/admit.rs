@@ -48,9 +48,7 @@ pub enum Inadmissible {
     },
     /// An event whose own instant is finer than the policy keeps it
     /// ([`Policy::instant_unit`]).
-    #[error(
-        "a {kind} event's instant arrived finer than the policy's {unit:?} (it keeps it to the {unit:?})"
-    )]
+    #[error("a {kind} event's instant arrived finer than the policy keeps it (to the {unit})")]
     Instant {
         /// The event's kind.
         kind: &'static str,

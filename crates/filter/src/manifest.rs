@@ -39,6 +39,10 @@ pub struct ManifestProgram {
     pub record_kinds: Vec<&'static str>,
     /// Its personal fields; empty when the program is off (nothing is sent).
     pub fields: Vec<ManifestField>,
+    /// How precisely each event kind the program carries keeps its own
+    /// instant: (kind, unit it is truncated to; `None` is exact). See
+    /// [`Policy::instant_unit`].
+    pub event_times: Vec<(&'static str, Option<privtel_model::TimeUnit>)>,
     /// How long the service keeps events, in days.
     pub events_kept_days: u32,
     /// How long the service keeps objects, in days.
@@ -108,9 +112,11 @@ impl Manifest {
                 } else {
                     Vec::new()
                 };
+                let event_times = event_times(policy, kinds);
                 ManifestProgram {
                     program,
                     enabled,
+                    event_times,
                     optional: program.can_switch_off(),
                     endpoint: format!("{}{}", policy.service.trim_end_matches('/'), program.endpoint()),
                     record_kinds: kinds.to_vec(),
@@ -150,6 +156,17 @@ impl Manifest {
                 p.objects_kept_days,
                 p.record_kinds.join(", ")
             ));
+            if !p.event_times.is_empty() {
+                let times: Vec<String> = p
+                    .event_times
+                    .iter()
+                    .map(|(kind, unit)| match unit {
+                        Some(unit) => format!("{kind} to the {unit}"),
+                        None => format!("{kind} exact"),
+                    })
+                    .collect();
+                md.push_str(&format!("\nEvent times kept: {}.\n", times.join(", ")));
+            }
             if p.fields.is_empty() {
                 if p.enabled {
                     md.push_str("\nNo personal fields.\n");
@@ -163,4 +180,16 @@ impl Manifest {
         }
         md
     }
+}
+
+/// The instant precision of each event kind among `kinds`.
+fn event_times(
+    policy: &Policy,
+    kinds: &[&'static str],
+) -> Vec<(&'static str, Option<privtel_model::TimeUnit>)> {
+    kinds
+        .iter()
+        .filter(|k| privtel_model::EventBody::KINDS.contains(k))
+        .map(|&kind| (kind, policy.instant_unit_of(kind)))
+        .collect()
 }

@@ -201,7 +201,12 @@ impl Policy {
     /// # Ok::<(), privtel_filter::Error>(())
     /// ```
     pub fn instant_unit(&self, body: &EventBody) -> Option<TimeUnit> {
-        let times = fields::time_fields(body.kind_name());
+        self.instant_unit_of(body.kind_name())
+    }
+
+    /// [`Policy::instant_unit`] of the event kind named `kind`.
+    pub(crate) fn instant_unit_of(&self, kind: &str) -> Option<TimeUnit> {
+        let times = fields::time_fields(kind);
         if times.is_empty() {
             return Some(self.generalise.time_unit);
         }

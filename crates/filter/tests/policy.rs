@@ -92,3 +92,126 @@ fn manifest_says_what_goes_where_in_what_form() {
     assert_eq!(json["programs"].as_array().unwrap().len(), 7);
     assert_eq!(json["inactive_device_purge_days"], 45);
 }
+
+#[test]
+fn a_clear_field_that_reveals_what_the_policy_removes_is_refused_naming_both_fields() {
+    let cases = [
+        (
+            "[fields]\n\"web_request.url\" = \"generalise\"\n\"web_request.host\" = \"clear\"\n",
+            "policy line 3: field 'web_request.host' cannot be clear while 'web_request.url' is generalise: \
+             it holds the url's host",
+        ),
+        // The url is dropped by default.
+        (
+            "[fields]\n\"web_request.host\" = \"clear\"\n",
+            "policy line 2: field 'web_request.host' cannot be clear while 'web_request.url' is drop: \
+             it holds the url's host",
+        ),
+        (
+            "[fields]\n\"execution.username\" = \"clear\"\n\"event.username\" = \"pseudonymise\"\n",
+            "policy line 2: field 'execution.username' cannot be clear while 'event.username' is pseudonymise: \
+             it holds the login name of the person the user id stands for",
+        ),
+        (
+            "[fields]\n\"binary.path\" = \"pseudonymise\"\n\"binary.file_name\" = \"clear\"\n",
+            "policy line 3: field 'binary.file_name' is taken from 'binary.path' and always has its treatment \
+             (pseudonymise), not clear: set 'binary.path' instead",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = Policy::from_toml(text).unwrap_err();
+        assert!(matches!(err, Error::Reveals { .. } | Error::Follows { .. }), "{err:?}");
+        assert_eq!(err.to_string(), expected, "{text}");
+    }
+    // What the rule allows: a clear host with a clear url, a generalised
+    // host under a dropped url (the default), a follower spelled as its
+    // source, a login kept clear with a clear user id.
+    for text in [
+        "[fields]\n\"web_request.url\" = \"clear\"\n\"web_request.host\" = \"clear\"\n",
+        "",
+        "[fields]\n\"binary.path\" = \"clear\"\n\"binary.file_name\" = \"clear\"\n",
+        "[fields]\n\"execution.username\" = \"clear\"\n",
+    ] {
+        let p = Policy::from_toml(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(p.check(), Ok(()));
+    }
+    // A policy built in code is checked by `check`, and never leaks if not.
+    let mut p = Policy::default();
+    p.treatments.insert("web_request.host", Treatment::Clear);
+    p.treatments.insert("web_request.url", Treatment::Pseudonymise);
+    let err = p.check().unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Reveals { line: 0, field: "web_request.host", from: "web_request.url", .. }
+    ));
+    assert_eq!(p.treatment(&fields::WEB_REQUEST_HOST), Treatment::Pseudonymise);
+}
+
+#[test]
+fn the_file_name_follows_its_path_and_the_instant_its_coarsest_time_field() {
+    use privtel_model::{EventBody, TimeUnit};
+    for t in ["clear", "pseudonymise", "drop"] {
+        let p = Policy::from_toml(&format!("[fields]\n\"binary.path\" = \"{t}\"\n")).unwrap();
+        assert_eq!(p.treatment(&fields::BINARY_FILE_NAME).as_str(), t);
+    }
+    let body = |kind: &str| {
+        privtel_testkit::fixtures::event_bodies("x").into_iter().find(|b| b.kind_name() == kind).unwrap()
+    };
+    let unit = |text: &str, kind: &str| Policy::from_toml(text).unwrap().instant_unit(&body(kind));
+    let fields = |a: &str, b: &str| {
+        format!("[fields]\n\"licence_session.start\" = \"{a}\"\n\"licence_session.end\" = \"{b}\"\n")
+    };
+    assert_eq!(unit(&fields("clear", "clear"), "licence_session"), None);
+    assert_eq!(unit(&fields("clear", "generalise"), "licence_session"), Some(TimeUnit::Hour));
+    assert_eq!(unit(&fields("generalise", "pseudonymise"), "licence_session"), Some(TimeUnit::Day));
+    assert_eq!(unit(&fields("drop", "drop"), "licence_session"), Some(TimeUnit::Day), "the coarsest bucket");
+    let minute = "[generalise]\ntime_unit = \"minute\"\n";
+    assert_eq!(unit(minute, "login"), Some(TimeUnit::Minute), "login.time is generalised by default");
+    assert_eq!(unit(minute, "web_request"), Some(TimeUnit::Minute), "no time field: the policy's unit");
+    assert_eq!(unit("", "crash_report"), Some(TimeUnit::Hour));
+    assert!(matches!(body("login"), EventBody::Login(_)));
+}
+
+#[test]
+fn the_service_refuses_an_instant_finer_than_the_policy_and_the_manifest_lists_the_user() {
+    use privtel_filter::{FilterBuilder, Inadmissible};
+    use privtel_model::{RecordBody, TimeUnit, Timestamp};
+    let p = Policy::from_toml("[programs]\nenrichment = true\n").unwrap();
+    let mut record = privtel_testkit::fixtures::records("x")
+        .into_iter()
+        .find(|r| r.body.kind_name() == "web_request")
+        .unwrap();
+    if let RecordBody::Event(e) = &mut record.body {
+        e.recorded_at = Timestamp::from_parts(1_795_752_061, 0).unwrap();
+    }
+    let filter = FilterBuilder::new().policy(p.clone()).build();
+    let mut out = filter.apply(record.clone(), &mut Default::default()).unwrap().into_record();
+    assert_eq!(p.admits(&mut out), Ok(()));
+    // The same record, its url and host withheld, but its instant exact.
+    let mut raw = record;
+    if let RecordBody::Event(e) = &mut raw.body {
+        e.user = None;
+        let privtel_model::EventBody::WebRequest(w) = &mut e.body else { unreachable!() };
+        w.url.take();
+        w.host.take();
+        w.destination_ip.take();
+        w.page_load.take();
+    }
+    let err = p.admits(&mut raw).unwrap_err();
+    assert_eq!(err, Inadmissible::Instant { kind: "web_request", unit: TimeUnit::Hour });
+    assert_eq!(
+        err.to_string(),
+        "a web_request event's instant arrived finer than the policy keeps it (to the hour)"
+    );
+
+    let m = Manifest::from_policy(&p);
+    let enrichment = m.programs.iter().find(|e| e.program == Program::Enrichment).unwrap();
+    let user = enrichment.fields.iter().find(|f| f.path == "event.username").unwrap();
+    assert_eq!(user.treatment, Treatment::Clear);
+    let name = enrichment.fields.iter().find(|f| f.path == "binary.file_name").unwrap();
+    assert_eq!(name.treatment, Treatment::Drop, "the path is dropped by default");
+    assert!(enrichment.event_times.contains(&("web_request", Some(TimeUnit::Hour))));
+    assert!(!enrichment.event_times.iter().any(|(k, _)| *k == "binary"), "events only");
+    let md = m.to_markdown();
+    assert!(md.contains("Event times kept: execution to the hour, web_request to the hour."), "{md}");
+}

@@ -413,6 +413,17 @@ pub enum TimeUnit {
     Day,
 }
 
+impl fmt::Display for TimeUnit {
+    /// The lowercase name (`minute`, `hour`, `day`), as policy files write it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::Minute => "minute",
+            Self::Hour => "hour",
+            Self::Day => "day",
+        })
+    }
+}
+
 impl TimeUnit {
     /// The unit's length in seconds.
     pub const fn seconds(self) -> i64 {
