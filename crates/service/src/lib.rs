@@ -69,13 +69,13 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use privtel_model::{BinaryVerdict, CustomerId, DeviceId, DomainVerdict, Timestamp, UserId};
 use privtel_store::{
-    AdmittedBatch, DeletionReceipt, EncodedBatch, Encoder, EngineReader, EngineStore, ErasureRequest,
-    IngestOutcome, Sequence, SqliteEngine, SweepReport,
+    AdmittedBatch, DeletionReceipt, Encoder, EngineReader, EngineStore, ErasureRequest, IngestOutcome,
+    Sequence, SqliteEngine, SweepReport,
 };
 use privtel_wire::{
     Ack, Batch, Connection, EnrichAnswer, EnrichQuery, ErrorCode, Hello, Message, RejectCode, Rejection,
@@ -85,6 +85,7 @@ use privtel_wire::{
 mod admission;
 mod limits;
 mod settings;
+mod writer;
 
 pub use admission::RefusalCounts;
 pub use limits::Limits;
@@ -214,9 +215,9 @@ type Log = Box<dyn Fn(&str) + Send + Sync>;
 /// clock.
 pub struct Service {
     max_batch_records: u32,
-    engine: Mutex<SqliteEngine>,
-    /// Batches waiting for the engine (group commit, see `store`).
-    pending: Mutex<Vec<Pending>>,
+    engine: Arc<Mutex<SqliteEngine>>,
+    /// Writes batches by group commit.
+    writer: writer::Writer,
     /// A read-only connection for welcomes' high-water marks, so a hello
     /// never waits behind a write (`None`: the engine has no file to
     /// share; the engine answers then).
@@ -243,12 +244,6 @@ impl std::fmt::Debug for Service {
     }
 }
 
-/// A batch waiting for the engine, and where its outcome goes.
-struct Pending {
-    batch: EncodedBatch,
-    outcome: mpsc::Sender<Result<IngestOutcome, privtel_store::Error>>,
-}
-
 /// Releases a connection slot when the connection ends.
 #[cfg(feature = "tls")]
 struct Slot<'a>(&'a AtomicUsize);
@@ -272,10 +267,11 @@ impl Service {
     ) -> Self {
         let reader = engine.reader().ok().map(Mutex::new);
         let encoder = engine.encoder();
+        let engine = Arc::new(Mutex::new(engine));
         Self {
             max_batch_records: 10_000,
-            engine: Mutex::new(engine),
-            pending: Mutex::new(Vec::new()),
+            writer: writer::Writer::start(Arc::clone(&engine)),
+            engine,
             reader,
             encoder,
             index,
@@ -354,7 +350,7 @@ impl Service {
     /// Batches waiting for the engine now (the write queue's depth: each
     /// is written by the next group commit).
     pub fn queued_batches(&self) -> usize {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.writer.queued()
     }
 
     /// Connections being served now.
@@ -616,43 +612,22 @@ impl Service {
         .unwrap_or(0)
     }
 
-    /// Stores one batch by group commit: the batch joins the queue; the
-    /// connection that gets the engine writes every queued batch in one
-    /// transaction (one sync to disk) and hands each its outcome. A
-    /// connection that finds its outcome there when it gets the engine
-    /// returns at once. Each batch is acknowledged only once its group is
-    /// durable.
+    /// Stores one batch by group commit (see `writer`): encoded on this
+    /// connection's thread, written by the writer with whatever else
+    /// queued meanwhile, acknowledged once durable.
     fn store(
         &self,
         batch: AdmittedBatch,
         received: Timestamp,
     ) -> Result<IngestOutcome, privtel_store::Error> {
-        // Payloads, sealing and digests on this connection's thread, in
-        // parallel with the other connections: the writer only inserts.
+        // Payloads, sealing and digests here, in parallel with the other
+        // connections: the writer only inserts.
         let batch = self.encoder.encode(batch, received);
-        let (tx, rx) = mpsc::channel();
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner).push(Pending { batch, outcome: tx });
-        let mut engine = self.engine();
-        // An earlier writer took this batch in its group: its outcome was
-        // sent before that writer let go of the engine.
-        if let Ok(outcome) = rx.try_recv() {
-            return outcome;
+        let (outcome, opened) = self.writer.store(batch, (self.clock)());
+        if opened {
+            self.stats.groups.fetch_add(1, Ordering::Relaxed);
         }
-        let group = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        let (batches, senders): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.batch, p.outcome)).unzip();
-        self.stats.groups.fetch_add(1, Ordering::Relaxed);
-        let outcomes = engine.ingest_encoded(batches, (self.clock)());
-        for (sender, outcome) in senders.into_iter().zip(outcomes) {
-            // A receiver is gone only if its connection's thread is.
-            let _ = sender.send(outcome);
-        }
-        drop(engine);
-        rx.try_recv().unwrap_or_else(|_| {
-            Err(privtel_store::Error::Database {
-                op: "storing a batch",
-                message: "the batch was not stored".into(),
-            })
-        })
+        outcome
     }
 
     /// One batch: rate limits, the customer's settings, the store.

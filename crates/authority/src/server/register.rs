@@ -785,12 +785,12 @@ impl Authority {
 
         let (customer, device) = (&identity.customer, &identity.device);
         let conn = lock(&self.inner.conn);
+        // Cached: read on every handshake.
         let registered: Option<(Vec<u8>, Option<i64>)> = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT key_fingerprint, revoked_unix FROM devices WHERE customer = ?1 AND device = ?2",
-                params![customer.as_str(), device.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            )?
+            .query_row(params![customer.as_str(), device.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let (kind, refusal) = match registered {
             None => (
