@@ -15,7 +15,13 @@
 //!   [`Personal::Withheld`]. Its `Debug` never prints the value.
 //! * [`VisitPersonal`] reaches every personal field of any record, with its
 //!   [`FieldSpec`] (path, [`DataCategory`], [`ValueKind`], default
-//!   [`Treatment`]). [`fields::ALL`] lists every personal field of the model.
+//!   [`Treatment`]). [`fields::ALL`] lists every personal field of the model;
+//!   [`fields::DERIVED`] says which are taken from which (a file name from
+//!   its path, a host from its URL), and [`fields::time_fields`] which time
+//!   fields decide how coarse an event keeps its own instant.
+//! * An event's user ([`Event::user`]) is the personal field
+//!   `event.username`: clear, pseudonymised (the pseudonym's text form,
+//!   [`UserId::from_pseudonym`]) or dropped.
 //! * Verdicts: [`ThreatLevel`] and [`Reputation`] print and parse unknown as
 //!   `-`; [`Category`] and [`CountryCode`] are validated text.
 //! * Instants are [`Timestamp`] (a `time::OffsetDateTime` held in UTC);
