@@ -310,6 +310,20 @@ proptest! {
                 }
                 prop_assert!(!debug.contains(needle.as_str()), "{} in debug output", spec.path);
             }
+            // Independently of `Policy::treatment`: a derived field planted
+            // as a part of its source is a part of the source's value, so
+            // where the policy as written does not keep the source in
+            // clear, the derived field's canary is nowhere.
+            if planted.derived {
+                for d in fields::DERIVED.iter().filter(|d| !std::ptr::eq(d.source, &fields::EVENT_USERNAME)) {
+                    let written = policy.treatments.get(d.source.path).copied().unwrap_or(d.source.default_treatment);
+                    if written != Treatment::Clear
+                        && let Some((_, needle)) = planted.needles.iter().find(|(f, _)| std::ptr::eq(*f, d.field))
+                    {
+                        prop_assert!(!json.contains(needle.as_str()), "{} of a {} {}: {}", d.field.path, written, d.source.path, json);
+                    }
+                }
+            }
             // Typed check: every value is in the form the policy asked for,
             // or withheld.
             out.visit_personal(&mut |f| {

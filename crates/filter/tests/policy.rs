@@ -145,6 +145,23 @@ fn a_clear_field_that_reveals_what_the_policy_removes_is_refused_naming_both_fie
         Error::Reveals { line: 0, field: "web_request.host", from: "web_request.url", .. }
     ));
     assert_eq!(p.treatment(&fields::WEB_REQUEST_HOST), Treatment::Pseudonymise);
+    // Through a filter, the host leaves as a pseudonym, like the url.
+    p.programs.insert(Program::Enrichment, true);
+    let filter = privtel_filter::FilterBuilder::new()
+        .policy(p)
+        .key(privtel_filter::PseudonymKey::new(privtel_model::KeyId::new(1), [2; 32]))
+        .build();
+    let record = privtel_testkit::fixtures::records("x")
+        .into_iter()
+        .find(|r| r.body.kind_name() == "web_request")
+        .unwrap();
+    let out = filter.apply(record, &mut Default::default()).unwrap().into_record();
+    let privtel_model::RecordBody::Event(e) = &out.body else { unreachable!() };
+    let privtel_model::EventBody::WebRequest(w) = &e.body else { unreachable!() };
+    assert!(
+        matches!(w.host, privtel_model::Personal::Pseudonym(_))
+            && matches!(w.url, privtel_model::Personal::Pseudonym(_))
+    );
 }
 
 #[test]
