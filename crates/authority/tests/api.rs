@@ -380,3 +380,38 @@ fn credentials_files_are_private_whole_and_checked() {
     std::fs::write(&path, "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n").unwrap();
     assert!(matches!(Credentials::load(dir.path()), Err(privtel_authority::ClientError::Pem { .. })));
 }
+
+#[test]
+fn a_handshake_verification_stands_in_once_and_the_register_is_still_read() {
+    use privtel_authority::rustls::pki_types::UnixTime;
+    let fx = Fixture::new();
+    let authority = fx.second_process().with_cert_validity(Duration::hours(1)).unwrap();
+    let key = DeviceKey::generate().unwrap();
+    let request =
+        privtel_authority::request(Some(&fx.token(&fx.acme, 1)), &fx.acme, &dev("pc-1"), &key).unwrap();
+    let credentials =
+        privtel_authority::accept(&key, &fx.acme, &dev("pc-1"), authority.enroll(&request, fx.now).unwrap())
+            .unwrap();
+    let verifier = authority.client_verifier();
+    let at = |t: time::OffsetDateTime| {
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.unix_timestamp() as u64))
+    };
+    let end_entity = &chain(&credentials)[0];
+    // The handshake's verifier verified it: identify takes that verification
+    // once (two hours later the certificate has expired, and identify on
+    // its own refuses it)...
+    verifier.verify_client_cert(end_entity, &[], at(fx.now)).unwrap();
+    let later = fx.now + Duration::hours(2);
+    authority.identify(&chain(&credentials), later).unwrap();
+    let e = authority.identify(&chain(&credentials), later).unwrap_err();
+    assert!(matches!(e, AuthError::Untrusted { .. }), "{e}");
+    // ...a refused verification leaves nothing to stand in...
+    assert!(verifier.verify_client_cert(end_entity, &[], at(later)).is_err());
+    assert!(matches!(authority.identify(&chain(&credentials), later), Err(AuthError::Untrusted { .. })));
+    // ...and the register is read every time: revoked after the handshake
+    // verified it, the device is refused.
+    verifier.verify_client_cert(end_entity, &[], at(fx.now)).unwrap();
+    assert!(authority.revoke_device(&fx.acme, &dev("pc-1"), fx.now).unwrap());
+    let e = authority.identify(&chain(&credentials), fx.now).unwrap_err();
+    assert!(matches!(e, AuthError::Revoked { .. }), "{e}");
+}

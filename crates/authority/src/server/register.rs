@@ -227,6 +227,45 @@ pub(crate) struct Inner {
     /// (add_customer is idempotent), so caching it cannot serve stale trust.
     cas: Mutex<HashMap<CustomerId, Arc<CustomerCa>>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+    /// Certificates this authority's own verifier has just verified in a
+    /// handshake (see [`Verified`]).
+    pub(crate) verified: Verified,
+}
+
+/// SHA-256 digests of end-entity certificates that [`AuthorityVerifier`]
+/// verified in a handshake, so that `identify` right after the handshake
+/// does not verify the chain a second time (an ECDSA verification, a
+/// tenth of the service's cost of a session). Each entry is used once and
+/// lives [`Verified::FRESH`]; the map is bounded (a flood of handshakes
+/// that never identify cannot grow it). `identify` still reads the
+/// register (revocation, renewal, clones) every time.
+#[derive(Default)]
+pub(crate) struct Verified(Mutex<HashMap<[u8; 32], std::time::Instant>>);
+
+impl Verified {
+    /// How long a verification stands in for a second one.
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+    /// The most entries kept.
+    const MAX: usize = 16_384;
+
+    pub(crate) fn insert(&self, end_entity: &[u8]) {
+        let now = std::time::Instant::now();
+        let mut map = lock(&self.0);
+        if map.len() >= Self::MAX {
+            map.retain(|_, at| now.duration_since(*at) < Self::FRESH);
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
+        }
+        map.insert(Sha256::digest(end_entity).into(), now);
+    }
+
+    /// Whether `end_entity` was verified by a handshake moments ago (and
+    /// forgets it: one handshake, one identification).
+    fn take(&self, end_entity: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(end_entity).into();
+        lock(&self.0).remove(&digest).is_some_and(|at| at.elapsed() < Self::FRESH)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -369,6 +408,7 @@ impl Authority {
                 conn: Mutex::new(conn),
                 cas: Mutex::new(HashMap::new()),
                 provider: Arc::new(rustls::crypto::ring::default_provider()),
+                verified: Verified::default(),
             }),
             validity: DEFAULT_CERT_VALIDITY,
         })
@@ -760,7 +800,10 @@ impl Authority {
     /// and take tenant and device from its answer only.
     ///
     /// The chain is verified again against the named customer's CA (so
-    /// this is safe whatever verifier the TLS configuration used); then a
+    /// this is safe whatever verifier the TLS configuration used), unless
+    /// this authority's own verifier verified that very certificate in a
+    /// handshake moments before (each such verification stands in once,
+    /// within 30 seconds); then a
     /// revoked device, a device not enrolled, or a key other than the
     /// registered one is refused and reported.
     ///
@@ -779,9 +822,13 @@ impl Authority {
         let ca = self.inner.customer_ca(&identity.customer)?.ok_or(AuthError::UnknownCustomer)?;
         let at =
             UnixTime::since_unix_epoch(std::time::Duration::from_secs(u64::try_from(unix(now)).unwrap_or(0)));
-        ca.verifier
-            .verify_client_cert(end_entity, intermediates, at)
-            .map_err(|e| AuthError::Untrusted { reason: e.to_string() })?;
+        // Verified by this authority's verifier in the handshake a moment
+        // ago, or now.
+        if !self.inner.verified.take(end_entity) {
+            ca.verifier
+                .verify_client_cert(end_entity, intermediates, at)
+                .map_err(|e| AuthError::Untrusted { reason: e.to_string() })?;
+        }
 
         let (customer, device) = (&identity.customer, &identity.device);
         let conn = lock(&self.inner.conn);

@@ -83,7 +83,9 @@ impl ClientCertVerifier for AuthorityVerifier {
             .customer_ca(&identity.customer)
             .map_err(|e| rustls::Error::General(e.to_string()))?
             .ok_or(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))?;
-        ca.verifier.verify_client_cert(end_entity, intermediates, now)
+        let verified = ca.verifier.verify_client_cert(end_entity, intermediates, now)?;
+        self.inner.verified.insert(end_entity);
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
