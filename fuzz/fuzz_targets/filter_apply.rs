@@ -1,6 +1,8 @@
 //! Arbitrary records (decoded from the fuzz input) through filters of three
 //! policies: never a panic, and every personal value that comes out is in
-//! the form its policy asked for, or withheld.
+//! the form its policy asked for, or withheld; the record is admissible
+//! under the same policy (an event's instant truncated to the policy's
+//! unit, toward the past).
 #![no_main]
 
 use std::sync::OnceLock;
@@ -42,6 +44,12 @@ fuzz_target!(|data: &[u8]| {
                 let got = f.value.treatment();
                 assert!(got == asked || got == Treatment::Drop, "{}: asked {asked}, got {got}", f.spec.path);
             });
+            assert_eq!(filter.policy().admits(&mut out), Ok(()));
+            if let (privtel_model::RecordBody::Event(before), privtel_model::RecordBody::Event(after)) =
+                (&record.body, &out.body)
+            {
+                assert!(after.recorded_at <= before.recorded_at, "truncated toward the past");
+            }
             assert!(bincode::serde::encode_to_vec(&out, config).is_ok());
         }
     }
