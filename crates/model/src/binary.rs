@@ -204,7 +204,7 @@ pub struct Binary {
     ///
     /// Serialized so that rows written when it was plain text still read:
     /// a clear name is the text itself (in JSON and in bincode), other forms
-    /// are marked (see the crate's serialization notes).
+    /// are marked (see the crate's notes on serialization).
     #[serde(with = "crate::compat::personal_text")]
     pub file_name: Personal<String>,
     /// The full path; may hold a user name (`C:\Users\alice\…`), so personal.

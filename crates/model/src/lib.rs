@@ -65,6 +65,14 @@
 //! constructed one. Decoders of outside input must still bound the input size
 //! (`privtel-wire` does).
 //!
+//! A field that was plain text and became personal keeps its old form for
+//! clear values, so earlier rows and frames still read: a clear
+//! [`Binary::file_name`] is its text (JSON and bincode); a withheld one is
+//! `null` in JSON, and any non-clear form is, in bincode, the length
+//! `u64::MAX` (which no text has; an earlier decoder refuses it) followed by
+//! the tagged [`Personal`] value. An event's user keeps its type
+//! (`Option<UserId>`): a pseudonymised user is the pseudonym's text form.
+//!
 //! # Design
 //!
 //! This crate is layer 0: no I/O, no policy, no cryptography, and no
