@@ -19,6 +19,8 @@
 //!   TTL. [`load_or_create_key`] — key files created 0600 and refused when
 //!   others may read them.
 //! * [`Schedule`] — the enrichment schedule as pure functions of `now`.
+//! * [`device_summary`] — what leaves the device for benchmarking: a
+//!   period's counts and its Digital Experience Score, no user, no device id.
 //!
 //! # Example
 //!
@@ -80,6 +82,7 @@ mod outbox;
 mod retry;
 mod scan;
 mod schedule;
+mod summary;
 mod weblog;
 
 pub use agent::{Agent, Collected, Delivery, MAX_BATCH_RECORDS, UploadReport, key_path};
@@ -95,6 +98,7 @@ pub use privtel_filter::Filtered;
 pub use retry::RetryBudget;
 pub use scan::{check_scan_roots, login_of_uid, records_from_scan};
 pub use schedule::Schedule;
+pub use summary::{SLOW_LOGIN, SLOW_SAMPLE_MS, device_summary};
 pub use weblog::{
     CHUNK_LINES, MAX_LINE_BYTES, MAX_PROBLEMS_KEPT, SourceReport, WebLog, parse_web_line, parse_web_log,
 };

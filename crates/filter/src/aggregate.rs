@@ -42,6 +42,11 @@ pub enum Metric {
     Device(String),
     /// Experience scores (count, sum, mean, histogram of tens).
     ExperienceScore,
+    /// A figure of each customer, one value on a 0–100 scale per customer
+    /// (added with [`Aggregator::add_figure`]): its experience score in
+    /// tenths, its share of slow samples… Count, sum, mean and histogram of
+    /// tens, as for experience scores.
+    Figure(String),
 }
 
 /// One published cell.
@@ -127,6 +132,32 @@ impl Aggregator {
         self
     }
 
+    /// Adds one figure of `customer` in `industry`: `value` is clamped to
+    /// 0–100 (a NaN counts as 0). With [`Aggregator::max_per_customer`] of
+    /// 1, each customer then weighs exactly one value in the cell, which is
+    /// what the noise's sensitivity assumes.
+    ///
+    /// ```
+    /// use privtel_filter::{Aggregator, Metric};
+    /// use privtel_model::CustomerId;
+    ///
+    /// let mut agg = Aggregator::new(5).max_per_customer(1);
+    /// for (i, score) in [70.0, 80.0, 90.0, 60.0, 100.0, 250.0].into_iter().enumerate() {
+    ///     agg.add_figure(&CustomerId::new(format!("c{i}"))?, "retail", "experience_score", score);
+    /// }
+    /// agg.add_figure(&CustomerId::new("alone")?, "mining", "experience_score", 10.0);
+    /// let cells = agg.finish();
+    /// assert_eq!(cells.len(), 1, "mining has one customer: suppressed");
+    /// assert_eq!(cells[0].metric, Metric::Figure("experience_score".into()));
+    /// // 250 is clamped to 100: (70 + 80 + 90 + 60 + 100 + 100) / 6.
+    /// assert_eq!(cells[0].mean, Some(500.0 / 6.0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_figure(&mut self, customer: &CustomerId, industry: &str, figure: &str, value: f64) {
+        let value = if value.is_nan() { 0.0 } else { value };
+        self.push(customer, industry, Metric::Figure(figure.to_owned()), Some(value));
+    }
+
     /// Counts one record of `customer`, in `industry`. Records that feed no
     /// metric are ignored.
     pub fn add(&mut self, customer: &CustomerId, industry: &str, record: &Record) {
@@ -149,6 +180,10 @@ impl Aggregator {
             RecordBody::Binary(b) => (Metric::Binary(b.sha256.to_string()), None),
             _ => return,
         };
+        self.push(customer, industry, metric, value);
+    }
+
+    fn push(&mut self, customer: &CustomerId, industry: &str, metric: Metric, value: Option<f64>) {
         let acc = self.cells.entry((industry.to_owned(), metric)).or_default();
         let entry = acc.per_customer.entry(customer.clone()).or_insert((0, 0.0, [0; 10]));
         entry.0 += 1;
@@ -188,7 +223,7 @@ impl Aggregator {
                 sum += rng.laplace(100.0 * c / eps);
                 hist.iter_mut().for_each(|b| *b += rng.laplace(c / eps));
             }
-            let has_values = metric == Metric::ExperienceScore;
+            let has_values = matches!(metric, Metric::ExperienceScore | Metric::Figure(_));
             out.push(Cell {
                 industry,
                 metric,

@@ -220,6 +220,9 @@ pub fn allowed_kinds(program: Program) -> &'static [&'static str] {
             "web_request",
             "login",
             "experience_score",
+            // What agents send now: the service folds it into the
+            // customer's aggregates (docs/BENCHMARKS.md).
+            "device_summary",
         ],
         Program::Enrichment => &["binary", "execution", "web_request", "binary_verdict", "domain_verdict"],
         Program::LicenceAuthentication => &["licence_session", "device"],

@@ -96,6 +96,7 @@ mod personal;
 mod program;
 mod record;
 mod serde_text;
+mod summary;
 mod timestamp;
 mod values;
 mod verdict;
@@ -116,6 +117,10 @@ pub use personal::{
 };
 pub use program::Program;
 pub use record::{Record, RecordBody};
+pub use summary::{
+    DEX_CRASH_WEIGHT, DEX_FEEDBACK_WEIGHT, DEX_PERFORMANCE_WEIGHT, DeviceSummary, DexInputs,
+    MAX_SUMMARY_DAYS, dex,
+};
 pub use timestamp::Timestamp;
 pub use values::{
     Category, CountryCode, Domain, Finite, Geohash, MAX_CATEGORY_LEN, MAX_DOMAIN_LEN, MAX_GEOHASH_LEN,

@@ -8,6 +8,7 @@ use crate::event::Event;
 use crate::id::{DeviceId, UserId};
 use crate::personal::{PersonalField, VisitPersonal};
 use crate::program::Program;
+use crate::summary::DeviceSummary;
 use crate::verdict::{BinaryVerdict, DomainVerdict};
 
 /// One piece of data and the program it is collected for.
@@ -46,6 +47,10 @@ pub enum RecordBody {
     DomainVerdict(DomainVerdict),
     /// Something that happened.
     Event(Event),
+    /// A device's benchmarking summary: counts, durations and its Digital
+    /// Experience Score for a period; no user, no device id. Appended last:
+    /// the binary form numbers variants by position.
+    DeviceSummary(DeviceSummary),
 }
 
 impl RecordBody {
@@ -61,6 +66,7 @@ impl RecordBody {
             Self::BinaryVerdict(_) => "binary_verdict",
             Self::DomainVerdict(_) => "domain_verdict",
             Self::Event(e) => e.body.kind_name(),
+            Self::DeviceSummary(_) => "device_summary",
         }
     }
 
@@ -95,7 +101,8 @@ impl VisitPersonal for RecordBody {
             Self::Application(Application { .. })
             | Self::Package(Package { .. })
             | Self::BinaryVerdict(BinaryVerdict { .. })
-            | Self::DomainVerdict(DomainVerdict { .. }) => {}
+            | Self::DomainVerdict(DomainVerdict { .. })
+            | Self::DeviceSummary(DeviceSummary { .. }) => {}
         }
     }
 }

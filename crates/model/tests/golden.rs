@@ -45,6 +45,9 @@ fn samples() -> Vec<(&'static str, Record)> {
         ("event-user-clear", with_user(Some(UserId::new("u-1042").unwrap()))),
         ("event-user-pseudonym", with_user(Some(UserId::from_pseudonym(&ps)))),
         ("event-user-dropped", with_user(None)),
+        // Issue #14 point 5: the benchmarking summary, a record kind
+        // appended after `event` (binary variant 8).
+        ("device-summary", fixtures::device_summary()),
     ]
 }
 

@@ -19,6 +19,7 @@ use rusqlite::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::aggregate::{self, Fold};
 use crate::codec::{AtRestKey, Format, nanos, open, program_code, record_time, seal};
 use crate::error::{Context as _, Error, Result};
 use crate::mention::{Digest, MentionKind, Secret, mentions};
@@ -177,8 +178,10 @@ const V4: &str = "
     CREATE UNIQUE INDEX records_event ON records(device, event_id);
 ";
 
+/// Version 5 is the benchmarking aggregates' table (`aggregate::V5`).
+///
 /// The newest schema version.
-const NEWEST: i64 = 4;
+const NEWEST: i64 = 5;
 
 /// How to open an engine store. `Default` is a store with the default
 /// retention, no at-rest key, a secret kept in the store, and no legacy
@@ -262,6 +265,9 @@ pub struct IngestOutcome {
     pub refused: u64,
     /// Sequence numbers the device declared skipped.
     pub skipped: u64,
+    /// Benchmarking records folded into their customer's aggregates (see
+    /// [`Encoder::encode_folding`]): counted there, stored nowhere else.
+    pub folded: u64,
     /// The stream's high-water mark after the ingest.
     pub high_water: u64,
 }
@@ -306,11 +312,20 @@ pub struct SweepReport {
     pub verdicts: u64,
     /// People none of whose records remain, forgotten.
     pub users: u64,
+    /// Benchmarking aggregate rows older than
+    /// [`AGGREGATE_TTL_DAYS`](crate::AGGREGATE_TTL_DAYS).
+    pub aggregates: u64,
 }
 
 impl SweepReport {
     fn removed_anything(&self) -> bool {
-        self.events + self.objects + self.inactive_device_records + self.devices + self.verdicts + self.users
+        self.events
+            + self.objects
+            + self.inactive_device_records
+            + self.devices
+            + self.verdicts
+            + self.users
+            + self.aggregates
             > 0
     }
 }
@@ -615,8 +630,11 @@ impl SqliteEngine {
     /// sealed rows cannot be opened to index them.
     pub fn open(path: &Path, options: EngineOptions) -> Result<Self> {
         let migrate = |tx: &Transaction<'_>| migrate_v3(tx, &options);
-        let conn = schema::open(path, &[Step::Sql(V1), Step::Sql(V2), Step::Code(&migrate), Step::Sql(V4)])?;
-        debug_assert_eq!(NEWEST, 4);
+        let conn = schema::open(
+            path,
+            &[Step::Sql(V1), Step::Sql(V2), Step::Code(&migrate), Step::Sql(V4), Step::Sql(aggregate::V5)],
+        )?;
+        debug_assert_eq!(NEWEST, 5);
         let secret = resolve_secret(&conn, options.secret.as_ref())?;
         let mirror = Mirror::load(&conn)?;
         Ok(Self { conn, retention: options.retention, key: options.key, secret, mirror })
@@ -640,6 +658,11 @@ impl SqliteEngine {
         .op("opening a reader")?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).op("configuring a reader")?;
         Ok(EngineReader { conn })
+    }
+
+    /// The store's connection (for the modules of this crate).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     /// An encoder for this engine's batches (see [`Encoder`]).
@@ -1021,7 +1044,7 @@ pub struct EncodedBatch {
     seq: Sequence,
     /// `None`: refused by the service. An encoding error is kept and raised
     /// only if the record is stored (a duplicate is never encoded twice).
-    records: Vec<Option<Result<EncodedRecord>>>,
+    records: Vec<Option<Result<Encoded>>>,
     /// The encoder's [`Secret::check`]: a batch encoded for another store
     /// is refused, not mixed in.
     check: Digest,
@@ -1048,6 +1071,13 @@ impl EncodedBatch {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+}
+
+/// One record ready for the engine: rows to insert, or a fold into its
+/// customer's benchmarking aggregates.
+enum Encoded {
+    Row(EncodedRecord),
+    Fold(Fold),
 }
 
 /// One record ready for its rows. `Debug` shows no payload nor user id.
@@ -1099,7 +1129,63 @@ impl Encoder {
         let c = customer.as_str();
         let records = records
             .into_iter()
-            .map(|r| r.map(|mut record| self.encode_record(&mut record, c, received)))
+            .map(|r| r.map(|mut record| self.encode_record(&mut record, c, received).map(Encoded::Row)))
+            .collect();
+        EncodedBatch { customer, device, seq, records, check: self.secret.check() }
+    }
+
+    /// As [`Encoder::encode`], except that every record of the
+    /// [`Benchmarking`](privtel_model::Program::Benchmarking) program is
+    /// folded into the customer's aggregates of its day, tagged with
+    /// `industry` ('' for none), instead of stored: no row names its
+    /// device or person. A device summary adds its counts and score; a
+    /// benchmarking record of an older kind only counts as one. Folding
+    /// happens where storing would, so a record at or below its stream's
+    /// high-water mark (a retry) is not folded again.
+    ///
+    /// ```
+    /// use privtel_store::{AdmittedBatch, EngineOptions, Sequence, SqliteEngine};
+    /// use privtel_model::{CustomerId, DeviceId, DeviceSummary, Program, Record, RecordBody};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let mut engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default())?;
+    /// let now = privtel_testkit::fixtures::base_time();
+    /// let day = privtel_model::Timestamp::from_unix_seconds(1_795_737_600)?;
+    /// let summary = Record {
+    ///     program: Program::Benchmarking,
+    ///     body: RecordBody::DeviceSummary(DeviceSummary::new(day, 1).scored()?),
+    /// };
+    /// let batch = AdmittedBatch {
+    ///     customer: CustomerId::new("acme")?,
+    ///     device: DeviceId::new("dev-1")?,
+    ///     seq: Sequence { stream: 7, first_seq: 1, skipped: 0 },
+    ///     records: vec![Some(summary)],
+    /// };
+    /// let encoded = engine.encoder().encode_folding(batch.clone(), now, "retail");
+    /// let outcome = engine.ingest_encoded(vec![encoded], now).remove(0)?;
+    /// assert_eq!((outcome.stored, outcome.folded), (0, 1));
+    /// // The same batch again (a retry) is a duplicate, not folded twice.
+    /// let again = engine.encoder().encode_folding(batch, now, "retail");
+    /// assert_eq!(engine.ingest_encoded(vec![again], now).remove(0)?.duplicates, 1);
+    /// let next = day.checked_add(time::Duration::days(1)).unwrap();
+    /// let aggregates = engine.aggregates(day, next)?;
+    /// assert_eq!((aggregates[0].summaries, aggregates[0].score_tenths()), (1, Some(100)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn encode_folding(&self, batch: AdmittedBatch, received: Timestamp, industry: &str) -> EncodedBatch {
+        let AdmittedBatch { customer, device, seq, records } = batch;
+        let c = customer.as_str();
+        let records = records
+            .into_iter()
+            .map(|r| {
+                r.map(|mut record| {
+                    if record.program == Program::Benchmarking {
+                        Ok(Encoded::Fold(Fold::of(&record, industry, received)))
+                    } else {
+                        self.encode_record(&mut record, c, received).map(Encoded::Row)
+                    }
+                })
+            })
             .collect();
         EncodedBatch { customer, device, seq, records, check: self.secret.check() }
     }
@@ -1201,7 +1287,14 @@ fn ingest_batch(
             outcome.refused += 1;
             continue;
         };
-        let record = record?;
+        let record = match record? {
+            Encoded::Row(record) => record,
+            Encoded::Fold(fold) => {
+                aggregate::fold(conn, customer_id, &fold)?;
+                outcome.folded += 1;
+                continue;
+            }
+        };
         let suppressed = &ctx.mirror.suppressed;
         let erased = record.user_digest.is_some_and(|d| suppressed.contains(&d))
             || record.found.iter().any(|(_, d)| suppressed.contains(d));
@@ -1348,6 +1441,7 @@ impl EngineStore for SqliteEngine {
                 )
                 .op("sweeping verdicts")? as u64;
         }
+        report.aggregates = aggregate::sweep(&tx, c, now)?;
         // A person none of whose records remain is forgotten too: their id
         // was only an index of those records.
         report.users = tx

@@ -17,6 +17,9 @@
 //!   any pseudonym or clear identifier their records share, with a
 //!   [`DeletionReceipt`] and a suppression of later ingest kept as keyed
 //!   digests, never ids in clear), enrichment verdicts per customer.
+//!   [`Encoder::encode_folding`] folds benchmarking records into per-customer
+//!   aggregates instead of storing them; [`SqliteEngine::aggregates`] reads
+//!   them ([`CustomerAggregate`]: no device, no person).
 //! * [`AtRestKey`] — AES-256-GCM for payloads at rest; the key id is stored
 //!   beside each row, and the wrong key is [`Error::WrongKey`] or
 //!   [`Error::MissingKey`], never garbage.
@@ -57,6 +60,7 @@
 //!
 //! None. SQLite is compiled in (`rusqlite`'s `bundled`).
 
+mod aggregate;
 mod codec;
 mod engine;
 mod error;
@@ -64,6 +68,7 @@ mod mention;
 mod schema;
 mod spool;
 
+pub use aggregate::{AGGREGATE_TTL_DAYS, CustomerAggregate};
 pub use codec::{AtRestKey, MAX_RECORD_BYTES};
 pub use engine::{
     AdmittedBatch, DeletionReceipt, EncodedBatch, Encoder, EngineOptions, EngineReader, EngineStore,

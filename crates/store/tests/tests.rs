@@ -1,5 +1,6 @@
 //! Integration tests of privtel-store, built as one binary.
 
+mod aggregate;
 mod engine;
 mod golden;
 mod group;

@@ -5,10 +5,11 @@
 
 use privtel_model::{
     Application, Arch, Binary, BinaryExecution, BinaryVerdict, Category, ConfigSample, CountryCode,
-    CrashReport, Device, DeviceId, DeviceType, Digest, Domain, DomainVerdict, Event, EventBody, EventId,
-    ExecutableFormat, ExperienceScore, FeatureUsage, Feedback, Finite, Geohash, LicenceSession, Login,
-    OsFamily, OsInfo, Package, PackageManager, PerformanceSample, Personal, Privileges, Program, Record,
-    RecordBody, Reputation, Score, ThreatLevel, Timestamp, User, UserId, VersionCheck, WebRequest,
+    CrashReport, Device, DeviceId, DeviceSummary, DeviceType, Digest, Domain, DomainVerdict, Event,
+    EventBody, EventId, ExecutableFormat, ExperienceScore, FeatureUsage, Feedback, Finite, Geohash,
+    LicenceSession, Login, OsFamily, OsInfo, Package, PackageManager, PerformanceSample, Personal,
+    Privileges, Program, Record, RecordBody, Reputation, Score, ThreatLevel, Timestamp, User, UserId,
+    VersionCheck, WebRequest,
 };
 use time::Duration;
 
@@ -205,6 +206,23 @@ pub fn records(tag: &str) -> Vec<Record> {
         });
     }
     out
+}
+
+/// A device's benchmarking summary of the week from the fixtures' day
+/// (2026-11-27): one crash, one slow sample of four, two ratings of 80,
+/// three logins of 40 s in all, twelve executions; score 7.8.
+pub fn device_summary() -> Record {
+    let day = Timestamp::from_unix_seconds(1_795_737_600).expect("in range");
+    let mut s = DeviceSummary::new(day, 7);
+    s.crashes = 1;
+    (s.performance_samples, s.slow_samples) = (4, 1);
+    (s.ratings, s.rating_sum) = (2, 160);
+    (s.logins, s.login_time) = (3, Duration::seconds(40));
+    s.executions = 12;
+    Record {
+        program: Program::Benchmarking,
+        body: RecordBody::DeviceSummary(s.scored().expect("possible counts")),
+    }
 }
 
 /// A sample device's files: (name, bytes): an x86-64 ELF tool, a shell

@@ -1,0 +1,80 @@
+//! The device's benchmarking summary: what leaves the device for
+//! benchmarking is counts, durations and a score for a period, computed here
+//! from the device's own events; never the events, never a user.
+
+use privtel_model::{
+    DeviceSummary, Event, EventBody, PerformanceSample, Personal, Program, Record, RecordBody, Timestamp,
+};
+use time::Duration;
+
+/// A performance sample in milliseconds above this is slow (a product's
+/// startup, an action's response).
+pub const SLOW_SAMPLE_MS: f64 = 2_000.0;
+
+/// A login that took longer than this is slow.
+pub const SLOW_LOGIN: Duration = Duration::seconds(30);
+
+/// The benchmarking record of the device's `events` recorded in the `days`
+/// days from `day` (midnight UTC): crash reports, performance samples
+/// (those in `ms`; slow above [`SLOW_SAMPLE_MS`]), logins (each a sample,
+/// slow above [`SLOW_LOGIN`]; durations summed where the policy left them
+/// clear), ratings and executions, with the Digital Experience Score they
+/// give ([`privtel_model::dex`]). Collect it with [`crate::Agent::collect`]:
+/// the filter passes it under [`Program::Benchmarking`].
+///
+/// ```
+/// use privtel_agent::device_summary;
+/// use privtel_model::{RecordBody, Timestamp};
+///
+/// let events: Vec<_> = privtel_testkit::fixtures::records("doc")
+///     .into_iter()
+///     .filter_map(|r| match r.body { RecordBody::Event(e) => Some(e), _ => None })
+///     .collect();
+/// let day = Timestamp::from_unix_seconds(1_795_737_600)?; // the fixtures' day
+/// let record = device_summary(&events, day, 1)?;
+/// let RecordBody::DeviceSummary(s) = &record.body else { unreachable!() };
+/// // One crash in a day (C = 0), two fast samples (P = 10), one rating of 80:
+/// // (0.35·10 + 0.25·8) / 1 = 5.5.
+/// assert_eq!((s.crashes, s.performance_samples, s.slow_samples, s.ratings), (1, 2, 0, 1));
+/// assert_eq!(s.score.get(), 55);
+/// assert!(!format!("{record:?}").contains("dev-0001"), "no device id");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// [`privtel_model::Error::OutOfRange`] if `day` is not midnight UTC or
+/// `days` is not 1 to 31.
+pub fn device_summary(events: &[Event], day: Timestamp, days: u8) -> Result<Record, privtel_model::Error> {
+    let mut s = DeviceSummary::new(day, days);
+    s.check_counts()?;
+    let end = day.checked_add(Duration::days(i64::from(days))).unwrap_or(day);
+    for e in events.iter().filter(|e| e.recorded_at >= day && e.recorded_at < end) {
+        match &e.body {
+            EventBody::CrashReport(_) => s.crashes = s.crashes.saturating_add(1),
+            EventBody::Performance(PerformanceSample { unit, value, .. }) if unit == "ms" => {
+                s.performance_samples = s.performance_samples.saturating_add(1);
+                if value.get() > SLOW_SAMPLE_MS {
+                    s.slow_samples = s.slow_samples.saturating_add(1);
+                }
+            }
+            EventBody::Login(login) => {
+                s.logins = s.logins.saturating_add(1);
+                if let Personal::Clear(d) = login.duration {
+                    s.login_time = s.login_time.saturating_add(d.max(Duration::ZERO));
+                    s.performance_samples = s.performance_samples.saturating_add(1);
+                    if d > SLOW_LOGIN {
+                        s.slow_samples = s.slow_samples.saturating_add(1);
+                    }
+                }
+            }
+            EventBody::Feedback(f) => {
+                s.ratings = s.ratings.saturating_add(1);
+                s.rating_sum = s.rating_sum.saturating_add(u64::from(f.score.get()));
+            }
+            EventBody::Execution(_) => s.executions = s.executions.saturating_add(1),
+            _ => {}
+        }
+    }
+    Ok(Record { program: Program::Benchmarking, body: RecordBody::DeviceSummary(s.scored()?) })
+}
