@@ -28,6 +28,7 @@ fn dated(record: &Record) -> Option<Timestamp> {
     match &record.body {
         RecordBody::Event(e) => Some(e.recorded_at),
         RecordBody::Device(d) => Some(d.last_seen),
+        RecordBody::DeviceSummary(s) => Some(s.day),
         _ => None,
     }
 }
@@ -99,6 +100,13 @@ pub(crate) fn admit(
                     }
                 };
                 Some((code, why.to_string()))
+            } else if let RecordBody::DeviceSummary(s) = &record.body
+                && let Err(why) = s.check()
+            {
+                // Counts that cannot be, or a score they do not give: the
+                // customer's benchmarks would carry it.
+                counts.field_form.fetch_add(1, Relaxed);
+                Some((RejectCode::FIELD_FORM, format!("device summary: {why}")))
             } else if dated(&record).is_some_and(|t| t > latest) {
                 counts.future.fetch_add(1, Relaxed);
                 Some((

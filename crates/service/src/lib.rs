@@ -83,11 +83,16 @@ use privtel_wire::{
 };
 
 mod admission;
+mod benchmark;
 mod limits;
 mod settings;
 mod writer;
 
 pub use admission::RefusalCounts;
+pub use benchmark::{
+    BenchmarkError, BenchmarkOptions, Comparison, FIGURES, IndustryCell, Quarter, QuarterlyReport,
+    benchmarks, quarterly_report,
+};
 pub use limits::Limits;
 pub use settings::{
     CustomerSettings, DEFAULT_MAX_FUTURE_SKEW, DEFAULT_RECORDS_PER_SECOND, Settings, SettingsError,
@@ -614,15 +619,18 @@ impl Service {
 
     /// Stores one batch by group commit (see `writer`): encoded on this
     /// connection's thread, written by the writer with whatever else
-    /// queued meanwhile, acknowledged once durable.
+    /// queued meanwhile, acknowledged once durable. Benchmarking records
+    /// are folded into the customer's aggregates, tagged with `industry`,
+    /// and stored nowhere else (see `benchmark`).
     fn store(
         &self,
         batch: AdmittedBatch,
         received: Timestamp,
+        industry: &str,
     ) -> Result<IngestOutcome, privtel_store::Error> {
         // Payloads, sealing and digests here, in parallel with the other
         // connections: the writer only inserts.
-        let batch = self.encoder.encode(batch, received);
+        let batch = self.encoder.encode_folding(batch, received, industry);
         let (outcome, opened) = self.writer.store(batch, (self.clock)());
         if opened {
             self.stats.groups.fetch_add(1, Ordering::Relaxed);
@@ -683,6 +691,7 @@ impl Service {
         let result = self.store(
             AdmittedBatch { customer: customer.clone(), device: device.clone(), seq, records: admitted },
             clock,
+            cs.industry().unwrap_or(""),
         );
         match result {
             Ok(outcome) => {

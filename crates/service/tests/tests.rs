@@ -4,6 +4,7 @@
 //! per customer.
 
 mod admission;
+mod benchmarks;
 #[cfg(feature = "tls")]
 mod tls;
 
@@ -209,12 +210,13 @@ fn stream_zero_is_not_a_spool_stream() {
 fn a_new_spool_of_a_known_device_is_a_new_stream_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let service = service(dir.path());
-    let first = admissible(&service, "acme", "one", Program::Benchmarking);
+    // Anonymous usage: benchmarking records are folded, not stored.
+    let first = admissible(&service, "acme", "one", Program::AnonymousUsage);
     let mut conn = connect(&service, peer("acme", "dev-1"));
     conn.client_handshake(&hello("acme", "dev-1", 11)).unwrap();
     send(&mut conn, batch(&service, "acme", 1, first.clone()));
     // Reinstalled: a new spool numbers from 1 again, with new events.
-    let second = renumbered(admissible(&service, "acme", "two", Program::Benchmarking), 1_000);
+    let second = renumbered(admissible(&service, "acme", "two", Program::AnonymousUsage), 1_000);
     let mut conn = connect(&service, peer("acme", "dev-1"));
     assert_eq!(conn.client_handshake(&hello("acme", "dev-1", 22)).unwrap().high_water, 0);
     let ack = send(&mut conn, batch(&service, "acme", 1, second.clone()));
