@@ -717,11 +717,11 @@ impl SqliteEngine {
         };
         // IMMEDIATE: the write lock is taken first, so no other connection
         // commits between the data-version check and this commit.
-        let mut tx =
-            match conn.transaction_with_behavior(TransactionBehavior::Immediate).op("starting an ingest") {
-                Ok(tx) => tx,
-                Err(e) => return all_failed(results, "starting an ingest", &e),
-            };
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate).op("starting an ingest")
+        {
+            Ok(tx) => tx,
+            Err(e) => return all_failed(results, "starting an ingest", &e),
+        };
         let refreshed = data_version(&tx).and_then(|version| {
             if mirror.stale || version != mirror.data_version {
                 *mirror = Mirror::load(&tx)?;
@@ -738,18 +738,24 @@ impl SqliteEngine {
             if result.is_some() {
                 continue;
             }
-            // A savepoint per batch: a batch that fails (a gap) leaves no
-            // trace, and the others of the group still commit.
-            let outcome = tx.savepoint().op("starting a batch").and_then(|sp| {
-                let mut added = Added::default();
-                let ctx = IngestCtx { mirror: &*mirror, group: &group, now };
-                let outcome = ingest_batch(&sp, &ctx, &mut added, batch)?;
-                sp.commit().op("ending a batch")?;
-                group.customers.extend(added.customers);
-                group.users.extend(added.users);
-                Ok(outcome)
-            });
-            *result = Some(outcome);
+            // No savepoint (it would copy every page the batch touches):
+            // a batch is checked before its first write, so a refused one
+            // leaves no trace and the others go on; a failure while
+            // writing rolls the whole group back.
+            let mut added = Added::default();
+            let ctx = IngestCtx { mirror: &*mirror, group: &group, now };
+            match ingest_batch(&tx, &ctx, &mut added, batch) {
+                Ok(outcome) => {
+                    group.customers.extend(added.customers);
+                    group.users.extend(added.users);
+                    *result = Some(Ok(outcome));
+                }
+                Err(BatchError::Refused(e)) => *result = Some(Err(e)),
+                Err(BatchError::Failed(e)) => {
+                    drop(tx);
+                    return all_failed(results, "storing a group", &e);
+                }
+            }
         }
         if let Err(e) = tx.commit().op("committing an ingest") {
             return all_failed(results, "committing an ingest", &e);
@@ -1219,20 +1225,77 @@ impl Encoder {
     }
 }
 
-/// Stores one batch inside the group's transaction (`conn` is the batch's
-/// savepoint); its range was checked.
+/// Why a batch of a group was not stored.
+enum BatchError {
+    /// Refused before anything of it was written: the group goes on.
+    Refused(Error),
+    /// Failed while writing: the group's transaction must be rolled back.
+    Failed(Error),
+}
+
+/// Stores one batch inside the group's transaction; its range was checked.
+/// Everything that can refuse it (a gap, a record that cannot be encoded)
+/// is checked by reading only, before its first write.
 fn ingest_batch(
     conn: &Connection,
     ctx: &IngestCtx<'_>,
     added: &mut Added,
     batch: EncodedBatch,
+) -> std::result::Result<IngestOutcome, BatchError> {
+    let EncodedBatch { customer, device, seq, mut records, .. } = batch;
+    let Sequence { stream, first_seq, skipped } = seq;
+    let c = customer.as_str();
+    let stream_key = stream as i64; // bit for bit: u64 ids above i64::MAX are negative in the column
+    let known = ctx.mirror.customers.get(c).or_else(|| ctx.group.customers.get(c)).copied();
+    let device_id: Option<i64> = match known {
+        None => None,
+        Some(customer_id) => conn
+            .prepare_cached("SELECT id FROM devices WHERE customer = ?1 AND device = ?2")
+            .and_then(|mut s| s.query_row(params![customer_id, device.as_str()], |r| r.get(0)).optional())
+            .op("reading the device")
+            .map_err(BatchError::Refused)?,
+    };
+    let high_water: i64 = match device_id {
+        None => 0,
+        Some(device_id) => conn
+            .prepare_cached("SELECT high_water FROM streams WHERE device = ?1 AND stream = ?2")
+            .and_then(|mut s| s.query_row(params![device_id, stream_key], |r| r.get(0)).optional())
+            .op("reading the high-water mark")
+            .map_err(BatchError::Refused)?
+            .unwrap_or(0),
+    };
+    let high_water = high_water.max(0) as u64;
+    if first_seq - skipped > high_water.saturating_add(1) {
+        return Err(BatchError::Refused(Error::SequenceGap { first_seq, high_water }));
+    }
+    // A record to store that could not be encoded refuses the batch
+    // (duplicates below the mark are not looked at).
+    let first_new = usize::try_from(high_water.saturating_sub(first_seq - 1)).unwrap_or(usize::MAX);
+    if let Some(i) = records.iter().skip(first_new).position(|r| matches!(r, Some(Err(_))))
+        && let Some(Err(e)) = records.swap_remove(first_new + i)
+    {
+        return Err(BatchError::Refused(e));
+    }
+    write_batch(conn, ctx, added, (c, known), &device, seq, high_water, records).map_err(BatchError::Failed)
+}
+
+/// The writes of a checked batch.
+#[allow(clippy::too_many_arguments)]
+fn write_batch(
+    conn: &Connection,
+    ctx: &IngestCtx<'_>,
+    added: &mut Added,
+    (c, known): (&str, Option<i64>),
+    device: &DeviceId,
+    seq: Sequence,
+    high_water: u64,
+    records: Vec<Option<Result<Encoded>>>,
 ) -> Result<IngestOutcome> {
-    let EncodedBatch { customer, device, seq, records, .. } = batch;
     let Sequence { stream, first_seq, skipped } = seq;
     let now = ctx.now;
-    let c = customer.as_str();
-    let customer_id = match ctx.mirror.customers.get(c).or_else(|| ctx.group.customers.get(c)) {
-        Some(id) => *id,
+    let stream_key = stream as i64;
+    let customer_id = match known {
+        Some(id) => id,
         None => {
             conn.prepare_cached("INSERT INTO customers (customer) VALUES (?1)")
                 .and_then(|mut s| s.execute([c]))
@@ -1249,17 +1312,6 @@ fn ingest_batch(
         )
         .and_then(|mut s| s.query_row(params![customer_id, device.as_str(), nanos(now)], |r| r.get(0)))
         .op("registering the device")?;
-    let stream_key = stream as i64; // bit for bit: u64 ids above i64::MAX are negative in the column
-    let high_water: i64 = conn
-        .prepare_cached("SELECT high_water FROM streams WHERE device = ?1 AND stream = ?2")
-        .and_then(|mut s| s.query_row(params![device_id, stream_key], |r| r.get(0)).optional())
-        .op("reading the high-water mark")?
-        .unwrap_or(0);
-    let high_water = high_water.max(0) as u64;
-    if first_seq - skipped > high_water.saturating_add(1) {
-        // The savepoint's rollback removes the device and customer rows.
-        return Err(Error::SequenceGap { first_seq, high_water });
-    }
     // Declared skipped: the mark moves over them (they are never sent).
     let declared = (first_seq - 1).saturating_sub(high_water).min(skipped);
     let mut outcome =

@@ -147,3 +147,39 @@ fn a_reader_sees_each_commit_and_never_a_refused_batch() {
     // Scoped like the engine's: another customer's device of that name.
     assert_eq!(reader.high_water(&globex(), &dev("dev-a"), S).unwrap(), 0);
 }
+
+#[test]
+fn a_record_that_cannot_be_encoded_refuses_its_batch_alone_and_only_if_it_is_new() {
+    use privtel_model::EventBody;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = engine(&dir, RetentionPolicy::default(), None);
+    let now = fixtures::base_time();
+    let huge = |i: u64| {
+        let mut r = event_at(i, now);
+        if let RecordBody::Event(e) = &mut r.body
+            && let EventBody::FeatureUsage(f) = &mut e.body
+        {
+            f.feature = "x".repeat(privtel_store::MAX_RECORD_BYTES);
+        }
+        r
+    };
+    store.ingest(&acme(), &dev("dev-a"), S, 1, vec![event_at(1, now), event_at(2, now)], now).unwrap();
+    let outcomes = store.ingest_group(
+        vec![
+            // New and too large: the batch is refused, nothing of it stays.
+            batch(acme(), "dev-a", 3, vec![event_at(3, now), huge(4)]),
+            // The same too-large record below the mark is a duplicate: not
+            // encoded into a row, not an error.
+            batch(acme(), "dev-a", 2, vec![huge(2), event_at(5, now)]),
+            batch(globex(), "dev-b", 1, vec![event_at(6, now)]),
+        ],
+        now,
+    );
+    let err = outcomes[0].as_ref().unwrap_err();
+    assert!(matches!(err, Error::Encode(_)), "{err}");
+    let second = outcomes[1].as_ref().unwrap();
+    assert_eq!((second.duplicates, second.stored, second.high_water), (1, 1, 3));
+    assert_eq!(outcomes[2].as_ref().unwrap().stored, 1);
+    assert_eq!(store.record_count().unwrap(), 4);
+    assert_eq!(store.high_water(&acme(), &dev("dev-a"), S).unwrap(), 3);
+}
