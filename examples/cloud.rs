@@ -11,6 +11,8 @@
 //!     [--store-secret FILE] [--sweep-every SECONDS] [--max-batch-records N] [--max-connections N]
 //! cargo run --example cloud -- --store engine.db --issue-token acme [--token-uses N] [--token-hours H]
 //! cargo run --example cloud -- --store engine.db --revoke acme:dev-01
+//! cargo run --example cloud -- --store engine.db --settings examples/data/settings.toml
+//!     --report acme [--quarter 2026-Q4] [--json] [--noise-seed N]
 //! ```
 //!
 //! The settings file (TOML) names every customer served, with its policy
@@ -22,6 +24,12 @@
 //! customers' authorities, tokens and devices is `--authority` (default:
 //! the store's path with `.authority` appended). `--revoke CUSTOMER:DEVICE`
 //! revokes a device (a running service refuses it at its next connection).
+//!
+//! `--report CUSTOMER` prints the customer's quarterly benchmark report
+//! (Markdown, or JSON with `--json`) from the store's benchmarking
+//! aggregates and exits: its figures against its industry's, each industry
+//! cell shown only if at least 5 customers are behind it, with Laplace
+//! noise seeded by `--noise-seed` (docs/BENCHMARKS.md).
 //!
 //! Without `--cert`/`--key` it makes a CA and a certificate for the listen
 //! address and writes the CA (what agents must trust) to `--cert-out`. It
@@ -41,7 +49,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use privtel::authority::Authority;
 use privtel::model::{CustomerId, DeviceId, Timestamp};
-use privtel::service::{Limits, Service, Settings};
+use privtel::service::{BenchmarkOptions, Limits, Quarter, Service, Settings, quarterly_report};
 use privtel::store::{AtRestKey, EngineOptions, SqliteEngine};
 use privtel::wire::{self, VerdictIndex, tls};
 
@@ -102,6 +110,19 @@ struct Args {
     /// Most records per batch asked of agents.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_batch_records: Option<u32>,
+    /// Print this customer's quarterly benchmark report and exit.
+    #[arg(long, value_name = "CUSTOMER", conflicts_with_all = ["issue_token", "revoke"])]
+    report: Option<CustomerId>,
+    /// The report's quarter (`2026-Q4`; default: the current one).
+    #[arg(long, value_name = "YYYY-QN", requires = "report")]
+    quarter: Option<Quarter>,
+    /// The report as JSON rather than Markdown.
+    #[arg(long, requires = "report")]
+    json: bool,
+    /// The benchmark noise's seed (keep it secret: whoever knows it can
+    /// subtract the noise).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "report")]
+    noise_seed: u64,
 }
 
 fn now() -> Timestamp {
@@ -117,6 +138,24 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `--report`: the customer's quarterly benchmark report on standard output.
+fn report(args: &Args, customer: &CustomerId) -> anyhow::Result<()> {
+    let settings_path = args.settings.clone().context("--settings is required for a report")?;
+    let settings = Settings::load(&settings_path)?;
+    let mut options = EngineOptions::default();
+    if let Some(path) = &args.store_secret {
+        options = options.secret(read_key(path)?);
+    }
+    let engine =
+        SqliteEngine::open(&args.store, options).with_context(|| args.store.display().to_string())?;
+    let quarter = args.quarter.unwrap_or_else(|| Quarter::of(now()));
+    let benchmark = BenchmarkOptions::default().with_seed(args.noise_seed);
+    let report = quarterly_report(&engine, &settings, customer, quarter, &benchmark)?;
+    let text = if args.json { report.to_json() } else { report.to_markdown() };
+    println!("{text}");
+    Ok(())
 }
 
 fn read_key(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
@@ -155,6 +194,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         println!("revoked {c}:{d}");
         return Ok(());
+    }
+    if let Some(customer) = &args.report {
+        return report(&args, customer);
     }
     let settings_path = args.settings.clone().context("--settings is required to serve")?;
     let settings = load_settings(&settings_path, &authority)?;

@@ -78,3 +78,65 @@ pub fn device_summary(events: &[Event], day: Timestamp, days: u8) -> Result<Reco
     }
     Ok(Record { program: Program::Benchmarking, body: RecordBody::DeviceSummary(s.scored()?) })
 }
+
+#[cfg(test)]
+mod tests {
+    use privtel_filter::{FilterBuilder, Policy};
+    use privtel_model::{CustomerId, RecordBody, Timestamp};
+
+    use super::*;
+
+    fn day() -> Timestamp {
+        Timestamp::from_unix_seconds(1_795_737_600).unwrap()
+    }
+
+    #[test]
+    fn the_summary_passes_the_default_filter_unchanged_and_off_it_is_dropped() {
+        let events: Vec<Event> = privtel_testkit::fixtures::records("t")
+            .into_iter()
+            .filter_map(|r| match r.body {
+                RecordBody::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        let record = device_summary(&events, day(), 1).unwrap();
+        let filter = FilterBuilder::new().customer(CustomerId::new("acme").unwrap()).build();
+        let out =
+            filter.apply(record.clone(), &mut Default::default()).expect("benchmarking is on by default");
+        assert_eq!(out.into_record(), record, "nothing in it to treat");
+        let off = Policy::from_toml("[programs]\nbenchmarking = false\n").unwrap();
+        let filter = FilterBuilder::new().policy(off).customer(CustomerId::new("acme").unwrap()).build();
+        assert!(filter.apply(record, &mut Default::default()).is_none());
+    }
+
+    #[test]
+    fn only_the_period_counts_and_a_slow_login_is_a_slow_sample() {
+        let mut events: Vec<Event> = privtel_testkit::fixtures::records("t")
+            .into_iter()
+            .filter_map(|r| match r.body {
+                RecordBody::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        for e in &mut events {
+            if let EventBody::Login(l) = &mut e.body {
+                l.duration = Personal::Clear(Duration::seconds(31));
+            }
+        }
+        // The day before the fixtures' day: nothing in it.
+        let before = day().checked_sub(Duration::days(1)).unwrap();
+        let RecordBody::DeviceSummary(empty) = device_summary(&events, before, 1).unwrap().body else {
+            unreachable!()
+        };
+        assert_eq!((empty.crashes, empty.performance_samples, empty.score.get()), (0, 0, 100));
+        let RecordBody::DeviceSummary(s) = device_summary(&events, day(), 7).unwrap().body else {
+            unreachable!()
+        };
+        // The performance sample (182.5 ms) and the 31 s login (slow).
+        assert_eq!((s.performance_samples, s.slow_samples, s.logins), (2, 1, 1));
+        assert_eq!(s.login_time, Duration::seconds(31));
+        // C = 10 - 2 = 8, P = 5, F = 8: 3.2 + 1.75 + 2 = 6.95 -> 7.0.
+        assert_eq!(s.score.get(), 70);
+        assert!(device_summary(&events, day().checked_add(Duration::hours(1)).unwrap(), 1).is_err());
+    }
+}
