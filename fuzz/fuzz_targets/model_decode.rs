@@ -1,6 +1,7 @@
 //! Arbitrary bytes into the bincode decoder of `Record` (as the spool and the
 //! wire read them) and arbitrary text into the JSON decoder (as exports are
-//! read back). Whatever decodes must re-encode to a value that decodes equal.
+//! read back). Whatever decodes must re-encode to a value that decodes equal;
+//! a device summary's `check` never panics and agrees with its score.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -19,6 +20,13 @@ fuzz_target!(|data: &[u8]| {
         let json = serde_json::to_string(&record).expect("a decoded record has a json form");
         let from_json: Record = serde_json::from_str(&json).expect("its json form decodes");
         assert_eq!(from_json, record);
+        // A benchmarking summary's check never panics, and what it accepts
+        // is scored as its counts say.
+        if let privtel_model::RecordBody::DeviceSummary(s) = &record.body
+            && s.check().is_ok()
+        {
+            assert_eq!(s.clone().scored().expect("checked counts").score, s.score);
+        }
     }
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = serde_json::from_str::<Record>(text);
