@@ -491,9 +491,11 @@ fn load_devices(dir: &Path, n: usize) -> Res<Vec<Device>> {
         .collect()
 }
 
-/// The records a session sends: the fixtures' Benchmarking events (logins
-/// and experience scores), dated now, put through acme's own filter, so
-/// the service's check admits every one; ids are set per session.
+/// The records a session sends: the fixtures' Support Telemetry events
+/// (configuration, performance, feedback: each stored as a row, where
+/// benchmarking records would be folded into aggregates), dated now, put
+/// through acme's own filter, so the service's check admits every one; ids
+/// are set per session.
 fn template(settings: &Settings, n: usize) -> Res<Vec<Record>> {
     let cs = settings.customer(&acme()).ok_or("acme has no settings")?;
     let filter = FilterBuilder::new()
@@ -504,7 +506,7 @@ fn template(settings: &Settings, n: usize) -> Res<Vec<Record>> {
     let now = wall();
     let events: Vec<Record> = privtel_testkit::fixtures::records("bench")
         .into_iter()
-        .filter(|r| r.program == Program::Benchmarking && matches!(r.body, RecordBody::Event(_)))
+        .filter(|r| r.program == Program::SupportTelemetry && matches!(r.body, RecordBody::Event(_)))
         .map(|mut r| {
             if let RecordBody::Event(e) = &mut r.body {
                 e.recorded_at = now;
@@ -515,7 +517,7 @@ fn template(settings: &Settings, n: usize) -> Res<Vec<Record>> {
         .map(Filtered::into_record)
         .collect();
     if events.is_empty() {
-        return Err("the default policy admits no benchmarking event".into());
+        return Err("the default policy admits no support telemetry event".into());
     }
     Ok((0..n).map(|i| events[i % events.len()].clone()).collect())
 }
@@ -627,7 +629,7 @@ fn agent_session(work: &Work, device: &Device) -> Res<Times> {
     let first = start.elapsed();
     let first_seq = welcome.high_water + 1;
     let batch = Batch {
-        program: Program::Benchmarking,
+        program: Program::SupportTelemetry,
         batch_id: BatchId::from_u128(base),
         first_seq,
         records,
