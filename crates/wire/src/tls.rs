@@ -22,7 +22,7 @@ use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[cfg(feature = "certs")]
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
@@ -45,23 +45,33 @@ pub type ServerStream = StreamOwned<ServerConnection, Socket>;
 /// write with `TimedOut`, without touching the socket, once the deadline of
 /// the [`Connection`](crate::Connection) (or handshake) working on this
 /// thread has passed. Without a deadline in force it is the `TcpStream`.
+///
+/// A read under a deadline waits on the socket until that deadline and no
+/// longer (its read timeout is fitted to the time left, once per
+/// deadline), so a connection that stays silent costs no wake-up until its
+/// idle deadline: 10,000 idle connections do not wake 4 times a second
+/// each, as they would with a fixed [`DEADLINE_TICK`](crate::DEADLINE_TICK).
 #[derive(Debug)]
-pub struct Socket(TcpStream);
+pub struct Socket {
+    tcp: TcpStream,
+    /// The deadline the socket's read timeout was last fitted to.
+    fitted: Option<Instant>,
+}
 
 impl Socket {
     /// Wraps a TCP stream.
     pub fn new(tcp: TcpStream) -> Self {
-        Self(tcp)
+        Self { tcp, fitted: None }
     }
 
     /// The TCP stream (to set timeouts, read addresses).
     pub fn get_ref(&self) -> &TcpStream {
-        &self.0
+        &self.tcp
     }
 
     /// Gives the TCP stream back.
     pub fn into_inner(self) -> TcpStream {
-        self.0
+        self.tcp
     }
 
     fn check(&self) -> io::Result<()> {
@@ -70,18 +80,33 @@ impl Socket {
             _ => Ok(()),
         }
     }
+
+    /// Fits the read timeout to the deadline in force, if it changed since
+    /// the last read: a blocked read then returns when the deadline passes.
+    fn fit_read_timeout(&mut self) {
+        let Some(at) = current_deadline().and_then(|c| c.at) else { return };
+        if self.fitted == Some(at) {
+            return;
+        }
+        // At least a millisecond: a zero timeout is refused by the OS.
+        let left = at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        if self.tcp.set_read_timeout(Some(left)).is_ok() {
+            self.fitted = Some(at);
+        }
+    }
 }
 
 impl From<TcpStream> for Socket {
     fn from(tcp: TcpStream) -> Self {
-        Self(tcp)
+        Self::new(tcp)
     }
 }
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.check()?;
-        self.0.read(buf)
+        self.fit_read_timeout();
+        self.tcp.read(buf)
     }
 }
 
@@ -92,16 +117,16 @@ impl Read for Socket {
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.check()?;
-        self.0.write(buf)
+        self.tcp.write(buf)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         self.check()?;
-        self.0.write_vectored(bufs)
+        self.tcp.write_vectored(bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        self.tcp.flush()
     }
 }
 
@@ -221,7 +246,7 @@ pub fn connect(
     let conn = ClientConnection::new(config, name).map_err(tls("starting the client"))?;
     let tcp = TcpStream::connect(addr)?;
     tcp.set_nodelay(true)?;
-    Ok(StreamOwned::new(conn, Socket(tcp)))
+    Ok(StreamOwned::new(conn, Socket::new(tcp)))
 }
 
 /// [`connect`], with the TCP connection and the TLS handshake completed
@@ -244,7 +269,7 @@ pub fn connect_within(
     let conn = ClientConnection::new(config, name).map_err(tls("starting the client"))?;
     let tcp = TcpStream::connect_timeout(&addr, deadline.max(Duration::from_millis(1)))?;
     tcp.set_nodelay(true)?;
-    let mut stream = StreamOwned::new(conn, Socket(tcp));
+    let mut stream = StreamOwned::new(conn, Socket::new(tcp));
     handshake(&mut stream.conn, &mut stream.sock, clock)?;
     Ok(stream)
 }
@@ -259,7 +284,7 @@ pub fn connect_within(
 pub fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> Result<ServerStream> {
     tcp.set_nodelay(true)?;
     let conn = ServerConnection::new(config).map_err(tls("starting the server"))?;
-    Ok(StreamOwned::new(conn, Socket(tcp)))
+    Ok(StreamOwned::new(conn, Socket::new(tcp)))
 }
 
 /// Starts TLS on an accepted TCP stream and completes the handshake within
