@@ -6,11 +6,11 @@ use std::path::Path;
 
 use privtel_filter::{Filter, Filtered, RedactionReport};
 use privtel_model::{
-    BatchId, BinaryVerdict, CustomerId, DeviceId, Digest, Domain, DomainVerdict, Event, EventBody,
-    Generalised, Personal, Program, Record, RecordBody, Timestamp,
+    BatchId, BinarySighting, BinaryVerdict, CustomerId, DeviceId, Digest, Domain, DomainSighting,
+    DomainVerdict, Event, EventBody, Generalised, Personal, Program, Record, RecordBody, Timestamp,
 };
 use privtel_store::{AtRestKey, Spool, SpoolOptions};
-use privtel_wire::{Batch, Connection, Hello, Message};
+use privtel_wire::{Batch, Connection, EnrichAnswer, Hello, Message};
 
 use crate::audit::AuditLog;
 use crate::error::AgentError;
@@ -291,6 +291,8 @@ impl Agent {
                 Message::Hello(m) => audit.write(kind, m, now)?,
                 Message::Batch(m) => audit.write(kind, m, now)?,
                 Message::EnrichQuery(m) => audit.write(kind, m, now)?,
+                Message::EnhanceHello(m) => audit.write(kind, m, now)?,
+                Message::Sightings(m) => audit.write(kind, m, now)?,
                 Message::Goodbye(m) => audit.write(kind, m, now)?,
                 _ => audit.write(kind, &(), now)?,
             }
@@ -499,6 +501,71 @@ impl Agent {
             Message::Error(e) => Err(AgentError::Refused { message: e.message, retryable: e.retryable }),
             other => Err(AgentError::Protocol { expected: "enrich answer", got: other.kind_name() }),
         }
+    }
+
+    /// The enrichment upload (Enhance), anonymous: on a connection of its
+    /// own, opens with an [`EnhanceHello`](privtel_wire::EnhanceHello) —
+    /// no customer, device, stream or consent named; the service knows the
+    /// customer from the client certificate — sends the sightings (digests,
+    /// sizes, formats, registrable domains, first-seen days: nothing of the
+    /// device, its users or its paths) in messages of at most
+    /// [`MAX_QUERY_ITEMS`](privtel_wire::MAX_QUERY_ITEMS) each, collects
+    /// the verdicts and says goodbye. Sends nothing, and returns no
+    /// verdicts, when enrichment is switched off or there is nothing to
+    /// send. Sending the same sightings again is harmless (the service
+    /// keeps them by content).
+    ///
+    /// # Errors
+    ///
+    /// A wire or protocol error, [`AgentError::Refused`] when the service
+    /// answers with an error.
+    pub fn enhance<S: Read + Write>(
+        &mut self,
+        conn: &mut Connection<S>,
+        binaries: &[BinarySighting],
+        domains: &[DomainSighting],
+        now: Timestamp,
+    ) -> Result<(Vec<BinaryVerdict>, Vec<DomainVerdict>), AgentError> {
+        if !self.filter.enabled(Program::Enrichment) || (binaries.is_empty() && domains.is_empty()) {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let hello = privtel_wire::EnhanceHello::new(env!("CARGO_PKG_VERSION"));
+        self.audit(&Message::EnhanceHello(hello.clone()), now)?;
+        conn.client_enhance_handshake(&hello)?;
+        let max = privtel_wire::MAX_QUERY_ITEMS;
+        let (mut bins, mut doms) = (binaries, domains);
+        let (mut out_b, mut out_d) = (Vec::new(), Vec::new());
+        while !bins.is_empty() || !doms.is_empty() {
+            let (b, rest_b) = bins.split_at(bins.len().min(max));
+            let (d, rest_d) = doms.split_at(doms.len().min(max));
+            (bins, doms) = (rest_b, rest_d);
+            self.query_counter += 1;
+            let query_id = self.query_counter;
+            let msg = privtel_wire::Sightings { query_id, binaries: b.to_vec(), domains: d.to_vec() };
+            self.send(conn, &Message::Sightings(msg), now)?;
+            match conn.recv()? {
+                Message::EnrichAnswer(EnrichAnswer::Direct { query_id: id, binaries: vb, domains: vd })
+                    if id == query_id =>
+                {
+                    for s in b {
+                        self.looked_up.insert(LookupKey::Binary(s.sha256), now);
+                    }
+                    for s in d {
+                        self.looked_up.insert(LookupKey::Domain(s.domain.clone()), now);
+                    }
+                    out_b.extend(vb);
+                    out_d.extend(vd);
+                }
+                Message::Error(e) => {
+                    return Err(AgentError::Refused { message: e.message, retryable: e.retryable });
+                }
+                other => {
+                    return Err(AgentError::Protocol { expected: "enrich answer", got: other.kind_name() });
+                }
+            }
+        }
+        self.goodbye(conn, now)?;
+        Ok((out_b, out_d))
     }
 
     /// Ends the conversation.

@@ -96,7 +96,7 @@ pub use outbox::Outbox;
 pub use privtel_authority::{Credentials, client_config, enrollment_client_config};
 pub use privtel_filter::Filtered;
 pub use retry::RetryBudget;
-pub use scan::{check_scan_roots, login_of_uid, records_from_scan};
+pub use scan::{check_scan_roots, login_of_uid, records_from_scan, sightings_from_scan};
 pub use schedule::Schedule;
 pub use summary::{SLOW_LOGIN, SLOW_SAMPLE_MS, device_summary};
 pub use weblog::{

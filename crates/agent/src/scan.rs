@@ -4,8 +4,8 @@ use std::path::Path;
 
 use privtel_hash::ScanReport;
 use privtel_model::{
-    Binary, BinaryExecution, DeviceId, Event, EventBody, EventId, Personal, Program, Record, RecordBody,
-    Timestamp, UserId,
+    BinaryExecution, BinarySighting, DeviceId, Event, EventBody, EventId, Personal, Program, Record,
+    RecordBody, Timestamp, UserId,
 };
 
 use crate::error::AgentError;
@@ -79,38 +79,45 @@ fn owner_login(path: &Path, passwd: &mut Option<String>) -> Option<String> {
     }
 }
 
-/// Records for every hashed executable of a scan: the binary (enrichment)
-/// and one execution event concerning `user`. The execution's `username`
-/// is the operating system's login name of the file's owner (the account
-/// that put it there), never the user id; withheld where the agent cannot
-/// tell.
+/// What the enrichment program sends of a scan (Enhance): one sighting per
+/// hashed executable — its digests, size, format and the day of `now` —
+/// and nothing of the device, its users or the file's path and name. They
+/// leave only through [`Agent::enhance`](crate::Agent::enhance), on a
+/// session that names no device.
+///
+/// ```
+/// let scan = privtel_hash::ScanReport::default();
+/// assert!(privtel_agent::sightings_from_scan(&scan, privtel_model::Timestamp::UNIX_EPOCH).is_empty());
+/// ```
+pub fn sightings_from_scan(scan: &ScanReport, now: Timestamp) -> Vec<BinarySighting> {
+    scan.hashed
+        .iter()
+        .filter_map(|file| {
+            let sha256 = file.digests.sha256?;
+            Some(BinarySighting::new(sha256, file.digests.blake3, file.size, file.format.clone(), now))
+        })
+        .collect()
+}
+
+/// The execution events of a scan: one per hashed executable, concerning
+/// `user`, on `device`. The execution's `username` is the operating
+/// system's login name of the file's owner (the account that put it
+/// there), never the user id; withheld where the agent cannot tell.
+///
+/// These name a device and a person, so they are not what Enhance sends
+/// (see [`sightings_from_scan`] for that): the binaries of a scan are no
+/// longer records at all.
 pub fn records_from_scan(
     scan: &ScanReport,
     device: &DeviceId,
     user: Option<&UserId>,
     now: Timestamp,
 ) -> Vec<Record> {
-    let mut out = Vec::with_capacity(scan.hashed.len() * 2);
+    let mut out = Vec::with_capacity(scan.hashed.len());
     let mut passwd = None;
     for file in &scan.hashed {
         let Some(sha256) = file.digests.sha256 else { continue };
         let path = file.path.display().to_string();
-        out.push(Record {
-            program: Program::Enrichment,
-            body: RecordBody::Binary(Binary {
-                sha256,
-                blake3: file.digests.blake3,
-                file_name: file
-                    .path
-                    .file_name()
-                    .map_or(Personal::Withheld, |f| Personal::Clear(f.to_string_lossy().into_owned())),
-                path: Personal::Clear(path.clone()),
-                version: None,
-                publisher: None,
-                size: file.size,
-                format: file.format.clone(),
-            }),
-        });
         out.push(Record {
             program: Program::Enrichment,
             body: RecordBody::Event(Event {

@@ -226,6 +226,81 @@ impl VisitPersonal for Binary {
     }
 }
 
+/// A binary as the enrichment program sends it (Enhance): what the file is,
+/// never where it lies or whose it is. No device, no user, no path, no
+/// file name: two devices with the same file send the same sighting, save
+/// for the day.
+///
+/// ```
+/// use privtel_model::{BinarySighting, Digest, Timestamp};
+///
+/// let at = Timestamp::from_unix_seconds(86_400 * 3 + 5_000)?;
+/// let s = BinarySighting::new(Digest::from_bytes([7; 32]), None, 4096, None, at);
+/// assert_eq!(s.first_seen_day, 3);
+/// # Ok::<(), privtel_model::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct BinarySighting {
+    /// SHA-256 of the file's bytes.
+    pub sha256: Digest,
+    /// BLAKE3 of the file's bytes, where computed.
+    pub blake3: Option<Digest>,
+    /// Size in bytes.
+    pub size: u64,
+    /// The executable format, `None` when the file is none of the known ones.
+    pub format: Option<ExecutableFormat>,
+    /// The day the device first saw it, in days since 1970-01-01 (UTC):
+    /// never finer, so the sighting dates no one's activity.
+    pub first_seen_day: u32,
+}
+
+impl BinarySighting {
+    /// A sighting first seen at `seen` (kept to its day).
+    pub fn new(
+        sha256: Digest,
+        blake3: Option<Digest>,
+        size: u64,
+        format: Option<ExecutableFormat>,
+        seen: Timestamp,
+    ) -> Self {
+        Self { sha256, blake3, size, format, first_seen_day: day_of(seen) }
+    }
+}
+
+/// A web site as the enrichment program sends it (Enhance): its registrable
+/// name and the day the device first saw it; no device, no user, no URL.
+///
+/// ```
+/// use privtel_model::{Domain, DomainSighting, Timestamp};
+///
+/// let s = DomainSighting::new("example.com".parse::<Domain>()?, Timestamp::UNIX_EPOCH);
+/// assert_eq!((s.domain.as_str(), s.first_seen_day), ("example.com", 0));
+/// # Ok::<(), privtel_model::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct DomainSighting {
+    /// The registrable domain.
+    pub domain: crate::values::Domain,
+    /// The day the device first saw it, in days since 1970-01-01 (UTC).
+    pub first_seen_day: u32,
+}
+
+impl DomainSighting {
+    /// A sighting first seen at `seen` (kept to its day).
+    pub fn new(domain: crate::values::Domain, seen: Timestamp) -> Self {
+        Self { domain, first_seen_day: day_of(seen) }
+    }
+}
+
+/// Days since 1970-01-01 of `t` (0 before it, saturating far after).
+fn day_of(t: Timestamp) -> u32 {
+    u32::try_from(t.unix_seconds().div_euclid(86_400)).unwrap_or(if t.unix_seconds() < 0 {
+        0
+    } else {
+        u32::MAX
+    })
+}
+
 /// An installed application: a product, as opposed to the files it is made of.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Application {

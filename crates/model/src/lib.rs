@@ -102,7 +102,8 @@ mod values;
 mod verdict;
 
 pub use binary::{
-    Application, Arch, Binary, DIGEST_LEN, Digest, ExecutableFormat, HashAlg, Package, PackageManager,
+    Application, Arch, Binary, BinarySighting, DIGEST_LEN, Digest, DomainSighting, ExecutableFormat, HashAlg,
+    Package, PackageManager,
 };
 pub use device::{Device, DeviceType, OsFamily, OsInfo, Privileges, User};
 pub use error::{Error, Result};

@@ -78,8 +78,8 @@ use privtel_store::{
     Sequence, SqliteEngine, SweepReport,
 };
 use privtel_wire::{
-    Ack, Batch, Connection, EnrichAnswer, EnrichQuery, ErrorCode, Hello, Message, RejectCode, Rejection,
-    VerdictIndex, Welcome,
+    Ack, Batch, Connection, EnrichAnswer, EnrichQuery, ErrorCode, Hello, Message, Opening, RejectCode,
+    Rejection, Sightings, VerdictIndex, Welcome,
 };
 
 mod admission;
@@ -456,12 +456,18 @@ impl Service {
         }
         // The welcome's high-water mark is the verified device's, whatever
         // the hello names.
-        let hello = conn.server_handshake(|hello, version| {
-            let hw = self.high_water(&customer, &device, hello.stream);
+        let opening = conn.server_open(|opening, version| {
+            let hw = match opening {
+                Opening::Device(hello) => self.high_water(&customer, &device, hello.stream),
+                _ => 0,
+            };
             let mut w = Welcome::new(version, hw);
             w.max_batch_records = self.max_batch_records;
             w
         })?;
+        // Enhance: the certificate gave the customer; nothing of the device
+        // goes further than this line.
+        let Opening::Device(hello) = opening else { return self.enhance(&mut conn, &customer) };
         if hello.customer != customer || hello.device != device {
             self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
             self.report(&format!(
@@ -571,6 +577,51 @@ impl Service {
             false,
         ))?;
         Err(privtel_wire::Error::Unexpected { expected: "a customer with settings", got: "unknown customer" })
+    }
+
+    /// An Enhance session (opened by an `EnhanceHello`): sightings and
+    /// enrichment queries of `customer`, answered with verdicts, until
+    /// goodbye. Nothing of the device is known here: what is written back
+    /// is keyed by the customer and the binary's digest or the domain's
+    /// name only (a repeated upload writes the same rows again).
+    fn enhance<S: Read + Write>(
+        &self,
+        conn: &mut Connection<S>,
+        customer: &CustomerId,
+    ) -> Result<(), privtel_wire::Error> {
+        let mut messages = Bucket::new(
+            self.limits.messages_per_second,
+            self.limits.messages_per_second.saturating_mul(2),
+            Instant::now(),
+        );
+        loop {
+            let msg = match conn.recv() {
+                Ok(m) => m,
+                Err(privtel_wire::Error::Closed) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let query = match msg {
+                Message::Sightings(Sightings { query_id, binaries, domains }) => EnrichQuery::Direct {
+                    query_id,
+                    binaries: binaries.into_iter().map(|b| b.sha256).collect(),
+                    domains: domains.into_iter().map(|d| d.domain).collect(),
+                },
+                Message::EnrichQuery(q) => q,
+                Message::Goodbye(_) => return Ok(()),
+                other => {
+                    conn.send(&privtel_wire::error(ErrorCode::Protocol, "unexpected message", false))?;
+                    return Err(privtel_wire::Error::Unexpected {
+                        expected: "sightings, enrich query or goodbye",
+                        got: other.kind_name(),
+                    });
+                }
+            };
+            if messages.take(1, Instant::now()).is_err() {
+                conn.send(&privtel_wire::error(ErrorCode::Unavailable, "too many queries: slow down", true))?;
+                continue;
+            }
+            conn.send(&self.enrich(customer, &query))?;
+        }
     }
 
     /// Answers an enrichment query, and writes the verdicts of a direct one

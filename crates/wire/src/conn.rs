@@ -9,7 +9,7 @@ use crate::error::{DeadlineKind, Error, Result};
 use crate::frame::{
     DEFAULT_MAX_PAYLOAD, Plain, SUPPORTED_VERSIONS, Source, encode_frame, read_frame_from, write_frame,
 };
-use crate::message::{ErrorCode, ErrorMessage, Hello, Message, Welcome};
+use crate::message::{EnhanceHello, ErrorCode, ErrorMessage, Hello, Message, Welcome};
 
 /// One side of a conversation.
 ///
@@ -351,7 +351,9 @@ impl<S: Read + Write> Connection<S> {
     ///
     /// # Errors
     ///
-    /// [`Error::NoCommonVersion`], [`Error::Unexpected`], frame errors.
+    /// [`Error::NoCommonVersion`], [`Error::Unexpected`] (also for an
+    /// [`EnhanceHello`]: use [`Connection::server_open`] to take both),
+    /// frame errors.
     pub fn server_handshake(&mut self, welcome: impl FnOnce(&Hello, u8) -> Welcome) -> Result<Hello> {
         let hello = match self.recv()? {
             Message::Hello(h) => h,
@@ -369,6 +371,72 @@ impl<S: Read + Write> Connection<S> {
         self.send(&Message::Welcome(welcome(&hello, version)))?;
         Ok(hello)
     }
+
+    /// The service's side for both openings: a device's [`Hello`] or an
+    /// anonymous [`EnhanceHello`]. Picks the highest common version and
+    /// sends the welcome `welcome(opening, version)` builds; without a
+    /// common version, sends an error and fails.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoCommonVersion`], [`Error::Unexpected`] for any other first
+    /// message, frame errors.
+    pub fn server_open(&mut self, welcome: impl FnOnce(&Opening, u8) -> Welcome) -> Result<Opening> {
+        let opening = match self.recv()? {
+            Message::Hello(h) => Opening::Device(h),
+            Message::EnhanceHello(h) => Opening::Enhance(h),
+            other => {
+                let _ = self.send(&error(ErrorCode::Protocol, "expected hello", false));
+                return Err(Error::Unexpected { expected: "hello", got: other.kind_name() });
+            }
+        };
+        let versions = match &opening {
+            Opening::Device(h) => &h.versions,
+            Opening::Enhance(h) => &h.versions,
+        };
+        let Some(version) = SUPPORTED_VERSIONS.iter().rev().find(|v| versions.contains(v)).copied() else {
+            let _ = self.send(&error(ErrorCode::UnsupportedVersion, "no common protocol version", false));
+            return Err(Error::NoCommonVersion {
+                ours: SUPPORTED_VERSIONS.to_vec(),
+                theirs: versions.clone(),
+            });
+        };
+        self.version = Some(version);
+        self.send(&Message::Welcome(welcome(&opening, version)))?;
+        Ok(opening)
+    }
+
+    /// The agent's side of an Enhance session: sends `hello` (no device
+    /// named) and waits for the welcome.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::client_handshake`].
+    pub fn client_enhance_handshake(&mut self, hello: &EnhanceHello) -> Result<Welcome> {
+        self.send(&Message::EnhanceHello(hello.clone()))?;
+        match self.recv()? {
+            Message::Welcome(w) if hello.versions.contains(&w.version) => {
+                self.version = Some(w.version);
+                Ok(w)
+            }
+            Message::Welcome(w) => {
+                Err(Error::UnsupportedVersion { version: w.version, supported: SUPPORTED_VERSIONS })
+            }
+            Message::Error(e) => Err(Error::Remote { code: e.code, message: e.message }),
+            other => Err(Error::Unexpected { expected: "welcome", got: other.kind_name() }),
+        }
+    }
+}
+
+/// How a conversation opened: a device naming itself, or an Enhance
+/// session naming nothing of the device.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Opening {
+    /// A [`Hello`]: batches of the device's stream may follow.
+    Device(Hello),
+    /// An [`EnhanceHello`]: only sightings, enrichment queries and goodbye.
+    Enhance(EnhanceHello),
 }
 
 /// Reads frames until one holds a message this build knows (after

@@ -39,7 +39,7 @@ mod message;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use conn::{Connection, DEADLINE_TICK, error};
+pub use conn::{Connection, DEADLINE_TICK, Opening, error};
 pub use enrich::{
     DEFAULT_PAD_TO, DEFAULT_PREFIX_LEN, MAX_PREFIX_LEN, MAX_QUERY_ITEMS, MIN_PREFIX_LEN, VerdictIndex,
     domain_digest, parse_reputation, prefix, private_query, verdicts_for,
@@ -50,9 +50,9 @@ pub use frame::{
     encode_frame, read_frame, write_frame,
 };
 pub use message::{
-    Ack, Action, Batch, BinaryEntry, Bucket, Command, DomainEntry, EnrichAnswer, EnrichQuery, EnrollRequest,
-    Enrolled, ErrorCode, ErrorMessage, Goodbye, HashPrefix, Hello, Message, RejectCode, Rejection,
-    RetryPolicy, Welcome,
+    Ack, Action, Batch, BinaryEntry, Bucket, Command, DomainEntry, EnhanceHello, EnrichAnswer, EnrichQuery,
+    EnrollRequest, Enrolled, ErrorCode, ErrorMessage, Goodbye, HashPrefix, Hello, Message, RejectCode,
+    Rejection, RetryPolicy, Sightings, Welcome,
 };
 
 /// The README's examples, compiled and run as doctests.

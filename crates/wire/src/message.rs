@@ -2,8 +2,8 @@
 //! configuration with a size limit).
 
 use privtel_model::{
-    BatchId, BinaryVerdict, Category, CountryCode, CustomerId, DeviceId, Digest, Domain, DomainVerdict,
-    Program, Record, Reputation, ThreatLevel, UserId,
+    BatchId, BinarySighting, BinaryVerdict, Category, CountryCode, CustomerId, DeviceId, Digest, Domain,
+    DomainSighting, DomainVerdict, Program, Record, Reputation, ThreatLevel, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +67,51 @@ impl Hello {
         self.stream = stream;
         self
     }
+}
+
+/// The opening of an Enhance session (kind 12): an enrichment-only
+/// exchange that names nothing of the device. Unlike [`Hello`] it has no
+/// customer, no device, no spool stream and no consent: the service takes
+/// the customer from the connection's client certificate and keeps nothing
+/// of the device with what the session sends. It is answered with a
+/// [`Welcome`] (high-water mark 0); the session then carries only
+/// [`Sightings`], [`EnrichQuery`] and [`Goodbye`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct EnhanceHello {
+    /// Protocol versions the agent speaks.
+    pub versions: Vec<u8>,
+    /// The agent's software version.
+    pub agent_version: String,
+}
+
+impl EnhanceHello {
+    /// An Enhance hello speaking every version of this build.
+    pub fn new(agent_version: impl Into<String>) -> Self {
+        Self { versions: crate::SUPPORTED_VERSIONS.to_vec(), agent_version: agent_version.into() }
+    }
+}
+
+/// The enrichment upload of an Enhance session (kind 13): binaries by
+/// their digests, size, format and first-seen day, web sites by their
+/// registrable name and first-seen day — no device, user, path or file
+/// name. Answered with an [`EnrichAnswer::Direct`] holding one verdict per
+/// binary and domain, in order. Sending the same sightings again is
+/// harmless: the service keeps them by content (customer and digest or
+/// name), not by sequence.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+// A new field is a protocol change (a version bump), so struct literals
+// are fine for users of this version.
+pub struct Sightings {
+    /// The upload's id, echoed as the answer's query id.
+    pub query_id: u64,
+    /// Binaries (at most [`crate::MAX_QUERY_ITEMS`]).
+    #[serde(deserialize_with = "bounded")]
+    pub binaries: Vec<BinarySighting>,
+    /// Registrable domains (at most [`crate::MAX_QUERY_ITEMS`]).
+    #[serde(deserialize_with = "bounded")]
+    pub domains: Vec<DomainSighting>,
 }
 
 /// How the agent should retry after a failure.
@@ -492,6 +537,10 @@ pub enum Message {
     EnrollRequest(EnrollRequest),
     /// Kind 11.
     Enrolled(Enrolled),
+    /// Kind 12: opens an Enhance session (no device named).
+    EnhanceHello(EnhanceHello),
+    /// Kind 13: anonymous enrichment upload.
+    Sightings(Sightings),
 }
 
 macro_rules! kinds {
@@ -548,6 +597,8 @@ kinds! {
     Goodbye = 9, "goodbye";
     EnrollRequest = 10, "enroll request";
     Enrolled = 11, "enrolled";
+    EnhanceHello = 12, "enhance hello";
+    Sightings = 13, "sightings";
 }
 
 /// Appends bincode output to a `Vec` (bincode's `Writer` for `&mut Vec`).
@@ -608,6 +659,8 @@ impl Message {
             Self::Goodbye(m) => enc!(m),
             Self::EnrollRequest(m) => enc!(m),
             Self::Enrolled(m) => enc!(m),
+            Self::EnhanceHello(m) => enc!(m),
+            Self::Sightings(m) => enc!(m),
         };
         r.map_err(|e| Error::Encode { kind: self.kind_name(), reason: e.to_string() })
     }
