@@ -138,5 +138,29 @@ pub(crate) fn samples() -> Vec<(&'static str, Message)> {
                 not_after_unix: 1_800_000_000,
             }),
         ),
+        (
+            "enhance-hello",
+            Message::EnhanceHello(privtel_wire::EnhanceHello {
+                versions: vec![2],
+                agent_version: "0.1.0".into(),
+            }),
+        ),
+        (
+            "sightings",
+            Message::Sightings(privtel_wire::Sightings {
+                query_id: 9,
+                binaries: vec![privtel_model::BinarySighting {
+                    sha256: digest,
+                    blake3: Some(Digest::from_bytes([0xb3; 32])),
+                    size: 4096,
+                    format: Some(privtel_model::ExecutableFormat::Elf { arch: privtel_model::Arch::X86_64 }),
+                    first_seen_day: 20_419,
+                }],
+                domains: vec![privtel_model::DomainSighting {
+                    domain: Domain::new("example.com").unwrap(),
+                    first_seen_day: 20_419,
+                }],
+            }),
+        ),
     ]
 }
