@@ -14,6 +14,7 @@ use serde::Serialize;
 use time::Duration;
 
 use crate::filtered::Filtered;
+use crate::keyring::KeyRing;
 use crate::policy::Policy;
 use crate::scrub::{Detector, Scrubber};
 
@@ -247,7 +248,20 @@ pub fn allowed_kinds(program: Program) -> &'static [&'static str] {
 #[derive(Clone)]
 struct Plan {
     treatment: Treatment,
+    /// The field's link group (its own path unless linked): part of the
+    /// sub-key, so linked fields share tokens.
+    group: &'static str,
     subkey: Option<[u8; 32]>,
+}
+
+/// The sub-key of one link group under one key and customer.
+fn subkey(key: &PseudonymKey, customer: &str, group: &str) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(SUBKEY_CONTEXT);
+    h.update(&key.secret);
+    h.update(&(customer.len() as u64).to_le_bytes());
+    h.update(customer.as_bytes());
+    h.update(group.as_bytes());
+    *h.finalize().as_bytes()
 }
 
 /// Builds a [`Filter`].
@@ -298,15 +312,8 @@ impl FilterBuilder {
                     .find(|g| g.contains(&spec.path))
                     .and_then(|g| g.iter().min().copied())
                     .unwrap_or(spec.path);
-                let subkey = self.key.as_ref().map(|k| {
-                    let mut h = blake3::Hasher::new_derive_key(SUBKEY_CONTEXT);
-                    h.update(&k.secret);
-                    h.update(&(customer.len() as u64).to_le_bytes());
-                    h.update(customer.as_bytes());
-                    h.update(group.as_bytes());
-                    *h.finalize().as_bytes()
-                });
-                Plan { treatment, subkey }
+                let subkey = self.key.as_ref().map(|k| subkey(k, customer, group));
+                Plan { treatment, group, subkey }
             })
             .collect();
         let enabled = Program::ALL.map(|p| self.policy.enabled(p));
@@ -316,6 +323,7 @@ impl FilterBuilder {
             plans,
             enabled,
             key_id: self.key.as_ref().map(PseudonymKey::id),
+            customer: customer.to_owned(),
             normalizer: Normalizer::shared(),
         }
     }
@@ -328,6 +336,7 @@ pub struct Filter {
     plans: Vec<Plan>,
     enabled: [bool; 7],
     key_id: Option<KeyId>,
+    customer: String,
     scrubber: Scrubber,
     normalizer: &'static Normalizer,
 }
@@ -415,6 +424,64 @@ impl Filter {
         value
     }
 
+    /// Every id a person's events may be filed under while the keys of
+    /// `ring` live: the id itself when `event.username` is clear, its
+    /// pseudonym under each live key of the ring (oldest first) when
+    /// pseudonymised, nothing when dropped. After a rotation the person's
+    /// earlier events carry the old key's pseudonym and later ones the
+    /// new key's; export and erasure ask for each. A destroyed key gives
+    /// nothing: the events filed under its pseudonyms can no longer be
+    /// found by the person's id (docs/KEYS.md).
+    ///
+    /// ```
+    /// use privtel_filter::{FilterBuilder, KeyRing, Policy};
+    /// use privtel_model::{CustomerId, Timestamp, UserId};
+    ///
+    /// let now = Timestamp::from_unix_seconds(1_800_000_000)?;
+    /// let mut ring = KeyRing::new();
+    /// let old = ring.rotate([1; 32], now)?;
+    /// ring.rotate([2; 32], now)?;
+    /// let policy = Policy::from_toml("[fields]\n\"event.username\" = \"pseudonymise\"\n")?;
+    /// let filter = FilterBuilder::new()
+    ///     .policy(policy)
+    ///     .customer(CustomerId::new("acme")?)
+    ///     .key(ring.current().expect("a current key"))
+    ///     .build();
+    /// let id = UserId::new("u-1042")?;
+    /// let ids = filter.user_keys(&ring, &id);
+    /// assert_eq!(ids.len(), 2);
+    /// assert_eq!(ids.last(), filter.user_key(&id).as_ref(), "the newest is what the filter files");
+    /// ring.destroy(old, now)?;
+    /// assert_eq!(filter.user_keys(&ring, &id).len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn user_keys(&self, ring: &KeyRing, user: &UserId) -> Vec<UserId> {
+        let spec = &fields::EVENT_USERNAME;
+        let plan = &self.plans[field_index(spec)];
+        if plan.treatment != Treatment::Pseudonymise {
+            return self.user_key(user).into_iter().collect();
+        }
+        ring.live()
+            .filter_map(|key| {
+                let plan = Plan {
+                    treatment: plan.treatment,
+                    group: plan.group,
+                    subkey: Some(subkey(&key, &self.customer, plan.group)),
+                };
+                let mut value = Some(user.clone());
+                let mut report = RedactionReport::default();
+                self.treat_with(
+                    spec,
+                    &plan,
+                    Some(key.id()),
+                    &mut PersonalMut::UserId(&mut value),
+                    &mut report,
+                );
+                value
+            })
+            .collect()
+    }
+
     /// Filters a batch, returning what passes and the report.
     pub fn apply_batch(&self, records: impl IntoIterator<Item = Record>) -> (Vec<Filtered>, RedactionReport) {
         let mut report = RedactionReport::default();
@@ -427,6 +494,18 @@ impl Filter {
         &self,
         spec: &FieldSpec,
         plan: &Plan,
+        value: &mut PersonalMut<'_>,
+        report: &mut RedactionReport,
+    ) -> Option<Rule> {
+        self.treat_with(spec, plan, self.key_id, value, report)
+    }
+
+    /// [`Self::treat`] under the key `key_id` (whose sub-key `plan` holds).
+    fn treat_with(
+        &self,
+        spec: &FieldSpec,
+        plan: &Plan,
+        key_id: Option<KeyId>,
         value: &mut PersonalMut<'_>,
         report: &mut RedactionReport,
     ) -> Option<Rule> {
@@ -452,7 +531,7 @@ impl Filter {
                 value.withhold();
                 Some(Rule::Dropped)
             }
-            Treatment::Pseudonymise => match (plan.subkey, self.key_id) {
+            Treatment::Pseudonymise => match (plan.subkey, key_id) {
                 (Some(subkey), Some(key_id)) => {
                     let mut bytes = Vec::with_capacity(64);
                     canonical_bytes(spec.kind, value, &mut bytes);
