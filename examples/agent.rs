@@ -41,11 +41,11 @@ use anyhow::Context as _;
 use clap::Parser;
 use privtel::agent::{
     Agent, AgentError, AuditLog, AuditOptions, Credentials, RetryBudget, Schedule, WebLog, check_scan_roots,
-    key_path, load_or_create_key, records_from_scan,
+    key_path, load_or_create_key, records_from_scan, sightings_from_scan,
 };
 use privtel::filter::{FilterBuilder, Policy, PseudonymKey};
 use privtel::hash::{Algorithms, Progress, ScanHooks, ScannerBuilder};
-use privtel::model::{CustomerId, DeviceId, KeyId, Timestamp, UserId};
+use privtel::model::{CustomerId, DeviceId, DomainSighting, KeyId, Program, Timestamp, UserId};
 use privtel::store::SpoolOptions;
 use privtel::wire::{Connection, tls};
 
@@ -123,9 +123,10 @@ fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<
             eprintln!();
         }
         eprintln!("agent: {} executables hashed, {} files skipped", scan.hashed.len(), scan.skipped.len());
-        let collected =
-            agent.collect(records_from_scan(&scan, agent.device(), args.user.as_ref(), now()), now())?;
-        binaries = collected.binaries;
+        // The executions (device and person) go through the filter into
+        // the spool; the binaries leave only as anonymous sightings.
+        agent.collect(records_from_scan(&scan, agent.device(), args.user.as_ref(), now()), now())?;
+        binaries = sightings_from_scan(&scan, now());
     }
     let mut domains = Vec::new();
     if let Some(path) = &args.web_log {
@@ -147,7 +148,7 @@ fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<
             eprintln!("agent: {} was truncated; reading it from the start", path.display());
         }
         eprintln!("agent: {} new lines, {} records from the web log", report.lines, report.records);
-        domains = collected.domains;
+        domains = collected.domains.into_iter().map(|d| DomainSighting::new(d, now())).collect();
     }
     eprintln!("agent: {} records waiting", agent.outbox().len(None)?);
 
@@ -156,7 +157,7 @@ fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<
     let server_ca = std::fs::read_to_string(&args.ca).with_context(|| args.ca.display().to_string())?;
     let budget = if args.once { RetryBudget::attempts(args.attempts) } else { RetryBudget::forever() };
     let mut config = None;
-    let connect = || {
+    let mut connect = || {
         let config = match &config {
             Some(c) => std::sync::Arc::clone(c),
             None => {
@@ -172,15 +173,24 @@ fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<
         eprintln!("agent: retrying in {d:.1?}");
         std::thread::sleep(d);
     };
-    let mut delivery = agent.deliver(connect, policy_version, &budget, sleep, now)?;
+    let mut delivery = agent.deliver(&mut connect, policy_version, &budget, sleep, now)?;
     for (program, n) in &delivery.report.sent {
         println!("sent {n} {program} records");
     }
     if delivery.report.refused > 0 {
         println!("refused {} records (removed)", delivery.report.refused);
     }
-    // Enrichment of what is new (nothing is sent when it is off).
-    let (b, d) = agent.enrich(&mut delivery.conn, &binaries, &domains, now())?;
+    agent.goodbye(&mut delivery.conn, now())?;
+    // Enrichment (Enhance), on a session of its own that names no device:
+    // binaries by digests, size and format, sites by registrable name,
+    // each with the day first seen (nothing is sent when it is off).
+    let (b, d) =
+        if agent.filter().enabled(Program::Enrichment) && !(binaries.is_empty() && domains.is_empty()) {
+            let mut conn = connect()?;
+            agent.enhance(&mut conn, &binaries, &domains, now())?
+        } else {
+            (Vec::new(), Vec::new())
+        };
     for v in &b {
         println!(
             "binary {} threat {} category {}",
@@ -198,7 +208,6 @@ fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<
             privtel::model::display_or_dash(v.hosting_country.as_ref())
         );
     }
-    agent.goodbye(&mut delivery.conn, now())?;
     Ok(())
 }
 
@@ -257,7 +266,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         agent = agent.with_audit_log(AuditLog::open(path, AuditOptions::with_ttl(ttl))?);
     }
     // Consent withdrawn since the last run: nothing of it may stay spooled.
-    for program in privtel::model::Program::ALL {
+    for program in Program::ALL {
         if !policy.enabled(program) {
             agent.withdraw(program)?;
         }

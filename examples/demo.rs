@@ -9,7 +9,8 @@
 //!    an encrypted SQLite engine store and `examples/data/reputation.csv`;
 //! 3. runs the agent once: records from the scan and `examples/data/web.log`
 //!    go through `examples/data/policy.toml`, into an encrypted spool, and
-//!    up over TLS; a private enrichment query brings verdicts back;
+//!    up over TLS; the binaries and sites go as anonymous sightings
+//!    (Enhance, a session naming no device) and bring verdicts back;
 //! 4. prints what left the device, per program and in which form, and the
 //!    verdicts; exports and erases one person; simulates 40 and 46 days of
 //!    retention sweeps; and removes its temporary files.
@@ -31,8 +32,8 @@ use privtel::authority::Authority;
 use privtel::filter::{FilterBuilder, Manifest, Policy, PseudonymKey};
 use privtel::hash::{Algorithms, ScannerBuilder};
 use privtel::model::{
-    CustomerId, Device, DeviceId, DeviceType, Domain, KeyId, OsFamily, OsInfo, Personal, Program, Record,
-    RecordBody, ThreatLevel, Timestamp, User, UserId, display_or_dash,
+    CustomerId, Device, DeviceId, DeviceType, Domain, DomainSighting, KeyId, OsFamily, OsInfo, Personal,
+    Program, Record, RecordBody, ThreatLevel, Timestamp, User, UserId, display_or_dash,
 };
 use privtel::retention::{RetentionPolicy, Ttl};
 use privtel::service::{CustomerSettings, Service, Settings};
@@ -128,11 +129,12 @@ fn run(extra_scan: Vec<PathBuf>) -> anyhow::Result<()> {
     let tls_config = privtel::authority::server_config(&authority, &identity)?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    // Two connections: the device's enrollment, then its upload.
+    // Three connections: the device's enrollment, its upload, and the
+    // anonymous enrichment session (Enhance).
     let server = {
         let service = Arc::clone(&service);
         std::thread::spawn(move || -> anyhow::Result<()> {
-            for _ in 0..2 {
+            for _ in 0..3 {
                 let (tcp, _) = listener.accept()?;
                 service.handle_tls(tcp, Arc::clone(&tls_config))?;
             }
@@ -207,6 +209,12 @@ fn run(extra_scan: Vec<PathBuf>) -> anyhow::Result<()> {
     collected.records += from_log.records;
     collected.report.merge(&from_log.report);
     collected.domains = from_log.domains;
+    // What Enhance sends: binaries by digests, size and format, sites by
+    // registrable name, each with the day first seen; nothing of the
+    // device, its users or its paths.
+    let binary_sightings = privtel::agent::sightings_from_scan(&scan, now);
+    let domain_sightings: Vec<DomainSighting> =
+        collected.domains.iter().map(|d| DomainSighting::new(d.clone(), now)).collect();
     let ca = std::fs::read_to_string(dir.path().join("ca.pem"))?;
     // Enrollment: a key made on the device, a certificate for it.
     let mut conn =
@@ -217,8 +225,10 @@ fn run(extra_scan: Vec<PathBuf>) -> anyhow::Result<()> {
     let mut conn =
         Connection::new(tls::connect(addr, "127.0.0.1", privtel::agent::client_config(&ca, &credentials)?)?);
     let upload = agent.upload(&mut conn, policy.version, now)?;
-    let (bverdicts, dverdicts) = agent.enrich(&mut conn, &collected.binaries, &collected.domains, now)?;
     agent.goodbye(&mut conn, now)?;
+    let mut conn =
+        Connection::new(tls::connect(addr, "127.0.0.1", privtel::agent::client_config(&ca, &credentials)?)?);
+    let (bverdicts, dverdicts) = agent.enhance(&mut conn, &binary_sightings, &domain_sightings, now)?;
     server.join().map_err(|_| anyhow::anyhow!("the service thread panicked"))??;
     let stored = service.stats.stored.load(std::sync::atomic::Ordering::Relaxed);
     let report = collected.report;
@@ -274,9 +284,9 @@ fn run(extra_scan: Vec<PathBuf>) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nVerdicts (private lookup by {}-byte hash prefix, buckets padded to {}):",
-        wire::DEFAULT_PREFIX_LEN,
-        wire::DEFAULT_PAD_TO
+        "\nVerdicts (Enhance: {} binaries and {} sites sent by digests, size, format and day first seen, on a session naming no device):",
+        binary_sightings.len(),
+        domain_sightings.len()
     );
     // Known verdicts first, then a count of the rest (a `--scan /usr/bin`
     // finds hundreds of binaries the sample service does not know).

@@ -152,10 +152,11 @@ fn full_cycle_scan_filter_spool_upload_enrich_store() {
         "{stdout}"
     );
     assert!(stdout.contains("domain corp.example reputation - category - hosted in -"), "{stdout}");
-    // 4 executables (binary + execution each) and 6 web requests, stored once.
-    assert!(stdout.contains("sent 14 enrichment records"), "{stdout}");
+    // 4 executions and 6 web requests, stored once; the 4 binaries left as
+    // anonymous sightings (Enhance), not as records.
+    assert!(stdout.contains("sent 10 enrichment records"), "{stdout}");
     drop(c);
-    assert_eq!(engine(dir.path()).record_count().unwrap(), 14);
+    assert_eq!(engine(dir.path()).record_count().unwrap(), 10);
     let spool = spool(dir.path());
     assert_eq!(spool.len(None).unwrap(), 0, "everything acknowledged left the spool");
 }
@@ -211,7 +212,7 @@ fn malformed_inputs_name_file_and_line_and_keep_the_spool() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("records stay spooled"), "{}", text(&out.stderr));
     let waiting = spool(dir.path()).len(None).unwrap();
-    assert_eq!(waiting, 8);
+    assert_eq!(waiting, 4, "the 4 executions (binaries leave as sightings, not records)");
 
     let bad_log = dir.path().join("bad.log");
     std::fs::write(&bad_log, "# ok\n2026-11-27T08:00:00Z\tu-a\thttps://a.example/\t1.2.3.4\t5\n2026-11-27T08:00:00Z\tu-a\thttps://b.example/\n").unwrap();
@@ -230,7 +231,7 @@ fn malformed_inputs_name_file_and_line_and_keep_the_spool() {
         err.contains(&format!("{}:3: line does not have 5 tab-separated columns", bad_log.display())),
         "{err}"
     );
-    assert!(err.contains("gave up after 2 attempts") && err.contains("9 records stay spooled"), "{err}");
+    assert!(err.contains("gave up after 2 attempts") && err.contains("5 records stay spooled"), "{err}");
     let waiting = waiting + 1;
 
     // A scan root that does not exist is an error naming it.
@@ -307,7 +308,7 @@ fn withdrawn_consent_sends_nothing_and_empties_the_spool() {
     drop(c);
     let spool = spool(dir.path());
     assert_eq!(spool.len(Some(Program::Enrichment)).unwrap(), 0);
-    assert_eq!(spool.counters().unwrap().purged, 8);
+    assert_eq!(spool.counters().unwrap().purged, 4);
     assert_eq!(engine(dir.path()).record_count().unwrap(), 0, "nothing of the withdrawn program was stored");
     let audit = text(&std::fs::read(dir.path().join("audit.jsonl")).unwrap());
     assert!(!audit.contains("\"kind\":\"batch\""), "no batch was sent: {audit}");
@@ -342,8 +343,8 @@ fn a_service_killed_mid_upload_stores_everything_exactly_once() {
     drop(c);
     let stored = engine(dir.path()).record_count().unwrap();
     assert_eq!(
-        stored, 300,
-        "150 binaries and 150 executions, each stored exactly once (before the kill: {stored_before}, waiting: {waiting})"
+        stored, 150,
+        "150 executions, each stored exactly once (before the kill: {stored_before}, waiting: {waiting})"
     );
     assert_eq!(spool(dir.path()).len(None).unwrap(), 0);
 }
@@ -363,7 +364,7 @@ fn the_service_keeps_serving_while_connections_misbehave() {
     let bin = device(dir.path(), "device");
     let out = agent(dir.path(), &c.addr, &c.ca, &data("policy.toml"), &["--scan", bin.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("sent 8 enrichment records"));
+    assert!(text(&out.stdout).contains("sent 4 enrichment records"));
 }
 
 /// Writes `lines` web-log lines numbered from `from`, dated the last hour.

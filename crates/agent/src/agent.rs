@@ -510,10 +510,12 @@ impl Agent {
     /// sizes, formats, registrable domains, first-seen days: nothing of the
     /// device, its users or its paths) in messages of at most
     /// [`MAX_QUERY_ITEMS`](privtel_wire::MAX_QUERY_ITEMS) each, collects
-    /// the verdicts and says goodbye. Sends nothing, and returns no
-    /// verdicts, when enrichment is switched off or there is nothing to
-    /// send. Sending the same sightings again is harmless (the service
-    /// keeps them by content).
+    /// the verdicts and says goodbye. Only what is due is sent (new
+    /// binaries and sites, and those due for re-evaluation under the
+    /// schedule, as for [`Agent::enrich`]). Sends nothing, and returns no
+    /// verdicts, when enrichment is switched off or nothing is due. Sending
+    /// the same sightings again (an answer lost) is harmless: the service
+    /// keeps them by content.
     ///
     /// # Errors
     ///
@@ -526,14 +528,23 @@ impl Agent {
         domains: &[DomainSighting],
         now: Timestamp,
     ) -> Result<(Vec<BinaryVerdict>, Vec<DomainVerdict>), AgentError> {
-        if !self.filter.enabled(Program::Enrichment) || (binaries.is_empty() && domains.is_empty()) {
+        if !self.filter.enabled(Program::Enrichment) {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let due =
+            |key: LookupKey| self.schedule.needs_evaluation(now, self.looked_up.get(&key).copied(), now);
+        let binaries: Vec<BinarySighting> =
+            binaries.iter().filter(|b| due(LookupKey::Binary(b.sha256))).cloned().collect();
+        let domains: Vec<DomainSighting> =
+            domains.iter().filter(|d| due(LookupKey::Domain(d.domain.clone()))).cloned().collect();
+        if binaries.is_empty() && domains.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
         let hello = privtel_wire::EnhanceHello::new(env!("CARGO_PKG_VERSION"));
         self.audit(&Message::EnhanceHello(hello.clone()), now)?;
         conn.client_enhance_handshake(&hello)?;
         let max = privtel_wire::MAX_QUERY_ITEMS;
-        let (mut bins, mut doms) = (binaries, domains);
+        let (mut bins, mut doms) = (binaries.as_slice(), domains.as_slice());
         let (mut out_b, mut out_d) = (Vec::new(), Vec::new());
         while !bins.is_empty() || !doms.is_empty() {
             let (b, rest_b) = bins.split_at(bins.len().min(max));

@@ -198,8 +198,14 @@ fn the_enrichment_upload_names_no_device_user_path_or_file() {
     };
     let first = stored(&service);
     assert_eq!(first, (Some(known.clone()), 0));
+    // This agent looked them up just now: nothing is due, nothing is sent.
+    let (mut none, quiet, _served) = connect(&service, peer.clone());
+    assert_eq!(agent.enhance(&mut none, &binaries, &domains, now()).unwrap(), (Vec::new(), Vec::new()));
+    assert!(quiet.lock().unwrap().is_empty());
+    // The same sightings from an agent that lost the answer (a new spool).
+    let other = tempfile::tempdir().unwrap();
     let (mut again, _, served) = connect(&service, peer);
-    let (vb2, vd2) = agent.enhance(&mut again, &binaries, &domains, now()).unwrap();
+    let (vb2, vd2) = self::agent(other.path()).enhance(&mut again, &binaries, &domains, now()).unwrap();
     served.join().unwrap().unwrap();
     assert_eq!((vb2, vd2), (vb, vd));
     assert_eq!(stored(&service), first);
