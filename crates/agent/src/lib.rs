@@ -11,10 +11,14 @@
 //!   truncation), [`Agent::maintain`] (on-device TTL), [`Agent::upload`] /
 //!   [`Agent::deliver`] (batches, acknowledgements, `retry_after`,
 //!   backoff with jitter within a [`RetryBudget`]), [`Agent::enrich`]
-//!   (private lookups, none when enrichment is off or nothing is new).
+//!   (private lookups, none when enrichment is off or nothing is new),
+//!   [`Agent::enhance`] (the anonymous enrichment upload: sightings of
+//!   binaries and sites on a session that names no device).
 //! * [`Outbox`] — the spool, which accepts only [`Filtered`] records: the
 //!   filter is the only way from a raw record to the spool and the wire.
-//! * [`records_from_scan`], [`check_scan_roots`] — the scan collector.
+//! * [`sightings_from_scan`] (what Enhance sends of a scan: digests, size,
+//!   format, day first seen), [`records_from_scan`] (its executions),
+//!   [`check_scan_roots`] — the scan collector.
 //! * [`AuditLog`] — what left the device, 0600, rotated by size, expired by
 //!   TTL. [`load_or_create_key`] — key files created 0600 and refused when
 //!   others may read them.
@@ -90,7 +94,10 @@ pub use audit::{AuditLog, AuditOptions};
 #[cfg(feature = "tls")]
 pub use enroll::enroll;
 pub use error::{AgentError, KeyError, LineProblem};
-pub use keys::load_or_create_key;
+pub use keys::{
+    current_pseudonym_key, destroy_key, load_key_ring, load_or_create_key, maintain_key_ring,
+    rotate_key_ring, save_key_ring,
+};
 pub use outbox::Outbox;
 #[cfg(feature = "tls")]
 pub use privtel_authority::{Credentials, client_config, enrollment_client_config};

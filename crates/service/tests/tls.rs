@@ -318,3 +318,37 @@ fn a_thousand_dripping_connections_are_closed_within_the_deadlines() {
     let mut c = run.session(&creds);
     say_hello(&mut c, "acme", "dev-1").unwrap();
 }
+
+#[test]
+fn enhance_over_mutual_tls_needs_a_certificate_and_keeps_nothing_of_the_device() {
+    use privtel_model::{BinarySighting, Digest, DomainSighting};
+    use privtel_wire::{EnhanceHello, EnrichAnswer, Sightings};
+    let run = start(limits());
+    let sightings = Sightings {
+        query_id: 1,
+        binaries: vec![BinarySighting::new(Digest::from_bytes([5; 32]), None, 10, None, wall())],
+        domains: vec![DomainSighting::new("example.com".parse().unwrap(), wall())],
+    };
+    // Without a certificate: refused, as everything but enrollment.
+    let config = privtel_authority::enrollment_client_config(&run.server_ca).unwrap();
+    let mut conn = Connection::new(privtel_wire::tls::connect(run.addr, "127.0.0.1", config).unwrap());
+    let refused = conn.client_enhance_handshake(&EnhanceHello::new("test")).unwrap_err();
+    assert!(matches!(refused, privtel_wire::Error::Remote { code: ErrorCode::Forbidden, .. }), "{refused}");
+    // With one: welcomed, answered, and nothing stored under the device.
+    let acme = run.enroll("acme", "dev-1").unwrap();
+    let mut conn = run.session(&acme);
+    assert_eq!(conn.client_enhance_handshake(&EnhanceHello::new("test")).unwrap().high_water, 0);
+    conn.send(&Message::Sightings(sightings)).unwrap();
+    match conn.recv().unwrap() {
+        Message::EnrichAnswer(EnrichAnswer::Direct { query_id: 1, binaries, domains }) => {
+            assert_eq!((binaries.len(), domains.len()), (1, 1));
+        }
+        other => panic!("expected a direct answer, got {}", other.kind_name()),
+    }
+    // A batch has no place on an Enhance session.
+    let records = admissible(&run.service, "acme", "t", Program::AnonymousUsage);
+    conn.send(&Message::Batch(batch(&run.service, "acme", 1, records))).unwrap();
+    assert!(matches!(conn.recv(), Ok(Message::Error(e)) if e.code == ErrorCode::Protocol));
+    assert_eq!(run.service.engine().record_count_of(&id("acme")).unwrap(), 0);
+    assert_eq!(run.service.engine().high_water(&id("acme"), &id("dev-1"), 1).unwrap(), 0);
+}

@@ -14,7 +14,9 @@
 //!   and a payload; the length is checked against a maximum (16 MiB by
 //!   default) before anything is allocated.
 //! * [`Message`]: Hello/Welcome, Batch/Ack, EnrichQuery/EnrichAnswer,
-//!   EnrollRequest/Enrolled,
+//!   EnrollRequest/Enrolled, EnhanceHello/Sightings (the anonymous
+//!   enrichment session: no device named; [`Connection::server_open`]
+//!   takes either opening),
 //!   Command, Error, Goodbye; payloads are bincode 2 through one
 //!   configuration with a limit.
 //! * [`Connection`]: send/recv, negotiation (highest common version),
