@@ -120,6 +120,21 @@ pub enum KeyError {
     /// The operating system gave no randomness for a new key.
     #[error("no randomness for a new key: {0}")]
     Random(String),
+    /// A pseudonym key ring file that does not read, or a change the ring
+    /// refuses (an unknown key, destroying the current key).
+    #[error("key ring file {path}: {error}")]
+    Ring {
+        /// The key ring file.
+        path: PathBuf,
+        /// What the ring said (in the message, so not repeated as a source).
+        error: privtel_filter::KeyRingError,
+    },
+    /// The key ring holds no live current key to pseudonymise with.
+    #[error("key ring file {path}: no current key (expected one made by a rotation)")]
+    NoCurrentKey {
+        /// The key ring file.
+        path: PathBuf,
+    },
 }
 
 /// One line of a source that was skipped: where and what was wrong, never

@@ -95,7 +95,8 @@ pub use benchmark::{
 };
 pub use limits::Limits;
 pub use settings::{
-    CustomerSettings, DEFAULT_MAX_FUTURE_SKEW, DEFAULT_RECORDS_PER_SECOND, Settings, SettingsError,
+    CustomerSettings, DEFAULT_KEY_PICKUP_DAYS, DEFAULT_MAX_FUTURE_SKEW, DEFAULT_RECORDS_PER_SECOND,
+    KeySchedule, Settings, SettingsError,
 };
 
 use limits::Bucket;

@@ -27,6 +27,7 @@
 //! assert!(acme.policy().enabled(Program::Enrichment));
 //! assert_eq!(acme.policy().retention.events, 7, "the manifest promises what the sweep does");
 //! assert!(settings.customer(&CustomerId::new("globex")?).is_none());
+//! assert_eq!(acme.key_schedule().rotate_every, None, "pseudonym keys rotate on demand by default");
 //!
 //! let err = Settings::from_toml("[customers.acme]\nevents_days = 10\n").unwrap_err();
 //! assert_eq!(err.to_string(), "settings: customer acme: events_days is 10, expected 7, 14 or 30");
@@ -118,6 +119,45 @@ pub struct CustomerSettings {
     region: String,
     industry: Option<String>,
     records_per_second: u32,
+    key_schedule: KeySchedule,
+}
+
+/// When a customer's pseudonym keys rotate and how long a retired key is
+/// kept (docs/KEYS.md). The customer's key ring runs it
+/// (`privtel_filter::KeyRing::maintain`, `privtel_agent::maintain_key_ring`).
+///
+/// Set per customer:
+///
+/// ```toml
+/// [customers.acme.pseudonym_keys]
+/// rotate_days = 90  # absent: on demand only
+/// pickup_days = 7   # how long devices may take to pick up a new key
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeySchedule {
+    /// How old the current key may grow before a new one takes over;
+    /// `None`: only on demand.
+    pub rotate_every: Option<Duration>,
+    /// How long a retired key is kept before its secret is destroyed: the
+    /// longest retention of the customer's records plus the pickup time.
+    /// A record made with the key is at most that old by then (a device
+    /// used it at most the pickup time after its retirement, and a record
+    /// expires its TTL after it was made), so it has expired from the store.
+    pub keep_after_retired: Duration,
+}
+
+/// Default time devices may take to pick up a rotated pseudonym key.
+pub const DEFAULT_KEY_PICKUP_DAYS: u32 = 7;
+
+impl KeySchedule {
+    /// The schedule for records kept `retention_days` at most, rotating
+    /// every `rotate_days` (if any), devices picking up within `pickup_days`.
+    pub fn new(rotate_days: Option<u32>, pickup_days: u32, retention_days: u32) -> Self {
+        Self {
+            rotate_every: rotate_days.map(|d| Duration::days(i64::from(d))),
+            keep_after_retired: Duration::days(i64::from(retention_days) + i64::from(pickup_days)),
+        }
+    }
 }
 
 impl CustomerSettings {
@@ -138,6 +178,7 @@ impl CustomerSettings {
             region: "eu".to_owned(),
             industry: None,
             records_per_second: DEFAULT_RECORDS_PER_SECOND,
+            key_schedule: KeySchedule::new(None, DEFAULT_KEY_PICKUP_DAYS, 30),
         }
     }
 
@@ -174,6 +215,11 @@ impl CustomerSettings {
     /// Records per second the customer's devices may send together.
     pub fn records_per_second(&self) -> u32 {
         self.records_per_second
+    }
+
+    /// When the customer's pseudonym keys rotate and are destroyed.
+    pub fn key_schedule(&self) -> KeySchedule {
+        self.key_schedule
     }
 }
 
@@ -219,6 +265,15 @@ struct CustomerFile {
     policy: Option<toml::Table>,
     /// Or the policy in its own file, relative to the settings file.
     policy_file: Option<PathBuf>,
+    /// The pseudonym key schedule.
+    pseudonym_keys: Option<KeysFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    rotate_days: Option<u32>,
+    pickup_days: Option<u32>,
 }
 
 impl Settings {
@@ -296,6 +351,17 @@ impl Settings {
             if records_per_second == 0 {
                 return Err(range("records_per_second", "0".into(), "at least 1"));
             }
+            let keys = c.pseudonym_keys.unwrap_or(KeysFile { rotate_days: None, pickup_days: None });
+            if let Some(d) = keys.rotate_days
+                && !(1..=3650).contains(&d)
+            {
+                return Err(range("pseudonym_keys.rotate_days", d.to_string(), "1 to 3650"));
+            }
+            let pickup_days = keys.pickup_days.unwrap_or(DEFAULT_KEY_PICKUP_DAYS);
+            if pickup_days > 90 {
+                return Err(range("pseudonym_keys.pickup_days", pickup_days.to_string(), "0 to 90"));
+            }
+            let key_schedule = KeySchedule::new(keys.rotate_days, pickup_days, events_days.max(objects_days));
             let policy_err = |source| SettingsError::Policy { customer: name.clone(), source };
             let (mut policy, has_retention) = match (c.policy, c.policy_file) {
                 (Some(_), Some(_)) => {
@@ -357,6 +423,7 @@ impl Settings {
                     region,
                     industry: c.industry,
                     records_per_second,
+                    key_schedule,
                 }),
             );
         }

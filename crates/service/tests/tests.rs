@@ -5,6 +5,7 @@
 
 mod admission;
 mod benchmarks;
+mod rotation;
 #[cfg(feature = "tls")]
 mod tls;
 
