@@ -137,6 +137,14 @@ impl KeyRing {
         entry.secret.map(|s| PseudonymKey::new(KeyId::new(id), s))
     }
 
+    /// The ring a device needs: the current key alone. A device never
+    /// needs a retired key (it only pseudonymises), so a device that is
+    /// taken holds no key of an earlier period (docs/KEYS.md).
+    pub fn for_devices(&self) -> Self {
+        let keys = self.keys.iter().next_back().filter(|(_, e)| e.secret.is_some());
+        Self { keys: keys.map(|(&id, e)| (id, e.clone())).into_iter().collect() }
+    }
+
     /// A live key by id; `None` if unknown or destroyed.
     pub fn key(&self, id: KeyId) -> Option<PseudonymKey> {
         let n = id.get();
@@ -312,6 +320,11 @@ impl fmt::Debug for KeyRing {
     }
 }
 
+/// docs/KEYS.md's examples, compiled and run as doctests.
+#[doc = include_str!("../../../docs/KEYS.md")]
+#[cfg(doctest)]
+pub struct KeysDoctests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +350,10 @@ mod tests {
         assert!(ring.key(k1).is_none());
         assert_eq!(ring.live().map(|k| k.id()).collect::<Vec<_>>(), vec![k2]);
         assert_eq!(ring.states().next().unwrap().destroyed, Some(t(91)));
+        let devices = ring.for_devices();
+        assert_eq!(devices.live().map(|k| k.id()).collect::<Vec<_>>(), vec![k2]);
+        assert_eq!(devices.states().count(), 1, "nothing of the earlier keys");
+        assert_eq!(devices.current().map(|k| k.id()), ring.current().map(|k| k.id()));
         // Ids are never reused, even after a destruction.
         assert_eq!(ring.rotate([3; 32], t(180)).unwrap(), KeyId::new(3));
     }
