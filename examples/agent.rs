@@ -41,7 +41,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use privtel::agent::{
     Agent, AgentError, AuditLog, AuditOptions, Credentials, RetryBudget, Schedule, WebLog, check_scan_roots,
-    key_path, load_or_create_key, records_from_scan, sightings_from_scan,
+    current_pseudonym_key, key_path, load_or_create_key, records_from_scan, sightings_from_scan,
 };
 use privtel::filter::{FilterBuilder, Policy, PseudonymKey};
 use privtel::hash::{Algorithms, Progress, ScanHooks, ScannerBuilder};
@@ -88,6 +88,11 @@ struct Args {
     /// upload of a device without credentials.
     #[arg(long, value_name = "TOKEN")]
     enroll_token: Option<String>,
+    /// The customer's pseudonym key ring (0600, docs/KEYS.md): its current
+    /// key pseudonymises. Read at start: restart after a rotation. Without
+    /// it, a key kept beside the spool, id 1.
+    #[arg(long, value_name = "FILE")]
+    pseudonym_keys: Option<PathBuf>,
     /// One cycle, then exit.
     #[arg(long)]
     once: bool,
@@ -252,12 +257,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
     check_scan_roots(&args.scan)?;
     let text = std::fs::read_to_string(&args.policy).with_context(|| args.policy.display().to_string())?;
     let policy = Policy::from_toml(&text).with_context(|| args.policy.display().to_string())?;
-    let secret = load_or_create_key(key_path(&args.spool, "pseudonym"))?;
-    let filter = FilterBuilder::new()
-        .policy(policy.clone())
-        .customer(args.customer.clone())
-        .key(PseudonymKey::new(KeyId::new(1), secret))
-        .build();
+    let key = match &args.pseudonym_keys {
+        Some(ring) => current_pseudonym_key(ring)?,
+        None => PseudonymKey::new(KeyId::new(1), load_or_create_key(key_path(&args.spool, "pseudonym"))?),
+    };
+    let filter = FilterBuilder::new().policy(policy.clone()).customer(args.customer.clone()).key(key).build();
     let ttl = time::Duration::days(i64::from(policy.retention.events));
     let mut options = SpoolOptions::default();
     options.retention.events = privtel::retention::Ttl::custom(ttl);
