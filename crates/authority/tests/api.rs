@@ -392,26 +392,41 @@ fn a_handshake_verification_stands_in_once_and_the_register_is_still_read() {
     let credentials =
         privtel_authority::accept(&key, &fx.acme, &dev("pc-1"), authority.enroll(&request, fx.now).unwrap())
             .unwrap();
-    let verifier = authority.client_verifier();
-    let at = |t: time::OffsetDateTime| {
-        UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.unix_timestamp() as u64))
-    };
     let end_entity = &chain(&credentials)[0];
-    // The handshake's verifier verified it: identify takes that verification
-    // once (two hours later the certificate has expired, and identify on
-    // its own refuses it)...
-    verifier.verify_client_cert(end_entity, &[], at(fx.now)).unwrap();
-    let later = fx.now + Duration::hours(2);
+    let later = time::OffsetDateTime::now_utc() + Duration::hours(2);
+    // A chain the verifier accepted in a handshake whose signature check
+    // never came (a replayed public certificate) does not stand in:
+    // identify verifies it (two hours later it has expired).
+    let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(fx.now.unix_timestamp() as u64));
+    authority.client_verifier().verify_client_cert(end_entity, &[], at).unwrap();
+    assert!(matches!(authority.identify(&chain(&credentials), later), Err(AuthError::Untrusted { .. })));
+    // A real handshake, the device proving its key: its verification
+    // stands in once (identify two hours later accepts it), then not.
+    let handshake = || {
+        let identity = privtel_wire::tls::generate_identity(&["127.0.0.1"]).unwrap();
+        let config = privtel_authority::server_config(&authority, &identity).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(privtel_wire::DEADLINE_TICK)).unwrap();
+            privtel_wire::tls::accept_within(tcp, config, std::time::Duration::from_secs(10)).map(drop)
+        });
+        let client = privtel_authority::client_config(&identity.ca_pem, &credentials).unwrap();
+        let mut stream = privtel_wire::tls::connect(addr, "127.0.0.1", client).unwrap();
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock).unwrap();
+        }
+        server.join().unwrap().unwrap();
+    };
+    handshake();
     authority.identify(&chain(&credentials), later).unwrap();
     let e = authority.identify(&chain(&credentials), later).unwrap_err();
     assert!(matches!(e, AuthError::Untrusted { .. }), "{e}");
-    // ...a refused verification leaves nothing to stand in...
-    assert!(verifier.verify_client_cert(end_entity, &[], at(later)).is_err());
-    assert!(matches!(authority.identify(&chain(&credentials), later), Err(AuthError::Untrusted { .. })));
-    // ...and the register is read every time: revoked after the handshake
-    // verified it, the device is refused.
-    verifier.verify_client_cert(end_entity, &[], at(fx.now)).unwrap();
+    // The register is read every time: revoked after the handshake proved
+    // the key, the device is refused.
+    handshake();
     assert!(authority.revoke_device(&fx.acme, &dev("pc-1"), fx.now).unwrap());
-    let e = authority.identify(&chain(&credentials), fx.now).unwrap_err();
+    let e = authority.identify(&chain(&credentials), time::OffsetDateTime::now_utc()).unwrap_err();
     assert!(matches!(e, AuthError::Revoked { .. }), "{e}");
 }

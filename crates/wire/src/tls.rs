@@ -47,21 +47,26 @@ pub type ServerStream = StreamOwned<ServerConnection, Socket>;
 /// thread has passed. Without a deadline in force it is the `TcpStream`.
 ///
 /// A read under a deadline waits on the socket until that deadline and no
-/// longer (its read timeout is fitted to the time left, once per
-/// deadline), so a connection that stays silent costs no wake-up until its
-/// idle deadline: 10,000 idle connections do not wake 4 times a second
-/// each, as they would with a fixed [`DEADLINE_TICK`](crate::DEADLINE_TICK).
+/// longer (its read timeout is set to the time left before each read), so
+/// a connection that stays silent costs no wake-up until its idle
+/// deadline: 10,000 idle connections do not wake 4 times a second each, as
+/// they would with a fixed [`DEADLINE_TICK`](crate::DEADLINE_TICK). Without
+/// a deadline in force, the socket's own read timeout (as it was when
+/// wrapped) applies.
 #[derive(Debug)]
 pub struct Socket {
     tcp: TcpStream,
-    /// The deadline the socket's read timeout was last fitted to.
-    fitted: Option<Instant>,
+    /// The read timeout the socket had when wrapped.
+    own: Option<Duration>,
+    /// Whether the read timeout is now one fitted to a deadline.
+    fitted: bool,
 }
 
 impl Socket {
     /// Wraps a TCP stream.
     pub fn new(tcp: TcpStream) -> Self {
-        Self { tcp, fitted: None }
+        let own = tcp.read_timeout().ok().flatten();
+        Self { tcp, own, fitted: false }
     }
 
     /// The TCP stream (to set timeouts, read addresses).
@@ -81,18 +86,25 @@ impl Socket {
         }
     }
 
-    /// Fits the read timeout to the deadline in force, if it changed since
-    /// the last read: a blocked read then returns when the deadline passes.
-    fn fit_read_timeout(&mut self) {
-        let Some(at) = current_deadline().and_then(|c| c.at) else { return };
-        if self.fitted == Some(at) {
-            return;
+    /// Sets the read timeout to the time left before the deadline in force
+    /// (every read: the OS starts the wait again at each read, so a timeout
+    /// fitted once would let a peer dripping a byte just before it stretch
+    /// the deadline); without one, gives the socket its own timeout back.
+    fn fit_read_timeout(&mut self) -> io::Result<()> {
+        match current_deadline().and_then(|c| c.at) {
+            Some(at) => {
+                // At least a millisecond: a zero timeout is refused by the OS.
+                let left = at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+                self.tcp.set_read_timeout(Some(left))?;
+                self.fitted = true;
+            }
+            None if self.fitted => {
+                self.tcp.set_read_timeout(self.own)?;
+                self.fitted = false;
+            }
+            None => {}
         }
-        // At least a millisecond: a zero timeout is refused by the OS.
-        let left = at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        if self.tcp.set_read_timeout(Some(left)).is_ok() {
-            self.fitted = Some(at);
-        }
+        Ok(())
     }
 }
 
@@ -105,7 +117,7 @@ impl From<TcpStream> for Socket {
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.check()?;
-        self.fit_read_timeout();
+        self.fit_read_timeout()?;
         self.tcp.read(buf)
     }
 }

@@ -235,12 +235,15 @@ pub(crate) struct Inner {
 /// SHA-256 digests of end-entity certificates that [`AuthorityVerifier`]
 /// verified in a handshake, so that `identify` right after the handshake
 /// does not verify the chain a second time (an ECDSA verification, a
-/// tenth of the service's cost of a session). Each entry is used once and
-/// lives [`Verified::FRESH`]; the map is bounded (a flood of handshakes
-/// that never identify cannot grow it). `identify` still reads the
-/// register (revocation, renewal, clones) every time.
+/// tenth of the service's cost of a session). A chain verified by the
+/// verifier is only pending until the same handshake's signature check
+/// proves the peer holds the certificate's key (certificates are public: a
+/// replayed one in a handshake that then fails must not count). Each proven
+/// entry is used once and lives [`Verified::FRESH`]; the map is bounded (a
+/// flood of handshakes that never identify cannot grow it). `identify`
+/// still reads the register (revocation, renewal, clones) every time.
 #[derive(Default)]
-pub(crate) struct Verified(Mutex<HashMap<[u8; 32], std::time::Instant>>);
+pub(crate) struct Verified(Mutex<HashMap<[u8; 32], (std::time::Instant, bool)>>);
 
 impl Verified {
     /// How long a verification stands in for a second one.
@@ -248,23 +251,31 @@ impl Verified {
     /// The most entries kept.
     const MAX: usize = 16_384;
 
-    pub(crate) fn insert(&self, end_entity: &[u8]) {
+    /// The chain of `end_entity` was verified; its key not yet proven.
+    pub(crate) fn pending(&self, end_entity: &[u8]) {
         let now = std::time::Instant::now();
         let mut map = lock(&self.0);
         if map.len() >= Self::MAX {
-            map.retain(|_, at| now.duration_since(*at) < Self::FRESH);
+            map.retain(|_, (at, _)| now.duration_since(*at) < Self::FRESH);
             if map.len() >= Self::MAX {
                 map.clear();
             }
         }
-        map.insert(Sha256::digest(end_entity).into(), now);
+        map.insert(Sha256::digest(end_entity).into(), (now, false));
     }
 
-    /// Whether `end_entity` was verified by a handshake moments ago (and
-    /// forgets it: one handshake, one identification).
+    /// The handshake's signature with `end_entity`'s key checked out.
+    pub(crate) fn proven(&self, end_entity: &[u8]) {
+        if let Some(entry) = lock(&self.0).get_mut(&<[u8; 32]>::from(Sha256::digest(end_entity))) {
+            entry.1 = true;
+        }
+    }
+
+    /// Whether `end_entity` was verified and proven by a handshake moments
+    /// ago (and forgets it: one handshake, one identification).
     fn take(&self, end_entity: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::digest(end_entity).into();
-        lock(&self.0).remove(&digest).is_some_and(|at| at.elapsed() < Self::FRESH)
+        lock(&self.0).remove(&digest).is_some_and(|(at, proven)| proven && at.elapsed() < Self::FRESH)
     }
 }
 
@@ -802,8 +813,9 @@ impl Authority {
     /// The chain is verified again against the named customer's CA (so
     /// this is safe whatever verifier the TLS configuration used), unless
     /// this authority's own verifier verified that very certificate in a
-    /// handshake moments before (each such verification stands in once,
-    /// within 30 seconds); then a
+    /// handshake moments before whose signature check proved the key (each
+    /// such verification stands in once, within 30 seconds, and was made at
+    /// the handshake's time, not `now`); then a
     /// revoked device, a device not enrolled, or a key other than the
     /// registered one is refused and reported.
     ///

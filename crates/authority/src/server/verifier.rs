@@ -84,7 +84,7 @@ impl ClientCertVerifier for AuthorityVerifier {
             .map_err(|e| rustls::Error::General(e.to_string()))?
             .ok_or(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))?;
         let verified = ca.verifier.verify_client_cert(end_entity, intermediates, now)?;
-        self.inner.verified.insert(end_entity);
+        self.inner.verified.pending(end_entity);
         Ok(verified)
     }
 
@@ -94,12 +94,14 @@ impl ClientCertVerifier for AuthorityVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
+        let valid = rustls::crypto::verify_tls12_signature(
             message,
             cert,
             dss,
             &self.inner.provider().signature_verification_algorithms,
-        )
+        )?;
+        self.inner.verified.proven(cert);
+        Ok(valid)
     }
 
     fn verify_tls13_signature(
@@ -108,12 +110,14 @@ impl ClientCertVerifier for AuthorityVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
+        let valid = rustls::crypto::verify_tls13_signature(
             message,
             cert,
             dss,
             &self.inner.provider().signature_verification_algorithms,
-        )
+        )?;
+        self.inner.verified.proven(cert);
+        Ok(valid)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
