@@ -660,13 +660,15 @@ impl Service {
     /// unreadable: the batch's own check, in the engine, is the one that
     /// counts).
     fn high_water(&self, customer: &CustomerId, device: &DeviceId, stream: u64) -> u64 {
-        match &self.reader {
-            Some(reader) => {
-                reader.lock().unwrap_or_else(PoisonError::into_inner).high_water(customer, device, stream)
-            }
-            None => self.engine().high_water(customer, device, stream),
+        let read = self.reader.as_ref().map(|reader| {
+            reader.lock().unwrap_or_else(PoisonError::into_inner).high_water(customer, device, stream)
+        });
+        match read {
+            Some(Ok(hw)) => hw,
+            // No reader, or it failed: the engine answers (a mark of 0
+            // would make the device resend everything it holds).
+            _ => self.engine().high_water(customer, device, stream).unwrap_or(0),
         }
-        .unwrap_or(0)
     }
 
     /// Stores one batch by group commit (see `writer`): encoded on this
