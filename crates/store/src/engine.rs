@@ -715,61 +715,85 @@ impl SqliteEngine {
                 })
                 .collect::<Vec<_>>()
         };
-        // IMMEDIATE: the write lock is taken first, so no other connection
-        // commits between the data-version check and this commit.
-        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate).op("starting an ingest")
-        {
-            Ok(tx) => tx,
-            Err(e) => return all_failed(results, "starting an ingest", &e),
-        };
-        let refreshed = data_version(&tx).and_then(|version| {
-            if mirror.stale || version != mirror.data_version {
-                *mirror = Mirror::load(&tx)?;
+        // `results` holds the final outcomes known so far (checks above,
+        // batches that failed while writing); each attempt writes the rest.
+        // A batch that fails while writing rolls its attempt back and is
+        // left out of the next one, so one failing batch cannot hold back
+        // the others (at most one attempt a batch).
+        loop {
+            // IMMEDIATE: the write lock is taken first, so no other
+            // connection commits between the data-version check and this
+            // commit.
+            let tx =
+                match conn.transaction_with_behavior(TransactionBehavior::Immediate).op("starting an ingest")
+                {
+                    Ok(tx) => tx,
+                    Err(e) => return all_failed(results, "starting an ingest", &e),
+                };
+            let refreshed = data_version(&tx).and_then(|version| {
+                if mirror.stale || version != mirror.data_version {
+                    *mirror = Mirror::load(&tx)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = refreshed {
+                return all_failed(results, "starting an ingest", &e);
             }
-            Ok(())
-        });
-        if let Err(e) = refreshed {
-            return all_failed(results, "starting an ingest", &e);
-        }
-        // What the group added to the mirrored tables: visible to the
-        // group's later batches, mirrored only once the commit succeeds.
-        let mut group = Added::default();
-        for (batch, result) in batches.into_iter().zip(results.iter_mut()) {
-            if result.is_some() {
+            // What the attempt added to the mirrored tables: visible to its
+            // later batches, mirrored only once the commit succeeds.
+            let mut group = Added::default();
+            let mut attempt: Vec<Option<Result<IngestOutcome>>> = (0..batches.len()).map(|_| None).collect();
+            let mut failed = None;
+            for (i, batch) in batches.iter().enumerate() {
+                if results[i].is_some() {
+                    continue;
+                }
+                // No savepoint (it would copy every page the batch
+                // touches): a batch is checked before its first write, so a
+                // refused one leaves no trace and the others go on.
+                let mut added = Added::default();
+                let ctx = IngestCtx { mirror: &*mirror, group: &group, now };
+                match ingest_batch(&tx, &ctx, &mut added, batch) {
+                    Ok(outcome) => {
+                        group.customers.extend(added.customers);
+                        group.users.extend(added.users);
+                        attempt[i] = Some(Ok(outcome));
+                    }
+                    Err(BatchError::Refused(e)) => attempt[i] = Some(Err(e)),
+                    Err(BatchError::Failed(e)) => {
+                        failed = Some((i, e));
+                        break;
+                    }
+                }
+            }
+            if let Some((i, e)) = failed {
+                // Rolled back; the others are tried again without it (their
+                // refusals too: one may have rested on the failed batch).
+                drop(tx);
+                results[i] = Some(Err(e));
+                if results.iter().all(Option::is_some) {
+                    return results.into_iter().flatten().collect();
+                }
                 continue;
             }
-            // No savepoint (it would copy every page the batch touches):
-            // a batch is checked before its first write, so a refused one
-            // leaves no trace and the others go on; a failure while
-            // writing rolls the whole group back.
-            let mut added = Added::default();
-            let ctx = IngestCtx { mirror: &*mirror, group: &group, now };
-            match ingest_batch(&tx, &ctx, &mut added, batch) {
-                Ok(outcome) => {
-                    group.customers.extend(added.customers);
-                    group.users.extend(added.users);
-                    *result = Some(Ok(outcome));
-                }
-                Err(BatchError::Refused(e)) => *result = Some(Err(e)),
-                Err(BatchError::Failed(e)) => {
-                    drop(tx);
-                    return all_failed(results, "storing a group", &e);
-                }
+            if let Err(e) = tx.commit().op("committing an ingest") {
+                return all_failed(results, "committing an ingest", &e);
             }
-        }
-        if let Err(e) = tx.commit().op("committing an ingest") {
-            return all_failed(results, "committing an ingest", &e);
-        }
-        mirror.customers.extend(group.customers);
-        mirror.users.extend(group.users);
-        results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(Error::Database { op: "storing a batch", message: "no outcome for the batch".into() })
+            mirror.customers.extend(group.customers);
+            mirror.users.extend(group.users);
+            return results
+                .into_iter()
+                .zip(attempt)
+                .map(|(r, a)| {
+                    r.or(a).unwrap_or_else(|| {
+                        Err(Error::Database {
+                            op: "storing a batch",
+                            message: "no outcome for the batch".into(),
+                        })
+                    })
                 })
-            })
-            .collect()
+                .collect();
+        }
     }
 
     /// The default retention policy the store was opened with.
@@ -1240,9 +1264,10 @@ fn ingest_batch(
     conn: &Connection,
     ctx: &IngestCtx<'_>,
     added: &mut Added,
-    batch: EncodedBatch,
+    batch: &EncodedBatch,
 ) -> std::result::Result<IngestOutcome, BatchError> {
-    let EncodedBatch { customer, device, seq, mut records, .. } = batch;
+    let EncodedBatch { customer, device, seq, records, .. } = batch;
+    let seq = *seq;
     let Sequence { stream, first_seq, skipped } = seq;
     let c = customer.as_str();
     let stream_key = stream as i64; // bit for bit: u64 ids above i64::MAX are negative in the column
@@ -1271,12 +1296,14 @@ fn ingest_batch(
     // A record to store that could not be encoded refuses the batch
     // (duplicates below the mark are not looked at).
     let first_new = usize::try_from(high_water.saturating_sub(first_seq - 1)).unwrap_or(usize::MAX);
-    if let Some(i) = records.iter().skip(first_new).position(|r| matches!(r, Some(Err(_))))
-        && let Some(Err(e)) = records.swap_remove(first_new + i)
-    {
-        return Err(BatchError::Refused(e));
+    if let Some(Some(Err(e))) = records.iter().skip(first_new).find(|r| matches!(r, Some(Err(_)))) {
+        let reason = match e {
+            Error::Encode(reason) => reason.clone(),
+            other => other.to_string(),
+        };
+        return Err(BatchError::Refused(Error::Encode(reason)));
     }
-    write_batch(conn, ctx, added, (c, known), &device, seq, high_water, records).map_err(BatchError::Failed)
+    write_batch(conn, ctx, added, (c, known), device, seq, high_water, records).map_err(BatchError::Failed)
 }
 
 /// The writes of a checked batch.
@@ -1289,7 +1316,7 @@ fn write_batch(
     device: &DeviceId,
     seq: Sequence,
     high_water: u64,
-    records: Vec<Option<Result<Encoded>>>,
+    records: &[Option<Result<Encoded>>],
 ) -> Result<IngestOutcome> {
     let Sequence { stream, first_seq, skipped } = seq;
     let now = ctx.now;
@@ -1327,7 +1354,7 @@ fn write_batch(
     let mut insert_user = conn
         .prepare_cached("INSERT INTO users (customer, user) VALUES (?1, ?2)")
         .op("preparing an ingest")?;
-    for (i, record) in records.into_iter().enumerate() {
+    for (i, record) in records.iter().enumerate() {
         // In range: check_range bounded the last one by i64::MAX.
         let seq = first_seq + i as u64;
         if seq <= high_water {
@@ -1339,10 +1366,12 @@ fn write_batch(
             outcome.refused += 1;
             continue;
         };
-        let record = match record? {
-            Encoded::Row(record) => record,
-            Encoded::Fold(fold) => {
-                aggregate::fold(conn, customer_id, &fold)?;
+        let record = match record {
+            // Checked before the first write (ingest_batch).
+            Err(_) => continue,
+            Ok(Encoded::Row(record)) => record,
+            Ok(Encoded::Fold(fold)) => {
+                aggregate::fold(conn, customer_id, fold)?;
                 outcome.folded += 1;
                 continue;
             }
@@ -1354,10 +1383,10 @@ fn write_batch(
             outcome.suppressed += 1;
             continue;
         }
-        let user_id = match record.user {
+        let user_id = match &record.user {
             None => None,
             Some(u) => {
-                let key = (customer_id, u);
+                let key = (customer_id, u.clone());
                 match ctx
                     .mirror
                     .users
@@ -1367,7 +1396,7 @@ fn write_batch(
                 {
                     Some(id) => Some(*id),
                     None => {
-                        insert_user.execute(params![customer_id, key.1]).op("registering a user")?;
+                        insert_user.execute(params![customer_id, u]).op("registering a user")?;
                         let id = conn.last_insert_rowid();
                         added.users.insert(key, id);
                         Some(id)

@@ -183,3 +183,45 @@ fn a_record_that_cannot_be_encoded_refuses_its_batch_alone_and_only_if_it_is_new
     assert_eq!(store.record_count().unwrap(), 4);
     assert_eq!(store.high_water(&acme(), &dev("dev-a"), S).unwrap(), 3);
 }
+
+#[test]
+fn a_batch_that_fails_while_writing_is_left_out_and_the_rest_of_its_group_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = engine(&dir, RetentionPolicy::default(), None);
+    let now = fixtures::base_time();
+    // A write that fails for one device only, after the batch's checks.
+    rusqlite::Connection::open(dir.path().join("engine.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER fail_bad AFTER INSERT ON records
+             WHEN (SELECT device FROM devices WHERE id = NEW.device) = 'dev-bad'
+             BEGIN SELECT RAISE(ABORT, 'the disk said no'); END;",
+        )
+        .unwrap();
+    let n = fixtures_at(0).len() as u64;
+    let outcomes = store.ingest_group(
+        vec![
+            batch(acme(), "dev-a", 1, fixtures_at(0)),
+            // The person is new in this batch too; its failure must not
+            // leave a cached user row behind.
+            batch(globex(), "dev-bad", 1, fixtures_at(1_000)),
+            batch(acme(), "dev-c", 1, fixtures_at(2_000)),
+            // Follows dev-a's batch of the same group: still taken in the
+            // attempt that leaves the failed batch out.
+            batch(acme(), "dev-a", n + 1, vec![event_at(900_001, now)]),
+        ],
+        now,
+    );
+    let stored: Vec<Option<u64>> = outcomes.iter().map(|o| o.as_ref().ok().map(|o| o.stored)).collect();
+    assert_eq!(stored, vec![Some(n), None, Some(n), Some(1)]);
+    let err = outcomes[1].as_ref().unwrap_err();
+    assert!(matches!(err, Error::Database { .. }), "{err}");
+    assert_eq!(store.record_count().unwrap(), 2 * n + 1);
+    assert_eq!(store.customers().unwrap(), vec![acme()], "nothing of the failed batch stays");
+    assert_eq!(store.high_water(&globex(), &dev("dev-bad"), S).unwrap(), 0);
+    // The failed attempt's rows were never mirrored: globex's person is
+    // registered afresh by the next batch, on another device.
+    let next = store.ingest_group(vec![batch(globex(), "dev-ok", 1, fixtures_at(3_000))], now);
+    assert_eq!(next[0].as_ref().unwrap().stored, n);
+    assert!(exported(&store, &globex(), "u-1042") > 0);
+}
