@@ -50,7 +50,7 @@ pub type ServerStream = StreamOwned<ServerConnection, Socket>;
 /// longer (its read timeout is set to the time left before each read), so
 /// a connection that stays silent costs no wake-up until its idle
 /// deadline: 10,000 idle connections do not wake 4 times a second each, as
-/// they would with a fixed [`DEADLINE_TICK`](crate::DEADLINE_TICK). Without
+/// they would with a fixed [`DEADLINE_TICK`]. Without
 /// a deadline in force, the socket's own read timeout (as it was when
 /// wrapped) applies.
 #[derive(Debug)]
