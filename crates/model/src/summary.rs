@@ -17,8 +17,8 @@ pub const MAX_SUMMARY_DAYS: u8 = 31;
 
 /// One device's benchmarking summary for a period of whole days.
 ///
-/// Build it with [`DeviceSummary::new`], which computes [`score`]
-/// (`DeviceSummary::score`) from the counts; the service refuses a summary
+/// Build it with [`DeviceSummary::new`], which computes its
+/// [`score`](DeviceSummary::score) from the counts; the service refuses a summary
 /// whose score does not follow from its counts ([`DeviceSummary::check`]).
 ///
 /// ```
