@@ -57,7 +57,9 @@ pub fn login_of_uid(passwd: &str, uid: u32) -> Option<&str> {
     passwd.lines().find_map(|line| {
         let mut cols = line.split(':');
         let (name, _, id) = (cols.next()?, cols.next()?, cols.next()?);
-        (!name.is_empty() && !name.starts_with('#') && id.parse() == Ok(uid)).then_some(name)
+        // A name with a control character (a stray `\r`) is no login.
+        let plain = !name.is_empty() && !name.starts_with('#') && !name.chars().any(char::is_control);
+        (plain && id.parse() == Ok(uid)).then_some(name)
     })
 }
 
