@@ -471,8 +471,7 @@ impl Agent {
         if !self.filter.enabled(Program::Enrichment) {
             return Ok((Vec::new(), Vec::new()));
         }
-        let due =
-            |key: LookupKey| self.schedule.needs_evaluation(now, self.looked_up.get(&key).copied(), now);
+        let due = |key: LookupKey| self.is_due(&key, now);
         let binaries: Vec<Digest> =
             binaries.iter().filter(|b| due(LookupKey::Binary(**b))).copied().collect();
         let domains: Vec<Domain> =
@@ -490,12 +489,7 @@ impl Agent {
         self.send(conn, &Message::EnrichQuery(query), now)?;
         match conn.recv()? {
             Message::EnrichAnswer(answer) => {
-                for b in &binaries {
-                    self.looked_up.insert(LookupKey::Binary(*b), now);
-                }
-                for d in &domains {
-                    self.looked_up.insert(LookupKey::Domain(d.clone()), now);
-                }
+                self.looked_up_at(binaries.iter().copied(), domains.iter().cloned(), now);
                 Ok(privtel_wire::verdicts_for(&answer, &binaries, &domains))
             }
             Message::Error(e) => Err(AgentError::Refused { message: e.message, retryable: e.retryable }),
@@ -531,8 +525,7 @@ impl Agent {
         if !self.filter.enabled(Program::Enrichment) {
             return Ok((Vec::new(), Vec::new()));
         }
-        let due =
-            |key: LookupKey| self.schedule.needs_evaluation(now, self.looked_up.get(&key).copied(), now);
+        let due = |key: LookupKey| self.is_due(&key, now);
         let binaries: Vec<BinarySighting> =
             binaries.iter().filter(|b| due(LookupKey::Binary(b.sha256))).cloned().collect();
         let domains: Vec<DomainSighting> =
@@ -558,12 +551,7 @@ impl Agent {
                 Message::EnrichAnswer(EnrichAnswer::Direct { query_id: id, binaries: vb, domains: vd })
                     if id == query_id =>
                 {
-                    for s in b {
-                        self.looked_up.insert(LookupKey::Binary(s.sha256), now);
-                    }
-                    for s in d {
-                        self.looked_up.insert(LookupKey::Domain(s.domain.clone()), now);
-                    }
+                    self.looked_up_at(b.iter().map(|s| s.sha256), d.iter().map(|s| s.domain.clone()), now);
                     out_b.extend(vb);
                     out_d.extend(vd);
                 }
@@ -577,6 +565,25 @@ impl Agent {
         }
         self.goodbye(conn, now)?;
         Ok((out_b, out_d))
+    }
+
+    /// Whether a binary's or site's verdict is due (never looked up, or
+    /// due again under the schedule).
+    fn is_due(&self, key: &LookupKey, now: Timestamp) -> bool {
+        self.schedule.needs_evaluation(now, self.looked_up.get(key).copied(), now)
+    }
+
+    /// Records that these binaries and sites were looked up at `now`.
+    fn looked_up_at(
+        &mut self,
+        binaries: impl Iterator<Item = Digest>,
+        domains: impl Iterator<Item = Domain>,
+        now: Timestamp,
+    ) {
+        let keys = binaries.map(LookupKey::Binary).chain(domains.map(LookupKey::Domain));
+        for key in keys {
+            self.looked_up.insert(key, now);
+        }
     }
 
     /// Ends the conversation.
