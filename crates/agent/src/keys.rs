@@ -48,18 +48,8 @@ pub fn load_or_create_key(path: impl AsRef<Path>) -> Result<[u8; 32], KeyError> 
             // Written whole and synced under a temporary name, then linked
             // into place (which fails if another process was first): a crash
             // never leaves a short key file behind.
-            let mut tmp = path.as_os_str().to_owned();
-            tmp.push(format!(".tmp{}", std::process::id()));
-            let tmp = std::path::PathBuf::from(tmp);
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let written = options.open(&tmp).and_then(|mut file| {
-                file.write_all(&secret)?;
-                file.sync_all()
-            });
-            let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+            let tmp = temporary_beside(path);
+            let linked = write_private(&tmp, &secret).and_then(|()| std::fs::hard_link(&tmp, path));
             let _ = std::fs::remove_file(&tmp);
             match linked {
                 Ok(()) => {
@@ -126,18 +116,8 @@ pub fn load_key_ring(path: impl AsRef<Path>) -> Result<KeyRing, KeyError> {
 pub fn save_key_ring(path: impl AsRef<Path>, ring: &KeyRing) -> Result<(), KeyError> {
     let path = path.as_ref();
     let io = |error| KeyError::Io { path: path.to_owned(), error };
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = std::path::PathBuf::from(tmp);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options.open(&tmp).and_then(|mut file| {
-        file.write_all(ring.to_text().as_bytes())?;
-        file.sync_all()
-    });
-    let renamed = written.and_then(|()| std::fs::rename(&tmp, path));
+    let tmp = temporary_beside(path);
+    let renamed = write_private(&tmp, ring.to_text().as_bytes()).and_then(|()| std::fs::rename(&tmp, path));
     if renamed.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -241,6 +221,25 @@ pub fn maintain_key_ring(
 pub fn current_pseudonym_key(path: impl AsRef<Path>) -> Result<PseudonymKey, KeyError> {
     let path = path.as_ref();
     load_key_ring(path)?.current().ok_or_else(|| KeyError::NoCurrentKey { path: path.to_owned() })
+}
+
+/// `PATH.tmpPID`: where a key file is written before it takes its name.
+fn temporary_beside(path: &Path) -> std::path::PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    std::path::PathBuf::from(tmp)
+}
+
+/// Writes `bytes` to a new file at `path`, readable by its owner only
+/// (0600 on Unix), and syncs it.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 #[cfg(test)]

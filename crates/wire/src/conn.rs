@@ -332,17 +332,7 @@ impl<S: Read + Write> Connection<S> {
     /// any other answer; frame errors.
     pub fn client_handshake(&mut self, hello: &Hello) -> Result<Welcome> {
         self.send(&Message::Hello(hello.clone()))?;
-        match self.recv()? {
-            Message::Welcome(w) if hello.versions.contains(&w.version) => {
-                self.version = Some(w.version);
-                Ok(w)
-            }
-            Message::Welcome(w) => {
-                Err(Error::UnsupportedVersion { version: w.version, supported: SUPPORTED_VERSIONS })
-            }
-            Message::Error(e) => Err(Error::Remote { code: e.code, message: e.message }),
-            other => Err(Error::Unexpected { expected: "welcome", got: other.kind_name() }),
-        }
+        self.welcome(&hello.versions)
     }
 
     /// The service's side: reads the agent's hello, picks the highest common
@@ -414,8 +404,13 @@ impl<S: Read + Write> Connection<S> {
     /// As [`Connection::client_handshake`].
     pub fn client_enhance_handshake(&mut self, hello: &EnhanceHello) -> Result<Welcome> {
         self.send(&Message::EnhanceHello(hello.clone()))?;
+        self.welcome(&hello.versions)
+    }
+
+    /// The service's answer to an opening that offered `versions`.
+    fn welcome(&mut self, versions: &[u8]) -> Result<Welcome> {
         match self.recv()? {
-            Message::Welcome(w) if hello.versions.contains(&w.version) => {
+            Message::Welcome(w) if versions.contains(&w.version) => {
                 self.version = Some(w.version);
                 Ok(w)
             }
