@@ -21,7 +21,7 @@ use time::Duration;
 
 fn batch() -> Message {
     let policy = Policy::from_toml(
-        "[programs]\nenrichment = true\n[fields]\n\"execution.username\" = \"pseudonymise\"\n\
+        "[programs]\npersonalised_usage = true\n[fields]\n\"execution.username\" = \"pseudonymise\"\n\
          \"execution.path\" = \"pseudonymise\"\n\"execution.start\" = \"generalise\"\n\"execution.duration\" = \"generalise\"\n",
     )
     .expect("valid policy");
@@ -33,7 +33,7 @@ fn batch() -> Message {
     let t0 = Timestamp::from_unix_seconds(1_795_752_000).expect("in range");
     let records: Vec<Record> = (0..1_000u64)
         .map(|i| Record {
-            program: Program::Enrichment,
+            program: Program::PersonalisedUsage,
             body: RecordBody::Event(Event {
                 id: EventId::from_u128(u128::from(i) * 0x9e37_79b9),
                 device: DeviceId::new("dev-0001").expect("valid"),
@@ -50,9 +50,10 @@ fn batch() -> Message {
         })
         .collect();
     let (filtered, _) = filter.apply_batch(records);
-    let records = filtered.into_iter().map(privtel::filter::Filtered::into_record).collect();
+    let records: Vec<Record> = filtered.into_iter().map(privtel::filter::Filtered::into_record).collect();
+    assert_eq!(records.len(), 1_000, "every execution passes the policy");
     Message::Batch(Batch {
-        program: Program::Enrichment,
+        program: Program::PersonalisedUsage,
         batch_id: BatchId::from_u128(1),
         first_seq: 1,
         records,

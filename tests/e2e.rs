@@ -154,7 +154,7 @@ fn full_cycle_scan_filter_spool_upload_enrich_store() {
     assert!(stdout.contains("domain corp.example reputation - category - hosted in -"), "{stdout}");
     // 4 executions and 6 web requests, stored once; the 4 binaries left as
     // anonymous sightings (Enhance), not as records.
-    assert!(stdout.contains("sent 10 enrichment records"), "{stdout}");
+    assert!(stdout.contains("sent 10 personalised_usage records"), "{stdout}");
     drop(c);
     assert_eq!(engine(dir.path()).record_count().unwrap(), 10);
     let spool = spool(dir.path());
@@ -293,13 +293,14 @@ fn withdrawn_consent_sends_nothing_and_empties_the_spool() {
     // Records wait while the service is down.
     let out = scan_while_offline(dir.path());
     assert_eq!(out.status.code(), Some(1));
-    // Then enrichment is switched off, and the service is back.
+    // Then the person withdraws consent (personalised usage, the program of
+    // executions and web requests), and the service is back.
     let policy = dir.path().join("policy.toml");
     std::fs::write(
         &policy,
         std::fs::read_to_string(data("policy.toml"))
             .unwrap()
-            .replace("enrichment = true", "enrichment = false"),
+            .replace("personalised_usage = true", "personalised_usage = false"),
     )
     .unwrap();
     let c = cloud(dir.path(), &[]);
@@ -307,7 +308,7 @@ fn withdrawn_consent_sends_nothing_and_empties_the_spool() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     drop(c);
     let spool = spool(dir.path());
-    assert_eq!(spool.len(Some(Program::Enrichment)).unwrap(), 0);
+    assert_eq!(spool.len(Some(Program::PersonalisedUsage)).unwrap(), 0);
     assert_eq!(spool.counters().unwrap().purged, 4);
     assert_eq!(engine(dir.path()).record_count().unwrap(), 0, "nothing of the withdrawn program was stored");
     let audit = text(&std::fs::read(dir.path().join("audit.jsonl")).unwrap());
@@ -364,7 +365,7 @@ fn the_service_keeps_serving_while_connections_misbehave() {
     let bin = device(dir.path(), "device");
     let out = agent(dir.path(), &c.addr, &c.ca, &data("policy.toml"), &["--scan", bin.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("sent 4 enrichment records"));
+    assert!(text(&out.stdout).contains("sent 4 personalised_usage records"));
 }
 
 /// Writes `lines` web-log lines numbered from `from`, dated the last hour.

@@ -386,8 +386,11 @@ fn demo_runs_end_to_end_and_cleans_up() {
     assert!(text.contains("binary dropper    c5548314cdf8…  threat high"), "{text}");
     assert!(text.contains("domain bad-downloads.example    reputation high risk"), "{text}");
     assert!(text.contains("domain example.co.uk            reputation moderate risk"), "{text}");
-    // Personalised usage is off: its record was dropped, nothing sent.
-    assert!(text.contains("personalised_usage       off    0 sent,  1 dropped"), "{text}");
+    // Enhance sends sightings, no records: enrichment stores nothing of the
+    // device. What names the person (the user, executions, web requests)
+    // went under personalised usage, which this customer's users agreed to.
+    assert!(text.contains("enrichment               on     0 sent,  0 dropped"), "{text}");
+    assert!(text.contains("personalised_usage       on    11 sent,  0 dropped"), "{text}");
     // Erasure, then retention.
     assert!(text.contains("After erasure, an export finds 0 records."), "{text}");
     assert!(text.contains("\"overdue\":false"));

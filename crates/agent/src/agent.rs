@@ -31,34 +31,67 @@ pub struct Collected {
     pub report: RedactionReport,
     /// Records spooled.
     pub records: usize,
-    /// Digests of the binaries among them, for enrichment.
+    /// Digests of the binaries and executions in the records given, for
+    /// enrichment (empty when enrichment is off). Read before the filter:
+    /// a record dropped because its program is off still names a binary
+    /// enrichment may look up, anonymously.
     pub binaries: Vec<Digest>,
-    /// Registrable domains among them, for enrichment.
+    /// Registrable domains of the web requests in the records given, for
+    /// enrichment (empty when enrichment is off), read before the filter.
     pub domains: Vec<Domain>,
 }
 
 impl Collected {
-    fn merge(&mut self, kept: &[Filtered], report: &RedactionReport) {
+    /// Adds what the filter kept and reported; `sighted` is what the
+    /// records ask enrichment about (see [`sighted`]).
+    fn merge(&mut self, kept: &[Filtered], report: &RedactionReport, sighted: Sighted) {
         self.report.merge(report);
         self.records += kept.len();
         let mut binaries: BTreeSet<Digest> = self.binaries.drain(..).collect();
         let mut domains: BTreeSet<Domain> = self.domains.drain(..).collect();
-        for r in kept {
-            match &r.body {
-                RecordBody::Binary(b) => {
-                    binaries.insert(b.sha256);
-                }
-                RecordBody::Event(Event { body: EventBody::WebRequest(w), .. }) => {
-                    if let Personal::Generalised(Generalised::Domain(d)) = &w.host {
-                        domains.insert(d.clone());
-                    }
-                }
-                _ => {}
-            }
-        }
+        binaries.extend(sighted.0);
+        domains.extend(sighted.1);
         self.binaries = binaries.into_iter().collect();
         self.domains = domains.into_iter().collect();
     }
+}
+
+/// Binaries and registrable domains sighted in some records.
+type Sighted = (BTreeSet<Digest>, BTreeSet<Domain>);
+
+/// What `records` ask enrichment about, read before the filter: the
+/// digests of binaries and executions, the registrable domains of web
+/// requests. Enrichment needs no record of the person to ask (Enhance
+/// sends sightings, not records), so this does not depend on whether the
+/// records themselves are kept — only on enrichment being on.
+fn sighted(filter: &Filter, records: &[Record]) -> Sighted {
+    let mut out = Sighted::default();
+    if !filter.enabled(Program::Enrichment) {
+        return out;
+    }
+    for r in records {
+        match &r.body {
+            RecordBody::Binary(b) => {
+                out.0.insert(b.sha256);
+            }
+            RecordBody::Event(Event { body: EventBody::Execution(x), .. }) => {
+                out.0.insert(x.sha256);
+            }
+            RecordBody::Event(Event { body: EventBody::WebRequest(w), .. }) => {
+                let domain = match &w.host {
+                    Personal::Clear(host) => privtel_domain::Normalizer::shared()
+                        .normalize(host)
+                        .ok()
+                        .and_then(|n| n.registrable_domain()),
+                    Personal::Generalised(Generalised::Domain(d)) => Some(d.clone()),
+                    _ => None,
+                };
+                out.1.extend(domain);
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// What uploads did. "Sent" counts only records the service acknowledged.
@@ -224,10 +257,11 @@ impl Agent {
     ///
     /// A spool error; nothing of the call is spooled then.
     pub fn collect(&mut self, records: Vec<Record>, now: Timestamp) -> Result<Collected, AgentError> {
+        let sighted = sighted(&self.filter, &records);
         let (kept, report) = self.filter.apply_batch(records);
         self.outbox.append(&kept, now)?;
         let mut out = Collected::default();
-        out.merge(&kept, &report);
+        out.merge(&kept, &report, sighted);
         Ok(out)
     }
 
@@ -252,9 +286,10 @@ impl Agent {
         let mut collected = Collected::default();
         let (filter, outbox, device) = (&self.filter, &mut self.outbox, &self.device);
         let report = follow(log, saved, previous, device, |chunk: Chunk| {
+            let sighted = sighted(filter, &chunk.records);
             let (kept, report) = filter.apply_batch(chunk.records);
             outbox.append_at(&kept, &chunk.position, now)?;
-            collected.merge(&kept, &report);
+            collected.merge(&kept, &report, sighted);
             Ok(())
         })?;
         Ok((report, collected))

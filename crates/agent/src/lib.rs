@@ -38,7 +38,7 @@
 //! let log = dir.path().join("web.log");
 //! std::fs::write(&log, "2026-11-27T09:00:00Z\tu-1\thttps://www.example.com/a?q=1\t203.0.113.7\t120\nnot a line\n")?;
 //!
-//! let policy = Policy::from_toml("[programs]\nenrichment = true\n")?;
+//! let policy = Policy::from_toml("[programs]\nenrichment = true\npersonalised_usage = true\n")?;
 //! let filter = FilterBuilder::new().policy(policy).customer(CustomerId::new("acme")?).build();
 //! let mut agent = Agent::open(
 //!     CustomerId::new("acme")?,

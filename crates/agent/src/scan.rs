@@ -121,7 +121,7 @@ pub fn records_from_scan(
         let Some(sha256) = file.digests.sha256 else { continue };
         let path = file.path.display().to_string();
         out.push(Record {
-            program: Program::Enrichment,
+            program: Program::PersonalisedUsage,
             body: RecordBody::Event(Event {
                 id: scan_event_id(device, &file.path, &sha256),
                 device: device.clone(),

@@ -172,7 +172,7 @@ pub fn parse_web_line(
     let destination_ip = ip.parse().map_err(|_| ("ip", "is not an ip address"))?;
     let ms: u32 = load.parse().map_err(|_| ("page load", "is not a whole number of milliseconds"))?;
     Ok(Record {
-        program: Program::Enrichment,
+        program: Program::PersonalisedUsage,
         body: RecordBody::Event(Event {
             id,
             device: device.clone(),

@@ -30,7 +30,7 @@ fn now() -> Timestamp {
 
 fn policy() -> Policy {
     Policy::from_toml(
-        "version = 3\n[programs]\nenrichment = true\n[fields]\n\"web_request.host\" = \"generalise\"\n\"web_request.url\" = \"generalise\"\n",
+        "version = 3\n[programs]\nenrichment = true\npersonalised_usage = true\n[fields]\n\"web_request.host\" = \"generalise\"\n\"web_request.url\" = \"generalise\"\n",
     )
     .unwrap()
 }
@@ -486,7 +486,7 @@ fn records_removed_unsent_are_declared_skipped_and_the_rest_is_stored() {
     let kept = agent.collect(anonymous, now()).unwrap().records;
     assert!(kept > 0);
     // The web requests are purged unsent (consent withdrawn on the device).
-    assert_eq!(agent.outbox().purge_program(privtel_model::Program::Enrichment).unwrap(), 30);
+    assert_eq!(agent.outbox().purge_program(privtel_model::Program::PersonalisedUsage).unwrap(), 30);
     let (report, _) = deliver(&mut agent, &service, RetryBudget::attempts(1));
     assert_eq!(report.unwrap().sent_total(), kept as u64, "not refused as a gap");
     assert!(agent.outbox().is_empty().unwrap());

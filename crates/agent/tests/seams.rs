@@ -15,7 +15,7 @@ fn acme() -> CustomerId {
 /// `policy` with every program on.
 fn filtered(policy: &str, user: &str, tag: &str) -> (privtel_filter::Filter, Vec<privtel_model::Record>) {
     let text = format!(
-        "[programs]\nbenchmarking = true\nenrichment = true\nlicence_authentication = true\nsupport_telemetry = true\nanonymous_usage = true\n{policy}"
+        "[programs]\nbenchmarking = true\nenrichment = true\npersonalised_usage = true\nlicence_authentication = true\nsupport_telemetry = true\nanonymous_usage = true\n{policy}"
     );
     let filter = FilterBuilder::new()
         .policy(Policy::from_toml(&text).unwrap())

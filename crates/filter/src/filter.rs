@@ -225,7 +225,10 @@ pub fn allowed_kinds(program: Program) -> &'static [&'static str] {
             // customer's aggregates (docs/BENCHMARKS.md).
             "device_summary",
         ],
-        Program::Enrichment => &["binary", "execution", "web_request", "binary_verdict", "domain_verdict"],
+        // Enhance is anonymous: what the device sends for enrichment is
+        // sightings (digests, sizes, formats, registrable domains), never
+        // records; the only records of the program are the answers.
+        Program::Enrichment => &["binary_verdict", "domain_verdict"],
         Program::LicenceAuthentication => &["licence_session", "device"],
         Program::VersionCheck => &["version_check"],
         Program::AnonymousUsage => &[
@@ -238,7 +241,10 @@ pub fn allowed_kinds(program: Program) -> &'static [&'static str] {
             "performance",
             "experience_score",
         ],
-        Program::PersonalisedUsage => &["user", "feature_usage"],
+        // What names a device and a person — a binary where it lies, what
+        // ran, which pages were read — is about the person: only with
+        // their consent (docs/FIELDS.md).
+        Program::PersonalisedUsage => &["user", "feature_usage", "binary", "execution", "web_request"],
         // `Program` may grow; a program this crate does not know carries nothing.
         _ => &[],
     }

@@ -37,6 +37,11 @@ pub struct ManifestProgram {
     pub endpoint: String,
     /// The record kinds it carries.
     pub record_kinds: Vec<&'static str>,
+    /// What it sends that is no record of the device or a person: the
+    /// sightings Enhance uploads anonymously for enrichment (digests,
+    /// sizes, formats, registrable domains, first-seen days); empty for
+    /// every other program.
+    pub sightings: Vec<&'static str>,
     /// Its personal fields; empty when the program is off (nothing is sent).
     pub fields: Vec<ManifestField>,
     /// How precisely each event kind the program carries keeps its own
@@ -120,6 +125,7 @@ impl Manifest {
                     optional: program.can_switch_off(),
                     endpoint: format!("{}{}", policy.service.trim_end_matches('/'), program.endpoint()),
                     record_kinds: kinds.to_vec(),
+                    sightings: sightings(program).to_vec(),
                     fields,
                     events_kept_days: policy.retention.events,
                     objects_kept_days: policy.retention.objects,
@@ -156,6 +162,12 @@ impl Manifest {
                 p.objects_kept_days,
                 p.record_kinds.join(", ")
             ));
+            if p.enabled && !p.sightings.is_empty() {
+                md.push_str(&format!(
+                    "\nSends, with no device, user, path or time of day: {}.\n",
+                    p.sightings.join(", ")
+                ));
+            }
             if !p.event_times.is_empty() {
                 let times: Vec<String> = p
                     .event_times
@@ -179,6 +191,23 @@ impl Manifest {
             }
         }
         md
+    }
+}
+
+/// What `program` sends that is no record: the sightings Enhance uploads
+/// anonymously (`privtel_model::BinarySighting`, `DomainSighting`) for
+/// enrichment, nothing for the other programs. Its record kinds are the
+/// answers it brings back.
+pub(crate) fn sightings(program: Program) -> &'static [&'static str] {
+    match program {
+        Program::Enrichment => &[
+            "binary SHA-256 and BLAKE3 digests",
+            "binary size",
+            "executable format",
+            "registrable domain",
+            "first-seen day",
+        ],
+        _ => &[],
     }
 }
 

@@ -401,7 +401,8 @@ proptest! {
 #[test]
 fn a_truncated_instant_rounds_toward_the_past_also_before_1970() {
     let policy =
-        Policy::from_toml("[programs]\nenrichment = true\n[generalise]\ntime_unit = \"day\"\n").unwrap();
+        Policy::from_toml("[programs]\npersonalised_usage = true\n[generalise]\ntime_unit = \"day\"\n")
+            .unwrap();
     let filter = FilterBuilder::new().policy(policy).build();
     for secs in [-1, -86_401, 0, 86_399, 1_795_752_123] {
         let mut record = privtel_testkit::fixtures::records("x")
@@ -427,7 +428,50 @@ fn switching_a_program_off_drops_its_records_whole() {
     // Application, package, login and experience score.
     assert_eq!(report.consent_off(Program::Benchmarking), 4);
     assert_eq!(report.records_out(Program::Benchmarking), 0);
-    // Personalised usage is off by default: the user record is dropped too.
-    assert_eq!(report.consent_off(Program::PersonalisedUsage), 1);
+    // Personalised usage is off by default: the user record, the binary
+    // (where it lies), the execution and the web request are dropped too.
+    assert_eq!(report.consent_off(Program::PersonalisedUsage), 4);
     assert!(!out.iter().any(|r| r.program == Program::PersonalisedUsage));
+}
+
+/// Enhance is anonymous at the filter too: whatever a collector labels
+/// enrichment, only the answers (verdicts) pass, and the kinds enrichment
+/// carries have no personal field, no device and no user. Every program
+/// on, every field clear: the most a policy can let through.
+#[test]
+fn no_enrichment_record_names_a_device_a_user_or_a_path() {
+    for kind in allowed_kinds(Program::Enrichment) {
+        let carried: Vec<&str> =
+            fields::ALL.iter().filter(|f| fields::carried_by(f, kind)).map(|f| f.path).collect();
+        assert_eq!(carried, Vec::<&str>::new(), "enrichment's {kind} carries personal fields");
+    }
+    let mut text = String::from("[programs]\n");
+    for p in Program::ALL {
+        text.push_str(&format!("{p} = true\n"));
+    }
+    text.push_str("[fields]\n");
+    for f in fields::ALL {
+        text.push_str(&format!("\"{}\" = \"clear\"\n", f.path));
+    }
+    let filter = FilterBuilder::new().policy(Policy::from_toml(&text).unwrap()).build();
+    let tag = "enhcanary";
+    let mut records = privtel_testkit::fixtures::records(tag);
+    for r in &mut records {
+        r.program = Program::Enrichment;
+    }
+    let (out, report) = filter.apply_batch(records);
+    let kinds: Vec<&str> = out.iter().map(|r| r.body.kind_name()).collect();
+    assert_eq!(kinds, ["binary_verdict", "domain_verdict"]);
+    assert_eq!(report.kind_not_allowed(Program::Enrichment), 16, "every other kind is refused");
+    let json = serde_json::to_string(&out.iter().map(|r| r.body.clone()).collect::<Vec<_>>()).unwrap();
+    for needle in [tag, "dev-0001", "u-1042", "/home/", "alice"] {
+        assert!(!json.contains(needle), "{needle} in an enrichment record: {json}");
+    }
+    // The same records under their own programs do carry them (the search
+    // can fail).
+    let (own, _) = filter.apply_batch(privtel_testkit::fixtures::records(tag));
+    let json = serde_json::to_string(&own.iter().map(|r| r.body.clone()).collect::<Vec<_>>()).unwrap();
+    assert!(
+        json.contains(tag) && json.contains("dev-0001") && json.contains("u-1042") && json.contains("/home/")
+    );
 }

@@ -74,20 +74,28 @@ fn defaults_are_the_models_and_the_design_tables() {
 #[test]
 fn manifest_says_what_goes_where_in_what_form() {
     let p = Policy::from_toml(
-        "service = \"https://t.example\"\n[programs]\nenrichment = true\n[fields]\n\"web_request.url\" = \"generalise\"\n",
+        "service = \"https://t.example\"\n[programs]\nenrichment = true\npersonalised_usage = true\nbenchmarking = false\n[fields]\n\"web_request.url\" = \"generalise\"\n",
     )
     .unwrap();
     let m = Manifest::from_policy(&p);
+    // Enhance: no personal field at all, only sightings.
     let enrichment = m.programs.iter().find(|e| e.program == Program::Enrichment).unwrap();
     assert!(enrichment.enabled);
     assert_eq!(enrichment.endpoint, "https://t.example/v1/enrichment");
-    let url = enrichment.fields.iter().find(|f| f.path == "web_request.url").unwrap();
-    assert_eq!(url.form, "registrable domain only");
+    assert_eq!(enrichment.fields, []);
+    assert!(enrichment.sightings.contains(&"registrable domain"));
+    // Web requests are the person's: personalised usage.
     let personalised = m.programs.iter().find(|e| e.program == Program::PersonalisedUsage).unwrap();
-    assert!(!personalised.enabled && personalised.fields.is_empty(), "an off program sends nothing");
+    assert_eq!(personalised.endpoint, "https://t.example/v1/usage/personalised");
+    let url = personalised.fields.iter().find(|f| f.path == "web_request.url").unwrap();
+    assert_eq!(url.form, "registrable domain only");
+    let benchmarking = m.programs.iter().find(|e| e.program == Program::Benchmarking).unwrap();
+    assert!(!benchmarking.enabled && benchmarking.fields.is_empty(), "an off program sends nothing");
     let md = m.to_markdown();
-    assert!(md.contains("## personalised_usage — off: nothing is sent"));
+    assert!(md.contains("## benchmarking — off: nothing is sent"), "{md}");
     assert!(md.contains("| `web_request.url` | network_activity | registrable domain only |"));
+    assert!(md.contains("## enrichment — on\n\nSent to `https://t.example/v1/enrichment`"), "{md}");
+    assert!(md.contains("Sends, with no device, user, path or time of day: binary SHA-256"), "{md}");
     let json: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
     assert_eq!(json["programs"].as_array().unwrap().len(), 7);
     assert_eq!(json["inactive_device_purge_days"], 45);
@@ -146,7 +154,7 @@ fn a_clear_field_that_reveals_what_the_policy_removes_is_refused_naming_both_fie
     ));
     assert_eq!(p.treatment(&fields::WEB_REQUEST_HOST), Treatment::Pseudonymise);
     // Through a filter, the host leaves as a pseudonym, like the url.
-    p.programs.insert(Program::Enrichment, true);
+    p.programs.insert(Program::PersonalisedUsage, true);
     let filter = privtel_filter::FilterBuilder::new()
         .policy(p)
         .key(privtel_filter::PseudonymKey::new(privtel_model::KeyId::new(1), [2; 32]))
@@ -193,7 +201,7 @@ fn the_file_name_follows_its_path_and_the_instant_its_coarsest_time_field() {
 fn the_service_refuses_an_instant_finer_than_the_policy_and_the_manifest_lists_the_user() {
     use privtel_filter::{FilterBuilder, Inadmissible};
     use privtel_model::{RecordBody, TimeUnit, Timestamp};
-    let p = Policy::from_toml("[programs]\nenrichment = true\n").unwrap();
+    let p = Policy::from_toml("[programs]\npersonalised_usage = true\n").unwrap();
     let mut record = privtel_testkit::fixtures::records("x")
         .into_iter()
         .find(|r| r.body.kind_name() == "web_request")
@@ -222,13 +230,18 @@ fn the_service_refuses_an_instant_finer_than_the_policy_and_the_manifest_lists_t
     );
 
     let m = Manifest::from_policy(&p);
-    let enrichment = m.programs.iter().find(|e| e.program == Program::Enrichment).unwrap();
-    let user = enrichment.fields.iter().find(|f| f.path == "event.username").unwrap();
+    let personalised = m.programs.iter().find(|e| e.program == Program::PersonalisedUsage).unwrap();
+    let user = personalised.fields.iter().find(|f| f.path == "event.username").unwrap();
     assert_eq!(user.treatment, Treatment::Clear);
-    let name = enrichment.fields.iter().find(|f| f.path == "binary.file_name").unwrap();
+    let name = personalised.fields.iter().find(|f| f.path == "binary.file_name").unwrap();
     assert_eq!(name.treatment, Treatment::Drop, "the path is dropped by default");
-    assert!(enrichment.event_times.contains(&("web_request", Some(TimeUnit::Hour))));
-    assert!(!enrichment.event_times.iter().any(|(k, _)| *k == "binary"), "events only");
+    assert!(personalised.event_times.contains(&("web_request", Some(TimeUnit::Hour))));
+    assert!(!personalised.event_times.iter().any(|(k, _)| *k == "binary"), "events only");
     let md = m.to_markdown();
-    assert!(md.contains("Event times kept: execution to the hour, web_request to the hour."), "{md}");
+    assert!(
+        md.contains(
+            "Event times kept: feature_usage to the hour, execution to the hour, web_request to the hour."
+        ),
+        "{md}"
+    );
 }

@@ -20,8 +20,10 @@ pub enum Program {
     /// Per-customer aggregates for cross-customer benchmarks ("cloud
     /// intelligence"), anonymised at customer level.
     Benchmarking,
-    /// Hashes of binaries and names of domains go up; threat levels,
-    /// categories, reputations and hosting countries come back.
+    /// Hashes of binaries and names of domains go up, anonymously (as
+    /// sightings, with no device, user or path); threat levels,
+    /// categories, reputations and hosting countries come back. Its only
+    /// records are those answers.
     Enrichment,
     /// Account email, session, device fingerprint, OS and coarse location for
     /// cloud licences.
@@ -31,7 +33,9 @@ pub enum Program {
     /// Organisation, hardware, OS, crash reports and features used, without
     /// names.
     AnonymousUsage,
-    /// First name, last name and email appended to usage data.
+    /// First name, last name and email appended to usage data, and what
+    /// names the person's activity: binaries where they lie, executions,
+    /// web requests. Off unless the person agreed.
     PersonalisedUsage,
 }
 

@@ -20,7 +20,7 @@ fn path(name: &str) -> PathBuf {
 }
 
 fn samples() -> Vec<(&'static str, Record)> {
-    let records = fixtures::records("golden");
+    let records = fixtures::golden_records("golden");
     let binary = records.iter().find(|r| r.body.kind_name() == "binary").unwrap().clone();
     let event = records.iter().find(|r| r.body.kind_name() == "web_request").unwrap().clone();
     let ps = Pseudonym::new(KeyId::new(7), *b"0123456789abcdef");

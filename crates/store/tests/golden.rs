@@ -3,7 +3,7 @@
 //! (`wave3-*`). Every later version must open a copy, migrate it, and read
 //! every row back equal to the fixtures that were written.
 //!
-//! Both stores hold `fixtures::records("golden")` (device `dev-0001`,
+//! Both stores hold `fixtures::golden_records("golden")` (device `dev-0001`,
 //! sequence numbers 1 to 18, at `fixtures::base_time()`); the engines also
 //! held the records of `u-2000` (tag `erased`, device `dev-0002`), erased
 //! with request `req-1`. The wave-3 engine files everything under customer
@@ -40,7 +40,7 @@ fn copy(name: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn erased_records() -> Vec<Record> {
-    let mut erased = fixtures::records("erased");
+    let mut erased = fixtures::golden_records("erased");
     for r in &mut erased {
         match &mut r.body {
             RecordBody::Event(e) => e.user = Some(UserId::new("u-2000").unwrap()),
@@ -69,7 +69,7 @@ fn check_spool(path: &Path) {
     }
     rows.sort_by_key(|s| s.seq);
     assert_eq!(rows.iter().map(|s| s.seq).collect::<Vec<_>>(), (1..=18).collect::<Vec<u64>>());
-    assert_eq!(rows.into_iter().map(|s| s.record).collect::<Vec<_>>(), fixtures::records("golden"));
+    assert_eq!(rows.into_iter().map(|s| s.record).collect::<Vec<_>>(), fixtures::golden_records("golden"));
     drop(spool);
     assert_eq!(Spool::open(path, SpoolOptions::default()).unwrap().stream_id(), stream, "made once, kept");
 }
@@ -90,7 +90,7 @@ fn check_engine(dir: &tempfile::TempDir, path: &Path, options: EngineOptions, st
         String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     // The person's records, and the binary under their home folder; by row
     // id, which is the order they were written in.
-    let golden = fixtures::records("golden");
+    let golden = fixtures::golden_records("golden");
     let expected: Vec<(i64, Record)> = golden
         .iter()
         .enumerate()
@@ -189,11 +189,13 @@ fn write() {
     let out = PathBuf::from(out);
     let now = fixtures::base_time();
     let mut spool = Spool::open(&out.join("wave3-spool.db"), SpoolOptions::default()).unwrap();
-    spool.append_batch(&fixtures::records("golden"), now).unwrap();
+    spool.append_batch(&fixtures::golden_records("golden"), now).unwrap();
     drop(spool);
     let mut engine = SqliteEngine::open(&out.join("wave3-engine.db"), EngineOptions::default()).unwrap();
     let dev = |d: &str| DeviceId::new(d).unwrap();
-    engine.ingest(&acme(), &dev("dev-0001"), WAVE3_STREAM, 1, fixtures::records("golden"), now).unwrap();
+    engine
+        .ingest(&acme(), &dev("dev-0001"), WAVE3_STREAM, 1, fixtures::golden_records("golden"), now)
+        .unwrap();
     engine.ingest(&acme(), &dev("dev-0002"), WAVE3_STREAM, 1, erased_records(), now).unwrap();
     let request = ErasureRequest::new("req-1", UserId::new("u-2000").unwrap(), now);
     engine.erase_person(&acme(), &request, now).unwrap();

@@ -96,10 +96,10 @@ fn ack_expire_purge_and_evict_are_counted() {
     assert_eq!(spool.len(None).unwrap(), 18);
 
     // Acknowledge part of one program.
-    let batch = spool.next_batch(Program::Enrichment, 2).unwrap();
+    let batch = spool.next_batch(Program::PersonalisedUsage, 2).unwrap();
     assert_eq!(batch.len(), 2);
-    assert_eq!(spool.ack(Program::Enrichment, batch[1].seq).unwrap(), 2);
-    assert_eq!(spool.next_batch(Program::Enrichment, 100).unwrap().len(), 3);
+    assert_eq!(spool.ack(Program::PersonalisedUsage, batch[1].seq).unwrap(), 2);
+    assert_eq!(spool.next_batch(Program::PersonalisedUsage, 100).unwrap().len(), 2);
 
     // Withdrawn consent empties the program at once.
     let benchmarking = spool.len(Some(Program::Benchmarking)).unwrap();
@@ -129,7 +129,7 @@ fn sealed_spool_needs_its_key() {
     options.key = Some(AtRestKey::new(1, [9; 32]));
     let mut spool = Spool::open(&path, options).unwrap();
     spool.append_batch(&fixtures::records("sealedcanary"), fixtures::base_time()).unwrap();
-    assert_eq!(spool.next_batch(Program::Enrichment, 10).unwrap().len(), 5);
+    assert_eq!(spool.next_batch(Program::PersonalisedUsage, 10).unwrap().len(), 4);
     drop(spool);
     let raw = std::fs::read(&path).unwrap();
     let wal = std::fs::read(dir.path().join("s.db-wal")).unwrap_or_default();

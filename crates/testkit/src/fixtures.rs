@@ -102,8 +102,24 @@ pub fn event_bodies(tag: &str) -> Vec<EventBody> {
     ]
 }
 
+/// [`records`] as the golden files of earlier formats hold them: binaries,
+/// executions and web requests under the enrichment program, as agents
+/// sent them before Enhance became anonymous (they are personalised usage
+/// now). Stored rows keep the program they were written under.
+pub fn golden_records(tag: &str) -> Vec<Record> {
+    let mut out = records(tag);
+    for r in &mut out {
+        let kind = r.body.kind_name();
+        if matches!(kind, "binary" | "execution" | "web_request") {
+            r.program = Program::Enrichment;
+        }
+    }
+    out
+}
+
 /// One record of every [`RecordBody`] kind (events once per event kind),
-/// personal text tagged with `tag`.
+/// personal text tagged with `tag`, each under the program that carries
+/// its kind today (`privtel_filter::allowed_kinds`).
 pub fn records(tag: &str) -> Vec<Record> {
     let t = base_time();
     let device = DeviceId::new("dev-0001").expect("valid id");
@@ -137,7 +153,7 @@ pub fn records(tag: &str) -> Vec<Record> {
             }),
         },
         Record {
-            program: Program::Enrichment,
+            program: Program::PersonalisedUsage,
             body: RecordBody::Binary(Binary {
                 sha256: digest(EMPTY_SHA256),
                 blake3: Some(digest(EMPTY_BLAKE3)),
@@ -187,7 +203,7 @@ pub fn records(tag: &str) -> Vec<Record> {
     ];
     for (i, body) in event_bodies(tag).into_iter().enumerate() {
         let program = match &body {
-            EventBody::Execution(_) | EventBody::WebRequest(_) => Program::Enrichment,
+            EventBody::Execution(_) | EventBody::WebRequest(_) => Program::PersonalisedUsage,
             EventBody::LicenceSession(_) => Program::LicenceAuthentication,
             EventBody::VersionCheck(_) => Program::VersionCheck,
             EventBody::CrashReport(_) | EventBody::FeatureUsage(_) => Program::AnonymousUsage,

@@ -19,7 +19,7 @@ use privtel_wire::{
 /// One message of every kind, built from the model fixtures (deterministic:
 /// the golden files are made from these).
 pub(crate) fn samples() -> Vec<(&'static str, Message)> {
-    let records = privtel_testkit::fixtures::records("golden");
+    let records = privtel_testkit::fixtures::golden_records("golden");
     let digest: Digest = privtel_testkit::fixtures::EMPTY_SHA256.parse().unwrap();
     let domain = Domain::new("example.com").unwrap();
     vec![
