@@ -159,6 +159,31 @@ fn full_cycle_scan_filter_spool_upload_enrich_store() {
     assert_eq!(engine(dir.path()).record_count().unwrap(), 10);
     let spool = spool(dir.path());
     assert_eq!(spool.len(None).unwrap(), 0, "everything acknowledged left the spool");
+    // Enhance over TLS between the real processes: the audit log holds every
+    // message the agent sent; those of the enrichment session name no
+    // device, user, folder or file, and none of the stored records is an
+    // enrichment record.
+    let audit = text(&std::fs::read(dir.path().join("audit.jsonl")).unwrap());
+    let enhance: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"enhance hello\"") || l.contains("\"kind\":\"sightings\""))
+        .collect();
+    assert_eq!(enhance.len(), 2, "one enhance hello, one sightings message: {audit}");
+    assert!(enhance[1].contains("bad-downloads.example"), "the sightings are there: {}", enhance[1]);
+    let folder = dir.path().display().to_string();
+    for needle in ["dev-e2e", "u-alice", "alice", folder.as_str(), "dropper", "setup.exe", "\"bin\""] {
+        assert!(
+            !enhance.iter().any(|l| l.contains(needle)),
+            "{needle} in the enrichment upload: {enhance:?}"
+        );
+    }
+    // Alice's 4 executions and 4 of the 6 web requests (2 are Bob's).
+    let mut out = Vec::new();
+    engine(dir.path())
+        .export_person(&"acme".parse().unwrap(), &"u-alice".parse().unwrap(), &mut out)
+        .unwrap();
+    let out = text(&out);
+    assert!(out.lines().count() == 8 && !out.contains("\"program\":\"enrichment\""), "{out}");
 }
 
 #[test]
