@@ -37,7 +37,8 @@ pub struct Collected {
     /// enrichment may look up, anonymously.
     pub binaries: Vec<Digest>,
     /// Registrable domains of the web requests in the records given, for
-    /// enrichment (empty when enrichment is off), read before the filter.
+    /// enrichment, read before the filter; empty when enrichment is off or
+    /// the policy drops or pseudonymises `web_request.host`.
     pub domains: Vec<Domain>,
 }
 
@@ -63,12 +64,20 @@ type Sighted = (BTreeSet<Digest>, BTreeSet<Domain>);
 /// digests of binaries and executions, the registrable domains of web
 /// requests. Enrichment needs no record of the person to ask (Enhance
 /// sends sightings, not records), so this does not depend on whether the
-/// records themselves are kept — only on enrichment being on.
+/// records themselves are kept — only on enrichment being on, and, for
+/// domains, on the policy letting at least the registrable domain of a
+/// host leave (`web_request.host` clear or generalised): a host the policy
+/// drops or pseudonymises is not sighted, so no byte the agent writes holds
+/// more of it than the policy allows.
 fn sighted(filter: &Filter, records: &[Record]) -> Sighted {
     let mut out = Sighted::default();
     if !filter.enabled(Program::Enrichment) {
         return out;
     }
+    let hosts = matches!(
+        filter.policy().treatment(&privtel_model::fields::WEB_REQUEST_HOST),
+        privtel_model::Treatment::Clear | privtel_model::Treatment::Generalise
+    );
     for r in records {
         match &r.body {
             RecordBody::Binary(b) => {
@@ -77,7 +86,7 @@ fn sighted(filter: &Filter, records: &[Record]) -> Sighted {
             RecordBody::Event(Event { body: EventBody::Execution(x), .. }) => {
                 out.0.insert(x.sha256);
             }
-            RecordBody::Event(Event { body: EventBody::WebRequest(w), .. }) => {
+            RecordBody::Event(Event { body: EventBody::WebRequest(w), .. }) if hosts => {
                 let domain = match &w.host {
                     Personal::Clear(host) => privtel_domain::Normalizer::shared()
                         .normalize(host)

@@ -247,3 +247,51 @@ fn enhance_sends_nothing_when_enrichment_is_off() {
     assert_eq!(agent.enhance(&mut conn, &[sighting], &[], now()).unwrap(), (Vec::new(), Vec::new()));
     assert!(written.lock().unwrap().is_empty());
 }
+
+/// The sites Enhance may ask about come from the web log whatever happens
+/// to the person's web requests, but never more than the policy lets a
+/// host leave as: none when it drops or pseudonymises `web_request.host`.
+#[test]
+fn sighted_sites_follow_the_host_treatment_not_the_person_s_consent() {
+    let collect = |fields: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        // Personalised usage off: the web requests themselves stay home.
+        let policy = Policy::from_toml(&format!(
+            "version = 3\n[programs]\nenrichment = true\npersonalised_usage = false\n[fields]\n{fields}"
+        ))
+        .unwrap();
+        let filter = FilterBuilder::new()
+            .policy(policy)
+            .customer(CustomerId::new("acme").unwrap())
+            .key(PseudonymKey::new(KeyId::new(1), [9; 32]))
+            .build();
+        let mut agent = Agent::open(
+            CustomerId::new("acme").unwrap(),
+            DeviceId::new(DEVICE).unwrap(),
+            filter,
+            dir.path().join("spool.db"),
+            SpoolOptions::default(),
+        )
+        .unwrap();
+        let log = dir.path().join("web.log");
+        std::fs::write(
+            &log,
+            "2026-11-27T09:00:00Z\tu-1\thttps://mail.example.com/inbox\t93.184.216.34\t120\n",
+        )
+        .unwrap();
+        let (_, collected) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+        assert_eq!(collected.records, 0, "the person's web request is not spooled");
+        assert_eq!(agent.outbox().len(None).unwrap(), 0);
+        collected.domains.iter().map(ToString::to_string).collect::<Vec<_>>()
+    };
+    let generalised = "\"web_request.host\" = \"generalise\"\n\"web_request.url\" = \"generalise\"\n";
+    assert_eq!(collect(generalised), ["example.com"]);
+    let clear = "\"web_request.host\" = \"clear\"\n\"web_request.url\" = \"clear\"\n";
+    assert_eq!(collect(clear), ["example.com"]);
+    assert_eq!(
+        collect("\"web_request.host\" = \"drop\"\n\"web_request.url\" = \"drop\"\n"),
+        Vec::<String>::new()
+    );
+    let pseudonymised = "\"web_request.host\" = \"pseudonymise\"\n\"web_request.url\" = \"drop\"\n";
+    assert_eq!(collect(pseudonymised), Vec::<String>::new());
+}
