@@ -1114,7 +1114,7 @@ fn ingest(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
     // group after another: wall time and this process's CPU time of the
     // writing alone (nothing else runs in it then).
     let encoder = engine.encoder();
-    let mut seqs = vec![1u64; 16];
+    let mut seqs = [1u64; 16];
     let groups = ((opts.seconds * 40.0) as usize).max(1);
     let encoded: Vec<Vec<_>> = (0..groups)
         .map(|_| {
