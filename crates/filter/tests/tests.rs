@@ -2,5 +2,6 @@
 
 mod aggregates;
 mod canary;
+mod docs_tables;
 mod policy;
 mod pseudonyms;
