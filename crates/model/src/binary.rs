@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fields;
 use crate::id::BinaryId;
-use crate::personal::{Personal, PersonalField, PersonalMut, VisitPersonal};
+use crate::personal::Personal;
 use crate::serde_text;
 use crate::timestamp::Timestamp;
 use crate::values::Category;
+use crate::visit::{PersonalField, PersonalMut, VisitPersonal};
 
 /// A hash algorithm privtel identifies binaries with.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]

@@ -93,7 +93,9 @@ pub(crate) mod personal_text {
 mod tests {
     use serde::{Deserialize, Serialize};
 
-    use crate::personal::{Generalised, KeyId, Personal, Pseudonym};
+    use crate::generalised::Generalised;
+    use crate::personal::Personal;
+    use crate::pseudonym::{KeyId, Pseudonym};
 
     #[derive(Serialize, Deserialize, PartialEq, Debug)]
     struct Old {

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::fields;
 use crate::id::{DeviceId, UserId};
-use crate::personal::{Personal, PersonalField, PersonalMut, VisitPersonal};
+use crate::personal::Personal;
 use crate::timestamp::Timestamp;
+use crate::visit::{PersonalField, PersonalMut, VisitPersonal};
 
 /// The operating system family of a device.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
@@ -137,19 +138,4 @@ impl VisitPersonal for User {
             f(PersonalField::new(spec, PersonalMut::Text(value)));
         }
     }
-}
-
-/// The rights an account had when it logged in.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Privileges {
-    /// A guest or restricted account.
-    Guest,
-    /// An ordinary account.
-    Standard,
-    /// A local or domain administrator.
-    Administrator,
-    /// The operating system itself (`SYSTEM`, `root`).
-    System,
 }

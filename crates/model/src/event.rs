@@ -7,12 +7,14 @@ use serde::{Deserialize, Serialize};
 use time::Duration;
 
 use crate::binary::Digest;
-use crate::device::{OsInfo, Privileges};
+use crate::device::OsInfo;
 use crate::fields;
 use crate::id::{DeviceId, EventId, UserId};
-use crate::personal::{Personal, PersonalField, PersonalMut, VisitPersonal};
+use crate::personal::Personal;
 use crate::timestamp::Timestamp;
+use crate::values::Privileges;
 use crate::values::{Finite, Geohash, Score};
+use crate::visit::{PersonalField, PersonalMut, VisitPersonal};
 
 /// One event, with what every event has: id, device, person and time.
 ///

@@ -33,16 +33,21 @@
 //! the event kind's time fields ([`time_fields`]). A kind without time
 //! fields keeps its instant to the policy's generalisation unit.
 
-use crate::personal::DataCategory::{DeviceInformation, FreeText, Identifier, NetworkActivity, Technical};
-use crate::personal::FieldSpec;
-use crate::personal::Treatment::{Clear, Drop, Generalise, Pseudonymise};
-use crate::personal::ValueKind;
+use crate::vocabulary::DataCategory::{DeviceInformation, FreeText, Identifier, NetworkActivity, Technical};
+use crate::vocabulary::FieldSpec;
+use crate::vocabulary::Treatment::{Clear, Drop, Generalise, Pseudonymise};
+use crate::vocabulary::ValueKind;
 
 macro_rules! fields {
     ($($(#[$doc:meta])* $name:ident = ($path:literal, $cat:expr, $kind:ident, $default:expr, $purpose:literal);)*) => {
+        /// One variant per field, in declaration order: its discriminant is
+        /// the field's place in [`ALL`], which [`FieldSpec::index`] returns.
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms, dead_code)] // named after the statics; only cast
+        enum Index { $($name),* }
         $(
             $(#[$doc])*
-            pub static $name: FieldSpec = FieldSpec::new($path, $cat, ValueKind::$kind, $default, $purpose);
+            pub static $name: FieldSpec =
+                FieldSpec::new(Index::$name as usize, $path, $cat, ValueKind::$kind, $default, $purpose);
         )*
         /// Every personal field of the model, in declaration order.
         pub static ALL: &[&FieldSpec] = &[$(&$name),*];
@@ -270,6 +275,13 @@ mod tests {
         assert_eq!(paths.len(), ALL.len());
         assert_eq!(by_path("user.email"), Some(&USER_EMAIL));
         assert_eq!(by_path("user.mail"), None);
+    }
+
+    #[test]
+    fn index_is_the_place_in_all() {
+        for (i, f) in ALL.iter().enumerate() {
+            assert_eq!(f.index(), i, "{}", f.path);
+        }
     }
 
     #[test]

@@ -252,6 +252,61 @@ wide_id!(
     "domain id"
 );
 
+/// 128 bits that are unique with overwhelming probability, from the
+/// standard library alone (the model takes no dependency for randomness).
+///
+/// The standard library seeds each thread's hash keys from the operating
+/// system's randomness once and steps them for every new
+/// [`RandomState`](std::collections::hash_map::RandomState); SipHash under
+/// such keys, over a process-wide counter and the clock, gives two 64-bit
+/// halves that no other call, thread or process repeats. They are not a
+/// secret: never use them as a key.
+fn random_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let clock =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let half = |which: u8| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(which);
+        h.write_u64(call);
+        h.write_u128(clock);
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
+}
+
+impl EventId {
+    /// A new event id that no other call gives, for an event that has no
+    /// natural identity at its source. An event that does (a log line at a
+    /// position, a file seen at a time) should get a derived id instead,
+    /// so that sending it twice is recognised as a replay: the agent's
+    /// `privtel_agent::derive_event_id` (which `privtel-hash` provides as
+    /// `privtel_hash::derive_event_id`).
+    ///
+    /// Unique with overwhelming probability, not secret: the id is not a
+    /// key and must not be used as one.
+    ///
+    /// ```
+    /// use privtel_model::EventId;
+    /// assert_ne!(EventId::random(), EventId::random());
+    /// ```
+    pub fn random() -> Self {
+        Self(random_u128())
+    }
+}
+
+impl BatchId {
+    /// A new batch id that no other call gives (see [`EventId::random`]).
+    /// A retried batch keeps the id it was given once.
+    pub fn random() -> Self {
+        Self(random_u128())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +335,21 @@ mod tests {
         assert_eq!(DeviceId::new("dev-01:a.b_c").unwrap().as_str(), "dev-01:a.b_c");
         let max = "a".repeat(MAX_TEXT_ID_LEN);
         assert!(CustomerId::new(max).is_ok());
+    }
+
+    #[test]
+    fn random_ids_do_not_repeat_across_calls_and_threads() {
+        use std::collections::HashSet;
+        let mine: Vec<_> = (0..2_000).map(|_| EventId::random()).collect();
+        let theirs =
+            std::thread::spawn(|| (0..2_000).map(|_| EventId::random()).collect::<Vec<_>>()).join().unwrap();
+        let all: HashSet<_> = mine.iter().chain(&theirs).collect();
+        assert_eq!(all.len(), 4_000);
+        // Both halves vary: neither is a counter or the clock in clear.
+        let highs: HashSet<_> = mine.iter().map(|id| id.as_u128() >> 64).collect();
+        let lows: HashSet<_> = mine.iter().map(|id| id.as_u128() as u64).collect();
+        assert_eq!((highs.len(), lows.len()), (2_000, 2_000));
+        assert_ne!(BatchId::random(), BatchId::random());
     }
 
     #[test]

@@ -25,7 +25,13 @@
 //! * Verdicts: [`ThreatLevel`] and [`Reputation`] print and parse unknown as
 //!   `-`; [`Category`] and [`CountryCode`] are validated text.
 //! * Instants are [`Timestamp`] (a `time::OffsetDateTime` held in UTC);
-//!   durations are `time::Duration`.
+//!   [`Timestamp::now`] reads the system clock, and code that tests must
+//!   run at a chosen instant takes a [`Clock`]. Durations are
+//!   `time::Duration`, re-exported as [`Duration`] (with
+//!   [`OffsetDateTime`]), so no `time` dependency is needed.
+//! * [`EventId::random`] mints an id for an event with no identity of its
+//!   own; an event that has one gets an id derived from it
+//!   (`privtel_hash::derive_event_id`), so a replay keeps its id.
 //!
 //! # Example
 //!
@@ -76,7 +82,12 @@
 //! # Design
 //!
 //! This crate is layer 0: no I/O, no policy, no cryptography, and no
-//! dependencies beyond serde, time and thiserror. Making personal data a type
+//! dependencies beyond serde, time and thiserror. Two conveniences read the
+//! machine, through the standard library only: [`Timestamp::now`] the
+//! system clock (code that must be testable takes a [`Clock`] instead), and
+//! [`EventId::random`] the per-thread random keys std seeds from the
+//! operating system (unique ids, not secrets; deterministic ids, which need
+//! a keyed hash, are `privtel-hash`'s). Making personal data a type
 //! (rather than a naming convention) means the filter cannot forget a field:
 //! it visits them all, and the register in [`fields`] is checked against the
 //! visitors by the tests.
@@ -91,43 +102,52 @@ mod device;
 mod error;
 mod event;
 pub mod fields;
+mod generalised;
 mod id;
 mod personal;
 mod program;
+mod pseudonym;
 mod record;
 mod serde_text;
 mod summary;
 mod timestamp;
 mod values;
 mod verdict;
+mod visit;
+mod vocabulary;
 
 pub use binary::{
     Application, Arch, Binary, BinarySighting, DIGEST_LEN, Digest, DomainSighting, ExecutableFormat, HashAlg,
     Package, PackageManager,
 };
-pub use device::{Device, DeviceType, OsFamily, OsInfo, Privileges, User};
+pub use device::{Device, DeviceType, OsFamily, OsInfo, User};
 pub use error::{Error, Result};
 pub use event::{
     BinaryExecution, ConfigSample, CrashReport, Event, EventBody, ExperienceScore, FeatureUsage, Feedback,
     LicenceSession, Login, PerformanceSample, VersionCheck, WebRequest,
 };
+pub use generalised::{DurationBucket, Generalised, IpPrefix, TimeBucket, TimeUnit};
 pub use id::{BatchId, BinaryId, CustomerId, DeviceId, DomainId, EventId, MAX_TEXT_ID_LEN, UserId};
-pub use personal::{
-    DataCategory, DurationBucket, FieldSpec, Generalised, IpPrefix, KeyId, Personal, PersonalField,
-    PersonalMut, Pseudonym, TOKEN_LEN, TimeBucket, TimeUnit, Treatment, ValueKind, VisitPersonal,
-};
+pub use personal::Personal;
 pub use program::Program;
+pub use pseudonym::{KeyId, Pseudonym, TOKEN_LEN};
 pub use record::{Record, RecordBody};
 pub use summary::{
     DEX_CRASH_WEIGHT, DEX_FEEDBACK_WEIGHT, DEX_PERFORMANCE_WEIGHT, DeviceSummary, DexInputs,
     MAX_SUMMARY_DAYS, dex,
 };
-pub use timestamp::Timestamp;
+// `time`'s types that this crate's API takes and returns (durations of
+// events and buckets, `Timestamp::new`), so that a user of the model needs
+// no `time` dependency of a matching version.
+pub use time::{Duration, OffsetDateTime};
+pub use timestamp::{Clock, SystemClock, Timestamp};
 pub use values::{
     Category, CountryCode, Domain, Finite, Geohash, MAX_CATEGORY_LEN, MAX_DOMAIN_LEN, MAX_GEOHASH_LEN,
-    MAX_LABEL_LEN, Score, display_or_dash,
+    MAX_LABEL_LEN, Privileges, Score, display_or_dash,
 };
 pub use verdict::{BinaryVerdict, DomainVerdict, Reputation, ThreatLevel};
+pub use visit::{PersonalField, PersonalMut, VisitPersonal};
+pub use vocabulary::{DataCategory, FieldSpec, Treatment, ValueKind};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

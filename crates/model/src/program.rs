@@ -68,6 +68,30 @@ impl Program {
         }
     }
 
+    /// The program's place in [`Self::ALL`] (`0..ALL.len()`), for tables
+    /// indexed by program, such as counters in an array of
+    /// `Program::ALL.len()`. Written out, not searched for, so no program
+    /// can fall back to another's slot. An index is for memory only: what
+    /// is stored uses [`code`](Self::code).
+    ///
+    /// ```
+    /// use privtel_model::Program;
+    /// let mut counts = [0u64; Program::ALL.len()];
+    /// counts[Program::Enrichment.index()] += 1;
+    /// assert_eq!(Program::ALL[Program::Enrichment.index()], Program::Enrichment);
+    /// ```
+    pub const fn index(self) -> usize {
+        match self {
+            Self::SupportTelemetry => 0,
+            Self::Benchmarking => 1,
+            Self::Enrichment => 2,
+            Self::LicenceAuthentication => 3,
+            Self::VersionCheck => 4,
+            Self::AnonymousUsage => 5,
+            Self::PersonalisedUsage => 6,
+        }
+    }
+
     /// The program with a stable [`code`](Self::code), if any.
     ///
     /// ```
@@ -174,6 +198,13 @@ mod tests {
             assert_eq!(p.as_str().parse::<Program>().unwrap(), p);
         }
         assert!("support".parse::<Program>().is_err());
+    }
+
+    #[test]
+    fn index_is_the_place_in_all() {
+        for (i, p) in Program::ALL.into_iter().enumerate() {
+            assert_eq!(p.index(), i, "{p}");
+        }
     }
 
     /// Stored codes are a format: this table pins every one. Changing a

@@ -6,10 +6,10 @@ use crate::binary::{Application, Binary, Package};
 use crate::device::{Device, User};
 use crate::event::Event;
 use crate::id::{DeviceId, UserId};
-use crate::personal::{PersonalField, VisitPersonal};
 use crate::program::Program;
 use crate::summary::DeviceSummary;
 use crate::verdict::{BinaryVerdict, DomainVerdict};
+use crate::visit::{PersonalField, VisitPersonal};
 
 /// One piece of data and the program it is collected for.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]

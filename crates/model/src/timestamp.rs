@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -43,6 +44,29 @@ pub struct Timestamp {
 impl Timestamp {
     /// The Unix epoch, 1970-01-01T00:00:00Z.
     pub const UNIX_EPOCH: Self = Self { secs: 0, nanos: 0 };
+
+    /// The current instant, from the system clock ([`SystemClock`]).
+    ///
+    /// A clock set outside the years -9999 to 9999 reads as the nearest end
+    /// of that range rather than failing: every caller needs an instant, and
+    /// such a clock is broken beyond what an error could help with. Code that
+    /// tests need to run at a chosen instant takes a [`Clock`] instead.
+    ///
+    /// ```
+    /// use privtel_model::Timestamp;
+    /// assert!(Timestamp::now() > Timestamp::UNIX_EPOCH);
+    /// ```
+    pub fn now() -> Self {
+        let now = SystemTime::now();
+        Self::try_from(now).unwrap_or(if now < UNIX_EPOCH { Self::MIN } else { Self::MAX })
+    }
+
+    /// The earliest instant a timestamp can hold, -9999-01-01T00:00:00Z.
+    pub const MIN: Self = Self { secs: MIN_SECS, nanos: 0 };
+
+    /// The latest instant a timestamp can hold,
+    /// 9999-12-31T23:59:59.999999999Z.
+    pub const MAX: Self = Self { secs: MAX_SECS, nanos: NANOS_PER_SEC - 1 };
 
     /// Converts any `OffsetDateTime` to the same instant.
     pub fn new(at: OffsetDateTime) -> Self {
@@ -136,6 +160,63 @@ fn out_of_range(value: i128, what: &'static str) -> Error {
 impl From<OffsetDateTime> for Timestamp {
     fn from(at: OffsetDateTime) -> Self {
         Self::new(at)
+    }
+}
+
+impl TryFrom<SystemTime> for Timestamp {
+    type Error = Error;
+
+    /// The same instant, to the nanosecond.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfRange`] outside the years -9999 to 9999 (a
+    /// `SystemTime` can hold instants a timestamp cannot).
+    fn try_from(at: SystemTime) -> Result<Self> {
+        let nanos = match at.duration_since(UNIX_EPOCH) {
+            Ok(after) => i128::try_from(after.as_nanos()).unwrap_or(i128::MAX),
+            Err(before) => i128::try_from(before.duration().as_nanos()).map_or(i128::MIN, |n| -n),
+        };
+        Self::from_unix_nanos(nanos)
+    }
+}
+
+/// Where "now" comes from: code that reads the time takes a `Clock`, so a
+/// test can run it at an instant of its choosing.
+///
+/// [`SystemClock`] reads the system clock; any `Fn() -> Timestamp` is a
+/// clock too, so a test passes a closure:
+///
+/// ```
+/// use privtel_model::{Clock, SystemClock, Timestamp};
+///
+/// fn stamp(clock: &impl Clock) -> String {
+///     clock.now().to_string()
+/// }
+///
+/// let fixed = || Timestamp::from_unix_seconds(1_800_000_000).unwrap();
+/// assert_eq!(stamp(&fixed), "2027-01-15T08:00:00Z");
+/// assert!(SystemClock.now() > Timestamp::UNIX_EPOCH);
+/// # let _ = stamp(&SystemClock);
+/// ```
+pub trait Clock {
+    /// The current instant, as this clock tells it.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock ([`Timestamp::now`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+impl<F: Fn() -> Timestamp> Clock for F {
+    fn now(&self) -> Timestamp {
+        self()
     }
 }
 
@@ -250,6 +331,33 @@ mod tests {
         assert!(Timestamp::from_parts(253_402_300_800, 0).is_err());
         assert!(Timestamp::from_parts(-377_705_116_801, 999_999_999).is_err());
         assert!(Timestamp::from_parts(-377_705_116_800, 0).is_ok());
+    }
+
+    #[test]
+    fn system_time_converts_to_the_nanosecond() {
+        use std::time::Duration as StdDuration;
+        let after = UNIX_EPOCH + StdDuration::new(1_800_000_000, 123_456_789);
+        let t = Timestamp::try_from(after).unwrap();
+        assert_eq!((t.unix_seconds(), t.subsec_nanos()), (1_800_000_000, 123_456_789));
+        let before = UNIX_EPOCH - StdDuration::new(1, 250_000_000);
+        let t = Timestamp::try_from(before).unwrap();
+        assert_eq!(t.unix_nanos(), -1_250_000_000);
+        // Past 9999 (when the platform can hold it): an error naming the range.
+        if let Some(far) = UNIX_EPOCH.checked_add(StdDuration::from_secs(300_000_000_000)) {
+            let err = Timestamp::try_from(far).unwrap_err().to_string();
+            assert!(err.contains("years -9999 to 9999"), "{err}");
+        }
+        assert_eq!(Timestamp::MAX.checked_add(Duration::nanoseconds(1)), None);
+        assert_eq!(Timestamp::MIN.checked_sub(Duration::nanoseconds(1)), None);
+        assert!(Timestamp::from_unix_nanos(Timestamp::MAX.unix_nanos()).is_ok());
+    }
+
+    #[test]
+    fn now_reads_the_system_clock() {
+        let before = Timestamp::try_from(SystemTime::now()).unwrap();
+        let now = Timestamp::now();
+        let after = Timestamp::try_from(SystemTime::now()).unwrap();
+        assert!(before <= now && now <= after);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Small validated value types: domain names, country codes, geohashes,
-//! category labels and scores.
+//! category labels, scores, and an account's privileges.
 
 use std::fmt;
 use std::str::FromStr;
@@ -421,6 +421,21 @@ impl fmt::Display for Finite {
 /// service and the design use for "unknown".
 pub fn display_or_dash<T: fmt::Display>(v: Option<&T>) -> String {
     v.map_or_else(|| "-".to_owned(), ToString::to_string)
+}
+
+/// The rights an account had when it logged in.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Privileges {
+    /// A guest or restricted account.
+    Guest,
+    /// An ordinary account.
+    Standard,
+    /// A local or domain administrator.
+    Administrator,
+    /// The operating system itself (`SYSTEM`, `root`).
+    System,
 }
 
 #[cfg(test)]

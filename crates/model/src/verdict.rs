@@ -25,6 +25,15 @@ macro_rules! dash_enum {
             /// Every value, from unknown to the highest.
             pub const ALL: &'static [Self] = &[$(Self::$variant),*];
 
+            /// The value's place in [`Self::ALL`], for tables indexed by
+            /// value. For memory only: stored forms use the text form.
+            pub const fn index(self) -> usize {
+                // The variants are declared in the order `ALL` lists them,
+                // and carry no explicit discriminant: the discriminant is
+                // the place in `ALL` (a test checks it).
+                self as usize
+            }
+
             /// The text form; unknown is `-`.
             pub fn as_str(self) -> &'static str {
                 match self {
@@ -136,11 +145,13 @@ mod tests {
         assert_eq!("-".parse::<ThreatLevel>().unwrap(), ThreatLevel::Unknown);
         assert_eq!("-".parse::<Reputation>().unwrap(), Reputation::Unknown);
         assert_eq!("low risk".parse::<Reputation>().unwrap(), Reputation::LowRisk);
-        for t in ThreatLevel::ALL {
+        for (i, t) in ThreatLevel::ALL.iter().enumerate() {
             assert_eq!(t.as_str().parse::<ThreatLevel>().unwrap(), *t);
+            assert_eq!(t.index(), i);
         }
-        for r in Reputation::ALL {
+        for (i, r) in Reputation::ALL.iter().enumerate() {
             assert_eq!(r.as_str().parse::<Reputation>().unwrap(), *r);
+            assert_eq!(r.index(), i);
         }
         for bad in ["", "High", "unknown", "low_risk", " -"] {
             assert!(bad.parse::<ThreatLevel>().is_err(), "{bad}");

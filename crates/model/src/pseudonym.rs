@@ -1,0 +1,157 @@
+//! Keyed pseudonyms: [`Pseudonym`] and the [`KeyId`] of the key that made
+//! it. The token is computed by `privtel-filter`; the model only carries it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::serde_text;
+
+/// Identifies a pseudonymisation key of a customer. Pseudonyms carry it, so
+/// after a key rotation old and new tokens are told apart, and destroying a
+/// key tells which tokens became unlinkable.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KeyId(u32);
+
+impl KeyId {
+    /// Wraps a key number.
+    pub const fn new(n: u32) -> Self {
+        Self(n)
+    }
+
+    /// The key number.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "k{}", self.0)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.0)
+    }
+}
+
+/// Length of a pseudonym token in bytes (128 bits: no accidental collision
+/// among the values one customer can have, half the size of a full hash).
+pub const TOKEN_LEN: usize = 16;
+
+/// A keyed pseudonym: a token computed from a personal value under a
+/// customer's secret key, and the id of that key.
+///
+/// Equal values give equal tokens under one key, so records can still be
+/// linked; without the key, the token says nothing about the value. The token
+/// is computed by `privtel-filter`; this type only carries it.
+///
+/// Text form: `k<key id>:<32 hex digits>` (`k7:00ff…`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Pseudonym {
+    key_id: KeyId,
+    token: [u8; TOKEN_LEN],
+}
+
+impl Pseudonym {
+    /// Wraps a token and the key it was made with.
+    pub const fn new(key_id: KeyId, token: [u8; TOKEN_LEN]) -> Self {
+        Self { key_id, token }
+    }
+
+    /// The key the token was made with.
+    pub const fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// The token bytes.
+    pub const fn token(&self) -> &[u8; TOKEN_LEN] {
+        &self.token
+    }
+}
+
+impl fmt::Display for Pseudonym {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.key_id)?;
+        self.token.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl FromStr for Pseudonym {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::parse("pseudonym", s, "'k<key id>:<32 hex digits>'");
+        let (key, hex) = s.split_once(':').ok_or_else(bad)?;
+        let key = key.strip_prefix('k').ok_or_else(bad)?;
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let key_id = KeyId(key.parse().map_err(|_| bad())?);
+        if hex.len() != 2 * TOKEN_LEN || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let mut token = [0; TOKEN_LEN];
+        for (i, byte) in token.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Self { key_id, token })
+    }
+}
+
+impl Serialize for Pseudonym {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serde_text::serialize(self, s, |s| {
+            use serde::ser::SerializeTuple as _;
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&self.key_id.0)?;
+            t.serialize_element(&Token(&self.token))?;
+            t.end()
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Pseudonym {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        serde_text::deserialize(d, |d| {
+            let (key, token) = <(u32, TokenOwned)>::deserialize(d)?;
+            Ok(Self::new(KeyId(key), token.0))
+        })
+    }
+}
+
+/// A pseudonym token as serde bytes.
+struct Token<'a>(&'a [u8; TOKEN_LEN]);
+
+impl Serialize for Token<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serde_text::serialize_array(self.0, s)
+    }
+}
+
+struct TokenOwned([u8; TOKEN_LEN]);
+
+impl<'de> Deserialize<'de> for TokenOwned {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        serde_text::deserialize_array(d).map(TokenOwned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonym_text_form() {
+        let p = Pseudonym::new(KeyId::new(7), [0xab; TOKEN_LEN]);
+        let s = p.to_string();
+        assert_eq!(s, format!("k7:{}", "ab".repeat(TOKEN_LEN)));
+        assert_eq!(s.parse::<Pseudonym>().unwrap(), p);
+        for bad in ["", "k7", "7:abab", "k:ab", "k-1:ab", &format!("k7:{}", "zz".repeat(16))] {
+            assert!(bad.parse::<Pseudonym>().is_err(), "{bad}");
+        }
+    }
+}
