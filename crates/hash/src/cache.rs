@@ -180,7 +180,8 @@ impl HashCache {
     /// # Errors
     ///
     /// [`Error::CacheIo`] if the file cannot be written.
-    pub fn save(&mut self, path: &Path) -> Result<()> {
+    pub fn save(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
         let io = |source| Error::CacheIo { path: path.to_owned(), source };
         let entries: Vec<(&Key, &Entry)> = self.entries.iter().map(|(k, slot)| (k, &slot.entry)).collect();
         let mut bytes = MAGIC.to_vec();
@@ -207,7 +208,8 @@ impl HashCache {
     /// [`Error::CacheIo`] if the file cannot be read; [`Error::CacheFormat`]
     /// if it is larger than [`MAX_CACHE_FILE`], has the wrong magic or
     /// version, or does not decode.
-    pub fn load(path: &Path) -> Result<Self> {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
         let io = |source| Error::CacheIo { path: path.to_owned(), source };
         let len = fs::metadata(path).map_err(io)?.len();
         if len > MAX_CACHE_FILE {
@@ -218,6 +220,33 @@ impl HashCache {
         }
         let bytes = fs::read(path).map_err(io)?;
         Self::from_bytes(&bytes).map_err(|reason| Error::CacheFormat { path: path.to_owned(), reason })
+    }
+
+    /// Reads a cache written by [`HashCache::save`], or gives an empty cache
+    /// if there is no file at `path` yet (the first scan of a device). Any
+    /// other failure is still an error: a cache that exists but cannot be
+    /// read or decoded is reported, not silently replaced.
+    ///
+    /// ```
+    /// use privtel_hash::HashCache;
+    ///
+    /// let path = std::env::temp_dir().join(format!("privtel-no-cache-{}", std::process::id()));
+    /// let cache = HashCache::load_or_default(&path)?;
+    /// assert!(cache.is_empty());
+    /// # Ok::<(), privtel_hash::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`HashCache::load`], except that a missing file is an empty
+    /// cache.
+    pub fn load_or_default(path: impl AsRef<Path>) -> Result<Self> {
+        match Self::load(path) {
+            Err(Error::CacheIo { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Self::default())
+            }
+            other => other,
+        }
     }
 
     /// Decodes the bytes of a cache file. The reason on failure is meant for

@@ -135,6 +135,41 @@ impl Hasher {
     }
 }
 
+/// Writing to a `Hasher` feeds it, as with `sha2` and `blake3` hashers, so
+/// [`io::copy`] hashes a reader, and anything that writes to an
+/// [`io::Write`] (an encoder, a formatter) can be hashed without a buffer.
+/// Writing never fails and takes every byte.
+///
+/// ```
+/// use std::io::Write as _;
+/// use privtel_hash::{Algorithms, Hasher};
+///
+/// let mut h = Hasher::new(Algorithms::Sha256);
+/// let who = "world";
+/// write!(h, "hello {who}")?;
+/// std::io::copy(&mut &b""[..], &mut h)?;
+/// assert_eq!(
+///     h.finalize().sha256.unwrap().to_string(),
+///     "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+/// );
+/// # Ok::<(), std::io::Error>(())
+/// ```
+impl io::Write for Hasher {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.update(buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The digest of `bytes` under one algorithm.
 ///
 /// ```

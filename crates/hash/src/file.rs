@@ -238,7 +238,8 @@ thread_local! {
 /// # Errors
 ///
 /// [`Error::File`] with the [`SkipReason`] when the file is not hashed.
-pub fn hash_file(path: &Path, options: &FileOptions) -> Result<HashedFile> {
+pub fn hash_file(path: impl AsRef<Path>, options: &FileOptions) -> Result<HashedFile> {
+    let path = path.as_ref();
     hash_file_inner(path, options, None, None)
         .map(|(hashed, _)| HashedFile { path: path.to_owned(), ..hashed })
         .map_err(|reason| Error::File { path: path.to_owned(), reason })

@@ -7,7 +7,7 @@
 //!
 //! # Overview
 //!
-//! * [`digest`], [`digest_bytes`], [`digest_reader`] and [`Hasher`] hash bytes:
+//! * [`digest()`], [`digest_bytes`], [`digest_reader`] and [`Hasher`] hash bytes:
 //!   SHA-256 (`sha2`, which uses the CPU's SHA extensions when present),
 //!   BLAKE3, or both from one read ([`Algorithms`]).
 //! * [`hash_file`] hashes one file with `read` (by default never a mapping):
@@ -39,6 +39,12 @@
 //!   A cached scan of an unchanged file costs one `statx` and no open.
 //! * [`detect_format`] recognises ELF, PE, Mach-O (thin and universal) and
 //!   `#!` scripts from a file's first bytes.
+//! * [`derive_event_id`] derives an [`EventId`] from what identifies an
+//!   event at its source (keyed BLAKE3), so a replayed event keeps its id.
+//! * The model types this API takes and returns ([`Digest`], [`HashAlg`],
+//!   [`ExecutableFormat`], [`EventId`]) are re-exported here, so a program
+//!   that uses this crate alone needs no `privtel-model` dependency of its
+//!   own.
 //!
 //! # Example
 //!
@@ -78,6 +84,7 @@
 mod cache;
 mod digest;
 mod error;
+mod event_id;
 mod file;
 mod format;
 mod scan;
@@ -85,9 +92,14 @@ mod scan;
 pub use cache::{HashCache, MAX_CACHE_FILE};
 pub use digest::{Algorithms, Digests, Hasher, digest, digest_bytes, digest_reader};
 pub use error::{Error, Result, SkipReason};
+pub use event_id::derive_event_id;
 pub use file::{DEFAULT_MMAP_THRESHOLD, DEFAULT_PARALLEL_THRESHOLD, FileOptions, HashedFile, hash_file};
 pub use format::{FORMAT_PROBE_LEN, detect_format};
 pub use scan::{Progress, ScanHooks, ScanReport, Scanner, ScannerBuilder, SkippedFile};
+
+// The model types of this crate's API, so that its users need not depend on
+// `privtel-model` at a matching version themselves.
+pub use privtel_model::{DIGEST_LEN, Digest, EventId, ExecutableFormat, HashAlg};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -79,7 +79,22 @@ fn bad_cache_files_are_typed_errors() {
             other => panic!("{expect}: {other:?}"),
         }
     }
-    assert!(matches!(HashCache::load(&dir.path().join("missing")), Err(Error::CacheIo { .. })));
+    assert!(matches!(HashCache::load(dir.path().join("missing")), Err(Error::CacheIo { .. })));
+
+    // A missing file is an empty cache; a bad one is still an error, and so
+    // is a path that cannot be read for another reason (a folder).
+    assert!(HashCache::load_or_default(dir.path().join("missing")).unwrap().is_empty());
+    match HashCache::load_or_default(&path) {
+        Err(Error::CacheFormat { .. }) => {}
+        other => panic!("a corrupt cache must stay an error: {other:?}"),
+    }
+    match HashCache::load_or_default(dir.path()) {
+        Err(Error::CacheIo { .. }) => {}
+        other => panic!("a folder is not a missing file: {other:?}"),
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(HashCache::load_or_default(&path).unwrap().len(), HashCache::load(&path).unwrap().len());
+    assert!(!HashCache::load_or_default(&path).unwrap().is_empty());
 }
 
 #[test]

@@ -26,6 +26,11 @@ proptest! {
         let (sha, b3) = direct(&data);
         prop_assert_eq!(*d.sha256.unwrap().as_bytes(), sha);
         prop_assert_eq!(*d.blake3.unwrap().as_bytes(), b3);
+        // Writing is updating: `io::copy` through the `io::Write` impl
+        // gives the same digests.
+        let mut w = Hasher::new(Algorithms::Both);
+        std::io::copy(&mut data.as_slice(), &mut w).unwrap();
+        prop_assert_eq!(w.finalize(), d);
         // Selecting one algorithm computes only that one.
         prop_assert!(Hasher::new(Algorithms::Sha256).finalize().blake3.is_none());
     }
