@@ -10,6 +10,34 @@
 //! privtel = { version = "0.1", default-features = false, features = ["filter"] }
 //! ```
 //!
+//! # One dependency
+//!
+//! Every type a crate's API takes or returns is reachable through the
+//! facade: the model as [`model`] (with `time`'s `Duration` and
+//! `OffsetDateTime` as `model::Duration` and `model::OffsetDateTime`), and
+//! each member crate re-exports the model types of its own signatures
+//! (`privtel::filter::Record`, `privtel::hash::Digest`,
+//! `privtel::store::RetentionPolicy`, …). A program needs no
+//! `privtel-model` or `time` dependency of its own; `tests/downstream.rs`
+//! hashes, normalises, filters, frames and spools that way, and fails if it
+//! names another crate.
+//!
+//! ```
+//! # #[cfg(feature = "hash")] {
+//! use privtel::hash::{HashAlg, digest};
+//! use privtel::model::{Duration, EventId, Timestamp};
+//!
+//! let id = EventId::random();
+//! let now = Timestamp::now();
+//! let later = now.checked_add(Duration::minutes(5)).expect("in range");
+//! assert!(later > now && id != EventId::random());
+//! assert_eq!(
+//!     digest(HashAlg::Sha256, b"hello world").to_string(),
+//!     "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+//! );
+//! # }
+//! ```
+//!
 //! # The map
 //!
 //! | module | crate | feature | layer | role |

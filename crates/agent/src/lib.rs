@@ -109,3 +109,18 @@ pub use summary::{SLOW_LOGIN, SLOW_SAMPLE_MS, device_summary};
 pub use weblog::{
     CHUNK_LINES, MAX_LINE_BYTES, MAX_PROBLEMS_KEPT, SourceReport, WebLog, parse_web_line, parse_web_log,
 };
+
+/// The event id for `parts` under `context`: the same parts always give the
+/// same id, as the agent's own collectors derive theirs (see
+/// [`privtel_hash::derive_event_id`], which this is).
+pub use privtel_hash::derive_event_id;
+
+// The model types this crate's API takes and returns, so that a program
+// using this crate needs no `privtel-model` (or `time`) dependency of a
+// matching version: the model as a whole (to build records), and the types
+// of its signatures by name.
+pub use privtel_model as model;
+pub use privtel_model::{
+    BinarySighting, BinaryVerdict, CustomerId, DeviceId, Digest, Domain, DomainSighting, DomainVerdict,
+    Duration, Event, EventId, KeyId, Program, Record, Timestamp, UserId,
+};

@@ -98,6 +98,16 @@ pub use manifest::{Manifest, ManifestField, ManifestProgram};
 pub use policy::{Generalisation, Policy, RetentionDays, ScrubSettings};
 pub use scrub::{Detector, Finding, Scrubbed, Scrubber};
 
+// The model types this crate's API takes and returns, so that a program
+// using this crate needs no `privtel-model` (or `time`) dependency of a
+// matching version: the model as a whole (to build records), and the types
+// of its signatures by name.
+pub use privtel_model as model;
+pub use privtel_model::{
+    CustomerId, DataCategory, Duration, EventBody, FieldSpec, Geohash, KeyId, Program, Record, RecordBody,
+    TimeUnit, Timestamp, Treatment, User, UserId, fields,
+};
+
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -76,3 +76,15 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use spool::{SourcePosition, Spool, SpoolCounters, SpoolOptions, Spooled};
+
+// The model types this crate's API takes and returns, so that a program
+// using this crate needs no `privtel-model` (or `time`) dependency of a
+// matching version: the model as a whole (to build records), and the types
+// of its signatures by name.
+pub use privtel_model as model;
+pub use privtel_model::{
+    BinaryVerdict, CustomerId, Device, DeviceId, Digest, Domain, DomainVerdict, Duration, Program, Record,
+    RecordBody, Timestamp, UserId,
+};
+// The retention policy the spool and the engine apply.
+pub use privtel_retention::{RecordClass, RetentionPolicy, Ttl};

@@ -57,6 +57,16 @@ pub use message::{
     Rejection, RetryPolicy, Sightings, Welcome,
 };
 
+// The model types this crate's API takes and returns, so that a program
+// using this crate needs no `privtel-model` dependency of a matching
+// version: the model as a whole (to build records), and the types of its
+// signatures by name. (Deadlines here are `std::time::Duration`.)
+pub use privtel_model as model;
+pub use privtel_model::{
+    BatchId, BinarySighting, BinaryVerdict, Category, CountryCode, CustomerId, DeviceId, Digest, Domain,
+    DomainSighting, DomainVerdict, Program, Record, Reputation, ThreatLevel,
+};
+
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
