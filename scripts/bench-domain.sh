@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Runs the `normalize` example and Python's `publicsuffixlist` on the same
-# 1,000,000 generated bare host names (fixed seed), checks that the
-# registrable domains agree, and prints `RATIO` lines: inputs per second of
-# ours over Python's, one core each, median of 5 alternating runs.
+# 1,000,000 generated host names (fixed seeds) of two corpora — common
+# suffixes, and hosts made from every rule of the embedded list (see
+# scripts/bench_domain.py) — compares the registrable domains (counting and
+# showing every difference by cause), and prints `RATIO` lines: inputs per
+# second of ours over Python's, one core each, median of 5 alternating runs
+# with the run-by-run spread.
 #
 #   scripts/bench-domain.sh
 #   RUNS=9 N=2000000 scripts/bench-domain.sh
+#   CORPUS=broad scripts/bench-domain.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUNS=${RUNS:-5} N=${N:-1000000}

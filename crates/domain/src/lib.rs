@@ -119,11 +119,10 @@
 
 mod error;
 mod host;
+mod suffixes;
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
-
-use publicsuffix::{IcannList, List, Psl as _};
 
 pub use error::{Error, ErrorKind, ListError, Result};
 
@@ -235,13 +234,6 @@ impl Normalized {
     }
 }
 
-/// The lists a normalizer can look up.
-#[derive(Clone, Debug)]
-enum Lists {
-    All(List),
-    Icann(IcannList),
-}
-
 /// Builds a [`Normalizer`].
 #[derive(Clone, Debug, Default)]
 pub struct NormalizerBuilder {
@@ -276,21 +268,8 @@ impl NormalizerBuilder {
     /// [`ListError`] if the list text does not parse or holds no rule.
     pub fn build(&self) -> Result<Normalizer, ListError> {
         let text = self.list.as_deref().unwrap_or(EMBEDDED_LIST);
-        let bad = |e: publicsuffix::Error| ListError { reason: e.to_string() };
-        let lists = if self.icann_only {
-            let list: IcannList = text.parse().map_err(bad)?;
-            if list.is_empty() {
-                return Err(ListError { reason: "no icann rules".into() });
-            }
-            Lists::Icann(list)
-        } else {
-            let list: List = text.parse().map_err(bad)?;
-            if list.is_empty() {
-                return Err(ListError { reason: "no rules".into() });
-            }
-            Lists::All(list)
-        };
-        Ok(Normalizer { lists })
+        let suffixes = suffixes::Suffixes::parse(text, self.icann_only)?;
+        Ok(Normalizer { suffixes })
     }
 }
 
@@ -298,7 +277,7 @@ impl NormalizerBuilder {
 /// Build it once and share it: it is `Send + Sync` and never changes.
 #[derive(Clone, Debug)]
 pub struct Normalizer {
-    lists: Lists,
+    suffixes: suffixes::Suffixes,
 }
 
 impl Default for Normalizer {
@@ -349,12 +328,8 @@ impl Normalizer {
         Ok(self.lookup(host))
     }
 
-    fn find(&self, host: &str) -> publicsuffix::Info {
-        let labels = host.as_bytes().rsplit(|&b| b == b'.');
-        match &self.lists {
-            Lists::All(list) => list.find(labels),
-            Lists::Icann(list) => list.find(labels),
-        }
+    fn find(&self, host: &str) -> suffixes::Found {
+        self.suffixes.find(host)
     }
 
     fn lookup(&self, host: host::Host) -> Normalized {
@@ -375,16 +350,14 @@ impl Normalizer {
         }
         let info = self.find(&host);
         let tld = host.rsplit('.').next().unwrap_or(&host);
-        let tld_known = if tld.len() == info.len { info.typ.is_some() } else { self.find(tld).typ.is_some() };
+        let tld_known =
+            if tld.len() == info.len { info.section.is_some() } else { self.find(tld).section.is_some() };
         let suffix = host.len().checked_sub(info.len);
         // The registrable domain is the suffix and one label more, if the
         // host has one more.
         let registrable =
             suffix.filter(|&at| at >= 2).map(|at| host[..at - 1].rfind('.').map_or(0, |dot| dot + 1));
-        let section = info.typ.map(|t| match t {
-            publicsuffix::Type::Icann => Section::Icann,
-            publicsuffix::Type::Private => Section::Private,
-        });
+        let section = info.section;
         Normalized { host, kind, registrable, suffix, section, tld_known }
     }
 }
