@@ -53,7 +53,7 @@ fn main() {
     println!("load before: {:?}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
 
     // Spool appends.
-    let mut spool = Spool::open(&dir.path().join("spool.db"), SpoolOptions::default()).expect("spool");
+    let mut spool = Spool::open(dir.path().join("spool.db"), SpoolOptions::default()).expect("spool");
     let batch: Vec<Record> = (0..1_000).map(|i| event(i, now, 1000)).collect();
     let start = Instant::now();
     let rounds = 200;

@@ -113,7 +113,7 @@ fn text(b: &[u8]) -> String {
 }
 
 fn spool(dir: &Path) -> Spool {
-    Spool::open(&dir.join("spool.db"), SpoolOptions::default()).unwrap()
+    Spool::open(dir.join("spool.db"), SpoolOptions::default()).unwrap()
 }
 
 /// Scans the sample device while no service listens (a closed port, and a

@@ -125,6 +125,9 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 
 pub use error::{Error, ErrorKind, ListError, Result};
+/// The model's registrable domain, which [`Normalized::registrable_domain`]
+/// returns.
+pub use privtel_model::Domain;
 
 /// The Public Suffix List compiled into the crate (MPL-2.0, header kept).
 pub const EMBEDDED_LIST: &str = include_str!("../data/public_suffix_list.dat");
@@ -210,11 +213,11 @@ impl Normalized {
     }
 
     /// The registrable domain as the model's [`privtel_model::Domain`].
-    pub fn registrable_domain(&self) -> Option<privtel_model::Domain> {
+    pub fn registrable_domain(&self) -> Option<Domain> {
         // Every host that gets here passed the same character and length
         // rules as `Domain`, so the conversion cannot fail; `ok()` keeps
         // that reasoning from becoming a panic if it were ever wrong.
-        self.registrable().and_then(|d| privtel_model::Domain::new(d).ok())
+        self.registrable().and_then(|d| Domain::new(d).ok())
     }
 
     /// The public suffix (`co.uk`), `None` for IP addresses.

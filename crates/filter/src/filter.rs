@@ -102,11 +102,11 @@ impl Default for RedactionReport {
 }
 
 fn program_index(p: Program) -> usize {
-    Program::ALL.iter().position(|x| *x == p).unwrap_or(0)
+    p.index()
 }
 
 fn field_index(spec: &FieldSpec) -> usize {
-    fields::ALL.iter().position(|f| std::ptr::eq(*f, spec)).unwrap_or(0)
+    spec.index()
 }
 
 impl RedactionReport {

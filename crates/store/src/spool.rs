@@ -182,9 +182,9 @@ impl Spool {
     ///
     /// [`crate::Error::Database`] if SQLite cannot open it;
     /// [`crate::Error::Schema`] if a newer version wrote it.
-    pub fn open(path: &Path, options: SpoolOptions) -> Result<Self> {
+    pub fn open(path: impl AsRef<Path>, options: SpoolOptions) -> Result<Self> {
         let conn = schema::open(
-            path,
+            path.as_ref(),
             &[Step::Sql(MIGRATIONS[0]), Step::Sql(MIGRATIONS[1]), Step::Sql(V3), Step::Code(&make_stream_id)],
         )?;
         // A device's spool is a queue, not an index to search: a small page

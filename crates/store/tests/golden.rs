@@ -188,7 +188,7 @@ fn write() {
     let Ok(out) = std::env::var("PRIVTEL_WRITE_GOLDEN") else { return };
     let out = PathBuf::from(out);
     let now = fixtures::base_time();
-    let mut spool = Spool::open(&out.join("wave3-spool.db"), SpoolOptions::default()).unwrap();
+    let mut spool = Spool::open(out.join("wave3-spool.db"), SpoolOptions::default()).unwrap();
     spool.append_batch(&fixtures::golden_records("golden"), now).unwrap();
     drop(spool);
     let mut engine = SqliteEngine::open(&out.join("wave3-engine.db"), EngineOptions::default()).unwrap();

@@ -18,7 +18,7 @@ const CHILD_ENV: &str = "PRIVTEL_SPOOL_CRASH_CHILD";
 #[test]
 fn crash_child() {
     let Ok(path) = std::env::var(CHILD_ENV) else { return };
-    let mut spool = Spool::open(path.as_ref(), SpoolOptions::default()).unwrap();
+    let mut spool = Spool::open(&path, SpoolOptions::default()).unwrap();
     let records = fixtures::records("crash");
     let now = fixtures::base_time();
     let mut out = std::io::stdout().lock();
@@ -88,7 +88,7 @@ fn ack_expire_purge_and_evict_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = SpoolOptions::default();
     options.max_records = 30;
-    let mut spool = Spool::open(&dir.path().join("s.db"), options).unwrap();
+    let mut spool = Spool::open(dir.path().join("s.db"), options).unwrap();
     let now = fixtures::base_time();
     let records = fixtures::records("x");
     let seqs = spool.append_batch(&records, now).unwrap();
@@ -150,7 +150,7 @@ fn sealed_spool_needs_its_key() {
 #[test]
 fn runs_are_consecutive_and_of_one_program() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spool = Spool::open(&dir.path().join("s.db"), SpoolOptions::default()).unwrap();
+    let mut spool = Spool::open(dir.path().join("s.db"), SpoolOptions::default()).unwrap();
     let records = fixtures::records("x");
     spool.append_batch(&records, fixtures::base_time()).unwrap();
     // Purging a program leaves gaps; every run stays gap-free and of one

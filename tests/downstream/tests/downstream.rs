@@ -4,12 +4,10 @@
 //! Each test does one job a new user does first (hash a file, normalise a
 //! URL, filter a record under a policy, frame a message, spool a record),
 //! naming every type through a `privtel::…` path: the member crates'
-//! re-exports, never `privtel_model`, another `privtel_*` crate or `time`
-//! (this package has them as dev-dependencies; the last test reads this
-//! file and fails if it names one).
-
-// Default features only: the facade modules used here exist under them.
-#![cfg(all(feature = "hash", feature = "domain", feature = "filter", feature = "wire", feature = "store"))]
+//! re-exports, never `privtel_model`, another `privtel_*` crate or `time`.
+//! This package depends on `privtel` alone (with its default features), so
+//! naming any of those would not compile; the last test also reads this
+//! file and fails if it names one.
 
 use std::io::Write as _;
 
@@ -147,7 +145,7 @@ fn spool_a_record() -> Result<(), Box<dyn std::error::Error>> {
     let record = filtered(now)?;
     let mut options = SpoolOptions::default();
     options.retention = RetentionPolicy::default();
-    let mut spool = Spool::open(&dir.path().join("spool.db"), options)?;
+    let mut spool = Spool::open(dir.path().join("spool.db"), options)?;
     let seq = spool.append(record.record(), now)?;
     assert_eq!(spool.len(Some(Program::PersonalisedUsage))?, 1);
     let batch = spool.next_batch(Program::PersonalisedUsage, 10)?;
