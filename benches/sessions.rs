@@ -602,23 +602,22 @@ struct Work {
     next_session: AtomicU64,
 }
 
+/// A copy of the template record `r` as `device`'s event `id`.
+fn stamped(r: &Record, device: &DeviceId, id: u128) -> Record {
+    let mut r = r.clone();
+    if let RecordBody::Event(e) = &mut r.body {
+        e.id = EventId::from_u128(id);
+        e.device = device.clone();
+    }
+    r
+}
+
 /// One agent session. Returns its latency.
 fn agent_session(work: &Work, device: &Device) -> Res<Times> {
     let n = work.next_session.fetch_add(1, Ordering::Relaxed);
     let base = work.salt ^ (u128::from(n) << 16);
-    let records: Vec<Record> = work
-        .template
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut r = r.clone();
-            if let RecordBody::Event(e) = &mut r.body {
-                e.id = EventId::from_u128(base | i as u128);
-                e.device = device.id.clone();
-            }
-            r
-        })
-        .collect();
+    let records: Vec<Record> =
+        work.template.iter().enumerate().map(|(i, r)| stamped(r, &device.id, base | i as u128)).collect();
     let consent = Program::ALL.iter().map(|p| (*p, true)).collect();
     let hello = Hello::new("bench", acme(), device.id.clone(), consent, 1).with_stream(STREAM);
 
@@ -1082,13 +1081,8 @@ fn ingest(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
             let records: Vec<Record> = template[..size]
                 .iter()
                 .map(|r| {
-                    let mut r = r.clone();
-                    if let RecordBody::Event(e) = &mut r.body {
-                        e.id = EventId::from_u128(next_id);
-                        e.device = device.clone();
-                    }
                     next_id += 1;
-                    r
+                    stamped(r, &device, next_id - 1)
                 })
                 .collect();
             let outcome = engine.ingest(&acme(), &device, STREAM, seq, records, wall())?;
@@ -1124,13 +1118,8 @@ fn ingest(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
                     let records = template[..100]
                         .iter()
                         .map(|r| {
-                            let mut r = r.clone();
-                            if let RecordBody::Event(e) = &mut r.body {
-                                e.id = EventId::from_u128(next_id);
-                                e.device = device.clone();
-                            }
                             next_id += 1;
-                            Some(r)
+                            Some(stamped(r, &device, next_id - 1))
                         })
                         .collect();
                     let seq = privtel::store::Sequence { stream: STREAM, first_seq: seqs[d], skipped: 0 };

@@ -33,8 +33,13 @@ fn policy() -> Policy {
 }
 
 fn agent(dir: &Path) -> Agent {
+    agent_with(dir, policy())
+}
+
+/// An agent of acme's device `DEVICE` under `policy`, spooling in `dir`.
+fn agent_with(dir: &Path, policy: Policy) -> Agent {
     let filter = FilterBuilder::new()
-        .policy(policy())
+        .policy(policy)
         .customer(CustomerId::new("acme").unwrap())
         .key(PseudonymKey::new(KeyId::new(1), [9; 32]))
         .build();
@@ -227,19 +232,7 @@ fn enhance_needs_a_certificate() {
 fn enhance_sends_nothing_when_enrichment_is_off() {
     let dir = tempfile::tempdir().unwrap();
     let off = Policy::from_toml("version = 3\n[programs]\nenrichment = false\n").unwrap();
-    let filter = FilterBuilder::new()
-        .policy(off)
-        .customer(CustomerId::new("acme").unwrap())
-        .key(PseudonymKey::new(KeyId::new(1), [9; 32]))
-        .build();
-    let mut agent = Agent::open(
-        CustomerId::new("acme").unwrap(),
-        DeviceId::new(DEVICE).unwrap(),
-        filter,
-        dir.path().join("spool.db"),
-        SpoolOptions::default(),
-    )
-    .unwrap();
+    let mut agent = agent_with(dir.path(), off);
     let sighting = BinarySighting::new(privtel_model::Digest::from_bytes([3; 32]), None, 10, None, now());
     let written = Arc::new(Mutex::new(Vec::new()));
     let (client, _server) = pipe();
@@ -260,19 +253,7 @@ fn sighted_sites_follow_the_host_treatment_not_the_person_s_consent() {
             "version = 3\n[programs]\nenrichment = true\npersonalised_usage = false\n[fields]\n{fields}"
         ))
         .unwrap();
-        let filter = FilterBuilder::new()
-            .policy(policy)
-            .customer(CustomerId::new("acme").unwrap())
-            .key(PseudonymKey::new(KeyId::new(1), [9; 32]))
-            .build();
-        let mut agent = Agent::open(
-            CustomerId::new("acme").unwrap(),
-            DeviceId::new(DEVICE).unwrap(),
-            filter,
-            dir.path().join("spool.db"),
-            SpoolOptions::default(),
-        )
-        .unwrap();
+        let mut agent = agent_with(dir.path(), policy);
         let log = dir.path().join("web.log");
         std::fs::write(
             &log,

@@ -68,7 +68,7 @@ fn unpack(b: u8) -> Entry {
 }
 
 /// The hash of a candidate suffix one label longer: `h` is the hash of the
-/// labels to the right of `label` (`START` for none). Never 0.
+/// labels to the right of `label` (`START` for none).
 fn extend(h: u64, label: &[u8]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut h = h ^ (label.len() as u64).wrapping_mul(K);
@@ -84,8 +84,7 @@ fn extend(h: u64, label: &[u8]) -> u64 {
         w[..rest.len()].copy_from_slice(rest);
         h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(31);
     }
-    let h = h ^ (h >> 29);
-    h | 1
+    h ^ (h >> 29)
 }
 
 /// The hash of the empty suffix.
