@@ -24,6 +24,27 @@
 //! * [`VerdictIndex`], [`private_query`], [`verdicts_for`]: private lookups
 //!   by hash prefix with padded buckets.
 //!
+//! # Example
+//!
+//! A message to a frame's bytes and back, as a connection sends and
+//! receives it (version 2, no compression, the default size limit):
+//!
+//! ```
+//! use privtel_wire::{DEFAULT_MAX_PAYLOAD, Goodbye, Message, decode_frame, encode_frame};
+//!
+//! let msg = Message::Goodbye(Goodbye { reason: "cycle done".into() });
+//! let mut bytes = Vec::new();
+//! encode_frame(&msg.to_frame(2, false)?, DEFAULT_MAX_PAYLOAD, &mut bytes)?;
+//! let (frame, used) = decode_frame(&bytes, DEFAULT_MAX_PAYLOAD)?;
+//! assert_eq!(used, bytes.len());
+//! assert_eq!(Message::from_frame(&frame, DEFAULT_MAX_PAYLOAD)?, msg);
+//!
+//! // A damaged frame is refused with a typed error, never a panic.
+//! bytes[20] ^= 1;
+//! assert!(decode_frame(&bytes, DEFAULT_MAX_PAYLOAD).is_err());
+//! # Ok::<(), privtel_wire::Error>(())
+//! ```
+//!
 //! # Crate features
 //!
 //! * `tls` — [`tls`] module: rustls (ring provider) client and server
