@@ -14,8 +14,8 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use privtel::filter::{FilterBuilder, Policy, PseudonymKey, RedactionReport, Scrubber};
 use privtel::model::{
-    BinaryExecution, CustomerId, DeviceId, Digest, Event, EventBody, EventId, KeyId, Personal, Program,
-    Record, RecordBody, Timestamp, UserId,
+    CustomerId, DeviceId, Digest, Event, EventBody, EventId, Execution, KeyId, Personal, Program, Record,
+    RecordBody, Timestamp, UserId,
 };
 
 fn executions(n: usize) -> Vec<Record> {
@@ -27,7 +27,7 @@ fn executions(n: usize) -> Vec<Record> {
                 device: DeviceId::new("dev-1").expect("valid"),
                 user: Some(UserId::new("u-1").expect("valid")),
                 recorded_at: Timestamp::from_unix_seconds(1_795_752_000 + i as i64).expect("in range"),
-                body: EventBody::Execution(BinaryExecution {
+                body: EventBody::Execution(Execution {
                     sha256: Digest::from_bytes([i as u8; 32]),
                     username: Personal::Clear(format!("user{}", i % 50)),
                     path: Personal::Clear(format!("C:\\Program Files\\App{}\\app.exe", i % 200)),

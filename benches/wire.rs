@@ -13,8 +13,8 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use privtel::filter::{FilterBuilder, Policy, PseudonymKey};
 use privtel::model::{
-    BatchId, BinaryExecution, CustomerId, DeviceId, Digest, Event, EventBody, EventId, KeyId, Personal,
-    Program, Record, RecordBody, Timestamp, UserId,
+    BatchId, CustomerId, DeviceId, Digest, Event, EventBody, EventId, Execution, KeyId, Personal, Program,
+    Record, RecordBody, Timestamp, UserId,
 };
 use privtel::wire::{Batch, DEFAULT_MAX_PAYLOAD, Message, encode_frame};
 use time::Duration;
@@ -39,7 +39,7 @@ fn batch() -> Message {
                 device: DeviceId::new("dev-0001").expect("valid"),
                 user: Some(UserId::new(format!("u-{}", i % 40)).expect("valid")),
                 recorded_at: t0.checked_add(Duration::seconds(i as i64)).expect("in range"),
-                body: EventBody::Execution(BinaryExecution {
+                body: EventBody::Execution(Execution {
                     sha256: Digest::from_bytes([(i % 251) as u8; 32]),
                     username: Personal::Clear(format!("user{}", i % 40)),
                     path: Personal::Clear(format!("C:\\Program Files\\App{}\\app.exe", i % 90)),

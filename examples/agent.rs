@@ -256,7 +256,11 @@ fn main() -> std::process::ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     check_scan_roots(&args.scan)?;
     let text = std::fs::read_to_string(&args.policy).with_context(|| args.policy.display().to_string())?;
-    let policy = Policy::from_toml(&text).with_context(|| args.policy.display().to_string())?;
+    let (policy, warnings) =
+        Policy::from_toml_with_warnings(&text).with_context(|| args.policy.display().to_string())?;
+    for w in &warnings {
+        eprintln!("agent: warning: {}: {w}", args.policy.display());
+    }
     let key = match &args.pseudonym_keys {
         Some(ring) => current_pseudonym_key(ring)?,
         None => PseudonymKey::new(KeyId::new(1), load_or_create_key(key_path(&args.spool, "pseudonym"))?),

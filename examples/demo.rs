@@ -266,7 +266,7 @@ fn run(extra_scan: Vec<PathBuf>) -> anyhow::Result<()> {
         let forms: Vec<String> = p
             .fields
             .iter()
-            .filter(|f| f.treatment != privtel::model::Treatment::Drop)
+            .filter(|f| f.treatment != privtel::model::Treatment::Withhold)
             .map(|f| format!("{} {}", f.path, f.treatment))
             .take(3)
             .collect();

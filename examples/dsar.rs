@@ -211,7 +211,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Manifest { policy } => {
             let text = std::fs::read_to_string(policy).with_context(|| policy.display().to_string())?;
-            let policy = Policy::from_toml(&text).with_context(|| policy.display().to_string())?;
+            let (parsed, warnings) =
+                Policy::from_toml_with_warnings(&text).with_context(|| policy.display().to_string())?;
+            for w in &warnings {
+                eprintln!("dsar: warning: {}: {w}", policy.display());
+            }
+            let policy = parsed;
             write!(out, "{}", Manifest::from_policy(&policy).to_markdown())?;
         }
     }

@@ -72,7 +72,7 @@ fn run() -> anyhow::Result<()> {
     for mut record in records {
         record.visit_personal(&mut |mut f| {
             personal += 1;
-            if f.spec.default_treatment == Treatment::Drop {
+            if f.spec.default_treatment == Treatment::Withhold {
                 f.value.withhold();
                 dropped += 1;
             }

@@ -265,7 +265,7 @@ fn malformed_inputs_name_file_and_line_and_keep_the_spool() {
     assert!(text(&out.stderr).contains("scan root /no/such/folder"), "{}", text(&out.stderr));
 
     let bad_policy = dir.path().join("policy.toml");
-    std::fs::write(&bad_policy, "[fields]\n\"user.emial\" = \"drop\"\n").unwrap();
+    std::fs::write(&bad_policy, "[fields]\n\"user.emial\" = \"withhold\"\n").unwrap();
     let out = agent(dir.path(), "127.0.0.1:9", &ca, &bad_policy, &[]);
     let err = text(&out.stderr);
     assert!(

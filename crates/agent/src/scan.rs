@@ -4,8 +4,8 @@ use std::path::Path;
 
 use privtel_hash::ScanReport;
 use privtel_model::{
-    BinaryExecution, BinarySighting, DeviceId, Event, EventBody, EventId, Personal, Program, Record,
-    RecordBody, Timestamp, UserId,
+    BinarySighting, DeviceId, Event, EventBody, EventId, Execution, Personal, Program, Record, RecordBody,
+    Timestamp, UserId,
 };
 
 use crate::error::AgentError;
@@ -127,7 +127,7 @@ pub fn records_from_scan(
                 device: device.clone(),
                 user: user.cloned(),
                 recorded_at: now,
-                body: EventBody::Execution(BinaryExecution {
+                body: EventBody::Execution(Execution {
                     sha256,
                     username: owner_login(&file.path, &mut passwd)
                         .map_or(Personal::Withheld, Personal::Clear),

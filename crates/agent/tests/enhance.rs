@@ -270,9 +270,9 @@ fn sighted_sites_follow_the_host_treatment_not_the_person_s_consent() {
     let clear = "\"web_request.host\" = \"clear\"\n\"web_request.url\" = \"clear\"\n";
     assert_eq!(collect(clear), ["example.com"]);
     assert_eq!(
-        collect("\"web_request.host\" = \"drop\"\n\"web_request.url\" = \"drop\"\n"),
+        collect("\"web_request.host\" = \"withhold\"\n\"web_request.url\" = \"withhold\"\n"),
         Vec::<String>::new()
     );
-    let pseudonymised = "\"web_request.host\" = \"pseudonymise\"\n\"web_request.url\" = \"drop\"\n";
+    let pseudonymised = "\"web_request.host\" = \"pseudonymise\"\n\"web_request.url\" = \"withhold\"\n";
     assert_eq!(collect(pseudonymised), Vec::<String>::new());
 }

@@ -78,7 +78,7 @@ fn a_pseudonymised_person_is_filed_exported_and_erased_under_the_pseudonym() {
 
 #[test]
 fn a_dropped_person_leaves_events_with_no_user_and_a_clear_one_is_found_by_id() {
-    let (filter, dropped) = filtered("[fields]\n\"event.username\" = \"drop\"\n", "u-1042", "x");
+    let (filter, dropped) = filtered("[fields]\n\"event.username\" = \"withhold\"\n", "u-1042", "x");
     assert!(!dropped.is_empty() && dropped.iter().all(|r| r.body.user().is_none()));
     assert_eq!(filter.user_key(&UserId::new("u-1042").unwrap()), None);
     assert!(!serde_json::to_string(&dropped).unwrap().contains("u-1042"));

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use privtel_model::{Program, Record, RecordBody, TimeUnit, Treatment, VisitPersonal as _, fields};
+use privtel_model::{Form, Program, Record, RecordBody, TimeUnit, VisitPersonal as _, fields};
 use serde::Serialize;
 
 use crate::filter::allowed_kinds;
@@ -37,14 +37,14 @@ pub enum Inadmissible {
         kind: &'static str,
     },
     /// A personal field in a form other than the policy's.
-    #[error("field {field} arrived {found}, the policy allows only {allowed} (or withheld)")]
+    #[error("field {field} arrived {found}, the policy allows {}", allowed_forms(*.allowed))]
     FieldForm {
         /// The field's path (`user.email`).
         field: &'static str,
         /// The form it arrived in.
-        found: Treatment,
-        /// The form the policy gives it.
-        allowed: Treatment,
+        found: Form,
+        /// The form the policy gives it (withheld is always allowed too).
+        allowed: Form,
     },
     /// An event whose own instant is finer than the policy keeps it
     /// ([`Policy::instant_unit`]).
@@ -65,7 +65,7 @@ impl Policy {
     ///
     /// ```
     /// use privtel_filter::{FilterBuilder, Inadmissible, Policy, PseudonymKey};
-    /// use privtel_model::{KeyId, Personal, RecordBody, Treatment};
+    /// use privtel_model::{Form, KeyId, Personal, RecordBody};
     ///
     /// let policy = Policy::from_toml(
     ///     "[programs]\npersonalised_usage = true\n[fields]\n\"user.email\" = \"pseudonymise\"\n",
@@ -86,8 +86,8 @@ impl Policy {
     ///     .find(|r| matches!(&r.body, RecordBody::User(u) if matches!(u.username, Personal::Clear(_))))
     ///     .expect("the fixtures hold a user with a clear username");
     /// let refused = policy.admits(&mut raw).unwrap_err();
-    /// assert!(matches!(refused, Inadmissible::FieldForm { found: Treatment::Clear, .. }));
-    /// assert_eq!(refused.to_string(), "field user.username arrived clear, the policy allows only drop (or withheld)");
+    /// assert!(matches!(refused, Inadmissible::FieldForm { found: Form::Clear, .. }));
+    /// assert_eq!(refused.to_string(), "field user.username arrived clear, the policy allows only withheld");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
@@ -108,9 +108,9 @@ impl Policy {
             if bad.is_some() {
                 return;
             }
-            let found = field.value.treatment();
-            let allowed = self.treatment(field.spec);
-            if found != allowed && found != Treatment::Drop {
+            let found = field.value.form();
+            let allowed = self.treatment(field.spec).form();
+            if found != allowed && found != Form::Withheld {
                 bad = Some(Inadmissible::FieldForm { field: field.spec.path, found, allowed });
             }
         });
@@ -181,4 +181,9 @@ impl Policy {
         let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
         *blake3::hash(&bytes).as_bytes()
     }
+}
+
+/// What a field may arrive as: its policy form, or withheld.
+fn allowed_forms(allowed: Form) -> String {
+    if allowed == Form::Withheld { "only withheld".to_owned() } else { format!("{allowed} or withheld") }
 }

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 
 use privtel_domain::Normalizer;
 use privtel_model::{
-    CustomerId, DurationBucket, FieldSpec, Generalised, IpPrefix, KeyId, Personal, PersonalMut, Program,
-    Pseudonym, Record, RecordBody, TOKEN_LEN, TimeBucket, Treatment, UserId, ValueKind, VisitPersonal,
-    fields,
+    CustomerId, DurationBucket, FieldSpec, Form, Generalised, IpPrefix, KeyId, Personal, PersonalMut,
+    Program, Pseudonym, Record, RecordBody, TOKEN_LEN, TimeBucket, Treatment, UserId, ValueKind,
+    VisitPersonal, fields,
 };
 use serde::Serialize;
 use time::Duration;
@@ -51,7 +51,8 @@ impl fmt::Debug for PseudonymKey {
     }
 }
 
-/// What happened to one personal value, for the report.
+/// What happened to one personal value, for the report. Named after the
+/// [`Form`](privtel_model::Form) the value was left in.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -62,17 +63,35 @@ pub enum Rule {
     Pseudonymised,
     /// Replaced by a coarser value.
     Generalised,
-    /// Removed because the policy drops it.
-    Dropped,
-    /// Removed because the policy's form could not be made (no key for a
-    /// pseudonym, no registrable domain for a URL, …): the most private
-    /// outcome stands in for the one asked for.
+    /// Withheld because the policy withholds it.
     Withheld,
+    /// Withheld because the policy's form could not be made (no key for a
+    /// pseudonym, no registrable domain for a URL, …, or a value that
+    /// arrived already in another form): the most private outcome stands
+    /// in for the one asked for.
+    Fallback,
 }
 
 impl Rule {
-    const ALL: [Self; 5] =
-        [Self::Clear, Self::Pseudonymised, Self::Generalised, Self::Dropped, Self::Withheld];
+    /// Every rule, in report order.
+    pub const ALL: [Self; 5] =
+        [Self::Clear, Self::Pseudonymised, Self::Generalised, Self::Withheld, Self::Fallback];
+
+    /// The old name of [`Rule::Withheld`].
+    #[deprecated(since = "0.1.0", note = "one name per concept: use `Rule::Withheld`")]
+    #[allow(non_upper_case_globals)]
+    pub const Dropped: Self = Self::Withheld;
+
+    /// The rule's place in [`Self::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            Self::Clear => 0,
+            Self::Pseudonymised => 1,
+            Self::Generalised => 2,
+            Self::Withheld => 3,
+            Self::Fallback => 4,
+        }
+    }
 }
 
 /// Counts of what a filter did to a batch: per program, field and rule,
@@ -132,13 +151,12 @@ impl RedactionReport {
 
     /// Values of `field` in records of `program` that met `rule`.
     pub fn count(&self, program: Program, field: &FieldSpec, rule: Rule) -> u64 {
-        let r = Rule::ALL.iter().position(|x| *x == rule).unwrap_or(0);
-        self.fields[field_index(field)][program_index(program)][r]
+        self.fields[field_index(field)][program_index(program)][rule.index()]
     }
 
     /// Matches of a scrubbing detector in free text.
     pub fn scrubbed(&self, detector: Detector) -> u64 {
-        self.scrubbed[Detector::ALL.iter().position(|d| *d == detector).unwrap_or(0)]
+        self.scrubbed[detector.index()]
     }
 
     /// Adds another report's counts to this one.
@@ -386,8 +404,7 @@ impl Filter {
             let fi = field_index(field.spec);
             let rule = self.treat(field.spec, &self.plans[fi], &mut field.value, report);
             if let Some(rule) = rule {
-                let ri = Rule::ALL.iter().position(|r| *r == rule).unwrap_or(0);
-                report.fields[fi][pi][ri] += 1;
+                report.fields[fi][pi][rule.index()] += 1;
             }
         });
         if let RecordBody::Event(e) = &mut record.body
@@ -515,27 +532,27 @@ impl Filter {
         value: &mut PersonalMut<'_>,
         report: &mut RedactionReport,
     ) -> Option<Rule> {
-        let form = value.treatment();
-        if form == Treatment::Drop {
+        let form = value.form();
+        if form == Form::Withheld {
             return None;
         }
-        if form != Treatment::Clear {
+        if form != Form::Clear {
             // Already transformed upstream: keep it only if it is exactly
             // the form asked for; anything else is withheld.
-            if form == plan.treatment {
+            if form == plan.treatment.form() {
                 return Some(match form {
-                    Treatment::Pseudonymise => Rule::Pseudonymised,
+                    Form::Pseudonym => Rule::Pseudonymised,
                     _ => Rule::Generalised,
                 });
             }
             value.withhold();
-            return Some(Rule::Withheld);
+            return Some(Rule::Fallback);
         }
         match plan.treatment {
             Treatment::Clear => Some(Rule::Clear),
-            Treatment::Drop => {
+            Treatment::Withhold => {
                 value.withhold();
-                Some(Rule::Dropped)
+                Some(Rule::Withheld)
             }
             Treatment::Pseudonymise => match (plan.subkey, key_id) {
                 (Some(subkey), Some(key_id)) => {
@@ -549,7 +566,7 @@ impl Filter {
                 }
                 _ => {
                     value.withhold();
-                    Some(Rule::Withheld)
+                    Some(Rule::Fallback)
                 }
             },
             Treatment::Generalise => match self.generalise(spec.kind, value, report) {
@@ -559,7 +576,7 @@ impl Filter {
                 }
                 None => {
                     value.withhold();
-                    Some(Rule::Withheld)
+                    Some(Rule::Fallback)
                 }
             },
         }

@@ -95,7 +95,7 @@ pub use filter::{Filter, FilterBuilder, PseudonymKey, RedactionReport, Rule, all
 pub use filtered::Filtered;
 pub use keyring::{KEY_RING_HEADER, KeyRing, KeyRingError, KeyState, Maintenance};
 pub use manifest::{Manifest, ManifestField, ManifestProgram};
-pub use policy::{Generalisation, Policy, RetentionDays, ScrubSettings};
+pub use policy::{Deprecation, Generalisation, Policy, RetentionDays, ScrubSettings};
 pub use scrub::{Detector, Finding, Scrubbed, Scrubber};
 
 // The model types this crate's API takes and returns, so that a program

@@ -74,7 +74,7 @@ impl Manifest {
             use privtel_model::ValueKind as K;
             match t {
                 Treatment::Clear => "as collected".to_owned(),
-                Treatment::Drop => "never recorded".to_owned(),
+                Treatment::Withhold => "never recorded".to_owned(),
                 Treatment::Pseudonymise => {
                     let linked = policy.links.iter().any(|l| l.contains(&path));
                     format!(

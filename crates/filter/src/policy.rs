@@ -158,7 +158,7 @@ impl Policy {
     /// assert_eq!(policy.treatment(&fields::BINARY_FILE_NAME), Treatment::Pseudonymise);
     /// policy.treatments.insert("web_request.host", Treatment::Clear);
     /// // The url is dropped by default: a clear host would reveal it.
-    /// assert_eq!(policy.treatment(&fields::WEB_REQUEST_HOST), Treatment::Drop);
+    /// assert_eq!(policy.treatment(&fields::WEB_REQUEST_HOST), Treatment::Withhold);
     /// assert!(policy.check().is_err());
     /// ```
     pub fn treatment(&self, field: &FieldSpec) -> Treatment {
@@ -196,7 +196,7 @@ impl Policy {
     /// let login = privtel_testkit::fixtures::event_bodies("x").into_iter()
     ///     .find(|b| matches!(b, EventBody::Login(_))).unwrap();
     /// assert_eq!(policy.instant_unit(&login), None);
-    /// let policy = Policy::from_toml("[fields]\n\"login.time\" = \"drop\"\n")?;
+    /// let policy = Policy::from_toml("[fields]\n\"login.time\" = \"withhold\"\n")?;
     /// assert_eq!(policy.instant_unit(&login), Some(TimeUnit::Day));
     /// # Ok::<(), privtel_filter::Error>(())
     /// ```
@@ -215,7 +215,7 @@ impl Policy {
             .map(|f| match self.treatment(f) {
                 Treatment::Clear => None,
                 Treatment::Generalise => Some(self.generalise.time_unit),
-                Treatment::Pseudonymise | Treatment::Drop => Some(TimeUnit::Day),
+                Treatment::Pseudonymise | Treatment::Withhold => Some(TimeUnit::Day),
             })
             .max()
             .flatten()
@@ -279,7 +279,7 @@ impl Policy {
     /// assert!(policy.enabled(Program::Enrichment));
     /// assert_eq!(policy.treatment(&fields::USER_EMAIL), Treatment::Pseudonymise);
     ///
-    /// let err = Policy::from_toml("[fields]\n\"user.mail\" = \"drop\"\n").unwrap_err();
+    /// let err = Policy::from_toml("[fields]\n\"user.mail\" = \"withhold\"\n").unwrap_err();
     /// assert_eq!(err.to_string(), "policy line 2: unknown field 'user.mail' (not a personal field of the model)");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -305,6 +305,28 @@ impl Policy {
     /// );
     /// ```
     pub fn from_toml(text: &str) -> Result<Self> {
+        Self::from_toml_with_warnings(text).map(|(policy, _)| policy)
+    }
+
+    /// [`Policy::from_toml`], also returning every old spelling the file
+    /// uses (still read, to be rewritten): a program that loads a
+    /// customer's file should show them.
+    ///
+    /// ```
+    /// use privtel_filter::Policy;
+    /// use privtel_model::{Treatment, fields};
+    ///
+    /// let (policy, warnings) = Policy::from_toml_with_warnings("[fields]\n\"user.email\" = \"drop\"\n")?;
+    /// assert_eq!(policy.treatment(&fields::USER_EMAIL), Treatment::Withhold);
+    /// assert_eq!(warnings[0].to_string(), "policy line 2: 'drop' is deprecated: write 'withhold'");
+    /// # Ok::<(), privtel_filter::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Policy::from_toml`].
+    pub fn from_toml_with_warnings(text: &str) -> Result<(Self, Vec<Deprecation>)> {
+        let mut warnings = Vec::new();
         let file: PolicyFile = toml::from_str(text).map_err(|e| Error::Syntax {
             line: e.span().map_or(0, |s| line_of(text, s.start)),
             message: e.message().to_owned(),
@@ -330,6 +352,13 @@ impl Policy {
                 field: spec.path.to_owned(),
                 value: value.get_ref().clone(),
             })?;
+            if value.get_ref() == Treatment::LEGACY_WITHHOLD {
+                warnings.push(Deprecation {
+                    line: line(&value.span()),
+                    old: Treatment::LEGACY_WITHHOLD,
+                    new: Treatment::Withhold.as_str(),
+                });
+            }
             if treatment == Treatment::Generalise && !generalisable(spec.kind) {
                 return Err(Error::CannotGeneralise {
                     line: line(&value.span()),
@@ -370,7 +399,27 @@ impl Policy {
         policy.scrub = file.scrub;
         policy.retention = file.retention;
         policy.service = file.service.unwrap_or_else(|| "https://telemetry.invalid".to_owned());
-        Ok(policy)
+        warnings.sort_by_key(|w| w.line);
+        Ok((policy, warnings))
+    }
+}
+
+/// An old spelling a policy file still uses: read as its new name, to be
+/// rewritten.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub struct Deprecation {
+    /// The line it is on.
+    pub line: usize,
+    /// The old spelling.
+    pub old: &'static str,
+    /// What to write instead.
+    pub new: &'static str,
+}
+
+impl std::fmt::Display for Deprecation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "policy line {}: '{}' is deprecated: write '{}'", self.line, self.old, self.new)
     }
 }
 

@@ -12,7 +12,7 @@ fn error(text: &str) -> String {
 fn wrong_policies_name_the_field_and_line() {
     let cases = [
         (
-            "version = 1\n[fields]\n\"user.emial\" = \"drop\"\n",
+            "version = 1\n[fields]\n\"user.emial\" = \"withhold\"\n",
             "policy line 3: unknown field 'user.emial' (not a personal field of the model)",
         ),
         ("[programs]\n\nenrichmnt = true\n", "policy line 3: unknown program 'enrichmnt'"),
@@ -112,7 +112,7 @@ fn a_clear_field_that_reveals_what_the_policy_removes_is_refused_naming_both_fie
         // The url is dropped by default.
         (
             "[fields]\n\"web_request.host\" = \"clear\"\n",
-            "policy line 2: field 'web_request.host' cannot be clear while 'web_request.url' is drop: \
+            "policy line 2: field 'web_request.host' cannot be clear while 'web_request.url' is withhold: \
              it holds the url's host",
         ),
         (
@@ -175,7 +175,7 @@ fn a_clear_field_that_reveals_what_the_policy_removes_is_refused_naming_both_fie
 #[test]
 fn the_file_name_follows_its_path_and_the_instant_its_coarsest_time_field() {
     use privtel_model::{EventBody, TimeUnit};
-    for t in ["clear", "pseudonymise", "drop"] {
+    for t in ["clear", "pseudonymise", "withhold"] {
         let p = Policy::from_toml(&format!("[fields]\n\"binary.path\" = \"{t}\"\n")).unwrap();
         assert_eq!(p.treatment(&fields::BINARY_FILE_NAME).as_str(), t);
     }
@@ -189,7 +189,11 @@ fn the_file_name_follows_its_path_and_the_instant_its_coarsest_time_field() {
     assert_eq!(unit(&fields("clear", "clear"), "licence_session"), None);
     assert_eq!(unit(&fields("clear", "generalise"), "licence_session"), Some(TimeUnit::Hour));
     assert_eq!(unit(&fields("generalise", "pseudonymise"), "licence_session"), Some(TimeUnit::Day));
-    assert_eq!(unit(&fields("drop", "drop"), "licence_session"), Some(TimeUnit::Day), "the coarsest bucket");
+    assert_eq!(
+        unit(&fields("withhold", "withhold"), "licence_session"),
+        Some(TimeUnit::Day),
+        "the coarsest bucket"
+    );
     let minute = "[generalise]\ntime_unit = \"minute\"\n";
     assert_eq!(unit(minute, "login"), Some(TimeUnit::Minute), "login.time is generalised by default");
     assert_eq!(unit(minute, "web_request"), Some(TimeUnit::Minute), "no time field: the policy's unit");
@@ -234,7 +238,7 @@ fn the_service_refuses_an_instant_finer_than_the_policy_and_the_manifest_lists_t
     let user = personalised.fields.iter().find(|f| f.path == "event.username").unwrap();
     assert_eq!(user.treatment, Treatment::Clear);
     let name = personalised.fields.iter().find(|f| f.path == "binary.file_name").unwrap();
-    assert_eq!(name.treatment, Treatment::Drop, "the path is dropped by default");
+    assert_eq!(name.treatment, Treatment::Withhold, "the path is dropped by default");
     assert!(personalised.event_times.contains(&("web_request", Some(TimeUnit::Hour))));
     assert!(!personalised.event_times.iter().any(|(k, _)| *k == "binary"), "events only");
     let md = m.to_markdown();
@@ -244,4 +248,27 @@ fn the_service_refuses_an_instant_finer_than_the_policy_and_the_manifest_lists_t
         ),
         "{md}"
     );
+}
+
+#[test]
+fn old_spellings_still_read_and_are_reported_with_their_line() {
+    let old = "version = 2\n[fields]\n\"user.email\" = \"drop\"\n\"user.phone\" = \"clear\"\n\"device.name\" = \"drop\"\n";
+    let new = old.replace("\"drop\"", "\"withhold\"");
+    let (from_old, warnings) = Policy::from_toml_with_warnings(old).unwrap();
+    let (from_new, none) = Policy::from_toml_with_warnings(&new).unwrap();
+    assert_eq!(from_old, from_new, "the old spelling means the new one");
+    assert!(none.is_empty(), "{none:?}");
+    let lines: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "policy line 3: 'drop' is deprecated: write 'withhold'",
+            "policy line 5: 'drop' is deprecated: write 'withhold'"
+        ]
+    );
+    assert_eq!(from_old.treatment(&fields::USER_EMAIL), Treatment::Withhold);
+    // Serialized forms: the new name is written, the old one still reads.
+    assert_eq!(serde_json::to_string(&Treatment::Withhold).unwrap(), "\"withhold\"");
+    assert_eq!(serde_json::from_str::<Treatment>("\"drop\"").unwrap(), Treatment::Withhold);
+    assert_eq!("drop".parse::<Treatment>().unwrap(), Treatment::Withhold);
 }

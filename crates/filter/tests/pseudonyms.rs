@@ -106,7 +106,7 @@ fn without_a_key_pseudonymised_fields_are_withheld() {
         _ => None,
     });
     assert!(user.unwrap().email.is_withheld());
-    assert_eq!(report.count(Program::PersonalisedUsage, &fields::USER_EMAIL, Rule::Withheld), 1);
+    assert_eq!(report.count(Program::PersonalisedUsage, &fields::USER_EMAIL, Rule::Fallback), 1);
 }
 
 #[test]

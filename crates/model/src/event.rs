@@ -67,7 +67,7 @@ impl VisitPersonal for Event {
 #[non_exhaustive]
 pub enum EventBody {
     /// A binary ran.
-    Execution(BinaryExecution),
+    Execution(Execution),
     /// A web request or network connection.
     WebRequest(WebRequest),
     /// A person logged in.
@@ -145,9 +145,16 @@ impl VisitPersonal for EventBody {
     }
 }
 
+/// The old name of [`Execution`].
+#[deprecated(
+    since = "0.1.0",
+    note = "one name per concept: use `Execution` (the variant `EventBody::Execution`, the policy paths `execution.*`)"
+)]
+pub type BinaryExecution = Execution;
+
 /// A binary ran on the device.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct BinaryExecution {
+pub struct Execution {
     /// SHA-256 of the binary that ran.
     pub sha256: Digest,
     /// The operating system's login name of the account that ran it (the
@@ -161,7 +168,7 @@ pub struct BinaryExecution {
     pub duration: Personal<Duration>,
 }
 
-impl VisitPersonal for BinaryExecution {
+impl VisitPersonal for Execution {
     fn visit_personal(&mut self, f: &mut dyn FnMut(PersonalField<'_>)) {
         f(PersonalField::new(&fields::EXECUTION_USERNAME, PersonalMut::Text(&mut self.username)));
         f(PersonalField::new(&fields::EXECUTION_PATH, PersonalMut::Text(&mut self.path)));

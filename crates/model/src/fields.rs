@@ -35,7 +35,7 @@
 
 use crate::vocabulary::DataCategory::{DeviceInformation, FreeText, Identifier, NetworkActivity, Technical};
 use crate::vocabulary::FieldSpec;
-use crate::vocabulary::Treatment::{Clear, Drop, Generalise, Pseudonymise};
+use crate::vocabulary::Treatment::{Clear, Generalise, Pseudonymise, Withhold};
 use crate::vocabulary::ValueKind;
 
 macro_rules! fields {
@@ -56,38 +56,38 @@ macro_rules! fields {
 
 fields! {
     /// [`crate::Device::name`].
-    DEVICE_NAME = ("device.name", DeviceInformation, Text, Drop,
+    DEVICE_NAME = ("device.name", DeviceInformation, Text, Withhold,
         "tell devices apart in the support console");
     /// [`crate::Device::ip`].
-    DEVICE_IP = ("device.ip", Identifier, Ip, Drop,
+    DEVICE_IP = ("device.ip", Identifier, Ip, Withhold,
         "locate network problems of one device");
     /// [`crate::User::username`].
-    USER_USERNAME = ("user.username", Identifier, Login, Drop,
+    USER_USERNAME = ("user.username", Identifier, Login, Withhold,
         "match a person's sessions across devices");
     /// [`crate::User::upn`].
-    USER_UPN = ("user.upn", Identifier, Email, Drop,
+    USER_UPN = ("user.upn", Identifier, Email, Withhold,
         "match a person with the customer's directory");
     /// [`crate::User::first_name`].
-    USER_FIRST_NAME = ("user.first_name", Identifier, Name, Drop,
+    USER_FIRST_NAME = ("user.first_name", Identifier, Name, Withhold,
         "personalised usage, when the person agreed");
     /// [`crate::User::last_name`].
-    USER_LAST_NAME = ("user.last_name", Identifier, Name, Drop,
+    USER_LAST_NAME = ("user.last_name", Identifier, Name, Withhold,
         "personalised usage, when the person agreed");
     /// [`crate::User::job_title`].
-    USER_JOB_TITLE = ("user.job_title", Identifier, Text, Drop,
+    USER_JOB_TITLE = ("user.job_title", Identifier, Text, Withhold,
         "compare experience across roles");
     /// [`crate::User::email`].
-    USER_EMAIL = ("user.email", Identifier, Email, Drop,
+    USER_EMAIL = ("user.email", Identifier, Email, Withhold,
         "personalised usage, when the person agreed");
     /// [`crate::User::phone`].
-    USER_PHONE = ("user.phone", Identifier, Phone, Drop,
+    USER_PHONE = ("user.phone", Identifier, Phone, Withhold,
         "reach the person about a support case");
     /// [`crate::Binary::file_name`]: the last component of `binary.path`,
     /// which it follows ([`DERIVED`]); a file name can name a person.
-    BINARY_FILE_NAME = ("binary.file_name", Technical, Path, Drop,
+    BINARY_FILE_NAME = ("binary.file_name", Technical, Path, Withhold,
         "name the binary in the console");
     /// [`crate::Binary::path`].
-    BINARY_PATH = ("binary.path", Technical, Path, Drop,
+    BINARY_PATH = ("binary.path", Technical, Path, Withhold,
         "tell copies of one binary apart");
     /// [`crate::Event::user`]: the opaque id of the person an event concerns,
     /// in every event kind. Clear by default: export and erasure of a person
@@ -96,27 +96,27 @@ fields! {
     /// user.
     EVENT_USERNAME = ("event.username", Identifier, Login, Clear,
         "export and erase a person's events");
-    /// [`crate::BinaryExecution::username`]: the operating system's login
+    /// [`crate::Execution::username`]: the operating system's login
     /// name of the account, never the user id.
-    EXECUTION_USERNAME = ("execution.username", Identifier, Login, Drop,
+    EXECUTION_USERNAME = ("execution.username", Identifier, Login, Withhold,
         "count distinct users of an application");
-    /// [`crate::BinaryExecution::path`].
-    EXECUTION_PATH = ("execution.path", Technical, Path, Drop,
+    /// [`crate::Execution::path`].
+    EXECUTION_PATH = ("execution.path", Technical, Path, Withhold,
         "tell which copy of a binary ran");
-    /// [`crate::BinaryExecution::start`].
+    /// [`crate::Execution::start`].
     EXECUTION_START = ("execution.start", DeviceInformation, Timestamp, Generalise,
         "application use over the day");
-    /// [`crate::BinaryExecution::duration`].
+    /// [`crate::Execution::duration`].
     EXECUTION_DURATION = ("execution.duration", DeviceInformation, Duration, Generalise,
         "how long applications are used");
     /// [`crate::WebRequest::url`].
-    WEB_REQUEST_URL = ("web_request.url", NetworkActivity, Url, Drop,
+    WEB_REQUEST_URL = ("web_request.url", NetworkActivity, Url, Withhold,
         "find the page that is slow");
     /// [`crate::WebRequest::host`].
     WEB_REQUEST_HOST = ("web_request.host", NetworkActivity, Host, Generalise,
         "domain reputation and web experience");
     /// [`crate::WebRequest::destination_ip`].
-    WEB_REQUEST_DESTINATION_IP = ("web_request.destination_ip", NetworkActivity, Ip, Drop,
+    WEB_REQUEST_DESTINATION_IP = ("web_request.destination_ip", NetworkActivity, Ip, Withhold,
         "find the server that is slow");
     /// [`crate::WebRequest::page_load`].
     WEB_REQUEST_PAGE_LOAD = ("web_request.page_load", NetworkActivity, Duration, Generalise,
@@ -128,7 +128,7 @@ fields! {
     LOGIN_DURATION = ("login.duration", DeviceInformation, Duration, Generalise,
         "how long logins take");
     /// [`crate::Login::privileges`].
-    LOGIN_PRIVILEGES = ("login.privileges", DeviceInformation, Privileges, Drop,
+    LOGIN_PRIVILEGES = ("login.privileges", DeviceInformation, Privileges, Withhold,
         "find accounts with more rights than they need");
     /// [`crate::CrashReport::message`].
     CRASH_REPORT_MESSAGE = ("crash_report.message", FreeText, FreeText, Generalise,

@@ -54,7 +54,7 @@
 //!
 //! // Drop every identifier whose default treatment is `drop`.
 //! user.visit_personal(&mut |mut field| {
-//!     if field.spec.default_treatment == Treatment::Drop {
+//!     if field.spec.default_treatment == Treatment::Withhold {
 //!         field.value.withhold();
 //!     }
 //! });
@@ -122,8 +122,10 @@ pub use binary::{
 };
 pub use device::{Device, DeviceType, OsFamily, OsInfo, User};
 pub use error::{Error, Result};
+#[allow(deprecated)]
+pub use event::BinaryExecution;
 pub use event::{
-    BinaryExecution, ConfigSample, CrashReport, Event, EventBody, ExperienceScore, FeatureUsage, Feedback,
+    ConfigSample, CrashReport, Event, EventBody, Execution, ExperienceScore, FeatureUsage, Feedback,
     LicenceSession, Login, PerformanceSample, VersionCheck, WebRequest,
 };
 pub use generalised::{DurationBucket, Generalised, IpPrefix, TimeBucket, TimeUnit};
@@ -147,7 +149,7 @@ pub use values::{
 };
 pub use verdict::{BinaryVerdict, DomainVerdict, Reputation, ThreatLevel};
 pub use visit::{PersonalField, PersonalMut, VisitPersonal};
-pub use vocabulary::{DataCategory, FieldSpec, Treatment, ValueKind};
+pub use vocabulary::{DataCategory, FieldSpec, Form, Treatment, ValueKind};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

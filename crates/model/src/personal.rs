@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::generalised::Generalised;
 use crate::pseudonym::Pseudonym;
-use crate::vocabulary::Treatment;
+use crate::vocabulary::{Form, Treatment};
 
 /// A personal value in one of the four forms a policy can choose.
 ///
@@ -47,13 +47,22 @@ impl<T> Personal<T> {
     }
 
     /// Which of the four forms the field is in.
-    pub fn treatment(&self) -> Treatment {
+    pub fn form(&self) -> Form {
         match self {
-            Self::Clear(_) => Treatment::Clear,
-            Self::Pseudonym(_) => Treatment::Pseudonymise,
-            Self::Generalised(_) => Treatment::Generalise,
-            Self::Withheld => Treatment::Drop,
+            Self::Clear(_) => Form::Clear,
+            Self::Pseudonym(_) => Form::Pseudonym,
+            Self::Generalised(_) => Form::Generalised,
+            Self::Withheld => Form::Withheld,
         }
+    }
+
+    /// The treatment that leaves the field in its form.
+    #[deprecated(
+        since = "0.1.0",
+        note = "a value has a form, not a treatment: use `form()` (or `form().treatment()`)"
+    )]
+    pub fn treatment(&self) -> Treatment {
+        self.form().treatment()
     }
 
     /// Whether the field holds nothing.

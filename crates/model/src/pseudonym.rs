@@ -27,6 +27,12 @@ impl KeyId {
     }
 }
 
+impl From<u32> for KeyId {
+    fn from(n: u32) -> Self {
+        Self(n)
+    }
+}
+
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "k{}", self.0)

@@ -13,7 +13,7 @@ use crate::personal::Personal;
 use crate::pseudonym::Pseudonym;
 use crate::timestamp::Timestamp;
 use crate::values::{Geohash, Privileges};
-use crate::vocabulary::{FieldSpec, Treatment};
+use crate::vocabulary::{FieldSpec, Form, Treatment};
 
 /// A mutable reference to one personal field's value, by its Rust type.
 ///
@@ -56,12 +56,21 @@ macro_rules! each_personal {
 
 impl PersonalMut<'_> {
     /// The form the value is in now.
-    pub fn treatment(&self) -> Treatment {
-        each_personal!(self, p => p.treatment(), u => match u {
-            None => Treatment::Drop,
-            Some(id) if id.pseudonym().is_some() => Treatment::Pseudonymise,
-            Some(_) => Treatment::Clear,
+    pub fn form(&self) -> Form {
+        each_personal!(self, p => p.form(), u => match u {
+            None => Form::Withheld,
+            Some(id) if id.pseudonym().is_some() => Form::Pseudonym,
+            Some(_) => Form::Clear,
         })
+    }
+
+    /// The treatment that leaves the value in its form.
+    #[deprecated(
+        since = "0.1.0",
+        note = "a value has a form, not a treatment: use `form()` (or `form().treatment()`)"
+    )]
+    pub fn treatment(&self) -> Treatment {
+        self.form().treatment()
     }
 
     /// Removes the value, leaving [`Personal::Withheld`] (no user id).

@@ -116,12 +116,34 @@ pub enum Treatment {
     /// Replaced by a coarser value of the same kind ([`Generalised`](crate::Generalised)).
     Generalise,
     /// Never recorded ([`Personal::Withheld`](crate::Personal::Withheld)).
-    Drop,
+    /// Policy files and serialized forms name it `withhold`; the old
+    /// spelling `drop` still reads.
+    #[serde(alias = "drop")]
+    Withhold,
 }
 
 impl Treatment {
     /// Every treatment, from least to most private.
-    pub const ALL: [Self; 4] = [Self::Clear, Self::Generalise, Self::Pseudonymise, Self::Drop];
+    pub const ALL: [Self; 4] = [Self::Clear, Self::Generalise, Self::Pseudonymise, Self::Withhold];
+
+    /// The old name of [`Treatment::Withhold`].
+    #[deprecated(since = "0.1.0", note = "one name per concept: use `Treatment::Withhold`")]
+    #[allow(non_upper_case_globals)]
+    pub const Drop: Self = Self::Withhold;
+
+    /// The old policy-file spelling of `withhold`, still read (a policy
+    /// loader reports it as deprecated).
+    pub const LEGACY_WITHHOLD: &'static str = "drop";
+
+    /// The form a value has once this treatment is applied.
+    pub const fn form(self) -> Form {
+        match self {
+            Self::Clear => Form::Clear,
+            Self::Generalise => Form::Generalised,
+            Self::Pseudonymise => Form::Pseudonym,
+            Self::Withhold => Form::Withheld,
+        }
+    }
 
     /// The treatment's place in [`Self::ALL`] (from least to most
     /// private, not the declaration order), for tables indexed by
@@ -132,18 +154,18 @@ impl Treatment {
             Self::Clear => 0,
             Self::Generalise => 1,
             Self::Pseudonymise => 2,
-            Self::Drop => 3,
+            Self::Withhold => 3,
         }
     }
 
     /// The lowercase name used in policy files (`clear`, `pseudonymise`,
-    /// `generalise`, `drop`).
+    /// `generalise`, `withhold`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Clear => "clear",
             Self::Pseudonymise => "pseudonymise",
             Self::Generalise => "generalise",
-            Self::Drop => "drop",
+            Self::Withhold => "withhold",
         }
     }
 }
@@ -154,11 +176,66 @@ impl fmt::Display for Treatment {
     }
 }
 
+/// The form a personal value is in: what a [`Treatment`] leaves behind,
+/// named as [`Personal`](crate::Personal)'s variants are.
+///
+/// ```
+/// use privtel_model::{Form, Personal, Treatment};
+///
+/// let email: Personal<String> = Personal::Withheld;
+/// assert_eq!(email.form(), Form::Withheld);
+/// assert_eq!(Form::Withheld.treatment(), Treatment::Withhold);
+/// assert_eq!(Treatment::Pseudonymise.form(), Form::Pseudonym);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[allow(clippy::exhaustive_enums)] // one per treatment, as `Treatment` is
+pub enum Form {
+    /// The value itself.
+    Clear,
+    /// A keyed pseudonym of the value.
+    Pseudonym,
+    /// A coarser value.
+    Generalised,
+    /// Nothing: the value was never recorded.
+    Withheld,
+}
+
+impl Form {
+    /// The treatment that leaves a value in this form.
+    pub const fn treatment(self) -> Treatment {
+        match self {
+            Self::Clear => Treatment::Clear,
+            Self::Pseudonym => Treatment::Pseudonymise,
+            Self::Generalised => Treatment::Generalise,
+            Self::Withheld => Treatment::Withhold,
+        }
+    }
+
+    /// The lowercase name (`clear`, `pseudonym`, `generalised`, `withheld`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Clear => "clear",
+            Self::Pseudonym => "pseudonym",
+            Self::Generalised => "generalised",
+            Self::Withheld => "withheld",
+        }
+    }
+}
+
+impl fmt::Display for Form {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 impl FromStr for Treatment {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
+        if s == Self::LEGACY_WITHHOLD {
+            return Ok(Self::Withhold);
+        }
         Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
-            Error::parse("treatment", s, "one of 'clear', 'pseudonymise', 'generalise', 'drop'")
+            Error::parse("treatment", s, "one of 'clear', 'pseudonymise', 'generalise', 'withhold'")
         })
     }
 }
@@ -238,7 +315,7 @@ mod tests {
         let err = "hash".parse::<Treatment>().unwrap_err().to_string();
         assert_eq!(
             err,
-            "invalid treatment 'hash': expected one of 'clear', 'pseudonymise', 'generalise', 'drop'"
+            "invalid treatment 'hash': expected one of 'clear', 'pseudonymise', 'generalise', 'withhold'"
         );
     }
 }

@@ -116,7 +116,9 @@ fn visitor_visits_withheld_fields_too_and_can_withhold() {
         record.visit_personal(&mut |mut f| f.value.withhold());
         assert_eq!(visited(&mut record), before, "withheld fields are still visited");
         let mut any_clear = false;
-        record.visit_personal(&mut |f| any_clear |= f.value.treatment() != privtel_model::Treatment::Drop);
+        record.visit_personal(&mut |f| {
+            any_clear |= f.value.form().treatment() != privtel_model::Treatment::Withhold
+        });
         assert!(!any_clear);
     }
 }
@@ -174,7 +176,7 @@ fn the_event_user_is_a_personal_field_in_three_forms() {
         let mut out = None;
         r.visit_personal(&mut |f| {
             if f.spec.path == "event.username" {
-                out = Some((f.value.treatment(), f.value.pseudonym()));
+                out = Some((f.value.form().treatment(), f.value.pseudonym()));
             }
         });
         out.unwrap()
@@ -192,6 +194,27 @@ fn the_event_user_is_a_personal_field_in_three_forms() {
     assert_eq!(record.body.user(), Some(&UserId::from_pseudonym(&ps)));
     assert!(format!("{record:?}").contains(&format!("Pseudonym({ps})")));
     record.visit_personal(&mut |mut f| f.value.withhold());
-    assert_eq!(form(&mut record), (Treatment::Drop, None));
+    assert_eq!(form(&mut record), (Treatment::Withhold, None));
     assert_eq!(record.body.user(), None);
+}
+
+/// The old names still compile (deprecated) and mean the new ones.
+#[test]
+#[allow(deprecated)]
+fn old_names_are_aliases_of_the_new_ones() {
+    use privtel_model::{BinaryExecution, Execution, Form, Personal, Treatment};
+    fn same_type(e: BinaryExecution) -> Execution {
+        e
+    }
+    let _ = same_type;
+    assert_eq!(Treatment::Drop, Treatment::Withhold);
+    // The old variant name still works as a pattern.
+    assert!(matches!(Treatment::Withhold, Treatment::Drop));
+    assert!(!matches!(Treatment::Clear, Treatment::Drop));
+    let p: Personal<String> = Personal::Withheld;
+    assert_eq!(p.treatment(), Treatment::Withhold);
+    assert_eq!(Personal::Clear(1u8).form(), Form::Clear);
+    for t in Treatment::ALL {
+        assert_eq!(t.form().treatment(), t);
+    }
 }

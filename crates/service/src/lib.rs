@@ -475,7 +475,7 @@ impl Service {
                 "refused {customer}/{device}: its hello names {}/{}",
                 hello.customer, hello.device
             ));
-            conn.send(&privtel_wire::error(
+            conn.send(&Message::error(
                 ErrorCode::Forbidden,
                 "the hello names another customer or device than the certificate",
                 false,
@@ -486,7 +486,7 @@ impl Service {
             });
         }
         if hello.stream == 0 {
-            conn.send(&privtel_wire::error(ErrorCode::Protocol, "stream 0 is not a spool stream", false))?;
+            conn.send(&Message::error(ErrorCode::Protocol, "stream 0 is not a spool stream", false))?;
             return Err(privtel_wire::Error::Unexpected { expected: "a nonzero stream", got: "stream 0" });
         }
         let mut messages = Bucket::new(
@@ -514,7 +514,7 @@ impl Service {
                             batch.records.len(),
                             self.max_batch_records
                         );
-                        conn.send(&privtel_wire::error(ErrorCode::Protocol, &message, false))?;
+                        conn.send(&Message::error(ErrorCode::Protocol, &message, false))?;
                         return Err(privtel_wire::Error::Unexpected {
                             expected: "a batch within the welcome's size",
                             got: "a larger batch",
@@ -534,7 +534,7 @@ impl Service {
                 }
                 Message::EnrichQuery(q) => {
                     if messages.take(1, Instant::now()).is_err() {
-                        conn.send(&privtel_wire::error(
+                        conn.send(&Message::error(
                             ErrorCode::Unavailable,
                             "too many queries: slow down",
                             true,
@@ -550,7 +550,7 @@ impl Service {
                 }
                 Message::Goodbye(_) => return Ok(()),
                 other => {
-                    conn.send(&privtel_wire::error(ErrorCode::Protocol, "unexpected message", false))?;
+                    conn.send(&Message::error(ErrorCode::Protocol, "unexpected message", false))?;
                     return Err(privtel_wire::Error::Unexpected {
                         expected: "batch, enrich query, renewal or goodbye",
                         got: other.kind_name(),
@@ -572,7 +572,7 @@ impl Service {
     ) -> Result<(), privtel_wire::Error> {
         self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
         self.report(&format!("refused {customer}/{device}: the customer {why}"));
-        conn.send(&privtel_wire::error(
+        conn.send(&Message::error(
             ErrorCode::Forbidden,
             "the customer has no settings at this service",
             false,
@@ -610,7 +610,7 @@ impl Service {
                 Message::EnrichQuery(q) => q,
                 Message::Goodbye(_) => return Ok(()),
                 other => {
-                    conn.send(&privtel_wire::error(ErrorCode::Protocol, "unexpected message", false))?;
+                    conn.send(&Message::error(ErrorCode::Protocol, "unexpected message", false))?;
                     return Err(privtel_wire::Error::Unexpected {
                         expected: "sightings, enrich query or goodbye",
                         got: other.kind_name(),
@@ -618,7 +618,7 @@ impl Service {
                 }
             };
             if messages.take(1, Instant::now()).is_err() {
-                conn.send(&privtel_wire::error(ErrorCode::Unavailable, "too many queries: slow down", true))?;
+                conn.send(&Message::error(ErrorCode::Unavailable, "too many queries: slow down", true))?;
                 continue;
             }
             conn.send(&self.enrich(customer, &query))?;
@@ -652,7 +652,7 @@ impl Service {
                 }
                 Message::EnrichAnswer(answer)
             }
-            Err(e) => privtel_wire::error(ErrorCode::Malformed, &e.to_string(), false),
+            Err(e) => Message::error(ErrorCode::Malformed, &e.to_string(), false),
         }
     }
 
@@ -792,12 +792,12 @@ impl Service {
     /// without an identity is refused.
     fn enroll<S: Read + Write>(&self, conn: &mut Connection<S>) -> Result<(), privtel_wire::Error> {
         self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
-        conn.send(&privtel_wire::error(ErrorCode::Forbidden, "this service enrolls no device", false))?;
+        conn.send(&Message::error(ErrorCode::Forbidden, "this service enrolls no device", false))?;
         Err(privtel_wire::Error::Unexpected { expected: "an authenticated device", got: "an anonymous peer" })
     }
 
     fn renew(&self, _: &Peer, _: &privtel_wire::EnrollRequest) -> Message {
-        privtel_wire::error(ErrorCode::Forbidden, "this service renews no certificate", false)
+        Message::error(ErrorCode::Forbidden, "this service renews no certificate", false)
     }
 }
 
@@ -833,7 +833,7 @@ mod tls {
         ) -> Result<(), privtel_wire::Error> {
             let refuse = |conn: &mut Connection<S>, msg: &str| {
                 self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
-                conn.send(&privtel_wire::error(ErrorCode::Forbidden, msg, false))?;
+                conn.send(&Message::error(ErrorCode::Forbidden, msg, false))?;
                 Err(privtel_wire::Error::Unexpected {
                     expected: "an enrollment request",
                     got: "something else",
@@ -868,7 +868,7 @@ mod tls {
         /// A renewal over a connection its certificate authenticated.
         pub(crate) fn renew(&self, peer: &Peer, req: &privtel_wire::EnrollRequest) -> Message {
             let (Some(authority), Peer::Certified(identity)) = (&self.authority, peer) else {
-                return privtel_wire::error(
+                return Message::error(
                     ErrorCode::Forbidden,
                     "only a certified device renews its certificate",
                     false,
@@ -877,7 +877,7 @@ mod tls {
             if req.customer != identity.customer || req.device != identity.device {
                 self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
                 self.report(&format!("{identity} asked to renew {}/{}", req.customer, req.device));
-                return privtel_wire::error(
+                return Message::error(
                     ErrorCode::Forbidden,
                     "a device renews its own certificate only",
                     false,
@@ -920,8 +920,7 @@ mod tls {
                             self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
                             self.report(&format!("connection refused: {e}"));
                             let mut conn = Connection::new(stream);
-                            let _ =
-                                conn.send(&privtel_wire::error(ErrorCode::Forbidden, &e.to_string(), false));
+                            let _ = conn.send(&Message::error(ErrorCode::Forbidden, &e.to_string(), false));
                             return Err(privtel_wire::Error::Tls(format!("client certificate refused: {e}")));
                         }
                     }

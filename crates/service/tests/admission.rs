@@ -37,11 +37,11 @@ fn allowed(policy: &Policy, program: Program, record: &Record) -> bool {
     let kind_ok = allowed_kinds(record.program).contains(&record.body.kind_name());
     let mut forms_ok = true;
     record.visit_personal(&mut |f| {
-        let form = f.value.treatment();
+        let form = f.value.form().treatment();
         // The field's treatment as the policy resolves it: a field taken
         // from another is bound by its source (privtel_model::fields::DERIVED).
         let wanted = policy.treatment(f.spec);
-        forms_ok &= form == wanted || form == Treatment::Drop;
+        forms_ok &= form == wanted || form == Treatment::Withhold;
     });
     // An event's own instant on a whole unit of the policy's truncation.
     if let RecordBody::Event(e) = &record.body

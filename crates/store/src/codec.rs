@@ -6,7 +6,7 @@ use std::fmt;
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use privtel_model::Record;
+use privtel_model::{KeyId, Record};
 
 use crate::error::{Error, Result};
 
@@ -26,20 +26,29 @@ pub struct AtRestKey {
 }
 
 impl AtRestKey {
-    /// A key from 32 secret bytes.
-    pub fn new(id: u32, secret: [u8; 32]) -> Self {
-        Self { id, cipher: Aes256Gcm::new(&secret.into()) }
+    /// A key from its id and 32 secret bytes. The id is a [`KeyId`], as a
+    /// pseudonym key's is (a bare `u32` still converts).
+    ///
+    /// ```
+    /// use privtel_store::{AtRestKey, KeyId};
+    ///
+    /// let key = AtRestKey::new(KeyId::new(3), [7; 32]);
+    /// assert_eq!(key.id(), KeyId::new(3));
+    /// assert_eq!(format!("{key:?}"), "AtRestKey(k3, <secret>)");
+    /// ```
+    pub fn new(id: impl Into<KeyId>, secret: [u8; 32]) -> Self {
+        Self { id: id.into().get(), cipher: Aes256Gcm::new(&secret.into()) }
     }
 
     /// The key's id.
-    pub fn id(&self) -> u32 {
-        self.id
+    pub fn id(&self) -> KeyId {
+        KeyId::new(self.id)
     }
 }
 
 impl fmt::Debug for AtRestKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AtRestKey({}, <secret>)", self.id)
+        write!(f, "AtRestKey({}, <secret>)", self.id())
     }
 }
 
@@ -105,7 +114,7 @@ pub(crate) fn seal(record: &Record, key: Option<&AtRestKey>) -> Result<(Option<u
 
 /// The inverse of [`seal`] for row `id`, whose `format` column holds
 /// `format`.
-pub(crate) fn open(
+pub(crate) fn unseal(
     id: i64,
     format: i64,
     key_id: Option<u32>,

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::aggregate::{self, Fold};
-use crate::codec::{AtRestKey, Format, nanos, open, program_code, record_time, seal};
+use crate::codec::{AtRestKey, Format, nanos, program_code, record_time, seal, unseal};
 use crate::error::{Context as _, Error, Result};
 use crate::mention::{Digest, MentionKind, Secret, mentions};
 use crate::schema::{self, Step};
@@ -959,7 +959,7 @@ fn migrate_v3(tx: &Transaction<'_>, options: &EngineOptions) -> Result<()> {
             while let Some(row) = rows.next().op("indexing migrated records")? {
                 let id: i64 = row.get(0).op("indexing migrated records")?;
                 let payload: Vec<u8> = row.get(3).op("indexing migrated records")?;
-                let mut record = open(
+                let mut record = unseal(
                     id,
                     row.get(1).op("indexing migrated records")?,
                     row.get(2).op("indexing migrated records")?,
@@ -1578,7 +1578,7 @@ impl EngineStore for SqliteEngine {
             ) = stmt
                 .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
                 .op("reading a record")?;
-            let record = open(id, format, key_id, &payload, self.key.as_ref())?;
+            let record = unseal(id, format, key_id, &payload, self.key.as_ref())?;
             let program = u8::try_from(program)
                 .ok()
                 .and_then(Program::from_code)

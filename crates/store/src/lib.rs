@@ -83,8 +83,8 @@ pub use spool::{SourcePosition, Spool, SpoolCounters, SpoolOptions, Spooled};
 // of its signatures by name.
 pub use privtel_model as model;
 pub use privtel_model::{
-    BinaryVerdict, CustomerId, Device, DeviceId, Digest, Domain, DomainVerdict, Duration, Program, Record,
-    RecordBody, Timestamp, UserId,
+    BinaryVerdict, CustomerId, Device, DeviceId, Digest, Domain, DomainVerdict, Duration, KeyId, Program,
+    Record, RecordBody, Timestamp, UserId,
 };
 // The retention policy the spool and the engine apply.
 pub use privtel_retention::{RecordClass, RetentionPolicy, Ttl};

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use aes_gcm::aead::OsRng;
 use aes_gcm::aead::rand_core::RngCore as _;
 
-use crate::codec::{AtRestKey, Format, nanos, open, program_code, record_time, seal};
+use crate::codec::{AtRestKey, Format, nanos, program_code, record_time, seal, unseal};
 use crate::error::{Context as _, Result};
 use crate::schema::{self, Step};
 
@@ -349,7 +349,7 @@ impl Spool {
             let (seq, format, key_id, payload) = row.op("reading a batch")?;
             out.push(Spooled {
                 seq: seq as u64,
-                record: open(seq, format, key_id, &payload, self.options.key.as_ref())?,
+                record: unseal(seq, format, key_id, &payload, self.options.key.as_ref())?,
             });
         }
         Ok(out)
@@ -390,7 +390,7 @@ impl Spool {
             program = Some(code);
             out.push(Spooled {
                 seq: seq as u64,
-                record: open(seq, format, key_id, &payload, self.options.key.as_ref())?,
+                record: unseal(seq, format, key_id, &payload, self.options.key.as_ref())?,
             });
         }
         Ok(out.first().map(|first| first.record.program).map(|p| (p, out)))

@@ -4,12 +4,11 @@
 //! unique canary and then search output bytes for it.
 
 use privtel_model::{
-    Application, Arch, Binary, BinaryExecution, BinaryVerdict, Category, ConfigSample, CountryCode,
-    CrashReport, Device, DeviceId, DeviceSummary, DeviceType, Digest, Domain, DomainVerdict, Event,
-    EventBody, EventId, ExecutableFormat, ExperienceScore, FeatureUsage, Feedback, Finite, Geohash,
-    LicenceSession, Login, OsFamily, OsInfo, Package, PackageManager, PerformanceSample, Personal,
-    Privileges, Program, Record, RecordBody, Reputation, Score, ThreatLevel, Timestamp, User, UserId,
-    VersionCheck, WebRequest,
+    Application, Arch, Binary, BinaryVerdict, Category, ConfigSample, CountryCode, CrashReport, Device,
+    DeviceId, DeviceSummary, DeviceType, Digest, Domain, DomainVerdict, Event, EventBody, EventId,
+    ExecutableFormat, Execution, ExperienceScore, FeatureUsage, Feedback, Finite, Geohash, LicenceSession,
+    Login, OsFamily, OsInfo, Package, PackageManager, PerformanceSample, Personal, Privileges, Program,
+    Record, RecordBody, Reputation, Score, ThreatLevel, Timestamp, User, UserId, VersionCheck, WebRequest,
 };
 use time::Duration;
 
@@ -36,7 +35,7 @@ pub fn event_bodies(tag: &str) -> Vec<EventBody> {
     let t = base_time();
     let text = |what: &str| Personal::Clear(format!("{what}-{tag}"));
     vec![
-        EventBody::Execution(BinaryExecution {
+        EventBody::Execution(Execution {
             sha256: digest(EMPTY_SHA256),
             username: text("alice"),
             path: Personal::Clear(format!("/home/alice-{tag}/bin/tool")),

@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 
 use privtel_model::{
-    Application, Arch, BatchId, Binary, BinaryExecution, BinaryId, BinaryVerdict, Category, ConfigSample,
-    CountryCode, CrashReport, CustomerId, DataCategory, Device, DeviceId, DeviceType, Digest, Domain,
-    DomainId, DomainVerdict, DurationBucket, Event, EventBody, EventId, ExecutableFormat, ExperienceScore,
+    Application, Arch, BatchId, Binary, BinaryId, BinaryVerdict, Category, ConfigSample, CountryCode,
+    CrashReport, CustomerId, DataCategory, Device, DeviceId, DeviceType, Digest, Domain, DomainId,
+    DomainVerdict, DurationBucket, Event, EventBody, EventId, ExecutableFormat, Execution, ExperienceScore,
     FeatureUsage, Feedback, Finite, Generalised, Geohash, HashAlg, IpPrefix, KeyId, LicenceSession, Login,
     OsFamily, OsInfo, Package, PackageManager, PerformanceSample, Personal, Privileges, Program, Pseudonym,
     Record, RecordBody, Reputation, Score, ThreatLevel, TimeBucket, TimeUnit, Timestamp, Treatment, User,
@@ -392,9 +392,9 @@ pub fn domain_verdict() -> impl Strategy<Value = DomainVerdict> {
 }
 
 /// A binary execution.
-pub fn binary_execution() -> BoxedStrategy<BinaryExecution> {
+pub fn binary_execution() -> BoxedStrategy<Execution> {
     (digest(), personal_text(), personal_text(), personal(timestamp()), personal(measured_duration()))
-        .prop_map(|(sha256, username, path, start, duration)| BinaryExecution {
+        .prop_map(|(sha256, username, path, start, duration)| Execution {
             sha256,
             username,
             path,

@@ -9,7 +9,7 @@ use crate::error::{DeadlineKind, Error, Result};
 use crate::frame::{
     DEFAULT_MAX_PAYLOAD, Plain, SUPPORTED_VERSIONS, Source, encode_frame, read_frame_from, write_frame,
 };
-use crate::message::{EnhanceHello, ErrorCode, ErrorMessage, Hello, Message, Welcome};
+use crate::message::{EnhanceHello, ErrorCode, Hello, Message, Welcome};
 
 /// One side of a conversation.
 ///
@@ -348,13 +348,17 @@ impl<S: Read + Write> Connection<S> {
         let hello = match self.recv()? {
             Message::Hello(h) => h,
             other => {
-                let _ = self.send(&error(ErrorCode::Protocol, "expected hello", false));
+                let _ = self.send(&Message::error(ErrorCode::Protocol, "expected hello", false));
                 return Err(Error::Unexpected { expected: "hello", got: other.kind_name() });
             }
         };
         let Some(version) = SUPPORTED_VERSIONS.iter().rev().find(|v| hello.versions.contains(v)).copied()
         else {
-            let _ = self.send(&error(ErrorCode::UnsupportedVersion, "no common protocol version", false));
+            let _ = self.send(&Message::error(
+                ErrorCode::UnsupportedVersion,
+                "no common protocol version",
+                false,
+            ));
             return Err(Error::NoCommonVersion { ours: SUPPORTED_VERSIONS.to_vec(), theirs: hello.versions });
         };
         self.version = Some(version);
@@ -376,7 +380,7 @@ impl<S: Read + Write> Connection<S> {
             Message::Hello(h) => Opening::Device(h),
             Message::EnhanceHello(h) => Opening::Enhance(h),
             other => {
-                let _ = self.send(&error(ErrorCode::Protocol, "expected hello", false));
+                let _ = self.send(&Message::error(ErrorCode::Protocol, "expected hello", false));
                 return Err(Error::Unexpected { expected: "hello", got: other.kind_name() });
             }
         };
@@ -385,7 +389,11 @@ impl<S: Read + Write> Connection<S> {
             Opening::Enhance(h) => &h.versions,
         };
         let Some(version) = SUPPORTED_VERSIONS.iter().rev().find(|v| versions.contains(v)).copied() else {
-            let _ = self.send(&error(ErrorCode::UnsupportedVersion, "no common protocol version", false));
+            let _ = self.send(&Message::error(
+                ErrorCode::UnsupportedVersion,
+                "no common protocol version",
+                false,
+            ));
             return Err(Error::NoCommonVersion {
                 ours: SUPPORTED_VERSIONS.to_vec(),
                 theirs: versions.clone(),
@@ -452,6 +460,7 @@ fn recv_from(
 }
 
 /// An error message.
+#[deprecated(since = "0.1.0", note = "builds a message, not an error: use `Message::error`")]
 pub fn error(code: ErrorCode, message: &str, retryable: bool) -> Message {
-    Message::Error(ErrorMessage { code, message: message.to_owned(), retryable })
+    Message::error(code, message, retryable)
 }

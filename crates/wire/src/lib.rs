@@ -62,7 +62,9 @@ mod message;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use conn::{Connection, DEADLINE_TICK, Opening, error};
+#[allow(deprecated)]
+pub use conn::error;
+pub use conn::{Connection, DEADLINE_TICK, Opening};
 pub use enrich::{
     DEFAULT_PAD_TO, DEFAULT_PREFIX_LEN, MAX_PREFIX_LEN, MAX_QUERY_ITEMS, MIN_PREFIX_LEN, VerdictIndex,
     domain_digest, parse_reputation, prefix, private_query, verdicts_for,

@@ -546,6 +546,19 @@ pub enum Message {
 macro_rules! kinds {
     ($($variant:ident = $code:literal, $name:literal;)*) => {
         impl Message {
+    /// An [`ErrorMessage`] to send: its code, a text naming what was
+    /// expected (never a personal value), and whether a retry may succeed.
+    ///
+    /// ```
+    /// use privtel_wire::{ErrorCode, Message};
+    ///
+    /// let m = Message::error(ErrorCode::Unavailable, "too many queries: slow down", true);
+    /// assert!(matches!(m, Message::Error(e) if e.retryable && e.code == ErrorCode::Unavailable));
+    /// ```
+    pub fn error(code: ErrorCode, message: &str, retryable: bool) -> Self {
+        Self::Error(ErrorMessage { code, message: message.to_owned(), retryable })
+    }
+
             /// The kind byte of the frame.
             pub fn kind(&self) -> u8 {
                 match self { $(Self::$variant(_) => $code,)* }

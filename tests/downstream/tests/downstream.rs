@@ -48,7 +48,7 @@ fn filtered(now: Timestamp) -> Result<Filtered, Box<dyn std::error::Error>> {
         [programs]
         personalised_usage = true
         [fields]
-        "web_request.url" = "drop"
+        "web_request.url" = "withhold"
         "web_request.host" = "generalise"
         "#,
     )?;
