@@ -206,7 +206,7 @@ fn serve(opts: &Options) -> Res<()> {
     let identity = privtel::wire::tls::generate_identity(&["127.0.0.1"])?;
     std::fs::write(dir.join("server-ca.pem"), &identity.ca_pem)?;
     let config = privtel::authority::server_config(&authority, &identity)?;
-    let engine = SqliteEngine::open(&dir.join("engine.db"), EngineOptions::default())?;
+    let engine = SqliteEngine::open(dir.join("engine.db"), EngineOptions::default())?;
     let mut limits = Limits::default();
     limits.max_connections = 20_000;
     limits.idle = Duration::from_secs(opts.idle_secs);
@@ -1068,7 +1068,7 @@ fn idle(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
 fn ingest(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
     use privtel::store::EngineStore as _;
     let dir = tempfile::tempdir()?;
-    let mut engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default())?;
+    let mut engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default())?;
     let settings = Settings::from_toml(&settings_toml(0))?;
     let template = template(&settings, 1_000)?;
     let device = device_id(0);

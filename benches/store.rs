@@ -65,7 +65,7 @@ fn main() {
 
     // Engine ingest of 2 M rows, half of them past the 30-day TTL.
     let mut engine =
-        SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).expect("engine");
+        SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).expect("engine");
     let customer = CustomerId::new("bench").expect("valid");
     let old = now.checked_sub(Duration::days(40)).expect("in range");
     let total = 2_000_000u64;

@@ -102,7 +102,7 @@ fn run(extra_scan: Vec<PathBuf>) -> anyhow::Result<()> {
     let identity = tls::generate_identity(&["127.0.0.1"])?;
     std::fs::write(dir.path().join("ca.pem"), &identity.ca_pem)?;
     let engine = SqliteEngine::open(
-        &dir.path().join("engine.db"),
+        dir.path().join("engine.db"),
         EngineOptions::default()
             .retention(retention)
             .key(AtRestKey::new(1, random_key()?))

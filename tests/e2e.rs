@@ -127,7 +127,7 @@ fn scan_while_offline(dir: &Path) -> Output {
 }
 
 fn engine(dir: &Path) -> SqliteEngine {
-    SqliteEngine::open(&dir.join("engine.db"), EngineOptions::default()).unwrap()
+    SqliteEngine::open(dir.join("engine.db"), EngineOptions::default()).unwrap()
 }
 
 #[test]

@@ -641,6 +641,6 @@ impl Agent {
 }
 
 /// `PATH.NAME.key` beside a spool at `PATH` (the extension replaced).
-pub fn key_path(spool: &Path, name: &str) -> std::path::PathBuf {
-    spool.with_extension(format!("{name}.key"))
+pub fn key_path(spool: impl AsRef<Path>, name: &str) -> std::path::PathBuf {
+    spool.as_ref().with_extension(format!("{name}.key"))
 }

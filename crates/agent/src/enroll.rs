@@ -34,8 +34,9 @@ pub fn enroll<S: Read + Write>(
     token: &str,
     customer: &CustomerId,
     device: &DeviceId,
-    dir: &Path,
+    dir: impl AsRef<Path>,
 ) -> Result<Credentials, AgentError> {
+    let dir = dir.as_ref();
     let key = DeviceKey::generate().map_err(client)?;
     let request = privtel_authority::request(Some(token), customer, device, &key).map_err(client)?;
     conn.send(&Message::EnrollRequest(request))?;

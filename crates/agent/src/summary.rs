@@ -24,13 +24,42 @@ pub const SLOW_LOGIN: Duration = Duration::seconds(30);
 ///
 /// ```
 /// use privtel_agent::device_summary;
-/// use privtel_model::{RecordBody, Timestamp};
+/// use privtel_agent::model::{
+///     CrashReport, Event, EventBody, EventId, Feedback, Finite, PerformanceSample, Personal, RecordBody, Score,
+/// };
+/// use privtel_agent::{DeviceId, Timestamp};
 ///
-/// let events: Vec<_> = privtel_testkit::fixtures::records("doc")
+/// let day: Timestamp = "2026-11-27T00:00:00Z".parse()?;
+/// let at: Timestamp = "2026-11-27T09:30:00Z".parse()?;
+/// let sample = |ms: f64| -> Result<EventBody, privtel_agent::model::Error> {
+///     Ok(EventBody::Performance(PerformanceSample {
+///         product: "editor".into(),
+///         metric: "startup_time".into(),
+///         value: Finite::new(ms)?,
+///         unit: "ms".into(),
+///     }))
+/// };
+/// let bodies = [
+///     EventBody::CrashReport(CrashReport {
+///         product: "editor".into(),
+///         version: "1.2.0".into(),
+///         message: Personal::Withheld,
+///     }),
+///     sample(182.5)?,
+///     sample(640.0)?,
+///     EventBody::Feedback(Feedback { product: "editor".into(), score: Score::new(80)?, text: Personal::Withheld }),
+/// ];
+/// let events: Vec<Event> = bodies
 ///     .into_iter()
-///     .filter_map(|r| match r.body { RecordBody::Event(e) => Some(e), _ => None })
+///     .enumerate()
+///     .map(|(n, body)| Event {
+///         id: EventId::from_bytes([n as u8; 16]),
+///         device: DeviceId::new("dev-0001").expect("a valid id"),
+///         user: None,
+///         recorded_at: at,
+///         body,
+///     })
 ///     .collect();
-/// let day = Timestamp::from_unix_seconds(1_795_737_600)?; // the fixtures' day
 /// let record = device_summary(&events, day, 1)?;
 /// let RecordBody::DeviceSummary(s) = &record.body else { unreachable!() };
 /// // One crash in a day (C = 0), two fast samples (P = 10), one rating of 80:

@@ -54,7 +54,7 @@ fn agent_with(dir: &Path, policy: Policy) -> Agent {
 }
 
 fn service(dir: &Path, known: &BinaryVerdict) -> Arc<Service> {
-    let engine = SqliteEngine::open(&dir.join("engine.db"), Default::default()).unwrap();
+    let engine = SqliteEngine::open(dir.join("engine.db"), Default::default()).unwrap();
     let settings =
         Settings::with_customers([CustomerSettings::new(CustomerId::new("acme").unwrap(), policy())]);
     let mut index = VerdictIndex::new(4, [1; 32]);

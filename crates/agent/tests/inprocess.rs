@@ -52,7 +52,7 @@ fn agent(dir: &Path) -> Agent {
 }
 
 fn service(dir: &Path) -> Service {
-    let engine = SqliteEngine::open(&dir.join("engine.db"), Default::default()).unwrap();
+    let engine = SqliteEngine::open(dir.join("engine.db"), Default::default()).unwrap();
     let settings =
         Settings::with_customers([CustomerSettings::new(CustomerId::new("acme").unwrap(), policy())]);
     Service::new(engine, VerdictIndex::new(4, [1; 32]), now).with_settings(settings)

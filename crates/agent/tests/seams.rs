@@ -34,7 +34,7 @@ fn filtered(policy: &str, user: &str, tag: &str) -> (privtel_filter::Filter, Vec
 }
 
 fn engine(dir: &tempfile::TempDir) -> SqliteEngine {
-    SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).unwrap()
+    SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap()
 }
 
 fn export(store: &SqliteEngine, user: &UserId) -> (u64, String) {

@@ -64,8 +64,9 @@ impl Policy {
     /// The record is visited mutably but not changed.
     ///
     /// ```
+    /// use privtel_filter::model::User;
     /// use privtel_filter::{FilterBuilder, Inadmissible, Policy, PseudonymKey};
-    /// use privtel_model::{Form, KeyId, Personal, RecordBody};
+    /// use privtel_model::{Form, KeyId, Personal, Program, Record, RecordBody, UserId};
     ///
     /// let policy = Policy::from_toml(
     ///     "[programs]\npersonalised_usage = true\n[fields]\n\"user.email\" = \"pseudonymise\"\n",
@@ -74,18 +75,25 @@ impl Policy {
     ///     .policy(policy.clone())
     ///     .key(PseudonymKey::new(KeyId::new(1), [7; 32]))
     ///     .build();
+    /// let clear = |text: &str| Personal::Clear(text.to_owned());
+    /// let raw = Record {
+    ///     program: Program::PersonalisedUsage,
+    ///     body: RecordBody::User(User {
+    ///         id: UserId::new("u-1042")?,
+    ///         username: clear("alice"),
+    ///         upn: clear("alice@corp.example"),
+    ///         first_name: clear("Alice"),
+    ///         last_name: clear("Martin"),
+    ///         job_title: clear("Engineer"),
+    ///         email: clear("alice@corp.example"),
+    ///         phone: clear("+41 21 000 00 00"),
+    ///     }),
+    /// };
     /// // What the filter lets through, the policy admits.
-    /// for record in privtel_testkit::fixtures::records("doc") {
-    ///     if let Some(filtered) = filter.apply(record, &mut Default::default()) {
-    ///         assert_eq!(policy.admits(&mut filtered.into_record()), Ok(()));
-    ///     }
-    /// }
-    /// // A record that skipped the filter, with a clear username, is refused.
-    /// let mut raw = privtel_testkit::fixtures::records("doc")
-    ///     .into_iter()
-    ///     .find(|r| matches!(&r.body, RecordBody::User(u) if matches!(u.username, Personal::Clear(_))))
-    ///     .expect("the fixtures hold a user with a clear username");
-    /// let refused = policy.admits(&mut raw).unwrap_err();
+    /// let filtered = filter.apply(raw.clone(), &mut Default::default()).expect("personalised usage is on");
+    /// assert_eq!(policy.admits(&mut filtered.into_record()), Ok(()));
+    /// // The record that skipped the filter, with a clear username, is refused.
+    /// let refused = policy.admits(&mut raw.clone()).unwrap_err();
     /// assert!(matches!(refused, Inadmissible::FieldForm { found: Form::Clear, .. }));
     /// assert_eq!(refused.to_string(), "field user.username arrived clear, the policy allows only withheld");
     /// # Ok::<(), Box<dyn std::error::Error>>(())

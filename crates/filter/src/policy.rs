@@ -190,11 +190,14 @@ impl Policy {
     ///
     /// ```
     /// use privtel_filter::Policy;
-    /// use privtel_model::{EventBody, TimeUnit};
+    /// use privtel_model::{EventBody, Login, Personal, TimeUnit};
     ///
     /// let policy = Policy::from_toml("[fields]\n\"login.time\" = \"clear\"\n")?;
-    /// let login = privtel_testkit::fixtures::event_bodies("x").into_iter()
-    ///     .find(|b| matches!(b, EventBody::Login(_))).unwrap();
+    /// let login = EventBody::Login(Login {
+    ///     time: Personal::Withheld,
+    ///     duration: Personal::Withheld,
+    ///     privileges: Personal::Withheld,
+    /// });
     /// assert_eq!(policy.instant_unit(&login), None);
     /// let policy = Policy::from_toml("[fields]\n\"login.time\" = \"withhold\"\n")?;
     /// assert_eq!(policy.instant_unit(&login), Some(TimeUnit::Day));

@@ -165,6 +165,7 @@ pub struct Execution {
     /// When it started.
     pub start: Personal<Timestamp>,
     /// How long it ran.
+    #[serde(with = "crate::iso8601::serde_personal_duration")]
     pub duration: Personal<Duration>,
 }
 
@@ -189,6 +190,7 @@ pub struct WebRequest {
     /// The server's port.
     pub destination_port: u16,
     /// How long the page took to load.
+    #[serde(with = "crate::iso8601::serde_personal_duration")]
     pub page_load: Personal<Duration>,
     /// How many visits this event stands for (aggregated by the agent).
     pub visit_count: u32,
@@ -209,6 +211,7 @@ pub struct Login {
     /// When.
     pub time: Personal<Timestamp>,
     /// How long the login took.
+    #[serde(with = "crate::iso8601::serde_personal_duration")]
     pub duration: Personal<Duration>,
     /// The account's rights.
     pub privileges: Personal<Privileges>,
@@ -338,5 +341,6 @@ pub struct ExperienceScore {
     /// The score, 0–100.
     pub score: Score,
     /// The period the score covers, ending at the event's time.
+    #[serde(with = "crate::iso8601::serde_duration")]
     pub period: Duration,
 }

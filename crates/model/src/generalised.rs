@@ -202,7 +202,9 @@ pub struct DurationBucket {
 
 #[derive(Serialize, Deserialize)]
 struct DurationBucketRepr {
+    #[serde(with = "crate::iso8601::serde_duration")]
     lo: Duration,
+    #[serde(with = "crate::iso8601::serde_option_duration")]
     hi: Option<Duration>,
 }
 

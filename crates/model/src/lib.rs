@@ -104,6 +104,7 @@ mod event;
 pub mod fields;
 mod generalised;
 mod id;
+pub mod iso8601;
 mod personal;
 mod program;
 mod pseudonym;

@@ -54,6 +54,7 @@ pub struct DeviceSummary {
     /// Logins.
     pub logins: u32,
     /// Their total duration.
+    #[serde(with = "crate::iso8601::serde_duration")]
     pub login_time: Duration,
     /// Binaries run.
     pub executions: u32,

@@ -3,7 +3,8 @@
 //! forms are marked), and an event's user clear, pseudonymised and dropped.
 //! Each file must decode to its sample and re-encode to the same bytes;
 //! changing one means old rows no longer read. `PRIVTEL_BLESS=1` writes
-//! missing files (never overwrites).
+//! missing files (never overwrites). `*.pairs.json` files are JSON written
+//! before durations became ISO 8601 text: decode only.
 //!
 //! Rows written before the change (a `file_name` of plain text, a `user`
 //! that is an id or null) are the `*-clear` files: their bytes are what
@@ -74,16 +75,34 @@ fn golden_rows_of_the_new_personal_fields_decode_and_re_encode_byte_for_byte() {
         check(path(&format!("{name}.bin")), bin, decode_bin, &sample);
         let json = serde_json::to_vec(&sample).unwrap();
         check(path(&format!("{name}.json")), json, |b| serde_json::from_slice(b).unwrap(), &sample);
+        // Written before durations were ISO 8601 text (`[0, 840000000]`):
+        // they still decode to the same record.
+        let pairs = path(&format!("{name}.pairs.json"));
+        if pairs.exists() {
+            let old: Record = serde_json::from_slice(&std::fs::read(&pairs).unwrap()).unwrap();
+            assert_eq!(&old, &sample, "{}: decodes to the sample", pairs.display());
+        }
     }
+}
+
+#[test]
+fn json_durations_are_iso_8601_text_and_the_old_pairs_still_read() {
+    let old = std::fs::read_to_string(path("event-user-clear.pairs.json")).unwrap();
+    assert!(old.contains(r#""page_load":{"clear":[0,840000000]}"#), "{old}");
+    let new = std::fs::read_to_string(path("event-user-clear.json")).unwrap();
+    assert!(new.contains(r#""page_load":{"clear":"PT0.84S"}"#), "{new}");
+    let summary = std::fs::read_to_string(path("device-summary.json")).unwrap();
+    assert!(summary.contains(r#""login_time":"PT40S""#), "{summary}");
+    assert_eq!(std::fs::read_dir(path("")).unwrap().count(), 18, "a golden file appeared or vanished");
 }
 
 #[test]
 fn clear_rows_are_the_shape_earlier_versions_wrote() {
     let json = std::fs::read_to_string(path("file-name-clear.json")).unwrap();
     assert!(json.contains(r#""file_name":"tool""#), "{json}");
-    let json = std::fs::read_to_string(path("event-user-clear.json")).unwrap();
+    let json = std::fs::read_to_string(path("event-user-clear.pairs.json")).unwrap();
     assert!(json.contains(r#""user":"u-1042""#), "{json}");
-    let json = std::fs::read_to_string(path("event-user-dropped.json")).unwrap();
+    let json = std::fs::read_to_string(path("event-user-dropped.pairs.json")).unwrap();
     assert!(json.contains(r#""user":null"#), "{json}");
     let json = std::fs::read_to_string(path("file-name-withheld.json")).unwrap();
     assert!(json.contains(r#""file_name":null"#), "{json}");

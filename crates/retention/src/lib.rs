@@ -34,8 +34,9 @@
 //!
 //! None.
 
-use privtel_model::{RecordBody, Timestamp};
-use time::Duration;
+// The model and `time` types this crate's API takes, so a caller needs no
+// dependency of a matching version on either.
+pub use privtel_model::{Duration, RecordBody, Timestamp};
 
 /// A time to live: how long data is kept after it was recorded.
 ///

@@ -289,7 +289,8 @@ impl Settings {
     /// # Errors
     ///
     /// [`SettingsError`] naming the file, line, customer or setting.
-    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, SettingsError> {
+        let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|source| SettingsError::Io { path: path.to_owned(), source })?;
         Self::parse(&text, path.parent())

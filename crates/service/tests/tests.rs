@@ -42,8 +42,7 @@ where
 }
 
 pub(crate) fn service_with(dir: &Path, settings: Settings) -> Arc<Service> {
-    let engine =
-        SqliteEngine::open(&dir.join("engine.db"), EngineOptions::default().secret([5; 32])).unwrap();
+    let engine = SqliteEngine::open(dir.join("engine.db"), EngineOptions::default().secret([5; 32])).unwrap();
     Arc::new(Service::new(engine, VerdictIndex::new(4, [1; 32]), now).with_settings(settings))
 }
 
@@ -394,7 +393,7 @@ fn direct_enrichment_answers_are_written_back_on_the_customers_objects() {
         threat: privtel_model::ThreatLevel::High,
         category: None,
     });
-    let engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).unwrap();
+    let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
     let service =
         Arc::new(Service::new(engine, index, now).with_settings(Settings::from_toml(SETTINGS).unwrap()));
     let mut conn = connect(&service, peer("acme", "dev-1"));
@@ -489,7 +488,7 @@ fn a_person_erased_while_the_service_ingests_stays_erased_and_is_never_filed_und
     // The other erasure comes from another process's handle on the same
     // file, as the dsar tool does.
     let mut other =
-        SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default().secret([5; 32])).unwrap();
+        SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default().secret([5; 32])).unwrap();
     let receipt = other
         .erase_person(&id("acme"), &privtel_store::ErasureRequest::new("r-2", id("u-dsar"), now()), now())
         .unwrap();
@@ -529,7 +528,7 @@ fn a_customer_removed_while_connected_is_refused_from_its_next_batch() {
 #[test]
 fn a_batch_above_the_welcomes_size_is_refused_and_an_empty_one_acknowledges_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).unwrap();
+    let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
     let service = Arc::new(
         Service::new(engine, VerdictIndex::new(4, [1; 32]), now)
             .with_settings(Settings::from_toml(SETTINGS).unwrap())

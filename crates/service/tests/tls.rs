@@ -46,7 +46,7 @@ fn start(limits: Limits) -> Running {
     }
     let identity = privtel_wire::tls::generate_identity(&["127.0.0.1"]).unwrap();
     let config = privtel_authority::server_config(&authority, &identity).unwrap();
-    let engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).unwrap();
+    let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
     let service = Arc::new(
         Service::new(engine, VerdictIndex::new(4, [1; 32]), wall)
             .with_settings(Settings::from_toml(SETTINGS).unwrap())

@@ -224,7 +224,7 @@ impl SqliteEngine {
     ///
     /// let dir = tempfile::tempdir()?;
     /// let engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default())?;
-    /// let day = privtel_testkit::fixtures::base_time();
+    /// let day: privtel_store::Timestamp = "2026-11-27T00:00:00Z".parse()?;
     /// assert!(engine.aggregates(day, day)?.is_empty());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -628,10 +628,10 @@ impl SqliteEngine {
     /// [`Error::SecretMismatch`] for a secret other than the store's;
     /// [`Error::MissingKey`] / [`Error::WrongKey`] if a pre-tenant store's
     /// sealed rows cannot be opened to index them.
-    pub fn open(path: &Path, options: EngineOptions) -> Result<Self> {
+    pub fn open(path: impl AsRef<Path>, options: EngineOptions) -> Result<Self> {
         let migrate = |tx: &Transaction<'_>| migrate_v3(tx, &options);
         let conn = schema::open(
-            path,
+            path.as_ref(),
             &[Step::Sql(V1), Step::Sql(V2), Step::Code(&migrate), Step::Sql(V4), Step::Sql(aggregate::V5)],
         )?;
         debug_assert_eq!(NEWEST, 5);
@@ -1179,7 +1179,7 @@ impl Encoder {
     ///
     /// let dir = tempfile::tempdir()?;
     /// let mut engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default())?;
-    /// let now = privtel_testkit::fixtures::base_time();
+    /// let now: privtel_model::Timestamp = "2026-11-27T10:00:00Z".parse()?;
     /// let day = privtel_model::Timestamp::from_unix_seconds(1_795_737_600)?;
     /// let summary = Record {
     ///     program: Program::Benchmarking,

@@ -31,23 +31,43 @@
 //! # Example
 //!
 //! ```
-//! use privtel_store::{EngineOptions, EngineStore, ErasureRequest, SqliteEngine};
-//! use privtel_model::{CustomerId, DeviceId, UserId};
+//! use privtel_store::model::{Event, EventBody, EventId, FeatureUsage};
+//! use privtel_store::{
+//!     CustomerId, DeviceId, EngineOptions, EngineStore, ErasureRequest, Program, Record, RecordBody,
+//!     SqliteEngine, Timestamp, UserId,
+//! };
 //!
 //! let dir = tempfile::tempdir()?;
-//! let mut engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default())?;
-//! let now = privtel_testkit::fixtures::base_time();
-//! let records = privtel_testkit::fixtures::records("doc");
-//! let (acme, device, stream) = (CustomerId::new("acme")?, DeviceId::new("dev-0001")?, 0x5eed);
+//! let mut engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default())?;
+//! let now: Timestamp = "2026-11-27T10:00:00Z".parse()?;
+//! let (device, person) = (DeviceId::new("dev-0001")?, UserId::new("u-1042")?);
+//! // Three uses of a feature by one person, as an agent sends them.
+//! let records: Vec<Record> = (1..=3u8)
+//!     .map(|n| Record {
+//!         program: Program::PersonalisedUsage,
+//!         body: RecordBody::Event(Event {
+//!             id: EventId::from_bytes([n; 16]),
+//!             device: device.clone(),
+//!             user: Some(person.clone()),
+//!             recorded_at: now,
+//!             body: EventBody::FeatureUsage(FeatureUsage {
+//!                 product: "editor".into(),
+//!                 feature: "export".into(),
+//!                 count: 1,
+//!             }),
+//!         }),
+//!     })
+//!     .collect();
+//! let (acme, stream) = (CustomerId::new("acme")?, 0x5eed);
 //! let first = engine.ingest(&acme, &device, stream, 1, records.clone(), now)?;
 //! let retry = engine.ingest(&acme, &device, stream, 1, records.clone(), now)?;
-//! assert_eq!((first.stored, retry.stored, retry.duplicates), (18, 0, 18));
+//! assert_eq!((first.stored, retry.stored, retry.duplicates), (3, 0, 3));
 //! // A batch past the high-water mark plus one is refused, and stores nothing.
 //! assert!(engine.ingest(&acme, &device, stream, 100, records, now).is_err());
 //!
-//! let user = UserId::new("u-1042")?;
+//! let user = person;
 //! let mut export = Vec::new();
-//! assert!(engine.export_person(&acme, &user, &mut export)? > 0);
+//! assert_eq!(engine.export_person(&acme, &user, &mut export)?, 3);
 //! // Another customer's person of the same id is someone else.
 //! assert_eq!(engine.export_person(&CustomerId::new("globex")?, &user, &mut Vec::new())?, 0);
 //! let receipt = engine.erase_person(&acme, &ErasureRequest::new("req-1", user.clone(), now), now)?;

@@ -153,13 +153,18 @@ pub struct Spooled {
 /// counted.
 ///
 /// ```
-/// use privtel_store::{Spool, SpoolOptions};
-/// use privtel_model::Program;
+/// use privtel_store::{Domain, DomainVerdict, Program, Record, RecordBody, Spool, SpoolOptions, Timestamp};
 ///
 /// let dir = tempfile::tempdir()?;
-/// let mut spool = Spool::open(&dir.path().join("spool.db"), SpoolOptions::default())?;
-/// let records = privtel_testkit::fixtures::records("doc");
-/// let now = privtel_testkit::fixtures::base_time();
+/// let mut spool = Spool::open(dir.path().join("spool.db"), SpoolOptions::default())?;
+/// let now: Timestamp = "2026-11-27T10:00:00Z".parse()?;
+/// let records: Vec<Record> = ["example.com", "example.org"]
+///     .into_iter()
+///     .map(|d| -> Result<Record, privtel_store::model::Error> {
+///         let verdict = DomainVerdict::unknown(Domain::new(d)?);
+///         Ok(Record { program: Program::Enrichment, body: RecordBody::DomainVerdict(verdict) })
+///     })
+///     .collect::<Result<_, _>>()?;
 /// let seqs = spool.append_batch(&records, now)?;
 /// let batch = spool.next_batch(Program::Enrichment, 100)?;
 /// assert!(!batch.is_empty());

@@ -66,7 +66,7 @@ fn in_file(dir: &std::path::Path, needle: &str) -> bool {
 #[test]
 fn summaries_are_summed_per_customer_and_a_retry_is_not_folded_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let mut engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).unwrap();
+    let mut engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
     // Scores: 1 crash in 7 days, 4 samples 1 slow: (3.2 + 2.625) / 0.75 = 7.77 -> 7.8;
     // nothing wrong, 2 samples: 10.0.
     let (a, b) = (summary(1, 4, 1), summary(0, 2, 0));
@@ -143,7 +143,7 @@ fn no_aggregate_row_names_a_device_or_a_person_and_rows_expire() {
 #[test]
 fn without_folding_a_benchmarking_record_is_stored_as_before() {
     let dir = tempfile::tempdir().unwrap();
-    let mut engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).unwrap();
+    let mut engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
     let out = engine
         .ingest(
             &CustomerId::new("acme").unwrap(),

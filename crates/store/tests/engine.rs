@@ -17,7 +17,7 @@ pub(crate) fn engine(
     if let Some(key) = key {
         options = options.key(key);
     }
-    SqliteEngine::open(&dir.path().join("engine.db"), options).unwrap()
+    SqliteEngine::open(dir.path().join("engine.db"), options).unwrap()
 }
 
 pub(crate) fn acme() -> CustomerId {
@@ -267,7 +267,7 @@ fn sealed_engine_and_schema_versions() {
 
     // A file from a newer version is refused, not damaged.
     set_user_version(&dir.path().join("engine.db"), 99);
-    let err = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).unwrap_err();
+    let err = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap_err();
     assert_eq!(err.to_string(), "database schema version 99 is newer than the 5 this version understands");
 }
 

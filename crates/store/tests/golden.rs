@@ -191,7 +191,7 @@ fn write() {
     let mut spool = Spool::open(out.join("wave3-spool.db"), SpoolOptions::default()).unwrap();
     spool.append_batch(&fixtures::golden_records("golden"), now).unwrap();
     drop(spool);
-    let mut engine = SqliteEngine::open(&out.join("wave3-engine.db"), EngineOptions::default()).unwrap();
+    let mut engine = SqliteEngine::open(out.join("wave3-engine.db"), EngineOptions::default()).unwrap();
     let dev = |d: &str| DeviceId::new(d).unwrap();
     engine
         .ingest(&acme(), &dev("dev-0001"), WAVE3_STREAM, 1, fixtures::golden_records("golden"), now)

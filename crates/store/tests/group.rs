@@ -115,7 +115,7 @@ fn batches_encoded_for_another_store_are_refused() {
     assert_eq!(a.high_water(&acme(), &dev("dev-a"), S).unwrap(), 0);
     // The encoder's Debug shows no key, the batch's no record.
     let sealed = SqliteEngine::open(
-        &dir_b.path().join("sealed.db"),
+        dir_b.path().join("sealed.db"),
         EngineOptions::default().key(privtel_store::AtRestKey::new(3, [0x5a; 32])),
     )
     .unwrap();
