@@ -77,7 +77,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
             continue;
         };
         match normalizer.normalize(text) {
-            Ok(n) => writeln!(out, "{}\t{}", n.host(), n.registrable().unwrap_or(""))?,
+            // Plain byte writes: formatting machinery was a tenth of the
+            // time of a million hosts.
+            Ok(n) => {
+                out.write_all(n.host().as_bytes())?;
+                out.write_all(b"\t")?;
+                out.write_all(n.registrable().unwrap_or("").as_bytes())?;
+                out.write_all(b"\n")?;
+            }
             Err(e) => writeln!(out, "ERROR\t{}", e.kind())?,
         }
     }
