@@ -105,7 +105,11 @@
 //! Most inputs are a plain ASCII host or an `http(s)` URL whose authority
 //! needs no decoding. Those take a fast path that never builds a `Url` and
 //! gives exactly the answers of the full path (a property test runs both on
-//! generated inputs); everything else takes the full path.
+//! generated inputs); everything else takes the full path. The fast path
+//! also takes hosts whose IDN labels (Unicode, or `xn--`) are labels of the
+//! list's rules, written left to right: their ASCII forms are worked out
+//! once, when the list is loaded, by the same host parser the full path
+//! uses (`img.спб.рус` → `img.xn--90a1af.xn--p1acf` without idna).
 //!
 //! # The list
 //!
