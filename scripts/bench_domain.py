@@ -28,7 +28,8 @@ import time
 DATA = os.environ["BENCH_DATA"]
 RUNS = int(os.environ["RUNS"])
 N = int(os.environ["N"])
-OURS = "target/release/examples/normalize"
+# The binary scripts/bench-domain.sh just built, in cargo's target directory.
+OURS = os.path.join(os.environ.get("CARGO_TARGET_DIR") or "target", "release", "examples", "normalize")
 WORDS = ["www", "mail", "cdn", "api", "login", "static", "news", "shop", "acme", "cloud", "files", "media",
          "portal", "img", "eu-west-1", "app"]
 SUFFIXES = ["com", "org", "net", "co.uk", "de", "io", "github.io", "com.au", "fr", "s3.amazonaws.com", "jp",

@@ -2,6 +2,7 @@
 //! path. The Public Suffix List is not involved here.
 
 use crate::error::ErrorKind;
+use crate::labels::IdnLabels;
 
 /// A canonical host.
 pub(crate) enum Host {
@@ -146,14 +147,16 @@ pub(crate) fn full(input: &str) -> Result<Host, ErrorKind> {
 
 /// The fast path: `Some` with the answer the full path would give, or
 /// `None` when the input needs the full path (anything beyond plain ASCII
-/// host characters, userinfo, IPv6, IDN, percent signs, numeric last labels,
-/// unusual ports or schemes). A bare `word:` is answered here only when a
-/// port of 1 to 5 digits follows, which rule 2 reads as `host:port` too;
-/// every other `word:` (a scheme, or an empty port) goes to the full path.
+/// host characters and the IDN labels of `idn`, userinfo, IPv6, percent
+/// signs, numeric last labels, unusual ports or schemes). A bare `word:` is
+/// answered here only when a port of 1 to 5 digits follows, which rule 2
+/// reads as `host:port` too; every other `word:` (a scheme, or an empty
+/// port) goes to the full path.
 ///
-/// One pass over the bytes: lowercases, drops empty labels, checks label
-/// lengths, and stops at the end of the authority.
-pub(crate) fn fast(input: &str) -> Option<Result<Host, ErrorKind>> {
+/// One pass over the bytes: lowercases, drops empty labels, puts IDN labels
+/// in their ASCII form, checks label lengths, and stops at the end of the
+/// authority.
+pub(crate) fn fast(input: &str, idn: &IdnLabels) -> Option<Result<Host, ErrorKind>> {
     let b = input.as_bytes();
     let rest = if b.len() >= 7 && b[..7].eq_ignore_ascii_case(b"http://") {
         &b[7..]
@@ -163,44 +166,59 @@ pub(crate) fn fast(input: &str) -> Option<Result<Host, ErrorKind>> {
         b
     };
     let bare = rest.len() == b.len();
-    let mut out: Vec<u8> = Vec::with_capacity(rest.len());
+    // One more byte than the host can take: the dot after each label.
+    let mut out: Vec<u8> = Vec::with_capacity(rest.len() + 1);
     let mut label_start = 0; // in `out`
     let mut last_label = 0..0; // in `out`
     let mut long_label = None;
+    let mut unicode = false; // the label being read has a non-ASCII byte
     let mut i = 0;
-    // Closes the label that ends at `out.len()`, if it is not empty.
-    let mut close =
-        |out: &mut Vec<u8>, label_start: &mut usize, last_label: &mut std::ops::Range<usize>| -> bool {
-            let label = &out[*label_start..];
-            if label.is_empty() {
-                return true;
-            }
-            if label.starts_with(b"xn--") {
-                return false;
-            }
-            if label.len() > MAX_LABEL && long_label.is_none() {
-                long_label = Some(label.len());
-            }
-            *last_label = *label_start..out.len();
-            out.push(b'.');
-            *label_start = out.len();
-            true
-        };
+    // Closes the label that ends at `out.len()`, if it is not empty; false
+    // if it needs the full path.
+    let mut close = |out: &mut Vec<u8>,
+                     label_start: &mut usize,
+                     last_label: &mut std::ops::Range<usize>,
+                     unicode: &mut bool|
+     -> bool {
+        let label = &out[*label_start..];
+        if label.is_empty() {
+            return true;
+        }
+        if std::mem::take(unicode) || label.starts_with(b"xn--") {
+            let Some(ascii) = idn.ascii(label) else { return false };
+            out.truncate(*label_start);
+            out.extend_from_slice(ascii.as_bytes());
+        }
+        let len = out.len() - *label_start;
+        if len > MAX_LABEL && long_label.is_none() {
+            long_label = Some(len);
+        }
+        *last_label = *label_start..out.len();
+        out.push(b'.');
+        *label_start = out.len();
+        true
+    };
     while i < rest.len() {
         match rest[i] {
             c @ (b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_') => out.push(c),
             c @ b'A'..=b'Z' => out.push(c.to_ascii_lowercase()),
             b'.' => {
-                if !close(&mut out, &mut label_start, &mut last_label) {
+                if !close(&mut out, &mut label_start, &mut last_label, &mut unicode) {
                     return None;
                 }
             }
             b':' | b'/' | b'?' | b'#' => break,
+            c @ 0x80.. => {
+                // Part of a non-ASCII character (the input is UTF-8, and
+                // the bytes of a character never stop a label).
+                out.push(c);
+                unicode = true;
+            }
             _ => return None,
         }
         i += 1;
     }
-    if !close(&mut out, &mut label_start, &mut last_label) {
+    if !close(&mut out, &mut label_start, &mut last_label, &mut unicode) {
         return None;
     }
     out.pop(); // the dot after the last label
@@ -234,6 +252,7 @@ pub(crate) fn fast(input: &str) -> Option<Result<Host, ErrorKind>> {
     if out.len() > MAX_HOST {
         return Some(Err(ErrorKind::HostTooLong(out.len())));
     }
-    // Only ASCII letters, digits, '-', '_' and '.' were pushed.
+    // Only ASCII letters, digits, '-', '_' and '.' are left: a label with
+    // another byte went to the full path or was replaced by its ASCII form.
     String::from_utf8(out).ok().map(|host| Ok(Host::Domain(host)))
 }

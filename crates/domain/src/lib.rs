@@ -105,7 +105,11 @@
 //! Most inputs are a plain ASCII host or an `http(s)` URL whose authority
 //! needs no decoding. Those take a fast path that never builds a `Url` and
 //! gives exactly the answers of the full path (a property test runs both on
-//! generated inputs); everything else takes the full path.
+//! generated inputs); everything else takes the full path. The fast path
+//! also takes hosts whose IDN labels (Unicode, or `xn--`) are labels of the
+//! list's rules, written left to right: their ASCII forms are worked out
+//! once, when the list is loaded, by the same host parser the full path
+//! uses (`img.спб.рус` → `img.xn--90a1af.xn--p1acf` without idna).
 //!
 //! # The list
 //!
@@ -119,6 +123,7 @@
 
 mod error;
 mod host;
+mod labels;
 mod suffixes;
 
 use std::net::IpAddr;
@@ -272,7 +277,7 @@ impl NormalizerBuilder {
     pub fn build(&self) -> Result<Normalizer, ListError> {
         let text = self.list.as_deref().unwrap_or(EMBEDDED_LIST);
         let suffixes = suffixes::Suffixes::parse(text, self.icann_only)?;
-        Ok(Normalizer { suffixes })
+        Ok(Normalizer { suffixes, idn: labels::IdnLabels::parse(text) })
     }
 }
 
@@ -281,6 +286,8 @@ impl NormalizerBuilder {
 #[derive(Clone, Debug)]
 pub struct Normalizer {
     suffixes: suffixes::Suffixes,
+    /// The list's IDN labels in ASCII form, for the fast path.
+    idn: labels::IdnLabels,
 }
 
 impl Default for Normalizer {
@@ -315,7 +322,7 @@ impl Normalizer {
     /// [`Error`] naming the input and the rule it broke.
     pub fn normalize(&self, input: &str) -> Result<Normalized> {
         let trimmed = host::trim_c0(input);
-        let host = match host::fast(trimmed) {
+        let host = match host::fast(trimmed, &self.idn) {
             Some(fast) => fast,
             None => host::full(trimmed),
         }
@@ -329,10 +336,6 @@ impl Normalizer {
     fn normalize_full(&self, input: &str) -> Result<Normalized> {
         let host = host::full(host::trim_c0(input)).map_err(|kind| Error::new(input, kind))?;
         Ok(self.lookup(host))
-    }
-
-    fn find(&self, host: &str) -> suffixes::Found {
-        self.suffixes.find(host)
     }
 
     fn lookup(&self, host: host::Host) -> Normalized {
@@ -351,16 +354,12 @@ impl Normalizer {
                 tld_known: false,
             };
         }
-        let info = self.find(&host);
-        let tld = host.rsplit('.').next().unwrap_or(&host);
-        let tld_known =
-            if tld.len() == info.len { info.section.is_some() } else { self.find(tld).section.is_some() };
-        let suffix = host.len().checked_sub(info.len);
+        let suffixes::Found { len, section, tld_known } = self.suffixes.find(&host);
+        let suffix = host.len().checked_sub(len);
         // The registrable domain is the suffix and one label more, if the
         // host has one more.
         let registrable =
-            suffix.filter(|&at| at >= 2).map(|at| host[..at - 1].rfind('.').map_or(0, |dot| dot + 1));
-        let section = info.section;
+            suffix.filter(|&at| at >= 2).map(|at| suffixes::label_start(host.as_bytes(), at - 1));
         Normalized { host, kind, registrable, suffix, section, tld_known }
     }
 }

@@ -34,6 +34,10 @@ pub(crate) struct Found {
     /// The section of the rule that gave it; `None` under the implicit
     /// rule `*` (an unknown top-level label is a suffix).
     pub(crate) section: Option<Section>,
+    /// Whether the top label is in the list: the section of this answer
+    /// when the suffix is the top label, else whether the top label alone
+    /// has a rule of its own (the answer `find` gives for it alone).
+    pub(crate) tld_known: bool,
 }
 
 /// The table: open addressing over 8-byte slots (the upper half of the
@@ -69,7 +73,7 @@ fn unpack(b: u8) -> Entry {
 
 /// The hash of a candidate suffix one label longer: `h` is the hash of the
 /// labels to the right of `label` (`START` for none).
-fn extend(h: u64, label: &[u8]) -> u64 {
+pub(crate) fn extend(h: u64, label: &[u8]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut h = h ^ (label.len() as u64).wrapping_mul(K);
     let mut chunks = label.chunks_exact(8);
@@ -88,7 +92,7 @@ fn extend(h: u64, label: &[u8]) -> u64 {
 }
 
 /// The hash of the empty suffix.
-const START: u64 = 0x243f_6a88_85a3_08d3;
+pub(crate) const START: u64 = 0x243f_6a88_85a3_08d3;
 
 /// The hash of a whole suffix, label by label from the top one.
 fn hash(suffix: &str) -> u64 {
@@ -207,24 +211,30 @@ impl Suffixes {
         let read = std::hint::black_box([self.slots[h1 as usize & mask], self.slots[h2 as usize & mask]]);
         // The label being added spans `start..end`; the candidate is `start..`.
         let (mut start, mut end, mut h, mut first) = (start1, bytes.len(), h1, read[0]);
-        let mut best = Found { len: bytes.len() - start1, section: None };
+        let mut best = Found { len: bytes.len() - start1, section: None, tld_known: false };
+        // What the top label alone has: a rule of its own or an exception.
+        let mut top_alone = false;
         loop {
             let suffix = &bytes[start..];
             // Not even a mark: no rule is this deep under this suffix.
             let Some(e) = self.get(h, first, suffix) else { break };
+            if start == start1 {
+                top_alone = e.normal.is_some() || e.exception.is_some();
+            }
             if let Some(section) = e.exception {
                 // One label fewer than the exception.
                 let len = if end < bytes.len() { bytes.len() - end - 1 } else { 0 };
-                return Found { len, section: Some(section) };
+                return Found { len, section: Some(section), tld_known: false }
+                    .with_top(bytes, start1, top_alone);
             }
             if let Some(section) = e.normal {
-                best = Found { len: suffix.len(), section: Some(section) };
+                best = Found { len: suffix.len(), section: Some(section), tld_known: false };
             }
             if let Some(section) = e.wildcard
                 && start > 0
             {
                 let next = label_start(bytes, start - 1);
-                best = Found { len: bytes.len() - next, section: Some(section) };
+                best = Found { len: bytes.len() - next, section: Some(section), tld_known: false };
             }
             if start == 0 {
                 break;
@@ -238,12 +248,21 @@ impl Suffixes {
                 first = self.slots[h as usize & mask];
             }
         }
-        best
+        best.with_top(bytes, start1, top_alone)
+    }
+}
+
+impl Found {
+    /// Sets `tld_known` for a host whose top label starts at `start1` and
+    /// has a rule of its own (`top_alone`) or not.
+    fn with_top(mut self, bytes: &[u8], start1: usize, top_alone: bool) -> Self {
+        self.tld_known = if bytes.len() - start1 == self.len { self.section.is_some() } else { top_alone };
+        self
     }
 }
 
 /// Where the label that ends at `end` starts (after the dot before it).
-fn label_start(bytes: &[u8], end: usize) -> usize {
+pub(crate) fn label_start(bytes: &[u8], end: usize) -> usize {
     let mut i = end;
     while i > 0 && bytes[i - 1] != b'.' {
         i -= 1;
@@ -318,8 +337,19 @@ mod tests {
                         publicsuffix::Type::Icann => Section::Icann,
                         publicsuffix::Type::Private => Section::Private,
                     }),
+                    tld_known: false,
                 };
-                let found = ours.find(&host);
+                let mut found = ours.find(&host);
+                // `tld_known` as two lookups give it: the host's, and the
+                // top label's alone when the suffix is longer.
+                let tld = host.rsplit('.').next().unwrap_or(&host);
+                let tld_known = if tld.len() == found.len {
+                    found.section.is_some()
+                } else {
+                    ours.find(tld).section.is_some()
+                };
+                assert_eq!(found.tld_known, tld_known, "{host:?} (icann only: {icann_only})");
+                found.tld_known = false;
                 checked += 1;
                 if found == theirs {
                     continue;
@@ -350,7 +380,15 @@ mod tests {
         assert_eq!(len("a.www.ck"), "ck".len());
         assert_eq!(len("a.b.ck"), "b.ck".len());
         // No rule: the top label.
-        assert_eq!(ours.find("a.b.nosuchtld"), Found { len: "nosuchtld".len(), section: None });
+        assert_eq!(
+            ours.find("a.b.nosuchtld"),
+            Found { len: "nosuchtld".len(), section: None, tld_known: false }
+        );
+        // `ck` has no rule of its own (`*.ck` only), but is the suffix of
+        // `www.ck` under `!www.ck`.
+        assert!(!ours.find("a.b.ck").tld_known);
+        assert!(ours.find("www.ck").tld_known);
+        assert!(ours.find("a.co.uk").tld_known);
     }
 
     #[test]
@@ -373,7 +411,7 @@ mod tests {
         assert_eq!(list.find("xn--czrs0t").section, Some(Section::Icann));
         assert_eq!(list.find("x.xn--czrs0t").len, "xn--czrs0t".len());
         // `d.e`, `c.d.e`, `b.c.d.e` are marks, not rules.
-        assert_eq!(list.find("x.d.e"), Found { len: 1, section: None });
+        assert_eq!(list.find("x.d.e"), Found { len: 1, section: None, tld_known: false });
         assert_eq!(list.find("x.a.b.c.d.e").len, "a.b.c.d.e".len());
         for host in ["", ".", "..", "com.", ".com", "a..ck"] {
             assert!(list.find(host).len <= host.len(), "{host:?}");
