@@ -4,13 +4,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
 
-use postgres::{Client, NoTls, Transaction};
+use postgres::{Client, NoTls, Statement, Transaction};
 use privtel_model::{
     BinaryVerdict, CustomerId, DeviceId, Digest as Sha256, Domain, DomainVerdict, Record, RecordBody, Timestamp,
     UserId,
 };
 use privtel_retention::{RecordClass, RetentionPolicy};
-use privtel_store::parts::{Digest, Format, MentionKind, Secret, check_range, mentions, nanos, open, record_time, seal};
+use privtel_store::parts::{
+    Digest, Format, MentionKind, Secret, check_range, encode, mentions, nanos, open, record_time, seal_encoded,
+};
 use privtel_store::{
     AdmittedBatch, AtRestKey, DeletionReceipt, EngineStore, ErasureRequest, Error, IngestOutcome, Result, Sequence,
     StoredVerdict, SweepReport,
@@ -108,6 +110,9 @@ struct Cache {
     generation: i64,
     keys: HashMap<(i32, Digest), [u8; 32]>,
     suppressed: HashMap<i32, HashSet<Digest>>,
+    /// Partitions known to exist (a sweep that drops one raises the
+    /// generation too).
+    partitions: HashSet<Key>,
 }
 
 /// The engine store on a PostgreSQL database: records partitioned by
@@ -115,6 +120,7 @@ struct Cache {
 /// under per-person keys that erasure destroys (docs/STORAGE.md).
 pub struct PgEngine {
     client: Mutex<Client>,
+    statements: Statements,
     retention: RetentionPolicy,
     wrap: Option<Wrap>,
     secret: Secret,
@@ -132,9 +138,12 @@ impl std::fmt::Debug for PgEngine {
     }
 }
 
-/// A record ready to be stored, its payload not yet sealed.
+/// A record ready to be stored: encoded, not yet sealed (its key needs
+/// the subjects' keys, read in the transaction).
 struct Prepared {
-    record: Record,
+    /// The payload in the current format, or why it cannot be encoded
+    /// (raised only if the record is new).
+    plain: Result<Vec<u8>>,
     user_digest: Option<Digest>,
     /// The user id's digest first (kind 1), then every mention digest.
     subjects: Vec<Subject>,
@@ -165,27 +174,42 @@ struct Row {
     payload: Vec<u8>,
 }
 
-/// What the batches of one attempt added, visible to its later batches.
-#[derive(Default)]
-struct Group {
-    customers: HashMap<String, i32>,
-    keys: HashMap<(i32, Digest), [u8; 32]>,
-    events: HashSet<(i64, i64, i32)>,
-    partitions: HashSet<Key>,
-    rows: Vec<Row>,
-    default_routed: u64,
+/// The statements every ingest runs, prepared once per connection (no
+/// parsing or planning per batch; partitions are pruned when they run).
+struct Statements {
+    generation: Statement,
+    marks: Statement,
+    replays: Statement,
+    devices: Statement,
+    streams: Statement,
+    keys: Statement,
+    new_keys: Statement,
+    ids: Statement,
 }
 
-enum BatchError {
-    /// Refused before anything of it was written: the attempt goes on.
-    Refused(Error),
-    /// Failed while writing: the attempt is rolled back.
-    Failed(Error),
-}
-
-impl From<Error> for BatchError {
-    fn from(e: Error) -> Self {
-        Self::Failed(e)
+impl Statements {
+    fn prepare(client: &mut Client) -> Result<Self> {
+        let mut p = |sql: &str| client.prepare(sql).op("preparing statements");
+        Ok(Self {
+            generation: p("SELECT n FROM key_generation")?,
+            marks: p("SELECT d.customer, d.device, d.id, s.stream, s.high_water FROM devices d
+                 LEFT JOIN streams s ON s.device = d.id
+                 WHERE (d.customer, d.device) IN (SELECT * FROM unnest($1::integer[], $2::text[]))")?,
+            replays: p("SELECT device, event_id FROM records WHERE customer = $1 AND class = 0 AND day = $2
+                 AND (device, event_id) IN (SELECT * FROM unnest($3::bigint[], $4::bigint[]))")?,
+            devices: p("INSERT INTO devices (customer, device, last_seen)
+                 SELECT * FROM unnest($1::integer[], $2::text[], $3::bigint[])
+                 ON CONFLICT (customer, device) DO UPDATE SET last_seen = greatest(devices.last_seen, EXCLUDED.last_seen)
+                 RETURNING customer, device, id")?,
+            streams: p("INSERT INTO streams (device, stream, high_water)
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])
+                 ON CONFLICT (device, stream) DO UPDATE SET high_water = greatest(streams.high_water, EXCLUDED.high_water)")?,
+            keys: p("SELECT digest, key FROM subject_keys WHERE customer = $1 AND digest = ANY($2::bytea[])")?,
+            new_keys: p("INSERT INTO subject_keys (customer, digest, kind, key)
+                 SELECT * FROM unnest($1::integer[], $2::bytea[], $3::smallint[], $4::bytea[])
+                 ON CONFLICT DO NOTHING")?,
+            ids: p("SELECT nextval('record_ids') FROM generate_series(1, $1::bigint)")?,
+        })
     }
 }
 
@@ -227,8 +251,10 @@ impl PgEngine {
         })?;
         schema::migrate(&mut client)?;
         let secret = schema::resolve_secret(&mut client, options.secret.as_ref())?;
+        let statements = Statements::prepare(&mut client)?;
         Ok(Self {
             client: Mutex::new(client),
+            statements,
             retention: options.retention,
             wrap: options.wrap,
             secret,
@@ -333,6 +359,7 @@ impl PgEngine {
                     subjects.extend(found.iter().map(|(k, d)| (k.code(), *d)));
                     let recorded_at = nanos(record_time(&record, received));
                     Prepared {
+                        plain: encode(&record),
                         class: i16::from(RecordClass::of(&record.body) == RecordClass::Object),
                         day: day_of(recorded_at),
                         recorded_at,
@@ -342,7 +369,6 @@ impl PgEngine {
                         },
                         user_digest,
                         subjects,
-                        record,
                     }
                 })
             })
@@ -357,19 +383,24 @@ impl PgEngine {
         }
     }
 
-    /// One attempt at a group: every batch whose result is not known yet.
-    /// `Ok(Err((i, e)))`: batch `i` failed while writing, the attempt was
-    /// rolled back.
+    /// One transaction storing every batch of `live`: each batch's outcome
+    /// (a refusal found by reading only leaves no trace), or an error for
+    /// the whole attempt (rolled back).
     fn attempt(
         &mut self,
         batches: &[PreparedBatch],
-        known: &[Option<Result<IngestOutcome>>],
+        live: &[usize],
         now: Timestamp,
-    ) -> Result<std::result::Result<Vec<Option<Result<IngestOutcome>>>, (usize, Error)>> {
-        let Self { client, cache, customers, secret: _, wrap, window, default_routed, .. } = self;
+    ) -> Result<Vec<(usize, Result<IngestOutcome>)>> {
+        let Self { client, statements: st, cache, customers, wrap, window, default_routed, .. } = self;
         let client = client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let wrap = wrap.as_ref();
+        let now_ns = nanos(now);
         let mut tx = client.transaction().op("starting an ingest")?;
-        let live: Vec<usize> = (0..batches.len()).filter(|i| known[*i].is_none()).collect();
+
+        // Locks: the customers shared (an erasure or a sweep of one takes
+        // it alone), the devices exclusive (marks and replays of a device
+        // are read and moved by one writer at a time); in order.
         let mut clocks: Vec<i64> = live.iter().map(|i| batches[*i].customer_lock).collect();
         let mut dlocks: Vec<i64> = live.iter().map(|i| batches[*i].device_lock).collect();
         clocks.sort_unstable();
@@ -386,8 +417,7 @@ impl PgEngine {
             &[&dlocks],
         )
         .op("locking devices")?;
-        let generation: i64 =
-            tx.query_one("SELECT n FROM key_generation", &[]).op("reading the key generation")?.get(0);
+        let generation: i64 = tx.query_one(&st.generation, &[]).op("reading the key generation")?.get(0);
         if generation != cache.generation {
             *cache = Cache { generation, ..Cache::default() };
         }
@@ -404,29 +434,277 @@ impl PgEngine {
                 customers.insert(row.get(0), row.get(1));
             }
         }
-        let today = day_of(nanos(now));
-        let ctx = Ctx {
-            customers,
-            wrap: wrap.as_ref(),
-            now: nanos(now),
-            window: (i64::from(today) - i64::from(window.0), i64::from(today) + i64::from(window.1)),
-        };
-        let mut group = Group::default();
-        let mut out: Vec<Option<Result<IngestOutcome>>> = (0..batches.len()).map(|_| None).collect();
-        for &i in &live {
-            match ingest_batch(&mut tx, &ctx, cache, &mut group, &batches[i]) {
-                Ok(o) => out[i] = Some(Ok(o)),
-                Err(BatchError::Refused(e)) => out[i] = Some(Err(e)),
-                Err(BatchError::Failed(e)) => return Ok(Err((i, e))),
+
+        // Devices and marks as committed.
+        let mut pairs: BTreeSet<(i32, &str)> = BTreeSet::new();
+        for &i in live {
+            if let Some(c) = customers.get(&batches[i].customer) {
+                pairs.insert((*c, batches[i].device.as_str()));
             }
         }
-        let Group { customers: new_customers, keys: new_keys, rows, default_routed: routed, .. } = group;
-        copy_rows(&mut tx, rows)?;
+        let mut device_ids: HashMap<(i32, String), i64> = HashMap::new();
+        let mut marks: HashMap<(i64, i64), u64> = HashMap::new();
+        if !pairs.is_empty() {
+            let cs: Vec<i32> = pairs.iter().map(|p| p.0).collect();
+            let ds: Vec<&str> = pairs.iter().map(|p| p.1).collect();
+            for row in tx.query(&st.marks, &[&cs, &ds]).op("reading the high-water marks")? {
+                let id: i64 = row.get(2);
+                device_ids.insert((row.get(0), row.get(1)), id);
+                if let (Some(stream), Some(hw)) = (row.get::<_, Option<i64>>(3), row.get::<_, Option<i64>>(4)) {
+                    marks.insert((id, stream), hw.max(0) as u64);
+                }
+            }
+        }
+        for c in pairs.iter().map(|p| p.0).collect::<BTreeSet<_>>() {
+            if let std::collections::hash_map::Entry::Vacant(v) = cache.suppressed.entry(c) {
+                let set = tx
+                    .query("SELECT digest FROM suppressed WHERE customer = $1", &[&c])
+                    .op("reading suppressed digests")?
+                    .iter()
+                    .filter_map(|r| Digest::try_from(r.get::<_, Vec<u8>>(0)).ok())
+                    .collect();
+                v.insert(set);
+            }
+        }
+
+        // Each batch in order, in memory: its range against the mark (as
+        // the group's earlier batches left it), what is a retry, refused,
+        // suppressed; a record to store that cannot be encoded refuses it.
+        let mut group_marks: HashMap<(&str, &str, u64), u64> = HashMap::new();
+        let mut out: Vec<(usize, Result<IngestOutcome>)> = Vec::with_capacity(live.len());
+        let mut accepted: Vec<(usize, IngestOutcome, Vec<usize>)> = Vec::new();
+        for &i in live {
+            let b = &batches[i];
+            let Sequence { stream, first_seq, skipped } = b.seq;
+            let cid = customers.get(&b.customer).copied();
+            let dev = cid.and_then(|c| device_ids.get(&(c, b.device.clone())).copied());
+            let key = (b.customer.as_str(), b.device.as_str(), stream);
+            let high_water = group_marks
+                .get(&key)
+                .copied()
+                .or_else(|| dev.and_then(|d| marks.get(&(d, stream as i64)).copied()))
+                .unwrap_or(0);
+            if first_seq - skipped > high_water.saturating_add(1) {
+                out.push((i, Err(Error::SequenceGap { first_seq, high_water })));
+                continue;
+            }
+            let first_new = usize::try_from(high_water.saturating_sub(first_seq - 1)).unwrap_or(usize::MAX);
+            if let Some(Some(Err(e))) = b.records.iter().skip(first_new).map(|r| r.as_ref().map(|p| &p.plain)).find(|r| matches!(r, Some(Err(_)))) {
+                let reason = match e {
+                    Error::Encode(reason) => reason.clone(),
+                    other => other.to_string(),
+                };
+                out.push((i, Err(Error::Encode(reason))));
+                continue;
+            }
+            let declared = (first_seq - 1).saturating_sub(high_water).min(skipped);
+            let mut outcome = IngestOutcome::default();
+            outcome.high_water = high_water + declared;
+            outcome.skipped = declared;
+            let suppressed = cid.and_then(|c| cache.suppressed.get(&c));
+            let mut candidates = Vec::new();
+            for (n, r) in b.records.iter().enumerate() {
+                // In range: check_range bounded the last by i64::MAX.
+                let seq = first_seq + n as u64;
+                if seq <= high_water {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+                outcome.high_water = outcome.high_water.max(seq);
+                let Some(r) = r else {
+                    outcome.refused += 1;
+                    continue;
+                };
+                if suppressed.is_some_and(|s| r.subjects.iter().any(|(_, d)| s.contains(d))) {
+                    outcome.suppressed += 1;
+                    continue;
+                }
+                candidates.push(n);
+            }
+            group_marks.insert(key, outcome.high_water);
+            accepted.push((i, outcome, candidates));
+        }
+
+        // Replays: event ids the (customer, device) holds for that day, as
+        // committed, and as stored by the group's earlier batches.
+        let mut asked: BTreeMap<(i32, i32), (Vec<i64>, Vec<i64>)> = BTreeMap::new();
+        for (i, _, candidates) in &accepted {
+            let b = &batches[*i];
+            let Some(c) = customers.get(&b.customer).copied() else { continue };
+            let Some(d) = device_ids.get(&(c, b.device.clone())).copied() else { continue };
+            for n in candidates {
+                if let Some(Prepared { class: 0, event_id: Some(e), day, .. }) = &b.records[*n] {
+                    let q = asked.entry((c, *day)).or_default();
+                    q.0.push(d);
+                    q.1.push(*e);
+                }
+            }
+        }
+        let mut held: HashSet<(i64, i64, i32)> = HashSet::new();
+        for ((c, day), (ds, es)) in &asked {
+            for row in tx.query(&st.replays, &[c, day, ds, es]).op("reading event ids")? {
+                held.insert((row.get(0), row.get(1), *day));
+            }
+        }
+        let mut in_group: HashSet<(&str, &str, i64, i32)> = HashSet::new();
+        let mut fresh: Vec<(usize, Vec<usize>)> = Vec::with_capacity(accepted.len());
+        for (i, outcome, candidates) in &mut accepted {
+            let b = &batches[*i];
+            let dev = customers.get(&b.customer).and_then(|c| device_ids.get(&(*c, b.device.clone())).copied());
+            let mut keep = Vec::with_capacity(candidates.len());
+            for &n in candidates.iter() {
+                let Some(r) = &b.records[n] else { continue };
+                if let (0, Some(e)) = (r.class, r.event_id) {
+                    let replay = dev.is_some_and(|d| held.contains(&(d, e, r.day)));
+                    if replay || !in_group.insert((b.customer.as_str(), b.device.as_str(), e, r.day)) {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                }
+                keep.push(n);
+            }
+            outcome.stored = keep.len() as u64;
+            fresh.push((*i, keep));
+        }
+
+        // Writes. Customers new to the store first (their ids key the rest).
+        for (i, _, _) in &accepted {
+            let name = &batches[*i].customer;
+            if !customers.contains_key(name) {
+                let c: i32 = tx
+                    .query_one(
+                        "INSERT INTO customers (customer) VALUES ($1)
+                         ON CONFLICT (customer) DO UPDATE SET customer = EXCLUDED.customer RETURNING id",
+                        &[&name.as_str()],
+                    )
+                    .op("registering the customer")?
+                    .get(0);
+                customers.insert(name.clone(), c);
+            }
+        }
+        let cid = |name: &String| customers.get(name).copied().unwrap_or_default();
+        // Every accepted batch's device is seen now.
+        let seen: BTreeSet<(i32, &str)> =
+            accepted.iter().map(|(i, _, _)| (cid(&batches[*i].customer), batches[*i].device.as_str())).collect();
+        if !seen.is_empty() {
+            let cs: Vec<i32> = seen.iter().map(|p| p.0).collect();
+            let ds: Vec<&str> = seen.iter().map(|p| p.1).collect();
+            let at: Vec<i64> = vec![now_ns; seen.len()];
+            for row in tx.query(&st.devices, &[&cs, &ds, &at]).op("registering devices")? {
+                device_ids.insert((row.get(0), row.get(1)), row.get(2));
+            }
+        }
+        // Subject keys: the base key and every subject's, per customer.
+        let mut wanted: BTreeMap<i32, BTreeMap<Digest, u8>> = BTreeMap::new();
+        for (i, keep) in &fresh {
+            let b = &batches[*i];
+            let w = wanted.entry(cid(&b.customer)).or_default();
+            w.insert(BASE, 0);
+            for n in keep {
+                if let Some(r) = &b.records[*n] {
+                    w.extend(r.subjects.iter().map(|(k, d)| (*d, *k)));
+                }
+            }
+        }
+        let mut made: Vec<(i32, Digest, u8, [u8; 32])> = Vec::new();
+        for (c, digests) in &wanted {
+            let missing: Vec<&[u8]> =
+                digests.keys().filter(|d| !cache.keys.contains_key(&(*c, **d))).map(|d| &d[..]).collect();
+            if !missing.is_empty() {
+                for row in tx.query(&st.keys, &[c, &missing]).op("reading subject keys")? {
+                    let Ok(d) = Digest::try_from(row.get::<_, Vec<u8>>(0)) else { continue };
+                    let key = keys::load_key(wrap, *c, &d, row.get(1))
+                        .map_err(|e| Error::Decode { id: 0, reason: e.to_string() })?;
+                    cache.keys.insert((*c, d), key);
+                }
+            }
+            for (d, kind) in digests {
+                if !cache.keys.contains_key(&(*c, *d)) {
+                    made.push((*c, *d, *kind, keys::new_key()));
+                }
+            }
+        }
+        if !made.is_empty() {
+            let cs: Vec<i32> = made.iter().map(|m| m.0).collect();
+            let ds: Vec<&[u8]> = made.iter().map(|m| &m.1[..]).collect();
+            let ks: Vec<i16> = made.iter().map(|m| i16::from(m.2)).collect();
+            let vs: Vec<Vec<u8>> = made.iter().map(|m| keys::store_key(wrap, m.0, &m.1, &m.3)).collect();
+            let n = tx.execute(&st.new_keys, &[&cs, &ds, &ks, &vs]).op("storing subject keys")?;
+            if n as usize != made.len() {
+                // Another writer made a key for the same subject meanwhile.
+                return Err(Error::Database {
+                    op: "storing subject keys",
+                    message: "another writer registered the same subject at the same time, expected to retry".into(),
+                });
+            }
+        }
+        let key_of = |c: i32, d: &Digest| -> Option<&[u8; 32]> {
+            cache.keys.get(&(c, *d)).or_else(|| made.iter().find(|m| m.0 == c && m.1 == *d).map(|m| &m.3))
+        };
+        // Rows, sealed under their record keys; partitions for their days.
+        let mut rows: Vec<Row> = Vec::new();
+        let mut routed = 0;
+        let (lo, hi) = (
+            i64::from(day_of(now_ns)) - i64::from(window.0),
+            i64::from(day_of(now_ns)) + i64::from(window.1),
+        );
+        let made_index: HashMap<(i32, Digest), [u8; 32]> = made.iter().map(|m| ((m.0, m.1), m.3)).collect();
+        let key_of = |c: i32, d: &Digest| key_of(c, d).or_else(|| made_index.get(&(c, *d)));
+        for (i, keep) in &fresh {
+            let b = &batches[*i];
+            let c = cid(&b.customer);
+            let dev = device_ids.get(&(c, b.device.clone())).copied().unwrap_or_default();
+            let base = key_of(c, &BASE).copied().unwrap_or_default();
+            for n in keep {
+                let Some(r) = &b.records[*n] else { continue };
+                let Ok(plain) = &r.plain else { continue };
+                let key = keys::record_key(&base, r.subjects.iter().filter_map(|(_, d)| key_of(c, d)));
+                let (_, payload) = seal_encoded(plain.clone(), Some(&AtRestKey::new(RECORD_KEY_ID, key)))?;
+                let pkey = (c, r.class, r.day);
+                if !cache.partitions.contains(&pkey) {
+                    if partition::existing(&mut tx, &[pkey])?.is_empty() {
+                        if (lo..=hi).contains(&i64::from(r.day)) {
+                            partition::create(&mut tx, pkey)?;
+                            cache.partitions.insert(pkey);
+                        } else {
+                            routed += 1;
+                        }
+                    } else {
+                        cache.partitions.insert(pkey);
+                    }
+                }
+                rows.push(Row {
+                    key: pkey,
+                    device: dev,
+                    user_digest: r.user_digest,
+                    recorded_at: r.recorded_at,
+                    stored_at: now_ns,
+                    event_id: r.event_id,
+                    subjects: r.subjects.clone(),
+                    payload,
+                });
+            }
+        }
+        // Marks.
+        let mut final_marks: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+        for (i, outcome, _) in &accepted {
+            let b = &batches[*i];
+            let dev = device_ids.get(&(cid(&b.customer), b.device.clone())).copied().unwrap_or_default();
+            let m = final_marks.entry((dev, b.seq.stream as i64)).or_default();
+            *m = (*m).max(outcome.high_water as i64);
+        }
+        if !final_marks.is_empty() {
+            let ds: Vec<i64> = final_marks.keys().map(|k| k.0).collect();
+            let ss: Vec<i64> = final_marks.keys().map(|k| k.1).collect();
+            let hs: Vec<i64> = final_marks.values().copied().collect();
+            tx.execute(&st.streams, &[&ds, &ss, &hs]).op("updating the high-water marks")?;
+        }
+        copy_rows(&mut tx, &st.ids, rows)?;
         tx.commit().op("committing an ingest")?;
-        customers.extend(new_customers);
-        cache.keys.extend(new_keys);
+        cache.keys.extend(made.into_iter().map(|m| ((m.0, m.1), m.3)));
         *default_routed += routed;
-        Ok(Ok(out))
+        out.extend(accepted.into_iter().map(|(i, o, _)| (i, Ok(o))));
+        Ok(out)
     }
 
     fn customer_id(client: &mut Client, customer: &CustomerId) -> Result<Option<i32>> {
@@ -437,290 +715,14 @@ impl PgEngine {
     }
 }
 
-/// What every batch of an attempt shares.
-struct Ctx<'a> {
-    customers: &'a HashMap<String, i32>,
-    wrap: Option<&'a Wrap>,
-    now: i64,
-    /// Days partitions are made for on demand.
-    window: (i64, i64),
-}
-
-/// The keys of `digests` for customer `c`: cached, added earlier in the
-/// group, or read; `None` for those that do not exist yet.
-fn load_keys(
-    tx: &mut Transaction<'_>,
-    wrap: Option<&Wrap>,
-    cache: &mut Cache,
-    group: &Group,
-    c: i32,
-    digests: &BTreeSet<Digest>,
-) -> Result<HashMap<Digest, [u8; 32]>> {
-    let mut out = HashMap::with_capacity(digests.len());
-    let mut missing: Vec<&[u8]> = Vec::new();
-    for d in digests {
-        if let Some(k) = cache.keys.get(&(c, *d)).or_else(|| group.keys.get(&(c, *d))) {
-            out.insert(*d, *k);
-        } else {
-            missing.push(d);
-        }
-    }
-    if !missing.is_empty() {
-        for row in tx
-            .query("SELECT digest, key FROM subject_keys WHERE customer = $1 AND digest = ANY($2)", &[&c, &missing])
-            .op("reading subject keys")?
-        {
-            let d: Vec<u8> = row.get(0);
-            let Ok(d) = Digest::try_from(d) else { continue };
-            let stored: Vec<u8> = row.get(1);
-            let key = keys::load_key(wrap, c, &d, &stored)
-                .map_err(|e| Error::Decode { id: 0, reason: e.to_string() })?;
-            if cache.keys.len() > 1_000_000 {
-                cache.keys.clear();
-            }
-            cache.keys.insert((c, d), key);
-            out.insert(d, key);
-        }
-    }
-    Ok(out)
-}
-
-/// One batch inside the attempt's transaction. Refusals (a gap, a record
-/// that cannot be encoded) are found by reading only, before any write.
-fn ingest_batch(
-    tx: &mut Transaction<'_>,
-    ctx: &Ctx<'_>,
-    cache: &mut Cache,
-    group: &mut Group,
-    batch: &PreparedBatch,
-) -> std::result::Result<IngestOutcome, BatchError> {
-    let PreparedBatch { customer, device, seq, records, .. } = batch;
-    let Sequence { stream, first_seq, skipped } = *seq;
-    let stream_key = stream as i64;
-    let known = ctx.customers.get(customer).or_else(|| group.customers.get(customer)).copied();
-    let (device_id, high_water): (Option<i64>, i64) = match known {
-        None => (None, 0),
-        Some(c) => tx
-            .query_opt(
-                "SELECT d.id, s.high_water FROM devices d
-                 LEFT JOIN streams s ON s.device = d.id AND s.stream = $3
-                 WHERE d.customer = $1 AND d.device = $2",
-                &[&c, &device.as_str(), &stream_key],
-            )
-            .op("reading the high-water mark")?
-            .map_or((None, 0), |r| (Some(r.get(0)), r.get::<_, Option<i64>>(1).unwrap_or(0))),
-    };
-    let high_water = high_water.max(0) as u64;
-    if first_seq - skipped > high_water.saturating_add(1) {
-        return Err(BatchError::Refused(Error::SequenceGap { first_seq, high_water }));
-    }
-    let declared = (first_seq - 1).saturating_sub(high_water).min(skipped);
-    let mut outcome = IngestOutcome::default();
-    outcome.high_water = high_water + declared;
-    outcome.skipped = declared;
-
-    // Which records are new, suppressed, replays.
-    let suppressed: Option<&HashSet<Digest>> = match known {
-        None => None,
-        Some(c) => {
-            if !cache.suppressed.contains_key(&c) {
-                let set = tx
-                    .query("SELECT digest FROM suppressed WHERE customer = $1", &[&c])
-                    .op("reading suppressed digests")?
-                    .iter()
-                    .filter_map(|r| Digest::try_from(r.get::<_, Vec<u8>>(0)).ok())
-                    .collect();
-                cache.suppressed.insert(c, set);
-            }
-            cache.suppressed.get(&c)
-        }
-    };
-    let mut to_store: Vec<&Prepared> = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        // In range: check_range bounded the last by i64::MAX.
-        let seq = first_seq + i as u64;
-        if seq <= high_water {
-            outcome.duplicates += 1;
-            continue;
-        }
-        outcome.high_water = outcome.high_water.max(seq);
-        let Some(r) = r else {
-            outcome.refused += 1;
-            continue;
-        };
-        if suppressed.is_some_and(|s| r.subjects.iter().any(|(_, d)| s.contains(d))) {
-            outcome.suppressed += 1;
-            continue;
-        }
-        to_store.push(r);
-    }
-    // Replays: an event id the (customer, device) already holds for that day.
-    let mut held: HashSet<(i64, i32)> = HashSet::new();
-    if let (Some(c), Some(d)) = (known, device_id) {
-        let mut by_day: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
-        for r in &to_store {
-            if let (0, Some(e)) = (r.class, r.event_id) {
-                by_day.entry(r.day).or_default().push(e);
-            }
-        }
-        for (day, ids) in by_day {
-            for row in tx
-                .query(
-                    "SELECT event_id FROM records WHERE customer = $1 AND class = 0 AND day = $2
-                     AND device = $3 AND event_id = ANY($4)",
-                    &[&c, &day, &d, &ids],
-                )
-                .op("reading event ids")?
-            {
-                held.insert((row.get(0), day));
-            }
-        }
-    }
-    let mut fresh: Vec<&Prepared> = Vec::with_capacity(to_store.len());
-    let mut batch_events: HashSet<(i64, i32)> = HashSet::new();
-    for r in to_store {
-        if let (0, Some(e)) = (r.class, r.event_id) {
-            let in_group = device_id.is_some_and(|d| group.events.contains(&(d, e, r.day)));
-            if held.contains(&(e, r.day)) || in_group || !batch_events.insert((e, r.day)) {
-                outcome.duplicates += 1;
-                continue;
-            }
-        }
-        fresh.push(r);
-    }
-    // Keys: existing ones, and new ones made here (written below).
-    let mut digests: BTreeSet<Digest> = fresh.iter().flat_map(|r| r.subjects.iter().map(|(_, d)| *d)).collect();
-    digests.insert(BASE);
-    let mut have = match known {
-        Some(c) => load_keys(tx, ctx.wrap, cache, group, c, &digests)?,
-        None => HashMap::new(),
-    };
-    let kinds: HashMap<Digest, u8> =
-        fresh.iter().flat_map(|r| r.subjects.iter().map(|(k, d)| (*d, *k))).collect();
-    let mut made: Vec<(Digest, u8, [u8; 32])> = Vec::new();
-    for d in &digests {
-        if !have.contains_key(d) {
-            let k = keys::new_key();
-            made.push((*d, kinds.get(d).copied().unwrap_or(0), k));
-            have.insert(*d, k);
-        }
-    }
-    // Sealed before the first write: a record that cannot be encoded
-    // refuses the batch and leaves no trace.
-    let base = have.get(&BASE).copied().unwrap_or_default();
-    let mut sealed: Vec<(&Prepared, Vec<u8>)> = Vec::with_capacity(fresh.len());
-    for r in fresh {
-        let key = keys::record_key(&base, r.subjects.iter().filter_map(|(_, d)| have.get(d)));
-        match seal(&r.record, Some(&AtRestKey::new(RECORD_KEY_ID, key))) {
-            Ok((_, payload)) => sealed.push((r, payload)),
-            Err(e) => {
-                let reason = match e {
-                    Error::Encode(reason) => reason,
-                    other => other.to_string(),
-                };
-                return Err(BatchError::Refused(Error::Encode(reason)));
-            }
-        }
-    }
-
-    // Writes.
-    let c = match known {
-        Some(c) => c,
-        None => {
-            let c: i32 = tx
-                .query_one(
-                    "INSERT INTO customers (customer) VALUES ($1)
-                     ON CONFLICT (customer) DO UPDATE SET customer = EXCLUDED.customer RETURNING id",
-                    &[&customer.as_str()],
-                )
-                .op("registering the customer")?
-                .get(0);
-            group.customers.insert(customer.clone(), c);
-            c
-        }
-    };
-    let device_id: i64 = tx
-        .query_one(
-            "INSERT INTO devices (customer, device, last_seen) VALUES ($1, $2, $3)
-             ON CONFLICT (customer, device) DO UPDATE SET last_seen = greatest(devices.last_seen, EXCLUDED.last_seen)
-             RETURNING id",
-            &[&c, &device.as_str(), &ctx.now],
-        )
-        .op("registering the device")?
-        .get(0);
-    if !made.is_empty() {
-        let ds: Vec<&[u8]> = made.iter().map(|(d, _, _)| &d[..]).collect();
-        let ks: Vec<i16> = made.iter().map(|(_, k, _)| i16::from(*k)).collect();
-        let vs: Vec<Vec<u8>> = made.iter().map(|(d, _, k)| keys::store_key(ctx.wrap, c, d, k)).collect();
-        let n = tx
-            .execute(
-                "INSERT INTO subject_keys (customer, digest, kind, key)
-                 SELECT $1, d, k, v FROM unnest($2::bytea[], $3::smallint[], $4::bytea[]) AS u(d, k, v)
-                 ON CONFLICT DO NOTHING",
-                &[&c, &ds, &ks, &vs],
-            )
-            .op("storing subject keys")?;
-        if n as usize != made.len() {
-            // Another writer made a key for the same subject meanwhile: the
-            // payloads sealed here used another key. Rolled back; retried.
-            return Err(BatchError::Failed(Error::Database {
-                op: "storing subject keys",
-                message: "another writer registered the same subject at the same time, expected to retry".into(),
-            }));
-        }
-        group.keys.extend(made.iter().map(|(d, _, k)| ((c, *d), *k)));
-    }
-    // Partitions for the records' days (made on demand within the window).
-    let wanted: BTreeSet<Key> = sealed.iter().map(|(r, _)| (c, r.class, r.day)).collect();
-    let unknown: Vec<Key> = wanted.iter().filter(|k| !group.partitions.contains(k)).copied().collect();
-    if !unknown.is_empty() {
-        let have: HashSet<Key> = partition::existing(tx, &unknown)?.into_iter().collect();
-        for key in unknown {
-            if have.contains(&key) {
-                group.partitions.insert(key);
-            } else if (ctx.window.0..=ctx.window.1).contains(&i64::from(key.2)) {
-                partition::create(tx, key)?;
-                group.partitions.insert(key);
-            }
-        }
-    }
-    for (r, payload) in sealed {
-        let key = (c, r.class, r.day);
-        if !group.partitions.contains(&key) {
-            group.default_routed += 1;
-        }
-        if let (0, Some(e)) = (r.class, r.event_id) {
-            group.events.insert((device_id, e, r.day));
-        }
-        group.rows.push(Row {
-            key,
-            device: device_id,
-            user_digest: r.user_digest,
-            recorded_at: r.recorded_at,
-            stored_at: ctx.now,
-            event_id: r.event_id,
-            subjects: r.subjects.clone(),
-            payload,
-        });
-        outcome.stored += 1;
-    }
-    tx.execute(
-        "INSERT INTO streams (device, stream, high_water) VALUES ($1, $2, $3)
-         ON CONFLICT (device, stream) DO UPDATE SET high_water = greatest(streams.high_water, EXCLUDED.high_water)",
-        &[&device_id, &stream_key, &(outcome.high_water as i64)],
-    )
-    .op("updating the high-water mark")?;
-    Ok(outcome)
-}
-
 /// COPYs the group's rows (binary) into `records` and `mentions`, and adds
 /// them to the counts.
-fn copy_rows(tx: &mut Transaction<'_>, rows: Vec<Row>) -> Result<()> {
+fn copy_rows(tx: &mut Transaction<'_>, ids: &Statement, rows: Vec<Row>) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
     let ids: Vec<i64> = tx
-        .query("SELECT nextval('record_ids') FROM generate_series(1, $1::bigint)", &[&(rows.len() as i64)])
+        .query(ids, &[&(rows.len() as i64)])
         .op("numbering records")?
         .iter()
         .map(|r| r.get(0))
@@ -915,37 +917,44 @@ impl EngineStore for PgEngine {
             })
             .collect();
         let prepared: Vec<PreparedBatch> = batches.into_iter().map(|b| self.prepare(b, now)).collect();
-        // A batch that fails while writing rolls its attempt back and is
-        // left out of the next one (at most one attempt a batch).
-        loop {
-            if results.iter().all(Option::is_some) {
-                return results.into_iter().flatten().collect();
+        let live: Vec<usize> = (0..prepared.len()).filter(|i| results[*i].is_none()).collect();
+        if live.is_empty() {
+            return results.into_iter().flatten().collect();
+        }
+        // One transaction for the group. If it fails, each batch is tried
+        // alone, so one batch that cannot be written does not hold back
+        // the others (their marks make the retry safe).
+        let attempts: Vec<Vec<usize>> = match self.attempt(&prepared, &live, now) {
+            Ok(outcomes) => {
+                for (i, o) in outcomes {
+                    results[i] = Some(o);
+                }
+                Vec::new()
             }
-            match self.attempt(&prepared, &results, now) {
-                Ok(Ok(outcomes)) => {
-                    return results
-                        .into_iter()
-                        .zip(outcomes)
-                        .map(|(r, a)| {
-                            r.or(a).unwrap_or_else(|| {
-                                Err(Error::Database { op: "storing a batch", message: "no outcome for the batch".into() })
-                            })
-                        })
-                        .collect();
+            Err(e) if live.len() == 1 => {
+                results[live[0]] = Some(Err(e));
+                Vec::new()
+            }
+            Err(_) => live.iter().map(|i| vec![*i]).collect(),
+        };
+        for alone in attempts {
+            match self.attempt(&prepared, &alone, now) {
+                Ok(outcomes) => {
+                    for (i, o) in outcomes {
+                        results[i] = Some(o);
+                    }
                 }
-                Ok(Err((i, e))) => results[i] = Some(Err(e)),
-                Err(e) => {
-                    let message = e.to_string();
-                    return results
-                        .into_iter()
-                        .map(|r| match r {
-                            Some(r) => r,
-                            None => Err(Error::Database { op: "storing a group", message: message.clone() }),
-                        })
-                        .collect();
-                }
+                Err(e) => results[alone[0]] = Some(Err(e)),
             }
         }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::Database { op: "storing a batch", message: "no outcome for the batch".into() })
+                })
+            })
+            .collect()
     }
 
     fn high_water(&self, customer: &CustomerId, device: &DeviceId, stream: u64) -> Result<u64> {
@@ -995,6 +1004,8 @@ impl EngineStore for PgEngine {
             }
         }
         if !dropped.is_empty() {
+            // Engines that cached these partitions as existing look again.
+            tx.execute("UPDATE key_generation SET n = n + 1", &[]).op("raising the key generation")?;
             let cls: Vec<i16> = dropped.iter().map(|k| k.1).collect();
             let ds: Vec<i32> = dropped.iter().map(|k| k.2).collect();
             tx.execute(
@@ -1056,6 +1067,9 @@ impl EngineStore for PgEngine {
                 .op("sweeping verdicts")?;
         }
         tx.commit().op("committing a sweep")?;
+        if !dropped.is_empty() {
+            self.cache = Cache { generation: -1, ..Cache::default() };
+        }
         Ok(report)
     }
 

@@ -102,10 +102,31 @@ impl Format {
 ///
 /// [`Error::Encode`] when the encoding exceeds [`MAX_RECORD_BYTES`].
 pub fn seal(record: &Record, key: Option<&AtRestKey>) -> Result<(Option<u32>, Vec<u8>)> {
+    seal_encoded(encode(record)?, key)
+}
+
+/// A record in [`Format::CURRENT`], not sealed: the first half of [`seal`].
+///
+/// # Errors
+///
+/// [`Error::Encode`] when the encoding exceeds [`MAX_RECORD_BYTES`].
+pub fn encode(record: &Record) -> Result<Vec<u8>> {
     let plain = serde_json::to_vec(record).map_err(|e| Error::Encode(e.to_string()))?;
     if plain.len() > MAX_RECORD_BYTES {
         return Err(Error::Encode(format!("{} bytes, expected at most {MAX_RECORD_BYTES}", plain.len())));
     }
+    Ok(plain)
+}
+
+/// Seals bytes from [`encode`] under `key` (none: returned as they are):
+/// the second half of [`seal`], for a caller that encodes before it knows
+/// the key.
+///
+/// # Errors
+///
+/// [`Error::Encode`] if the cipher refuses (it does not for inputs within
+/// [`MAX_RECORD_BYTES`]).
+pub fn seal_encoded(plain: Vec<u8>, key: Option<&AtRestKey>) -> Result<(Option<u32>, Vec<u8>)> {
     let Some(key) = key else { return Ok((None, plain)) };
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
     let aad = key.id.to_le_bytes();

@@ -99,7 +99,7 @@ pub use error::{Error, Result};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub mod parts {
-    pub use crate::codec::{Format, nanos, program_code, record_time, seal, unseal};
+    pub use crate::codec::{Format, encode, nanos, program_code, record_time, seal, seal_encoded, unseal};
     pub use crate::engine::check_range;
     pub use crate::mention::{DIGEST_LEN, Digest, MentionKind, Secret, mentions};
 }
