@@ -58,6 +58,15 @@ impl CopyBuf {
         self.buf.extend_from_slice(&(-1i32).to_be_bytes());
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The bytes so far, to send; the stream goes on in an empty buffer.
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     pub(crate) fn finish(mut self) -> Vec<u8> {
         self.buf.extend_from_slice(&(-1i16).to_be_bytes());
         self.buf

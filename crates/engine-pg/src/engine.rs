@@ -162,16 +162,29 @@ struct PreparedBatch {
     device_lock: i64,
 }
 
-/// A row to COPY.
-struct Row {
+/// A row to COPY: sealed as it is written, so the server stores rows
+/// while the next ones are sealed.
+struct Row<'a> {
     key: Key,
     device: i64,
-    user_digest: Option<Digest>,
-    recorded_at: i64,
     stored_at: i64,
-    event_id: Option<i64>,
-    subjects: Vec<Subject>,
-    payload: Vec<u8>,
+    record: &'a Prepared,
+    plain: &'a [u8],
+    record_key: [u8; 32],
+}
+
+/// Why an attempt at a group failed.
+enum Failure {
+    /// A record's event id is already stored for its (customer, device,
+    /// day): the attempt that skipped the replay check is redone with it.
+    Replay,
+    Store(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Self::Store(e)
+    }
 }
 
 /// The statements every ingest runs, prepared once per connection (no
@@ -386,12 +399,19 @@ impl PgEngine {
     /// One transaction storing every batch of `live`: each batch's outcome
     /// (a refusal found by reading only leaves no trace), or an error for
     /// the whole attempt (rolled back).
+    ///
+    /// `replays`: whether to look up the committed event ids first. Without
+    /// it, a replay makes the unique index refuse the COPY
+    /// ([`Failure::Replay`]) and the caller asks again with it: retries are
+    /// caught by the marks, so replays are rare and the common attempt
+    /// saves a lookup per record.
     fn attempt(
         &mut self,
         batches: &[PreparedBatch],
         live: &[usize],
         now: Timestamp,
-    ) -> Result<Vec<(usize, Result<IngestOutcome>)>> {
+        replays: bool,
+    ) -> std::result::Result<Vec<(usize, Result<IngestOutcome>)>, Failure> {
         let Self { client, statements: st, cache, customers, wrap, window, default_routed, .. } = self;
         let client = client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         let wrap = wrap.as_ref();
@@ -541,7 +561,7 @@ impl PgEngine {
             }
         }
         let mut held: HashSet<(i64, i64, i32)> = HashSet::new();
-        for ((c, day), (ds, es)) in &asked {
+        for ((c, day), (ds, es)) in asked.iter().filter(|_| replays) {
             for row in tx.query(&st.replays, &[c, day, ds, es]).op("reading event ids")? {
                 held.insert((row.get(0), row.get(1), *day));
             }
@@ -635,21 +655,20 @@ impl PgEngine {
                 return Err(Error::Database {
                     op: "storing subject keys",
                     message: "another writer registered the same subject at the same time, expected to retry".into(),
-                });
+                }
+                .into());
             }
         }
-        let key_of = |c: i32, d: &Digest| -> Option<&[u8; 32]> {
-            cache.keys.get(&(c, *d)).or_else(|| made.iter().find(|m| m.0 == c && m.1 == *d).map(|m| &m.3))
-        };
-        // Rows, sealed under their record keys; partitions for their days.
-        let mut rows: Vec<Row> = Vec::new();
+        // Rows and their record keys; partitions for their days.
+        let mut rows: Vec<Row<'_>> = Vec::new();
         let mut routed = 0;
         let (lo, hi) = (
             i64::from(day_of(now_ns)) - i64::from(window.0),
             i64::from(day_of(now_ns)) + i64::from(window.1),
         );
         let made_index: HashMap<(i32, Digest), [u8; 32]> = made.iter().map(|m| ((m.0, m.1), m.3)).collect();
-        let key_of = |c: i32, d: &Digest| key_of(c, d).or_else(|| made_index.get(&(c, *d)));
+        let key_of = |c: i32, d: &Digest| cache.keys.get(&(c, *d)).or_else(|| made_index.get(&(c, *d)));
+        let mut needed: BTreeSet<Key> = BTreeSet::new();
         for (i, keep) in &fresh {
             let b = &batches[*i];
             let c = cid(&b.customer);
@@ -658,32 +677,27 @@ impl PgEngine {
             for n in keep {
                 let Some(r) = &b.records[*n] else { continue };
                 let Ok(plain) = &r.plain else { continue };
-                let key = keys::record_key(&base, r.subjects.iter().filter_map(|(_, d)| key_of(c, d)));
-                let (_, payload) = seal_encoded(plain.clone(), Some(&AtRestKey::new(RECORD_KEY_ID, key)))?;
-                let pkey = (c, r.class, r.day);
-                if !cache.partitions.contains(&pkey) {
-                    if partition::existing(&mut tx, &[pkey])?.is_empty() {
-                        if (lo..=hi).contains(&i64::from(r.day)) {
-                            partition::create(&mut tx, pkey)?;
-                            cache.partitions.insert(pkey);
-                        } else {
-                            routed += 1;
-                        }
-                    } else {
-                        cache.partitions.insert(pkey);
-                    }
+                let record_key = keys::record_key(&base, r.subjects.iter().filter_map(|(_, d)| key_of(c, d)));
+                let key = (c, r.class, r.day);
+                if !cache.partitions.contains(&key) {
+                    needed.insert(key);
                 }
-                rows.push(Row {
-                    key: pkey,
-                    device: dev,
-                    user_digest: r.user_digest,
-                    recorded_at: r.recorded_at,
-                    stored_at: now_ns,
-                    event_id: r.event_id,
-                    subjects: r.subjects.clone(),
-                    payload,
-                });
+                rows.push(Row { key, device: dev, stored_at: now_ns, record: r, plain, record_key });
             }
+        }
+        if !needed.is_empty() {
+            let have: HashSet<Key> = partition::existing(&mut tx, &needed.iter().copied().collect::<Vec<_>>())?
+                .into_iter()
+                .collect();
+            for key in needed {
+                if have.contains(&key) {
+                    cache.partitions.insert(key);
+                } else if (lo..=hi).contains(&i64::from(key.2)) {
+                    partition::create(&mut tx, key)?;
+                    cache.partitions.insert(key);
+                }
+            }
+            routed = rows.iter().filter(|r| !cache.partitions.contains(&r.key)).count() as u64;
         }
         // Marks.
         let mut final_marks: BTreeMap<(i64, i64), i64> = BTreeMap::new();
@@ -699,12 +713,35 @@ impl PgEngine {
             let hs: Vec<i64> = final_marks.values().copied().collect();
             tx.execute(&st.streams, &[&ds, &ss, &hs]).op("updating the high-water marks")?;
         }
-        copy_rows(&mut tx, &st.ids, rows)?;
+        copy_rows(&mut tx, &st.ids, &rows)?;
+        drop(rows);
         tx.commit().op("committing an ingest")?;
         cache.keys.extend(made.into_iter().map(|m| ((m.0, m.1), m.3)));
         *default_routed += routed;
         out.extend(accepted.into_iter().map(|(i, o, _)| (i, Ok(o))));
         Ok(out)
+    }
+
+    /// [`PgEngine::attempt`] without the replay lookup, then with it if a
+    /// replay was met.
+    fn attempt_checked(
+        &mut self,
+        batches: &[PreparedBatch],
+        live: &[usize],
+        now: Timestamp,
+    ) -> Result<Vec<(usize, Result<IngestOutcome>)>> {
+        match self.attempt(batches, live, now, false) {
+            Ok(out) => Ok(out),
+            Err(Failure::Store(e)) => Err(e),
+            Err(Failure::Replay) => match self.attempt(batches, live, now, true) {
+                Ok(out) => Ok(out),
+                Err(Failure::Store(e)) => Err(e),
+                Err(Failure::Replay) => Err(Error::Database {
+                    op: "storing a batch",
+                    message: "an event id stored twice despite the replay check, expected none".into(),
+                }),
+            },
+        }
     }
 
     fn customer_id(client: &mut Client, customer: &CustomerId) -> Result<Option<i32>> {
@@ -715,9 +752,9 @@ impl PgEngine {
     }
 }
 
-/// COPYs the group's rows (binary) into `records` and `mentions`, and adds
-/// them to the counts.
-fn copy_rows(tx: &mut Transaction<'_>, ids: &Statement, rows: Vec<Row>) -> Result<()> {
+/// COPYs the group's rows (binary) into `records` and `mentions`, sealing
+/// each payload as it goes, and adds them to the counts.
+fn copy_rows(tx: &mut Transaction<'_>, ids: &Statement, rows: &[Row<'_>]) -> std::result::Result<(), Failure> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -727,51 +764,67 @@ fn copy_rows(tx: &mut Transaction<'_>, ids: &Statement, rows: Vec<Row>) -> Resul
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let mut recs = CopyBuf::new();
+    let io = |e: std::io::Error| Error::Database { op: "copying rows", message: e.to_string() };
+    let copied = |r: std::result::Result<u64, postgres::Error>| -> std::result::Result<u64, Failure> {
+        r.map_err(|e| match e.code() {
+            Some(c) if *c == postgres::error::SqlState::UNIQUE_VIOLATION => Failure::Replay,
+            _ => Failure::Store(crate::pg::db_error("copying rows", &e)),
+        })
+    };
     let mut ments = CopyBuf::new();
     let mut counts: BTreeMap<Key, i64> = BTreeMap::new();
-    for (row, &id) in rows.iter().zip(&ids) {
-        let (c, cl, d) = row.key;
-        recs.tuple(12);
-        recs.i32(c);
-        recs.i16(cl);
-        recs.i32(d);
-        recs.i64(id);
-        recs.i64(row.device);
-        recs.opt_bytes(row.user_digest.as_ref().map(|u| &u[..]));
-        recs.i64(row.recorded_at);
-        recs.i64(row.stored_at);
-        recs.opt_i64(row.event_id);
-        recs.i16(Format::CURRENT.code() as i16);
-        recs.bytes(&keys::encode_subjects(&row.subjects));
-        recs.bytes(&row.payload);
-        for (kind, digest) in &row.subjects {
-            if *kind == MentionKind::User.code() {
-                continue;
+    {
+        let mut w = tx
+            .copy_in(
+                "COPY records (customer, class, day, id, device, user_digest, recorded_at, stored_at, event_id, format, subjects, payload) FROM STDIN (FORMAT binary)",
+            )
+            .op("copying rows")?;
+        let mut recs = CopyBuf::new();
+        for (row, &id) in rows.iter().zip(&ids) {
+            let (c, cl, d) = row.key;
+            let r = row.record;
+            let (_, payload) =
+                seal_encoded(row.plain.to_vec(), Some(&AtRestKey::new(RECORD_KEY_ID, row.record_key)))?;
+            recs.tuple(12);
+            recs.i32(c);
+            recs.i16(cl);
+            recs.i32(d);
+            recs.i64(id);
+            recs.i64(row.device);
+            recs.opt_bytes(r.user_digest.as_ref().map(|u| &u[..]));
+            recs.i64(r.recorded_at);
+            recs.i64(row.stored_at);
+            recs.opt_i64(r.event_id);
+            recs.i16(Format::CURRENT.code() as i16);
+            recs.bytes(&keys::encode_subjects(&r.subjects));
+            recs.bytes(&payload);
+            for (kind, digest) in &r.subjects {
+                if *kind == MentionKind::User.code() {
+                    continue;
+                }
+                ments.tuple(6);
+                ments.i32(c);
+                ments.i16(cl);
+                ments.i32(d);
+                ments.bytes(digest);
+                ments.i16(i16::from(*kind));
+                ments.i64(id);
             }
-            ments.tuple(6);
-            ments.i32(c);
-            ments.i16(cl);
-            ments.i32(d);
-            ments.bytes(digest);
-            ments.i16(i16::from(*kind));
-            ments.i64(id);
+            *counts.entry(row.key).or_default() += 1;
+            // Sent as it fills: the server inserts while the rest is sealed.
+            if recs.len() >= 1 << 18 {
+                w.write_all(&recs.take()).map_err(io)?;
+            }
         }
-        *counts.entry(row.key).or_default() += 1;
+        w.write_all(&recs.finish()).map_err(io)?;
+        copied(w.finish())?;
     }
-    let write = |tx: &mut Transaction<'_>, sql: &str, buf: Vec<u8>| -> Result<()> {
-        let mut w = tx.copy_in(sql).op("copying rows")?;
-        w.write_all(&buf).map_err(|e| Error::Database { op: "copying rows", message: e.to_string() })?;
-        w.finish().op("copying rows")?;
-        Ok(())
-    };
-    write(
-        tx,
-        "COPY records (customer, class, day, id, device, user_digest, recorded_at, stored_at, event_id, format, subjects, payload) FROM STDIN (FORMAT binary)",
-        recs.finish(),
-    )?;
-    write(tx, "COPY mentions (customer, class, day, digest, kind, record_id) FROM STDIN (FORMAT binary)", ments.finish())?;
-    add_counts(tx, &counts)
+    let mut w = tx
+        .copy_in("COPY mentions (customer, class, day, digest, kind, record_id) FROM STDIN (FORMAT binary)")
+        .op("copying mentions")?;
+    w.write_all(&ments.finish()).map_err(io)?;
+    copied(w.finish())?;
+    Ok(add_counts(tx, &counts)?)
 }
 
 /// Adds `delta` to the record counts (negative after deletes).
@@ -924,7 +977,7 @@ impl EngineStore for PgEngine {
         // One transaction for the group. If it fails, each batch is tried
         // alone, so one batch that cannot be written does not hold back
         // the others (their marks make the retry safe).
-        let attempts: Vec<Vec<usize>> = match self.attempt(&prepared, &live, now) {
+        let attempts: Vec<Vec<usize>> = match self.attempt_checked(&prepared, &live, now) {
             Ok(outcomes) => {
                 for (i, o) in outcomes {
                     results[i] = Some(o);
@@ -938,7 +991,7 @@ impl EngineStore for PgEngine {
             Err(_) => live.iter().map(|i| vec![*i]).collect(),
         };
         for alone in attempts {
-            match self.attempt(&prepared, &alone, now) {
+            match self.attempt_checked(&prepared, &alone, now) {
                 Ok(outcomes) => {
                     for (i, o) in outcomes {
                         results[i] = Some(o);

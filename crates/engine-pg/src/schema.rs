@@ -100,7 +100,9 @@ const V1: &str = "
         subjects bytea NOT NULL,            -- (kind, digest) of each subject
         payload bytea NOT NULL              -- sealed under the record key
     ) PARTITION BY RANGE (customer, class, day);
-    CREATE INDEX records_event ON records (device, event_id);
+    -- Replays: an event id once per (customer, device, day); objects have
+    -- none (NULLs never collide). Device first: the inactivity purge.
+    CREATE UNIQUE INDEX records_event ON records (device, event_id, customer, class, day);
     CREATE INDEX records_user ON records (user_digest) WHERE user_digest IS NOT NULL;
     CREATE INDEX records_id ON records USING brin (id);
     CREATE TABLE records_default PARTITION OF records DEFAULT;
