@@ -37,7 +37,12 @@ fn event(i: u64, at: Timestamp, users: u64) -> Record {
 }
 
 fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn ratio(name: &str, measured: f64, goal: f64, higher_is_better: bool, unit: &str) {
@@ -74,7 +79,13 @@ struct Figures {
     sweep_s: f64,
 }
 
-fn run<E: EngineStore>(name: &str, engine: &mut E, data: &[Vec<Record>], group: usize, now: Timestamp) -> Figures {
+fn run<E: EngineStore>(
+    name: &str,
+    engine: &mut E,
+    data: &[Vec<Record>],
+    group: usize,
+    now: Timestamp,
+) -> Figures {
     let customer = CustomerId::new("bench").expect("valid");
     let device = DeviceId::new("bench").expect("valid");
     let total: usize = data.iter().map(Vec::len).sum();
@@ -97,7 +108,9 @@ fn run<E: EngineStore>(name: &str, engine: &mut E, data: &[Vec<Record>], group: 
         }
     }
     let ingest_per_s = total as f64 / start.elapsed().as_secs_f64();
-    println!("{name}: ingest {total} records, groups of {group} batches of 1,000: {ingest_per_s:.0} records/s");
+    println!(
+        "{name}: ingest {total} records, groups of {group} batches of 1,000: {ingest_per_s:.0} records/s"
+    );
     assert_eq!(engine.record_count().expect("count"), total as u64);
     println!("{name}: load before sweep {}", load());
     let start = Instant::now();
@@ -136,7 +149,9 @@ fn main() {
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db}")).expect("drop");
     admin.batch_execute(&format!("CREATE DATABASE {db}")).expect("create");
     let db_url = match url.rsplit_once('/') {
-        Some((base, _)) if base.contains("://") && base.len() > base.find("://").unwrap_or(0) + 3 => format!("{base}/{db}"),
+        Some((base, _)) if base.contains("://") && base.len() > base.find("://").unwrap_or(0) + 3 => {
+            format!("{base}/{db}")
+        }
         _ => format!("{url}/{db}"),
     };
     let pg = {
@@ -148,7 +163,8 @@ fn main() {
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).expect("drop");
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut sqlite = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).expect("open");
+    let mut sqlite =
+        SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).expect("open");
     let sq = run("sqlite", &mut sqlite, &data, 10, now);
 
     ratio("pg_ingest_per_s", pg.ingest_per_s, 100_000.0, true, "records/s");

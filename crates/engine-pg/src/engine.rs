@@ -6,16 +6,17 @@ use std::sync::{Mutex, MutexGuard};
 
 use postgres::{Client, NoTls, Statement, Transaction};
 use privtel_model::{
-    BinaryVerdict, CustomerId, DeviceId, Digest as Sha256, Domain, DomainVerdict, Record, RecordBody, Timestamp,
-    UserId,
+    BinaryVerdict, CustomerId, DeviceId, Digest as Sha256, Domain, DomainVerdict, Record, RecordBody,
+    Timestamp, UserId,
 };
 use privtel_retention::{RecordClass, RetentionPolicy};
 use privtel_store::parts::{
-    Digest, Format, MentionKind, Secret, check_range, encode, mentions, nanos, open, record_time, seal_encoded,
+    Digest, Format, MentionKind, Secret, check_range, encode, mentions, nanos, open, record_time,
+    seal_encoded,
 };
 use privtel_store::{
-    AdmittedBatch, AtRestKey, DeletionReceipt, EngineStore, ErasureRequest, Error, IngestOutcome, Result, Sequence,
-    StoredVerdict, SweepReport,
+    AdmittedBatch, AtRestKey, DeletionReceipt, EngineStore, ErasureRequest, Error, IngestOutcome, Result,
+    Sequence, StoredVerdict, SweepReport,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -49,7 +50,13 @@ pub struct PgOptions {
 
 impl Default for PgOptions {
     fn default() -> Self {
-        Self { retention: RetentionPolicy::default(), wrap: None, secret: None, past_days: 400, ahead_days: 7 }
+        Self {
+            retention: RetentionPolicy::default(),
+            wrap: None,
+            secret: None,
+            past_days: 400,
+            ahead_days: 7,
+        }
     }
 }
 
@@ -332,8 +339,12 @@ impl PgEngine {
         let today = day_of(nanos(now));
         let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut tx = client.transaction().op("maintaining partitions")?;
-        let ids: Vec<i32> =
-            tx.query("SELECT id FROM customers", &[]).op("listing customers")?.iter().map(|r| r.get(0)).collect();
+        let ids: Vec<i32> = tx
+            .query("SELECT id FROM customers", &[])
+            .op("listing customers")?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         let mut wanted = Vec::new();
         for c in ids {
             for class in [0i16, 1] {
@@ -470,7 +481,8 @@ impl PgEngine {
             for row in tx.query(&st.marks, &[&cs, &ds]).op("reading the high-water marks")? {
                 let id: i64 = row.get(2);
                 device_ids.insert((row.get(0), row.get(1)), id);
-                if let (Some(stream), Some(hw)) = (row.get::<_, Option<i64>>(3), row.get::<_, Option<i64>>(4)) {
+                if let (Some(stream), Some(hw)) = (row.get::<_, Option<i64>>(3), row.get::<_, Option<i64>>(4))
+                {
                     marks.insert((id, stream), hw.max(0) as u64);
                 }
             }
@@ -509,7 +521,13 @@ impl PgEngine {
                 continue;
             }
             let first_new = usize::try_from(high_water.saturating_sub(first_seq - 1)).unwrap_or(usize::MAX);
-            if let Some(Some(Err(e))) = b.records.iter().skip(first_new).map(|r| r.as_ref().map(|p| &p.plain)).find(|r| matches!(r, Some(Err(_)))) {
+            if let Some(Some(Err(e))) = b
+                .records
+                .iter()
+                .skip(first_new)
+                .map(|r| r.as_ref().map(|p| &p.plain))
+                .find(|r| matches!(r, Some(Err(_))))
+            {
                 let reason = match e {
                     Error::Encode(reason) => reason.clone(),
                     other => other.to_string(),
@@ -570,7 +588,8 @@ impl PgEngine {
         let mut fresh: Vec<(usize, Vec<usize>)> = Vec::with_capacity(accepted.len());
         for (i, outcome, candidates) in &mut accepted {
             let b = &batches[*i];
-            let dev = customers.get(&b.customer).and_then(|c| device_ids.get(&(*c, b.device.clone())).copied());
+            let dev =
+                customers.get(&b.customer).and_then(|c| device_ids.get(&(*c, b.device.clone())).copied());
             let mut keep = Vec::with_capacity(candidates.len());
             for &n in candidates.iter() {
                 let Some(r) = &b.records[n] else { continue };
@@ -587,10 +606,12 @@ impl PgEngine {
             fresh.push((*i, keep));
         }
 
-        // Writes. Customers new to the store first (their ids key the rest).
+        // Writes. Customers new to the store first (their ids key the
+        // rest); cached only once committed, like partitions made here.
+        let mut new_customers: HashMap<String, i32> = HashMap::new();
         for (i, _, _) in &accepted {
             let name = &batches[*i].customer;
-            if !customers.contains_key(name) {
+            if !customers.contains_key(name) && !new_customers.contains_key(name) {
                 let c: i32 = tx
                     .query_one(
                         "INSERT INTO customers (customer) VALUES ($1)
@@ -599,13 +620,17 @@ impl PgEngine {
                     )
                     .op("registering the customer")?
                     .get(0);
-                customers.insert(name.clone(), c);
+                new_customers.insert(name.clone(), c);
             }
         }
-        let cid = |name: &String| customers.get(name).copied().unwrap_or_default();
+        let cid = |name: &String| {
+            customers.get(name).or_else(|| new_customers.get(name)).copied().unwrap_or_default()
+        };
         // Every accepted batch's device is seen now.
-        let seen: BTreeSet<(i32, &str)> =
-            accepted.iter().map(|(i, _, _)| (cid(&batches[*i].customer), batches[*i].device.as_str())).collect();
+        let seen: BTreeSet<(i32, &str)> = accepted
+            .iter()
+            .map(|(i, _, _)| (cid(&batches[*i].customer), batches[*i].device.as_str()))
+            .collect();
         if !seen.is_empty() {
             let cs: Vec<i32> = seen.iter().map(|p| p.0).collect();
             let ds: Vec<&str> = seen.iter().map(|p| p.1).collect();
@@ -654,7 +679,8 @@ impl PgEngine {
                 // Another writer made a key for the same subject meanwhile.
                 return Err(Error::Database {
                     op: "storing subject keys",
-                    message: "another writer registered the same subject at the same time, expected to retry".into(),
+                    message: "another writer registered the same subject at the same time, expected to retry"
+                        .into(),
                 }
                 .into());
             }
@@ -669,6 +695,7 @@ impl PgEngine {
         let made_index: HashMap<(i32, Digest), [u8; 32]> = made.iter().map(|m| ((m.0, m.1), m.3)).collect();
         let key_of = |c: i32, d: &Digest| cache.keys.get(&(c, *d)).or_else(|| made_index.get(&(c, *d)));
         let mut needed: BTreeSet<Key> = BTreeSet::new();
+        let mut new_partitions: HashSet<Key> = HashSet::new();
         for (i, keep) in &fresh {
             let b = &batches[*i];
             let c = cid(&b.customer);
@@ -682,22 +709,27 @@ impl PgEngine {
                 if !cache.partitions.contains(&key) {
                     needed.insert(key);
                 }
+
                 rows.push(Row { key, device: dev, stored_at: now_ns, record: r, plain, record_key });
             }
         }
         if !needed.is_empty() {
-            let have: HashSet<Key> = partition::existing(&mut tx, &needed.iter().copied().collect::<Vec<_>>())?
-                .into_iter()
-                .collect();
+            let have: HashSet<Key> =
+                partition::existing(&mut tx, &needed.iter().copied().collect::<Vec<_>>())?
+                    .into_iter()
+                    .collect();
             for key in needed {
                 if have.contains(&key) {
-                    cache.partitions.insert(key);
+                    new_partitions.insert(key);
                 } else if (lo..=hi).contains(&i64::from(key.2)) {
                     partition::create(&mut tx, key)?;
-                    cache.partitions.insert(key);
+                    new_partitions.insert(key);
                 }
             }
-            routed = rows.iter().filter(|r| !cache.partitions.contains(&r.key)).count() as u64;
+            routed = rows
+                .iter()
+                .filter(|r| !cache.partitions.contains(&r.key) && !new_partitions.contains(&r.key))
+                .count() as u64;
         }
         // Marks.
         let mut final_marks: BTreeMap<(i64, i64), i64> = BTreeMap::new();
@@ -717,6 +749,8 @@ impl PgEngine {
         drop(rows);
         tx.commit().op("committing an ingest")?;
         cache.keys.extend(made.into_iter().map(|m| ((m.0, m.1), m.3)));
+        cache.partitions.extend(new_partitions);
+        customers.extend(new_customers);
         *default_routed += routed;
         out.extend(accepted.into_iter().map(|(i, o, _)| (i, Ok(o))));
         Ok(out)
@@ -754,16 +788,16 @@ impl PgEngine {
 
 /// COPYs the group's rows (binary) into `records` and `mentions`, sealing
 /// each payload as it goes, and adds them to the counts.
-fn copy_rows(tx: &mut Transaction<'_>, ids: &Statement, rows: &[Row<'_>]) -> std::result::Result<(), Failure> {
+fn copy_rows(
+    tx: &mut Transaction<'_>,
+    ids: &Statement,
+    rows: &[Row<'_>],
+) -> std::result::Result<(), Failure> {
     if rows.is_empty() {
         return Ok(());
     }
-    let ids: Vec<i64> = tx
-        .query(ids, &[&(rows.len() as i64)])
-        .op("numbering records")?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids: Vec<i64> =
+        tx.query(ids, &[&(rows.len() as i64)]).op("numbering records")?.iter().map(|r| r.get(0)).collect();
     let io = |e: std::io::Error| Error::Database { op: "copying rows", message: e.to_string() };
     let copied = |r: std::result::Result<u64, postgres::Error>| -> std::result::Result<u64, Failure> {
         r.map_err(|e| match e.code() {
@@ -849,6 +883,10 @@ fn add_counts(tx: &mut Transaction<'_>, delta: &BTreeMap<Key, i64>) -> Result<()
 /// A stored record's place: class, day, id.
 type Place = (i16, i32, i64);
 
+/// The records about a person, and the digests (with their kind codes)
+/// that linked them.
+type Person = (BTreeSet<Place>, BTreeSet<(Digest, u8)>);
+
 /// Deletes the mention rows of removed records and takes them off the
 /// counts.
 fn forget_rows(tx: &mut Transaction<'_>, c: i32, removed: &[Place]) -> Result<()> {
@@ -894,11 +932,7 @@ fn places(rows: &[postgres::Row]) -> Vec<Place> {
 /// The records about a person: filed under their user id, and every record
 /// sharing a mention digest with those (one hop); and the digests (with
 /// their kind codes) that linked them.
-fn person(
-    tx: &mut Transaction<'_>,
-    c: i32,
-    user_digest: &Digest,
-) -> Result<(BTreeSet<Place>, BTreeSet<(Digest, u8)>)> {
+fn person(tx: &mut Transaction<'_>, c: i32, user_digest: &Digest) -> Result<Person> {
     let direct = tx
         .query(
             "SELECT class, day, id, subjects FROM records WHERE customer = $1 AND user_digest = $2",
@@ -908,14 +942,20 @@ fn person(
     let mut digests = BTreeSet::new();
     for row in &direct {
         let id: i64 = row.get(2);
-        let subjects = keys::decode_subjects(row.get(3)).map_err(|e| Error::Decode { id, reason: e.to_string() })?;
-        digests.extend(subjects.into_iter().filter(|(k, _)| *k != MentionKind::User.code()).map(|(k, d)| (d, k)));
+        let subjects =
+            keys::decode_subjects(row.get(3)).map_err(|e| Error::Decode { id, reason: e.to_string() })?;
+        digests.extend(
+            subjects.into_iter().filter(|(k, _)| *k != MentionKind::User.code()).map(|(k, d)| (d, k)),
+        );
     }
     let mut all: BTreeSet<Place> = places(&direct).into_iter().collect();
     if !digests.is_empty() {
         let ds: Vec<&[u8]> = digests.iter().map(|(d, _)| &d[..]).collect();
         let linked = tx
-            .query("SELECT class, day, record_id FROM mentions WHERE customer = $1 AND digest = ANY($2)", &[&c, &ds])
+            .query(
+                "SELECT class, day, record_id FROM mentions WHERE customer = $1 AND digest = ANY($2)",
+                &[&c, &ds],
+            )
             .op("finding mentions")?;
         all.extend(places(&linked));
     }
@@ -932,10 +972,13 @@ fn verdict<V: DeserializeOwned>(row: Option<postgres::Row>) -> Result<Option<Sto
     let (json, at): (String, i64) = (row.get(0), row.get(1));
     let verdict = serde_json::from_str(&json).map_err(|e| Error::Decode {
         id: 0,
-        reason: format!("stored verdict: {:?} json error at column {}", e.classify(), e.column()).to_lowercase(),
+        reason: format!("stored verdict: {:?} json error at column {}", e.classify(), e.column())
+            .to_lowercase(),
     })?;
-    let evaluated_at = Timestamp::from_unix_nanos(i128::from(at))
-        .map_err(|_| Error::Decode { id: 0, reason: "stored verdict: evaluation time out of range".into() })?;
+    let evaluated_at = Timestamp::from_unix_nanos(i128::from(at)).map_err(|_| Error::Decode {
+        id: 0,
+        reason: "stored verdict: evaluation time out of range".into(),
+    })?;
     Ok(Some(StoredVerdict::new(verdict, evaluated_at)))
 }
 
@@ -1024,7 +1067,12 @@ impl EngineStore for PgEngine {
         Ok(hw.unwrap_or(0).max(0) as u64)
     }
 
-    fn sweep(&mut self, customer: &CustomerId, retention: &RetentionPolicy, now: Timestamp) -> Result<SweepReport> {
+    fn sweep(
+        &mut self,
+        customer: &CustomerId,
+        retention: &RetentionPolicy,
+        now: Timestamp,
+    ) -> Result<SweepReport> {
         let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(c) = Self::customer_id(client, customer)? else { return Ok(SweepReport::default()) };
         let cut = retention.cutoffs(now);
@@ -1092,7 +1140,10 @@ impl EngineStore for PgEngine {
         }
         // Devices not seen for the inactivity delay: everything they sent.
         let inactive: Vec<i64> = tx
-            .query("SELECT id FROM devices WHERE customer = $1 AND last_seen < $2", &[&c, &nanos(cut.devices_seen_before)])
+            .query(
+                "SELECT id FROM devices WHERE customer = $1 AND last_seen < $2",
+                &[&c, &nanos(cut.devices_seen_before)],
+            )
             .op("finding inactive devices")?
             .iter()
             .map(|r| r.get(0))
@@ -1165,14 +1216,18 @@ impl EngineStore for PgEngine {
         let mut wanted: BTreeSet<Digest> = BTreeSet::from([BASE]);
         for row in &rows {
             let id: i64 = row.get(0);
-            let s = keys::decode_subjects(row.get(3)).map_err(|e| Error::Decode { id, reason: e.to_string() })?;
+            let s =
+                keys::decode_subjects(row.get(3)).map_err(|e| Error::Decode { id, reason: e.to_string() })?;
             wanted.extend(s.iter().map(|(_, d)| *d));
             subjects.push(s);
         }
         let ds: Vec<&[u8]> = wanted.iter().map(|d| &d[..]).collect();
         let mut have: HashMap<Digest, [u8; 32]> = HashMap::new();
         for row in tx
-            .query("SELECT digest, key FROM subject_keys WHERE customer = $1 AND digest = ANY($2)", &[&c, &ds])
+            .query(
+                "SELECT digest, key FROM subject_keys WHERE customer = $1 AND digest = ANY($2)",
+                &[&c, &ds],
+            )
             .op("reading subject keys")?
         {
             let Ok(d) = Digest::try_from(row.get::<_, Vec<u8>>(0)) else { continue };
@@ -1188,7 +1243,8 @@ impl EngineStore for PgEngine {
             for (_, d) in &subjects {
                 ks.push(have.get(d).ok_or_else(|| Error::Decode {
                     id,
-                    reason: "a subject key of the record is gone, expected every key of a stored record".into(),
+                    reason:
+                        "a subject key of the record is gone, expected every key of a stored record".into(),
                 })?);
             }
             let key = keys::record_key(&base, ks);
@@ -1215,7 +1271,12 @@ impl EngineStore for PgEngine {
         Ok(lines)
     }
 
-    fn erase_person(&mut self, customer: &CustomerId, request: &ErasureRequest, now: Timestamp) -> Result<DeletionReceipt> {
+    fn erase_person(
+        &mut self,
+        customer: &CustomerId,
+        request: &ErasureRequest,
+        now: Timestamp,
+    ) -> Result<DeletionReceipt> {
         let user_digest = self.secret.user(customer.as_str(), &request.user);
         let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut tx = client.transaction().op("starting an erasure")?;
@@ -1318,7 +1379,11 @@ impl EngineStore for PgEngine {
         Ok(n)
     }
 
-    fn binary_verdict(&self, customer: &CustomerId, sha256: &Sha256) -> Result<Option<StoredVerdict<BinaryVerdict>>> {
+    fn binary_verdict(
+        &self,
+        customer: &CustomerId,
+        sha256: &Sha256,
+    ) -> Result<Option<StoredVerdict<BinaryVerdict>>> {
         let row = self
             .client()
             .query_opt(
@@ -1330,7 +1395,11 @@ impl EngineStore for PgEngine {
         verdict(row)
     }
 
-    fn domain_verdict(&self, customer: &CustomerId, domain: &Domain) -> Result<Option<StoredVerdict<DomainVerdict>>> {
+    fn domain_verdict(
+        &self,
+        customer: &CustomerId,
+        domain: &Domain,
+    ) -> Result<Option<StoredVerdict<DomainVerdict>>> {
         let row = self
             .client()
             .query_opt(

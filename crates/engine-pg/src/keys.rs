@@ -11,8 +11,8 @@
 //! person's user id and of the digests their records carry, which are
 //! exactly the subjects of the records it removes (one hop).
 
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::aead::rand_core::RngCore as _;
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use privtel_store::parts::{DIGEST_LEN, Digest};
 
@@ -54,7 +54,7 @@ pub(crate) fn encode_subjects(subjects: &[Subject]) -> Vec<u8> {
 /// [`DecodeError`] when the length is not a whole number of subjects, there
 /// are more than [`MAX_SUBJECTS`], or a kind code is not one of 1–6.
 pub fn decode_subjects(bytes: &[u8]) -> Result<Vec<(u8, [u8; DIGEST_LEN])>, DecodeError> {
-    if bytes.len() % SUBJECT_LEN != 0 {
+    if !bytes.len().is_multiple_of(SUBJECT_LEN) {
         return Err(DecodeError::new(format!(
             "subjects of {} bytes, expected a multiple of {SUBJECT_LEN}",
             bytes.len()
@@ -89,7 +89,10 @@ pub(crate) fn new_key() -> [u8; 32] {
 
 /// The key a record is sealed under: derived (BLAKE3 key derivation) from
 /// the customer's base key and its subjects' keys, in the stored order.
-pub(crate) fn record_key<'a>(base: &[u8; 32], subject_keys: impl IntoIterator<Item = &'a [u8; 32]>) -> [u8; 32] {
+pub(crate) fn record_key<'a>(
+    base: &[u8; 32],
+    subject_keys: impl IntoIterator<Item = &'a [u8; 32]>,
+) -> [u8; 32] {
     let mut h = blake3::Hasher::new_derive_key("privtel-engine-pg 2026-12 record key v1");
     h.update(base);
     for k in subject_keys {
@@ -137,10 +140,8 @@ fn aad(customer: i32, digest: &Digest) -> [u8; 4 + DIGEST_LEN] {
 pub(crate) fn store_key(wrap: Option<&Wrap>, customer: i32, digest: &Digest, key: &[u8; 32]) -> Vec<u8> {
     let Some(w) = wrap else { return key.to_vec() };
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-    let sealed = w
-        .cipher
-        .encrypt(&nonce, Payload { msg: key, aad: &aad(customer, digest) })
-        .unwrap_or_default();
+    let sealed =
+        w.cipher.encrypt(&nonce, Payload { msg: key, aad: &aad(customer, digest) }).unwrap_or_default();
     let mut out = Vec::with_capacity(WRAPPED_LEN);
     out.extend_from_slice(&w.id.to_le_bytes());
     out.extend_from_slice(&nonce);
@@ -155,7 +156,12 @@ pub(crate) fn store_key(wrap: Option<&Wrap>, customer: i32, digest: &Digest, key
 /// [`DecodeError`] for a length other than 32 (plain) or [`WRAPPED_LEN`]
 /// (wrapped), a wrapped key and no wrapping key or another one, or a
 /// ciphertext that does not open.
-pub(crate) fn load_key(wrap: Option<&Wrap>, customer: i32, digest: &Digest, stored: &[u8]) -> Result<[u8; 32], DecodeError> {
+pub(crate) fn load_key(
+    wrap: Option<&Wrap>,
+    customer: i32,
+    digest: &Digest,
+    stored: &[u8],
+) -> Result<[u8; 32], DecodeError> {
     match (stored.len(), wrap) {
         (32, None) => {
             let mut k = [0; 32];
@@ -175,7 +181,9 @@ pub(crate) fn load_key(wrap: Option<&Wrap>, customer: i32, digest: &Digest, stor
             let plain = w
                 .cipher
                 .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad(customer, digest) })
-                .map_err(|_| DecodeError::new("a wrapped subject key does not open: wrong key or corrupted row".into()))?;
+                .map_err(|_| {
+                    DecodeError::new("a wrapped subject key does not open: wrong key or corrupted row".into())
+                })?;
             let mut k = [0; 32];
             k.copy_from_slice(&plain);
             Ok(k)

@@ -184,14 +184,23 @@ pub(crate) fn resolve_secret(client: &mut Client, given: Option<&Secret>) -> Res
             Secret(s)
         }
         (Some(_), _, Some(_)) => {
-            return Err(Error::SecretMismatch { given: "a secret", expected: "none (the store keeps its own)" });
+            return Err(Error::SecretMismatch {
+                given: "a secret",
+                expected: "none (the store keeps its own)",
+            });
         }
         (None, Some(check), Some(s)) if check == s.check() => s.clone(),
         (None, Some(_), Some(_)) => {
-            return Err(Error::SecretMismatch { given: "a secret", expected: "the secret the store was made with" });
+            return Err(Error::SecretMismatch {
+                given: "a secret",
+                expected: "the secret the store was made with",
+            });
         }
         (None, Some(_), None) => {
-            return Err(Error::SecretMismatch { given: "none", expected: "the secret the store was made with" });
+            return Err(Error::SecretMismatch {
+                given: "none",
+                expected: "the secret the store was made with",
+            });
         }
         (None, None, Some(s)) => {
             put(&mut tx, "secret_check", &s.check())?;

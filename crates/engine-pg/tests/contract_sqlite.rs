@@ -15,8 +15,9 @@ impl Harness for Sqlite {
 
     fn fresh(&mut self, retention: RetentionPolicy) -> SqliteEngine {
         let dir = tempfile::tempdir().expect("temp dir");
-        let engine = SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default().retention(retention))
-            .expect("open");
+        let engine =
+            SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default().retention(retention))
+                .expect("open");
         self.dirs.push(dir);
         engine
     }

@@ -85,8 +85,19 @@ fn erased_keys_are_in_no_file_of_the_database() {
     let now = fixtures::base_time();
     let acme = CustomerId::new("acme").unwrap();
     let canary = "u-IDCANARY77";
-    engine.ingest(&acme, &DeviceId::new("dev-plainmark").unwrap(), 7, 1, records_of(canary, "ERASECANARY", 0), now).unwrap();
-    engine.ingest(&acme, &DeviceId::new("dev-2").unwrap(), 7, 1, records_of("u-other", "KEEPCANARY", 500), now).unwrap();
+    engine
+        .ingest(
+            &acme,
+            &DeviceId::new("dev-plainmark").unwrap(),
+            7,
+            1,
+            records_of(canary, "ERASECANARY", 0),
+            now,
+        )
+        .unwrap();
+    engine
+        .ingest(&acme, &DeviceId::new("dev-2").unwrap(), 7, 1, records_of("u-other", "KEEPCANARY", 500), now)
+        .unwrap();
     let alice = stored_keys(&db, "acme", canary);
     let other = stored_keys(&db, "acme", "u-other");
     assert!(alice.len() >= 5 && other.len() >= 5, "{} {}", alice.len(), other.len());
@@ -106,7 +117,9 @@ fn erased_keys_are_in_no_file_of_the_database() {
 
     let theirs = engine.export_person(&acme, &UserId::new(canary).unwrap(), &mut Vec::new()).unwrap();
     assert!(theirs >= 13, "the person's records and the binary under their home folder: {theirs}");
-    let receipt = engine.erase_person(&acme, &ErasureRequest::new("r1", UserId::new(canary).unwrap(), now), now).unwrap();
+    let receipt = engine
+        .erase_person(&acme, &ErasureRequest::new("r1", UserId::new(canary).unwrap(), now), now)
+        .unwrap();
     assert_eq!(receipt.records_removed, theirs);
     let after = database_bytes(&db);
     for k in &alice {
@@ -123,10 +136,12 @@ fn erased_keys_are_in_no_file_of_the_database() {
 fn wrapped_keys_are_never_in_clear_and_need_their_wrapping_key() {
     let db = TestDb::new();
     let options = PgOptions::default().secret(SECRET).wrap_key(3, [0x17; 32]);
-    let mut engine = db.engine(options.clone());
+    let mut engine = db.engine(options);
     let now = fixtures::base_time();
     let acme = CustomerId::new("acme").unwrap();
-    engine.ingest(&acme, &DeviceId::new("dev-1").unwrap(), 7, 1, records_of("u-1", "WRAPPED", 0), now).unwrap();
+    engine
+        .ingest(&acme, &DeviceId::new("dev-1").unwrap(), 7, 1, records_of("u-1", "WRAPPED", 0), now)
+        .unwrap();
     let stored = stored_keys(&db, "acme", "u-1");
     assert!(!stored.is_empty() && stored.iter().all(|k| k.len() == 64), "stored wrapped");
     let user = UserId::new("u-1").unwrap();
@@ -134,7 +149,10 @@ fn wrapped_keys_are_never_in_clear_and_need_their_wrapping_key() {
     assert!(engine.export_person(&acme, &user, &mut out).unwrap() >= 13);
     assert!(String::from_utf8(out).unwrap().contains("WRAPPED"));
     // Without the wrapping key, or with another, nothing opens.
-    let err = db.engine(PgOptions::default().secret(SECRET)).export_person(&acme, &user, &mut Vec::new()).unwrap_err();
+    let err = db
+        .engine(PgOptions::default().secret(SECRET))
+        .export_person(&acme, &user, &mut Vec::new())
+        .unwrap_err();
     assert!(err.to_string().contains("expected a wrapping key"), "{err}");
     let err = db
         .engine(PgOptions::default().secret(SECRET).wrap_key(3, [0x18; 32]))

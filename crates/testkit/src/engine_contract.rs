@@ -139,7 +139,10 @@ fn export<E: EngineStore>(store: &E, customer: &CustomerId, user: &str) -> Vec<s
     assert_eq!(lines.len() as u64, n, "the count returned is the lines written");
     for v in &lines {
         assert!(
-            v["id"].is_i64() && v["stored_at"].is_string() && v["program"].is_string() && v["record"].is_object(),
+            v["id"].is_i64()
+                && v["stored_at"].is_string()
+                && v["program"].is_string()
+                && v["record"].is_object(),
             "{v}"
         );
         assert!(v["kind"].as_str().is_some_and(|k| !k.is_empty()), "{v}");
@@ -248,7 +251,13 @@ pub fn skipped_and_refused_records_move_the_mark<H: Harness>(h: &mut H) {
     let d = dev("dev-0001");
     let seq = |first_seq, skipped| Sequence { stream: S, first_seq, skipped };
     let out = store
-        .ingest_admitted(&acme(), &d, seq(5, 4), vec![Some(event_at(1, now)), None, Some(event_at(2, now))], now)
+        .ingest_admitted(
+            &acme(),
+            &d,
+            seq(5, 4),
+            vec![Some(event_at(1, now)), None, Some(event_at(2, now))],
+            now,
+        )
         .expect("ingest");
     assert_eq!((out.stored, out.refused, out.skipped, out.high_water), (2, 1, 4, 7));
     // Skipping more than lie below the first is out of range; a gap past
@@ -284,12 +293,12 @@ pub fn customers_are_independent<H: Harness>(h: &mut H) {
     );
     let text = exported_text(&store, &acme(), "u-1042");
     assert!(text.contains("ACMEONE") && !text.contains("GLOBEXONE"));
-    let r = store
-        .erase_person(&acme(), &ErasureRequest::new("req-1", uid("u-1042"), now), now)
-        .expect("erase");
+    let r =
+        store.erase_person(&acme(), &ErasureRequest::new("req-1", uid("u-1042"), now), now).expect("erase");
     assert!(r.records_removed >= 12, "{r:?}");
     assert_eq!(store.record_count_of(&globex()).expect("count"), 18);
-    let later = store.ingest(&globex(), &d, S, 19, records_of("u-1042", "GLOBEXTWO", 1000), now).expect("ingest");
+    let later =
+        store.ingest(&globex(), &d, S, 19, records_of("u-1042", "GLOBEXTWO", 1000), now).expect("ingest");
     assert_eq!((later.stored, later.suppressed), (18, 0));
     let again = store.ingest(&acme(), &d, S, 20, records_of("u-1042", "ACMETWO", 1000), now).expect("ingest");
     assert_eq!(again.suppressed, 12, "{again:?}");
@@ -419,12 +428,14 @@ pub fn erasure_follows_home_folders<H: Harness>(h: &mut H) {
     ];
     store.ingest(&acme(), &dev("d"), S, 1, batch, now).expect("ingest");
     let exported = exported_ids(&store, &acme(), "u-1");
-    let receipt = store.erase_person(&acme(), &ErasureRequest::new("r", uid("u-1"), now), now).expect("erase");
+    let receipt =
+        store.erase_person(&acme(), &ErasureRequest::new("r", uid("u-1"), now), now).expect("erase");
     assert_eq!(receipt.records_removed, 4);
     assert_eq!(exported.len(), 4, "the export shows what erasure removes");
     assert_eq!(store.record_count().expect("count"), 4);
     assert_eq!(exported_ids(&store, &acme(), "u-2").len(), 1);
-    let out = store.ingest(&acme(), &dev("d"), S, 9, vec![binary_at("/home/alice/other")], now).expect("ingest");
+    let out =
+        store.ingest(&acme(), &dev("d"), S, 9, vec![binary_at("/home/alice/other")], now).expect("ingest");
     assert_eq!(out.suppressed, 1);
 }
 
@@ -455,7 +466,8 @@ pub fn an_erasure_by_another_engine_is_seen_by_the_next_ingest<H: Harness>(h: &m
 /// days (each case under its own customer of one store).
 pub fn sweeps_remove_exactly_the_expired<H: Harness>(h: &mut H) {
     let mut store = h.fresh(RetentionPolicy::default());
-    let now = fixtures::base_time().checked_add(Duration::hours(7) + Duration::seconds(13)).expect("in range");
+    let now =
+        fixtures::base_time().checked_add(Duration::hours(7) + Duration::seconds(13)).expect("in range");
     let ttls = [Ttl::DAYS_7, Ttl::DAYS_14, Ttl::custom(Duration::seconds(3_600))];
     for (case, ttl) in ttls.into_iter().enumerate() {
         let customer = CustomerId::new(format!("sweep-{case}")).expect("valid");
@@ -537,7 +549,10 @@ pub fn verdicts_are_kept_per_customer_and_swept_with_objects<H: Harness>(h: &mut
     let later = now.checked_add(Duration::days(20)).expect("in range");
     let low = BinaryVerdict { threat: ThreatLevel::Low, ..b };
     store.record_verdicts(&acme(), std::slice::from_ref(&low), &[], later).expect("verdicts");
-    assert_eq!(store.binary_verdict(&acme(), &sha).expect("read").expect("present").verdict.threat, ThreatLevel::Low);
+    assert_eq!(
+        store.binary_verdict(&acme(), &sha).expect("read").expect("present").verdict.threat,
+        ThreatLevel::Low
+    );
     let report = store
         .sweep(&acme(), &RetentionPolicy::default(), now.checked_add(Duration::days(35)).expect("in range"))
         .expect("sweep");
@@ -611,7 +626,9 @@ pub fn a_record_that_cannot_be_encoded_refuses_its_batch_alone<H: Harness>(h: &m
         }
         r
     };
-    store.ingest(&acme(), &dev("dev-a"), S, 1, vec![event_at(1, now), event_at(2, now)], now).expect("ingest");
+    store
+        .ingest(&acme(), &dev("dev-a"), S, 1, vec![event_at(1, now), event_at(2, now)], now)
+        .expect("ingest");
     let outcomes = store.ingest_group(
         vec![
             batch(acme(), "dev-a", 3, vec![event_at(3, now), huge(4)]),
@@ -658,7 +675,8 @@ pub fn ingest_matches_a_simple_model<H: Harness>(h: &mut H) {
         let (c, d, s) = (rng.below(2) == 0, rng.below(2) == 0, rng.below(2) == 0);
         let hw = marks.get(&(c, d, s)).copied().unwrap_or(0);
         let first = match rng.below(8) {
-            0 => [0, i64::MAX as u64, i64::MAX as u64 - 1, i64::MAX as u64 + 1, u64::MAX][rng.below(5) as usize],
+            0 => [0, i64::MAX as u64, i64::MAX as u64 - 1, i64::MAX as u64 + 1, u64::MAX]
+                [rng.below(5) as usize],
             _ => (hw + 1).saturating_add_signed(rng.below(6) as i64 - 3),
         };
         let events: Vec<u64> = (0..rng.below(5)).map(|_| rng.below(24)).collect();
@@ -694,12 +712,18 @@ pub fn ingest_matches_a_simple_model<H: Harness>(h: &mut H) {
         }
         marks.insert((c, d, s), mark);
         let got = got.expect("ingest");
-        assert_eq!((got.stored, got.duplicates, got.suppressed, got.high_water), (stored, duplicates, 0, mark));
+        assert_eq!(
+            (got.stored, got.duplicates, got.suppressed, got.high_water),
+            (stored, duplicates, 0, mark)
+        );
     }
     for ((c, d, s), mark) in &marks {
         let customer = if *c { acme() } else { globex() };
         let stream = if *s { 1 } else { u64::MAX - 5 };
-        assert_eq!(store.high_water(&customer, &dev(if *d { "d1" } else { "d2" }), stream).expect("mark"), *mark);
+        assert_eq!(
+            store.high_water(&customer, &dev(if *d { "d1" } else { "d2" }), stream).expect("mark"),
+            *mark
+        );
     }
     let of = |c: bool| held.iter().filter(|h| h.0 == c).count() as u64;
     assert_eq!(store.record_count_of(&acme()).expect("count"), of(true));

@@ -10,7 +10,8 @@ use privtel_engine_pg::{PgEngine, PgOptions};
 
 /// The server's URL from the environment.
 pub(crate) fn server_url() -> String {
-    std::env::var("PRIVTEL_PG_URL").expect("set PRIVTEL_PG_URL (postgres://user@host:port/db) to run this test")
+    std::env::var("PRIVTEL_PG_URL")
+        .expect("set PRIVTEL_PG_URL (postgres://user@host:port/db) to run this test")
 }
 
 /// `url` with its database name replaced by `db`.
@@ -36,7 +37,8 @@ impl TestDb {
         let server = server_url();
         let n = RandomState::new().hash_one((std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         let name = format!("privtel_test_{n:016x}");
-        let mut admin = postgres::Client::connect(&server, postgres::NoTls).expect("connect to PRIVTEL_PG_URL");
+        let mut admin =
+            postgres::Client::connect(&server, postgres::NoTls).expect("connect to PRIVTEL_PG_URL");
         admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create a test database");
         let url = with_database(&server, &name);
         Self { server, name, url }
