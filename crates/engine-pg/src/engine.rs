@@ -612,14 +612,7 @@ impl PgEngine {
         for (i, _, _) in &accepted {
             let name = &batches[*i].customer;
             if !customers.contains_key(name) && !new_customers.contains_key(name) {
-                let c: i32 = tx
-                    .query_one(
-                        "INSERT INTO customers (customer) VALUES ($1)
-                         ON CONFLICT (customer) DO UPDATE SET customer = EXCLUDED.customer RETURNING id",
-                        &[&name.as_str()],
-                    )
-                    .op("registering the customer")?
-                    .get(0);
+                let c: i32 = register_customer(&mut tx, name.as_str())?;
                 new_customers.insert(name.clone(), c);
             }
         }
@@ -861,6 +854,18 @@ fn copy_rows(
     Ok(add_counts(tx, &counts)?)
 }
 
+/// The row id of a customer, registered if new.
+fn register_customer(tx: &mut Transaction<'_>, customer: &str) -> Result<i32> {
+    Ok(tx
+        .query_one(
+            "INSERT INTO customers (customer) VALUES ($1)
+             ON CONFLICT (customer) DO UPDATE SET customer = EXCLUDED.customer RETURNING id",
+            &[&customer],
+        )
+        .op("registering the customer")?
+        .get(0))
+}
+
 /// Adds `delta` to the record counts (negative after deletes).
 fn add_counts(tx: &mut Transaction<'_>, delta: &BTreeMap<Key, i64>) -> Result<()> {
     if delta.is_empty() {
@@ -967,19 +972,38 @@ fn to_json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Encode(e.to_string()))
 }
 
-fn verdict<V: DeserializeOwned>(row: Option<postgres::Row>) -> Result<Option<StoredVerdict<V>>> {
-    let Some(row) = row else { return Ok(None) };
-    let (json, at): (String, i64) = (row.get(0), row.get(1));
-    let verdict = serde_json::from_str(&json).map_err(|e| Error::Decode {
-        id: 0,
-        reason: format!("stored verdict: {:?} json error at column {}", e.classify(), e.column())
-            .to_lowercase(),
-    })?;
-    let evaluated_at = Timestamp::from_unix_nanos(i128::from(at)).map_err(|_| Error::Decode {
-        id: 0,
-        reason: "stored verdict: evaluation time out of range".into(),
-    })?;
-    Ok(Some(StoredVerdict::new(verdict, evaluated_at)))
+impl PgEngine {
+    /// A customer's verdict of `table` whose `column` equals `key`.
+    fn verdict<V: DeserializeOwned>(
+        &self,
+        table: &str,
+        column: &str,
+        customer: &CustomerId,
+        key: &(dyn postgres::types::ToSql + Sync),
+    ) -> Result<Option<StoredVerdict<V>>> {
+        let row = self
+            .client()
+            .query_opt(
+                &format!(
+                    "SELECT v.verdict, v.evaluated_at FROM {table} v JOIN customers c ON c.id = v.customer
+                     WHERE c.customer = $1 AND v.{column} = $2"
+                ),
+                &[&customer.as_str(), key],
+            )
+            .op("reading a verdict")?;
+        let Some(row) = row else { return Ok(None) };
+        let (json, at): (String, i64) = (row.get(0), row.get(1));
+        let verdict = serde_json::from_str(&json).map_err(|e| Error::Decode {
+            id: 0,
+            reason: format!("stored verdict: {:?} json error at column {}", e.classify(), e.column())
+                .to_lowercase(),
+        })?;
+        let evaluated_at = Timestamp::from_unix_nanos(i128::from(at)).map_err(|_| Error::Decode {
+            id: 0,
+            reason: "stored verdict: evaluation time out of range".into(),
+        })?;
+        Ok(Some(StoredVerdict::new(verdict, evaluated_at)))
+    }
 }
 
 impl EngineStore for PgEngine {
@@ -1282,14 +1306,7 @@ impl EngineStore for PgEngine {
         let mut tx = client.transaction().op("starting an erasure")?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&customer_lock(customer.as_str())])
             .op("locking the customer")?;
-        let c: i32 = tx
-            .query_one(
-                "INSERT INTO customers (customer) VALUES ($1)
-                 ON CONFLICT (customer) DO UPDATE SET customer = EXCLUDED.customer RETURNING id",
-                &[&customer.as_str()],
-            )
-            .op("registering the customer")?
-            .get(0);
+        let c: i32 = register_customer(&mut tx, customer.as_str())?;
         let (all, digests) = person(&mut tx, c, &user_digest)?;
         let all: Vec<Place> = all.into_iter().collect();
         let removed = delete_places(&mut tx, c, &all)?;
@@ -1348,14 +1365,7 @@ impl EngineStore for PgEngine {
     ) -> Result<u64> {
         let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut tx = client.transaction().op("starting a verdict write")?;
-        let c: i32 = tx
-            .query_one(
-                "INSERT INTO customers (customer) VALUES ($1)
-                 ON CONFLICT (customer) DO UPDATE SET customer = EXCLUDED.customer RETURNING id",
-                &[&customer.as_str()],
-            )
-            .op("registering the customer")?
-            .get(0);
+        let c: i32 = register_customer(&mut tx, customer.as_str())?;
         let mut n = 0;
         for v in binaries {
             n += tx
@@ -1384,15 +1394,7 @@ impl EngineStore for PgEngine {
         customer: &CustomerId,
         sha256: &Sha256,
     ) -> Result<Option<StoredVerdict<BinaryVerdict>>> {
-        let row = self
-            .client()
-            .query_opt(
-                "SELECT v.verdict, v.evaluated_at FROM binary_verdicts v JOIN customers c ON c.id = v.customer
-                 WHERE c.customer = $1 AND v.sha256 = $2",
-                &[&customer.as_str(), &&sha256.as_bytes()[..]],
-            )
-            .op("reading a verdict")?;
-        verdict(row)
+        self.verdict("binary_verdicts", "sha256", customer, &&sha256.as_bytes()[..])
     }
 
     fn domain_verdict(
@@ -1400,15 +1402,7 @@ impl EngineStore for PgEngine {
         customer: &CustomerId,
         domain: &Domain,
     ) -> Result<Option<StoredVerdict<DomainVerdict>>> {
-        let row = self
-            .client()
-            .query_opt(
-                "SELECT v.verdict, v.evaluated_at FROM domain_verdicts v JOIN customers c ON c.id = v.customer
-                 WHERE c.customer = $1 AND v.domain = $2",
-                &[&customer.as_str(), &domain.as_str()],
-            )
-            .op("reading a verdict")?;
-        verdict(row)
+        self.verdict("domain_verdicts", "domain", customer, &domain.as_str())
     }
 
     fn record_count(&self) -> Result<u64> {

@@ -13,26 +13,11 @@ use common::TestDb;
 use privtel_engine_pg::PgOptions;
 use privtel_engine_pg::fuzzing::decode_subjects;
 use privtel_store::parts::Secret;
-use privtel_store::{CustomerId, DeviceId, EngineStore, ErasureRequest, Record, RecordBody, UserId};
+use privtel_store::{CustomerId, DeviceId, EngineStore, ErasureRequest, UserId};
+use privtel_testkit::engine_contract::records_of;
 use privtel_testkit::fixtures;
 
 const SECRET: [u8; 32] = [0x42; 32];
-
-fn records_of(user: &str, tag: &str, id_base: u128) -> Vec<Record> {
-    let user = UserId::new(user).unwrap();
-    let mut out = fixtures::records(tag);
-    for r in &mut out {
-        match &mut r.body {
-            RecordBody::Event(e) => {
-                e.user = Some(user.clone());
-                e.id = privtel_store::model::EventId::from_u128(e.id.as_u128() + id_base);
-            }
-            RecordBody::User(u) => u.id = user.clone(),
-            _ => {}
-        }
-    }
-    out
-}
 
 /// Every file of the test database's folder, read raw, after a checkpoint.
 fn database_bytes(db: &TestDb) -> Vec<u8> {

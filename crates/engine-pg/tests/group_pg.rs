@@ -6,36 +6,12 @@ mod common;
 
 use common::TestDb;
 use privtel_engine_pg::PgOptions;
-use privtel_store::model::{EventId, Record, RecordBody};
-use privtel_store::{AdmittedBatch, CustomerId, DeviceId, EngineStore, Error, Sequence, Timestamp, UserId};
+use privtel_store::{CustomerId, DeviceId, EngineStore, Error, UserId};
+use privtel_testkit::engine_contract::{batch, event_at, fixtures_at};
 use privtel_testkit::fixtures;
 
-fn fixtures_at(base: u128) -> Vec<Record> {
-    let mut out = fixtures::records("grp");
-    for r in &mut out {
-        if let RecordBody::Event(e) = &mut r.body {
-            e.id = EventId::from_u128(e.id.as_u128() + base);
-        }
-    }
-    out
-}
-
-fn batch(customer: &str, device: &str, first_seq: u64, records: Vec<Record>) -> AdmittedBatch {
-    AdmittedBatch {
-        customer: CustomerId::new(customer).unwrap(),
-        device: DeviceId::new(device).unwrap(),
-        seq: Sequence { stream: 7, first_seq, skipped: 0 },
-        records: records.into_iter().map(Some).collect(),
-    }
-}
-
-fn event_at(i: u64, at: Timestamp) -> Record {
-    let mut r = fixtures::records("t").into_iter().find(|r| r.body.kind_name() == "feature_usage").unwrap();
-    if let RecordBody::Event(e) = &mut r.body {
-        e.recorded_at = at;
-        e.id = EventId::from_u128(u128::from(i));
-    }
-    r
+fn cid(name: &str) -> CustomerId {
+    CustomerId::new(name).unwrap()
 }
 
 #[test]
@@ -60,10 +36,10 @@ fn a_batch_that_fails_while_writing_is_left_out_and_the_rest_of_its_group_commit
     let n = fixtures_at(0).len() as u64;
     let outcomes = engine.ingest_group(
         vec![
-            batch("acme", "dev-a", 1, fixtures_at(0)),
-            batch("globex", "dev-bad", 1, fixtures_at(1_000)),
-            batch("acme", "dev-c", 1, fixtures_at(2_000)),
-            batch("acme", "dev-a", n + 1, vec![event_at(900_001, now)]),
+            batch(cid("acme"), "dev-a", 1, fixtures_at(0)),
+            batch(cid("globex"), "dev-bad", 1, fixtures_at(1_000)),
+            batch(cid("acme"), "dev-c", 1, fixtures_at(2_000)),
+            batch(cid("acme"), "dev-a", n + 1, vec![event_at(900_001, now)]),
         ],
         now,
     );
@@ -73,16 +49,12 @@ fn a_batch_that_fails_while_writing_is_left_out_and_the_rest_of_its_group_commit
     assert!(matches!(err, Error::Database { .. }), "{err}");
     assert!(err.to_string().contains("the disk said no"), "{err}");
     assert_eq!(engine.record_count().unwrap(), 2 * n + 1);
-    assert_eq!(
-        engine.customers().unwrap(),
-        vec![CustomerId::new("acme").unwrap()],
-        "nothing of the failed batch"
-    );
-    let globex = CustomerId::new("globex").unwrap();
+    assert_eq!(engine.customers().unwrap(), vec![cid("acme")], "nothing of the failed batch");
+    let globex = cid("globex");
     assert_eq!(engine.high_water(&globex, &DeviceId::new("dev-bad").unwrap(), 7).unwrap(), 0);
     // The failed attempt's keys were never cached: the next batch of that
     // customer makes and stores its own, and its records open.
-    let next = engine.ingest_group(vec![batch("globex", "dev-ok", 1, fixtures_at(3_000))], now);
+    let next = engine.ingest_group(vec![batch(cid("globex"), "dev-ok", 1, fixtures_at(3_000))], now);
     assert_eq!(next[0].as_ref().unwrap().stored, n);
     let mut out = Vec::new();
     assert!(engine.export_person(&globex, &UserId::new("u-1042").unwrap(), &mut out).unwrap() > 0);

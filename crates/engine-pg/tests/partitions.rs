@@ -8,18 +8,9 @@ mod common;
 
 use common::TestDb;
 use privtel_engine_pg::{PgError, PgOptions};
-use privtel_store::model::{EventId, Record, RecordBody};
-use privtel_store::{CustomerId, DeviceId, Duration, EngineStore, RetentionPolicy, Timestamp, Ttl};
+use privtel_store::{CustomerId, DeviceId, Duration, EngineStore, Record, RetentionPolicy, Ttl};
+use privtel_testkit::engine_contract::event_at;
 use privtel_testkit::fixtures;
-
-fn event_at(i: u64, at: Timestamp) -> Record {
-    let mut r = fixtures::records("t").into_iter().find(|r| r.body.kind_name() == "feature_usage").unwrap();
-    if let RecordBody::Event(e) = &mut r.body {
-        e.recorded_at = at;
-        e.id = EventId::from_u128(u128::from(i));
-    }
-    r
-}
 
 fn partitions(db: &TestDb) -> Vec<String> {
     let mut client = db.client();

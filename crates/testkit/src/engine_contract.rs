@@ -80,7 +80,7 @@ macro_rules! engine_contract_tests {
 }
 
 /// The stream every single-stream test sends on.
-const S: u64 = 7;
+pub const S: u64 = 7;
 
 fn acme() -> CustomerId {
     CustomerId::new("acme").expect("valid")
@@ -98,8 +98,8 @@ fn uid(id: &str) -> UserId {
     UserId::new(id).expect("valid")
 }
 
-/// A feature-usage event with id `i` recorded at `at`.
-fn event_at(i: u64, at: Timestamp) -> Record {
+/// A feature-usage event of the fixtures with id `i`, recorded at `at`.
+pub fn event_at(i: u64, at: Timestamp) -> Record {
     let mut r = fixtures::records("t")
         .into_iter()
         .find(|r| r.body.kind_name() == "feature_usage")
@@ -113,7 +113,7 @@ fn event_at(i: u64, at: Timestamp) -> Record {
 
 /// The fixtures with every user id replaced by `user` and every event id
 /// offset by `id_base` (so batches are not replays of each other).
-fn records_of(user: &str, tag: &str, id_base: u128) -> Vec<Record> {
+pub fn records_of(user: &str, tag: &str, id_base: u128) -> Vec<Record> {
     let user = uid(user);
     let mut out = fixtures::records(tag);
     for r in &mut out {
@@ -158,7 +158,8 @@ fn exported_ids<E: EngineStore>(store: &E, customer: &CustomerId, user: &str) ->
     export(store, customer, user).iter().map(|v| v["id"].as_i64().expect("an id")).collect()
 }
 
-fn batch(customer: CustomerId, device: &str, first_seq: u64, records: Vec<Record>) -> AdmittedBatch {
+/// A batch of `records` on stream 7 of a customer's device.
+pub fn batch(customer: CustomerId, device: &str, first_seq: u64, records: Vec<Record>) -> AdmittedBatch {
     AdmittedBatch {
         customer,
         device: dev(device),
@@ -562,7 +563,7 @@ pub fn verdicts_are_kept_per_customer_and_swept_with_objects<H: Harness>(h: &mut
 }
 
 /// The fixtures (a person new to the store) with event ids offset by `base`.
-fn fixtures_at(base: u128) -> Vec<Record> {
+pub fn fixtures_at(base: u128) -> Vec<Record> {
     let mut out = fixtures::records("grp");
     for r in &mut out {
         if let RecordBody::Event(e) = &mut r.body {
