@@ -33,9 +33,9 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             let format = privtel_store::parts::Format::CURRENT.code();
-            if let Ok(record) = privtel_store::parts::open(1, format, None, rest, None) {
+            if let Ok(record) = privtel_store::parts::unseal(1, format, None, rest, None) {
                 let again = privtel_store::parts::encode(&record).expect("a decoded record encodes");
-                assert_eq!(privtel_store::parts::open(1, format, None, &again, None).expect("decodes"), record);
+                assert_eq!(privtel_store::parts::unseal(1, format, None, &again, None).expect("decodes"), record);
             }
         }
     }

@@ -11,8 +11,8 @@ use privtel_model::{
 };
 use privtel_retention::{RecordClass, RetentionPolicy};
 use privtel_store::parts::{
-    Digest, Format, MentionKind, Secret, check_range, encode, mentions, nanos, open, record_time,
-    seal_encoded,
+    Digest, Format, MentionKind, Secret, check_range, encode, mentions, nanos, record_time, seal_encoded,
+    unseal,
 };
 use privtel_store::{
     AdmittedBatch, AtRestKey, DeletionReceipt, EngineStore, ErasureRequest, Error, IngestOutcome, Result,
@@ -1292,7 +1292,7 @@ impl EngineStore for PgEngine {
                 })?);
             }
             let key = keys::record_key(&base, ks);
-            let record = open(
+            let record = unseal(
                 id,
                 i64::from(row.get::<_, i16>(2)),
                 Some(RECORD_KEY_ID),
