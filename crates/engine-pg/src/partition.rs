@@ -90,6 +90,8 @@ pub(crate) fn create(tx: &mut Transaction<'_>, key: Key) -> Result<(), Error> {
     }
     tx.batch_execute(&format!(
         "CREATE TABLE IF NOT EXISTS {r} PARTITION OF records FOR VALUES FROM ({c}, {cl}, {d}) TO ({c}, {cl}, {});
+         CREATE UNIQUE INDEX IF NOT EXISTS {r}_event ON {r} (device, event_id);
+         CREATE INDEX IF NOT EXISTS {r}_user ON {r} (user_digest) WHERE user_digest IS NOT NULL;
          CREATE TABLE IF NOT EXISTS {m} PARTITION OF mentions FOR VALUES FROM ({c}, {cl}, {d}) TO ({c}, {cl}, {});",
         d + 1,
         d + 1

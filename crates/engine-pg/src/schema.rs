@@ -100,13 +100,16 @@ const V1: &str = "
         subjects bytea NOT NULL,            -- (kind, digest) of each subject
         payload bytea NOT NULL              -- sealed under the record key
     ) PARTITION BY RANGE (customer, class, day);
-    -- Replays: an event id once per (customer, device, day); objects have
-    -- none (NULLs never collide). Device first: the inactivity purge.
-    CREATE UNIQUE INDEX records_event ON records (device, event_id, customer, class, day);
-    CREATE INDEX records_user ON records (user_digest) WHERE user_digest IS NOT NULL;
+    -- Each partition has its own indexes (partition.rs): a unique
+    -- (device, event_id), which catches replays per (customer, device, day)
+    -- (objects have no event id, NULLs never collide) and serves the
+    -- inactivity purge, and (user_digest). An index declared here would
+    -- have to carry the partition key in every entry.
     CREATE INDEX records_id ON records USING brin (id);
     CREATE TABLE records_default PARTITION OF records DEFAULT;
     CREATE INDEX records_default_key ON records_default (customer, class, day);
+    CREATE UNIQUE INDEX records_default_event ON records_default (device, event_id, customer, class, day);
+    CREATE INDEX records_default_user ON records_default (user_digest) WHERE user_digest IS NOT NULL;
     CREATE TABLE mentions (
         customer integer NOT NULL,
         class smallint NOT NULL,
