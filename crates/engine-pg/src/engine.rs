@@ -228,7 +228,7 @@ impl Statements {
             new_keys: p("INSERT INTO subject_keys (customer, digest, kind, key)
                  SELECT * FROM unnest($1::integer[], $2::bytea[], $3::smallint[], $4::bytea[])
                  ON CONFLICT DO NOTHING")?,
-            ids: p("SELECT nextval('record_ids') FROM generate_series(1, $1::bigint)")?,
+            ids: p("SELECT nextval('record_id_blocks') FROM generate_series(1, $1::bigint)")?,
         })
     }
 }
@@ -799,6 +799,9 @@ impl PgEngine {
     }
 }
 
+/// Record ids a block of the `record_id_blocks` sequence holds.
+const ID_BLOCK: usize = 1 << 20;
+
 /// COPYs the group's rows (binary) into `records` and `mentions`, sealing
 /// each payload as it goes, and adds them to the counts.
 fn copy_rows(
@@ -809,8 +812,17 @@ fn copy_rows(
     if rows.is_empty() {
         return Ok(());
     }
-    let ids: Vec<i64> =
-        tx.query(ids, &[&(rows.len() as i64)]).op("numbering records")?.iter().map(|r| r.get(0)).collect();
+    let blocks = rows.len().div_ceil(ID_BLOCK) as i64;
+    let ids: Vec<i64> = tx
+        .query(ids, &[&blocks])
+        .op("numbering records")?
+        .iter()
+        .flat_map(|r| {
+            let block: i64 = r.get(0);
+            (0..ID_BLOCK as i64).map(move |i| block.saturating_mul(ID_BLOCK as i64).saturating_add(i))
+        })
+        .take(rows.len())
+        .collect();
     let io = |e: std::io::Error| Error::Database { op: "copying rows", message: e.to_string() };
     let copied = |r: std::result::Result<u64, postgres::Error>| -> std::result::Result<u64, Failure> {
         r.map_err(|e| match e.code() {

@@ -85,12 +85,14 @@ const V1: &str = "
     -- keys and suppression lists are older reloads them.
     CREATE TABLE key_generation (n bigint NOT NULL);
     INSERT INTO key_generation VALUES (0);
-    CREATE SEQUENCE record_ids;
+    -- Record ids come in blocks of 2^20, one block per group (or more for a
+    -- larger group): id = block * 2^20 + position. Never reused.
+    CREATE SEQUENCE record_id_blocks;
     CREATE TABLE records (
         customer integer NOT NULL,          -- customers.id
         class smallint NOT NULL,            -- 0 event, 1 object
         day integer NOT NULL,               -- recorded_at in days since 1970-01-01 UTC
-        id bigint NOT NULL,                 -- record_ids, never reused
+        id bigint NOT NULL,                 -- from record_id_blocks, never reused
         device bigint NOT NULL,             -- devices.id of the sender
         user_digest bytea,                  -- keyed digest of the user id
         recorded_at bigint NOT NULL,        -- unix ns, when retention starts
