@@ -66,9 +66,12 @@
 //!   accept loop and the agent's enrollment;
 //! * `certs` — certificate generation (rcgen) for a service, the demo and
 //!   tests;
-//! * `lz4` — LZ4 payload compression on the wire.
+//! * `lz4` — LZ4 payload compression on the wire;
+//! * `engine-pg` — the engine store on PostgreSQL (`engine_pg`, the
+//!   `postgres` client); off by default.
 //!
-//! Default: `agent`, `service`, `tls`, `certs`, `lz4` (everything).
+//! Default: `agent`, `service`, `tls`, `certs`, `lz4` (everything but
+//! `engine-pg`).
 
 #[cfg(feature = "agent")]
 pub use privtel_agent as agent;
@@ -76,6 +79,8 @@ pub use privtel_agent as agent;
 pub use privtel_authority as authority;
 #[cfg(feature = "domain")]
 pub use privtel_domain as domain;
+#[cfg(feature = "engine-pg")]
+pub use privtel_engine_pg as engine_pg;
 #[cfg(feature = "filter")]
 pub use privtel_filter as filter;
 #[cfg(feature = "hash")]

@@ -59,7 +59,8 @@ fn config() -> impl bincode::config::Config {
 /// How a stored payload is encoded, kept in each row's `format` column.
 /// The codes are a file format: written out, never reused.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Format {
+#[non_exhaustive]
+pub enum Format {
     /// Wave-1 and wave-2 rows: bincode of [`Record`] in the model's field
     /// and variant order, so adding a field or reordering a variant changes
     /// what old bytes mean. Still read, never written.
@@ -72,10 +73,10 @@ pub(crate) enum Format {
 
 impl Format {
     /// The format new rows are written in.
-    pub(crate) const CURRENT: Self = Self::Json;
+    pub const CURRENT: Self = Self::Json;
 
     /// The stored code.
-    pub(crate) const fn code(self) -> i64 {
+    pub const fn code(self) -> i64 {
         match self {
             Self::Bincode => 1,
             Self::Json => 2,
@@ -83,7 +84,7 @@ impl Format {
     }
 
     /// The format of a stored code, if any.
-    pub(crate) const fn from_code(code: i64) -> Option<Self> {
+    pub const fn from_code(code: i64) -> Option<Self> {
         match code {
             1 => Some(Self::Bincode),
             2 => Some(Self::Json),
@@ -93,12 +94,39 @@ impl Format {
 }
 
 /// Encodes (and seals, with a key) a record in [`Format::CURRENT`]: (key
-/// id, payload).
-pub(crate) fn seal(record: &Record, key: Option<&AtRestKey>) -> Result<(Option<u32>, Vec<u8>)> {
+/// id, payload). With a key the payload is the 12-byte nonce followed by
+/// the AES-256-GCM ciphertext and tag, the additional data being the key
+/// id as 4 little-endian bytes (docs/STORAGE.md).
+///
+/// # Errors
+///
+/// [`Error::Encode`] when the encoding exceeds [`MAX_RECORD_BYTES`].
+pub fn seal(record: &Record, key: Option<&AtRestKey>) -> Result<(Option<u32>, Vec<u8>)> {
+    seal_encoded(encode(record)?, key)
+}
+
+/// A record in [`Format::CURRENT`], not sealed: the first half of [`seal`].
+///
+/// # Errors
+///
+/// [`Error::Encode`] when the encoding exceeds [`MAX_RECORD_BYTES`].
+pub fn encode(record: &Record) -> Result<Vec<u8>> {
     let plain = serde_json::to_vec(record).map_err(|e| Error::Encode(e.to_string()))?;
     if plain.len() > MAX_RECORD_BYTES {
         return Err(Error::Encode(format!("{} bytes, expected at most {MAX_RECORD_BYTES}", plain.len())));
     }
+    Ok(plain)
+}
+
+/// Seals bytes from [`encode`] under `key` (none: returned as they are):
+/// the second half of [`seal`], for a caller that encodes before it knows
+/// the key.
+///
+/// # Errors
+///
+/// [`Error::Encode`] if the cipher refuses (it does not for inputs within
+/// [`MAX_RECORD_BYTES`]).
+pub fn seal_encoded(plain: Vec<u8>, key: Option<&AtRestKey>) -> Result<(Option<u32>, Vec<u8>)> {
     let Some(key) = key else { return Ok((None, plain)) };
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
     let aad = key.id.to_le_bytes();
@@ -114,7 +142,13 @@ pub(crate) fn seal(record: &Record, key: Option<&AtRestKey>) -> Result<(Option<u
 
 /// The inverse of [`seal`] for row `id`, whose `format` column holds
 /// `format`.
-pub(crate) fn unseal(
+///
+/// # Errors
+///
+/// [`Error::Decode`] for an unknown format or bytes that do not decode
+/// (the reason names no value), [`Error::MissingKey`] /
+/// [`Error::WrongKey`] for a sealed payload the key given cannot open.
+pub fn unseal(
     id: i64,
     format: i64,
     key_id: Option<u32>,
@@ -174,13 +208,13 @@ pub(crate) fn unseal(
 }
 
 /// Unix nanoseconds as an `i64` column (saturating outside 1677–2262).
-pub(crate) fn nanos(t: privtel_model::Timestamp) -> i64 {
+pub fn nanos(t: privtel_model::Timestamp) -> i64 {
     i64::try_from(t.unix_nanos()).unwrap_or(if t.unix_nanos() < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// The instant a record's retention runs from: an event's recording time, a
 /// device's last report, else when the store received it.
-pub(crate) fn record_time(record: &Record, received: privtel_model::Timestamp) -> privtel_model::Timestamp {
+pub fn record_time(record: &Record, received: privtel_model::Timestamp) -> privtel_model::Timestamp {
     match &record.body {
         privtel_model::RecordBody::Event(e) => e.recorded_at,
         privtel_model::RecordBody::Device(d) => d.last_seen,
@@ -189,6 +223,6 @@ pub(crate) fn record_time(record: &Record, received: privtel_model::Timestamp) -
 }
 
 /// A program's stable code as stored ([`privtel_model::Program::code`]).
-pub(crate) fn program_code(p: privtel_model::Program) -> i64 {
+pub fn program_code(p: privtel_model::Program) -> i64 {
     i64::from(p.code())
 }

@@ -371,6 +371,28 @@ pub struct DeletionReceipt {
     pub overdue: bool,
 }
 
+impl DeletionReceipt {
+    /// The receipt of `request`, done at `completed_at` (for engines
+    /// outside this crate): counts only, `overdue` as `retention` judges
+    /// the delay.
+    pub fn new(
+        request: &ErasureRequest,
+        completed_at: Timestamp,
+        (records_removed, pseudonyms_suppressed, identifiers_suppressed): (u64, u64, u64),
+        retention: &RetentionPolicy,
+    ) -> Self {
+        Self {
+            request_id: request.request_id.clone(),
+            requested_at: request.requested_at,
+            completed_at,
+            records_removed,
+            pseudonyms_suppressed,
+            identifiers_suppressed,
+            overdue: retention.erasure_overdue(request.requested_at, completed_at),
+        }
+    }
+}
+
 /// An enrichment verdict as the engine keeps it for a customer.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
 #[non_exhaustive]
@@ -379,6 +401,13 @@ pub struct StoredVerdict<V> {
     pub verdict: V,
     /// When the enrichment service gave it.
     pub evaluated_at: Timestamp,
+}
+
+impl<V> StoredVerdict<V> {
+    /// A verdict read back by an engine (for engines outside this crate).
+    pub fn new(verdict: V, evaluated_at: Timestamp) -> Self {
+        Self { verdict, evaluated_at }
+    }
 }
 
 /// The operations of an engine store, behind one trait so that a backend on
@@ -1000,7 +1029,12 @@ fn migrate_v3(tx: &Transaction<'_>, options: &EngineOptions) -> Result<()> {
 }
 
 /// Checks a batch's sequence numbers: 1 ..= i64::MAX.
-fn check_range(first_seq: u64, n: usize) -> Result<()> {
+///
+/// # Errors
+///
+/// [`Error::SequenceRange`] when `first_seq` is 0 or the last of `n`
+/// numbers from it overflows or exceeds `i64::MAX`.
+pub fn check_range(first_seq: u64, n: usize) -> Result<()> {
     let records = n as u64;
     let last = first_seq.checked_add(records.saturating_sub(1));
     let max = i64::MAX as u64;

@@ -95,6 +95,34 @@ pub use engine::{
     ErasureRequest, IngestOutcome, Sequence, SqliteEngine, StoredVerdict, SweepReport,
 };
 pub use error::{Error, Result};
+
+/// The pieces of the engine's row format, for a second engine (such as
+/// `privtel-engine-pg`) that must store the same payloads and compute the
+/// same keyed digests: the payload codec ([`parts::seal`], [`parts::unseal`],
+/// [`parts::Format`]), the column forms ([`parts::nanos`],
+/// [`parts::record_time`], [`parts::program_code`]), the keyed digests of
+/// what names a person ([`parts::Secret`], [`parts::mentions`],
+/// [`parts::MentionKind`]) and the batch range check
+/// ([`parts::check_range`]). docs/STORAGE.md describes each.
+///
+/// ```
+/// use privtel_store::parts::{Format, MentionKind, Secret, seal, unseal};
+/// use privtel_store::AtRestKey;
+///
+/// let record = privtel_testkit::fixtures::records("doc").remove(0);
+/// let key = AtRestKey::new(3, [7; 32]);
+/// let (key_id, payload) = seal(&record, Some(&key))?;
+/// assert_eq!(unseal(1, Format::CURRENT.code(), key_id, &payload, Some(&key))?, record);
+/// let secret = Secret([9; 32]);
+/// let user = privtel_store::UserId::new("u-1")?;
+/// assert_eq!(secret.user("acme", &user), secret.digest("acme", MentionKind::User, b"u-1"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub mod parts {
+    pub use crate::codec::{Format, encode, nanos, program_code, record_time, seal, seal_encoded, unseal};
+    pub use crate::engine::check_range;
+    pub use crate::mention::{DIGEST_LEN, Digest, MentionKind, Secret, mentions};
+}
 pub use spool::{SourcePosition, Spool, SpoolCounters, SpoolOptions, Spooled};
 
 // The model types this crate's API takes and returns, so that a program

@@ -15,15 +15,16 @@ use privtel_model::{PersonalMut, Record, UserId, ValueKind, VisitPersonal};
 
 /// Bytes kept of each digest: 128 bits, no accidental collision among the
 /// values a store holds, half the index size of the full hash.
-pub(crate) const DIGEST_LEN: usize = 16;
+pub const DIGEST_LEN: usize = 16;
 
 /// A keyed digest.
-pub(crate) type Digest = [u8; DIGEST_LEN];
+pub type Digest = [u8; DIGEST_LEN];
 
 /// What a digest was made from. The codes are stored (`mentions.kind`) and
 /// hashed (the tag): written out, never reused.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum MentionKind {
+#[non_exhaustive]
+pub enum MentionKind {
     /// A record's user id (suppression only, not indexed per record).
     User,
     /// A pseudonym: key id and token.
@@ -43,7 +44,7 @@ pub(crate) enum MentionKind {
 
 impl MentionKind {
     /// The stored code and hash tag.
-    pub(crate) const fn code(self) -> u8 {
+    pub const fn code(self) -> u8 {
         match self {
             Self::User => 1,
             Self::Pseudonym => 2,
@@ -55,9 +56,11 @@ impl MentionKind {
     }
 }
 
-/// The store's keyed-hash secret. `Debug` never prints it.
+/// The store's keyed-hash secret (the 32 bytes of
+/// [`EngineOptions::secret`](crate::EngineOptions::secret)). `Debug` never
+/// prints it.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Secret(pub(crate) [u8; 32]);
+pub struct Secret(pub [u8; 32]);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -67,7 +70,7 @@ impl fmt::Debug for Secret {
 
 impl Secret {
     /// The digest of `value` of `kind` for `customer`.
-    pub(crate) fn digest(&self, customer: &str, kind: MentionKind, value: &[u8]) -> Digest {
+    pub fn digest(&self, customer: &str, kind: MentionKind, value: &[u8]) -> Digest {
         let mut h = blake3::Hasher::new_keyed(&self.0);
         // Customer ids are at most 64 bytes: one length byte frames them.
         h.update(&[kind.code(), customer.len() as u8]);
@@ -79,20 +82,21 @@ impl Secret {
     }
 
     /// The digest of a user id.
-    pub(crate) fn user(&self, customer: &str, user: &UserId) -> Digest {
+    pub fn user(&self, customer: &str, user: &UserId) -> Digest {
         self.digest(customer, MentionKind::User, user.as_str().as_bytes())
     }
 
     /// A value that tells whether a secret is the one a store was made
     /// with, without revealing it.
-    pub(crate) fn check(&self) -> Digest {
+    pub fn check(&self) -> Digest {
         self.digest("", MentionKind::User, b"privtel-store secret check")
     }
 }
 
 /// Every digest a record's personal fields give (deduplicated, in a fixed
-/// order). Visiting needs `&mut` but changes nothing.
-pub(crate) fn mentions(record: &mut Record, customer: &str, secret: &Secret) -> Vec<(MentionKind, Digest)> {
+/// order), for `customer` under `secret` (docs/STORAGE.md, "Keyed
+/// digests"). Visiting needs `&mut` but changes nothing.
+pub fn mentions(record: &mut Record, customer: &str, secret: &Secret) -> Vec<(MentionKind, Digest)> {
     let mut out: Vec<(MentionKind, Digest)> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     record.visit_personal(&mut |field| {

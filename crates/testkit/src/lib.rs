@@ -7,6 +7,8 @@
 //! type (`device()`, `record()`); [`fixtures`] holds one hand-written value of
 //! each record kind.
 
+#[cfg(feature = "engine")]
+pub mod engine_contract;
 pub mod fixtures;
 mod pipe;
 mod strategies;

@@ -1,0 +1,147 @@
+//! Erasure on PostgreSQL leaves nothing readable: the person's keys are
+//! gone from every file of the database after an erasure and a checkpoint,
+//! so the bytes their deleted rows leave in the pages cannot be opened.
+//! The scan reads the raw files (as root: the data directory must be
+//! readable) and must see the keys before the erasure.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use common::TestDb;
+use privtel_engine_pg::PgOptions;
+use privtel_engine_pg::fuzzing::decode_subjects;
+use privtel_store::parts::Secret;
+use privtel_store::{CustomerId, DeviceId, EngineStore, ErasureRequest, UserId};
+use privtel_testkit::engine_contract::records_of;
+use privtel_testkit::fixtures;
+
+const SECRET: [u8; 32] = [0x42; 32];
+
+/// Every file of the test database's folder, read raw, after a checkpoint.
+fn database_bytes(db: &TestDb) -> Vec<u8> {
+    let mut client = db.client();
+    client.batch_execute("CHECKPOINT").unwrap();
+    let dir: String = client.query_one("SHOW data_directory", &[]).unwrap().get(0);
+    // The relation files named by pg_relation_filepath live here; reading
+    // the whole folder also covers files of relations rewritten since.
+    let some: String = client.query_one("SELECT pg_relation_filepath('subject_keys')", &[]).unwrap().get(0);
+    let folder = PathBuf::from(&dir).join(some.rsplit_once('/').unwrap().0);
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(&folder).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            all.extend(std::fs::read(&path).unwrap_or_default());
+        }
+    }
+    assert!(all.len() > 100_000, "the scan read the database's files ({} bytes)", all.len());
+    all
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The keys (as stored) of the subjects of the records filed under `user`.
+fn stored_keys(db: &TestDb, customer: &str, user: &str) -> BTreeSet<Vec<u8>> {
+    let mut client = db.client();
+    let digest = Secret(SECRET).user(customer, &UserId::new(user).unwrap());
+    let mut digests: BTreeSet<Vec<u8>> = BTreeSet::from([digest.to_vec()]);
+    for row in client.query("SELECT subjects FROM records WHERE user_digest = $1", &[&&digest[..]]).unwrap() {
+        for (_, d) in decode_subjects(row.get(0)).unwrap() {
+            digests.insert(d.to_vec());
+        }
+    }
+    let digests: Vec<Vec<u8>> = digests.into_iter().collect();
+    client
+        .query("SELECT key FROM subject_keys WHERE digest = ANY($1)", &[&digests])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set PRIVTEL_PG_URL"]
+fn erased_keys_are_in_no_file_of_the_database() {
+    let db = TestDb::new();
+    let mut engine = db.engine(PgOptions::default().secret(SECRET));
+    let now = fixtures::base_time();
+    let acme = CustomerId::new("acme").unwrap();
+    let canary = "u-IDCANARY77";
+    engine
+        .ingest(
+            &acme,
+            &DeviceId::new("dev-plainmark").unwrap(),
+            7,
+            1,
+            records_of(canary, "ERASECANARY", 0),
+            now,
+        )
+        .unwrap();
+    engine
+        .ingest(&acme, &DeviceId::new("dev-2").unwrap(), 7, 1, records_of("u-other", "KEEPCANARY", 500), now)
+        .unwrap();
+    let alice = stored_keys(&db, "acme", canary);
+    let other = stored_keys(&db, "acme", "u-other");
+    assert!(alice.len() >= 5 && other.len() >= 5, "{} {}", alice.len(), other.len());
+    assert!(alice.iter().chain(&other).all(|k| k.len() == 32));
+
+    let before = database_bytes(&db);
+    // The scan sees clear values where there are some (device ids are
+    // stored in clear) and the person's keys: it can fail.
+    assert!(contains(&before, b"dev-plainmark"));
+    for k in &alice {
+        assert!(contains(&before, k), "a key of the person is not in the files before the erasure");
+    }
+    // Payloads are sealed and user ids kept as keyed digests: never in clear.
+    for plain in [canary, "ERASECANARY", "KEEPCANARY"] {
+        assert!(!contains(&before, plain.as_bytes()), "{plain} is in clear in the files");
+    }
+
+    let theirs = engine.export_person(&acme, &UserId::new(canary).unwrap(), &mut Vec::new()).unwrap();
+    assert!(theirs >= 13, "the person's records and the binary under their home folder: {theirs}");
+    let receipt = engine
+        .erase_person(&acme, &ErasureRequest::new("r1", UserId::new(canary).unwrap(), now), now)
+        .unwrap();
+    assert_eq!(receipt.records_removed, theirs);
+    let after = database_bytes(&db);
+    for k in &alice {
+        assert!(!contains(&after, k), "a destroyed key remains in a file of the database");
+    }
+    for k in &other {
+        assert!(contains(&after, k), "another person's key is gone");
+    }
+    assert!(engine.export_person(&acme, &UserId::new("u-other").unwrap(), &mut Vec::new()).unwrap() > 0);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set PRIVTEL_PG_URL"]
+fn wrapped_keys_are_never_in_clear_and_need_their_wrapping_key() {
+    let db = TestDb::new();
+    let options = PgOptions::default().secret(SECRET).wrap_key(3, [0x17; 32]);
+    let mut engine = db.engine(options);
+    let now = fixtures::base_time();
+    let acme = CustomerId::new("acme").unwrap();
+    engine
+        .ingest(&acme, &DeviceId::new("dev-1").unwrap(), 7, 1, records_of("u-1", "WRAPPED", 0), now)
+        .unwrap();
+    let stored = stored_keys(&db, "acme", "u-1");
+    assert!(!stored.is_empty() && stored.iter().all(|k| k.len() == 64), "stored wrapped");
+    let user = UserId::new("u-1").unwrap();
+    let mut out = Vec::new();
+    assert!(engine.export_person(&acme, &user, &mut out).unwrap() >= 13);
+    assert!(String::from_utf8(out).unwrap().contains("WRAPPED"));
+    // Without the wrapping key, or with another, nothing opens.
+    let err = db
+        .engine(PgOptions::default().secret(SECRET))
+        .export_person(&acme, &user, &mut Vec::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("expected a wrapping key"), "{err}");
+    let err = db
+        .engine(PgOptions::default().secret(SECRET).wrap_key(3, [0x18; 32]))
+        .export_person(&acme, &user, &mut Vec::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("wrong key or corrupted row"), "{err}");
+}

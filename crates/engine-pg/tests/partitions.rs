@@ -1,0 +1,91 @@
+//! Partitions on PostgreSQL: a sweep drops whole partitions (and deletes
+//! rows only in the one its cut-off falls in); partitions are made ahead
+//! of time; a record whose day has no partition lands in the DEFAULT
+//! partition, which is reported, never silent, and emptied into the right
+//! partition once that exists.
+
+mod common;
+
+use common::TestDb;
+use privtel_engine_pg::{PgError, PgOptions};
+use privtel_store::{CustomerId, DeviceId, Duration, EngineStore, Record, RetentionPolicy, Ttl};
+use privtel_testkit::engine_contract::event_at;
+use privtel_testkit::fixtures;
+
+fn partitions(db: &TestDb) -> Vec<String> {
+    let mut client = db.client();
+    let mut names: Vec<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'records'::regclass AND c.relname <> 'records_default'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set PRIVTEL_PG_URL"]
+fn a_sweep_drops_whole_partitions() {
+    let db = TestDb::new();
+    let mut engine = db.engine(PgOptions::default());
+    let acme = CustomerId::new("acme").unwrap();
+    // 2026-11-27T04:00Z plus half a day: the 7-day cut-off falls at noon.
+    let now = fixtures::base_time().checked_add(Duration::hours(8)).unwrap();
+    let days = 12;
+    let records: Vec<Record> = (0..days * 10)
+        .map(|i| event_at(i, now.checked_sub(Duration::hours(i as i64 * 24 / 10)).unwrap()))
+        .collect();
+    engine.ingest(&acme, &DeviceId::new("d").unwrap(), 7, 1, records, now).unwrap();
+    let before = partitions(&db);
+    assert_eq!(before.len(), days as usize + 1, "{before:?}");
+    let retention = RetentionPolicy { events: Ttl::DAYS_7, ..RetentionPolicy::default() };
+    let report = engine.sweep(&acme, &retention, now).unwrap();
+    let after = partitions(&db);
+    // Ages 7.0–12 days are expired: every older day is a dropped partition,
+    // the day of the cut-off keeps its partition and loses its older rows.
+    let expired = (0..days * 10).filter(|i| i * 24 / 10 > 7 * 24).count() as u64;
+    assert_eq!(report.events, expired, "{report:?}");
+    assert_eq!(engine.record_count().unwrap(), days * 10 - expired);
+    assert!(after.len() < before.len() - 3, "{before:?} -> {after:?}");
+    assert!(after.iter().all(|p| before.contains(p)));
+    engine.check_default().unwrap();
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set PRIVTEL_PG_URL"]
+fn partitions_are_made_ahead_and_the_default_partition_is_reported() {
+    let db = TestDb::new();
+    let mut engine = db.engine(PgOptions::default().window(30, 2));
+    let acme = CustomerId::new("acme").unwrap();
+    let now = fixtures::base_time();
+    let d = DeviceId::new("d").unwrap();
+    engine.ingest(&acme, &d, 7, 1, vec![event_at(1, now)], now).unwrap();
+    let report = engine.maintain(now, 7).unwrap();
+    // 8 days of both classes, one of which (today's events) existed.
+    assert_eq!((report.created, report.partitions, report.default_records), (15, 16, 0));
+    assert_eq!(engine.maintain(now, 7).unwrap().created, 0, "made once");
+
+    // A record 20 days ahead (a device's clock): no partition is made for it.
+    let ahead = now.checked_add(Duration::days(20)).unwrap();
+    let out = engine.ingest(&acme, &d, 7, 2, vec![event_at(2, ahead)], now).unwrap();
+    assert_eq!(out.stored, 1);
+    assert_eq!(engine.default_routed(), 1);
+    let err = engine.check_default().unwrap_err();
+    assert!(matches!(err, PgError::DefaultPartitionHolds { records: 1 }), "{err}");
+    assert_eq!(err.to_string(), err.to_string().to_lowercase());
+    assert_eq!(engine.record_count().unwrap(), 2);
+    // Once its day is within the window the partition is made and the row
+    // moves out of the default partition.
+    let later = now.checked_add(Duration::days(19)).unwrap();
+    engine.ingest(&acme, &d, 7, 3, vec![event_at(3, ahead)], later).unwrap();
+    assert_eq!(engine.check_default().unwrap().default_records, 0);
+    assert_eq!(engine.record_count().unwrap(), 3);
+    // Both are replays-checked in their partition now.
+    let again = engine.ingest(&acme, &d, 7, 4, vec![event_at(2, ahead), event_at(3, ahead)], later).unwrap();
+    assert_eq!(again.duplicates, 2);
+}
