@@ -49,6 +49,10 @@ proptest! {
 
     #[test]
     fn registrable_domain_agrees_with_the_psl_crate(host in host()) {
+        // A generated `xn--` label is almost never valid punycode: WHATWG
+        // refuses it where the psl crate, which reads no punycode, answers.
+        // A-labels are compared in the WHATWG and corpus tests instead.
+        prop_assume!(!host.split('.').any(|l| l.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--"))));
         let n = Normalizer::shared();
         let ours = n.normalize(&host).unwrap();
         let theirs = psl::domain_str(&host);
