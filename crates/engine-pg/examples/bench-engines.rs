@@ -164,7 +164,7 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let mut sqlite =
-        SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).expect("open");
+        SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).expect("open");
     let sq = run("sqlite", &mut sqlite, &data, 10, now);
 
     ratio("pg_ingest_per_s", pg.ingest_per_s, 100_000.0, true, "records/s");

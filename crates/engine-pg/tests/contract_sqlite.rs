@@ -16,7 +16,7 @@ impl Harness for Sqlite {
     fn fresh(&mut self, retention: RetentionPolicy) -> SqliteEngine {
         let dir = tempfile::tempdir().expect("temp dir");
         let engine =
-            SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default().retention(retention))
+            SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default().retention(retention))
                 .expect("open");
         self.dirs.push(dir);
         engine
@@ -24,7 +24,7 @@ impl Harness for Sqlite {
 
     fn again(&mut self) -> SqliteEngine {
         let dir = self.dirs.last().expect("fresh first");
-        SqliteEngine::open(&dir.path().join("engine.db"), EngineOptions::default()).expect("open")
+        SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).expect("open")
     }
 }
 
