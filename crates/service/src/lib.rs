@@ -84,6 +84,8 @@ use privtel_wire::{
 
 mod admission;
 mod benchmark;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 mod limits;
 mod settings;
 mod writer;
@@ -147,6 +149,9 @@ pub struct ServiceStats {
     pub groups: AtomicU64,
     /// Records refused for good, by reason.
     pub records_refused: RefusalCounts,
+    /// Records published to JetStream (feature `jetstream`), acknowledged
+    /// to their agents before a writer stores them.
+    pub published: AtomicU64,
 }
 
 /// A stream made of a reader and a writer (an in-memory pipe for tests and
@@ -242,7 +247,17 @@ pub struct Service {
     active: AtomicUsize,
     #[cfg(feature = "tls")]
     authority: Option<Arc<privtel_authority::Authority>>,
+    /// Where accepted batches go instead of the engine (feature
+    /// `jetstream`).
+    #[cfg(feature = "jetstream")]
+    jetstream: Option<Arc<jetstream::Publisher>>,
+    /// Where welcomes read high-water marks instead of the engine (an
+    /// engine elsewhere, written by JetStream writers).
+    high_water_from: Option<HighWater>,
 }
+
+/// Reads a device stream's high-water mark from another engine.
+type HighWater = Box<dyn Fn(&CustomerId, &DeviceId, u64) -> Option<u64> + Send + Sync>;
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -291,7 +306,41 @@ impl Service {
             active: AtomicUsize::new(0),
             #[cfg(feature = "tls")]
             authority: None,
+            #[cfg(feature = "jetstream")]
+            jetstream: None,
+            high_water_from: None,
         }
+    }
+
+    /// Welcomes read high-water marks through `read` (an engine that
+    /// writers elsewhere fill, such as PostgreSQL) instead of this
+    /// service's engine; `None` from it reads as 0.
+    #[must_use]
+    pub fn with_high_water(
+        mut self,
+        read: impl Fn(&CustomerId, &DeviceId, u64) -> Option<u64> + Send + Sync + 'static,
+    ) -> Self {
+        self.high_water_from = Some(Box::new(read));
+        self
+    }
+
+    /// Publishes accepted batches to JetStream through `publisher` instead
+    /// of storing them: the agent is acknowledged once JetStream has the
+    /// batch, and writers ([`jetstream::StreamWriter`]) store it. While
+    /// the writers lag, batches are refused with a `retry_after`. A
+    /// welcome's high-water mark also counts the device's batches still
+    /// waiting in the stream.
+    #[cfg(feature = "jetstream")]
+    #[must_use]
+    pub fn with_jetstream(mut self, publisher: Arc<jetstream::Publisher>) -> Self {
+        self.jetstream = Some(publisher);
+        self
+    }
+
+    /// The engine, shared (for a JetStream writer that applies into the
+    /// service's own engine).
+    pub fn shared_engine(&self) -> Arc<Mutex<SqliteEngine>> {
+        Arc::clone(&self.engine)
     }
 
     /// The customers' settings.
@@ -660,15 +709,26 @@ impl Service {
     /// unreadable: the batch's own check, in the engine, is the one that
     /// counts).
     fn high_water(&self, customer: &CustomerId, device: &DeviceId, stream: u64) -> u64 {
-        let read = self.reader.as_ref().map(|reader| {
-            reader.lock().unwrap_or_else(PoisonError::into_inner).high_water(customer, device, stream)
-        });
-        match read {
-            Some(Ok(hw)) => hw,
-            // No reader, or it failed: the engine answers (a mark of 0
-            // would make the device resend everything it holds).
-            _ => self.engine().high_water(customer, device, stream).unwrap_or(0),
+        let stored = if let Some(read) = &self.high_water_from {
+            read(customer, device, stream).unwrap_or(0)
+        } else {
+            let read = self.reader.as_ref().map(|reader| {
+                reader.lock().unwrap_or_else(PoisonError::into_inner).high_water(customer, device, stream)
+            });
+            match read {
+                Some(Ok(hw)) => hw,
+                // No reader, or it failed: the engine answers (a mark of 0
+                // would make the device resend everything it holds).
+                _ => self.engine().high_water(customer, device, stream).unwrap_or(0),
+            }
+        };
+        #[cfg(feature = "jetstream")]
+        if let Some(js) = &self.jetstream {
+            // Published and not yet applied counts as held: the agent must
+            // not declare it skipped.
+            return stored.max(js.pending_high_water(customer, device, stream).unwrap_or(0));
         }
+        stored
     }
 
     /// Stores one batch by group commit (see `writer`): encoded on this
@@ -742,6 +802,50 @@ impl Service {
         let (admitted, mut rejections) =
             admission::admit(&ctx, batch.first_seq, batch.records, &self.stats.records_refused);
         let seq = Sequence { stream: hello.stream, first_seq: batch.first_seq, skipped: batch.skipped };
+        #[cfg(feature = "jetstream")]
+        if let Some(js) = &self.jetstream {
+            let admitted =
+                AdmittedBatch { customer: customer.clone(), device: device.clone(), seq, records: admitted };
+            // What the engine would refuse for good is refused here, before
+            // the agent is told the batch is held (a gap can only be seen
+            // by the writer: it holds the mark).
+            let range = privtel_store::parts::check_range(batch.first_seq, n as usize).and_then(|()| {
+                if batch.skipped > batch.first_seq - 1 {
+                    Err(privtel_store::Error::SequenceRange { first_seq: batch.first_seq, records: n })
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = range {
+                self.stats.sequence.fetch_add(1, Ordering::Relaxed);
+                return Ack {
+                    batch_id: batch.batch_id,
+                    accepted_up_to: batch.first_seq.saturating_sub(1),
+                    rejections: vec![Rejection {
+                        seq: batch.first_seq,
+                        code: RejectCode::SEQUENCE,
+                        reason: e.to_string(),
+                        retryable: false,
+                    }],
+                    retry_after_ms: Some(RETRY_AFTER_MS),
+                };
+            }
+            if let Err(e) = js.check_lag() {
+                return defer(RejectCode::UNAVAILABLE, e.to_string(), std::time::Duration::from_secs(1));
+            }
+            return match js.publish(admitted, clock, cs.industry().unwrap_or("")) {
+                Ok(_) => {
+                    self.stats.published.fetch_add(n, Ordering::Relaxed);
+                    Ack {
+                        batch_id: batch.batch_id,
+                        accepted_up_to: batch.first_seq.saturating_add(n).saturating_sub(1),
+                        rejections,
+                        retry_after_ms: None,
+                    }
+                }
+                Err(e) => defer(RejectCode::UNAVAILABLE, e.to_string(), std::time::Duration::ZERO),
+            };
+        }
         let result = self.store(
             AdmittedBatch { customer: customer.clone(), device: device.clone(), seq, records: admitted },
             clock,

@@ -162,20 +162,8 @@ pub fn unseal(
     let plain;
     let bytes = match key_id {
         None => payload,
-        Some(key_id) => {
-            let key = key.filter(|k| k.id == key_id).ok_or_else(|| Error::MissingKey {
-                id,
-                key_id,
-                have: key.map_or_else(|| "no key".to_owned(), |k| format!("key {}", k.id)),
-            })?;
-            if payload.len() < NONCE_LEN {
-                return Err(Error::WrongKey { id, key_id });
-            }
-            let (nonce, sealed) = payload.split_at(NONCE_LEN);
-            plain = key
-                .cipher
-                .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &key_id.to_le_bytes() })
-                .map_err(|_| Error::WrongKey { id, key_id })?;
+        Some(_) => {
+            plain = unseal_bytes(id, key_id, payload, key)?;
             &plain
         }
     };
@@ -205,6 +193,34 @@ pub fn unseal(
             Ok(record)
         }
     }
+}
+
+/// Opens bytes from [`seal_encoded`] (row `id`, for errors): `key_id`
+/// `None` returns them as they are.
+///
+/// # Errors
+///
+/// [`Error::MissingKey`] / [`Error::WrongKey`] for sealed bytes the key
+/// given cannot open.
+pub fn unseal_bytes(
+    id: i64,
+    key_id: Option<u32>,
+    payload: &[u8],
+    key: Option<&AtRestKey>,
+) -> Result<Vec<u8>> {
+    let Some(key_id) = key_id else { return Ok(payload.to_vec()) };
+    let key = key.filter(|k| k.id == key_id).ok_or_else(|| Error::MissingKey {
+        id,
+        key_id,
+        have: key.map_or_else(|| "no key".to_owned(), |k| format!("key {}", k.id)),
+    })?;
+    if payload.len() < NONCE_LEN {
+        return Err(Error::WrongKey { id, key_id });
+    }
+    let (nonce, sealed) = payload.split_at(NONCE_LEN);
+    key.cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &key_id.to_le_bytes() })
+        .map_err(|_| Error::WrongKey { id, key_id })
 }
 
 /// Unix nanoseconds as an `i64` column (saturating outside 1677–2262).

@@ -119,7 +119,9 @@ pub use error::{Error, Result};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub mod parts {
-    pub use crate::codec::{Format, encode, nanos, program_code, record_time, seal, seal_encoded, unseal};
+    pub use crate::codec::{
+        Format, encode, nanos, program_code, record_time, seal, seal_encoded, unseal, unseal_bytes,
+    };
     pub use crate::engine::check_range;
     pub use crate::mention::{DIGEST_LEN, Digest, MentionKind, Secret, mentions};
 }

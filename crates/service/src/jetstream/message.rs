@@ -1,0 +1,249 @@
+//! The ingest message: one accepted batch (or one part of it) as the
+//! front-end publishes it to JetStream and the writer reads it back. A file
+//! format (messages stay in the stream's files until applied, up to the
+//! stream's maximum age): explicit magic, version and field order, each
+//! record in the engine's stored form (the model's JSON, the same
+//! [`Format`](privtel_store::parts::Format) code 2 the engine rows use),
+//! never a Rust declaration order. Sealed (AES-256-GCM) under the
+//! service's at-rest key when it has one, so the stream's files hold no
+//! readable record.
+//!
+//! ```text
+//! magic "PTJS" | version u8 = 1 | key id: u8 0 (plain) or 1 + u32 LE, then
+//! body (sealed: nonce 12 | ciphertext of the body | tag 16)
+//! body := str customer | str device | u64 stream | u64 first_seq
+//!       | u64 skipped | i64 received (unix ns) | str industry
+//!       | u32 count | count × (u8 0 refused | u8 1, u32 len, len bytes of JSON)
+//! str := u16 len, len bytes of UTF-8; integers little-endian
+//! ```
+
+use privtel_model::{CustomerId, DeviceId, Record, Timestamp};
+use privtel_store::parts::{encode, seal_encoded, unseal_bytes};
+use privtel_store::{AdmittedBatch, AtRestKey, MAX_RECORD_BYTES, Sequence};
+
+use super::JetStreamError;
+
+/// The first bytes of every ingest message.
+pub const MAGIC: &[u8; 4] = b"PTJS";
+/// The version this code writes (and the only one it reads).
+pub const VERSION: u8 = 1;
+/// The most records one message may hold (a batch is at most 10,000).
+pub const MAX_RECORDS: u32 = 100_000;
+/// The most bytes a message body may hold before it is refused unread.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// One batch (or part of one) as the writer applies it.
+/// `Debug` shows where the batch sits and its size, none of its records.
+#[derive(Clone)]
+pub struct IngestMessage {
+    /// The batch, as admitted by the front-end.
+    pub batch: AdmittedBatch,
+    /// When the front-end received it (dates records without a time).
+    pub received: Timestamp,
+    /// The customer's industry, for benchmarking aggregates ('' for none).
+    pub industry: String,
+}
+
+impl std::fmt::Debug for IngestMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestMessage")
+            .field("customer", &self.batch.customer)
+            .field("device", &self.batch.device)
+            .field("seq", &self.batch.seq)
+            .field("records", &self.batch.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IngestMessage {
+    /// The JetStream message id: (customer, device, stream, first and last
+    /// sequence number). A retry of the same range has the same id, so
+    /// JetStream drops it within its duplicate window; a retry with
+    /// another range (a batch cut differently) gets its own id, never
+    /// mistaken for the first (the engine's high-water mark then skips
+    /// what the first stored).
+    pub fn id(&self) -> String {
+        let b = &self.batch;
+        let last = b.seq.first_seq.saturating_add(b.records.len() as u64).saturating_sub(1);
+        format!("{}/{}/{}/{}-{}", b.customer, b.device, b.seq.stream, b.seq.first_seq, last)
+    }
+
+    /// Encodes (and seals under `key`, when given).
+    ///
+    /// # Errors
+    ///
+    /// [`JetStreamError::Encode`] for a record above the store's size limit
+    /// or a message above [`MAX_MESSAGE_BYTES`].
+    pub fn encode(&self, key: Option<&AtRestKey>) -> Result<Vec<u8>, JetStreamError> {
+        let b = &self.batch;
+        let mut body = Vec::with_capacity(64 + b.records.len() * 256);
+        put_str(&mut body, b.customer.as_str())?;
+        put_str(&mut body, b.device.as_str())?;
+        body.extend_from_slice(&b.seq.stream.to_le_bytes());
+        body.extend_from_slice(&b.seq.first_seq.to_le_bytes());
+        body.extend_from_slice(&b.seq.skipped.to_le_bytes());
+        body.extend_from_slice(&privtel_store::parts::nanos(self.received).to_le_bytes());
+        put_str(&mut body, &self.industry)?;
+        let count = u32::try_from(b.records.len()).ok().filter(|n| *n <= MAX_RECORDS).ok_or_else(|| {
+            JetStreamError::Encode(format!("{} records, expected at most {MAX_RECORDS}", b.records.len()))
+        })?;
+        body.extend_from_slice(&count.to_le_bytes());
+        for record in &b.records {
+            match record {
+                None => body.push(0),
+                Some(record) => {
+                    let json = encode(record).map_err(|e| JetStreamError::Encode(e.to_string()))?;
+                    body.push(1);
+                    body.extend_from_slice(&(json.len() as u32).to_le_bytes());
+                    body.extend_from_slice(&json);
+                }
+            }
+        }
+        if body.len() > MAX_MESSAGE_BYTES {
+            return Err(JetStreamError::Encode(format!(
+                "a message of {} bytes, expected at most {MAX_MESSAGE_BYTES}",
+                body.len()
+            )));
+        }
+        let (key_id, body) = seal_encoded(body, key).map_err(|e| JetStreamError::Encode(e.to_string()))?;
+        let mut out = Vec::with_capacity(body.len() + 10);
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        match key_id {
+            None => out.push(0),
+            Some(id) => {
+                out.push(1);
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+        }
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Decodes (and unseals with `key`) a message from [`IngestMessage::encode`].
+    ///
+    /// # Errors
+    ///
+    /// [`JetStreamError::Decode`] naming what was expected (never a value
+    /// of the message); a sealed message `key` cannot open.
+    pub fn decode(bytes: &[u8], key: Option<&AtRestKey>) -> Result<Self, JetStreamError> {
+        if bytes.len() > MAX_MESSAGE_BYTES + 64 {
+            return Err(bad(format!(
+                "a message of {} bytes, expected at most {MAX_MESSAGE_BYTES}",
+                bytes.len()
+            )));
+        }
+        let mut r = Reader(bytes);
+        if r.take(4, "the magic 'PTJS'")? != MAGIC {
+            return Err(bad("a message starting with 'PTJS'".into()));
+        }
+        let version = r.u8("a version")?;
+        if version != VERSION {
+            return Err(bad(format!("version {version}, expected {VERSION}")));
+        }
+        let key_id = match r.u8("a key flag")? {
+            0 => None,
+            1 => Some(r.u32("a key id")?),
+            other => return Err(bad(format!("key flag {other}, expected 0 or 1"))),
+        };
+        let plain;
+        let body = match key_id {
+            None => r.0,
+            Some(id) => {
+                plain =
+                    unseal_bytes(0, Some(id), r.0, key).map_err(|e| JetStreamError::Decode(e.to_string()))?;
+                &plain[..]
+            }
+        };
+        let mut r = Reader(body);
+        let customer =
+            CustomerId::new(r.str("a customer id")?).map_err(|_| bad("a valid customer id".into()))?;
+        let device = DeviceId::new(r.str("a device id")?).map_err(|_| bad("a valid device id".into()))?;
+        let stream = r.u64("a stream id")?;
+        let first_seq = r.u64("a first sequence number")?;
+        let skipped = r.u64("a skipped count")?;
+        let received = Timestamp::from_unix_nanos(i128::from(r.i64("a receive time")?))
+            .map_err(|_| bad("a receive time within the model's range".into()))?;
+        let industry = r.str("an industry")?.to_owned();
+        let count = r.u32("a record count")?;
+        if count > MAX_RECORDS {
+            return Err(bad(format!("{count} records, expected at most {MAX_RECORDS}")));
+        }
+        // Each record takes at least one byte: a count the bytes cannot
+        // hold is refused before anything is reserved for it.
+        if count as usize > r.0.len() {
+            return Err(bad(format!("{count} records in {} bytes", r.0.len())));
+        }
+        let mut records = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            match r.u8("a record tag")? {
+                0 => records.push(None),
+                1 => {
+                    let len = r.u32("a record length")? as usize;
+                    if len > MAX_RECORD_BYTES {
+                        return Err(bad(format!(
+                            "a record of {len} bytes, expected at most {MAX_RECORD_BYTES}"
+                        )));
+                    }
+                    let json = r.take(len, "a record's bytes")?;
+                    let record: Record = serde_json::from_slice(json).map_err(|e| {
+                        bad(format!("record {i}: {:?} json error at column {}", e.classify(), e.column())
+                            .to_lowercase())
+                    })?;
+                    records.push(Some(record));
+                }
+                other => return Err(bad(format!("record tag {other}, expected 0 or 1"))),
+            }
+        }
+        if !r.0.is_empty() {
+            return Err(bad(format!("{} bytes after the records", r.0.len())));
+        }
+        Ok(Self {
+            batch: AdmittedBatch { customer, device, seq: Sequence { stream, first_seq, skipped }, records },
+            received,
+            industry,
+        })
+    }
+}
+
+fn bad(expected: String) -> JetStreamError {
+    JetStreamError::Decode(expected)
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), JetStreamError> {
+    let len = u16::try_from(s.len()).map_err(|_| {
+        JetStreamError::Encode(format!("a text of {} bytes, expected at most 65535", s.len()))
+    })?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], JetStreamError> {
+        if self.0.len() < n {
+            return Err(bad(format!("{what} ({n} bytes), found {}", self.0.len())));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self, what: &str) -> Result<u8, JetStreamError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, JetStreamError> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().unwrap_or_default()))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, JetStreamError> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap_or_default()))
+    }
+    fn i64(&mut self, what: &str) -> Result<i64, JetStreamError> {
+        Ok(i64::from_le_bytes(self.take(8, what)?.try_into().unwrap_or_default()))
+    }
+    fn str(&mut self, what: &str) -> Result<&'a str, JetStreamError> {
+        let len = u16::from_le_bytes(self.take(2, what)?.try_into().unwrap_or_default()) as usize;
+        std::str::from_utf8(self.take(len, what)?).map_err(|_| bad(format!("{what} in UTF-8")))
+    }
+}

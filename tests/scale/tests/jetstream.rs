@@ -1,0 +1,229 @@
+//! The scale-out ingest path against the real servers: front-ends publish
+//! to NATS JetStream, writers apply into PostgreSQL. Each test has its own
+//! database and stream, dropped at the end.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use privtel_engine_pg::PgEngine;
+use privtel_scale_tests::{StreamGuard, TestDb, batch, nats_url, now, stream_options, wait_until};
+use privtel_service::jetstream::{JetStreamError, JetStreamOptions, Publisher, Rows, StreamWriter};
+use privtel_store::{CustomerId, DeviceId, EngineStore};
+
+const NEEDS: &str = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL";
+
+fn hw(engine: &PgEngine, device: &str) -> u64 {
+    engine.high_water(&CustomerId::new("acme").unwrap(), &DeviceId::new(device).unwrap(), 7).unwrap()
+}
+
+/// Steps `writer` until the stream is drained (or 60 s).
+fn drain(writer: &mut StreamWriter<Rows<PgEngine>>) {
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            writer.step(Duration::from_millis(100)).unwrap();
+            writer.lag().unwrap() == 0
+        }),
+        "the writer did not drain the stream"
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn retries_of_one_batch_through_two_front_ends_are_stored_once() {
+    let _ = NEEDS;
+    let db = TestDb::new();
+    let options = stream_options(&nats_url()).duplicate_window(Duration::from_secs(1));
+    let _guard = StreamGuard { options: options.clone() };
+    let front1 = Publisher::connect(options.clone()).unwrap();
+    let front2 = Publisher::connect(options.clone()).unwrap();
+    let at = now();
+    let b = batch("acme", "dev-a", 0, 100, at);
+    // The same batch through both front-ends: JetStream holds it once.
+    assert_eq!(front1.publish(b.clone(), at, "").unwrap().duplicates, 0);
+    assert_eq!(front2.publish(b.clone(), at, "").unwrap().duplicates, 1);
+    // After the duplicate window, a retry is a new message: the database
+    // is what keeps it from being stored twice.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(front1.publish(b.clone(), at, "").unwrap().duplicates, 0);
+    // A retry cut differently (the first half, then the whole batch and
+    // the next one together) gets ids of its own.
+    let mut half = b.clone();
+    half.records.truncate(50);
+    front2.publish(half, at, "").unwrap();
+    let mut two = b;
+    two.records.extend(batch("acme", "dev-a", 1, 100, at).records);
+    front1.publish(two, at, "").unwrap();
+    assert_eq!(front1.lag().unwrap(), 4);
+
+    let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap();
+    drain(&mut writer);
+    let m = writer.metrics().snapshot(None);
+    assert_eq!((m.applied, m.applied_records, m.duplicates, m.terminated), (4, 200, 250, 0));
+    assert_eq!(db.rows(), (200, 200), "every record once");
+    assert_eq!(hw(&writer.engine().0, "dev-a"), 200);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn batches_applied_out_of_order_wait_for_the_ones_before_them() {
+    let db = TestDb::new();
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let front = Publisher::connect(options.clone()).unwrap();
+    let at = now();
+    // Batch 2 reaches the stream before batch 1 (two front-ends, one slow).
+    front.publish(batch("acme", "dev-o", 1, 10, at), at, "").unwrap();
+    front.publish(batch("acme", "dev-o", 0, 10, at), at, "").unwrap();
+    let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap().with_max_group(1);
+    drain(&mut writer);
+    let m = writer.metrics().snapshot(None);
+    assert!(m.handed_back >= 1, "{m:?}");
+    assert_eq!((m.applied_records, m.terminated), (20, 0));
+    assert_eq!(db.rows(), (20, 20));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn a_device_claiming_a_gap_stores_nothing_and_costs_a_bounded_number_of_deliveries() {
+    let db = TestDb::new();
+    let mut options = stream_options(&nats_url());
+    options.max_gap_deliveries = 3;
+    options.gap_delay = Duration::from_millis(20);
+    let _guard = StreamGuard { options: options.clone() };
+    let front = Publisher::connect(options.clone()).unwrap();
+    let at = now();
+    front.publish(batch("acme", "dev-g", 1_000_000, 10, at), at, "").unwrap();
+    let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap();
+    drain(&mut writer);
+    let m = writer.metrics().snapshot(None);
+    assert_eq!((m.handed_back, m.terminated, m.applied), (2, 1, 0), "{m:?}");
+    assert_eq!(db.rows().0, 0);
+    assert_eq!(hw(&writer.engine().0, "dev-g"), 0, "the mark did not move");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn malformed_messages_are_terminated_and_the_rest_applied() {
+    let db = TestDb::new();
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let front = Publisher::connect(options.clone()).unwrap();
+    let at = now();
+    front.publish_raw("acme", "dev-m", 7, b"PTJS\x01\x00garbage".to_vec()).unwrap();
+    front.publish(batch("acme", "dev-m", 0, 10, at), at, "").unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&lines);
+    let mut writer = StreamWriter::connect(options, Rows(db.engine()))
+        .unwrap()
+        .with_log(move |l| log.lock().unwrap().push(l.to_owned()));
+    drain(&mut writer);
+    let m = writer.metrics().snapshot(None);
+    assert_eq!((m.terminated, m.applied_records), (1, 10));
+    let lines = lines.lock().unwrap();
+    assert!(lines.iter().any(|l| l.contains("malformed ingest message")), "{lines:?}");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn a_front_end_refuses_while_the_writers_lag() {
+    let options = stream_options(&nats_url()).max_lag(2);
+    let _guard = StreamGuard { options: options.clone() };
+    let front = Publisher::connect(options).unwrap();
+    let at = now();
+    for k in 0..3 {
+        front.check_lag().unwrap();
+        front.publish(batch("acme", "dev-l", k, 5, at), at, "").unwrap();
+        std::thread::sleep(Duration::from_millis(250)); // the lag is read at most every 200 ms
+    }
+    match front.check_lag() {
+        Err(JetStreamError::Lagging { lag: 3, max: 2 }) => {}
+        other => panic!("expected a refusal for lag, got {other:?}"),
+    }
+    assert_eq!(front.snapshot().refused_lagging, 1);
+    assert_eq!(front.snapshot().lag, Some(3));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn the_welcome_counts_batches_still_waiting_in_the_stream() {
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let front = Publisher::connect(options).unwrap();
+    let (acme, dev) = (CustomerId::new("acme").unwrap(), DeviceId::new("dev.w").unwrap());
+    assert_eq!(front.pending_high_water(&acme, &dev, 7).unwrap(), 0);
+    let at = now();
+    front.publish(batch("acme", "dev.w", 0, 30, at), at, "").unwrap();
+    front.publish(batch("acme", "dev.w", 1, 30, at), at, "").unwrap();
+    assert_eq!(front.pending_high_water(&acme, &dev, 7).unwrap(), 60);
+    assert_eq!(front.pending_high_water(&acme, &dev, 8).unwrap(), 0, "another stream of the device");
+}
+
+// ---- a writer killed mid-stream -------------------------------------------
+
+/// The child half: a writer process that applies until killed.
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn child_writer() {
+    let Ok(spec) = std::env::var("PRIVTEL_SCALE_CHILD_WRITER") else { return };
+    let mut parts = spec.split(' ');
+    let (db, stream, prefix) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+    let options =
+        JetStreamOptions::new(nats_url()).names(stream, prefix, "w").ack_wait(Duration::from_secs(2));
+    let engine = PgEngine::connect(db, privtel_engine_pg::PgOptions::default()).unwrap();
+    let mut writer = StreamWriter::connect(options, Rows(engine)).unwrap().with_max_group(5);
+    writer.run(&AtomicBool::new(false)).unwrap();
+}
+
+fn spawn_writer(db: &TestDb, options: &JetStreamOptions) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_writer", "--include-ignored", "--nocapture"])
+        .env(
+            "PRIVTEL_SCALE_CHILD_WRITER",
+            format!("{} {} {}", db.url, options.stream, options.subject_prefix),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn a_writer_killed_mid_stream_and_restarted_stores_every_record_once() {
+    let db = TestDb::new();
+    let options = stream_options(&nats_url()).ack_wait(Duration::from_secs(2));
+    let _guard = StreamGuard { options: options.clone() };
+    let front = Publisher::connect(options.clone()).unwrap();
+    let at = now();
+    let (batches, per) = (300u64, 50u64);
+    for k in 0..batches {
+        front.publish(batch("acme", &format!("dev-{}", k % 3), k / 3, per, at), at, "").unwrap();
+    }
+    let total = (batches * per) as i64;
+    drop(db.engine()); // the schema, before the writers start
+    let mut kills = 0;
+    for round in 0..3 {
+        let mut child = spawn_writer(&db, &options);
+        // Killed once it has stored some and not all (SIGKILL: no goodbye,
+        // whatever it holds unacknowledged comes again).
+        let target = total * (round + 1) / 5;
+        assert!(wait_until(Duration::from_secs(60), || db.rows().0 >= target), "the writer stored nothing");
+        if db.rows().0 < total {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        let _ = child.wait();
+    }
+    assert!(kills >= 1, "no writer was killed mid-stream");
+    let mut child = spawn_writer(&db, &options);
+    let done = wait_until(Duration::from_secs(90), || front.lag().unwrap() == 0 && db.rows().0 >= total);
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(done, "the stream was not drained: {:?} rows, lag {:?}", db.rows(), front.lag());
+    assert_eq!(db.rows(), (total, total), "every record exactly once after {kills} kills");
+    let engine = db.engine();
+    for d in 0..3 {
+        assert_eq!(hw(&engine, &format!("dev-{d}")), batches / 3 * per);
+    }
+}
