@@ -3,6 +3,7 @@
 //! records, and a NATS server of the test's own for restart tests.
 
 use std::hash::{BuildHasher as _, RandomState};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -161,4 +162,61 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     f()
+}
+
+/// A NATS server of this test's own (the `nats-server` on PATH, or
+/// `PRIVTEL_NATS_SERVER`), with JetStream in a folder of its own, so it
+/// can be killed and started again.
+pub struct OwnNats {
+    child: Option<Child>,
+    port: u16,
+    /// Where it keeps its streams.
+    pub dir: tempfile::TempDir,
+}
+
+impl OwnNats {
+    /// Starts one on a free port.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut nats = Self { child: None, port, dir: tempfile::tempdir().unwrap() };
+        nats.restart();
+        nats
+    }
+
+    /// Its address.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on its port and folder.
+    pub fn restart(&mut self) {
+        let bin = std::env::var("PRIVTEL_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        let child = Command::new(&bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} (set PRIVTEL_NATS_SERVER): {e}"));
+        self.child = Some(child);
+        assert!(
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", self.port))
+                .is_ok()),
+            "nats-server did not start"
+        );
+    }
+
+    /// SIGKILL: whatever it had not written is lost, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use privtel_engine_pg::PgEngine;
-use privtel_scale_tests::{StreamGuard, TestDb, batch, nats_url, now, stream_options, wait_until};
+use privtel_scale_tests::{OwnNats, StreamGuard, TestDb, batch, nats_url, now, stream_options, wait_until};
 use privtel_service::jetstream::{JetStreamError, JetStreamOptions, Publisher, Rows, StreamWriter};
 use privtel_store::{CustomerId, DeviceId, EngineStore};
 
@@ -226,4 +226,57 @@ fn a_writer_killed_mid_stream_and_restarted_stores_every_record_once() {
     for d in 0..3 {
         assert_eq!(hw(&engine, &format!("dev-{d}")), batches / 3 * per);
     }
+}
+
+// ---- NATS restarted ---------------------------------------------------------
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn nothing_acknowledged_is_lost_when_nats_is_killed_and_restarted() {
+    let _ = nats_url(); // the same requirement as the other tests: a NATS installation
+    let db = TestDb::new();
+    let mut nats = OwnNats::start();
+    let mut options = stream_options(&nats.url());
+    options.publish_timeout = Duration::from_millis(700);
+    let front = Publisher::connect(options.clone()).unwrap();
+    let at = now();
+    let (batches, per) = (60u64, 40u64);
+    let mut acked = Vec::new();
+    let mut failures = 0;
+    for k in 0..batches {
+        if k == 20 {
+            nats.kill();
+        }
+        // As an agent does: a batch not acknowledged is sent again.
+        loop {
+            match front.publish(batch("acme", "dev-n", k, per, at), at, "") {
+                Ok(_) => {
+                    acked.push(k);
+                    break;
+                }
+                Err(JetStreamError::Publish(_)) if failures < 200 => {
+                    failures += 1;
+                    if failures == 3 {
+                        // Down for a while: bring it back, as its supervisor would.
+                        nats.restart();
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("batch {k}: {e}"),
+            }
+        }
+    }
+    assert!(failures > 0, "no publish failed while the server was down");
+    assert_eq!(acked.len() as u64, batches);
+    // Killed once more with everything acknowledged and nothing applied.
+    nats.kill();
+    nats.restart();
+    let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap();
+    drain(&mut writer);
+    assert_eq!(
+        db.rows(),
+        ((batches * per) as i64, (batches * per) as i64),
+        "every acknowledged record, once"
+    );
+    assert_eq!(hw(&writer.engine().0, "dev-n"), batches * per);
 }

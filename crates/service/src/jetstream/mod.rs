@@ -470,8 +470,9 @@ impl Link {
 /// docs). Cheap to share between connection threads (`Arc`).
 pub struct Publisher {
     link: Link,
-    /// The lag as last read, and when (read at most every 200 ms).
-    lag: Mutex<Option<(Instant, u64)>>,
+    /// The lag as last read, when, and the messages this front-end had
+    /// published then (read at most every 200 ms).
+    lag: Mutex<Option<(Instant, u64, u64)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -552,20 +553,25 @@ impl Publisher {
         self.link.lag()
     }
 
-    /// `Err(Lagging)` while the writers lag above the maximum (the lag is
-    /// read at most every 200 ms; an unreadable lag does not refuse).
+    /// `Err(Lagging)` while the writers lag above the maximum: the lag is
+    /// read from the server at most every 200 ms, and this front-end's own
+    /// publishes since are added to it; an unreadable lag does not refuse.
     ///
     /// # Errors
     ///
     /// [`JetStreamError::Lagging`].
     pub fn check_lag(&self) -> Result<(), JetStreamError> {
         let now = Instant::now();
+        let published = self.metrics.published.load(Ordering::Relaxed);
         let mut cached = self.lag.lock().unwrap_or_else(PoisonError::into_inner);
         let lag = match *cached {
-            Some((at, lag)) if now.duration_since(at) < Duration::from_millis(200) => lag,
+            // Between reads, this front-end's own publishes count at once.
+            Some((at, lag, then)) if now.duration_since(at) < Duration::from_millis(200) => {
+                lag.saturating_add(published.saturating_sub(then))
+            }
             _ => {
                 let lag = self.link.lag().unwrap_or(0);
-                *cached = Some((now, lag));
+                *cached = Some((now, lag, published));
                 lag
             }
         };

@@ -1,0 +1,223 @@
+//! The agent library against the service in one process (an in-memory
+//! pipe), with the service publishing to NATS JetStream and writers
+//! applying into the embedded engine or PostgreSQL: the seams of the
+//! scale-out path as a device meets them.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use privtel_agent::{Agent, AgentError, RetryBudget, WebLog};
+use privtel_filter::{FilterBuilder, Policy, PseudonymKey};
+use privtel_model::{CustomerId, DeviceId, KeyId, Timestamp};
+use privtel_scale_tests::{OwnNats, StreamGuard, TestDb, nats_url, stream_options, wait_until};
+use privtel_service::jetstream::{JetStreamOptions, Publisher, Rows, StreamWriter};
+use privtel_service::{CustomerSettings, Peer, Service, Settings};
+use privtel_store::{AtRestKey, EngineStore, SpoolOptions, SqliteEngine};
+use privtel_testkit::{End, pipe};
+use privtel_wire::{Connection, VerdictIndex};
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+fn policy() -> Policy {
+    Policy::from_toml(
+        "version = 3\n[programs]\nenrichment = true\npersonalised_usage = true\n[fields]\n\"web_request.host\" = \"generalise\"\n\"web_request.url\" = \"generalise\"\n\"user.username\" = \"clear\"\n",
+    )
+    .unwrap()
+}
+
+fn agent(dir: &Path) -> Agent {
+    let filter = FilterBuilder::new()
+        .policy(policy())
+        .customer(CustomerId::new("acme").unwrap())
+        .key(PseudonymKey::new(KeyId::new(1), [9; 32]))
+        .build();
+    Agent::open(
+        CustomerId::new("acme").unwrap(),
+        DeviceId::new("dev-1").unwrap(),
+        filter,
+        dir.join("spool.db"),
+        SpoolOptions::default(),
+    )
+    .unwrap()
+}
+
+fn service(dir: &Path, publisher: Arc<Publisher>) -> Service {
+    let engine = SqliteEngine::open(dir.join("engine.db"), Default::default()).unwrap();
+    let settings =
+        Settings::with_customers([CustomerSettings::new(CustomerId::new("acme").unwrap(), policy())]);
+    Service::new(engine, VerdictIndex::new(4, [1; 32]), now)
+        .with_settings(settings)
+        .with_max_batch_records(300)
+        .with_jetstream(publisher)
+}
+
+fn connector(service: &Arc<Service>) -> impl FnMut() -> Result<Connection<End>, AgentError> + use<> {
+    let service = Arc::clone(service);
+    move || {
+        let (client, server) = pipe();
+        let service = Arc::clone(&service);
+        let peer = Peer::device(CustomerId::new("acme").unwrap(), DeviceId::new("dev-1").unwrap());
+        std::thread::spawn(move || service.handle(Connection::new(server), peer));
+        Ok(Connection::new(client))
+    }
+}
+
+fn write_log(path: &Path, lines: std::ops::Range<usize>, tag: &str) {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    for i in lines {
+        writeln!(
+            f,
+            "2026-11-27T09:{:02}:{:02}Z\tu-{}-{tag}\thttps://site{}.example/p?i={i}\t203.0.113.{}\t{}",
+            i / 60 % 60,
+            i % 60,
+            i % 7,
+            i % 13,
+            i % 250,
+            i % 900
+        )
+        .unwrap();
+    }
+}
+
+fn deliver(agent: &mut Agent, service: &Arc<Service>, attempts: u32) -> Result<u64, AgentError> {
+    let mut d = agent.deliver(connector(service), 3, &RetryBudget::attempts(attempts), |_| {}, now)?;
+    agent.goodbye(&mut d.conn, now())?;
+    Ok(d.report.sent_total())
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn an_agent_is_acknowledged_at_publish_and_a_writer_stores_everything_once_in_the_embedded_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let publisher = Arc::new(Publisher::connect(options.clone()).unwrap());
+    let service = Arc::new(service(dir.path(), Arc::clone(&publisher)));
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..2000, "a");
+    let mut agent = agent(dir.path());
+    agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    // No writer runs: the agent is acknowledged once JetStream holds the
+    // batches, and its spool is empty.
+    assert_eq!(deliver(&mut agent, &service, 1).unwrap(), 2000);
+    assert!(agent.outbox().is_empty().unwrap());
+    assert_eq!(service.engine().record_count().unwrap(), 0);
+    assert_eq!(publisher.lag().unwrap(), 7, "2000 records in batches of 300");
+    assert_eq!(service.stats.published.load(std::sync::atomic::Ordering::Relaxed), 2000);
+    // A writer into the service's own engine.
+    let mut writer = StreamWriter::connect(options, service.shared_engine()).unwrap();
+    assert!(wait_until(Duration::from_secs(30), || {
+        writer.step(Duration::from_millis(100)).unwrap();
+        writer.lag().unwrap() == 0
+    }));
+    assert_eq!(service.engine().record_count().unwrap(), 2000);
+    // The next session's welcome reads the mark the writer moved: nothing
+    // is sent again.
+    write_log(&log, 2000..2100, "a");
+    agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert_eq!(deliver(&mut agent, &service, 1).unwrap(), 100);
+    writer.step(Duration::from_millis(500)).unwrap();
+    assert_eq!(service.engine().record_count().unwrap(), 2100);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn writers_that_lag_make_the_service_defer_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let options = stream_options(&nats_url()).max_lag(2);
+    let _guard = StreamGuard { options: options.clone() };
+    let publisher = Arc::new(Publisher::connect(options.clone()).unwrap());
+    // Welcomes read the marks from PostgreSQL, where the writer stores.
+    let reader = Arc::new(Mutex::new(db.engine()));
+    let marks = Arc::clone(&reader);
+    let service = Arc::new(
+        service(dir.path(), Arc::clone(&publisher))
+            .with_high_water(move |c, d, s| marks.lock().unwrap().high_water(c, d, s).ok()),
+    );
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..1500, "l");
+    let mut agent = agent(dir.path());
+    agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    // Three batches are taken, then the lag refuses the rest.
+    let err = deliver(&mut agent, &service, 1).unwrap_err();
+    assert!(matches!(err, AgentError::GaveUp { .. }), "{err}");
+    assert!(err.to_string().contains("lag"), "{err}");
+    let spooled = agent.outbox().len(None).unwrap();
+    assert_eq!(spooled, 600, "three batches of 300 taken");
+    assert!(publisher.snapshot().refused_lagging >= 1);
+    // A writer catches up; the agent delivers the rest.
+    let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap();
+    let drain = |writer: &mut StreamWriter<Rows<privtel_engine_pg::PgEngine>>| {
+        assert!(wait_until(Duration::from_secs(30), || {
+            writer.step(Duration::from_millis(100)).unwrap();
+            writer.lag().unwrap() == 0
+        }));
+    };
+    drain(&mut writer);
+    std::thread::sleep(Duration::from_millis(250)); // the front-end reads the lag anew
+    let mut sent = 0;
+    for _ in 0..10 {
+        match deliver(&mut agent, &service, 1) {
+            Ok(n) => {
+                sent += n;
+                break;
+            }
+            Err(AgentError::GaveUp { .. }) => {
+                drain(&mut writer);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => panic!("{e}"),
+        }
+        sent = 1500 - agent.outbox().len(None).unwrap();
+    }
+    assert!(agent.outbox().is_empty().unwrap(), "{sent}");
+    drain(&mut writer);
+    assert_eq!(db.rows(), (1500, 1500), "every record once");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn sealed_messages_leave_no_readable_record_in_the_stream_s_files() {
+    let _ = nats_url(); // a NATS installation: this test runs a server of its own
+    let scan = |key: Option<AtRestKey>, tag: &str| -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = OwnNats::start();
+        let mut options = JetStreamOptions::new(nats.url());
+        options.key = key;
+        let publisher = Arc::new(Publisher::connect(options).unwrap());
+        let service = Arc::new(service(dir.path(), Arc::clone(&publisher)));
+        let log = dir.path().join("web.log");
+        write_log(&log, 0..50, tag);
+        let mut agent = agent(dir.path());
+        agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+        assert_eq!(deliver(&mut agent, &service, 1).unwrap(), 50);
+        drop((service, publisher));
+        let canary = format!("-{tag}");
+        walk(nats.dir.path()).iter().any(|f| {
+            std::fs::read(f).unwrap_or_default().windows(canary.len()).any(|w| w == canary.as_bytes())
+        })
+    };
+    assert!(scan(None, "CANARYPLAIN7"), "the scan finds a clear username in plain messages");
+    assert!(
+        !scan(Some(AtRestKey::new(1, [4; 32])), "CANARYSEALED7"),
+        "a sealed message left a username readable"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
