@@ -135,7 +135,7 @@ impl IngestMessage {
         }
         let mut r = Reader(bytes);
         if r.take(4, "the magic 'PTJS'")? != MAGIC {
-            return Err(bad("a message starting with 'PTJS'".into()));
+            return Err(bad("expected a message starting with 'PTJS'".into()));
         }
         let version = r.u8("a version")?;
         if version != VERSION {
@@ -157,13 +157,13 @@ impl IngestMessage {
         };
         let mut r = Reader(body);
         let customer =
-            CustomerId::new(r.str("a customer id")?).map_err(|_| bad("a valid customer id".into()))?;
-        let device = DeviceId::new(r.str("a device id")?).map_err(|_| bad("a valid device id".into()))?;
+            CustomerId::new(r.str("a customer id")?).map_err(|_| bad("expected a valid customer id".into()))?;
+        let device = DeviceId::new(r.str("a device id")?).map_err(|_| bad("expected a valid device id".into()))?;
         let stream = r.u64("a stream id")?;
         let first_seq = r.u64("a first sequence number")?;
         let skipped = r.u64("a skipped count")?;
         let received = Timestamp::from_unix_nanos(i128::from(r.i64("a receive time")?))
-            .map_err(|_| bad("a receive time within the model's range".into()))?;
+            .map_err(|_| bad("expected a receive time within the model's range".into()))?;
         let industry = r.str("an industry")?.to_owned();
         let count = r.u32("a record count")?;
         if count > MAX_RECORDS {
@@ -172,7 +172,7 @@ impl IngestMessage {
         // Each record takes at least one byte: a count the bytes cannot
         // hold is refused before anything is reserved for it.
         if count as usize > r.0.len() {
-            return Err(bad(format!("{count} records in {} bytes", r.0.len())));
+            return Err(bad(format!("{count} records in {} bytes, expected at least one byte each", r.0.len())));
         }
         let mut records = Vec::with_capacity(count as usize);
         for i in 0..count {
@@ -187,7 +187,7 @@ impl IngestMessage {
                     }
                     let json = r.take(len, "a record's bytes")?;
                     let record: Record = serde_json::from_slice(json).map_err(|e| {
-                        bad(format!("record {i}: {:?} json error at column {}", e.classify(), e.column())
+                        bad(format!("record {i}: {:?} json error at column {}, expected a record", e.classify(), e.column())
                             .to_lowercase())
                     })?;
                     records.push(Some(record));
@@ -196,7 +196,7 @@ impl IngestMessage {
             }
         }
         if !r.0.is_empty() {
-            return Err(bad(format!("{} bytes after the records", r.0.len())));
+            return Err(bad(format!("{} bytes after the records, expected none", r.0.len())));
         }
         Ok(Self {
             batch: AdmittedBatch { customer, device, seq: Sequence { stream, first_seq, skipped }, records },
@@ -224,7 +224,7 @@ struct Reader<'a>(&'a [u8]);
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], JetStreamError> {
         if self.0.len() < n {
-            return Err(bad(format!("{what} ({n} bytes), found {}", self.0.len())));
+            return Err(bad(format!("expected {what} ({n} bytes), found {}", self.0.len())));
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
@@ -244,6 +244,129 @@ impl<'a> Reader<'a> {
     }
     fn str(&mut self, what: &str) -> Result<&'a str, JetStreamError> {
         let len = u16::from_le_bytes(self.take(2, what)?.try_into().unwrap_or_default()) as usize;
-        std::str::from_utf8(self.take(len, what)?).map_err(|_| bad(format!("{what} in UTF-8")))
+        std::str::from_utf8(self.take(len, what)?).map_err(|_| bad(format!("expected {what} in UTF-8")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn message(tag: &str) -> IngestMessage {
+        IngestMessage {
+            batch: AdmittedBatch {
+                customer: CustomerId::new("acme").unwrap(),
+                device: DeviceId::new("dev-0001").unwrap(),
+                seq: Sequence { stream: 7, first_seq: 41, skipped: 3 },
+                records: privtel_testkit::fixtures::records(tag)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| (i % 5 != 2).then_some(r))
+                    .collect(),
+            },
+            received: privtel_testkit::fixtures::base_time(),
+            industry: "retail".into(),
+        }
+    }
+
+    fn same(a: &IngestMessage, b: &IngestMessage) {
+        assert_eq!(a.batch.customer, b.batch.customer);
+        assert_eq!(a.batch.device, b.batch.device);
+        assert_eq!(a.batch.seq, b.batch.seq);
+        assert_eq!(a.batch.records, b.batch.records);
+        assert_eq!((a.received, &a.industry), (b.received, &b.industry));
+    }
+
+    /// The version-1 file: what this code wrote must read back the same
+    /// forever (`PRIVTEL_BLESS=1` writes it when missing).
+    #[test]
+    fn the_version_1_golden_message_reads_back() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ingest-v1.ptjs");
+        let sealed_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ingest-v1-sealed.ptjs");
+        let key = AtRestKey::new(9, [0x5a; 32]);
+        if !file.exists() && std::env::var_os("PRIVTEL_BLESS").is_some() {
+            std::fs::write(&file, message("golden").encode(None).unwrap()).unwrap();
+            std::fs::write(&sealed_file, message("golden").encode(Some(&key)).unwrap()).unwrap();
+        }
+        let bytes = std::fs::read(&file).expect("run once with PRIVTEL_BLESS=1");
+        same(&IngestMessage::decode(&bytes, None).unwrap(), &message("golden"));
+        assert_eq!(bytes, message("golden").encode(None).unwrap(), "the plain form is byte for byte");
+        let sealed = std::fs::read(&sealed_file).unwrap();
+        same(&IngestMessage::decode(&sealed, Some(&key)).unwrap(), &message("golden"));
+    }
+
+    #[test]
+    fn a_sealed_message_needs_its_key_and_says_so() {
+        let sealed = message("k").encode(Some(&AtRestKey::new(2, [1; 32]))).unwrap();
+        let e = IngestMessage::decode(&sealed, None).unwrap_err().to_string();
+        assert!(e.contains("key 2"), "{e}");
+        let e = IngestMessage::decode(&sealed, Some(&AtRestKey::new(2, [9; 32]))).unwrap_err().to_string();
+        assert!(e.starts_with("malformed ingest message"), "{e}");
+        // Sealed bytes hold no personal text of the records.
+        assert!(!sealed.windows(9).any(|w| w == b"ALICE-LAP"));
+        assert!(message("k").encode(None).unwrap().windows(9).any(|w| w == b"ALICE-LAP"));
+    }
+
+    #[test]
+    fn every_truncation_and_bad_header_is_a_typed_error_naming_no_value() {
+        let bytes = message("SECRETTAG").encode(None).unwrap();
+        for n in 0..bytes.len() {
+            let e = IngestMessage::decode(&bytes[..n], None).unwrap_err().to_string();
+            assert!(e.starts_with("malformed ingest message: ") && e.contains("expected"), "{e}");
+            assert!(!e.contains("SECRETTAG") && !e.contains("acme"), "{e}");
+        }
+        let mut v2 = bytes.clone();
+        v2[4] = 2;
+        assert_eq!(
+            IngestMessage::decode(&v2, None).unwrap_err().to_string(),
+            "malformed ingest message: version 2, expected 1"
+        );
+        let mut extra = bytes;
+        extra.push(0);
+        assert!(IngestMessage::decode(&extra, None).unwrap_err().to_string().contains("1 bytes after the records"));
+        // A count no body can hold reserves nothing.
+        let mut huge = b"PTJS\x01\x00".to_vec();
+        for s in ["a", "d", ""] {
+            huge.extend_from_slice(&(s.len() as u16).to_le_bytes());
+            huge.extend_from_slice(s.as_bytes());
+            if s == "d" {
+                huge.extend_from_slice(&[0; 32]);
+            }
+        }
+        huge.extend_from_slice(&90_000u32.to_le_bytes());
+        let e = IngestMessage::decode(&huge, None).unwrap_err().to_string();
+        assert!(e.contains("90000 records in 0 bytes"), "{e}");
+    }
+
+    #[test]
+    fn ids_name_the_range() {
+        assert_eq!(message("x").id(), format!("acme/dev-0001/7/41-{}", 40 + message("x").batch.records.len()));
+    }
+
+    proptest! {
+        #[test]
+        fn any_batch_reads_back(
+            first in 1u64..1_000_000,
+            skipped in 0u64..1000,
+            keep in proptest::collection::vec(any::<bool>(), 0..40),
+            sealed in any::<bool>(),
+        ) {
+            let all = privtel_testkit::fixtures::records("p");
+            let records = keep.iter().enumerate().map(|(i, k)| k.then(|| all[i % all.len()].clone())).collect();
+            let m = IngestMessage {
+                batch: AdmittedBatch {
+                    customer: CustomerId::new("c-1").unwrap(),
+                    device: DeviceId::new("d.1").unwrap(),
+                    seq: Sequence { stream: first ^ 0xabcdef, first_seq: first, skipped },
+                    records,
+                },
+                received: privtel_testkit::fixtures::base_time(),
+                industry: String::new(),
+            };
+            let key = sealed.then(|| AtRestKey::new(1, [3; 32]));
+            let back = IngestMessage::decode(&m.encode(key.as_ref()).unwrap(), key.as_ref()).unwrap();
+            same(&back, &m);
+        }
     }
 }

@@ -103,7 +103,7 @@ pub enum JetStreamError {
     #[error("cannot encode an ingest message: {0}")]
     Encode(String),
     /// A message did not decode; the reason names what was expected.
-    #[error("malformed ingest message: expected {0}")]
+    #[error("malformed ingest message: {0}")]
     Decode(String),
     /// The options are not usable.
     #[error("invalid jetstream option {option}: expected {expected}")]
