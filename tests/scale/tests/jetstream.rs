@@ -280,3 +280,20 @@ fn nothing_acknowledged_is_lost_when_nats_is_killed_and_restarted() {
     );
     assert_eq!(hw(&writer.engine().0, "dev-n"), batches * per);
 }
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn benchmarking_records_are_not_kept_as_rows_naming_their_device() {
+    let db = TestDb::new();
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let front = Publisher::connect(options.clone()).unwrap();
+    let at = now();
+    let mut b = batch("acme", "dev-b", 0, 4, at);
+    b.records.push(Some(privtel_testkit::fixtures::device_summary()));
+    front.publish(b, at, "retail").unwrap();
+    let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap();
+    drain(&mut writer);
+    assert_eq!(db.rows().0, 4, "the summary is not a row");
+    assert_eq!(hw(&writer.engine().0, "dev-b"), 5, "its number counts");
+}

@@ -156,9 +156,10 @@ impl IngestMessage {
             }
         };
         let mut r = Reader(body);
-        let customer =
-            CustomerId::new(r.str("a customer id")?).map_err(|_| bad("expected a valid customer id".into()))?;
-        let device = DeviceId::new(r.str("a device id")?).map_err(|_| bad("expected a valid device id".into()))?;
+        let customer = CustomerId::new(r.str("a customer id")?)
+            .map_err(|_| bad("expected a valid customer id".into()))?;
+        let device =
+            DeviceId::new(r.str("a device id")?).map_err(|_| bad("expected a valid device id".into()))?;
         let stream = r.u64("a stream id")?;
         let first_seq = r.u64("a first sequence number")?;
         let skipped = r.u64("a skipped count")?;
@@ -172,7 +173,10 @@ impl IngestMessage {
         // Each record takes at least one byte: a count the bytes cannot
         // hold is refused before anything is reserved for it.
         if count as usize > r.0.len() {
-            return Err(bad(format!("{count} records in {} bytes, expected at least one byte each", r.0.len())));
+            return Err(bad(format!(
+                "{count} records in {} bytes, expected at least one byte each",
+                r.0.len()
+            )));
         }
         let mut records = Vec::with_capacity(count as usize);
         for i in 0..count {
@@ -187,8 +191,12 @@ impl IngestMessage {
                     }
                     let json = r.take(len, "a record's bytes")?;
                     let record: Record = serde_json::from_slice(json).map_err(|e| {
-                        bad(format!("record {i}: {:?} json error at column {}, expected a record", e.classify(), e.column())
-                            .to_lowercase())
+                        bad(format!(
+                            "record {i}: {:?} json error at column {}, expected a record",
+                            e.classify(),
+                            e.column()
+                        )
+                        .to_lowercase())
                     })?;
                     records.push(Some(record));
                 }
@@ -283,7 +291,8 @@ mod tests {
     #[test]
     fn the_version_1_golden_message_reads_back() {
         let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ingest-v1.ptjs");
-        let sealed_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ingest-v1-sealed.ptjs");
+        let sealed_file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ingest-v1-sealed.ptjs");
         let key = AtRestKey::new(9, [0x5a; 32]);
         if !file.exists() && std::env::var_os("PRIVTEL_BLESS").is_some() {
             std::fs::write(&file, message("golden").encode(None).unwrap()).unwrap();
@@ -324,7 +333,12 @@ mod tests {
         );
         let mut extra = bytes;
         extra.push(0);
-        assert!(IngestMessage::decode(&extra, None).unwrap_err().to_string().contains("1 bytes after the records"));
+        assert!(
+            IngestMessage::decode(&extra, None)
+                .unwrap_err()
+                .to_string()
+                .contains("1 bytes after the records")
+        );
         // A count no body can hold reserves nothing.
         let mut huge = b"PTJS\x01\x00".to_vec();
         for s in ["a", "d", ""] {
@@ -341,7 +355,10 @@ mod tests {
 
     #[test]
     fn ids_name_the_range() {
-        assert_eq!(message("x").id(), format!("acme/dev-0001/7/41-{}", 40 + message("x").batch.records.len()));
+        assert_eq!(
+            message("x").id(),
+            format!("acme/dev-0001/7/41-{}", 40 + message("x").batch.records.len())
+        );
     }
 
     proptest! {

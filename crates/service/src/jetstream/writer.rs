@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures_util::StreamExt;
-use privtel_model::Timestamp;
+use privtel_model::{Program, Timestamp};
 use privtel_store::{EngineStore, IngestOutcome, SqliteEngine};
 
 use super::{IngestMessage, JetStreamError, JetStreamOptions, Link, Metrics};
@@ -36,13 +36,28 @@ impl ApplyGroup for SqliteEngine {
 }
 
 /// Any [`EngineStore`] (the PostgreSQL engine): batches go to
-/// [`EngineStore::ingest_group`] as they are.
+/// [`EngineStore::ingest_group`] as they are, except benchmarking records:
+/// an engine behind this trait has no aggregates to fold them into, and a
+/// row would keep the device's id that the embedded path never keeps, so
+/// they are refused for good (counted in `refused`; their numbers count).
 #[derive(Debug)]
 pub struct Rows<E>(pub E);
 
 impl<E: EngineStore> ApplyGroup for Rows<E> {
     fn apply_group(&mut self, messages: Vec<IngestMessage>, now: Timestamp) -> Vec<Outcome> {
-        self.0.ingest_group(messages.into_iter().map(|m| m.batch).collect(), now)
+        let batches = messages
+            .into_iter()
+            .map(|m| {
+                let mut batch = m.batch;
+                for r in &mut batch.records {
+                    if r.as_ref().is_some_and(|r| r.program == Program::Benchmarking) {
+                        *r = None;
+                    }
+                }
+                batch
+            })
+            .collect();
+        self.0.ingest_group(batches, now)
     }
 }
 
