@@ -297,3 +297,34 @@ fn benchmarking_records_are_not_kept_as_rows_naming_their_device() {
     assert_eq!(db.rows().0, 4, "the summary is not a row");
     assert_eq!(hw(&writer.engine().0, "dev-b"), 5, "its number counts");
 }
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn a_database_that_fails_mid_stream_hands_the_batches_back_and_loses_nothing() {
+    let db = TestDb::new();
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let front = Publisher::connect(options.clone()).unwrap();
+    let at = now();
+    for k in 0..4 {
+        front.publish(batch("acme", "dev-f", k, 25, at), at, "").unwrap();
+    }
+    let mut writer = StreamWriter::connect(options.clone(), Rows(db.engine())).unwrap().with_max_group(2);
+    assert_eq!(writer.step(Duration::from_millis(500)).unwrap().applied, 2);
+    // The writer's database connection dies (a restart, a failover).
+    let mut admin = postgres::Client::connect(&privtel_scale_tests::pg_url(), postgres::NoTls).unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&db.name],
+        )
+        .unwrap();
+    let report = writer.step(Duration::from_millis(500)).unwrap();
+    assert!(report.failed && report.handed_back == 2 && report.applied == 0, "{report:?}");
+    assert_eq!(writer.metrics().snapshot(None).failed_groups, 1);
+    // A writer started anew (its supervisor's job) stores the rest, once.
+    drop(writer);
+    let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap();
+    drain(&mut writer);
+    assert_eq!(db.rows(), (100, 100));
+}

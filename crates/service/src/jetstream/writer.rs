@@ -85,6 +85,9 @@ pub struct StepReport {
     pub handed_back: u64,
     /// Messages terminated (malformed, refused for good).
     pub terminated: u64,
+    /// Whether storing failed (the database, or this writer's
+    /// configuration): what failed was handed back.
+    pub failed: bool,
 }
 
 /// Consumes the ingest stream into an engine (see the module docs). Run
@@ -245,17 +248,13 @@ impl<A: ApplyGroup> StreamWriter<A> {
         let outcomes =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.apply_group(group, now)))
                 .unwrap_or_default();
-        let failed =
-            outcomes.len() != n || outcomes.iter().any(|o| matches!(o, Err(e) if !is_batch_error(e)));
         let mut ack = Vec::new();
         let mut hand_back = Vec::new();
-        if failed {
-            // The transaction did not commit (or the engine panicked):
-            // every message comes again.
+        if outcomes.len() != n {
+            // The engine panicked: every message comes again.
             self.metrics.failed_groups.fetch_add(1, Ordering::Relaxed);
-            if let Some(Err(e)) = outcomes.iter().find(|o| o.is_err()) {
-                (self.log)(&format!("a group of {n} batches failed, handed back: {e}"));
-            }
+            report.failed = true;
+            (self.log)(&format!("a group of {n} batches failed in the engine; handed back"));
             hand_back = held;
         } else {
             let max_gap = self.link.options.max_gap_deliveries;
@@ -271,14 +270,28 @@ impl<A: ApplyGroup> StreamWriter<A> {
                         self.metrics.suppressed.fetch_add(o.suppressed, Ordering::Relaxed);
                         ack.push(m);
                     }
+                    // Batches before it may still be on their way (another
+                    // writer holds them): it comes again, a bounded number
+                    // of times.
                     Err(privtel_store::Error::SequenceGap { .. })
                         if m.info().map(|i| i.delivered).unwrap_or(i64::MAX) < max_gap =>
                     {
                         hand_back.push(m);
                     }
-                    Err(e) => {
+                    Err(e) if is_permanent(&e) => {
                         (self.log)(&format!("terminated a batch of {}: {e}", m.subject));
                         terminate.push(m);
+                    }
+                    // The database (or this writer's configuration) failed:
+                    // nothing of the batch is stored; it comes again, for as
+                    // long as the stream keeps it.
+                    Err(e) => {
+                        if !report.failed {
+                            report.failed = true;
+                            self.metrics.failed_groups.fetch_add(1, Ordering::Relaxed);
+                            (self.log)(&format!("storing failed, batches handed back: {e}"));
+                        }
+                        hand_back.push(m);
                     }
                 }
             }
@@ -309,27 +322,44 @@ impl<A: ApplyGroup> StreamWriter<A> {
     ///
     /// # Errors
     ///
-    /// The first error of [`StreamWriter::step`] that repeats for 30 s.
+    /// An error of [`StreamWriter::step`], or storing that keeps failing,
+    /// for 30 s without a success: the writer gives up so that its
+    /// supervisor can start it anew (with a new database connection);
+    /// what it held comes again to the next writer.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), JetStreamError> {
         let mut failing_since = None;
         while !stop.load(Ordering::Acquire) {
-            match self.step(Duration::from_millis(200)) {
-                Ok(_) => failing_since = None,
-                Err(e) => {
-                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
-                    if since.elapsed() > Duration::from_secs(30) {
-                        return Err(e);
-                    }
-                    (self.log)(&format!("writer: {e}; retrying"));
-                    std::thread::sleep(Duration::from_millis(200));
+            let error = match self.step(Duration::from_millis(200)) {
+                Ok(r) if !r.failed => {
+                    failing_since = None;
+                    continue;
                 }
+                Ok(_) => JetStreamError::Stream {
+                    op: "storing batches",
+                    message: "the engine keeps failing".into(),
+                },
+                Err(e) => e,
+            };
+            let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > Duration::from_secs(30) {
+                return Err(error);
             }
+            (self.log)(&format!("writer: {error}; retrying"));
+            std::thread::sleep(Duration::from_millis(200));
         }
         Ok(())
     }
 }
 
-/// An error of one batch (the others of its group were still stored).
-fn is_batch_error(e: &privtel_store::Error) -> bool {
-    matches!(e, privtel_store::Error::SequenceGap { .. } | privtel_store::Error::SequenceRange { .. })
+/// An error no later delivery can cure: the message is terminated.
+fn is_permanent(e: &privtel_store::Error) -> bool {
+    use privtel_store::Error;
+    matches!(
+        e,
+        Error::SequenceGap { .. }
+            | Error::SequenceRange { .. }
+            | Error::Encode(_)
+            | Error::Decode { .. }
+            | Error::LegacyCustomerRequired { .. }
+    )
 }
