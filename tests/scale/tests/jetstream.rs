@@ -328,3 +328,56 @@ fn a_database_that_fails_mid_stream_hands_the_batches_back_and_loses_nothing() {
     drain(&mut writer);
     assert_eq!(db.rows(), (100, 100));
 }
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn three_writers_at_once_store_every_record_once_and_in_order() {
+    let db = TestDb::new();
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let at = now();
+    let (devices, per_device, per) = (4u64, 40u64, 20u64);
+    drop(db.engine()); // the schema, before the writers race to make it
+    // Two front-ends publish while three writers apply.
+    let publishers: Vec<_> = (0..2)
+        .map(|f| {
+            let options = options.clone();
+            std::thread::spawn(move || {
+                let front = Publisher::connect(options).unwrap();
+                for k in 0..per_device {
+                    for d in (f..devices).step_by(2) {
+                        front.publish(batch("acme", &format!("dev-{d}"), k, per, at), at, "").unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|_| {
+            let (options, url, stop) = (options.clone(), db.url.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let engine = PgEngine::connect(&url, privtel_engine_pg::PgOptions::default()).unwrap();
+                let mut writer = StreamWriter::connect(options, Rows(engine)).unwrap().with_max_group(8);
+                writer.run(&stop).unwrap();
+                writer.metrics().snapshot(None)
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    let total = (devices * per_device * per) as i64;
+    let front = Publisher::connect(options).unwrap();
+    let done = wait_until(Duration::from_secs(90), || front.lag().unwrap() == 0 && db.rows().0 >= total);
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let metrics: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    assert!(done, "not drained: {:?}", db.rows());
+    assert_eq!(db.rows(), (total, total), "every record once");
+    assert!(metrics.iter().filter(|m| m.applied > 0).count() >= 2, "the writers shared the work: {metrics:?}");
+    assert_eq!(metrics.iter().map(|m| m.terminated).sum::<u64>(), 0, "{metrics:?}");
+    let engine = db.engine();
+    for d in 0..devices {
+        assert_eq!(hw(&engine, &format!("dev-{d}")), per_device * per);
+    }
+}
