@@ -278,8 +278,11 @@ impl Agent {
     /// chunk's filtered records are spooled with the new read position in
     /// one transaction, so a crash at any instant neither loses nor repeats
     /// a line. Malformed lines are skipped and counted in the report; a
-    /// rotated file is finished before the new one is started; a truncated
-    /// one is read again from the start (a new generation of event ids).
+    /// log seen for the first time is recorded (its identity) before its
+    /// first line is read, so a rotation cannot hide it even from an agent
+    /// killed at once; a rotated file is finished before the new one is
+    /// started; a truncated one is read again from the start (a new
+    /// generation of event ids).
     ///
     /// # Errors
     ///

@@ -269,11 +269,19 @@ pub(crate) fn follow(
             finish_previous(prev.clone(), false, &mut report)?;
         }
     }
-    // A new generation is saved even if no line follows it yet, so a file
-    // that regrows past the old offset is not mistaken for the old one.
+    // A file seen for the first time, and a new generation (a file replaced
+    // or truncated), is saved at once, in a commit of its own before any
+    // line is read: an agent killed before its first chunk was spooled, or
+    // whose first pass found no whole line, still knows the file's
+    // identity, so after a rotation it finds the file by it and finishes
+    // it; and a file that regrows past the old offset is not mistaken for
+    // the old one. Lines then commit with their positions, chunk by chunk.
     let mut changed = false;
     let start = match saved {
-        None => SourcePosition::new(&source, id, 0, 0, 0),
+        None => {
+            changed = true;
+            SourcePosition::new(&source, id, 0, 0, 0)
+        }
         Some(p) if p.identity == id => {
             if meta.len() < p.offset {
                 // Truncated in place (logrotate's copytruncate): a new
@@ -304,7 +312,10 @@ pub(crate) fn follow(
             SourcePosition::new(&source, id, p.generation + 1, 0, 0)
         }
     };
-    read_from(file, start, changed, &ctx, &mut report, &mut sink)?;
+    if changed {
+        sink(Chunk { records: Vec::new(), position: start.clone() })?;
+    }
+    read_from(file, start, false, &ctx, &mut report, &mut sink)?;
     Ok(report)
 }
 
@@ -437,4 +448,130 @@ fn read_from(
         sink(Chunk { records, position: pos })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::Write as _;
+
+    use privtel_store::{Spool, SpoolOptions};
+
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2026-11-27T10:00:00Z".parse().unwrap()
+    }
+
+    fn device() -> DeviceId {
+        DeviceId::new("dev-1").unwrap()
+    }
+
+    /// Appends lines `lines` (each naming its number in its URL), as a
+    /// writer would.
+    fn write_lines(path: &Path, lines: std::ops::Range<usize>) {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        let text: String = lines
+            .map(|i| {
+                format!("2026-11-27T09:00:00Z\tu-{}\thttps://site.example/p?i={i}\t203.0.113.9\t5\n", i % 7)
+            })
+            .collect();
+        file.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Where a pass's process is SIGKILLed.
+    #[derive(Clone, Copy, Debug)]
+    enum Kill {
+        /// Just before its commit number `n` (from 0), whatever it holds.
+        BeforeCommit(usize),
+        /// Just before the commit of its chunk of lines number `n` (from
+        /// 0): `BeforeLines(0)` is a process killed after it opened the
+        /// log, before any of its lines was spooled.
+        BeforeLines(usize),
+    }
+
+    /// One pass of an agent process over `log`, as `Agent::collect_web_log`
+    /// does it (each chunk's records and position in one transaction), the
+    /// process killed at `kill`: what it committed before stays, nothing
+    /// else does. Returns whether the pass finished.
+    fn pass(spool: &Path, log: &WebLog, kill: Option<Kill>) -> bool {
+        let mut spool = Spool::open(spool, SpoolOptions::default()).unwrap();
+        let saved = spool.source_position(&log.source()).unwrap();
+        let previous = spool.source_position(&log.previous_source()).unwrap();
+        let (mut commits, mut chunks) = (0, 0);
+        let result = follow(log, saved, previous, &device(), |chunk| {
+            let killed = match kill {
+                Some(Kill::BeforeCommit(n)) => commits == n,
+                Some(Kill::BeforeLines(n)) => !chunk.records.is_empty() && chunks == n,
+                None => false,
+            };
+            if killed {
+                return Err(AgentError::Source {
+                    path: log.path.clone(),
+                    error: std::io::Error::other("killed"),
+                });
+            }
+            commits += 1;
+            chunks += usize::from(!chunk.records.is_empty());
+            spool.append_at(&chunk.records, Some(&chunk.position), now())?;
+            Ok(())
+        });
+        result.is_ok()
+    }
+
+    /// How many times each line number is in the spool.
+    fn spooled(spool: &Path) -> BTreeMap<usize, usize> {
+        let spool = Spool::open(spool, SpoolOptions::default()).unwrap();
+        let mut seen = BTreeMap::new();
+        for s in spool.next_batch(Program::PersonalisedUsage, usize::MAX).unwrap() {
+            let RecordBody::Event(Event { body: EventBody::WebRequest(w), .. }) = s.record.body else {
+                panic!("not a web request: {:?}", s.record);
+            };
+            let Personal::Clear(url) = w.url else { panic!("url not in clear") };
+            let i: usize = url.rsplit_once("?i=").unwrap().1.parse().unwrap();
+            *seen.entry(i).or_insert(0) += 1;
+        }
+        seen
+    }
+
+    /// The agent killed before each chunk of lines of its first pass —
+    /// also right after it first opened the log, before any line was
+    /// spooled — then the log rotated (the writer adding to the old file a
+    /// while), the agent killed at every commit of the next pass, and then
+    /// left to finish: every line of both files is spooled exactly once.
+    /// (A process killed before the first commit of its first pass has not
+    /// seen the file: a rotation then hides it, as if the agent had never
+    /// run; its first commit holds no line, so the window is small.)
+    #[test]
+    fn a_pass_killed_at_any_commit_around_a_rotation_spools_every_line_once() {
+        let (before, added, after) = (CHUNK_LINES + 500, 100, CHUNK_LINES + 100);
+        for first in (0..2).map(Kill::BeforeLines).map(Some).chain([None]) {
+            // At most 5 commits: the old file's 2 chunks, the new file's
+            // generation, its 2 chunks.
+            for second in (0..5).map(Kill::BeforeCommit) {
+                let dir = tempfile::tempdir().unwrap();
+                let (path, spool) = (dir.path().join("web.log"), dir.path().join("spool.db"));
+                let log = WebLog::new(&path);
+                write_lines(&path, 0..before);
+                pass(&spool, &log, first);
+                // logrotate moves the file aside and creates a new one; the
+                // writer adds to the old one until it reopens the log.
+                std::fs::rename(&path, dir.path().join("web.log.1")).unwrap();
+                write_lines(&dir.path().join("web.log.1"), before..before + added);
+                write_lines(&path, before + added..before + added + after);
+                pass(&spool, &log, Some(second));
+                assert!(pass(&spool, &log, None));
+                assert!(pass(&spool, &log, None), "nothing new: the pass finishes");
+                let seen = spooled(&spool);
+                let total = before + added + after;
+                let missing = (0..total).filter(|i| !seen.contains_key(i)).count();
+                let twice = seen.values().filter(|&&n| n > 1).count();
+                assert_eq!(
+                    (missing, twice, seen.len()),
+                    (0, 0, total),
+                    "killed at {first:?} in the first pass and at {second:?} in the second"
+                );
+            }
+        }
+    }
 }

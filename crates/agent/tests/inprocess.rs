@@ -315,6 +315,34 @@ fn rotation_finishes_the_old_file_then_reads_the_new_one_and_truncation_starts_o
 }
 
 #[test]
+fn a_log_first_seen_empty_or_half_written_is_finished_after_a_rotation() {
+    for first in [&b""[..], b"2026-11-27T09:00:00Z\tu-1\thttps://"] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("web.log");
+        append(&log, first);
+        let service = Arc::new(service(dir.path()));
+        let mut agent = agent(dir.path());
+        // The first pass reads no line, but the agent has seen the file.
+        let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+        assert_eq!(report.lines, 0);
+        // The writer fills it, then logrotate moves it aside before the
+        // agent looks again.
+        if !first.is_empty() {
+            append(&log, b"late.example/\t203.0.113.9\t5\n");
+        }
+        write_log(&log, 0..100);
+        std::fs::rename(&log, dir.path().join("web.log.1")).unwrap();
+        write_log(&log, 100..130);
+        let (report, _) = agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+        assert!(report.rotated);
+        let old = 100 + u64::from(!first.is_empty());
+        assert_eq!((report.rotated_lines, report.lines), (old, old + 30));
+        deliver(&mut agent, &service, RetryBudget::attempts(1)).0.unwrap();
+        assert_eq!(events(&service), old + 30, "every line once, from both files");
+    }
+}
+
+#[test]
 fn a_malformed_line_among_good_ones_is_skipped_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("web.log");
