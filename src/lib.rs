@@ -50,6 +50,7 @@
 //! | `authority` | `privtel-authority` | `tls` | 2 | enrollment: a CA per customer, tokens, client certificates, mutual TLS |
 //! | `filter` | `privtel-filter` | `filter` | 2 | consent, per-field treatment, scrubbing, k-anonymity |
 //! | `store` | `privtel-store` | `store` | 2 | SQLite spool and engine store, sweeps, export, erasure |
+//! | `access` | `privtel-access` | `access` | 2 | operator access: grants, the hash-chained access log, signed checkpoints, the customer's verifier |
 //! | `agent` | `privtel-agent` | `agent` | 3 | the device side: collectors, filter → outbox → upload, enrichment |
 //! | `service` | `privtel-service` | `service` | 3 | the service side: identities from certificates, per-customer settings enforced, ingest, enrichment |
 //!
@@ -60,7 +61,8 @@
 //! # Crate features
 //!
 //! * one per crate: `retention`, `domain`, `hash`, `wire`, `filter`,
-//!   `store`, `agent`, `service` (each turns on what it needs below it);
+//!   `store`, `access`, `agent`, `service` (each turns on what it needs
+//!   below it; `service` turns on `access`);
 //! * `tls` — the TLS transport of `wire`, mutual TLS and enrollment
 //!   (`authority`; its server side with `service`), the service's TLS
 //!   accept loop and the agent's enrollment;
@@ -73,6 +75,8 @@
 //! Default: `agent`, `service`, `tls`, `certs`, `lz4` (everything but
 //! `engine-pg`).
 
+#[cfg(feature = "access")]
+pub use privtel_access as access;
 #[cfg(feature = "agent")]
 pub use privtel_agent as agent;
 #[cfg(feature = "tls")]
