@@ -22,7 +22,11 @@
 //! * [`Service::erase_person`], [`Service::export_person`] and
 //!   [`Service::sweep`] (each customer with its own TTLs) go through the
 //!   service's own store handle; an erasure by another process is seen by
-//!   the next ingest too.
+//!   the next ingest too. With [`Service::with_access`],
+//!   [`Service::erase_person_as`] and [`Service::export_person_as`] do the
+//!   same for an operator under an access grant, each logged, allowed or
+//!   refused, in the access log (`privtel-access`); the functions without
+//!   `_as` are the unaudited path for embedded use.
 //! * With the `tls` feature, [`Service::serve_tls`] accepts TCP
 //!   connections up to [`Limits::max_connections`], completes TLS within
 //!   a deadline, identifies the device by its certificate with a
@@ -82,6 +86,7 @@ use privtel_wire::{
     Rejection, Sightings, VerdictIndex, Welcome,
 };
 
+mod admin;
 mod admission;
 mod benchmark;
 #[cfg(feature = "jetstream")]
@@ -90,6 +95,7 @@ mod limits;
 mod settings;
 mod writer;
 
+pub use admin::AdminError;
 pub use admission::RefusalCounts;
 pub use benchmark::{
     BenchmarkError, BenchmarkOptions, Comparison, FIGURES, IndustryCell, Quarter, QuarterlyReport,
@@ -254,6 +260,9 @@ pub struct Service {
     /// Where welcomes read high-water marks instead of the engine (an
     /// engine elsewhere, written by JetStream writers).
     high_water_from: Option<HighWater>,
+    /// Grants and the access log for administrative actions
+    /// ([`Service::with_access`]).
+    access: Option<Arc<privtel_access::AccessControl>>,
 }
 
 /// Reads a device stream's high-water mark from another engine.
@@ -309,6 +318,7 @@ impl Service {
             #[cfg(feature = "jetstream")]
             jetstream: None,
             high_water_from: None,
+            access: None,
         }
     }
 
@@ -452,6 +462,11 @@ impl Service {
     /// the service's own store handle, so ingest running at the same time
     /// sees it at once.
     ///
+    /// The unaudited path, for embedded use (a program that is itself the
+    /// administrator, tests): no grant is checked and nothing is logged.
+    /// An operator acting on a customer's data goes through
+    /// [`Service::erase_person_as`].
+    ///
     /// # Errors
     ///
     /// A storage error; nothing is removed then.
@@ -466,6 +481,10 @@ impl Service {
 
     /// Writes everything held about one person of one customer as JSON
     /// Lines (the right of access); returns the number of lines.
+    ///
+    /// The unaudited path, for embedded use: no grant is checked and
+    /// nothing is logged. An operator goes through
+    /// [`Service::export_person_as`].
     ///
     /// # Errors
     ///

@@ -3,6 +3,7 @@
 //! record by record, sequence numbers, erasure while ingesting, retention
 //! per customer.
 
+mod access;
 mod admission;
 mod benchmarks;
 mod rotation;
@@ -435,7 +436,7 @@ fn direct_enrichment_answers_are_written_back_on_the_customers_objects() {
 
 /// Events of `user` (anonymous usage, as acme's filter makes them), with
 /// event ids from `first_id`.
-fn events_of(service: &Service, user: &str, first_id: u128, n: usize) -> Vec<Record> {
+pub(crate) fn events_of(service: &Service, user: &str, first_id: u128, n: usize) -> Vec<Record> {
     let template = admissible(service, "acme", "e", Program::AnonymousUsage)
         .into_iter()
         .find(|r| matches!(r.body, privtel_model::RecordBody::Event(_)))

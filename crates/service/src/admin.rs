@@ -1,0 +1,108 @@
+//! Administrative actions under an access grant: each checked against the
+//! operator's grant and logged, allowed or refused, in the access log
+//! (`privtel-access`) before anything is read or removed.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use privtel_access::{AccessControl, Action, Denied, GrantId, Operator};
+use privtel_model::{CustomerId, UserId};
+use privtel_store::{DeletionReceipt, EngineStore, ErasureRequest};
+
+use crate::Service;
+
+/// An administrative action that was not done.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The service has no access control ([`Service::with_access`]):
+    /// audited actions are refused rather than done unlogged.
+    #[error("no access control configured: expected Service::with_access before audited actions")]
+    NoAccessControl,
+    /// The grant does not allow it (logged).
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// Allowed and logged, but the store failed.
+    #[error(transparent)]
+    Store(#[from] privtel_store::Error),
+}
+
+impl Service {
+    /// Checks administrative actions against grants in `access`, which logs
+    /// every one ([`Service::erase_person_as`], [`Service::export_person_as`]).
+    #[must_use]
+    pub fn with_access(mut self, access: Arc<AccessControl>) -> Self {
+        self.access = Some(access);
+        self
+    }
+
+    /// The access control in force, if any (to create and revoke grants,
+    /// sign checkpoints and list a customer's entries).
+    pub fn access(&self) -> Option<&Arc<AccessControl>> {
+        self.access.as_ref()
+    }
+
+    /// Checks `operator`'s `grant` for `action` on `customer` at the
+    /// service's clock, logging the answer.
+    fn authorize(
+        &self,
+        operator: &Operator,
+        grant: GrantId,
+        customer: &CustomerId,
+        action: Action,
+        detail: &str,
+    ) -> Result<(), AdminError> {
+        let access = self.access.as_ref().ok_or(AdminError::NoAccessControl)?;
+        let now = (self.clock)();
+        match access.check_with(grant, operator, customer, action, now, detail) {
+            Ok(_) => Ok(()),
+            Err(denied) => {
+                self.report(&format!(
+                    "access refused: {} on customer {customer} by {operator} under grant {grant}: {}",
+                    action, denied.reason
+                ));
+                Err(denied.into())
+            }
+        }
+    }
+
+    /// [`Service::erase_person`] by `operator` under `grant`: refused
+    /// unless the grant is the operator's, for this customer, in force now
+    /// and covers [`Action::ErasePerson`]; logged either way before anything
+    /// is removed (the log names no person).
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Denied`] (logged), [`AdminError::NoAccessControl`], or
+    /// a storage error after the allowed entry was logged.
+    pub fn erase_person_as(
+        &self,
+        operator: &Operator,
+        grant: GrantId,
+        customer: &CustomerId,
+        request: &ErasureRequest,
+    ) -> Result<DeletionReceipt, AdminError> {
+        self.authorize(operator, grant, customer, Action::ErasePerson, "erase one person")?;
+        let now = (self.clock)();
+        Ok(self.engine().erase_person(customer, request, now)?)
+    }
+
+    /// [`Service::export_person`] by `operator` under `grant`: refused
+    /// unless the grant allows [`Action::ExportPerson`] on this customer
+    /// now; logged either way before anything is read.
+    ///
+    /// # Errors
+    ///
+    /// As [`Service::erase_person_as`], or a write error.
+    pub fn export_person_as(
+        &self,
+        operator: &Operator,
+        grant: GrantId,
+        customer: &CustomerId,
+        user: &UserId,
+        out: &mut dyn Write,
+    ) -> Result<u64, AdminError> {
+        self.authorize(operator, grant, customer, Action::ExportPerson, "export one person")?;
+        Ok(self.engine().export_person(customer, user, out)?)
+    }
+}
