@@ -374,7 +374,10 @@ fn three_writers_at_once_store_every_record_once_and_in_order() {
     let metrics: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
     assert!(done, "not drained: {:?}", db.rows());
     assert_eq!(db.rows(), (total, total), "every record once");
-    assert!(metrics.iter().filter(|m| m.applied > 0).count() >= 2, "the writers shared the work: {metrics:?}");
+    assert!(
+        metrics.iter().filter(|m| m.applied > 0).count() >= 2,
+        "the writers shared the work: {metrics:?}"
+    );
     assert_eq!(metrics.iter().map(|m| m.terminated).sum::<u64>(), 0, "{metrics:?}");
     let engine = db.engine();
     for d in 0..devices {
