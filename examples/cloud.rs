@@ -9,6 +9,9 @@
 //!     --settings examples/data/settings.toml --reputation examples/data/reputation.csv
 //!     [--authority FILE] [--cert PEM --key PEM] [--cert-out CA.pem] [--store-key FILE]
 //!     [--store-secret FILE] [--sweep-every SECONDS] [--max-batch-records N] [--max-connections N]
+//! cargo run --release --features scale --example cloud -- … --ingest nats://127.0.0.1:4222
+//!     [--engine postgres://postgres@127.0.0.1:5432/privtel] [--stream NAME] [--subject-prefix P]
+//!     [--consumer C] [--region R] [--metrics-every SECONDS]
 //! cargo run --example cloud -- --store engine.db --issue-token acme [--token-uses N] [--token-hours H]
 //! cargo run --example cloud -- --store engine.db --revoke acme:dev-01
 //! cargo run --example cloud -- --store engine.db --settings examples/data/settings.toml
@@ -35,6 +38,18 @@
 //! address and writes the CA (what agents must trust) to `--cert-out`. It
 //! prints `listening on ADDR` once it accepts connections, and reports
 //! refused identities and clone suspicions on standard error.
+//!
+//! `--ingest nats://…` (the `scale` feature) makes the service a
+//! stateless front-end: each accepted batch is published to NATS JetStream
+//! and the agent acknowledged once JetStream holds it; a writer thread in
+//! this process consumes the stream into the store (`--store`), or, with
+//! `--engine postgres://…`, into that PostgreSQL database, which welcomes
+//! then read high-water marks from. More writers may run elsewhere on the
+//! same stream (`privtel-service`'s `writer` example). The counters
+//! (accepted, published, applied, lag) go to standard error as one JSON line
+//! every `--metrics-every` seconds. `--store-key` also seals the messages in
+//! the stream. Without `--ingest` the service stores into `--store` itself,
+//! as always.
 //!
 //! Exit status: 0 stopped (or an administrative command done), 1 a
 //! start-up failure (files, address, settings), 2 bad arguments.
@@ -123,6 +138,31 @@ struct Args {
     /// subtract the noise).
     #[arg(long, value_name = "N", default_value_t = 0, requires = "report")]
     noise_seed: u64,
+    /// Publish accepted batches to NATS JetStream at this server; a writer
+    /// thread applies them to the store (needs the `scale` feature).
+    #[arg(long, value_name = "nats://HOST:PORT", conflicts_with_all = ["issue_token", "revoke", "report"])]
+    ingest: Option<String>,
+    /// Apply the stream into this PostgreSQL database instead of --store,
+    /// and read welcomes' high-water marks from it (needs --ingest and the
+    /// `scale` feature).
+    #[arg(long, value_name = "postgres://…", requires = "ingest")]
+    engine: Option<String>,
+    /// The JetStream stream's name (with --ingest).
+    #[arg(long, value_name = "NAME", default_value = "PRIVTEL_INGEST", requires = "ingest")]
+    stream: String,
+    /// The first tokens of the stream's subjects (with --ingest).
+    #[arg(long, value_name = "P", default_value = "privtel.ingest", requires = "ingest")]
+    subject_prefix: String,
+    /// The writers' durable consumer (with --ingest).
+    #[arg(long, value_name = "C", default_value = "privtel-writer", requires = "ingest")]
+    consumer: String,
+    /// This service's region, a subject token (with --ingest).
+    #[arg(long, value_name = "R", default_value = "eu", requires = "ingest")]
+    region: String,
+    /// Seconds between two metrics lines on standard error (with --ingest).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, requires = "ingest",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    metrics_every: u64,
 }
 
 fn now() -> Timestamp {
@@ -131,6 +171,23 @@ fn now() -> Timestamp {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if !cfg!(feature = "scale") && args.ingest.is_some() {
+        use clap::CommandFactory as _;
+        Args::command()
+            .error(
+                clap::error::ErrorKind::InvalidValue,
+                "--ingest and --engine need the `scale` feature: cargo run --features scale --example cloud",
+            )
+            .exit();
+    }
+    if let Some(url) = &args.engine
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        use clap::CommandFactory as _;
+        Args::command()
+            .error(clap::error::ErrorKind::InvalidValue, "--engine: expected a postgres:// URL")
+            .exit();
+    }
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -245,7 +302,19 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.max_batch_records {
         service = service.with_max_batch_records(n);
     }
+    #[cfg(feature = "scale")]
+    let (service, ingest) = match &args.ingest {
+        Some(url) => {
+            let (service, ingest) = scale::front_end(&args, url, service)?;
+            (service, Some(ingest))
+        }
+        None => (service, None),
+    };
     let service = Arc::new(service);
+    #[cfg(feature = "scale")]
+    if let Some(ingest) = ingest {
+        ingest.start(&service)?;
+    }
 
     // The settings file is read again when it changes.
     {
@@ -300,4 +369,104 @@ fn run(args: Args) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     service.serve_tls(&listener, &config, &AtomicBool::new(false));
     Ok(())
+}
+
+/// `--ingest` and `--engine`: the service as a JetStream front-end, with a
+/// writer thread applying the stream into the store or into PostgreSQL.
+#[cfg(feature = "scale")]
+mod scale {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::time::Duration;
+
+    use anyhow::Context as _;
+    use privtel::engine_pg::{PgEngine, PgOptions};
+    use privtel::service::Service;
+    use privtel::service::jetstream::{ApplyGroup, JetStreamOptions, Publisher, Rows, StreamWriter};
+    use privtel::store::{AtRestKey, EngineStore as _};
+
+    use super::{Args, read_key};
+
+    /// What is left to start once the service is shared.
+    pub(crate) struct Ingest {
+        options: JetStreamOptions,
+        publisher: Arc<Publisher>,
+        /// The engine on PostgreSQL the writer applies into (`None`: the
+        /// service's own store).
+        pg: Option<PgEngine>,
+        metrics_every: Duration,
+    }
+
+    pub(crate) fn front_end(args: &Args, url: &str, service: Service) -> anyhow::Result<(Service, Ingest)> {
+        let mut options = JetStreamOptions::new(url)
+            .names(args.stream.clone(), args.subject_prefix.clone(), args.consumer.clone())
+            .region(args.region.clone());
+        if let Some(path) = &args.store_key {
+            options = options.key(AtRestKey::new(1, read_key(path)?));
+        }
+        let publisher = Arc::new(Publisher::connect(options.clone())?);
+        let mut service = service.with_jetstream(Arc::clone(&publisher));
+        let mut pg = None;
+        if let Some(pg_url) = &args.engine {
+            let mut pg_options = PgOptions::default();
+            if let Some(path) = &args.store_secret {
+                pg_options = pg_options.secret(read_key(path)?);
+            }
+            // Never print the URL: it may hold a password.
+            let open =
+                || PgEngine::connect(pg_url, pg_options.clone()).context("opening the postgresql engine");
+            let reader = Mutex::new(open()?);
+            service = service.with_high_water(move |customer, device, stream| {
+                reader
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .high_water(customer, device, stream)
+                    .ok()
+            });
+            pg = Some(open()?);
+        }
+        Ok((
+            service,
+            Ingest { options, publisher, pg, metrics_every: Duration::from_secs(args.metrics_every) },
+        ))
+    }
+
+    impl Ingest {
+        /// Starts the writer and the metrics threads.
+        pub(crate) fn start(self, service: &Arc<Service>) -> anyhow::Result<()> {
+            let Self { options, publisher, pg, metrics_every } = self;
+            let metrics = Arc::clone(publisher.metrics());
+            match pg {
+                Some(engine) => {
+                    spawn_writer(StreamWriter::connect(options, Rows(engine))?.with_metrics(metrics))
+                }
+                None => spawn_writer(
+                    StreamWriter::connect(options, service.shared_engine())?.with_metrics(metrics),
+                ),
+            }
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::sleep(metrics_every);
+                    match serde_json::to_string(&publisher.snapshot()) {
+                        Ok(line) => eprintln!("cloud: metrics {line}"),
+                        Err(e) => eprintln!("cloud: metrics: {e}"),
+                    }
+                }
+            });
+            Ok(())
+        }
+    }
+
+    /// Runs `writer` on a thread of its own; a stream unreachable for 30 s
+    /// stops the process (its supervisor restarts it: nothing
+    /// acknowledged is lost, it waits in the stream).
+    fn spawn_writer<A: ApplyGroup + Send + 'static>(writer: StreamWriter<A>) {
+        let mut writer = writer.with_log(|line| eprintln!("cloud: writer: {line}"));
+        std::thread::spawn(move || {
+            if let Err(e) = writer.run(&AtomicBool::new(false)) {
+                eprintln!("cloud: the writer stopped: {e}");
+                std::process::exit(1);
+            }
+        });
+    }
 }

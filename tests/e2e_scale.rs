@@ -1,0 +1,234 @@
+//! End to end on the scale-out path, over 127.0.0.1 with TLS: the real
+//! service (`examples/cloud.rs --ingest nats://… [--engine postgres://…]`)
+//! and the real agent (`examples/agent.rs`) as processes, against the
+//! PostgreSQL and NATS servers named by `PRIVTEL_PG_URL` and
+//! `PRIVTEL_NATS_URL`. Each test has a database and a stream of its own,
+//! dropped at the end.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use privtel::service::jetstream::JetStreamOptions;
+use privtel::store::{EngineOptions, EngineStore, SqliteEngine};
+use privtel_scale_tests::{StreamGuard, TestDb, nats_url, unique, wait_until};
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} not built: run `cargo test --features scale`", path.display());
+    path
+}
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data").join(name)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A stream, subjects and consumer of the test's own (deleted when the
+/// guard goes).
+fn stream() -> StreamGuard {
+    let id = unique("");
+    StreamGuard { options: JetStreamOptions::new(nats_url()).names(format!("E{id}"), format!("e{id}"), "w") }
+}
+
+/// A running cloud front-end: the process, its address and the CA agents
+/// must trust.
+struct Cloud {
+    child: Child,
+    addr: String,
+    ca: PathBuf,
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `cloud --ingest` on `stream`, storing into `engine` (a PostgreSQL URL)
+/// or, without it, into its own store in `dir`. Its standard error goes
+/// to `dir/cloud-N.log`.
+fn cloud(dir: &Path, stream: &JetStreamOptions, engine: Option<&str>) -> Cloud {
+    let n = std::fs::read_dir(dir).unwrap().count();
+    let ca = dir.join(format!("ca-{n}.pem"));
+    let log = std::fs::File::create(dir.join(format!("cloud-{n}.log"))).unwrap();
+    let mut cmd = Command::new(example("cloud"));
+    cmd.args(["--listen", "127.0.0.1:0", "--store"])
+        .arg(dir.join("engine.db"))
+        .arg("--cert-out")
+        .arg(&ca)
+        .arg("--settings")
+        .arg(data("settings.toml"))
+        .args(["--max-batch-records", "100", "--ingest", &stream.url])
+        .args(["--stream", &stream.stream, "--subject-prefix", &stream.subject_prefix])
+        .args(["--consumer", &stream.consumer, "--metrics-every", "1"]);
+    if let Some(url) = engine {
+        cmd.args(["--engine", url]);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("cloud said {line:?}; its log: {}", logs(dir)))
+        .to_owned();
+    Cloud { child, addr, ca }
+}
+
+/// Every cloud log of `dir`, for failure messages.
+fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("cloud-") {
+            out.push_str(&format!(
+                "\n--- {name}\n{}",
+                std::fs::read_to_string(entry.path()).unwrap_or_default()
+            ));
+        }
+    }
+    out
+}
+
+/// An enrollment token of acme for 100 devices (issued once, kept in
+/// `dir/token`).
+fn token(dir: &Path) -> String {
+    let kept = dir.join("token");
+    if let Ok(t) = std::fs::read_to_string(&kept) {
+        return t;
+    }
+    let out = Command::new(example("cloud"))
+        .arg("--store")
+        .arg(dir.join("engine.db"))
+        .args(["--issue-token", "acme", "--token-uses", "100"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = text(&out.stdout).trim().to_owned();
+    std::fs::write(&kept, &t).unwrap();
+    t
+}
+
+/// Appends `n` web requests of now to `log`, numbered from `from`: each
+/// a page of its own (so an event of its own).
+fn web_requests(log: &Path, from: usize, n: usize) {
+    let now = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
+    let mut lines = String::new();
+    for i in from..from + n {
+        let at = (now + time::Duration::milliseconds(i as i64))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let user = if i % 3 == 0 { "u-bob" } else { "u-alice" };
+        lines.push_str(&format!(
+            "{at}\t{user}\thttps://site{}.example.com/page/{i}\t93.184.215.{}\t{}\n",
+            i % 37,
+            i % 250,
+            100 + i % 900
+        ));
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    std::io::Write::write_all(&mut f, lines.as_bytes()).unwrap();
+}
+
+/// One agent cycle of device `dev-scale` following `log`; returns the
+/// records it says it sent.
+fn agent(dir: &Path, c: &Cloud, log: &Path) -> (u64, Output) {
+    let out = Command::new(example("agent"))
+        .args(["--server", &c.addr, "--enroll-token", &token(dir), "--ca"])
+        .arg(&c.ca)
+        .args(["--customer", "acme", "--device", "dev-scale", "--policy"])
+        .arg(data("policy.toml"))
+        .arg("--spool")
+        .arg(dir.join("spool.db"))
+        .arg("--web-log")
+        .arg(log)
+        .args(["--once"])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}\n{}", text(&out.stderr), logs(dir));
+    let sent =
+        stdout.lines().filter_map(|l| l.strip_prefix("sent ")?.split(' ').next()?.parse::<u64>().ok()).sum();
+    (sent, out)
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn cloud_ingest_through_jetstream_into_postgresql_stores_every_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let guard = stream();
+    let log = dir.path().join("web.log");
+    web_requests(&log, 0, 1_250);
+
+    // First cycle: 13 batches of at most 100 records (the service asks for
+    // 100), published, then applied by the cloud's writer.
+    let c = cloud(dir.path(), &guard.options, Some(&db.url));
+    let (sent, out) = agent(dir.path(), &c, &log);
+    assert!(sent >= 1_000, "the policy kept too few of the requests: {}", text(&out.stdout));
+    let first = i64::try_from(sent).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || db.rows().0 >= first),
+        "the writer did not apply everything: {:?} of {first}{}",
+        db.rows(),
+        logs(dir.path())
+    );
+
+    // A new front-end process on the same stream and database: the
+    // welcome's high-water mark comes from PostgreSQL, so the agent sends
+    // only what is new, and nothing is stored twice.
+    drop(c);
+    let c = cloud(dir.path(), &guard.options, Some(&db.url));
+    web_requests(&log, 1_250, 300);
+    let (more, out) = agent(dir.path(), &c, &log);
+    assert!(more > 0 && more <= 300, "{}", text(&out.stdout));
+    let total = first + i64::try_from(more).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || db.rows().0 >= total),
+        "the writer did not apply everything: {:?} of {total}{}",
+        db.rows(),
+        logs(dir.path())
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(db.rows(), (total, total), "every record exactly once");
+    // Nothing went to the front-end's own store.
+    drop(c);
+    let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
+    assert_eq!(engine.record_count().unwrap(), 0);
+    // The counters reached the administrator.
+    let logs = logs(dir.path());
+    assert!(logs.contains("cloud: metrics {\"accepted\":"), "{logs}");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn cloud_ingest_through_jetstream_into_its_own_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = stream();
+    let log = dir.path().join("web.log");
+    web_requests(&log, 0, 400);
+    let c = cloud(dir.path(), &guard.options, None);
+    let (sent, _) = agent(dir.path(), &c, &log);
+    assert!(sent >= 300, "{sent}");
+    let count = || {
+        SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default())
+            .unwrap()
+            .record_count()
+            .unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || count() >= sent),
+        "{} of {sent}{}",
+        count(),
+        logs(dir.path())
+    );
+    drop(c);
+    assert_eq!(count(), sent, "every record once");
+}
