@@ -12,7 +12,7 @@
 //! exactly the subjects of the records it removes (one hop).
 
 use aes_gcm::aead::rand_core::RngCore as _;
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use privtel_store::parts::{DIGEST_LEN, Digest};
 
@@ -139,7 +139,7 @@ fn aad(customer: i32, digest: &Digest) -> [u8; 4 + DIGEST_LEN] {
 /// A key as stored: wrapped when there is a wrapping key, else as is.
 pub(crate) fn store_key(wrap: Option<&Wrap>, customer: i32, digest: &Digest, key: &[u8; 32]) -> Vec<u8> {
     let Some(w) = wrap else { return key.to_vec() };
-    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let nonce = Nonce::from(privtel_store::parts::random_nonce());
     let sealed =
         w.cipher.encrypt(&nonce, Payload { msg: key, aad: &aad(customer, digest) }).unwrap_or_default();
     let mut out = Vec::with_capacity(WRAPPED_LEN);

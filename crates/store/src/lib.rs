@@ -120,7 +120,8 @@ pub use error::{Error, Result};
 /// ```
 pub mod parts {
     pub use crate::codec::{
-        Format, encode, nanos, program_code, record_time, seal, seal_encoded, unseal, unseal_bytes,
+        Format, encode, nanos, program_code, random_nonce, record_time, seal, seal_encoded, unseal,
+        unseal_bytes,
     };
     pub use crate::engine::check_range;
     pub use crate::mention::{DIGEST_LEN, Digest, MentionKind, Secret, mentions};
