@@ -74,7 +74,7 @@ pub enum JetStreamError {
     /// The server could not be reached or refused the connection.
     #[error("cannot connect to nats at {address}: {message}")]
     Connect {
-        /// The address given (no credentials are ever part of it here).
+        /// The address given, without any user or password it held.
         address: String,
         /// The client's reason.
         message: String,
@@ -266,6 +266,14 @@ impl JetStreamOptions {
     }
 }
 
+/// `url` without the user and password before an `@` (for errors and
+/// logs).
+fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    if scheme.is_empty() { host.to_owned() } else { format!("{scheme}://{host}") }
+}
+
 /// An id as a subject token: itself when made of letters, digits, '_' and
 /// '-', else `~` and its bytes in hex (no id of the first kind has a `~`).
 fn token(id: &str) -> String {
@@ -390,18 +398,23 @@ impl Link {
             .thread_name("privtel-nats")
             .enable_all()
             .build()
-            .map_err(|e| JetStreamError::Connect { address: options.url.clone(), message: e.to_string() })?;
+            .map_err(|e| JetStreamError::Connect {
+                address: redacted(&options.url),
+                message: e.to_string(),
+            })?;
         let address = options.url.clone();
         let client = runtime
             .block_on(async {
                 async_nats::ConnectOptions::new()
                     .connection_timeout(Duration::from_secs(5))
-                    .retry_on_initial_connect()
                     .max_reconnects(None)
                     .connect(address.as_str())
                     .await
             })
-            .map_err(|e| JetStreamError::Connect { address: options.url.clone(), message: e.to_string() })?;
+            .map_err(|e| JetStreamError::Connect {
+                address: redacted(&options.url),
+                message: e.to_string(),
+            })?;
         // The context spawns a task: made inside the runtime.
         let js = {
             let _inside = runtime.enter();
@@ -742,6 +755,18 @@ fn cut(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_that_is_not_there_is_an_error_at_once_without_the_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let started = std::time::Instant::now();
+        let e = Publisher::connect(JetStreamOptions::new(format!("nats://alice:hunter2@127.0.0.1:{port}")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&format!("cannot connect to nats at nats://127.0.0.1:{port}: ")), "{e}");
+        assert!(!e.contains("hunter2") && !e.contains("alice"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(10), "it waited {:?}", started.elapsed());
+    }
 
     #[test]
     fn ids_that_are_not_subject_tokens_are_written_in_hex() {
