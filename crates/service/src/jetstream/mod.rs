@@ -759,7 +759,7 @@ mod tests {
     #[test]
     fn a_server_that_is_not_there_is_an_error_at_once_without_the_password() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let e = Publisher::connect(JetStreamOptions::new(format!("nats://alice:hunter2@127.0.0.1:{port}")))
             .unwrap_err()
             .to_string();
