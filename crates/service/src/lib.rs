@@ -265,6 +265,16 @@ pub struct Service {
     access: Option<Arc<privtel_access::AccessControl>>,
 }
 
+/// A device's session as a batch meets it.
+#[derive(Clone, Copy)]
+struct Session<'a> {
+    customer: &'a CustomerId,
+    device: &'a DeviceId,
+    hello: &'a Hello,
+    /// Whether the welcome's mark was read for sure.
+    marks_certain: bool,
+}
+
 /// Reads a device stream's high-water mark from another engine.
 type HighWater = Box<dyn Fn(&CustomerId, &DeviceId, u64) -> Option<u64> + Send + Sync>;
 
@@ -525,9 +535,15 @@ impl Service {
         }
         // The welcome's high-water mark is the verified device's, whatever
         // the hello names.
+        // Whether the welcome's mark is known for sure (see `high_water`).
+        let certain = std::cell::Cell::new(true);
         let opening = conn.server_open(|opening, version| {
             let hw = match opening {
-                Opening::Device(hello) => self.high_water(&customer, &device, hello.stream),
+                Opening::Device(hello) => {
+                    let (hw, sure) = self.high_water(&customer, &device, hello.stream);
+                    certain.set(sure);
+                    hw
+                }
                 _ => 0,
             };
             let mut w = Welcome::new(version, hw);
@@ -597,7 +613,13 @@ impl Service {
                             ));
                         }
                     }
-                    let ack = self.batch(&customer, &device, &hello, &cs, batch, &mut messages);
+                    let session = Session {
+                        customer: &customer,
+                        device: &device,
+                        hello: &hello,
+                        marks_certain: certain.get(),
+                    };
+                    let ack = self.batch(&session, &cs, batch, &mut messages);
                     conn.send(&Message::Ack(ack))?;
                 }
                 Message::EnrichQuery(q) => {
@@ -724,12 +746,17 @@ impl Service {
         }
     }
 
-    /// A stream's high-water mark for a welcome (0 when unknown or
-    /// unreadable: the batch's own check, in the engine, is the one that
-    /// counts).
-    fn high_water(&self, customer: &CustomerId, device: &DeviceId, stream: u64) -> u64 {
+    /// A stream's high-water mark for a welcome, and whether it is sure: a
+    /// mark read from another engine or from JetStream that could not be
+    /// read is given as the engine's (or 0), and the session then refuses
+    /// declared skips (see `batch`).
+    fn high_water(&self, customer: &CustomerId, device: &DeviceId, stream: u64) -> (u64, bool) {
+        let mut sure = true;
         let stored = if let Some(read) = &self.high_water_from {
-            read(customer, device, stream).unwrap_or(0)
+            read(customer, device, stream).unwrap_or_else(|| {
+                sure = false;
+                0
+            })
         } else {
             let read = self.reader.as_ref().map(|reader| {
                 reader.lock().unwrap_or_else(PoisonError::into_inner).high_water(customer, device, stream)
@@ -745,9 +772,12 @@ impl Service {
         if let Some(js) = &self.jetstream {
             // Published and not yet applied counts as held: the agent must
             // not declare it skipped.
-            return stored.max(js.pending_high_water(customer, device, stream).unwrap_or(0));
+            return match js.pending_high_water(customer, device, stream) {
+                Ok(pending) => (stored.max(pending), sure),
+                Err(_) => (stored, false),
+            };
         }
-        stored
+        (stored, sure)
     }
 
     /// Stores one batch by group commit (see `writer`): encoded on this
@@ -774,13 +804,14 @@ impl Service {
     /// One batch: rate limits, the customer's settings, the store.
     fn batch(
         &self,
-        customer: &CustomerId,
-        device: &DeviceId,
-        hello: &Hello,
+        session: &Session<'_>,
         cs: &CustomerSettings,
         batch: Batch,
         messages: &mut Bucket,
     ) -> Ack {
+        let Session { customer, device, hello, marks_certain } = *session;
+        #[cfg(not(feature = "jetstream"))]
+        let _ = marks_certain; // only a JetStream front-end acknowledges before the mark is checked
         let n = batch.records.len() as u64;
         let now = Instant::now();
         let defer = |code: RejectCode, reason: String, wait: std::time::Duration| {
@@ -849,8 +880,24 @@ impl Service {
                     retry_after_ms: Some(RETRY_AFTER_MS),
                 };
             }
-            if let Err(e) = js.check_lag() {
-                return defer(RejectCode::UNAVAILABLE, e.to_string(), std::time::Duration::from_secs(1));
+            // A skip declared against a mark that could not be read may
+            // cover batches waiting in the stream: refused for now (the
+            // next session's welcome reads the mark again).
+            if batch.skipped > 0 && !marks_certain {
+                return defer(
+                    RejectCode::UNAVAILABLE,
+                    "the service could not read where this stream stands: retry later".into(),
+                    std::time::Duration::from_secs(1),
+                );
+            }
+            // What a device is told names nothing of the service's insides
+            // (its lag, its queue's errors); the log has the detail.
+            if js.check_lag().is_err() {
+                return defer(
+                    RejectCode::UNAVAILABLE,
+                    "the service is busy: retry later".into(),
+                    std::time::Duration::from_secs(1),
+                );
             }
             return match js.publish(admitted, clock, cs.industry().unwrap_or("")) {
                 Ok(_) => {
@@ -862,7 +909,14 @@ impl Service {
                         retry_after_ms: None,
                     }
                 }
-                Err(e) => defer(RejectCode::UNAVAILABLE, e.to_string(), std::time::Duration::ZERO),
+                Err(e) => {
+                    self.report(&format!("{customer}/{device}: a batch was not queued: {e}"));
+                    defer(
+                        RejectCode::UNAVAILABLE,
+                        "the service could not queue the batch: retry later".into(),
+                        std::time::Duration::ZERO,
+                    )
+                }
             };
         }
         let result = self.store(

@@ -146,7 +146,7 @@ fn writers_that_lag_make_the_service_defer_and_nothing_is_lost() {
     // Three batches are taken, then the lag refuses the rest.
     let err = deliver(&mut agent, &service, 1).unwrap_err();
     assert!(matches!(err, AgentError::GaveUp { .. }), "{err}");
-    assert!(err.to_string().contains("lag"), "{err}");
+    assert!(err.to_string().contains("the service is busy"), "{err}");
     let spooled = agent.outbox().len(None).unwrap();
     assert_eq!(spooled, 600, "three batches of 300 taken");
     assert!(publisher.snapshot().refused_lagging >= 1);
@@ -220,4 +220,61 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn a_skip_declared_against_a_mark_that_could_not_be_read_is_deferred() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let publisher = Arc::new(Publisher::connect(options).unwrap());
+    // The engine the marks come from cannot be read.
+    let service = Arc::new(service(dir.path(), Arc::clone(&publisher)).with_high_water(|_, _, _| None));
+    let (client, server) = pipe();
+    let s = Arc::clone(&service);
+    std::thread::spawn(move || {
+        s.handle(
+            Connection::new(server),
+            Peer::device(CustomerId::new("acme").unwrap(), DeviceId::new("dev-1").unwrap()),
+        )
+    });
+    let mut conn = Connection::new(client);
+    let consent = privtel_model::Program::ALL.iter().map(|p| (*p, true)).collect();
+    let hello = privtel_wire::Hello::new(
+        "test",
+        CustomerId::new("acme").unwrap(),
+        DeviceId::new("dev-1").unwrap(),
+        consent,
+        1,
+    )
+    .with_stream(7);
+    assert_eq!(conn.client_handshake(&hello).unwrap().high_water, 0);
+    let send = |conn: &mut Connection<End>, first_seq: u64, skipped: u64| {
+        let batch = privtel_wire::Batch {
+            program: privtel_model::Program::AnonymousUsage,
+            batch_id: privtel_model::BatchId::from_u128(u128::from(first_seq)),
+            first_seq,
+            records: Vec::new(),
+            skipped,
+            policy_hash: [0; 32],
+        };
+        conn.send(&privtel_wire::Message::Batch(batch)).unwrap();
+        match conn.recv().unwrap() {
+            privtel_wire::Message::Ack(ack) => ack,
+            other => panic!("expected an ack, got {}", other.kind_name()),
+        }
+    };
+    let ack = send(&mut conn, 6, 5);
+    assert_eq!(ack.accepted_up_to, 5, "nothing accepted");
+    assert!(
+        ack.rejections[0].retryable && ack.rejections[0].reason.contains("could not read"),
+        "{:?}",
+        ack.rejections
+    );
+    assert_eq!(publisher.lag().unwrap(), 0, "nothing published");
+    // Without a skip the batch is safe to take.
+    let ack = send(&mut conn, 1, 0);
+    assert!(ack.rejections.is_empty() && ack.retry_after_ms.is_none(), "{ack:?}");
+    assert_eq!(publisher.lag().unwrap(), 1);
 }

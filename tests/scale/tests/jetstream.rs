@@ -384,3 +384,114 @@ fn three_writers_at_once_store_every_record_once_and_in_order() {
         assert_eq!(hw(&engine, &format!("dev-{d}")), per_device * per);
     }
 }
+
+/// An engine that holds its first group until released: a writer that took
+/// a batch and is stuck (or dead) with it.
+struct Stuck {
+    inner: Rows<PgEngine>,
+    release: std::sync::mpsc::Receiver<()>,
+    held: bool,
+}
+
+impl privtel_service::jetstream::ApplyGroup for Stuck {
+    fn apply_group(
+        &mut self,
+        messages: Vec<privtel_service::jetstream::IngestMessage>,
+        now: privtel_store::Timestamp,
+    ) -> Vec<Result<privtel_store::IngestOutcome, privtel_store::Error>> {
+        if !self.held {
+            self.held = true;
+            let _ = self.release.recv();
+        }
+        self.inner.apply_group(messages, now)
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn a_batch_whose_predecessor_another_writer_holds_waits_for_it_however_long() {
+    let db = TestDb::new();
+    let mut options = stream_options(&nats_url());
+    options.max_gap_deliveries = 2;
+    options.gap_delay = Duration::from_millis(20);
+    let _guard = StreamGuard { options: options.clone() };
+    let front = Publisher::connect(options.clone()).unwrap();
+    let at = now();
+    drop(db.engine());
+    front.publish(batch("acme", "dev-h", 0, 20, at), at, "").unwrap();
+    front.publish(batch("acme", "dev-h", 1, 20, at), at, "").unwrap();
+    // Writer A takes the first batch and is stuck with it.
+    let (release, rx) = std::sync::mpsc::channel();
+    let a_options = options.clone();
+    let url = db.url.clone();
+    let a = std::thread::spawn(move || {
+        let engine = PgEngine::connect(&url, privtel_engine_pg::PgOptions::default()).unwrap();
+        let stuck = Stuck { inner: Rows(engine), release: rx, held: false };
+        let mut writer = StreamWriter::connect(a_options, stuck).unwrap().with_max_group(1);
+        writer.step(Duration::from_secs(2)).unwrap();
+        writer.step(Duration::from_millis(500)).unwrap();
+    });
+    // Writer B meets the second batch's gap again and again: far more
+    // deliveries than `max_gap_deliveries`, never terminated.
+    let mut b = StreamWriter::connect(options, Rows(db.engine())).unwrap();
+    assert!(wait_until(Duration::from_secs(20), || {
+        b.step(Duration::from_millis(100)).unwrap();
+        b.metrics().snapshot(None).handed_back >= 5
+    }));
+    assert_eq!(b.metrics().snapshot(None).terminated, 0);
+    assert_eq!(db.rows().0, 0);
+    release.send(()).unwrap();
+    a.join().unwrap();
+    drain(&mut b);
+    assert_eq!(db.rows(), (40, 40), "both batches, once, in order");
+    assert_eq!(b.metrics().snapshot(None).terminated, 0);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn a_writer_without_the_key_hands_messages_back_and_one_with_it_stores_them() {
+    let db = TestDb::new();
+    let options = stream_options(&nats_url()).key(privtel_store::AtRestKey::new(3, [8; 32]));
+    let _guard = StreamGuard { options: options.clone() };
+    let front = Publisher::connect(options.clone()).unwrap();
+    let at = now();
+    front.publish(batch("acme", "dev-k", 0, 10, at), at, "").unwrap();
+    let mut keyless = options.clone();
+    keyless.key = None;
+    let mut wrong = options.clone();
+    wrong.key = Some(privtel_store::AtRestKey::new(3, [9; 32]));
+    for o in [keyless, wrong] {
+        let mut writer = StreamWriter::connect(o, Rows(db.engine())).unwrap();
+        let mut report = writer.step(Duration::from_millis(500)).unwrap();
+        for _ in 0..20 {
+            if report.messages > 0 {
+                break;
+            }
+            report = writer.step(Duration::from_millis(500)).unwrap(); // the hand-back's delay
+        }
+        assert!(report.failed && report.handed_back == 1 && report.terminated == 0, "{report:?}");
+    }
+    let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap();
+    drain(&mut writer);
+    assert_eq!(db.rows(), (10, 10));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn a_message_on_another_device_s_subject_is_terminated() {
+    let db = TestDb::new();
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let front = Publisher::connect(options.clone()).unwrap();
+    let at = now();
+    let forged = privtel_service::jetstream::IngestMessage {
+        batch: batch("acme", "dev-victim", 0, 5, at),
+        received: at,
+        industry: String::new(),
+    };
+    front.publish_raw("acme", "dev-attacker", 7, forged.encode(None).unwrap()).unwrap();
+    let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap();
+    drain(&mut writer);
+    assert_eq!(writer.metrics().snapshot(None).terminated, 1);
+    assert_eq!(db.rows().0, 0);
+}

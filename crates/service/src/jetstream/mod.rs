@@ -19,14 +19,17 @@
 //! * **Order**: messages of one device's stream share a subject and are
 //!   stored in order; several writers may still apply them out of order. A
 //!   batch that starts beyond the mark is not refused then: it is handed
-//!   back (a delayed negative acknowledgement) until the batches before it
-//!   are applied, at most [`JetStreamOptions::max_gap_deliveries`] times,
-//!   then terminated and counted (a device that claims a gap stores
-//!   nothing, as with the embedded engine).
+//!   back (a negative acknowledgement, its delay doubling) until the
+//!   batches before it are applied: however long it takes while an earlier
+//!   message of its device stream is in the stream, else
+//!   [`JetStreamOptions::max_gap_deliveries`] times, then terminated and
+//!   counted (a device that claims a gap stores nothing, as with the
+//!   embedded engine).
 //! * **The welcome's high-water mark** is the larger of the engine's and
 //!   the last batch still waiting in the stream for that device's stream
 //!   (its subject's last message), so an agent never declares as skipped a
-//!   range that is published and not yet applied.
+//!   range that is published and not yet applied; when a mark cannot be
+//!   read, batches declaring a skip are deferred.
 //!
 //! # Operations
 //!
@@ -102,6 +105,11 @@ pub enum JetStreamError {
     /// A batch could not be encoded as a message.
     #[error("cannot encode an ingest message: {0}")]
     Encode(String),
+    /// A sealed message this side has no key for, or whose key is
+    /// another: a configuration error, not a bad message (a writer hands it
+    /// back).
+    #[error("cannot open a sealed ingest message: {0}")]
+    Key(String),
     /// A message did not decode; the reason names what was expected.
     #[error("malformed ingest message: {0}")]
     Decode(String),
@@ -115,8 +123,9 @@ pub enum JetStreamError {
     },
 }
 
-/// Where and how batches go through JetStream.
-#[derive(Clone, Debug)]
+/// Where and how batches go through JetStream. `Debug` shows the server
+/// without a user or password, and no key.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct JetStreamOptions {
     /// The server, as `nats://host:port` (or `host:port`).
@@ -146,12 +155,30 @@ pub struct JetStreamOptions {
     /// How long a publish may wait for JetStream's acknowledgement.
     pub publish_timeout: Duration,
     /// How often a batch that starts beyond its stream's mark is handed
-    /// back before it is terminated.
+    /// back while no earlier batch of its device stream is in the stream
+    /// (a front-end may still be publishing it) before it is terminated;
+    /// while one is, it is handed back however often it takes.
     pub max_gap_deliveries: i64,
+    /// The stream's replicas (1 on a single server; 3 on a cluster, so an
+    /// acknowledged batch survives the loss of a server).
+    pub replicas: usize,
     /// The delay before a handed-back batch comes again.
     pub gap_delay: Duration,
     /// Seals messages (AES-256-GCM) when set; writers need the same key.
     pub key: Option<AtRestKey>,
+}
+
+impl std::fmt::Debug for JetStreamOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamOptions")
+            .field("url", &redacted(&self.url))
+            .field("stream", &self.stream)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("region", &self.region)
+            .field("consumer", &self.consumer)
+            .field("sealed", &self.key.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl JetStreamOptions {
@@ -172,7 +199,8 @@ impl JetStreamOptions {
             ack_wait: Duration::from_secs(30),
             max_lag: 20_000,
             publish_timeout: Duration::from_secs(5),
-            max_gap_deliveries: 50,
+            max_gap_deliveries: 8,
+            replicas: 1,
             gap_delay: Duration::from_millis(200),
             key: None,
         }
@@ -439,6 +467,7 @@ impl Link {
             max_bytes: o.max_bytes,
             max_age: o.max_age,
             duplicate_window: o.duplicate_window,
+            num_replicas: o.replicas.max(1),
             ..Default::default()
         };
         let stream = self
@@ -576,15 +605,17 @@ impl Publisher {
     pub fn check_lag(&self) -> Result<(), JetStreamError> {
         let now = Instant::now();
         let published = self.metrics.published.load(Ordering::Relaxed);
-        let mut cached = self.lag.lock().unwrap_or_else(PoisonError::into_inner);
-        let lag = match *cached {
+        let cached = *self.lag.lock().unwrap_or_else(PoisonError::into_inner);
+        let lag = match cached {
             // Between reads, this front-end's own publishes count at once.
             Some((at, lag, then)) if now.duration_since(at) < Duration::from_millis(200) => {
                 lag.saturating_add(published.saturating_sub(then))
             }
+            // Read without the lock held: a slow server delays this
+            // connection, not every other one.
             _ => {
                 let lag = self.link.lag().unwrap_or(0);
-                *cached = Some((now, lag, published));
+                *self.lag.lock().unwrap_or_else(PoisonError::into_inner) = Some((now, lag, published));
                 lag
             }
         };
@@ -677,8 +708,11 @@ impl Publisher {
             &mut parts,
         )?;
         let o = &self.link.options;
+        // One part at a time, each acknowledged before the next is sent:
+        // the stream never holds a later part of a batch without the parts
+        // before it (a welcome reads the last part's number as held).
         let result = self.link.runtime.block_on(async {
-            let mut acks = Vec::with_capacity(parts.len());
+            let mut published = Published::default();
             for (message, bytes) in parts {
                 let b = &message.batch;
                 let last = b.seq.first_seq.saturating_add(b.records.len() as u64).saturating_sub(1);
@@ -687,10 +721,7 @@ impl Publisher {
                     .message_id(message.id())
                     .header(LAST_SEQ_HEADER, last.to_string().as_str());
                 let subject = o.subject(&b.customer, &b.device, b.seq.stream);
-                acks.push(self.link.js.send_publish(subject, publish).await.map_err(|e| e.to_string())?);
-            }
-            let mut published = Published::default();
-            for ack in acks {
+                let ack = self.link.js.send_publish(subject, publish).await.map_err(|e| e.to_string())?;
                 let ack = ack.await.map_err(|e| e.to_string())?;
                 published.messages += 1;
                 published.duplicates += u64::from(ack.duplicate);
@@ -765,6 +796,11 @@ mod tests {
             .to_string();
         assert!(e.starts_with(&format!("cannot connect to nats at nats://127.0.0.1:{port}: ")), "{e}");
         assert!(!e.contains("hunter2") && !e.contains("alice"), "{e}");
+        let options =
+            JetStreamOptions::new("nats://alice:hunter2@nats.example:4222").key(AtRestKey::new(1, [7; 32]));
+        let shown = format!("{options:?}");
+        assert!(shown.contains("nats://nats.example:4222") && shown.contains("sealed: true"), "{shown}");
+        assert!(!shown.contains("hunter2") && !shown.contains("alice"), "{shown}");
         assert!(started.elapsed() < Duration::from_secs(10), "it waited {:?}", started.elapsed());
     }
 

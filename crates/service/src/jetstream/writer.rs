@@ -14,6 +14,10 @@ use super::{IngestMessage, JetStreamError, JetStreamOptions, Link, Metrics};
 
 type Outcome = Result<IngestOutcome, privtel_store::Error>;
 
+/// The most records one transaction of a writer holds (about 30 MiB of
+/// decoded records at most).
+const GROUP_RECORDS: usize = 50_000;
+
 /// An engine a writer applies groups of batches to: one transaction per
 /// group, one outcome per batch in order (as
 /// [`EngineStore::ingest_group`]).
@@ -226,30 +230,72 @@ impl<A: ApplyGroup> StreamWriter<A> {
         if taken.is_empty() {
             return Ok(report);
         }
-        let key = self.link.options.key.clone();
-        let mut held = Vec::with_capacity(taken.len());
-        let mut group = Vec::with_capacity(taken.len());
-        let mut terminate = Vec::new();
-        for m in taken {
-            match IngestMessage::decode(&m.payload, key.as_ref()) {
+        // Decoded records take far more memory than their bytes (a refused
+        // record's one-byte tag is a whole `Option<Record>`): the group is
+        // applied in chunks of at most GROUP_RECORDS records, each decoded
+        // only when the previous one is written.
+        let mut chunk = Vec::new();
+        let mut chunk_records = 0usize;
+        let mut taken = taken.into_iter().peekable();
+        while let Some(m) = taken.next() {
+            match IngestMessage::decode(&m.payload, self.link.options.key.as_ref()) {
                 Ok(message) => {
-                    group.push(message);
-                    held.push(m);
+                    let expected = self.link.options.subject(
+                        &message.batch.customer,
+                        &message.batch.device,
+                        message.batch.seq.stream,
+                    );
+                    if m.subject.as_str() != expected {
+                        // Only front-ends publish here, and they publish a
+                        // batch on its own device's subject: anything else
+                        // was not written by one.
+                        (self.log)(&format!(
+                            "terminated a message of {}: its body names another subject",
+                            m.subject
+                        ));
+                        self.finish(&mut report, Vec::new(), Vec::new(), vec![m]);
+                    } else {
+                        chunk_records += message.batch.records.len();
+                        chunk.push((m, message));
+                    }
+                }
+                // A key this writer does not have (a writer started without
+                // the key, or before a key it must read was given to it): the
+                // message is the front-end's and must not be lost.
+                Err(e @ JetStreamError::Key(_)) => {
+                    if !report.failed {
+                        (self.log)(&format!("cannot open a message of {}: {e}; handed back", m.subject));
+                    }
+                    report.failed = true;
+                    self.metrics.failed_groups.fetch_add(1, Ordering::Relaxed);
+                    self.finish(&mut report, Vec::new(), vec![m], Vec::new());
                 }
                 Err(e) => {
                     (self.log)(&format!("terminated a message of {}: {e}", m.subject));
-                    terminate.push(m);
+                    self.finish(&mut report, Vec::new(), Vec::new(), vec![m]);
                 }
             }
+            if !chunk.is_empty() && (chunk_records >= GROUP_RECORDS || taken.peek().is_none()) {
+                self.apply_chunk(std::mem::take(&mut chunk), &mut report);
+                chunk_records = 0;
+            }
         }
+        Ok(report)
+    }
+
+    /// Applies one chunk as one transaction, then acknowledges, hands back
+    /// or terminates each of its messages.
+    fn apply_chunk(&mut self, chunk: Vec<(jetstream::Message, IngestMessage)>, report: &mut StepReport) {
+        let n = chunk.len();
+        let (held, group): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
         let now = (self.clock)();
         let engine = &mut self.engine;
-        let n = group.len();
         let outcomes =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.apply_group(group, now)))
                 .unwrap_or_default();
         let mut ack = Vec::new();
         let mut hand_back = Vec::new();
+        let mut terminate = Vec::new();
         if outcomes.len() != n {
             // The engine panicked: every message comes again.
             self.metrics.failed_groups.fetch_add(1, Ordering::Relaxed);
@@ -257,7 +303,6 @@ impl<A: ApplyGroup> StreamWriter<A> {
             (self.log)(&format!("a group of {n} batches failed in the engine; handed back"));
             hand_back = held;
         } else {
-            let max_gap = self.link.options.max_gap_deliveries;
             for (m, outcome) in held.into_iter().zip(outcomes) {
                 match outcome {
                     Ok(o) => {
@@ -270,13 +315,16 @@ impl<A: ApplyGroup> StreamWriter<A> {
                         self.metrics.suppressed.fetch_add(o.suppressed, Ordering::Relaxed);
                         ack.push(m);
                     }
-                    // Batches before it may still be on their way (another
-                    // writer holds them): it comes again, a bounded number
-                    // of times.
-                    Err(privtel_store::Error::SequenceGap { .. })
-                        if m.info().map(|i| i.delivered).unwrap_or(i64::MAX) < max_gap =>
-                    {
-                        hand_back.push(m);
+                    Err(privtel_store::Error::SequenceGap { .. }) => {
+                        if self.gap_may_close(&m) {
+                            hand_back.push(m);
+                        } else {
+                            (self.log)(&format!(
+                                "terminated a batch of {}: a gap no batch in the stream can fill",
+                                m.subject
+                            ));
+                            terminate.push(m);
+                        }
                     }
                     Err(e) if is_permanent(&e) => {
                         (self.log)(&format!("terminated a batch of {}: {e}", m.subject));
@@ -296,26 +344,77 @@ impl<A: ApplyGroup> StreamWriter<A> {
                 }
             }
         }
-        report.handed_back = hand_back.len() as u64;
-        report.terminated = terminate.len() as u64;
-        self.metrics.handed_back.fetch_add(report.handed_back, Ordering::Relaxed);
-        self.metrics.terminated.fetch_add(report.terminated, Ordering::Relaxed);
-        let delay = self.link.options.gap_delay;
-        let acked = self.link.runtime.block_on(async {
+        self.finish(report, ack, hand_back, terminate);
+    }
+
+    /// Whether a batch that starts beyond its stream's mark may still be
+    /// applied later: an earlier message of its device stream is still in
+    /// the stream (held by another writer, or by one that died and whose
+    /// messages come back after the acknowledgement wait), or it has come
+    /// fewer than `max_gap_deliveries` times (a front-end may still be
+    /// publishing the batch before it). A batch of an agent was
+    /// acknowledged to it: it is terminated only when no batch in the
+    /// stream can fill its gap.
+    fn gap_may_close(&self, m: &jetstream::Message) -> bool {
+        let Ok(info) = m.info() else { return false };
+        if info.delivered < self.link.options.max_gap_deliveries {
+            return true;
+        }
+        let (sequence, subject) = (info.stream_sequence, m.subject.to_string());
+        let stream = &self.link.options.stream;
+        let first = self.link.runtime.block_on(async {
+            let stream = self.link.js.get_stream(stream).await.map_err(|e| e.to_string())?;
+            match stream.raw_message_builder().sequence(1).next_by_subject(subject).send().await {
+                Ok(found) => Ok(Some(found.sequence)),
+                Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        match first {
+            Ok(Some(first)) => first < sequence,
+            Ok(None) => false,
+            // Cannot tell: it comes again.
+            Err(_) => true,
+        }
+    }
+
+    /// Acknowledges (double), hands back (after a delay that grows with
+    /// each delivery) and terminates, and counts.
+    fn finish(
+        &self,
+        report: &mut StepReport,
+        ack: Vec<jetstream::Message>,
+        hand_back: Vec<jetstream::Message>,
+        terminate: Vec<jetstream::Message>,
+    ) {
+        report.handed_back += hand_back.len() as u64;
+        report.terminated += terminate.len() as u64;
+        self.metrics.handed_back.fetch_add(hand_back.len() as u64, Ordering::Relaxed);
+        self.metrics.terminated.fetch_add(terminate.len() as u64, Ordering::Relaxed);
+        let base = self.link.options.gap_delay;
+        let delay = |m: &jetstream::Message| {
+            let delivered = m.info().map(|i| i.delivered).unwrap_or(1).clamp(1, 16);
+            base.saturating_mul(1 << (delivered - 1)).min(Duration::from_secs(30))
+        };
+        let not_acked = self.link.runtime.block_on(async {
             let acks = futures_util::future::join_all(ack.iter().map(|m| m.double_ack())).await;
             let naks = futures_util::future::join_all(
-                hand_back.iter().map(|m| m.ack_with(AckKind::Nak(Some(delay)))),
+                hand_back.iter().map(|m| m.ack_with(AckKind::Nak(Some(delay(m))))),
             );
             let terms = futures_util::future::join_all(terminate.iter().map(|m| m.ack_with(AckKind::Term)));
             let _ = futures_util::join!(naks, terms);
+            // Negative and terminating acknowledgements are sent without
+            // an answer: flushed here, so a writer stopped right after
+            // still hands its messages back at once (else they wait out
+            // the acknowledgement wait).
+            let _ = self.link.client.flush().await;
             acks.iter().filter(|a| a.is_err()).count()
         });
-        if acked > 0 {
+        if not_acked > 0 {
             // Applied but not acknowledged: they come again after the
             // acknowledgement wait and are found duplicates then.
-            (self.log)(&format!("{acked} applied messages were not acknowledged; they will come again"));
+            (self.log)(&format!("{not_acked} applied messages were not acknowledged; they will come again"));
         }
-        Ok(report)
     }
 
     /// Steps until `stop` is set (checked at least every 200 ms).
