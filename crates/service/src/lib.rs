@@ -334,7 +334,10 @@ impl Service {
 
     /// Welcomes read high-water marks through `read` (an engine that
     /// writers elsewhere fill, such as PostgreSQL) instead of this
-    /// service's engine; `None` from it reads as 0.
+    /// service's engine. `None` (the engine did not answer) reads as 0,
+    /// and the session then defers batches that declare a skip (with
+    /// JetStream, such a skip could cover batches still waiting to be
+    /// applied).
     #[must_use]
     pub fn with_high_water(
         mut self,
@@ -534,8 +537,7 @@ impl Service {
             return self.no_settings(&mut conn, &customer, &device, "has no settings at this service");
         }
         // The welcome's high-water mark is the verified device's, whatever
-        // the hello names.
-        // Whether the welcome's mark is known for sure (see `high_water`).
+        // the hello names; whether it is known for sure (see `high_water`).
         let certain = std::cell::Cell::new(true);
         let opening = conn.server_open(|opening, version| {
             let hw = match opening {

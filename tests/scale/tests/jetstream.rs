@@ -389,6 +389,7 @@ fn three_writers_at_once_store_every_record_once_and_in_order() {
 /// a batch and is stuck (or dead) with it.
 struct Stuck {
     inner: Rows<PgEngine>,
+    holding: std::sync::mpsc::Sender<()>,
     release: std::sync::mpsc::Receiver<()>,
     held: bool,
 }
@@ -401,6 +402,7 @@ impl privtel_service::jetstream::ApplyGroup for Stuck {
     ) -> Vec<Result<privtel_store::IngestOutcome, privtel_store::Error>> {
         if !self.held {
             self.held = true;
+            let _ = self.holding.send(());
             let _ = self.release.recv();
         }
         self.inner.apply_group(messages, now)
@@ -422,15 +424,17 @@ fn a_batch_whose_predecessor_another_writer_holds_waits_for_it_however_long() {
     front.publish(batch("acme", "dev-h", 1, 20, at), at, "").unwrap();
     // Writer A takes the first batch and is stuck with it.
     let (release, rx) = std::sync::mpsc::channel();
+    let (holding, held) = std::sync::mpsc::channel();
     let a_options = options.clone();
     let url = db.url.clone();
     let a = std::thread::spawn(move || {
         let engine = PgEngine::connect(&url, privtel_engine_pg::PgOptions::default()).unwrap();
-        let stuck = Stuck { inner: Rows(engine), release: rx, held: false };
+        let stuck = Stuck { inner: Rows(engine), holding, release: rx, held: false };
         let mut writer = StreamWriter::connect(a_options, stuck).unwrap().with_max_group(1);
         writer.step(Duration::from_secs(2)).unwrap();
         writer.step(Duration::from_millis(500)).unwrap();
     });
+    held.recv_timeout(Duration::from_secs(30)).expect("writer A took the first batch");
     // Writer B meets the second batch's gap again and again: far more
     // deliveries than `max_gap_deliveries`, never terminated.
     let mut b = StreamWriter::connect(options, Rows(db.engine())).unwrap();

@@ -19,7 +19,7 @@
 //! * **Order**: messages of one device's stream share a subject and are
 //!   stored in order; several writers may still apply them out of order. A
 //!   batch that starts beyond the mark is not refused then: it is handed
-//!   back (a negative acknowledgement, its delay doubling) until the
+//!   back (a negative acknowledgement, its delay growing to 2 s) until the
 //!   batches before it are applied: however long it takes while an earlier
 //!   message of its device stream is in the stream, else
 //!   [`JetStreamOptions::max_gap_deliveries`] times, then terminated and

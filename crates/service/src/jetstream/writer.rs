@@ -352,7 +352,8 @@ impl<A: ApplyGroup> StreamWriter<A> {
     /// the stream (held by another writer, or by one that died and whose
     /// messages come back after the acknowledgement wait), or it has come
     /// fewer than `max_gap_deliveries` times (a front-end may still be
-    /// publishing the batch before it). A batch of an agent was
+    /// publishing the batch before it: 8 deliveries are about 7 s, more
+    /// than a publish may wait). A batch of an agent was
     /// acknowledged to it: it is terminated only when no batch in the
     /// stream can fill its gap.
     fn gap_may_close(&self, m: &jetstream::Message) -> bool {
@@ -379,7 +380,7 @@ impl<A: ApplyGroup> StreamWriter<A> {
     }
 
     /// Acknowledges (double), hands back (after a delay that grows with
-    /// each delivery) and terminates, and counts.
+    /// each delivery, to at most 2 s) and terminates, and counts.
     fn finish(
         &self,
         report: &mut StepReport,
@@ -391,10 +392,13 @@ impl<A: ApplyGroup> StreamWriter<A> {
         report.terminated += terminate.len() as u64;
         self.metrics.handed_back.fetch_add(hand_back.len() as u64, Ordering::Relaxed);
         self.metrics.terminated.fetch_add(terminate.len() as u64, Ordering::Relaxed);
+        // The delay grows with each delivery, but slowly and to at most
+        // 2 s: a batch waiting for the one before it (held by another
+        // writer) must not fall minutes behind, nor the batches after it.
         let base = self.link.options.gap_delay;
         let delay = |m: &jetstream::Message| {
-            let delivered = m.info().map(|i| i.delivered).unwrap_or(1).clamp(1, 16);
-            base.saturating_mul(1 << (delivered - 1)).min(Duration::from_secs(30))
+            let delivered = m.info().map(|i| i.delivered).unwrap_or(1).clamp(1, 10);
+            base.saturating_mul(delivered as u32).min(Duration::from_secs(2))
         };
         let not_acked = self.link.runtime.block_on(async {
             let acks = futures_util::future::join_all(ack.iter().map(|m| m.double_ack())).await;
