@@ -198,13 +198,16 @@ fn cloud_ingest_through_jetstream_into_postgresql_stores_every_record_once() {
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(db.rows(), (total, total), "every record exactly once");
+    // The counters reach the administrator (every second here).
+    assert!(
+        wait_until(Duration::from_secs(10), || logs(dir.path()).contains("cloud: metrics {\"accepted\":")),
+        "{}",
+        logs(dir.path())
+    );
     // Nothing went to the front-end's own store.
     drop(c);
     let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
     assert_eq!(engine.record_count().unwrap(), 0);
-    // The counters reached the administrator.
-    let logs = logs(dir.path());
-    assert!(logs.contains("cloud: metrics {\"accepted\":"), "{logs}");
 }
 
 #[test]
