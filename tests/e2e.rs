@@ -2,23 +2,15 @@
 //! (`examples/cloud.rs`) and the real agent (`examples/agent.rs`) as
 //! processes.
 
+mod support;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use privtel::model::Program;
 use privtel::store::{EngineOptions, EngineStore, Spool, SpoolOptions, SqliteEngine};
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
-    assert!(path.exists(), "{} not built: run `cargo test` for the whole package", path.display());
-    path
-}
-
-fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data").join(name)
-}
+use support::{data, example, text, token};
 
 /// A running cloud: the process, its address and the CA agents must trust.
 struct Cloud {
@@ -60,25 +52,6 @@ fn cloud(dir: &Path, extra: &[&str]) -> Cloud {
     Cloud { child, addr, ca }
 }
 
-/// An enrollment token of acme from the cloud's register in `dir` (issued
-/// once by `cloud --issue-token`, kept in `dir/token`).
-fn token(dir: &Path) -> String {
-    let kept = dir.join("token");
-    if let Ok(t) = std::fs::read_to_string(&kept) {
-        return t;
-    }
-    let out = Command::new(example("cloud"))
-        .arg("--store")
-        .arg(dir.join("engine.db"))
-        .args(["--issue-token", "acme", "--token-uses", "100"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let t = text(&out.stdout).trim().to_owned();
-    std::fs::write(&kept, &t).unwrap();
-    t
-}
-
 /// The agent's command line for one cycle against `cloud_addr`.
 fn agent_command(dir: &Path, cloud_addr: &str, ca: &Path, policy: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(example("agent"));
@@ -106,10 +79,6 @@ fn device(dir: &Path, name: &str) -> PathBuf {
         std::fs::write(bin.join(file), bytes).unwrap();
     }
     bin
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn spool(dir: &Path) -> Spool {

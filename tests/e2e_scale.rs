@@ -5,6 +5,8 @@
 //! `PRIVTEL_NATS_URL`. Each test has a database and a stream of its own,
 //! dropped at the end.
 
+mod support;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -13,21 +15,7 @@ use std::time::Duration;
 use privtel::service::jetstream::JetStreamOptions;
 use privtel::store::{EngineOptions, EngineStore, SqliteEngine};
 use privtel_scale_tests::{StreamGuard, TestDb, nats_url, unique, wait_until};
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
-    assert!(path.exists(), "{} not built: run `cargo test --features scale`", path.display());
-    path
-}
-
-fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data").join(name)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use support::{data, example, text, token};
 
 /// A stream, subjects and consumer of the test's own (deleted when the
 /// guard goes).
@@ -95,25 +83,6 @@ fn logs(dir: &Path) -> String {
         }
     }
     out
-}
-
-/// An enrollment token of acme for 100 devices (issued once, kept in
-/// `dir/token`).
-fn token(dir: &Path) -> String {
-    let kept = dir.join("token");
-    if let Ok(t) = std::fs::read_to_string(&kept) {
-        return t;
-    }
-    let out = Command::new(example("cloud"))
-        .arg("--store")
-        .arg(dir.join("engine.db"))
-        .args(["--issue-token", "acme", "--token-uses", "100"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let t = text(&out.stdout).trim().to_owned();
-    std::fs::write(&kept, &t).unwrap();
-    t
 }
 
 /// Appends `n` web requests of now to `log`, numbered from `from`: each
