@@ -430,3 +430,51 @@ fn a_handshake_verification_stands_in_once_and_the_register_is_still_read() {
     let e = authority.identify(&chain(&credentials), time::OffsetDateTime::now_utc()).unwrap_err();
     assert!(matches!(e, AuthError::Revoked { .. }), "{e}");
 }
+
+#[test]
+fn removing_a_customer_ends_its_trust_and_leaves_none_of_it_in_the_files() {
+    let fx = Fixture::new();
+    let (_, acme_cert) = fx.enroll(&fx.acme, "pc-canary-4471");
+    let (_, beta_cert) = fx.enroll(&fx.beta, "pc-2");
+    let unused = fx.token(&fx.acme, 5);
+    // A clone report, so every table holds a row of acme's.
+    let (_, _) = fx.enroll(&fx.acme, "pc-clone");
+    let clone_key = DeviceKey::generate().unwrap();
+    let request =
+        privtel_authority::request(Some(&fx.token(&fx.acme, 1)), &fx.acme, &dev("pc-clone"), &clone_key)
+            .unwrap();
+    assert!(fx.authority.enroll(&request, fx.now).is_err());
+    let ca_pem = fx.authority.customer_ca_pem(&fx.acme).unwrap().unwrap();
+    fx.authority.identify(&chain(&acme_cert), fx.now).unwrap();
+
+    let removed = fx.authority.remove_customer(&fx.acme).unwrap();
+    assert!(removed.authority);
+    assert_eq!((removed.devices, removed.reports), (2, 1));
+    assert_eq!(removed.tokens, 4, "one token per enrollment above, and the unused one");
+    // Trust ends at once, in this process and in another one.
+    let e = fx.authority.identify(&chain(&acme_cert), fx.now).unwrap_err();
+    assert!(matches!(e, AuthError::UnknownCustomer), "{e}");
+    assert!(matches!(
+        fx.second_process().identify(&chain(&acme_cert), fx.now),
+        Err(AuthError::UnknownCustomer)
+    ));
+    let key = DeviceKey::generate().unwrap();
+    let request = privtel_authority::request(Some(&unused), &fx.acme, &dev("pc-9"), &key).unwrap();
+    assert!(fx.authority.enroll(&request, fx.now).is_err(), "its tokens no longer enroll");
+    assert_eq!(fx.authority.customer_ca_pem(&fx.acme).unwrap(), None);
+    // The other customer is untouched; removing again removes nothing.
+    fx.authority.identify(&chain(&beta_cert), fx.now).unwrap();
+    assert_eq!(
+        fx.authority.remove_customer(&fx.acme).unwrap(),
+        privtel_authority::RemovedCustomer::default()
+    );
+
+    // No byte of acme's CA, key or devices stays in the register's files.
+    let mut bytes = std::fs::read(fx.dir.path().join("authority.db")).unwrap();
+    bytes.extend(std::fs::read(fx.dir.path().join("authority.db-wal")).unwrap_or_default());
+    let ca_lines: Vec<&str> = ca_pem.lines().filter(|l| l.len() == 64).collect();
+    assert!(ca_lines.len() >= 2);
+    for canary in [ca_lines[0], ca_lines[1], "pc-canary-4471", "pc-clone"] {
+        assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()), "{canary} remains");
+    }
+}

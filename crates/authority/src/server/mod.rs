@@ -21,4 +21,6 @@
 mod register;
 mod verifier;
 
-pub use register::{Authority, DeviceRecord, Report, ReportKind, TOKEN_PREFIX, server_config};
+pub use register::{
+    Authority, DeviceRecord, RemovedCustomer, Report, ReportKind, TOKEN_PREFIX, server_config,
+};

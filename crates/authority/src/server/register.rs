@@ -264,6 +264,11 @@ impl Verified {
         map.insert(Sha256::digest(end_entity).into(), (now, false));
     }
 
+    /// Forgets every verification (a customer's CA was removed).
+    pub(crate) fn clear(&self) {
+        lock(&self.0).clear();
+    }
+
     /// The handshake's signature with `end_entity`'s key checked out.
     pub(crate) fn proven(&self, end_entity: &[u8]) {
         if let Some(entry) = lock(&self.0).get_mut(&<[u8; 32]>::from(Sha256::digest(end_entity))) {
@@ -376,6 +381,20 @@ pub(crate) fn csr_key(der: &[u8]) -> std::result::Result<CsrKey, EnrollError> {
     Ok(CsrKey { point: point.to_vec() })
 }
 
+/// What [`Authority::remove_customer`] removed: counts only.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub struct RemovedCustomer {
+    /// Whether the customer's enrollment authority (CA and key) existed.
+    pub authority: bool,
+    /// Enrollment tokens removed.
+    pub tokens: u64,
+    /// Device registrations removed.
+    pub devices: u64,
+    /// Reports (clones, revoked devices) removed.
+    pub reports: u64,
+}
+
 /// A certificate just made for a device.
 struct Issued {
     enrolled: Enrolled,
@@ -401,7 +420,9 @@ impl Authority {
         // WAL: the service's reads never wait for an admin's write. FULL:
         // a token use or a revocation, once answered, survives a power cut.
         let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
+        )?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         match version {
@@ -579,6 +600,36 @@ impl Authority {
             params![customer.as_str(), device.as_str()],
         )?;
         Ok(changed == 1)
+    }
+
+    /// Removes `customer`'s enrollment authority and everything the
+    /// register holds of it (contract end): its CA and the CA's private key,
+    /// its tokens, its devices and its reports, in one transaction; then
+    /// checkpoints the register's log (the file overwrites deleted rows,
+    /// `secure_delete`), so no byte of them stays in the register's files.
+    /// Every certificate the CA issued is refused from this instant (the
+    /// verifier no longer knows the CA), and tokens issued for the customer
+    /// no longer enroll. Idempotent: removing an unknown customer removes
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`]; nothing is removed then.
+    pub fn remove_customer(&self, customer: &CustomerId) -> Result<RemovedCustomer> {
+        let mut conn = lock(&self.inner.conn);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let c = customer.as_str();
+        let reports = tx.execute("DELETE FROM reports WHERE customer = ?1", [c])?;
+        let devices = tx.execute("DELETE FROM devices WHERE customer = ?1", [c])?;
+        let tokens = tx.execute("DELETE FROM tokens WHERE customer = ?1", [c])?;
+        let authority = tx.execute("DELETE FROM customers WHERE customer = ?1", [c])? == 1;
+        tx.commit()?;
+        // Trust ends with the commit: the cached verifier goes too.
+        lock(&self.inner.cas).remove(customer);
+        self.inner.verified.clear();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let n = |x: usize| u64::try_from(x).unwrap_or(u64::MAX);
+        Ok(RemovedCustomer { authority, tokens: n(tokens), devices: n(devices), reports: n(reports) })
     }
 
     /// The registration of one device.
