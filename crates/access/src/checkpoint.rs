@@ -107,6 +107,17 @@ impl SigningKey {
         signature.copy_from_slice(self.pair.sign(&signed_message(size, &head, at)).as_ref());
         Checkpoint { size, head, at, signature }
     }
+
+    /// Signs a document the service hands to a customer (a deletion
+    /// receipt): the Ed25519 signature of `"privtel signed document v1\0"`,
+    /// `kind`'s length (u16, big-endian), `kind` and `document`. The prefix
+    /// and the kind keep it from ever being a valid checkpoint signature or
+    /// the signature of a document of another kind.
+    pub fn sign_document(&self, kind: &str, document: &[u8]) -> [u8; 64] {
+        let mut signature = [0; 64];
+        signature.copy_from_slice(self.pair.sign(&document_message(kind, document)).as_ref());
+        signature
+    }
 }
 
 /// The service's public key (Ed25519, 32 bytes).
@@ -122,6 +133,26 @@ impl PublicKey {
     pub fn from_slice(bytes: &[u8]) -> Result<Self, KeyError> {
         <[u8; 32]>::try_from(bytes).map(Self).map_err(|_| KeyError::PublicKeyLength { len: bytes.len() })
     }
+}
+
+impl PublicKey {
+    /// Whether `signature` is this key's signature of `document` as
+    /// [`SigningKey::sign_document`] made it for `kind`.
+    pub fn verifies_document(&self, kind: &str, document: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ED25519, self.0).verify(&document_message(kind, document), signature).is_ok()
+    }
+}
+
+/// What a document signature covers (see [`SigningKey::sign_document`]).
+fn document_message(kind: &str, document: &[u8]) -> Vec<u8> {
+    const PREFIX: &[u8] = b"privtel signed document v1\0";
+    let kind = &kind.as_bytes()[..kind.len().min(usize::from(u16::MAX))];
+    let mut msg = Vec::with_capacity(PREFIX.len() + 2 + kind.len() + document.len());
+    msg.extend_from_slice(PREFIX);
+    msg.extend_from_slice(&u16::try_from(kind.len()).unwrap_or(u16::MAX).to_be_bytes());
+    msg.extend_from_slice(kind);
+    msg.extend_from_slice(document);
+    msg
 }
 
 impl fmt::Debug for PublicKey {

@@ -155,6 +155,13 @@ impl AccessControl {
         self.key.public_key()
     }
 
+    /// Signs a document for a customer with the service's key (see
+    /// [`SigningKey::sign_document`]); the customer checks it with
+    /// [`AccessControl::public_key`] and [`PublicKey::verifies_document`].
+    pub fn sign_document(&self, kind: &str, document: &[u8]) -> [u8; 64] {
+        self.key.sign_document(kind, document)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }

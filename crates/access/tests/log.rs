@@ -249,3 +249,19 @@ fn any_single_byte_change_of_the_stored_log_is_detected() {
         assert!(verify_bytes(&changed, &cp, &key).is_err(), "byte {pos}");
     }
 }
+
+#[test]
+fn a_signed_document_verifies_only_as_signed_for_its_kind() {
+    let (key, _) = SigningKey::generate().unwrap();
+    let public = key.public_key();
+    let receipt = br#"{"customer":"acme","records":3}"#;
+    let sig = key.sign_document("deletion-receipt", receipt);
+    assert!(public.verifies_document("deletion-receipt", receipt, &sig));
+    assert!(!public.verifies_document("copy-manifest", receipt, &sig), "another kind");
+    let mut edited = receipt.to_vec();
+    edited[25] = b'4';
+    assert!(!public.verifies_document("deletion-receipt", &edited, &sig), "an edited document");
+    assert!(!public.verifies_document("deletion-receipt", receipt, &sig[..63]), "a cut signature");
+    let (other, _) = SigningKey::generate().unwrap();
+    assert!(!other.public_key().verifies_document("deletion-receipt", receipt, &sig), "another key");
+}

@@ -25,6 +25,27 @@ pub enum AdminError {
     /// Allowed and logged, but the store failed.
     #[error(transparent)]
     Store(#[from] privtel_store::Error),
+    /// The customer is pinned to another region than this service's
+    /// (reported through the service's log).
+    #[error("customer {customer} is kept in region {region}: expected a customer of this service's region")]
+    WrongRegion {
+        /// The customer.
+        customer: CustomerId,
+        /// The customer's region.
+        region: String,
+    },
+    /// Only an approver creates or revokes another operator's grants.
+    #[error("only an approver may do this: expected an operator marked approver")]
+    NotApprover,
+    /// Nobody approves their own grant.
+    #[error("a grant for oneself: expected another approver to grant it")]
+    OwnGrant,
+    /// The access log or a grant request refused it.
+    #[error(transparent)]
+    Access(privtel_access::AccessError),
+    /// The answer could not be written.
+    #[error("writing the answer: {0}")]
+    Output(String),
 }
 
 impl Service {
@@ -42,6 +63,18 @@ impl Service {
         self.access.as_ref()
     }
 
+    /// Refuses (and reports) a customer pinned to another region than this
+    /// service's.
+    pub(crate) fn check_region(&self, customer: &CustomerId) -> Result<(), AdminError> {
+        self.other_region(&self.settings(), customer).map_err(|region| {
+            self.stats.wrong_region.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.report(&format!(
+                "administrative action refused on customer {customer}: its data is kept in region {region}"
+            ));
+            AdminError::WrongRegion { customer: customer.clone(), region }
+        })
+    }
+
     /// Checks `operator`'s `grant` for `action` on `customer` at the
     /// service's clock, logging the answer.
     fn authorize(
@@ -53,6 +86,7 @@ impl Service {
         detail: &str,
     ) -> Result<(), AdminError> {
         let access = self.access.as_ref().ok_or(AdminError::NoAccessControl)?;
+        self.check_region(customer)?;
         let now = (self.clock)();
         match access.check_with(grant, operator, customer, action, now, detail) {
             Ok(_) => Ok(()),

@@ -89,6 +89,8 @@ use privtel_wire::{
 mod admin;
 mod admission;
 mod benchmark;
+#[cfg(unix)]
+pub mod console;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
 mod limits;
@@ -158,6 +160,10 @@ pub struct ServiceStats {
     /// Records published to JetStream (feature `jetstream`), acknowledged
     /// to their agents before a writer stores them.
     pub published: AtomicU64,
+    /// Connections, enrollments and administrative actions refused because
+    /// the customer is pinned to another region than this service's (also
+    /// counted in `forbidden` for devices).
+    pub wrong_region: AtomicU64,
 }
 
 /// A stream made of a reader and a writer (an in-memory pipe for tests and
@@ -263,6 +269,8 @@ pub struct Service {
     /// Grants and the access log for administrative actions
     /// ([`Service::with_access`]).
     access: Option<Arc<privtel_access::AccessControl>>,
+    /// The one region served ([`Service::with_region`]); `None`: every one.
+    region: Option<String>,
 }
 
 /// A device's session as a batch meets it.
@@ -329,6 +337,35 @@ impl Service {
             jetstream: None,
             high_water_from: None,
             access: None,
+            region: None,
+        }
+    }
+
+    /// Serves the customers of `region` only (`eu`, `uk`, `us`, … as the
+    /// settings name them): a device, an enrollment or an administrative
+    /// action of a customer pinned to another region is refused (counted in
+    /// [`ServiceStats::wrong_region`], reported through
+    /// [`Service::with_log`]), so each region's data lives in its own
+    /// instance's store. Without it the service serves every region (one
+    /// store for all: small installations, tests).
+    #[must_use]
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// The region this service serves, if it is pinned to one.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// `Err(the customer's region)` when this service serves one region and
+    /// `customer`'s settings pin it to another. A customer without settings
+    /// is not judged here (it is refused as such elsewhere).
+    pub(crate) fn other_region(&self, settings: &Settings, customer: &CustomerId) -> Result<(), String> {
+        match (&self.region, settings.customer(customer)) {
+            (Some(mine), Some(cs)) if cs.region() != mine => Err(cs.region().to_owned()),
+            _ => Ok(()),
         }
     }
 
@@ -536,6 +573,9 @@ impl Service {
         if self.settings().customer(&customer).is_none() {
             return self.no_settings(&mut conn, &customer, &device, "has no settings at this service");
         }
+        if let Err(theirs) = self.other_region(&self.settings(), &customer) {
+            return self.wrong_region(&mut conn, &customer, &device, &theirs);
+        }
         // The welcome's high-water mark is the verified device's, whatever
         // the hello names; whether it is known for sure (see `high_water`).
         let certain = std::cell::Cell::new(true);
@@ -591,9 +631,13 @@ impl Service {
                 Message::Batch(batch) => {
                     // Settings read anew for each batch; a customer removed
                     // while connected is refused from its next batch on.
-                    let Some(cs) = self.settings().customer(&customer).cloned() else {
+                    let settings = self.settings();
+                    let Some(cs) = settings.customer(&customer).cloned() else {
                         return self.no_settings(&mut conn, &customer, &device, "had its settings removed");
                     };
+                    if let Err(theirs) = self.other_region(&settings, &customer) {
+                        return self.wrong_region(&mut conn, &customer, &device, &theirs);
+                    }
                     if batch.records.len() > self.max_batch_records as usize {
                         let message = format!(
                             "a batch of {} records, above the {} the welcome allowed",
@@ -670,6 +714,33 @@ impl Service {
             false,
         ))?;
         Err(privtel_wire::Error::Unexpected { expected: "a customer with settings", got: "unknown customer" })
+    }
+
+    /// Refuses a device of a customer pinned to another region: counted,
+    /// reported as `refused CUSTOMER/DEVICE: the customer's data is kept in
+    /// region R, this service serves region S`, answered with `Forbidden`.
+    fn wrong_region<S: Read + Write>(
+        &self,
+        conn: &mut Connection<S>,
+        customer: &CustomerId,
+        device: &DeviceId,
+        theirs: &str,
+    ) -> Result<(), privtel_wire::Error> {
+        self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+        self.stats.wrong_region.fetch_add(1, Ordering::Relaxed);
+        let mine = self.region.as_deref().unwrap_or_default();
+        self.report(&format!(
+            "refused {customer}/{device}: the customer's data is kept in region {theirs}, this service serves region {mine}"
+        ));
+        conn.send(&Message::error(
+            ErrorCode::Forbidden,
+            "the customer's data is kept in another region: connect to that region's service",
+            false,
+        ))?;
+        Err(privtel_wire::Error::Unexpected {
+            expected: "a customer of this service's region",
+            got: "a customer of another region",
+        })
     }
 
     /// An Enhance session (opened by an `EnhanceHello`): sightings and
@@ -1023,6 +1094,17 @@ mod tls {
             };
             match conn.recv()? {
                 Message::EnrollRequest(req) if req.token.is_some() => {
+                    if let Err(theirs) = self.other_region(&self.settings(), &req.customer) {
+                        self.stats.wrong_region.fetch_add(1, Ordering::Relaxed);
+                        self.report(&format!(
+                            "enrollment of {}/{} refused: the customer's data is kept in region {theirs}",
+                            req.customer, req.device
+                        ));
+                        return refuse(
+                            conn,
+                            "the customer's data is kept in another region: enroll with that region's service",
+                        );
+                    }
                     let now = time::OffsetDateTime::now_utc();
                     match authority.enroll(&req, now) {
                         Ok(enrolled) => {

@@ -283,6 +283,15 @@ impl Settings {
         Self { customers, ..Self::default() }
     }
 
+    /// These settings without `customer` (its contract ended): its devices
+    /// are refused from their next batch on.
+    #[must_use]
+    pub fn without(&self, customer: &CustomerId) -> Self {
+        let mut out = self.clone();
+        out.customers.remove(customer);
+        out
+    }
+
     /// Reads and checks a settings file (policy files it names are read
     /// relative to it).
     ///

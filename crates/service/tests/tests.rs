@@ -6,6 +6,8 @@
 mod access;
 mod admission;
 mod benchmarks;
+#[cfg(unix)]
+mod console;
 mod rotation;
 #[cfg(feature = "tls")]
 mod tls;

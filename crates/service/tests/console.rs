@@ -1,0 +1,296 @@
+//! The administrative interface over its real socket, as operators and as
+//! an attacker on the host would use it: tokens, approvers, grants, the
+//! region, hostile request lines.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use privtel_access::{AccessControl, AccessOptions, SigningKey, verify_bytes};
+use privtel_service::console::{END_KEY, MAX_REQUEST_BYTES, Operators, bind_console, operator_token};
+use privtel_service::{Service, Settings};
+use privtel_store::{EngineOptions, SqliteEngine};
+use privtel_wire::VerdictIndex;
+use serde_json::{Value, json};
+
+use crate::{SETTINGS, batch, connect, events_of, hello, now, peer, send};
+
+struct Console {
+    socket: PathBuf,
+    lead: String,
+    jdoe: String,
+    log: Arc<Mutex<Vec<String>>>,
+    service: Arc<Service>,
+    _dir: tempfile::TempDir,
+}
+
+fn start(settings: &str, region: Option<&str>) -> Console {
+    let dir = tempfile::tempdir().unwrap();
+    let engine =
+        SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default().secret([5; 32])).unwrap();
+    let (key, _) = SigningKey::generate().unwrap();
+    let access =
+        Arc::new(AccessControl::open(&dir.path().join("access.log"), key, AccessOptions::default()).unwrap());
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&log);
+    let mut service = Service::new(engine, VerdictIndex::new(4, [1; 32]), now)
+        .with_settings(Settings::from_toml(settings).unwrap())
+        .with_access(access)
+        .with_log(move |l| seen.lock().unwrap().push(l.to_owned()));
+    if let Some(r) = region {
+        service = service.with_region(r);
+    }
+    let service = Arc::new(service);
+    let (lead, lead_sha) = operator_token().unwrap();
+    let (jdoe, jdoe_sha) = operator_token().unwrap();
+    let operators = Arc::new(
+        Operators::from_toml(&format!(
+            "[[operator]]\nname = \"ops.lead\"\ntoken_sha256 = \"{lead_sha}\"\napprover = true\n\
+             [[operator]]\nname = \"ops.jdoe\"\ntoken_sha256 = \"{jdoe_sha}\"\n"
+        ))
+        .unwrap(),
+    );
+    let socket = dir.path().join("admin.sock");
+    let listener = bind_console(&socket).unwrap();
+    let me = Arc::clone(&service);
+    std::thread::spawn(move || me.serve_console(&listener, &operators, &AtomicBool::new(false)));
+    Console { socket, lead, jdoe, log, service, _dir: dir }
+}
+
+/// Sends one request, returns every answer line.
+fn ask(socket: &Path, token: &str, mut request: Value) -> Vec<Value> {
+    request["v"] = json!(1);
+    request["token"] = json!(token);
+    let mut s = UnixStream::connect(socket).unwrap();
+    writeln!(s, "{request}").unwrap();
+    BufReader::new(s).lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect()
+}
+
+fn one(socket: &Path, token: &str, request: Value) -> Value {
+    let mut lines = ask(socket, token, request);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    lines.remove(0)
+}
+
+fn grant(c: &Console, scope: &[&str], starts_ago_minutes: i64, minutes: u64) -> u64 {
+    let a = one(
+        &c.socket,
+        &c.lead,
+        json!({"op": "grant", "operator": "ops.jdoe", "customer": "acme", "scope": scope,
+               "justification": "forwarded end-user request", "ticket": "DSAR-9", "minutes": minutes,
+               "starts_unix": now().unix_seconds() - starts_ago_minutes * 60}),
+    );
+    assert_eq!(a["ok"], json!(true), "{a}");
+    a["grant"].as_u64().unwrap()
+}
+
+#[test]
+fn the_socket_is_private_and_only_known_tokens_are_served() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let c = start(SETTINGS, None);
+    assert_eq!(std::fs::metadata(&c.socket).unwrap().permissions().mode() & 0o777, 0o600);
+    let a = one(&c.socket, &c.jdoe, json!({"op": "whoami"}));
+    assert_eq!((a["operator"].as_str(), a["approver"].as_bool()), (Some("ops.jdoe"), Some(false)));
+    let (stranger, _) = operator_token().unwrap();
+    for token in [stranger.as_str(), "", "ptop_", &c.lead[..c.lead.len() - 1]] {
+        let a = one(&c.socket, token, json!({"op": "whoami"}));
+        assert_eq!(a["code"], json!("unauthenticated"), "{a}");
+    }
+    // No token ever reaches the service's log.
+    let log = c.log.lock().unwrap().join("\n");
+    assert!(!log.contains(&c.jdoe[5..]) && !log.contains(&stranger[5..]), "{log}");
+}
+
+#[test]
+fn grants_need_an_approver_who_is_not_the_grantee() {
+    let c = start(SETTINGS, None);
+    let by_jdoe = one(
+        &c.socket,
+        &c.jdoe,
+        json!({"op": "grant", "operator": "ops.other", "customer": "acme", "scope": ["export-person"],
+               "justification": "x", "ticket": "T-1", "minutes": 60}),
+    );
+    assert_eq!(by_jdoe["code"], json!("failed"));
+    assert!(by_jdoe["error"].as_str().unwrap().contains("approver"), "{by_jdoe}");
+    let own = one(
+        &c.socket,
+        &c.lead,
+        json!({"op": "grant", "operator": "ops.lead", "customer": "acme", "scope": ["export-person"],
+               "justification": "x", "ticket": "T-1", "minutes": 60}),
+    );
+    assert!(own["error"].as_str().unwrap().contains("oneself"), "{own}");
+    // Longer than the access control's maximum (8 h): refused and logged.
+    let long = one(
+        &c.socket,
+        &c.lead,
+        json!({"op": "grant", "operator": "ops.jdoe", "customer": "acme", "scope": ["export-person"],
+               "justification": "x", "ticket": "T-1", "minutes": 9 * 60}),
+    );
+    assert_eq!(long["ok"], json!(false), "{long}");
+    let g = grant(&c, &["export-person"], 0, 60);
+    let listed = one(&c.socket, &c.jdoe, json!({"op": "grants", "customer": "acme"}));
+    let grants = listed["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0]["grant"].as_u64(), Some(g));
+    assert_eq!(grants[0]["scope"], json!(["export-person"]));
+    // The grantee may give up their own grant; it then serves nothing.
+    assert_eq!(one(&c.socket, &c.jdoe, json!({"op": "revoke", "grant": g}))["ok"], json!(true));
+    let a = ask(
+        &c.socket,
+        &c.jdoe,
+        json!({"op": "export-person", "grant": g, "customer": "acme", "user": "u-alice"}),
+    );
+    assert_eq!(a.last().unwrap()[END_KEY], json!(false), "{a:?}");
+    assert_eq!(a.last().unwrap()["code"], json!("denied"));
+}
+
+#[test]
+fn an_operator_exports_and_erases_under_grants_and_the_customer_can_verify_the_log() {
+    let c = start(SETTINGS, None);
+    let mut conn = connect(&c.service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let records = events_of(&c.service, "u-alice", 0, 5);
+    assert_eq!(send(&mut conn, batch(&c.service, "acme", 1, records)).accepted_up_to, 5);
+
+    let export = grant(&c, &["export-person"], 0, 60);
+    let expired = grant(&c, &["erase-person"], 180, 60);
+    let lines = ask(
+        &c.socket,
+        &c.jdoe,
+        json!({"op": "export-person", "grant": export, "customer": "acme", "user": "u-alice"}),
+    );
+    assert_eq!(lines[0]["stream"], json!(true));
+    assert_eq!(lines.last().unwrap()[END_KEY], json!(true));
+    assert_eq!(lines.last().unwrap()["lines"].as_u64(), Some(5));
+    assert_eq!(lines.len(), 7, "header, 5 records, trailer");
+
+    // Erasing under an expired grant, or one without the action: refused.
+    for g in [expired, export] {
+        let a = one(
+            &c.socket,
+            &c.jdoe,
+            json!({"op": "erase-person", "grant": g, "customer": "acme",
+                                               "user": "u-alice", "request": "R-1"}),
+        );
+        assert_eq!(a["code"], json!("denied"), "{a}");
+    }
+    let erase = grant(&c, &["erase-person"], 0, 60);
+    let a = one(
+        &c.socket,
+        &c.jdoe,
+        json!({"op": "erase-person", "grant": erase, "customer": "acme",
+                                           "user": "u-alice", "request": "R-1"}),
+    );
+    assert_eq!(a["receipt"]["records_removed"].as_u64(), Some(5), "{a}");
+
+    // The customer's listing shows every attempt, refusals included, and
+    // the raw log verifies against the signed checkpoint.
+    let listing = one(&c.socket, &c.jdoe, json!({"op": "access-log", "customer": "acme"}));
+    let entries = listing["entries"].as_array().unwrap();
+    let refusals = entries.iter().filter(|e| e["outcome"].as_str().unwrap().starts_with("refused")).count();
+    assert_eq!(refusals, 2, "the expired and the out-of-scope erasures: {entries:?}");
+    assert!(!listing.to_string().contains("u-alice"), "the log names no person");
+    let raw = one(&c.socket, &c.jdoe, json!({"op": "raw-log"}));
+    let bytes = unhex(raw["log"].as_str().unwrap());
+    let checkpoint =
+        privtel_access::Checkpoint::from_bytes(&unhex(raw["checkpoint"].as_str().unwrap())).unwrap();
+    let key = privtel_access::PublicKey::from_slice(&unhex(raw["public_key"].as_str().unwrap())).unwrap();
+    let verified = verify_bytes(&bytes, &checkpoint, &key).unwrap();
+    assert_eq!(verified.covered, entries.len() as u64, "every entry is acme's, and all are listed");
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+const TWO_REGIONS: &str = r#"
+[customers.acme]
+region = "eu"
+[customers.acme.policy.programs]
+support_telemetry = true
+[customers.zeta]
+region = "us"
+[customers.zeta.policy.programs]
+support_telemetry = true
+"#;
+
+#[test]
+fn a_service_of_one_region_refuses_devices_and_actions_of_another() {
+    let c = start(TWO_REGIONS, Some("us"));
+    // acme is pinned to the EU: its device is refused by the US instance.
+    let mut conn = connect(&c.service, peer("acme", "dev-1"));
+    // Refused before its hello is read (the hello may meet a closed pipe).
+    let _ = conn.send(&privtel_wire::Message::Hello(hello("acme", "dev-1", 1)));
+    match conn.recv() {
+        Ok(privtel_wire::Message::Error(e)) => {
+            assert_eq!(e.code, privtel_wire::ErrorCode::Forbidden);
+            assert!(e.message.contains("another region"), "{}", e.message);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(c.service.stats.wrong_region.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // zeta, pinned to the US, is served.
+    let mut conn = connect(&c.service, peer("zeta", "dev-1"));
+    conn.client_handshake(&hello("zeta", "dev-1", 1)).unwrap();
+    // Administrative actions on acme are refused too, even by an approver.
+    let a = one(
+        &c.socket,
+        &c.lead,
+        json!({"op": "grant", "operator": "ops.jdoe", "customer": "acme",
+        "scope": ["export-person"], "justification": "x", "ticket": "T-1", "minutes": 60}),
+    );
+    assert_eq!(a["code"], json!("wrong-region"), "{a}");
+    let log = c.log.lock().unwrap().join("\n");
+    assert!(log.contains("refused acme/dev-1: the customer's data is kept in region eu"), "{log}");
+    assert!(log.contains("administrative action refused on customer acme"), "{log}");
+}
+
+#[test]
+fn hostile_request_lines_are_refused_within_bounds() {
+    let c = start(SETTINGS, None);
+    // Too long: refused once the limit is passed, without waiting for a newline.
+    let mut s = UnixStream::connect(&c.socket).unwrap();
+    let big = vec![b'a'; MAX_REQUEST_BYTES + 10];
+    let _ = s.write_all(&big);
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.contains("bad-request") && answer.contains("at most"), "{answer}");
+    // Not JSON, unknown operation, wrong version, missing field: typed refusals.
+    for line in [
+        "not json".to_owned(),
+        json!({"v": 1, "token": c.jdoe, "op": "drop-tables"}).to_string(),
+        json!({"v": 2, "token": c.jdoe, "op": "whoami"}).to_string(),
+        json!({"v": 1, "token": c.jdoe, "op": "export-person", "grant": 1, "customer": "acme"}).to_string(),
+        json!({"v": 1, "token": c.jdoe, "op": "export-person", "grant": 1, "customer": "acme", "user": "bad user id\n"}).to_string(),
+    ] {
+        let mut s = UnixStream::connect(&c.socket).unwrap();
+        writeln!(s, "{line}").unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        let v: Value = serde_json::from_str(answer.trim()).unwrap();
+        assert_eq!(v["ok"], json!(false), "{line}: {answer}");
+        assert!(!answer.contains("bad user id"), "no value echoed: {answer}");
+    }
+    // A drip is cut off at the deadline, and the console still serves.
+    let started = Instant::now();
+    let mut drip = UnixStream::connect(&c.socket).unwrap();
+    drip.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut answer = String::new();
+    let t = std::thread::spawn(move || {
+        for b in b"{\"v\":1,".iter().cycle().take(40) {
+            if drip.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        let _ = drip.read_to_string(&mut answer);
+        answer
+    });
+    let answer = t.join().unwrap();
+    assert!(answer.contains("deadline"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(18), "{:?}", started.elapsed());
+    assert_eq!(one(&c.socket, &c.jdoe, json!({"op": "whoami"}))["ok"], json!(true));
+}
