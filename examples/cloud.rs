@@ -9,6 +9,8 @@
 //!     --settings examples/data/settings.toml --reputation examples/data/reputation.csv
 //!     [--authority FILE] [--cert PEM --key PEM] [--cert-out CA.pem] [--store-key FILE]
 //!     [--store-secret FILE] [--sweep-every SECONDS] [--max-batch-records N] [--max-connections N]
+//!     [--region R] [--admin-socket PATH --operators FILE [--access-log FILE] [--access-key FILE]
+//!      [--max-grant-hours H]]
 //! cargo run --release --features scale --example cloud -- … --ingest nats://127.0.0.1:4222
 //!     [--engine postgres://postgres@127.0.0.1:5432/privtel] [--stream NAME] [--subject-prefix P]
 //!     [--consumer C] [--region R] [--metrics-every SECONDS]
@@ -51,6 +53,13 @@
 //! the stream. Without `--ingest` the service stores into `--store` itself,
 //! as always.
 //!
+//! `--admin-socket PATH` serves the administrative console there (mode
+//! 0600) for the `admin` example: operators named in `--operators`, each
+//! action under a grant and written to the access log (`--access-log`,
+//! signed with `--access-key`). `--region R` pins the service to one region:
+//! devices and administrative actions of customers of other regions are
+//! refused.
+//!
 //! Exit status: 0 stopped (or an administrative command done), 1 a
 //! start-up failure (files, address, settings), 2 bad arguments.
 
@@ -62,8 +71,10 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use privtel::access::{AccessControl, AccessOptions, SigningKey};
 use privtel::authority::Authority;
 use privtel::model::{CustomerId, DeviceId, Timestamp};
+use privtel::service::console::Operators;
 use privtel::service::{BenchmarkOptions, Limits, Quarter, Service, Settings, quarterly_report};
 use privtel::store::{AtRestKey, EngineOptions, SqliteEngine};
 use privtel::wire::{self, VerdictIndex, tls};
@@ -156,9 +167,31 @@ struct Args {
     /// The writers' durable consumer (with --ingest).
     #[arg(long, value_name = "C", default_value = "privtel-writer", requires = "ingest")]
     consumer: String,
-    /// This service's region, a subject token (with --ingest).
-    #[arg(long, value_name = "R", default_value = "eu", requires = "ingest")]
-    region: String,
+    /// The one region this service serves (`eu`, `uk`, `us`, … as the
+    /// settings name them): devices and administrative actions of customers
+    /// of other regions are refused. Also the region token of the stream's
+    /// subjects with --ingest (default there: eu). Without it, every region.
+    #[arg(long, value_name = "R")]
+    region: Option<String>,
+    /// Serve the administrative console on this Unix socket (made 0600):
+    /// the `admin` example's grants, exports, erasures, customer copies and
+    /// deletions, end-user requests and keys.
+    #[arg(long, value_name = "PATH", requires = "operators")]
+    admin_socket: Option<PathBuf>,
+    /// The operators (TOML: name, SHA-256 of their token, approver), with
+    /// --admin-socket.
+    #[arg(long, value_name = "FILE", requires = "admin_socket")]
+    operators: Option<PathBuf>,
+    /// The access log (default: STORE.access), with --admin-socket.
+    #[arg(long, value_name = "FILE", requires = "admin_socket")]
+    access_log: Option<PathBuf>,
+    /// The service's Ed25519 signing key for checkpoints and receipts,
+    /// PKCS#8, created 0600 if missing (default: STORE.access-key).
+    #[arg(long, value_name = "FILE", requires = "admin_socket")]
+    access_key: Option<PathBuf>,
+    /// The longest grant, in hours (default 8).
+    #[arg(long, value_name = "H", requires = "admin_socket", value_parser = clap::value_parser!(u32).range(1..=720))]
+    max_grant_hours: Option<u32>,
     /// Seconds between two metrics lines on standard error (with --ingest).
     #[arg(long, value_name = "SECONDS", default_value_t = 60, requires = "ingest",
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -302,6 +335,17 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.max_batch_records {
         service = service.with_max_batch_records(n);
     }
+    if let Some(region) = &args.region {
+        service = service.with_region(region.clone());
+    }
+    let console = match &args.admin_socket {
+        Some(socket) => {
+            let (access, operators) = console_parts(&args)?;
+            service = service.with_access(access);
+            Some((socket.clone(), operators))
+        }
+        None => None,
+    };
     #[cfg(feature = "scale")]
     let (service, ingest) = match &args.ingest {
         Some(url) => {
@@ -364,11 +408,43 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
+    #[cfg(unix)]
+    if let Some((socket, operators)) = console {
+        let listener = privtel::service::console::bind_console(&socket)
+            .with_context(|| format!("the admin socket {}", socket.display()))?;
+        let service = Arc::clone(&service);
+        let operators = Arc::new(operators);
+        std::thread::spawn(move || service.serve_console(&listener, &operators, &AtomicBool::new(false)));
+        eprintln!("cloud: administrative console on {}", socket.display());
+    }
     let config = privtel::authority::server_config(&authority, &identity)?;
     println!("listening on {addr}");
     std::io::stdout().flush()?;
     service.serve_tls(&listener, &config, &AtomicBool::new(false));
     Ok(())
+}
+
+/// The access control and the operators of `--admin-socket`.
+fn console_parts(args: &Args) -> anyhow::Result<(Arc<AccessControl>, Operators)> {
+    let beside = |ext: &str| {
+        let mut p = args.store.clone().into_os_string();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let log = args.access_log.clone().unwrap_or_else(|| beside(".access"));
+    let key_path = args.access_key.clone().unwrap_or_else(|| beside(".access-key"));
+    let key = SigningKey::load_or_create(&key_path).with_context(|| key_path.display().to_string())?;
+    let mut options = AccessOptions::default();
+    if let Some(h) = args.max_grant_hours {
+        options = options.with_max_grant(time::Duration::hours(i64::from(h)));
+    }
+    let access = AccessControl::open(&log, key, options).with_context(|| log.display().to_string())?;
+    let path = args.operators.as_ref().context("--operators is required with --admin-socket")?;
+    let operators = Operators::load(path)?;
+    if operators.is_empty() {
+        bail!("{}: expected at least one operator", path.display());
+    }
+    Ok((Arc::new(access), operators))
 }
 
 /// `--ingest` and `--engine`: the service as a JetStream front-end, with a
@@ -400,7 +476,7 @@ mod scale {
     pub(crate) fn front_end(args: &Args, url: &str, service: Service) -> anyhow::Result<(Service, Ingest)> {
         let mut options = JetStreamOptions::new(url)
             .names(args.stream.clone(), args.subject_prefix.clone(), args.consumer.clone())
-            .region(args.region.clone());
+            .region(args.region.clone().unwrap_or_else(|| "eu".to_owned()));
         if let Some(path) = &args.store_key {
             options = options.key(AtRestKey::new(1, read_key(path)?));
         }

@@ -99,7 +99,7 @@ fn assert_usage_error(name: &str, args: &[&str], expected: &[&str]) -> String {
 #[test]
 fn every_example_describes_itself_not_the_package() {
     let mut wrong = Vec::new();
-    for name in ["demo", "agent", "cloud", "dsar", "hash", "normalize", "records"] {
+    for name in ["demo", "agent", "cloud", "admin", "hash", "normalize", "records"] {
         let out = run_briefly(name, &["-h"]);
         let first = text(&out.stdout).lines().next().unwrap_or_default().to_owned();
         if first.is_empty() || first == env!("CARGO_PKG_DESCRIPTION") {
@@ -122,22 +122,6 @@ fn agent_prints_help_and_version() {
 #[test]
 fn cloud_prints_help_and_version() {
     assert_help_and_version("cloud");
-}
-
-#[test]
-fn dsar_prints_help_and_version() {
-    assert_help_and_version("dsar");
-    // Each command has its own help, `help COMMAND` too.
-    for args in [&["erase", "--help"][..], &["help", "erase"]] {
-        let out = run_briefly("dsar", args);
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
-        let stdout = text(&out.stdout);
-        assert!(
-            stdout.contains("Usage: dsar erase [OPTIONS] --store <FILE> --customer <ID> <USER>"),
-            "{args:?}: {stdout}"
-        );
-        assert!(stdout.contains("--request <ID>"), "{stdout}");
-    }
 }
 
 #[test]
@@ -198,84 +182,6 @@ fn normalize_rejects_bad_arguments_with_status_2() {
 fn records_rejects_arguments_with_status_2() {
     assert_usage_error("records", &["--bogus"], &["unexpected argument '--bogus'"]);
     assert_usage_error("records", &["extra"], &["unexpected argument 'extra'"]);
-}
-
-#[test]
-fn dsar_rejects_bad_arguments_with_status_2() {
-    // No command: the help, on stderr, status 2.
-    let out = run_briefly("dsar", &[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("Usage: dsar"), "{}", text(&out.stderr));
-    assert_usage_error("dsar", &["bogus"], &["unrecognized subcommand 'bogus'"]);
-    assert_usage_error("dsar", &["--bogus", "sweep"], &["unexpected argument '--bogus'"]);
-    assert_usage_error(
-        "dsar",
-        &["--store", "e.db", "erase", "u-a", "--bogus"],
-        &["unexpected argument '--bogus'"],
-    );
-    // Every missing argument at once: the store and the user.
-    for command in ["export", "erase"] {
-        let err = assert_usage_error(
-            "dsar",
-            &[command],
-            &["the following required arguments were not provided", "--store <FILE>", "<USER>"],
-        );
-        assert!(err.contains(&format!("Usage: dsar {command}")), "{err}");
-    }
-    assert_usage_error("dsar", &["sweep"], &["--store <FILE>"]);
-    assert_usage_error("dsar", &["manifest"], &["--policy <FILE>"]);
-    // `--store` before the command counts for the command.
-    let err = assert_usage_error("dsar", &["--store", "e.db", "export"], &["<USER>"]);
-    assert!(!err.contains("--store <FILE>"), "{err}");
-    // A user id outside the id alphabet is a usage error naming the argument.
-    assert_usage_error(
-        "dsar",
-        &["--store", "e.db", "export", "alice@corp.example"],
-        &["invalid value", "<USER>"],
-    );
-    assert_usage_error("dsar", &["--store"], &["'--store <FILE>'"]);
-}
-
-#[test]
-fn dsar_runs_each_command() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("engine.db");
-    // An empty engine store, as the service makes it.
-    privtel::store::SqliteEngine::open(&store, Default::default()).unwrap();
-    let store = store.to_str().unwrap();
-    // `--store` before the command, or after it.
-    let out = run_briefly("dsar", &["--store", store, "export", "u-alice", "--customer", "acme"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(out.stdout.is_empty());
-    assert_eq!(text(&out.stderr), "dsar: 0 records exported\n");
-    let out = run_briefly(
-        "dsar",
-        &["erase", "u-alice", "--store", store, "--customer", "acme", "--request", "req-1"],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(receipt["request_id"], "req-1");
-    assert_eq!(receipt["overdue"], false);
-    let out = run_briefly("dsar", &["--store", store, "sweep"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let swept: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(swept.is_object(), "{swept}");
-    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/policy.toml");
-    let out = run_briefly("dsar", &["manifest", "--policy", policy]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("# Privacy manifest"), "{}", text(&out.stdout));
-    // Runtime failures: status 1 and one line naming the file.
-    let missing = dir.path().join("missing.toml");
-    let out = run_briefly("dsar", &["manifest", "--policy", missing.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = text(&out.stderr);
-    assert!(stderr.starts_with("dsar: ") && stderr.lines().count() == 1, "{stderr}");
-    assert!(stderr.contains("missing.toml"), "{stderr}");
-    let short_key = dir.path().join("short.key");
-    std::fs::write(&short_key, [0u8; 5]).unwrap();
-    let out = run_briefly("dsar", &["--store", store, "--store-key", short_key.to_str().unwrap(), "sweep"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("expected 32 bytes"), "{}", text(&out.stderr));
 }
 
 /// The agent reports every missing required argument at once (clap).
@@ -417,4 +323,116 @@ fn dsar_refuses_a_store_that_does_not_exist_instead_of_finding_nobody() {
         assert!(text(&out.stderr).contains("no engine store there"), "{}", text(&out.stderr));
         assert!(!missing.exists(), "{command:?} created a store");
     }
+}
+
+#[test]
+fn admin_prints_help_and_version() {
+    assert_help_and_version("admin");
+    for args in [&["erase-person", "--help"][..], &["help", "erase-person"]] {
+        let out = run_briefly("admin", args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("Usage: admin erase-person"), "{args:?}: {stdout}");
+        assert!(stdout.contains("--grant <GRANT>") && stdout.contains("--request <REQUEST>"), "{stdout}");
+    }
+}
+
+#[test]
+fn admin_rejects_bad_arguments_with_status_2() {
+    let out = run_briefly("admin", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("Usage: admin"), "{}", text(&out.stderr));
+    assert_usage_error("admin", &["bogus"], &["unrecognized subcommand 'bogus'"]);
+    assert_usage_error("admin", &["--bogus", "whoami"], &["unexpected argument '--bogus'"]);
+    assert_usage_error("admin", &["export-person", "u-a"], &["--grant <GRANT>", "--customer <CUSTOMER>"]);
+    assert_usage_error("admin", &["instruct", "--customer", "acme", "1", "--by", "x"], &["--proceed"]);
+    assert_usage_error("admin", &["manifest"], &["--policy <FILE>"]);
+}
+
+/// The administrator's tool against a real `cloud` process: every action
+/// through the console socket, under grants, logged, verifiable offline.
+#[test]
+fn admin_acts_on_a_running_cloud_through_its_console() {
+    use std::io::{BufRead as _, BufReader};
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    // Two operators: a lead who approves, an engineer who acts.
+    let mut tokens = Vec::new();
+    let mut operators = String::new();
+    for (name, approver) in [("ops.lead", true), ("ops.jdoe", false)] {
+        let out = run_briefly("admin", &["operator-token", "--name", name]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let printed = text(&out.stdout);
+        let token = printed.lines().find(|l| l.starts_with("ptop_")).unwrap().to_owned();
+        let entry = &printed[printed.find("[[operator]]").unwrap()..];
+        operators.push_str(&entry.replace("approver = false", &format!("approver = {approver}")));
+        operators.push('\n');
+        let file = path(&format!("{name}.token"));
+        std::fs::write(&file, &token).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        tokens.push(file);
+    }
+    std::fs::write(path("operators.toml"), operators).unwrap();
+    let settings = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/settings.toml");
+    let socket = path("admin.sock");
+    let mut cloud = Command::new(example("cloud"))
+        .args(["--store", &path("engine.db"), "--settings", settings, "--admin-socket", &socket])
+        .args(["--operators", &path("operators.toml"), "--cert-out", &path("ca.pem")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(cloud.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("listening on"), "{first}");
+    let admin = |token: &str, args: &[&str]| {
+        let mut all = vec!["--socket", &socket, "--token-file", token];
+        all.extend_from_slice(args);
+        run_briefly("admin", &all)
+    };
+    let (lead, jdoe) = (tokens[0].as_str(), tokens[1].as_str());
+
+    let out = admin(jdoe, &["whoami"]);
+    assert!(text(&out.stdout).contains("ops.jdoe"), "{}", text(&out.stderr));
+    // jdoe cannot grant; the lead grants jdoe an export.
+    let grant = ["grant", "--operator", "ops.jdoe", "--customer", "acme", "--scope", "export-person"];
+    let why = ["--justification", "forwarded request", "--ticket", "DSAR-1"];
+    let out = admin(jdoe, &[&grant[..], &why[..]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("approver"), "{}", text(&out.stderr));
+    let out = admin(lead, &[&grant[..], &why[..]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let granted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = granted["grant"].to_string();
+    let out = admin(jdoe, &["export-person", "--grant", &id, "--customer", "acme", "u-alice"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "admin: 0 lines\n");
+    // Out of scope: refused, status 1.
+    let out = admin(jdoe, &["erase-person", "--grant", &id, "--customer", "acme", "u-alice"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("refused (denied)"), "{}", text(&out.stderr));
+    // A token file others may read is refused before anything is sent.
+    std::fs::set_permissions(jdoe, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(text(&admin(jdoe, &["whoami"]).stderr).contains("only its owner"));
+    std::fs::set_permissions(jdoe, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // The log as the customer gets it verifies offline; one flipped byte does not.
+    let out = admin(jdoe, &["raw-log", "--out", &path("access.bin")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let cp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (checkpoint, key) = (cp["checkpoint"].as_str().unwrap(), cp["public_key"].as_str().unwrap());
+    let verify = |log: &str| {
+        run_briefly("admin", &["verify-log", "--log", log, "--checkpoint", checkpoint, "--public-key", key])
+    };
+    let out = verify(&path("access.bin"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("verified: 3 entries"), "{}", text(&out.stdout));
+    let mut bytes = std::fs::read(path("access.bin")).unwrap();
+    let last = bytes.len() - 40;
+    bytes[last] ^= 1;
+    std::fs::write(path("tampered.bin"), bytes).unwrap();
+    assert_eq!(verify(&path("tampered.bin")).status.code(), Some(1));
+    cloud.kill().unwrap();
+    cloud.wait().unwrap();
 }

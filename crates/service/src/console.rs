@@ -41,7 +41,9 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 pub const MAX_CONSOLE_CONNECTIONS: usize = 8;
 /// The prefix of every operator token.
 pub const OPERATOR_TOKEN_PREFIX: &str = "ptop_";
-/// The key of the trailer line that ends a streamed answer.
+/// The key of the trailer line that ends a streamed answer; the trailer
+/// starts with it (`{"privtel_console_end":true,"lines":N}` or
+/// `{"privtel_console_end":false,"code":…,"error":…}`).
 pub const END_KEY: &str = "privtel_console_end";
 
 /// One operator as the operators file names them.
@@ -492,13 +494,18 @@ impl<W: Write> Answer<W> {
         serde_json::to_writer(&mut self.out, &header)?;
         self.out.write_all(b"\n")?;
         let result = body(&mut self.out);
+        // The trailer's first key is always END_KEY, so a reader tells it
+        // from a body line by its first bytes.
         let (trailer, outcome) = match result {
-            Ok(lines) => (json!({END_KEY: true, "lines": lines}), Ok(lines)),
+            Ok(lines) => (format!("{{\"{END_KEY}\":true,\"lines\":{lines}}}"), Ok(lines)),
             Err(e) => {
-                (json!({END_KEY: false, "code": code_of(&e), "error": e.to_string()}), Err(e.to_string()))
+                let (code, error) = (json!(code_of(&e)), json!(e.to_string()));
+                (format!("{{\"{END_KEY}\":false,\"code\":{code},\"error\":{error}}}"), Err(e.to_string()))
             }
         };
-        self.line(&trailer)?;
+        self.out.write_all(trailer.as_bytes())?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()?;
         Ok(outcome)
     }
 }
