@@ -333,3 +333,99 @@ pub enum AccessError {
         max: usize,
     },
 }
+
+/// An operation of [`crate::RequestRegister`] that failed. No message holds
+/// an end user's id, a reference or an administrator's words: they name
+/// requests by id, fields, lengths and instants.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The customer has no request with this id (another customer's
+    /// request is unknown too).
+    #[error("no request {0} for this customer")]
+    UnknownRequest(crate::requests::RequestId),
+    /// The customer has no notification with this id.
+    #[error("no notification {0} for this customer")]
+    UnknownNotification(crate::requests::NotificationId),
+    /// The request waits for the customer's instruction: it may not be
+    /// executed yet.
+    #[error("request {0} awaits the customer's instruction: expected an instruction to proceed first")]
+    NotInstructed(crate::requests::RequestId),
+    /// The customer declined the request.
+    #[error("request {0} was declined by the customer: expected a request instructed to proceed")]
+    Declined(crate::requests::RequestId),
+    /// The request is done already.
+    #[error("request {0} is done already: expected a request instructed to proceed")]
+    AlreadyDone(crate::requests::RequestId),
+    /// The request has had its instruction.
+    #[error("request {0} was instructed already: expected a request awaiting the customer's instruction")]
+    AlreadyInstructed(crate::requests::RequestId),
+    /// A text field out of bounds or holding control characters.
+    #[error("{field} of {len} bytes: expected {min} to {max} bytes without control characters")]
+    Text {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The least.
+        min: usize,
+        /// The most.
+        max: usize,
+    },
+    /// A text kept after the request closes holds the subject's id.
+    #[error("{field} holds the end user's id: expected a text that does not name the end user")]
+    NamesSubject {
+        /// Which field.
+        field: &'static str,
+    },
+    /// Text that is not a request or notification id.
+    #[error("{what} of {len} bytes: expected 16 hex digits, not all zero")]
+    IdText {
+        /// What was read.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// An instant outside what the register stores (the years 1677 to
+    /// 2262), or a deadline beyond it.
+    #[error("{what} instant out of range: expected one in the years 1677 to 2262")]
+    TimeOutOfRange {
+        /// Which instant.
+        what: &'static str,
+    },
+    /// A count of the outcome above 2^63 - 1.
+    #[error("outcome count out of range: expected at most 2^63 - 1")]
+    CountTooLarge,
+    /// Another register (in this process or another) holds the file.
+    #[error("the request register is locked by another instance")]
+    Locked,
+    /// The file is not a request register (another SQLite file, or not
+    /// SQLite).
+    #[error("not a request register: expected a SQLite file with application id PTRQ")]
+    NotARegister,
+    /// A register of a later schema version.
+    #[error("request register schema version {found}: expected at most {supported}")]
+    Schema {
+        /// The version of the file.
+        found: i64,
+        /// The newest this crate reads.
+        supported: i64,
+    },
+    /// A stored value no version of the register writes.
+    #[error("the stored request register is corrupt: invalid {field}")]
+    Corrupt {
+        /// Which field.
+        field: &'static str,
+    },
+    /// The system's random source failed.
+    #[error("the random source failed")]
+    Random,
+    /// SQLite failed.
+    #[error("request register {op}: {source}")]
+    Sqlite {
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        source: rusqlite::Error,
+    },
+}

@@ -89,6 +89,7 @@ mod entry;
 mod error;
 mod grant;
 mod log;
+mod requests;
 mod verify;
 
 pub use checkpoint::{CHECKPOINT_LEN, CHECKPOINT_VERSION, Checkpoint, PublicKey, SigningKey};
@@ -96,10 +97,18 @@ pub use control::{AccessControl, AccessOptions, Authorized, DEFAULT_MAX_GRANT};
 pub use entry::{
     ENTRY_VERSION, Entry, EntryKind, GENESIS, MAX_DETAIL_LEN, MAX_ENTRY_LEN, Outcome, Terms, hash_bytes,
 };
-pub use error::{AccessError, DecodeError, Denied, DenyReason, GrantError, KeyError, VerifyError};
+pub use error::{
+    AccessError, DecodeError, Denied, DenyReason, GrantError, KeyError, RequestError, VerifyError,
+};
 pub use grant::{
     Action, Grant, GrantId, GrantRequest, MAX_JUSTIFICATION_LEN, MAX_OPERATOR_LEN, MAX_TICKET_LEN, Operator,
     Scope,
 };
 pub use log::{HEADER_LEN, LOG_VERSION, MAGIC, decode_log, encode_log};
+pub use requests::{
+    DEFAULT_ACCESS_DEADLINE, DEFAULT_ERASURE_DEADLINE, DEFAULT_RESPONSE_WINDOW, Decision, Instruction,
+    InstructionRecord, MAX_DECLINE_REASON_LEN, MAX_INSTRUCTED_BY_LEN, MAX_REFERENCE_LEN, Notification,
+    NotificationEvent, NotificationId, Overdue, REQUESTS_APPLICATION_ID, REQUESTS_SCHEMA_VERSION, Request,
+    RequestId, RequestKind, RequestOptions, RequestOutcome, RequestRegister, RequestState, Waiting,
+};
 pub use verify::{Verified, consistent, verify, verify_bytes};
