@@ -29,6 +29,12 @@
 //! * [`AccessControl::entries_for`] lists every entry about one customer:
 //!   who asked for what, when, under which grant, and whether it was
 //!   allowed.
+//! * [`RequestRegister`] holds end users' requests made to the vendor (a
+//!   copy of their data, or its erasure): the customer is notified at
+//!   once, nothing is executed before the customer's instruction
+//!   ([`RequestRegister::authorize_execution`]), deadlines are watched
+//!   ([`RequestRegister::overdue`]), and the end user's id is deleted from
+//!   the register's files when the request closes.
 //!
 //! The model, the formats and what the log does not protect against are in
 //! the repository's `docs/ACCESS.md`.

@@ -519,8 +519,24 @@ impl RequestOptions {
 
 /// The register of end users' requests of one service (or region): what
 /// was asked, the customer's notification queue, the customer's
-/// instruction, execution and deadlines. See the [module](self) and the
-/// repository's `docs/ACCESS.md`.
+/// instruction, execution and deadlines (the flow and the formats: the
+/// repository's `docs/ACCESS.md`, "End-user requests").
+///
+/// The promise it keeps: the vendor notifies the customer promptly of every
+/// request an end user makes to the vendor ([`Self::record`] puts a
+/// notification in the customer's queue), and does not act on it without
+/// the customer's prior instruction ([`Self::authorize_execution`] refuses
+/// a request the customer has not told it to proceed with). An erasure is
+/// due 24 hours after the instruction, a copy 30 days after the request
+/// ([`RequestOptions`]); [`Self::overdue`] lists what is late, and what has
+/// waited for the customer too long.
+///
+/// The register is one SQLite file (with its write-ahead log), held by one
+/// instance at a time. The subject (an end user's [`UserId`]) and the
+/// reference are kept only while the request is open: once it is done or
+/// declined they are deleted (`secure_delete`) and the write-ahead log
+/// checkpointed and truncated before the call returns, so no byte of the
+/// files holds them any more. `Debug` of a [`Request`] shows neither.
 ///
 /// Every call takes the current instant (`now`); the register never reads
 /// the clock. Methods take `&self` (one connection behind a lock), so the
@@ -743,32 +759,36 @@ impl RequestRegister {
     /// version), or an I/O or SQLite error.
     pub fn open(path: &Path, options: RequestOptions) -> Result<Self, RequestError> {
         let mut conn = Connection::open(path).op("opening the register")?;
-        // Exclusive locking: the lock taken by the first write below is
-        // kept until the connection closes, and the write-ahead log needs
-        // no shared-memory file. secure_delete: deleted rows are
-        // overwritten with zeros. FULL: a change is on disk when its call
-        // returns.
+        // Exclusive locking: the lock taken by the first read below is kept
+        // (and raised by the first write) until the connection closes, and
+        // the write-ahead log needs no shared-memory file. secure_delete:
+        // deleted rows are overwritten with zeros. FULL: a change is on
+        // disk when its call returns.
         conn.execute_batch(
             "PRAGMA busy_timeout = 0;
              PRAGMA locking_mode = EXCLUSIVE;
              PRAGMA secure_delete = ON;
-             PRAGMA foreign_keys = ON;",
+             PRAGMA foreign_keys = ON;
+             PRAGMA synchronous = FULL;",
         )
         .op("configuring the register")?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
-            .op("configuring the register")?;
-        // Take the lock now, and create or check the schema under it.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive).op("locking the register")?;
-        let app: i32 = tx.query_row("PRAGMA application_id", [], |r| r.get(0)).op("reading the register")?;
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).op("reading the register")?;
-        let tables: i64 =
-            tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).op("reading the register")?;
-        if app != REQUESTS_APPLICATION_ID && (app != 0 || tables != 0) {
+        // Check what the file is before changing anything in it.
+        let app: i32 =
+            conn.query_row("PRAGMA application_id", [], |r| r.get(0)).op("reading the register")?;
+        let version: i64 =
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0)).op("reading the register")?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .op("reading the register")?;
+        if app != REQUESTS_APPLICATION_ID && (app != 0 || tables != 0 || version != 0) {
             return Err(RequestError::NotARegister);
         }
         if version > REQUESTS_SCHEMA_VERSION {
             return Err(RequestError::Schema { found: version, supported: REQUESTS_SCHEMA_VERSION });
         }
+        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+            .op("configuring the register")?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive).op("locking the register")?;
         if version == 0 {
             tx.execute_batch(SCHEMA_V1).op("creating the register")?;
             tx.execute_batch(&format!(
@@ -942,7 +962,9 @@ impl RequestRegister {
         let conn = self.lock();
         select(
             &conn,
-            &format!("SELECT {REQUEST_COLUMNS} {REQUEST_FROM} WHERE r.customer = ?1 ORDER BY r.received, r.id"),
+            &format!(
+                "SELECT {REQUEST_COLUMNS} {REQUEST_FROM} WHERE r.customer = ?1 ORDER BY r.received, r.id"
+            ),
             params![customer.as_str()],
         )
     }
@@ -979,7 +1001,8 @@ impl RequestRegister {
         }
         let at = nanos(now, "instructed")?;
         let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).op("recording an instruction")?;
+        let tx =
+            conn.transaction_with_behavior(TransactionBehavior::Immediate).op("recording an instruction")?;
         let request = get(&tx, customer, id)?;
         if request.state != RequestState::AwaitingInstruction {
             return Err(RequestError::AlreadyInstructed(id));
@@ -1112,7 +1135,14 @@ impl RequestRegister {
                 (_, None) => return Err(RequestError::Corrupt { field: "due" }),
             };
             if now > due {
-                out.push(Overdue { customer: r.customer, id: r.id, kind: r.kind, waiting, due, late: now - due });
+                out.push(Overdue {
+                    customer: r.customer,
+                    id: r.id,
+                    kind: r.kind,
+                    waiting,
+                    due,
+                    late: now - due,
+                });
             }
         }
         out.sort_by(|a, b| b.late.cmp(&a.late).then(a.id.cmp(&b.id)));

@@ -3,3 +3,4 @@
 mod common;
 mod grants;
 mod log;
+mod requests;
