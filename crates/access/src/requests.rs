@@ -763,13 +763,15 @@ impl RequestRegister {
         // (and raised by the first write) until the connection closes, and
         // the write-ahead log needs no shared-memory file. secure_delete:
         // deleted rows are overwritten with zeros. FULL: a change is on
-        // disk when its call returns.
+        // disk when its call returns. temp_store: sorts never spill rows
+        // (subjects) into temporary files.
         conn.execute_batch(
             "PRAGMA busy_timeout = 0;
              PRAGMA locking_mode = EXCLUSIVE;
              PRAGMA secure_delete = ON;
              PRAGMA foreign_keys = ON;
-             PRAGMA synchronous = FULL;",
+             PRAGMA synchronous = FULL;
+             PRAGMA temp_store = MEMORY;",
         )
         .op("configuring the register")?;
         // Check what the file is before changing anything in it.
@@ -986,7 +988,9 @@ impl RequestRegister {
     /// [`RequestError::AlreadyInstructed`] (instructed, declined or done),
     /// [`RequestError::Text`] for `by` or the reason out of bounds,
     /// [`RequestError::NamesSubject`] for a reason holding the subject's
-    /// id, or a SQLite error (nothing changes then).
+    /// id, or a SQLite error (nothing changes then; as in
+    /// [`Self::complete`], a failure of the checkpoint after a decline is
+    /// returned although the request is closed).
     pub fn instruct(
         &self,
         customer: &CustomerId,
@@ -1081,7 +1085,10 @@ impl RequestRegister {
     ///
     /// # Errors
     ///
-    /// As [`Self::authorize_execution`] (nothing changes then).
+    /// As [`Self::authorize_execution`] (nothing changes then), or
+    /// [`RequestError::CountTooLarge`]. A failure of the final checkpoint
+    /// (an I/O error) is returned although the request is closed; the next
+    /// closing call checkpoints again.
     pub fn complete(
         &self,
         customer: &CustomerId,
@@ -1206,7 +1213,9 @@ fn forget(conn: &Connection, id: RequestId) -> Result<(), RequestError> {
 }
 
 /// Moves the write-ahead log into the file and truncates it: the pages a
-/// deletion overwrote leave no older copy in the log.
+/// deletion overwrote leave no older copy in the log. (No reader can hold
+/// the log back: the connection holds the file exclusively; should SQLite
+/// still report the checkpoint blocked, that is [`RequestError::Locked`].)
 fn checkpoint(conn: &Connection) -> Result<(), RequestError> {
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
         .op("checkpointing the register")
