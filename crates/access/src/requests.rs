@@ -1027,7 +1027,11 @@ impl RequestRegister {
                 tx.commit().op("recording an instruction")?;
             }
             Instruction::Decline { reason } => {
-                if request.subject.as_ref().is_some_and(|s| reason.contains(s.as_str())) {
+                if request
+                    .subject
+                    .as_ref()
+                    .is_some_and(|s| reason.to_ascii_lowercase().contains(&s.as_str().to_ascii_lowercase()))
+                {
                     return Err(RequestError::NamesSubject { field: "decline reason" });
                 }
                 tx.execute(

@@ -232,6 +232,11 @@ fn a_declined_request_is_closed_its_subject_gone_and_never_executed() {
         .unwrap_err();
     assert!(matches!(err, RequestError::NamesSubject { .. }));
     assert!(!err.to_string().contains("u-declinedzq"));
+    let shouted = Instruction::Decline { reason: "we do not know U-DECLINEDZQ".into() };
+    assert!(matches!(
+        reg.instruct(&acme(), id, shouted, "admin.kim", hours(1)),
+        Err(RequestError::NamesSubject { .. })
+    ));
     assert_eq!(reg.request(&acme(), id).unwrap().state, RequestState::AwaitingInstruction, "nothing changed");
 
     reg.instruct(
