@@ -153,13 +153,15 @@ enum Command {
     Acknowledge {
         #[arg(long)]
         customer: String,
-        id: u64,
+        /// The notification's id (16 hex digits).
+        id: String,
     },
     /// Record the customer's instruction on a request.
     Instruct {
         #[arg(long)]
         customer: String,
-        id: u64,
+        /// The request's id (16 hex digits).
+        id: String,
         #[arg(long, conflicts_with = "decline", required_unless_present = "decline")]
         proceed: bool,
         #[arg(long, value_name = "REASON")]
@@ -182,7 +184,8 @@ enum Command {
         grant: u64,
         #[arg(long)]
         customer: String,
-        id: u64,
+        /// The request's id (16 hex digits).
+        id: String,
     },
     /// Re-wrap every customer's data keys under a new master key (a file on
     /// the service's machine); the old one is no longer needed after.

@@ -10,7 +10,7 @@
 //!     [--authority FILE] [--cert PEM --key PEM] [--cert-out CA.pem] [--store-key FILE]
 //!     [--store-secret FILE] [--sweep-every SECONDS] [--max-batch-records N] [--max-connections N]
 //!     [--region R] [--admin-socket PATH --operators FILE [--access-log FILE] [--access-key FILE]
-//!      [--max-grant-hours H]]
+//!      [--requests FILE] [--max-grant-hours H]]
 //! cargo run --release --features scale --example cloud -- … --ingest nats://127.0.0.1:4222
 //!     [--engine postgres://postgres@127.0.0.1:5432/privtel] [--stream NAME] [--subject-prefix P]
 //!     [--consumer C] [--region R] [--metrics-every SECONDS]
@@ -71,7 +71,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use privtel::access::{AccessControl, AccessOptions, SigningKey};
+use privtel::access::{AccessControl, AccessOptions, RequestOptions, RequestRegister, SigningKey};
 use privtel::authority::Authority;
 use privtel::model::{CustomerId, DeviceId, Timestamp};
 use privtel::service::console::Operators;
@@ -189,6 +189,10 @@ struct Args {
     /// PKCS#8, created 0600 if missing (default: STORE.access-key).
     #[arg(long, value_name = "FILE", requires = "admin_socket")]
     access_key: Option<PathBuf>,
+    /// The register of end users' requests (SQLite; default:
+    /// STORE.requests), with --admin-socket.
+    #[arg(long, value_name = "FILE", requires = "admin_socket")]
+    requests: Option<PathBuf>,
     /// The longest grant, in hours (default 8).
     #[arg(long, value_name = "H", requires = "admin_socket", value_parser = clap::value_parser!(u32).range(1..=720))]
     max_grant_hours: Option<u32>,
@@ -341,7 +345,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let console = match &args.admin_socket {
         Some(socket) => {
             let (access, operators) = console_parts(&args)?;
-            service = service.with_access(access);
+            let path = args.requests.clone().unwrap_or_else(|| beside(&args.store, ".requests"));
+            let register = RequestRegister::open(&path, RequestOptions::default())
+                .with_context(|| path.display().to_string())?;
+            service = service.with_access(access).with_requests(Arc::new(register));
             Some((socket.clone(), operators))
         }
         None => None,
@@ -424,15 +431,17 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `path` with `ext` appended (`engine.db` → `engine.db.access`).
+fn beside(path: &std::path::Path, ext: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(ext);
+    PathBuf::from(p)
+}
+
 /// The access control and the operators of `--admin-socket`.
 fn console_parts(args: &Args) -> anyhow::Result<(Arc<AccessControl>, Operators)> {
-    let beside = |ext: &str| {
-        let mut p = args.store.clone().into_os_string();
-        p.push(ext);
-        PathBuf::from(p)
-    };
-    let log = args.access_log.clone().unwrap_or_else(|| beside(".access"));
-    let key_path = args.access_key.clone().unwrap_or_else(|| beside(".access-key"));
+    let log = args.access_log.clone().unwrap_or_else(|| beside(&args.store, ".access"));
+    let key_path = args.access_key.clone().unwrap_or_else(|| beside(&args.store, ".access-key"));
     let key = SigningKey::load_or_create(&key_path).with_context(|| key_path.display().to_string())?;
     let mut options = AccessOptions::default();
     if let Some(h) = args.max_grant_hours {

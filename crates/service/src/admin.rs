@@ -5,7 +5,9 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use privtel_access::{AccessControl, Action, Denied, GrantId, Operator};
+use privtel_access::{
+    AccessControl, Action, Denied, GrantId, Operator, RequestId, RequestKind, RequestOutcome, RequestRegister,
+};
 use privtel_model::{CustomerId, UserId};
 use privtel_store::{DeletionReceipt, EngineStore, ErasureRequest};
 
@@ -46,6 +48,16 @@ pub enum AdminError {
     /// The answer could not be written.
     #[error("writing the answer: {0}")]
     Output(String),
+    /// A console request's field that does not hold what it must.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The service keeps no end-user requests ([`Service::with_requests`]).
+    #[error("no request register configured: expected Service::with_requests")]
+    NoRequests,
+    /// The request register refused it (not instructed, declined, done,
+    /// unknown, another customer's).
+    #[error(transparent)]
+    Request(#[from] privtel_access::RequestError),
 }
 
 impl Service {
@@ -138,5 +150,70 @@ impl Service {
     ) -> Result<u64, AdminError> {
         self.authorize(operator, grant, customer, Action::ExportPerson, "export one person")?;
         Ok(self.engine().export_person(customer, user, out)?)
+    }
+
+    /// Keeps end users' requests in `register`: recorded, notified to the
+    /// customer, executed only once the customer said to proceed
+    /// ([`Service::execute_request_as`]).
+    #[must_use]
+    pub fn with_requests(mut self, register: Arc<RequestRegister>) -> Self {
+        self.requests = Some(register);
+        self
+    }
+
+    /// The request register, if any (to record requests, read the
+    /// customer's notifications, record its instructions, list overdue
+    /// requests).
+    pub fn requests(&self) -> Option<&Arc<RequestRegister>> {
+        self.requests.as_ref()
+    }
+
+    /// Executes an end user's request that the customer instructed to
+    /// proceed, by `operator` under `grant`: an access request exports the
+    /// person to `out` ([`Service::export_person_as`]), an erasure erases
+    /// them ([`Service::erase_person_as`], due 24 hours after the
+    /// instruction); then the request is completed with its counts (and the
+    /// register forgets the person). Refused before anything is read if the
+    /// request is not ready (not instructed, declined, done, another
+    /// customer's) or the grant does not cover the action.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::NoRequests`], [`AdminError::Request`], or as the
+    /// export or erasure.
+    pub fn execute_request_as(
+        &self,
+        operator: &Operator,
+        grant: GrantId,
+        customer: &CustomerId,
+        id: RequestId,
+        out: &mut dyn Write,
+    ) -> Result<RequestOutcome, AdminError> {
+        let register = self.requests.as_ref().ok_or(AdminError::NoRequests)?;
+        self.check_region(customer)?;
+        let request = register.authorize_execution(customer, id)?;
+        let subject = request
+            .subject
+            .clone()
+            .ok_or(AdminError::Request(privtel_access::RequestError::AlreadyDone(id)))?;
+        let outcome = match request.kind {
+            RequestKind::Erasure => {
+                // The deadline runs from the customer's instruction.
+                let asked = request.instruction.as_ref().map_or(request.received, |i| i.at);
+                let erasure = ErasureRequest::new(id.to_string(), subject, asked);
+                let receipt = self.erase_person_as(operator, grant, customer, &erasure)?;
+                RequestOutcome {
+                    records: receipt.records_removed,
+                    suppressed: receipt.pseudonyms_suppressed + receipt.identifiers_suppressed,
+                }
+            }
+            _ => {
+                let lines = self.export_person_as(operator, grant, customer, &subject, out)?;
+                RequestOutcome { records: lines, suppressed: 0 }
+            }
+        };
+        register.complete(customer, id, (self.clock)(), outcome)?;
+        self.report(&format!("end-user request {id} of customer {customer} done by {operator}"));
+        Ok(outcome)
     }
 }

@@ -22,7 +22,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use privtel_access::{Action, GrantId, GrantRequest, Operator, Scope};
+use privtel_access::{
+    Action, GrantId, GrantRequest, Instruction, NotificationId, Operator, RequestId, RequestKind, Scope,
+    Waiting,
+};
 use privtel_model::{CustomerId, Timestamp, UserId};
 use privtel_store::ErasureRequest;
 use serde::Deserialize;
@@ -440,6 +443,12 @@ impl Fields {
             .map_err(|_| RequestError::Field { field: "customer", expected: "a customer id" })
     }
 
+    pub(crate) fn request_id(&self, field: &'static str) -> Result<RequestId, RequestError> {
+        self.str(field, "a request id of 16 hex digits")?
+            .parse()
+            .map_err(|_| RequestError::Field { field, expected: "a request id of 16 hex digits" })
+    }
+
     pub(crate) fn user(&self) -> Result<UserId, RequestError> {
         UserId::new(self.str("user", "a user id")?)
             .map_err(|_| RequestError::Field { field: "user", expected: "a user id" })
@@ -451,7 +460,9 @@ fn code_of(e: &AdminError) -> &'static str {
     match e {
         AdminError::Denied(_) => "denied",
         AdminError::WrongRegion { .. } => "wrong-region",
-        AdminError::NoAccessControl => "unavailable",
+        AdminError::NoAccessControl | AdminError::NoRequests => "unavailable",
+        AdminError::BadRequest(_) => "bad-request",
+        AdminError::Request(_) => "refused",
         _ => "failed",
     }
 }
@@ -674,8 +685,124 @@ impl Service {
         fields: &Fields,
         answer: &mut Answer<W>,
     ) -> Option<std::io::Result<()>> {
-        let _ = (who, op, fields, answer);
-        None
+        let now = (self.clock)();
+        let result: Result<Value, AdminError> = match op {
+            "request-record" | "notifications" | "acknowledge" | "instruct" | "requests" | "overdue" => {
+                self.request_op(op, fields, now)
+            }
+            "execute-request" => {
+                let parsed = (|| {
+                    Ok::<_, RequestError>((fields.grant()?, fields.customer()?, fields.request_id("id")?))
+                })();
+                let (grant, customer, id) = match parsed {
+                    Ok(p) => p,
+                    Err(e) => return Some(answer.fail("bad-request", &e.to_string())),
+                };
+                let kind = self.requests().map(|r| r.request(&customer, id).map(|q| q.kind));
+                if let Some(Ok(RequestKind::Access)) = kind {
+                    // A request that is not ready is refused before a stream opens.
+                    let ready = self.requests().map(|r| r.authorize_execution(&customer, id));
+                    if let Some(Err(e)) = ready {
+                        let e = AdminError::from(e);
+                        self.report(&format!("console: execute-request by {}: {e}", who.operator));
+                        return Some(answer.fail(code_of(&e), &e.to_string()));
+                    }
+                    let header = json!({"customer": customer.as_str(), "request": id.to_string()});
+                    let streamed = answer.stream(header, |out| {
+                        self.execute_request_as(&who.operator, grant, &customer, id, out).map(|o| o.records)
+                    });
+                    self.report(&format!("console: execute-request (access) by {}", who.operator));
+                    return Some(streamed.map(|_| ()));
+                }
+                self.execute_request_as(&who.operator, grant, &customer, id, &mut std::io::sink()).map(
+                    |o| json!({"request": id.to_string(), "records": o.records, "suppressed": o.suppressed}),
+                )
+            }
+            _ => return None,
+        };
+        self.report(&match &result {
+            Ok(_) => format!("console: {op} by {}: done", who.operator),
+            Err(e) => format!("console: {op} by {}: {e}", who.operator),
+        });
+        Some(match result {
+            Ok(v) => answer.ok(v),
+            Err(e) => answer.fail(code_of(&e), &e.to_string()),
+        })
+    }
+
+    /// The end-user request operations of the console.
+    fn request_op(&self, op: &str, f: &Fields, now: Timestamp) -> Result<Value, AdminError> {
+        let register = self.requests().ok_or(AdminError::NoRequests)?;
+        let bad = |e: RequestError| AdminError::BadRequest(e.to_string());
+        if op == "overdue" {
+            let overdue = register.overdue(now)?;
+            return Ok(json!({"overdue": overdue.iter().map(|o| json!({
+                "customer": o.customer.as_str(),
+                "request": o.id.to_string(),
+                "kind": o.kind.as_str(),
+                "waiting": match o.waiting { Waiting::Customer => "customer", _ => "execution" },
+                "due_unix": time_json(o.due),
+                "late_seconds": o.late.whole_seconds(),
+            })).collect::<Vec<_>>()}));
+        }
+        let customer = f.customer().map_err(bad)?;
+        self.check_region(&customer)?;
+        Ok(match op {
+            "request-record" => {
+                let kind = match f.str("kind", "access or erasure").map_err(bad)? {
+                    "access" => RequestKind::Access,
+                    "erasure" => RequestKind::Erasure,
+                    _ => return Err(AdminError::BadRequest("field kind: expected access or erasure".into())),
+                };
+                let user = f.user().map_err(bad)?;
+                let channel = f.str("channel", "how the request came in").map_err(bad)?;
+                let id = register.record(&customer, kind, &user, channel, now)?;
+                json!({"request": id.to_string()})
+            }
+            "notifications" => {
+                let list = register.notifications(&customer)?;
+                json!({"notifications": list.iter().map(|n| json!({
+                    "notification": n.id.to_string(),
+                    "request": n.request.to_string(),
+                    "kind": n.kind.as_str(),
+                    "event": format!("{:?}", n.event).to_lowercase(),
+                    "at_unix": time_json(n.at),
+                })).collect::<Vec<_>>()})
+            }
+            "acknowledge" => {
+                let id: NotificationId = f.str("id", "a notification id").map_err(bad)?.parse()?;
+                register.acknowledge(&customer, id, now)?;
+                json!({"acknowledged": id.to_string()})
+            }
+            "instruct" => {
+                let id = f.request_id("id").map_err(bad)?;
+                let instruction = match f.str("instruction", "proceed or decline").map_err(bad)? {
+                    "proceed" => Instruction::Proceed,
+                    "decline" => Instruction::Decline {
+                        reason: f.str("reason", "the customer's reason").map_err(bad)?.to_owned(),
+                    },
+                    _ => {
+                        return Err(AdminError::BadRequest(
+                            "field instruction: expected proceed or decline".into(),
+                        ));
+                    }
+                };
+                let by = f.str("by", "the customer's administrator").map_err(bad)?;
+                register.instruct(&customer, id, instruction, by, now)?;
+                let request = register.request(&customer, id)?;
+                json!({"request": id.to_string(), "state": format!("{:?}", request.state).to_lowercase(),
+                       "due_unix": request.due.map(time_json)})
+            }
+            _ => {
+                let ready = register.ready(&customer)?;
+                json!({"ready": ready.iter().map(|r| json!({
+                    "request": r.id.to_string(),
+                    "kind": r.kind.as_str(),
+                    "received_unix": time_json(r.received),
+                    "due_unix": r.due.map(time_json),
+                })).collect::<Vec<_>>()})
+            }
+        })
     }
 
     /// A grant for another operator, created by an approver.

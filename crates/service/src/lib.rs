@@ -271,6 +271,8 @@ pub struct Service {
     access: Option<Arc<privtel_access::AccessControl>>,
     /// The one region served ([`Service::with_region`]); `None`: every one.
     region: Option<String>,
+    /// End users' requests ([`Service::with_requests`]).
+    requests: Option<Arc<privtel_access::RequestRegister>>,
 }
 
 /// A device's session as a batch meets it.
@@ -338,6 +340,7 @@ impl Service {
             high_water_from: None,
             access: None,
             region: None,
+            requests: None,
         }
     }
 

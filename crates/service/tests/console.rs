@@ -5,11 +5,13 @@
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use privtel_access::{AccessControl, AccessOptions, SigningKey, verify_bytes};
+use privtel_access::{
+    AccessControl, AccessOptions, RequestOptions, RequestRegister, SigningKey, verify_bytes,
+};
 use privtel_service::console::{END_KEY, MAX_REQUEST_BYTES, Operators, bind_console, operator_token};
 use privtel_service::{Service, Settings};
 use privtel_store::{EngineOptions, SqliteEngine};
@@ -28,6 +30,11 @@ struct Console {
 }
 
 fn start(settings: &str, region: Option<&str>) -> Console {
+    start_at(settings, region, Arc::new(AtomicI64::new(0)))
+}
+
+/// A console whose service's clock is `now()` plus `offset` seconds.
+fn start_at(settings: &str, region: Option<&str>, offset: Arc<AtomicI64>) -> Console {
     let dir = tempfile::tempdir().unwrap();
     let engine =
         SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default().secret([5; 32])).unwrap();
@@ -36,9 +43,13 @@ fn start(settings: &str, region: Option<&str>) -> Console {
         Arc::new(AccessControl::open(&dir.path().join("access.log"), key, AccessOptions::default()).unwrap());
     let log = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = Arc::clone(&log);
-    let mut service = Service::new(engine, VerdictIndex::new(4, [1; 32]), now)
+    let register = RequestRegister::open(&dir.path().join("requests.db"), RequestOptions::default()).unwrap();
+    let clock =
+        move || now().checked_add(privtel_model::Duration::seconds(offset.load(Ordering::Relaxed))).unwrap();
+    let mut service = Service::new(engine, VerdictIndex::new(4, [1; 32]), clock)
         .with_settings(Settings::from_toml(settings).unwrap())
         .with_access(access)
+        .with_requests(Arc::new(register))
         .with_log(move |l| seen.lock().unwrap().push(l.to_owned()));
     if let Some(r) = region {
         service = service.with_region(r);
@@ -231,7 +242,7 @@ fn a_service_of_one_region_refuses_devices_and_actions_of_another() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert_eq!(c.service.stats.wrong_region.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(c.service.stats.wrong_region.load(Ordering::Relaxed), 1);
     // zeta, pinned to the US, is served.
     let mut conn = connect(&c.service, peer("zeta", "dev-1"));
     conn.client_handshake(&hello("zeta", "dev-1", 1)).unwrap();
@@ -293,4 +304,118 @@ fn hostile_request_lines_are_refused_within_bounds() {
     assert!(answer.contains("deadline"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(18), "{:?}", started.elapsed());
     assert_eq!(one(&c.socket, &c.jdoe, json!({"op": "whoami"}))["ok"], json!(true));
+}
+
+#[test]
+fn an_end_users_erasure_waits_for_the_customer_then_is_done_and_overdue_ones_are_reported() {
+    let clock = Arc::new(AtomicI64::new(0));
+    let c = start_at(SETTINGS, None, Arc::clone(&clock));
+    let mut conn = connect(&c.service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let records = events_of(&c.service, "u-alice", 0, 4);
+    assert_eq!(send(&mut conn, batch(&c.service, "acme", 1, records)).accepted_up_to, 4);
+    let held = || {
+        c.service
+            .export_person(&"acme".parse().unwrap(), &"u-alice".parse().unwrap(), &mut Vec::new())
+            .unwrap()
+    };
+
+    // Two requests reach the vendor: the customer is notified of both.
+    let record = |kind: &str| {
+        let a = one(
+            &c.socket,
+            &c.jdoe,
+            json!({"op": "request-record", "customer": "acme", "kind": kind,
+                                               "user": "u-alice", "channel": "privacy mailbox #881"}),
+        );
+        a["request"].as_str().unwrap().to_owned()
+    };
+    let (erasure, access) = (record("erasure"), record("access"));
+    let notes = one(&c.socket, &c.jdoe, json!({"op": "notifications", "customer": "acme"}));
+    let notes = notes["notifications"].as_array().unwrap();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(notes.iter().all(|n| n["event"] == json!("received")));
+    assert!(!notes.iter().any(|n| n.to_string().contains("u-alice")), "notifications name no person");
+
+    // Nothing is erased before the customer instructs it, even under a grant.
+    let g = grant(&c, &["erase-person", "export-person"], 0, 480);
+    let early = one(
+        &c.socket,
+        &c.jdoe,
+        json!({"op": "execute-request", "grant": g, "customer": "acme", "id": erasure}),
+    );
+    assert_eq!(early["code"], json!("refused"), "{early}");
+    assert!(early["error"].as_str().unwrap().contains("awaits the customer's instruction"), "{early}");
+    assert_eq!(held(), 4);
+
+    // Three days later, neither was instructed: both reported as waiting for the customer.
+    clock.store(3 * 86_400 + 60, Ordering::Relaxed);
+    let overdue = one(&c.socket, &c.jdoe, json!({"op": "overdue"}));
+    let overdue = overdue["overdue"].as_array().unwrap();
+    assert_eq!(overdue.len(), 2, "{overdue:?}");
+    assert!(overdue.iter().all(|o| o["waiting"] == json!("customer")), "{overdue:?}");
+
+    // The customer says proceed with the erasure: due 24 h later.
+    let a = one(
+        &c.socket,
+        &c.jdoe,
+        json!({"op": "instruct", "customer": "acme", "id": erasure,
+                                           "instruction": "proceed", "by": "it-admin@acme"}),
+    );
+    assert_eq!(a["ok"], json!(true), "{a}");
+    let due = a["due_unix"].as_i64().unwrap();
+    assert_eq!(due, now().unix_seconds() + 3 * 86_400 + 60 + 86_400);
+    // 25 hours after the instruction, still not done: overdue by an hour.
+    clock.store(3 * 86_400 + 60 + 25 * 3600, Ordering::Relaxed);
+    let overdue = one(&c.socket, &c.jdoe, json!({"op": "overdue"}));
+    let late = overdue["overdue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["request"] == json!(erasure))
+        .cloned()
+        .unwrap();
+    assert_eq!((late["waiting"].as_str(), late["late_seconds"].as_i64()), (Some("execution"), Some(3600)));
+    // The first grant expired meanwhile (grants are limited in time); a
+    // new one (it starts at the service's clock), then the operator
+    // executes it: done, the person's records gone, the request closed.
+    let expired = one(
+        &c.socket,
+        &c.jdoe,
+        json!({"op": "execute-request", "grant": g, "customer": "acme", "id": erasure}),
+    );
+    assert!(expired["error"].as_str().unwrap().contains("expired"), "{expired}");
+    let g = grant(&c, &["erase-person", "export-person"], -(3 * 1440 + 1 + 25 * 60), 60);
+    let a = one(
+        &c.socket,
+        &c.jdoe,
+        json!({"op": "execute-request", "grant": g, "customer": "acme", "id": erasure}),
+    );
+    assert_eq!(a["records"].as_u64(), Some(4), "{a}");
+    assert_eq!(held(), 0);
+    let again = one(
+        &c.socket,
+        &c.jdoe,
+        json!({"op": "execute-request", "grant": g, "customer": "acme", "id": erasure}),
+    );
+    assert_eq!(again["code"], json!("refused"), "done once: {again}");
+    let notes = one(&c.socket, &c.jdoe, json!({"op": "notifications", "customer": "acme"}));
+    assert!(notes["notifications"].as_array().unwrap().iter().any(|n| n["event"] == json!("completed")));
+    // The declined access request is closed without any export.
+    let a = one(
+        &c.socket,
+        &c.jdoe,
+        json!({"op": "instruct", "customer": "acme", "id": access,
+                                           "instruction": "decline", "reason": "duplicate of an earlier request",
+                                           "by": "it-admin@acme"}),
+    );
+    assert_eq!(a["ok"], json!(true), "{a}");
+    let a = one(
+        &c.socket,
+        &c.jdoe,
+        json!({"op": "execute-request", "grant": g, "customer": "acme", "id": access}),
+    );
+    assert!(a["error"].as_str().unwrap().contains("declined"), "{a}");
+    let overdue = one(&c.socket, &c.jdoe, json!({"op": "overdue"}));
+    assert_eq!(overdue["overdue"], json!([]), "nothing open is late");
 }
