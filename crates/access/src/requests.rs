@@ -1117,6 +1117,32 @@ impl RequestRegister {
         checkpoint(&conn)
     }
 
+    /// Removes everything the register holds of `customer` (contract end):
+    /// its requests, open or closed, their subjects and references, and its
+    /// notifications, in one transaction, then checkpoints the log so no
+    /// byte of them stays in the register's files. Returns the number of
+    /// requests removed.
+    ///
+    /// # Errors
+    ///
+    /// A SQLite error; nothing is removed then.
+    pub fn remove_customer(&self, customer: &CustomerId) -> Result<u64, RequestError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).op("removing a customer")?;
+        let c = customer.as_str();
+        tx.execute(
+            "DELETE FROM open_subjects WHERE request IN (SELECT id FROM requests WHERE customer = ?1)",
+            [c],
+        )
+        .op("removing a customer")?;
+        tx.execute("DELETE FROM notifications WHERE customer = ?1", [c]).op("removing a customer")?;
+        let removed =
+            tx.execute("DELETE FROM requests WHERE customer = ?1", [c]).op("removing a customer")?;
+        tx.commit().op("removing a customer")?;
+        checkpoint(&conn)?;
+        Ok(removed as u64)
+    }
+
     /// Every open request, of every customer, that is past its deadline
     /// ([`Waiting::Execution`]), or that has waited for the customer's
     /// instruction longer than [`RequestOptions::response_window`]

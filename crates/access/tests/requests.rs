@@ -651,3 +651,29 @@ fn a_golden_register_of_version_1_opens() {
         [(acme_requests[0].id, Waiting::Customer)]
     );
 }
+
+#[test]
+fn removing_a_customer_leaves_no_byte_of_its_requests_and_keeps_the_others() {
+    let r = Reg::new();
+    let reg = &r.register;
+    let other = globex();
+    let open =
+        reg.record(&acme(), RequestKind::Erasure, &user("u-CANARYOPEN51"), "ref-CANARYREF52", t0()).unwrap();
+    let done = reg.record(&acme(), RequestKind::Access, &user("u-CANARYDONE53"), "email", t0()).unwrap();
+    reg.instruct(&acme(), done, Instruction::Proceed, "admin.CANARYBY54", hours(1)).unwrap();
+    reg.complete(&acme(), done, hours(2), RequestOutcome { records: 1, suppressed: 0 }).unwrap();
+    let kept = reg.record(&other, RequestKind::Access, &user("u-globex1"), "email", t0()).unwrap();
+    assert!(!holds(&raw_files(r.dir.path()), "u-CANARYOPEN51").is_empty(), "the scan finds the canary");
+
+    assert_eq!(reg.remove_customer(&acme()).unwrap(), 2);
+    for id in [open, done] {
+        assert!(matches!(reg.request(&acme(), id), Err(RequestError::UnknownRequest(_))));
+    }
+    assert!(reg.notifications(&acme()).unwrap().is_empty());
+    assert_eq!(reg.request(&other, kept).unwrap().subject, Some(user("u-globex1")));
+    let files = raw_files(r.dir.path());
+    for canary in ["u-CANARYOPEN51", "ref-CANARYREF52", "u-CANARYDONE53", "admin.CANARYBY54"] {
+        assert_eq!(holds(&files, canary), Vec::<String>::new(), "{canary} remains");
+    }
+    assert_eq!(reg.remove_customer(&acme()).unwrap(), 0, "idempotent");
+}
