@@ -84,6 +84,8 @@ mod aggregate;
 mod codec;
 mod engine;
 mod error;
+mod keys;
+mod lifecycle;
 mod mention;
 mod schema;
 mod spool;
@@ -95,6 +97,16 @@ pub use engine::{
     ErasureRequest, IngestOutcome, Sequence, SqliteEngine, StoredVerdict, SweepReport,
 };
 pub use error::{Error, Result};
+pub use lifecycle::{COPY_FORMAT, COPY_FORMAT_VERSION, CopyStats, CustomerDeletion, ResealProgress};
+pub use keys::{
+    FIRST_DATA_KEY_ID, KeyInfo, KeyState, KeyStore, KeyStoreOptions, MAX_BACKUP_RETENTION, MAX_KEY_STORE_BYTES,
+    MasterKey,
+};
+/// Decoders of outside bytes, for the fuzz targets.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::keys::fuzz_parse as key_store_parse;
+}
 
 /// The pieces of the engine's row format, for a second engine (such as
 /// `privtel-engine-pg`) that must store the same payloads and compute the
@@ -124,6 +136,7 @@ pub mod parts {
         unseal_bytes,
     };
     pub use crate::engine::check_range;
+    pub use crate::lifecycle::{LineWriter, RecordLine, elapsed_since, manifest, program_name, time_text};
     pub use crate::mention::{DIGEST_LEN, Digest, MentionKind, Secret, mentions};
 }
 pub use spool::{SourcePosition, Spool, SpoolCounters, SpoolOptions, Spooled};
