@@ -1917,8 +1917,9 @@ impl EngineStore for SqliteEngine {
 }
 
 /// The tombstone of a customer deleted at contract end: a keyed digest of
-/// its id (tag 0xC0, apart from every [`MentionKind`] code).
-pub(crate) fn tombstone(secret: &Secret, customer: &str) -> Digest {
+/// its id under the store's secret (tag 0xC0, apart from every
+/// [`MentionKind`] code), kept instead of the id.
+pub fn tombstone(secret: &Secret, customer: &str) -> Digest {
     let mut h = blake3::Hasher::new_keyed(&secret.0);
     h.update(&[0xC0, customer.len() as u8]);
     h.update(customer.as_bytes());

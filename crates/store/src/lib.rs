@@ -135,7 +135,7 @@ pub mod parts {
         Format, encode, nanos, program_code, random_nonce, record_time, seal, seal_encoded, unseal,
         unseal_bytes,
     };
-    pub use crate::engine::check_range;
+    pub use crate::engine::{check_range, tombstone};
     pub use crate::lifecycle::{LineWriter, RecordLine, elapsed_since, manifest, program_name, time_text};
     pub use crate::mention::{DIGEST_LEN, Digest, MentionKind, Secret, mentions};
 }
