@@ -763,7 +763,7 @@ impl KeyStore {
         let mut n = 0;
         for (at, p) in self.list_backups()? {
             if at < bound {
-                fs::remove_file(&p).map_err(Error::KeyStoreIo)?;
+                overwrite_and_remove(&p)?;
                 n += 1;
             }
         }
