@@ -11,12 +11,12 @@ use privtel_model::{
 };
 use privtel_retention::{RecordClass, RetentionPolicy};
 use privtel_store::parts::{
-    Digest, Format, LineWriter, MentionKind, RecordLine, Secret, check_range, elapsed_since, encode, manifest,
-    mentions, nanos, program_name, record_time, seal_encoded, time_text, tombstone, unseal,
+    Digest, Format, LineWriter, MentionKind, RecordLine, Secret, check_range, elapsed_since, encode,
+    manifest, mentions, nanos, program_name, record_time, seal_encoded, time_text, tombstone, unseal,
 };
 use privtel_store::{
-    AdmittedBatch, AtRestKey, CopyStats, CustomerDeletion, DeletionReceipt, EngineStore, ErasureRequest, Error,
-    IngestOutcome, Result, Sequence, StoredVerdict, SweepReport,
+    AdmittedBatch, AtRestKey, CopyStats, CustomerDeletion, DeletionReceipt, EngineStore, ErasureRequest,
+    Error, IngestOutcome, Result, Sequence, StoredVerdict, SweepReport,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -447,7 +447,8 @@ impl PgEngine {
         now: Timestamp,
         replays: bool,
     ) -> std::result::Result<Vec<(usize, Result<IngestOutcome>)>, Failure> {
-        let Self { client, statements: st, cache, customers, wrap, window, default_routed, secret, .. } = self;
+        let Self { client, statements: st, cache, customers, wrap, window, default_routed, secret, .. } =
+            self;
         let client = client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         let wrap = wrap.as_ref();
         let now_ns = nanos(now);
@@ -950,7 +951,8 @@ impl PgEngine {
         let d = tombstone(&self.secret, customer.as_str());
         let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut tx = client.transaction().op("re-onboarding a customer")?;
-        tx.execute("DELETE FROM deleted_customers WHERE digest = $1", &[&&d[..]]).op("re-onboarding a customer")?;
+        tx.execute("DELETE FROM deleted_customers WHERE digest = $1", &[&&d[..]])
+            .op("re-onboarding a customer")?;
         tx.execute("UPDATE key_generation SET n = n + 1", &[]).op("raising the key generation")?;
         tx.commit().op("committing a re-onboarding")?;
         self.cache = Cache { generation: -1, ..Cache::default() };
@@ -1028,8 +1030,9 @@ impl PgEngine {
         tx.commit().op("committing a contract end")?;
         self.cache = Cache { generation: -1, ..Cache::default() };
         self.customers.remove(customer.as_str());
-        receipt.stores =
-            vec!["engine (PostgreSQL: subject keys, records, mentions and every table of the customer)".into()];
+        receipt.stores = vec![
+            "engine (PostgreSQL: subject keys, records, mentions and every table of the customer)".into(),
+        ];
         receipt.completed_at = elapsed_since(now, clock);
         Ok(receipt)
     }
@@ -1058,7 +1061,10 @@ impl PgEngine {
         if let Some(c) = c {
             // The customer's keys (one per subject, not per row).
             let mut have: HashMap<Digest, [u8; 32]> = HashMap::new();
-            for row in tx.query("SELECT digest, key FROM subject_keys WHERE customer = $1", &[&c]).op("reading keys")? {
+            for row in tx
+                .query("SELECT digest, key FROM subject_keys WHERE customer = $1", &[&c])
+                .op("reading keys")?
+            {
                 let Ok(d) = Digest::try_from(row.get::<_, Vec<u8>>(0)) else { continue };
                 let k = keys::load_key(self.wrap.as_ref(), c, &d, row.get(1))
                     .map_err(|e| Error::Decode { id: 0, reason: e.to_string() })?;
@@ -1119,8 +1125,16 @@ impl PgEngine {
             // Users are not stored in clear here (only their keyed digests).
             counts.insert("users", 0);
             for (table, name, sql) in [
-                ("binary_verdicts", "binary_verdict", "SELECT verdict, evaluated_at FROM binary_verdicts WHERE customer = $1 ORDER BY sha256"),
-                ("domain_verdicts", "domain_verdict", "SELECT verdict, evaluated_at FROM domain_verdicts WHERE customer = $1 ORDER BY domain"),
+                (
+                    "binary_verdicts",
+                    "binary_verdict",
+                    "SELECT verdict, evaluated_at FROM binary_verdicts WHERE customer = $1 ORDER BY sha256",
+                ),
+                (
+                    "domain_verdicts",
+                    "domain_verdict",
+                    "SELECT verdict, evaluated_at FROM domain_verdicts WHERE customer = $1 ORDER BY domain",
+                ),
             ] {
                 let mut n = 0;
                 for row in tx.query(sql, &[&c]).op("reading verdicts")? {

@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use privtel_store::model::{Event, EventBody, EventId, FeatureUsage};
 use privtel_store::{
-    AdmittedBatch, CustomerId, DeviceId, EngineOptions, EngineStore, KeyStore, KeyStoreOptions, MasterKey, Program,
-    Record, RecordBody, Sequence, SqliteEngine, Timestamp, UserId,
+    AdmittedBatch, CustomerId, DeviceId, EngineOptions, EngineStore, KeyStore, KeyStoreOptions, MasterKey,
+    Program, Record, RecordBody, Sequence, SqliteEngine, Timestamp, UserId,
 };
 
 fn event(i: u64, at: Timestamp) -> Record {
@@ -65,9 +65,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let now = Timestamp::from_unix_seconds(1_795_752_000)?;
     println!("load before: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
-    let keys = Arc::new(KeyStore::open(dir.path().join("keys.json"), MasterKey::generate(), KeyStoreOptions::default())?);
+    let keys = Arc::new(KeyStore::open(
+        dir.path().join("keys.json"),
+        MasterKey::generate(),
+        KeyStoreOptions::default(),
+    )?);
     let mut engine =
-        SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default().key_store(keys.clone()))?;
+        SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default().key_store(keys))?;
     let (acme, globex) = (CustomerId::new("acme")?, CustomerId::new("globex")?);
 
     // Fill: both customers, batches of 1,000 sealed under their keys, ten
@@ -80,7 +84,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for b in (g * 5)..((g + 1) * 5).min(batches) {
             for (c, customer) in [&acme, &globex].into_iter().enumerate() {
                 let first = b * 1_000;
-                let records = (first..first + 1_000).map(|i| Some(event(i + c as u64 * 10_000_000, now))).collect();
+                let records =
+                    (first..first + 1_000).map(|i| Some(event(i + c as u64 * 10_000_000, now))).collect();
                 group.push(encoder.encode(
                     AdmittedBatch {
                         customer: customer.clone(),

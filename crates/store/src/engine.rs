@@ -22,9 +22,9 @@ use serde::de::DeserializeOwned;
 
 use crate::aggregate::{self, Fold};
 use crate::codec::{AtRestKey, Format, nanos, program_code, record_time, seal, unseal};
+use crate::error::{Context as _, Error, Result};
 use crate::keys::KeyStore;
 use crate::lifecycle::{CopyStats, CustomerDeletion};
-use crate::error::{Context as _, Error, Result};
 use crate::mention::{Digest, MentionKind, Secret, mentions};
 use crate::schema::{self, Step};
 

@@ -204,7 +204,9 @@ fn check_private(meta: &fs::Metadata) -> Result<()> {
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(Error::MasterKey {
-            reason: format!("the key file has mode {mode:04o}, expected 0600 (no access for group or others)"),
+            reason: format!(
+                "the key file has mode {mode:04o}, expected 0600 (no access for group or others)"
+            ),
         });
     }
     Ok(())
@@ -357,7 +359,10 @@ fn wrap(master: &MasterKey, id: u32, customer: &str, key: &[u8; 32]) -> Result<S
 
 fn unwrap_key(master: &MasterKey, id: u32, customer: &str, wrapped: &str) -> Result<[u8; 32]> {
     let bad = || Error::KeyStore {
-        reason: format!("data key k{id} does not open under master key {}: wrong key or corrupted file", master.id),
+        reason: format!(
+            "data key k{id} does not open under master key {}: wrong key or corrupted file",
+            master.id
+        ),
     };
     let bytes = decode_hex(wrapped).filter(|b| b.len() == NONCE_LEN + 32 + 16).ok_or_else(bad)?;
     let (nonce, sealed) = bytes.split_at(NONCE_LEN);
@@ -388,7 +393,9 @@ fn parse(bytes: &[u8]) -> Result<File> {
             .to_lowercase(),
     })?;
     if file.format != FORMAT {
-        return Err(Error::KeyStore { reason: format!("not a key-store file, expected format \"{FORMAT}\"") });
+        return Err(Error::KeyStore {
+            reason: format!("not a key-store file, expected format \"{FORMAT}\""),
+        });
     }
     if file.format_version != FORMAT_VERSION {
         return Err(Error::KeyStore {
@@ -403,12 +410,16 @@ fn parse(bytes: &[u8]) -> Result<File> {
     for e in &file.keys {
         if e.id < FIRST_DATA_KEY_ID || e.id >= file.next_key_id || !ids.insert(e.id) {
             return Err(Error::KeyStore {
-                reason: format!("key id {} is out of range or repeated, expected unique ids below the next id", e.id),
+                reason: format!(
+                    "key id {} is out of range or repeated, expected unique ids below the next id",
+                    e.id
+                ),
             });
         }
         if (e.state == KeyState::Destroyed) != e.wrapped.is_none() {
             return Err(Error::KeyStore {
-                reason: format!("key k{} in state {:?} with the wrong wrapped bytes", e.id, e.state).to_lowercase(),
+                reason: format!("key k{} in state {:?} with the wrong wrapped bytes", e.id, e.state)
+                    .to_lowercase(),
             });
         }
         if e.state == KeyState::Current && !current.insert(e.customer.as_str()) {
@@ -672,9 +683,10 @@ impl KeyStore {
     pub fn destroy_retired(&self, id: KeyId) -> Result<()> {
         let mut s = self.write()?;
         let mut file = s.file.clone();
-        let entry = file.keys.iter_mut().find(|e| e.id == id.get() && e.state == KeyState::Retired).ok_or_else(|| {
-            Error::KeyStore { reason: format!("key {id} is not a retired key, expected one") }
-        })?;
+        let entry =
+            file.keys.iter_mut().find(|e| e.id == id.get() && e.state == KeyState::Retired).ok_or_else(
+                || Error::KeyStore { reason: format!("key {id} is not a retired key, expected one") },
+            )?;
         entry.state = KeyState::Destroyed;
         entry.wrapped = None;
         self.persist_destroying(&file, |b| {
@@ -991,7 +1003,8 @@ mod tests {
     #[test]
     fn parse_refuses_what_is_not_a_key_store() {
         assert!(parse(b"{}").unwrap_err().to_string().contains("json error"));
-        let bad = br#"{"format":"x","format_version":1,"master_key_id":1,"next_key_id":1,"salt":"","keys":[]}"#;
+        let bad =
+            br#"{"format":"x","format_version":1,"master_key_id":1,"next_key_id":1,"salt":"","keys":[]}"#;
         assert!(parse(bad).unwrap_err().to_string().contains("not a key-store file"));
     }
 }

@@ -97,11 +97,11 @@ pub use engine::{
     ErasureRequest, IngestOutcome, Sequence, SqliteEngine, StoredVerdict, SweepReport,
 };
 pub use error::{Error, Result};
-pub use lifecycle::{COPY_FORMAT, COPY_FORMAT_VERSION, CopyStats, CustomerDeletion, ResealProgress};
 pub use keys::{
-    FIRST_DATA_KEY_ID, KeyInfo, KeyState, KeyStore, KeyStoreOptions, MAX_BACKUP_RETENTION, MAX_KEY_STORE_BYTES,
-    MasterKey,
+    FIRST_DATA_KEY_ID, KeyInfo, KeyState, KeyStore, KeyStoreOptions, MAX_BACKUP_RETENTION,
+    MAX_KEY_STORE_BYTES, MasterKey,
 };
+pub use lifecycle::{COPY_FORMAT, COPY_FORMAT_VERSION, CopyStats, CustomerDeletion, ResealProgress};
 /// Decoders of outside bytes, for the fuzz targets.
 #[doc(hidden)]
 pub mod fuzzing {

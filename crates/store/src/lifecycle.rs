@@ -192,7 +192,11 @@ const CUSTOMER_TABLES: &[(&str, &str)] = &[
 impl SqliteEngine {
     /// Contract end on this engine (see
     /// [`EngineStore::delete_customer`](crate::EngineStore::delete_customer)).
-    pub(crate) fn delete_customer_impl(&mut self, customer: &CustomerId, now: Timestamp) -> Result<CustomerDeletion> {
+    pub(crate) fn delete_customer_impl(
+        &mut self,
+        customer: &CustomerId,
+        now: Timestamp,
+    ) -> Result<CustomerDeletion> {
         let clock = Instant::now();
         let mut receipt = CustomerDeletion::new(customer.clone(), now);
         // 1. The keys: from here on nothing of the customer opens.
@@ -204,8 +208,10 @@ impl SqliteEngine {
         // 2. Every row, and the tombstone, in one transaction.
         let c = self.customer_id(customer)?;
         let digest = tombstone(&self.secret, customer.as_str());
-        let tx =
-            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op("starting a contract end")?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .op("starting a contract end")?;
         for (table, sql) in CUSTOMER_TABLES {
             let n = match c {
                 Some(c) => tx.execute(sql, [c]).op("removing a customer's rows")? as u64,
@@ -291,7 +297,8 @@ impl SqliteEngine {
         let key_for = |row: i64, k: u32| -> Result<Option<AtRestKey>> {
             Ok(keys.key(k, row)?.or_else(|| legacy.clone()))
         };
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op("starting a reseal")?;
+        let tx =
+            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op("starting a reseal")?;
         let rows: Vec<(i64, Option<u32>, Vec<u8>)> = {
             let mut stmt = tx
                 .prepare_cached(
@@ -308,8 +315,9 @@ impl SqliteEngine {
         };
         let mut opened: HashMap<u32, Option<AtRestKey>> = HashMap::new();
         {
-            let mut update =
-                tx.prepare_cached("UPDATE records SET key_id = ?1, payload = ?2 WHERE id = ?3").op("re-sealing")?;
+            let mut update = tx
+                .prepare_cached("UPDATE records SET key_id = ?1, payload = ?2 WHERE id = ?3")
+                .op("re-sealing")?;
             for (id, key_id, payload) in &rows {
                 let key = match key_id {
                     None => None,
@@ -392,7 +400,8 @@ impl SqliteEngine {
                 .op("reading a customer's records")?;
             let mut rows = stmt.query([c]).op("reading a customer's records")?;
             while let Some(r) = rows.next().op("reading a customer's records")? {
-                let get = |e: rusqlite::Error| Error::Database { op: "reading a record", message: e.to_string() };
+                let get =
+                    |e: rusqlite::Error| Error::Database { op: "reading a record", message: e.to_string() };
                 let id: i64 = r.get(0).map_err(get)?;
                 let key_id: Option<u32> = r.get(5).map_err(get)?;
                 let key = match key_id {
@@ -442,7 +451,9 @@ impl SqliteEngine {
         type Shape = fn(&rusqlite::Row<'_>) -> rusqlite::Result<serde_json::Value>;
         let tables: [(&'static str, &str, Shape); 6] = [
             ("devices", "SELECT device, last_seen FROM devices WHERE customer = ?1 ORDER BY id", |r| {
-                Ok(serde_json::json!({"device": {"device": r.get::<_, String>(0)?, "last_seen": time_text(r.get(1)?)}}))
+                Ok(
+                    serde_json::json!({"device": {"device": r.get::<_, String>(0)?, "last_seen": time_text(r.get(1)?)}}),
+                )
             }),
             ("users", "SELECT user FROM users WHERE customer = ?1 ORDER BY id", |r| {
                 Ok(serde_json::json!({"user": r.get::<_, String>(0)?}))

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use privtel_model::{BinaryVerdict, CustomerId, DeviceId, Digest, Timestamp, UserId};
+use privtel_model::{EventId, Record, RecordBody};
 use privtel_store::{
     AdmittedBatch, AtRestKey, EngineOptions, EngineStore, ErasureRequest, Error, KeyId, KeyState, KeyStore,
     KeyStoreOptions, MasterKey, Sequence, SqliteEngine,
 };
-use privtel_model::{EventId, Record, RecordBody};
 use privtel_testkit::fixtures;
 
 /// The fixtures with every user id replaced by `user`, texts tagged with
@@ -47,7 +47,14 @@ fn engine_with(dir: &Path, keys: Arc<KeyStore>) -> SqliteEngine {
     SqliteEngine::open(dir.join("engine.db"), EngineOptions::default().key_store(keys)).unwrap()
 }
 
-fn batch(customer: &CustomerId, device: &str, first_seq: u64, user: &str, tag: &str, base: u128) -> AdmittedBatch {
+fn batch(
+    customer: &CustomerId,
+    device: &str,
+    first_seq: u64,
+    user: &str,
+    tag: &str,
+    base: u128,
+) -> AdmittedBatch {
     AdmittedBatch {
         customer: customer.clone(),
         device: DeviceId::new(device).unwrap(),
@@ -163,7 +170,8 @@ fn rows_are_sealed_under_their_customers_key_and_master_rotation_touches_no_row(
     drop(engine);
     drop(keys);
     assert_eq!(payloads(dir.path()), rows_before, "no row changed");
-    let e = KeyStore::open(dir.path().join("keys.json"), old.clone(), KeyStoreOptions::default()).unwrap_err();
+    let e =
+        KeyStore::open(dir.path().join("keys.json"), old.clone(), KeyStoreOptions::default()).unwrap_err();
     match &e {
         Error::MasterKeyMismatch { expected, given } => assert_eq!((*expected, *given), (new.id(), old.id())),
         other => panic!("expected a master key mismatch, got {other}"),
@@ -188,13 +196,17 @@ fn old_single_key_and_unsealed_rows_still_read_and_reseal_moves_them_in_batches(
     let legacy = AtRestKey::new(7, [7; 32]);
     {
         let mut sealed =
-            SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default().key(legacy.clone())).unwrap();
+            SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default().key(legacy.clone()))
+                .unwrap();
         ingest(&mut sealed, batch(&acme, "d2", 1, "u-a", "legacy", 1000)).unwrap();
     }
     let keys = keys_at(dir.path(), MasterKey::new([1; 32]));
     let open = |keys: &Arc<KeyStore>| {
-        SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default().key(legacy.clone()).key_store(keys.clone()))
-            .unwrap()
+        SqliteEngine::open(
+            dir.path().join("engine.db"),
+            EngineOptions::default().key(legacy.clone()).key_store(keys.clone()),
+        )
+        .unwrap()
     };
     let mut engine = open(&keys);
     ingest(&mut engine, batch(&acme, "d3", 1, "u-a", "new", 2000)).unwrap();
@@ -231,7 +243,8 @@ fn old_single_key_and_unsealed_rows_still_read_and_reseal_moves_them_in_batches(
     assert!(engine.destroy_retired_keys(&acme).unwrap().is_empty(), "rows are still under the retired key");
     while engine.reseal(&acme, 4).unwrap().remaining > 0 {}
     assert_eq!(engine.destroy_retired_keys(&acme).unwrap(), [first]);
-    let states: Vec<(KeyId, KeyState)> = keys.keys_of(&acme).unwrap().into_iter().map(|k| (k.id, k.state)).collect();
+    let states: Vec<(KeyId, KeyState)> =
+        keys.keys_of(&acme).unwrap().into_iter().map(|k| (k.id, k.state)).collect();
     assert_eq!(states, [(first, KeyState::Destroyed), (second, KeyState::Current)]);
     assert_eq!(copy(&engine), all, "the same records, now under the second key");
     // A reopened store (no legacy key needed any more) reads them too.
@@ -308,7 +321,10 @@ fn right_after_key_destruction_nothing_of_the_customer_reads() {
     // A batch encoded now is refused: no key is made for a deleted customer.
     let e = ingest(&mut engine, batch(&a, "d1", 2, "u-a", "late", 10_000)).unwrap_err();
     assert!(matches!(e, Error::CustomerDeleted), "{e}");
-    assert!(engine.export_person(&b, &UserId::new("u-b").unwrap(), &mut Vec::new()).unwrap() > 0, "globex reads");
+    assert!(
+        engine.export_person(&b, &UserId::new("u-b").unwrap(), &mut Vec::new()).unwrap() > 0,
+        "globex reads"
+    );
     // The contract end then finishes the job.
     let receipt = engine.delete_customer(&a, now()).unwrap();
     assert!(receipt.keys_destroyed.is_empty(), "already destroyed");
@@ -371,7 +387,10 @@ fn contract_end_mid_ingest_leaves_no_canary_in_any_file_and_refuses_later_batche
         let _held = engine.lock().unwrap();
         files_containing(dir.path(), "canaryA-")
     };
-    assert!(!before.is_empty(), "the canaries are in the raw files before the deletion (the scan can see them)");
+    assert!(
+        !before.is_empty(),
+        "the canaries are in the raw files before the deletion (the scan can see them)"
+    );
     let receipt = engine.lock().unwrap().delete_customer(&a, now()).unwrap();
     stop.store(true, Ordering::SeqCst);
     let log = ingester.join().unwrap();
@@ -381,7 +400,9 @@ fn contract_end_mid_ingest_leaves_no_canary_in_any_file_and_refuses_later_batche
     let destroyed_at = receipt.keys_destroyed_at.expect("keys destroyed");
     assert!(receipt.started_at <= destroyed_at && destroyed_at <= receipt.completed_at);
     assert_eq!(receipt.keys_destroyed.len(), 1);
-    assert!(receipt.removed["records"] > 40 && receipt.removed["users"] > 0 && receipt.removed["devices"] == 1);
+    assert!(
+        receipt.removed["records"] > 40 && receipt.removed["users"] > 0 && receipt.removed["devices"] == 1
+    );
     assert_eq!(receipt.removed["customers"], 1);
     for store in ["engine", "key store", "key store backups"] {
         assert!(receipt.stores.iter().any(|s| s == store), "{:?}", receipt.stores);
@@ -406,7 +427,9 @@ fn contract_end_mid_ingest_leaves_no_canary_in_any_file_and_refuses_later_batche
     assert!(!engine.customers().unwrap().contains(&a));
     // Raw files: the database, its log, the key store and its backups.
     let files = written_files(dir.path());
-    assert!(files.iter().any(|p| p.ends_with("engine.db-wal")) && files.iter().any(|p| p.ends_with("keys.json")));
+    assert!(
+        files.iter().any(|p| p.ends_with("engine.db-wal")) && files.iter().any(|p| p.ends_with("keys.json"))
+    );
     assert!(keys.backups().unwrap().len() >= 2);
     for canary in ["canaryA-", "canaryA-corp", "canaryA-laptop", "canaryA-user-1", "canaryA-tag-3"] {
         assert_eq!(files_containing(dir.path(), canary), Vec::<String>::new(), "{canary} survives somewhere");
@@ -428,11 +451,18 @@ fn a_deleted_customer_is_refused_everywhere_until_re_onboarded() {
     let a = cid("acme");
     ingest(&mut engine, batch(&a, "d1", 1, "u-a", "a", 0)).unwrap();
     engine.delete_customer(&a, now()).unwrap();
-    let verdict = BinaryVerdict { sha256: Digest::from_bytes([1; 32]), threat: privtel_model::ThreatLevel::Low, category: None };
+    let verdict = BinaryVerdict {
+        sha256: Digest::from_bytes([1; 32]),
+        threat: privtel_model::ThreatLevel::Low,
+        category: None,
+    };
     assert!(matches!(engine.record_verdicts(&a, &[verdict], &[], now()), Err(Error::CustomerDeleted)));
     let request = ErasureRequest::new("r", UserId::new("u-a").unwrap(), now());
     assert!(matches!(engine.erase_person(&a, &request, now()), Err(Error::CustomerDeleted)));
-    assert!(matches!(engine.ingest(&a, &DeviceId::new("d1").unwrap(), 7, 1, records_of("u-a", "x", 0), now()), Err(Error::CustomerDeleted)));
+    assert!(matches!(
+        engine.ingest(&a, &DeviceId::new("d1").unwrap(), 7, 1, records_of("u-a", "x", 0), now()),
+        Err(Error::CustomerDeleted)
+    ));
     assert!(keys.is_deleted(&a).unwrap());
     // Another engine on the same files sees the tombstone too.
     drop(engine);
@@ -453,7 +483,11 @@ fn the_customer_copy_streams_every_row_of_the_customer_only() {
     ingest(&mut engine, batch(&a, "d1", 1, "u-a", "acme-one", 0)).unwrap();
     ingest(&mut engine, batch(&a, "d2", 1, "u-a2", "acme-two", 100)).unwrap();
     ingest(&mut engine, batch(&b, "d1", 1, "u-b", "globex-secret", 0)).unwrap();
-    let verdict = BinaryVerdict { sha256: Digest::from_bytes([1; 32]), threat: privtel_model::ThreatLevel::Low, category: None };
+    let verdict = BinaryVerdict {
+        sha256: Digest::from_bytes([1; 32]),
+        threat: privtel_model::ThreatLevel::Low,
+        category: None,
+    };
     engine.record_verdicts(&a, &[verdict], &[], now()).unwrap();
     let mut fields = serde_json::Map::new();
     fields.insert("policy_version".into(), "2026-11".into());
@@ -479,7 +513,10 @@ fn the_customer_copy_streams_every_row_of_the_customer_only() {
     assert_eq!(stats.lines, lines.len() as u64);
     let m = &lines[0]["manifest"];
     assert_eq!(m["policy_version"], "2026-11");
-    assert_eq!((m["format"].as_str(), m["format_version"].as_u64()), (Some("privtel-customer-copy"), Some(1)));
+    assert_eq!(
+        (m["format"].as_str(), m["format_version"].as_u64()),
+        (Some("privtel-customer-copy"), Some(1))
+    );
     assert_eq!(m["customer"], "acme");
     assert_eq!(m["schema_version"], 6);
     let records: Vec<_> = lines.iter().filter(|l| l.get("record").is_some()).collect();

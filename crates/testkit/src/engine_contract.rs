@@ -734,7 +734,10 @@ pub fn ingest_matches_a_simple_model<H: Harness>(h: &mut H) {
 }
 
 /// The lines of a customer copy, parsed.
-fn copy_of<E: EngineStore>(store: &E, customer: &CustomerId) -> (privtel_store::CopyStats, Vec<serde_json::Value>) {
+fn copy_of<E: EngineStore>(
+    store: &E,
+    customer: &CustomerId,
+) -> (privtel_store::CopyStats, Vec<serde_json::Value>) {
     let mut fields = serde_json::Map::new();
     fields.insert("policy_version".into(), "7".into());
     let mut out = Vec::new();
