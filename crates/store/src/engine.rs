@@ -723,12 +723,26 @@ impl SqliteEngine {
     ///
     /// # Errors
     ///
-    /// A database or schema error; [`Error::LegacyCustomerRequired`] for a
+    /// [`Error::KeyStore`] for an [`EngineOptions::key`] whose id is not
+    /// below [`FIRST_DATA_KEY_ID`](crate::FIRST_DATA_KEY_ID) together with
+    /// a key store (the ids would be ambiguous);
+    /// a database or schema error; [`Error::LegacyCustomerRequired`] for a
     /// pre-tenant store with rows and no legacy customer;
     /// [`Error::SecretMismatch`] for a secret other than the store's;
     /// [`Error::MissingKey`] / [`Error::WrongKey`] if a pre-tenant store's
     /// sealed rows cannot be opened to index them.
     pub fn open(path: impl AsRef<Path>, options: EngineOptions) -> Result<Self> {
+        if let (Some(k), Some(_)) = (&options.key, &options.keys)
+            && k.id().get() >= crate::keys::FIRST_DATA_KEY_ID
+        {
+            return Err(Error::KeyStore {
+                reason: format!(
+                    "the at-rest key's id {} is in the data keys' range, expected one below {}",
+                    k.id(),
+                    crate::keys::FIRST_DATA_KEY_ID
+                ),
+            });
+        }
         let migrate = |tx: &Transaction<'_>| migrate_v3(tx, &options);
         let conn = schema::open(
             path.as_ref(),
