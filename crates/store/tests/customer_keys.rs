@@ -548,3 +548,24 @@ fn the_customer_copy_streams_every_row_of_the_customer_only() {
     let stats = engine.export_customer(&cid("initech"), &fields, &mut Vec::new()).unwrap();
     assert_eq!((stats.lines, stats.records), (2, 0));
 }
+
+#[test]
+fn a_copy_of_a_corrupt_row_is_a_typed_error_naming_no_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
+    let a = cid("acme");
+    ingest(&mut engine, batch(&a, "d1", 1, "u-a", "a", 0)).unwrap();
+    let mut good = Vec::new();
+    assert!(engine.export_customer(&a, &serde_json::Map::new(), &mut good).unwrap().records > 0);
+    let conn = rusqlite::Connection::open(dir.path().join("engine.db")).unwrap();
+    conn.execute("UPDATE records SET payload = CAST('{\"secret-value\": ' AS BLOB) WHERE id = 2", [])
+        .unwrap();
+    let e = engine.export_customer(&a, &serde_json::Map::new(), &mut Vec::new()).unwrap_err();
+    assert!(matches!(e, Error::Decode { id: 2, .. }), "{e}");
+    assert!(!e.to_string().contains("secret-value"), "{e}");
+    conn.execute("UPDATE records SET payload = CAST('{} trailing' AS BLOB) WHERE id = 2", []).unwrap();
+    assert!(matches!(
+        engine.export_customer(&a, &serde_json::Map::new(), &mut Vec::new()),
+        Err(Error::Decode { .. })
+    ));
+}
