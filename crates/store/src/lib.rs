@@ -20,6 +20,14 @@
 //!   [`Encoder::encode_folding`] folds benchmarking records into per-customer
 //!   aggregates instead of storing them; [`SqliteEngine::aggregates`] reads
 //!   them ([`CustomerAggregate`]: no device, no person).
+//! * [`KeyStore`] and [`MasterKey`] — per-customer data keys (envelope
+//!   encryption): each customer's rows sealed under its own key, wrapped by
+//!   a master key in a file beside the engine with rotated backups; master
+//!   and data-key rotation, [`SqliteEngine::reseal`] in bounded batches.
+//!   [`EngineStore::delete_customer`] (contract end: keys destroyed first,
+//!   then every row, a [`CustomerDeletion`] receipt) and
+//!   [`EngineStore::export_customer`] (the customer copy, JSON Lines).
+//!   docs/CUSTOMER-KEYS.md describes them.
 //! * [`AtRestKey`] — AES-256-GCM for payloads at rest; the key id is stored
 //!   beside each row, and the wrong key is [`Error::WrongKey`] or
 //!   [`Error::MissingKey`], never garbage.
