@@ -848,9 +848,14 @@ impl KeyStore {
                 overwrite_and_remove(&p)?;
                 continue;
             };
+            let before =
+                serde_json::to_vec_pretty(&b).map_err(|e| Error::KeyStore { reason: e.to_string() })?;
             scrub(&mut b);
             let out = serde_json::to_vec_pretty(&b).map_err(|e| Error::KeyStore { reason: e.to_string() })?;
-            write_atomic(&p, &out)?;
+            if out != before {
+                // Only the copies that held the key are rewritten.
+                write_atomic(&p, &out)?;
+            }
         }
         self.persist(file)
     }
