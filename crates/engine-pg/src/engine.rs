@@ -11,8 +11,8 @@ use privtel_model::{
 };
 use privtel_retention::{RecordClass, RetentionPolicy};
 use privtel_store::parts::{
-    Digest, Format, LineWriter, MentionKind, RecordLine, Secret, check_range, elapsed_since, encode,
-    manifest, mentions, nanos, program_name, record_time, seal_encoded, time_text, tombstone, unseal,
+    Digest, Format, LineWriter, MentionKind, RecordLine, Secret, TimeText, check_range, elapsed_since,
+    encode, manifest, mentions, nanos, record_time, seal_encoded, time_text, tombstone, unseal,
 };
 use privtel_store::{
     AdmittedBatch, AtRestKey, CopyStats, CustomerDeletion, DeletionReceipt, EngineStore, ErasureRequest,
@@ -1071,6 +1071,7 @@ impl PgEngine {
                 have.insert(d, k);
             }
             let base = have.get(&BASE).copied().unwrap_or_default();
+            let mut stored_at = TimeText::default();
             // Rows through a portal, 1,000 at a time.
             let portal = tx
                 .bind(
@@ -1105,8 +1106,8 @@ impl PgEngine {
                     )?;
                     w.line(&RecordLine {
                         id,
-                        stored_at: time_text(row.get(1)),
-                        program: program_name(i64::from(record.program.code()), &record),
+                        stored_at: stored_at.text(row.get(1)),
+                        program: record.program.as_str(),
                         kind: record.body.kind_name(),
                         record: &record,
                     })?;

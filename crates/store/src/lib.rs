@@ -144,7 +144,9 @@ pub mod parts {
         unseal_bytes,
     };
     pub use crate::engine::{check_range, tombstone};
-    pub use crate::lifecycle::{LineWriter, RecordLine, elapsed_since, manifest, program_name, time_text};
+    pub use crate::lifecycle::{
+        LineWriter, RecordLine, TimeText, elapsed_since, manifest, program_name, time_text,
+    };
     pub use crate::mention::{DIGEST_LEN, Digest, MentionKind, Secret, mentions};
 }
 pub use spool::{SourcePosition, Spool, SpoolCounters, SpoolOptions, Spooled};

@@ -150,9 +150,9 @@ pub struct RecordLine<'a> {
     /// The row id.
     pub id: i64,
     /// When the store received it (RFC 3339).
-    pub stored_at: String,
+    pub stored_at: &'a str,
     /// Its program.
-    pub program: String,
+    pub program: &'a str,
     /// Its kind name.
     pub kind: &'a str,
     /// The record, in the model's JSON form.
@@ -160,11 +160,25 @@ pub struct RecordLine<'a> {
 }
 
 /// A program code as exported (the record's own program if unknown).
-pub fn program_name(code: i64, record: &Record) -> String {
-    u8::try_from(code)
-        .ok()
-        .and_then(Program::from_code)
-        .map_or_else(|| record.program.to_string(), |p| p.to_string())
+pub fn program_name(code: i64, record: &Record) -> &'static str {
+    u8::try_from(code).ok().and_then(Program::from_code).unwrap_or(record.program).as_str()
+}
+
+/// [`time_text`] of the last instant asked for, kept: the rows of one batch
+/// share their `stored_at`, so a copy formats each instant about once.
+#[derive(Default)]
+pub struct TimeText {
+    last: Option<(i64, String)>,
+}
+
+impl TimeText {
+    /// `ns` as RFC 3339.
+    pub fn text(&mut self, ns: i64) -> &str {
+        if self.last.as_ref().is_none_or(|(at, _)| *at != ns) {
+            self.last = Some((ns, time_text(ns)));
+        }
+        self.last.as_ref().map_or("", |(_, t)| t.as_str())
+    }
 }
 
 /// Unix nanoseconds as RFC 3339 ('' out of range).
@@ -392,6 +406,7 @@ impl SqliteEngine {
         let tx = self.conn.unchecked_transaction().op("starting a customer copy")?;
         if let Some(c) = self.customer_id(customer)? {
             let mut opened: HashMap<u32, Option<AtRestKey>> = HashMap::new();
+            let mut stored_at = TimeText::default();
             let mut stmt = tx
                 .prepare(
                     "SELECT id, stored_at, program, kind, format, key_id, payload FROM records
@@ -420,7 +435,7 @@ impl SqliteEngine {
                 let kind = r.get_ref(3).map_err(get)?.as_str().map_err(|e| get(e.into()))?;
                 w.line(&RecordLine {
                     id,
-                    stored_at: time_text(r.get(1).map_err(get)?),
+                    stored_at: stored_at.text(r.get(1).map_err(get)?),
                     program: program_name(r.get(2).map_err(get)?, &record),
                     kind,
                     record: &record,
