@@ -11,12 +11,12 @@ use privtel_model::{
 };
 use privtel_retention::{RecordClass, RetentionPolicy};
 use privtel_store::parts::{
-    Digest, Format, MentionKind, Secret, check_range, encode, mentions, nanos, record_time, seal_encoded,
-    unseal,
+    Digest, Format, LineWriter, MentionKind, RecordLine, Secret, TimeText, check_range, elapsed_since,
+    encode, manifest, mentions, nanos, record_time, seal_encoded, time_text, tombstone, unseal,
 };
 use privtel_store::{
-    AdmittedBatch, AtRestKey, DeletionReceipt, EngineStore, ErasureRequest, Error, IngestOutcome, Result,
-    Sequence, StoredVerdict, SweepReport,
+    AdmittedBatch, AtRestKey, CopyStats, CustomerDeletion, DeletionReceipt, EngineStore, ErasureRequest,
+    Error, IngestOutcome, Result, Sequence, StoredVerdict, SweepReport,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -117,6 +117,9 @@ struct Cache {
     generation: i64,
     keys: HashMap<(i32, Digest), [u8; 32]>,
     suppressed: HashMap<i32, HashSet<Digest>>,
+    /// Tombstones of customers deleted at contract end (loaded with the
+    /// generation, which a contract end raises).
+    deleted: Option<HashSet<Digest>>,
     /// Partitions known to exist (a sweep that drops one raises the
     /// generation too).
     partitions: HashSet<Key>,
@@ -132,7 +135,8 @@ pub struct PgEngine {
     wrap: Option<Wrap>,
     secret: Secret,
     window: (u32, u32),
-    /// Customer row ids (never deleted, so never stale).
+    /// Customer row ids (forgotten when the key generation moves: a
+    /// contract end deletes a customer's row).
     customers: HashMap<String, i32>,
     cache: Cache,
     /// Records this engine routed to the default partition.
@@ -443,7 +447,8 @@ impl PgEngine {
         now: Timestamp,
         replays: bool,
     ) -> std::result::Result<Vec<(usize, Result<IngestOutcome>)>, Failure> {
-        let Self { client, statements: st, cache, customers, wrap, window, default_routed, .. } = self;
+        let Self { client, statements: st, cache, customers, wrap, window, default_routed, secret, .. } =
+            self;
         let client = client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         let wrap = wrap.as_ref();
         let now_ns = nanos(now);
@@ -471,7 +476,18 @@ impl PgEngine {
         let generation: i64 = tx.query_one(&st.generation, &[]).op("reading the key generation")?.get(0);
         if generation != cache.generation {
             *cache = Cache { generation, ..Cache::default() };
+            customers.clear();
         }
+        if cache.deleted.is_none() {
+            cache.deleted = Some(
+                tx.query("SELECT digest FROM deleted_customers", &[])
+                    .op("reading deleted customers")?
+                    .iter()
+                    .filter_map(|r| Digest::try_from(r.get::<_, Vec<u8>>(0)).ok())
+                    .collect(),
+            );
+        }
+        let deleted = cache.deleted.clone().unwrap_or_default();
         let unknown: Vec<&str> = live
             .iter()
             .map(|i| batches[*i].customer.as_str())
@@ -527,6 +543,10 @@ impl PgEngine {
         let mut accepted: Vec<(usize, IngestOutcome, Vec<usize>)> = Vec::new();
         for &i in live {
             let b = &batches[i];
+            if deleted.contains(&tombstone(secret, &b.customer)) {
+                out.push((i, Err(Error::CustomerDeleted)));
+                continue;
+            }
             let Sequence { stream, first_seq, skipped } = b.seq;
             let cid = customers.get(&b.customer).copied();
             let dev = cid.and_then(|c| device_ids.get(&(c, b.device.clone())).copied());
@@ -896,6 +916,266 @@ fn register_customer(tx: &mut Transaction<'_>, customer: &str) -> Result<i32> {
         )
         .op("registering the customer")?
         .get(0))
+}
+
+/// [`Error::CustomerDeleted`] for a customer deleted at contract end.
+fn refuse_deleted(tx: &mut Transaction<'_>, secret: &Secret, customer: &CustomerId) -> Result<()> {
+    let d = tombstone(secret, customer.as_str());
+    let row = tx
+        .query_opt("SELECT 1 FROM deleted_customers WHERE digest = $1", &[&&d[..]])
+        .op("reading deleted customers")?;
+    if row.is_some() { Err(Error::CustomerDeleted) } else { Ok(()) }
+}
+
+/// The tables a customer's rows live in besides records, mentions and
+/// subject keys, in the order a contract end empties them.
+const CUSTOMER_TABLES: &[(&str, &str)] = &[
+    ("record_counts", "DELETE FROM record_counts WHERE customer = $1"),
+    ("streams", "DELETE FROM streams WHERE device IN (SELECT id FROM devices WHERE customer = $1)"),
+    ("devices", "DELETE FROM devices WHERE customer = $1"),
+    ("suppressed", "DELETE FROM suppressed WHERE customer = $1"),
+    ("receipts", "DELETE FROM receipts WHERE customer = $1"),
+    ("binary_verdicts", "DELETE FROM binary_verdicts WHERE customer = $1"),
+    ("domain_verdicts", "DELETE FROM domain_verdicts WHERE customer = $1"),
+    ("customers", "DELETE FROM customers WHERE id = $1"),
+];
+
+impl PgEngine {
+    /// Lets a customer deleted at contract end be stored again: forgets
+    /// its tombstone. Its old data is not back: it was destroyed.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn reonboard_customer(&mut self, customer: &CustomerId) -> Result<()> {
+        let d = tombstone(&self.secret, customer.as_str());
+        let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tx = client.transaction().op("re-onboarding a customer")?;
+        tx.execute("DELETE FROM deleted_customers WHERE digest = $1", &[&&d[..]])
+            .op("re-onboarding a customer")?;
+        tx.execute("UPDATE key_generation SET n = n + 1", &[]).op("raising the key generation")?;
+        tx.commit().op("committing a re-onboarding")?;
+        self.cache = Cache { generation: -1, ..Cache::default() };
+        Ok(())
+    }
+
+    fn delete_customer_pg(&mut self, customer: &CustomerId, now: Timestamp) -> Result<CustomerDeletion> {
+        let clock = std::time::Instant::now();
+        let mut receipt = CustomerDeletion::new(customer.clone(), now);
+        let digest = tombstone(&self.secret, customer.as_str());
+        let lock = customer_lock(customer.as_str());
+        let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // 1. The keys (base key and every subject key) and the tombstone,
+        // committed first: from then on nothing of the customer opens, and
+        // no engine stores anything of it (the generation moves, so every
+        // engine reloads the tombstones before its next ingest).
+        let mut tx = client.transaction().op("starting a contract end")?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock]).op("locking the customer")?;
+        let c: Option<i32> = tx
+            .query_opt("SELECT id FROM customers WHERE customer = $1", &[&customer.as_str()])
+            .op("finding a customer")?
+            .map(|r| r.get(0));
+        let keys = match c {
+            Some(c) => tx
+                .execute("DELETE FROM subject_keys WHERE customer = $1", &[&c])
+                .op("destroying the customer's keys")?,
+            None => 0,
+        };
+        tx.execute(
+            "INSERT INTO deleted_customers (digest, deleted_at) VALUES ($1, $2)
+             ON CONFLICT (digest) DO UPDATE SET deleted_at = $2",
+            &[&&digest[..], &nanos(now)],
+        )
+        .op("remembering a deleted customer")?;
+        tx.execute("UPDATE key_generation SET n = n + 1", &[]).op("raising the key generation")?;
+        tx.commit().op("committing the key destruction")?;
+        // The deleted keys' bytes leave the table's pages.
+        client.batch_execute("VACUUM FULL subject_keys").op("rewriting the key table")?;
+        receipt.keys_destroyed_at = Some(elapsed_since(now, clock));
+        receipt.removed.insert("subject_keys".into(), keys);
+        // 2. The rows: the customer's partitions dropped whole, the rest
+        // deleted.
+        let mut tx = client.transaction().op("starting a contract end")?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock]).op("locking the customer")?;
+        let (mut records, mut mentions) = (0u64, 0u64);
+        if let Some(c) = c {
+            for key in partition::list(&mut tx, Some(c))? {
+                let name = partition::name("records", key);
+                let n: i64 = tx
+                    .query_one(&format!("SELECT count(*) FROM {name}"), &[])
+                    .op("counting a partition")?
+                    .get(0);
+                let m: i64 = tx
+                    .query_one(&format!("SELECT count(*) FROM {}", partition::name("mentions", key)), &[])
+                    .op("counting a partition")?
+                    .get(0);
+                records += n as u64;
+                mentions += m as u64;
+                partition::drop(&mut tx, key)?;
+            }
+            records += tx
+                .execute("DELETE FROM records_default WHERE customer = $1", &[&c])
+                .op("removing the customer's records")?;
+            mentions += tx
+                .execute("DELETE FROM mentions_default WHERE customer = $1", &[&c])
+                .op("removing the customer's mentions")?;
+            for (table, sql) in CUSTOMER_TABLES {
+                let n = tx.execute(*sql, &[&c]).op("removing the customer's rows")?;
+                receipt.removed.insert((*table).to_owned(), n);
+            }
+        }
+        receipt.removed.insert("records".into(), records);
+        receipt.removed.insert("mentions".into(), mentions);
+        tx.execute("UPDATE key_generation SET n = n + 1", &[]).op("raising the key generation")?;
+        tx.commit().op("committing a contract end")?;
+        self.cache = Cache { generation: -1, ..Cache::default() };
+        self.customers.remove(customer.as_str());
+        receipt.stores = vec![
+            "engine (PostgreSQL: subject keys, records, mentions and every table of the customer)".into(),
+        ];
+        receipt.completed_at = elapsed_since(now, clock);
+        Ok(receipt)
+    }
+
+    fn export_customer_pg(
+        &self,
+        customer: &CustomerId,
+        fields: &serde_json::Map<String, serde_json::Value>,
+        out: &mut dyn Write,
+    ) -> Result<CopyStats> {
+        let mut w = LineWriter::new(out);
+        w.line(&manifest(fields, customer, schema::NEWEST, "postgresql"))?;
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut client = self.client();
+        // One snapshot for the whole copy.
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .op("starting a customer copy")?;
+        let c: Option<i32> = tx
+            .query_opt("SELECT id FROM customers WHERE customer = $1", &[&customer.as_str()])
+            .op("finding a customer")?
+            .map(|r| r.get(0));
+        if let Some(c) = c {
+            // The customer's keys (one per subject, not per row).
+            let mut have: HashMap<Digest, [u8; 32]> = HashMap::new();
+            for row in tx
+                .query("SELECT digest, key FROM subject_keys WHERE customer = $1", &[&c])
+                .op("reading keys")?
+            {
+                let Ok(d) = Digest::try_from(row.get::<_, Vec<u8>>(0)) else { continue };
+                let k = keys::load_key(self.wrap.as_ref(), c, &d, row.get(1))
+                    .map_err(|e| Error::Decode { id: 0, reason: e.to_string() })?;
+                have.insert(d, k);
+            }
+            let base = have.get(&BASE).copied().unwrap_or_default();
+            let mut stored_at = TimeText::default();
+            // Rows through a portal, 1,000 at a time.
+            let portal = tx
+                .bind(
+                    "SELECT id, stored_at, format, subjects, payload FROM records WHERE customer = $1 ORDER BY id",
+                    &[&c],
+                )
+                .op("reading a customer's records")?;
+            loop {
+                let page = tx.query_portal(&portal, 1000).op("reading a customer's records")?;
+                if page.is_empty() {
+                    break;
+                }
+                for row in &page {
+                    let id: i64 = row.get(0);
+                    let subjects = keys::decode_subjects(row.get(3))
+                        .map_err(|e| Error::Decode { id, reason: e.to_string() })?;
+                    let mut ks = Vec::with_capacity(subjects.len());
+                    for (_, d) in &subjects {
+                        ks.push(have.get(d).ok_or_else(|| Error::Decode {
+                            id,
+                            reason: "a subject key of the record is gone, expected every key of a stored record"
+                                .into(),
+                        })?);
+                    }
+                    let key = keys::record_key(&base, ks);
+                    let record = unseal(
+                        id,
+                        i64::from(row.get::<_, i16>(2)),
+                        Some(RECORD_KEY_ID),
+                        row.get(4),
+                        Some(&AtRestKey::new(RECORD_KEY_ID, key)),
+                    )?;
+                    w.line(&RecordLine {
+                        id,
+                        stored_at: stored_at.text(row.get(1)),
+                        program: record.program.as_str(),
+                        kind: record.body.kind_name(),
+                        record: &record,
+                    })?;
+                    *counts.entry("records").or_default() += 1;
+                }
+            }
+            let mut n = 0;
+            for row in tx
+                .query("SELECT device, last_seen FROM devices WHERE customer = $1 ORDER BY id", &[&c])
+                .op("reading devices")?
+            {
+                w.line(&serde_json::json!({"device": {"device": row.get::<_, String>(0), "last_seen": time_text(row.get(1))}}))?;
+                n += 1;
+            }
+            counts.insert("devices", n);
+            // Users are not stored in clear here (only their keyed digests).
+            counts.insert("users", 0);
+            for (table, name, sql) in [
+                (
+                    "binary_verdicts",
+                    "binary_verdict",
+                    "SELECT verdict, evaluated_at FROM binary_verdicts WHERE customer = $1 ORDER BY sha256",
+                ),
+                (
+                    "domain_verdicts",
+                    "domain_verdict",
+                    "SELECT verdict, evaluated_at FROM domain_verdicts WHERE customer = $1 ORDER BY domain",
+                ),
+            ] {
+                let mut n = 0;
+                for row in tx.query(sql, &[&c]).op("reading verdicts")? {
+                    let json: String = row.get(0);
+                    let verdict = serde_json::from_str::<serde_json::Value>(&json)
+                        .unwrap_or(serde_json::Value::String(json));
+                    w.line(&serde_json::json!({ name: { "verdict": verdict, "evaluated_at": time_text(row.get(1)) } }))?;
+                    n += 1;
+                }
+                counts.insert(table, n);
+            }
+            counts.insert("benchmark_aggregates", 0);
+            let mut n = 0;
+            for row in tx
+                .query(
+                    "SELECT request_id, requested_at, completed_at, records, pseudonyms FROM receipts
+                     WHERE customer = $1 ORDER BY request_id",
+                    &[&c],
+                )
+                .op("reading receipts")?
+            {
+                w.line(&serde_json::json!({"receipt": {
+                    "request_id": row.get::<_, String>(0),
+                    "requested_at": time_text(row.get(1)),
+                    "completed_at": time_text(row.get(2)),
+                    "records_removed": row.get::<_, i64>(3),
+                    "pseudonyms_suppressed": row.get::<_, i64>(4),
+                }}))?;
+                n += 1;
+            }
+            counts.insert("receipts", n);
+        }
+        tx.commit().op("ending a customer copy")?;
+        let records = counts.get("records").copied().unwrap_or(0);
+        let lines = w.stats.lines + 1;
+        w.line(&serde_json::json!({ "counts": { "lines": lines, "tables": counts } }))?;
+        let mut stats = w.stats;
+        stats.records = records;
+        Ok(stats)
+    }
 }
 
 /// Adds `delta` to the record counts (negative after deletes).
@@ -1338,6 +1618,7 @@ impl EngineStore for PgEngine {
         let mut tx = client.transaction().op("starting an erasure")?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&customer_lock(customer.as_str())])
             .op("locking the customer")?;
+        refuse_deleted(&mut tx, &self.secret, customer)?;
         let c: i32 = register_customer(&mut tx, customer.as_str())?;
         let (all, digests) = person(&mut tx, c, &user_digest)?;
         let all: Vec<Place> = all.into_iter().collect();
@@ -1397,6 +1678,7 @@ impl EngineStore for PgEngine {
     ) -> Result<u64> {
         let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut tx = client.transaction().op("starting a verdict write")?;
+        refuse_deleted(&mut tx, &self.secret, customer)?;
         let c: i32 = register_customer(&mut tx, customer.as_str())?;
         let mut n = 0;
         for v in binaries {
@@ -1435,6 +1717,19 @@ impl EngineStore for PgEngine {
         domain: &Domain,
     ) -> Result<Option<StoredVerdict<DomainVerdict>>> {
         self.verdict("domain_verdicts", "domain", customer, &domain.as_str())
+    }
+
+    fn delete_customer(&mut self, customer: &CustomerId, now: Timestamp) -> Result<CustomerDeletion> {
+        self.delete_customer_pg(customer, now)
+    }
+
+    fn export_customer(
+        &self,
+        customer: &CustomerId,
+        manifest: &serde_json::Map<String, serde_json::Value>,
+        out: &mut dyn Write,
+    ) -> Result<CopyStats> {
+        self.export_customer_pg(customer, manifest, out)
     }
 
     fn record_count(&self) -> Result<u64> {

@@ -9,7 +9,7 @@ use crate::keys::new_key;
 use crate::pg::Op as _;
 
 /// The newest schema version this code writes.
-pub(crate) const NEWEST: i64 = 1;
+pub(crate) const NEWEST: i64 = 2;
 
 /// Version 1. Records and their mention digests are partitioned by
 /// (customer, class, day) ranges of one day: a sweep drops whole
@@ -125,6 +125,16 @@ const V1: &str = "
     CREATE INDEX mentions_default_key ON mentions_default (customer, class, day);
 ";
 
+/// Version 2: customers deleted at contract end, as keyed digests of their
+/// ids (`privtel_store::parts::tombstone`): their later batches are refused
+/// until they are re-onboarded.
+const V2: &str = "
+    CREATE TABLE deleted_customers (
+        digest bytea PRIMARY KEY,
+        deleted_at bigint NOT NULL          -- unix ns
+    );
+";
+
 /// Creates or checks the schema (in one transaction, under an advisory
 /// lock so two engines opening a new database at once do not race).
 pub(crate) fn migrate(client: &mut Client) -> Result<(), Error> {
@@ -151,6 +161,9 @@ pub(crate) fn migrate(client: &mut Client) -> Result<(), Error> {
     }
     if version < 1 {
         tx.batch_execute(V1).op("creating the schema")?;
+    }
+    if version < 2 {
+        tx.batch_execute(V2).op("migrating the schema to version 2")?;
     }
     tx.execute(
         "INSERT INTO privtel_meta (name, value) VALUES ('schema', $1)

@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use aes_gcm::aead::OsRng;
 use aes_gcm::aead::rand_core::RngCore as _;
@@ -22,6 +23,8 @@ use serde::de::DeserializeOwned;
 use crate::aggregate::{self, Fold};
 use crate::codec::{AtRestKey, Format, nanos, program_code, record_time, seal, unseal};
 use crate::error::{Context as _, Error, Result};
+use crate::keys::KeyStore;
+use crate::lifecycle::{CopyStats, CustomerDeletion};
 use crate::mention::{Digest, MentionKind, Secret, mentions};
 use crate::schema::{self, Step};
 
@@ -180,8 +183,24 @@ const V4: &str = "
 
 /// Version 5 is the benchmarking aggregates' table (`aggregate::V5`).
 ///
+/// Version 6: customers deleted at contract end, as keyed digests of their
+/// ids (never the ids): their later batches are refused until they are
+/// re-onboarded.
+const V6: &str = "
+    CREATE TABLE deleted_customers (
+        digest BLOB PRIMARY KEY,            -- keyed digest of the customer id (tombstone)
+        deleted_at INTEGER NOT NULL         -- unix ns
+    ) WITHOUT ROWID;
+";
+
 /// The newest schema version.
-const NEWEST: i64 = 5;
+const NEWEST: i64 = 6;
+
+/// The engine's schema version (`PRAGMA user_version` of a store this
+/// version writes), as a customer copy's manifest names it.
+pub(crate) const fn schema_version() -> i64 {
+    NEWEST
+}
 
 /// How to open an engine store. `Default` is a store with the default
 /// retention, no at-rest key, a secret kept in the store, and no legacy
@@ -205,6 +224,7 @@ pub struct EngineOptions {
     key: Option<AtRestKey>,
     secret: Option<Secret>,
     legacy_customer: Option<CustomerId>,
+    keys: Option<Arc<KeyStore>>,
 }
 
 impl EngineOptions {
@@ -235,6 +255,17 @@ impl EngineOptions {
     #[must_use]
     pub fn secret(mut self, s: [u8; 32]) -> Self {
         self.secret = Some(Secret(s));
+        self
+    }
+
+    /// Per-customer data keys (envelope encryption): every new row of a
+    /// customer is sealed under the customer's current key in `keys`
+    /// (made with its first row), and rows name their key. Rows sealed
+    /// under [`EngineOptions::key`] (the single key of earlier versions)
+    /// or not sealed still read. docs/CUSTOMER-KEYS.md describes it.
+    #[must_use]
+    pub fn key_store(mut self, keys: Arc<KeyStore>) -> Self {
+        self.keys = Some(keys);
         self
     }
 
@@ -574,6 +605,39 @@ pub trait EngineStore {
         domain: &Domain,
     ) -> Result<Option<StoredVerdict<DomainVerdict>>>;
 
+    /// Contract end: FIRST destroys the customer's data keys (from then on
+    /// nothing of it can be read), THEN removes every row of the customer
+    /// in every table, remembers the customer as a tombstone digest (its
+    /// later batches are refused with [`Error::CustomerDeleted`] until it is
+    /// re-onboarded) and checkpoints the log. Returns the receipt: times,
+    /// counts per table, the keys destroyed and the stores covered.
+    ///
+    /// # Errors
+    ///
+    /// A key-store or storage error. A failure after the keys are gone
+    /// leaves rows that no longer open; calling it again removes them.
+    fn delete_customer(&mut self, customer: &CustomerId, now: Timestamp) -> Result<CustomerDeletion>;
+
+    /// The customer copy: everything the store holds of a customer as JSON
+    /// Lines, streamed (never all rows in memory). The first line is
+    /// `{"manifest": {...}}`: `manifest`'s fields (policy version and hash,
+    /// say) with `format` ("privtel-customer-copy"), `format_version` (1),
+    /// `schema_version`, `customer` and `engine` set by the store; then one
+    /// line per record (the shape of [`EngineStore::export_person`]'s lines),
+    /// then `{"device": ...}`, `{"user": ...}`, `{"binary_verdict": ...}`,
+    /// `{"domain_verdict": ...}`, `{"aggregate": ...}` and `{"receipt":
+    /// ...}` lines, and last `{"counts": {"lines", "tables"}}`.
+    ///
+    /// # Errors
+    ///
+    /// A storage error, a record that does not open, or a write error.
+    fn export_customer(
+        &self,
+        customer: &CustomerId,
+        manifest: &serde_json::Map<String, serde_json::Value>,
+        out: &mut dyn Write,
+    ) -> Result<CopyStats>;
+
     /// Records held, in all.
     ///
     /// # Errors
@@ -604,6 +668,8 @@ struct Mirror {
     users: HashMap<(i64, String), i64>,
     /// Every suppressed digest (digests include the customer).
     suppressed: HashSet<Digest>,
+    /// Tombstones of customers deleted at contract end.
+    deleted: HashSet<Digest>,
 }
 
 impl Mirror {
@@ -619,6 +685,10 @@ impl Mirror {
                 let d: Vec<u8> = r.get(0)?;
                 Ok(d.try_into().unwrap_or([0; crate::mention::DIGEST_LEN]))
             })?,
+            deleted: load(conn, "SELECT digest FROM deleted_customers", |r| {
+                let d: Vec<u8> = r.get(0)?;
+                Ok(d.try_into().unwrap_or([0; crate::mention::DIGEST_LEN]))
+            })?,
         })
     }
 }
@@ -630,10 +700,11 @@ fn data_version(conn: &Connection) -> Result<i64> {
 /// The engine store on one SQLite file.
 #[derive(Debug)]
 pub struct SqliteEngine {
-    conn: Connection,
+    pub(crate) conn: Connection,
     retention: RetentionPolicy,
-    key: Option<AtRestKey>,
-    secret: Secret,
+    pub(crate) key: Option<AtRestKey>,
+    pub(crate) keys: Option<Arc<KeyStore>>,
+    pub(crate) secret: Secret,
     mirror: Mirror,
 }
 
@@ -652,21 +723,42 @@ impl SqliteEngine {
     ///
     /// # Errors
     ///
-    /// A database or schema error; [`Error::LegacyCustomerRequired`] for a
+    /// [`Error::KeyStore`] for an [`EngineOptions::key`] whose id is not
+    /// below [`FIRST_DATA_KEY_ID`](crate::FIRST_DATA_KEY_ID) together with
+    /// a key store (the ids would be ambiguous);
+    /// a database or schema error; [`Error::LegacyCustomerRequired`] for a
     /// pre-tenant store with rows and no legacy customer;
     /// [`Error::SecretMismatch`] for a secret other than the store's;
     /// [`Error::MissingKey`] / [`Error::WrongKey`] if a pre-tenant store's
     /// sealed rows cannot be opened to index them.
     pub fn open(path: impl AsRef<Path>, options: EngineOptions) -> Result<Self> {
+        if let (Some(k), Some(_)) = (&options.key, &options.keys)
+            && k.id().get() >= crate::keys::FIRST_DATA_KEY_ID
+        {
+            return Err(Error::KeyStore {
+                reason: format!(
+                    "the at-rest key's id {} is in the data keys' range, expected one below {}",
+                    k.id(),
+                    crate::keys::FIRST_DATA_KEY_ID
+                ),
+            });
+        }
         let migrate = |tx: &Transaction<'_>| migrate_v3(tx, &options);
         let conn = schema::open(
             path.as_ref(),
-            &[Step::Sql(V1), Step::Sql(V2), Step::Code(&migrate), Step::Sql(V4), Step::Sql(aggregate::V5)],
+            &[
+                Step::Sql(V1),
+                Step::Sql(V2),
+                Step::Code(&migrate),
+                Step::Sql(V4),
+                Step::Sql(aggregate::V5),
+                Step::Sql(V6),
+            ],
         )?;
-        debug_assert_eq!(NEWEST, 5);
+        debug_assert_eq!(NEWEST, 6);
         let secret = resolve_secret(&conn, options.secret.as_ref())?;
         let mirror = Mirror::load(&conn)?;
-        Ok(Self { conn, retention: options.retention, key: options.key, secret, mirror })
+        Ok(Self { conn, retention: options.retention, key: options.key, keys: options.keys, secret, mirror })
     }
 
     /// Opens a read-only connection to the same file (see [`EngineReader`]).
@@ -696,7 +788,7 @@ impl SqliteEngine {
 
     /// An encoder for this engine's batches (see [`Encoder`]).
     pub fn encoder(&self) -> Encoder {
-        Encoder { key: self.key.clone(), secret: self.secret.clone() }
+        Encoder { key: self.key.clone(), keys: self.keys.clone(), secret: self.secret.clone() }
     }
 
     /// [`EngineStore::ingest_group`] of batches encoded by this engine's
@@ -830,8 +922,28 @@ impl SqliteEngine {
         &self.retention
     }
 
+    /// The key that opens a row sealed under `key_id` (row `row`, for
+    /// errors): a data key of the key store, else the single key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyDestroyed`] for a destroyed data key.
+    pub(crate) fn key_for(&self, row: i64, key_id: Option<u32>) -> Result<Option<AtRestKey>> {
+        if let (Some(id), Some(keys)) = (key_id, &self.keys)
+            && let Some(k) = keys.key(id, row)?
+        {
+            return Ok(Some(k));
+        }
+        Ok(self.key.clone())
+    }
+
+    /// Marks the mirrored tables stale (this connection changed them).
+    pub(crate) fn mirror_changed(&mut self) {
+        self.mirror.stale = true;
+    }
+
     /// The customer's row id, if the customer is known.
-    fn customer_id(&self, customer: &CustomerId) -> Result<Option<i64>> {
+    pub(crate) fn customer_id(&self, customer: &CustomerId) -> Result<Option<i64>> {
         self.conn
             .query_row("SELECT id FROM customers WHERE customer = ?1", [customer.as_str()], |r| r.get(0))
             .optional()
@@ -1112,6 +1224,8 @@ pub struct EncodedBatch {
     /// The encoder's [`Secret::check`]: a batch encoded for another store
     /// is refused, not mixed in.
     check: Digest,
+    /// The customer's tombstone digest (see [`tombstone`]).
+    tombstone: Digest,
 }
 
 impl std::fmt::Debug for EncodedBatch {
@@ -1176,12 +1290,16 @@ impl std::fmt::Debug for EncodedRecord {
 #[derive(Clone)]
 pub struct Encoder {
     key: Option<AtRestKey>,
+    keys: Option<Arc<KeyStore>>,
     secret: Secret,
 }
 
 impl std::fmt::Debug for Encoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Encoder").field("sealed", &self.key.is_some()).finish_non_exhaustive()
+        f.debug_struct("Encoder")
+            .field("sealed", &self.key.is_some())
+            .field("customer_keys", &self.keys.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -1189,13 +1307,7 @@ impl Encoder {
     /// Encodes `batch`; `received` dates the records that carry no time of
     /// their own (as the store's `stored_at`).
     pub fn encode(&self, batch: AdmittedBatch, received: Timestamp) -> EncodedBatch {
-        let AdmittedBatch { customer, device, seq, records } = batch;
-        let c = customer.as_str();
-        let records = records
-            .into_iter()
-            .map(|r| r.map(|mut record| self.encode_record(&mut record, c, received).map(Encoded::Row)))
-            .collect();
-        EncodedBatch { customer, device, seq, records, check: self.secret.check() }
+        self.encode_folding_opt(batch, received, None)
     }
 
     /// As [`Encoder::encode`], except that every record of the
@@ -1237,21 +1349,38 @@ impl Encoder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn encode_folding(&self, batch: AdmittedBatch, received: Timestamp, industry: &str) -> EncodedBatch {
+        self.encode_folding_opt(batch, received, Some(industry))
+    }
+
+    fn encode_folding_opt(
+        &self,
+        batch: AdmittedBatch,
+        received: Timestamp,
+        industry: Option<&str>,
+    ) -> EncodedBatch {
         let AdmittedBatch { customer, device, seq, records } = batch;
         let c = customer.as_str();
+        // The customer's data key, once a batch (made with its first row).
+        let key = match &self.keys {
+            Some(keys) if records.iter().any(Option::is_some) => keys.current(&customer).map(Some),
+            _ => Ok(self.key.clone()),
+        };
         let records = records
             .into_iter()
             .map(|r| {
                 r.map(|mut record| {
-                    if record.program == Program::Benchmarking {
-                        Ok(Encoded::Fold(Fold::of(&record, industry, received)))
-                    } else {
-                        self.encode_record(&mut record, c, received).map(Encoded::Row)
+                    if let Some(industry) = industry
+                        && record.program == Program::Benchmarking
+                    {
+                        return Ok(Encoded::Fold(Fold::of(&record, industry, received)));
                     }
+                    let key = key.as_ref().map_err(copy_error)?;
+                    self.encode_record(&mut record, c, received, key.as_ref()).map(Encoded::Row)
                 })
             })
             .collect();
-        EncodedBatch { customer, device, seq, records, check: self.secret.check() }
+        let tombstone = tombstone(&self.secret, c);
+        EncodedBatch { customer, device, seq, records, check: self.secret.check(), tombstone }
     }
 
     fn encode_record(
@@ -1259,12 +1388,13 @@ impl Encoder {
         record: &mut Record,
         customer: &str,
         received: Timestamp,
+        key: Option<&AtRestKey>,
     ) -> Result<EncodedRecord> {
         let found = mentions(record, customer, &self.secret);
         let user = record.body.user();
         let user_digest = user.map(|u| self.secret.user(customer, u));
         let user = user.map(|u| u.as_str().to_owned());
-        let (key_id, payload) = seal(record, self.key.as_ref())?;
+        let (key_id, payload) = seal(record, key)?;
         Ok(EncodedRecord {
             user,
             user_digest,
@@ -1300,7 +1430,10 @@ fn ingest_batch(
     added: &mut Added,
     batch: &EncodedBatch,
 ) -> std::result::Result<IngestOutcome, BatchError> {
-    let EncodedBatch { customer, device, seq, records, .. } = batch;
+    let EncodedBatch { customer, device, seq, records, tombstone, .. } = batch;
+    if ctx.mirror.deleted.contains(tombstone) {
+        return Err(BatchError::Refused(Error::CustomerDeleted));
+    }
     let seq = *seq;
     let Sequence { stream, first_seq, skipped } = seq;
     let c = customer.as_str();
@@ -1331,6 +1464,9 @@ fn ingest_batch(
     // (duplicates below the mark are not looked at).
     let first_new = usize::try_from(high_water.saturating_sub(first_seq - 1)).unwrap_or(usize::MAX);
     if let Some(Some(Err(e))) = records.iter().skip(first_new).find(|r| matches!(r, Some(Err(_)))) {
+        if matches!(e, Error::CustomerDeleted) {
+            return Err(BatchError::Refused(Error::CustomerDeleted));
+        }
         let reason = match e {
             Error::Encode(reason) => reason.clone(),
             other => other.to_string(),
@@ -1612,7 +1748,7 @@ impl EngineStore for SqliteEngine {
             ) = stmt
                 .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
                 .op("reading a record")?;
-            let record = unseal(id, format, key_id, &payload, self.key.as_ref())?;
+            let record = unseal(id, format, key_id, &payload, self.key_for(id, key_id)?.as_ref())?;
             let program = u8::try_from(program)
                 .ok()
                 .and_then(Program::from_code)
@@ -1634,6 +1770,7 @@ impl EngineStore for SqliteEngine {
     ) -> Result<DeletionReceipt> {
         let tx =
             self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op("starting an erasure")?;
+        refuse_deleted(&tx, &self.secret, customer)?;
         tx.execute("INSERT OR IGNORE INTO customers (customer) VALUES (?1)", [customer.as_str()])
             .op("registering the customer")?;
         let c: i64 = tx
@@ -1698,6 +1835,7 @@ impl EngineStore for SqliteEngine {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .op("starting a verdict write")?;
+        refuse_deleted(&tx, &self.secret, customer)?;
         tx.execute("INSERT OR IGNORE INTO customers (customer) VALUES (?1)", [customer.as_str()])
             .op("registering the customer")?;
         let c: i64 = tx
@@ -1760,6 +1898,19 @@ impl EngineStore for SqliteEngine {
         )
     }
 
+    fn delete_customer(&mut self, customer: &CustomerId, now: Timestamp) -> Result<CustomerDeletion> {
+        self.delete_customer_impl(customer, now)
+    }
+
+    fn export_customer(
+        &self,
+        customer: &CustomerId,
+        manifest: &serde_json::Map<String, serde_json::Value>,
+        out: &mut dyn Write,
+    ) -> Result<CopyStats> {
+        self.export_customer_impl(customer, manifest, out)
+    }
+
     fn record_count(&self) -> Result<u64> {
         let n: i64 =
             self.conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0)).op("counting records")?;
@@ -1777,6 +1928,37 @@ impl EngineStore for SqliteEngine {
             .op("counting records")?;
         Ok(n as u64)
     }
+}
+
+/// The tombstone of a customer deleted at contract end: a keyed digest of
+/// its id under the store's secret (tag 0xC0, apart from every
+/// [`MentionKind`] code), kept instead of the id.
+pub fn tombstone(secret: &Secret, customer: &str) -> Digest {
+    let mut h = blake3::Hasher::new_keyed(&secret.0);
+    h.update(&[0xC0, customer.len() as u8]);
+    h.update(customer.as_bytes());
+    let mut out = [0; crate::mention::DIGEST_LEN];
+    out.copy_from_slice(&h.finalize().as_bytes()[..crate::mention::DIGEST_LEN]);
+    out
+}
+
+/// An error kept for every record of a batch (errors are not `Clone`):
+/// the variants a batch's refusal reports, the rest as their text.
+fn copy_error(e: &Error) -> Error {
+    match e {
+        Error::CustomerDeleted => Error::CustomerDeleted,
+        other => Error::Encode(other.to_string()),
+    }
+}
+
+/// Refuses writes for a customer deleted at contract end.
+pub(crate) fn refuse_deleted(conn: &Connection, secret: &Secret, customer: &CustomerId) -> Result<()> {
+    let d = tombstone(secret, customer.as_str());
+    let deleted: Option<i64> = conn
+        .query_row("SELECT 1 FROM deleted_customers WHERE digest = ?1", [&d[..]], |r| r.get(0))
+        .optional()
+        .op("reading the deleted customers")?;
+    if deleted.is_some() { Err(Error::CustomerDeleted) } else { Ok(()) }
 }
 
 /// Verdicts are stored as the model's JSON: named fields and text forms,

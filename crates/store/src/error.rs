@@ -95,6 +95,47 @@ pub enum Error {
         /// What the store needs, in words.
         expected: &'static str,
     },
+    /// A master key could not be read or made: a file open to its group or
+    /// others, not 64 hex digits, an unset variable (never the key's text
+    /// nor the file's path).
+    #[error("master key: {reason}")]
+    MasterKey {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The key store was written under another master key than the one
+    /// given.
+    #[error("the key store is wrapped under master key {expected}, but master key {given} was given")]
+    MasterKeyMismatch {
+        /// The master key id the store needs.
+        expected: privtel_model::KeyId,
+        /// The id of the key given.
+        given: privtel_model::KeyId,
+    },
+    /// The key-store file is not one this version reads, or a key in it
+    /// does not open (the reason names no value of it).
+    #[error("key store: {reason}")]
+    KeyStore {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading or writing the key-store file (or its backups) failed.
+    #[error("key store file: {0}")]
+    KeyStoreIo(#[source] std::io::Error),
+    /// A row is sealed under a data key that was destroyed (its customer's
+    /// contract ended, or a retired key after re-sealing): it cannot be
+    /// read, ever.
+    #[error("record {id} is sealed under data key {key_id}, which was destroyed")]
+    KeyDestroyed {
+        /// The row.
+        id: i64,
+        /// The destroyed key.
+        key_id: u32,
+    },
+    /// The customer was deleted at contract end: nothing of it is stored
+    /// again until it is re-onboarded.
+    #[error("the customer was deleted at contract end: expected a re-onboarded customer")]
+    CustomerDeleted,
     /// Writing an export failed.
     #[error("writing the export failed: {0}")]
     Export(#[source] std::io::Error),

@@ -20,6 +20,14 @@
 //!   [`Encoder::encode_folding`] folds benchmarking records into per-customer
 //!   aggregates instead of storing them; [`SqliteEngine::aggregates`] reads
 //!   them ([`CustomerAggregate`]: no device, no person).
+//! * [`KeyStore`] and [`MasterKey`] — per-customer data keys (envelope
+//!   encryption): each customer's rows sealed under its own key, wrapped by
+//!   a master key in a file beside the engine with rotated backups; master
+//!   and data-key rotation, [`SqliteEngine::reseal`] in bounded batches.
+//!   [`EngineStore::delete_customer`] (contract end: keys destroyed first,
+//!   then every row, a [`CustomerDeletion`] receipt) and
+//!   [`EngineStore::export_customer`] (the customer copy, JSON Lines).
+//!   docs/CUSTOMER-KEYS.md describes them.
 //! * [`AtRestKey`] — AES-256-GCM for payloads at rest; the key id is stored
 //!   beside each row, and the wrong key is [`Error::WrongKey`] or
 //!   [`Error::MissingKey`], never garbage.
@@ -84,6 +92,8 @@ mod aggregate;
 mod codec;
 mod engine;
 mod error;
+mod keys;
+mod lifecycle;
 mod mention;
 mod schema;
 mod spool;
@@ -95,6 +105,16 @@ pub use engine::{
     ErasureRequest, IngestOutcome, Sequence, SqliteEngine, StoredVerdict, SweepReport,
 };
 pub use error::{Error, Result};
+pub use keys::{
+    FIRST_DATA_KEY_ID, KeyInfo, KeyState, KeyStore, KeyStoreOptions, MAX_BACKUP_RETENTION,
+    MAX_KEY_STORE_BYTES, MasterKey,
+};
+pub use lifecycle::{COPY_FORMAT, COPY_FORMAT_VERSION, CopyStats, CustomerDeletion, ResealProgress};
+/// Decoders of outside bytes, for the fuzz targets.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::keys::fuzz_parse as key_store_parse;
+}
 
 /// The pieces of the engine's row format, for a second engine (such as
 /// `privtel-engine-pg`) that must store the same payloads and compute the
@@ -123,7 +143,10 @@ pub mod parts {
         Format, encode, nanos, program_code, random_nonce, record_time, seal, seal_encoded, unseal,
         unseal_bytes,
     };
-    pub use crate::engine::check_range;
+    pub use crate::engine::{check_range, tombstone};
+    pub use crate::lifecycle::{
+        LineWriter, RecordLine, TimeText, elapsed_since, manifest, program_name, time_text,
+    };
     pub use crate::mention::{DIGEST_LEN, Digest, MentionKind, Secret, mentions};
 }
 pub use spool::{SourcePosition, Spool, SpoolCounters, SpoolOptions, Spooled};

@@ -9,9 +9,13 @@
 //! with request `req-1`. The wave-3 engine files everything under customer
 //! `acme`, stream `0xfedcba9876543210`, and holds two verdicts.
 //!
+//! `keys1-engine.db` and `keys1-keys.json` hold the same as the wave-3
+//! engine, written with a key store (format 1) under the master key of 32
+//! bytes 0x11: every row sealed under `acme`'s data key.
+//!
 //! `PRIVTEL_WRITE_GOLDEN=<folder> cargo test -p privtel-store golden::write`
-//! writes the wave-3 files again (only when the format changes on purpose;
-//! then keep the old ones and add the new).
+//! writes the wave-3 and keys-1 files again (only when the format changes on
+//! purpose; then keep the old ones and add the new).
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +23,12 @@ use privtel_model::{
     BinaryVerdict, CustomerId, DeviceId, Domain, DomainVerdict, Program, Record, RecordBody, Reputation,
     ThreatLevel, UserId,
 };
-use privtel_store::{EngineOptions, EngineStore, ErasureRequest, Error, Spool, SpoolOptions, SqliteEngine};
+use std::sync::Arc;
+
+use privtel_store::{
+    EngineOptions, EngineStore, ErasureRequest, Error, KeyStore, KeyStoreOptions, MasterKey, Spool,
+    SpoolOptions, SqliteEngine,
+};
 use privtel_testkit::fixtures;
 
 use crate::engine::{acme, contains};
@@ -106,6 +115,14 @@ fn check_engine(dir: &tempfile::TempDir, path: &Path, options: EngineOptions, st
         assert_eq!(v["program"], r.program.as_str());
         assert_eq!(v["kind"], r.body.kind_name());
     }
+    // The customer copy holds every row (format 1 rows decoded, format 2
+    // rows copied), the person's lines as export_person gives them.
+    let mut copy = Vec::new();
+    let stats = engine.export_customer(&acme(), &serde_json::Map::new(), &mut copy).unwrap();
+    assert_eq!(stats.records, 18);
+    let copied: Vec<serde_json::Value> =
+        String::from_utf8(copy).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.iter().all(|l| copied.contains(l)), "export_person's lines are in the copy as they are");
     // The erased person: no trace in clear, and still suppressed.
     assert!(!contains(&raw(dir, &name), "u-2000"), "an erased id in clear survived the migration");
     let d2 = DeviceId::new("dev-0002").unwrap();
@@ -164,6 +181,38 @@ fn wave3_engine_opens_and_reads_back() {
     check_engine(&dir, &path, options, WAVE3_STREAM);
 }
 
+#[test]
+fn keys1_engine_opens_with_its_key_store_and_reads_back() {
+    let (dir, path) = copy("keys1-engine.db");
+    let keys_path = dir.path().join("keys1-keys.json");
+    std::fs::copy(data("keys1-keys.json"), &keys_path).unwrap();
+    let e = KeyStore::open(&keys_path, MasterKey::new([0x22; 32]), KeyStoreOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::MasterKeyMismatch { .. }), "{e}");
+    let keys =
+        Arc::new(KeyStore::open(&keys_path, MasterKey::new([0x11; 32]), KeyStoreOptions::default()).unwrap());
+    let data_key = keys.current(&acme()).unwrap().id().get();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let ids: Vec<Option<u32>> = conn
+            .prepare("SELECT key_id FROM records")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !ids.is_empty() && ids.iter().all(|k| *k == Some(data_key)),
+            "sealed under acme's key: {ids:?}"
+        );
+    }
+    // Without the key store the rows do not open.
+    let bare = SqliteEngine::open(&path, EngineOptions::default()).unwrap();
+    let e = bare.export_person(&acme(), &UserId::new("u-1042").unwrap(), &mut Vec::new()).unwrap_err();
+    assert!(matches!(e, Error::MissingKey { .. }), "{e}");
+    drop(bare);
+    check_engine(&dir, &path, EngineOptions::default().key_store(keys), WAVE3_STREAM);
+}
+
 fn binary_verdict() -> BinaryVerdict {
     BinaryVerdict {
         sha256: fixtures::EMPTY_SHA256.parse().unwrap(),
@@ -193,6 +242,21 @@ fn write() {
     drop(spool);
     let mut engine = SqliteEngine::open(out.join("wave3-engine.db"), EngineOptions::default()).unwrap();
     let dev = |d: &str| DeviceId::new(d).unwrap();
+    engine
+        .ingest(&acme(), &dev("dev-0001"), WAVE3_STREAM, 1, fixtures::golden_records("golden"), now)
+        .unwrap();
+    engine.ingest(&acme(), &dev("dev-0002"), WAVE3_STREAM, 1, erased_records(), now).unwrap();
+    let request = ErasureRequest::new("req-1", UserId::new("u-2000").unwrap(), now);
+    engine.erase_person(&acme(), &request, now).unwrap();
+    engine.record_verdicts(&acme(), &[binary_verdict()], &[domain_verdict()], now).unwrap();
+    drop(engine);
+
+    let keys = Arc::new(
+        KeyStore::open(out.join("keys1-keys.json"), MasterKey::new([0x11; 32]), KeyStoreOptions::default())
+            .unwrap(),
+    );
+    let mut engine =
+        SqliteEngine::open(out.join("keys1-engine.db"), EngineOptions::default().key_store(keys)).unwrap();
     engine
         .ingest(&acme(), &dev("dev-0001"), WAVE3_STREAM, 1, fixtures::golden_records("golden"), now)
         .unwrap();

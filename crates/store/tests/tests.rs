@@ -1,6 +1,7 @@
 //! Integration tests of privtel-store, built as one binary.
 
 mod aggregate;
+mod customer_keys;
 mod engine;
 mod golden;
 mod group;

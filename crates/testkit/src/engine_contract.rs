@@ -65,6 +65,8 @@ macro_rules! engine_contract_tests {
             a_group_stores_every_batch_but_the_refused_ones,
             a_record_that_cannot_be_encoded_refuses_its_batch_alone,
             ingest_matches_a_simple_model,
+            contract_end_removes_every_row_and_refuses_later_batches,
+            the_customer_copy_holds_every_record_of_the_customer_only,
         );
     };
     (@each $attrs:tt $harness:expr; $($name:ident,)*) => {
@@ -729,4 +731,102 @@ pub fn ingest_matches_a_simple_model<H: Harness>(h: &mut H) {
     let of = |c: bool| held.iter().filter(|h| h.0 == c).count() as u64;
     assert_eq!(store.record_count_of(&acme()).expect("count"), of(true));
     assert_eq!(store.record_count_of(&globex()).expect("count"), of(false));
+}
+
+/// The lines of a customer copy, parsed.
+fn copy_of<E: EngineStore>(
+    store: &E,
+    customer: &CustomerId,
+) -> (privtel_store::CopyStats, Vec<serde_json::Value>) {
+    let mut fields = serde_json::Map::new();
+    fields.insert("policy_version".into(), "7".into());
+    let mut out = Vec::new();
+    let stats = store.export_customer(customer, &fields, &mut out).expect("copy");
+    assert_eq!(stats.bytes, out.len() as u64);
+    let text = String::from_utf8(out).expect("utf-8");
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(stats.lines, lines.len() as u64);
+    let m = &lines[0]["manifest"];
+    assert_eq!(m["format"], "privtel-customer-copy", "{m}");
+    assert_eq!((m["format_version"].as_u64(), m["policy_version"].as_str()), (Some(1), Some("7")), "{m}");
+    assert_eq!(m["customer"], customer.as_str());
+    assert!(m["schema_version"].is_i64(), "{m}");
+    let last = &lines[lines.len() - 1]["counts"];
+    assert_eq!(last["lines"].as_u64(), Some(stats.lines), "{last}");
+    (stats, lines)
+}
+
+/// Contract end: every row of the customer goes, later batches of it are
+/// refused (here and on another engine) until it is re-onboarded, the
+/// other customer is untouched, the receipt holds no personal data.
+pub fn contract_end_removes_every_row_and_refuses_later_batches<H: Harness>(h: &mut H) {
+    let mut store = h.fresh(RetentionPolicy::default());
+    let now = fixtures::base_time();
+    let sha: privtel_model::Digest = fixtures::EMPTY_SHA256.parse().expect("digest");
+    let verdict = BinaryVerdict { sha256: sha, threat: ThreatLevel::High, category: None };
+    for c in [acme(), globex()] {
+        store.ingest(&c, &dev("d1"), S, 1, records_of("u-ends", "ends", 0), now).expect("ingest");
+        store.ingest(&c, &dev("d2"), S, 1, records_of("u-other", "other", 100), now).expect("ingest");
+        store.record_verdicts(&c, std::slice::from_ref(&verdict), &[], now).expect("verdicts");
+    }
+    store.erase_person(&acme(), &ErasureRequest::new("r-1", uid("u-other"), now), now).expect("erase");
+    let held = store.record_count_of(&acme()).expect("count");
+    let globex_before = exported_text(&store, &globex(), "u-ends");
+    assert!(held > 0);
+
+    let receipt = store.delete_customer(&acme(), now).expect("contract end");
+    assert_eq!(receipt.customer, acme());
+    assert_eq!(receipt.removed.get("records").copied(), Some(held), "{:?}", receipt.removed);
+    assert_eq!(receipt.removed.get("customers").copied(), Some(1), "{:?}", receipt.removed);
+    assert!(receipt.removed.get("devices").copied() == Some(2), "{:?}", receipt.removed);
+    assert!(receipt.removed.get("binary_verdicts").copied() == Some(1), "{:?}", receipt.removed);
+    assert!(receipt.started_at <= receipt.completed_at);
+    if let Some(at) = receipt.keys_destroyed_at {
+        assert!(receipt.started_at <= at && at <= receipt.completed_at, "keys first, rows after");
+    }
+    assert!(!receipt.stores.is_empty());
+    let json = serde_json::to_string(&receipt).expect("serializes");
+    assert!(!json.contains("u-ends") && !json.contains("d1"), "{json}");
+
+    assert_eq!(store.record_count_of(&acme()).expect("count"), 0);
+    assert!(!store.customers().expect("customers").contains(&acme()));
+    assert!(store.binary_verdict(&acme(), &sha).expect("read").is_none());
+    assert_eq!(store.high_water(&acme(), &dev("d1"), S).expect("mark"), 0);
+    assert_eq!(copy_of(&store, &acme()).0.records, 0);
+    let late = store.ingest(&acme(), &dev("d1"), S, 1, records_of("u-ends", "late", 200), now);
+    assert!(matches!(late, Err(Error::CustomerDeleted)), "{late:?}");
+    let mut other = h.again();
+    let late = other.ingest(&acme(), &dev("d3"), S, 1, records_of("u-ends", "late", 300), now);
+    assert!(matches!(late, Err(Error::CustomerDeleted)), "another engine refuses too: {late:?}");
+    assert_eq!(store.record_count_of(&acme()).expect("count"), 0);
+    assert_eq!(exported_text(&store, &globex(), "u-ends"), globex_before, "the other customer is untouched");
+    assert!(store.binary_verdict(&globex(), &sha).expect("read").is_some());
+}
+
+/// The customer copy: a manifest, every record of the customer (the lines
+/// of export_person among them), its devices and verdicts, counts; nothing
+/// of another customer.
+pub fn the_customer_copy_holds_every_record_of_the_customer_only<H: Harness>(h: &mut H) {
+    let mut store = h.fresh(RetentionPolicy::default());
+    let now = fixtures::base_time();
+    store.ingest(&acme(), &dev("d1"), S, 1, records_of("u-1", "acme-one", 0), now).expect("ingest");
+    store.ingest(&acme(), &dev("d2"), S, 1, records_of("u-2", "acme-two", 100), now).expect("ingest");
+    store.ingest(&globex(), &dev("d1"), S, 1, records_of("u-1", "globex-only", 0), now).expect("ingest");
+    let (stats, lines) = copy_of(&store, &acme());
+    let records: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("record").is_some()).collect();
+    assert_eq!(stats.records, store.record_count_of(&acme()).expect("count"));
+    assert_eq!(records.len() as u64, stats.records);
+    let ids: BTreeSet<i64> = records.iter().map(|r| r["id"].as_i64().expect("an id")).collect();
+    assert_eq!(ids.len(), records.len(), "each record once");
+    for user in ["u-1", "u-2"] {
+        let person = export(&store, &acme(), user);
+        assert!(!person.is_empty());
+        for p in &person {
+            assert!(records.contains(&p), "an export_person line is in the copy as it is: {p}");
+        }
+    }
+    assert_eq!(lines.iter().filter(|l| l.get("device").is_some()).count(), 2);
+    let text = lines.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    assert!(text.contains("acme-two") && !text.contains("globex-only"), "only the customer's rows");
 }
