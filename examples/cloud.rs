@@ -10,7 +10,8 @@
 //!     [--authority FILE] [--cert PEM --key PEM] [--cert-out CA.pem] [--store-key FILE]
 //!     [--store-secret FILE] [--sweep-every SECONDS] [--max-batch-records N] [--max-connections N]
 //!     [--region R] [--admin-socket PATH --operators FILE [--access-log FILE] [--access-key FILE]
-//!      [--requests FILE] [--max-grant-hours H]]
+//!      [--requests FILE] [--max-grant-hours H]] [--master-key FILE | --master-key-env VAR]
+//!     [--key-store FILE] [--key-backup-days N]
 //! cargo run --release --features scale --example cloud -- … --ingest nats://127.0.0.1:4222
 //!     [--engine postgres://postgres@127.0.0.1:5432/privtel] [--stream NAME] [--subject-prefix P]
 //!     [--consumer C] [--region R] [--metrics-every SECONDS]
@@ -76,7 +77,7 @@ use privtel::authority::Authority;
 use privtel::model::{CustomerId, DeviceId, Timestamp};
 use privtel::service::console::Operators;
 use privtel::service::{BenchmarkOptions, Limits, Quarter, Service, Settings, quarterly_report};
-use privtel::store::{AtRestKey, EngineOptions, SqliteEngine};
+use privtel::store::{AtRestKey, EngineOptions, KeyStore, KeyStoreOptions, MasterKey, SqliteEngine};
 use privtel::wire::{self, VerdictIndex, tls};
 
 /// The privtel service: accept agents over TLS, ingest, answer enrichment.
@@ -127,9 +128,25 @@ struct Args {
     /// Where to write the CA agents must trust (when the certificate is made here).
     #[arg(long, value_name = "PEM")]
     cert_out: Option<PathBuf>,
-    /// Seal stored payloads with the 32-byte key in this file.
+    /// Seal stored payloads with the 32-byte key in this file (one key for
+    /// every customer; see --master-key for per-customer keys).
     #[arg(long, value_name = "FILE")]
     store_key: Option<PathBuf>,
+    /// Seal each customer's rows under a data key of its own, wrapped by the
+    /// master key in this file (64 hex digits, 0600; created if missing).
+    /// Contract end destroys the customer's keys first.
+    #[arg(long, value_name = "FILE", conflicts_with = "master_key_env")]
+    master_key: Option<PathBuf>,
+    /// The same, the master key from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    master_key_env: Option<String>,
+    /// The key store (default: STORE.keys), with a master key.
+    #[arg(long, value_name = "FILE")]
+    key_store: Option<PathBuf>,
+    /// Days the key store keeps its backup copies (1 to 30; default 7): how
+    /// long a destroyed key can survive in them.
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=30))]
+    key_backup_days: Option<u64>,
     /// Seconds between retention sweeps.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     sweep_every: u64,
@@ -242,6 +259,7 @@ fn report(args: &Args, customer: &CustomerId) -> anyhow::Result<()> {
     if let Some(path) = &args.store_secret {
         options = options.secret(read_key(path)?);
     }
+    options = with_key_store(args, options)?;
     let engine =
         SqliteEngine::open(&args.store, options).with_context(|| args.store.display().to_string())?;
     let quarter = args.quarter.unwrap_or_else(|| Quarter::of(now()));
@@ -250,6 +268,22 @@ fn report(args: &Args, customer: &CustomerId) -> anyhow::Result<()> {
     let text = if args.json { report.to_json() } else { report.to_markdown() };
     println!("{text}");
     Ok(())
+}
+
+/// `options` sealing under per-customer keys when a master key is given.
+fn with_key_store(args: &Args, options: EngineOptions) -> anyhow::Result<EngineOptions> {
+    let master = match (&args.master_key, &args.master_key_env) {
+        (Some(path), _) => MasterKey::load_or_create(path).with_context(|| path.display().to_string())?,
+        (None, Some(var)) => MasterKey::from_env(var)?,
+        (None, None) => return Ok(options),
+    };
+    let path = args.key_store.clone().unwrap_or_else(|| beside(&args.store, ".keys"));
+    let mut key_options = KeyStoreOptions::default();
+    if let Some(days) = args.key_backup_days {
+        key_options = key_options.backup_retention(std::time::Duration::from_secs(days * 86_400));
+    }
+    let keys = KeyStore::open(&path, master, key_options).with_context(|| path.display().to_string())?;
+    Ok(options.key_store(Arc::new(keys)))
 }
 
 fn read_key(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
@@ -317,6 +351,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.store_secret {
         options = options.secret(read_key(path)?);
     }
+    options = with_key_store(&args, options)?;
     let engine =
         SqliteEngine::open(&args.store, options).with_context(|| args.store.display().to_string())?;
     let mut index =

@@ -379,6 +379,7 @@ fn admin_acts_on_a_running_cloud_through_its_console() {
     let mut cloud = Command::new(example("cloud"))
         .args(["--store", &path("engine.db"), "--settings", settings, "--admin-socket", &socket])
         .args(["--operators", &path("operators.toml"), "--cert-out", &path("ca.pem")])
+        .args(["--master-key", &path("master.key")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -433,6 +434,34 @@ fn admin_acts_on_a_running_cloud_through_its_console() {
     bytes[last] ^= 1;
     std::fs::write(path("tampered.bin"), bytes).unwrap();
     assert_eq!(verify(&path("tampered.bin")).status.code(), Some(1));
+
+    // Contract end: the copy first, then the deletion and its signed receipt.
+    let scope =
+        ["grant", "--operator", "ops.jdoe", "--customer", "acme", "--scope", "copy-customer,delete-customer"];
+    let out = admin(lead, &[&scope[..], &why[..]].concat());
+    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["grant"].to_string();
+    let out =
+        admin(jdoe, &["copy-customer", "--grant", &id, "--customer", "acme", "--out", &path("copy.jsonl")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let copy = std::fs::read_to_string(path("copy.jsonl"))
+        .unwrap_or_else(|e| panic!("{e}: {} {}", text(&out.stderr), text(&out.stdout)));
+    assert!(copy.lines().next().unwrap().contains("privtel-customer-copy"), "{copy}");
+    let out = admin(jdoe, &["delete-customer", "--grant", &id, "--customer", "acme"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    std::fs::write(path("receipt.json"), &out.stdout).unwrap();
+    let out =
+        run_briefly("admin", &["verify-receipt", "--receipt", &path("receipt.json"), "--public-key", key]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut forged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path("receipt.json")).unwrap()).unwrap();
+    forged["receipt"] = serde_json::Value::String(
+        forged["receipt"].as_str().unwrap().replace("\"records\":", "\"records\":1"),
+    );
+    std::fs::write(path("forged.json"), forged.to_string()).unwrap();
+    let out =
+        run_briefly("admin", &["verify-receipt", "--receipt", &path("forged.json"), "--public-key", key]);
+    assert_eq!(out.status.code(), Some(1), "an edited receipt does not verify");
+    assert_eq!(std::fs::metadata(path("master.key")).unwrap().permissions().mode() & 0o777, 0o600);
     cloud.kill().unwrap();
     cloud.wait().unwrap();
 }

@@ -9,7 +9,11 @@ use privtel_access::{
     AccessControl, Action, Denied, GrantId, Operator, RequestId, RequestKind, RequestOutcome, RequestRegister,
 };
 use privtel_model::{CustomerId, UserId};
-use privtel_store::{DeletionReceipt, EngineStore, ErasureRequest};
+use privtel_store::{
+    CopyStats, CustomerDeletion, DeletionReceipt, EngineStore, ErasureRequest, KeyStore, MasterKey,
+    ResealProgress,
+};
+use serde::Serialize;
 
 use crate::Service;
 
@@ -216,4 +220,249 @@ impl Service {
         self.report(&format!("end-user request {id} of customer {customer} done by {operator}"));
         Ok(outcome)
     }
+
+    /// The customer copy by `operator` under `grant` (action
+    /// [`Action::CopyCustomer`]): everything the store holds of `customer`
+    /// as JSON Lines to `out`, streamed, its manifest naming the customer's
+    /// policy digest and region, when the copy was requested and when it is
+    /// due (30 days later), besides the store's format and schema versions.
+    ///
+    /// # Errors
+    ///
+    /// As [`Service::erase_person_as`], or a write error.
+    pub fn copy_customer_as(
+        &self,
+        operator: &Operator,
+        grant: GrantId,
+        customer: &CustomerId,
+        out: &mut dyn Write,
+    ) -> Result<CopyStats, AdminError> {
+        let now = (self.clock)();
+        let due = now.checked_add(time::Duration::days(COPY_DAYS)).unwrap_or(now);
+        let detail =
+            format!("copy the customer: requested {}, due {}", now.unix_seconds(), due.unix_seconds());
+        self.authorize(operator, grant, customer, Action::CopyCustomer, &detail)?;
+        let mut manifest = serde_json::Map::new();
+        if let Some(cs) = self.settings().customer(customer) {
+            manifest.insert("policy_sha256".into(), hex(&cs.policy_digest()).into());
+            manifest.insert("region".into(), cs.region().into());
+        }
+        manifest.insert("requested_unix".into(), now.unix_seconds().into());
+        manifest.insert("due_unix".into(), due.unix_seconds().into());
+        manifest.insert("operator".into(), operator.as_str().into());
+        manifest.insert("grant".into(), grant.0.into());
+        Ok(self.engine().export_customer(customer, &manifest, out)?)
+    }
+
+    /// Contract end by `operator` under `grant` (action
+    /// [`Action::DeleteCustomer`]), in this order: the customer's devices
+    /// are cut off (its settings leave the service's settings in force), the
+    /// store destroys its data keys (from that instant nothing of it is
+    /// readable) then removes every row, the enrollment authority forgets
+    /// its CA, tokens and devices, and the request register its end users'
+    /// requests. Returns the receipt, signed with the service's key.
+    ///
+    /// The settings file the service was started with still names the
+    /// customer: remove it there too. Until then the store refuses its
+    /// data as a deleted customer's.
+    ///
+    /// # Errors
+    ///
+    /// As [`Service::erase_person_as`]. A failure after the keys were
+    /// destroyed leaves nothing readable; run it again to finish.
+    pub fn delete_customer_as(
+        &self,
+        operator: &Operator,
+        grant: GrantId,
+        customer: &CustomerId,
+    ) -> Result<SignedReceipt, AdminError> {
+        self.authorize(
+            operator,
+            grant,
+            customer,
+            Action::DeleteCustomer,
+            "delete the customer (contract end)",
+        )?;
+        let access = self.access.as_ref().ok_or(AdminError::NoAccessControl)?;
+        let now = (self.clock)();
+        let had_settings = self.settings().customer(customer).is_some();
+        self.replace_settings(self.settings().without(customer));
+        let engine = self.engine().delete_customer(customer, now)?;
+        let mut stores = vec!["settings in force".to_owned()];
+        stores.extend(engine.stores.iter().cloned());
+        let authority = self.remove_enrollment(customer)?;
+        if authority.is_some() {
+            stores.push("enrollment authority".into());
+        }
+        let requests = match &self.requests {
+            Some(r) => {
+                stores.push("end-user requests".into());
+                Some(r.remove_customer(customer)?)
+            }
+            None => None,
+        };
+        let receipt = CustomerDeletionReceipt {
+            kind: RECEIPT_KIND,
+            version: 1,
+            operator: operator.as_str().to_owned(),
+            grant: grant.0,
+            settings_removed: had_settings,
+            authority,
+            end_user_requests: requests,
+            stores,
+            engine,
+        };
+        let document = serde_json::to_string(&receipt).map_err(|e| AdminError::Output(e.to_string()))?;
+        let signature = access.sign_document(RECEIPT_KIND, document.as_bytes());
+        self.report(&format!(
+            "customer {customer} deleted at contract end by {operator} under grant {grant}"
+        ));
+        Ok(SignedReceipt {
+            receipt: document,
+            signature: hex(&signature),
+            public_key: access.public_key().to_string(),
+        })
+    }
+
+    /// The engine's key store (a service whose store seals under
+    /// per-customer keys).
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Store`] when the store has none.
+    fn key_store(&self) -> Result<Arc<KeyStore>, AdminError> {
+        self.engine().keys().cloned().ok_or_else(|| {
+            AdminError::Store(privtel_store::Error::KeyStore {
+                reason: "the store has no key store: expected EngineOptions::key_store".into(),
+            })
+        })
+    }
+
+    /// Re-wraps every customer's data keys under `new_master` (no row is
+    /// touched); from then on the old master key is not needed. Returns the
+    /// new master's id.
+    ///
+    /// # Errors
+    ///
+    /// The store has no key store, or the key store could not be written
+    /// (then the old master still opens it).
+    pub fn rotate_master_key(&self, new_master: MasterKey) -> Result<privtel_model::KeyId, AdminError> {
+        let id = new_master.id();
+        self.key_store()?.rotate_master(new_master)?;
+        self.report(&format!("master key rotated: data keys now wrapped under {id}"));
+        Ok(id)
+    }
+
+    /// Gives `customer` a new current data key; its older rows move to it
+    /// with [`Service::reseal`].
+    ///
+    /// # Errors
+    ///
+    /// The store has no key store, or it could not be written.
+    pub fn rotate_customer_key(&self, customer: &CustomerId) -> Result<privtel_model::KeyId, AdminError> {
+        self.check_region(customer)?;
+        let id = self.key_store()?.rotate_customer_key(customer)?;
+        self.report(&format!("customer {customer}: new data key {id}"));
+        Ok(id)
+    }
+
+    /// Moves at most `max_rows` of `customer`'s rows to its current data
+    /// key (one transaction); when none remains under a retired key, those
+    /// keys are destroyed.
+    ///
+    /// # Errors
+    ///
+    /// The store has no key store, or a storage error.
+    pub fn reseal(&self, customer: &CustomerId, max_rows: usize) -> Result<ResealProgress, AdminError> {
+        self.check_region(customer)?;
+        let mut engine = self.engine();
+        let progress = engine.reseal(customer, max_rows)?;
+        if progress.remaining == 0 {
+            let destroyed = engine.destroy_retired_keys(customer)?;
+            if !destroyed.is_empty() {
+                self.report(&format!("customer {customer}: {} retired data keys destroyed", destroyed.len()));
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Removes the customer's enrollment authority, if the service has one.
+    #[cfg(feature = "tls")]
+    fn remove_enrollment(&self, customer: &CustomerId) -> Result<Option<RemovedEnrollment>, AdminError> {
+        let Some(authority) = &self.authority else { return Ok(None) };
+        let r = authority.remove_customer(customer).map_err(|e| AdminError::Output(e.to_string()))?;
+        Ok(Some(RemovedEnrollment {
+            authority: r.authority,
+            tokens: r.tokens,
+            devices: r.devices,
+            reports: r.reports,
+        }))
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn remove_enrollment(&self, _: &CustomerId) -> Result<Option<RemovedEnrollment>, AdminError> {
+        Ok(None)
+    }
+}
+
+/// Days a customer has its copy within, from its request.
+const COPY_DAYS: i64 = 30;
+
+/// The kind a contract-end receipt is signed as.
+pub const RECEIPT_KIND: &str = "customer-deletion";
+
+/// What the enrollment authority removed at contract end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RemovedEnrollment {
+    /// Whether the customer's CA existed.
+    pub authority: bool,
+    /// Enrollment tokens removed.
+    pub tokens: u64,
+    /// Devices removed.
+    pub devices: u64,
+    /// Reports removed.
+    pub reports: u64,
+}
+
+/// The contract-end receipt: counts, times, key ids and the stores covered;
+/// no personal data.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct CustomerDeletionReceipt {
+    /// Always [`RECEIPT_KIND`].
+    pub kind: &'static str,
+    /// The receipt format's version (1).
+    pub version: u32,
+    /// Who did it.
+    pub operator: String,
+    /// Under which grant.
+    pub grant: u64,
+    /// Whether the customer's settings were in force.
+    pub settings_removed: bool,
+    /// What the enrollment authority removed (none without one).
+    pub authority: Option<RemovedEnrollment>,
+    /// End users' requests removed (none without a register).
+    pub end_user_requests: Option<u64>,
+    /// Every store the deletion covered.
+    pub stores: Vec<String>,
+    /// What the engine store did, with its times.
+    pub engine: CustomerDeletion,
+}
+
+/// A receipt and the service's signature of its exact bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SignedReceipt {
+    /// The receipt, JSON ([`CustomerDeletionReceipt`]): the signed bytes.
+    pub receipt: String,
+    /// The Ed25519 signature (hex) by [`privtel_access::SigningKey::sign_document`]
+    /// with kind [`RECEIPT_KIND`].
+    pub signature: String,
+    /// The service's public key (hex).
+    pub public_key: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -27,7 +27,7 @@ use privtel_access::{
     Waiting,
 };
 use privtel_model::{CustomerId, Timestamp, UserId};
-use privtel_store::ErasureRequest;
+use privtel_store::{ErasureRequest, MasterKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -718,6 +718,57 @@ impl Service {
                     |o| json!({"request": id.to_string(), "records": o.records, "suppressed": o.suppressed}),
                 )
             }
+            "copy-customer" => {
+                let parsed = (|| Ok::<_, RequestError>((fields.grant()?, fields.customer()?)))();
+                let (grant, customer) = match parsed {
+                    Ok(p) => p,
+                    Err(e) => return Some(answer.fail("bad-request", &e.to_string())),
+                };
+                let header = json!({"customer": customer.as_str()});
+                let streamed = answer.stream(header, |out| {
+                    self.copy_customer_as(&who.operator, grant, &customer, out).map(|s| s.lines)
+                });
+                self.report(&match &streamed {
+                    Ok(Ok(n)) => format!("console: copy-customer by {}: {n} lines", who.operator),
+                    Ok(Err(e)) => format!("console: copy-customer by {}: {e}", who.operator),
+                    Err(e) => format!(
+                        "console: copy-customer by {}: the answer could not be written: {e}",
+                        who.operator
+                    ),
+                });
+                return Some(streamed.map(|_| ()));
+            }
+            "delete-customer" => match (fields.grant(), fields.customer()) {
+                (Ok(grant), Ok(customer)) => self
+                    .delete_customer_as(&who.operator, grant, &customer)
+                    .and_then(|r| serde_json::to_value(r).map_err(|e| AdminError::Output(e.to_string()))),
+                (Err(e), _) | (_, Err(e)) => Err(AdminError::BadRequest(e.to_string())),
+            },
+            "rotate-master" | "rotate-customer-key" | "reseal" if !who.approver => {
+                Err(AdminError::NotApprover)
+            }
+            "rotate-master" => {
+                match fields.str("new_key_file", "the new master key's file on the service's machine") {
+                    Ok(path) => MasterKey::load(path)
+                        .map_err(AdminError::from)
+                        .and_then(|m| self.rotate_master_key(m))
+                        .map(|id| json!({"master_key": id.to_string()})),
+                    Err(e) => Err(AdminError::BadRequest(e.to_string())),
+                }
+            }
+            "rotate-customer-key" => match fields.customer() {
+                Ok(c) => self
+                    .rotate_customer_key(&c)
+                    .map(|id| json!({"customer": c.as_str(), "data_key": id.to_string()})),
+                Err(e) => Err(AdminError::BadRequest(e.to_string())),
+            },
+            "reseal" => match (fields.customer(), fields.u64("max_rows", "rows to move, 1 to 1000000")) {
+                (Ok(c), Ok(n)) if (1..=1_000_000).contains(&n) => self
+                    .reseal(&c, usize::try_from(n).unwrap_or(1))
+                    .map(|p| json!({"customer": c.as_str(), "moved": p.moved, "remaining": p.remaining})),
+                (Err(e), _) | (_, Err(e)) => Err(AdminError::BadRequest(e.to_string())),
+                _ => Err(AdminError::BadRequest("field max_rows: expected 1 to 1000000".into())),
+            },
             _ => return None,
         };
         self.report(&match &result {

@@ -97,7 +97,7 @@ mod limits;
 mod settings;
 mod writer;
 
-pub use admin::AdminError;
+pub use admin::{AdminError, CustomerDeletionReceipt, RECEIPT_KIND, RemovedEnrollment, SignedReceipt};
 pub use admission::RefusalCounts;
 pub use benchmark::{
     BenchmarkError, BenchmarkOptions, Comparison, FIGURES, IndustryCell, Quarter, QuarterlyReport,
@@ -1029,6 +1029,25 @@ impl Service {
                     batch_id: batch.batch_id,
                     accepted_up_to: batch.first_seq.saturating_sub(1),
                     rejections,
+                    retry_after_ms: Some(RETRY_AFTER_MS),
+                }
+            }
+            // The customer's contract ended: nothing of it is stored again
+            // (until it is onboarded anew); the device is told so, for good.
+            Err(privtel_store::Error::CustomerDeleted) => {
+                self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+                self.report(&format!(
+                    "batch of {customer}/{device} refused: the customer was deleted at contract end"
+                ));
+                Ack {
+                    batch_id: batch.batch_id,
+                    accepted_up_to: batch.first_seq.saturating_sub(1),
+                    rejections: vec![Rejection {
+                        seq: batch.first_seq,
+                        code: RejectCode::UNKNOWN_CUSTOMER,
+                        reason: "the customer's data was deleted at contract end".into(),
+                        retryable: false,
+                    }],
                     retry_after_ms: Some(RETRY_AFTER_MS),
                 }
             }

@@ -14,7 +14,7 @@ use privtel_access::{
 };
 use privtel_service::console::{END_KEY, MAX_REQUEST_BYTES, Operators, bind_console, operator_token};
 use privtel_service::{Service, Settings};
-use privtel_store::{EngineOptions, SqliteEngine};
+use privtel_store::{EngineOptions, EngineStore as _, KeyStore, KeyStoreOptions, MasterKey, SqliteEngine};
 use privtel_wire::VerdictIndex;
 use serde_json::{Value, json};
 
@@ -26,18 +26,24 @@ struct Console {
     jdoe: String,
     log: Arc<Mutex<Vec<String>>>,
     service: Arc<Service>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn start(settings: &str, region: Option<&str>) -> Console {
     start_at(settings, region, Arc::new(AtomicI64::new(0)))
 }
 
+/// The master key the tests' key stores start with.
+fn master() -> MasterKey {
+    MasterKey::new([7; 32])
+}
+
 /// A console whose service's clock is `now()` plus `offset` seconds.
 fn start_at(settings: &str, region: Option<&str>, offset: Arc<AtomicI64>) -> Console {
     let dir = tempfile::tempdir().unwrap();
-    let engine =
-        SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default().secret([5; 32])).unwrap();
+    let keys = KeyStore::open(dir.path().join("keys.json"), master(), KeyStoreOptions::default()).unwrap();
+    let options = EngineOptions::default().secret([5; 32]).key_store(Arc::new(keys));
+    let engine = SqliteEngine::open(dir.path().join("engine.db"), options).unwrap();
     let (key, _) = SigningKey::generate().unwrap();
     let access =
         Arc::new(AccessControl::open(&dir.path().join("access.log"), key, AccessOptions::default()).unwrap());
@@ -68,7 +74,7 @@ fn start_at(settings: &str, region: Option<&str>, offset: Arc<AtomicI64>) -> Con
     let listener = bind_console(&socket).unwrap();
     let me = Arc::clone(&service);
     std::thread::spawn(move || me.serve_console(&listener, &operators, &AtomicBool::new(false)));
-    Console { socket, lead, jdoe, log, service, _dir: dir }
+    Console { socket, lead, jdoe, log, service, dir }
 }
 
 /// Sends one request, returns every answer line.
@@ -418,4 +424,161 @@ fn an_end_users_erasure_waits_for_the_customer_then_is_done_and_overdue_ones_are
     assert!(a["error"].as_str().unwrap().contains("declined"), "{a}");
     let overdue = one(&c.socket, &c.jdoe, json!({"op": "overdue"}));
     assert_eq!(overdue["overdue"], json!([]), "nothing open is late");
+}
+
+/// Every byte of every file under `dir`, with its name.
+fn raw_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(raw_files(&p));
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            out.push((p, bytes));
+        }
+    }
+    out
+}
+
+fn files_holding(dir: &Path, canary: &str) -> Vec<PathBuf> {
+    raw_files(dir)
+        .into_iter()
+        .filter(|(_, b)| b.windows(canary.len()).any(|w| w == canary.as_bytes()))
+        .map(|(p, _)| p)
+        .collect()
+}
+
+#[test]
+fn a_customer_deleted_mid_ingest_leaves_none_of_its_canaries_and_gets_a_signed_receipt() {
+    let c = start(SETTINGS, None);
+    // acme's and globex's devices keep sending while acme's contract ends.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for (customer, user) in [("acme", "u-CANARYACME1"), ("globex", "u-globexkeep")] {
+        let (service, stop) = (Arc::clone(&c.service), Arc::clone(&stop));
+        senders.push(std::thread::spawn(move || {
+            // Made before the deletion removes the customer's settings.
+            let batches: Vec<_> = (0..100u64)
+                .map(|i| {
+                    batch(
+                        &service,
+                        customer,
+                        1 + i * 20,
+                        events_of(&service, user, u128::from(1 + i * 20), 20),
+                    )
+                })
+                .collect();
+            let mut conn = connect(&service, peer(customer, "dev-1"));
+            conn.client_handshake(&hello(customer, "dev-1", 1)).unwrap();
+            let mut stored = 0u64;
+            for b in batches {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if conn.send(&privtel_wire::Message::Batch(b)).is_err() {
+                    break;
+                }
+                match conn.recv() {
+                    Ok(privtel_wire::Message::Ack(a)) if a.rejections.is_empty() => stored = a.accepted_up_to,
+                    _ => break, // refused: acme's contract ended
+                }
+            }
+            stored
+        }));
+    }
+    let acme: privtel_model::CustomerId = "acme".parse().unwrap();
+    while c.service.engine().record_count_of(&acme).unwrap() < 200 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!files_holding(c.dir.path(), "u-CANARYACME1").is_empty(), "the scan finds the planted canary");
+    let copy = grant(&c, &["copy-customer", "delete-customer"], 0, 60);
+    // The customer's copy first, streamed with its manifest.
+    let lines = ask(&c.socket, &c.jdoe, json!({"op": "copy-customer", "grant": copy, "customer": "acme"}));
+    assert_eq!(lines.last().unwrap()[END_KEY], json!(true), "{:?}", lines.last());
+    let manifest = &lines[1]["manifest"];
+    assert_eq!(manifest["format"], json!("privtel-customer-copy"), "{manifest}");
+    assert_eq!(manifest["due_unix"].as_i64(), Some(now().unix_seconds() + 30 * 86_400));
+    assert!(manifest["policy_sha256"].as_str().unwrap().len() == 64);
+    assert!(lines.iter().any(|l| l.to_string().contains("u-CANARYACME1")));
+    assert!(!lines.iter().any(|l| l.to_string().contains("u-globexkeep")), "only acme's data");
+
+    let answer = one(&c.socket, &c.jdoe, json!({"op": "delete-customer", "grant": copy, "customer": "acme"}));
+    assert_eq!(answer["ok"], json!(true), "{answer}");
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.join().unwrap();
+    }
+    // The receipt verifies with the service's key, and names no person.
+    let document = answer["receipt"].as_str().unwrap();
+    let signature = unhex(answer["signature"].as_str().unwrap());
+    let key = privtel_access::PublicKey::from_slice(&unhex(answer["public_key"].as_str().unwrap())).unwrap();
+    assert!(key.verifies_document(privtel_service::RECEIPT_KIND, document.as_bytes(), &signature));
+    assert!(!key.verifies_document(
+        privtel_service::RECEIPT_KIND,
+        document.replace("acme", "acmf").as_bytes(),
+        &signature
+    ));
+    let receipt: Value = serde_json::from_str(document).unwrap();
+    assert!(receipt["engine"]["removed"]["records"].as_u64().unwrap() >= 200, "{receipt}");
+    // The keys went first: nothing was readable from that instant.
+    let (shred, done) =
+        (receipt["engine"]["keys_destroyed_at"].as_str(), receipt["engine"]["completed_at"].as_str());
+    assert!(shred.is_some() && shred <= done, "{receipt}");
+    assert!(!receipt["engine"]["keys_destroyed"].as_array().unwrap().is_empty(), "{receipt}");
+    assert!(receipt["stores"].as_array().unwrap().iter().any(|s| s == "end-user requests"), "{receipt}");
+    assert!(!document.contains("u-CANARYACME1") && !document.contains("dev-1"), "{document}");
+
+    // None of acme's canaries in any file: engine, its log, key store and
+    // its backups, request register, access log. globex's data is intact.
+    assert_eq!(files_holding(c.dir.path(), "u-CANARYACME1"), Vec::<PathBuf>::new());
+    let globex: privtel_model::CustomerId = "globex".parse().unwrap();
+    assert!(c.service.engine().record_count_of(&globex).unwrap() > 0);
+    assert_eq!(c.service.engine().record_count_of(&acme).unwrap(), 0);
+    // acme's devices are refused from now on.
+    let mut conn = connect(&c.service, peer("acme", "dev-2"));
+    let _ = conn.send(&privtel_wire::Message::Hello(hello("acme", "dev-2", 1)));
+    assert!(matches!(conn.recv(), Ok(privtel_wire::Message::Error(_))));
+}
+
+#[test]
+fn after_a_master_key_rotation_everything_reads_and_the_old_master_is_not_needed() {
+    let c = start(SETTINGS, None);
+    let mut conn = connect(&c.service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let records = events_of(&c.service, "u-alice", 0, 6);
+    assert_eq!(send(&mut conn, batch(&c.service, "acme", 1, records)).accepted_up_to, 6);
+    let new_key = c.dir.path().join("master.key");
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&new_key).unwrap();
+        f.write_all("09".repeat(32).as_bytes()).unwrap();
+    }
+    let path = new_key.to_str().unwrap();
+    // Only approvers rotate keys.
+    let a = one(&c.socket, &c.jdoe, json!({"op": "rotate-master", "new_key_file": path}));
+    assert!(a["error"].as_str().unwrap().contains("approver"), "{a}");
+    let a = one(&c.socket, &c.lead, json!({"op": "rotate-master", "new_key_file": path}));
+    assert_eq!(a["ok"], json!(true), "{a}");
+    let a = one(&c.socket, &c.lead, json!({"op": "rotate-customer-key", "customer": "acme"}));
+    assert_eq!(a["ok"], json!(true), "{a}");
+    let a = one(&c.socket, &c.lead, json!({"op": "reseal", "customer": "acme", "max_rows": 4}));
+    assert_eq!((a["moved"].as_u64(), a["remaining"].as_u64()), (Some(4), Some(2)), "{a}");
+    let a = one(&c.socket, &c.lead, json!({"op": "reseal", "customer": "acme", "max_rows": 4}));
+    assert_eq!((a["moved"].as_u64(), a["remaining"].as_u64()), (Some(2), Some(0)), "{a}");
+    // Everything reads through the service, and a new key store opened with
+    // the new master alone reads it; the old master no longer opens it.
+    let g = grant(&c, &["export-person"], 0, 60);
+    let lines = ask(
+        &c.socket,
+        &c.jdoe,
+        json!({"op": "export-person", "grant": g, "customer": "acme", "user": "u-alice"}),
+    );
+    assert_eq!(lines.last().unwrap()["lines"].as_u64(), Some(6), "{lines:?}");
+    drop(conn);
+    let keys = c.dir.path().join("keys.json");
+    let again = KeyStore::open(&keys, MasterKey::load(&new_key).unwrap(), KeyStoreOptions::default());
+    assert!(again.is_ok(), "{:?}", again.err());
+    drop(again);
+    assert!(KeyStore::open(&keys, master(), KeyStoreOptions::default()).is_err());
 }

@@ -249,6 +249,13 @@ impl SqliteEngine {
         Ok(receipt)
     }
 
+    /// The key store the engine seals with, if any (for key rotation by
+    /// whoever holds the engine: `KeyStore::rotate_master`,
+    /// `KeyStore::rotate_customer_key`).
+    pub fn keys(&self) -> Option<&std::sync::Arc<crate::keys::KeyStore>> {
+        self.keys.as_ref()
+    }
+
     /// Lets a customer deleted at contract end be stored again (a new
     /// contract): forgets its tombstone here and in the key store. Its old
     /// data is not back: it was destroyed.
