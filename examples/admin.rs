@@ -11,12 +11,13 @@
 //! … erase-person --grant G --customer C USER [--request ID]   (the deletion receipt)
 //! … copy-customer --grant G --customer C [--out FILE]          (the customer copy, JSON Lines)
 //! … delete-customer --grant G --customer C                     (contract end: the signed receipt)
-//! … request-record --customer C --kind access|erasure --user U --channel TEXT
-//! … notifications --customer C | acknowledge --customer C ID
-//! … instruct --customer C ID (--proceed | --decline REASON) --by NAME
-//! … requests --customer C | overdue | execute-request --grant G --customer C ID
-//! … rotate-master --new-key-file FILE | rotate-customer-key --customer C | reseal --customer C [--max-rows N]
-//! … access-log --customer C | raw-log --out FILE | sweep
+//! … request-record --grant G --customer C --kind access|erasure --user U --channel TEXT
+//! … notifications --grant G --customer C | acknowledge --grant G --customer C ID
+//! … instruct --grant G --customer C ID (--proceed | --decline REASON) --by NAME
+//! … requests --grant G --customer C | overdue | execute-request --grant G --customer C ID
+//! … rotate-master --new-key-file FILE (approvers) | rotate-customer-key --grant G --customer C
+//!   | reseal --grant G --customer C [--max-rows N]
+//! … access-log --customer C | raw-log --out FILE | sweep (approvers)
 //! cargo run --example admin -- verify-log --log FILE --checkpoint HEX --public-key HEX
 //! cargo run --example admin -- verify-receipt --receipt FILE --public-key HEX
 //! cargo run --example admin -- manifest --policy examples/data/policy.toml
@@ -133,6 +134,9 @@ enum Command {
     },
     /// Record an end user's request; the customer is notified.
     RequestRecord {
+        /// The grant (scope end-user-requests).
+        #[arg(long)]
+        grant: u64,
         #[arg(long)]
         customer: String,
         /// access or erasure.
@@ -146,11 +150,17 @@ enum Command {
     },
     /// The customer's unread notifications.
     Notifications {
+        /// The grant (scope end-user-requests).
+        #[arg(long)]
+        grant: u64,
         #[arg(long)]
         customer: String,
     },
     /// Mark a notification read.
     Acknowledge {
+        /// The grant (scope end-user-requests).
+        #[arg(long)]
+        grant: u64,
         #[arg(long)]
         customer: String,
         /// The notification's id (16 hex digits).
@@ -158,6 +168,9 @@ enum Command {
     },
     /// Record the customer's instruction on a request.
     Instruct {
+        /// The grant (scope end-user-requests).
+        #[arg(long)]
+        grant: u64,
         #[arg(long)]
         customer: String,
         /// The request's id (16 hex digits).
@@ -172,6 +185,9 @@ enum Command {
     },
     /// The customer's requests ready to execute (instructed, not done).
     Requests {
+        /// The grant (scope end-user-requests).
+        #[arg(long)]
+        grant: u64,
         #[arg(long)]
         customer: String,
     },
@@ -195,11 +211,17 @@ enum Command {
     },
     /// Give a customer a new data key (older rows move with `reseal`).
     RotateCustomerKey {
+        /// The grant (scope manage-keys).
+        #[arg(long)]
+        grant: u64,
         #[arg(long)]
         customer: String,
     },
-    /// Move at most N of a customer's rows to its current data key.
+    /// Move at most N (1 to 10,000) of a customer's rows to its current data key.
     Reseal {
+        /// The grant (scope manage-keys).
+        #[arg(long)]
+        grant: u64,
         #[arg(long)]
         customer: String,
         #[arg(long, default_value_t = 10_000)]
@@ -294,16 +316,23 @@ fn request(command: &Command) -> anyhow::Result<Option<Value>> {
         Command::DeleteCustomer { grant, customer } => {
             json!({"op": "delete-customer", "grant": grant, "customer": customer})
         }
-        Command::RequestRecord { customer, kind, user, channel } => json!({
-            "op": "request-record", "customer": customer, "kind": kind, "user": user, "channel": channel,
+        Command::RequestRecord { grant, customer, kind, user, channel } => json!({
+            "op": "request-record", "grant": grant, "customer": customer, "kind": kind, "user": user,
+            "channel": channel,
         }),
-        Command::Notifications { customer } => json!({"op": "notifications", "customer": customer}),
-        Command::Acknowledge { customer, id } => json!({"op": "acknowledge", "customer": customer, "id": id}),
-        Command::Instruct { customer, id, proceed: _, decline, by } => json!({
-            "op": "instruct", "customer": customer, "id": id, "by": by,
+        Command::Notifications { grant, customer } => {
+            json!({"op": "notifications", "grant": grant, "customer": customer})
+        }
+        Command::Acknowledge { grant, customer, id } => {
+            json!({"op": "acknowledge", "grant": grant, "customer": customer, "id": id})
+        }
+        Command::Instruct { grant, customer, id, proceed: _, decline, by } => json!({
+            "op": "instruct", "grant": grant, "customer": customer, "id": id, "by": by,
             "instruction": if decline.is_some() { "decline" } else { "proceed" }, "reason": decline,
         }),
-        Command::Requests { customer } => json!({"op": "requests", "customer": customer}),
+        Command::Requests { grant, customer } => {
+            json!({"op": "requests", "grant": grant, "customer": customer})
+        }
         Command::Overdue => json!({"op": "overdue"}),
         Command::ExecuteRequest { grant, customer, id } => {
             json!({"op": "execute-request", "grant": grant, "customer": customer, "id": id})
@@ -312,9 +341,11 @@ fn request(command: &Command) -> anyhow::Result<Option<Value>> {
             let path = std::path::absolute(new_key_file)?;
             json!({"op": "rotate-master", "new_key_file": path.to_string_lossy()})
         }
-        Command::RotateCustomerKey { customer } => json!({"op": "rotate-customer-key", "customer": customer}),
-        Command::Reseal { customer, max_rows } => {
-            json!({"op": "reseal", "customer": customer, "max_rows": max_rows})
+        Command::RotateCustomerKey { grant, customer } => {
+            json!({"op": "rotate-customer-key", "grant": grant, "customer": customer})
+        }
+        Command::Reseal { grant, customer, max_rows } => {
+            json!({"op": "reseal", "grant": grant, "customer": customer, "max_rows": max_rows})
         }
         Command::AccessLog { customer } => json!({"op": "access-log", "customer": customer}),
         Command::RawLog { .. } => json!({"op": "raw-log"}),

@@ -272,12 +272,17 @@ fn report(args: &Args, customer: &CustomerId) -> anyhow::Result<()> {
 
 /// `options` sealing under per-customer keys when a master key is given.
 fn with_key_store(args: &Args, options: EngineOptions) -> anyhow::Result<EngineOptions> {
+    let path = args.key_store.clone().unwrap_or_else(|| beside(&args.store, ".keys"));
     let master = match (&args.master_key, &args.master_key_env) {
-        (Some(path), _) => MasterKey::load_or_create(path).with_context(|| path.display().to_string())?,
+        // A new master key only for a new key store: an existing one needs
+        // the key it is wrapped under (after a rotation, the new one).
+        (Some(key), _) if path.exists() => {
+            MasterKey::load(key).with_context(|| format!("{}: the key store's master key", key.display()))?
+        }
+        (Some(key), _) => MasterKey::load_or_create(key).with_context(|| key.display().to_string())?,
         (None, Some(var)) => MasterKey::from_env(var)?,
         (None, None) => return Ok(options),
     };
-    let path = args.key_store.clone().unwrap_or_else(|| beside(&args.store, ".keys"));
     let mut key_options = KeyStoreOptions::default();
     if let Some(days) = args.key_backup_days {
         key_options = key_options.backup_retention(std::time::Duration::from_secs(days * 86_400));

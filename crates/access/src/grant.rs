@@ -78,17 +78,24 @@ pub enum Action {
     /// List, create or revoke grants for a customer. Creating and revoking
     /// grants are logged under this action.
     ManageGrants,
+    /// Record the customer's end users' requests, read its notifications
+    /// and relay its instructions.
+    EndUserRequests,
+    /// Rotate the customer's data key and re-seal its rows.
+    ManageKeys,
 }
 
 impl Action {
     /// Every action, in code order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::ExportPerson,
         Self::ErasePerson,
         Self::CopyCustomer,
         Self::DeleteCustomer,
         Self::ReadRecords,
         Self::ManageGrants,
+        Self::EndUserRequests,
+        Self::ManageKeys,
     ];
 
     /// The stable code the log stores (1 to 63; a scope is a bit set of
@@ -101,6 +108,8 @@ impl Action {
             Self::DeleteCustomer => 4,
             Self::ReadRecords => 5,
             Self::ManageGrants => 6,
+            Self::EndUserRequests => 7,
+            Self::ManageKeys => 8,
         }
     }
 
@@ -118,6 +127,8 @@ impl Action {
             Self::DeleteCustomer => "delete-customer",
             Self::ReadRecords => "read-records",
             Self::ManageGrants => "manage-grants",
+            Self::EndUserRequests => "end-user-requests",
+            Self::ManageKeys => "manage-keys",
         }
     }
 

@@ -181,14 +181,16 @@ fn codes_are_stable() {
             (3, "copy-customer"),
             (4, "delete-customer"),
             (5, "read-records"),
-            (6, "manage-grants")
+            (6, "manage-grants"),
+            (7, "end-user-requests"),
+            (8, "manage-keys")
         ]
     );
     let reasons: Vec<u8> = DenyReason::ALL.iter().map(|r| r.code()).collect();
     assert_eq!(reasons, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     assert_eq!(Scope::of(&[Action::ExportPerson, Action::ManageGrants]).bits(), 0b100_0010);
     assert_eq!(Scope::from_bits(1), None, "bit 0 is no action");
-    assert_eq!(Scope::from_bits(1 << 7), None);
+    assert_eq!(Scope::from_bits(1 << 9), None);
     for a in Action::ALL {
         assert_eq!(Action::from_code(a.code()), Some(a));
         assert_eq!(Action::from_name(a.name()), Some(a));

@@ -55,6 +55,9 @@ pub enum AdminError {
     /// A console request's field that does not hold what it must.
     #[error("{0}")]
     BadRequest(String),
+    /// The request is being executed by another operator right now.
+    #[error("the request is being executed now: expected it once that is done (then it is done)")]
+    InProgress,
     /// The service keeps no end-user requests ([`Service::with_requests`]).
     #[error("no request register configured: expected Service::with_requests")]
     NoRequests,
@@ -93,7 +96,7 @@ impl Service {
 
     /// Checks `operator`'s `grant` for `action` on `customer` at the
     /// service's clock, logging the answer.
-    fn authorize(
+    pub(crate) fn authorize(
         &self,
         operator: &Operator,
         grant: GrantId,
@@ -153,7 +156,10 @@ impl Service {
         out: &mut dyn Write,
     ) -> Result<u64, AdminError> {
         self.authorize(operator, grant, customer, Action::ExportPerson, "export one person")?;
-        Ok(self.engine().export_person(customer, user, out)?)
+        // On a connection of its own: a slow reader of the export does not
+        // hold up ingest.
+        let reader = self.engine().another()?;
+        Ok(reader.export_person(customer, user, out)?)
     }
 
     /// Keeps end users' requests in `register`: recorded, notified to the
@@ -195,6 +201,10 @@ impl Service {
     ) -> Result<RequestOutcome, AdminError> {
         let register = self.requests.as_ref().ok_or(AdminError::NoRequests)?;
         self.check_region(customer)?;
+        // One execution of a request at a time: a second one is refused at
+        // once, and after the first completes the register refuses it as
+        // done.
+        let _claim = Claim::take(&self.executing, id.get()).ok_or(AdminError::InProgress)?;
         let request = register.authorize_execution(customer, id)?;
         let subject = request
             .subject
@@ -251,7 +261,8 @@ impl Service {
         manifest.insert("due_unix".into(), due.unix_seconds().into());
         manifest.insert("operator".into(), operator.as_str().into());
         manifest.insert("grant".into(), grant.0.into());
-        Ok(self.engine().export_customer(customer, &manifest, out)?)
+        let reader = self.engine().another()?;
+        Ok(reader.export_customer(customer, &manifest, out)?)
     }
 
     /// Contract end by `operator` under `grant` (action
@@ -353,28 +364,43 @@ impl Service {
         Ok(id)
     }
 
-    /// Gives `customer` a new current data key; its older rows move to it
-    /// with [`Service::reseal`].
+    /// Gives `customer` a new current data key, by `operator` under
+    /// `grant` (action [`Action::ManageKeys`], logged); its older rows move
+    /// to it with [`Service::reseal_as`].
     ///
     /// # Errors
     ///
-    /// The store has no key store, or it could not be written.
-    pub fn rotate_customer_key(&self, customer: &CustomerId) -> Result<privtel_model::KeyId, AdminError> {
-        self.check_region(customer)?;
+    /// As [`Service::erase_person_as`]; the store has no key store, or it
+    /// could not be written.
+    pub fn rotate_customer_key_as(
+        &self,
+        operator: &Operator,
+        grant: GrantId,
+        customer: &CustomerId,
+    ) -> Result<privtel_model::KeyId, AdminError> {
+        self.authorize(operator, grant, customer, Action::ManageKeys, "rotate the customer's data key")?;
         let id = self.key_store()?.rotate_customer_key(customer)?;
         self.report(&format!("customer {customer}: new data key {id}"));
         Ok(id)
     }
 
     /// Moves at most `max_rows` of `customer`'s rows to its current data
-    /// key (one transaction); when none remains under a retired key, those
-    /// keys are destroyed.
+    /// key (one transaction), by `operator` under `grant` (action
+    /// [`Action::ManageKeys`], logged); when none remains under a retired
+    /// key, those keys are destroyed.
     ///
     /// # Errors
     ///
-    /// The store has no key store, or a storage error.
-    pub fn reseal(&self, customer: &CustomerId, max_rows: usize) -> Result<ResealProgress, AdminError> {
-        self.check_region(customer)?;
+    /// As [`Service::erase_person_as`]; the store has no key store, or a
+    /// storage error.
+    pub fn reseal_as(
+        &self,
+        operator: &Operator,
+        grant: GrantId,
+        customer: &CustomerId,
+        max_rows: usize,
+    ) -> Result<ResealProgress, AdminError> {
+        self.authorize(operator, grant, customer, Action::ManageKeys, "re-seal the customer's rows")?;
         let mut engine = self.engine();
         let progress = engine.reseal(customer, max_rows)?;
         if progress.remaining == 0 {
@@ -402,6 +428,25 @@ impl Service {
     #[cfg(not(feature = "tls"))]
     fn remove_enrollment(&self, _: &CustomerId) -> Result<Option<RemovedEnrollment>, AdminError> {
         Ok(None)
+    }
+}
+
+/// A request being executed, released when dropped.
+struct Claim<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<u64>>,
+    id: u64,
+}
+
+impl<'a> Claim<'a> {
+    fn take(set: &'a std::sync::Mutex<std::collections::HashSet<u64>>, id: u64) -> Option<Self> {
+        let fresh = set.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id);
+        fresh.then_some(Self { set, id })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
     }
 }
 

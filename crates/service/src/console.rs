@@ -460,7 +460,7 @@ fn code_of(e: &AdminError) -> &'static str {
     match e {
         AdminError::Denied(_) => "denied",
         AdminError::WrongRegion { .. } => "wrong-region",
-        AdminError::NoAccessControl | AdminError::NoRequests => "unavailable",
+        AdminError::NoAccessControl | AdminError::NoRequests | AdminError::InProgress => "unavailable",
         AdminError::BadRequest(_) => "bad-request",
         AdminError::Request(_) => "refused",
         _ => "failed",
@@ -469,7 +469,7 @@ fn code_of(e: &AdminError) -> &'static str {
 
 /// Where answers go: one JSON line at a time, or a streamed body.
 struct Answer<W: Write> {
-    out: BufWriter<W>,
+    out: BufWriter<Paced<W>>,
 }
 
 impl<W: Write> Answer<W> {
@@ -502,22 +502,90 @@ impl<W: Write> Answer<W> {
             m.insert("ok".into(), Value::Bool(true));
             m.insert("stream".into(), Value::Bool(true));
         }
-        serde_json::to_writer(&mut self.out, &header)?;
-        self.out.write_all(b"\n")?;
-        let result = body(&mut self.out);
+        let mut head = serde_json::to_vec(&header)?;
+        head.push(b'\n');
+        // The header goes out with the body's first bytes: an action refused
+        // before anything was written (a grant, the region) is answered with
+        // one `ok: false` line, never a stream.
+        let mut lazy = Lazy { out: &mut self.out, head: Some(head) };
+        let result = body(&mut lazy);
+        let unsent = lazy.head.take();
         // The trailer's first key is always END_KEY, so a reader tells it
         // from a body line by its first bytes.
         let (trailer, outcome) = match result {
+            Err(e) if unsent.is_some() => {
+                self.fail(code_of(&e), &e.to_string())?;
+                return Ok(Err(e.to_string()));
+            }
             Ok(lines) => (format!("{{\"{END_KEY}\":true,\"lines\":{lines}}}"), Ok(lines)),
             Err(e) => {
                 let (code, error) = (json!(code_of(&e)), json!(e.to_string()));
                 (format!("{{\"{END_KEY}\":false,\"code\":{code},\"error\":{error}}}"), Err(e.to_string()))
             }
         };
+        if let Some(head) = unsent {
+            self.out.write_all(&head)?;
+        }
         self.out.write_all(trailer.as_bytes())?;
         self.out.write_all(b"\n")?;
         self.out.flush()?;
         Ok(outcome)
+    }
+}
+
+/// A writer that sends `head` before the first bytes written to it.
+struct Lazy<'a, W: Write> {
+    out: &'a mut W,
+    head: Option<Vec<u8>>,
+}
+
+impl<W: Write> Write for Lazy<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if let Some(head) = self.head.take() {
+            self.out.write_all(&head)?;
+        }
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The answer's socket, with a pace it must keep: a reader that takes more
+/// than [`ANSWER_GRACE`] plus a second per [`MIN_ANSWER_RATE`] bytes is cut
+/// off, so a slow reader cannot hold a snapshot of the store (and the log
+/// checkpoints it prevents) for long.
+struct Paced<W: Write> {
+    inner: W,
+    started: Instant,
+    sent: u64,
+}
+
+/// Time an answer always has.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(10);
+/// Bytes a second an answer must average beyond the grace (1 MiB/s).
+pub const MIN_ANSWER_RATE: u64 = 1 << 20;
+
+impl<W: Write> Write for Paced<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let allowed = ANSWER_GRACE + Duration::from_secs(self.sent / MIN_ANSWER_RATE);
+        if self.started.elapsed() > allowed {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the reader of the answer is slower than the console allows",
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.sent += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -595,10 +663,12 @@ impl Service {
 
     /// Serves one administrative connection: one request, one answer.
     pub fn console(&self, mut stream: UnixStream, operators: &Operators) {
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+        // A write that makes no progress at all for this long fails at once.
+        let _ = stream.set_write_timeout(Some(ANSWER_GRACE));
         let line = read_line(&mut stream, Instant::now() + REQUEST_DEADLINE);
         let Ok(writer) = stream.try_clone() else { return };
-        let mut answer = Answer { out: BufWriter::new(writer) };
+        let mut answer =
+            Answer { out: BufWriter::new(Paced { inner: writer, started: Instant::now(), sent: 0 }) };
         let now = (self.clock)();
         let parsed = line.and_then(|l| Request::parse(&l, now));
         let (token, request) = match parsed {
@@ -632,17 +702,18 @@ impl Service {
             Request::Whoami => Ok(json!({"operator": who.operator.as_str(), "approver": who.approver})),
             Request::Grant(req) => self.grant_as(who, req).map(|g| grant_json(&g)),
             Request::Revoke(id) => self.revoke_as(who, id).map(|()| json!({"revoked": id.0})),
-            Request::Grants(customer) => self.grants_of(&customer).map(|gs| {
+            Request::Grants(customer) => self.check_region(&customer).and_then(|()| self.grants_of(&customer)).map(|gs| {
                 json!({"grants": gs.iter().map(grant_json).collect::<Vec<_>>()})
             }),
             Request::ExportPerson { grant, customer, user } => {
                 let header = json!({"customer": customer.as_str()});
-                let r = answer.stream(header, |out| self.export_person_as(&who.operator, grant, &customer, &user, out))?;
+                let r = answer.stream(header, |out| self.export_person_as(&who.operator, grant, &customer, &user, out));
                 self.report(&match &r {
-                    Ok(n) => format!("console: export-person by {}: {n} lines", who.operator),
-                    Err(e) => format!("console: export-person by {}: {e}", who.operator),
+                    Ok(Ok(n)) => format!("console: export-person by {}: {n} lines", who.operator),
+                    Ok(Err(e)) => format!("console: export-person by {}: {e}", who.operator),
+                    Err(e) => format!("console: export-person by {}: cut off: {e}", who.operator),
                 });
-                return Ok(());
+                return r.map(|_| ());
             }
             Request::ErasePerson { grant, customer, user, request } => {
                 let req = ErasureRequest::new(request, user, (self.clock)());
@@ -650,8 +721,9 @@ impl Service {
                     .and_then(|r| serde_json::to_value(r).map_err(|e| AdminError::Output(e.to_string())))
                     .map(|r| json!({"receipt": r}))
             }
-            Request::AccessLog(customer) => self.access_log_of(&customer),
+            Request::AccessLog(customer) => self.check_region(&customer).and_then(|()| self.access_log_of(&customer)),
             Request::RawLog => self.raw_log(),
+            Request::Sweep if !who.approver => Err(AdminError::NotApprover),
             Request::Sweep => self
                 .sweep((self.clock)())
                 .map_err(AdminError::from)
@@ -688,7 +760,7 @@ impl Service {
         let now = (self.clock)();
         let result: Result<Value, AdminError> = match op {
             "request-record" | "notifications" | "acknowledge" | "instruct" | "requests" | "overdue" => {
-                self.request_op(op, fields, now)
+                self.request_op(who, op, fields, now)
             }
             "execute-request" => {
                 let parsed = (|| {
@@ -698,6 +770,9 @@ impl Service {
                     Ok(p) => p,
                     Err(e) => return Some(answer.fail("bad-request", &e.to_string())),
                 };
+                if let Err(e) = self.check_region(&customer) {
+                    return Some(answer.fail(code_of(&e), &e.to_string()));
+                }
                 let kind = self.requests().map(|r| r.request(&customer, id).map(|q| q.kind));
                 if let Some(Ok(RequestKind::Access)) = kind {
                     // A request that is not ready is refused before a stream opens.
@@ -744,31 +819,33 @@ impl Service {
                     .and_then(|r| serde_json::to_value(r).map_err(|e| AdminError::Output(e.to_string()))),
                 (Err(e), _) | (_, Err(e)) => Err(AdminError::BadRequest(e.to_string())),
             },
-            "rotate-master" | "rotate-customer-key" | "reseal" if !who.approver => {
-                Err(AdminError::NotApprover)
-            }
+            "rotate-master" if !who.approver => Err(AdminError::NotApprover),
             "rotate-master" => {
                 match fields.str("new_key_file", "the new master key's file on the service's machine") {
-                    Ok(path) => MasterKey::load(path)
-                        .map_err(AdminError::from)
+                    Ok(path) => master_key_file(Path::new(path))
                         .and_then(|m| self.rotate_master_key(m))
                         .map(|id| json!({"master_key": id.to_string()})),
                     Err(e) => Err(AdminError::BadRequest(e.to_string())),
                 }
             }
-            "rotate-customer-key" => match fields.customer() {
-                Ok(c) => self
-                    .rotate_customer_key(&c)
+            "rotate-customer-key" => match (fields.grant(), fields.customer()) {
+                (Ok(g), Ok(c)) => self
+                    .rotate_customer_key_as(&who.operator, g, &c)
                     .map(|id| json!({"customer": c.as_str(), "data_key": id.to_string()})),
-                Err(e) => Err(AdminError::BadRequest(e.to_string())),
-            },
-            "reseal" => match (fields.customer(), fields.u64("max_rows", "rows to move, 1 to 1000000")) {
-                (Ok(c), Ok(n)) if (1..=1_000_000).contains(&n) => self
-                    .reseal(&c, usize::try_from(n).unwrap_or(1))
-                    .map(|p| json!({"customer": c.as_str(), "moved": p.moved, "remaining": p.remaining})),
                 (Err(e), _) | (_, Err(e)) => Err(AdminError::BadRequest(e.to_string())),
-                _ => Err(AdminError::BadRequest("field max_rows: expected 1 to 1000000".into())),
             },
+            "reseal" => {
+                match (fields.grant(), fields.customer(), fields.u64("max_rows", "rows to move, 1 to 10000"))
+                {
+                    (Ok(g), Ok(c), Ok(n)) if (1..=10_000).contains(&n) => self
+                        .reseal_as(&who.operator, g, &c, usize::try_from(n).unwrap_or(1))
+                        .map(|p| json!({"customer": c.as_str(), "moved": p.moved, "remaining": p.remaining})),
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                        Err(AdminError::BadRequest(e.to_string()))
+                    }
+                    _ => Err(AdminError::BadRequest("field max_rows: expected 1 to 10000".into())),
+                }
+            }
             _ => return None,
         };
         self.report(&match &result {
@@ -782,11 +859,23 @@ impl Service {
     }
 
     /// The end-user request operations of the console.
-    fn request_op(&self, op: &str, f: &Fields, now: Timestamp) -> Result<Value, AdminError> {
+    fn request_op(
+        &self,
+        who: &OperatorEntry,
+        op: &str,
+        f: &Fields,
+        now: Timestamp,
+    ) -> Result<Value, AdminError> {
         let register = self.requests().ok_or(AdminError::NoRequests)?;
         let bad = |e: RequestError| AdminError::BadRequest(e.to_string());
         if op == "overdue" {
-            let overdue = register.overdue(now)?;
+            // Ids, kinds and times only; this region's customers only.
+            let settings = self.settings();
+            let overdue: Vec<_> = register
+                .overdue(now)?
+                .into_iter()
+                .filter(|o| self.other_region(&settings, &o.customer).is_ok())
+                .collect();
             return Ok(json!({"overdue": overdue.iter().map(|o| json!({
                 "customer": o.customer.as_str(),
                 "request": o.id.to_string(),
@@ -797,9 +886,24 @@ impl Service {
             })).collect::<Vec<_>>()}));
         }
         let customer = f.customer().map_err(bad)?;
-        self.check_region(&customer)?;
+        let grant = f.grant().map_err(bad)?;
+        // Every operation on a customer's requests is under a grant and in
+        // the access log (the region is checked first).
+        let detail = match op {
+            "request-record" => "record an end user's request",
+            "notifications" => "read the customer's notifications",
+            "acknowledge" => "acknowledge a notification",
+            "instruct" => "relay the customer's instruction on a request",
+            _ => "list the customer's ready requests",
+        };
+        self.authorize(&who.operator, grant, &customer, Action::EndUserRequests, detail)?;
         Ok(match op {
             "request-record" => {
+                if self.settings().customer(&customer).is_none() {
+                    return Err(AdminError::BadRequest(
+                        "field customer: expected a customer of this service".into(),
+                    ));
+                }
                 let kind = match f.str("kind", "access or erasure").map_err(bad)? {
                     "access" => RequestKind::Access,
                     "erasure" => RequestKind::Erasure,
@@ -944,6 +1048,24 @@ fn entry_json(e: &privtel_access::Entry) -> Value {
         },
         "detail": e.detail,
     })
+}
+
+/// The new master key of a `rotate-master` request: a regular file (not a
+/// link, a pipe or a device) of at most 4 KiB, read by
+/// [`MasterKey::load`]. Every refusal reads the same, so an answer tells
+/// nothing of other files on the machine.
+fn master_key_file(path: &Path) -> Result<MasterKey, AdminError> {
+    let refused = || {
+        AdminError::BadRequest(
+            "field new_key_file: expected a regular file of 64 hex digits, mode 0600, owned by the service"
+                .into(),
+        )
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(|_| refused())?;
+    if !meta.file_type().is_file() || meta.len() > 4096 {
+        return Err(refused());
+    }
+    MasterKey::load(path).map_err(|_| refused())
 }
 
 /// Binds the administrative socket at `path`, mode 0600 (only the

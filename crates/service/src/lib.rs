@@ -273,6 +273,8 @@ pub struct Service {
     region: Option<String>,
     /// End users' requests ([`Service::with_requests`]).
     requests: Option<Arc<privtel_access::RequestRegister>>,
+    /// Requests being executed now (one execution each at a time).
+    executing: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// A device's session as a batch meets it.
@@ -341,6 +343,7 @@ impl Service {
             access: None,
             region: None,
             requests: None,
+            executing: Mutex::new(std::collections::HashSet::new()),
         }
     }
 

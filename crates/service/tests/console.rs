@@ -160,8 +160,9 @@ fn grants_need_an_approver_who_is_not_the_grantee() {
         &c.jdoe,
         json!({"op": "export-person", "grant": g, "customer": "acme", "user": "u-alice"}),
     );
-    assert_eq!(a.last().unwrap()[END_KEY], json!(false), "{a:?}");
-    assert_eq!(a.last().unwrap()["code"], json!("denied"));
+    // Refused before a stream opens: one line, never an `ok: true` header.
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!((&a[0]["ok"], &a[0]["code"]), (&json!(false), &json!("denied")), "{a:?}");
 }
 
 #[test]
@@ -326,18 +327,22 @@ fn an_end_users_erasure_waits_for_the_customer_then_is_done_and_overdue_ones_are
             .unwrap()
     };
 
+    // Requests are handled under a grant too, every operation logged.
+    let rq = grant(&c, &["end-user-requests"], 0, 60);
     // Two requests reach the vendor: the customer is notified of both.
     let record = |kind: &str| {
         let a = one(
             &c.socket,
             &c.jdoe,
-            json!({"op": "request-record", "customer": "acme", "kind": kind,
+            json!({"op": "request-record", "grant": rq, "customer": "acme", "kind": kind,
                                                "user": "u-alice", "channel": "privacy mailbox #881"}),
         );
         a["request"].as_str().unwrap().to_owned()
     };
     let (erasure, access) = (record("erasure"), record("access"));
-    let notes = one(&c.socket, &c.jdoe, json!({"op": "notifications", "customer": "acme"}));
+    let ungranted = one(&c.socket, &c.jdoe, json!({"op": "notifications", "customer": "acme"}));
+    assert_eq!(ungranted["code"], json!("bad-request"), "{ungranted}");
+    let notes = one(&c.socket, &c.jdoe, json!({"op": "notifications", "grant": rq, "customer": "acme"}));
     let notes = notes["notifications"].as_array().unwrap();
     assert_eq!(notes.len(), 2, "{notes:?}");
     assert!(notes.iter().all(|n| n["event"] == json!("received")));
@@ -361,11 +366,13 @@ fn an_end_users_erasure_waits_for_the_customer_then_is_done_and_overdue_ones_are
     assert_eq!(overdue.len(), 2, "{overdue:?}");
     assert!(overdue.iter().all(|o| o["waiting"] == json!("customer")), "{overdue:?}");
 
-    // The customer says proceed with the erasure: due 24 h later.
+    // The customer says proceed with the erasure: due 24 h later (relayed
+    // under a new grant: the first one has expired).
+    let rq = grant(&c, &["end-user-requests"], -(3 * 1440 + 1), 60);
     let a = one(
         &c.socket,
         &c.jdoe,
-        json!({"op": "instruct", "customer": "acme", "id": erasure,
+        json!({"op": "instruct", "grant": rq, "customer": "acme", "id": erasure,
                                            "instruction": "proceed", "by": "it-admin@acme"}),
     );
     assert_eq!(a["ok"], json!(true), "{a}");
@@ -405,13 +412,14 @@ fn an_end_users_erasure_waits_for_the_customer_then_is_done_and_overdue_ones_are
         json!({"op": "execute-request", "grant": g, "customer": "acme", "id": erasure}),
     );
     assert_eq!(again["code"], json!("refused"), "done once: {again}");
-    let notes = one(&c.socket, &c.jdoe, json!({"op": "notifications", "customer": "acme"}));
+    let rq = grant(&c, &["end-user-requests"], -(3 * 1440 + 1 + 25 * 60), 60);
+    let notes = one(&c.socket, &c.jdoe, json!({"op": "notifications", "grant": rq, "customer": "acme"}));
     assert!(notes["notifications"].as_array().unwrap().iter().any(|n| n["event"] == json!("completed")));
     // The declined access request is closed without any export.
     let a = one(
         &c.socket,
         &c.jdoe,
-        json!({"op": "instruct", "customer": "acme", "id": access,
+        json!({"op": "instruct", "grant": rq, "customer": "acme", "id": access,
                                            "instruction": "decline", "reason": "duplicate of an earlier request",
                                            "by": "it-admin@acme"}),
     );
@@ -456,18 +464,13 @@ fn a_customer_deleted_mid_ingest_leaves_none_of_its_canaries_and_gets_a_signed_r
     let mut senders = Vec::new();
     for (customer, user) in [("acme", "u-CANARYACME1"), ("globex", "u-globexkeep")] {
         let (service, stop) = (Arc::clone(&c.service), Arc::clone(&stop));
+        // Made before the deletion removes the customer's settings.
+        let batches: Vec<_> = (0..100u64)
+            .map(|i| {
+                batch(&service, customer, 1 + i * 20, events_of(&service, user, u128::from(1 + i * 20), 20))
+            })
+            .collect();
         senders.push(std::thread::spawn(move || {
-            // Made before the deletion removes the customer's settings.
-            let batches: Vec<_> = (0..100u64)
-                .map(|i| {
-                    batch(
-                        &service,
-                        customer,
-                        1 + i * 20,
-                        events_of(&service, user, u128::from(1 + i * 20), 20),
-                    )
-                })
-                .collect();
             let mut conn = connect(&service, peer(customer, "dev-1"));
             conn.client_handshake(&hello(customer, "dev-1", 1)).unwrap();
             let mut stored = 0u64;
@@ -555,16 +558,41 @@ fn after_a_master_key_rotation_everything_reads_and_the_old_master_is_not_needed
         f.write_all("09".repeat(32).as_bytes()).unwrap();
     }
     let path = new_key.to_str().unwrap();
-    // Only approvers rotate keys.
+    // Only approvers rotate the master key, from a regular key file only:
+    // a pipe, a link or another file gets one and the same refusal.
     let a = one(&c.socket, &c.jdoe, json!({"op": "rotate-master", "new_key_file": path}));
     assert!(a["error"].as_str().unwrap().contains("approver"), "{a}");
+    let fifo = c.dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let link = c.dir.path().join("link.key");
+    std::os::unix::fs::symlink(&new_key, &link).unwrap();
+    let mut refusals = Vec::new();
+    for bad in [fifo.to_str().unwrap(), link.to_str().unwrap(), "/etc/shadow", "/nonexistent"] {
+        let a = one(&c.socket, &c.lead, json!({"op": "rotate-master", "new_key_file": bad}));
+        assert_eq!(a["code"], json!("bad-request"), "{bad}: {a}");
+        refusals.push(a["error"].clone());
+    }
+    refusals.dedup();
+    assert_eq!(refusals.len(), 1, "one refusal for all: {refusals:?}");
     let a = one(&c.socket, &c.lead, json!({"op": "rotate-master", "new_key_file": path}));
     assert_eq!(a["ok"], json!(true), "{a}");
-    let a = one(&c.socket, &c.lead, json!({"op": "rotate-customer-key", "customer": "acme"}));
+    // A customer's data key: under a manage-keys grant, logged.
+    let a = one(&c.socket, &c.jdoe, json!({"op": "rotate-customer-key", "grant": 0, "customer": "acme"}));
+    assert_eq!(a["code"], json!("denied"), "{a}");
+    let keys = grant(&c, &["manage-keys"], 0, 60);
+    let a = one(&c.socket, &c.jdoe, json!({"op": "rotate-customer-key", "grant": keys, "customer": "acme"}));
     assert_eq!(a["ok"], json!(true), "{a}");
-    let a = one(&c.socket, &c.lead, json!({"op": "reseal", "customer": "acme", "max_rows": 4}));
+    let a = one(
+        &c.socket,
+        &c.jdoe,
+        json!({"op": "reseal", "grant": keys, "customer": "acme", "max_rows": 20_000}),
+    );
+    assert_eq!(a["code"], json!("bad-request"), "at most 10,000 rows a call: {a}");
+    let a =
+        one(&c.socket, &c.jdoe, json!({"op": "reseal", "grant": keys, "customer": "acme", "max_rows": 4}));
     assert_eq!((a["moved"].as_u64(), a["remaining"].as_u64()), (Some(4), Some(2)), "{a}");
-    let a = one(&c.socket, &c.lead, json!({"op": "reseal", "customer": "acme", "max_rows": 4}));
+    let a =
+        one(&c.socket, &c.jdoe, json!({"op": "reseal", "grant": keys, "customer": "acme", "max_rows": 4}));
     assert_eq!((a["moved"].as_u64(), a["remaining"].as_u64()), (Some(2), Some(0)), "{a}");
     // Everything reads through the service, and a new key store opened with
     // the new master alone reads it; the old master no longer opens it.
@@ -581,4 +609,43 @@ fn after_a_master_key_rotation_everything_reads_and_the_old_master_is_not_needed
     assert!(again.is_ok(), "{:?}", again.err());
     drop(again);
     assert!(KeyStore::open(&keys, master(), KeyStoreOptions::default()).is_err());
+}
+
+#[test]
+fn a_slow_reader_of_an_export_holds_up_neither_ingest_nor_the_store_for_long() {
+    let c = start(SETTINGS, None);
+    let mut conn = connect(&c.service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    // Enough of one person that the export fills the socket's buffers.
+    let mut seq = 1;
+    for round in 0..40u64 {
+        let records = events_of(&c.service, "u-alice", u128::from(round * 250), 250);
+        assert_eq!(send(&mut conn, batch(&c.service, "acme", seq, records)).accepted_up_to, seq + 249);
+        seq += 250;
+    }
+    let g = grant(&c, &["export-person"], 0, 60);
+    let mut slow = UnixStream::connect(&c.socket).unwrap();
+    let request = json!({"v": 1, "token": c.jdoe, "op": "export-person", "grant": g, "customer": "acme", "user": "u-alice"});
+    writeln!(slow, "{request}").unwrap();
+    // Read a little, slowly: the export is stuck on a full socket.
+    let mut buf = [0u8; 1024];
+    slow.read_exact(&mut buf).unwrap();
+    let started = Instant::now();
+    // Meanwhile a device's batches are stored at once.
+    for _ in 0..3 {
+        let records = events_of(&c.service, "u-bob", u128::from(seq) + 100_000, 10);
+        let t = Instant::now();
+        assert_eq!(send(&mut conn, batch(&c.service, "acme", seq, records)).accepted_up_to, seq + 9);
+        assert!(t.elapsed() < Duration::from_secs(3), "ingest waited {:?} behind the export", t.elapsed());
+        seq += 10;
+    }
+    // The reader is too slow: the answer is cut off within the grace (and
+    // the snapshot it held released), reported as such.
+    let cut = |log: &[String]| log.iter().any(|l| l.contains("export-person by ops.jdoe: cut off"));
+    while !cut(&c.log.lock().unwrap()) {
+        assert!(started.elapsed() < Duration::from_secs(25), "still sending after {:?}", started.elapsed());
+        let _ = slow.read(&mut buf);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(!c.log.lock().unwrap().iter().any(|l| l.contains("10030 lines")), "not delivered whole");
 }

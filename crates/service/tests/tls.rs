@@ -39,6 +39,11 @@ impl Drop for Running {
 }
 
 fn start(limits: Limits) -> Running {
+    start_in(limits, SETTINGS, None)
+}
+
+/// A service with `settings`, serving `region` only when one is given.
+fn start_in(limits: Limits, settings: &str, region: Option<&str>) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let authority = Arc::new(Authority::open(dir.path().join("authority.db")).unwrap());
     for c in ["acme", "globex"] {
@@ -47,12 +52,14 @@ fn start(limits: Limits) -> Running {
     let identity = privtel_wire::tls::generate_identity(&["127.0.0.1"]).unwrap();
     let config = privtel_authority::server_config(&authority, &identity).unwrap();
     let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
-    let service = Arc::new(
-        Service::new(engine, VerdictIndex::new(4, [1; 32]), wall)
-            .with_settings(Settings::from_toml(SETTINGS).unwrap())
-            .with_authority(Arc::clone(&authority))
-            .with_limits(limits),
-    );
+    let mut service = Service::new(engine, VerdictIndex::new(4, [1; 32]), wall)
+        .with_settings(Settings::from_toml(settings).unwrap())
+        .with_authority(Arc::clone(&authority))
+        .with_limits(limits);
+    if let Some(r) = region {
+        service = service.with_region(r);
+    }
+    let service = Arc::new(service);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -351,4 +358,39 @@ fn enhance_over_mutual_tls_needs_a_certificate_and_keeps_nothing_of_the_device()
     assert!(matches!(conn.recv(), Ok(Message::Error(e)) if e.code == ErrorCode::Protocol));
     assert_eq!(run.service.engine().record_count_of(&id("acme")).unwrap(), 0);
     assert_eq!(run.service.engine().high_water(&id("acme"), &id("dev-1"), 1).unwrap(), 0);
+}
+
+#[test]
+fn a_service_of_the_us_refuses_to_enroll_or_serve_a_customer_pinned_to_the_eu() {
+    let settings = "[customers.acme]\nregion = \"eu\"\n[customers.acme.policy.programs]\nanonymous_usage = true\n\
+                    [customers.globex]\nregion = \"us\"\n[customers.globex.policy.programs]\nanonymous_usage = true\n";
+    let run = start_in(limits(), settings, Some("us"));
+    // Enrollment through the US service: refused for acme, done for globex.
+    let e = run.enroll("acme", "dev-1").unwrap_err();
+    assert!(e.contains("another region"), "{e}");
+    assert!(run.authority.device(&id("acme"), &id("dev-1")).unwrap().is_none(), "nothing enrolled");
+    let globex = run.enroll("globex", "dev-1").unwrap();
+    let mut conn = run.session(&globex);
+    say_hello(&mut conn, "globex", "dev-1").unwrap();
+    // An acme device enrolled elsewhere (its EU service, the same register
+    // here) is refused by the US service over its valid certificate.
+    let key = DeviceKey::generate().unwrap();
+    let token = run
+        .authority
+        .issue_token(&id("acme"), time::Duration::hours(1), 1, wall().as_offset_date_time())
+        .unwrap();
+    let request = privtel_authority::request(Some(&token), &id("acme"), &id("dev-2"), &key).unwrap();
+    let enrolled = run.authority.enroll(&request, wall().as_offset_date_time()).unwrap();
+    let acme = privtel_authority::accept(&key, &id("acme"), &id("dev-2"), enrolled).unwrap();
+    let mut conn = run.session(&acme);
+    let _ = conn.send(&Message::Hello(hello("acme", "dev-2", 1)));
+    match conn.recv() {
+        Ok(Message::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::Forbidden);
+            assert!(e.message.contains("another region"), "{}", e.message);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(run.service.stats.wrong_region.load(Ordering::Relaxed), 2);
+    assert_eq!(run.service.engine().record_count_of(&id("acme")).unwrap(), 0);
 }

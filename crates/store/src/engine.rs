@@ -761,6 +761,37 @@ impl SqliteEngine {
         Ok(Self { conn, retention: options.retention, key: options.key, keys: options.keys, secret, mirror })
     }
 
+    /// Another engine on the same file, with the same keys, secret and
+    /// retention, on a connection of its own: long reads (an export, the
+    /// customer copy) run on it without holding up the writer of the first
+    /// (the file is in WAL mode: a reader sees one snapshot while the
+    /// writer goes on).
+    ///
+    /// # Errors
+    ///
+    /// A storage error; an engine on a temporary (nameless) database has no
+    /// file to share.
+    pub fn another(&self) -> Result<Self> {
+        let path = self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| Error::Database {
+            op: "opening another connection",
+            message: "the engine has no file".into(),
+        })?;
+        // A store that keeps its own secret is opened without one.
+        let kept: Option<i64> = self
+            .conn
+            .query_row("SELECT 1 FROM meta WHERE name = 'secret'", [], |r| r.get(0))
+            .optional()
+            .op("reading the store's settings")?;
+        let options = EngineOptions {
+            retention: self.retention,
+            key: self.key.clone(),
+            secret: if kept.is_some() { None } else { Some(self.secret.clone()) },
+            legacy_customer: None,
+            keys: self.keys.clone(),
+        };
+        Self::open(std::path::PathBuf::from(path), options)
+    }
+
     /// Opens a read-only connection to the same file (see [`EngineReader`]).
     ///
     /// # Errors

@@ -139,6 +139,16 @@ pub enum Error {
     /// Writing an export failed.
     #[error("writing the export failed: {0}")]
     Export(#[source] std::io::Error),
+    /// The log could not be emptied into the file (another connection held
+    /// an older snapshot for too long): what was removed may still be in
+    /// the write-ahead log. Run the operation's checkpoint again.
+    #[error(
+        "{op}: the write-ahead log could not be checkpointed, expected no reader holding an old snapshot"
+    )]
+    CheckpointBusy {
+        /// What was being done.
+        op: &'static str,
+    },
 }
 
 pub(crate) trait Context<T> {

@@ -74,6 +74,23 @@ pub(crate) fn open(path: &std::path::Path, steps: &[Step<'_>]) -> Result<Connect
 /// Moves everything the write-ahead log holds into the database file and
 /// truncates the log to zero bytes, so that pages a deletion overwrote
 /// (`secure_delete`) leave no older copy in the log.
+///
+/// A reader holding an older snapshot (another connection's long read)
+/// keeps the log from being truncated: SQLite then reports the checkpoint
+/// busy. It is retried for up to 10 seconds (readers finish, and the
+/// console cuts slow readers off), then refused with
+/// [`Error::CheckpointBusy`], so that nobody is told the log is clean when
+/// it is not.
 pub(crate) fn checkpoint(conn: &Connection, op: &'static str) -> Result<()> {
-    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").op(op)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).op(op)?;
+        if busy == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::CheckpointBusy { op });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

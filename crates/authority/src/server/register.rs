@@ -627,7 +627,18 @@ impl Authority {
         // Trust ends with the commit: the cached verifier goes too.
         lock(&self.inner.cas).remove(customer);
         self.inner.verified.clear();
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        // Busy while another connection reads an older snapshot: retried,
+        // then refused rather than reported clean.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))? != 0 {
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Database {
+                    action: "checkpointing after removing a customer",
+                    reason: "another connection holds an old snapshot: run it again".into(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let n = |x: usize| u64::try_from(x).unwrap_or(u64::MAX);
         Ok(RemovedCustomer { authority, tokens: n(tokens), devices: n(devices), reports: n(reports) })
     }
