@@ -305,6 +305,10 @@ impl Service {
         if authority.is_some() {
             stores.push("enrollment authority".into());
         }
+        let ingest_messages_purged = self.purge_ingest(customer)?;
+        if ingest_messages_purged.is_some() {
+            stores.push("ingest stream".into());
+        }
         let requests = match &self.requests {
             Some(r) => {
                 stores.push("end-user requests".into());
@@ -320,6 +324,7 @@ impl Service {
             settings_removed: had_settings,
             authority,
             end_user_requests: requests,
+            ingest_messages_purged,
             stores,
             engine,
         };
@@ -412,6 +417,20 @@ impl Service {
         Ok(progress)
     }
 
+    /// Purges the customer's messages from the ingest stream, if the service
+    /// publishes to one.
+    #[cfg(feature = "jetstream")]
+    fn purge_ingest(&self, customer: &CustomerId) -> Result<Option<u64>, AdminError> {
+        let Some(publisher) = &self.jetstream else { return Ok(None) };
+        let purged = publisher.purge_customer(customer).map_err(|e| AdminError::Output(e.to_string()))?;
+        Ok(Some(purged))
+    }
+
+    #[cfg(not(feature = "jetstream"))]
+    fn purge_ingest(&self, _: &CustomerId) -> Result<Option<u64>, AdminError> {
+        Ok(None)
+    }
+
     /// Removes the customer's enrollment authority, if the service has one.
     #[cfg(feature = "tls")]
     fn remove_enrollment(&self, customer: &CustomerId) -> Result<Option<RemovedEnrollment>, AdminError> {
@@ -489,6 +508,9 @@ pub struct CustomerDeletionReceipt {
     pub authority: Option<RemovedEnrollment>,
     /// End users' requests removed (none without a register).
     pub end_user_requests: Option<u64>,
+    /// Messages of the customer purged from the JetStream ingest stream
+    /// (none without one).
+    pub ingest_messages_purged: Option<u64>,
     /// Every store the deletion covered.
     pub stores: Vec<String>,
     /// What the engine store did, with its times.

@@ -499,3 +499,90 @@ fn a_message_on_another_device_s_subject_is_terminated() {
     assert_eq!(writer.metrics().snapshot(None).terminated, 1);
     assert_eq!(db.rows().0, 0);
 }
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn contract_end_purges_every_message_of_the_customer_and_no_other() {
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let front = Publisher::connect(options).unwrap();
+    let at = now();
+    for (customer, device) in [("acme", "dev-a"), ("acme", "dev-b"), ("globex", "dev-a"), ("acme", "dev-c")] {
+        front.publish(batch(customer, device, 0, 10, at), at, "").unwrap();
+    }
+    // A customer whose id is not a plain subject token is purged alone too.
+    front.publish(batch("acme.eu", "dev-a", 0, 10, at), at, "").unwrap();
+    assert_eq!(front.lag().unwrap(), 5);
+    // What the stream holds of a device stream: its last batch's last number.
+    let held = |c: &str, d: &str| {
+        front.pending_high_water(&CustomerId::new(c).unwrap(), &DeviceId::new(d).unwrap(), 7).unwrap()
+    };
+    assert_eq!((held("acme", "dev-a"), held("globex", "dev-a")), (10, 10));
+    assert_eq!(front.purge_customer(&CustomerId::new("acme").unwrap()).unwrap(), 3);
+    for d in ["dev-a", "dev-b", "dev-c"] {
+        assert_eq!(held("acme", d), 0, "acme's {d} is gone from the stream");
+    }
+    assert_eq!((held("globex", "dev-a"), held("acme.eu", "dev-a")), (10, 10), "the others stay");
+    assert_eq!(front.purge_customer(&CustomerId::new("acme").unwrap()).unwrap(), 0, "idempotent");
+    assert_eq!(front.purge_customer(&CustomerId::new("acme.eu").unwrap()).unwrap(), 1);
+    assert_eq!(held("globex", "dev-a"), 10);
+    // The other customers' batches are still delivered and stored.
+    let db = TestDb::new();
+    let mut writer = StreamWriter::connect(front.options().clone(), Rows(db.engine())).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            writer.step(Duration::from_millis(100)).unwrap();
+            db.rows().0 == 10
+        }),
+        "globex's batch was stored after the purge: {:?}",
+        db.rows()
+    );
+    let engine = db.engine();
+    assert_eq!(engine.record_count_of(&CustomerId::new("globex").unwrap()).unwrap(), 10);
+    assert_eq!(engine.record_count_of(&CustomerId::new("acme").unwrap()).unwrap(), 0);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn a_customers_messages_removed_at_contract_end_are_erased_from_the_stream_s_files() {
+    let _ = nats_url(); // a NATS installation: this test runs a server of its own
+    let mut nats = OwnNats::start();
+    let front = Publisher::connect(JetStreamOptions::new(nats.url())).unwrap();
+    let at = now();
+    let with_user = |customer: &str, device: &str, user: &str| {
+        let mut b = batch(customer, device, 0, 20, at);
+        for r in b.records.iter_mut().flatten() {
+            if let privtel_model::RecordBody::Event(e) = &mut r.body {
+                e.user = Some(privtel_model::UserId::new(user).unwrap());
+            }
+        }
+        b
+    };
+    front.publish(with_user("acme", "dev-a", "u-CANARYGONE31"), at, "").unwrap();
+    front.publish(with_user("globex", "dev-a", "u-CANARYKEPT32"), at, "").unwrap();
+    let dir = nats.dir.path().to_owned();
+    let held = |canary: &str| {
+        walk(&dir).iter().any(|f| {
+            std::fs::read(f).unwrap_or_default().windows(canary.len()).any(|w| w == canary.as_bytes())
+        })
+    };
+    assert!(held("u-CANARYGONE31"), "the scan finds the canary in plain messages");
+    assert_eq!(front.purge_customer(&CustomerId::new("acme").unwrap()).unwrap(), 1);
+    drop(front);
+    nats.kill();
+    assert!(!held("u-CANARYGONE31"), "the removed message is erased from the stream's files");
+    assert!(held("u-CANARYKEPT32"), "the other customer's message stays");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
