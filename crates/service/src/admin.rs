@@ -158,7 +158,9 @@ impl Service {
         self.authorize(operator, grant, customer, Action::ExportPerson, "export one person")?;
         // On a connection of its own: a slow reader of the export does not
         // hold up ingest.
-        let reader = self.engine().another()?;
+        // Opened outside the engine's lock (opening reads the mirrored tables).
+        let (path, options) = self.engine().path_and_options()?;
+        let reader = privtel_store::SqliteEngine::open(path, options)?;
         Ok(reader.export_person(customer, user, out)?)
     }
 
@@ -223,6 +225,9 @@ impl Service {
             }
             _ => {
                 let lines = self.export_person_as(operator, grant, customer, &subject, out)?;
+                // Done only once every byte has left: a cut-off answer
+                // leaves the request open, to be executed again.
+                out.flush().map_err(|e| AdminError::Output(e.to_string()))?;
                 RequestOutcome { records: lines, suppressed: 0 }
             }
         };
@@ -261,7 +266,9 @@ impl Service {
         manifest.insert("due_unix".into(), due.unix_seconds().into());
         manifest.insert("operator".into(), operator.as_str().into());
         manifest.insert("grant".into(), grant.0.into());
-        let reader = self.engine().another()?;
+        // Opened outside the engine's lock (opening reads the mirrored tables).
+        let (path, options) = self.engine().path_and_options()?;
+        let reader = privtel_store::SqliteEngine::open(path, options)?;
         Ok(reader.export_customer(customer, &manifest, out)?)
     }
 
@@ -301,10 +308,6 @@ impl Service {
         let engine = self.engine().delete_customer(customer, now)?;
         let mut stores = vec!["settings in force".to_owned()];
         stores.extend(engine.stores.iter().cloned());
-        let authority = self.remove_enrollment(customer)?;
-        if authority.is_some() {
-            stores.push("enrollment authority".into());
-        }
         let ingest_messages_purged = self.purge_ingest(customer)?;
         if ingest_messages_purged.is_some() {
             stores.push("ingest stream".into());
@@ -316,6 +319,12 @@ impl Service {
             }
             None => None,
         };
+        // Last: its certificates are refused from the moment its settings
+        // left, and a re-run after a failure finds the rest done.
+        let authority = self.remove_enrollment(customer)?;
+        if authority.is_some() {
+            stores.push("enrollment authority".into());
+        }
         let receipt = CustomerDeletionReceipt {
             kind: RECEIPT_KIND,
             version: 1,

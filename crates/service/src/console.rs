@@ -555,13 +555,15 @@ impl<W: Write> Write for Lazy<'_, W> {
     }
 }
 
-/// The answer's socket, with a pace it must keep: a reader that takes more
-/// than [`ANSWER_GRACE`] plus a second per [`MIN_ANSWER_RATE`] bytes is cut
-/// off, so a slow reader cannot hold a snapshot of the store (and the log
-/// checkpoints it prevents) for long.
+/// The answer's socket, with a pace it must keep from its first byte on: a
+/// reader that takes more than [`ANSWER_GRACE`] plus a second per
+/// [`MIN_ANSWER_RATE`] bytes is cut off, so a slow reader cannot hold a
+/// snapshot of the store (and the log checkpoints it prevents) for long.
+/// The work before the first byte (an erasure, a contract end) does not
+/// count.
 struct Paced<W: Write> {
     inner: W,
-    started: Instant,
+    started: Option<Instant>,
     sent: u64,
 }
 
@@ -573,7 +575,7 @@ pub const MIN_ANSWER_RATE: u64 = 1 << 20;
 impl<W: Write> Write for Paced<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let allowed = ANSWER_GRACE + Duration::from_secs(self.sent / MIN_ANSWER_RATE);
-        if self.started.elapsed() > allowed {
+        if self.started.get_or_insert_with(Instant::now).elapsed() > allowed {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "the reader of the answer is slower than the console allows",
@@ -667,8 +669,7 @@ impl Service {
         let _ = stream.set_write_timeout(Some(ANSWER_GRACE));
         let line = read_line(&mut stream, Instant::now() + REQUEST_DEADLINE);
         let Ok(writer) = stream.try_clone() else { return };
-        let mut answer =
-            Answer { out: BufWriter::new(Paced { inner: writer, started: Instant::now(), sent: 0 }) };
+        let mut answer = Answer { out: BufWriter::new(Paced { inner: writer, started: None, sent: 0 }) };
         let now = (self.clock)();
         let parsed = line.and_then(|l| Request::parse(&l, now));
         let (token, request) = match parsed {

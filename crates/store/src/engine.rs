@@ -706,9 +706,27 @@ pub struct SqliteEngine {
     pub(crate) keys: Option<Arc<KeyStore>>,
     pub(crate) secret: Secret,
     mirror: Mirror,
+    /// A checkpoint after a removal found the log busy: removed values may
+    /// still be in the write-ahead log until a later one goes through.
+    pub(crate) log_pending: bool,
 }
 
 impl SqliteEngine {
+    /// Whether a removal's checkpoint is still to be done (another
+    /// connection held an old snapshot): until it is, removed values may be
+    /// in the write-ahead log. Every later sweep, erasure and contract end
+    /// retries it.
+    pub fn log_pending(&self) -> bool {
+        self.log_pending
+    }
+
+    /// Checkpoints the log after a removal; remembers a busy one for later.
+    pub(crate) fn settle_log(&mut self, op: &'static str) -> Result<bool> {
+        let done = schema::try_checkpoint(&self.conn, op)?;
+        self.log_pending = !done;
+        Ok(done)
+    }
+
     /// Opens or creates the store at `path`, migrating an older schema
     /// (a pre-tenant store is filed under `options`' legacy customer).
     ///
@@ -758,7 +776,15 @@ impl SqliteEngine {
         debug_assert_eq!(NEWEST, 6);
         let secret = resolve_secret(&conn, options.secret.as_ref())?;
         let mirror = Mirror::load(&conn)?;
-        Ok(Self { conn, retention: options.retention, key: options.key, keys: options.keys, secret, mirror })
+        Ok(Self {
+            conn,
+            retention: options.retention,
+            key: options.key,
+            keys: options.keys,
+            secret,
+            mirror,
+            log_pending: false,
+        })
     }
 
     /// Another engine on the same file, with the same keys, secret and
@@ -772,6 +798,18 @@ impl SqliteEngine {
     /// A storage error; an engine on a temporary (nameless) database has no
     /// file to share.
     pub fn another(&self) -> Result<Self> {
+        let (path, options) = self.path_and_options()?;
+        Self::open(path, options)
+    }
+
+    /// The file and options [`SqliteEngine::another`] opens with: taken
+    /// under a lock, so the opening (which reads the mirrored tables) can be
+    /// done outside it.
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteEngine::another`].
+    pub fn path_and_options(&self) -> Result<(std::path::PathBuf, EngineOptions)> {
         let path = self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| Error::Database {
             op: "opening another connection",
             message: "the engine has no file".into(),
@@ -789,7 +827,7 @@ impl SqliteEngine {
             legacy_customer: None,
             keys: self.keys.clone(),
         };
-        Self::open(std::path::PathBuf::from(path), options)
+        Ok((std::path::PathBuf::from(path), options))
     }
 
     /// Opens a read-only connection to the same file (see [`EngineReader`]).
@@ -1738,8 +1776,8 @@ impl EngineStore for SqliteEngine {
             // The mirrored user ids name rows that are gone.
             self.mirror.stale = true;
         }
-        if report.removed_anything() {
-            schema::checkpoint(&self.conn, "checkpointing after a sweep")?;
+        if report.removed_anything() || self.log_pending {
+            self.settle_log("checkpointing after a sweep")?;
         }
         Ok(report)
     }
@@ -1759,6 +1797,9 @@ impl EngineStore for SqliteEngine {
     }
 
     fn export_person(&self, customer: &CustomerId, user: &UserId, out: &mut dyn Write) -> Result<u64> {
+        // One snapshot for the whole export: a sweep or an erasure on another
+        // connection meanwhile changes nothing of what it reads.
+        let _snapshot = self.conn.unchecked_transaction().op("starting an export")?;
         let Some(c) = self.customer_id(customer)? else { return Ok(0) };
         let (ids, _) = self.person(c, user)?;
         let mut stmt = self
@@ -1851,7 +1892,10 @@ impl EngineStore for SqliteEngine {
         self.mirror.stale = true;
         // secure_delete zeroed the freed pages; the checkpoint moves that
         // into the main file and truncates the log, where the old pages were.
-        schema::checkpoint(&self.conn, "checkpointing after an erasure")?;
+        // A busy log does not undo the erasure (it is committed): the
+        // checkpoint is retried by every later sweep, erasure and contract
+        // end until it goes through (`SqliteEngine::log_pending`).
+        self.settle_log("checkpointing after an erasure")?;
         Ok(receipt)
     }
 

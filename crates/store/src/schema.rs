@@ -73,24 +73,40 @@ pub(crate) fn open(path: &std::path::Path, steps: &[Step<'_>]) -> Result<Connect
 
 /// Moves everything the write-ahead log holds into the database file and
 /// truncates the log to zero bytes, so that pages a deletion overwrote
-/// (`secure_delete`) leave no older copy in the log.
-///
-/// A reader holding an older snapshot (another connection's long read)
-/// keeps the log from being truncated: SQLite then reports the checkpoint
-/// busy. It is retried for up to 10 seconds (readers finish, and the
-/// console cuts slow readers off), then refused with
-/// [`Error::CheckpointBusy`], so that nobody is told the log is clean when
-/// it is not.
-pub(crate) fn checkpoint(conn: &Connection, op: &'static str) -> Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).op(op)?;
+/// (`secure_delete`) leave no older copy in the log. `Ok(false)` when it
+/// could not: a reader holding an older snapshot (another connection's long
+/// read) keeps the log from being truncated, and SQLite reports the
+/// checkpoint busy; it is retried for up to 2 seconds first.
+pub(crate) fn try_checkpoint(conn: &Connection, op: &'static str) -> Result<bool> {
+    // Each attempt waits for readers at most briefly (the connection's own
+    // busy timeout is 5 s), so the whole try is bounded by the deadline.
+    conn.busy_timeout(std::time::Duration::from_millis(50)).op(op)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let done = loop {
+        let busy: i64 = match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).op(op) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = conn.busy_timeout(BUSY_TIMEOUT);
+                return Err(e);
+            }
+        };
         if busy == 0 {
-            return Ok(());
+            break true;
         }
         if std::time::Instant::now() >= deadline {
-            return Err(Error::CheckpointBusy { op });
+            break false;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    };
+    conn.busy_timeout(BUSY_TIMEOUT).op(op)?;
+    Ok(done)
+}
+
+/// How long a statement waits for another connection's lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// [`try_checkpoint`], refused with [`Error::CheckpointBusy`] when the log
+/// stays busy (nobody is told the log is clean when it is not).
+pub(crate) fn checkpoint(conn: &Connection, op: &'static str) -> Result<()> {
+    if try_checkpoint(conn, op)? { Ok(()) } else { Err(Error::CheckpointBusy { op }) }
 }

@@ -466,3 +466,31 @@ proptest! {
         prop_assert_eq!(store.record_count_of(&globex()).unwrap(), of(false));
     }
 }
+
+#[test]
+fn an_erasure_while_another_connection_reads_is_done_and_its_log_cleaned_by_the_next_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = fixtures::base_time();
+    let mut service = engine(&dir, RetentionPolicy::default(), None);
+    service.ingest(&acme(), &dev("dev-0001"), S, 1, records_of("u-CANARYPEND5", "first", 0), now).unwrap();
+    service.ingest(&acme(), &dev("dev-0002"), S, 1, records_of("u-other", "second", 1000), now).unwrap();
+    // An export on another connection holds a snapshot (a slow reader).
+    let reader = rusqlite::Connection::open(dir.path().join("engine.db")).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader.query_row("SELECT count(*) FROM records", [], |r| r.get(0)).unwrap();
+    let started = std::time::Instant::now();
+    let receipt = service
+        .erase_person(&acme(), &ErasureRequest::new("r1", UserId::new("u-CANARYPEND5").unwrap(), now), now)
+        .unwrap();
+    // Done (committed) and reported, with the log still to be cleaned.
+    assert_eq!(receipt.records_removed, 12 + 1, "the person's records and the binary their login names");
+    assert!(service.log_pending(), "the busy checkpoint is remembered");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "bounded: {:?}", started.elapsed());
+    assert!(exported_ids(&service, &acme(), "u-CANARYPEND5").is_empty());
+    // Once the reader is gone, the next sweep cleans the log.
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    service.sweep(&acme(), &RetentionPolicy::default(), now).unwrap();
+    assert!(!service.log_pending());
+    assert!(!contains(&file_bytes(&dir), "u-CANARYPEND5"), "nothing of the person in the file or its log");
+}

@@ -629,7 +629,7 @@ impl Authority {
         self.inner.verified.clear();
         // Busy while another connection reads an older snapshot: retried,
         // then refused rather than reported clean.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         while conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))? != 0 {
             if std::time::Instant::now() >= deadline {
                 return Err(Error::Database {

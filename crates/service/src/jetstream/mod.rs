@@ -606,13 +606,18 @@ impl Publisher {
             .runtime
             .block_on(async {
                 let stream = self.link.js.get_stream(&o.stream).await.map_err(|e| e.to_string())?;
-                let mut removed = 0u64;
+                // From the sequence after the last one removed: each lookup
+                // starts where the previous ended, and a message the server
+                // would not delete is an error, never a loop.
+                let (mut removed, mut next) = (0u64, 1u64);
                 loop {
-                    match stream.get_next_raw_message_by_subject(&filter).await {
+                    match stream.get_first_raw_message_by_subject(&filter, next).await {
                         Ok(m) => {
-                            if stream.delete_message(m.sequence).await.map_err(|e| e.to_string())? {
-                                removed += 1;
+                            if !stream.delete_message(m.sequence).await.map_err(|e| e.to_string())? {
+                                return Err(format!("message {} was not deleted", m.sequence));
                             }
+                            removed += 1;
+                            next = m.sequence.saturating_add(1);
                         }
                         Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
                             return Ok(removed);
