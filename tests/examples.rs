@@ -308,21 +308,31 @@ fn demo_runs_end_to_end_and_cleans_up() {
 }
 
 #[test]
-fn dsar_refuses_a_store_that_does_not_exist_instead_of_finding_nobody() {
+fn admin_fails_with_one_line_when_the_service_or_the_token_is_missing() {
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("typo.db");
-    for command in [
-        &["export", "u-alice", "--customer", "acme"][..],
-        &["erase", "u-alice", "--customer", "acme"],
-        &["sweep"],
-    ] {
-        let mut args = vec!["--store", missing.to_str().unwrap()];
-        args.extend_from_slice(command);
-        let out = run_briefly("dsar", &args);
-        assert_eq!(out.status.code(), Some(1), "{command:?}: {}", text(&out.stderr));
-        assert!(text(&out.stderr).contains("no engine store there"), "{}", text(&out.stderr));
-        assert!(!missing.exists(), "{command:?} created a store");
-    }
+    let socket = dir.path().join("no.sock");
+    let token = dir.path().join("ops.token");
+    std::fs::write(&token, "ptop_0").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (socket, token) = (socket.to_str().unwrap(), token.to_str().unwrap());
+    // No service behind the socket: status 1, one line naming it.
+    let out = run_briefly("admin", &["--socket", socket, "--token-file", token, "whoami"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("admin: ") && stderr.contains("no.sock"), "{stderr}");
+    // No socket or token given at all: said so, nothing sent.
+    let out = run_briefly("admin", &["whoami"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--socket PATH"), "{}", text(&out.stderr));
+    let out = run_briefly("admin", &["--socket", socket, "whoami"]);
+    assert!(text(&out.stderr).contains("--token-file FILE"), "{}", text(&out.stderr));
+    // A missing token file is named.
+    let missing = dir.path().join("missing.token");
+    let out =
+        run_briefly("admin", &["--socket", socket, "--token-file", missing.to_str().unwrap(), "whoami"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("missing.token"), "{}", text(&out.stderr));
 }
 
 #[test]
