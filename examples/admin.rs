@@ -11,6 +11,7 @@
 //! … erase-person --grant G --customer C USER [--request ID]   (the deletion receipt)
 //! … copy-customer --grant G --customer C [--out FILE]          (the customer copy, JSON Lines)
 //! … delete-customer --grant G --customer C                     (contract end: the signed receipt)
+//! … read-records --grant G --customer C [--after ID] [--limit N] (a page of the customer's records)
 //! … request-record --grant G --customer C --kind access|erasure --user U --channel TEXT
 //! … notifications --grant G --customer C | acknowledge --grant G --customer C ID
 //! … instruct --grant G --customer C ID (--proceed | --decline REASON) --by NAME
@@ -123,6 +124,19 @@ enum Command {
         /// Write the copy here instead of standard output.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+    /// A support read: a page of the customer's records as JSON Lines.
+    ReadRecords {
+        #[arg(long)]
+        grant: u64,
+        #[arg(long)]
+        customer: String,
+        /// Records with row ids above this (the last id of the page before).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Records in the page (1 to 1,000).
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
     },
     /// Contract end: destroy the customer's keys, then every row; prints the
     /// signed receipt.
@@ -313,6 +327,9 @@ fn request(command: &Command) -> anyhow::Result<Option<Value>> {
         Command::CopyCustomer { grant, customer, .. } => {
             json!({"op": "copy-customer", "grant": grant, "customer": customer})
         }
+        Command::ReadRecords { grant, customer, after, limit } => json!({
+            "op": "read-records", "grant": grant, "customer": customer, "after": after, "limit": limit,
+        }),
         Command::DeleteCustomer { grant, customer } => {
             json!({"op": "delete-customer", "grant": grant, "customer": customer})
         }

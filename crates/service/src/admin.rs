@@ -272,6 +272,31 @@ impl Service {
         Ok(reader.export_customer(customer, &manifest, out)?)
     }
 
+    /// A support read by `operator` under `grant` (action
+    /// [`Action::ReadRecords`], logged): at most `limit` (1 to 1,000) of
+    /// `customer`'s records with row ids above `after`, as JSON Lines to
+    /// `out`. Returns the lines and the last id (the next page's `after`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Service::erase_person_as`], or a write error.
+    pub fn read_records_as(
+        &self,
+        operator: &Operator,
+        grant: GrantId,
+        customer: &CustomerId,
+        after: i64,
+        limit: usize,
+        out: &mut dyn Write,
+    ) -> Result<(u64, Option<i64>), AdminError> {
+        let limit = limit.clamp(1, 1_000);
+        let detail = format!("read up to {limit} records after row {after}");
+        self.authorize(operator, grant, customer, Action::ReadRecords, &detail)?;
+        let (path, options) = self.engine().path_and_options()?;
+        let reader = privtel_store::SqliteEngine::open(path, options)?;
+        Ok(reader.read_records(customer, after, limit, out)?)
+    }
+
     /// Contract end by `operator` under `grant` (action
     /// [`Action::DeleteCustomer`]), in this order: the customer's devices
     /// are cut off (its settings leave the service's settings in force), the

@@ -814,6 +814,37 @@ impl Service {
                 });
                 return Some(streamed.map(|_| ()));
             }
+            "read-records" => {
+                let parsed = (|| {
+                    let after = match fields.0.get("after") {
+                        None => 0,
+                        Some(_) => i64::try_from(fields.u64("after", "a row id")?).unwrap_or(i64::MAX),
+                    };
+                    let limit = match fields.0.get("limit") {
+                        None => 100,
+                        Some(_) => fields.u64("limit", "1 to 1000 records")?,
+                    };
+                    if !(1..=1_000).contains(&limit) {
+                        return Err(RequestError::Field { field: "limit", expected: "1 to 1000 records" });
+                    }
+                    Ok((fields.grant()?, fields.customer()?, after, limit))
+                })();
+                let (grant, customer, after, limit) = match parsed {
+                    Ok(p) => p,
+                    Err(e) => return Some(answer.fail("bad-request", &e.to_string())),
+                };
+                let header = json!({"customer": customer.as_str(), "after": after});
+                let streamed = answer.stream(header, |out| {
+                    let limit = usize::try_from(limit).unwrap_or(1);
+                    self.read_records_as(&who.operator, grant, &customer, after, limit, out).map(|(n, _)| n)
+                });
+                self.report(&match &streamed {
+                    Ok(Ok(n)) => format!("console: read-records by {}: {n} lines", who.operator),
+                    Ok(Err(e)) => format!("console: read-records by {}: {e}", who.operator),
+                    Err(e) => format!("console: read-records by {}: cut off: {e}", who.operator),
+                });
+                return Some(streamed.map(|_| ()));
+            }
             "delete-customer" => match (fields.grant(), fields.customer()) {
                 (Ok(grant), Ok(customer)) => self
                     .delete_customer_as(&who.operator, grant, &customer)

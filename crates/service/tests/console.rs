@@ -92,6 +92,15 @@ fn one(socket: &Path, token: &str, request: Value) -> Value {
     lines.remove(0)
 }
 
+/// acme's dev-1 stores `n` events of u-alice; the connection stays open.
+fn alice_sends(c: &Console, n: usize) -> privtel_wire::Connection<privtel_testkit::End> {
+    let mut conn = connect(&c.service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let records = events_of(&c.service, "u-alice", 0, n);
+    assert_eq!(send(&mut conn, batch(&c.service, "acme", 1, records)).accepted_up_to, n as u64);
+    conn
+}
+
 fn grant(c: &Console, scope: &[&str], starts_ago_minutes: i64, minutes: u64) -> u64 {
     let a = one(
         &c.socket,
@@ -168,10 +177,7 @@ fn grants_need_an_approver_who_is_not_the_grantee() {
 #[test]
 fn an_operator_exports_and_erases_under_grants_and_the_customer_can_verify_the_log() {
     let c = start(SETTINGS, None);
-    let mut conn = connect(&c.service, peer("acme", "dev-1"));
-    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
-    let records = events_of(&c.service, "u-alice", 0, 5);
-    assert_eq!(send(&mut conn, batch(&c.service, "acme", 1, records)).accepted_up_to, 5);
+    let _conn = alice_sends(&c, 5);
 
     let export = grant(&c, &["export-person"], 0, 60);
     let expired = grant(&c, &["erase-person"], 180, 60);
@@ -648,4 +654,46 @@ fn a_slow_reader_of_an_export_holds_up_neither_ingest_nor_the_store_for_long() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(!c.log.lock().unwrap().iter().any(|l| l.contains("10030 lines")), "not delivered whole");
+}
+
+#[test]
+fn a_support_read_of_a_customers_records_needs_its_grant_pages_and_is_logged() {
+    let c = start(SETTINGS, None);
+    let _conn = alice_sends(&c, 5);
+    let export = grant(&c, &["export-person"], 0, 60);
+    let read = |g: u64, after: i64, limit: u64| {
+        ask(
+            &c.socket,
+            &c.jdoe,
+            json!({"op": "read-records", "grant": g, "customer": "acme", "after": after, "limit": limit}),
+        )
+    };
+    // Another action's grant reads nothing.
+    let a = read(export, 0, 2);
+    assert_eq!((a.len(), &a[0]["code"]), (1, &json!("denied")), "{a:?}");
+    let g = grant(&c, &["read-records"], 0, 60);
+    assert_eq!(read(g, 0, 5_000)[0]["code"], json!("bad-request"), "at most 1,000 a page");
+    // Pages of 2: 2, 2, 1, then none.
+    let (mut after, mut seen) = (0i64, Vec::new());
+    loop {
+        let lines = read(g, after, 2);
+        assert_eq!(lines.last().unwrap()[END_KEY], json!(true), "{lines:?}");
+        let page: Vec<i64> = lines[1..lines.len() - 1].iter().map(|l| l["id"].as_i64().unwrap()).collect();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2 && page.iter().all(|&id| id > after));
+        after = *page.last().unwrap();
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 5, "every record once: {seen:?}");
+    // Each page is an entry of the customer's access log.
+    let listing = one(&c.socket, &c.jdoe, json!({"op": "access-log", "customer": "acme"}));
+    let reads = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == json!("read-records") && e["outcome"] == json!("allowed"))
+        .count();
+    assert_eq!(reads, 4, "{listing}");
 }

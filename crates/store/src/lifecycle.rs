@@ -425,31 +425,7 @@ impl SqliteEngine {
                 .op("reading a customer's records")?;
             let mut rows = stmt.query([c]).op("reading a customer's records")?;
             while let Some(r) = rows.next().op("reading a customer's records")? {
-                let get =
-                    |e: rusqlite::Error| Error::Database { op: "reading a record", message: e.to_string() };
-                let id: i64 = r.get(0).map_err(get)?;
-                let key_id: Option<u32> = r.get(5).map_err(get)?;
-                let key = match key_id {
-                    None => None,
-                    Some(k) => match opened.get(&k) {
-                        Some(key) => key.clone(),
-                        None => {
-                            let key = self.key_for(id, Some(k))?;
-                            opened.insert(k, key.clone());
-                            key
-                        }
-                    },
-                };
-                let payload = r.get_ref(6).map_err(get)?.as_blob().map_err(|e| get(e.into()))?;
-                let record = unseal(id, r.get(4).map_err(get)?, key_id, payload, key.as_ref())?;
-                let kind = r.get_ref(3).map_err(get)?.as_str().map_err(|e| get(e.into()))?;
-                w.line(&RecordLine {
-                    id,
-                    stored_at: stored_at.text(r.get(1).map_err(get)?),
-                    program: program_name(r.get(2).map_err(get)?, &record),
-                    kind,
-                    record: &record,
-                })?;
+                self.record_line(r, &mut opened, &mut stored_at, &mut w)?;
                 *counts.entry("records").or_default() += 1;
             }
             drop(rows);
@@ -462,6 +438,77 @@ impl SqliteEngine {
         w.line(&serde_json::json!({ "counts": { "lines": lines, "tables": counts } }))?;
         w.stats.records = records;
         Ok(w.stats)
+    }
+
+    /// A page of the customer's records for a support read: at most `limit`
+    /// records with row ids above `after`, in id order, one JSON line each
+    /// (the shape of the customer copy's record lines), from one snapshot.
+    /// Returns the lines written and the last id (to ask for the next page
+    /// with), `None` when there was none.
+    ///
+    /// # Errors
+    ///
+    /// A storage error, a record that does not open, or a write error.
+    pub fn read_records(
+        &self,
+        customer: &CustomerId,
+        after: i64,
+        limit: usize,
+        out: &mut dyn Write,
+    ) -> Result<(u64, Option<i64>)> {
+        let mut w = LineWriter::new(out);
+        let tx = self.conn.unchecked_transaction().op("starting a read")?;
+        let Some(c) = self.customer_id(customer)? else { return Ok((0, None)) };
+        let mut stmt = tx
+            .prepare(
+                "SELECT id, stored_at, program, kind, format, key_id, payload FROM records
+                 WHERE customer = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )
+            .op("reading a customer's records")?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![c, after, limit]).op("reading a customer's records")?;
+        let (mut last, mut opened, mut stored_at) = (None, HashMap::new(), TimeText::default());
+        while let Some(r) = rows.next().op("reading a customer's records")? {
+            last = Some(self.record_line(r, &mut opened, &mut stored_at, &mut w)?);
+        }
+        Ok((w.stats.lines, last))
+    }
+
+    /// Writes one row of `SELECT id, stored_at, program, kind, format,
+    /// key_id, payload FROM records` as a record line, opening its key once
+    /// per key id (`opened`); returns the row's id.
+    fn record_line(
+        &self,
+        r: &rusqlite::Row<'_>,
+        opened: &mut HashMap<u32, Option<AtRestKey>>,
+        stored_at: &mut TimeText,
+        w: &mut LineWriter<'_>,
+    ) -> Result<i64> {
+        let get = |e: rusqlite::Error| Error::Database { op: "reading a record", message: e.to_string() };
+        let id: i64 = r.get(0).map_err(get)?;
+        let key_id: Option<u32> = r.get(5).map_err(get)?;
+        let key = match key_id {
+            None => None,
+            Some(k) => match opened.get(&k) {
+                Some(key) => key.clone(),
+                None => {
+                    let key = self.key_for(id, Some(k))?;
+                    opened.insert(k, key.clone());
+                    key
+                }
+            },
+        };
+        let payload = r.get_ref(6).map_err(get)?.as_blob().map_err(|e| get(e.into()))?;
+        let record = unseal(id, r.get(4).map_err(get)?, key_id, payload, key.as_ref())?;
+        let kind = r.get_ref(3).map_err(get)?.as_str().map_err(|e| get(e.into()))?;
+        w.line(&RecordLine {
+            id,
+            stored_at: stored_at.text(r.get(1).map_err(get)?),
+            program: program_name(r.get(2).map_err(get)?, &record),
+            kind,
+            record: &record,
+        })?;
+        Ok(id)
     }
 
     /// The customer's devices, users, verdicts, aggregates and receipts,
