@@ -10,41 +10,13 @@
 //! of 2 M; one person's export (about 100 records) out of 1 M rows.
 //! Not measured: encryption at rest (off here), the network.
 
+use privtel_testkit::bench::{feature_event, ratio};
 use std::time::Instant;
 
-use privtel::model::{
-    CustomerId, DeviceId, Event, EventBody, EventId, FeatureUsage, Program, Record, RecordBody, Timestamp,
-    UserId,
-};
+use privtel::model::{CustomerId, DeviceId, Record, Timestamp, UserId};
 use privtel::retention::RetentionPolicy;
 use privtel::store::{EngineOptions, EngineStore, Spool, SpoolOptions, SqliteEngine};
 use time::Duration;
-
-fn event(i: u64, at: Timestamp, users: u64) -> Record {
-    Record {
-        program: Program::AnonymousUsage,
-        body: RecordBody::Event(Event {
-            id: EventId::from_u128(u128::from(i)),
-            device: DeviceId::new(format!("dev-{}", i % 100)).expect("valid"),
-            user: Some(UserId::new(format!("u-{}", i % users)).expect("valid")),
-            recorded_at: at,
-            body: EventBody::FeatureUsage(FeatureUsage {
-                product: "agent".into(),
-                feature: format!("f{}", i % 40),
-                count: 1,
-            }),
-        }),
-    }
-}
-
-fn ratio(name: &str, measured: f64, goal: f64, higher_is_better: bool, unit: &str) {
-    let r = if higher_is_better { measured / goal } else { goal / measured };
-    let met = if r >= 1.0 { "met" } else { "NOT MET" };
-    println!(
-        "RATIO {name} {r:.2}  ({measured:.3} {unit}, goal {} {goal} {unit}; {met})",
-        if higher_is_better { ">=" } else { "<=" }
-    );
-}
 
 fn main() {
     // Cargo passes `--bench`; nothing else to parse.
@@ -54,7 +26,7 @@ fn main() {
 
     // Spool appends.
     let mut spool = Spool::open(dir.path().join("spool.db"), SpoolOptions::default()).expect("spool");
-    let batch: Vec<Record> = (0..1_000).map(|i| event(i, now, 1000)).collect();
+    let batch: Vec<Record> = (0..1_000).map(|i| feature_event(i, now, 1000)).collect();
     let start = Instant::now();
     let rounds = 200;
     for _ in 0..rounds {
@@ -75,7 +47,7 @@ fn main() {
     let mut seq = 1;
     for chunk in 0..(total / 1_000) {
         let at = if chunk % 2 == 0 { old } else { now };
-        let records: Vec<Record> = (0..1_000).map(|i| event(chunk * 1_000 + i, at, users)).collect();
+        let records: Vec<Record> = (0..1_000).map(|i| feature_event(chunk * 1_000 + i, at, users)).collect();
         engine.ingest(&customer, &device, 1, seq, records, now).expect("ingest");
         seq += 1_000;
     }

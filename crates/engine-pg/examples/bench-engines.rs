@@ -11,30 +11,11 @@
 use std::time::Instant;
 
 use privtel_engine_pg::{PgEngine, PgOptions};
-use privtel_store::model::{Event, EventBody, EventId, FeatureUsage};
 use privtel_store::{
-    AdmittedBatch, CustomerId, DeviceId, Duration, EngineOptions, EngineStore, Program, Record, RecordBody,
-    RetentionPolicy, Sequence, SqliteEngine, Timestamp, UserId,
+    AdmittedBatch, CustomerId, DeviceId, Duration, EngineOptions, EngineStore, Record, RetentionPolicy,
+    Sequence, SqliteEngine, Timestamp,
 };
-
-/// The store bench's record: a feature-usage event of one of `users`
-/// people on one of 100 devices.
-fn event(i: u64, at: Timestamp, users: u64) -> Record {
-    Record {
-        program: Program::AnonymousUsage,
-        body: RecordBody::Event(Event {
-            id: EventId::from_u128(u128::from(i)),
-            device: DeviceId::new(format!("dev-{}", i % 100)).expect("valid"),
-            user: Some(UserId::new(format!("u-{}", i % users)).expect("valid")),
-            recorded_at: at,
-            body: EventBody::FeatureUsage(FeatureUsage {
-                product: "agent".into(),
-                feature: format!("f{}", i % 40),
-                count: 1,
-            }),
-        }),
-    }
-}
+use privtel_testkit::bench::{feature_event, ratio};
 
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -43,15 +24,6 @@ fn load() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn ratio(name: &str, measured: f64, goal: f64, higher_is_better: bool, unit: &str) {
-    let r = if higher_is_better { measured / goal } else { goal / measured };
-    let met = if r >= 1.0 { "met" } else { "NOT MET" };
-    println!(
-        "RATIO {name} {r:.2}  ({measured:.3} {unit}, goal {} {goal} {unit}; {met})",
-        if higher_is_better { ">=" } else { "<=" }
-    );
 }
 
 /// The batches: half the records 31 to 40 days old (past the 30-day TTL),
@@ -67,7 +39,7 @@ fn batches(total: u64, now: Timestamp) -> Vec<Vec<Record>> {
                 .map(|i| {
                     let n = chunk * 1_000 + i;
                     let age = Duration::days(base as i64) + Duration::seconds((n % 86_000) as i64);
-                    event(n, now.checked_sub(age).expect("in range"), users)
+                    feature_event(n, now.checked_sub(age).expect("in range"), users)
                 })
                 .collect()
         })

@@ -1088,22 +1088,7 @@ impl PgEngine {
                     let id: i64 = row.get(0);
                     let subjects = keys::decode_subjects(row.get(3))
                         .map_err(|e| Error::Decode { id, reason: e.to_string() })?;
-                    let mut ks = Vec::with_capacity(subjects.len());
-                    for (_, d) in &subjects {
-                        ks.push(have.get(d).ok_or_else(|| Error::Decode {
-                            id,
-                            reason: "a subject key of the record is gone, expected every key of a stored record"
-                                .into(),
-                        })?);
-                    }
-                    let key = keys::record_key(&base, ks);
-                    let record = unseal(
-                        id,
-                        i64::from(row.get::<_, i16>(2)),
-                        Some(RECORD_KEY_ID),
-                        row.get(4),
-                        Some(&AtRestKey::new(RECORD_KEY_ID, key)),
-                    )?;
+                    let record = open_record(id, row.get(2), &subjects, row.get(4), &base, &have)?;
                     w.line(&RecordLine {
                         id,
                         stored_at: stored_at.text(row.get(1)),
@@ -1575,22 +1560,7 @@ impl EngineStore for PgEngine {
         let mut lines = 0;
         for (row, subjects) in rows.iter().zip(subjects) {
             let id: i64 = row.get(0);
-            let mut ks = Vec::with_capacity(subjects.len());
-            for (_, d) in &subjects {
-                ks.push(have.get(d).ok_or_else(|| Error::Decode {
-                    id,
-                    reason:
-                        "a subject key of the record is gone, expected every key of a stored record".into(),
-                })?);
-            }
-            let key = keys::record_key(&base, ks);
-            let record = unseal(
-                id,
-                i64::from(row.get::<_, i16>(2)),
-                Some(RECORD_KEY_ID),
-                row.get(4),
-                Some(&AtRestKey::new(RECORD_KEY_ID, key)),
-            )?;
+            let record = open_record(id, row.get(2), &subjects, row.get(4), &base, &have)?;
             let stored_at = Timestamp::from_unix_nanos(i128::from(row.get::<_, i64>(1)))
                 .map(|t| t.to_string())
                 .unwrap_or_default();
@@ -1753,4 +1723,26 @@ impl EngineStore for PgEngine {
             .get(0);
         Ok(n.max(0) as u64)
     }
+}
+
+/// Opens a stored record: its payload is sealed under the key derived from
+/// the customer's base key and the keys of all its subjects (`have`), so a
+/// destroyed subject key leaves it unreadable.
+fn open_record(
+    id: i64,
+    format: i16,
+    subjects: &[(u8, Digest)],
+    payload: &[u8],
+    base: &[u8; 32],
+    have: &HashMap<Digest, [u8; 32]>,
+) -> Result<Record> {
+    let mut ks = Vec::with_capacity(subjects.len());
+    for (_, d) in subjects {
+        ks.push(have.get(d).ok_or_else(|| Error::Decode {
+            id,
+            reason: "a subject key of the record is gone, expected every key of a stored record".into(),
+        })?);
+    }
+    let key = keys::record_key(base, ks);
+    unseal(id, i64::from(format), Some(RECORD_KEY_ID), payload, Some(&AtRestKey::new(RECORD_KEY_ID, key)))
 }

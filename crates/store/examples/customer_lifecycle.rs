@@ -15,37 +15,10 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use privtel_store::model::{Event, EventBody, EventId, FeatureUsage};
 use privtel_store::{
     AdmittedBatch, CustomerId, DeviceId, EngineOptions, EngineStore, KeyStore, KeyStoreOptions, MasterKey,
-    Program, Record, RecordBody, Sequence, SqliteEngine, Timestamp, UserId,
+    Sequence, SqliteEngine, Timestamp,
 };
-
-fn event(i: u64, at: Timestamp) -> Record {
-    Record {
-        program: Program::AnonymousUsage,
-        body: RecordBody::Event(Event {
-            id: EventId::from_u128(u128::from(i)),
-            device: DeviceId::new(format!("dev-{}", i % 100)).expect("valid"),
-            user: Some(UserId::new(format!("u-{}", i % 1000)).expect("valid")),
-            recorded_at: at,
-            body: EventBody::FeatureUsage(FeatureUsage {
-                product: "agent".into(),
-                feature: format!("f{}", i % 40),
-                count: 1,
-            }),
-        }),
-    }
-}
-
-fn ratio(name: &str, measured: f64, goal: f64, higher_is_better: bool, unit: &str) {
-    let r = if higher_is_better { measured / goal } else { goal / measured };
-    let met = if r >= 1.0 { "met" } else { "NOT MET" };
-    println!(
-        "RATIO {name} {r:.2}  ({measured:.3} {unit}, goal {} {goal} {unit}; {met})",
-        if higher_is_better { ">=" } else { "<=" }
-    );
-}
 
 /// A sink that counts what is written.
 struct Count(u64);
@@ -59,6 +32,8 @@ impl Write for Count {
         Ok(())
     }
 }
+
+use privtel_testkit::bench::{feature_event, ratio};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let per_customer: u64 = std::env::args().nth(1).map_or(Ok(1_000_000), |a| a.parse())?;
@@ -84,8 +59,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for b in (g * 5)..((g + 1) * 5).min(batches) {
             for (c, customer) in [&acme, &globex].into_iter().enumerate() {
                 let first = b * 1_000;
-                let records =
-                    (first..first + 1_000).map(|i| Some(event(i + c as u64 * 10_000_000, now))).collect();
+                let records = (first..first + 1_000)
+                    .map(|i| Some(feature_event(i + c as u64 * 10_000_000, now, 1000)))
+                    .collect();
                 group.push(encoder.encode(
                     AdmittedBatch {
                         customer: customer.clone(),

@@ -6,30 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use privtel_model::{BinaryVerdict, CustomerId, DeviceId, Digest, Timestamp, UserId};
-use privtel_model::{EventId, Record, RecordBody};
 use privtel_store::{
     AdmittedBatch, AtRestKey, EngineOptions, EngineStore, ErasureRequest, Error, KeyId, KeyState, KeyStore,
     KeyStoreOptions, MasterKey, Sequence, SqliteEngine,
 };
-use privtel_testkit::fixtures;
 
-/// The fixtures with every user id replaced by `user`, texts tagged with
-/// `tag`, and every event id offset by `id_base`.
-fn records_of(user: &str, tag: &str, id_base: u128) -> Vec<Record> {
-    let user = UserId::new(user).unwrap();
-    let mut out = fixtures::records(tag);
-    for r in &mut out {
-        match &mut r.body {
-            RecordBody::Event(e) => {
-                e.user = Some(user.clone());
-                e.id = EventId::from_u128(e.id.as_u128() + id_base);
-            }
-            RecordBody::User(u) => u.id = user.clone(),
-            _ => {}
-        }
-    }
-    out
-}
+use privtel_testkit::fixtures::records_of;
 
 fn now() -> Timestamp {
     "2026-11-27T10:00:00Z".parse().unwrap()

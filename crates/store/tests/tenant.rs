@@ -25,23 +25,7 @@ fn dev(name: &str) -> DeviceId {
     DeviceId::new(name).unwrap()
 }
 
-/// The fixtures with every user id replaced by `user` and every event id
-/// offset by `id_base` (so batches are not replays of each other).
-fn records_of(user: &str, tag: &str, id_base: u128) -> Vec<Record> {
-    let user = UserId::new(user).unwrap();
-    let mut out = fixtures::records(tag);
-    for r in &mut out {
-        match &mut r.body {
-            RecordBody::Event(e) => {
-                e.user = Some(user.clone());
-                e.id = privtel_model::EventId::from_u128(e.id.as_u128() + id_base);
-            }
-            RecordBody::User(u) => u.id = user.clone(),
-            _ => {}
-        }
-    }
-    out
-}
+use privtel_testkit::fixtures::records_of;
 
 /// The ids an export lists.
 fn exported_ids(store: &SqliteEngine, customer: &CustomerId, user: &str) -> Vec<i64> {

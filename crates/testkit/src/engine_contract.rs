@@ -113,23 +113,7 @@ pub fn event_at(i: u64, at: Timestamp) -> Record {
     r
 }
 
-/// The fixtures with every user id replaced by `user` and every event id
-/// offset by `id_base` (so batches are not replays of each other).
-pub fn records_of(user: &str, tag: &str, id_base: u128) -> Vec<Record> {
-    let user = uid(user);
-    let mut out = fixtures::records(tag);
-    for r in &mut out {
-        match &mut r.body {
-            RecordBody::Event(e) => {
-                e.user = Some(user.clone());
-                e.id = EventId::from_u128(e.id.as_u128() + id_base);
-            }
-            RecordBody::User(u) => u.id = user.clone(),
-            _ => {}
-        }
-    }
-    out
-}
+pub use crate::fixtures::records_of;
 
 /// The lines of an export, parsed, after checking each line's shape.
 fn export<E: EngineStore>(store: &E, customer: &CustomerId, user: &str) -> Vec<serde_json::Value> {

@@ -265,3 +265,26 @@ pub fn sample_executables() -> Vec<(&'static str, Vec<u8>)> {
         ("README.txt", b"not a program\n".to_vec()),
     ]
 }
+
+/// The fixtures ([`records`]) with every user id replaced by `user` and
+/// every event id offset by `id_base` (so batches are not replays of each
+/// other).
+///
+/// # Panics
+///
+/// If `user` is not a valid user id.
+pub fn records_of(user: &str, tag: &str, id_base: u128) -> Vec<Record> {
+    let user = UserId::new(user).expect("a valid user id");
+    let mut out = records(tag);
+    for r in &mut out {
+        match &mut r.body {
+            RecordBody::Event(e) => {
+                e.user = Some(user.clone());
+                e.id = EventId::from_u128(e.id.as_u128() + id_base);
+            }
+            RecordBody::User(u) => u.id = user.clone(),
+            _ => {}
+        }
+    }
+    out
+}

@@ -7,6 +7,7 @@
 //! type (`device()`, `record()`); [`fixtures`] holds one hand-written value of
 //! each record kind.
 
+pub mod bench;
 #[cfg(feature = "engine")]
 pub mod engine_contract;
 pub mod fixtures;

@@ -220,3 +220,17 @@ impl Drop for OwnNats {
         self.kill();
     }
 }
+
+/// Every file under `dir`, at any depth (for raw scans of a server's store).
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use privtel_agent::{Agent, AgentError, RetryBudget, WebLog};
 use privtel_filter::{FilterBuilder, Policy, PseudonymKey};
 use privtel_model::{CustomerId, DeviceId, KeyId, Timestamp};
-use privtel_scale_tests::{OwnNats, StreamGuard, TestDb, nats_url, stream_options, wait_until};
+use privtel_scale_tests::{OwnNats, StreamGuard, TestDb, nats_url, stream_options, wait_until, walk};
 use privtel_service::jetstream::{JetStreamOptions, Publisher, Rows, StreamWriter};
 use privtel_service::{CustomerSettings, Peer, Service, Settings};
 use privtel_store::{AtRestKey, EngineStore, SpoolOptions, SqliteEngine};
@@ -207,19 +207,6 @@ fn sealed_messages_leave_no_readable_record_in_the_stream_s_files() {
         !scan(Some(AtRestKey::new(1, [4; 32])), "CANARYSEALED7"),
         "a sealed message left a username readable"
     );
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]

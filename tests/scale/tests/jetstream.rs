@@ -8,7 +8,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use privtel_engine_pg::PgEngine;
-use privtel_scale_tests::{OwnNats, StreamGuard, TestDb, batch, nats_url, now, stream_options, wait_until};
+use privtel_scale_tests::{
+    OwnNats, StreamGuard, TestDb, batch, nats_url, now, stream_options, wait_until, walk,
+};
 use privtel_service::jetstream::{JetStreamError, JetStreamOptions, Publisher, Rows, StreamWriter};
 use privtel_store::{CustomerId, DeviceId, EngineStore};
 
@@ -572,17 +574,4 @@ fn a_customers_messages_removed_at_contract_end_are_erased_from_the_stream_s_fil
     nats.kill();
     assert!(!held("u-CANARYGONE31"), "the removed message is erased from the stream's files");
     assert!(held("u-CANARYKEPT32"), "the other customer's message stays");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
