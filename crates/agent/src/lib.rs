@@ -14,6 +14,11 @@
 //!   (private lookups, none when enrichment is off or nothing is new),
 //!   [`Agent::enhance`] (the anonymous enrichment upload: sightings of
 //!   binaries and sites on a session that names no device).
+//! * [`sdk`] — the application SDK: [`sdk::TelemetryBuilder`] →
+//!   [`sdk::Telemetry`], a cheap handle whose calls (feature usage,
+//!   configuration, performance, feedback, crash reports, licence sessions,
+//!   personalised usage under per-person consent) never wait on a disk or
+//!   the network; each endpoint has its own spool and background worker.
 //! * [`Outbox`] — the spool, which accepts only [`Filtered`] records: the
 //!   filter is the only way from a raw record to the spool and the wire.
 //! * [`sightings_from_scan`] (what Enhance sends of a scan: digests, size,
@@ -86,6 +91,7 @@ mod outbox;
 mod retry;
 mod scan;
 mod schedule;
+pub mod sdk;
 mod summary;
 mod weblog;
 

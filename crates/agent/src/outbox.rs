@@ -2,7 +2,7 @@
 
 use privtel_filter::Filtered;
 use privtel_model::{Program, Timestamp};
-use privtel_store::{SourcePosition, Spool, SpoolCounters, Spooled};
+use privtel_store::{ConsentChange, ConsentState, SourcePosition, Spool, SpoolCounters, Spooled, Subject};
 
 use crate::error::AgentError;
 
@@ -80,6 +80,57 @@ impl Outbox {
         now: Timestamp,
     ) -> Result<Vec<u64>, AgentError> {
         Ok(self.spool.append_at(records, Some(position), now)?)
+    }
+
+    /// Appends filtered records, each filed under the person it names (if
+    /// any), in one transaction; returns their sequence numbers.
+    ///
+    /// # Errors
+    ///
+    /// A spool error; nothing is appended then.
+    pub fn append_for(
+        &mut self,
+        records: &[(Filtered, Option<Subject>)],
+        now: Timestamp,
+    ) -> Result<Vec<u64>, AgentError> {
+        Ok(self.spool.append_for(records, now)?)
+    }
+
+    /// A person's standing choice about an optional program.
+    ///
+    /// # Errors
+    ///
+    /// A spool error.
+    pub fn consent(&self, subject: &Subject, program: Program) -> Result<Option<ConsentState>, AgentError> {
+        Ok(self.spool.consent(subject, program)?)
+    }
+
+    /// Records a person's choice with its consent record (filtered), and on
+    /// a withdrawal purges the person's waiting records of the program —
+    /// one transaction (see [`privtel_store::Spool::record_consent`]).
+    ///
+    /// # Errors
+    ///
+    /// A spool error; nothing changes then.
+    pub fn record_consent(
+        &mut self,
+        subject: &Subject,
+        program: Program,
+        state: ConsentState,
+        record: Option<&Filtered>,
+        now: Timestamp,
+    ) -> Result<ConsentChange, AgentError> {
+        Ok(self.spool.record_consent(subject, program, state, record.map(|f| f.record()), now)?)
+    }
+
+    /// Purges the person's waiting records of `program` (a withdrawal
+    /// recorded in another spool).
+    ///
+    /// # Errors
+    ///
+    /// A spool error.
+    pub fn purge_subject(&mut self, subject: &Subject, program: Program) -> Result<u64, AgentError> {
+        Ok(self.spool.purge_subject(subject, program)?)
     }
 
     /// Where `source` was read up to.

@@ -3,4 +3,5 @@
 mod enhance;
 mod inprocess;
 mod pure;
+mod sdk;
 mod seams;

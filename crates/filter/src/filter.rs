@@ -262,7 +262,11 @@ pub fn allowed_kinds(program: Program) -> &'static [&'static str] {
         // What names a device and a person — a binary where it lies, what
         // ran, which pages were read — is about the person: only with
         // their consent (docs/FIELDS.md).
-        Program::PersonalisedUsage => &["user", "feature_usage", "binary", "execution", "web_request"],
+        // And the person's own consent records: the proof of each of the
+        // program's records' basis travels with them.
+        Program::PersonalisedUsage => {
+            &["user", "feature_usage", "binary", "execution", "web_request", "consent"]
+        }
         // `Program` may grow; a program this crate does not know carries nothing.
         _ => &[],
     }

@@ -242,7 +242,8 @@ pub fn time_fields(kind: &str) -> &'static [&'static FieldSpec] {
 }
 
 /// Whether records of `kind` (`web_request`, `binary`) carry `field`: its
-/// path starts with the kind, or with `event` for every event kind.
+/// path starts with the kind, or with `event` for every event kind and for
+/// consent records (which name their person as events do).
 ///
 /// ```
 /// use privtel_model::fields;
@@ -253,7 +254,7 @@ pub fn time_fields(kind: &str) -> &'static [&'static FieldSpec] {
 /// ```
 pub fn carried_by(field: &FieldSpec, kind: &str) -> bool {
     match field.path.split_once('.') {
-        Some(("event", _)) => crate::EventBody::KINDS.contains(&kind),
+        Some(("event", _)) => crate::EventBody::KINDS.contains(&kind) || kind == "consent",
         Some((record, _)) => record == kind,
         None => false,
     }

@@ -98,6 +98,7 @@
 
 mod binary;
 mod compat;
+mod consent;
 mod device;
 mod error;
 mod event;
@@ -121,6 +122,7 @@ pub use binary::{
     Application, Arch, Binary, BinarySighting, DIGEST_LEN, Digest, DomainSighting, ExecutableFormat, HashAlg,
     Package, PackageManager,
 };
+pub use consent::{Consent, ConsentSource};
 pub use device::{Device, DeviceType, OsFamily, OsInfo, User};
 pub use error::{Error, Result};
 #[allow(deprecated)]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::binary::{Application, Binary, Package};
+use crate::consent::Consent;
 use crate::device::{Device, User};
 use crate::event::Event;
 use crate::id::{DeviceId, UserId};
@@ -51,6 +52,10 @@ pub enum RecordBody {
     /// Experience Score for a period; no user, no device id. Appended last:
     /// the binary form numbers variants by position.
     DeviceSummary(DeviceSummary),
+    /// A person's consent to an optional program, given or withdrawn, with
+    /// its source and time. Appended after `DeviceSummary` for the same
+    /// reason.
+    Consent(Consent),
 }
 
 impl RecordBody {
@@ -67,6 +72,7 @@ impl RecordBody {
             Self::DomainVerdict(_) => "domain_verdict",
             Self::Event(e) => e.body.kind_name(),
             Self::DeviceSummary(_) => "device_summary",
+            Self::Consent(_) => "consent",
         }
     }
 
@@ -75,6 +81,7 @@ impl RecordBody {
         match self {
             Self::User(u) => Some(&u.id),
             Self::Event(e) => e.user.as_ref(),
+            Self::Consent(c) => c.user.as_ref(),
             _ => None,
         }
     }
@@ -85,6 +92,7 @@ impl RecordBody {
         match self {
             Self::Device(d) => Some(&d.id),
             Self::Event(e) => Some(&e.device),
+            Self::Consent(c) => Some(&c.device),
             _ => None,
         }
     }
@@ -97,6 +105,7 @@ impl VisitPersonal for RecordBody {
             Self::User(u) => u.visit_personal(f),
             Self::Binary(b) => b.visit_personal(f),
             Self::Event(e) => e.visit_personal(f),
+            Self::Consent(c) => c.visit_personal(f),
             // No personal fields in these types.
             Self::Application(Application { .. })
             | Self::Package(Package { .. })

@@ -29,6 +29,7 @@ fn dated(record: &Record) -> Option<Timestamp> {
         RecordBody::Event(e) => Some(e.recorded_at),
         RecordBody::Device(d) => Some(d.last_seen),
         RecordBody::DeviceSummary(s) => Some(s.day),
+        RecordBody::Consent(c) => Some(c.at),
         _ => None,
     }
 }

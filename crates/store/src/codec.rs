@@ -262,6 +262,7 @@ pub fn record_time(record: &Record, received: privtel_model::Timestamp) -> privt
     match &record.body {
         privtel_model::RecordBody::Event(e) => e.recorded_at,
         privtel_model::RecordBody::Device(d) => d.last_seen,
+        privtel_model::RecordBody::Consent(c) => c.at,
         _ => received,
     }
 }

@@ -51,6 +51,15 @@ pub enum Error {
         /// The key id.
         key_id: u32,
     },
+    /// A stored row holds a value this version cannot read (a code it does
+    /// not know, a time out of range).
+    #[error("stored {what} is not valid: {reason}")]
+    Corrupt {
+        /// What was being read (`consent`).
+        what: &'static str,
+        /// What was wrong, naming what was expected.
+        reason: String,
+    },
     /// A record could not be encoded (too large for the limit).
     #[error("record could not be encoded: {0}")]
     Encode(String),

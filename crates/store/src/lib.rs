@@ -149,7 +149,9 @@ pub mod parts {
     };
     pub use crate::mention::{DIGEST_LEN, Digest, MentionKind, Secret, mentions};
 }
-pub use spool::{SourcePosition, Spool, SpoolCounters, SpoolOptions, Spooled};
+pub use spool::{
+    ConsentChange, ConsentState, SourcePosition, Spool, SpoolCounters, SpoolOptions, Spooled, Subject,
+};
 
 // The model types this crate's API takes and returns, so that a program
 // using this crate needs no `privtel-model` (or `time`) dependency of a
@@ -157,8 +159,8 @@ pub use spool::{SourcePosition, Spool, SpoolCounters, SpoolOptions, Spooled};
 // of its signatures by name.
 pub use privtel_model as model;
 pub use privtel_model::{
-    BinaryVerdict, CustomerId, Device, DeviceId, Digest, Domain, DomainVerdict, Duration, KeyId, Program,
-    Record, RecordBody, Timestamp, UserId,
+    BinaryVerdict, ConsentSource, CustomerId, Device, DeviceId, Digest, Domain, DomainVerdict, Duration,
+    KeyId, Program, Record, RecordBody, Timestamp, UserId,
 };
 // The retention policy the spool and the engine apply.
 pub use privtel_retention::{RecordClass, RetentionPolicy, Ttl};

@@ -3,7 +3,7 @@
 use std::borrow::Borrow;
 use std::path::Path;
 
-use privtel_model::{Program, Record, Timestamp};
+use privtel_model::{ConsentSource, Program, Record, Timestamp};
 use privtel_retention::{RecordClass, RetentionPolicy};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
@@ -50,6 +50,103 @@ const V3: &str = "
     ALTER TABLE spool ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
     CREATE TABLE spool_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
+
+/// Version 5: whom a record names and each person's consent. `subject` is
+/// a keyed digest the caller computes from the person's id (the spool never
+/// sees the id), so a withdrawn consent purges that person's waiting records
+/// of the program; `consent` holds each person's choice per optional
+/// program, with its source (1 installer, 2 settings, 3 administrator: the
+/// codes of [`consent_source_code`]) and time.
+const V5: &str = "
+    ALTER TABLE spool ADD COLUMN subject BLOB;
+    CREATE INDEX spool_subject ON spool(subject, program) WHERE subject IS NOT NULL;
+    CREATE TABLE consent (
+        subject BLOB NOT NULL,
+        program INTEGER NOT NULL,
+        granted INTEGER NOT NULL,
+        source INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (subject, program)
+    ) WITHOUT ROWID;
+";
+
+/// The stored code of a consent source: written out, never a declaration
+/// position.
+fn consent_source_code(source: ConsentSource) -> i64 {
+    match source {
+        ConsentSource::Installer => 1,
+        ConsentSource::Settings => 2,
+        ConsentSource::Administrator => 3,
+        // `ConsentSource` may grow: a source this version does not know
+        // cannot be stored by it.
+        _ => 0,
+    }
+}
+
+fn consent_source_from(code: i64) -> Option<ConsentSource> {
+    Some(match code {
+        1 => ConsentSource::Installer,
+        2 => ConsentSource::Settings,
+        3 => ConsentSource::Administrator,
+        _ => return None,
+    })
+}
+
+/// Whom a spooled record names: a keyed digest of the person's id, made by
+/// the caller under a key of its own, so the spool file names nobody in
+/// clear and a withdrawn consent can still find the person's waiting
+/// records ([`Spool::record_consent`], [`Spool::purge_subject`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Subject([u8; 32]);
+
+impl Subject {
+    /// A subject from its 32 bytes (a keyed digest).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A digest of a person: short enough to tell two apart in a log,
+        // too short to look one up.
+        write!(f, "Subject({:02x}{:02x}…)", self.0[0], self.0[1])
+    }
+}
+
+/// A person's standing choice about one optional program.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub struct ConsentState {
+    /// Given or withdrawn.
+    pub granted: bool,
+    /// Where it was made.
+    pub source: ConsentSource,
+    /// When.
+    pub at: Timestamp,
+}
+
+impl ConsentState {
+    /// A choice.
+    pub fn new(granted: bool, source: ConsentSource, at: Timestamp) -> Self {
+        Self { granted, source, at }
+    }
+}
+
+/// What [`Spool::record_consent`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub struct ConsentChange {
+    /// The consent record's sequence number, if one was appended.
+    pub seq: Option<u64>,
+    /// Waiting records of the person and program removed (a withdrawal).
+    pub purged: u64,
+}
 
 /// Version 4: the spool's stream id, random, nonzero, made once: the
 /// service keeps a high-water mark per (customer, device, stream), so a new
@@ -190,7 +287,13 @@ impl Spool {
     pub fn open(path: impl AsRef<Path>, options: SpoolOptions) -> Result<Self> {
         let conn = schema::open(
             path.as_ref(),
-            &[Step::Sql(MIGRATIONS[0]), Step::Sql(MIGRATIONS[1]), Step::Sql(V3), Step::Code(&make_stream_id)],
+            &[
+                Step::Sql(MIGRATIONS[0]),
+                Step::Sql(MIGRATIONS[1]),
+                Step::Sql(V3),
+                Step::Code(&make_stream_id),
+                Step::Sql(V5),
+            ],
         )?;
         // A device's spool is a queue, not an index to search: a small page
         // cache and no read mapping keep the agent's memory low (a mapped
@@ -270,16 +373,40 @@ impl Spool {
         position: Option<&SourcePosition>,
         now: Timestamp,
     ) -> Result<Vec<u64>> {
+        self.append_with(records.iter().map(|r| (r.borrow(), None)), position, now)
+    }
+
+    /// Appends records, each with the person it names (if any), in one
+    /// transaction; returns their sequence numbers once durable. A record
+    /// filed under a [`Subject`] is removed when that person withdraws
+    /// consent to its program ([`Spool::record_consent`]).
+    ///
+    /// # Errors
+    ///
+    /// A database or encoding error; nothing is appended then.
+    pub fn append_for<R: Borrow<Record>>(
+        &mut self,
+        records: &[(R, Option<Subject>)],
+        now: Timestamp,
+    ) -> Result<Vec<u64>> {
+        self.append_with(records.iter().map(|(r, s)| (r.borrow(), *s)), None, now)
+    }
+
+    fn append_with<'r>(
+        &mut self,
+        records: impl ExactSizeIterator<Item = (&'r Record, Option<Subject>)>,
+        position: Option<&SourcePosition>,
+        now: Timestamp,
+    ) -> Result<Vec<u64>> {
         let tx = self.conn.transaction().op("starting an append")?;
         let mut seqs = Vec::with_capacity(records.len());
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO spool (program, class, recorded_at, size, format, key_id, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO spool (program, class, recorded_at, size, format, key_id, payload, subject) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .op("preparing an append")?;
-            for record in records {
-                let record = record.borrow();
+            for (record, subject) in records {
                 let (key_id, payload) = seal(record, self.options.key.as_ref())?;
                 let class = i64::from(RecordClass::of(&record.body) == RecordClass::Object);
                 insert
@@ -290,7 +417,8 @@ impl Spool {
                         payload.len() as i64,
                         Format::CURRENT.code(),
                         key_id,
-                        payload
+                        payload,
+                        subject.as_ref().map(|s| &s.0[..])
                     ])
                     .op("appending a record")?;
                 seqs.push(tx.last_insert_rowid() as u64);
@@ -460,6 +588,110 @@ impl Spool {
         tx.commit().op("committing a purge")?;
         // Purged data must not linger in the write-ahead log either.
         schema::checkpoint(&self.conn, "checkpointing after a purge")?;
+        Ok(n)
+    }
+
+    /// The person's standing choice about `program`, if one was recorded.
+    ///
+    /// # Errors
+    ///
+    /// A database error, or a stored source this version does not know.
+    pub fn consent(&self, subject: &Subject, program: Program) -> Result<Option<ConsentState>> {
+        let row: Option<(i64, i64, i64)> = self
+            .conn
+            .query_row(
+                "SELECT granted, source, at FROM consent WHERE subject = ?1 AND program = ?2",
+                params![&subject.0[..], program_code(program)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .op("reading a consent")?;
+        let Some((granted, source, at)) = row else { return Ok(None) };
+        let source = consent_source_from(source).ok_or_else(|| crate::Error::Corrupt {
+            what: "consent",
+            reason: format!(
+                "source code {source} is not one of 1 (installer), 2 (settings), 3 (administrator)"
+            ),
+        })?;
+        let at = Timestamp::from_unix_nanos(i128::from(at))
+            .map_err(|_| crate::Error::Corrupt { what: "consent", reason: "time out of range".to_owned() })?;
+        Ok(Some(ConsentState { granted: granted != 0, source, at }))
+    }
+
+    /// Records a person's choice about `program` and, in the same
+    /// transaction, appends `record` (the consent record that travels with
+    /// the data, filed under the person) if given; a withdrawal also
+    /// removes every waiting record of the person and program (counted as
+    /// purged) and checkpoints, so the removed payloads leave the file and
+    /// its log.
+    ///
+    /// # Errors
+    ///
+    /// A database or encoding error; nothing changes then.
+    pub fn record_consent(
+        &mut self,
+        subject: &Subject,
+        program: Program,
+        state: ConsentState,
+        record: Option<&Record>,
+        now: Timestamp,
+    ) -> Result<ConsentChange> {
+        let tx = self.conn.transaction().op("starting a consent change")?;
+        tx.execute(
+            "INSERT INTO consent (subject, program, granted, source, at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(subject, program) DO UPDATE SET granted = ?3, source = ?4, at = ?5",
+            params![
+                &subject.0[..],
+                program_code(program),
+                i64::from(state.granted),
+                consent_source_code(state.source),
+                nanos(state.at)
+            ],
+        )
+        .op("saving a consent")?;
+        let purged = if state.granted {
+            0
+        } else {
+            let n = tx
+                .execute(
+                    "DELETE FROM spool WHERE subject = ?1 AND program = ?2",
+                    params![&subject.0[..], program_code(program)],
+                )
+                .op("purging a person's records")? as u64;
+            bump(&tx, "purged", n)?;
+            n
+        };
+        tx.commit().op("committing a consent change")?;
+        let seq = match record {
+            Some(r) => Some(self.append_for(&[(r, Some(*subject))], now)?[0]),
+            None => None,
+        };
+        if purged > 0 {
+            schema::checkpoint(&self.conn, "checkpointing after a withdrawal")?;
+        }
+        Ok(ConsentChange { seq, purged })
+    }
+
+    /// Removes every waiting record of `program` filed under `subject`
+    /// (a withdrawal recorded in another spool); returns how many, and
+    /// checkpoints when any went.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn purge_subject(&mut self, subject: &Subject, program: Program) -> Result<u64> {
+        let tx = self.conn.transaction().op("starting a purge")?;
+        let n = tx
+            .execute(
+                "DELETE FROM spool WHERE subject = ?1 AND program = ?2",
+                params![&subject.0[..], program_code(program)],
+            )
+            .op("purging a person's records")? as u64;
+        bump(&tx, "purged", n)?;
+        tx.commit().op("committing a purge")?;
+        if n > 0 {
+            schema::checkpoint(&self.conn, "checkpointing after a purge")?;
+        }
         Ok(n)
     }
 

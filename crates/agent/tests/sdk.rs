@@ -1,0 +1,343 @@
+//! The application SDK against the real service, in one process over
+//! in-memory connections: what the service stores for each call, per-person
+//! consent and its withdrawal, per-endpoint spools, a full queue, restarts.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use privtel_agent::AgentError;
+use privtel_agent::sdk::{Connector, SdkError, Stream, Telemetry, TelemetryBuilder, UserProfile};
+use privtel_filter::{Policy, PseudonymKey};
+use privtel_model::{
+    ConsentSource, CustomerId, DeviceId, KeyId, OsFamily, OsInfo, Program, Timestamp, UserId,
+};
+use privtel_service::{CustomerSettings, Peer, Service, Settings};
+use privtel_store::{EngineStore, SqliteEngine};
+use privtel_testkit::pipe;
+use privtel_wire::{Connection, VerdictIndex};
+
+const FLUSH: Duration = Duration::from_secs(20);
+
+fn now() -> Timestamp {
+    "2026-11-27T10:00:00Z".parse().unwrap()
+}
+
+fn acme() -> CustomerId {
+    CustomerId::new("acme").unwrap()
+}
+
+const POLICY: &str = "version = 4\n[programs]\npersonalised_usage = true\n[fields]\n\"user.first_name\" = \"clear\"\n\"user.last_name\" = \"clear\"\n\"user.email\" = \"pseudonymise\"\n";
+
+fn policy(text: &str) -> Policy {
+    Policy::from_toml(text).unwrap()
+}
+
+fn service(dir: &Path, name: &str, policy_text: &str) -> Arc<Service> {
+    let engine = SqliteEngine::open(dir.join(format!("{name}.engine.db")), Default::default()).unwrap();
+    let settings = Settings::with_customers([CustomerSettings::new(acme(), policy(policy_text))]);
+    Arc::new(Service::new(engine, VerdictIndex::new(4, [1; 32]), now).with_settings(settings))
+}
+
+/// A connector to `service` over a pipe, refusing while `down` is set.
+fn connector(service: &Arc<Service>, down: Arc<AtomicBool>) -> Connector {
+    let service = Arc::clone(service);
+    Connector::new(move || {
+        if down.load(Ordering::SeqCst) {
+            return Err(AgentError::Refused { message: "endpoint down".into(), retryable: true });
+        }
+        let (client, server) = pipe();
+        let service = Arc::clone(&service);
+        let peer = Peer::device(acme(), DeviceId::new("dev-1").unwrap());
+        std::thread::spawn(move || service.handle(Connection::new(server), peer));
+        let stream: Box<dyn Stream> = Box::new(client);
+        Ok(Connection::new(stream))
+    })
+}
+
+fn builder(dir: &Path, policy_text: &str) -> TelemetryBuilder {
+    TelemetryBuilder::new(acme(), DeviceId::new("dev-1").unwrap(), "Studio", "4.2.0")
+        .policy(policy(policy_text))
+        .pseudonym_key(PseudonymKey::new(KeyId::new(1), [7; 32]))
+        .spool_dir(dir.join("sdk"))
+        .first_upload_after(Duration::from_secs(3600))
+        .upload_every(Duration::from_secs(3600))
+        .clock(now)
+}
+
+/// Every stored record of acme: (program, kind, the record's JSON).
+fn stored(service: &Service) -> Vec<(String, String, serde_json::Value)> {
+    let mut out = Vec::new();
+    service.engine().export_customer(&acme(), &serde_json::Map::new(), &mut out).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            Some((
+                v.get("program")?.as_str()?.to_owned(),
+                v.get("kind")?.as_str()?.to_owned(),
+                v["record"].clone(),
+            ))
+        })
+        .collect()
+}
+
+fn count(rows: &[(String, String, serde_json::Value)], program: &str, kind: &str) -> usize {
+    rows.iter().filter(|(p, k, _)| p == program && k == kind).count()
+}
+
+fn alice() -> UserProfile {
+    UserProfile {
+        id: UserId::new("u-alice").unwrap(),
+        first_name: "Alicecanary".into(),
+        last_name: "Liddellcanary".into(),
+        email: "alice.canary@example.com".into(),
+    }
+}
+
+#[test]
+fn each_call_is_stored_in_the_form_the_policy_gives_and_on_its_own_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let analytics = service(dir.path(), "analytics", POLICY);
+    let crashes = service(dir.path(), "crashes", POLICY);
+    let crashes_down = Arc::new(AtomicBool::new(true));
+    let sdk = builder(dir.path(), POLICY)
+        .endpoint("analytics", connector(&analytics, Arc::new(AtomicBool::new(false))))
+        .endpoint("crashes", connector(&crashes, crashes_down.clone()))
+        .route_kind("crash_report", "crashes")
+        .build()
+        .unwrap();
+    sdk.feature_used("export_pdf");
+    sdk.feature_used("export_pdf");
+    sdk.configuration("theme", "dark");
+    sdk.performance("startup_time", 812.0, "ms").unwrap();
+    sdk.feedback(80, "love it, mail me at bob.canary@example.com").unwrap();
+    sdk.crash("panicked at /home/carol/src/main.rs: index out of bounds");
+    let os = OsInfo { family: OsFamily::Linux, version: "Debian 12".into(), build: None };
+    sdk.licence_session("dave.canary@example.com", "fp-canary-1234", os, None).end();
+    let report = sdk.flush(FLUSH).unwrap();
+    assert_eq!(report.sent("analytics"), Some(7), "{report:?}");
+    assert_eq!(report.pending("analytics"), Some(0));
+    // The crash endpoint is down: only the crash waits.
+    assert_eq!(report.pending("crashes"), Some(1), "{report:?}");
+    assert!(report.endpoints[1].error.as_deref().is_some_and(|e| e.contains("endpoint down")), "{report:?}");
+    let rows = stored(&analytics);
+    assert_eq!(count(&rows, "anonymous_usage", "feature_usage"), 2);
+    assert_eq!(count(&rows, "support_telemetry", "configuration"), 1);
+    assert_eq!(count(&rows, "support_telemetry", "performance"), 1);
+    assert_eq!(count(&rows, "support_telemetry", "feedback"), 1);
+    assert_eq!(count(&rows, "licence_authentication", "licence_session"), 2, "start and end");
+    assert_eq!(count(&rows, "anonymous_usage", "crash_report"), 0, "crashes go to their own endpoint");
+    // No person set: no personalised copy.
+    assert_eq!(count(&rows, "personalised_usage", "feature_usage"), 0);
+    let all = serde_json::to_string(&rows.iter().map(|r| &r.2).collect::<Vec<_>>()).unwrap();
+    for canary in ["bob.canary", "dave.canary", "fp-canary-1234"] {
+        assert!(!all.contains(canary), "{canary} stored in clear: {all}");
+    }
+    crashes_down.store(false, Ordering::SeqCst);
+    let report = sdk.flush(FLUSH).unwrap();
+    assert_eq!(report.sent("crashes"), Some(1), "{report:?}");
+    let crash_rows = stored(&crashes);
+    assert_eq!(count(&crash_rows, "anonymous_usage", "crash_report"), 1);
+    let text = crash_rows[0].2.to_string();
+    assert!(!text.contains("/home/carol"), "the crash message is scrubbed: {text}");
+    drop(sdk.shutdown(FLUSH).unwrap());
+}
+
+#[test]
+fn a_withdrawal_purges_what_waits_and_stops_what_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), "analytics", POLICY);
+    let down = Arc::new(AtomicBool::new(false));
+    let sdk =
+        builder(dir.path(), POLICY).endpoint("analytics", connector(&svc, down.clone())).build().unwrap();
+    let alice = alice();
+    // Agreed at installation, then used the product: sent.
+    let change =
+        sdk.set_consent(&alice.id, Program::PersonalisedUsage, true, ConsentSource::Installer).unwrap();
+    assert_eq!(change.purged, 0);
+    sdk.set_user(&alice).unwrap();
+    sdk.feature_used("search");
+    let report = sdk.flush(FLUSH).unwrap();
+    // consent + profile + anonymous + personalised feature use
+    assert_eq!(report.sent("analytics"), Some(4), "{report:?}");
+    // More use while the service is unreachable, then a withdrawal in the
+    // settings: the waiting personalised records go, the anonymous stay.
+    down.store(true, Ordering::SeqCst);
+    sdk.feature_used("print");
+    sdk.feature_used("print");
+    let change =
+        sdk.set_consent(&alice.id, Program::PersonalisedUsage, false, ConsentSource::Settings).unwrap();
+    assert_eq!(change.purged, 2, "the two personalised copies waiting");
+    sdk.feature_used("share");
+    assert_eq!(sdk.stats().not_consented, 1);
+    down.store(false, Ordering::SeqCst);
+    let report = sdk.flush(FLUSH).unwrap();
+    assert_eq!(report.sent("analytics"), Some(4), "3 anonymous uses and the withdrawal: {report:?}");
+    let rows = stored(&svc);
+    assert_eq!(count(&rows, "anonymous_usage", "feature_usage"), 4);
+    assert_eq!(count(&rows, "personalised_usage", "feature_usage"), 1, "only the use before the withdrawal");
+    assert_eq!(count(&rows, "personalised_usage", "user"), 1);
+    let consents: Vec<&serde_json::Value> = rows.iter().filter(|r| r.1 == "consent").map(|r| &r.2).collect();
+    assert_eq!(consents.len(), 2, "{consents:?}");
+    let text = serde_json::to_string(&consents).unwrap();
+    assert!(text.contains("\"installer\"") && text.contains("\"settings\""), "{text}");
+    // The email is pseudonymised by the policy, the names clear (agreed).
+    let all = serde_json::to_string(&rows.iter().map(|r| &r.2).collect::<Vec<_>>()).unwrap();
+    assert!(all.contains("Alicecanary"), "the person agreed to their name: {all}");
+    assert!(!all.contains("alice.canary@example.com"), "{all}");
+    sdk.shutdown(FLUSH).unwrap();
+}
+
+#[test]
+fn consent_outlives_a_restart_and_the_spool_names_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), "analytics", POLICY);
+    let down = Arc::new(AtomicBool::new(true));
+    {
+        let sdk =
+            builder(dir.path(), POLICY).endpoint("analytics", connector(&svc, down.clone())).build().unwrap();
+        sdk.set_consent(&alice().id, Program::PersonalisedUsage, true, ConsentSource::Administrator).unwrap();
+        sdk.shutdown(FLUSH).unwrap();
+    }
+    let sdk =
+        builder(dir.path(), POLICY).endpoint("analytics", connector(&svc, down.clone())).build().unwrap();
+    sdk.set_user(&alice()).unwrap();
+    sdk.feature_used("search");
+    let report = sdk.flush(FLUSH).unwrap();
+    assert_eq!(report.pending("analytics"), Some(4), "consent, profile, anonymous and personalised use");
+    // The spool is sealed and files people under keyed digests: no byte of
+    // the spool or its log names the person.
+    drop(sdk);
+    for entry in std::fs::read_dir(dir.path().join("sdk")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        for canary in [&b"u-alice"[..], b"Alicecanary", b"alice.canary"] {
+            assert!(!bytes.windows(canary.len()).any(|w| w == canary), "{}", String::from_utf8_lossy(canary));
+        }
+    }
+    down.store(false, Ordering::SeqCst);
+    let sdk = builder(dir.path(), POLICY).endpoint("analytics", connector(&svc, down)).build().unwrap();
+    assert_eq!(sdk.flush(FLUSH).unwrap().sent("analytics"), Some(4));
+    let rows = stored(&svc);
+    assert_eq!(count(&rows, "personalised_usage", "feature_usage"), 1);
+    assert_eq!(count(&rows, "personalised_usage", "consent"), 1);
+}
+
+#[test]
+fn a_switched_off_program_records_nothing_and_consent_cannot_switch_it_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = "[programs]\nsupport_telemetry = false\nanonymous_usage = true\n";
+    let svc = service(dir.path(), "analytics", off);
+    let sdk = builder(dir.path(), off)
+        .endpoint("analytics", connector(&svc, Arc::new(AtomicBool::new(false))))
+        .build()
+        .unwrap();
+    assert!(!sdk.enabled(Program::SupportTelemetry));
+    sdk.configuration("theme", "dark");
+    sdk.performance("startup_time", f64::NAN, "ms").unwrap(); // off: not even checked
+    sdk.feedback(200, "x").unwrap();
+    assert_eq!(sdk.stats().recorded, 0);
+    let err =
+        sdk.set_consent(&alice().id, Program::PersonalisedUsage, true, ConsentSource::Installer).unwrap_err();
+    assert!(matches!(err, SdkError::ProgramOff { program: Program::PersonalisedUsage }), "{err}");
+    let err =
+        sdk.set_consent(&alice().id, Program::Benchmarking, true, ConsentSource::Installer).unwrap_err();
+    assert!(err.to_string().contains("personalised_usage only"), "{err}");
+    sdk.feature_used("search");
+    assert_eq!(sdk.flush(FLUSH).unwrap().sent("analytics"), Some(1));
+}
+
+#[test]
+fn bad_values_and_bad_set_up_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), "a", POLICY);
+    let c = || connector(&svc, Arc::new(AtomicBool::new(false)));
+    let err = builder(dir.path(), POLICY).build().unwrap_err();
+    assert!(matches!(err, SdkError::NoEndpoint), "{err}");
+    let err = builder(dir.path(), POLICY).endpoint("a", c()).endpoint("a", c()).build().unwrap_err();
+    assert!(matches!(err, SdkError::DuplicateEndpoint { .. }), "{err}");
+    let err = builder(dir.path(), POLICY).endpoint("../etc", c()).build().unwrap_err();
+    assert!(matches!(err, SdkError::EndpointName { .. }), "{err}");
+    let err = builder(dir.path(), POLICY)
+        .endpoint("a", c())
+        .route(Program::LicenceAuthentication, "licence")
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "route of licence_authentication names endpoint \"licence\", which was not given"
+    );
+    let sdk = builder(dir.path(), POLICY).endpoint("a", c()).build().unwrap();
+    let err = sdk.performance("startup_time", f64::INFINITY, "ms").unwrap_err();
+    assert!(err.to_string().starts_with("performance value"), "{err}");
+    let err = sdk.feedback(101, "text").unwrap_err();
+    assert!(err.to_string().starts_with("feedback score"), "{err}");
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_but_never_blocks_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), "a", POLICY);
+    // A connector that holds the worker until released: records pile up in
+    // the queue meanwhile.
+    let gate = Arc::new(Mutex::new(()));
+    let held = gate.lock().unwrap();
+    let inner = connector(&svc, Arc::new(AtomicBool::new(false)));
+    let g = gate.clone();
+    let slow = Connector::new(move || {
+        drop(g.lock().unwrap());
+        inner_connect(&inner)
+    });
+    let sdk = builder(dir.path(), POLICY).endpoint("a", slow).queue_capacity(5).build().unwrap();
+    sdk.feature_used("first");
+    // The flush takes the first record and blocks in the connector.
+    let flusher = {
+        let sdk = sdk.clone();
+        std::thread::spawn(move || sdk.flush(FLUSH).unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    for _ in 0..50 {
+        sdk.feature_used("again");
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "calls never wait for the worker");
+    let stats = sdk.stats();
+    assert_eq!(stats.dropped_queue_full, 45, "{stats:?}");
+    assert_eq!(stats.queued, vec![("a".to_owned(), 5)]);
+    drop(held);
+    assert_eq!(flusher.join().unwrap().sent("a"), Some(1));
+    assert_eq!(sdk.flush(FLUSH).unwrap().sent("a"), Some(5));
+    assert_eq!(svc.engine().record_count().unwrap(), 6);
+}
+
+fn inner_connect(c: &Connector) -> Result<privtel_agent::sdk::BoxConnection, AgentError> {
+    c.connect()
+}
+
+/// Handles are cheap clones shared across threads.
+#[test]
+fn clones_record_from_many_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), "a", POLICY);
+    let sdk: Telemetry = builder(dir.path(), POLICY)
+        .endpoint("a", connector(&svc, Arc::new(AtomicBool::new(false))))
+        .build()
+        .unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let sdk = sdk.clone();
+            std::thread::spawn(move || {
+                for i in 0..250 {
+                    sdk.configuration(&format!("key-{t}-{i}"), "v");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(sdk.flush(FLUSH).unwrap().sent("a"), Some(1000));
+    assert_eq!(svc.engine().record_count().unwrap(), 1000);
+}
