@@ -501,3 +501,69 @@ fn a_device_revoked_while_the_service_runs_is_refused_at_its_next_upload() {
     assert_eq!(engine(dir.path()).record_count().unwrap(), stored, "nothing more stored");
     assert!(spool(dir.path()).len(None).unwrap() > 0, "what it collected stays spooled");
 }
+
+/// Every stored record of acme: (program, kind, the record's JSON).
+fn stored(dir: &Path) -> Vec<(String, String, serde_json::Value)> {
+    let mut out = Vec::new();
+    let acme = privtel::model::CustomerId::new("acme").unwrap();
+    engine(dir).export_customer(&acme, &serde_json::Map::new(), &mut out).unwrap();
+    text(&out)
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            Some((
+                v.get("program")?.as_str()?.to_owned(),
+                v.get("kind")?.as_str()?.to_owned(),
+                v["record"].clone(),
+            ))
+        })
+        .collect()
+}
+
+/// The example application (the SDK) against the real cloud over mutual
+/// TLS: usage, a crash, a licence session, personalised usage withdrawn
+/// half-way; what the service stored, program by program.
+#[test]
+fn the_sdk_app_reports_usage_and_a_crash_and_withdraws_personalised_usage_half_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cloud(dir.path(), &[]);
+    let out = Command::new(example("app"))
+        .args(["--server", &c.addr, "--ca"])
+        .arg(&c.ca)
+        .args(["--customer", "acme", "--device", "dev-app", "--policy"])
+        .arg(data("policy.toml"))
+        .arg("--dir")
+        .arg(dir.path().join("app"))
+        .args(["--enroll-token", &token(dir.path()), "--email", "ada.canary@example.com"])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    // consent, profile, 3 anonymous and 3 personalised feature uses
+    assert!(stdout.contains("first half: analytics sent 8 records, 0 waiting"), "{stdout}");
+    assert!(stdout.contains("personalised usage withdrawn: 0 waiting records purged"), "{stdout}");
+    assert!(stdout.contains("second half: crashes sent 1 records, 0 waiting"), "{stdout}");
+    // the withdrawal, 2 anonymous uses, configuration, performance, feedback
+    assert!(stdout.contains("second half: analytics sent 6 records, 0 waiting"), "{stdout}");
+    assert!(stdout.contains("first half: licence sent 1 records, 0 waiting"), "{stdout}");
+    assert!(stdout.contains("second half: licence sent 1 records, 0 waiting"), "{stdout}");
+    drop(c);
+    let rows = stored(dir.path());
+    let count = |program: &str, kind: &str| rows.iter().filter(|(p, k, _)| p == program && k == kind).count();
+    assert_eq!(count("anonymous_usage", "feature_usage"), 5);
+    assert_eq!(count("personalised_usage", "feature_usage"), 3, "none after the withdrawal");
+    assert_eq!(count("personalised_usage", "user"), 1);
+    assert_eq!(count("personalised_usage", "consent"), 2);
+    assert_eq!(count("anonymous_usage", "crash_report"), 1);
+    assert_eq!(count("support_telemetry", "configuration"), 1);
+    assert_eq!(count("support_telemetry", "performance"), 1);
+    assert_eq!(count("support_telemetry", "feedback"), 1);
+    assert_eq!(count("licence_authentication", "licence_session"), 2);
+    let withdrawal = rows.iter().find(|(_, k, r)| k == "consent" && r.to_string().contains("\"settings\""));
+    assert!(withdrawal.is_some_and(|(_, _, r)| r.to_string().contains("\"granted\":false")), "{rows:?}");
+    // The email is pseudonymised by the policy wherever it goes.
+    let all = serde_json::to_string(&rows.iter().map(|r| &r.2).collect::<Vec<_>>()).unwrap();
+    assert!(!all.contains("ada.canary"), "{all}");
+    let bytes = std::fs::read(dir.path().join("engine.db")).unwrap();
+    assert!(!bytes.windows(10).any(|w| w == b"ada.canary"));
+}

@@ -649,18 +649,7 @@ impl Spool {
             ],
         )
         .op("saving a consent")?;
-        let purged = if state.granted {
-            0
-        } else {
-            let n = tx
-                .execute(
-                    "DELETE FROM spool WHERE subject = ?1 AND program = ?2",
-                    params![&subject.0[..], program_code(program)],
-                )
-                .op("purging a person's records")? as u64;
-            bump(&tx, "purged", n)?;
-            n
-        };
+        let purged = if state.granted { 0 } else { delete_subject(&tx, subject, program)? };
         tx.commit().op("committing a consent change")?;
         let seq = match record {
             Some(r) => Some(self.append_for(&[(r, Some(*subject))], now)?[0]),
@@ -681,13 +670,7 @@ impl Spool {
     /// A database error.
     pub fn purge_subject(&mut self, subject: &Subject, program: Program) -> Result<u64> {
         let tx = self.conn.transaction().op("starting a purge")?;
-        let n = tx
-            .execute(
-                "DELETE FROM spool WHERE subject = ?1 AND program = ?2",
-                params![&subject.0[..], program_code(program)],
-            )
-            .op("purging a person's records")? as u64;
-        bump(&tx, "purged", n)?;
+        let n = delete_subject(&tx, subject, program)?;
         tx.commit().op("committing a purge")?;
         if n > 0 {
             schema::checkpoint(&self.conn, "checkpointing after a purge")?;
@@ -788,6 +771,19 @@ impl Spool {
     pub fn integrity_check(&self) -> Result<String> {
         self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).op("checking integrity")
     }
+}
+
+/// Deletes the waiting records of `program` filed under `subject`, counted
+/// as purged.
+fn delete_subject(tx: &rusqlite::Transaction<'_>, subject: &Subject, program: Program) -> Result<u64> {
+    let n = tx
+        .execute(
+            "DELETE FROM spool WHERE subject = ?1 AND program = ?2",
+            params![&subject.0[..], program_code(program)],
+        )
+        .op("purging a person's records")? as u64;
+    bump(tx, "purged", n)?;
+    Ok(n)
 }
 
 fn bump(tx: &rusqlite::Transaction<'_>, name: &str, n: u64) -> Result<()> {
