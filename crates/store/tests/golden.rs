@@ -13,6 +13,11 @@
 //! engine, written with a key store (format 1) under the master key of 32
 //! bytes 0x11: every row sealed under `acme`'s data key.
 //!
+//! `consent1-spool.db` is a spool of schema 5: two personalised-usage
+//! records filed under the subject of 32 bytes 0x5a (a consent record of
+//! `u-consent`, given at the installer, and one feature use), the person's
+//! consent row, and one anonymous feature use filed under nobody.
+//!
 //! `PRIVTEL_WRITE_GOLDEN=<folder> cargo test -p privtel-store golden::write`
 //! writes the wave-3 and keys-1 files again (only when the format changes on
 //! purpose; then keep the old ones and add the new).
@@ -20,14 +25,14 @@
 use std::path::{Path, PathBuf};
 
 use privtel_model::{
-    BinaryVerdict, CustomerId, DeviceId, Domain, DomainVerdict, Program, Record, RecordBody, Reputation,
-    ThreatLevel, UserId,
+    BinaryVerdict, Consent, ConsentSource, CustomerId, DeviceId, Domain, DomainVerdict, Program, Record,
+    RecordBody, Reputation, ThreatLevel, UserId,
 };
 use std::sync::Arc;
 
 use privtel_store::{
-    EngineOptions, EngineStore, ErasureRequest, Error, KeyStore, KeyStoreOptions, MasterKey, Spool,
-    SpoolOptions, SqliteEngine,
+    ConsentState, EngineOptions, EngineStore, ErasureRequest, Error, KeyStore, KeyStoreOptions, MasterKey,
+    Spool, SpoolOptions, SqliteEngine, Subject,
 };
 use privtel_testkit::fixtures;
 
@@ -154,6 +159,55 @@ fn wave3_spool_opens_and_reads_back() {
     check_spool(&path);
 }
 
+fn consent_subject() -> Subject {
+    Subject::from_bytes([0x5a; 32])
+}
+
+fn consent_record(granted: bool, source: ConsentSource) -> Record {
+    Record {
+        program: Program::PersonalisedUsage,
+        body: RecordBody::Consent(Consent {
+            device: DeviceId::new("dev-0001").unwrap(),
+            user: Some(UserId::new("u-consent").unwrap()),
+            program: Program::PersonalisedUsage,
+            granted,
+            source,
+            at: fixtures::base_time(),
+        }),
+    }
+}
+
+fn personal_use() -> Record {
+    let mut r = privtel_testkit::bench::feature_event(7, fixtures::base_time(), 1);
+    r.program = Program::PersonalisedUsage;
+    r
+}
+
+#[test]
+fn consent1_spool_keeps_its_consent_and_purges_by_subject() {
+    let (_dir, path) = copy("consent1-spool.db");
+    let mut spool = Spool::open(&path, SpoolOptions::default()).unwrap();
+    let subject = consent_subject();
+    let state = spool.consent(&subject, Program::PersonalisedUsage).unwrap().unwrap();
+    assert_eq!(state, ConsentState::new(true, ConsentSource::Installer, fixtures::base_time()));
+    assert_eq!(spool.consent(&Subject::from_bytes([0; 32]), Program::PersonalisedUsage).unwrap(), None);
+    let waiting = spool.next_batch(Program::PersonalisedUsage, 10).unwrap();
+    let records: Vec<Record> = waiting.into_iter().map(|s| s.record).collect();
+    assert_eq!(records, vec![consent_record(true, ConsentSource::Installer), personal_use()]);
+    assert_eq!(spool.len(Some(Program::AnonymousUsage)).unwrap(), 1);
+    let withdrawal = consent_record(false, ConsentSource::Settings);
+    let state = ConsentState::new(false, ConsentSource::Settings, fixtures::base_time());
+    let change = spool
+        .record_consent(&subject, Program::PersonalisedUsage, state, Some(&withdrawal), fixtures::base_time())
+        .unwrap();
+    assert_eq!(change.purged, 2);
+    let left: Vec<Record> =
+        spool.next_batch(Program::PersonalisedUsage, 10).unwrap().into_iter().map(|s| s.record).collect();
+    assert_eq!(left, vec![withdrawal]);
+    assert_eq!(spool.len(Some(Program::AnonymousUsage)).unwrap(), 1, "filed under nobody: kept");
+    assert_eq!(spool.counters().unwrap().purged, 2);
+}
+
 #[test]
 fn wave1_engine_needs_a_legacy_customer_then_migrates() {
     let (dir, path) = copy("wave1-engine.db");
@@ -239,6 +293,13 @@ fn write() {
     let now = fixtures::base_time();
     let mut spool = Spool::open(out.join("wave3-spool.db"), SpoolOptions::default()).unwrap();
     spool.append_batch(&fixtures::golden_records("golden"), now).unwrap();
+    drop(spool);
+    let mut spool = Spool::open(out.join("consent1-spool.db"), SpoolOptions::default()).unwrap();
+    let given = ConsentState::new(true, ConsentSource::Installer, now);
+    let record = consent_record(true, ConsentSource::Installer);
+    spool.record_consent(&consent_subject(), Program::PersonalisedUsage, given, Some(&record), now).unwrap();
+    spool.append_for(&[(personal_use(), Some(consent_subject()))], now).unwrap();
+    spool.append_for(&[(privtel_testkit::bench::feature_event(8, now, 1), None)], now).unwrap();
     drop(spool);
     let mut engine = SqliteEngine::open(out.join("wave3-engine.db"), EngineOptions::default()).unwrap();
     let dev = |d: &str| DeviceId::new(d).unwrap();
