@@ -723,6 +723,9 @@ impl Telemetry {
         os: OsInfo,
         public_ip: Option<IpAddr>,
     ) -> LicenceSessionGuard {
+        if !self.enabled(Program::LicenceAuthentication) {
+            return LicenceSessionGuard { sdk: self.clone(), session: None };
+        }
         let start = (self.inner.clock)();
         let geohash = public_ip
             .and_then(|ip| self.inner.geolocate.as_ref().and_then(|g| g(ip)))
@@ -735,13 +738,7 @@ impl Telemetry {
             os,
             geohash,
         };
-        if self.enabled(Program::LicenceAuthentication) {
-            self.record_event(
-                Program::LicenceAuthentication,
-                None,
-                EventBody::LicenceSession(session.clone()),
-            );
-        }
+        self.record_event(Program::LicenceAuthentication, None, EventBody::LicenceSession(session.clone()));
         LicenceSessionGuard { sdk: self.clone(), session: Some(session) }
     }
 
@@ -984,9 +981,7 @@ pub struct LicenceSessionGuard {
 impl LicenceSessionGuard {
     /// Records the session's end, now.
     pub fn end(mut self) {
-        if let Some(mut session) = self.session.take()
-            && self.sdk.enabled(Program::LicenceAuthentication)
-        {
+        if let Some(mut session) = self.session.take() {
             session.end = Personal::Clear((self.sdk.inner.clock)());
             self.sdk.record_event(Program::LicenceAuthentication, None, EventBody::LicenceSession(session));
         }
@@ -1079,17 +1074,22 @@ struct Run {
 }
 
 impl Run {
-    /// Appends the records taken so far, in one transaction.
+    /// Appends the records taken so far, in one transaction. When the
+    /// spool refuses (a full disk), they are kept and tried again with the
+    /// next records: still counted as queued, so callers drop, rather than
+    /// this hold more, once the queue's capacity is reached.
     fn spool_batch(&mut self) {
         if self.batch.is_empty() {
             return;
         }
         let n = self.batch.len();
-        if let Err(e) = self.agent.outbox().append_for(&self.batch, (self.config.clock)()) {
-            self.last_error = Some(format!("spooling: {e}"));
+        match self.agent.outbox().append_for(&self.batch, (self.config.clock)()) {
+            Ok(_) => {
+                self.batch.clear();
+                self.queued.fetch_sub(n, Relaxed);
+            }
+            Err(e) => self.last_error = Some(format!("spooling: {e}")),
         }
-        self.batch.clear();
-        self.queued.fetch_sub(n, Relaxed);
     }
 
     /// The next message: the backlog first, then the queue.
