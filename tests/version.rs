@@ -502,3 +502,23 @@ fn offers_are_checked_when_the_settings_load() {
     let err = Settings::from_toml(&offer(&format!("{ok}\nmirror = \"x\""))).unwrap_err();
     assert!(matches!(err, SettingsError::Syntax { .. }), "{err}");
 }
+
+#[test]
+fn the_sample_settings_offer_the_sample_installer() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data");
+    let settings = Settings::load(data.join("settings.toml")).unwrap();
+    let stable = settings.versions().get("Acme Editor", "stable").expect("a stable offer for every customer");
+    assert_eq!(stable.latest().to_string(), "2.5.0");
+    let installer = stable.installer("linux-x86_64").unwrap();
+    let offer = UpdateOffer {
+        latest: "2.5.0".into(),
+        installer: installer.url.clone(),
+        sha256: installer.sha256,
+        size: installer.size,
+    };
+    let verified = verify_installer(data.join("installers/acme-editor-2.5.0.sh"), &offer).unwrap();
+    assert_eq!(verified.version(), "2.5.0");
+    assert_ne!(stable.installer("windows-x86_64").unwrap(), installer, "windows has its own");
+    let acme = settings.customer(&id("acme")).unwrap();
+    assert_eq!(acme.versions().get("Acme Editor", "beta").unwrap().latest().to_string(), "2.6.0.1");
+}
