@@ -199,9 +199,15 @@ fn an_old_version_gets_the_offer_the_latest_is_up_to_date_and_unknown_products_g
 
     // Acme's own beta channel: this platform's installer, its digest
     // written in upper case in the settings.
-    let VersionOffer::Update(beta) = check("Acme Editor", "2.5.0", "beta").unwrap() else { panic!("beta offer") };
+    let VersionOffer::Update(beta) = check("Acme Editor", "2.5.0", "beta").unwrap() else {
+        panic!("beta offer")
+    };
     assert_eq!(beta.latest, "2.6.0.1");
-    assert!(beta.installer.ends_with(&format!("-{}.sh", VersionQuery::this_platform())), "{}", beta.installer);
+    assert!(
+        beta.installer.ends_with(&format!("-{}.sh", VersionQuery::this_platform())),
+        "{}",
+        beta.installer
+    );
     assert_eq!(beta.sha256, Digest::from_bytes([0xcd; 32]));
     assert_eq!(beta.size, 20);
 
@@ -255,7 +261,10 @@ fn with_the_program_off_nothing_is_offered_and_nothing_is_sent() {
     let creds = run.enroll("acme", "dev-1");
     let mut agent = agent(run.dir.path(), "acme", "dev-1");
     let mut conn = run.session(&creds);
-    assert_eq!(agent.check_version(&mut conn, "Acme Editor", "1.0", "stable", wall()).unwrap(), VersionOffer::Off);
+    assert_eq!(
+        agent.check_version(&mut conn, "Acme Editor", "1.0", "stable", wall()).unwrap(),
+        VersionOffer::Off
+    );
     run.settle();
     assert_eq!(run.service.stats.version_refused.load(Ordering::Relaxed), 1);
     assert_eq!(run.service.stats.version_offers.load(Ordering::Relaxed), 0);
@@ -264,8 +273,10 @@ fn with_the_program_off_nothing_is_offered_and_nothing_is_sent() {
     let mut off = agent_with(run.dir.path(), "acme", "dev-2", policy);
     let mut written = Vec::new();
     let mut wire = Connection::new(privtel::service::Duplex::new(std::io::empty(), &mut written));
-    assert_eq!(off.check_version(&mut wire, "Acme Editor", "1.0", "stable", wall()).unwrap(), VersionOffer::Off);
-    drop(wire);
+    assert_eq!(
+        off.check_version(&mut wire, "Acme Editor", "1.0", "stable", wall()).unwrap(),
+        VersionOffer::Off
+    );
     assert!(written.is_empty());
 }
 
@@ -275,7 +286,8 @@ fn the_installer_is_usable_only_when_its_digest_matches_the_offer() {
     let creds = run.enroll("acme", "dev-1");
     let mut agent = agent(run.dir.path(), "acme", "dev-1");
     let mut conn = run.session(&creds);
-    let VersionOffer::Update(offer) = agent.check_version(&mut conn, "Acme Editor", "2.4", "stable", wall()).unwrap()
+    let VersionOffer::Update(offer) =
+        agent.check_version(&mut conn, "Acme Editor", "2.4", "stable", wall()).unwrap()
     else {
         panic!("an update is offered")
     };
@@ -303,14 +315,19 @@ fn the_installer_is_usable_only_when_its_digest_matches_the_offer() {
         "{err}"
     );
     let text = err.to_string();
-    assert_eq!(text, format!("installer not verified: its sha-256 is {actual}, the offer says {}", offer.sha256));
+    assert_eq!(
+        text,
+        format!("installer not verified: its sha-256 is {actual}, the offer says {}", offer.sha256)
+    );
     for canary in ["canary", "installing", "acme-editor"] {
         assert!(!text.contains(canary) && !format!("{err:?}").contains(canary), "{canary} in {text}");
     }
     // Another size: refused before it is read.
     std::fs::write(&path, [INSTALLER, b"#"].concat()).unwrap();
     let err = verify_installer(&path, &offer).unwrap_err();
-    assert!(matches!(err, AgentError::InstallerSize { expected, actual } if expected == offer.size && actual == expected + 1));
+    assert!(
+        matches!(err, AgentError::InstallerSize { expected, actual } if expected == offer.size && actual == expected + 1)
+    );
     // Gone, or a folder: a typed error without the path.
     for bad in [folder.join("missing.sh"), folder.clone()] {
         let err = verify_installer(&bad, &offer).unwrap_err();
@@ -364,14 +381,19 @@ fn hostile_clients_get_typed_refusals_and_the_service_keeps_answering() {
     };
     conn.send(&Message::VersionQuery(q)).unwrap();
     match conn.recv().unwrap() {
-        Message::Error(e) => assert!(e.message.contains("current version is not a dotted numeric version"), "{}", e.message),
+        Message::Error(e) => {
+            assert!(e.message.contains("current version is not a dotted numeric version"), "{}", e.message)
+        }
         other => panic!("expected an error, got {}", other.kind_name()),
     }
     drop(conn);
 
     // Garbage after the handshake, and a version query whose payload is
     // cut short.
-    for bytes in [[&[0x50, 0x54, 2, 14, 0, 0, 0xff, 0xff, 0xff, 0x7f][..], &[0; 8]].concat(), raw_frame(14, vec![1, 253, 0xff])] {
+    for bytes in [
+        [&[0x50, 0x54, 2, 14, 0, 0, 0xff, 0xff, 0xff, 0x7f][..], &[0; 8]].concat(),
+        raw_frame(14, vec![1, 253, 0xff]),
+    ] {
         let mut conn = run.session(&creds);
         conn.client_enhance_handshake(&EnhanceHello::new("hostile")).unwrap();
         conn.get_mut().write_all(&bytes).unwrap();
@@ -392,7 +414,9 @@ fn hostile_clients_get_typed_refusals_and_the_service_keeps_answering() {
 
 /// Plays a service that answers a version query with `answer` (built from
 /// the query), over the testkit pipe; returns what the agent made of it.
-fn against(answer: impl FnOnce(&VersionQuery) -> Message + Send + 'static) -> Result<VersionOffer, AgentError> {
+fn against(
+    answer: impl FnOnce(&VersionQuery) -> Message + Send + 'static,
+) -> Result<VersionOffer, AgentError> {
     let dir = tempfile::tempdir().unwrap();
     let mut agent = agent(dir.path(), "acme", "dev-1");
     let (client, server) = privtel_testkit::pipe();
@@ -471,20 +495,31 @@ fn a_hostile_service_cannot_make_the_agent_follow_a_bad_offer() {
 #[test]
 fn offers_are_checked_when_the_settings_load() {
     let sha = "ab".repeat(32);
-    let offer = |body: &str| format!("[customers.acme]\n[customers.acme.versions.\"Acme Editor\".stable]\n{body}\n");
-    let ok = format!("latest = \"2.5\"\ninstaller = \"https://dl.example.com/a\"\nsha256 = \"{sha}\"\nsize = 3");
+    let offer =
+        |body: &str| format!("[customers.acme]\n[customers.acme.versions.\"Acme Editor\".stable]\n{body}\n");
+    let ok =
+        format!("latest = \"2.5\"\ninstaller = \"https://dl.example.com/a\"\nsha256 = \"{sha}\"\nsize = 3");
     assert!(Settings::from_toml(&offer(&ok)).is_ok());
     let cases = [
-        (ok.replace("\"2.5\"", "\"2.5-beta\""), "latest is \"2.5-beta\": expected dotted numbers such as 2.4.1"),
+        (
+            ok.replace("\"2.5\"", "\"2.5-beta\""),
+            "latest is \"2.5-beta\": expected dotted numbers such as 2.4.1",
+        ),
         (
             ok.replace("https://", "http://"),
             "installer is \"http://dl.example.com/a\": expected an https URL with a host, no credentials and no spaces",
         ),
-        (ok.replace(&sha, &"zz".repeat(32)), "sha256 has 64 characters or a non-hex one: expected 64 hex digits"),
+        (
+            ok.replace(&sha, &"zz".repeat(32)),
+            "sha256 has 64 characters or a non-hex one: expected 64 hex digits",
+        ),
         (ok.replace(&sha, "abc"), "sha256 has 3 characters or a non-hex one: expected 64 hex digits"),
         (ok.replace("size = 3", "size = 0"), "size is 0: expected the installer's size in bytes"),
         (ok.replace("size = 3", ""), "size is missing: installer, sha256 and size go together"),
-        ("latest = \"2.5\"".into(), "no installer: expected installer, sha256 and size, or a platforms table"),
+        (
+            "latest = \"2.5\"".into(),
+            "no installer: expected installer, sha256 and size, or a platforms table",
+        ),
     ];
     for (body, problem) in cases {
         let err = Settings::from_toml(&offer(&body)).unwrap_err();
@@ -497,7 +532,10 @@ fn offers_are_checked_when_the_settings_load() {
     }
     // The global table is checked alike, and named without a customer.
     let err = Settings::from_toml(&format!("[versions.\"\".stable]\n{ok}\n")).unwrap_err();
-    assert_eq!(err.to_string(), "settings: versions.\"\".\"stable\": product name \"\" is not 1 to 128 printable bytes");
+    assert_eq!(
+        err.to_string(),
+        "settings: versions.\"\".\"stable\": product name \"\" is not 1 to 128 printable bytes"
+    );
     // An unknown key is a syntax error with its line.
     let err = Settings::from_toml(&offer(&format!("{ok}\nmirror = \"x\""))).unwrap_err();
     assert!(matches!(err, SettingsError::Syntax { .. }), "{err}");

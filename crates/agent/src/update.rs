@@ -78,11 +78,15 @@ impl Agent {
         self.send(conn, &Message::VersionQuery(query), now)?;
         let answer = match conn.recv()? {
             Message::VersionAnswer(a) if a.query_id == query_id => a,
-            Message::Error(e) => return Err(AgentError::Refused { message: e.message, retryable: e.retryable }),
+            Message::Error(e) => {
+                return Err(AgentError::Refused { message: e.message, retryable: e.retryable });
+            }
             other => return Err(AgentError::Protocol { expected: "version answer", got: other.kind_name() }),
         };
-        let inconsistent =
-            || privtel_wire::VersionError::Inconsistent { status: answer.status.0, has_offer: answer.offer.is_some() };
+        let inconsistent = || privtel_wire::VersionError::Inconsistent {
+            status: answer.status.0,
+            has_offer: answer.offer.is_some(),
+        };
         let offer = match (answer.status, &answer.offer) {
             (VersionStatus::UPDATE, Some(offer)) => {
                 offer.check(&installed)?;
@@ -149,9 +153,9 @@ impl VerifiedInstaller {
     /// [`AgentError::Installer`] if it cannot be rewound.
     pub fn into_file(mut self) -> Result<File, AgentError> {
         use std::io::Seek as _;
-        self.file
-            .rewind()
-            .map_err(|e| AgentError::Installer { reason: format!("rewinding the installer: {}", e.kind()) })?;
+        self.file.rewind().map_err(|e| AgentError::Installer {
+            reason: format!("rewinding the installer: {}", e.kind()),
+        })?;
         Ok(self.file)
     }
 }
@@ -188,9 +192,13 @@ impl VerifiedInstaller {
 ///
 /// [`AgentError::InstallerSize`], [`AgentError::InstallerDigest`], or
 /// [`AgentError::Installer`] when the file cannot be opened or read.
-pub fn verify_installer(path: impl AsRef<Path>, offer: &UpdateOffer) -> Result<VerifiedInstaller, AgentError> {
+pub fn verify_installer(
+    path: impl AsRef<Path>,
+    offer: &UpdateOffer,
+) -> Result<VerifiedInstaller, AgentError> {
     let path = path.as_ref();
-    let unreadable = |what: &str, e: std::io::Error| AgentError::Installer { reason: format!("{what}: {}", e.kind()) };
+    let unreadable =
+        |what: &str, e: std::io::Error| AgentError::Installer { reason: format!("{what}: {}", e.kind()) };
     let mut file = File::open(path).map_err(|e| unreadable("opening the installer", e))?;
     let meta = file.metadata().map_err(|e| unreadable("reading the installer's size", e))?;
     if !meta.is_file() {
@@ -213,5 +221,12 @@ pub fn verify_installer(path: impl AsRef<Path>, offer: &UpdateOffer) -> Result<V
     if sha256 != offer.sha256 {
         return Err(AgentError::InstallerDigest { expected: offer.sha256, actual: sha256 });
     }
-    Ok(VerifiedInstaller { path: path.to_owned(), file, version: offer.latest.clone(), sha256, blake3, size: read })
+    Ok(VerifiedInstaller {
+        path: path.to_owned(),
+        file,
+        version: offer.latest.clone(),
+        sha256,
+        blake3,
+        size: read,
+    })
 }

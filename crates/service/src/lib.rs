@@ -782,7 +782,11 @@ impl Service {
             let query = match msg {
                 Message::VersionQuery(q) => {
                     if messages.take(1, Instant::now()).is_err() {
-                        conn.send(&Message::error(ErrorCode::Unavailable, "too many queries: slow down", true))?;
+                        conn.send(&Message::error(
+                            ErrorCode::Unavailable,
+                            "too many queries: slow down",
+                            true,
+                        ))?;
                         continue;
                     }
                     conn.send(&self.version_answer(customer, &q))?;

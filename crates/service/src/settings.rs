@@ -468,8 +468,8 @@ impl Settings {
                 device_inactivity: Duration::days(i64::from(inactive_days)),
                 ..RetentionPolicy::default()
             };
-            let versions = versions::parse(c.versions)
-                .map_err(|e| offer_error(format!("customer {name}: "), e))?;
+            let versions =
+                versions::parse(c.versions).map_err(|e| offer_error(format!("customer {name}: "), e))?;
             let digest = policy.digest();
             settings.customers.insert(
                 customer.clone(),

@@ -237,7 +237,11 @@ impl Service {
     pub(crate) fn version_answer(&self, customer: &CustomerId, q: &VersionQuery) -> Message {
         let settings = self.settings();
         let Some(cs) = settings.customer(customer) else {
-            return Message::error(ErrorCode::Forbidden, "the customer has no settings at this service", false);
+            return Message::error(
+                ErrorCode::Forbidden,
+                "the customer has no settings at this service",
+                false,
+            );
         };
         let current = match q.check() {
             Ok(v) => v,
@@ -256,7 +260,10 @@ impl Service {
             return answer(VersionStatus::PROGRAM_OFF, None, None);
         }
         self.stats.version_checks.fetch_add(1, Ordering::Relaxed);
-        let offer = cs.versions().get(&q.product, &q.channel).or_else(|| settings.versions().get(&q.product, &q.channel));
+        let offer = cs
+            .versions()
+            .get(&q.product, &q.channel)
+            .or_else(|| settings.versions().get(&q.product, &q.channel));
         let Some(offer) = offer else { return answer(VersionStatus::UNKNOWN_PRODUCT, None, None) };
         if current >= offer.latest {
             return answer(VersionStatus::UP_TO_DATE, Some(&offer.latest), None);

@@ -61,9 +61,9 @@ mod enrich;
 mod error;
 mod frame;
 mod message;
-mod version;
 #[cfg(feature = "tls")]
 pub mod tls;
+mod version;
 
 #[allow(deprecated)]
 pub use conn::error;

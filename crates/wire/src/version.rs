@@ -38,9 +38,7 @@ pub const MAX_VERSION_PARTS: usize = 8;
 #[non_exhaustive]
 pub enum VersionError {
     /// Not a dotted numeric version.
-    #[error(
-        "{field} is not a dotted numeric version: expected 1 to 8 parts of 1 to 9 digits, such as 2.4.1"
-    )]
+    #[error("{field} is not a dotted numeric version: expected 1 to 8 parts of 1 to 9 digits, such as 2.4.1")]
     NotDotted {
         /// Which field (`current version`, `latest version`, …).
         field: &'static str,
@@ -252,7 +250,12 @@ impl VersionQuery {
     /// # Errors
     ///
     /// [`VersionError`] naming the field at fault.
-    pub fn new(query_id: u64, product: &str, current_version: &str, channel: &str) -> Result<Self, VersionError> {
+    pub fn new(
+        query_id: u64,
+        product: &str,
+        current_version: &str,
+        channel: &str,
+    ) -> Result<Self, VersionError> {
         let q = Self {
             query_id,
             product: product.to_owned(),

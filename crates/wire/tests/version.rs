@@ -24,7 +24,8 @@ fn redecode(msg: &Message) -> privtel_wire::Result<Message> {
 #[test]
 fn kinds_are_pinned() {
     assert_eq!(Message::VersionQuery(query()).kind(), 14);
-    let answer = VersionAnswer { query_id: 1, status: VersionStatus::UNKNOWN_PRODUCT, latest: None, offer: None };
+    let answer =
+        VersionAnswer { query_id: 1, status: VersionStatus::UNKNOWN_PRODUCT, latest: None, offer: None };
     assert_eq!(Message::VersionAnswer(answer.clone()).kind(), 15);
     assert_eq!(redecode(&Message::VersionAnswer(answer.clone())).unwrap(), Message::VersionAnswer(answer));
     // The status codes are numbers on the wire, pinned here.
@@ -45,15 +46,15 @@ fn kinds_are_pinned() {
 fn oversized_strings_are_refused_on_decode_naming_no_value() {
     let canary = "CANARYx";
     let long = |n: usize| canary.repeat(n / canary.len() + 1);
-    let cases: Vec<(&str, Box<dyn Fn(&mut VersionQuery)>, usize)> = vec![
-        ("product", Box::new(move |q| q.product = long(129)), 128),
-        ("current_version", Box::new(move |q| q.current_version = long(65)), 64),
-        ("channel", Box::new(move |q| q.channel = long(33)), 32),
-        ("platform", Box::new(move |q| q.platform = long(33)), 32),
-    ];
-    for (field, spoil, max) in cases {
+    for (field, max) in [("product", 128), ("current_version", 64), ("channel", 32), ("platform", 32)] {
         let mut q = query();
-        spoil(&mut q);
+        let slot = match field {
+            "product" => &mut q.product,
+            "current_version" => &mut q.current_version,
+            "channel" => &mut q.channel,
+            _ => &mut q.platform,
+        };
+        *slot = long(max + 1);
         let err = redecode(&Message::VersionQuery(q)).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, Error::Decode { kind: "version query", .. }), "{field}: {text}");
@@ -71,8 +72,12 @@ fn oversized_strings_are_refused_on_decode_naming_no_value() {
         sha256: privtel_model::Digest::from_bytes([1; 32]),
         size: 1,
     };
-    let answer =
-        VersionAnswer { query_id: 1, status: VersionStatus::UPDATE, latest: Some("3.0".into()), offer: Some(offer) };
+    let answer = VersionAnswer {
+        query_id: 1,
+        status: VersionStatus::UPDATE,
+        latest: Some("3.0".into()),
+        offer: Some(offer),
+    };
     let err = redecode(&Message::VersionAnswer(answer)).unwrap_err().to_string();
     assert!(err.contains("at most 2048 bytes"), "{err}");
     // `latest` (an Option) is bounded too.
@@ -122,8 +127,21 @@ fn dotted_versions_compare_as_numbers() {
     assert_eq!(v("1.2"), v("1.2.0.0"));
     assert_eq!(v("01.2"), v("1.2"));
     assert_eq!(v("999999999").cmp(&v("999999998")), std::cmp::Ordering::Greater);
-    for bad in ["", ".", "1.", ".1", "1..2", "v1.2", "1.2-beta", "+1", "1.2 ", " 1", "1.2.3.4.5.6.7.8.9", "4294967296", "1234567890"]
-    {
+    for bad in [
+        "",
+        ".",
+        "1.",
+        ".1",
+        "1..2",
+        "v1.2",
+        "1.2-beta",
+        "+1",
+        "1.2 ",
+        " 1",
+        "1.2.3.4.5.6.7.8.9",
+        "4294967296",
+        "1234567890",
+    ] {
         let err = DottedVersion::parse_field(bad, "current version").unwrap_err();
         assert_eq!(err, VersionError::NotDotted { field: "current version" }, "{bad:?}");
     }
