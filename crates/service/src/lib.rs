@@ -27,6 +27,9 @@
 //!   same for an operator under an access grant, each logged, allowed or
 //!   refused, in the access log (`privtel-access`); the functions without
 //!   `_as` are the unaudited path for embedded use.
+//! * Version checks (in the anonymous session an `EnhanceHello` opens)
+//!   are answered from the [`VersionOffers`] of the settings while the
+//!   customer's `version_check` program is on, and only counted.
 //! * With the `tls` feature, [`Service::serve_tls`] accepts TCP
 //!   connections up to [`Limits::max_connections`], completes TLS within
 //!   a deadline, identifies the device by its certificate with a

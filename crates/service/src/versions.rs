@@ -117,7 +117,39 @@ impl ChannelOffer {
     }
 }
 
-/// Offers by product and channel.
+/// Update offers by product and channel, read from the settings: for
+/// every customer at the top of the file (`Settings::versions`), or for
+/// one under its table (`CustomerSettings::versions`; a customer's offer
+/// for a product and channel replaces the global one). Checked at load
+/// ([`OfferError`]).
+///
+/// ```
+/// use privtel_service::Settings;
+///
+/// let sha = "ab".repeat(32);
+/// let settings = Settings::from_toml(&format!(r#"
+///     [versions."Acme Editor".stable]
+///     latest = "2.5.0"
+///     installer = "https://downloads.example.com/acme-editor-2.5.0.tar.gz"
+///     sha256 = "{sha}"
+///     size = 1048576
+///     [versions."Acme Editor".stable.platforms."windows-x86_64"]
+///     installer = "https://downloads.example.com/acme-editor-2.5.0.msi"
+///     sha256 = "{sha}"
+///     size = 2097152
+/// "#))?;
+/// let stable = settings.versions().get("Acme Editor", "stable").expect("offered");
+/// assert_eq!(stable.latest().to_string(), "2.5.0");
+/// assert!(stable.installer("windows-x86_64").unwrap().url.ends_with(".msi"));
+/// assert!(stable.installer("linux-x86_64").unwrap().url.ends_with(".tar.gz"));
+///
+/// let err = Settings::from_toml("[versions.\"Acme Editor\".stable]\nlatest = \"2.5\"\n").unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "settings: versions.\"Acme Editor\".\"stable\": no installer: expected installer, sha256 and size, or a platforms table"
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct VersionOffers {
     offers: BTreeMap<String, BTreeMap<String, ChannelOffer>>,

@@ -75,7 +75,8 @@ impl Hello {
 /// the customer from the connection's client certificate and keeps nothing
 /// of the device with what the session sends. It is answered with a
 /// [`Welcome`] (high-water mark 0); the session then carries only
-/// [`Sightings`], [`EnrichQuery`] and [`Goodbye`].
+/// [`Sightings`], [`EnrichQuery`], [`VersionQuery`](crate::VersionQuery)
+/// and [`Goodbye`].
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 // A new field is a protocol change (a version bump), so struct literals
 // are fine for users of this version.
