@@ -331,7 +331,14 @@ impl Agent {
         Ok(n)
     }
 
-    fn audit(&mut self, msg: &Message, now: Timestamp) -> Result<(), AgentError> {
+    /// The next query id of this agent (enrichment, sightings, version
+    /// checks share the counter).
+    pub(crate) fn next_query_id(&mut self) -> u64 {
+        self.query_counter += 1;
+        self.query_counter
+    }
+
+    pub(crate) fn audit(&mut self, msg: &Message, now: Timestamp) -> Result<(), AgentError> {
         if let Some(audit) = &mut self.audit {
             let kind = msg.kind_name();
             match msg {
@@ -340,6 +347,7 @@ impl Agent {
                 Message::EnrichQuery(m) => audit.write(kind, m, now)?,
                 Message::EnhanceHello(m) => audit.write(kind, m, now)?,
                 Message::Sightings(m) => audit.write(kind, m, now)?,
+                Message::VersionQuery(m) => audit.write(kind, m, now)?,
                 Message::Goodbye(m) => audit.write(kind, m, now)?,
                 _ => audit.write(kind, &(), now)?,
             }
@@ -347,7 +355,7 @@ impl Agent {
         Ok(())
     }
 
-    fn send<S: Write>(
+    pub(crate) fn send<S: Write>(
         &mut self,
         conn: &mut Connection<S>,
         msg: &Message,

@@ -73,6 +73,34 @@ pub enum AgentError {
         /// What failed (in the message, so not repeated as a source).
         error: std::io::Error,
     },
+    /// A version query out of bounds, or a version answer that does not
+    /// hold (an offer not newer, not `https://`, a status without its
+    /// content).
+    #[error("version check: {0}")]
+    Version(#[from] privtel_wire::VersionError),
+    /// A downloaded installer could not be opened or read.
+    #[error("installer not verified: {reason}")]
+    Installer {
+        /// What failed (an I/O error's kind, never the path or contents).
+        reason: String,
+    },
+    /// A downloaded installer whose size is not the offer's.
+    #[error("installer not verified: it holds {actual} bytes, the offer says {expected}")]
+    InstallerSize {
+        /// The offer's size.
+        expected: u64,
+        /// The file's.
+        actual: u64,
+    },
+    /// A downloaded installer whose SHA-256 is not the offer's: it must
+    /// not be used.
+    #[error("installer not verified: its sha-256 is {actual}, the offer says {expected}")]
+    InstallerDigest {
+        /// The offer's SHA-256.
+        expected: privtel_model::Digest,
+        /// The file's.
+        actual: privtel_model::Digest,
+    },
 }
 
 impl AgentError {

@@ -13,7 +13,11 @@
 //!   backoff with jitter within a [`RetryBudget`]), [`Agent::enrich`]
 //!   (private lookups, none when enrichment is off or nothing is new),
 //!   [`Agent::enhance`] (the anonymous enrichment upload: sightings of
-//!   binaries and sites on a session that names no device).
+//!   binaries and sites on a session that names no device),
+//!   [`Agent::check_version`] (is a newer version out? on the same kind of
+//!   anonymous session).
+//! * [`verify_installer`] — a downloaded installer becomes a
+//!   [`VerifiedInstaller`] only once its SHA-256 and size match the offer.
 //! * [`sdk`] — the application SDK: [`sdk::TelemetryBuilder`] →
 //!   [`sdk::Telemetry`], a cheap handle whose calls (feature usage,
 //!   configuration, performance, feedback, crash reports, licence sessions,
@@ -93,6 +97,7 @@ mod scan;
 mod schedule;
 pub mod sdk;
 mod summary;
+mod update;
 mod weblog;
 
 pub use agent::{Agent, Collected, Delivery, MAX_BATCH_RECORDS, UploadReport, key_path};
@@ -112,6 +117,7 @@ pub use retry::RetryBudget;
 pub use scan::{check_scan_roots, login_of_uid, records_from_scan, sightings_from_scan};
 pub use schedule::Schedule;
 pub use summary::{SLOW_LOGIN, SLOW_SAMPLE_MS, device_summary};
+pub use update::{VerifiedInstaller, VersionOffer, verify_installer};
 pub use weblog::{
     CHUNK_LINES, MAX_LINE_BYTES, MAX_PROBLEMS_KEPT, SourceReport, WebLog, parse_web_line, parse_web_log,
 };

@@ -27,6 +27,9 @@
 //!   same for an operator under an access grant, each logged, allowed or
 //!   refused, in the access log (`privtel-access`); the functions without
 //!   `_as` are the unaudited path for embedded use.
+//! * Version checks (in the anonymous session an `EnhanceHello` opens)
+//!   are answered from the [`VersionOffers`] of the settings while the
+//!   customer's `version_check` program is on, and only counted.
 //! * With the `tls` feature, [`Service::serve_tls`] accepts TCP
 //!   connections up to [`Limits::max_connections`], completes TLS within
 //!   a deadline, identifies the device by its certificate with a
@@ -95,6 +98,7 @@ pub mod console;
 pub mod jetstream;
 mod limits;
 mod settings;
+mod versions;
 mod writer;
 
 pub use admin::{AdminError, CustomerDeletionReceipt, RECEIPT_KIND, RemovedEnrollment, SignedReceipt};
@@ -108,6 +112,7 @@ pub use settings::{
     CustomerSettings, DEFAULT_KEY_PICKUP_DAYS, DEFAULT_MAX_FUTURE_SKEW, DEFAULT_RECORDS_PER_SECOND,
     KeySchedule, Settings, SettingsError,
 };
+pub use versions::{ChannelOffer, Installer, OfferError, VersionOffers};
 
 use limits::Bucket;
 
@@ -164,6 +169,13 @@ pub struct ServiceStats {
     /// the customer is pinned to another region than this service's (also
     /// counted in `forbidden` for devices).
     pub wrong_region: AtomicU64,
+    /// Version checks answered while the customer's version-check program
+    /// was on (up to date, an update, or nothing offered).
+    pub version_checks: AtomicU64,
+    /// Of those, answers that offered an installer.
+    pub version_offers: AtomicU64,
+    /// Version checks answered "program off".
+    pub version_refused: AtomicU64,
 }
 
 /// A stream made of a reader and a writer (an in-memory pipe for tests and
@@ -750,8 +762,8 @@ impl Service {
     }
 
     /// An Enhance session (opened by an `EnhanceHello`): sightings and
-    /// enrichment queries of `customer`, answered with verdicts, until
-    /// goodbye. Nothing of the device is known here: what is written back
+    /// enrichment queries of `customer`, answered with verdicts, and
+    /// version checks, answered from the settings, until goodbye. Nothing of the device is known here: what is written back
     /// is keyed by the customer and the binary's digest or the domain's
     /// name only (a repeated upload writes the same rows again).
     fn enhance<S: Read + Write>(
@@ -771,6 +783,18 @@ impl Service {
                 Err(e) => return Err(e),
             };
             let query = match msg {
+                Message::VersionQuery(q) => {
+                    if messages.take(1, Instant::now()).is_err() {
+                        conn.send(&Message::error(
+                            ErrorCode::Unavailable,
+                            "too many queries: slow down",
+                            true,
+                        ))?;
+                        continue;
+                    }
+                    conn.send(&self.version_answer(customer, &q))?;
+                    continue;
+                }
                 Message::Sightings(Sightings { query_id, binaries, domains }) => EnrichQuery::Direct {
                     query_id,
                     binaries: binaries.into_iter().map(|b| b.sha256).collect(),
@@ -781,7 +805,7 @@ impl Service {
                 other => {
                     conn.send(&Message::error(ErrorCode::Protocol, "unexpected message", false))?;
                     return Err(privtel_wire::Error::Unexpected {
-                        expected: "sightings, enrich query or goodbye",
+                        expected: "sightings, enrich query, version query or goodbye",
                         got: other.kind_name(),
                     });
                 }

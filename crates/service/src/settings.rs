@@ -44,6 +44,12 @@ use privtel_retention::{RetentionPolicy, Ttl};
 use serde::Deserialize;
 use time::Duration;
 
+use crate::versions::{self, OfferAt, OfferError, VersionOffers, VersionsFile};
+
+fn offer_error(scope: String, ((product, channel), problem): (OfferAt, OfferError)) -> SettingsError {
+    SettingsError::Offer { scope, product, channel, problem }
+}
+
 /// What is wrong with a settings file. Names the customer and the setting,
 /// never a personal value.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +97,19 @@ pub enum SettingsError {
         /// The policy's error (its line counts within the policy table).
         source: privtel_filter::Error,
     },
+    /// A version offer (`[versions]` or `[customers.NAME.versions]`) that
+    /// is not valid.
+    #[error("settings: {scope}versions.{product:?}.{channel:?}: {problem}")]
+    Offer {
+        /// `customer NAME: `, or empty for the offers of every customer.
+        scope: String,
+        /// The product as written.
+        product: String,
+        /// The channel as written.
+        channel: String,
+        /// What is wrong.
+        problem: OfferError,
+    },
     /// The policy's own retention differs from the customer's settings: the
     /// manifest would promise what the service does not do.
     #[error(
@@ -120,6 +139,7 @@ pub struct CustomerSettings {
     industry: Option<String>,
     records_per_second: u32,
     key_schedule: KeySchedule,
+    versions: VersionOffers,
 }
 
 /// When a customer's pseudonym keys rotate and how long a retired key is
@@ -179,7 +199,21 @@ impl CustomerSettings {
             industry: None,
             records_per_second: DEFAULT_RECORDS_PER_SECOND,
             key_schedule: KeySchedule::new(None, DEFAULT_KEY_PICKUP_DAYS, 30),
+            versions: VersionOffers::default(),
         }
+    }
+
+    /// The same settings with the customer's own update offers (they
+    /// replace the global ones for the same product and channel).
+    #[must_use]
+    pub fn with_versions(mut self, versions: VersionOffers) -> Self {
+        self.versions = versions;
+        self
+    }
+
+    /// The customer's own update offers.
+    pub fn versions(&self) -> &VersionOffers {
+        &self.versions
     }
 
     /// The customer.
@@ -234,12 +268,17 @@ pub const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::minutes(5);
 pub struct Settings {
     customers: BTreeMap<CustomerId, Arc<CustomerSettings>>,
     max_future_skew: Duration,
+    versions: VersionOffers,
 }
 
 impl Default for Settings {
     /// No customer (every connection refused) and the default limits.
     fn default() -> Self {
-        Self { customers: BTreeMap::new(), max_future_skew: DEFAULT_MAX_FUTURE_SKEW }
+        Self {
+            customers: BTreeMap::new(),
+            max_future_skew: DEFAULT_MAX_FUTURE_SKEW,
+            versions: VersionOffers::default(),
+        }
     }
 }
 
@@ -250,6 +289,9 @@ struct File {
     max_future_skew_secs: Option<u32>,
     #[serde(default)]
     customers: BTreeMap<String, CustomerFile>,
+    /// Update offers for every customer.
+    #[serde(default)]
+    versions: VersionsFile,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +309,9 @@ struct CustomerFile {
     policy_file: Option<PathBuf>,
     /// The pseudonym key schedule.
     pseudonym_keys: Option<KeysFile>,
+    /// The customer's own update offers.
+    #[serde(default)]
+    versions: VersionsFile,
 }
 
 #[derive(Deserialize)]
@@ -324,6 +369,7 @@ impl Settings {
         if let Some(s) = file.max_future_skew_secs {
             settings.max_future_skew = Duration::seconds(i64::from(s));
         }
+        settings.versions = versions::parse(file.versions).map_err(|e| offer_error(String::new(), e))?;
         for (name, c) in file.customers {
             let customer = CustomerId::new(name.clone())
                 .map_err(|_| SettingsError::CustomerName { name: name.clone() })?;
@@ -422,6 +468,8 @@ impl Settings {
                 device_inactivity: Duration::days(i64::from(inactive_days)),
                 ..RetentionPolicy::default()
             };
+            let versions =
+                versions::parse(c.versions).map_err(|e| offer_error(format!("customer {name}: "), e))?;
             let digest = policy.digest();
             settings.customers.insert(
                 customer.clone(),
@@ -434,6 +482,7 @@ impl Settings {
                     industry: c.industry,
                     records_per_second,
                     key_schedule,
+                    versions,
                 }),
             );
         }
@@ -448,6 +497,19 @@ impl Settings {
     /// Every customer with settings.
     pub fn customers(&self) -> impl Iterator<Item = &Arc<CustomerSettings>> {
         self.customers.values()
+    }
+
+    /// The update offers for every customer (a customer's own,
+    /// [`CustomerSettings::versions`], come first).
+    pub fn versions(&self) -> &VersionOffers {
+        &self.versions
+    }
+
+    /// The same settings with other update offers for every customer.
+    #[must_use]
+    pub fn with_versions(mut self, versions: VersionOffers) -> Self {
+        self.versions = versions;
+        self
     }
 
     /// How far ahead of the service's clock a record may be dated.

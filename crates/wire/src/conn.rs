@@ -438,7 +438,8 @@ impl<S: Read + Write> Connection<S> {
 pub enum Opening {
     /// A [`Hello`]: batches of the device's stream may follow.
     Device(Hello),
-    /// An [`EnhanceHello`]: only sightings, enrichment queries and goodbye.
+    /// An [`EnhanceHello`]: only sightings, enrichment queries, version
+    /// queries and goodbye.
     Enhance(EnhanceHello),
 }
 

@@ -17,6 +17,8 @@
 //!   EnrollRequest/Enrolled, EnhanceHello/Sightings (the anonymous
 //!   enrichment session: no device named; [`Connection::server_open`]
 //!   takes either opening),
+//!   VersionQuery/VersionAnswer (the version check, in that anonymous
+//!   session; [`DottedVersion`] compares versions),
 //!   Command, Error, Goodbye; payloads are bincode 2 through one
 //!   configuration with a limit.
 //! * [`Connection`]: send/recv, negotiation (highest common version),
@@ -61,6 +63,7 @@ mod frame;
 mod message;
 #[cfg(feature = "tls")]
 pub mod tls;
+mod version;
 
 #[allow(deprecated)]
 pub use conn::error;
@@ -78,6 +81,11 @@ pub use message::{
     Ack, Action, Batch, BinaryEntry, Bucket, Command, DomainEntry, EnhanceHello, EnrichAnswer, EnrichQuery,
     EnrollRequest, Enrolled, ErrorCode, ErrorMessage, Goodbye, HashPrefix, Hello, Message, RejectCode,
     Rejection, RetryPolicy, Sightings, Welcome,
+};
+pub use version::{
+    DottedVersion, MAX_CHANNEL_LEN, MAX_PLATFORM_LEN, MAX_PRODUCT_LEN, MAX_URL_LEN, MAX_VERSION_LEN,
+    MAX_VERSION_PARTS, UpdateOffer, VersionAnswer, VersionError, VersionQuery, VersionStatus,
+    check_installer_url,
 };
 
 // The model types this crate's API takes and returns, so that a program

@@ -75,7 +75,8 @@ impl Hello {
 /// the customer from the connection's client certificate and keeps nothing
 /// of the device with what the session sends. It is answered with a
 /// [`Welcome`] (high-water mark 0); the session then carries only
-/// [`Sightings`], [`EnrichQuery`] and [`Goodbye`].
+/// [`Sightings`], [`EnrichQuery`], [`VersionQuery`](crate::VersionQuery)
+/// and [`Goodbye`].
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 // A new field is a protocol change (a version bump), so struct literals
 // are fine for users of this version.
@@ -541,6 +542,10 @@ pub enum Message {
     EnhanceHello(EnhanceHello),
     /// Kind 13: anonymous enrichment upload.
     Sightings(Sightings),
+    /// Kind 14: is a newer version of a product out? (anonymous session)
+    VersionQuery(crate::VersionQuery),
+    /// Kind 15: the answer: up to date, or the latest version's installer.
+    VersionAnswer(crate::VersionAnswer),
 }
 
 macro_rules! kinds {
@@ -612,6 +617,8 @@ kinds! {
     Enrolled = 11, "enrolled";
     EnhanceHello = 12, "enhance hello";
     Sightings = 13, "sightings";
+    VersionQuery = 14, "version query";
+    VersionAnswer = 15, "version answer";
 }
 
 /// Appends bincode output to a `Vec` (bincode's `Writer` for `&mut Vec`).
@@ -674,6 +681,8 @@ impl Message {
             Self::Enrolled(m) => enc!(m),
             Self::EnhanceHello(m) => enc!(m),
             Self::Sightings(m) => enc!(m),
+            Self::VersionQuery(m) => enc!(m),
+            Self::VersionAnswer(m) => enc!(m),
         };
         r.map_err(|e| Error::Encode { kind: self.kind_name(), reason: e.to_string() })
     }

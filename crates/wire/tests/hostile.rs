@@ -104,7 +104,7 @@ proptest! {
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
         let _ = decode_frame(&bytes, 1 << 16);
         let _ = Connection::new(bytes.as_slice()).recv();
-        for kind in 0..=10u8 {
+        for kind in 0..=16u8 {
             if let Ok(m) = Message::decode_payload(kind, &bytes) {
                 // What decodes re-encodes to a message that decodes equal.
                 let again = m.encode_payload().unwrap();

@@ -9,6 +9,7 @@ mod roundtrip;
 mod tls;
 #[cfg(feature = "certs")]
 mod tls_deadline;
+mod version;
 
 use privtel_model::{BatchId, Digest, Domain, Program};
 use privtel_wire::{
@@ -160,6 +161,39 @@ pub(crate) fn samples() -> Vec<(&'static str, Message)> {
                     domain: Domain::new("example.com").unwrap(),
                     first_seen_day: 20_419,
                 }],
+            }),
+        ),
+        (
+            "version-query",
+            Message::VersionQuery(privtel_wire::VersionQuery {
+                query_id: 11,
+                product: "Acme Editor".into(),
+                current_version: "2.4.1".into(),
+                channel: "stable".into(),
+                platform: "linux-x86_64".into(),
+            }),
+        ),
+        (
+            "version-answer-update",
+            Message::VersionAnswer(privtel_wire::VersionAnswer {
+                query_id: 11,
+                status: privtel_wire::VersionStatus::UPDATE,
+                latest: Some("2.5.0".into()),
+                offer: Some(privtel_wire::UpdateOffer {
+                    latest: "2.5.0".into(),
+                    installer: "https://downloads.example.com/acme-editor-2.5.0.tar.gz".into(),
+                    sha256: digest,
+                    size: 1_048_576,
+                }),
+            }),
+        ),
+        (
+            "version-answer-up-to-date",
+            Message::VersionAnswer(privtel_wire::VersionAnswer {
+                query_id: 12,
+                status: privtel_wire::VersionStatus::UP_TO_DATE,
+                latest: Some("2.5.0".into()),
+                offer: None,
             }),
         ),
     ]
