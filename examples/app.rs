@@ -5,6 +5,7 @@
 //!     --customer acme --device dev-app --policy examples/data/policy.toml --dir app-data
 //!     [--enroll-token TOKEN] [--licence-server ADDR] [--crash-server ADDR]
 //!     [--user u-1 --first-name Ada --last-name Lovelace --email ada@example.com]
+//!     [--installers examples/data/installers]
 //! ```
 //!
 //! One session of a user, as the nTop case describes it: the person agreed
@@ -14,7 +15,11 @@
 //! waiting personalised records are purged and later uses are anonymous
 //! only; the product records its configuration and a performance sample,
 //! crashes once (the crash report goes to the crash endpoint), the person
-//! rates it, the licence session ends, and everything is flushed.
+//! rates it, the licence session ends, and everything is flushed. Last, it
+//! checks for a newer version on the `stable` channel; an offered installer
+//! is "downloaded" from `--installers` (a folder standing in for the
+//! download server: the file named by the offer's URL) and verified against
+//! the offer's SHA-256 before it is reported usable.
 //!
 //! Each program goes to its own endpoint with its own spool under `--dir`
 //! (`analytics`, `licence`, `crashes`): in this demo all on `--server`
@@ -29,7 +34,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use privtel::agent::sdk::{Connector, TelemetryBuilder, UserProfile};
-use privtel::agent::{AgentError, Credentials, load_or_create_key};
+use privtel::agent::{AgentError, Credentials, VersionOffer, load_or_create_key, verify_installer};
 use privtel::filter::{Policy, PseudonymKey};
 use privtel::model::{ConsentSource, CustomerId, DeviceId, KeyId, OsFamily, OsInfo, Program, UserId};
 use privtel::wire::{Connection, tls};
@@ -78,6 +83,10 @@ struct Args {
     /// Their email.
     #[arg(long, default_value = "ada@example.com")]
     email: String,
+    /// Where offered installers are "downloaded" from (the file named by
+    /// the last segment of the offer's URL).
+    #[arg(long, value_name = "DIR")]
+    installers: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -100,7 +109,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let config = privtel::agent::client_config(&server_ca, &credentials)?;
     let endpoint = |addr: SocketAddr| Connector::tls(addr, addr.ip().to_string(), config.clone());
     let key = load_or_create_key(args.dir.join("pseudonym.key"))?;
-    let sdk = TelemetryBuilder::new(args.customer.clone(), args.device.clone(), "Studio", "4.2.0")
+    let sdk = TelemetryBuilder::new(args.customer.clone(), args.device.clone(), "Acme Editor", "2.4.1")
         .policy(policy)
         .policy_version(version)
         .pseudonym_key(PseudonymKey::new(KeyId::new(1), key))
@@ -140,6 +149,20 @@ fn run(args: &Args) -> anyhow::Result<()> {
     sdk.crash("thread 'main' panicked at src/render.rs:88: index out of bounds");
     sdk.feedback(80, "fast, but the export dialog is confusing")?;
     session.end();
+    match sdk.check_version("stable", Duration::from_secs(30))? {
+        VersionOffer::Update(offer) => {
+            println!("update offered: {} ({} bytes, sha256 {})", offer.latest, offer.size, offer.sha256);
+            if let Some(dir) = &args.installers {
+                let name = offer.installer.rsplit('/').next().unwrap_or_default();
+                let verified = verify_installer(dir.join(name), &offer)?;
+                println!("installer {} verified: sha256 {}", verified.version(), verified.sha256());
+            }
+        }
+        VersionOffer::UpToDate { latest } => println!("up to date (latest {latest})"),
+        VersionOffer::UnknownProduct => println!("no offer for this product"),
+        VersionOffer::Off => println!("version check is off"),
+        other => println!("version check: {other:?}"),
+    }
     let stats = sdk.stats();
     report("second half", &sdk.shutdown(Duration::from_secs(30))?);
     println!(

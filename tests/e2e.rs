@@ -534,7 +534,8 @@ fn the_sdk_app_reports_usage_and_a_crash_and_withdraws_personalised_usage_half_w
         .arg(data("policy.toml"))
         .arg("--dir")
         .arg(dir.path().join("app"))
-        .args(["--enroll-token", &token(dir.path()), "--email", "ada.canary@example.com"])
+        .args(["--enroll-token", &token(dir.path()), "--email", "ada.canary@example.com", "--installers"])
+        .arg(data("installers"))
         .output()
         .unwrap();
     let stdout = text(&out.stdout);
@@ -543,10 +544,13 @@ fn the_sdk_app_reports_usage_and_a_crash_and_withdraws_personalised_usage_half_w
     assert!(stdout.contains("first half: analytics sent 8 records, 0 waiting"), "{stdout}");
     assert!(stdout.contains("personalised usage withdrawn: 0 waiting records purged"), "{stdout}");
     assert!(stdout.contains("second half: crashes sent 1 records, 0 waiting"), "{stdout}");
-    // the withdrawal, 2 anonymous uses, configuration, performance, feedback
-    assert!(stdout.contains("second half: analytics sent 6 records, 0 waiting"), "{stdout}");
+    // the withdrawal, 2 anonymous uses, configuration, performance,
+    // feedback, the version check
+    assert!(stdout.contains("second half: analytics sent 7 records, 0 waiting"), "{stdout}");
     assert!(stdout.contains("first half: licence sent 1 records, 0 waiting"), "{stdout}");
     assert!(stdout.contains("second half: licence sent 1 records, 0 waiting"), "{stdout}");
+    assert!(stdout.contains("update offered: 2.5.0 (190 bytes, sha256 018aef7c"), "{stdout}");
+    assert!(stdout.contains("installer 2.5.0 verified: sha256 018aef7c698407278c91634e943cb1c84257e105c79a0e19cdce8c76190d612c"), "{stdout}");
     drop(c);
     let rows = stored(dir.path());
     let count = |program: &str, kind: &str| rows.iter().filter(|(p, k, _)| p == program && k == kind).count();
@@ -559,6 +563,10 @@ fn the_sdk_app_reports_usage_and_a_crash_and_withdraws_personalised_usage_half_w
     assert_eq!(count("support_telemetry", "performance"), 1);
     assert_eq!(count("support_telemetry", "feedback"), 1);
     assert_eq!(count("licence_authentication", "licence_session"), 2);
+    let checks: Vec<_> =
+        rows.iter().filter(|(p, k, _)| p == "version_check" && k == "version_check").collect();
+    assert_eq!(checks.len(), 1, "{rows:?}");
+    assert!(checks[0].2.to_string().contains("2.4.1"), "{:?}", checks[0]);
     let withdrawal = rows.iter().find(|(_, k, r)| k == "consent" && r.to_string().contains("\"settings\""));
     assert!(withdrawal.is_some_and(|(_, _, r)| r.to_string().contains("\"granted\":false")), "{rows:?}");
     // The email is pseudonymised by the policy wherever it goes.

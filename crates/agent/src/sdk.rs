@@ -44,13 +44,13 @@ use privtel_filter::{Filter, FilterBuilder, Policy, RedactionReport};
 use privtel_model::{
     ConfigSample, Consent, ConsentSource, CrashReport, CustomerId, DeviceId, Event, EventBody, EventId,
     FeatureUsage, Feedback, Finite, Geohash, LicenceSession, OsInfo, PerformanceSample, Personal, Program,
-    Record, RecordBody, Score, Timestamp, User, UserId,
+    Record, RecordBody, Score, Timestamp, User, UserId, VersionCheck,
 };
 use privtel_store::{ConsentChange, ConsentState, SpoolOptions, Subject};
 use privtel_wire::Connection;
 
 use crate::error::AgentError;
-use crate::{Agent, Filtered, RetryBudget};
+use crate::{Agent, Filtered, RetryBudget, VersionOffer};
 
 /// A byte stream to a service: what a [`Connector`] opens.
 pub trait Stream: Read + Write + Send {}
@@ -880,6 +880,49 @@ impl Telemetry {
         Ok(report)
     }
 
+    /// Asks the endpoint carrying version checks whether a newer version
+    /// of the product exists on `channel` (`stable`, `beta`), for this
+    /// build's platform; records the check (a `VersionCheck` event: product,
+    /// version, channel — nothing of the person). The query goes on an
+    /// anonymous session of its own (no device or person named: the
+    /// service knows the customer from the client certificate). An offer
+    /// comes back only if it is newer and its installer an `https://` URL;
+    /// download it, then [`crate::verify_installer`] it before use. Waits
+    /// for the answer, at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`SdkError::Timeout`]; an agent error (the connection, a refusal, an
+    /// offer that does not hold).
+    pub fn check_version(&self, channel: &str, timeout: Duration) -> Result<VersionOffer, SdkError> {
+        if !self.enabled(Program::VersionCheck) {
+            return Ok(VersionOffer::Off);
+        }
+        let body = EventBody::VersionCheck(VersionCheck {
+            product: self.inner.product.clone(),
+            current_version: self.inner.version.clone(),
+            channel: channel.to_owned(),
+        });
+        self.record_event(Program::VersionCheck, None, body);
+        let route =
+            route_of(&self.inner.by_program, &self.inner.by_kind, Program::VersionCheck, "version_check");
+        let worker = &self.inner.workers[route];
+        let (tx, rx) = mpsc::sync_channel(1);
+        worker.control(Msg::CheckVersion {
+            product: self.inner.product.clone(),
+            current: self.inner.version.clone(),
+            channel: channel.to_owned(),
+            reply: tx,
+        })?;
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r.map_err(SdkError::from),
+            Err(RecvTimeoutError::Timeout) => {
+                Err(SdkError::Timeout { name: worker.name.clone(), waited: timeout })
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(SdkError::Stopped { name: worker.name.clone() }),
+        }
+    }
+
     fn subject(&self, user: &UserId) -> Subject {
         let mut h = blake3::Hasher::new_keyed(&self.inner.subject_key);
         h.update(b"privtel subject v1\0");
@@ -1019,6 +1062,12 @@ enum Msg {
         reply: SyncSender<Result<Option<ConsentState>, AgentError>>,
     },
     Flush(SyncSender<EndpointFlush>),
+    CheckVersion {
+        product: String,
+        current: String,
+        channel: String,
+        reply: SyncSender<Result<VersionOffer, AgentError>>,
+    },
     Stop,
 }
 
@@ -1143,6 +1192,14 @@ fn run(name: String, agent: Agent, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, 
             }
             Some(Msg::ReadConsent { subject, reply }) => {
                 let _ = reply.send(w.agent.outbox().consent(&subject, Program::PersonalisedUsage));
+            }
+            Some(Msg::CheckVersion { product, current, channel, reply }) => {
+                let now = (w.config.clock)();
+                let offer =
+                    w.config.connector.connect().and_then(|mut conn| {
+                        w.agent.check_version(&mut conn, &product, &current, &channel, now)
+                    });
+                let _ = reply.send(offer);
             }
             Some(Msg::Flush(reply)) => {
                 // Every record queued before the flush is appended first;
