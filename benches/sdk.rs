@@ -1,9 +1,10 @@
 //! The application SDK: what one call costs the application's thread.
 //!
-//! Measured: `Telemetry::feature_used` and `Telemetry::crash` with their
-//! program on (build the record, filter it on the caller's thread, queue it
-//! to the endpoint's worker) and off (the program check alone), and
-//! `Telemetry::configuration` with support telemetry off. The worker appends
+//! Measured: `Telemetry::feature_used`, `Telemetry::configuration` and
+//! `Telemetry::crash` with their program on (build the record, filter it on
+//! the caller's thread, queue it to the endpoint's worker), and
+//! `configuration` and `feedback` with support telemetry off (the program
+//! check alone; anonymous usage cannot be switched off). The worker appends
 //! to its spool on another thread meanwhile; its endpoint is unreachable, so
 //! nothing is uploaded. Not measured: the worker's spooling (see the store
 //! bench) or the upload.
@@ -41,13 +42,14 @@ fn sdk(dir: &std::path::Path, policy: &str) -> Telemetry {
 
 fn calls(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let on = sdk(&dir.path().join("on"), "[programs]\nanonymous_usage = true\n");
+    let on = sdk(&dir.path().join("on"), "[programs]\nsupport_telemetry = true\n");
     let off =
         sdk(&dir.path().join("off"), "[programs]\nanonymous_usage = false\nsupport_telemetry = false\n");
     let mut g = c.benchmark_group("sdk");
     g.bench_function("feature_used, program on", |b| b.iter(|| on.feature_used("export_pdf")));
-    g.bench_function("feature_used, program off", |b| b.iter(|| off.feature_used("export_pdf")));
+    g.bench_function("configuration, program on", |b| b.iter(|| on.configuration("theme", "dark")));
     g.bench_function("configuration, program off", |b| b.iter(|| off.configuration("theme", "dark")));
+    g.bench_function("feedback, program off", |b| b.iter(|| off.feedback(80, "fast, but confusing")));
     let crash = "thread 'main' panicked at /home/alice/src/render.rs:88:5: index out of bounds; mail alice@example.com";
     g.bench_function("crash (scrubbed), program on", |b| b.iter(|| on.crash(crash)));
     g.finish();

@@ -30,7 +30,7 @@
 //! Dropping the last handle spools what is queued and stops the workers
 //! without uploading.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -539,11 +539,28 @@ struct Inner {
 #[derive(Default)]
 struct People {
     current: Option<(UserId, Subject)>,
+    /// Whose consent stands: `true` only once stored; absent or `false`
+    /// means no personalised record.
     consented: HashMap<Subject, bool>,
+    /// Bumped by every `set_consent` of the subject, so a `set_user` that
+    /// read the stored choice before it never overwrites the newer one.
+    changes: HashMap<Subject, u64>,
 }
+
+impl People {
+    fn changes(&self, subject: &Subject) -> u64 {
+        self.changes.get(subject).copied().unwrap_or(0)
+    }
+}
+
+/// The longest text argument kept (64 KiB): a longer one (a crash's
+/// stack, say) is cut at a character boundary and counted
+/// ([`SdkStats::truncated`]).
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 
 #[derive(Default)]
 struct Counters {
+    truncated: AtomicU64,
     recorded: AtomicU64,
     filtered_out: AtomicU64,
     dropped_queue_full: AtomicU64,
@@ -562,6 +579,8 @@ pub struct SdkStats {
     pub dropped_queue_full: u64,
     /// Personalised records not made because the person has not agreed.
     pub not_consented: u64,
+    /// Text arguments cut to [`MAX_TEXT_BYTES`].
+    pub truncated: u64,
     /// Per endpoint: records in its memory queue now.
     pub queued: Vec<(String, u64)>,
 }
@@ -574,8 +593,10 @@ pub struct EndpointFlush {
     pub name: String,
     /// Records the service acknowledged during the flush.
     pub sent: u64,
-    /// Records still waiting in the endpoint's spool afterwards.
-    pub pending: u64,
+    /// Records still waiting in the endpoint's spool afterwards; `None`
+    /// when the endpoint did not answer in time (or its spool could not be
+    /// read).
+    pub pending: Option<u64>,
     /// Why the upload failed, if it did (the records stay spooled).
     pub error: Option<String>,
 }
@@ -591,7 +612,7 @@ pub struct FlushReport {
 impl FlushReport {
     /// Records still waiting at the endpoint `name`.
     pub fn pending(&self, name: &str) -> Option<u64> {
-        self.endpoints.iter().find(|e| e.name == name).map(|e| e.pending)
+        self.endpoints.iter().find(|e| e.name == name).and_then(|e| e.pending)
     }
 
     /// Records acknowledged by the endpoint `name` during the flush.
@@ -614,6 +635,7 @@ impl Telemetry {
             filtered_out: s.filtered_out.load(Relaxed),
             dropped_queue_full: s.dropped_queue_full.load(Relaxed),
             not_consented: s.not_consented.load(Relaxed),
+            truncated: s.truncated.load(Relaxed),
             queued: self
                 .inner
                 .workers
@@ -630,7 +652,7 @@ impl Telemetry {
         let usage = || {
             EventBody::FeatureUsage(FeatureUsage {
                 product: self.inner.product.clone(),
-                feature: feature.to_owned(),
+                feature: self.bounded(feature),
                 count: 1,
             })
         };
@@ -647,8 +669,8 @@ impl Telemetry {
         if self.enabled(Program::SupportTelemetry) {
             let body = EventBody::Configuration(ConfigSample {
                 product: self.inner.product.clone(),
-                key: key.to_owned(),
-                value: value.to_owned(),
+                key: self.bounded(key),
+                value: self.bounded(value),
             });
             self.record_event(Program::SupportTelemetry, None, body);
         }
@@ -667,9 +689,9 @@ impl Telemetry {
             .map_err(|e| SdkError::Value { what: "performance value", reason: e.to_string() })?;
         let body = EventBody::Performance(PerformanceSample {
             product: self.inner.product.clone(),
-            metric: metric.to_owned(),
+            metric: self.bounded(metric),
             value,
-            unit: unit.to_owned(),
+            unit: self.bounded(unit),
         });
         self.record_event(Program::SupportTelemetry, None, body);
         Ok(())
@@ -690,7 +712,7 @@ impl Telemetry {
         let body = EventBody::Feedback(Feedback {
             product: self.inner.product.clone(),
             score,
-            text: Personal::Clear(text.to_owned()),
+            text: Personal::Clear(self.bounded(text)),
         });
         self.record_event(Program::SupportTelemetry, None, body);
         Ok(())
@@ -704,7 +726,7 @@ impl Telemetry {
             let body = EventBody::CrashReport(CrashReport {
                 product: self.inner.product.clone(),
                 version: self.inner.version.clone(),
-                message: Personal::Clear(message.to_owned()),
+                message: Personal::Clear(self.bounded(message)),
             });
             self.record_event(Program::AnonymousUsage, None, body);
         }
@@ -731,10 +753,10 @@ impl Telemetry {
             .and_then(|ip| self.inner.geolocate.as_ref().and_then(|g| g(ip)))
             .map_or(Personal::Withheld, Personal::Clear);
         let session = LicenceSession {
-            email: Personal::Clear(email.to_owned()),
+            email: Personal::Clear(self.bounded(email)),
             start: Personal::Clear(start),
             end: Personal::Withheld,
-            device_fingerprint: Personal::Clear(fingerprint.to_owned()),
+            device_fingerprint: Personal::Clear(self.bounded(fingerprint)),
             os,
             geohash,
         };
@@ -751,14 +773,34 @@ impl Telemetry {
     /// A spool error, or the consent endpoint stopped.
     pub fn set_user(&self, profile: &UserProfile) -> Result<(), SdkError> {
         let subject = self.subject(&profile.id);
+        // The new person is current at once, not consented until their
+        // stored choice is read: nothing of theirs is filed under the
+        // previous person, and nothing personalised is made meanwhile.
+        let seen = {
+            let mut people = self.inner.people.write().unwrap_or_else(|p| p.into_inner());
+            people.current = Some((profile.id.clone(), subject));
+            people.consented.remove(&subject);
+            people.changes(&subject)
+        };
+        if !self.enabled(Program::PersonalisedUsage) {
+            return Ok(());
+        }
         let granted = self.stored_consent(subject)?.is_some_and(|s| s.granted);
         let mut people = self.inner.people.write().unwrap_or_else(|p| p.into_inner());
-        people.current = Some((profile.id.clone(), subject));
+        // A choice made while the stored one was read is newer: keep it.
+        if people.changes(&subject) != seen {
+            return Ok(());
+        }
         people.consented.insert(subject, granted);
-        if granted && self.enabled(Program::PersonalisedUsage) {
+        if granted && people.current.as_ref().is_some_and(|(_, s)| *s == subject) {
             self.send_profile(profile, subject);
         }
         Ok(())
+    }
+
+    /// Nobody uses the application now: later records are anonymous only.
+    pub fn clear_user(&self) {
+        self.inner.people.write().unwrap_or_else(|p| p.into_inner()).current = None;
     }
 
     /// A person's consent to personalised usage, given or withdrawn, from
@@ -800,11 +842,17 @@ impl Telemetry {
         };
         let mut report = RedactionReport::default();
         let filtered = self.inner.filter.apply(record, &mut report);
-        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(self.inner.workers.len());
+        let mut asked = 0;
+        let seen = {
             // Under the write lock: no personalised record of this person
-            // can be queued between the purge and the change taking effect.
+            // can be queued between the check and the purge. A withdrawal
+            // takes effect at once; a grant only once it is stored.
             let mut people = self.inner.people.write().unwrap_or_else(|p| p.into_inner());
+            *people.changes.entry(subject).or_insert(0) += 1;
+            if !granted {
+                people.consented.insert(subject, false);
+            }
             for (i, w) in self.inner.workers.iter().enumerate() {
                 let msg = if i == self.inner.consent_route {
                     Msg::Consent {
@@ -815,21 +863,40 @@ impl Telemetry {
                         reply: reply_tx.clone(),
                     }
                 } else if !granted {
-                    Msg::Purge { subject, program }
+                    Msg::Purge { subject, program, reply: reply_tx.clone() }
                 } else {
                     continue;
                 };
                 w.control(msg)?;
+                asked += 1;
             }
-            people.consented.insert(subject, granted);
+            people.changes(&subject)
+        };
+        // Every endpoint's answer: the choice stored and, on a withdrawal,
+        // every spool purged, before this returns.
+        let deadline = Instant::now() + CONTROL_WAIT;
+        let mut change = ConsentChange::default();
+        for _ in 0..asked {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match reply_rx.recv_timeout(left) {
+                Ok(Ok(c)) => {
+                    change.seq = change.seq.or(c.seq);
+                    change.purged += c.purged;
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    let name = self.inner.workers[self.inner.consent_route].name.clone();
+                    return Err(SdkError::Timeout { name, waited: CONTROL_WAIT });
+                }
+            }
         }
-        let worker = &self.inner.workers[self.inner.consent_route];
-        let waited = Duration::from_secs(30);
-        match reply_rx.recv_timeout(waited) {
-            Ok(result) => result.map_err(SdkError::from),
-            Err(RecvTimeoutError::Timeout) => Err(SdkError::Timeout { name: worker.name.clone(), waited }),
-            Err(RecvTimeoutError::Disconnected) => Err(SdkError::Stopped { name: worker.name.clone() }),
+        if granted {
+            let mut people = self.inner.people.write().unwrap_or_else(|p| p.into_inner());
+            if people.changes(&subject) == seen {
+                people.consented.insert(subject, true);
+            }
         }
+        Ok(change)
     }
 
     /// Appends everything queued and uploads at once, on every endpoint;
@@ -855,7 +922,7 @@ impl Telemetry {
                 Err(_) => EndpointFlush {
                     name: name.clone(),
                     sent: 0,
-                    pending: 0,
+                    pending: None,
                     error: Some(format!("no answer within {timeout:?}")),
                 },
             };
@@ -898,6 +965,9 @@ impl Telemetry {
         if !self.enabled(Program::VersionCheck) {
             return Ok(VersionOffer::Off);
         }
+        // Checked here, before anything is queued or any connection opened.
+        privtel_wire::VersionQuery::new(0, &self.inner.product, &self.inner.version, channel)
+            .map_err(AgentError::from)?;
         let body = EventBody::VersionCheck(VersionCheck {
             product: self.inner.product.clone(),
             current_version: self.inner.version.clone(),
@@ -921,6 +991,20 @@ impl Telemetry {
             }
             Err(RecvTimeoutError::Disconnected) => Err(SdkError::Stopped { name: worker.name.clone() }),
         }
+    }
+
+    /// `text`, cut to [`MAX_TEXT_BYTES`] at a character boundary (counted),
+    /// so no argument can make a record the spool cannot take.
+    fn bounded(&self, text: &str) -> String {
+        if text.len() <= MAX_TEXT_BYTES {
+            return text.to_owned();
+        }
+        self.inner.stats.truncated.fetch_add(1, Relaxed);
+        let mut end = MAX_TEXT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].to_owned()
     }
 
     fn subject(&self, user: &UserId) -> Subject {
@@ -973,14 +1057,17 @@ impl Telemetry {
     }
 
     fn send_profile(&self, profile: &UserProfile, subject: Subject) {
+        // The profile names the person as their events do: in the form the
+        // policy gives `event.username` (a pseudonym, say), or not at all.
+        let Some(id) = self.inner.filter.user_key(&profile.id) else { return };
         let user = User {
-            id: profile.id.clone(),
+            id,
             username: Personal::Withheld,
             upn: Personal::Withheld,
-            first_name: Personal::Clear(profile.first_name.clone()),
-            last_name: Personal::Clear(profile.last_name.clone()),
+            first_name: Personal::Clear(self.bounded(&profile.first_name)),
+            last_name: Personal::Clear(self.bounded(&profile.last_name)),
             job_title: Personal::Withheld,
-            email: Personal::Clear(profile.email.clone()),
+            email: Personal::Clear(self.bounded(&profile.email)),
             phone: Personal::Withheld,
         };
         self.dispatch(
@@ -1036,9 +1123,17 @@ impl Drop for Inner {
         for w in &self.workers {
             let _ = w.tx.send(Msg::Stop);
         }
+        // Each worker spools what is queued and stops; one busy in an
+        // upload is waited for at most 5 s, then left to finish alone.
+        let deadline = after(Duration::from_secs(5));
         for w in &self.workers {
             if let Some(h) = w.handle.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                let _ = h.join();
+                while !h.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if h.is_finished() {
+                    let _ = h.join();
+                }
             }
         }
     }
@@ -1056,6 +1151,7 @@ enum Msg {
     Purge {
         subject: Subject,
         program: Program,
+        reply: SyncSender<Result<ConsentChange, AgentError>>,
     },
     ReadConsent {
         subject: Subject,
@@ -1109,6 +1205,17 @@ impl Worker {
 /// Most records appended in one transaction.
 const APPEND_GROUP: usize = 1_000;
 
+/// How long a call that waits for a worker (consent, the current person)
+/// waits at most.
+const CONTROL_WAIT: Duration = Duration::from_secs(30);
+
+/// `now + wait`, or ten years on when that overflows (a wait of
+/// `Duration::MAX` means "not in this process's life").
+fn after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait).or_else(|| now.checked_add(Duration::from_secs(10 * 365 * 86_400))).unwrap_or(now)
+}
+
 /// The worker's state between messages.
 struct Run {
     name: String,
@@ -1117,49 +1224,136 @@ struct Run {
     config: WorkerConfig,
     /// Records taken from the queue, not yet appended.
     batch: Vec<(Filtered, Option<Subject>)>,
-    /// Control messages taken from the queue while draining it, in order.
-    backlog: VecDeque<Msg>,
+    /// Records the spool can never take (too large to encode), dropped.
+    unspoolable: u64,
     last_error: Option<String>,
 }
 
 impl Run {
     /// Appends the records taken so far, in one transaction. When the
-    /// spool refuses (a full disk), they are kept and tried again with the
-    /// next records: still counted as queued, so callers drop, rather than
-    /// this hold more, once the queue's capacity is reached.
+    /// spool refuses the group, each record is tried alone: one that can
+    /// never be encoded (over the store's size limit) is dropped and
+    /// counted; on any other error (a full disk) the rest are kept and tried
+    /// again with the next records — still counted as queued, so callers
+    /// drop, rather than this hold more, once the queue is full.
     fn spool_batch(&mut self) {
         if self.batch.is_empty() {
             return;
         }
+        let now = (self.config.clock)();
         let n = self.batch.len();
-        match self.agent.outbox().append_for(&self.batch, (self.config.clock)()) {
+        match self.agent.outbox().append_for(&self.batch, now) {
             Ok(_) => {
                 self.batch.clear();
                 self.queued.fetch_sub(n, Relaxed);
             }
-            Err(e) => self.last_error = Some(format!("spooling: {e}")),
+            Err(_) => {
+                let mut kept = Vec::new();
+                for item in std::mem::take(&mut self.batch) {
+                    match self.agent.outbox().append_for(std::slice::from_ref(&item), now) {
+                        Ok(_) => {
+                            self.queued.fetch_sub(1, Relaxed);
+                        }
+                        Err(AgentError::Store(privtel_store::Error::Encode(_))) => {
+                            self.unspoolable += 1;
+                            self.queued.fetch_sub(1, Relaxed);
+                            self.last_error = Some("a record too large to spool was dropped".into());
+                        }
+                        Err(e) => {
+                            self.last_error = Some(format!("spooling: {e}"));
+                            kept.push(item);
+                        }
+                    }
+                }
+                self.batch = kept;
+            }
         }
     }
 
-    /// The next message: the backlog first, then the queue.
-    fn next(&mut self, rx: &Receiver<Msg>) -> Option<Msg> {
-        self.backlog.pop_front().or_else(|| rx.try_recv().ok())
+    /// Removes the person's records of `program`: those not yet appended
+    /// and those in the spool.
+    fn purge(&mut self, subject: &Subject, program: Program) -> Result<u64, AgentError> {
+        let before = self.batch.len();
+        self.batch.retain(|(r, s)| !(s.as_ref() == Some(subject) && r.program() == program));
+        let dropped = before - self.batch.len();
+        self.queued.fetch_sub(dropped, Relaxed);
+        Ok(self.agent.outbox().purge_subject(subject, program)? + dropped as u64)
+    }
+
+    /// Runs one control message.
+    fn control(&mut self, msg: Msg) {
+        match msg {
+            Msg::Record(r, s) => self.batch.push((r, s)),
+            Msg::Consent { subject, program, state, record, reply } => {
+                let now = (self.config.clock)();
+                let mut dropped = 0;
+                if !state.granted {
+                    let before = self.batch.len();
+                    self.batch.retain(|(r, s)| !(s.as_ref() == Some(&subject) && r.program() == program));
+                    dropped = before - self.batch.len();
+                    self.queued.fetch_sub(dropped, Relaxed);
+                }
+                let r =
+                    self.agent.outbox().record_consent(&subject, program, state, record.as_ref(), now).map(
+                        |mut c| {
+                            c.purged += dropped as u64;
+                            c
+                        },
+                    );
+                let _ = reply.send(r);
+            }
+            Msg::Purge { subject, program, reply } => {
+                let r = self.purge(&subject, program).map(|n| {
+                    let mut c = ConsentChange::default();
+                    c.purged = n;
+                    c
+                });
+                let _ = reply.send(r);
+            }
+            Msg::ReadConsent { subject, reply } => {
+                let _ = reply.send(self.agent.outbox().consent(&subject, Program::PersonalisedUsage));
+            }
+            Msg::CheckVersion { product, current, channel, reply } => {
+                let now = (self.config.clock)();
+                let agent = &mut self.agent;
+                let offer =
+                    self.config.connector.connect().and_then(|mut conn| {
+                        agent.check_version(&mut conn, &product, &current, &channel, now)
+                    });
+                let _ = reply.send(offer);
+            }
+            Msg::Flush(reply) => {
+                // Every record queued before the flush was taken before it
+                // (messages run in order): append, then upload.
+                self.spool_batch();
+                let (sent, error) = match self.upload() {
+                    Ok(sent) => (sent, self.last_error.take()),
+                    Err(e) => (0, Some(e)),
+                };
+                let pending = self.agent.outbox().len(None).ok();
+                let _ = reply.send(EndpointFlush { name: self.name.clone(), sent, pending, error });
+            }
+            Msg::Stop => {}
+        }
+    }
+
+    /// On-device retention, then one upload of everything waiting.
+    fn upload(&mut self) -> Result<u64, String> {
+        let now = (self.config.clock)();
+        self.agent.maintain(now).map_err(|e| e.to_string())?;
+        upload(&mut self.agent, &self.config)
     }
 }
 
 fn run(name: String, agent: Agent, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, config: WorkerConfig) {
-    let mut next_upload = Instant::now() + config.first_upload_after;
+    let mut next_upload = after(config.first_upload_after);
     let mut failures = 0u32;
-    let mut w =
-        Run { name, agent, queued, config, batch: Vec::new(), backlog: VecDeque::new(), last_error: None };
+    let mut w = Run { name, agent, queued, config, batch: Vec::new(), unspoolable: 0, last_error: None };
     loop {
-        let first = match w.backlog.pop_front() {
-            Some(m) => Some(m),
-            None => match rx.recv_timeout(next_upload.saturating_duration_since(Instant::now())) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => Some(Msg::Stop),
-            },
+        let first = match rx.recv_timeout(next_upload.saturating_duration_since(Instant::now())) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => Some(Msg::Stop),
         };
         // Take every record already waiting (up to a group), stopping at
         // the first control message: it runs after them, in order.
@@ -1170,78 +1364,51 @@ fn run(name: String, agent: Agent, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, 
                 Msg::Record(r, s) => {
                     w.batch.push((r, s));
                     if w.batch.len() < APPEND_GROUP {
-                        next = w.next(&rx);
+                        next = rx.try_recv().ok();
                     }
                 }
                 other => control = Some(other),
             }
         }
         w.spool_batch();
-        let mut upload_now = Instant::now() >= next_upload;
         match control {
-            None | Some(Msg::Record(..)) => {}
-            Some(Msg::Consent { subject, program, state, record, reply }) => {
-                let now = (w.config.clock)();
-                let r = w.agent.outbox().record_consent(&subject, program, state, record.as_ref(), now);
-                let _ = reply.send(r);
-            }
-            Some(Msg::Purge { subject, program }) => {
-                if let Err(e) = w.agent.outbox().purge_subject(&subject, program) {
-                    w.last_error = Some(format!("purging: {e}"));
-                }
-            }
-            Some(Msg::ReadConsent { subject, reply }) => {
-                let _ = reply.send(w.agent.outbox().consent(&subject, Program::PersonalisedUsage));
-            }
-            Some(Msg::CheckVersion { product, current, channel, reply }) => {
-                let now = (w.config.clock)();
-                let offer =
-                    w.config.connector.connect().and_then(|mut conn| {
-                        w.agent.check_version(&mut conn, &product, &current, &channel, now)
-                    });
-                let _ = reply.send(offer);
-            }
-            Some(Msg::Flush(reply)) => {
-                // Every record queued before the flush is appended first;
-                // control messages met on the way wait their turn.
+            None => {}
+            Some(Msg::Stop) => {
+                // Whatever is still queued runs before the worker stops
+                // (a withdrawal's purge above all); a flush is answered.
                 while let Ok(m) = rx.try_recv() {
                     match m {
-                        Msg::Record(r, s) => w.batch.push((r, s)),
-                        other => w.backlog.push_back(other),
-                    }
-                }
-                w.spool_batch();
-                let (sent, error) = match upload(&mut w.agent, &w.config) {
-                    Ok(sent) => (sent, w.last_error.take()),
-                    Err(e) => (0, Some(e)),
-                };
-                let pending = w.agent.outbox().len(None).unwrap_or(u64::MAX);
-                let _ = reply.send(EndpointFlush { name: w.name.clone(), sent, pending, error });
-                upload_now = false;
-                next_upload = Instant::now() + w.config.upload_every;
-                failures = 0;
-            }
-            Some(Msg::Stop) => {
-                // Spool whatever is still queued, then stop.
-                while let Some(m) = w.next(&rx) {
-                    if let Msg::Record(r, s) = m {
-                        w.batch.push((r, s));
+                        Msg::Stop => {}
+                        Msg::Flush(reply) => {
+                            let pending = w.agent.outbox().len(None).ok();
+                            let error = Some("the endpoint is stopping".to_owned());
+                            let _ =
+                                reply.send(EndpointFlush { name: w.name.clone(), sent: 0, pending, error });
+                        }
+                        other => w.control(other),
                     }
                 }
                 w.spool_batch();
                 return;
             }
+            Some(m @ Msg::Flush(_)) => {
+                w.control(m);
+                next_upload = after(w.config.upload_every);
+                failures = 0;
+                continue;
+            }
+            Some(m) => w.control(m),
         }
-        if upload_now {
-            match upload(&mut w.agent, &w.config) {
+        if Instant::now() >= next_upload {
+            match w.upload() {
                 Ok(_) => {
                     failures = 0;
-                    next_upload = Instant::now() + w.config.upload_every;
+                    next_upload = after(w.config.upload_every);
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     w.last_error = Some(e);
-                    next_upload = Instant::now() + w.config.retry.wait(failures, None);
+                    next_upload = after(w.config.retry.wait(failures, None));
                 }
             }
         }

@@ -109,7 +109,10 @@ impl Agent {
 /// An installer whose bytes matched an offer's SHA-256 and size: the only
 /// way to hold one is [`verify_installer`]. It keeps the file open, so
 /// what is installed is read from the file that was hashed
-/// ([`VerifiedInstaller::into_file`]), even if the path is replaced since.
+/// ([`VerifiedInstaller::into_file`]), even if the path is renamed or
+/// replaced since. It cannot stop a process that may write the file itself
+/// from changing its bytes after the check: download installers into a
+/// folder only this account can write.
 #[derive(Debug)]
 pub struct VerifiedInstaller {
     path: PathBuf,

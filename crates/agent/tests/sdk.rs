@@ -341,3 +341,248 @@ fn clones_record_from_many_threads() {
     assert_eq!(sdk.flush(FLUSH).unwrap().sent("a"), Some(1000));
     assert_eq!(svc.engine().record_count().unwrap(), 1000);
 }
+
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// A connector that waits on `gate` before connecting, refusing while
+/// `down` is set: holds a worker in its upload while a test queues more.
+fn gated(service: &Arc<Service>, gate: Arc<Mutex<()>>, down: Arc<AtomicBool>) -> Connector {
+    let inner = connector(service, down);
+    Connector::new(move || {
+        drop(gate.lock().unwrap());
+        inner.connect()
+    })
+}
+
+fn personalised(svc: &Service) -> usize {
+    let rows = stored(svc);
+    count(&rows, "personalised_usage", "feature_usage") + count(&rows, "personalised_usage", "user")
+}
+
+/// A person set while their stored choice is being read, then a withdrawal
+/// before the read completes: the older read never brings consent back.
+#[test]
+fn a_stale_read_of_consent_never_undoes_a_withdrawal() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), "a", POLICY);
+    let gate = Arc::new(Mutex::new(()));
+    let sdk = builder(dir.path(), POLICY)
+        .endpoint("a", gated(&svc, gate.clone(), Arc::new(AtomicBool::new(false))))
+        .build()
+        .unwrap();
+    sdk.set_consent(&alice().id, Program::PersonalisedUsage, true, ConsentSource::Installer).unwrap();
+    let held = gate.lock().unwrap();
+    let flush = {
+        let s = sdk.clone();
+        std::thread::spawn(move || s.flush(FLUSH).unwrap())
+    };
+    std::thread::sleep(SETTLE); // the worker waits in its upload
+    let set_user = {
+        let s = sdk.clone();
+        std::thread::spawn(move || s.set_user(&alice()))
+    };
+    std::thread::sleep(SETTLE); // the read of the stored choice is queued
+    let withdraw = {
+        let s = sdk.clone();
+        std::thread::spawn(move || {
+            s.set_consent(&alice().id, Program::PersonalisedUsage, false, ConsentSource::Settings)
+        })
+    };
+    std::thread::sleep(SETTLE);
+    sdk.feature_used("while_pending");
+    drop(held);
+    flush.join().unwrap();
+    set_user.join().unwrap().unwrap();
+    withdraw.join().unwrap().unwrap();
+    sdk.feature_used("after_withdrawal");
+    sdk.flush(FLUSH).unwrap();
+    assert_eq!(personalised(&svc), 0, "{:?}", stored(&svc));
+    assert_eq!(count(&stored(&svc), "personalised_usage", "consent"), 2);
+}
+
+/// With consent records on an endpoint of their own, a withdrawal returns
+/// only once every endpoint purged the person's waiting records.
+#[test]
+fn a_withdrawal_returns_once_every_endpoint_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), "analytics", POLICY);
+    let legal = service(dir.path(), "legal", POLICY);
+    let down = Arc::new(AtomicBool::new(true));
+    let sdk = builder(dir.path(), POLICY)
+        .endpoint("analytics", connector(&svc, down.clone()))
+        .endpoint("legal", connector(&legal, Arc::new(AtomicBool::new(false))))
+        .route_kind("consent", "legal")
+        .build()
+        .unwrap();
+    sdk.set_consent(&alice().id, Program::PersonalisedUsage, true, ConsentSource::Installer).unwrap();
+    sdk.set_user(&alice()).unwrap();
+    sdk.feature_used("search");
+    let change =
+        sdk.set_consent(&alice().id, Program::PersonalisedUsage, false, ConsentSource::Settings).unwrap();
+    // The profile and the personalised use on the analytics endpoint, and
+    // the grant's consent record waiting on the legal one.
+    assert_eq!(change.purged, 3);
+    down.store(false, Ordering::SeqCst);
+    let report = sdk.flush(FLUSH).unwrap();
+    assert_eq!(report.sent("analytics"), Some(1), "the anonymous use only: {report:?}");
+    assert_eq!(personalised(&svc), 0);
+    assert_eq!(sdk.flush(FLUSH).unwrap().sent("legal"), Some(0), "sent with the first flush");
+    let legal_rows = stored(&legal);
+    assert_eq!(count(&legal_rows, "personalised_usage", "consent"), 1, "the withdrawal: {legal_rows:?}");
+}
+
+/// A person set while the worker is busy is current at once: their use is
+/// never filed under the previous person, and not personalised until their
+/// own choice is read.
+#[test]
+fn a_new_person_is_never_filed_under_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), "a", POLICY);
+    let gate = Arc::new(Mutex::new(()));
+    let sdk = builder(dir.path(), POLICY)
+        .endpoint("a", gated(&svc, gate.clone(), Arc::new(AtomicBool::new(false))))
+        .build()
+        .unwrap();
+    sdk.set_consent(&alice().id, Program::PersonalisedUsage, true, ConsentSource::Installer).unwrap();
+    sdk.set_user(&alice()).unwrap();
+    let held = gate.lock().unwrap();
+    let flush = {
+        let s = sdk.clone();
+        std::thread::spawn(move || s.flush(FLUSH))
+    };
+    std::thread::sleep(SETTLE);
+    let bob = UserProfile {
+        id: UserId::new("u-bob").unwrap(),
+        first_name: "Bob".into(),
+        last_name: "B".into(),
+        email: "bob@example.com".into(),
+    };
+    let set_bob = {
+        let s = sdk.clone();
+        std::thread::spawn(move || s.set_user(&bob))
+    };
+    std::thread::sleep(SETTLE);
+    sdk.feature_used("bob_clicked");
+    drop(held);
+    flush.join().unwrap().unwrap();
+    set_bob.join().unwrap().unwrap();
+    sdk.clear_user();
+    sdk.feature_used("nobody_clicked");
+    sdk.flush(FLUSH).unwrap();
+    let rows = stored(&svc);
+    let personal: Vec<String> = rows
+        .iter()
+        .filter(|(p, k, _)| p == "personalised_usage" && k == "feature_usage")
+        .map(|r| r.2.to_string())
+        .collect();
+    assert!(
+        personal.iter().all(|r| !r.contains("bob_clicked") && !r.contains("nobody_clicked")),
+        "{personal:?}"
+    );
+    assert_eq!(count(&rows, "anonymous_usage", "feature_usage"), 2);
+}
+
+/// A text argument over the limit is cut, not a record the spool cannot
+/// take: the endpoint goes on storing.
+#[test]
+fn an_oversized_argument_is_cut_and_the_endpoint_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), "a", POLICY);
+    let sdk = builder(dir.path(), POLICY)
+        .endpoint("a", connector(&svc, Arc::new(AtomicBool::new(false))))
+        .build()
+        .unwrap();
+    sdk.feature_used("before");
+    sdk.configuration("blob", &"é".repeat(9 << 20));
+    sdk.feature_used("after");
+    assert_eq!(sdk.stats().truncated, 1);
+    assert_eq!(sdk.flush(FLUSH).unwrap().sent("a"), Some(3));
+    let rows = stored(&svc);
+    let blob = rows.iter().find(|(_, k, _)| k == "configuration").unwrap().2.to_string();
+    assert!(blob.len() < 2 * privtel_agent::sdk::MAX_TEXT_BYTES, "{}", blob.len());
+}
+
+/// "Never" as `Duration::MAX` is a wait, not a worker that dies.
+#[test]
+fn the_longest_waits_do_not_stop_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), "a", POLICY);
+    let sdk = builder(dir.path(), POLICY)
+        .first_upload_after(Duration::MAX)
+        .upload_every(Duration::MAX)
+        .endpoint("a", connector(&svc, Arc::new(AtomicBool::new(false))))
+        .build()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    sdk.feature_used("x");
+    assert_eq!(sdk.flush(FLUSH).unwrap().sent("a"), Some(1));
+    sdk.feature_used("y");
+    assert_eq!(sdk.flush(FLUSH).unwrap().sent("a"), Some(1));
+}
+
+/// The spools keep the time to live: a record older than it is expired on
+/// the device, never sent.
+#[test]
+fn what_outlives_its_time_to_live_on_the_device_is_never_sent() {
+    use std::sync::atomic::AtomicI64;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), "a", POLICY);
+    let down = Arc::new(AtomicBool::new(true));
+    let t = Arc::new(AtomicI64::new(now().unix_seconds()));
+    let clock = t.clone();
+    let sdk = builder(dir.path(), POLICY)
+        .clock(move || Timestamp::from_unix_seconds(clock.load(Ordering::SeqCst)).unwrap())
+        .endpoint("a", connector(&svc, down.clone()))
+        .build()
+        .unwrap();
+    sdk.feature_used("old");
+    assert_eq!(sdk.flush(FLUSH).unwrap().pending("a"), Some(1));
+    t.fetch_add(31 * 86_400, Ordering::SeqCst);
+    down.store(false, Ordering::SeqCst);
+    let report = sdk.flush(FLUSH).unwrap();
+    assert_eq!((report.sent("a"), report.pending("a")), (Some(0), Some(0)), "{report:?}");
+    assert_eq!(svc.engine().record_count().unwrap(), 0);
+}
+
+/// A lying client: consent records naming another device, another
+/// program, or dated before the time to live are refused, not stored as a
+/// person's basis.
+#[test]
+fn the_service_refuses_forged_consent_records() {
+    use privtel_model::{Consent, Record, RecordBody};
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), "a", POLICY);
+    let mut builder = privtel_filter::FilterBuilder::new();
+    builder.policy(policy(POLICY));
+    let consent = |device: &str, program: Program, at: &str| Record {
+        program: Program::PersonalisedUsage,
+        body: RecordBody::Consent(Consent {
+            device: DeviceId::new(device).unwrap(),
+            user: Some(UserId::new("u-bob").unwrap()),
+            program,
+            granted: true,
+            source: ConsentSource::Administrator,
+            at: at.parse().unwrap(),
+        }),
+    };
+    let records = vec![
+        consent("someone-elses-laptop", Program::PersonalisedUsage, "2026-11-27T09:00:00Z"),
+        consent("dev-1", Program::Benchmarking, "2026-11-27T09:00:00Z"),
+        consent("dev-1", Program::PersonalisedUsage, "2020-01-01T00:00:00Z"),
+        consent("dev-1", Program::PersonalisedUsage, "2026-11-27T09:00:00Z"),
+    ];
+    let mut agent = privtel_agent::Agent::open(
+        acme(),
+        DeviceId::new("dev-1").unwrap(),
+        builder.build(),
+        dir.path().join("liar.spool.db"),
+        Default::default(),
+    )
+    .unwrap();
+    agent.collect(records, now()).unwrap();
+    let mut conn = connector(&svc, Arc::new(AtomicBool::new(false))).connect().unwrap();
+    let report = agent.upload(&mut conn, 1, now()).unwrap();
+    assert_eq!(report.refused, 3, "{report:?}");
+    let rows = stored(&svc);
+    assert_eq!(count(&rows, "personalised_usage", "consent"), 1, "only the true one: {rows:?}");
+}

@@ -1,7 +1,7 @@
 //! What the service takes from a batch: each record checked against the
 //! customer's settings before anything is stored.
 
-use privtel_model::{Program, Record, RecordBody, Timestamp};
+use privtel_model::{Consent, DeviceId, Program, Record, RecordBody, Timestamp};
 use privtel_wire::{RejectCode, Rejection};
 
 use crate::settings::CustomerSettings;
@@ -34,6 +34,26 @@ fn dated(record: &Record) -> Option<Timestamp> {
     }
 }
 
+/// Why a consent record cannot be kept, if it cannot.
+fn consent_problem(
+    c: &Consent,
+    program: Program,
+    device: &DeviceId,
+    settings: &CustomerSettings,
+    now: Timestamp,
+) -> Option<String> {
+    if &c.device != device {
+        return Some("names another device than the connection's certificate".to_owned());
+    }
+    if c.program != program || program != Program::PersonalisedUsage {
+        return Some(format!("about {} under {program}: expected personalised_usage under it", c.program));
+    }
+    if c.at < settings.retention().cutoffs(now).events_before {
+        return Some("dated before the customer's event time to live".to_owned());
+    }
+    None
+}
+
 /// The batch's records, each either admitted (`Some`) or refused for good
 /// (`None`, with a rejection naming its sequence number and why).
 ///
@@ -47,6 +67,8 @@ fn dated(record: &Record) -> Option<Timestamp> {
 pub(crate) struct Admission<'a> {
     /// The customer's settings.
     pub(crate) settings: &'a CustomerSettings,
+    /// The device the connection's certificate names.
+    pub(crate) device: &'a DeviceId,
     /// Consent per program, as the device's hello declared it.
     pub(crate) hello_consent: &'a [(Program, bool)],
     /// The batch's program.
@@ -63,7 +85,7 @@ pub(crate) fn admit(
     records: Vec<Record>,
     counts: &RefusalCounts,
 ) -> (Vec<Option<Record>>, Vec<Rejection>) {
-    let Admission { settings, hello_consent, program: batch_program, now, max_future_skew } = *ctx;
+    let Admission { settings, device, hello_consent, program: batch_program, now, max_future_skew } = *ctx;
     use std::sync::atomic::Ordering::Relaxed;
     let latest = now.checked_add(max_future_skew).unwrap_or(now);
     let device_consents = |p: Program| hello_consent.iter().any(|(q, on)| *q == p && *on);
@@ -108,6 +130,15 @@ pub(crate) fn admit(
                 // customer's benchmarks would carry it.
                 counts.field_form.fetch_add(1, Relaxed);
                 Some((RejectCode::FIELD_FORM, format!("device summary: {why}")))
+            } else if let RecordBody::Consent(c) = &record.body
+                && let Some(why) = consent_problem(c, record.program, device, settings, now)
+            {
+                // A person's consent is the basis of their records: only
+                // the device that recorded it may send it, about the
+                // program it travels under, and not from before anything
+                // of that device could still be kept.
+                counts.field_form.fetch_add(1, Relaxed);
+                Some((RejectCode::FIELD_FORM, format!("consent record: {why}")))
             } else if dated(&record).is_some_and(|t| t > latest) {
                 counts.future.fetch_add(1, Relaxed);
                 Some((

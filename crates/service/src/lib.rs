@@ -947,6 +947,7 @@ impl Service {
         let settings = self.settings();
         let ctx = admission::Admission {
             settings: cs,
+            device,
             hello_consent: &hello.consent,
             program: batch.program,
             now: clock,

@@ -72,14 +72,14 @@ const V5: &str = "
 
 /// The stored code of a consent source: written out, never a declaration
 /// position.
-fn consent_source_code(source: ConsentSource) -> i64 {
+fn consent_source_code(source: ConsentSource) -> Option<i64> {
     match source {
-        ConsentSource::Installer => 1,
-        ConsentSource::Settings => 2,
-        ConsentSource::Administrator => 3,
+        ConsentSource::Installer => Some(1),
+        ConsentSource::Settings => Some(2),
+        ConsentSource::Administrator => Some(3),
         // `ConsentSource` may grow: a source this version does not know
         // cannot be stored by it.
-        _ => 0,
+        _ => None,
     }
 }
 
@@ -399,31 +399,7 @@ impl Spool {
         now: Timestamp,
     ) -> Result<Vec<u64>> {
         let tx = self.conn.transaction().op("starting an append")?;
-        let mut seqs = Vec::with_capacity(records.len());
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO spool (program, class, recorded_at, size, format, key_id, payload, subject) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .op("preparing an append")?;
-            for (record, subject) in records {
-                let (key_id, payload) = seal(record, self.options.key.as_ref())?;
-                let class = i64::from(RecordClass::of(&record.body) == RecordClass::Object);
-                insert
-                    .execute(params![
-                        program_code(record.program),
-                        class,
-                        nanos(record_time(record, now)),
-                        payload.len() as i64,
-                        Format::CURRENT.code(),
-                        key_id,
-                        payload,
-                        subject.as_ref().map(|s| &s.0[..])
-                    ])
-                    .op("appending a record")?;
-                seqs.push(tx.last_insert_rowid() as u64);
-            }
-        }
+        let seqs = insert_records(&tx, self.options.key.as_ref(), records, now)?;
         if let Some(p) = position {
             tx.execute(
                 "INSERT INTO sources (source, identity, generation, offset, line) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -622,8 +598,9 @@ impl Spool {
     /// transaction, appends `record` (the consent record that travels with
     /// the data, filed under the person) if given; a withdrawal also
     /// removes every waiting record of the person and program (counted as
-    /// purged) and checkpoints, so the removed payloads leave the file and
-    /// its log.
+    /// purged) in that transaction, then checkpoints, so the removed
+    /// payloads leave the file and its log. Either all of it is on disk or
+    /// none.
     ///
     /// # Errors
     ///
@@ -636,25 +613,27 @@ impl Spool {
         record: Option<&Record>,
         now: Timestamp,
     ) -> Result<ConsentChange> {
+        let source = consent_source_code(state.source).ok_or_else(|| crate::Error::Corrupt {
+            what: "consent",
+            reason: "a source this version has no stored code for".to_owned(),
+        })?;
         let tx = self.conn.transaction().op("starting a consent change")?;
         tx.execute(
             "INSERT INTO consent (subject, program, granted, source, at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(subject, program) DO UPDATE SET granted = ?3, source = ?4, at = ?5",
-            params![
-                &subject.0[..],
-                program_code(program),
-                i64::from(state.granted),
-                consent_source_code(state.source),
-                nanos(state.at)
-            ],
+            params![&subject.0[..], program_code(program), i64::from(state.granted), source, nanos(state.at)],
         )
         .op("saving a consent")?;
         let purged = if state.granted { 0 } else { delete_subject(&tx, subject, program)? };
-        tx.commit().op("committing a consent change")?;
         let seq = match record {
-            Some(r) => Some(self.append_for(&[(r, Some(*subject))], now)?[0]),
+            Some(r) => {
+                insert_records(&tx, self.options.key.as_ref(), std::iter::once((r, Some(*subject))), now)?
+                    .first()
+                    .copied()
+            }
             None => None,
         };
+        tx.commit().op("committing a consent change")?;
         if purged > 0 {
             schema::checkpoint(&self.conn, "checkpointing after a withdrawal")?;
         }
@@ -771,6 +750,40 @@ impl Spool {
     pub fn integrity_check(&self) -> Result<String> {
         self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).op("checking integrity")
     }
+}
+
+/// Inserts records, each with the person it names, in `tx`; returns their
+/// sequence numbers.
+fn insert_records<'r>(
+    tx: &rusqlite::Transaction<'_>,
+    key: Option<&AtRestKey>,
+    records: impl ExactSizeIterator<Item = (&'r Record, Option<Subject>)>,
+    now: Timestamp,
+) -> Result<Vec<u64>> {
+    let mut seqs = Vec::with_capacity(records.len());
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO spool (program, class, recorded_at, size, format, key_id, payload, subject) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .op("preparing an append")?;
+    for (record, subject) in records {
+        let (key_id, payload) = seal(record, key)?;
+        let class = i64::from(RecordClass::of(&record.body) == RecordClass::Object);
+        insert
+            .execute(params![
+                program_code(record.program),
+                class,
+                nanos(record_time(record, now)),
+                payload.len() as i64,
+                Format::CURRENT.code(),
+                key_id,
+                payload,
+                subject.as_ref().map(|s| &s.0[..])
+            ])
+            .op("appending a record")?;
+        seqs.push(tx.last_insert_rowid() as u64);
+    }
+    Ok(seqs)
 }
 
 /// Deletes the waiting records of `program` filed under `subject`, counted

@@ -203,3 +203,46 @@ fn a_source_position_commits_with_its_records_and_expiry_leaves_nothing_in_the_l
         "an expired value is still in the file"
     );
 }
+
+fn personal_use(feature: String) -> privtel_model::Record {
+    use privtel_model::{DeviceId, Event, EventBody, EventId, FeatureUsage, Record, RecordBody};
+    Record {
+        program: Program::PersonalisedUsage,
+        body: RecordBody::Event(Event {
+            id: EventId::random(),
+            device: DeviceId::new("dev-1").unwrap(),
+            user: None,
+            recorded_at: fixtures::base_time(),
+            body: EventBody::FeatureUsage(FeatureUsage { product: "p".into(), feature, count: 1 }),
+        }),
+    }
+}
+
+/// A consent change is one transaction: when its consent record cannot be
+/// written (too large to encode), neither the choice nor the purge happens.
+#[test]
+fn a_consent_change_that_fails_changes_nothing() {
+    use privtel_model::ConsentSource;
+    use privtel_store::{ConsentState, Subject};
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path().join("s.db"), SpoolOptions::default()).unwrap();
+    let now = fixtures::base_time();
+    let s = Subject::from_bytes([9; 32]);
+    spool.append_for(&[(personal_use("a".into()), Some(s))], now).unwrap();
+    let withdrawn = ConsentState::new(false, ConsentSource::Settings, now);
+    let huge = personal_use("x".repeat(17 << 20));
+    let e = spool.record_consent(&s, Program::PersonalisedUsage, withdrawn, Some(&huge), now).unwrap_err();
+    assert!(matches!(e, Error::Encode(_)), "{e}");
+    assert_eq!(spool.consent(&s, Program::PersonalisedUsage).unwrap(), None, "no choice stored");
+    assert_eq!(spool.len(None).unwrap(), 1, "nothing purged");
+    let ok = spool.record_consent(&s, Program::PersonalisedUsage, withdrawn, None, now).unwrap();
+    assert_eq!((ok.purged, ok.seq), (1, None));
+    assert_eq!(spool.consent(&s, Program::PersonalisedUsage).unwrap(), Some(withdrawn));
+    // The purged payload is gone from the file and its log.
+    let bytes: Vec<u8> = ["s.db", "s.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::read(dir.path().join(f)).ok())
+        .flatten()
+        .collect();
+    assert!(!bytes.windows(9).any(|w| w == b"\"feature\""), "a purged payload remains");
+}
