@@ -86,11 +86,13 @@
 
 mod agent;
 mod audit;
+pub mod collect;
 #[cfg(feature = "tls")]
 mod enroll;
 mod error;
 mod event_id;
 mod keys;
+mod marks;
 mod outbox;
 mod retry;
 mod scan;
