@@ -546,7 +546,11 @@ impl Agent {
         self.send(conn, &Message::EnrichQuery(query), now)?;
         match conn.recv()? {
             Message::EnrichAnswer(answer) => {
-                self.looked_up_at(binaries.iter().map(Lookup::Binary), domains.iter().map(Lookup::Domain), now)?;
+                self.looked_up_at(
+                    binaries.iter().map(Lookup::Binary),
+                    domains.iter().map(Lookup::Domain),
+                    now,
+                )?;
                 Ok(privtel_wire::verdicts_for(&answer, &binaries, &domains))
             }
             Message::Error(e) => Err(AgentError::Refused { message: e.message, retryable: e.retryable }),

@@ -36,7 +36,9 @@ fn policy(fields: &str) -> Policy {
 }
 
 fn clear_policy() -> Policy {
-    policy("\"execution.path\" = \"clear\"\n\"execution.username\" = \"clear\"\n\"execution.start\" = \"clear\"\n\"login.time\" = \"clear\"\n\"login.privileges\" = \"clear\"\n")
+    policy(
+        "\"execution.path\" = \"clear\"\n\"execution.username\" = \"clear\"\n\"execution.start\" = \"clear\"\n\"login.time\" = \"clear\"\n\"login.privileges\" = \"clear\"\n",
+    )
 }
 
 /// A copy of `/bin/sleep` under `name` in `dir`, running (killed on drop).
@@ -148,19 +150,20 @@ fn a_started_process_is_reported_once_and_enhanced_again_only_while_it_runs() {
     let mut collector = collector(None);
     // One pass of the agent at `now`: collect, then Enhance what runs.
     // Returns the sightings of the sleeper sent and the report.
-    let mut cycle = |agent: &mut Agent, now: Timestamp, sightings: Option<&[privtel_model::BinarySighting]>| {
-        let (report, collected) = agent.collect_processes(&mut collector, now).unwrap();
-        let ours: Vec<_> = match sightings {
-            Some(s) => s.to_vec(),
-            None => report.sightings.iter().filter(|s| s.sha256 == sha256).cloned().collect(),
+    let mut cycle =
+        |agent: &mut Agent, now: Timestamp, sightings: Option<&[privtel_model::BinarySighting]>| {
+            let (report, collected) = agent.collect_processes(&mut collector, now).unwrap();
+            let ours: Vec<_> = match sightings {
+                Some(s) => s.to_vec(),
+                None => report.sightings.iter().filter(|s| s.sha256 == sha256).cloned().collect(),
+            };
+            let (mut conn, written, served) = connect(&service, peer.clone());
+            let (verdicts, _) = agent.enhance(&mut conn, &ours, &[], now).unwrap();
+            drop(conn);
+            let _ = served.join();
+            let bytes = written.lock().unwrap().clone();
+            (sighted_in(&bytes, &sha256), verdicts, report, collected, ours)
         };
-        let (mut conn, written, served) = connect(&service, peer.clone());
-        let (verdicts, _) = agent.enhance(&mut conn, &ours, &[], now).unwrap();
-        drop(conn);
-        let _ = served.join();
-        let bytes = written.lock().unwrap().clone();
-        (sighted_in(&bytes, &sha256), verdicts, report, collected, ours)
-    };
 
     sleeper.start();
     let mut agent = agent_with(dir.path(), clear_policy());
@@ -249,7 +252,8 @@ fn a_process_path_and_login_the_policy_withholds_are_in_no_byte_of_the_spool() {
         let etc = dir.path().join("etc");
         std::fs::create_dir_all(&folder).unwrap();
         std::fs::create_dir_all(&etc).unwrap();
-        std::fs::write(etc.join("passwd"), format!("{LOGIN}:x:{uid}:{uid}::/home/{LOGIN}:/bin/sh\n")).unwrap();
+        std::fs::write(etc.join("passwd"), format!("{LOGIN}:x:{uid}:{uid}::/home/{LOGIN}:/bin/sh\n"))
+            .unwrap();
         let mut sleeper = Sleeper::copy(&folder, "canary-tool");
         sleeper.start();
         let mut agent = agent_with(dir.path(), policy(fields));
@@ -270,7 +274,8 @@ fn a_process_path_and_login_the_policy_withholds_are_in_no_byte_of_the_spool() {
         assert!(!contains(&bytes, canary), "{canary} in the spool's bytes");
     }
     // Pseudonymised: the pseudonym only.
-    let (decoded, bytes) = run("\"execution.path\" = \"pseudonymise\"\n\"execution.username\" = \"withhold\"\n");
+    let (decoded, bytes) =
+        run("\"execution.path\" = \"pseudonymise\"\n\"execution.username\" = \"withhold\"\n");
     for canary in [FOLDER, LOGIN, "canary-tool"] {
         assert!(!decoded.contains(canary), "{canary} in a spooled record");
         assert!(!contains(&bytes, canary), "{canary} in the spool's bytes");
@@ -367,9 +372,10 @@ fn logins_in(agent: &mut Agent) -> Vec<i64> {
     let mut out: Vec<i64> = spooled
         .into_iter()
         .filter_map(|s| match s.record.body {
-            RecordBody::Event(Event { body: EventBody::Login(Login { time: Personal::Clear(t), .. }), .. }) => {
-                Some(t.unix_seconds() - 1_764_583_200)
-            }
+            RecordBody::Event(Event {
+                body: EventBody::Login(Login { time: Personal::Clear(t), .. }),
+                ..
+            }) => Some(t.unix_seconds() - 1_764_583_200),
             _ => None,
         })
         .collect();
@@ -459,7 +465,10 @@ fn wtmp_is_followed_exactly_once_across_rotation_truncation_and_restarts() {
     let mut agent = open();
     let (report, _) = agent.collect_logins(&log, t0()).unwrap();
     assert_eq!((report.logins, report.bad), (1, 1));
-    assert_eq!(report.problems[0].to_string(), "utmp record at byte 1536 has an unknown type: expected 0 to 9");
+    assert_eq!(
+        report.problems[0].to_string(),
+        "utmp record at byte 1536 has an unknown type: expected 0 to 9"
+    );
 
     let mut expected: Vec<i64> = (0..17).chain(100..103).collect();
     expected.sort_unstable();
@@ -499,7 +508,8 @@ fn a_fake_proc_counts_every_process_it_cannot_report() {
     std::fs::write(proc.join("7").join("stat"), "7 (cut").unwrap(); // malformed
     std::fs::create_dir_all(proc.join("not-a-pid")).unwrap();
 
-    let mut collector = ProcessCollector::new().with_host_files(HostFiles::new(&proc, dir.path().join("etc")));
+    let mut collector =
+        ProcessCollector::new().with_host_files(HostFiles::new(&proc, dir.path().join("etc")));
     let snap = collector.snapshot().unwrap();
     assert_eq!(snap.boot_time, 1_764_547_200);
     let pids: Vec<u32> = snap.processes.iter().map(|p| p.pid).collect();

@@ -90,7 +90,10 @@ impl Write for Recorder {
 pub(crate) type Served = std::thread::JoinHandle<Result<(), privtel_wire::Error>>;
 
 /// A recorded connection to `service` as `peer`, served on a thread.
-pub(crate) fn connect(service: &Arc<Service>, peer: Peer) -> (Connection<Recorder>, Arc<Mutex<Vec<u8>>>, Served) {
+pub(crate) fn connect(
+    service: &Arc<Service>,
+    peer: Peer,
+) -> (Connection<Recorder>, Arc<Mutex<Vec<u8>>>, Served) {
     let (client, server) = pipe();
     let service = Arc::clone(service);
     let served = std::thread::spawn(move || service.handle(Connection::new(server), peer));

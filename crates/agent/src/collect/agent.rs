@@ -315,7 +315,11 @@ impl Agent {
     ///
     /// [`AgentError::Collect`] when the system cannot be read (or off
     /// Linux); a spool error.
-    pub fn collect_performance(&mut self, files: &HostFiles, now: Timestamp) -> Result<Collected, AgentError> {
+    pub fn collect_performance(
+        &mut self,
+        files: &HostFiles,
+        now: Timestamp,
+    ) -> Result<Collected, AgentError> {
         let samples = super::performance_samples(files)?;
         let records = super::system::sample_records(samples, &self.device, now);
         self.collect(records, now)
@@ -371,7 +375,11 @@ fn login_event(
             device: device.clone(),
             user: ctx.users.as_ref().and_then(|u| u(&r.user)),
             recorded_at: now,
-            body: EventBody::Login(Login { time: Personal::Clear(r.time), duration: Personal::Withheld, privileges }),
+            body: EventBody::Login(Login {
+                time: Personal::Clear(r.time),
+                duration: Personal::Withheld,
+                privileges,
+            }),
         }),
     })
 }

@@ -52,7 +52,9 @@ pub const CLOCK_TICKS_PER_SECOND: u64 = 100;
 #[non_exhaustive]
 pub enum CollectError {
     /// This system has no such source (not Linux).
-    #[error("the {collector} collector is not supported on {os}: it reads Linux's /proc, /etc and utmp files")]
+    #[error(
+        "the {collector} collector is not supported on {os}: it reads Linux's /proc, /etc and utmp files"
+    )]
     NotSupported {
         /// Which collector.
         collector: &'static str,

@@ -1,7 +1,6 @@
 //! Executions observed from `/proc`: the running processes, their
 //! executables (hashed through the hash cache) and start times.
 
-
 use privtel_hash::{FileOptions, HashCache, HashedFile};
 use privtel_model::{BinarySighting, Timestamp};
 
@@ -238,7 +237,9 @@ impl ProcessCollector {
                 Err(privtel_hash::Error::File { reason, .. }) => {
                     match reason {
                         privtel_hash::SkipReason::Vanished => snap.vanished += 1,
-                        privtel_hash::SkipReason::Unreadable(e) if e.kind() == ErrorKind::PermissionDenied => {
+                        privtel_hash::SkipReason::Unreadable(e)
+                            if e.kind() == ErrorKind::PermissionDenied =>
+                        {
                             snap.unreadable += 1;
                         }
                         _ => snap.unhashed += 1,

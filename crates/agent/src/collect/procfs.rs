@@ -165,9 +165,8 @@ pub struct LoadAvg {
 pub fn parse_loadavg(text: &str) -> Result<LoadAvg, ProcError> {
     let e = err("/proc/loadavg", "expected three load averages and 'running/total'");
     let mut f = text.split_ascii_whitespace();
-    let mut load = || {
-        f.next().and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite() && *v >= 0.0).ok_or(e)
-    };
+    let mut load =
+        || f.next().and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite() && *v >= 0.0).ok_or(e);
     let (one, five, fifteen) = (load()?, load()?, load()?);
     let (running, total) = f.next().and_then(|v| v.split_once('/')).ok_or(e)?;
     Ok(LoadAvg {
@@ -297,7 +296,8 @@ pub fn privileges_of(uid: u32, login: &str, group: &str) -> Privileges {
     }
     let admin = group.lines().any(|line| {
         let mut cols = line.split(':');
-        let (Some(name), Some(_), Some(_), Some(members)) = (cols.next(), cols.next(), cols.next(), cols.next())
+        let (Some(name), Some(_), Some(_), Some(members)) =
+            (cols.next(), cols.next(), cols.next(), cols.next())
         else {
             return false;
         };

@@ -2,8 +2,8 @@
 //! agent's privileges) and performance samples (load, memory, disks).
 
 use privtel_model::{
-    ConfigSample, Device, DeviceId, DeviceType, Event, EventBody, Finite, OsFamily, OsInfo, PerformanceSample,
-    Personal, Privileges, Program, Record, RecordBody, Timestamp,
+    ConfigSample, Device, DeviceId, DeviceType, Event, EventBody, Finite, OsFamily, OsInfo,
+    PerformanceSample, Personal, Privileges, Program, Record, RecordBody, Timestamp,
 };
 
 use super::{CollectError, CpuInfo, HostFiles, MemInfo};
@@ -125,7 +125,11 @@ impl DeviceInfo {
 }
 
 /// Performance samples as records under anonymous usage, one event each.
-pub(crate) fn sample_records(samples: Vec<PerformanceSample>, device: &DeviceId, now: Timestamp) -> Vec<Record> {
+pub(crate) fn sample_records(
+    samples: Vec<PerformanceSample>,
+    device: &DeviceId,
+    now: Timestamp,
+) -> Vec<Record> {
     samples
         .into_iter()
         .map(|s| {
@@ -202,9 +206,33 @@ fn os_info(release: &super::OsRelease, kernel: Option<String>) -> OsInfo {
 /// File system types that hold no files of their own.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const PSEUDO_FILESYSTEMS: &[&str] = &[
-    "proc", "sysfs", "devpts", "devtmpfs", "tmpfs", "cgroup", "cgroup2", "mqueue", "debugfs", "tracefs",
-    "securityfs", "pstore", "bpf", "autofs", "hugetlbfs", "configfs", "fusectl", "binfmt_misc", "nsfs",
-    "ramfs", "rpc_pipefs", "efivarfs", "squashfs", "overlay", "nfsd", "fuse.gvfsd-fuse", "fuse.portal",
+    "proc",
+    "sysfs",
+    "devpts",
+    "devtmpfs",
+    "tmpfs",
+    "cgroup",
+    "cgroup2",
+    "mqueue",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "pstore",
+    "bpf",
+    "autofs",
+    "hugetlbfs",
+    "configfs",
+    "fusectl",
+    "binfmt_misc",
+    "nsfs",
+    "ramfs",
+    "rpc_pipefs",
+    "efivarfs",
+    "squashfs",
+    "overlay",
+    "nfsd",
+    "fuse.gvfsd-fuse",
+    "fuse.portal",
 ];
 
 /// A mount point as `/proc/self/mounts` writes it, with `\040`-style
@@ -242,7 +270,8 @@ mod linux {
             .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
             .map_err(|error| CollectError::Read { path: release_path, error })?;
         let release = crate::collect::parse_os_release(&text)?;
-        let line = |name: &str| files.proc_text(name).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+        let line =
+            |name: &str| files.proc_text(name).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
         let os = os_info(&release, line("sys/kernel/osrelease"));
         let hostname = line("sys/kernel/hostname");
         let cpu = crate::collect::parse_cpuinfo(&files.proc_text("cpuinfo")?)?;
@@ -255,9 +284,11 @@ mod linux {
             let passwd = files.etc_text("passwd");
             let group = files.etc_text("group");
             match uid {
-                Some(uid) => {
-                    crate::collect::privileges_of(uid, crate::login_of_uid(&passwd, uid).unwrap_or(""), &group)
-                }
+                Some(uid) => crate::collect::privileges_of(
+                    uid,
+                    crate::login_of_uid(&passwd, uid).unwrap_or(""),
+                    &group,
+                ),
                 None => Privileges::Standard,
             }
         };
@@ -308,7 +339,11 @@ mod linux {
         .flatten()
         .collect();
         if disks.filesystems > 0 {
-            out.extend(sample("disk_used_bytes", disks.total.saturating_sub(disks.available) as f64, "bytes"));
+            out.extend(sample(
+                "disk_used_bytes",
+                disks.total.saturating_sub(disks.available) as f64,
+                "bytes",
+            ));
             out.extend(sample("disk_available_bytes", disks.available as f64, "bytes"));
         }
         out.extend(uptime.and_then(|u| sample("uptime_seconds", u, "s")));
