@@ -246,7 +246,7 @@ fn marks_commit_with_their_records_and_follow_their_rules() {
         }),
     };
     let forget_all = MarkChange::Retain { scope: "binary", keep: vec![] };
-    assert!(spool.append_marked(&[huge], None, &[forget_all.clone()], now).is_err());
+    assert!(spool.append_marked(&[huge], None, std::slice::from_ref(&forget_all), now).is_err());
     assert_eq!(spool.marks("binary").unwrap().len(), 2, "the marks are as they were");
 
     // Retain keeps the keys named; ForgetBefore drops what is neither

@@ -16,6 +16,7 @@ use crate::error::AgentError;
 use crate::marks::{self, PROCESS};
 
 /// Whole records read and committed at a time from a login log (384 KiB).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const LOGIN_CHUNK_RECORDS: usize = 1024;
 
 /// The event id of the execution of process `pid` started `ticks` after

@@ -110,6 +110,7 @@ impl HostFiles {
 
     /// Reads `etc/NAME`, empty when it does not exist or cannot be read
     /// (`passwd` and `group` only refine what is recorded).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn etc_text(&self, name: &str) -> String {
         std::fs::read_to_string(self.etc.join(name)).unwrap_or_default()
     }
@@ -124,6 +125,7 @@ impl HostFiles {
 
 /// The uid of login `name` in a `passwd(5)` text (the inverse of
 /// [`login_of_uid`](crate::login_of_uid)).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn uid_of_login(passwd: &str, name: &str) -> Option<u32> {
     passwd.lines().find_map(|line| {
         let mut cols = line.split(':');

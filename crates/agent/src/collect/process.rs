@@ -103,6 +103,7 @@ pub struct ProcessReport {
 pub struct ProcessCollector {
     pub(crate) files: HostFiles,
     cache: HashCache,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     options: FileOptions,
     pub(crate) users: Option<UserIds>,
 }
