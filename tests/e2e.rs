@@ -574,6 +574,7 @@ fn the_sdk_app_reports_usage_and_a_crash_and_withdraws_personalised_usage_half_w
     assert!(!all.contains("ada.canary"), "{all}");
     let bytes = std::fs::read(dir.path().join("engine.db")).unwrap();
     assert!(!bytes.windows(10).any(|w| w == b"ada.canary"));
+}
 
 /// The process collector between the real processes over TLS: a program
 /// the test starts is recorded once (its execution uploaded) and its
