@@ -5,8 +5,14 @@
 //! cargo run --release --example agent -- --server 127.0.0.1:PORT --ca CA.pem
 //!     --customer acme --device dev-01 --policy examples/data/policy.toml --spool spool.db
 //!     [--enroll-token TOKEN] [--scan DIR]... [--web-log FILE] [--user ID] [--audit-log FILE]
-//!     [--once] [--attempts N]
+//!     [--processes] [--wtmp FILE] [--once] [--attempts N]
 //! ```
+//!
+//! `--processes` (Linux) records an execution for each running process not
+//! reported before (its binary hashed through a cache kept in
+//! `SPOOL.proc-cache`), the device's description and performance samples;
+//! the running binaries go to Enhance on the schedule. `--wtmp` follows a
+//! login log (`/var/log/wtmp`) exactly once (docs/COLLECTORS.md).
 //!
 //! The device authenticates with a client certificate (mutual TLS). On its
 //! first upload it enrolls: it makes its own key (which never leaves it),
@@ -39,12 +45,13 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
+use privtel::agent::collect::{HostFiles, LoginLog, ProcessCollector};
 use privtel::agent::{
     Agent, AgentError, AuditLog, AuditOptions, Credentials, RetryBudget, Schedule, WebLog, check_scan_roots,
     current_pseudonym_key, key_path, load_or_create_key, records_from_scan, sightings_from_scan,
 };
 use privtel::filter::{FilterBuilder, Policy, PseudonymKey};
-use privtel::hash::{Algorithms, Progress, ScanHooks, ScannerBuilder};
+use privtel::hash::{Algorithms, HashCache, Progress, ScanHooks, ScannerBuilder};
 use privtel::model::{CustomerId, DeviceId, DomainSighting, KeyId, Program, Timestamp, UserId};
 use privtel::store::SpoolOptions;
 use privtel::wire::{Connection, tls};
@@ -77,6 +84,13 @@ struct Args {
     /// A web log to follow.
     #[arg(long, value_name = "FILE")]
     web_log: Option<PathBuf>,
+    /// Record the running processes (executions), the device's description
+    /// and performance samples (Linux).
+    #[arg(long)]
+    processes: bool,
+    /// A login log in the utmp format to follow (`/var/log/wtmp`).
+    #[arg(long, value_name = "FILE")]
+    wtmp: Option<PathBuf>,
     /// The user the scanned executions are attributed to.
     #[arg(long)]
     user: Option<UserId>,
@@ -132,6 +146,31 @@ fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<
         // the spool; the binaries leave only as anonymous sightings.
         agent.collect(records_from_scan(&scan, agent.device(), args.user.as_ref(), now()), now())?;
         binaries = sightings_from_scan(&scan, now());
+    }
+    if args.processes {
+        let cache_path = args.spool.with_extension("proc-cache");
+        let cache = HashCache::load_or_default(&cache_path)?;
+        let mut collector = ProcessCollector::new().with_cache(cache);
+        let (report, _) = agent.collect_processes(&mut collector, now())?;
+        eprintln!(
+            "agent: {} processes read, {} new; not readable by this account {}, kernel threads {}, ended while read {}",
+            report.running, report.new, report.unreadable, report.kernel_threads, report.vanished
+        );
+        if collector.cache_mut().is_dirty() {
+            collector.cache_mut().save(&cache_path)?;
+        }
+        binaries.extend(report.sightings);
+        binaries.sort_by_key(|b| b.sha256);
+        binaries.dedup_by_key(|b| b.sha256);
+        agent.collect_device(&HostFiles::default(), now())?;
+        agent.collect_performance(&HostFiles::default(), now())?;
+    }
+    if let Some(path) = &args.wtmp {
+        let (report, _) = agent.collect_logins(&LoginLog::new(path), now())?;
+        for problem in &report.problems {
+            eprintln!("agent: skipped {}: {problem}", path.display());
+        }
+        eprintln!("agent: {} new records, {} logins from {}", report.records, report.logins, path.display());
     }
     let mut domains = Vec::new();
     if let Some(path) = &args.web_log {

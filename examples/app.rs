@@ -174,11 +174,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
 fn report(when: &str, r: &privtel::agent::sdk::FlushReport) {
     for e in &r.endpoints {
+        let waiting = e.pending.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
         match &e.error {
-            None => println!("{when}: {} sent {} records, {} waiting", e.name, e.sent, e.pending),
-            Some(err) => {
-                println!("{when}: {} sent {} records, {} waiting ({err})", e.name, e.sent, e.pending)
-            }
+            None => println!("{when}: {} sent {} records, {waiting} waiting", e.name, e.sent),
+            Some(err) => println!("{when}: {} sent {} records, {waiting} waiting ({err})", e.name, e.sent),
         }
     }
 }

@@ -575,3 +575,59 @@ fn the_sdk_app_reports_usage_and_a_crash_and_withdraws_personalised_usage_half_w
     let bytes = std::fs::read(dir.path().join("engine.db")).unwrap();
     assert!(!bytes.windows(10).any(|w| w == b"ada.canary"));
 }
+
+/// The process collector between the real processes over TLS: a program
+/// the test starts is recorded once (its execution uploaded) and its
+/// digests go to Enhance once; a second run of the agent (a restart on the
+/// same spool) repeats neither. The 24-hour and seven-day rules, with an
+/// injected clock, are `crates/agent/tests/collectors.rs`.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_running_program_is_recorded_and_enhanced_once_across_agent_runs() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let c = cloud(dir.path(), &[]);
+    // A copy of sleep with bytes of its own: a digest no other process has.
+    let exe = dir.path().join("privtel-e2e-sleeper");
+    std::fs::copy("/bin/sleep", &exe).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&exe)
+        .unwrap()
+        .write_all(dir.path().as_os_str().as_encoded_bytes())
+        .unwrap();
+    let sha =
+        privtel::hash::hash_file(&exe, &Default::default()).unwrap().digests.sha256.unwrap().to_string();
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Killed(Command::new(&exe).arg("600").spawn().unwrap());
+    let link = format!("/proc/{}/exe", child.0.id());
+    for _ in 0..500 {
+        if std::fs::read_link(&link).is_ok_and(|p| p == exe) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let run = || {
+        let out = agent(dir.path(), &c.addr, &c.ca, &data("policy.toml"), &["--processes"]);
+        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+        text(&std::fs::read(dir.path().join("audit.jsonl")).unwrap())
+    };
+    let naming = |audit: &str, kind: &str| {
+        audit.lines().filter(|l| l.contains(&format!("\"kind\":\"{kind}\"")) && l.contains(&sha)).count()
+    };
+    let first = run();
+    assert_eq!(naming(&first, "sightings"), 1, "its digests go to Enhance once");
+    assert_eq!(naming(&first, "batch"), 1, "its execution is uploaded");
+    assert!(engine(dir.path()).record_count().unwrap() >= 1);
+    let second = run();
+    let added = &second[first.len()..];
+    assert_eq!(naming(added, "sightings"), 0, "looked up already: not due");
+    assert_eq!(naming(added, "batch"), 0, "reported already: not again");
+    assert!(dir.path().join("spool.proc-cache").exists(), "the hash cache is kept between runs");
+}

@@ -1,6 +1,6 @@
 //! The agent: a filter in front of an outbox, and an uploader behind it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -9,11 +9,12 @@ use privtel_model::{
     BatchId, BinarySighting, BinaryVerdict, CustomerId, DeviceId, Digest, Domain, DomainSighting,
     DomainVerdict, Event, EventBody, Generalised, Personal, Program, Record, RecordBody, Timestamp,
 };
-use privtel_store::{AtRestKey, Spool, SpoolOptions};
+use privtel_store::{AtRestKey, MarkChange, Spool, SpoolOptions};
 use privtel_wire::{Batch, Connection, EnrichAnswer, Hello, Message};
 
 use crate::audit::AuditLog;
 use crate::error::AgentError;
+use crate::marks::Lookup;
 use crate::outbox::Outbox;
 use crate::retry::RetryBudget;
 use crate::schedule::Schedule;
@@ -45,7 +46,7 @@ pub struct Collected {
 impl Collected {
     /// Adds what the filter kept and reported; `sighted` is what the
     /// records ask enrichment about (see [`sighted`]).
-    fn merge(&mut self, kept: &[Filtered], report: &RedactionReport, sighted: Sighted) {
+    pub(crate) fn merge(&mut self, kept: &[Filtered], report: &RedactionReport, sighted: Sighted) {
         self.report.merge(report);
         self.records += kept.len();
         let mut binaries: BTreeSet<Digest> = self.binaries.drain(..).collect();
@@ -58,7 +59,7 @@ impl Collected {
 }
 
 /// Binaries and registrable domains sighted in some records.
-type Sighted = (BTreeSet<Digest>, BTreeSet<Domain>);
+pub(crate) type Sighted = (BTreeSet<Digest>, BTreeSet<Domain>);
 
 /// What `records` ask enrichment about, read before the filter: the
 /// digests of binaries and executions, the registrable domains of web
@@ -69,7 +70,7 @@ type Sighted = (BTreeSet<Digest>, BTreeSet<Domain>);
 /// host leave (`web_request.host` clear or generalised): a host the policy
 /// drops or pseudonymises is not sighted, so no byte the agent writes holds
 /// more of it than the policy allows.
-fn sighted(filter: &Filter, records: &[Record]) -> Sighted {
+pub(crate) fn sighted(filter: &Filter, records: &[Record]) -> Sighted {
     let mut out = Sighted::default();
     if !filter.enabled(Program::Enrichment) {
         return out;
@@ -156,21 +157,16 @@ pub struct Delivery<S> {
 /// outbox's content reaches the wire.
 pub struct Agent {
     customer: CustomerId,
-    device: DeviceId,
-    filter: Filter,
-    outbox: Outbox,
+    pub(crate) device: DeviceId,
+    pub(crate) filter: Filter,
+    pub(crate) outbox: Outbox,
     audit: Option<AuditLog>,
-    schedule: Schedule,
-    /// Last lookup of each binary or domain (in memory only: which domains
-    /// a person visited is not written down for this).
-    looked_up: HashMap<LookupKey, Timestamp>,
+    pub(crate) schedule: Schedule,
+    /// The key of the spool's marks (`PATH.marks.key`): what the agent
+    /// remembers of processes, binaries and domains is kept under keyed
+    /// hashes of them, never their names (docs/COLLECTORS.md).
+    pub(crate) marks: crate::marks::MarkKey,
     query_counter: u64,
-}
-
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-enum LookupKey {
-    Binary(Digest),
-    Domain(Domain),
 }
 
 impl std::fmt::Debug for Agent {
@@ -186,7 +182,13 @@ impl Agent {
     /// An agent on a spool it opened itself: the agent owns the spool and
     /// lends it out only as an [`Outbox`] (no caller hands it a spool that
     /// was filled some other way).
-    fn new(customer: CustomerId, device: DeviceId, filter: Filter, spool: Spool) -> Self {
+    fn new(
+        customer: CustomerId,
+        device: DeviceId,
+        filter: Filter,
+        spool: Spool,
+        marks: crate::marks::MarkKey,
+    ) -> Self {
         Self {
             customer,
             device,
@@ -194,7 +196,7 @@ impl Agent {
             outbox: Outbox::new(spool),
             audit: None,
             schedule: Schedule::default(),
-            looked_up: HashMap::new(),
+            marks,
             query_counter: 0,
         }
     }
@@ -202,7 +204,9 @@ impl Agent {
     /// Opens the spool at `path`, sealed (AES-256-GCM) with the key in
     /// `PATH.seal.key` — created 0600 on first run, refused if group or
     /// others may read it — unless `options.key` names another key, and
-    /// makes an agent on it.
+    /// makes an agent on it. What the agent remembers between runs of
+    /// processes, binaries and domains is kept in the spool under hashes
+    /// keyed with `PATH.marks.key` (created 0600 likewise).
     ///
     /// # Errors
     ///
@@ -219,8 +223,9 @@ impl Agent {
             let secret = crate::keys::load_or_create_key(key_path(path, "seal"))?;
             options.key = Some(AtRestKey::new(1, secret));
         }
+        let marks = crate::marks::MarkKey::new(crate::keys::load_or_create_key(key_path(path, "marks"))?);
         let spool = Spool::open(path, options)?;
-        Ok(Self::new(customer, device, filter, spool))
+        Ok(Self::new(customer, device, filter, spool, marks))
     }
 
     /// Writes every message the agent sends, decoded, to `audit`, so a
@@ -526,11 +531,8 @@ impl Agent {
         if !self.filter.enabled(Program::Enrichment) {
             return Ok((Vec::new(), Vec::new()));
         }
-        let due = |key: LookupKey| self.is_due(&key, now);
-        let binaries: Vec<Digest> =
-            binaries.iter().filter(|b| due(LookupKey::Binary(**b))).copied().collect();
-        let domains: Vec<Domain> =
-            domains.iter().filter(|d| due(LookupKey::Domain((*d).clone()))).cloned().collect();
+        let binaries = self.due(binaries, |b| Lookup::Binary(b), now)?;
+        let domains = self.due(domains, |d| Lookup::Domain(d), now)?;
         if binaries.is_empty() && domains.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
@@ -544,7 +546,11 @@ impl Agent {
         self.send(conn, &Message::EnrichQuery(query), now)?;
         match conn.recv()? {
             Message::EnrichAnswer(answer) => {
-                self.looked_up_at(binaries.iter().copied(), domains.iter().cloned(), now);
+                self.looked_up_at(
+                    binaries.iter().map(Lookup::Binary),
+                    domains.iter().map(Lookup::Domain),
+                    now,
+                )?;
                 Ok(privtel_wire::verdicts_for(&answer, &binaries, &domains))
             }
             Message::Error(e) => Err(AgentError::Refused { message: e.message, retryable: e.retryable }),
@@ -580,11 +586,8 @@ impl Agent {
         if !self.filter.enabled(Program::Enrichment) {
             return Ok((Vec::new(), Vec::new()));
         }
-        let due = |key: LookupKey| self.is_due(&key, now);
-        let binaries: Vec<BinarySighting> =
-            binaries.iter().filter(|b| due(LookupKey::Binary(b.sha256))).cloned().collect();
-        let domains: Vec<DomainSighting> =
-            domains.iter().filter(|d| due(LookupKey::Domain(d.domain.clone()))).cloned().collect();
+        let binaries = self.due(binaries, |b| Lookup::Binary(&b.sha256), now)?;
+        let domains = self.due(domains, |d| Lookup::Domain(&d.domain), now)?;
         if binaries.is_empty() && domains.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
@@ -606,7 +609,11 @@ impl Agent {
                 Message::EnrichAnswer(EnrichAnswer::Direct { query_id: id, binaries: vb, domains: vd })
                     if id == query_id =>
                 {
-                    self.looked_up_at(b.iter().map(|s| s.sha256), d.iter().map(|s| s.domain.clone()), now);
+                    self.looked_up_at(
+                        b.iter().map(|s| Lookup::Binary(&s.sha256)),
+                        d.iter().map(|s| Lookup::Domain(&s.domain)),
+                        now,
+                    )?;
                     out_b.extend(vb);
                     out_d.extend(vd);
                 }
@@ -622,23 +629,37 @@ impl Agent {
         Ok((out_b, out_d))
     }
 
-    /// Whether a binary's or site's verdict is due (never looked up, or
-    /// due again under the schedule).
-    fn is_due(&self, key: &LookupKey, now: Timestamp) -> bool {
-        self.schedule.needs_evaluation(now, self.looked_up.get(key).copied(), now)
+    /// The items of `items` whose verdict is due now (never looked up, or
+    /// due again under the schedule, from the marks in the spool: see
+    /// [`crate::marks`]).
+    fn due<T: Clone>(
+        &self,
+        items: &[T],
+        key: impl Fn(&T) -> Lookup<'_>,
+        now: Timestamp,
+    ) -> Result<Vec<T>, AgentError> {
+        let mut out = Vec::new();
+        for item in items {
+            if crate::marks::is_due(&self.outbox, &self.marks, &self.schedule, key(item), now)? {
+                out.push(item.clone());
+            }
+        }
+        Ok(out)
     }
 
-    /// Records that these binaries and sites were looked up at `now`.
-    fn looked_up_at(
+    /// Records, durably, that these binaries and sites were looked up at
+    /// `now`, and forgets marks long unused.
+    fn looked_up_at<'a>(
         &mut self,
-        binaries: impl Iterator<Item = Digest>,
-        domains: impl Iterator<Item = Domain>,
+        binaries: impl Iterator<Item = Lookup<'a>>,
+        domains: impl Iterator<Item = Lookup<'a>>,
         now: Timestamp,
-    ) {
-        let keys = binaries.map(LookupKey::Binary).chain(domains.map(LookupKey::Domain));
-        for key in keys {
-            self.looked_up.insert(key, now);
-        }
+    ) -> Result<(), AgentError> {
+        let mut changes: Vec<MarkChange> =
+            binaries.chain(domains).map(|l| crate::marks::evaluated(&self.marks, l, now)).collect();
+        changes.extend(crate::marks::forget_old(now));
+        self.outbox.update_marks(&changes, now)?;
+        Ok(())
     }
 
     /// Ends the conversation.

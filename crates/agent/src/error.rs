@@ -65,6 +65,10 @@ pub enum AgentError {
         /// What failed (in the message, so not repeated as a source).
         error: std::io::Error,
     },
+    /// An endpoint collector could not read the system (or the system
+    /// has no such source: [`crate::collect::CollectError::NotSupported`]).
+    #[error(transparent)]
+    Collect(#[from] crate::collect::CollectError),
     /// A scan root does not exist or cannot be read.
     #[error("scan root {path}: {error}")]
     ScanRoot {

@@ -31,7 +31,15 @@
 //! * [`AuditLog`] — what left the device, 0600, rotated by size, expired by
 //!   TTL. [`load_or_create_key`] — key files created 0600 and refused when
 //!   others may read them.
-//! * [`Schedule`] — the enrichment schedule as pure functions of `now`.
+//! * [`collect`] — endpoint collectors (Linux): [`Agent::collect_processes`]
+//!   (executions from `/proc`, digests through the hash cache, each
+//!   process once across restarts), [`Agent::collect_logins`] (`wtmp`
+//!   followed exactly once), [`Agent::collect_device`] and
+//!   [`Agent::collect_performance`]; elsewhere a typed "not supported".
+//! * [`Schedule`] — the enrichment schedule as pure functions of `now`;
+//!   what it decides from (when each binary last ran and was last
+//!   evaluated, when each domain was looked up) is kept in the spool, so
+//!   it holds across restarts (docs/COLLECTORS.md).
 //! * [`device_summary`] — what leaves the device for benchmarking: a
 //!   period's counts and its Digital Experience Score, no user, no device id.
 //!
@@ -86,11 +94,13 @@
 
 mod agent;
 mod audit;
+pub mod collect;
 #[cfg(feature = "tls")]
 mod enroll;
 mod error;
 mod event_id;
 mod keys;
+mod marks;
 mod outbox;
 mod retry;
 mod scan;

@@ -2,7 +2,9 @@
 
 use privtel_filter::Filtered;
 use privtel_model::{Program, Timestamp};
-use privtel_store::{ConsentChange, ConsentState, SourcePosition, Spool, SpoolCounters, Spooled, Subject};
+use privtel_store::{
+    ConsentChange, ConsentState, Mark, MarkChange, SourcePosition, Spool, SpoolCounters, Spooled, Subject,
+};
 
 use crate::error::AgentError;
 
@@ -191,6 +193,34 @@ impl Outbox {
     /// The spool, to read (counters, integrity checks). It cannot append.
     pub fn spool(&self) -> &Spool {
         &self.spool
+    }
+
+    /// Appends filtered records, saves `position` if given and applies
+    /// `changes` to the marks, in one transaction.
+    pub(crate) fn append_marked(
+        &mut self,
+        records: &[Filtered],
+        position: Option<&SourcePosition>,
+        changes: &[MarkChange],
+        now: Timestamp,
+    ) -> Result<Vec<u64>, AgentError> {
+        Ok(self.spool.append_marked(records, position, changes, now)?)
+    }
+
+    /// Applies `changes` to the marks (one transaction).
+    pub(crate) fn update_marks(&mut self, changes: &[MarkChange], now: Timestamp) -> Result<(), AgentError> {
+        self.spool.append_marked::<Filtered>(&[], None, changes, now)?;
+        Ok(())
+    }
+
+    /// The mark of `key` in `scope`.
+    pub(crate) fn mark(&self, scope: &str, key: &[u8]) -> Result<Option<Mark>, AgentError> {
+        Ok(self.spool.mark(scope, key)?)
+    }
+
+    /// Every mark of `scope`.
+    pub(crate) fn marks(&self, scope: &str) -> Result<Vec<(Vec<u8>, Mark)>, AgentError> {
+        Ok(self.spool.marks(scope)?)
     }
 
     pub(crate) fn next_run(&self, max: usize) -> Result<Option<(Program, Vec<Spooled>)>, AgentError> {

@@ -108,7 +108,7 @@ impl SourceReport {
 
 /// A file's identity: device and inode (on Unix), so a replaced file is
 /// told from a grown one.
-fn identity(meta: &std::fs::Metadata) -> Vec<u8> {
+pub(crate) fn identity(meta: &std::fs::Metadata) -> Vec<u8> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt as _;
@@ -328,7 +328,7 @@ struct Ctx<'a> {
 }
 
 /// Opens a file for reading without blocking on a FIFO (Linux).
-fn open_nonblocking(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(target_os = "linux")]
@@ -338,7 +338,7 @@ fn open_nonblocking(path: &Path) -> std::io::Result<File> {
 
 /// A file beside `path` whose name starts with `path`'s and whose identity
 /// is `identity` (`access.log.1`, `access.log-20261130`, …).
-fn find_rotated(path: &Path, identity_wanted: &[u8]) -> Option<PathBuf> {
+pub(crate) fn find_rotated(path: &Path, identity_wanted: &[u8]) -> Option<PathBuf> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),

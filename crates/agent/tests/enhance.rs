@@ -17,7 +17,7 @@ use privtel_store::{EngineStore, SpoolOptions, SqliteEngine};
 use privtel_testkit::{End, fixtures, pipe};
 use privtel_wire::{Connection, Message, VerdictIndex};
 
-const DEVICE: &str = "dev-canary-4242";
+pub(crate) const DEVICE: &str = "dev-canary-4242";
 const USER: &str = "user-canary-9191";
 const FOLDER: &str = "home-of-canary-alice";
 
@@ -37,7 +37,7 @@ fn agent(dir: &Path) -> Agent {
 }
 
 /// An agent of acme's device `DEVICE` under `policy`, spooling in `dir`.
-fn agent_with(dir: &Path, policy: Policy) -> Agent {
+pub(crate) fn agent_with(dir: &Path, policy: Policy) -> Agent {
     let filter = FilterBuilder::new()
         .policy(policy)
         .customer(CustomerId::new("acme").unwrap())
@@ -53,7 +53,7 @@ fn agent_with(dir: &Path, policy: Policy) -> Agent {
     .unwrap()
 }
 
-fn service(dir: &Path, known: &BinaryVerdict) -> Arc<Service> {
+pub(crate) fn service(dir: &Path, known: &BinaryVerdict) -> Arc<Service> {
     let engine = SqliteEngine::open(dir.join("engine.db"), Default::default()).unwrap();
     let settings =
         Settings::with_customers([CustomerSettings::new(CustomerId::new("acme").unwrap(), policy())]);
@@ -63,7 +63,7 @@ fn service(dir: &Path, known: &BinaryVerdict) -> Arc<Service> {
 }
 
 /// A client stream that keeps a copy of every byte written to it.
-struct Recorder {
+pub(crate) struct Recorder {
     inner: End,
     written: Arc<Mutex<Vec<u8>>>,
 }
@@ -87,10 +87,13 @@ impl Write for Recorder {
 }
 
 /// The service's side of a connection, on its thread.
-type Served = std::thread::JoinHandle<Result<(), privtel_wire::Error>>;
+pub(crate) type Served = std::thread::JoinHandle<Result<(), privtel_wire::Error>>;
 
 /// A recorded connection to `service` as `peer`, served on a thread.
-fn connect(service: &Arc<Service>, peer: Peer) -> (Connection<Recorder>, Arc<Mutex<Vec<u8>>>, Served) {
+pub(crate) fn connect(
+    service: &Arc<Service>,
+    peer: Peer,
+) -> (Connection<Recorder>, Arc<Mutex<Vec<u8>>>, Served) {
     let (client, server) = pipe();
     let service = Arc::clone(service);
     let served = std::thread::spawn(move || service.handle(Connection::new(server), peer));
@@ -98,12 +101,12 @@ fn connect(service: &Arc<Service>, peer: Peer) -> (Connection<Recorder>, Arc<Mut
     (Connection::new(Recorder { inner: client, written: Arc::clone(&written) }), written, served)
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
+pub(crate) fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 /// The frames of `bytes`, decoded.
-fn messages(bytes: &[u8]) -> Vec<Message> {
+pub(crate) fn messages(bytes: &[u8]) -> Vec<Message> {
     let mut out = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {

@@ -1,5 +1,6 @@
 //! Integration tests of the agent: one binary, a module per subject.
 
+mod collectors;
 mod enhance;
 mod inprocess;
 mod pure;

@@ -155,6 +155,79 @@ impl HashCache {
         }
     }
 
+    /// Hashes the one file at `path` (a symbolic link is followed, so
+    /// `/proc/PID/exe` names a running program's file even when it was
+    /// deleted) unless this cache holds digests of its current version:
+    /// then the file is only stat'ed. The digests are recorded in the
+    /// cache and the entry marked used, as a scan would.
+    ///
+    /// ```
+    /// use privtel_hash::{FileOptions, HashCache};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("privtel-cache-file-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// std::fs::write(dir.join("tool"), b"#!/bin/sh\n")?;
+    /// let mut cache = HashCache::new();
+    /// let first = cache.hash_file(dir.join("tool"), &FileOptions::default())?;
+    /// let second = cache.hash_file(dir.join("tool"), &FileOptions::default())?;
+    /// assert!(!first.from_cache && second.from_cache);
+    /// assert_eq!(first.digests, second.digests);
+    /// std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::File`] with the [`SkipReason`](crate::SkipReason) when the
+    /// file is not hashed (gone, unreadable, not a regular file, changed
+    /// while read, or skipped under `options`).
+    pub fn hash_file(
+        &mut self,
+        path: impl AsRef<Path>,
+        options: &crate::FileOptions,
+    ) -> Result<crate::HashedFile> {
+        use crate::error::SkipReason;
+        let path = path.as_ref();
+        let fail = |reason| Error::File { path: path.to_owned(), reason };
+        let meta = fs::metadata(path).map_err(|e| fail(SkipReason::from_open_error(e)))?;
+        let stat = crate::file::Stat::of(&meta);
+        if !stat.regular {
+            return Err(fail(SkipReason::NotRegular));
+        }
+        let key = Key {
+            identity: stat.identity,
+            #[cfg(not(unix))]
+            path: path.to_owned(),
+        };
+        if let Some((entry, hit)) = self.get(&key) {
+            let too_large = options.max_size.is_some_and(|limit| stat.size() > limit);
+            let skip = options.executables_only && entry.format.is_none();
+            if !too_large && !skip && options.algorithms.satisfied_by(&entry.digests) {
+                hit.mark();
+                return Ok(crate::HashedFile {
+                    path: path.to_owned(),
+                    size: stat.size(),
+                    modified: stat.modified,
+                    digests: entry.digests,
+                    format: entry.format.clone(),
+                    from_cache: true,
+                });
+            }
+        }
+        let (hashed, identity) =
+            crate::file::hash_file_inner(path, options, Some(&stat), None).map_err(fail)?;
+        let entry = Entry { digests: hashed.digests, format: hashed.format.clone() };
+        self.put(
+            Key {
+                identity,
+                #[cfg(not(unix))]
+                path: path.to_owned(),
+            },
+            entry,
+        );
+        Ok(crate::HashedFile { path: path.to_owned(), ..hashed })
+    }
+
     /// Whether the cache changed since it was loaded or saved.
     pub fn is_dirty(&self) -> bool {
         self.dirty

@@ -150,7 +150,8 @@ pub mod parts {
     pub use crate::mention::{DIGEST_LEN, Digest, MentionKind, Secret, mentions};
 }
 pub use spool::{
-    ConsentChange, ConsentState, SourcePosition, Spool, SpoolCounters, SpoolOptions, Spooled, Subject,
+    ConsentChange, ConsentState, Mark, MarkChange, SourcePosition, Spool, SpoolCounters, SpoolOptions,
+    Spooled, Subject,
 };
 
 // The model types this crate's API takes and returns, so that a program

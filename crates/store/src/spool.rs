@@ -148,6 +148,20 @@ pub struct ConsentChange {
     pub purged: u64,
 }
 
+/// Version 6: what the agent remembers between runs besides read
+/// positions — processes already reported, when each binary was last
+/// active and last evaluated, when each domain was last looked up — as
+/// [`Mark`]s under opaque keys the agent derives (docs/COLLECTORS.md).
+const V6: &str = "
+    CREATE TABLE marks (
+        scope TEXT NOT NULL,        -- what is marked ('process', 'binary', 'domain', ...)
+        key BLOB NOT NULL,          -- opaque to the spool: the agent's keyed hash
+        last_active INTEGER,        -- unix seconds; NULL when unknown
+        last_evaluated INTEGER,     -- unix seconds; NULL when never
+        PRIMARY KEY (scope, key)
+    ) WITHOUT ROWID;
+";
+
 /// Version 4: the spool's stream id, random, nonzero, made once: the
 /// service keeps a high-water mark per (customer, device, stream), so a new
 /// spool (a reinstalled agent) starts a mark of its own rather than seeing
@@ -195,6 +209,61 @@ impl SourcePosition {
     ) -> Self {
         Self { source: source.into(), identity, generation, offset, line }
     }
+}
+
+/// What the spool remembers of one marked thing (a process, a binary, a
+/// domain), saved with [`MarkChange`]s in the same transaction as the
+/// records they concern ([`Spool::append_marked`]). Times are whole
+/// seconds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub struct Mark {
+    /// When it was last active (ran, was visited), if known.
+    pub last_active: Option<Timestamp>,
+    /// When it was last evaluated (looked up), if ever.
+    pub last_evaluated: Option<Timestamp>,
+}
+
+/// A change to the spool's marks. A scope names a kind of mark
+/// (`"process"`, `"binary"`); a key is opaque to the spool.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum MarkChange {
+    /// `key` was active at `at`; an earlier time already marked is
+    /// replaced, a later one kept.
+    Active {
+        /// The kind of mark.
+        scope: &'static str,
+        /// The opaque key.
+        key: Vec<u8>,
+        /// When.
+        at: Timestamp,
+    },
+    /// `key` was evaluated at `at`.
+    Evaluated {
+        /// The kind of mark.
+        scope: &'static str,
+        /// The opaque key.
+        key: Vec<u8>,
+        /// When.
+        at: Timestamp,
+    },
+    /// Every mark of `scope` whose key is not in `keep` is forgotten (the
+    /// processes no longer running).
+    Retain {
+        /// The kind of mark.
+        scope: &'static str,
+        /// The keys kept.
+        keep: Vec<Vec<u8>>,
+    },
+    /// Every mark of `scope` neither active nor evaluated since `before`
+    /// is forgotten.
+    ForgetBefore {
+        /// The kind of mark.
+        scope: &'static str,
+        /// The cut-off.
+        before: Timestamp,
+    },
 }
 
 /// Limits and retention of a spool.
@@ -293,6 +362,7 @@ impl Spool {
                 Step::Sql(V3),
                 Step::Code(&make_stream_id),
                 Step::Sql(V5),
+                Step::Sql(V6),
             ],
         )?;
         // A device's spool is a queue, not an index to search: a small page
@@ -348,6 +418,40 @@ impl Spool {
             .op("reading a source position")
     }
 
+    /// The mark of `key` in `scope`, if any.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn mark(&self, scope: &str, key: &[u8]) -> Result<Option<Mark>> {
+        self.conn
+            .query_row(
+                "SELECT last_active, last_evaluated FROM marks WHERE scope = ?1 AND key = ?2",
+                params![scope, key],
+                |r| Ok(Mark { last_active: seconds(r.get(0)?), last_evaluated: seconds(r.get(1)?) }),
+            )
+            .optional()
+            .op("reading a mark")
+    }
+
+    /// Every mark of `scope`, by key.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn marks(&self, scope: &str) -> Result<Vec<(Vec<u8>, Mark)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key, last_active, last_evaluated FROM marks WHERE scope = ?1")
+            .op("reading marks")?;
+        let rows = stmt
+            .query_map([scope], |r| {
+                Ok((r.get(0)?, Mark { last_active: seconds(r.get(1)?), last_evaluated: seconds(r.get(2)?) }))
+            })
+            .op("reading marks")?;
+        rows.map(|r| r.op("reading marks")).collect()
+    }
+
     /// Appends records in one transaction (one disk sync for all: the group
     /// commit that makes many small appends cheap); returns their sequence
     /// numbers, in order, once all are durable.
@@ -373,7 +477,7 @@ impl Spool {
         position: Option<&SourcePosition>,
         now: Timestamp,
     ) -> Result<Vec<u64>> {
-        self.append_with(records.iter().map(|r| (r.borrow(), None)), position, now)
+        self.append_marked(records, position, &[], now)
     }
 
     /// Appends records, each with the person it names (if any), in one
@@ -389,16 +493,50 @@ impl Spool {
         records: &[(R, Option<Subject>)],
         now: Timestamp,
     ) -> Result<Vec<u64>> {
-        self.append_with(records.iter().map(|(r, s)| (r.borrow(), *s)), None, now)
+        self.append_with(records.iter().map(|(r, s)| (r.borrow(), *s)), None, &[], now)
+    }
+
+    /// [`Spool::append_at`], also applying `changes` to the marks in the
+    /// same transaction: a collector's state (the processes it reported,
+    /// the binaries it saw run) is on disk exactly when the records it
+    /// produced are.
+    ///
+    /// ```
+    /// use privtel_store::{MarkChange, Spool, SpoolOptions, Timestamp};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let mut spool = Spool::open(dir.path().join("spool.db"), SpoolOptions::default())?;
+    /// let now: Timestamp = "2026-11-27T10:00:00Z".parse()?;
+    /// let seen = MarkChange::Active { scope: "binary", key: vec![1; 16], at: now };
+    /// spool.append_marked::<privtel_store::Record>(&[], None, &[seen], now)?;
+    /// assert_eq!(spool.mark("binary", &[1; 16])?.unwrap().last_active, Some(now));
+    /// assert_eq!(spool.mark("binary", &[2; 16])?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A database or encoding error; nothing is appended, and neither the
+    /// position nor any mark changes, then.
+    pub fn append_marked<R: Borrow<Record>>(
+        &mut self,
+        records: &[R],
+        position: Option<&SourcePosition>,
+        changes: &[MarkChange],
+        now: Timestamp,
+    ) -> Result<Vec<u64>> {
+        self.append_with(records.iter().map(|r| (r.borrow(), None)), position, changes, now)
     }
 
     fn append_with<'r>(
         &mut self,
         records: impl ExactSizeIterator<Item = (&'r Record, Option<Subject>)>,
         position: Option<&SourcePosition>,
+        changes: &[MarkChange],
         now: Timestamp,
     ) -> Result<Vec<u64>> {
         let tx = self.conn.transaction().op("starting an append")?;
+        apply_marks(&tx, changes)?;
         let seqs = insert_records(&tx, self.options.key.as_ref(), records, now)?;
         if let Some(p) = position {
             tx.execute(
@@ -806,6 +944,58 @@ fn bump(tx: &rusqlite::Transaction<'_>, name: &str, n: u64) -> Result<()> {
             params![name, n as i64],
         )
         .op("updating counters")?;
+    }
+    Ok(())
+}
+
+/// A time read back from a mark (whole seconds).
+fn seconds(v: Option<i64>) -> Option<Timestamp> {
+    v.and_then(|s| Timestamp::from_unix_seconds(s).ok())
+}
+
+/// Applies mark changes inside an append's transaction.
+fn apply_marks(tx: &rusqlite::Transaction<'_>, changes: &[MarkChange]) -> Result<()> {
+    for change in changes {
+        match change {
+            MarkChange::Active { scope, key, at } => {
+                tx.execute(
+                    "INSERT INTO marks (scope, key, last_active) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(scope, key) DO UPDATE SET last_active = max(coalesce(last_active, ?3), ?3)",
+                    params![scope, key, at.unix_seconds()],
+                )
+                .op("marking an activity")?;
+            }
+            MarkChange::Evaluated { scope, key, at } => {
+                tx.execute(
+                    "INSERT INTO marks (scope, key, last_evaluated) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(scope, key) DO UPDATE SET last_evaluated = ?3",
+                    params![scope, key, at.unix_seconds()],
+                )
+                .op("marking an evaluation")?;
+            }
+            MarkChange::Retain { scope, keep } => {
+                let keep: std::collections::HashSet<&[u8]> = keep.iter().map(Vec::as_slice).collect();
+                let keys: Vec<Vec<u8>> = {
+                    let mut stmt =
+                        tx.prepare_cached("SELECT key FROM marks WHERE scope = ?1").op("reading marks")?;
+                    let rows = stmt.query_map([scope], |r| r.get(0)).op("reading marks")?;
+                    rows.collect::<std::result::Result<_, _>>().op("reading marks")?
+                };
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM marks WHERE scope = ?1 AND key = ?2")
+                    .op("forgetting a mark")?;
+                for key in keys.iter().filter(|k| !keep.contains(k.as_slice())) {
+                    delete.execute(params![scope, key]).op("forgetting a mark")?;
+                }
+            }
+            MarkChange::ForgetBefore { scope, before } => {
+                tx.execute(
+                    "DELETE FROM marks WHERE scope = ?1 AND max(coalesce(last_active, 0), coalesce(last_evaluated, 0)) < ?2",
+                    params![scope, before.unix_seconds()],
+                )
+                .op("forgetting old marks")?;
+            }
+        }
     }
     Ok(())
 }

@@ -246,3 +246,63 @@ fn a_consent_change_that_fails_changes_nothing() {
         .collect();
     assert!(!bytes.windows(9).any(|w| w == b"\"feature\""), "a purged payload remains");
 }
+
+#[test]
+fn marks_commit_with_their_records_and_follow_their_rules() {
+    use privtel_model::{Event, EventBody, FeatureUsage, Record, RecordBody, Timestamp};
+    use privtel_store::{Mark, MarkChange};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    let mut spool = Spool::open(&path, SpoolOptions::default()).unwrap();
+    let now = fixtures::base_time();
+    let at = |h: i64| now.checked_add(Duration::hours(h)).unwrap();
+    let active = |key: u8, h| MarkChange::Active { scope: "binary", key: vec![key], at: at(h) };
+    let none: &[Record] = &[];
+    spool.append_marked(none, None, &[active(1, 5), active(1, 2), active(2, 0)], now).unwrap();
+    spool
+        .append_marked(none, None, &[MarkChange::Evaluated { scope: "binary", key: vec![1], at: at(6) }], now)
+        .unwrap();
+    drop(spool);
+    let mut spool = Spool::open(&path, SpoolOptions::default()).unwrap();
+    let mark = spool.mark("binary", &[1]).unwrap().unwrap();
+    assert_eq!(
+        (mark.last_active, mark.last_evaluated),
+        (Some(at(5)), Some(at(6))),
+        "the later activity is kept"
+    );
+    assert_eq!(spool.mark("binary", &[2]).unwrap().map(|m: Mark| m.last_evaluated), Some(None));
+    assert_eq!(spool.mark("domain", &[1]).unwrap(), None, "scopes are apart");
+
+    // A record that cannot be encoded: nothing of the call is kept.
+    let huge = Record {
+        program: Program::SupportTelemetry,
+        body: RecordBody::Event(Event {
+            id: privtel_model::EventId::from_u128(1),
+            device: privtel_model::DeviceId::new("d").unwrap(),
+            user: None,
+            recorded_at: now,
+            body: EventBody::FeatureUsage(FeatureUsage {
+                product: "x".repeat(privtel_store::MAX_RECORD_BYTES + 1),
+                feature: "f".into(),
+                count: 1,
+            }),
+        }),
+    };
+    let forget_all = MarkChange::Retain { scope: "binary", keep: vec![] };
+    assert!(spool.append_marked(&[huge], None, std::slice::from_ref(&forget_all), now).is_err());
+    assert_eq!(spool.marks("binary").unwrap().len(), 2, "the marks are as they were");
+
+    // Retain keeps the keys named; ForgetBefore drops what is neither
+    // active nor evaluated since.
+    let keep = MarkChange::Retain { scope: "binary", keep: vec![vec![1]] };
+    spool.append_marked(none, None, &[active(3, 100), keep], now).unwrap();
+    let keys: BTreeSet<Vec<u8>> = spool.marks("binary").unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, BTreeSet::from([vec![1]]));
+    spool.append_marked(none, None, &[active(4, 0)], now).unwrap();
+    let before: Timestamp = at(6);
+    spool.append_marked(none, None, &[MarkChange::ForgetBefore { scope: "binary", before }], now).unwrap();
+    let keys: BTreeSet<Vec<u8>> = spool.marks("binary").unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, BTreeSet::from([vec![1]]), "evaluated at 6 h is kept, active at 0 h is not");
+    spool.append_marked(none, None, &[forget_all], now).unwrap();
+    assert!(spool.marks("binary").unwrap().is_empty());
+}
