@@ -43,8 +43,7 @@ fn sdk(dir: &std::path::Path, policy: &str) -> Telemetry {
 fn calls(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let on = sdk(&dir.path().join("on"), "[programs]\nsupport_telemetry = true\n");
-    let off =
-        sdk(&dir.path().join("off"), "[programs]\nanonymous_usage = false\nsupport_telemetry = false\n");
+    let off = sdk(&dir.path().join("off"), "[programs]\nsupport_telemetry = false\n");
     let mut g = c.benchmark_group("sdk");
     g.bench_function("feature_used, program on", |b| b.iter(|| on.feature_used("export_pdf")));
     g.bench_function("configuration, program on", |b| b.iter(|| on.configuration("theme", "dark")));
