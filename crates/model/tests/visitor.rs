@@ -75,6 +75,7 @@ const EXPECTED: &[(&str, &[(&str, DataCategory)])] = &[
     ),
     ("version_check", &[("event.username", Identifier)]),
     ("experience_score", &[("event.username", Identifier)]),
+    ("interaction", &[("event.username", Identifier), ("interaction.duration", DeviceInformation)]),
 ];
 
 fn visited(record: &mut Record) -> Vec<(&'static str, DataCategory)> {
