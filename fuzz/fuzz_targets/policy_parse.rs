@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(policy) => {
             let m = Manifest::from_policy(&policy);
             assert_eq!(m.programs.len(), 7);
+            assert_eq!(m.interactions.len(), policy.interactions.len());
             let _ = m.to_markdown();
         }
         Err(e) => {
@@ -21,7 +22,8 @@ fuzz_target!(|data: &[u8]| {
                 | Error::UnknownTreatment { line, .. }
                 | Error::CannotGeneralise { line, .. }
                 | Error::Required { line, .. }
-                | Error::Setting { line, .. } => *line,
+                | Error::Setting { line, .. }
+                | Error::Interaction { line, .. } => *line,
                 _ => 0,
             };
             assert!(line <= text.lines().count() + 1, "line {line} beyond the text: {e}");

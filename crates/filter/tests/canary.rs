@@ -171,35 +171,41 @@ fn policy_text() -> impl Strategy<Value = String> {
     let treatments = prop::collection::vec(0usize..4, fields::ALL.len());
     let consent = prop::collection::vec(any::<bool>(), Program::ALL.len());
     let unit = prop_oneof![Just("minute"), Just("hour"), Just("day")];
-    (treatments, consent, unit, any::<bool>()).prop_map(|(t, c, unit, spell_followers)| {
-        let mut text = format!("[generalise]\ntime_unit = \"{unit}\"\n[programs]\n");
-        for (p, on) in Program::ALL.iter().zip(c) {
-            if p.can_switch_off() {
-                text.push_str(&format!("{p} = {on}\n"));
+    (treatments, consent, unit, any::<bool>(), any::<bool>()).prop_map(
+        |(t, c, unit, spell_followers, interactions)| {
+            let mut text = format!("[generalise]\ntime_unit = \"{unit}\"\n[programs]\n");
+            for (p, on) in Program::ALL.iter().zip(c) {
+                if p.can_switch_off() {
+                    text.push_str(&format!("{p} = {on}\n"));
+                }
             }
-        }
-        text.push_str("[fields]\n");
-        for (spec, pick) in fields::ALL.iter().zip(t) {
-            let follows = fields::derivation(spec).is_some_and(|d| d.how == Derivation::Follows);
-            if follows && !spell_followers {
-                continue;
+            text.push_str("[fields]\n");
+            for (spec, pick) in fields::ALL.iter().zip(t) {
+                let follows = fields::derivation(spec).is_some_and(|d| d.how == Derivation::Follows);
+                if follows && !spell_followers {
+                    continue;
+                }
+                let mut choices = vec!["clear", "pseudonymise", "withhold"];
+                if !matches!(
+                    spec.kind,
+                    ValueKind::Name
+                        | ValueKind::Login
+                        | ValueKind::Text
+                        | ValueKind::Phone
+                        | ValueKind::Path
+                        | ValueKind::Privileges
+                ) {
+                    choices.push("generalise");
+                }
+                text.push_str(&format!("\"{}\" = \"{}\"\n", spec.path, choices[pick % choices.len()]));
             }
-            let mut choices = vec!["clear", "pseudonymise", "withhold"];
-            if !matches!(
-                spec.kind,
-                ValueKind::Name
-                    | ValueKind::Login
-                    | ValueKind::Text
-                    | ValueKind::Phone
-                    | ValueKind::Path
-                    | ValueKind::Privileges
-            ) {
-                choices.push("generalise");
+            if interactions {
+                // The fixture's interaction (the strategy's are any host and action).
+                text.push_str("[interactions]\n\"crm.example.com\" = [\"create_ticket\"]\n");
             }
-            text.push_str(&format!("\"{}\" = \"{}\"\n", spec.path, choices[pick % choices.len()]));
-        }
-        text
-    })
+            text
+        },
+    )
 }
 
 /// The treatment a policy text names for `path`, or the model's default.
@@ -285,8 +291,9 @@ proptest! {
             let planted = plant(&mut record, ri, shape + ri, derived);
             let program = record.program;
             let kind = record.body.kind_name();
+            let defined = policy.interaction_defined(&record);
             let out = filter.apply(record, &mut report);
-            let passes = policy.enabled(program) && allowed_kinds(program).contains(&kind);
+            let passes = policy.enabled(program) && allowed_kinds(program).contains(&kind) && defined;
             prop_assert_eq!(out.is_some(), passes, "{} {}", program, kind);
             let Some(out) = out else { continue };
             let mut out = out.into_record();
@@ -432,8 +439,9 @@ fn switching_a_program_off_drops_its_records_whole() {
     assert_eq!(report.consent_off(Program::Benchmarking), 4);
     assert_eq!(report.records_out(Program::Benchmarking), 0);
     // Personalised usage is off by default: the user record, the binary
-    // (where it lies), the execution and the web request are dropped too.
-    assert_eq!(report.consent_off(Program::PersonalisedUsage), 4);
+    // (where it lies), the execution, the web request and the interaction
+    // are dropped too.
+    assert_eq!(report.consent_off(Program::PersonalisedUsage), 5);
     assert!(!out.iter().any(|r| r.program == Program::PersonalisedUsage));
 }
 
@@ -465,7 +473,7 @@ fn no_enrichment_record_names_a_device_a_user_or_a_path() {
     let (out, report) = filter.apply_batch(records);
     let kinds: Vec<&str> = out.iter().map(|r| r.body.kind_name()).collect();
     assert_eq!(kinds, ["binary_verdict", "domain_verdict"]);
-    assert_eq!(report.kind_not_allowed(Program::Enrichment), 16, "every other kind is refused");
+    assert_eq!(report.kind_not_allowed(Program::Enrichment), 17, "every other kind is refused");
     let json = serde_json::to_string(&out.iter().map(|r| r.body.clone()).collect::<Vec<_>>()).unwrap();
     for needle in [tag, "dev-0001", "u-1042", "/home/", "alice"] {
         assert!(!json.contains(needle), "{needle} in an enrichment record: {json}");
