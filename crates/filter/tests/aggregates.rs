@@ -62,10 +62,7 @@ proptest! {
 fn experience_scores_give_mean_and_histogram() {
     let mut agg = Aggregator::new(2);
     for (c, score) in [("a", 50u8), ("b", 100), ("b", 90)] {
-        let mut r = privtel_testkit::fixtures::records("x")
-            .into_iter()
-            .find(|r| r.body.kind_name() == "experience_score")
-            .unwrap();
+        let mut r = privtel_testkit::fixtures::records("x").pop().unwrap();
         if let RecordBody::Event(e) = &mut r.body
             && let privtel_model::EventBody::ExperienceScore(s) = &mut e.body
         {

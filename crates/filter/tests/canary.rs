@@ -284,6 +284,7 @@ proptest! {
         let mut records = records;
         if fixture {
             records.extend(privtel_testkit::fixtures::records("x"));
+            records.push(privtel_testkit::fixtures::interaction());
         }
         let clear = |spec: &FieldSpec| policy.treatment(spec) == Treatment::Clear;
         let mut report = RedactionReport::default();
@@ -439,9 +440,8 @@ fn switching_a_program_off_drops_its_records_whole() {
     assert_eq!(report.consent_off(Program::Benchmarking), 4);
     assert_eq!(report.records_out(Program::Benchmarking), 0);
     // Personalised usage is off by default: the user record, the binary
-    // (where it lies), the execution, the web request and the interaction
-    // are dropped too.
-    assert_eq!(report.consent_off(Program::PersonalisedUsage), 5);
+    // (where it lies), the execution and the web request are dropped too.
+    assert_eq!(report.consent_off(Program::PersonalisedUsage), 4);
     assert!(!out.iter().any(|r| r.program == Program::PersonalisedUsage));
 }
 
@@ -473,7 +473,7 @@ fn no_enrichment_record_names_a_device_a_user_or_a_path() {
     let (out, report) = filter.apply_batch(records);
     let kinds: Vec<&str> = out.iter().map(|r| r.body.kind_name()).collect();
     assert_eq!(kinds, ["binary_verdict", "domain_verdict"]);
-    assert_eq!(report.kind_not_allowed(Program::Enrichment), 17, "every other kind is refused");
+    assert_eq!(report.kind_not_allowed(Program::Enrichment), 16, "every other kind is refused");
     let json = serde_json::to_string(&out.iter().map(|r| r.body.clone()).collect::<Vec<_>>()).unwrap();
     for needle in [tag, "dev-0001", "u-1042", "/home/", "alice"] {
         assert!(!json.contains(needle), "{needle} in an enrichment record: {json}");

@@ -51,13 +51,8 @@ fn samples() -> Vec<(&'static str, Record)> {
         ("device-summary", fixtures::device_summary()),
         // Issue #16 point 6: the interaction event, an event kind appended
         // after `experience_score` (binary variant 11).
-        ("interaction", interaction()),
+        ("interaction", fixtures::interaction()),
     ]
-}
-
-/// The fixtures' interaction event (not in `golden_records`: it came later).
-fn interaction() -> Record {
-    fixtures::records("golden").into_iter().find(|r| r.body.kind_name() == "interaction").unwrap()
 }
 
 fn check(file: PathBuf, fresh: Vec<u8>, decode: impl Fn(&[u8]) -> Record, sample: &Record) {

@@ -421,10 +421,7 @@ personalised_usage = true
         .customer(id("acme"))
         .key(PseudonymKey::new(KeyId::new(1), [3; 32]))
         .build();
-    let fixture = privtel_testkit::fixtures::records("i")
-        .into_iter()
-        .find(|r| r.body.kind_name() == "interaction")
-        .unwrap();
+    let fixture = privtel_testkit::fixtures::interaction();
     let defined = filter.apply(fixture, &mut Default::default()).expect("defined").into_record();
     // The filtered record, changed only where the definitions are.
     let lie = |n: u128, application: &str, action: &str| {
