@@ -170,6 +170,10 @@ fn bad_entries_are_errors_with_their_line() {
             other => panic!("{text}: {other:?}"),
         }
     }
+    assert_eq!(
+        Policy::from_toml(cases[0].0).unwrap_err().to_string(),
+        "policy line 2: interactions: application '10.1.2.3': expected a host name, not an ip address"
+    );
     let err = Policy::from_toml("[interactions]\n\"mailto:x@example.com\" = [\"a\"]\n").unwrap_err();
     assert!(
         err.to_string()
