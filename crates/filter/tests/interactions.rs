@@ -55,7 +55,7 @@ fn the_policy_defines_normalised_hosts_and_their_actions() {
 #[test]
 fn only_defined_interactions_pass_the_filter_and_the_rest_are_counted() {
     let policy = Policy::from_toml(POLICY).unwrap();
-    let filter = FilterBuilder::new().policy(policy.clone()).build();
+    let filter = FilterBuilder::new().policy(policy).build();
     let records = vec![
         interaction("crm.example.com", "search", 48),
         interaction("crm.example.com", "export_all", 5), // action not defined

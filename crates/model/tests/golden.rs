@@ -114,7 +114,7 @@ fn an_interaction_is_binary_variant_11_and_names_its_fields_in_json() {
     let head: &[u8] = &[6, 7];
     assert_eq!(&bin[..2], head);
     let tail =
-        bincode::serde::encode_to_vec(&privtel_model::Domain::new("crm.example.com").unwrap(), cfg).unwrap();
+        bincode::serde::encode_to_vec(privtel_model::Domain::new("crm.example.com").unwrap(), cfg).unwrap();
     let at = bin.windows(tail.len()).position(|w| w == tail).expect("the application is in the row");
     assert_eq!(bin[at - 1], 11, "the event body's variant number");
 }
