@@ -1,7 +1,7 @@
 //! Arbitrary text as the service's settings file: settings or an error;
 //! settings that load keep only the TTLs the design allows, and each
 //! customer's policy promises (in its manifest's retention) what the
-//! service sweeps with.
+//! service sweeps with, and keeps on what its licence requires.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -19,6 +19,8 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(i64::from(c.policy().retention.events), r.events.days());
                 assert_eq!(i64::from(c.policy().retention.objects), r.objects.days());
                 assert_eq!(c.policy_digest(), c.policy().digest());
+                // The licence rules hold for every customer that loads.
+                assert_eq!(c.policy().check_licence(&c.licence()), Ok(()));
             }
         }
         Err(SettingsError::Syntax { line, .. }) => {

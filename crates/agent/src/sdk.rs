@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 use privtel_filter::{Filter, FilterBuilder, Policy, RedactionReport};
 use privtel_model::{
     ConfigSample, Consent, ConsentSource, CrashReport, CustomerId, DeviceId, Event, EventBody, EventId,
-    FeatureUsage, Feedback, Finite, Geohash, LicenceSession, OsInfo, PerformanceSample, Personal, Program,
-    Record, RecordBody, Score, Timestamp, User, UserId, VersionCheck,
+    FeatureUsage, Feedback, Finite, Geohash, Interaction, LicenceSession, OsInfo, PerformanceSample,
+    Personal, Program, Record, RecordBody, Score, Timestamp, User, UserId, VersionCheck,
 };
 use privtel_store::{ConsentChange, ConsentState, SpoolOptions, Subject};
 use privtel_wire::Connection;
@@ -573,7 +573,9 @@ struct Counters {
 pub struct SdkStats {
     /// Records handed to an endpoint's worker.
     pub recorded: u64,
-    /// Records the filter dropped (a kind the program does not carry).
+    /// Records the filter dropped (a kind the program does not carry, an
+    /// interaction with a web application or action the policy does not
+    /// define).
     pub filtered_out: u64,
     /// Records dropped because an endpoint's queue was full.
     pub dropped_queue_full: u64,
@@ -662,6 +664,37 @@ impl Telemetry {
         if self.enabled(Program::PersonalisedUsage) {
             self.record_personal(usage);
         }
+    }
+
+    /// Keyboard and mouse interaction with a web application during one
+    /// user action (issue #16 point 6): `host` is the application's host
+    /// (or a URL, read for its host only), `action` a name from the
+    /// customer's list. Recorded under personalised usage for the current
+    /// person, if they agreed, and only when the customer's policy defines
+    /// the application and the action (`[interactions]`,
+    /// `privtel_filter::Interactions`); anything else is dropped here,
+    /// before a record exists, and counted in [`SdkStats::filtered_out`].
+    /// Only counts and the duration are recorded, never which keys.
+    pub fn interaction(&self, host: &str, action: &str, keys: u32, clicks: u32, duration: Duration) {
+        if !self.enabled(Program::PersonalisedUsage) {
+            return;
+        }
+        let defined = &self.inner.filter.policy().interactions;
+        let Some(application) = defined.application(host).filter(|a| defined.allows(a, action)) else {
+            self.inner.stats.filtered_out.fetch_add(1, Relaxed);
+            return;
+        };
+        self.record_personal(|| {
+            EventBody::Interaction(Interaction {
+                application,
+                action: action.to_owned(),
+                keys,
+                clicks,
+                duration: Personal::Clear(
+                    privtel_model::Duration::try_from(duration).unwrap_or(privtel_model::Duration::MAX),
+                ),
+            })
+        });
     }
 
     /// A configuration value of the product (support telemetry).

@@ -586,3 +586,56 @@ fn the_service_refuses_forged_consent_records() {
     let rows = stored(&svc);
     assert_eq!(count(&rows, "personalised_usage", "consent"), 1, "only the true one: {rows:?}");
 }
+
+/// Issue #16 point 6 through the SDK: an interaction is recorded only for a
+/// web application and action the customer defines, and only for a person
+/// who agreed to personalised usage; the rest is dropped before a record
+/// exists and counted. The service stores the defined one, its duration as
+/// a range.
+#[test]
+fn only_interactions_the_customer_defines_are_recorded() {
+    let policy_text =
+        format!("{POLICY}[interactions]\n\"crm.example.com\" = [\"create_ticket\", \"search\"]\n");
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), "analytics", &policy_text);
+    let sdk = builder(dir.path(), &policy_text)
+        .endpoint("analytics", connector(&svc, Arc::new(AtomicBool::new(false))))
+        .build()
+        .unwrap();
+    let alice = alice();
+    // No person yet, then a person who has not agreed: nothing.
+    sdk.interaction("crm.example.com", "search", 12, 2, Duration::from_secs(9));
+    sdk.set_user(&alice).unwrap();
+    sdk.interaction("crm.example.com", "search", 12, 2, Duration::from_secs(9));
+    assert_eq!(sdk.stats().not_consented, 1);
+    sdk.set_consent(&alice.id, Program::PersonalisedUsage, true, ConsentSource::Settings).unwrap();
+    let before = sdk.stats().filtered_out;
+    // Defined (a URL is read for its host): recorded.
+    sdk.interaction(
+        "https://CRM.example.com/tickets/new?customer=canaryq",
+        "create_ticket",
+        212,
+        9,
+        Duration::from_secs(48),
+    );
+    // Not defined: another application, another action, a case that differs.
+    sdk.interaction("mail.example.com", "search", 1, 1, Duration::from_secs(1));
+    sdk.interaction("crm.example.com", "export_all_canary", 1, 1, Duration::from_secs(1));
+    sdk.interaction("crm.example.com", "Search", 1, 1, Duration::from_secs(1));
+    sdk.interaction("not a host", "search", 1, 1, Duration::from_secs(1));
+    assert_eq!(sdk.stats().filtered_out - before, 4);
+    sdk.flush(FLUSH).unwrap();
+    let rows = stored(&svc);
+    let interactions: Vec<&serde_json::Value> =
+        rows.iter().filter(|r| r.1 == "interaction").map(|r| &r.2).collect();
+    assert_eq!(interactions.len(), 1, "{interactions:?}");
+    let i = &interactions[0]["body"]["event"]["body"]["interaction"];
+    assert_eq!(i["application"], "crm.example.com");
+    assert_eq!(i["action"], "create_ticket");
+    assert_eq!((i["keys"].as_u64(), i["clicks"].as_u64()), (Some(212), Some(9)));
+    assert!(i["duration"].get("generalised").is_some(), "a range, not 48 s: {i}");
+    let all = serde_json::to_string(&rows.iter().map(|r| &r.2).collect::<Vec<_>>()).unwrap();
+    assert!(!all.contains("export_all_canary"), "an undefined action is stored: {all}");
+    assert!(!all.contains("canaryq") && !all.contains("tickets/new"), "no url is stored: {all}");
+    sdk.shutdown(FLUSH).unwrap();
+}

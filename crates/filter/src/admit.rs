@@ -36,6 +36,14 @@ pub enum Inadmissible {
         /// The record's kind.
         kind: &'static str,
     },
+    /// An interaction event with a web application or action the policy
+    /// does not define ([`Policy::interactions`]). Names neither: what a
+    /// lying device sends may be anything a person did.
+    #[error("program {program}: an interaction with a web application or action the policy does not define")]
+    Interaction {
+        /// The program.
+        program: Program,
+    },
     /// A personal field in a form other than the policy's.
     #[error("field {field} arrived {found}, the policy allows {}", allowed_forms(*.allowed))]
     FieldForm {
@@ -59,7 +67,8 @@ pub enum Inadmissible {
 
 impl Policy {
     /// Whether `record` is admissible: its program on, its kind carried by
-    /// the program, every personal field in the policy's form or withheld,
+    /// the program, an interaction event's application and action defined
+    /// ([`Policy::interaction_defined`]), every personal field in the policy's form or withheld,
     /// and an event's own instant on a whole [`Policy::instant_unit`].
     /// The record is visited mutably but not changed.
     ///
@@ -111,6 +120,9 @@ impl Policy {
         if !allowed_kinds(program).contains(&kind) {
             return Err(Inadmissible::Kind { program, kind });
         }
+        if !self.interaction_defined(record) {
+            return Err(Inadmissible::Interaction { program });
+        }
         let mut bad = None;
         record.visit_personal(&mut |field| {
             if bad.is_some() {
@@ -136,7 +148,7 @@ impl Policy {
 
     /// A digest naming the policy's effect: BLAKE3 of a canonical form in
     /// which every program and every personal field appears with its
-    /// resolved setting (so a policy that spells out a default and one that
+    /// resolved setting, and the interactions defined (sorted) (so a policy that spells out a default and one that
     /// leaves it out have the same digest). Agents send it with each batch;
     /// the service compares it with the customer's current policy.
     ///
@@ -161,6 +173,7 @@ impl Policy {
             generalise: &'a crate::policy::Generalisation,
             scrub: &'a crate::policy::ScrubSettings,
             retention: &'a crate::policy::RetentionDays,
+            interactions: BTreeMap<&'a str, Vec<&'a str>>,
         }
         let mut links: Vec<Vec<&'static str>> = self
             .links
@@ -176,7 +189,8 @@ impl Policy {
         let canonical = Canonical {
             // 2: fields taken from others follow them, event instants are
             // truncated, `event.username` and `binary.file_name` exist.
-            format: 2,
+            // 3: interactions are defined, `interaction.duration` exists.
+            format: 3,
             version: self.version,
             programs: Program::ALL.iter().map(|p| (p.as_str(), self.enabled(*p))).collect(),
             fields: fields::ALL.iter().map(|f| (f.path, self.treatment(f).as_str())).collect(),
@@ -184,6 +198,11 @@ impl Policy {
             generalise: &self.generalise,
             scrub: &self.scrub,
             retention: &self.retention,
+            interactions: self
+                .interactions
+                .iter()
+                .map(|(application, actions)| (application.as_str(), actions.collect()))
+                .collect(),
         };
         // Serialising plain data with string keys into a Vec cannot fail.
         let bytes = serde_json::to_vec(&canonical).unwrap_or_default();

@@ -99,6 +99,17 @@ pub enum Error {
         /// What of the source the field holds.
         holds: &'static str,
     },
+    /// An `[interactions]` entry that cannot be used.
+    #[error("policy line {line}: interactions: application '{host}': {source}")]
+    Interaction {
+        /// The line.
+        line: usize,
+        /// The host as written (shortened to 80 characters, control
+        /// characters escaped).
+        host: String,
+        /// What is wrong with it.
+        source: crate::interactions::InteractionError,
+    },
     /// A setting with a value outside its range.
     #[error("policy line {line}: {setting} = {value} is out of range: expected {expected}")]
     Setting {

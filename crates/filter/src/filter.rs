@@ -102,6 +102,7 @@ pub struct RedactionReport {
     records_out: [u64; 7],
     consent_off: [u64; 7],
     kind_not_allowed: [u64; 7],
+    interaction_not_defined: [u64; 7],
     /// [program][field][rule]
     fields: Vec<[[u64; 5]; 7]>,
     scrubbed: [u64; 6],
@@ -114,6 +115,7 @@ impl Default for RedactionReport {
             records_out: [0; 7],
             consent_off: [0; 7],
             kind_not_allowed: [0; 7],
+            interaction_not_defined: [0; 7],
             fields: vec![[[0; 5]; 7]; fields::ALL.len()],
             scrubbed: [0; 6],
         }
@@ -149,6 +151,12 @@ impl RedactionReport {
         self.kind_not_allowed[program_index(program)]
     }
 
+    /// Interaction events dropped because the policy does not define their
+    /// web application, or their action for it ([`Policy::interactions`]).
+    pub fn interaction_not_defined(&self, program: Program) -> u64 {
+        self.interaction_not_defined[program_index(program)]
+    }
+
     /// Values of `field` in records of `program` that met `rule`.
     pub fn count(&self, program: Program, field: &FieldSpec, rule: Rule) -> u64 {
         self.fields[field_index(field)][program_index(program)][rule.index()]
@@ -166,6 +174,7 @@ impl RedactionReport {
         add(&mut self.records_out, &other.records_out);
         add(&mut self.consent_off, &other.consent_off);
         add(&mut self.kind_not_allowed, &other.kind_not_allowed);
+        add(&mut self.interaction_not_defined, &other.interaction_not_defined);
         add(&mut self.scrubbed, &other.scrubbed);
         for (a, b) in self.fields.iter_mut().zip(&other.fields) {
             for (pa, pb) in a.iter_mut().zip(b) {
@@ -197,8 +206,13 @@ impl RedactionReport {
                     fields_json.insert(spec.path.to_owned(), rules.into());
                 }
             }
-            let totals =
-                [self.records_in[pi], self.records_out[pi], self.consent_off[pi], self.kind_not_allowed[pi]];
+            let totals = [
+                self.records_in[pi],
+                self.records_out[pi],
+                self.consent_off[pi],
+                self.kind_not_allowed[pi],
+                self.interaction_not_defined[pi],
+            ];
             if totals.iter().any(|&n| n > 0) || !fields_json.is_empty() {
                 programs.insert(
                     p.to_string(),
@@ -207,6 +221,7 @@ impl RedactionReport {
                         "records_out": totals[1],
                         "dropped_consent_off": totals[2],
                         "dropped_kind_not_allowed": totals[3],
+                        "dropped_interaction_not_defined": totals[4],
                         "fields": fields_json,
                     }),
                 );
@@ -260,12 +275,12 @@ pub fn allowed_kinds(program: Program) -> &'static [&'static str] {
             "experience_score",
         ],
         // What names a device and a person — a binary where it lies, what
-        // ran, which pages were read — is about the person: only with
-        // their consent (docs/FIELDS.md).
+        // ran, which pages were read, how they worked in a web application —
+        // is about the person: only with their consent (docs/FIELDS.md).
         // And the person's own consent records: the proof of each of the
         // program's records' basis travels with them.
         Program::PersonalisedUsage => {
-            &["user", "feature_usage", "binary", "execution", "web_request", "consent"]
+            &["user", "feature_usage", "binary", "execution", "web_request", "consent", "interaction"]
         }
         // `Program` may grow; a program this crate does not know carries nothing.
         _ => &[],
@@ -389,8 +404,10 @@ impl Filter {
         self.enabled[program_index(program)]
     }
 
-    /// Filters one record: `None` when its program is off or its kind does
-    /// not belong to the program; otherwise the record with every personal
+    /// Filters one record: `None` when its program is off, its kind does
+    /// not belong to the program, or it is an interaction event with a web
+    /// application or action the policy does not define
+    /// ([`Policy::interactions`]); otherwise the record with every personal
     /// field in the policy's form, and an event's own instant truncated to
     /// [`Policy::instant_unit`] (toward the past). Counts go to `report`.
     pub fn apply(&self, mut record: Record, report: &mut RedactionReport) -> Option<Filtered> {
@@ -402,6 +419,10 @@ impl Filter {
         }
         if !allowed_kinds(record.program).contains(&record.body.kind_name()) {
             report.kind_not_allowed[pi] += 1;
+            return None;
+        }
+        if !self.policy.interaction_defined(&record) {
+            report.interaction_not_defined[pi] += 1;
             return None;
         }
         record.visit_personal(&mut |mut field| {

@@ -20,6 +20,12 @@
 //! * [`Scrubber`] — detectors for emails, IPs, Luhn-valid cards, home
 //!   folders, URL credentials and tokens in free text; each can be switched
 //!   off, and [`Scrubber::find`] is a dry run.
+//! * [`Interactions`] — the web applications and actions whose interaction
+//!   events are recorded (the policy's `[interactions]`); any other
+//!   interaction event is dropped and counted
+//!   ([`RedactionReport::interaction_not_defined`]).
+//! * [`LicenceTerms`] and [`Policy::check_licence`] — the programs a
+//!   customer's licence requires to stay on.
 //! * [`Manifest`] — what each program sends, in what form, where and for how
 //!   long, as JSON and Markdown.
 //! * [`Aggregator`] — per-industry cells across customers, suppressed below
@@ -83,7 +89,9 @@ mod aggregate;
 mod error;
 mod filter;
 mod filtered;
+mod interactions;
 mod keyring;
+mod licence;
 mod manifest;
 mod policy;
 mod scrub;
@@ -93,7 +101,12 @@ pub use aggregate::{Aggregator, Cell, Metric};
 pub use error::{Error, Result};
 pub use filter::{Filter, FilterBuilder, PseudonymKey, RedactionReport, Rule, allowed_kinds};
 pub use filtered::Filtered;
+pub use interactions::{
+    InteractionError, Interactions, MAX_ACTION_LEN, MAX_INTERACTION_ACTIONS, MAX_INTERACTION_APPLICATIONS,
+    is_action_name,
+};
 pub use keyring::{KEY_RING_HEADER, KeyRing, KeyRingError, KeyState, Maintenance};
+pub use licence::{LicenceError, LicenceTerms, Offering};
 pub use manifest::{Manifest, ManifestField, ManifestProgram};
 pub use policy::{Deprecation, Generalisation, Policy, RetentionDays, ScrubSettings};
 pub use scrub::{Detector, Finding, Scrubbed, Scrubber};

@@ -64,6 +64,10 @@ pub struct Manifest {
     pub inactive_device_purge_days: u32,
     /// One entry per program.
     pub programs: Vec<ManifestProgram>,
+    /// The web applications (host names) whose interaction events are
+    /// recorded, each with its actions, sorted; empty: none is. Sent only
+    /// while personalised usage is on.
+    pub interactions: Vec<(String, Vec<String>)>,
 }
 
 impl Manifest {
@@ -136,6 +140,11 @@ impl Manifest {
             policy_version: policy.version,
             inactive_device_purge_days: policy.retention.inactive_device,
             programs,
+            interactions: policy
+                .interactions
+                .iter()
+                .map(|(application, actions)| (application.to_string(), actions.map(str::to_owned).collect()))
+                .collect(),
         }
     }
 
@@ -188,6 +197,18 @@ impl Manifest {
             md.push_str("\n| field | category | sent as | why |\n|---|---|---|---|\n");
             for f in &p.fields {
                 md.push_str(&format!("| `{}` | {} | {} | {} |\n", f.path, f.category, f.form, f.purpose));
+            }
+        }
+        md.push_str("\n## Interactions with web applications\n\n");
+        if self.interactions.is_empty() {
+            md.push_str("No web application is defined: no interaction is recorded.\n");
+        } else {
+            md.push_str(
+                "Key and click counts and the duration of these actions only (never which keys, \
+                 never a page address), under personalised usage:\n\n",
+            );
+            for (application, actions) in &self.interactions {
+                md.push_str(&format!("* `{application}`: {}\n", actions.join(", ")));
             }
         }
         md

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::interactions::Interactions;
 use crate::scrub::Detector;
 
 /// How generalised values are made coarser.
@@ -131,6 +132,9 @@ pub struct Policy {
     pub retention: RetentionDays,
     /// Base address of the service (for the manifest).
     pub service: String,
+    /// The web applications and actions whose interaction events are
+    /// recorded (`[interactions]`); empty by default: none is.
+    pub interactions: Interactions,
 }
 
 impl Policy {
@@ -292,8 +296,10 @@ impl Policy {
     /// [`Error`] naming the line and the offending name: TOML syntax, an
     /// unknown setting, field, program or treatment, `generalise` for a
     /// field with no coarser form, a required program switched off, a
-    /// setting out of range, or a derived field that would give back what
-    /// its source's treatment removes ([`Error::Reveals`], [`Error::Follows`]):
+    /// setting out of range, an `[interactions]` entry that is not a web
+    /// host with a list of action names ([`Error::Interaction`]), or a
+    /// derived field that would give back what its source's treatment
+    /// removes ([`Error::Reveals`], [`Error::Follows`]):
     ///
     /// ```
     /// use privtel_filter::Policy;
@@ -372,6 +378,16 @@ impl Policy {
             lines.insert(spec.path, line(&name.span()));
         }
         policy.check_derived(&lines)?;
+        // In the file's order, so a duplicate is reported at its second line.
+        let mut interactions: Vec<_> = file.interactions.into_iter().collect();
+        interactions.sort_by_key(|(host, _)| host.span().start);
+        for (host, actions) in interactions {
+            policy.interactions.define(host.get_ref(), &actions).map_err(|source| Error::Interaction {
+                line: line(&host.span()),
+                host: shown(host.get_ref()),
+                source,
+            })?;
+        }
         for group in file.links {
             let fields = group
                 .into_inner()
@@ -434,6 +450,16 @@ fn field(name: &Spanned<String>, text: &str) -> Result<&'static FieldSpec> {
     })
 }
 
+/// A host as an error may show it: at most 80 characters, control
+/// characters escaped (it is the customer's own setting, never personal).
+fn shown(host: &str) -> String {
+    let mut out: String = host.chars().take(80).flat_map(char::escape_debug).collect();
+    if host.chars().nth(80).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Whether a field of this kind has a coarser form.
 pub(crate) fn generalisable(kind: ValueKind) -> bool {
     matches!(
@@ -474,4 +500,7 @@ struct PolicyFile {
     retention: RetentionDays,
     #[serde(default)]
     service: Option<String>,
+    /// Web application host -> the actions whose interactions are recorded.
+    #[serde(default)]
+    interactions: BTreeMap<Spanned<String>, Vec<String>>,
 }

@@ -171,35 +171,41 @@ fn policy_text() -> impl Strategy<Value = String> {
     let treatments = prop::collection::vec(0usize..4, fields::ALL.len());
     let consent = prop::collection::vec(any::<bool>(), Program::ALL.len());
     let unit = prop_oneof![Just("minute"), Just("hour"), Just("day")];
-    (treatments, consent, unit, any::<bool>()).prop_map(|(t, c, unit, spell_followers)| {
-        let mut text = format!("[generalise]\ntime_unit = \"{unit}\"\n[programs]\n");
-        for (p, on) in Program::ALL.iter().zip(c) {
-            if p.can_switch_off() {
-                text.push_str(&format!("{p} = {on}\n"));
+    (treatments, consent, unit, any::<bool>(), any::<bool>()).prop_map(
+        |(t, c, unit, spell_followers, interactions)| {
+            let mut text = format!("[generalise]\ntime_unit = \"{unit}\"\n[programs]\n");
+            for (p, on) in Program::ALL.iter().zip(c) {
+                if p.can_switch_off() {
+                    text.push_str(&format!("{p} = {on}\n"));
+                }
             }
-        }
-        text.push_str("[fields]\n");
-        for (spec, pick) in fields::ALL.iter().zip(t) {
-            let follows = fields::derivation(spec).is_some_and(|d| d.how == Derivation::Follows);
-            if follows && !spell_followers {
-                continue;
+            text.push_str("[fields]\n");
+            for (spec, pick) in fields::ALL.iter().zip(t) {
+                let follows = fields::derivation(spec).is_some_and(|d| d.how == Derivation::Follows);
+                if follows && !spell_followers {
+                    continue;
+                }
+                let mut choices = vec!["clear", "pseudonymise", "withhold"];
+                if !matches!(
+                    spec.kind,
+                    ValueKind::Name
+                        | ValueKind::Login
+                        | ValueKind::Text
+                        | ValueKind::Phone
+                        | ValueKind::Path
+                        | ValueKind::Privileges
+                ) {
+                    choices.push("generalise");
+                }
+                text.push_str(&format!("\"{}\" = \"{}\"\n", spec.path, choices[pick % choices.len()]));
             }
-            let mut choices = vec!["clear", "pseudonymise", "withhold"];
-            if !matches!(
-                spec.kind,
-                ValueKind::Name
-                    | ValueKind::Login
-                    | ValueKind::Text
-                    | ValueKind::Phone
-                    | ValueKind::Path
-                    | ValueKind::Privileges
-            ) {
-                choices.push("generalise");
+            if interactions {
+                // The fixture's interaction (the strategy's are any host and action).
+                text.push_str("[interactions]\n\"crm.example.com\" = [\"create_ticket\"]\n");
             }
-            text.push_str(&format!("\"{}\" = \"{}\"\n", spec.path, choices[pick % choices.len()]));
-        }
-        text
-    })
+            text
+        },
+    )
 }
 
 /// The treatment a policy text names for `path`, or the model's default.
@@ -278,6 +284,7 @@ proptest! {
         let mut records = records;
         if fixture {
             records.extend(privtel_testkit::fixtures::records("x"));
+            records.push(privtel_testkit::fixtures::interaction());
         }
         let clear = |spec: &FieldSpec| policy.treatment(spec) == Treatment::Clear;
         let mut report = RedactionReport::default();
@@ -285,8 +292,9 @@ proptest! {
             let planted = plant(&mut record, ri, shape + ri, derived);
             let program = record.program;
             let kind = record.body.kind_name();
+            let defined = policy.interaction_defined(&record);
             let out = filter.apply(record, &mut report);
-            let passes = policy.enabled(program) && allowed_kinds(program).contains(&kind);
+            let passes = policy.enabled(program) && allowed_kinds(program).contains(&kind) && defined;
             prop_assert_eq!(out.is_some(), passes, "{} {}", program, kind);
             let Some(out) = out else { continue };
             let mut out = out.into_record();

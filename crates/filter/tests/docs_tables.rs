@@ -83,7 +83,8 @@ fn every_record_kind_has_a_program_and_every_field_a_kind() {
     // One record of every kind.
     let mut records = privtel_testkit::fixtures::records("x");
     records.push(privtel_testkit::fixtures::device_summary());
-    assert_eq!(records.len(), 19);
+    records.push(privtel_testkit::fixtures::interaction());
+    assert_eq!(records.len(), 20);
     for kind in records.iter().map(|r| r.body.kind_name()) {
         assert!(
             Program::ALL.iter().any(|p| allowed_kinds(*p).contains(&kind)),

@@ -244,7 +244,8 @@ fn the_service_refuses_an_instant_finer_than_the_policy_and_the_manifest_lists_t
     let md = m.to_markdown();
     assert!(
         md.contains(
-            "Event times kept: feature_usage to the hour, execution to the hour, web_request to the hour."
+            "Event times kept: feature_usage to the hour, execution to the hour, web_request to the hour, \
+             interaction to the hour."
         ),
         "{md}"
     );

@@ -3,5 +3,6 @@
 mod aggregates;
 mod canary;
 mod docs_tables;
+mod interactions;
 mod policy;
 mod pseudonyms;

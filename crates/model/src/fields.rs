@@ -151,6 +151,12 @@ fields! {
     /// [`crate::LicenceSession::geohash`].
     LICENCE_SESSION_GEOHASH = ("licence_session.geohash", NetworkActivity, Geohash, Generalise,
         "detect licence sharing across regions");
+    /// [`crate::Interaction::duration`]: how long a person took for one
+    /// action in a web application the customer defined. Exact durations
+    /// of a person's work are a measure of that person; a bucket still
+    /// tells a slow application from a fast one.
+    INTERACTION_DURATION = ("interaction.duration", DeviceInformation, Duration, Generalise,
+        "how long user actions take in the customer's web applications");
 }
 
 /// How a field taken from another field must be treated.

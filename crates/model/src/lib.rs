@@ -5,7 +5,7 @@
 //!
 //! * [`Record`] is the unit that flows through privtel: a [`Program`] and a
 //!   [`RecordBody`] (a [`Device`], [`User`], [`Binary`], [`Application`],
-//!   [`Package`], verdict, or [`Event`] with one of eleven [`EventBody`]
+//!   [`Package`], verdict, or [`Event`] with one of twelve [`EventBody`]
 //!   kinds).
 //! * Ids are newtypes: text ids for things people name ([`CustomerId`],
 //!   [`DeviceId`], [`UserId`]) and 128-bit ids for things software mints
@@ -129,7 +129,7 @@ pub use error::{Error, Result};
 pub use event::BinaryExecution;
 pub use event::{
     ConfigSample, CrashReport, Event, EventBody, Execution, ExperienceScore, FeatureUsage, Feedback,
-    LicenceSession, Login, PerformanceSample, VersionCheck, WebRequest,
+    Interaction, LicenceSession, Login, PerformanceSample, VersionCheck, WebRequest,
 };
 pub use generalised::{DurationBucket, Generalised, IpPrefix, TimeBucket, TimeUnit};
 pub use id::{BatchId, BinaryId, CustomerId, DeviceId, DomainId, EventId, MAX_TEXT_ID_LEN, UserId};

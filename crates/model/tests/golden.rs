@@ -49,6 +49,9 @@ fn samples() -> Vec<(&'static str, Record)> {
         // Issue #14 point 5: the benchmarking summary, a record kind
         // appended after `event` (binary variant 8).
         ("device-summary", fixtures::device_summary()),
+        // Issue #16 point 6: the interaction event, an event kind appended
+        // after `experience_score` (binary variant 11).
+        ("interaction", fixtures::interaction()),
     ]
 }
 
@@ -93,7 +96,27 @@ fn json_durations_are_iso_8601_text_and_the_old_pairs_still_read() {
     assert!(new.contains(r#""page_load":{"clear":"PT0.84S"}"#), "{new}");
     let summary = std::fs::read_to_string(path("device-summary.json")).unwrap();
     assert!(summary.contains(r#""login_time":"PT40S""#), "{summary}");
-    assert_eq!(std::fs::read_dir(path("")).unwrap().count(), 18, "a golden file appeared or vanished");
+    assert_eq!(std::fs::read_dir(path("")).unwrap().count(), 20, "a golden file appeared or vanished");
+}
+
+#[test]
+fn an_interaction_is_binary_variant_11_and_names_its_fields_in_json() {
+    let json = std::fs::read_to_string(path("interaction.json")).unwrap();
+    assert!(
+        json.contains(r#""interaction":{"application":"crm.example.com","action":"create_ticket""#),
+        "{json}"
+    );
+    assert!(json.contains(r#""keys":212,"clicks":9,"duration":{"clear":"PT48S"}"#), "{json}");
+    let bin = std::fs::read(path("interaction.bin")).unwrap();
+    let cfg = bincode::config::standard();
+    // program (personalised usage, variant 6), record body `event` (variant
+    // 7), then the event's id, device, user and instant, then the body.
+    let head: &[u8] = &[6, 7];
+    assert_eq!(&bin[..2], head);
+    let tail =
+        bincode::serde::encode_to_vec(privtel_model::Domain::new("crm.example.com").unwrap(), cfg).unwrap();
+    let at = bin.windows(tail.len()).position(|w| w == tail).expect("the application is in the row");
+    assert_eq!(bin[at - 1], 11, "the event body's variant number");
 }
 
 #[test]

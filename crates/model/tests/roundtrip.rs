@@ -120,7 +120,9 @@ proptest! {
 
 #[test]
 fn every_fixture_round_trips() {
-    for record in privtel_testkit::fixtures::records("fixture") {
+    let mut records = privtel_testkit::fixtures::records("fixture");
+    records.push(privtel_testkit::fixtures::interaction());
+    for record in records {
         round_trip(&record).unwrap();
     }
 }

@@ -75,7 +75,16 @@ const EXPECTED: &[(&str, &[(&str, DataCategory)])] = &[
     ),
     ("version_check", &[("event.username", Identifier)]),
     ("experience_score", &[("event.username", Identifier)]),
+    ("interaction", &[("event.username", Identifier), ("interaction.duration", DeviceInformation)]),
 ];
+
+/// One record of every kind: the fixtures, and the interaction event kept
+/// out of them (`privtel_testkit::fixtures::interaction`).
+fn every_kind(tag: &str) -> Vec<Record> {
+    let mut out = privtel_testkit::fixtures::records(tag);
+    out.push(privtel_testkit::fixtures::interaction());
+    out
+}
 
 fn visited(record: &mut Record) -> Vec<(&'static str, DataCategory)> {
     let mut out = Vec::new();
@@ -85,7 +94,7 @@ fn visited(record: &mut Record) -> Vec<(&'static str, DataCategory)> {
 
 #[test]
 fn visitor_reaches_exactly_the_declared_fields() {
-    let mut records = privtel_testkit::fixtures::records("t");
+    let mut records = every_kind("t");
     let kinds: Vec<_> = records.iter().map(|r| r.body.kind_name()).collect();
     let expected_kinds: Vec<_> = EXPECTED.iter().map(|(k, _)| *k).collect();
     assert_eq!(kinds, expected_kinds, "one fixture per record kind, in this order");
@@ -111,7 +120,7 @@ fn the_register_lists_every_visited_field_once() {
 
 #[test]
 fn visitor_visits_withheld_fields_too_and_can_withhold() {
-    for mut record in privtel_testkit::fixtures::records("t") {
+    for mut record in every_kind("t") {
         let before = visited(&mut record);
         record.visit_personal(&mut |mut f| f.value.withhold());
         assert_eq!(visited(&mut record), before, "withheld fields are still visited");
@@ -126,7 +135,7 @@ fn visitor_visits_withheld_fields_too_and_can_withhold() {
 #[test]
 fn debug_of_any_record_hides_every_personal_value() {
     let canary = "CANARYq7z";
-    for record in privtel_testkit::fixtures::records(canary) {
+    for record in every_kind(canary) {
         let json = serde_json::to_string(&record).unwrap();
         let debug = format!("{record:?} {record:#?}");
         assert!(!debug.contains(canary), "{} debug leaks: {debug}", record.body.kind_name());
@@ -150,7 +159,7 @@ fn debug_of_any_record_hides_every_personal_value() {
 
 #[test]
 fn record_user_and_device_point_at_the_person_and_device() {
-    for record in privtel_testkit::fixtures::records("t") {
+    for record in every_kind("t") {
         match &record.body {
             RecordBody::User(u) => assert_eq!(record.body.user(), Some(&u.id)),
             RecordBody::Event(e) => {
@@ -168,10 +177,7 @@ fn record_user_and_device_point_at_the_person_and_device() {
 #[test]
 fn the_event_user_is_a_personal_field_in_three_forms() {
     use privtel_model::{KeyId, Pseudonym, Treatment, UserId};
-    let mut record = privtel_testkit::fixtures::records("t")
-        .into_iter()
-        .find(|r| matches!(r.body, RecordBody::Event(_)))
-        .unwrap();
+    let mut record = every_kind("t").into_iter().find(|r| matches!(r.body, RecordBody::Event(_))).unwrap();
     let form = |r: &mut Record| {
         let mut out = None;
         r.visit_personal(&mut |f| {

@@ -21,6 +21,9 @@ pub struct RefusalCounts {
     pub future: std::sync::atomic::AtomicU64,
     /// A record whose program is not its batch's.
     pub wrong_program: std::sync::atomic::AtomicU64,
+    /// An interaction event with a web application or action the
+    /// customer's policy does not define.
+    pub interaction: std::sync::atomic::AtomicU64,
 }
 
 /// The instant a record says it is from, where it says one.
@@ -59,8 +62,9 @@ fn consent_problem(
 ///
 /// A record is admitted only if its program is the batch's, the program is
 /// on both in the customer's settings and in the device's hello, its kind
-/// is one the program carries, every personal field is in the form the
-/// customer's policy gives it (or withheld), and it is dated no further
+/// is one the program carries, an interaction event's web application and
+/// action are defined by the customer's policy, every personal field is in
+/// the form the customer's policy gives it (or withheld), and it is dated no further
 /// ahead of `now` than `max_future_skew`.
 /// What a batch is checked against.
 #[derive(Clone, Copy)]
@@ -116,6 +120,10 @@ pub(crate) fn admit(
                     privtel_filter::Inadmissible::Kind { .. } => {
                         counts.kind.fetch_add(1, Relaxed);
                         RejectCode::KIND
+                    }
+                    privtel_filter::Inadmissible::Interaction { .. } => {
+                        counts.interaction.fetch_add(1, Relaxed);
+                        RejectCode::INTERACTION
                     }
                     _ => {
                         counts.field_form.fetch_add(1, Relaxed);

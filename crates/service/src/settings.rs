@@ -1,6 +1,7 @@
 //! Per-customer settings held by the service: which programs are on, the
-//! form each personal field may take (the customer's policy), how long
-//! data is kept, region and industry, and the service-wide limits.
+//! form each personal field may take (the customer's policy), the
+//! customer's licence terms (which programs the policy must keep on), how
+//! long data is kept, region and industry, and the service-wide limits.
 //!
 //! A customer without settings is refused (fail closed). The settings are
 //! loaded from a TOML file and can be replaced while the service runs
@@ -31,6 +32,19 @@
 //!
 //! let err = Settings::from_toml("[customers.acme]\nevents_days = 10\n").unwrap_err();
 //! assert_eq!(err.to_string(), "settings: customer acme: events_days is 10, expected 7, 14 or 30");
+//!
+//! // The licence is the service's to give, and a policy cannot contradict it.
+//! let err = Settings::from_toml(r#"
+//!     [customers.acme.licence]
+//!     offering = "cloud"
+//!     [customers.acme.policy.programs]
+//!     benchmarking = false
+//! "#).unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "settings: customer acme: program benchmarking is switched off, but the cloud licence requires it: \
+//!      benchmarking cannot be switched off in the cloud offering",
+//! );
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -38,8 +52,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use privtel_filter::Policy;
-use privtel_model::CustomerId;
+use privtel_filter::{LicenceError, LicenceTerms, Policy};
+use privtel_model::{CustomerId, Program};
 use privtel_retention::{RetentionPolicy, Ttl};
 use serde::Deserialize;
 use time::Duration;
@@ -110,6 +124,17 @@ pub enum SettingsError {
         /// What is wrong.
         problem: OfferError,
     },
+    /// The customer's policy switches off a program its licence requires
+    /// (`[customers.NAME.licence]`; docs/PROGRAMS.md, "Licence rules").
+    #[error("settings: customer {customer}: {source}")]
+    Licence {
+        /// The customer.
+        customer: String,
+        /// The program the policy switches off.
+        program: Program,
+        /// The rule it breaks.
+        source: LicenceError,
+    },
     /// The policy's own retention differs from the customer's settings: the
     /// manifest would promise what the service does not do.
     #[error(
@@ -140,6 +165,7 @@ pub struct CustomerSettings {
     records_per_second: u32,
     key_schedule: KeySchedule,
     versions: VersionOffers,
+    licence: LicenceTerms,
 }
 
 /// When a customer's pseudonym keys rotate and how long a retired key is
@@ -200,6 +226,7 @@ impl CustomerSettings {
             records_per_second: DEFAULT_RECORDS_PER_SECOND,
             key_schedule: KeySchedule::new(None, DEFAULT_KEY_PICKUP_DAYS, 30),
             versions: VersionOffers::default(),
+            licence: LicenceTerms::default(),
         }
     }
 
@@ -214,6 +241,41 @@ impl CustomerSettings {
     /// The customer's own update offers.
     pub fn versions(&self) -> &VersionOffers {
         &self.versions
+    }
+
+    /// The same settings under the licence `terms`, checked against the
+    /// policy. ([`CustomerSettings::new`] gives the default terms, an
+    /// on-premises licence without the support-telemetry opt-out, and does
+    /// not check them: settings loaded from a file always are.)
+    ///
+    /// ```
+    /// use privtel_filter::{LicenceTerms, Offering, Policy};
+    /// use privtel_model::{CustomerId, Program};
+    /// use privtel_service::CustomerSettings;
+    ///
+    /// let policy = Policy::from_toml("[programs]\nsupport_telemetry = false\n")?;
+    /// let acme = CustomerSettings::new(CustomerId::new("acme")?, policy);
+    /// let opt_out = LicenceTerms::new(Offering::OnPremises).support_telemetry_opt_out(true);
+    /// assert_eq!(acme.clone().with_licence(opt_out)?.licence(), opt_out);
+    /// let err = acme.with_licence(LicenceTerms::new(Offering::Cloud)).unwrap_err();
+    /// assert!(err.to_string().starts_with("settings: customer acme: program support_telemetry is switched off"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SettingsError::Licence`] naming the customer and the program.
+    pub fn with_licence(mut self, terms: LicenceTerms) -> Result<Self, SettingsError> {
+        self.policy.check_licence(&terms).map_err(|source| licence_error(self.customer.as_str(), source))?;
+        self.licence = terms;
+        Ok(self)
+    }
+
+    /// The customer's licence terms: which programs its policy must keep
+    /// on ([`Policy::check_licence`]). An SDK or agent given these terms
+    /// checks its policy against them the same way.
+    pub fn licence(&self) -> LicenceTerms {
+        self.licence
     }
 
     /// The customer.
@@ -312,6 +374,13 @@ struct CustomerFile {
     /// The customer's own update offers.
     #[serde(default)]
     versions: VersionsFile,
+    /// The licence terms (default: on premises, no support-telemetry opt-out).
+    licence: Option<LicenceTerms>,
+}
+
+/// [`SettingsError::Licence`] for `customer`.
+fn licence_error(customer: &str, source: LicenceError) -> SettingsError {
+    SettingsError::Licence { customer: customer.to_owned(), program: source.program(), source }
 }
 
 #[derive(Deserialize)]
@@ -459,6 +528,8 @@ impl Settings {
                     }
                 }
             }
+            let licence = c.licence.unwrap_or_default();
+            policy.check_licence(&licence).map_err(|source| licence_error(&name, source))?;
             policy.retention.events = events_days;
             policy.retention.objects = objects_days;
             policy.retention.inactive_device = inactive_days;
@@ -483,6 +554,7 @@ impl Settings {
                     records_per_second,
                     key_schedule,
                     versions,
+                    licence,
                 }),
             );
         }

@@ -18,8 +18,13 @@ use super::{connect, id, now};
 fn settings() -> impl Strategy<Value = Policy> {
     let forms = prop::collection::vec(prop::sample::select(Treatment::ALL.to_vec()), fields::ALL.len());
     let programs = prop::collection::vec(any::<bool>(), Program::ALL.len());
-    (forms, programs).prop_map(|(forms, programs)| {
+    let defined = prop::collection::vec((privtel_testkit::domain(), "[a-z]{1,3}"), 0..3);
+    (forms, programs, defined).prop_map(|(forms, programs, defined)| {
         let mut policy = Policy::default();
+        for (application, action) in defined {
+            // Short names, so generated interactions sometimes match.
+            let _ = policy.interactions.define(application.as_str(), [action]);
+        }
         for (spec, form) in fields::ALL.iter().zip(forms) {
             policy.treatments.insert(spec.path, form);
         }
@@ -35,6 +40,14 @@ fn allowed(policy: &Policy, program: Program, record: &Record) -> bool {
     let mut record = record.clone();
     let on = policy.programs.get(&record.program).copied().unwrap_or(false);
     let kind_ok = allowed_kinds(record.program).contains(&record.body.kind_name());
+    // An interaction only for an application and action the policy defines.
+    let interaction_ok = match &record.body {
+        RecordBody::Event(e) => match &e.body {
+            privtel_model::EventBody::Interaction(i) => policy.interactions.allows(&i.application, &i.action),
+            _ => true,
+        },
+        _ => true,
+    };
     let mut forms_ok = true;
     record.visit_personal(&mut |f| {
         let form = f.value.form().treatment();
@@ -55,7 +68,7 @@ fn allowed(policy: &Policy, program: Program, record: &Record) -> bool {
         RecordBody::Device(d) => d.last_seen <= latest,
         _ => true,
     };
-    record.program == program && on && kind_ok && forms_ok && dated_ok
+    record.program == program && on && kind_ok && interaction_ok && forms_ok && dated_ok
 }
 
 proptest! {
@@ -76,6 +89,18 @@ proptest! {
         for (r, s) in records.iter_mut().zip(&same) {
             if *s {
                 r.program = program;
+            }
+        }
+        // Some interactions with an application and action the policy
+        // defines (generated ones hardly ever are).
+        let first = policy.interactions.iter().next().map(|(d, mut a)| (d.clone(), a.next().unwrap().to_owned()));
+        for (i, r) in records.iter_mut().enumerate() {
+            if let (Some((application, action)), RecordBody::Event(e)) = (&first, &mut r.body)
+                && let privtel_model::EventBody::Interaction(x) = &mut e.body
+                && i % 2 == 0
+            {
+                x.application = application.clone();
+                x.action = action.clone();
             }
         }
         let expected: Vec<bool> = records.iter().map(|r| allowed(&policy, program, r)).collect();

@@ -633,3 +633,103 @@ fn batches_that_wait_for_the_engine_are_written_as_one_group_and_each_gets_its_o
     assert_eq!(engine.high_water(&id("acme"), &id("dev-3"), 7).unwrap(), 0);
     assert_eq!(engine.high_water(&id("acme"), &id("dev-4"), 7).unwrap(), n);
 }
+
+/// Issue #16 point 2: the licence is a setting the service gives each
+/// customer; a policy that switches off what the licence requires is a
+/// settings error naming the customer and the program, and nothing loads.
+#[test]
+fn a_policy_that_contradicts_its_customer_s_licence_is_a_settings_error() {
+    use privtel_filter::{LicenceTerms, Offering};
+    use privtel_service::SettingsError;
+
+    let settings = Settings::from_toml(
+        r#"
+[customers.acme.licence]
+offering = "cloud"
+support_telemetry_opt_out = true
+[customers.acme.policy.programs]
+support_telemetry = false
+
+[customers.initech.licence]
+offering = "on_premises"
+[customers.initech.policy.programs]
+benchmarking = false
+
+[customers.globex]
+"#,
+    )
+    .unwrap();
+    let licence = |c: &str| settings.customer(&id(c)).unwrap().licence();
+    assert_eq!(licence("acme"), LicenceTerms::new(Offering::Cloud).support_telemetry_opt_out(true));
+    assert_eq!(licence("initech"), LicenceTerms::new(Offering::OnPremises));
+    assert_eq!(licence("globex"), LicenceTerms::default(), "no licence table: on premises, no opt-out");
+    assert!(!settings.customer(&id("acme")).unwrap().policy().enabled(Program::SupportTelemetry));
+
+    // (settings, customer, program refused)
+    let refused = [
+        (
+            "[customers.globex]\n[customers.globex.policy.programs]\nsupport_telemetry = false\n",
+            "globex",
+            Program::SupportTelemetry,
+        ),
+        (
+            "[customers.acme]\n[customers.zeta.licence]\noffering = \"cloud\"\nsupport_telemetry_opt_out = true\n\
+             [customers.zeta.policy.programs]\nbenchmarking = false\n",
+            "zeta",
+            Program::Benchmarking,
+        ),
+        (
+            "[customers.zeta.licence]\noffering = \"cloud\"\n[customers.zeta.policy.programs]\n\
+             support_telemetry = false\n",
+            "zeta",
+            Program::SupportTelemetry,
+        ),
+    ];
+    for (text, customer, program) in refused {
+        match Settings::from_toml(text) {
+            Err(err @ SettingsError::Licence { .. }) => {
+                let SettingsError::Licence { customer: c, program: p, .. } = &err else { unreachable!() };
+                assert_eq!((c.as_str(), *p), (customer, program), "{text}");
+                let message = err.to_string();
+                assert!(
+                    message.starts_with(&format!(
+                        "settings: customer {customer}: program {program} is switched off"
+                    )),
+                    "{message}"
+                );
+            }
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    // An offering that does not exist, or a setting that does not: the
+    // TOML reader's error, with its line.
+    let err = Settings::from_toml("[customers.acme.licence]\noffering = \"saas\"\n").unwrap_err();
+    assert!(matches!(err, SettingsError::Syntax { line: 2, .. }), "{err}");
+    let err =
+        Settings::from_toml("[customers.acme.licence]\noffering = \"cloud\"\nbenchmarking_opt_out = true\n")
+            .unwrap_err();
+    assert!(matches!(err, SettingsError::Syntax { .. }), "{err}");
+}
+
+/// The interactions a customer defines reach the service's copy of the
+/// policy (and its digest), so admission sees what the devices apply.
+#[test]
+fn the_customer_s_interactions_are_part_of_its_settings_and_digest() {
+    let with = Settings::from_toml(
+        "[customers.acme.policy.programs]\npersonalised_usage = true\n\
+         [customers.acme.policy.interactions]\n\"CRM.example.com\" = [\"search\"]\n",
+    )
+    .unwrap();
+    let without =
+        Settings::from_toml("[customers.acme.policy.programs]\npersonalised_usage = true\n").unwrap();
+    let acme = with.customer(&id("acme")).unwrap();
+    assert!(acme.policy().interactions.allows(&id("crm.example.com"), "search"));
+    assert_ne!(acme.policy_digest(), without.customer(&id("acme")).unwrap().policy_digest());
+    let err = Settings::from_toml("[customers.acme.policy.interactions]\n\"10.0.0.1\" = [\"search\"]\n")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("customer acme: policy line")
+            && err.to_string().contains("not an ip address"),
+        "{err}"
+    );
+}

@@ -394,3 +394,94 @@ fn a_service_of_the_us_refuses_to_enroll_or_serve_a_customer_pinned_to_the_eu() 
     assert_eq!(run.service.stats.wrong_region.load(Ordering::Relaxed), 2);
     assert_eq!(run.service.engine().record_count_of(&id("acme")).unwrap(), 0);
 }
+
+/// Issue #16 point 6: a device that skips its filter (or lies) sends
+/// interaction events for a web application and an action the customer's
+/// policy does not define. The real service over mutual TLS refuses each
+/// with its own code and counter, names neither in the reason, and stores
+/// nothing of them; the defined interaction of the same batch is stored.
+#[test]
+fn an_interaction_the_customer_did_not_define_is_refused_over_tls_and_a_defined_one_stored() {
+    use privtel_filter::{FilterBuilder, PseudonymKey};
+    use privtel_model::{Domain, EventBody, EventId, KeyId, RecordBody};
+    use privtel_wire::RejectCode;
+
+    const DEFINED: &str = r#"
+[customers.acme]
+[customers.acme.policy.programs]
+personalised_usage = true
+[customers.acme.policy.interactions]
+"crm.example.com" = ["create_ticket", "search"]
+"#;
+    let run = start_in(limits(), DEFINED, None);
+    let creds = run.enroll("acme", "dev-1").unwrap();
+    let policy = run.service.settings().customer(&id("acme")).unwrap().policy().clone();
+    let filter = FilterBuilder::new()
+        .policy(policy)
+        .customer(id("acme"))
+        .key(PseudonymKey::new(KeyId::new(1), [3; 32]))
+        .build();
+    let fixture = privtel_testkit::fixtures::interaction();
+    let defined = filter.apply(fixture, &mut Default::default()).expect("defined").into_record();
+    // The filtered record, changed only where the definitions are.
+    let lie = |n: u128, application: &str, action: &str| {
+        let mut r = defined.clone();
+        let RecordBody::Event(e) = &mut r.body else { unreachable!() };
+        e.id = EventId::from_u128(n);
+        let EventBody::Interaction(i) = &mut e.body else { unreachable!() };
+        i.application = Domain::new(application).unwrap();
+        i.action = action.into();
+        r
+    };
+    let records = vec![
+        lie(100, "crm.example.com", "read_mail_canaryact"),
+        defined.clone(),
+        lie(101, "canaryapp.example.net", "search"),
+        lie(102, "crm.example.com", "Search"),
+    ];
+    let mut conn = run.session(&creds);
+    say_hello(&mut conn, "acme", "dev-1").unwrap();
+    conn.send(&Message::Batch(batch(&run.service, "acme", 1, records))).unwrap();
+    let Message::Ack(ack) = conn.recv().unwrap() else { panic!("expected an ack") };
+    assert_eq!(ack.accepted_up_to, 4);
+    let refused: Vec<(u64, RejectCode, bool)> =
+        ack.rejections.iter().map(|r| (r.seq, r.code, r.retryable)).collect();
+    assert_eq!(
+        refused,
+        [
+            (1, RejectCode::INTERACTION, false),
+            (3, RejectCode::INTERACTION, false),
+            (4, RejectCode::INTERACTION, false)
+        ]
+    );
+    for r in &ack.rejections {
+        assert!(
+            !r.reason.contains("canary") && !r.reason.contains("crm"),
+            "a reason names a value: {}",
+            r.reason
+        );
+    }
+    let counts = &run.service.stats.records_refused;
+    assert_eq!(counts.interaction.load(Ordering::Relaxed), 3);
+    assert_eq!(counts.kind.load(Ordering::Relaxed) + counts.field_form.load(Ordering::Relaxed), 0);
+    // Only the defined interaction is stored.
+    let engine = run.service.engine();
+    assert_eq!(engine.record_count_of(&id("acme")).unwrap(), 1);
+    let mut out = Vec::new();
+    assert_eq!(engine.export_person(&id("acme"), &id("u-1042"), &mut out).unwrap(), 1);
+    let line: serde_json::Value = serde_json::from_slice(out.trim_ascii_end()).unwrap();
+    assert_eq!(line["kind"], "interaction");
+    assert_eq!(line["record"]["body"]["event"]["body"]["interaction"]["action"], "create_ticket");
+    drop(engine);
+    // Nothing of the refused ones in any file the service wrote (the
+    // engine is not sealed here: the stored action is readable, so the
+    // scan can see).
+    let mut seen_defined = false;
+    for entry in std::fs::read_dir(run.dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(!has(b"canaryact") && !has(b"canaryapp"), "a refused interaction was written");
+        seen_defined |= has(b"create_ticket");
+    }
+    assert!(seen_defined, "the scan reads the stored rows");
+}

@@ -306,3 +306,19 @@ fn marks_commit_with_their_records_and_follow_their_rules() {
     spool.append_marked(none, None, &[forget_all], now).unwrap();
     assert!(spool.marks("binary").unwrap().is_empty());
 }
+
+/// The interaction event (issue #16 point 6), sealed in the spool, reads
+/// back as it was appended, under its program.
+#[test]
+fn an_interaction_is_spooled_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = SpoolOptions::default();
+    options.key = Some(AtRestKey::new(1, [9; 32]));
+    let mut spool = Spool::open(dir.path().join("s.db"), options).unwrap();
+    let record = fixtures::interaction();
+    spool.append_batch(std::slice::from_ref(&record), fixtures::base_time()).unwrap();
+    let batch = spool.next_batch(Program::PersonalisedUsage, 10).unwrap();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].record, record);
+    assert_eq!(batch[0].record.body.kind_name(), "interaction");
+}

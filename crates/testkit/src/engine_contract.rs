@@ -67,6 +67,7 @@ macro_rules! engine_contract_tests {
             ingest_matches_a_simple_model,
             contract_end_removes_every_row_and_refuses_later_batches,
             the_customer_copy_holds_every_record_of_the_customer_only,
+            an_interaction_is_stored_under_its_kind_exported_and_erased,
         );
     };
     (@each $attrs:tt $harness:expr; $($name:ident,)*) => {
@@ -813,4 +814,27 @@ pub fn the_customer_copy_holds_every_record_of_the_customer_only<H: Harness>(h: 
     assert_eq!(lines.iter().filter(|l| l.get("device").is_some()).count(), 2);
     let text = lines.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
     assert!(text.contains("acme-two") && !text.contains("globex-only"), "only the customer's rows");
+}
+
+/// An interaction event (issue #16 point 6), the event kind added last:
+/// stored under its kind name, read back as it was ingested by another
+/// engine on the same store, and erased with its person.
+pub fn an_interaction_is_stored_under_its_kind_exported_and_erased<H: Harness>(h: &mut H) {
+    let mut store = h.fresh(RetentionPolicy::default());
+    let now = fixtures::base_time();
+    let record = fixtures::interaction();
+    let out = store.ingest(&acme(), &dev("d1"), S, 1, vec![record.clone()], now).expect("ingest");
+    assert_eq!(out.stored, 1);
+    drop(store);
+    let mut store = h.again();
+    let lines = export(&store, &acme(), "u-1042");
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["kind"], "interaction");
+    assert_eq!(lines[0]["program"], "personalised_usage");
+    let back: Record = serde_json::from_value(lines[0]["record"].clone()).expect("a record");
+    assert_eq!(back, record);
+    let receipt =
+        store.erase_person(&acme(), &ErasureRequest::new("req-i", uid("u-1042"), now), now).expect("erase");
+    assert_eq!(receipt.records_removed, 1);
+    assert_eq!(store.record_count_of(&acme()).expect("count"), 0);
 }

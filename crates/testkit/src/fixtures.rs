@@ -6,9 +6,10 @@
 use privtel_model::{
     Application, Arch, Binary, BinaryVerdict, Category, ConfigSample, CountryCode, CrashReport, Device,
     DeviceId, DeviceSummary, DeviceType, Digest, Domain, DomainVerdict, Event, EventBody, EventId,
-    ExecutableFormat, Execution, ExperienceScore, FeatureUsage, Feedback, Finite, Geohash, LicenceSession,
-    Login, OsFamily, OsInfo, Package, PackageManager, PerformanceSample, Personal, Privileges, Program,
-    Record, RecordBody, Reputation, Score, ThreatLevel, Timestamp, User, UserId, VersionCheck, WebRequest,
+    ExecutableFormat, Execution, ExperienceScore, FeatureUsage, Feedback, Finite, Geohash, Interaction,
+    LicenceSession, Login, OsFamily, OsInfo, Package, PackageManager, PerformanceSample, Personal,
+    Privileges, Program, Record, RecordBody, Reputation, Score, ThreatLevel, Timestamp, User, UserId,
+    VersionCheck, WebRequest,
 };
 use time::Duration;
 
@@ -99,6 +100,30 @@ pub fn event_bodies(tag: &str) -> Vec<EventBody> {
             period: Duration::days(1),
         }),
     ]
+}
+
+/// An interaction event (issue #16 point 6) of user `u-1042` on device
+/// `dev-0001` at [`base_time`], under personalised usage:
+/// `crm.example.com`, action `create_ticket`, 212 keys, 9 clicks, 48 s in
+/// clear. Not in [`records`], whose counts many tests pin (as
+/// [`device_summary`] is not): a test that covers every kind adds it.
+pub fn interaction() -> Record {
+    Record {
+        program: Program::PersonalisedUsage,
+        body: RecordBody::Event(Event {
+            id: EventId::from_u128(0x1_0000),
+            device: DeviceId::new("dev-0001").expect("valid id"),
+            user: Some(UserId::new("u-1042").expect("valid id")),
+            recorded_at: base_time(),
+            body: EventBody::Interaction(Interaction {
+                application: Domain::new("crm.example.com").expect("canonical"),
+                action: "create_ticket".into(),
+                keys: 212,
+                clicks: 9,
+                duration: Personal::Clear(Duration::seconds(48)),
+            }),
+        }),
+    }
 }
 
 /// [`records`] as the golden files of earlier formats hold them: binaries,

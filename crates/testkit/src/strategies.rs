@@ -6,10 +6,10 @@ use privtel_model::{
     Application, Arch, BatchId, Binary, BinaryId, BinaryVerdict, Category, ConfigSample, CountryCode,
     CrashReport, CustomerId, DataCategory, Device, DeviceId, DeviceType, Digest, Domain, DomainId,
     DomainVerdict, DurationBucket, Event, EventBody, EventId, ExecutableFormat, Execution, ExperienceScore,
-    FeatureUsage, Feedback, Finite, Generalised, Geohash, HashAlg, IpPrefix, KeyId, LicenceSession, Login,
-    OsFamily, OsInfo, Package, PackageManager, PerformanceSample, Personal, Privileges, Program, Pseudonym,
-    Record, RecordBody, Reputation, Score, ThreatLevel, TimeBucket, TimeUnit, Timestamp, Treatment, User,
-    UserId, VersionCheck, WebRequest,
+    FeatureUsage, Feedback, Finite, Generalised, Geohash, HashAlg, Interaction, IpPrefix, KeyId,
+    LicenceSession, Login, OsFamily, OsInfo, Package, PackageManager, PerformanceSample, Personal,
+    Privileges, Program, Pseudonym, Record, RecordBody, Reputation, Score, ThreatLevel, TimeBucket, TimeUnit,
+    Timestamp, Treatment, User, UserId, VersionCheck, WebRequest,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -452,6 +452,20 @@ pub fn licence_session() -> BoxedStrategy<LicenceSession> {
         .boxed()
 }
 
+/// An interaction with a web application: any canonical host, any action
+/// text (a policy defines only some), any counts.
+pub fn interaction() -> BoxedStrategy<Interaction> {
+    (domain(), label_text(), any::<u32>(), any::<u32>(), personal(measured_duration()))
+        .prop_map(|(application, action, keys, clicks, duration)| Interaction {
+            application,
+            action,
+            keys,
+            clicks,
+            duration,
+        })
+        .boxed()
+}
+
 /// An event body of any kind.
 pub fn event_body() -> BoxedStrategy<EventBody> {
     prop_oneof![
@@ -484,6 +498,7 @@ pub fn event_body() -> BoxedStrategy<EventBody> {
         }),
         (score(), measured_duration())
             .prop_map(|(score, period)| EventBody::ExperienceScore(ExperienceScore { score, period })),
+        interaction().prop_map(EventBody::Interaction),
     ]
     .boxed()
 }

@@ -213,6 +213,9 @@ impl RejectCode {
     pub const UNKNOWN_CUSTOMER: Self = Self(14);
     /// The record is of a kind the program does not carry.
     pub const KIND: Self = Self(15);
+    /// An interaction event with a web application or action the
+    /// customer's policy does not define.
+    pub const INTERACTION: Self = Self(16);
 
     /// The code in words (`"program off"`), or `"code N"` for one this build
     /// does not know.
@@ -227,6 +230,7 @@ impl RejectCode {
             Self::WRONG_PROGRAM => "wrong program",
             Self::UNKNOWN_CUSTOMER => "unknown customer",
             Self::KIND => "kind",
+            Self::INTERACTION => "interaction not defined",
             Self(n) => return format!("code {n}").into(),
         };
         known.into()
