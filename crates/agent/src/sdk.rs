@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use privtel_filter::{Filter, FilterBuilder, Policy, RedactionReport};
+use privtel_filter::{Filter, FilterBuilder, LicenceError, LicenceTerms, Policy, RedactionReport};
 use privtel_model::{
     ConfigSample, Consent, ConsentSource, CrashReport, CustomerId, DeviceId, Event, EventBody, EventId,
     FeatureUsage, Feedback, Finite, Geohash, Interaction, LicenceSession, OsInfo, PerformanceSample,
@@ -180,6 +180,9 @@ pub enum SdkError {
         /// How long the caller waited.
         waited: Duration,
     },
+    /// The policy switches off a program the customer's licence requires.
+    #[error(transparent)]
+    Licence(#[from] LicenceError),
     /// An agent error (spool, key, wire).
     #[error(transparent)]
     Agent(#[from] AgentError),
@@ -253,6 +256,7 @@ pub struct TelemetryBuilder {
     clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
     geolocate: Option<Arc<Geolocate>>,
     retry: RetryBudget,
+    licence: Option<LicenceTerms>,
 }
 
 impl std::fmt::Debug for TelemetryBuilder {
@@ -295,7 +299,18 @@ impl TelemetryBuilder {
             clock: Arc::new(Timestamp::now),
             geolocate: None,
             retry: RetryBudget::forever(),
+            licence: None,
         }
+    }
+
+    /// The customer's licence, as the service's settings give it: `build`
+    /// refuses a policy that switches off a program the licence requires
+    /// (support telemetry without the opt-out flag; benchmarking in the
+    /// cloud offering).
+    #[must_use]
+    pub fn licence(mut self, terms: LicenceTerms) -> Self {
+        self.licence = Some(terms);
+        self
     }
 
     /// The customer's policy (programs on, each field's form).
@@ -445,6 +460,9 @@ impl TelemetryBuilder {
         let subject_key =
             crate::keys::load_or_create_key(self.dir.join("subject.key")).map_err(AgentError::from)?;
         let filter = Arc::new(self.filter.build());
+        if let Some(terms) = &self.licence {
+            filter.policy().check_licence(terms)?;
+        }
         let on = Program::ALL.map(|p| filter.enabled(p));
         let mut workers = Vec::new();
         for (name, connector) in &self.endpoints {

@@ -639,3 +639,36 @@ fn only_interactions_the_customer_defines_are_recorded() {
     assert!(!all.contains("canaryq") && !all.contains("tickets/new"), "no url is stored: {all}");
     sdk.shutdown(FLUSH).unwrap();
 }
+
+/// The licence rules: a policy switching off what the customer's licence
+/// requires does not build.
+#[test]
+fn a_policy_that_breaks_its_licence_does_not_build() {
+    use privtel_filter::{LicenceTerms, Offering};
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), "a", POLICY);
+    let c = || connector(&svc, Arc::new(AtomicBool::new(false)));
+    let no_support = "[programs]\nsupport_telemetry = false\n";
+    let err = builder(dir.path(), no_support)
+        .licence(LicenceTerms::new(Offering::OnPremises))
+        .endpoint("a", c())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, SdkError::Licence(_)), "{err}");
+    assert!(err.to_string().contains("support_telemetry"), "{err}");
+    let mut opt_out = LicenceTerms::new(Offering::OnPremises);
+    opt_out.support_telemetry_opt_out = true;
+    builder(dir.path(), no_support).licence(opt_out).endpoint("a", c()).build().unwrap();
+    let no_benchmarks = "[programs]\nbenchmarking = false\n";
+    let err = builder(dir.path(), no_benchmarks)
+        .licence(LicenceTerms::new(Offering::Cloud))
+        .endpoint("a", c())
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("benchmarking"), "{err}");
+    builder(dir.path(), no_benchmarks)
+        .licence(LicenceTerms::new(Offering::OnPremises))
+        .endpoint("a", c())
+        .build()
+        .unwrap();
+}
