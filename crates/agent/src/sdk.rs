@@ -571,6 +571,11 @@ impl People {
     }
 }
 
+thread_local! {
+    /// The redaction report the calls of this thread fill (and nobody reads).
+    static REPORT: std::cell::RefCell<RedactionReport> = std::cell::RefCell::new(RedactionReport::default());
+}
+
 /// The longest text argument kept (64 KiB): a longer one (a crash's
 /// stack, say) is cut at a character boundary and counted
 /// ([`SdkStats::truncated`]).
@@ -1130,8 +1135,10 @@ impl Telemetry {
     fn dispatch(&self, record: Record, subject: Option<Subject>) {
         let route =
             route_of(&self.inner.by_program, &self.inner.by_kind, record.program, record.body.kind_name());
-        let mut report = RedactionReport::default();
-        let Some(filtered) = self.inner.filter.apply(record, &mut report) else {
+        // One report per thread, reused: a fresh one is a 12 KiB table
+        // zeroed on every call (its counts are not read here).
+        let filtered = REPORT.with(|report| self.inner.filter.apply(record, &mut report.borrow_mut()));
+        let Some(filtered) = filtered else {
             self.inner.stats.filtered_out.fetch_add(1, Relaxed);
             return;
         };
