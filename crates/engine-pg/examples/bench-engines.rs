@@ -1,21 +1,32 @@
 //! Both engines in one run, on the same records: durable ingest of 2 M
-//! records in batches of 1,000 (and, on PostgreSQL, in groups of ten
-//! batches as the service's writer commits them), then a retention sweep
-//! removing the 1 M older ones. Prints one line per figure and `RATIO`
-//! lines (measured / goal; 1.00 or more meets the goal).
+//! records from 100 devices in batches of 1,000, committed in groups of ten
+//! batches as the service's writer commits them, then a retention sweep
+//! removing the 1 M older ones. PostgreSQL is measured with one writer and
+//! with several at once (`--writers N`, default 2: each its own connection
+//! and thread, the devices shared out between them, as several service
+//! writers consume one stream); SQLite has one writer. Prints one line per
+//! figure and `RATIO` lines (measured / goal; 1.00 or more meets the goal).
 //!
 //! `scripts/bench-engines.sh` builds and runs it:
-//! `cargo run --release -p privtel-engine-pg --example bench-engines -- --pg URL [--records N]`.
-//! The PostgreSQL side runs in a database of its own, made and dropped here.
+//! `cargo run --release -p privtel-engine-pg --example bench-engines -- --pg URL [--records N] [--writers N]`.
+//! The PostgreSQL side runs in databases of its own, made and dropped here.
 
+use std::collections::BTreeMap;
+use std::sync::Barrier;
 use std::time::Instant;
 
 use privtel_engine_pg::{PgEngine, PgOptions};
+use privtel_model::RecordBody;
 use privtel_store::{
     AdmittedBatch, CustomerId, DeviceId, Duration, EngineOptions, EngineStore, Record, RetentionPolicy,
     Sequence, SqliteEngine, Timestamp,
 };
 use privtel_testkit::bench::{feature_event, ratio};
+
+/// Devices the records come from; a batch is one device's.
+const DEVICES: u64 = 100;
+/// Batches a transaction commits, as the service's writer groups them.
+const GROUP: usize = 10;
 
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -26,98 +37,104 @@ fn load() -> String {
         .join(" ")
 }
 
+/// One device's batch of 1,000 records.
+struct Chunk {
+    device: DeviceId,
+    records: Vec<Record>,
+}
+
 /// The batches: half the records 31 to 40 days old (past the 30-day TTL),
-/// half 0 to 9 days old, ten days each, at times spread over the day.
-fn batches(total: u64, now: Timestamp) -> Vec<Vec<Record>> {
+/// half 0 to 9 days old, ten days each, at times spread over the day;
+/// batch `k` is device `dev-(k mod 100)`'s.
+fn batches(total: u64, now: Timestamp) -> Vec<Chunk> {
     let users = 9_973; // prime: every person has records of both ages
     (0..total / 1_000)
         .map(|chunk| {
             let old = chunk % 2 == 0;
             let day = (chunk / 2) % 10;
             let base = if old { 31 + day } else { day };
-            (0..1_000)
+            let device = DeviceId::new(format!("dev-{}", chunk % DEVICES)).expect("valid");
+            let records = (0..1_000)
                 .map(|i| {
                     let n = chunk * 1_000 + i;
                     let age = Duration::days(base as i64) + Duration::seconds((n % 86_000) as i64);
-                    feature_event(n, now.checked_sub(age).expect("in range"), users)
+                    let mut r = feature_event(n, now.checked_sub(age).expect("in range"), users);
+                    if let RecordBody::Event(e) = &mut r.body {
+                        e.device = device.clone();
+                    }
+                    r
                 })
-                .collect()
+                .collect();
+            Chunk { device, records }
         })
         .collect()
 }
 
-struct Figures {
-    ingest_per_s: f64,
-    sweep_s: f64,
-}
-
-fn run<E: EngineStore>(
-    name: &str,
-    engine: &mut E,
-    data: &[Vec<Record>],
-    group: usize,
-    now: Timestamp,
-) -> Figures {
+/// Ingests `chunks` through `engine` in groups of [`GROUP`] batches, each
+/// device's sequence numbers following on.
+fn ingest<E: EngineStore>(engine: &mut E, chunks: &[&Chunk], now: Timestamp) {
     let customer = CustomerId::new("bench").expect("valid");
-    let device = DeviceId::new("bench").expect("valid");
-    let total: usize = data.iter().map(Vec::len).sum();
-    println!("{name}: load before ingest {}", load());
-    let start = Instant::now();
-    let mut seq = 1;
-    for chunk in data.chunks(group) {
-        let mut group_batches = Vec::with_capacity(chunk.len());
-        for records in chunk {
-            group_batches.push(AdmittedBatch {
-                customer: customer.clone(),
-                device: device.clone(),
-                seq: Sequence { stream: 1, first_seq: seq, skipped: 0 },
-                records: records.iter().cloned().map(Some).collect(),
-            });
-            seq += records.len() as u64;
-        }
-        for outcome in engine.ingest_group(group_batches, now) {
+    let mut seqs: BTreeMap<&str, u64> = BTreeMap::new();
+    for group in chunks.chunks(GROUP) {
+        let batches = group
+            .iter()
+            .map(|c| {
+                let seq = seqs.entry(c.device.as_str()).or_insert(1);
+                let first_seq = *seq;
+                *seq += c.records.len() as u64;
+                AdmittedBatch {
+                    customer: customer.clone(),
+                    device: c.device.clone(),
+                    seq: Sequence { stream: 1, first_seq, skipped: 0 },
+                    records: c.records.iter().cloned().map(Some).collect(),
+                }
+            })
+            .collect();
+        for outcome in engine.ingest_group(batches, now) {
             assert_eq!(outcome.expect("ingest").stored, 1_000);
         }
     }
-    let ingest_per_s = total as f64 / start.elapsed().as_secs_f64();
-    println!(
-        "{name}: ingest {total} records, groups of {group} batches of 1,000: {ingest_per_s:.0} records/s"
-    );
-    assert_eq!(engine.record_count().expect("count"), total as u64);
+}
+
+/// Puts the records at rest first, as they are when a sweep meets them (a
+/// month after they were written): PostgreSQL's checkpoint when
+/// `checkpoint` names its server, then every dirty page of the machine to
+/// disk (`sync`). Without it the sweep of records ingested a second before
+/// waits for their pages' write-back (truncating a file under write-back
+/// waits for it), which measures the bench's own ingest, not the sweep.
+fn at_rest(checkpoint: Option<&mut postgres::Client>) {
+    if let Some(admin) = checkpoint {
+        admin.batch_execute("CHECKPOINT").expect("checkpoint");
+    }
+    let synced = std::process::Command::new("sync").status().expect("sync");
+    assert!(synced.success(), "sync failed");
+}
+
+/// Sweeps with the default 30-day TTL, once the records are at rest; the
+/// seconds it took.
+fn sweep<E: EngineStore>(
+    name: &str,
+    engine: &mut E,
+    total: u64,
+    now: Timestamp,
+    checkpoint: Option<&mut postgres::Client>,
+) -> f64 {
+    let customer = CustomerId::new("bench").expect("valid");
+    assert_eq!(engine.record_count().expect("count"), total);
+    at_rest(checkpoint);
     println!("{name}: load before sweep {}", load());
     let start = Instant::now();
     let report = engine.sweep(&customer, &RetentionPolicy::default(), now).expect("sweep");
-    let sweep_s = start.elapsed().as_secs_f64();
-    assert_eq!(report.events, total as u64 / 2, "the sweep removed what it should");
-    assert_eq!(engine.record_count().expect("count"), total as u64 / 2);
-    println!("{name}: sweep removing {} of {total} rows: {sweep_s:.3} s", report.events);
-    Figures { ingest_per_s, sweep_s }
+    let s = start.elapsed().as_secs_f64();
+    assert_eq!(report.events, total / 2, "the sweep removed what it should");
+    assert_eq!(engine.record_count().expect("count"), total / 2);
+    println!("{name}: sweep removing {} of {total} rows: {s:.3} s", report.events);
+    s
 }
 
-fn main() {
-    let mut args = std::env::args().skip(1);
-    let (mut url, mut total) = (None, 2_000_000u64);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--pg" => url = args.next(),
-            "--records" => total = args.next().and_then(|n| n.parse().ok()).expect("--records N"),
-            "--bench" => {}
-            other => {
-                eprintln!("unknown argument {other}; usage: bench-engines --pg URL [--records N]");
-                std::process::exit(2);
-            }
-        }
-    }
-    let url = url.or_else(|| std::env::var("PRIVTEL_PG_URL").ok()).unwrap_or_else(|| {
-        eprintln!("usage: bench-engines --pg postgres://user@host:port/db [--records N] (or PRIVTEL_PG_URL)");
-        std::process::exit(2);
-    });
-    let now = Timestamp::from_unix_seconds(1_795_752_000).expect("in range");
-    let data = batches(total, now);
-
-    // PostgreSQL, in a database of its own.
-    let db = format!("privtel_bench_{}", std::process::id());
-    let mut admin = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+/// A database of its own on the server `url` names: (its URL, its name).
+fn new_database(admin: &mut postgres::Client, url: &str, tag: &str) -> (String, String) {
+    let db = format!("privtel_bench_{}_{tag}", std::process::id());
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db}")).expect("drop");
     admin.batch_execute(&format!("CREATE DATABASE {db}")).expect("create");
     let db_url = match url.rsplit_once('/') {
@@ -126,22 +143,157 @@ fn main() {
         }
         _ => format!("{url}/{db}"),
     };
-    let pg = {
-        let mut engine = PgEngine::connect(&db_url, PgOptions::default()).expect("open");
-        let pg = run("postgresql", &mut engine, &data, 10, now);
-        engine.check_default().expect("nothing in the default partition");
-        pg
-    };
+    (db_url, db)
+}
+
+/// PostgreSQL with `writers` engines at once, each on its own thread and
+/// connection, each writing its share of the devices: records/s from the
+/// moment all are connected to the last commit; then the sweep if asked.
+fn postgres_run(
+    admin: &mut postgres::Client,
+    url: &str,
+    data: &[Chunk],
+    writers: usize,
+    now: Timestamp,
+    sweep_too: bool,
+) -> (f64, Option<f64>) {
+    let (db_url, db) = new_database(admin, url, &format!("w{writers}"));
+    let name = format!("postgresql, {writers} writer{}", if writers == 1 { "" } else { "s" });
+    let total = data.len() as u64 * 1_000;
+    let mut engines: Vec<PgEngine> = (0..writers)
+        .map(|_| PgEngine::connect(&db_url, PgOptions::default()).expect("open"))
+        .collect();
+    let shares: Vec<Vec<&Chunk>> = (0..writers)
+        .map(|w| {
+            data.iter()
+                .enumerate()
+                .filter(|(k, _)| (*k as u64 % DEVICES) as usize % writers == w)
+                .map(|(_, c)| c)
+                .collect()
+        })
+        .collect();
+    println!("{name}: load before ingest {}", load());
+    let barrier = Barrier::new(writers + 1);
+    let elapsed = std::thread::scope(|s| {
+        for (engine, share) in engines.iter_mut().zip(&shares) {
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                ingest(engine, share, now);
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        // The scope joins every writer before it returns.
+        start
+    })
+    .elapsed();
+    let per_s = total as f64 / elapsed.as_secs_f64();
+    println!("{name}: ingest {total} records, groups of {GROUP} batches of 1,000: {per_s:.0} records/s");
+    assert_eq!(engines[0].record_count().expect("count"), total, "every record stored once");
+    let swept = sweep_too.then(|| sweep(&name, &mut engines[0], total, now, Some(&mut *admin)));
+    engines[0].check_default().expect("nothing in the default partition");
+    drop(engines);
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).expect("drop");
+    (per_s, swept)
+}
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut sqlite =
-        SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).expect("open");
-    let sq = run("sqlite", &mut sqlite, &data, 10, now);
+/// The median of `v` (the mean of the middle two when even).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
 
-    ratio("pg_ingest_per_s", pg.ingest_per_s, 100_000.0, true, "records/s");
-    println!("RATIO pg_vs_sqlite_ingest {:.2}", pg.ingest_per_s / sq.ingest_per_s);
-    let speedup = sq.sweep_s / pg.sweep_s;
-    ratio("pg_sweep_speedup_vs_sqlite", speedup, 20.0, true, "x");
+/// `median (min–max)` of a figure over the rounds.
+fn spread(v: &[f64], digits: usize) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.digits$} ({:.digits$}–{:.digits$})", median(v), min, max)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut url, mut total, mut writers, mut rounds) = (None, 2_000_000u64, 2usize, 3usize);
+    let usage = "usage: bench-engines --pg postgres://user@host:port/db [--records N] [--writers N] [--rounds N] (or PRIVTEL_PG_URL)";
+    while let Some(a) = args.next() {
+        let mut number = |name: &str| -> usize {
+            args.next().and_then(|n| n.parse().ok()).filter(|n| *n >= 1).unwrap_or_else(|| {
+                eprintln!("{name} needs a whole number of at least 1; {usage}");
+                std::process::exit(2);
+            })
+        };
+        match a.as_str() {
+            "--pg" => url = args.next(),
+            "--records" => total = number("--records") as u64,
+            "--writers" => writers = number("--writers"),
+            "--rounds" => rounds = number("--rounds"),
+            "--bench" => {}
+            other => {
+                eprintln!("unknown argument {other}; {usage}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let url = url.or_else(|| std::env::var("PRIVTEL_PG_URL").ok()).unwrap_or_else(|| {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    });
+    let now = Timestamp::from_unix_seconds(1_795_752_000).expect("in range");
+    let data = batches(total, now);
+    let total = data.len() as u64 * 1_000;
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+
+    // Each round: PostgreSQL with one writer (then its sweep), with
+    // `writers` at once, and SQLite (then its sweep), on fresh stores.
+    let (mut pg_one, mut pg_many, mut sq_ingest) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pg_sweep, mut sq_sweep, mut speedup) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        println!("round {round} of {rounds}");
+        let (one, swept) = postgres_run(&mut admin, &url, &data, 1, now, true);
+        pg_one.push(one);
+        if writers > 1 {
+            pg_many.push(postgres_run(&mut admin, &url, &data, writers, now, false).0);
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sqlite =
+            SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).expect("open");
+        println!("sqlite: load before ingest {}", load());
+        let start = Instant::now();
+        ingest(&mut sqlite, &data.iter().collect::<Vec<_>>(), now);
+        let per_s = total as f64 / start.elapsed().as_secs_f64();
+        println!("sqlite: ingest {total} records, groups of {GROUP} batches of 1,000: {per_s:.0} records/s");
+        sq_ingest.push(per_s);
+        let sq = sweep("sqlite", &mut sqlite, total, now, None);
+        let pg = swept.unwrap_or(f64::INFINITY);
+        println!("round {round}: sweep speed-up {:.1}x", sq / pg);
+        pg_sweep.push(pg);
+        sq_sweep.push(sq);
+        speedup.push(sq / pg);
+    }
+
+    println!("summary over {rounds} round(s), median (min–max):");
+    println!("  postgresql ingest, 1 writer: {} records/s", spread(&pg_one, 0));
+    if writers > 1 {
+        println!("  postgresql ingest, {writers} writers: {} records/s", spread(&pg_many, 0));
+    }
+    println!("  sqlite ingest: {} records/s", spread(&sq_ingest, 0));
+    println!("  postgresql sweep: {} s", spread(&pg_sweep, 3));
+    println!("  sqlite sweep: {} s", spread(&sq_sweep, 3));
+    println!("  sweep speed-up (same round): {}x", spread(&speedup, 1));
+    ratio("pg_ingest_per_s_one_writer", median(&pg_one), 100_000.0, true, "records/s");
+    if writers > 1 {
+        ratio(&format!("pg_ingest_per_s_{writers}_writers"), median(&pg_many), 100_000.0, true, "records/s");
+    }
+    let pg_best = median(&pg_one).max(if pg_many.is_empty() { 0.0 } else { median(&pg_many) });
+    println!("RATIO pg_vs_sqlite_ingest {:.2}", pg_best / median(&sq_ingest));
+    ratio("pg_sweep_speedup_vs_sqlite", median(&speedup), 20.0, true, "x");
     println!("load after: {}", load());
 }
