@@ -160,9 +160,8 @@ fn postgres_run(
     let (db_url, db) = new_database(admin, url, &format!("w{writers}"));
     let name = format!("postgresql, {writers} writer{}", if writers == 1 { "" } else { "s" });
     let total = data.len() as u64 * 1_000;
-    let mut engines: Vec<PgEngine> = (0..writers)
-        .map(|_| PgEngine::connect(&db_url, PgOptions::default()).expect("open"))
-        .collect();
+    let mut engines: Vec<PgEngine> =
+        (0..writers).map(|_| PgEngine::connect(&db_url, PgOptions::default()).expect("open")).collect();
     let shares: Vec<Vec<&Chunk>> = (0..writers)
         .map(|w| {
             data.iter()

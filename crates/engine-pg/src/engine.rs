@@ -231,7 +231,7 @@ impl Statements {
             keys: p("SELECT digest, key FROM subject_keys WHERE customer = $1 AND digest = ANY($2::bytea[])")?,
             new_keys: p("INSERT INTO subject_keys (customer, digest, kind, key)
                  SELECT * FROM unnest($1::integer[], $2::bytea[], $3::smallint[], $4::bytea[])
-                 ON CONFLICT DO NOTHING")?,
+                 ON CONFLICT DO NOTHING RETURNING customer, digest")?,
             ids: p("SELECT nextval('record_id_blocks') FROM generate_series(1, $1::bigint)")?,
         })
     }
@@ -707,15 +707,41 @@ impl PgEngine {
             let ds: Vec<&[u8]> = made.iter().map(|m| &m.1[..]).collect();
             let ks: Vec<i16> = made.iter().map(|m| i16::from(m.2)).collect();
             let vs: Vec<Vec<u8>> = made.iter().map(|m| keys::store_key(wrap, m.0, &m.1, &m.3)).collect();
-            let n = tx.execute(&st.new_keys, &[&cs, &ds, &ks, &vs]).op("storing subject keys")?;
-            if n as usize != made.len() {
-                // Another writer made a key for the same subject meanwhile.
-                return Err(Error::Database {
-                    op: "storing subject keys",
-                    message: "another writer registered the same subject at the same time, expected to retry"
-                        .into(),
+            // In (customer, digest) order: two writers making keys for the
+            // same subjects wait for each other in one order, never in a
+            // cycle. A key another writer made meanwhile is not inserted
+            // (the insert waits for that writer's commit); it is read back,
+            // and used instead of the one made here.
+            let inserted: HashSet<(i32, Vec<u8>)> = tx
+                .query(&st.new_keys, &[&cs, &ds, &ks, &vs])
+                .op("storing subject keys")?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            if inserted.len() != made.len() {
+                let mut theirs: BTreeMap<i32, Vec<Digest>> = BTreeMap::new();
+                for m in made.iter().filter(|m| !inserted.contains(&(m.0, m.1.to_vec()))) {
+                    theirs.entry(m.0).or_default().push(m.1);
                 }
-                .into());
+                for (c, digests) in &theirs {
+                    let digests: Vec<&[u8]> = digests.iter().map(|d| &d[..]).collect();
+                    for row in tx.query(&st.keys, &[c, &digests]).op("reading subject keys")? {
+                        let Ok(d) = Digest::try_from(row.get::<_, Vec<u8>>(0)) else { continue };
+                        let key = keys::load_key(wrap, *c, &d, row.get(1))
+                            .map_err(|e| Error::Decode { id: 0, reason: e.to_string() })?;
+                        cache.keys.insert((*c, d), key);
+                    }
+                }
+                made.retain(|m| inserted.contains(&(m.0, m.1.to_vec())));
+                let found =
+                    theirs.iter().all(|(c, ds)| ds.iter().all(|d| cache.keys.contains_key(&(*c, *d))));
+                if !found {
+                    return Err(Error::Database {
+                        op: "storing subject keys",
+                        message: "a subject key neither stored nor found, expected one or the other".into(),
+                    }
+                    .into());
+                }
             }
         }
         // Rows and their record keys; partitions for their days.

@@ -59,3 +59,73 @@ fn a_batch_that_fails_while_writing_is_left_out_and_the_rest_of_its_group_commit
     let mut out = Vec::new();
     assert!(engine.export_person(&globex, &UserId::new("u-1042").unwrap(), &mut out).unwrap() > 0);
 }
+
+/// Two writers meeting the same new people at once: the second waits for
+/// the first's keys, then uses them, instead of failing its batch; every
+/// record of both opens under the one key per person.
+#[test]
+#[ignore = "needs PostgreSQL: set PRIVTEL_PG_URL"]
+fn two_writers_making_the_same_new_subject_keys_at_once_both_store() {
+    let db = TestDb::new();
+    let mut first = db.engine(PgOptions::default());
+    let mut second = db.engine(PgOptions::default());
+    let now = fixtures::base_time();
+    let acme = cid("acme");
+    // The first writer's transaction holds its new keys, uncommitted, for
+    // 1.5 s after they are written (the sleep is in its first record's
+    // insert, which comes after the keys).
+    db.client()
+        .batch_execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF (SELECT device FROM devices WHERE id = NEW.device) = 'dev-slow'
+                    AND coalesce(current_setting('privtel_test.slept', true), '') = '' THEN
+                     PERFORM set_config('privtel_test.slept', 'yes', true);
+                     PERFORM pg_sleep(1.5);
+                 END IF;
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER slow AFTER INSERT ON records FOR EACH ROW EXECUTE FUNCTION slow();",
+        )
+        .unwrap();
+    // The customer exists already, so both writers meet it committed.
+    let warm = first.ingest_group(vec![batch(acme.clone(), "dev-warm", 1, vec![event_at(1, now)])], now);
+    assert_eq!(warm[0].as_ref().unwrap().stored, 1);
+    let n = fixtures_at(0).len() as u64;
+    let slow = std::thread::spawn(move || {
+        let out = first.ingest_group(vec![batch(cid("acme"), "dev-slow", 1, fixtures_at(10_000))], now);
+        (out, first)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    // A group of one batch: before, a key made by another writer meanwhile
+    // failed it outright.
+    let fast = second.ingest_group(vec![batch(acme.clone(), "dev-fast", 1, fixtures_at(20_000))], now);
+    let waited = started.elapsed();
+    let (slow, mut first) = slow.join().unwrap();
+    assert_eq!(slow[0].as_ref().unwrap().stored, n);
+    assert_eq!(fast[0].as_ref().unwrap().stored, n, "the second writer stored its batch");
+    assert!(waited >= std::time::Duration::from_millis(500), "the writers met (waited {waited:?})");
+    assert_eq!(first.record_count().unwrap(), 2 * n + 1);
+    // Each person's records of both devices open, from either engine.
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    let user = UserId::new("u-1042").unwrap();
+    let exported = first.export_person(&acme, &user, &mut a).unwrap();
+    assert_eq!(second.export_person(&acme, &user, &mut b).unwrap(), exported);
+    assert_eq!(a, b);
+    // The same records stored one batch after another, for another
+    // customer: what the export holds when nothing raced.
+    let globex = cid("globex");
+    for (device, records) in [
+        ("dev-warm", vec![event_at(1, now)]),
+        ("dev-slow", fixtures_at(10_000)),
+        ("dev-fast", fixtures_at(20_000)),
+    ] {
+        let out = second.ingest_group(vec![batch(globex.clone(), device, 1, records)], now);
+        assert!(out[0].is_ok());
+    }
+    let theirs = second.export_person(&globex, &user, &mut Vec::new()).unwrap();
+    assert!(theirs >= 2, "the fixtures name u-1042 on both devices");
+    assert_eq!(exported, theirs, "every record of the person, of both devices, opened");
+}
