@@ -47,7 +47,9 @@
 //! and the agent acknowledged once JetStream holds it; a writer thread in
 //! this process consumes the stream into the store (`--store`), or, with
 //! `--engine postgres://…`, into that PostgreSQL database, which welcomes
-//! then read high-water marks from. More writers may run elsewhere on the
+//! then read high-water marks from, and where retention sweeps, a
+//! person's export and erasure, the customer copy and contract end act
+//! (as well as on `--store`). More writers may run elsewhere on the
 //! same stream (`privtel-service`'s `writer` example). The counters
 //! (accepted, published, applied, lag) go to standard error as one JSON line
 //! every `--metrics-every` seconds. `--store-key` also seals the messages in
@@ -434,7 +436,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         });
     }
 
-    // Retention sweeps on a schedule, on the service's own store.
+    // Retention sweeps on a schedule, each customer with its own TTL, where
+    // the records are (with --engine, in PostgreSQL too).
     {
         let service = service.clone();
         let every = args.sweep_every;
@@ -549,6 +552,10 @@ mod scale {
                     .ok()
             });
             pg = Some(open()?);
+            // Sweeps, exports, erasures, the customer copy and contract end
+            // act where the records are, on a connection of their own.
+            let records: privtel::service::SharedRecords = Arc::new(Mutex::new(open()?));
+            service = service.with_records_engine(records);
         }
         Ok((
             service,

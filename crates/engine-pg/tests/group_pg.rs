@@ -102,7 +102,7 @@ fn two_writers_making_the_same_new_subject_keys_at_once_both_store() {
     // failed it outright.
     let fast = second.ingest_group(vec![batch(acme.clone(), "dev-fast", 1, fixtures_at(20_000))], now);
     let waited = started.elapsed();
-    let (slow, mut first) = slow.join().unwrap();
+    let (slow, first) = slow.join().unwrap();
     assert_eq!(slow[0].as_ref().unwrap().stored, n);
     assert_eq!(fast[0].as_ref().unwrap().stored, n, "the second writer stored its batch");
     assert!(waited >= std::time::Duration::from_millis(500), "the writers met (waited {waited:?})");

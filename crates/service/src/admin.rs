@@ -65,6 +65,15 @@ pub enum AdminError {
     /// unknown, another customer's).
     #[error(transparent)]
     Request(#[from] privtel_access::RequestError),
+    /// The action is not available where this service's records live
+    /// ([`Service::with_records_engine`]).
+    #[error("{action} is not available here: {expected}")]
+    NotAvailable {
+        /// The action.
+        action: &'static str,
+        /// What would make it available.
+        expected: &'static str,
+    },
 }
 
 impl Service {
@@ -136,8 +145,7 @@ impl Service {
         request: &ErasureRequest,
     ) -> Result<DeletionReceipt, AdminError> {
         self.authorize(operator, grant, customer, Action::ErasePerson, "erase one person")?;
-        let now = (self.clock)();
-        Ok(self.engine().erase_person(customer, request, now)?)
+        Ok(self.erase_everywhere(customer, request)?)
     }
 
     /// [`Service::export_person`] by `operator` under `grant`: refused
@@ -158,10 +166,15 @@ impl Service {
         self.authorize(operator, grant, customer, Action::ExportPerson, "export one person")?;
         // On a connection of its own: a slow reader of the export does not
         // hold up ingest.
+        // Where the records live, if not in the service's own store.
+        let elsewhere = match self.records_engine() {
+            Some(records) => records.export_person(customer, user, out)?,
+            None => 0,
+        };
         // Opened outside the engine's lock (opening reads the mirrored tables).
         let (path, options) = self.engine().path_and_options()?;
         let reader = privtel_store::SqliteEngine::open(path, options)?;
-        Ok(reader.export_person(customer, user, out)?)
+        Ok(elsewhere + reader.export_person(customer, user, out)?)
     }
 
     /// Keeps end users' requests in `register`: recorded, notified to the
@@ -266,6 +279,9 @@ impl Service {
         manifest.insert("due_unix".into(), due.unix_seconds().into());
         manifest.insert("operator".into(), operator.as_str().into());
         manifest.insert("grant".into(), grant.0.into());
+        if let Some(records) = self.records_engine() {
+            return Ok(records.export_customer(customer, &manifest, out)?);
+        }
         // Opened outside the engine's lock (opening reads the mirrored tables).
         let (path, options) = self.engine().path_and_options()?;
         let reader = privtel_store::SqliteEngine::open(path, options)?;
@@ -291,6 +307,12 @@ impl Service {
     ) -> Result<(u64, Option<i64>), AdminError> {
         let limit = limit.clamp(1, 1_000);
         let detail = format!("read up to {limit} records after row {after}");
+        if self.records.is_some() {
+            return Err(AdminError::NotAvailable {
+                action: "a support read",
+                expected: "a service whose records are in its own store (the records live in another engine)",
+            });
+        }
         self.authorize(operator, grant, customer, Action::ReadRecords, &detail)?;
         let (path, options) = self.engine().path_and_options()?;
         let reader = privtel_store::SqliteEngine::open(path, options)?;
@@ -330,7 +352,26 @@ impl Service {
         let now = (self.clock)();
         let had_settings = self.settings().customer(customer).is_some();
         self.replace_settings(self.settings().without(customer));
-        let engine = self.engine().delete_customer(customer, now)?;
+        // Where the records live first (its keys destroyed first), then the
+        // service's own store.
+        let elsewhere = match self.records_engine() {
+            Some(mut records) => Some(records.delete_customer(customer, now)?),
+            None => None,
+        };
+        let own = self.engine().delete_customer(customer, now)?;
+        let engine = match elsewhere {
+            Some(mut first) => {
+                for (table, n) in own.removed {
+                    *first.removed.entry(table).or_default() += n;
+                }
+                first.keys_destroyed.extend(own.keys_destroyed);
+                first.keys_destroyed_at = first.keys_destroyed_at.or(own.keys_destroyed_at);
+                first.stores.extend(own.stores.into_iter().map(|s| format!("service store: {s}")));
+                first.completed_at = first.completed_at.max(own.completed_at);
+                first
+            }
+            None => own,
+        };
         let mut stores = vec!["settings in force".to_owned()];
         stores.extend(engine.stores.iter().cloned());
         let ingest_messages_purged = self.purge_ingest(customer)?;

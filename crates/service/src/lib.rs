@@ -278,6 +278,9 @@ pub struct Service {
     /// Where welcomes read high-water marks instead of the engine (an
     /// engine elsewhere, written by JetStream writers).
     high_water_from: Option<HighWater>,
+    /// Where the records live when writers apply them into another engine
+    /// ([`Service::with_records_engine`]).
+    records: Option<SharedRecords>,
     /// Grants and the access log for administrative actions
     /// ([`Service::with_access`]).
     access: Option<Arc<privtel_access::AccessControl>>,
@@ -287,6 +290,22 @@ pub struct Service {
     requests: Option<Arc<privtel_access::RequestRegister>>,
     /// Requests being executed now (one execution each at a time).
     executing: Mutex<std::collections::HashSet<u64>>,
+}
+
+/// An engine store the service shares with others: the one JetStream
+/// writers apply records into when it is not the service's own
+/// ([`Service::with_records_engine`]).
+pub type SharedRecords = Arc<Mutex<dyn EngineStore + Send>>;
+
+/// Adds `more` to `into`, field by field.
+fn add_sweep(into: &mut SweepReport, more: &SweepReport) {
+    into.events += more.events;
+    into.objects += more.objects;
+    into.inactive_device_records += more.inactive_device_records;
+    into.devices += more.devices;
+    into.verdicts += more.verdicts;
+    into.users += more.users;
+    into.aggregates += more.aggregates;
 }
 
 /// A device's session as a batch meets it.
@@ -352,6 +371,7 @@ impl Service {
             #[cfg(feature = "jetstream")]
             jetstream: None,
             high_water_from: None,
+            records: None,
             access: None,
             region: None,
             requests: None,
@@ -419,6 +439,35 @@ impl Service {
     /// service's own engine).
     pub fn shared_engine(&self) -> Arc<Mutex<SqliteEngine>> {
         Arc::clone(&self.engine)
+    }
+
+    /// The records live in `engine`, not in the service's own store:
+    /// JetStream writers apply them there (PostgreSQL, say). From then on
+    /// the customers' data is acted on where it is: retention sweeps (each
+    /// customer with its own TTL), a person's export and erasure (also
+    /// through [`Service::erase_person_as`] and [`Service::export_person_as`]),
+    /// the customer copy, contract end, and the enrichment verdicts written
+    /// back. Sweeps, exports, erasures and contract end also act on the
+    /// service's own store, which may hold what an earlier embedded run
+    /// stored; the customer copy reads `engine` only, and the support read
+    /// ([`Service::read_records_as`]) is refused (the SQLite store's row
+    /// ids have no counterpart there).
+    ///
+    /// Without it, a service publishing to JetStream with writers storing
+    /// into PostgreSQL would sweep and erase only its own, empty store: the
+    /// records would outlive their TTL and an erased person's would stay.
+    #[must_use]
+    pub fn with_records_engine(mut self, engine: SharedRecords) -> Self {
+        self.records = Some(engine);
+        self
+    }
+
+    /// The engine the records live in, if not the service's own
+    /// ([`Service::with_records_engine`]), locked.
+    pub(crate) fn records_engine(
+        &self,
+    ) -> Option<std::sync::MutexGuard<'_, dyn EngineStore + Send + 'static>> {
+        self.records.as_ref().map(|e| e.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The customers' settings.
@@ -516,13 +565,22 @@ impl Service {
     /// The first storage error; customers before it were swept.
     pub fn sweep(&self, now: Timestamp) -> privtel_store::Result<Vec<(CustomerId, SweepReport)>> {
         let settings = self.settings();
-        let mut engine = self.engine();
-        let mut out = Vec::new();
-        for customer in engine.customers()? {
-            let retention = settings.customer(&customer).map(|c| c.retention()).unwrap_or_default();
-            let report = engine.sweep(&customer, &retention, now)?;
-            out.push((customer, report));
+        let mut out: Vec<(CustomerId, SweepReport)> = Vec::new();
+        let mut sweep_all = |engine: &mut dyn EngineStore| -> privtel_store::Result<()> {
+            for customer in engine.customers()? {
+                let retention = settings.customer(&customer).map(|c| c.retention()).unwrap_or_default();
+                let report = engine.sweep(&customer, &retention, now)?;
+                match out.iter_mut().find(|(c, _)| *c == customer) {
+                    Some((_, total)) => add_sweep(total, &report),
+                    None => out.push((customer, report)),
+                }
+            }
+            Ok(())
+        };
+        if let Some(mut records) = self.records_engine() {
+            sweep_all(&mut *records)?;
         }
+        sweep_all(&mut *self.engine())?;
         Ok(out)
     }
 
@@ -543,8 +601,32 @@ impl Service {
         customer: &CustomerId,
         request: &ErasureRequest,
     ) -> privtel_store::Result<DeletionReceipt> {
+        self.erase_everywhere(customer, request)
+    }
+
+    /// Erases the person in the engine the records live in (if not the
+    /// service's own) and in the service's own store; one receipt counting
+    /// both stores' records (the suppressions are the same in both: the
+    /// records engine's are reported).
+    pub(crate) fn erase_everywhere(
+        &self,
+        customer: &CustomerId,
+        request: &ErasureRequest,
+    ) -> privtel_store::Result<DeletionReceipt> {
         let now = (self.clock)();
-        self.engine().erase_person(customer, request, now)
+        let elsewhere = match self.records_engine() {
+            Some(mut records) => Some(records.erase_person(customer, request, now)?),
+            None => None,
+        };
+        let own = self.engine().erase_person(customer, request, now)?;
+        Ok(match elsewhere {
+            Some(mut receipt) => {
+                receipt.records_removed += own.records_removed;
+                receipt.completed_at = receipt.completed_at.max(own.completed_at);
+                receipt
+            }
+            None => own,
+        })
     }
 
     /// Writes everything held about one person of one customer as JSON
@@ -563,7 +645,11 @@ impl Service {
         user: &UserId,
         out: &mut dyn Write,
     ) -> privtel_store::Result<u64> {
-        self.engine().export_person(customer, user, out)
+        let elsewhere = match self.records_engine() {
+            Some(records) => records.export_person(customer, user, out)?,
+            None => 0,
+        };
+        Ok(elsewhere + self.engine().export_person(customer, user, out)?)
     }
 
     /// Serves one connection whose peer the transport established, until
@@ -840,7 +926,11 @@ impl Service {
                     if !binaries.is_empty() || !domains.is_empty() {
                         // A failure to write verdicts back costs their
                         // record, not the device's answer.
-                        let _ = self.engine().record_verdicts(customer, &binaries, &domains, (self.clock)());
+                        let now = (self.clock)();
+                        let _ = match self.records_engine() {
+                            Some(mut records) => records.record_verdicts(customer, &binaries, &domains, now),
+                            None => self.engine().record_verdicts(customer, &binaries, &domains, now),
+                        };
                     }
                 }
                 Message::EnrichAnswer(answer)

@@ -8,13 +8,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use privtel_access::{AccessControl, AccessOptions, Action, GrantRequest, Operator, Scope, SigningKey};
 use privtel_agent::{Agent, AgentError, RetryBudget, WebLog};
 use privtel_filter::{FilterBuilder, Policy, PseudonymKey};
-use privtel_model::{CustomerId, DeviceId, KeyId, Timestamp};
+use privtel_model::{CustomerId, DeviceId, KeyId, Timestamp, UserId};
 use privtel_scale_tests::{OwnNats, StreamGuard, TestDb, nats_url, stream_options, wait_until, walk};
 use privtel_service::jetstream::{JetStreamOptions, Publisher, Rows, StreamWriter};
-use privtel_service::{CustomerSettings, Peer, Service, Settings};
-use privtel_store::{AtRestKey, EngineStore, SpoolOptions, SqliteEngine};
+use privtel_service::{AdminError, CustomerSettings, Peer, Service, Settings, SharedRecords};
+use privtel_store::{AtRestKey, EngineStore, ErasureRequest, SpoolOptions, SqliteEngine};
 use privtel_testkit::{End, pipe};
 use privtel_wire::{Connection, VerdictIndex};
 
@@ -264,4 +265,140 @@ fn a_skip_declared_against_a_mark_that_could_not_be_read_is_deferred() {
     let ack = send(&mut conn, 1, 0);
     assert!(ack.rejections.is_empty() && ack.retry_after_ms.is_none(), "{ack:?}");
     assert_eq!(publisher.lag().unwrap(), 1);
+}
+
+/// With the records in PostgreSQL, the service's sweeps, exports and
+/// erasures act there. Before, they acted on its own store, which the
+/// writers never fill: records outlived their TTL and an erased person's
+/// stayed, exportable.
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn sweeps_exports_and_erasures_act_where_the_writers_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let publisher = Arc::new(Publisher::connect(options.clone()).unwrap());
+    let records: SharedRecords = Arc::new(Mutex::new(db.engine()));
+    let marks = Arc::clone(&records);
+    let service = Arc::new(
+        service(dir.path(), Arc::clone(&publisher))
+            .with_high_water(move |c, d, s| marks.lock().unwrap().high_water(c, d, s).ok())
+            .with_records_engine(records),
+    );
+    let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap();
+    let mut drain = || {
+        assert!(wait_until(Duration::from_secs(30), || {
+            writer.step(Duration::from_millis(100)).unwrap();
+            writer.lag().unwrap() == 0
+        }))
+    };
+    let log = dir.path().join("web.log");
+    // Seven people, 100 requests each (dated 2026-11-27).
+    write_log(&log, 0..700, "sea");
+    let mut agent = agent(dir.path());
+    agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert_eq!(deliver(&mut agent, &service, 1).unwrap(), 700);
+    drain();
+    assert_eq!(db.rows().0, 700);
+    assert_eq!(service.engine().record_count().unwrap(), 0, "nothing in the service's own store");
+    let acme = CustomerId::new("acme").unwrap();
+    let person = UserId::new("u-3-sea").unwrap();
+
+    // The right of access finds the person's records where they are.
+    let mut out = Vec::new();
+    assert_eq!(service.export_person(&acme, &person, &mut out).unwrap(), 100);
+    assert!(out.windows(7).any(|w| w == b"u-3-sea"));
+
+    // Erasure removes them there, and the writers suppress what comes later.
+    let receipt = service.erase_person(&acme, &ErasureRequest::new("r-1", person.clone(), now())).unwrap();
+    assert_eq!(receipt.records_removed, 100);
+    assert_eq!(db.rows().0, 600);
+    assert_eq!(service.export_person(&acme, &person, &mut Vec::new()).unwrap(), 0);
+    write_log(&log, 700..770, "sea");
+    agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert_eq!(deliver(&mut agent, &service, 1).unwrap(), 70);
+    drain();
+    assert_eq!(db.rows().0, 660, "the erased person's 10 later records suppressed, the rest stored");
+    assert_eq!(service.export_person(&acme, &person, &mut Vec::new()).unwrap(), 0);
+
+    // The sweep applies acme's 30-day TTL there: 27 days from now every
+    // record (of 2026-11-27) is past it; the device was seen now, so it
+    // stays.
+    let later = now().checked_add(privtel_model::Duration::days(27)).unwrap();
+    let reports = service.sweep(later).unwrap();
+    let (customer, report) = &reports[0];
+    assert_eq!((customer, report.events, reports.len()), (&acme, 660, 1));
+    assert_eq!(db.rows().0, 0);
+}
+
+/// The audited paths (an operator under a grant) act where the records
+/// are too: export, erasure, contract end; the support read, which has no
+/// counterpart there, is refused with a typed error.
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn operators_export_erase_and_end_contracts_where_the_writers_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let publisher = Arc::new(Publisher::connect(options.clone()).unwrap());
+    let (key, _) = SigningKey::generate().unwrap();
+    let access =
+        Arc::new(AccessControl::open(&dir.path().join("access.log"), key, AccessOptions::default()).unwrap());
+    let records: SharedRecords = Arc::new(Mutex::new(db.engine()));
+    let service = Arc::new(
+        service(dir.path(), Arc::clone(&publisher))
+            .with_records_engine(Arc::clone(&records))
+            .with_access(Arc::clone(&access)),
+    );
+    let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap();
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..700, "ops");
+    let mut agent = agent(dir.path());
+    agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    assert_eq!(deliver(&mut agent, &service, 1).unwrap(), 700);
+    assert!(wait_until(Duration::from_secs(30), || {
+        writer.step(Duration::from_millis(100)).unwrap();
+        writer.lag().unwrap() == 0
+    }));
+    assert_eq!(db.rows().0, 700);
+    let acme = CustomerId::new("acme").unwrap();
+    let jdoe = Operator::new("ops.jdoe").unwrap();
+    let grant = access
+        .grant(
+            GrantRequest {
+                operator: jdoe.clone(),
+                customer: acme.clone(),
+                justification: "the customer asked for it".into(),
+                ticket: "OPS-1".into(),
+                scope: Scope::of(&[
+                    Action::ExportPerson,
+                    Action::ErasePerson,
+                    Action::ReadRecords,
+                    Action::DeleteCustomer,
+                ]),
+                starts: now(),
+                expires: now().checked_add(privtel_model::Duration::hours(1)).unwrap(),
+            },
+            now(),
+        )
+        .unwrap()
+        .id;
+    let person = UserId::new("u-5-ops").unwrap();
+    let mut out = Vec::new();
+    assert_eq!(service.export_person_as(&jdoe, grant, &acme, &person, &mut out).unwrap(), 100);
+    let request = ErasureRequest::new("r-9", person.clone(), now());
+    assert_eq!(service.erase_person_as(&jdoe, grant, &acme, &request).unwrap().records_removed, 100);
+    assert_eq!(db.rows().0, 600);
+    let err = service.read_records_as(&jdoe, grant, &acme, 0, 10, &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, AdminError::NotAvailable { .. }), "{err}");
+    assert!(err.to_string().starts_with("a support read is not available here"), "{err}");
+    // Contract end: PostgreSQL's rows and keys go, its receipt first.
+    let signed = service.delete_customer_as(&jdoe, grant, &acme).unwrap();
+    assert_eq!(db.rows().0, 0);
+    assert_eq!(records.lock().unwrap().record_count_of(&acme).unwrap(), 0);
+    assert!(signed.receipt.contains("service store: engine"), "{}", signed.receipt);
+    let receipt: serde_json::Value = serde_json::from_str(&signed.receipt).unwrap();
+    assert_eq!(receipt["engine"]["removed"]["records"], 600, "{}", signed.receipt);
 }
