@@ -43,6 +43,11 @@ impl Drop for Cloud {
 /// or, without it, into its own store in `dir`. Its standard error goes
 /// to `dir/cloud-N.log`.
 fn cloud(dir: &Path, stream: &JetStreamOptions, engine: Option<&str>) -> Cloud {
+    cloud_with(dir, stream, engine, &[])
+}
+
+/// [`cloud`] with more arguments.
+fn cloud_with(dir: &Path, stream: &JetStreamOptions, engine: Option<&str>, more: &[String]) -> Cloud {
     let n = std::fs::read_dir(dir).unwrap().count();
     let ca = dir.join(format!("ca-{n}.pem"));
     let log = std::fs::File::create(dir.join(format!("cloud-{n}.log"))).unwrap();
@@ -59,6 +64,7 @@ fn cloud(dir: &Path, stream: &JetStreamOptions, engine: Option<&str>) -> Cloud {
     if let Some(url) = engine {
         cmd.args(["--engine", url]);
     }
+    cmd.args(more);
     let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
@@ -203,4 +209,85 @@ fn cloud_ingest_through_jetstream_into_its_own_store() {
     );
     drop(c);
     assert_eq!(count(), sent, "every record once");
+}
+
+/// The administrator's tool against `cloud --ingest … --engine postgres://…`:
+/// a person's export and erasure act on PostgreSQL, where the writer
+/// stores, not on the front-end's own (empty) store.
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn the_console_exports_and_erases_where_the_writer_stores() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let db = TestDb::new();
+    let guard = stream();
+    // Two operators: a lead who grants, an engineer who acts.
+    let admin = |args: &[&str]| {
+        let out = Command::new(example("admin")).args(args).output().unwrap();
+        assert!(out.status.success(), "admin {args:?}: {}", text(&out.stderr));
+        out
+    };
+    let mut operators = String::new();
+    for (name, approver) in [("ops.lead", true), ("ops.jdoe", false)] {
+        let printed = text(&admin(&["operator-token", "--name", name]).stdout);
+        let token = printed.lines().find(|l| l.starts_with("ptop_")).unwrap().to_owned();
+        let entry = &printed[printed.find("[[operator]]").unwrap()..];
+        operators.push_str(&entry.replace("approver = false", &format!("approver = {approver}")));
+        operators.push('\n');
+        std::fs::write(path(name), &token).unwrap();
+        std::fs::set_permissions(path(name), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::fs::write(path("operators.toml"), operators).unwrap();
+    let more =
+        ["--admin-socket", &path("admin.sock"), "--operators", &path("operators.toml")].map(String::from);
+    let c = cloud_with(dir.path(), &guard.options, Some(&db.url), &more);
+    let log = dir.path().join("web.log");
+    web_requests(&log, 0, 600);
+    let (sent, out) = agent(dir.path(), &c, &log);
+    assert!(sent >= 500, "{}", text(&out.stdout));
+    let sent = i64::try_from(sent).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || db.rows().0 >= sent),
+        "{:?}{}",
+        db.rows(),
+        logs(dir.path())
+    );
+    let console = |who: &str, args: &[&str]| {
+        let mut all = vec!["--socket".to_owned(), path("admin.sock"), "--token-file".to_owned(), path(who)];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let out = Command::new(example("admin")).args(&all).output().unwrap();
+        assert!(out.status.success(), "admin {args:?}: {}{}", text(&out.stderr), logs(dir.path()));
+        out
+    };
+    let out = console(
+        "ops.lead",
+        &[
+            "grant",
+            "--operator",
+            "ops.jdoe",
+            "--customer",
+            "acme",
+            "--scope",
+            "export-person,erase-person",
+            "--justification",
+            "forwarded request",
+            "--ticket",
+            "DSAR-9",
+        ],
+    );
+    let grant = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["grant"].to_string();
+    // u-bob wrote every third request; his records are in PostgreSQL only.
+    let export = |who| console("ops.jdoe", &["export-person", "--grant", &grant, "--customer", "acme", who]);
+    let lines = |out: &Output| -> u64 {
+        let said = text(&out.stderr);
+        said.trim().strip_prefix("admin: ").and_then(|l| l.strip_suffix(" lines")).unwrap().parse().unwrap()
+    };
+    let bob = lines(&export("u-bob"));
+    assert!(bob >= 100, "u-bob's records found where the writer stored them: {bob}");
+    let before = db.rows().0;
+    console("ops.jdoe", &["erase-person", "--grant", &grant, "--customer", "acme", "u-bob"]);
+    assert_eq!(db.rows().0, before - i64::try_from(bob).unwrap(), "u-bob's records erased in PostgreSQL");
+    assert_eq!(lines(&export("u-bob")), 0);
+    assert!(lines(&export("u-alice")) > 0, "nobody else's records");
 }
