@@ -508,7 +508,7 @@ mod scale {
     use std::time::Duration;
 
     use anyhow::Context as _;
-    use privtel::engine_pg::{PgEngine, PgOptions};
+    use privtel::engine_pg::{PgEngine, PgError, PgOptions};
     use privtel::service::Service;
     use privtel::service::jetstream::{ApplyGroup, JetStreamOptions, Publisher, Rows, StreamWriter};
     use privtel::store::{AtRestKey, EngineStore as _};
@@ -552,10 +552,20 @@ mod scale {
                     .ok()
             });
             pg = Some(open()?);
-            // Sweeps, exports, erasures, the customer copy and contract end
-            // act where the records are, on a connection of their own.
+            // Sweeps, erasures and contract end act where the records are, on
+            // a connection of their own; each export on one more.
             let records: privtel::service::SharedRecords = Arc::new(Mutex::new(open()?));
-            service = service.with_records_engine(records);
+            let (url, options) = (pg_url.clone(), pg_options.clone());
+            service = service.with_records_engine(records, move || {
+                match PgEngine::connect(&url, options.clone()) {
+                    Ok(engine) => Ok(Box::new(engine) as Box<dyn privtel::store::EngineStore + Send>),
+                    Err(PgError::Store(e)) => Err(e),
+                    Err(e) => Err(privtel::store::Error::Database {
+                        op: "opening the postgresql engine for an export",
+                        message: e.to_string(),
+                    }),
+                }
+            });
         }
         Ok((
             service,

@@ -1073,64 +1073,111 @@ impl PgEngine {
         w.line(&manifest(fields, customer, schema::NEWEST, "postgresql"))?;
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
         let mut client = self.client();
-        // One snapshot for the whole copy.
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .op("starting a customer copy")?;
-        let c: Option<i32> = tx
+        let c: Option<i32> = client
             .query_opt("SELECT id FROM customers WHERE customer = $1", &[&customer.as_str()])
             .op("finding a customer")?
             .map(|r| r.get(0));
         if let Some(c) = c {
-            // The customer's keys (one per subject, not per row).
+            // The records, partition by partition, 64 blocks at a time, each
+            // page read in a transaction of its own that ends before its
+            // lines are written: a slow reader of the copy holds no lock
+            // that a partition's creation or drop (and every writer behind
+            // it) would wait for. Not one snapshot: what is stored or swept
+            // while the copy runs may or may not be in it.
             let mut have: HashMap<Digest, [u8; 32]> = HashMap::new();
-            for row in tx
-                .query("SELECT digest, key FROM subject_keys WHERE customer = $1", &[&c])
-                .op("reading keys")?
-            {
-                let Ok(d) = Digest::try_from(row.get::<_, Vec<u8>>(0)) else { continue };
-                let k = keys::load_key(self.wrap.as_ref(), c, &d, row.get(1))
-                    .map_err(|e| Error::Decode { id: 0, reason: e.to_string() })?;
-                have.insert(d, k);
-            }
-            let base = have.get(&BASE).copied().unwrap_or_default();
             let mut stored_at = TimeText::default();
-            // Rows through a portal, 1,000 at a time.
-            let portal = tx
-                .bind(
-                    "SELECT id, stored_at, format, subjects, payload FROM records WHERE customer = $1 ORDER BY id",
-                    &[&c],
-                )
-                .op("reading a customer's records")?;
-            loop {
-                let page = tx.query_portal(&portal, 1000).op("reading a customer's records")?;
-                if page.is_empty() {
-                    break;
-                }
-                for row in &page {
-                    let id: i64 = row.get(0);
-                    let subjects = keys::decode_subjects(row.get(3))
-                        .map_err(|e| Error::Decode { id, reason: e.to_string() })?;
-                    let record = open_record(id, row.get(2), &subjects, row.get(4), &base, &have)?;
-                    w.line(&RecordLine {
-                        id,
-                        stored_at: stored_at.text(row.get(1)),
-                        program: record.program.as_str(),
-                        kind: record.body.kind_name(),
-                        record: &record,
-                    })?;
-                    *counts.entry("records").or_default() += 1;
+            let mut tables: Vec<(String, bool)> = {
+                let mut tx = client.transaction().op("listing a customer's partitions")?;
+                let parts = partition::list(&mut tx, Some(c))?;
+                tx.commit().op("listing a customer's partitions")?;
+                parts.into_iter().map(|k| (partition::name("records", k), false)).collect()
+            };
+            tables.push(("records_default".to_owned(), true));
+            for (table, shared) in &tables {
+                let mut block: i64 = 0;
+                loop {
+                    const BLOCKS: i64 = 64;
+                    let mut tx = client
+                        .build_transaction()
+                        .read_only(true)
+                        .start()
+                        .op("reading a customer's records")?;
+                    let filter = if *shared { " AND customer = $1" } else { " AND $1::integer IS NOT NULL" };
+                    let sql = format!(
+                        "SELECT id, stored_at, format, subjects, payload, (SELECT pg_relation_size('{table}') / 8192)
+                         FROM {table} WHERE ctid >= '({block},0)'::tid AND ctid < '({},0)'::tid{filter}",
+                        block + BLOCKS
+                    );
+                    let page = match tx.query(&sql, &[&c]) {
+                        Ok(page) => page,
+                        // Dropped by a sweep meanwhile: its records are gone.
+                        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => break,
+                        Err(e) => return Err(crate::pg::db_error("reading a customer's records", &e)),
+                    };
+                    let blocks: i64 = match page.first() {
+                        Some(row) => row.get(5),
+                        None => tx
+                            .query_one(&format!("SELECT pg_relation_size('{table}') / 8192"), &[])
+                            .op("reading a partition's size")?
+                            .get(0),
+                    };
+                    let mut decoded = Vec::with_capacity(page.len());
+                    let mut missing: BTreeSet<Digest> = BTreeSet::new();
+                    for row in &page {
+                        let id: i64 = row.get(0);
+                        let subjects = keys::decode_subjects(row.get(3))
+                            .map_err(|e| Error::Decode { id, reason: e.to_string() })?;
+                        missing.extend(subjects.iter().map(|(_, d)| *d).filter(|d| !have.contains_key(d)));
+                        decoded.push(subjects);
+                    }
+                    if !page.is_empty() && !have.contains_key(&BASE) {
+                        missing.insert(BASE);
+                    }
+                    if !missing.is_empty() {
+                        let ds: Vec<&[u8]> = missing.iter().map(|d| &d[..]).collect();
+                        for row in tx
+                            .query(
+                                "SELECT digest, key FROM subject_keys WHERE customer = $1 AND digest = ANY($2)",
+                                &[&c, &ds],
+                            )
+                            .op("reading keys")?
+                        {
+                            let Ok(d) = Digest::try_from(row.get::<_, Vec<u8>>(0)) else { continue };
+                            let k = keys::load_key(self.wrap.as_ref(), c, &d, row.get(1))
+                                .map_err(|e| Error::Decode { id: 0, reason: e.to_string() })?;
+                            have.insert(d, k);
+                        }
+                    }
+                    tx.commit().op("reading a customer's records")?;
+                    let base = have.get(&BASE).copied().unwrap_or_default();
+                    for (row, subjects) in page.iter().zip(decoded) {
+                        let id: i64 = row.get(0);
+                        let record = open_record(id, row.get(2), &subjects, row.get(4), &base, &have)?;
+                        w.line(&RecordLine {
+                            id,
+                            stored_at: stored_at.text(row.get(1)),
+                            program: record.program.as_str(),
+                            kind: record.body.kind_name(),
+                            record: &record,
+                        })?;
+                        *counts.entry("records").or_default() += 1;
+                    }
+                    block += BLOCKS;
+                    if block >= blocks {
+                        break;
+                    }
                 }
             }
+            // The small tables, in one short read ended before they are
+            // written.
+            let mut small: Vec<serde_json::Value> = Vec::new();
+            let mut tx = client.build_transaction().read_only(true).start().op("starting a customer copy")?;
             let mut n = 0;
             for row in tx
                 .query("SELECT device, last_seen FROM devices WHERE customer = $1 ORDER BY id", &[&c])
                 .op("reading devices")?
             {
-                w.line(&serde_json::json!({"device": {"device": row.get::<_, String>(0), "last_seen": time_text(row.get(1))}}))?;
+                small.push(serde_json::json!({"device": {"device": row.get::<_, String>(0), "last_seen": time_text(row.get(1))}}));
                 n += 1;
             }
             counts.insert("devices", n);
@@ -1153,7 +1200,7 @@ impl PgEngine {
                     let json: String = row.get(0);
                     let verdict = serde_json::from_str::<serde_json::Value>(&json)
                         .unwrap_or(serde_json::Value::String(json));
-                    w.line(&serde_json::json!({ name: { "verdict": verdict, "evaluated_at": time_text(row.get(1)) } }))?;
+                    small.push(serde_json::json!({ name: { "verdict": verdict, "evaluated_at": time_text(row.get(1)) } }));
                     n += 1;
                 }
                 counts.insert(table, n);
@@ -1168,18 +1215,21 @@ impl PgEngine {
                 )
                 .op("reading receipts")?
             {
-                w.line(&serde_json::json!({"receipt": {
+                small.push(serde_json::json!({"receipt": {
                     "request_id": row.get::<_, String>(0),
                     "requested_at": time_text(row.get(1)),
                     "completed_at": time_text(row.get(2)),
                     "records_removed": row.get::<_, i64>(3),
                     "pseudonyms_suppressed": row.get::<_, i64>(4),
-                }}))?;
+                }}));
                 n += 1;
             }
             counts.insert("receipts", n);
+            tx.commit().op("ending a customer copy")?;
+            for line in &small {
+                w.line(line)?;
+            }
         }
-        tx.commit().op("ending a customer copy")?;
         let records = counts.get("records").copied().unwrap_or(0);
         let lines = w.stats.lines + 1;
         w.line(&serde_json::json!({ "counts": { "lines": lines, "tables": counts } }))?;
@@ -1582,6 +1632,11 @@ impl EngineStore for PgEngine {
                 .map_err(|e| Error::Decode { id: 0, reason: e.to_string() })?;
             have.insert(d, k);
         }
+        // Ended before a line is written: a slow reader of the export holds
+        // no lock (a partition's creation or drop would wait for it, and
+        // every writer behind that).
+        tx.commit().op("ending an export")?;
+        drop(client);
         let base = have.get(&BASE).copied().unwrap_or_default();
         let mut lines = 0;
         for (row, subjects) in rows.iter().zip(subjects) {

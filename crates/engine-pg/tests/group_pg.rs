@@ -129,3 +129,59 @@ fn two_writers_making_the_same_new_subject_keys_at_once_both_store() {
     assert!(theirs >= 2, "the fixtures name u-1042 on both devices");
     assert_eq!(exported, theirs, "every record of the person, of both devices, opened");
 }
+
+/// A reader of an export that is slow (an operator's connection): the
+/// export holds no lock while it writes, so a writer that must create a
+/// new day's partition, and any writer behind it, does not wait for it.
+#[test]
+#[ignore = "needs PostgreSQL: set PRIVTEL_PG_URL"]
+fn a_slow_export_reader_holds_up_no_writer() {
+    struct SlowReader(bool);
+    impl std::io::Write for SlowReader {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if !self.0 {
+                self.0 = true;
+                std::thread::sleep(std::time::Duration::from_secs(3));
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let db = TestDb::new();
+    let acme = cid("acme");
+    let now = fixtures::base_time();
+    let mut first = db.engine(PgOptions::default());
+    let n = fixtures_at(0).len() as u64;
+    let out = first.ingest_group(vec![batch(acme.clone(), "dev-1", 1, fixtures_at(0))], now);
+    assert_eq!(out[0].as_ref().unwrap().stored, n);
+    let mut day = 0;
+    for copy in [false, true] {
+        let exporter = db.engine(PgOptions::default());
+        let export = std::thread::spawn(move || {
+            let mut slow = SlowReader(false);
+            if copy {
+                exporter.export_customer(&cid("acme"), &serde_json::Map::new(), &mut slow).unwrap().records
+            } else {
+                exporter.export_person(&cid("acme"), &UserId::new("u-1042").unwrap(), &mut slow).unwrap()
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        // The next day begins: a partition to create.
+        day += 1;
+        let tomorrow = now.checked_add(privtel_store::Duration::days(day)).unwrap();
+        let started = std::time::Instant::now();
+        let out = first.ingest_group(
+            vec![batch(acme.clone(), "dev-1", n + day as u64, vec![event_at(day as u64, tomorrow)])],
+            tomorrow,
+        );
+        let waited = started.elapsed();
+        assert_eq!(out[0].as_ref().unwrap().stored, 1);
+        assert!(export.join().unwrap() > 0);
+        assert!(
+            waited < std::time::Duration::from_secs(2),
+            "the writer waited {waited:?} for the export's reader (copy: {copy})"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use privtel_access::{
     AccessControl, Action, Denied, GrantId, Operator, RequestId, RequestKind, RequestOutcome, RequestRegister,
 };
-use privtel_model::{CustomerId, UserId};
+use privtel_model::{CustomerId, Timestamp, UserId};
 use privtel_store::{
     CopyStats, CustomerDeletion, DeletionReceipt, EngineStore, ErasureRequest, KeyStore, MasterKey,
     ResealProgress,
@@ -167,8 +167,8 @@ impl Service {
         // On a connection of its own: a slow reader of the export does not
         // hold up ingest.
         // Where the records live, if not in the service's own store.
-        let elsewhere = match self.records_engine() {
-            Some(records) => records.export_person(customer, user, out)?,
+        let elsewhere = match self.records_reader() {
+            Some(reader) => reader?.export_person(customer, user, out)?,
             None => 0,
         };
         // Opened outside the engine's lock (opening reads the mirrored tables).
@@ -279,13 +279,23 @@ impl Service {
         manifest.insert("due_unix".into(), due.unix_seconds().into());
         manifest.insert("operator".into(), operator.as_str().into());
         manifest.insert("grant".into(), grant.0.into());
-        if let Some(records) = self.records_engine() {
-            return Ok(records.export_customer(customer, &manifest, out)?);
-        }
         // Opened outside the engine's lock (opening reads the mirrored tables).
         let (path, options) = self.engine().path_and_options()?;
-        let reader = privtel_store::SqliteEngine::open(path, options)?;
-        Ok(reader.export_customer(customer, &manifest, out)?)
+        let own = privtel_store::SqliteEngine::open(path, options)?;
+        let Some(reader) = self.records_reader() else {
+            return Ok(own.export_customer(customer, &manifest, out)?);
+        };
+        // Where the records are; then, if the service's own store holds
+        // records of the customer too (an earlier embedded run), its copy
+        // as a second document (its own manifest and counts).
+        let mut stats = reader?.export_customer(customer, &manifest, out)?;
+        if own.record_count_of(customer)? > 0 {
+            let more = own.export_customer(customer, &manifest, out)?;
+            stats.lines += more.lines;
+            stats.records += more.records;
+            stats.bytes += more.bytes;
+        }
+        Ok(stats)
     }
 
     /// A support read by `operator` under `grant` (action
@@ -307,13 +317,13 @@ impl Service {
     ) -> Result<(u64, Option<i64>), AdminError> {
         let limit = limit.clamp(1, 1_000);
         let detail = format!("read up to {limit} records after row {after}");
+        self.authorize(operator, grant, customer, Action::ReadRecords, &detail)?;
         if self.records.is_some() {
             return Err(AdminError::NotAvailable {
                 action: "a support read",
                 expected: "a service whose records are in its own store (the records live in another engine)",
             });
         }
-        self.authorize(operator, grant, customer, Action::ReadRecords, &detail)?;
         let (path, options) = self.engine().path_and_options()?;
         let reader = privtel_store::SqliteEngine::open(path, options)?;
         Ok(reader.read_records(customer, after, limit, out)?)
@@ -365,9 +375,22 @@ impl Service {
                     *first.removed.entry(table).or_default() += n;
                 }
                 first.keys_destroyed.extend(own.keys_destroyed);
-                first.keys_destroyed_at = first.keys_destroyed_at.or(own.keys_destroyed_at);
+                // The own store ran after the records engine: its times,
+                // measured from `now`, follow the records engine's. Nothing
+                // is unreadable before both stores' keys are gone (a store
+                // without a key store: only once it completed).
+                let after = |t: Timestamp| {
+                    let took = time::Duration::nanoseconds(
+                        i64::try_from(t.unix_nanos() - now.unix_nanos()).unwrap_or(i64::MAX).max(0),
+                    );
+                    first.completed_at.checked_add(took).unwrap_or(first.completed_at)
+                };
+                first.keys_destroyed_at = match (first.keys_destroyed_at, own.keys_destroyed_at) {
+                    (Some(_), Some(theirs)) => Some(after(theirs)),
+                    _ => None,
+                };
+                first.completed_at = after(own.completed_at);
                 first.stores.extend(own.stores.into_iter().map(|s| format!("service store: {s}")));
-                first.completed_at = first.completed_at.max(own.completed_at);
                 first
             }
             None => own,

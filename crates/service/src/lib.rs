@@ -280,7 +280,7 @@ pub struct Service {
     high_water_from: Option<HighWater>,
     /// Where the records live when writers apply them into another engine
     /// ([`Service::with_records_engine`]).
-    records: Option<SharedRecords>,
+    records: Option<Records>,
     /// Grants and the access log for administrative actions
     /// ([`Service::with_access`]).
     access: Option<Arc<privtel_access::AccessControl>>,
@@ -296,6 +296,18 @@ pub struct Service {
 /// writers apply records into when it is not the service's own
 /// ([`Service::with_records_engine`]).
 pub type SharedRecords = Arc<Mutex<dyn EngineStore + Send>>;
+
+/// Opens another handle on the engine the records live in, for one export
+/// (its own connection: a slow reader of an export holds up nothing else).
+pub type OpenRecords = Box<dyn Fn() -> privtel_store::Result<Box<dyn EngineStore + Send>> + Send + Sync>;
+
+/// The engine the records live in when it is not the service's own.
+struct Records {
+    /// Sweeps, erasures, contract end, verdicts.
+    engine: SharedRecords,
+    /// Exports and the customer copy, each on a handle of its own.
+    open: OpenRecords,
+}
 
 /// Adds `more` to `into`, field by field.
 fn add_sweep(into: &mut SweepReport, more: &SweepReport) {
@@ -444,22 +456,34 @@ impl Service {
     /// The records live in `engine`, not in the service's own store:
     /// JetStream writers apply them there (PostgreSQL, say). From then on
     /// the customers' data is acted on where it is: retention sweeps (each
-    /// customer with its own TTL), a person's export and erasure (also
-    /// through [`Service::erase_person_as`] and [`Service::export_person_as`]),
-    /// the customer copy, contract end, and the enrichment verdicts written
-    /// back. Sweeps, exports, erasures and contract end also act on the
-    /// service's own store, which may hold what an earlier embedded run
-    /// stored; the customer copy reads `engine` only, and the support read
-    /// ([`Service::read_records_as`]) is refused (the SQLite store's row
-    /// ids have no counterpart there).
+    /// customer with its own TTL), a person's erasure (also through
+    /// [`Service::erase_person_as`]), contract end and the enrichment
+    /// verdicts written back go to `engine`; a person's export (also
+    /// [`Service::export_person_as`]) and the customer copy read through a
+    /// handle `open` makes for each, so that a slow reader of an export
+    /// holds up neither `engine` nor anything waiting for it. Sweeps,
+    /// exports, erasures, the customer copy and contract end also act on
+    /// the service's own store, which may hold what an earlier embedded run
+    /// stored. The support read ([`Service::read_records_as`]) is refused
+    /// (it pages by the SQLite store's row ids).
     ///
     /// Without it, a service publishing to JetStream with writers storing
     /// into PostgreSQL would sweep and erase only its own, empty store: the
     /// records would outlive their TTL and an erased person's would stay.
     #[must_use]
-    pub fn with_records_engine(mut self, engine: SharedRecords) -> Self {
-        self.records = Some(engine);
+    pub fn with_records_engine(
+        mut self,
+        engine: SharedRecords,
+        open: impl Fn() -> privtel_store::Result<Box<dyn EngineStore + Send>> + Send + Sync + 'static,
+    ) -> Self {
+        self.records = Some(Records { engine, open: Box::new(open) });
         self
+    }
+
+    /// A handle of its own on the engine the records live in, if not the
+    /// service's own, for one export.
+    pub(crate) fn records_reader(&self) -> Option<privtel_store::Result<Box<dyn EngineStore + Send>>> {
+        self.records.as_ref().map(|r| (r.open)())
     }
 
     /// The engine the records live in, if not the service's own
@@ -467,7 +491,7 @@ impl Service {
     pub(crate) fn records_engine(
         &self,
     ) -> Option<std::sync::MutexGuard<'_, dyn EngineStore + Send + 'static>> {
-        self.records.as_ref().map(|e| e.lock().unwrap_or_else(PoisonError::into_inner))
+        self.records.as_ref().map(|r| r.engine.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The customers' settings.
@@ -577,10 +601,14 @@ impl Service {
             }
             Ok(())
         };
-        if let Some(mut records) = self.records_engine() {
-            sweep_all(&mut *records)?;
-        }
-        sweep_all(&mut *self.engine())?;
+        // Each store swept even if the other fails: the first error is
+        // returned once both were tried.
+        let elsewhere = match self.records_engine() {
+            Some(mut records) => sweep_all(&mut *records),
+            None => Ok(()),
+        };
+        let own = sweep_all(&mut *self.engine());
+        elsewhere.and(own)?;
         Ok(out)
     }
 
@@ -645,8 +673,8 @@ impl Service {
         user: &UserId,
         out: &mut dyn Write,
     ) -> privtel_store::Result<u64> {
-        let elsewhere = match self.records_engine() {
-            Some(records) => records.export_person(customer, user, out)?,
+        let elsewhere = match self.records_reader() {
+            Some(reader) => reader?.export_person(customer, user, out)?,
             None => 0,
         };
         Ok(elsewhere + self.engine().export_person(customer, user, out)?)
@@ -927,8 +955,16 @@ impl Service {
                         // A failure to write verdicts back costs their
                         // record, not the device's answer.
                         let now = (self.clock)();
-                        let _ = match self.records_engine() {
-                            Some(mut records) => records.record_verdicts(customer, &binaries, &domains, now),
+                        // Where the records are, if that engine is free
+                        // now: a device's answer never waits behind a
+                        // sweep or an erasure there.
+                        let _ = match &self.records {
+                            Some(r) => match r.engine.try_lock() {
+                                Ok(mut records) => {
+                                    records.record_verdicts(customer, &binaries, &domains, now)
+                                }
+                                Err(_) => Ok(0),
+                            },
                             None => self.engine().record_verdicts(customer, &binaries, &domains, now),
                         };
                     }

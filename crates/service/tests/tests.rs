@@ -8,6 +8,7 @@ mod admission;
 mod benchmarks;
 #[cfg(unix)]
 mod console;
+mod records_engine;
 mod rotation;
 #[cfg(feature = "tls")]
 mod tls;

@@ -56,6 +56,18 @@ fn service(dir: &Path, publisher: Arc<Publisher>) -> Service {
         .with_jetstream(publisher)
 }
 
+/// Opens an engine of its own on `db` for each export.
+fn pg_reader(
+    db: &TestDb,
+) -> impl Fn() -> privtel_store::Result<Box<dyn EngineStore + Send>> + Send + Sync + 'static {
+    let url = db.url.clone();
+    move || {
+        let engine = privtel_engine_pg::PgEngine::connect(&url, privtel_engine_pg::PgOptions::default())
+            .map_err(|e| privtel_store::Error::Database { op: "opening a reader", message: e.to_string() })?;
+        Ok(Box::new(engine) as Box<dyn EngineStore + Send>)
+    }
+}
+
 fn connector(service: &Arc<Service>) -> impl FnMut() -> Result<Connection<End>, AgentError> + use<> {
     let service = Arc::clone(service);
     move || {
@@ -284,7 +296,7 @@ fn sweeps_exports_and_erasures_act_where_the_writers_store() {
     let service = Arc::new(
         service(dir.path(), Arc::clone(&publisher))
             .with_high_water(move |c, d, s| marks.lock().unwrap().high_water(c, d, s).ok())
-            .with_records_engine(records),
+            .with_records_engine(records, pg_reader(&db)),
     );
     let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap();
     let mut drain = || {
@@ -349,7 +361,7 @@ fn operators_export_erase_and_end_contracts_where_the_writers_store() {
     let records: SharedRecords = Arc::new(Mutex::new(db.engine()));
     let service = Arc::new(
         service(dir.path(), Arc::clone(&publisher))
-            .with_records_engine(Arc::clone(&records))
+            .with_records_engine(Arc::clone(&records), pg_reader(&db))
             .with_access(Arc::clone(&access)),
     );
     let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap();
