@@ -815,9 +815,32 @@ impl PgEngine {
         Ok(out)
     }
 
+    /// [`PgEngine::attempt_replays`], again after a deadlock.
+    fn attempt_checked(
+        &mut self,
+        batches: &[PreparedBatch],
+        live: &[usize],
+        now: Timestamp,
+    ) -> Result<Vec<(usize, Result<IngestOutcome>)>> {
+        // A deadlock the server broke (two writers' locks met in a cycle,
+        // e.g. one waiting for the other's new subject key while that one
+        // waits to create a partition) rolled this attempt back whole:
+        // it is tried again, a few times.
+        let mut tries = 0;
+        loop {
+            match self.attempt_replays(batches, live, now) {
+                Err(e) if tries < 4 && transient(&e) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20 << tries));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// [`PgEngine::attempt`] without the replay lookup, then with it if a
     /// replay was met.
-    fn attempt_checked(
+    fn attempt_replays(
         &mut self,
         batches: &[PreparedBatch],
         live: &[usize],
@@ -843,6 +866,13 @@ impl PgEngine {
             .op("finding a customer")?
             .map(|r| r.get(0)))
     }
+}
+
+/// Whether `e` is the server breaking a deadlock (40P01) or a
+/// serialization failure (40001): the transaction was rolled back whole and
+/// can be tried again as it was.
+fn transient(e: &Error) -> bool {
+    matches!(e, Error::Database { message, .. } if message.ends_with("(40p01)") || message.ends_with("(40001)"))
 }
 
 /// Record ids a block of the `record_id_blocks` sequence holds.
@@ -1689,26 +1719,36 @@ impl EngineStore for PgEngine {
         )
         .op("suppressing a person")?;
         let pseudonyms = digests.iter().filter(|(_, k)| *k == MentionKind::Pseudonym.code()).count() as u64;
-        let receipt = DeletionReceipt::new(
+        let mut receipt = DeletionReceipt::new(
             request,
             now,
             (removed, pseudonyms, digests.len() as u64 - pseudonyms),
             &self.retention,
         );
-        tx.execute(
-            "INSERT INTO receipts (customer, request_id, requested_at, completed_at, records, pseudonyms)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (customer, request_id) DO UPDATE SET requested_at = $3, completed_at = $4, records = $5, pseudonyms = $6",
-            &[
-                &c,
-                &receipt.request_id,
-                &nanos(receipt.requested_at),
-                &nanos(now),
-                &(removed as i64),
-                &(pseudonyms as i64),
-            ],
-        )
-        .op("writing the receipt")?;
+        // The same request again (a re-run after a failure elsewhere): its
+        // receipt counts what every run removed, not only the last.
+        let row = tx
+            .query_one(
+                "INSERT INTO receipts (customer, request_id, requested_at, completed_at, records, pseudonyms)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (customer, request_id) DO UPDATE SET
+                     requested_at = least(receipts.requested_at, EXCLUDED.requested_at),
+                     completed_at = EXCLUDED.completed_at,
+                     records = receipts.records + EXCLUDED.records,
+                     pseudonyms = greatest(receipts.pseudonyms, EXCLUDED.pseudonyms)
+                 RETURNING records, pseudonyms",
+                &[
+                    &c,
+                    &receipt.request_id,
+                    &nanos(receipt.requested_at),
+                    &nanos(now),
+                    &(removed as i64),
+                    &(pseudonyms as i64),
+                ],
+            )
+            .op("writing the receipt")?;
+        receipt.records_removed = row.get::<_, i64>(0).max(0) as u64;
+        receipt.pseudonyms_suppressed = row.get::<_, i64>(1).max(0) as u64;
         tx.execute("UPDATE key_generation SET n = n + 1", &[]).op("raising the key generation")?;
         tx.commit().op("committing an erasure")?;
         self.cache = Cache { generation: -1, ..Cache::default() };

@@ -185,3 +185,64 @@ fn a_slow_export_reader_holds_up_no_writer() {
         );
     }
 }
+
+fn event_of(i: u64, at: privtel_store::Timestamp, user: &str) -> privtel_store::Record {
+    let mut r = event_at(i, at);
+    if let privtel_model::RecordBody::Event(e) = &mut r.body {
+        e.user = Some(UserId::new(user).unwrap());
+    }
+    r
+}
+
+/// Two writers whose locks meet in a cycle: A retries its group with the
+/// replay check (it read `records`) and waits for B's uncommitted key of a
+/// new person; B, past its keys, creates a new day's partition and waits
+/// for `records`. The server breaks the deadlock by failing one; that one
+/// is tried again, and both batches are stored. (A trigger only slows A's
+/// retry between the two, as a loaded server would.)
+#[test]
+#[ignore = "needs PostgreSQL: set PRIVTEL_PG_URL"]
+fn two_writers_whose_locks_meet_in_a_cycle_both_store() {
+    let db = TestDb::new();
+    let acme = cid("acme");
+    let now = fixtures::base_time();
+    let tomorrow = now.checked_add(privtel_store::Duration::days(1)).unwrap();
+    let mut a = db.engine(PgOptions::default());
+    let mut b = db.engine(PgOptions::default());
+    assert!(a.ingest_group(vec![batch(acme.clone(), "dev-a", 1, vec![event_at(1, now)])], now)[0].is_ok());
+    assert!(b.ingest_group(vec![batch(acme.clone(), "dev-b", 1, vec![event_at(2, now)])], now)[0].is_ok());
+    db.client()
+        .batch_execute(
+            "CREATE SEQUENCE a_count;
+             CREATE FUNCTION slow_a() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.device = 'dev-a' AND nextval('a_count') = 2 THEN
+                     PERFORM pg_sleep(2.5);
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER slow_a BEFORE INSERT ON devices FOR EACH ROW EXECUTE FUNCTION slow_a();",
+        )
+        .unwrap();
+    // A: a batch that resends event 1 (a replay its first attempt meets at
+    // COPY) and names a new person.
+    let writer_a = std::thread::spawn(move || {
+        let out = a.ingest_group(
+            vec![batch(cid("acme"), "dev-a", 2, vec![event_at(1, now), event_of(500, now, "u-new")])],
+            now,
+        );
+        out.into_iter().map(|o| o.map(|o| o.stored).map_err(|e| e.to_string())).collect::<Vec<_>>()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    // B: the same new person, on a day without a partition yet.
+    let out = b.ingest_group(
+        vec![batch(acme.clone(), "dev-b", 2, vec![event_of(600, tomorrow, "u-new")])],
+        tomorrow,
+    );
+    let out_b: Vec<_> = out.into_iter().map(|o| o.map(|o| o.stored).map_err(|e| e.to_string())).collect();
+    let out_a = writer_a.join().unwrap();
+    assert_eq!(out_a, vec![Ok(1)], "writer A's batch");
+    assert_eq!(out_b, vec![Ok(1)], "writer B's batch");
+    let mut all = Vec::new();
+    assert_eq!(b.export_person(&acme, &UserId::new("u-new").unwrap(), &mut all).unwrap(), 2);
+}

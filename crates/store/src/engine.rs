@@ -1873,7 +1873,7 @@ impl EngineStore for SqliteEngine {
         }
         let pseudonym = i64::from(MentionKind::Pseudonym.code());
         let pseudonyms = digests.iter().filter(|(_, k)| *k == pseudonym).count() as u64;
-        let receipt = DeletionReceipt {
+        let mut receipt = DeletionReceipt {
             request_id: request.request_id.clone(),
             requested_at: request.requested_at,
             completed_at: now,
@@ -1882,11 +1882,31 @@ impl EngineStore for SqliteEngine {
             identifiers_suppressed: digests.len() as u64 - pseudonyms,
             overdue: self.retention.erasure_overdue(request.requested_at, now),
         };
-        tx.execute(
-            "INSERT OR REPLACE INTO receipts (customer, request_id, requested_at, completed_at, records, pseudonyms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![c, receipt.request_id, nanos(receipt.requested_at), nanos(now), receipt.records_removed as i64, receipt.pseudonyms_suppressed as i64],
-        )
-        .op("writing the receipt")?;
+        // The same request again (a re-run after a failure elsewhere): its
+        // receipt counts what every run removed, not only the last.
+        let (records, pseudonyms): (i64, i64) = tx
+            .query_row(
+                "INSERT INTO receipts (customer, request_id, requested_at, completed_at, records, pseudonyms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (customer, request_id) DO UPDATE SET
+                     requested_at = min(requested_at, excluded.requested_at),
+                     completed_at = excluded.completed_at,
+                     records = records + excluded.records,
+                     pseudonyms = max(pseudonyms, excluded.pseudonyms)
+                 RETURNING records, pseudonyms",
+                params![
+                    c,
+                    receipt.request_id,
+                    nanos(receipt.requested_at),
+                    nanos(now),
+                    receipt.records_removed as i64,
+                    receipt.pseudonyms_suppressed as i64
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .op("writing the receipt")?;
+        receipt.records_removed = records.max(0) as u64;
+        receipt.pseudonyms_suppressed = pseudonyms.max(0) as u64;
         tx.commit().op("committing an erasure")?;
         // This connection's own commit does not move its data version.
         self.mirror.stale = true;

@@ -68,6 +68,7 @@ macro_rules! engine_contract_tests {
             contract_end_removes_every_row_and_refuses_later_batches,
             the_customer_copy_holds_every_record_of_the_customer_only,
             an_interaction_is_stored_under_its_kind_exported_and_erased,
+            an_erasure_request_run_again_keeps_what_it_removed,
         );
     };
     (@each $attrs:tt $harness:expr; $($name:ident,)*) => {
@@ -837,4 +838,26 @@ pub fn an_interaction_is_stored_under_its_kind_exported_and_erased<H: Harness>(h
         store.erase_person(&acme(), &ErasureRequest::new("req-i", uid("u-1042"), now), now).expect("erase");
     assert_eq!(receipt.records_removed, 1);
     assert_eq!(store.record_count_of(&acme()).expect("count"), 0);
+}
+
+/// The same erasure request run again (an operator re-running it after a
+/// failure elsewhere): the second run removes nothing more, and its
+/// receipt still counts what the first removed.
+pub fn an_erasure_request_run_again_keeps_what_it_removed<H: Harness>(h: &mut H) {
+    let mut store = h.fresh(RetentionPolicy::default());
+    let now = fixtures::base_time();
+    let mut alice = fixtures::records("t");
+    alice.retain(|r| r.body.user().is_some());
+    store.ingest(&acme(), &dev("d1"), S, 1, alice.clone(), now).expect("ingest");
+    let request = ErasureRequest::new("req-again", uid("u-1042"), now);
+    let first = store.erase_person(&acme(), &request, now).expect("erase");
+    assert_eq!(first.records_removed as usize, alice.len());
+    let later = now.checked_add(Duration::hours(1)).expect("in range");
+    let again = store.erase_person(&acme(), &request, later).expect("erase again");
+    assert_eq!(again.records_removed, first.records_removed, "{again:?}");
+    assert_eq!(again.pseudonyms_suppressed, first.pseudonyms_suppressed);
+    assert_eq!(again.completed_at, later);
+    // Another request for the same person counts its own (nothing left).
+    let other = ErasureRequest::new("req-other", uid("u-1042"), later);
+    assert_eq!(store.erase_person(&acme(), &other, later).expect("erase").records_removed, 0);
 }
