@@ -1526,11 +1526,11 @@ impl EngineStore for PgEngine {
         for key in partition::list(&mut tx, Some(c))? {
             let cut = cuts[usize::from(key.1 == 1)];
             if (i64::from(key.2) + 1).saturating_mul(DAY_NS) <= cut {
-                partition::drop(&mut tx, key)?;
                 tally(key.1, counts.get(&(key.1, key.2)).copied().unwrap_or(0).max(0) as u64, &mut report);
                 dropped.push(key);
             }
         }
+        partition::drop_all(&mut tx, &dropped)?;
         if !dropped.is_empty() {
             // Engines that cached these partitions as existing look again.
             tx.execute("UPDATE key_generation SET n = n + 1", &[]).op("raising the key generation")?;

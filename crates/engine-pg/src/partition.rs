@@ -109,8 +109,19 @@ pub(crate) fn create(tx: &mut Transaction<'_>, key: Key) -> Result<(), Error> {
 
 /// Drops the partitions of `key` (a sweep: every row in them expired).
 pub(crate) fn drop(tx: &mut Transaction<'_>, key: Key) -> Result<(), Error> {
-    tx.batch_execute(&format!("DROP TABLE IF EXISTS {}, {}", name("records", key), name("mentions", key)))
-        .op("dropping a partition")
+    drop_all(tx, &[key])
+}
+
+/// Drops the partitions of every key in `keys` in one statement: the
+/// parents' locks taken and their partition lists rebuilt once, not once
+/// a partition.
+pub(crate) fn drop_all(tx: &mut Transaction<'_>, keys: &[Key]) -> Result<(), Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let tables: Vec<String> =
+        keys.iter().flat_map(|k| [name("records", *k), name("mentions", *k)]).collect();
+    tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", tables.join(", "))).op("dropping partitions")
 }
 
 #[cfg(test)]
