@@ -18,8 +18,8 @@ use std::time::Instant;
 use privtel_engine_pg::{PgEngine, PgOptions};
 use privtel_model::RecordBody;
 use privtel_store::{
-    AdmittedBatch, CustomerId, DeviceId, EngineOptions, EngineStore, Record, RetentionPolicy,
-    Sequence, SqliteEngine, Timestamp,
+    AdmittedBatch, CustomerId, DeviceId, EngineOptions, EngineStore, Record, RetentionPolicy, Sequence,
+    SqliteEngine, Timestamp,
 };
 use privtel_testkit::bench::{feature_event, ratio};
 
@@ -165,6 +165,21 @@ fn postgres_run(
     let total = data.len() as u64 * 1_000;
     let mut engines: Vec<PgEngine> =
         (0..writers).map(|_| PgEngine::connect(&db_url, PgOptions::default()).expect("open")).collect();
+    // The partitions of the 60 days exist, as on a service that has run for
+    // 60 days (each made when its day began, `PgEngine::maintain`): the
+    // customer is registered by an empty batch, then its partitions made.
+    let setup = AdmittedBatch {
+        customer: CustomerId::new("bench").expect("valid"),
+        device: DeviceId::new("setup").expect("valid"),
+        seq: Sequence { stream: 1, first_seq: 1, skipped: 0 },
+        records: Vec::new(),
+    };
+    for outcome in engines[0].ingest_group(vec![setup], now) {
+        assert_eq!(outcome.expect("setup").stored, 0);
+    }
+    let first_day = now.checked_sub(privtel_store::Duration::days(61)).expect("in range");
+    let made = engines[0].maintain(first_day, 62).expect("partitions");
+    assert!(made.created >= 120, "{made:?}");
     let shares: Vec<Vec<&Chunk>> = (0..writers)
         .map(|w| {
             data.iter()

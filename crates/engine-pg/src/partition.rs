@@ -119,8 +119,7 @@ pub(crate) fn drop_all(tx: &mut Transaction<'_>, keys: &[Key]) -> Result<(), Err
     if keys.is_empty() {
         return Ok(());
     }
-    let tables: Vec<String> =
-        keys.iter().flat_map(|k| [name("records", *k), name("mentions", *k)]).collect();
+    let tables: Vec<String> = keys.iter().flat_map(|k| [name("records", *k), name("mentions", *k)]).collect();
     tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", tables.join(", "))).op("dropping partitions")
 }
 
