@@ -299,7 +299,7 @@ pub type SharedRecords = Arc<Mutex<dyn EngineStore + Send>>;
 
 /// Opens another handle on the engine the records live in, for one export
 /// (its own connection: a slow reader of an export holds up nothing else).
-pub type OpenRecords = Box<dyn Fn() -> privtel_store::Result<Box<dyn EngineStore + Send>> + Send + Sync>;
+type OpenRecords = Box<dyn Fn() -> privtel_store::Result<Box<dyn EngineStore + Send>> + Send + Sync>;
 
 /// The engine the records live in when it is not the service's own.
 struct Records {
@@ -586,7 +586,9 @@ impl Service {
     ///
     /// # Errors
     ///
-    /// The first storage error; customers before it were swept.
+    /// The first storage error; customers before it were swept. With the
+    /// records in another engine ([`Service::with_records_engine`]) both
+    /// stores are swept, each even if the other failed.
     pub fn sweep(&self, now: Timestamp) -> privtel_store::Result<Vec<(CustomerId, SweepReport)>> {
         let settings = self.settings();
         let mut out: Vec<(CustomerId, SweepReport)> = Vec::new();
