@@ -465,11 +465,17 @@ fn loadavg() -> String {
 
 /// A device the load generator plays: its id and its mutual-TLS
 /// configurations (resumption off: every session is a full handshake).
-#[derive(Clone)]
 struct Device {
     id: DeviceId,
     ours: Arc<rustls::ClientConfig>,
     bare: Option<Arc<rustls::ClientConfig>>,
+    /// Its hello, the same every session.
+    hello: Hello,
+    /// Its batch, built once from the template (as an agent's filter and
+    /// spool made it on the device): each session only gives it a fresh
+    /// batch id, fresh event ids and the welcome's sequence numbers. Only
+    /// the thread that owns the device takes it.
+    batch: std::sync::Mutex<Option<Batch>>,
 }
 
 fn full_handshakes(config: &rustls::ClientConfig) -> Arc<rustls::ClientConfig> {
@@ -486,7 +492,9 @@ fn load_devices(dir: &Path, n: usize) -> Res<Vec<Device>> {
             let credentials = Credentials::load(dir.join("devices").join(id.as_str()))?;
             let config = privtel::authority::client_config(&server_ca, &credentials)?;
             let ours = full_handshakes(&config);
-            Ok(Device { id, ours, bare: None })
+            let consent = Program::ALL.iter().map(|p| (*p, true)).collect();
+            let hello = Hello::new("bench", acme(), id.clone(), consent, 1).with_stream(STREAM);
+            Ok(Device { id, ours, bare: None, hello, batch: std::sync::Mutex::new(None) })
         })
         .collect()
 }
@@ -612,30 +620,47 @@ fn stamped(r: &Record, device: &DeviceId, id: u128) -> Record {
     r
 }
 
-/// One agent session. Returns its latency.
-fn agent_session(work: &Work, device: &Device) -> Res<Times> {
+/// The device's batch for its next session, from the template the first
+/// time: its records carry the device and fresh event ids, its batch id is
+/// fresh; the caller sets `first_seq` from the welcome.
+fn next_batch(work: &Work, device: &Device, slot: &mut Option<Batch>) -> Batch {
     let n = work.next_session.fetch_add(1, Ordering::Relaxed);
     let base = work.salt ^ (u128::from(n) << 16);
-    let records: Vec<Record> =
-        work.template.iter().enumerate().map(|(i, r)| stamped(r, &device.id, base | i as u128)).collect();
-    let consent = Program::ALL.iter().map(|p| (*p, true)).collect();
-    let hello = Hello::new("bench", acme(), device.id.clone(), consent, 1).with_stream(STREAM);
+    let mut batch = slot.take().unwrap_or_else(|| Batch {
+        program: Program::SupportTelemetry,
+        batch_id: BatchId::from_u128(0),
+        first_seq: 0,
+        records: work.template.iter().enumerate().map(|(i, r)| stamped(r, &device.id, i as u128)).collect(),
+        skipped: 0,
+        policy_hash: work.policy_hash,
+    });
+    batch.batch_id = BatchId::from_u128(base);
+    for (i, r) in batch.records.iter_mut().enumerate() {
+        if let RecordBody::Event(e) = &mut r.body {
+            e.id = EventId::from_u128(base | i as u128);
+        }
+    }
+    batch
+}
+
+/// One agent session. Returns its latency.
+fn agent_session(work: &Work, device: &Device) -> Res<Times> {
+    let mut slot = device.batch.lock().map_err(|_| "a client thread panicked")?;
+    let mut batch = next_batch(work, device, &mut slot);
 
     let start = Instant::now();
     let stream = privtel::wire::tls::connect(work.addr, "127.0.0.1", Arc::clone(&device.ours))?;
     let mut conn = Connection::new(stream);
-    let welcome = conn.client_handshake(&hello)?;
+    let welcome = conn.client_handshake(&device.hello)?;
     let first = start.elapsed();
     let first_seq = welcome.high_water + 1;
-    let batch = Batch {
-        program: Program::SupportTelemetry,
-        batch_id: BatchId::from_u128(base),
-        first_seq,
-        records,
-        skipped: 0,
-        policy_hash: work.policy_hash,
-    };
-    conn.send(&Message::Batch(batch))?;
+    batch.first_seq = first_seq;
+    let message = Message::Batch(batch);
+    conn.send(&message)?;
+    // Kept for the device's next session.
+    if let Message::Batch(batch) = message {
+        *slot = Some(batch);
+    }
     match conn.recv()? {
         Message::Ack(ack) => {
             if let Some(r) = ack.rejections.first() {
@@ -950,15 +975,12 @@ fn idle(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
                             break;
                         }
                         let device = &devices[i % devices.len()];
-                        let consent = Program::ALL.iter().map(|p| (*p, true)).collect();
-                        let hello =
-                            Hello::new("bench", acme(), device.id.clone(), consent, 1).with_stream(STREAM);
                         let t = Instant::now();
                         let opened: Res<_> = (|| {
                             let stream =
                                 privtel::wire::tls::connect(addr, "127.0.0.1", Arc::clone(&device.ours))?;
                             let mut conn = Connection::new(stream);
-                            conn.client_handshake(&hello)?;
+                            conn.client_handshake(&device.hello)?;
                             Ok(conn)
                         })();
                         match opened {

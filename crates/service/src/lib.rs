@@ -766,7 +766,7 @@ impl Service {
                     // Settings read anew for each batch; a customer removed
                     // while connected is refused from its next batch on.
                     let settings = self.settings();
-                    let Some(cs) = settings.customer(&customer).cloned() else {
+                    let Some(cs) = settings.customer(&customer) else {
                         return self.no_settings(&mut conn, &customer, &device, "had its settings removed");
                     };
                     if let Err(theirs) = self.other_region(&settings, &customer) {
@@ -799,7 +799,7 @@ impl Service {
                         hello: &hello,
                         marks_certain: certain.get(),
                     };
-                    let ack = self.batch(&session, &cs, batch, &mut messages);
+                    let ack = self.batch(&session, cs, batch, &mut messages);
                     conn.send(&Message::Ack(ack))?;
                 }
                 Message::EnrichQuery(q) => {

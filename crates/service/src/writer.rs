@@ -19,10 +19,15 @@ struct Pending {
     /// The service's clock when the batch arrived; a group is stored at
     /// the latest of its batches'.
     now: Timestamp,
-    /// The outcome, and whether the batch opened its group (so groups are
-    /// counted once).
-    outcome: mpsc::SyncSender<(Outcome, bool)>,
+    /// The outcome, whether the batch opened its group (so groups are
+    /// counted once), and the batch itself, given back so that its
+    /// connection frees it (not the one writer thread).
+    outcome: mpsc::SyncSender<Answer>,
 }
+
+/// What the writer answers a batch: its outcome, whether it opened its
+/// group, and the batch back (`None` if the writer stopped holding it).
+type Answer = (Outcome, bool, Option<EncodedBatch>);
 
 /// The writer thread and its queue.
 pub(crate) struct Writer {
@@ -65,7 +70,10 @@ impl Writer {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return (stopped(), false);
         }
-        answer.recv().unwrap_or_else(|_| (stopped(), false))
+        // The batch comes back to be freed here, on this connection's thread.
+        let (outcome, opened, batch) = answer.recv().unwrap_or_else(|_| (stopped(), false, None));
+        drop(batch);
+        (outcome, opened)
     }
 }
 
@@ -93,11 +101,11 @@ fn write_loop(engine: &Mutex<SqliteEngine>, rx: &mpsc::Receiver<Pending>, queued
         // A panic in the engine fails this group, not the service: each
         // connection gets an error and its agent retries.
         let outcomes =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.ingest_encoded(batches, now)))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.store_encoded(&batches, now)))
                 .unwrap_or_default();
         drop(engine);
         let mut outcomes = outcomes.into_iter();
-        for (i, answer) in answers.into_iter().enumerate() {
+        for (i, (answer, batch)) in answers.into_iter().zip(batches).enumerate() {
             let outcome = outcomes.next().unwrap_or_else(|| {
                 Err(privtel_store::Error::Database {
                     op: "storing a batch",
@@ -105,7 +113,7 @@ fn write_loop(engine: &Mutex<SqliteEngine>, rx: &mpsc::Receiver<Pending>, queued
                 })
             });
             // A receiver is gone only if its connection's thread is.
-            let _ = answer.send((outcome, i == 0));
+            let _ = answer.send((outcome, i == 0, Some(batch)));
         }
     }
 }

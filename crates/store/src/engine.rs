@@ -867,6 +867,14 @@ impl SqliteEngine {
         batches: Vec<EncodedBatch>,
         now: Timestamp,
     ) -> Vec<Result<IngestOutcome>> {
+        self.store_encoded(&batches, now)
+    }
+
+    /// [`SqliteEngine::ingest_encoded`] of borrowed batches: the caller
+    /// keeps them and frees them where it likes (a service's writer hands
+    /// each back to the connection that encoded it, so freeing a group's
+    /// payloads is not on the one writer thread).
+    pub fn store_encoded(&mut self, batches: &[EncodedBatch], now: Timestamp) -> Vec<Result<IngestOutcome>> {
         // Checked before the transaction: a batch refused here costs nothing.
         let mut results: Vec<Option<Result<IngestOutcome>>> = batches
             .iter()
@@ -1593,6 +1601,9 @@ fn write_batch(
     let mut insert_user = conn
         .prepare_cached("INSERT INTO users (customer, user) VALUES (?1, ?2)")
         .op("preparing an ingest")?;
+    // The user of the batch's previous record and its row: a device's
+    // records mostly name one person, looked up once.
+    let mut last_user: Option<(&str, i64)> = None;
     for (i, record) in records.iter().enumerate() {
         // In range: check_range bounded the last one by i64::MAX.
         let seq = first_seq + i as u64;
@@ -1624,23 +1635,26 @@ fn write_batch(
         }
         let user_id = match &record.user {
             None => None,
+            Some(u) if last_user.is_some_and(|(last, _)| last == u.as_str()) => last_user.map(|(_, id)| id),
             Some(u) => {
                 let key = (customer_id, u.clone());
-                match ctx
+                let id = match ctx
                     .mirror
                     .users
                     .get(&key)
                     .or_else(|| ctx.group.users.get(&key))
                     .or_else(|| added.users.get(&key))
                 {
-                    Some(id) => Some(*id),
+                    Some(id) => *id,
                     None => {
                         insert_user.execute(params![customer_id, u]).op("registering a user")?;
                         let id = conn.last_insert_rowid();
                         added.users.insert(key, id);
-                        Some(id)
+                        id
                     }
-                }
+                };
+                last_user = Some((u.as_str(), id));
+                Some(id)
             }
         };
         let inserted = insert
