@@ -119,6 +119,11 @@ use limits::Bucket;
 /// How long a connection may stay silent before the service drops it.
 pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// How long a welcome waits for the groups its high-water mark may include
+/// to be synced to disk (a sync takes milliseconds; only a failing disk
+/// makes it wait this long, and the mark given is then 0).
+const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long an agent is asked to wait after a batch the store could not
 /// take (full, locked): long enough for a sweep or a checkpoint to finish,
 /// short enough that a device catches up within minutes.
@@ -992,11 +997,20 @@ impl Service {
             let read = self.reader.as_ref().map(|reader| {
                 reader.lock().unwrap_or_else(PoisonError::into_inner).high_water(customer, device, stream)
             });
-            match read {
+            let hw = match read {
                 Some(Ok(hw)) => hw,
                 // No reader, or it failed: the engine answers (a mark of 0
                 // would make the device resend everything it holds).
                 _ => self.engine().high_water(customer, device, stream).unwrap_or(0),
+            };
+            // The read sees groups committed and not yet synced: the mark
+            // is given only once they are durable (else 0: the device
+            // resends, the engine counts duplicates).
+            if self.writer.wait_durable(self.writer.begun(), DURABLE_WAIT) {
+                hw
+            } else {
+                sure = false;
+                0
             }
         };
         #[cfg(feature = "jetstream")]

@@ -1,15 +1,24 @@
 //! Group commit: one writer thread owns the engine's writes. Connection
 //! threads encode their batch (payloads, sealing, digests: in parallel),
 //! queue it and wait; the writer takes the engine, then every batch queued
-//! by then, writes them in one transaction (one sync to disk) and answers
-//! each. A batch is acknowledged only once its group is durable.
+//! by then, writes them in one transaction and hands the group to the
+//! syncer; the syncer syncs the engine's log to disk (once for every group
+//! committed by then) and answers each batch. A batch is acknowledged only
+//! once its group is durable; the writer writes the next group while the
+//! syncer waits for the disk.
+//!
+//! A welcome's high-water mark is read on another connection, which sees
+//! a group as soon as it is committed: [`Writer::wait_durable`] holds the
+//! welcome until every group whose commit had begun when the mark was read
+//! is synced, so a device is never told a mark the disk does not hold.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use privtel_model::Timestamp;
-use privtel_store::{EncodedBatch, IngestOutcome, SqliteEngine};
+use privtel_store::{EncodedBatch, IngestOutcome, LogSync, SqliteEngine};
 
 type Outcome = Result<IngestOutcome, privtel_store::Error>;
 
@@ -29,29 +38,95 @@ struct Pending {
 /// group, and the batch back (`None` if the writer stopped holding it).
 type Answer = (Outcome, bool, Option<EncodedBatch>);
 
+/// Groups committed and groups made durable, counted from 1 (the
+/// writer's and the syncer's progress).
+#[derive(Default)]
+struct Progress {
+    /// Groups whose commit has begun (counted before the commit starts, so
+    /// a reader that sees a group's rows sees this count include it).
+    begun: AtomicU64,
+    /// Groups synced to disk (every group up to this number).
+    synced: Mutex<u64>,
+    /// Signalled whenever `synced` moves.
+    moved: Condvar,
+}
+
+/// A group committed and not yet synced: its number, its batches'
+/// outcomes, where each answer goes, and the batches to hand back.
+struct Committed {
+    number: u64,
+    outcomes: Vec<Outcome>,
+    answers: Vec<mpsc::SyncSender<Answer>>,
+    batches: Vec<EncodedBatch>,
+}
+
 /// The writer thread and its queue.
 pub(crate) struct Writer {
     queue: Option<mpsc::Sender<Pending>>,
     queued: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
+    progress: Arc<Progress>,
 }
 
 impl Writer {
-    /// Starts the writer of `engine`.
+    /// Starts the writer of `engine` (and its syncer, when the engine has a
+    /// log file; without one every commit syncs itself).
     pub(crate) fn start(engine: Arc<Mutex<SqliteEngine>>) -> Self {
         let (queue, rx) = mpsc::channel::<Pending>();
         let queued = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&queued);
+        let progress = Arc::new(Progress::default());
+        let log = engine.lock().unwrap_or_else(PoisonError::into_inner).log_sync().ok();
+        let shared = Arc::clone(&progress);
         let thread = std::thread::Builder::new()
             .name("privtel-writer".into())
-            .spawn(move || write_loop(&engine, &rx, &count))
+            .spawn(move || {
+                let Some(log) = log else {
+                    return write_loop(&engine, &rx, &count, &shared, None);
+                };
+                let (to_syncer, committed) = mpsc::channel::<Committed>();
+                let syncer = {
+                    let shared = Arc::clone(&shared);
+                    std::thread::Builder::new()
+                        .name("privtel-syncer".into())
+                        .spawn(move || sync_loop(&log, &committed, &shared))
+                };
+                match syncer {
+                    Ok(syncer) => {
+                        write_loop(&engine, &rx, &count, &shared, Some(&to_syncer));
+                        // The syncer answers what it holds, then ends.
+                        drop(to_syncer);
+                        let _ = syncer.join();
+                    }
+                    Err(_) => write_loop(&engine, &rx, &count, &shared, None),
+                }
+            })
             .ok();
-        Self { queue: Some(queue), queued, thread }
+        Self { queue: Some(queue), queued, thread, progress }
     }
 
     /// Batches queued and not yet taken into a group.
     pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
+    }
+
+    /// The groups whose commit has begun by now; pass it to
+    /// [`Writer::wait_durable`] after reading something those groups may
+    /// have written.
+    pub(crate) fn begun(&self) -> u64 {
+        self.progress.begun.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every group up to `groups` is durable, at most `limit`;
+    /// whether it is.
+    pub(crate) fn wait_durable(&self, groups: u64, limit: Duration) -> bool {
+        let synced = self.progress.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        let (synced, _) = self
+            .progress
+            .moved
+            .wait_timeout_while(synced, limit, |synced| *synced < groups)
+            .unwrap_or_else(PoisonError::into_inner);
+        *synced >= groups
     }
 
     /// Stores `batch` with the next group; returns its outcome and whether
@@ -88,7 +163,13 @@ impl Drop for Writer {
     }
 }
 
-fn write_loop(engine: &Mutex<SqliteEngine>, rx: &mpsc::Receiver<Pending>, queued: &AtomicUsize) {
+fn write_loop(
+    engine: &Mutex<SqliteEngine>,
+    rx: &mpsc::Receiver<Pending>,
+    queued: &AtomicUsize,
+    progress: &Progress,
+    syncer: Option<&mpsc::Sender<Committed>>,
+) {
     // Ends when the service (the only sender) is dropped.
     while let Ok(first) = rx.recv() {
         // The engine first, then whatever queued while waiting for it.
@@ -98,22 +179,81 @@ fn write_loop(engine: &Mutex<SqliteEngine>, rx: &mpsc::Receiver<Pending>, queued
         queued.fetch_sub(group.len(), Ordering::AcqRel);
         let now = group.iter().map(|p| p.now).max().unwrap_or(group[0].now);
         let (batches, answers): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.batch, p.outcome)).unzip();
+        let number = progress.begun.fetch_add(1, Ordering::SeqCst) + 1;
         // A panic in the engine fails this group, not the service: each
         // connection gets an error and its agent retries.
-        let outcomes =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.store_encoded(&batches, now)))
-                .unwrap_or_default();
+        let outcomes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match syncer {
+            Some(_) => engine.store_encoded_unsynced(&batches, now),
+            None => engine.store_encoded(&batches, now),
+        }))
+        .unwrap_or_default();
         drop(engine);
-        let mut outcomes = outcomes.into_iter();
-        for (i, (answer, batch)) in answers.into_iter().zip(batches).enumerate() {
-            let outcome = outcomes.next().unwrap_or_else(|| {
-                Err(privtel_store::Error::Database {
-                    op: "storing a batch",
-                    message: "the engine failed while storing the group".into(),
-                })
-            });
-            // A receiver is gone only if its connection's thread is.
-            let _ = answer.send((outcome, i == 0, Some(batch)));
+        let failed = || {
+            Err(privtel_store::Error::Database {
+                op: "storing a batch",
+                message: "the engine failed while storing the group".into(),
+            })
+        };
+        let mut outcomes: Vec<Outcome> = outcomes.into_iter().collect();
+        outcomes.resize_with(batches.len(), failed);
+        let committed = Committed { number, outcomes, answers, batches };
+        match syncer {
+            // The syncer answers once the group is on disk.
+            Some(syncer) => {
+                if let Err(mpsc::SendError(group)) = syncer.send(committed) {
+                    answer(group, Some("the service's syncer has stopped"));
+                }
+            }
+            None => {
+                mark_synced(progress, number);
+                answer(committed, None);
+            }
         }
+    }
+}
+
+/// Syncs the log for every group committed by then, and answers them.
+fn sync_loop(log: &LogSync, rx: &mpsc::Receiver<Committed>, progress: &Progress) {
+    // Once a sync fails, nothing is counted durable again: the kernel may
+    // have dropped the pages it could not write, so a later sync that
+    // succeeds proves nothing about them (PostgreSQL stops for the same
+    // reason). Every later batch is answered with the error (its agent
+    // keeps it) and welcomes wait out their limit and give a mark of 0,
+    // until the service is restarted (SQLite's recovery then reads the log
+    // as the disk has it).
+    let mut failure: Option<String> = None;
+    while let Ok(first) = rx.recv() {
+        let mut groups = vec![first];
+        groups.extend(rx.try_iter());
+        if failure.is_none() {
+            failure = log.sync().err().map(|e| e.to_string());
+        }
+        if failure.is_none()
+            && let Some(last) = groups.iter().map(|g| g.number).max()
+        {
+            mark_synced(progress, last);
+        }
+        for group in groups {
+            answer(group, failure.as_deref());
+        }
+    }
+}
+
+fn mark_synced(progress: &Progress, number: u64) {
+    let mut synced = progress.synced.lock().unwrap_or_else(PoisonError::into_inner);
+    *synced = (*synced).max(number);
+    progress.moved.notify_all();
+}
+
+/// Answers each batch of a group: its outcome, or `failure` for all.
+fn answer(group: Committed, failure: Option<&str>) {
+    let Committed { outcomes, answers, batches, .. } = group;
+    for (i, ((outcome, answer), batch)) in outcomes.into_iter().zip(answers).zip(batches).enumerate() {
+        let outcome = match failure {
+            Some(why) => Err(privtel_store::Error::Database { op: "syncing a group", message: why.to_owned() }),
+            None => outcome,
+        };
+        // A receiver is gone only if its connection's thread is.
+        let _ = answer.send((outcome, i == 0, Some(batch)));
     }
 }

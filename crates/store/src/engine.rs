@@ -994,6 +994,61 @@ impl SqliteEngine {
         }
     }
 
+    /// [`SqliteEngine::store_encoded`] without the sync to disk at commit
+    /// (`synchronous = NORMAL` for this one transaction, `FULL` again
+    /// after): the group is committed and visible to readers, but durable
+    /// only once [`LogSync::sync`] of this engine's [`SqliteEngine::log_sync`]
+    /// has returned after this call. A caller acknowledges nothing before
+    /// that; meanwhile it may write the next group (the sync of one group
+    /// overlaps the writing of the next). Every other write of the engine
+    /// keeps syncing at its commit.
+    ///
+    /// Why this is as durable as a synced commit once the log is synced:
+    /// in WAL mode a commit only appends frames to the log (the database
+    /// file changes in checkpoints, which sync both files under `NORMAL`
+    /// too), and SQLite still syncs a restarted log's header before its
+    /// first frames; so a sync of the log file after the commit puts the
+    /// commit on disk exactly as `FULL` would have at its end.
+    pub fn store_encoded_unsynced(
+        &mut self,
+        batches: &[EncodedBatch],
+        now: Timestamp,
+    ) -> Vec<Result<IngestOutcome>> {
+        if let Err(e) = self.conn.execute_batch("PRAGMA synchronous = NORMAL").op("deferring the sync") {
+            let message = e.to_string();
+            return batches
+                .iter()
+                .map(|_| Err(Error::Database { op: "deferring the sync", message: message.clone() }))
+                .collect();
+        }
+        let outcomes = self.store_encoded(batches, now);
+        // Every later commit syncs again; if this fails, the connection is
+        // unusable and so are the outcomes (not durable for sure).
+        if let Err(e) = self.conn.execute_batch("PRAGMA synchronous = FULL").op("restoring the sync") {
+            let message = e.to_string();
+            return outcomes
+                .into_iter()
+                .map(|_| Err(Error::Database { op: "restoring the sync", message: message.clone() }))
+                .collect();
+        }
+        outcomes
+    }
+
+    /// What syncs this engine's write-ahead log (see
+    /// [`SqliteEngine::store_encoded_unsynced`]); usable from another
+    /// thread while the engine writes.
+    ///
+    /// # Errors
+    ///
+    /// An engine on a temporary (nameless) database has no log file.
+    pub fn log_sync(&self) -> Result<LogSync> {
+        let path = self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| Error::Database {
+            op: "finding the log",
+            message: "the engine has no file".into(),
+        })?;
+        Ok(LogSync { path: std::path::PathBuf::from(format!("{path}-wal")) })
+    }
+
     /// The default retention policy the store was opened with.
     pub fn retention(&self) -> &RetentionPolicy {
         &self.retention
@@ -1266,6 +1321,35 @@ impl EngineReader {
     /// A storage error.
     pub fn high_water(&self, customer: &CustomerId, device: &DeviceId, stream: u64) -> Result<u64> {
         read_high_water(&self.conn, customer, device, stream)
+    }
+}
+
+/// Syncs an engine's write-ahead log file to disk (see
+/// [`SqliteEngine::store_encoded_unsynced`]). It opens the log by its path
+/// at every sync, so a log that was truncated or replaced since is still
+/// the one synced.
+#[derive(Clone, Debug)]
+pub struct LogSync {
+    path: std::path::PathBuf,
+}
+
+impl LogSync {
+    /// Syncs the log's data to disk: every commit made before this call is
+    /// durable when it returns `Ok`. A log that does not exist holds
+    /// nothing to sync (the connection that removed it checkpointed every
+    /// commit into the database file first, and synced it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`] if the log cannot be opened or synced: the
+    /// commits since the last good sync may not be durable.
+    pub fn sync(&self) -> Result<()> {
+        let failed = |e: std::io::Error| Error::Database { op: "syncing the log", message: e.to_string() };
+        match std::fs::File::open(&self.path) {
+            Ok(file) => file.sync_data().map_err(failed),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(failed(e)),
+        }
     }
 }
 

@@ -102,7 +102,7 @@ pub use aggregate::{AGGREGATE_TTL_DAYS, CustomerAggregate};
 pub use codec::{AtRestKey, MAX_RECORD_BYTES};
 pub use engine::{
     AdmittedBatch, DeletionReceipt, EncodedBatch, Encoder, EngineOptions, EngineReader, EngineStore,
-    ErasureRequest, IngestOutcome, Sequence, SqliteEngine, StoredVerdict, SweepReport,
+    ErasureRequest, IngestOutcome, LogSync, Sequence, SqliteEngine, StoredVerdict, SweepReport,
 };
 pub use error::{Error, Result};
 pub use keys::{
