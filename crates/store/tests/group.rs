@@ -225,3 +225,71 @@ fn a_batch_that_fails_while_writing_is_left_out_and_the_rest_of_its_group_commit
     assert_eq!(next[0].as_ref().unwrap().stored, n);
     assert!(exported(&store, &globex(), "u-1042") > 0);
 }
+
+/// `event_at(i, now)` about `user`.
+fn event_of(i: u64, user: &str, now: privtel_model::Timestamp) -> Record {
+    let mut r = event_at(i, now);
+    if let RecordBody::Event(e) = &mut r.body {
+        e.user = Some(UserId::new(user).unwrap());
+    }
+    r
+}
+
+#[test]
+fn records_of_several_people_in_one_batch_are_each_filed_under_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = engine(&dir, RetentionPolicy::default(), None);
+    let now = fixtures::base_time();
+    // The batch's user changes from record to record, and comes back.
+    let people = ["u-ann", "u-ann", "u-bob", "u-ann", "u-cid", "u-cid", "u-bob"];
+    let records = people.iter().enumerate().map(|(i, u)| event_of(i as u64 + 1, u, now)).collect();
+    let encoded = store.encoder().encode(batch(acme(), "dev-a", 1, records), now);
+    let outcome = store.ingest_encoded(vec![encoded], now).remove(0).unwrap();
+    assert_eq!(outcome.stored, people.len() as u64);
+    for (user, n) in [("u-ann", 3), ("u-bob", 2), ("u-cid", 2)] {
+        assert_eq!(exported(&store, &acme(), user), n, "{user}");
+    }
+    // Erasing one leaves the others whole.
+    store
+        .erase_person(
+            &acme(),
+            &privtel_store::ErasureRequest::new("r-1", UserId::new("u-bob").unwrap(), now),
+            now,
+        )
+        .unwrap();
+    assert_eq!(exported(&store, &acme(), "u-bob"), 0);
+    assert_eq!((exported(&store, &acme(), "u-ann"), exported(&store, &acme(), "u-cid")), (3, 2));
+}
+
+#[test]
+fn a_group_committed_without_the_sync_is_stored_and_its_log_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = engine(&dir, RetentionPolicy::default(), None);
+    let now = fixtures::base_time();
+    let log = store.log_sync().unwrap();
+    let encoded = store.encoder().encode(batch(acme(), "dev-a", 1, fixtures_at(0)), now);
+    let n = encoded.len() as u64;
+    let outcomes = store.store_encoded_unsynced(std::slice::from_ref(&encoded), now);
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].as_ref().unwrap().stored, n);
+    assert!(dir.path().join("engine.db-wal").exists(), "the group is in the log");
+    log.sync().unwrap();
+    // Visible to another connection, and the store goes on syncing its
+    // ordinary commits (a second group, synced at its commit).
+    let other = store.another().unwrap();
+    assert_eq!(other.record_count().unwrap(), n);
+    assert_eq!(other.high_water(&acme(), &dev("dev-a"), S).unwrap(), n);
+    let again = store.encoder().encode(batch(acme(), "dev-a", n + 1, vec![event_at(900_001, now)]), now);
+    assert_eq!(store.store_encoded(&[again], now)[0].as_ref().unwrap().stored, 1);
+    // A replay through the unsynced path is still a duplicate.
+    let replay = store.encoder().encode(batch(acme(), "dev-a", 1, fixtures_at(0)), now);
+    assert_eq!(store.store_encoded_unsynced(&[replay], now)[0].as_ref().unwrap().duplicates, n);
+    // Once every connection is closed the log is gone (checkpointed into
+    // the database file): nothing left to sync.
+    drop((store, other));
+    assert!(!dir.path().join("engine.db-wal").exists());
+    log.sync().unwrap();
+    // An engine without a file has no log.
+    let memory = SqliteEngine::open(":memory:", EngineOptions::default()).unwrap();
+    assert!(memory.log_sync().is_err());
+}
