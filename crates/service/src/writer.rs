@@ -250,7 +250,9 @@ fn answer(group: Committed, failure: Option<&str>) {
     let Committed { outcomes, answers, batches, .. } = group;
     for (i, ((outcome, answer), batch)) in outcomes.into_iter().zip(answers).zip(batches).enumerate() {
         let outcome = match failure {
-            Some(why) => Err(privtel_store::Error::Database { op: "syncing a group", message: why.to_owned() }),
+            Some(why) => {
+                Err(privtel_store::Error::Database { op: "syncing a group", message: why.to_owned() })
+            }
             None => outcome,
         };
         // A receiver is gone only if its connection's thread is.
