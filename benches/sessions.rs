@@ -27,7 +27,10 @@
 //!   device, stream 1), one Batch of 100 records the customer's policy
 //!   admits (fresh event ids, `first_seq` = the Welcome's high-water mark +
 //!   1), the Ack (no rejection, every record accepted, else an error),
-//!   Goodbye, close. A bare session is TCP connect, the handshake, and the
+//!   Goodbye, close. The records are filtered once, before the run (an
+//!   agent filters on its own machine), and each device keeps its hello
+//!   and its batch: a session writes a fresh batch id, fresh event ids and
+//!   `first_seq` into it, then encodes and sends it as an agent does. A bare session is TCP connect, the handshake, and the
 //!   server's `close_notify`. Each thread owns its devices, so a device's
 //!   sequence numbers never race. Every handshake is a full one: client
 //!   resumption is off on both sides of the comparison. The default of 16
