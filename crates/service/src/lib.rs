@@ -119,9 +119,9 @@ use limits::Bucket;
 /// How long a connection may stay silent before the service drops it.
 pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// How long a welcome waits for the groups its high-water mark may include
-/// to be synced to disk (a sync takes milliseconds; only a failing disk
-/// makes it wait this long, and the mark given is then 0).
+/// How long a welcome waits for batches of its stream that are committed
+/// and not yet synced to disk (a sync takes milliseconds; only a failing
+/// disk makes it wait this long, and the mark given is then 0).
 const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long an agent is asked to wait after a batch the store could not
@@ -1004,9 +1004,10 @@ impl Service {
                 _ => self.engine().high_water(customer, device, stream).unwrap_or(0),
             };
             // The read sees groups committed and not yet synced: the mark
-            // is given only once they are durable (else 0: the device
-            // resends, the engine counts duplicates).
-            if self.writer.wait_durable(self.writer.begun(), DURABLE_WAIT) {
+            // is given only once the stream's batches among them are
+            // durable (else 0: the device resends, the engine counts
+            // duplicates).
+            if self.writer.wait_durable(writer::stream_key(customer, device, stream), DURABLE_WAIT) {
                 hw
             } else {
                 sure = false;
@@ -1038,8 +1039,9 @@ impl Service {
     ) -> Result<IngestOutcome, privtel_store::Error> {
         // Payloads, sealing and digests here, in parallel with the other
         // connections: the writer only inserts.
+        let stream = writer::stream_key(&batch.customer, &batch.device, batch.seq.stream);
         let batch = self.encoder.encode_folding(batch, received, industry);
-        let (outcome, opened) = self.writer.store(batch, (self.clock)());
+        let (outcome, opened) = self.writer.store(batch, stream, (self.clock)());
         if opened {
             self.stats.groups.fetch_add(1, Ordering::Relaxed);
         }

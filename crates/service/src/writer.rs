@@ -9,15 +9,20 @@
 //!
 //! A welcome's high-water mark is read on another connection, which sees
 //! a group as soon as it is committed: [`Writer::wait_durable`] holds the
-//! welcome until every group whose commit had begun when the mark was read
-//! is synced, so a device is never told a mark the disk does not hold.
+//! welcome while a batch of that stream is committed and not yet synced,
+//! so a device is never told a mark the disk does not hold. (A device's
+//! own previous batch was synced before its Ack: a welcome waits only
+//! after a connection that ended before its Ack.)
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use privtel_model::Timestamp;
+use std::hash::{Hash, Hasher};
+
+use privtel_model::{CustomerId, DeviceId, Timestamp};
 use privtel_store::{EncodedBatch, IngestOutcome, LogSync, SqliteEngine};
 
 type Outcome = Result<IngestOutcome, privtel_store::Error>;
@@ -25,6 +30,8 @@ type Outcome = Result<IngestOutcome, privtel_store::Error>;
 /// A batch waiting for the writer, and where its outcome goes.
 struct Pending {
     batch: EncodedBatch,
+    /// Its stream (see [`stream_key`]).
+    stream: u64,
     /// The service's clock when the batch arrived; a group is stored at
     /// the latest of its batches'.
     now: Timestamp,
@@ -38,23 +45,31 @@ struct Pending {
 /// group, and the batch back (`None` if the writer stopped holding it).
 type Answer = (Outcome, bool, Option<EncodedBatch>);
 
-/// Groups committed and groups made durable, counted from 1 (the
-/// writer's and the syncer's progress).
+/// The streams with a batch committed and not yet synced (the writer's
+/// and the syncer's progress).
 #[derive(Default)]
 struct Progress {
-    /// Groups whose commit has begun (counted before the commit starts, so
-    /// a reader that sees a group's rows sees this count include it).
-    begun: AtomicU64,
-    /// Groups synced to disk (every group up to this number).
-    synced: Mutex<u64>,
-    /// Signalled whenever `synced` moves.
+    /// Batches of each stream (by [`stream_key`]) whose commit has begun
+    /// and that are not synced: added before the commit starts, so a
+    /// reader that sees a batch's rows finds its stream here until the
+    /// batch is durable.
+    unsynced: Mutex<HashMap<u64, usize>>,
+    /// Signalled whenever batches become durable.
     moved: Condvar,
 }
 
-/// A group committed and not yet synced: its number, its batches'
+/// A (customer, device, spool stream) as a number. Two streams that
+/// collide only make a welcome wait for the other's sync.
+pub(crate) fn stream_key(customer: &CustomerId, device: &DeviceId, stream: u64) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (customer.as_str(), device.as_str(), stream).hash(&mut h);
+    h.finish()
+}
+
+/// A group committed and not yet synced: its batches' streams and
 /// outcomes, where each answer goes, and the batches to hand back.
 struct Committed {
-    number: u64,
+    streams: Vec<u64>,
     outcomes: Vec<Outcome>,
     answers: Vec<mpsc::SyncSender<Answer>>,
     batches: Vec<EncodedBatch>,
@@ -110,28 +125,22 @@ impl Writer {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// The groups whose commit has begun by now; pass it to
-    /// [`Writer::wait_durable`] after reading something those groups may
-    /// have written.
-    pub(crate) fn begun(&self) -> u64 {
-        self.progress.begun.load(Ordering::SeqCst)
-    }
-
-    /// Waits until every group up to `groups` is durable, at most `limit`;
-    /// whether it is.
-    pub(crate) fn wait_durable(&self, groups: u64, limit: Duration) -> bool {
-        let synced = self.progress.synced.lock().unwrap_or_else(PoisonError::into_inner);
-        let (synced, _) = self
+    /// Call after reading the mark of `stream` (a [`stream_key`]): waits
+    /// until no batch of it is committed and unsynced, at most `limit`;
+    /// whether none is.
+    pub(crate) fn wait_durable(&self, stream: u64, limit: Duration) -> bool {
+        let unsynced = self.progress.unsynced.lock().unwrap_or_else(PoisonError::into_inner);
+        let (unsynced, _) = self
             .progress
             .moved
-            .wait_timeout_while(synced, limit, |synced| *synced < groups)
+            .wait_timeout_while(unsynced, limit, |unsynced| unsynced.contains_key(&stream))
             .unwrap_or_else(PoisonError::into_inner);
-        *synced >= groups
+        !unsynced.contains_key(&stream)
     }
 
-    /// Stores `batch` with the next group; returns its outcome and whether
-    /// it opened its group.
-    pub(crate) fn store(&self, batch: EncodedBatch, now: Timestamp) -> (Outcome, bool) {
+    /// Stores `batch` of `stream` (a [`stream_key`]) with the next group;
+    /// returns its outcome and whether it opened its group.
+    pub(crate) fn store(&self, batch: EncodedBatch, stream: u64, now: Timestamp) -> (Outcome, bool) {
         let (outcome, answer) = mpsc::sync_channel(1);
         let stopped = || {
             Err(privtel_store::Error::Database {
@@ -141,7 +150,7 @@ impl Writer {
         };
         let Some(queue) = &self.queue else { return (stopped(), false) };
         self.queued.fetch_add(1, Ordering::AcqRel);
-        if queue.send(Pending { batch, now, outcome }).is_err() {
+        if queue.send(Pending { batch, stream, now, outcome }).is_err() {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return (stopped(), false);
         }
@@ -178,8 +187,14 @@ fn write_loop(
         group.extend(rx.try_iter());
         queued.fetch_sub(group.len(), Ordering::AcqRel);
         let now = group.iter().map(|p| p.now).max().unwrap_or(group[0].now);
+        let streams: Vec<u64> = group.iter().map(|p| p.stream).collect();
         let (batches, answers): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.batch, p.outcome)).unzip();
-        let number = progress.begun.fetch_add(1, Ordering::SeqCst) + 1;
+        {
+            let mut unsynced = progress.unsynced.lock().unwrap_or_else(PoisonError::into_inner);
+            for s in &streams {
+                *unsynced.entry(*s).or_default() += 1;
+            }
+        }
         // A panic in the engine fails this group, not the service: each
         // connection gets an error and its agent retries.
         let outcomes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match syncer {
@@ -196,7 +211,7 @@ fn write_loop(
         };
         let mut outcomes: Vec<Outcome> = outcomes.into_iter().collect();
         outcomes.resize_with(batches.len(), failed);
-        let committed = Committed { number, outcomes, answers, batches };
+        let committed = Committed { streams, outcomes, answers, batches };
         match syncer {
             // The syncer answers once the group is on disk.
             Some(syncer) => {
@@ -205,7 +220,7 @@ fn write_loop(
                 }
             }
             None => {
-                mark_synced(progress, number);
+                mark_synced(progress, &committed.streams);
                 answer(committed, None);
             }
         }
@@ -218,8 +233,8 @@ fn sync_loop(log: &LogSync, rx: &mpsc::Receiver<Committed>, progress: &Progress)
     // have dropped the pages it could not write, so a later sync that
     // succeeds proves nothing about them (PostgreSQL stops for the same
     // reason). Every later batch is answered with the error (its agent
-    // keeps it) and welcomes wait out their limit and give a mark of 0,
-    // until the service is restarted (SQLite's recovery then reads the log
+    // keeps it) and the welcomes of every stream written since wait out
+    // their limit and give a mark of 0, until the service is restarted (SQLite's recovery then reads the log
     // as the disk has it).
     let mut failure: Option<String> = None;
     while let Ok(first) = rx.recv() {
@@ -228,10 +243,10 @@ fn sync_loop(log: &LogSync, rx: &mpsc::Receiver<Committed>, progress: &Progress)
         if failure.is_none() {
             failure = log.sync().err().map(|e| e.to_string());
         }
-        if failure.is_none()
-            && let Some(last) = groups.iter().map(|g| g.number).max()
-        {
-            mark_synced(progress, last);
+        if failure.is_none() {
+            for group in &groups {
+                mark_synced(progress, &group.streams);
+            }
         }
         for group in groups {
             answer(group, failure.as_deref());
@@ -239,9 +254,17 @@ fn sync_loop(log: &LogSync, rx: &mpsc::Receiver<Committed>, progress: &Progress)
     }
 }
 
-fn mark_synced(progress: &Progress, number: u64) {
-    let mut synced = progress.synced.lock().unwrap_or_else(PoisonError::into_inner);
-    *synced = (*synced).max(number);
+/// Counts the batches of `streams` durable, and wakes the welcomes waiting.
+fn mark_synced(progress: &Progress, streams: &[u64]) {
+    let mut unsynced = progress.unsynced.lock().unwrap_or_else(PoisonError::into_inner);
+    for s in streams {
+        if let Some(n) = unsynced.get_mut(s) {
+            *n -= 1;
+            if *n == 0 {
+                unsynced.remove(s);
+            }
+        }
+    }
     progress.moved.notify_all();
 }
 
