@@ -282,3 +282,55 @@ fn answer(group: Committed, failure: Option<&str>) {
         let _ = answer.send((outcome, i == 0, Some(batch)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use privtel_store::{AdmittedBatch, EngineOptions, Sequence};
+
+    fn ids(d: &str) -> (CustomerId, DeviceId) {
+        (CustomerId::new("acme").unwrap(), DeviceId::new(d).unwrap())
+    }
+
+    #[test]
+    fn a_welcome_waits_only_for_its_own_stream_and_only_until_it_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
+        let encoder = engine.encoder();
+        let writer = Writer::start(Arc::new(Mutex::new(engine)));
+        let (c, a) = ids("dev-a");
+        let (_, b) = ids("dev-b");
+        let (key_a, key_b) = (stream_key(&c, &a, 1), stream_key(&c, &b, 1));
+        assert_ne!(key_a, key_b);
+        assert_ne!(key_a, stream_key(&c, &a, 2));
+        // A batch through the writer: once answered, it is synced, and its
+        // stream's welcome does not wait.
+        let now = Timestamp::UNIX_EPOCH;
+        let batch = AdmittedBatch {
+            customer: c.clone(),
+            device: a.clone(),
+            seq: Sequence { stream: 1, first_seq: 1, skipped: 0 },
+            records: vec![None],
+        };
+        let (outcome, opened) = writer.store(encoder.encode(batch, now), key_a, now);
+        assert!(opened);
+        assert_eq!(outcome.unwrap().high_water, 1);
+        assert!(writer.wait_durable(key_a, Duration::ZERO));
+        // A batch of stream A committed and not synced (as the writer
+        // marks it before its commit): A's welcome waits for it, B's not.
+        writer.progress.unsynced.lock().unwrap().insert(key_a, 1);
+        let started = std::time::Instant::now();
+        assert!(!writer.wait_durable(key_a, Duration::from_millis(50)));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert!(writer.wait_durable(key_b, Duration::ZERO));
+        // Synced from another thread while A's welcome waits: it goes on.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                mark_synced(&writer.progress, &[key_a]);
+            });
+            assert!(writer.wait_durable(key_a, Duration::from_secs(10)));
+        });
+        assert!(writer.progress.unsynced.lock().unwrap().is_empty());
+    }
+}
