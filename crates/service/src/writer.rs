@@ -307,8 +307,8 @@ mod tests {
         // stream's welcome does not wait.
         let now = Timestamp::UNIX_EPOCH;
         let batch = AdmittedBatch {
-            customer: c.clone(),
-            device: a.clone(),
+            customer: c,
+            device: a,
             seq: Sequence { stream: 1, first_seq: 1, skipped: 0 },
             records: vec![None],
         };
