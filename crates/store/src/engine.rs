@@ -1290,8 +1290,8 @@ pub fn check_range(first_seq: u64, n: usize) -> Result<()> {
 
 /// A stream's mark by customer and device name. Nested lookups, not a
 /// join: the bundled SQLite (built with STAT4) compiled the join again at
-/// every run, as binding its parameters expired its plan (a third of a
-/// welcome's cost).
+/// every run, as binding its parameters expired its plan (two thirds of
+/// the read's cost).
 const READ_HIGH_WATER: &str = "SELECT high_water FROM streams
      WHERE device = (SELECT id FROM devices
                      WHERE customer = (SELECT id FROM customers WHERE customer = ?1) AND device = ?2)
