@@ -1014,22 +1014,22 @@ impl SqliteEngine {
         batches: &[EncodedBatch],
         now: Timestamp,
     ) -> Vec<Result<IngestOutcome>> {
+        let all_failed = |op: &'static str, e: &Error| {
+            let message = e.to_string();
+            batches.iter().map(|_| Err(Error::Database { op, message: message.clone() })).collect()
+        };
         if let Err(e) = self.conn.execute_batch("PRAGMA synchronous = NORMAL").op("deferring the sync") {
-            let message = e.to_string();
-            return batches
-                .iter()
-                .map(|_| Err(Error::Database { op: "deferring the sync", message: message.clone() }))
-                .collect();
+            return all_failed("deferring the sync", &e);
         }
-        let outcomes = self.store_encoded(batches, now);
-        // Every later commit syncs again; if this fails, the connection is
-        // unusable and so are the outcomes (not durable for sure).
-        if let Err(e) = self.conn.execute_batch("PRAGMA synchronous = FULL").op("restoring the sync") {
-            let message = e.to_string();
-            return outcomes
-                .into_iter()
-                .map(|_| Err(Error::Database { op: "restoring the sync", message: message.clone() }))
-                .collect();
+        // `FULL` is put back however the group ends, a panic included (it
+        // goes on once the setting is back), so no other write of the
+        // engine goes unsynced.
+        let outcomes =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store_encoded(batches, now)));
+        let restored = self.conn.execute_batch("PRAGMA synchronous = FULL");
+        let outcomes = outcomes.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        if let Err(e) = restored.op("restoring the sync") {
+            return all_failed("restoring the sync", &e);
         }
         outcomes
     }
@@ -2188,6 +2188,27 @@ fn verdict<V: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A group stored without the sync leaves the connection syncing
+    /// every other commit, as before it.
+    #[test]
+    fn the_sync_is_back_after_a_group_stored_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = SqliteEngine::open(dir.path().join("e.db"), EngineOptions::default()).unwrap();
+        let level =
+            |e: &SqliteEngine| -> i64 { e.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap() };
+        assert_eq!(level(&engine), 2, "FULL");
+        let batch = AdmittedBatch {
+            customer: CustomerId::new("acme").unwrap(),
+            device: DeviceId::new("dev-1").unwrap(),
+            seq: Sequence { stream: 1, first_seq: 1, skipped: 0 },
+            records: vec![None],
+        };
+        let encoded = engine.encoder().encode(batch, Timestamp::UNIX_EPOCH);
+        let outcomes = engine.store_encoded_unsynced(&[encoded], Timestamp::UNIX_EPOCH);
+        assert_eq!(outcomes[0].as_ref().unwrap().high_water, 1);
+        assert_eq!(level(&engine), 2, "FULL again");
+    }
 
     /// The high-water read runs on every welcome: it must stay compiled.
     /// (Written as a join it was compiled again at every run: with the
