@@ -91,7 +91,17 @@ impl Writer {
         let queued = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&queued);
         let progress = Arc::new(Progress::default());
-        let log = engine.lock().unwrap_or_else(PoisonError::into_inner).log_sync().ok();
+        // The log synced once before anything is served: commits an earlier
+        // process made without their sync (it was killed before its
+        // syncer ran) are in the log as the page cache holds it, and a
+        // welcome must not give a mark the disk does not hold. If it
+        // cannot be synced, every commit syncs itself instead.
+        let log = engine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .log_sync()
+            .ok()
+            .filter(|log| log.sync().is_ok());
         let shared = Arc::clone(&progress);
         let thread = std::thread::Builder::new()
             .name("privtel-writer".into())
@@ -234,8 +244,10 @@ fn sync_loop(log: &LogSync, rx: &mpsc::Receiver<Committed>, progress: &Progress)
     // succeeds proves nothing about them (PostgreSQL stops for the same
     // reason). Every later batch is answered with the error (its agent
     // keeps it) and the welcomes of every stream written since wait out
-    // their limit and give a mark of 0, until the service is restarted (SQLite's recovery then reads the log
-    // as the disk has it).
+    // their limit and give a mark of 0, until the service is restarted.
+    // A restart alone does not make the disk whole: pages whose write-back
+    // failed can stay in the page cache, and a new process reads them as
+    // if stored. Check the disk (or reboot) first.
     let mut failure: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut groups = vec![first];

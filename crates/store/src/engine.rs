@@ -1046,7 +1046,7 @@ impl SqliteEngine {
             op: "finding the log",
             message: "the engine has no file".into(),
         })?;
-        Ok(LogSync { path: std::path::PathBuf::from(format!("{path}-wal")) })
+        LogSync::open(std::path::PathBuf::from(format!("{path}-wal")))
     }
 
     /// The default retention policy the store was opened with.
@@ -1330,31 +1330,50 @@ impl EngineReader {
 }
 
 /// Syncs an engine's write-ahead log file to disk (see
-/// [`SqliteEngine::store_encoded_unsynced`]). It opens the log by its path
-/// at every sync, so a log that was truncated or replaced since is still
-/// the one synced.
+/// [`SqliteEngine::store_encoded_unsynced`]). It holds the log open from
+/// [`SqliteEngine::log_sync`] on, so that a write-back error the kernel met
+/// on the log is reported to its sync even if another handle (a
+/// checkpoint's) saw it first; and it checks at every sync that the path
+/// still names that file.
 #[derive(Clone, Debug)]
 pub struct LogSync {
     path: std::path::PathBuf,
+    file: Arc<std::fs::File>,
 }
 
 impl LogSync {
+    fn open(path: std::path::PathBuf) -> Result<Self> {
+        let file = std::fs::File::open(&path)
+            .map_err(|e| Error::Database { op: "opening the log to sync it", message: e.to_string() })?;
+        Ok(Self { path, file: Arc::new(file) })
+    }
+
     /// Syncs the log's data to disk: every commit made before this call is
-    /// durable when it returns `Ok`. A log that does not exist holds
-    /// nothing to sync (the connection that removed it checkpointed every
-    /// commit into the database file first, and synced it).
+    /// durable when it returns `Ok`.
     ///
     /// # Errors
     ///
-    /// [`Error::Database`] if the log cannot be opened or synced: the
-    /// commits since the last good sync may not be durable.
+    /// [`Error::Database`] if the log cannot be synced, or its path no
+    /// longer names the file held (removed or replaced: the engine was
+    /// closed, or something else touched its files): the commits since the
+    /// last good sync may not be durable.
     pub fn sync(&self) -> Result<()> {
-        let failed = |e: std::io::Error| Error::Database { op: "syncing the log", message: e.to_string() };
-        match std::fs::File::open(&self.path) {
-            Ok(file) => file.sync_data().map_err(failed),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(failed(e)),
+        let failed = |message: String| Error::Database { op: "syncing the log", message };
+        self.file.sync_data().map_err(|e| failed(e.to_string()))?;
+        let now = std::fs::metadata(&self.path).map_err(|e| failed(e.to_string()))?;
+        let held = self.file.metadata().map_err(|e| failed(e.to_string()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            if (now.dev(), now.ino()) != (held.dev(), held.ino()) {
+                return Err(failed(
+                    "the log was replaced: expected the file held since the engine opened".into(),
+                ));
+            }
         }
+        #[cfg(not(unix))]
+        let _ = (now, held);
+        Ok(())
     }
 }
 
