@@ -288,6 +288,13 @@ impl<A: ApplyGroup> StreamWriter<A> {
     fn apply_chunk(&mut self, chunk: Vec<(jetstream::Message, IngestMessage)>, report: &mut StepReport) {
         let n = chunk.len();
         let (held, group): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
+        // For each message that may be terminated if it meets a gap: whether
+        // an earlier message of its device stream is in the stream, looked
+        // up *before* the engine reads the marks. Looked up after, the batch
+        // before it could have been applied and acknowledged (so gone from
+        // the stream) in between by another writer, and a batch whose gap
+        // had just closed would be terminated.
+        let may_close: Vec<bool> = held.iter().map(|m| self.gap_may_close(m)).collect();
         let now = (self.clock)();
         let engine = &mut self.engine;
         let outcomes =
@@ -303,7 +310,7 @@ impl<A: ApplyGroup> StreamWriter<A> {
             (self.log)(&format!("a group of {n} batches failed in the engine; handed back"));
             hand_back = held;
         } else {
-            for (m, outcome) in held.into_iter().zip(outcomes) {
+            for ((m, outcome), may_close) in held.into_iter().zip(outcomes).zip(may_close) {
                 match outcome {
                     Ok(o) => {
                         report.applied += 1;
@@ -316,7 +323,7 @@ impl<A: ApplyGroup> StreamWriter<A> {
                         ack.push(m);
                     }
                     Err(privtel_store::Error::SequenceGap { .. }) => {
-                        if self.gap_may_close(&m) {
+                        if may_close {
                             hand_back.push(m);
                         } else {
                             (self.log)(&format!(
