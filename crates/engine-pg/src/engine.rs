@@ -228,7 +228,7 @@ impl Statements {
             streams: p("INSERT INTO streams (device, stream, high_water)
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])
                  ON CONFLICT (device, stream) DO UPDATE SET high_water = greatest(streams.high_water, EXCLUDED.high_water)")?,
-            keys: p("SELECT digest, key FROM subject_keys WHERE customer = $1 AND digest = ANY($2::bytea[])")?,
+            keys: p(KEYS_OF)?,
             new_keys: p("INSERT INTO subject_keys (customer, digest, kind, key)
                  SELECT * FROM unnest($1::integer[], $2::bytea[], $3::smallint[], $4::bytea[])
                  ON CONFLICT DO NOTHING RETURNING customer, digest")?,
@@ -689,12 +689,8 @@ impl PgEngine {
             let missing: Vec<&[u8]> =
                 digests.keys().filter(|d| !cache.keys.contains_key(&(*c, **d))).map(|d| &d[..]).collect();
             if !missing.is_empty() {
-                for row in tx.query(&st.keys, &[c, &missing]).op("reading subject keys")? {
-                    let Ok(d) = Digest::try_from(row.get::<_, Vec<u8>>(0)) else { continue };
-                    let key = keys::load_key(wrap, *c, &d, row.get(1))
-                        .map_err(|e| Error::Decode { id: 0, reason: e.to_string() })?;
-                    cache.keys.insert((*c, d), key);
-                }
+                let found = read_keys(&mut tx, &st.keys, wrap, *c, &missing)?;
+                cache.keys.extend(found.into_iter().map(|(d, key)| ((*c, d), key)));
             }
             for (d, kind) in digests {
                 if !cache.keys.contains_key(&(*c, *d)) {
@@ -725,12 +721,8 @@ impl PgEngine {
                 }
                 for (c, digests) in &theirs {
                     let digests: Vec<&[u8]> = digests.iter().map(|d| &d[..]).collect();
-                    for row in tx.query(&st.keys, &[c, &digests]).op("reading subject keys")? {
-                        let Ok(d) = Digest::try_from(row.get::<_, Vec<u8>>(0)) else { continue };
-                        let key = keys::load_key(wrap, *c, &d, row.get(1))
-                            .map_err(|e| Error::Decode { id: 0, reason: e.to_string() })?;
-                        cache.keys.insert((*c, d), key);
-                    }
+                    let found = read_keys(&mut tx, &st.keys, wrap, *c, &digests)?;
+                    cache.keys.extend(found.into_iter().map(|(d, key)| ((*c, d), key)));
                 }
                 made.retain(|m| inserted.contains(&(m.0, m.1.to_vec())));
                 let found =
@@ -868,12 +860,35 @@ impl PgEngine {
     }
 }
 
+/// The stored keys of customer `c` among `digests`, opened (a digest row
+/// that does not decode is skipped; a key that does not open is an error).
+fn read_keys<T: ?Sized + postgres::ToStatement>(
+    tx: &mut Transaction<'_>,
+    query: &T,
+    wrap: Option<&Wrap>,
+    c: i32,
+    digests: &[&[u8]],
+) -> Result<Vec<(Digest, [u8; 32])>> {
+    let mut out = Vec::with_capacity(digests.len());
+    for row in tx.query(query, &[&c, &digests]).op("reading subject keys")? {
+        let Ok(d) = Digest::try_from(row.get::<_, Vec<u8>>(0)) else { continue };
+        let key = keys::load_key(wrap, c, &d, row.get(1))
+            .map_err(|e| Error::Decode { id: 0, reason: e.to_string() })?;
+        out.push((d, key));
+    }
+    Ok(out)
+}
+
 /// Whether `e` is the server breaking a deadlock (40P01) or a
 /// serialization failure (40001): the transaction was rolled back whole and
 /// can be tried again as it was.
 fn transient(e: &Error) -> bool {
     matches!(e, Error::Database { message, .. } if message.ends_with("(40p01)") || message.ends_with("(40001)"))
 }
+
+/// A customer's stored keys among some digests ([`read_keys`]).
+const KEYS_OF: &str =
+    "SELECT digest, key FROM subject_keys WHERE customer = $1 AND digest = ANY($2::bytea[])";
 
 /// Record ids a block of the `record_id_blocks` sequence holds.
 const ID_BLOCK: usize = 1 << 20;
@@ -1165,18 +1180,7 @@ impl PgEngine {
                     }
                     if !missing.is_empty() {
                         let ds: Vec<&[u8]> = missing.iter().map(|d| &d[..]).collect();
-                        for row in tx
-                            .query(
-                                "SELECT digest, key FROM subject_keys WHERE customer = $1 AND digest = ANY($2)",
-                                &[&c, &ds],
-                            )
-                            .op("reading keys")?
-                        {
-                            let Ok(d) = Digest::try_from(row.get::<_, Vec<u8>>(0)) else { continue };
-                            let k = keys::load_key(self.wrap.as_ref(), c, &d, row.get(1))
-                                .map_err(|e| Error::Decode { id: 0, reason: e.to_string() })?;
-                            have.insert(d, k);
-                        }
+                        have.extend(read_keys(&mut tx, KEYS_OF, self.wrap.as_ref(), c, &ds)?);
                     }
                     tx.commit().op("reading a customer's records")?;
                     let base = have.get(&BASE).copied().unwrap_or_default();
@@ -1649,19 +1653,8 @@ impl EngineStore for PgEngine {
             subjects.push(s);
         }
         let ds: Vec<&[u8]> = wanted.iter().map(|d| &d[..]).collect();
-        let mut have: HashMap<Digest, [u8; 32]> = HashMap::new();
-        for row in tx
-            .query(
-                "SELECT digest, key FROM subject_keys WHERE customer = $1 AND digest = ANY($2)",
-                &[&c, &ds],
-            )
-            .op("reading subject keys")?
-        {
-            let Ok(d) = Digest::try_from(row.get::<_, Vec<u8>>(0)) else { continue };
-            let k = keys::load_key(self.wrap.as_ref(), c, &d, row.get(1))
-                .map_err(|e| Error::Decode { id: 0, reason: e.to_string() })?;
-            have.insert(d, k);
-        }
+        let have: HashMap<Digest, [u8; 32]> =
+            read_keys(&mut tx, KEYS_OF, self.wrap.as_ref(), c, &ds)?.into_iter().collect();
         // Ended before a line is written: a slow reader of the export holds
         // no lock (a partition's creation or drop would wait for it, and
         // every writer behind that).
