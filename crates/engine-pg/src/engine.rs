@@ -333,8 +333,13 @@ impl PgEngine {
     }
 
     /// Creates the partitions of every customer for the days from `now`'s
-    /// to `ahead` days after (both classes), so ingest rarely creates one;
-    /// run it daily. Returns the report after.
+    /// to `ahead` days after, so ingest rarely creates one; run it daily.
+    /// Event partitions are made for every customer; object partitions only
+    /// for a customer that has one for `now`'s day or the day before (it
+    /// sends objects): objects are filed under the day they are stored, so
+    /// a customer that sends none would only hold empty tables, which a
+    /// sweep would still have to drop. Ingest makes a missing partition
+    /// itself. Returns the report after.
     ///
     /// # Errors
     ///
@@ -349,9 +354,14 @@ impl PgEngine {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        let recent: Vec<Key> = ids.iter().flat_map(|&c| [(c, 1, today - 1), (c, 1, today)]).collect();
+        let sends_objects: HashSet<i32> = partition::existing(&mut tx, &recent)?.into_iter().map(|k| k.0).collect();
         let mut wanted = Vec::new();
         for c in ids {
             for class in [0i16, 1] {
+                if class == 1 && !sends_objects.contains(&c) {
+                    continue;
+                }
                 for d in 0..=ahead as i32 {
                     wanted.push((c, class, today + d));
                 }

@@ -9,7 +9,7 @@ use crate::keys::new_key;
 use crate::pg::Op as _;
 
 /// The newest schema version this code writes.
-pub(crate) const NEWEST: i64 = 2;
+pub(crate) const NEWEST: i64 = 3;
 
 /// Version 1. Records and their mention digests are partitioned by
 /// (customer, class, day) ranges of one day: a sweep drops whole
@@ -135,6 +135,15 @@ const V2: &str = "
     );
 ";
 
+/// Version 3: fewer files a partition, since a sweep's time is mostly
+/// the unlinking of files. A mention's digest (32 bytes) is kept inline
+/// (`STORAGE PLAIN`, inherited by every partition made from now on), so a
+/// partition of `mentions` has no TOAST table and index of its own: two
+/// relations fewer a day.
+const V3: &str = "
+    ALTER TABLE mentions ALTER COLUMN digest SET STORAGE PLAIN;
+";
+
 /// Creates or checks the schema (in one transaction, under an advisory
 /// lock so two engines opening a new database at once do not race).
 pub(crate) fn migrate(client: &mut Client) -> Result<(), Error> {
@@ -164,6 +173,9 @@ pub(crate) fn migrate(client: &mut Client) -> Result<(), Error> {
     }
     if version < 2 {
         tx.batch_execute(V2).op("migrating the schema to version 2")?;
+    }
+    if version < 3 {
+        tx.batch_execute(V3).op("migrating the schema to version 3")?;
     }
     tx.execute(
         "INSERT INTO privtel_meta (name, value) VALUES ('schema', $1)

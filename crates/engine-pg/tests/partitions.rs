@@ -8,6 +8,7 @@ mod common;
 
 use common::TestDb;
 use privtel_engine_pg::{PgError, PgOptions};
+use privtel_model::RecordBody;
 use privtel_store::{CustomerId, DeviceId, Duration, EngineStore, Record, RetentionPolicy, Ttl};
 use privtel_testkit::engine_contract::event_at;
 use privtel_testkit::fixtures;
@@ -66,26 +67,67 @@ fn partitions_are_made_ahead_and_the_default_partition_is_reported() {
     let d = DeviceId::new("d").unwrap();
     engine.ingest(&acme, &d, 7, 1, vec![event_at(1, now)], now).unwrap();
     let report = engine.maintain(now, 7).unwrap();
-    // 8 days of both classes, one of which (today's events) existed.
-    assert_eq!((report.created, report.partitions, report.default_records), (15, 16, 0));
+    // 8 days of events, one of which (today's) existed; no objects: acme
+    // sends none, so no empty object tables are made for a sweep to drop.
+    assert_eq!((report.created, report.partitions, report.default_records), (7, 8, 0));
+    assert_eq!(engine.maintain(now, 7).unwrap().created, 0, "made once");
+    // Once acme sends an object (filed under today), its object days are
+    // made ahead too; another customer's are not.
+    let globex = CustomerId::new("globex").unwrap();
+    engine.ingest(&globex, &d, 7, 1, vec![event_at(1, now)], now).unwrap();
+    let object = fixtures::records("obj").into_iter().find(|r| matches!(r.body, RecordBody::Binary(_))).unwrap();
+    assert_eq!(engine.ingest(&acme, &d, 7, 2, vec![object], now).unwrap().stored, 1);
+    let report = engine.maintain(now, 7).unwrap();
+    // acme: 7 more object days; globex: 7 more event days.
+    assert_eq!((report.created, report.partitions), (14, 8 + 8 + 8));
     assert_eq!(engine.maintain(now, 7).unwrap().created, 0, "made once");
 
     // A record 20 days ahead (a device's clock): no partition is made for it.
     let ahead = now.checked_add(Duration::days(20)).unwrap();
-    let out = engine.ingest(&acme, &d, 7, 2, vec![event_at(2, ahead)], now).unwrap();
+    let out = engine.ingest(&acme, &d, 7, 3, vec![event_at(2, ahead)], now).unwrap();
     assert_eq!(out.stored, 1);
     assert_eq!(engine.default_routed(), 1);
     let err = engine.check_default().unwrap_err();
     assert!(matches!(err, PgError::DefaultPartitionHolds { records: 1 }), "{err}");
     assert_eq!(err.to_string(), err.to_string().to_lowercase());
-    assert_eq!(engine.record_count().unwrap(), 2);
+    assert_eq!(engine.record_count().unwrap(), 4);
     // Once its day is within the window the partition is made and the row
     // moves out of the default partition.
     let later = now.checked_add(Duration::days(19)).unwrap();
-    engine.ingest(&acme, &d, 7, 3, vec![event_at(3, ahead)], later).unwrap();
+    engine.ingest(&acme, &d, 7, 4, vec![event_at(3, ahead)], later).unwrap();
     assert_eq!(engine.check_default().unwrap().default_records, 0);
-    assert_eq!(engine.record_count().unwrap(), 3);
+    assert_eq!(engine.record_count().unwrap(), 5);
     // Both are replays-checked in their partition now.
-    let again = engine.ingest(&acme, &d, 7, 4, vec![event_at(2, ahead), event_at(3, ahead)], later).unwrap();
+    let again = engine.ingest(&acme, &d, 7, 5, vec![event_at(2, ahead), event_at(3, ahead)], later).unwrap();
     assert_eq!(again.duplicates, 2);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set PRIVTEL_PG_URL"]
+fn a_mentions_partition_has_no_toast_table() {
+    // A sweep's time goes mostly to unlinking files: a partition of
+    // `mentions` (32-byte digests, kept inline) has none of its own for
+    // TOAST. `records` keeps one: a record's payload can be large.
+    let db = TestDb::new();
+    let mut engine = db.engine(PgOptions::default());
+    let acme = CustomerId::new("acme").unwrap();
+    let now = fixtures::base_time();
+    let records = fixtures::records_of("u-canary", "toast", 1);
+    let out = engine.ingest(&acme, &DeviceId::new("d").unwrap(), 7, 1, records, now).unwrap();
+    assert!(out.stored > 0);
+    let mut client = db.client();
+    let rows = client
+        .query(
+            "SELECT relname::text, reltoastrelid <> 0 FROM pg_class
+             WHERE relname ~ '^(records|mentions)_p' AND relkind = 'r' ORDER BY relname",
+            &[],
+        )
+        .unwrap();
+    let mentions_rows: i64 = client.query_one("SELECT count(*) FROM mentions", &[]).unwrap().get(0);
+    assert!(mentions_rows > 0, "the records name people");
+    assert!(!rows.is_empty());
+    for row in rows {
+        let (name, toast): (String, bool) = (row.get(0), row.get(1));
+        assert_eq!(toast, name.starts_with("records"), "{name}");
+    }
 }
