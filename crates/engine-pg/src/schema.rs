@@ -136,7 +136,7 @@ const V2: &str = "
 ";
 
 /// Version 3: fewer files a partition, since a sweep's time is mostly
-/// the unlinking of files. A mention's digest (32 bytes) is kept inline
+/// the unlinking of files. A mention's digest (16 bytes) is kept inline
 /// (`STORAGE PLAIN`, inherited by every partition made from now on), so a
 /// partition of `mentions` has no TOAST table and index of its own: two
 /// relations fewer a day.

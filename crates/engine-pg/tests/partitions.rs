@@ -106,7 +106,7 @@ fn partitions_are_made_ahead_and_the_default_partition_is_reported() {
 #[ignore = "needs PostgreSQL: set PRIVTEL_PG_URL"]
 fn a_mentions_partition_has_no_toast_table() {
     // A sweep's time goes mostly to unlinking files: a partition of
-    // `mentions` (32-byte digests, kept inline) has none of its own for
+    // `mentions` (16-byte digests, kept inline) has none of its own for
     // TOAST. `records` keeps one: a record's payload can be large.
     let db = TestDb::new();
     let mut engine = db.engine(PgOptions::default());
