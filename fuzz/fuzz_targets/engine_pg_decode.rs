@@ -1,7 +1,7 @@
 //! Bytes as the PostgreSQL engine reads them back from its database: a
 //! record's subjects column, a stored subject key (plain or wrapped), a
-//! partition's name from the catalog, and a payload in the store's current
-//! row format. Typed errors or values, never a panic; subjects that decode
+//! partition's name from the catalog, and a payload in each row format
+//! written (2, JSON; 3, JSON compressed with the `records-1` dictionary). Typed errors or values, never a panic; subjects that decode
 //! re-encode to the same bytes; a name that parses is a `records_p` name.
 #![no_main]
 
@@ -32,10 +32,11 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
-            let format = privtel_store::parts::Format::CURRENT.code();
-            if let Ok(record) = privtel_store::parts::unseal(1, format, None, rest, None) {
-                let again = privtel_store::parts::encode(&record).expect("a decoded record encodes");
-                assert_eq!(privtel_store::parts::unseal(1, format, None, &again, None).expect("decodes"), record);
+            use privtel_store::parts::{Format, encode_as, unseal};
+            let format = if which & 0x80 == 0 { Format::Json } else { Format::JsonZstd };
+            if let Ok(record) = unseal(1, format.code(), None, rest, None) {
+                let again = encode_as(&record, format).expect("a decoded record encodes");
+                assert_eq!(unseal(1, format.code(), None, &again, None).expect("decodes"), record);
             }
         }
     }

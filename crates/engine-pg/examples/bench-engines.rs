@@ -330,7 +330,11 @@ fn main() {
             .filter_map(|e| e.ok()?.metadata().ok())
             .map(|m| m.len())
             .sum();
-        println!("sqlite: the store's files hold {:.0} MB ({:.0} bytes a record)", bytes as f64 / 1e6, bytes as f64 / total as f64);
+        println!(
+            "sqlite: the store's files hold {:.0} MB ({:.0} bytes a record)",
+            bytes as f64 / 1e6,
+            bytes as f64 / total as f64
+        );
         let sq = sweep("sqlite", &mut sqlite, total, now, None);
         let pg = swept.unwrap_or(f64::INFINITY);
         println!("round {round}: sweep speed-up {:.1}x", sq / pg);

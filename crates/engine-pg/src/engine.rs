@@ -12,12 +12,17 @@ use privtel_model::{
 use privtel_retention::{RecordClass, RetentionPolicy};
 use privtel_store::parts::{
     Digest, Format, LineWriter, MentionKind, RecordLine, Secret, TimeText, check_range, elapsed_since,
-    encode, manifest, mentions, nanos, record_time, seal_encoded, time_text, tombstone, unseal,
+    encode_as, manifest, mentions, nanos, record_time, seal_encoded, time_text, tombstone, unseal,
 };
 use privtel_store::{
     AdmittedBatch, AtRestKey, CopyStats, CustomerDeletion, DeletionReceipt, EngineStore, ErasureRequest,
     Error, IngestOutcome, Result, Sequence, StoredVerdict, SweepReport,
 };
+/// The default row format of new records: the model's JSON compressed with
+/// the `records-1` dictionary (a quarter of the JSON's bytes for a small
+/// record), then sealed. Rows of format 2 (JSON) still read.
+const ROW_FORMAT: Format = Format::JsonZstd;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -46,6 +51,7 @@ pub struct PgOptions {
     secret: Option<Secret>,
     past_days: u32,
     ahead_days: u32,
+    format: Format,
 }
 
 impl Default for PgOptions {
@@ -56,6 +62,7 @@ impl Default for PgOptions {
             secret: None,
             past_days: 400,
             ahead_days: 7,
+            format: ROW_FORMAT,
         }
     }
 }
@@ -94,6 +101,17 @@ impl PgOptions {
     pub fn window(mut self, past: u32, ahead: u32) -> Self {
         self.past_days = past;
         self.ahead_days = ahead;
+        self
+    }
+
+    /// The row format new records are written in: [`Format::JsonZstd`]
+    /// (the default) or [`Format::Json`], as versions before schema 3
+    /// wrote (for writers of both versions side by side during an
+    /// upgrade). Rows of either format read, whatever this says; any other
+    /// format writes the default.
+    #[must_use]
+    pub fn row_format(mut self, format: Format) -> Self {
+        self.format = if format == Format::Json { Format::Json } else { ROW_FORMAT };
         self
     }
 }
@@ -135,6 +153,8 @@ pub struct PgEngine {
     wrap: Option<Wrap>,
     secret: Secret,
     window: (u32, u32),
+    /// The row format of new records.
+    format: Format,
     /// Customer row ids (forgotten when the key generation moves: a
     /// contract end deletes a customer's row).
     customers: HashMap<String, i32>,
@@ -283,6 +303,7 @@ impl PgEngine {
             wrap: options.wrap,
             secret,
             window: (options.past_days, options.ahead_days),
+            format: options.format,
             customers: HashMap::new(),
             cache: Cache { generation: -1, ..Cache::default() },
             default_routed: 0,
@@ -355,7 +376,8 @@ impl PgEngine {
             .map(|r| r.get(0))
             .collect();
         let recent: Vec<Key> = ids.iter().flat_map(|&c| [(c, 1, today - 1), (c, 1, today)]).collect();
-        let sends_objects: HashSet<i32> = partition::existing(&mut tx, &recent)?.into_iter().map(|k| k.0).collect();
+        let sends_objects: HashSet<i32> =
+            partition::existing(&mut tx, &recent)?.into_iter().map(|k| k.0).collect();
         let mut wanted = Vec::new();
         for c in ids {
             for class in [0i16, 1] {
@@ -417,7 +439,7 @@ impl PgEngine {
                     subjects.extend(found.iter().map(|(k, d)| (k.code(), *d)));
                     let recorded_at = nanos(record_time(&record, received));
                     Prepared {
-                        plain: encode(&record),
+                        plain: encode_as(&record, self.format),
                         class: i16::from(RecordClass::of(&record.body) == RecordClass::Object),
                         day: day_of(recorded_at),
                         recorded_at,
@@ -457,8 +479,19 @@ impl PgEngine {
         now: Timestamp,
         replays: bool,
     ) -> std::result::Result<Vec<(usize, Result<IngestOutcome>)>, Failure> {
-        let Self { client, statements: st, cache, customers, wrap, window, default_routed, secret, .. } =
-            self;
+        let Self {
+            client,
+            statements: st,
+            cache,
+            customers,
+            wrap,
+            window,
+            default_routed,
+            secret,
+            format,
+            ..
+        } = self;
+        let format = *format;
         let client = client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         let wrap = wrap.as_ref();
         let now_ns = nanos(now);
@@ -806,7 +839,7 @@ impl PgEngine {
             let hs: Vec<i64> = final_marks.values().copied().collect();
             tx.execute(&st.streams, &[&ds, &ss, &hs]).op("updating the high-water marks")?;
         }
-        copy_rows(&mut tx, &st.ids, &rows)?;
+        copy_rows(&mut tx, &st.ids, &rows, format)?;
         drop(rows);
         tx.commit().op("committing an ingest")?;
         cache.keys.extend(made.into_iter().map(|m| ((m.0, m.1), m.3)));
@@ -909,6 +942,7 @@ fn copy_rows(
     tx: &mut Transaction<'_>,
     ids: &Statement,
     rows: &[Row<'_>],
+    format: Format,
 ) -> std::result::Result<(), Failure> {
     if rows.is_empty() {
         return Ok(());
@@ -955,7 +989,7 @@ fn copy_rows(
             recs.i64(r.recorded_at);
             recs.i64(row.stored_at);
             recs.opt_i64(r.event_id);
-            recs.i16(Format::CURRENT.code() as i16);
+            recs.i16(format.code() as i16);
             recs.bytes(&keys::encode_subjects(&r.subjects));
             recs.bytes(&payload);
             for (kind, digest) in &r.subjects {

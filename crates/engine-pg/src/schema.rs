@@ -98,7 +98,7 @@ const V1: &str = "
         recorded_at bigint NOT NULL,        -- unix ns, when retention starts
         stored_at bigint NOT NULL,          -- unix ns
         event_id bigint,                    -- an event id's low 64 bits
-        format smallint NOT NULL,           -- 2: the model's JSON (sealed)
+        format smallint NOT NULL,           -- 2: the model's JSON; 3: compressed (privtel_store::parts::Format); sealed
         subjects bytea NOT NULL,            -- (kind, digest) of each subject
         payload bytea NOT NULL              -- sealed under the record key
     ) PARTITION BY RANGE (customer, class, day);

@@ -75,7 +75,8 @@ fn partitions_are_made_ahead_and_the_default_partition_is_reported() {
     // made ahead too; another customer's are not.
     let globex = CustomerId::new("globex").unwrap();
     engine.ingest(&globex, &d, 7, 1, vec![event_at(1, now)], now).unwrap();
-    let object = fixtures::records("obj").into_iter().find(|r| matches!(r.body, RecordBody::Binary(_))).unwrap();
+    let object =
+        fixtures::records("obj").into_iter().find(|r| matches!(r.body, RecordBody::Binary(_))).unwrap();
     assert_eq!(engine.ingest(&acme, &d, 7, 2, vec![object], now).unwrap().stored, 1);
     let report = engine.maintain(now, 7).unwrap();
     // acme: 7 more object days; globex: 7 more event days.

@@ -1,6 +1,7 @@
 //! Record payloads: a versioned row format (format 1, bincode in the
-//! model's field and variant order, read only; format 2, the model's JSON,
-//! written), with a size limit, optionally sealed with AES-256-GCM.
+//! model's field and variant order, read only; format 2, the model's JSON;
+//! format 3, that JSON compressed with a fixed dictionary), with a size
+//! limit, optionally sealed with AES-256-GCM.
 
 use std::fmt;
 
@@ -68,8 +69,87 @@ pub enum Format {
     Bincode,
     /// serde_json of [`Record`]: fields and variants by name, so the model
     /// can grow a field (with a serde default) or reorder variants and old
-    /// rows still read. Every new row.
+    /// rows still read. The SQLite engine's new rows.
     Json,
+    /// [`Format::Json`] compressed as one zstd frame with the dictionary
+    /// `records-1` (`crates/store/data/records-1.zdict`, trained on the
+    /// fixtures' records): the frame carries its content size (checked
+    /// against [`MAX_RECORD_BYTES`] before anything is allocated), no
+    /// checksum (a sealed payload is authenticated already) and no
+    /// dictionary id (this code names the dictionary). A small record
+    /// takes a quarter of its JSON's bytes. The PostgreSQL engine's new
+    /// rows. The dictionary is frozen: another one needs another code.
+    JsonZstd,
+}
+
+/// The dictionary of [`Format::JsonZstd`]. Its SHA-256 is checked by a
+/// test: rows on disk depend on these exact bytes.
+pub const RECORDS_DICTIONARY_1: &[u8] = include_bytes!("../data/records-1.zdict");
+
+/// zstd's level for [`Format::JsonZstd`]: measured on the fixtures, level 3
+/// makes payloads a few bytes smaller than level 1 at about the same cost
+/// for records this small.
+const ZSTD_LEVEL: i32 = 3;
+
+fn encoder_dictionary() -> &'static zstd::dict::EncoderDictionary<'static> {
+    static DICT: std::sync::OnceLock<zstd::dict::EncoderDictionary<'static>> = std::sync::OnceLock::new();
+    DICT.get_or_init(|| zstd::dict::EncoderDictionary::copy(RECORDS_DICTIONARY_1, ZSTD_LEVEL))
+}
+
+fn decoder_dictionary() -> &'static zstd::dict::DecoderDictionary<'static> {
+    static DICT: std::sync::OnceLock<zstd::dict::DecoderDictionary<'static>> = std::sync::OnceLock::new();
+    DICT.get_or_init(|| zstd::dict::DecoderDictionary::copy(RECORDS_DICTIONARY_1))
+}
+
+/// Compresses JSON bytes as [`Format::JsonZstd`] (one compressor per
+/// thread, its dictionary prepared once).
+fn compress(json: &[u8]) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::CParameter;
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let failed = |e: std::io::Error| Error::Encode(format!("compressing a record: {e}").to_lowercase());
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let mut c =
+                zstd::bulk::Compressor::with_prepared_dictionary(encoder_dictionary()).map_err(failed)?;
+            c.set_parameter(CParameter::ChecksumFlag(false)).map_err(failed)?;
+            c.set_parameter(CParameter::DictIdFlag(false)).map_err(failed)?;
+            c.set_parameter(CParameter::ContentSizeFlag(true)).map_err(failed)?;
+            *slot = Some(c);
+        }
+        match slot.as_mut() {
+            Some(c) => c.compress(json).map_err(failed),
+            None => Err(Error::Encode("compressing a record: no compressor".into())),
+        }
+    })
+}
+
+/// Decompresses a [`Format::JsonZstd`] payload of row `id`: its declared
+/// size is checked before any allocation, and the output must be exactly
+/// that size.
+fn decompress(id: i64, bytes: &[u8]) -> Result<Vec<u8>> {
+    let bad = |reason: String| Error::Decode { id, reason };
+    let size = match zstd::zstd_safe::get_frame_content_size(bytes) {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            return Err(bad("compressed payload without its size, expected a sized zstd frame".into()));
+        }
+        Err(_) => return Err(bad("compressed payload is not a zstd frame".into())),
+    };
+    let size = usize::try_from(size).ok().filter(|n| *n <= MAX_RECORD_BYTES).ok_or_else(|| {
+        bad(format!("compressed payload of {size} bytes, expected at most {MAX_RECORD_BYTES}"))
+    })?;
+    let mut d = zstd::bulk::Decompressor::with_prepared_dictionary(decoder_dictionary())
+        .map_err(|e| bad(format!("decompressor: {e}").to_lowercase()))?;
+    let out =
+        d.decompress(bytes, size).map_err(|e| bad(format!("compressed payload: {e}").to_lowercase()))?;
+    if out.len() != size {
+        return Err(bad(format!("compressed payload gave {} bytes, its frame declares {size}", out.len())));
+    }
+    Ok(out)
 }
 
 impl Format {
@@ -81,6 +161,7 @@ impl Format {
         match self {
             Self::Bincode => 1,
             Self::Json => 2,
+            Self::JsonZstd => 3,
         }
     }
 
@@ -89,6 +170,7 @@ impl Format {
         match code {
             1 => Some(Self::Bincode),
             2 => Some(Self::Json),
+            3 => Some(Self::JsonZstd),
             _ => None,
         }
     }
@@ -117,6 +199,21 @@ pub fn encode(record: &Record) -> Result<Vec<u8>> {
         return Err(Error::Encode(format!("{} bytes, expected at most {MAX_RECORD_BYTES}", plain.len())));
     }
     Ok(plain)
+}
+
+/// A record in `format` ([`Format::Json`] or [`Format::JsonZstd`]), not
+/// sealed.
+///
+/// # Errors
+///
+/// [`Error::Encode`] when the JSON exceeds [`MAX_RECORD_BYTES`], or for
+/// [`Format::Bincode`] (read only).
+pub fn encode_as(record: &Record, format: Format) -> Result<Vec<u8>> {
+    match format {
+        Format::Json => encode(record),
+        Format::JsonZstd => compress(&encode(record)?),
+        Format::Bincode => Err(Error::Encode("format 1 is read only, expected format 2 or 3".into())),
+    }
 }
 
 /// Seals bytes from [`encode`] under `key` (none: returned as they are):
@@ -158,7 +255,7 @@ pub fn unseal(
 ) -> Result<Record> {
     let format = Format::from_code(format).ok_or_else(|| Error::Decode {
         id,
-        reason: format!("unknown row format {format}, expected 1 or 2"),
+        reason: format!("unknown row format {format}, expected 1, 2 or 3"),
     })?;
     let plain;
     let bytes = match key_id {
@@ -174,14 +271,18 @@ pub fn unseal(
             reason: format!("{} bytes, expected at most {MAX_RECORD_BYTES}", bytes.len()),
         });
     }
-    match format {
-        // serde_json's message can quote the offending value, which may be
-        // personal: only its category and position are kept.
-        Format::Json => serde_json::from_slice(bytes).map_err(|e| Error::Decode {
+    // serde_json's message can quote the offending value, which may be
+    // personal: only its category and position are kept.
+    let json = |bytes: &[u8]| {
+        serde_json::from_slice(bytes).map_err(|e| Error::Decode {
             id,
             reason: format!("{:?} json error at line {} column {}", e.classify(), e.line(), e.column())
                 .to_lowercase(),
-        }),
+        })
+    };
+    match format {
+        Format::Json => json(bytes),
+        Format::JsonZstd => json(&decompress(id, bytes)?),
         Format::Bincode => {
             let (record, used): (Record, usize) = bincode::serde::decode_from_slice(bytes, config())
                 .map_err(|e| Error::Decode { id, reason: e.to_string() })?;
@@ -287,6 +388,71 @@ mod tests {
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), n, "every nonce is new, over several refills of 341");
+    }
+
+    #[test]
+    fn format_3_round_trips_every_record_kind_sealed_or_not() {
+        let key = AtRestKey::new(2, [5; 32]);
+        let mut records = privtel_testkit::fixtures::records("zstd");
+        records.push(privtel_testkit::fixtures::interaction());
+        records.push(privtel_testkit::fixtures::device_summary());
+        let at = privtel_testkit::fixtures::base_time();
+        records.push(privtel_testkit::bench::feature_event(77, at, 10));
+        for (i, r) in records.iter().enumerate() {
+            let id = i as i64;
+            let json = encode_as(r, Format::Json).unwrap();
+            let packed = encode_as(r, Format::JsonZstd).unwrap();
+            assert!(packed.len() < json.len(), "record {i}: {} >= {}", packed.len(), json.len());
+            assert_eq!(&unseal(id, 3, None, &packed, None).unwrap(), r);
+            let (key_id, sealed) = seal_encoded(packed, Some(&key)).unwrap();
+            assert_eq!(&unseal(id, 3, key_id, &sealed, Some(&key)).unwrap(), r);
+            // The same bytes under another format code are not this record.
+            assert!(unseal(id, 2, key_id, &sealed, Some(&key)).is_err());
+        }
+        // A small record takes well under half of its JSON's bytes.
+        let small = records.last().unwrap();
+        let (json, packed) =
+            (encode(small).unwrap().len(), encode_as(small, Format::JsonZstd).unwrap().len());
+        assert!(packed * 2 < json, "{packed} of {json} bytes");
+        assert!(encode_as(small, Format::Bincode).is_err(), "format 1 is read only");
+    }
+
+    #[test]
+    fn hostile_compressed_payloads_are_typed_errors_without_a_large_allocation() {
+        let decode_err = |bytes: &[u8]| match unseal(9, 3, None, bytes, None) {
+            Err(Error::Decode { id: 9, reason }) => reason,
+            other => panic!("expected a decode error, got {other:?}"),
+        };
+        // A frame header declaring 1 TiB (single segment, 8-byte content
+        // size): refused from the header, before any output is allocated.
+        let mut huge = vec![0x28, 0xb5, 0x2f, 0xfd, 0xe0];
+        huge.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        huge.extend_from_slice(&[1, 0, 0]);
+        let started = std::time::Instant::now();
+        let reason = decode_err(&huge);
+        assert!(reason.contains("expected at most"), "{reason}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // A frame that does not say its size (no content size field).
+        let reason = decode_err(&[0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00, 1, 0, 0]);
+        assert!(reason.contains("without its size"), "{reason}");
+        // Not a frame; a truncated frame; a frame whose size is a lie.
+        assert!(decode_err(b"{\"program\":1}").contains("not a zstd frame"));
+        let record = privtel_testkit::fixtures::interaction();
+        let good = encode_as(&record, Format::JsonZstd).unwrap();
+        decode_err(&good[..good.len() - 3]);
+        // A frame of under 256 bytes of JSON has a single-segment header
+        // with a 1-byte content size: made one byte smaller than the truth.
+        let at = privtel_testkit::fixtures::base_time();
+        let mut lying =
+            encode_as(&privtel_testkit::bench::feature_event(1, at, 10), Format::JsonZstd).unwrap();
+        assert_eq!(lying[4] & 0xe0, 0x20, "a 1-byte content size");
+        lying[5] -= 1;
+        decode_err(&lying);
+        // Errors never quote the payload.
+        let mut text = encode(&record).unwrap();
+        text.extend_from_slice(b"u-1042 trailing");
+        let reason = decode_err(&zstd::bulk::compress(&text, 1).unwrap());
+        assert!(!reason.contains("u-1042"), "{reason}");
     }
 
     #[test]

@@ -140,8 +140,8 @@ pub mod fuzzing {
 /// ```
 pub mod parts {
     pub use crate::codec::{
-        Format, encode, nanos, program_code, random_nonce, record_time, seal, seal_encoded, unseal,
-        unseal_bytes,
+        Format, RECORDS_DICTIONARY_1, encode, encode_as, nanos, program_code, random_nonce, record_time,
+        seal, seal_encoded, unseal, unseal_bytes,
     };
     pub use crate::engine::{check_range, tombstone};
     pub use crate::lifecycle::{
