@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 use crate::copy::CopyBuf;
 use crate::error::PgError;
 use crate::keys::{self, BASE, RECORD_KEY_ID, Subject, Wrap};
-use crate::partition::{self, DAY_NS, Key, day_of};
+use crate::partition::{self, DAY_NS, Key, Table, day_of};
 use crate::pg::Op as _;
 use crate::schema;
 
@@ -138,9 +138,12 @@ struct Cache {
     /// Tombstones of customers deleted at contract end (loaded with the
     /// generation, which a contract end raises).
     deleted: Option<HashSet<Digest>>,
-    /// Partitions known to exist (a sweep that drops one raises the
-    /// generation too).
+    /// Partitions of `records` known to exist (a sweep that drops one
+    /// raises the generation too).
     partitions: HashSet<Key>,
+    /// Partitions of `mentions` known to exist (made only for a day whose
+    /// records name someone other than by user id).
+    mentions: HashSet<Key>,
 }
 
 /// The engine store on a PostgreSQL database: records partitioned by
@@ -359,7 +362,9 @@ impl PgEngine {
     /// for a customer that has one for `now`'s day or the day before (it
     /// sends objects): objects are filed under the day they are stored, so
     /// a customer that sends none would only hold empty tables, which a
-    /// sweep would still have to drop. Ingest makes a missing partition
+    /// sweep would still have to drop. Likewise `mentions` partitions only
+    /// for a customer and class that has one for either day (its records
+    /// name people other than by user id). Ingest makes a missing partition
     /// itself. Returns the report after.
     ///
     /// # Errors
@@ -377,7 +382,13 @@ impl PgEngine {
             .collect();
         let recent: Vec<Key> = ids.iter().flat_map(|&c| [(c, 1, today - 1), (c, 1, today)]).collect();
         let sends_objects: HashSet<i32> =
-            partition::existing(&mut tx, &recent)?.into_iter().map(|k| k.0).collect();
+            partition::existing(&mut tx, Table::Records, &recent)?.into_iter().map(|k| k.0).collect();
+        let recent: Vec<Key> = ids
+            .iter()
+            .flat_map(|&c| [0, 1].into_iter().flat_map(move |cl| [(c, cl, today - 1), (c, cl, today)]))
+            .collect();
+        let mentions_sent: HashSet<(i32, i16)> =
+            partition::existing(&mut tx, Table::Mentions, &recent)?.into_iter().map(|k| (k.0, k.1)).collect();
         let mut wanted = Vec::new();
         for c in ids {
             for class in [0i16, 1] {
@@ -389,12 +400,20 @@ impl PgEngine {
                 }
             }
         }
-        let have: HashSet<Key> = partition::existing(&mut tx, &wanted)?.into_iter().collect();
+        let have: HashSet<Key> = partition::existing(&mut tx, Table::Records, &wanted)?.into_iter().collect();
         let mut created = 0;
+        for key in &wanted {
+            if !have.contains(key) {
+                partition::create(&mut tx, Table::Records, *key)?;
+                created += 1;
+            }
+        }
+        let wanted: Vec<Key> = wanted.into_iter().filter(|k| mentions_sent.contains(&(k.0, k.1))).collect();
+        let have: HashSet<Key> =
+            partition::existing(&mut tx, Table::Mentions, &wanted)?.into_iter().collect();
         for key in wanted {
             if !have.contains(&key) {
-                partition::create(&mut tx, key)?;
-                created += 1;
+                partition::create(&mut tx, Table::Mentions, key)?;
             }
         }
         tx.commit().op("committing partitions")?;
@@ -789,7 +808,9 @@ impl PgEngine {
         let made_index: HashMap<(i32, Digest), [u8; 32]> = made.iter().map(|m| ((m.0, m.1), m.3)).collect();
         let key_of = |c: i32, d: &Digest| cache.keys.get(&(c, *d)).or_else(|| made_index.get(&(c, *d)));
         let mut needed: BTreeSet<Key> = BTreeSet::new();
+        let mut needed_mentions: BTreeSet<Key> = BTreeSet::new();
         let mut new_partitions: HashSet<Key> = HashSet::new();
+        let mut new_mentions: HashSet<Key> = HashSet::new();
         for (i, keep) in &fresh {
             let b = &batches[*i];
             let c = cid(&b.customer);
@@ -803,20 +824,25 @@ impl PgEngine {
                 if !cache.partitions.contains(&key) {
                     needed.insert(key);
                 }
+                if !cache.mentions.contains(&key)
+                    && r.subjects.iter().any(|(k, _)| *k != MentionKind::User.code())
+                {
+                    needed_mentions.insert(key);
+                }
 
                 rows.push(Row { key, device: dev, stored_at: now_ns, record: r, plain, record_key });
             }
         }
         if !needed.is_empty() {
             let have: HashSet<Key> =
-                partition::existing(&mut tx, &needed.iter().copied().collect::<Vec<_>>())?
+                partition::existing(&mut tx, Table::Records, &needed.iter().copied().collect::<Vec<_>>())?
                     .into_iter()
                     .collect();
             for key in needed {
                 if have.contains(&key) {
                     new_partitions.insert(key);
                 } else if (lo..=hi).contains(&i64::from(key.2)) {
-                    partition::create(&mut tx, key)?;
+                    partition::create(&mut tx, Table::Records, key)?;
                     new_partitions.insert(key);
                 }
             }
@@ -824,6 +850,21 @@ impl PgEngine {
                 .iter()
                 .filter(|r| !cache.partitions.contains(&r.key) && !new_partitions.contains(&r.key))
                 .count() as u64;
+        }
+        // A day's mentions partition, once one of its records names
+        // someone other than by user id (outside the window: the default).
+        if !needed_mentions.is_empty() {
+            let keys: Vec<Key> = needed_mentions.iter().copied().collect();
+            let have: HashSet<Key> =
+                partition::existing(&mut tx, Table::Mentions, &keys)?.into_iter().collect();
+            for key in keys {
+                if have.contains(&key) {
+                    new_mentions.insert(key);
+                } else if (lo..=hi).contains(&i64::from(key.2)) {
+                    partition::create(&mut tx, Table::Mentions, key)?;
+                    new_mentions.insert(key);
+                }
+            }
         }
         // Marks.
         let mut final_marks: BTreeMap<(i64, i64), i64> = BTreeMap::new();
@@ -844,6 +885,7 @@ impl PgEngine {
         tx.commit().op("committing an ingest")?;
         cache.keys.extend(made.into_iter().map(|m| ((m.0, m.1), m.3)));
         cache.partitions.extend(new_partitions);
+        cache.mentions.extend(new_mentions);
         customers.extend(new_customers);
         *default_routed += routed;
         out.extend(accepted.into_iter().map(|(i, o, _)| (i, Ok(o))));
@@ -1120,8 +1162,12 @@ impl PgEngine {
                     .query_one(&format!("SELECT count(*) FROM {name}"), &[])
                     .op("counting a partition")?
                     .get(0);
+                // Through the parent: a day may have no mentions partition.
                 let m: i64 = tx
-                    .query_one(&format!("SELECT count(*) FROM {}", partition::name("mentions", key)), &[])
+                    .query_one(
+                        "SELECT count(*) FROM mentions WHERE customer = $1 AND class = $2 AND day = $3",
+                        &[&key.0, &key.1, &key.2],
+                    )
                     .op("counting a partition")?
                     .get(0);
                 records += n as u64;

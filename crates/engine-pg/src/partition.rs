@@ -1,5 +1,9 @@
 //! Partitions of `records` and `mentions`: one per (customer, class, day),
-//! named `records_p{customer}_{class}_{day}` / `mentions_p…`.
+//! named `records_p{customer}_{class}_{day}` / `mentions_p…`. A day's
+//! `mentions` partition is made only once a record of that day names
+//! someone other than by its user id: a customer whose records name people
+//! only by user id (anonymous usage) has none, so its sweeps unlink fewer
+//! files.
 
 use postgres::Transaction;
 use privtel_store::Error;
@@ -49,9 +53,25 @@ pub(crate) fn list(tx: &mut Transaction<'_>, customer: Option<i32>) -> Result<Ve
         .collect())
 }
 
-/// Which of `keys` have a partition.
-pub(crate) fn existing(tx: &mut Transaction<'_>, keys: &[Key]) -> Result<Vec<Key>, Error> {
-    let names: Vec<String> = keys.iter().map(|k| name("records", *k)).collect();
+/// The two partitioned tables.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Table {
+    Records,
+    Mentions,
+}
+
+impl Table {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Records => "records",
+            Self::Mentions => "mentions",
+        }
+    }
+}
+
+/// Which of `keys` have a partition of `table`.
+pub(crate) fn existing(tx: &mut Transaction<'_>, table: Table, keys: &[Key]) -> Result<Vec<Key>, Error> {
+    let names: Vec<String> = keys.iter().map(|k| name(table.name(), *k)).collect();
     let rows = tx
         .query(
             "SELECT relname::text FROM pg_class WHERE relname = ANY($1)
@@ -59,50 +79,73 @@ pub(crate) fn existing(tx: &mut Transaction<'_>, keys: &[Key]) -> Result<Vec<Key
             &[&names],
         )
         .op("checking partitions")?;
-    Ok(rows.iter().filter_map(|r| parse_name(r.get::<_, &str>(0))).collect())
+    let strip = |n: &str| -> Option<Key> {
+        match table {
+            Table::Records => parse_name(n),
+            Table::Mentions => parse_name(&format!("records_p{}", n.strip_prefix("mentions_p")?)),
+        }
+    };
+    Ok(rows.iter().filter_map(|r| strip(r.get::<_, &str>(0))).collect())
 }
 
-/// Creates the partitions of `key` in `records` and `mentions`. Rows of
-/// that key in the default partitions (a day that had no partition) are
-/// moved into them, since a partition cannot be made while the default
-/// holds rows of its range.
-pub(crate) fn create(tx: &mut Transaction<'_>, key: Key) -> Result<(), Error> {
+/// Creates the partition of `key` in `table` (with its indexes). Rows of
+/// that key in the table's default partition (a day that had no
+/// partition) are moved into it, since a partition cannot be made while
+/// the default holds rows of its range.
+pub(crate) fn create(tx: &mut Transaction<'_>, table: Table, key: Key) -> Result<(), Error> {
     let (c, cl, d) = key;
+    let t = table.name();
     let stray: bool = tx
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM records_default WHERE customer = $1 AND class = $2 AND day = $3)
-                 OR EXISTS (SELECT 1 FROM mentions_default WHERE customer = $1 AND class = $2 AND day = $3)",
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM {t}_default WHERE customer = $1 AND class = $2 AND day = $3)"
+            ),
             &[&c, &cl, &d],
         )
         .op("checking the default partition")?
         .get(0);
-    let (r, m) = (name("records", key), name("mentions", key));
+    let p = name(t, key);
     if stray {
         tx.batch_execute(&format!(
-            "CREATE TEMP TABLE privtel_moving_r ON COMMIT DROP AS
-                 WITH m AS (DELETE FROM records_default WHERE customer = {c} AND class = {cl} AND day = {d} RETURNING *)
-                 SELECT * FROM m;
-             CREATE TEMP TABLE privtel_moving_m ON COMMIT DROP AS
-                 WITH m AS (DELETE FROM mentions_default WHERE customer = {c} AND class = {cl} AND day = {d} RETURNING *)
+            "CREATE TEMP TABLE privtel_moving ON COMMIT DROP AS
+                 WITH m AS (DELETE FROM {t}_default WHERE customer = {c} AND class = {cl} AND day = {d} RETURNING *)
                  SELECT * FROM m;"
         ))
         .op("moving rows out of the default partition")?;
     }
+    let indexes = match table {
+        Table::Records => format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS {p}_event ON {p} (device, event_id);
+             CREATE INDEX IF NOT EXISTS {p}_user ON {p} (user_digest) WHERE user_digest IS NOT NULL;"
+        ),
+        // `mentions_digest` on the parent makes this partition's.
+        Table::Mentions => String::new(),
+    };
     tx.batch_execute(&format!(
-        "CREATE TABLE IF NOT EXISTS {r} PARTITION OF records FOR VALUES FROM ({c}, {cl}, {d}) TO ({c}, {cl}, {});
-         CREATE UNIQUE INDEX IF NOT EXISTS {r}_event ON {r} (device, event_id);
-         CREATE INDEX IF NOT EXISTS {r}_user ON {r} (user_digest) WHERE user_digest IS NOT NULL;
-         CREATE TABLE IF NOT EXISTS {m} PARTITION OF mentions FOR VALUES FROM ({c}, {cl}, {d}) TO ({c}, {cl}, {});",
+        "CREATE TABLE IF NOT EXISTS {p} PARTITION OF {t} FOR VALUES FROM ({c}, {cl}, {d}) TO ({c}, {cl}, {});
+         {indexes}",
         d + 1,
-        d + 1
     ))
     .op("creating a partition")?;
     if stray {
-        tx.batch_execute(
-            "INSERT INTO records SELECT * FROM privtel_moving_r; INSERT INTO mentions SELECT * FROM privtel_moving_m;
-             DROP TABLE privtel_moving_r; DROP TABLE privtel_moving_m;",
-        )
+        tx.batch_execute(&format!(
+            "INSERT INTO {t} SELECT * FROM privtel_moving; DROP TABLE privtel_moving;"
+        ))
         .op("moving rows out of the default partition")?;
+    }
+    if table == Table::Records {
+        // Mentions of the records just moved leave the default too: a
+        // sweep drops a day's two partitions, never default rows.
+        let stray: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM mentions_default WHERE customer = $1 AND class = $2 AND day = $3)",
+                &[&c, &cl, &d],
+            )
+            .op("checking the default partition")?
+            .get(0);
+        if stray {
+            create(tx, Table::Mentions, key)?;
+        }
     }
     Ok(())
 }

@@ -132,3 +132,76 @@ fn a_mentions_partition_has_no_toast_table() {
         assert_eq!(toast, name.starts_with("records"), "{name}");
     }
 }
+
+fn mention_partitions(db: &TestDb) -> Vec<String> {
+    let mut client = db.client();
+    let mut names: Vec<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'mentions'::regclass AND c.relname <> 'mentions_default'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    names.sort();
+    names
+}
+
+/// An execution event of `user` at `at`: its user name and home folder are
+/// mentions (keyed digests in `mentions`), beyond its user id.
+fn naming_event(user: &str, at: privtel_store::Timestamp, id: u128) -> Record {
+    let mut r = privtel_testkit::engine_contract::records_of(user, &format!("m{id}"), id << 20)
+        .into_iter()
+        .find(|r| r.body.kind_name() == "execution")
+        .unwrap();
+    if let RecordBody::Event(e) = &mut r.body {
+        e.recorded_at = at;
+    }
+    r
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set PRIVTEL_PG_URL"]
+fn a_day_gets_a_mentions_partition_only_when_its_records_name_someone() {
+    let db = TestDb::new();
+    let mut engine = db.engine(PgOptions::default().window(30, 2));
+    let acme = CustomerId::new("acme").unwrap();
+    let d = DeviceId::new("d").unwrap();
+    let now = fixtures::base_time();
+    // Named by user id only: a records partition, no mentions partition.
+    engine.ingest(&acme, &d, 7, 1, vec![event_at(1, now)], now).unwrap();
+    assert_eq!(partitions(&db).len(), 1);
+    assert!(mention_partitions(&db).is_empty(), "{:?}", mention_partitions(&db));
+    assert_eq!(engine.maintain(now, 3).unwrap().created, 3);
+    assert!(mention_partitions(&db).is_empty(), "made ahead only for a customer whose records name people");
+    // A record naming someone by login: the day's mentions partition.
+    assert_eq!(engine.ingest(&acme, &d, 7, 2, vec![naming_event("u-1", now, 1)], now).unwrap().stored, 1);
+    assert_eq!(mention_partitions(&db).len(), 1);
+    engine.maintain(now, 3).unwrap();
+    assert_eq!(mention_partitions(&db).len(), 4, "now made ahead too: {:?}", mention_partitions(&db));
+
+    // Outside the window, a naming record and its mentions go to the
+    // defaults; once its day is in the window its records partition is
+    // made, and its mentions move out with it.
+    let ahead = now.checked_add(Duration::days(20)).unwrap();
+    engine.ingest(&acme, &d, 7, 3, vec![naming_event("u-2", ahead, 2)], now).unwrap();
+    let in_default = |db: &TestDb| -> i64 {
+        db.client().query_one("SELECT count(*) FROM mentions_default", &[]).unwrap().get(0)
+    };
+    assert!(in_default(&db) > 0);
+    let later = now.checked_add(Duration::days(19)).unwrap();
+    engine.ingest(&acme, &d, 7, 4, vec![event_at(4, ahead)], later).unwrap();
+    assert_eq!(engine.check_default().unwrap().default_records, 0);
+    assert_eq!(in_default(&db), 0, "the mentions left the default with their records");
+    // The person is still found (export), then swept with their day.
+    let n =
+        engine.export_person(&acme, &privtel_store::UserId::new("u-2").unwrap(), &mut Vec::new()).unwrap();
+    assert_eq!(n, 1);
+    let far = ahead.checked_add(Duration::days(31)).unwrap();
+    engine.sweep(&acme, &RetentionPolicy::default(), far).unwrap();
+    let left: i64 = db.client().query_one("SELECT count(*) FROM mentions", &[]).unwrap().get(0);
+    assert_eq!(left, 0, "no mention outlives its record");
+    engine.check_default().unwrap();
+}
