@@ -11,7 +11,9 @@
 #
 # PRIVTEL_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres) names
 # the server; RECORDS (default 2000000) the number of records, WRITERS
-# (default 2) the PostgreSQL writers at once, ROUNDS (default 3) the rounds.
+# (default 2) the PostgreSQL writers at once, ROUNDS (default 3) the rounds;
+# NAMING=1 makes the records name their person by login and home folder
+# too (every day then has its mentions partition).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 url=${PRIVTEL_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -21,4 +23,4 @@ rounds=${ROUNDS:-3}
 cargo build --release --locked -p privtel-engine-pg --example bench-engines
 target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-exec "$target/release/examples/bench-engines" --pg "$url" --records "$records" --writers "$writers" --rounds "$rounds"
+exec "$target/release/examples/bench-engines" --pg "$url" --records "$records" --writers "$writers" --rounds "$rounds" ${NAMING:+--naming}

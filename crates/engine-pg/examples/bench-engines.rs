@@ -10,13 +10,18 @@
 //! `scripts/bench-engines.sh` builds and runs it:
 //! `cargo run --release -p privtel-engine-pg --example bench-engines -- --pg URL [--records N] [--writers N]`.
 //! The PostgreSQL side runs in databases of its own, made and dropped here.
+//!
+//! The records are feature-usage events naming their person by user id
+//! only; `--naming` makes them executions that also name their person by
+//! login and home folder (two keyed digests each in the mention index), so
+//! every day has its `mentions` partition too.
 
 use std::collections::BTreeMap;
 use std::sync::Barrier;
 use std::time::Instant;
 
 use privtel_engine_pg::{PgEngine, PgOptions};
-use privtel_model::RecordBody;
+use privtel_model::{Digest, EventBody, Execution, Personal, RecordBody};
 use privtel_store::{
     AdmittedBatch, CustomerId, DeviceId, EngineOptions, EngineStore, Record, RetentionPolicy, Sequence,
     SqliteEngine, Timestamp,
@@ -49,7 +54,7 @@ struct Chunk {
 /// the day the cut-off falls in (it falls at 04:00 of its day: about 5,500
 /// of that day's 33,000 rows), as every sweep of a running service does.
 /// Batch `k` is device `dev-(k mod 100)`'s.
-fn batches(total: u64, now: Timestamp) -> Vec<Chunk> {
+fn batches(total: u64, now: Timestamp, naming: bool) -> Vec<Chunk> {
     let users = 9_973; // prime: every person has records of both ages
     let span = 60 * 86_400 * 1_000_000_000i128; // 60 days, in nanoseconds
     (0..total / 1_000)
@@ -62,6 +67,9 @@ fn batches(total: u64, now: Timestamp) -> Vec<Chunk> {
                     let age = span * i128::from(n) / i128::from(total) + 1;
                     let at = Timestamp::from_unix_nanos(now.unix_nanos() - age).expect("in range");
                     let mut r = feature_event(n, at, users);
+                    if naming {
+                        r = name_by_login(r, n % users);
+                    }
                     if let RecordBody::Event(e) = &mut r.body {
                         e.device = device.clone();
                     }
@@ -71,6 +79,21 @@ fn batches(total: u64, now: Timestamp) -> Vec<Chunk> {
             Chunk { device, records }
         })
         .collect()
+}
+
+/// `r` (a feature-usage event) made an execution by login `user{u}` of a
+/// binary under that login's home folder: two more digests to index.
+fn name_by_login(mut r: Record, u: u64) -> Record {
+    if let RecordBody::Event(e) = &mut r.body {
+        e.body = EventBody::Execution(Execution {
+            sha256: Digest::from_bytes([7; 32]),
+            username: Personal::Clear(format!("user{u}")),
+            path: Personal::Clear(format!("/home/user{u}/bin/tool")),
+            start: Personal::Clear(e.recorded_at),
+            duration: Personal::Clear(privtel_model::Duration::seconds(3)),
+        });
+    }
+    r
 }
 
 /// Ingests `chunks` through `engine` in groups of [`GROUP`] batches, each
@@ -276,7 +299,8 @@ fn spread(v: &[f64], digits: usize) -> String {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut url, mut total, mut writers, mut rounds) = (None, 2_000_000u64, 2usize, 3usize);
-    let usage = "usage: bench-engines --pg postgres://user@host:port/db [--records N] [--writers N] [--rounds N] (or PRIVTEL_PG_URL)";
+    let mut naming = false;
+    let usage = "usage: bench-engines --pg postgres://user@host:port/db [--records N] [--writers N] [--rounds N] [--naming] (or PRIVTEL_PG_URL)";
     while let Some(a) = args.next() {
         let mut number = |name: &str| -> usize {
             args.next().and_then(|n| n.parse().ok()).filter(|n| *n >= 1).unwrap_or_else(|| {
@@ -289,6 +313,7 @@ fn main() {
             "--records" => total = number("--records") as u64,
             "--writers" => writers = number("--writers"),
             "--rounds" => rounds = number("--rounds"),
+            "--naming" => naming = true,
             "--bench" => {}
             other => {
                 eprintln!("unknown argument {other}; {usage}");
@@ -301,7 +326,7 @@ fn main() {
         std::process::exit(2);
     });
     let now = Timestamp::from_unix_seconds(1_795_752_000).expect("in range");
-    let data = batches(total, now);
+    let data = batches(total, now, naming);
     let total = data.len() as u64 * 1_000;
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
 
