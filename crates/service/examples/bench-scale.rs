@@ -38,6 +38,7 @@ use privtel_filter::{FilterBuilder, Filtered, PseudonymKey};
 use privtel_model::{BatchId, CustomerId, DeviceId, EventId, KeyId, Program, Record, RecordBody, Timestamp};
 use privtel_service::jetstream::{JetStreamOptions, Publisher, Rows, StreamWriter};
 use privtel_service::{Limits, Service, Settings};
+use privtel_store::parts::Format;
 use privtel_store::{EngineOptions, EngineStore as _, SqliteEngine};
 use privtel_wire::tls::rustls;
 use privtel_wire::{Batch, Connection, Hello, Message, VerdictIndex};
@@ -67,6 +68,10 @@ struct Args {
     /// The most messages a writer applies in one transaction.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     max_group: u32,
+    /// The row format the writers store payloads in: 3 (compressed, the
+    /// default) or 2 (JSON, as before schema version 3).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    row_format: u8,
 }
 
 const GOAL: f64 = 50_000.0;
@@ -399,7 +404,8 @@ fn bench(
     let stop_writers = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..args.writers {
-        let engine = PgEngine::connect(&db.url, PgOptions::default())?;
+        let format = if args.row_format == 2 { Format::Json } else { Format::JsonZstd };
+        let engine = PgEngine::connect(&db.url, PgOptions::default().row_format(format))?;
         let mut writer = StreamWriter::connect(options.clone(), Rows(engine))?
             .with_max_group(args.max_group as usize)
             .with_log(|line| eprintln!("bench-scale: writer: {line}"));

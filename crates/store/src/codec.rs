@@ -142,10 +142,26 @@ fn decompress(id: i64, bytes: &[u8]) -> Result<Vec<u8>> {
     let size = usize::try_from(size).ok().filter(|n| *n <= MAX_RECORD_BYTES).ok_or_else(|| {
         bad(format!("compressed payload of {size} bytes, expected at most {MAX_RECORD_BYTES}"))
     })?;
-    let mut d = zstd::bulk::Decompressor::with_prepared_dictionary(decoder_dictionary())
-        .map_err(|e| bad(format!("decompressor: {e}").to_lowercase()))?;
-    let out =
-        d.decompress(bytes, size).map_err(|e| bad(format!("compressed payload: {e}").to_lowercase()))?;
+    // One decompressor per thread: making one costs several times the
+    // decompression of a small record.
+    thread_local! {
+        static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let out = DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let d = zstd::bulk::Decompressor::with_prepared_dictionary(decoder_dictionary())
+                .map_err(|e| bad(format!("decompressor: {e}").to_lowercase()))?;
+            *slot = Some(d);
+        }
+        match slot.as_mut() {
+            Some(d) => {
+                d.decompress(bytes, size).map_err(|e| bad(format!("compressed payload: {e}").to_lowercase()))
+            }
+            None => Err(bad("no decompressor".into())),
+        }
+    })?;
     if out.len() != size {
         return Err(bad(format!("compressed payload gave {} bytes, its frame declares {size}", out.len())));
     }
