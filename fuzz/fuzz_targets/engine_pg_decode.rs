@@ -35,7 +35,9 @@ fuzz_target!(|data: &[u8]| {
             use privtel_store::parts::{Format, encode_as, unseal};
             let format = if which & 0x80 == 0 { Format::Json } else { Format::JsonZstd };
             if let Ok(record) = unseal(1, format.code(), None, rest, None) {
-                let again = encode_as(&record, format).expect("a decoded record encodes");
+                // A record near the size limit may encode a little larger
+                // than it decoded (`1` read, `1.0` written): refused, typed.
+                let Ok(again) = encode_as(&record, format) else { return };
                 assert_eq!(unseal(1, format.code(), None, &again, None).expect("decodes"), record);
             }
         }

@@ -852,15 +852,20 @@ impl PgEngine {
                 .count() as u64;
         }
         // A day's mentions partition, once one of its records names
-        // someone other than by user id (outside the window: the default).
+        // someone other than by user id (outside the window, with no
+        // records partition: the default).
         if !needed_mentions.is_empty() {
             let keys: Vec<Key> = needed_mentions.iter().copied().collect();
             let have: HashSet<Key> =
                 partition::existing(&mut tx, Table::Mentions, &keys)?.into_iter().collect();
             for key in keys {
+                // Made whenever the day's records partition exists (made
+                // ahead beyond this window, say): a mention goes to the
+                // default only with its record.
+                let records_there = cache.partitions.contains(&key) || new_partitions.contains(&key);
                 if have.contains(&key) {
                     new_mentions.insert(key);
-                } else if (lo..=hi).contains(&i64::from(key.2)) {
+                } else if records_there || (lo..=hi).contains(&i64::from(key.2)) {
                     partition::create(&mut tx, Table::Mentions, key)?;
                     new_mentions.insert(key);
                 }
@@ -1173,6 +1178,12 @@ impl PgEngine {
                 records += n as u64;
                 mentions += m as u64;
                 partition::drop(&mut tx, key)?;
+                // Counted above (through the parent): not again below.
+                tx.execute(
+                    "DELETE FROM mentions_default WHERE customer = $1 AND class = $2 AND day = $3",
+                    &[&key.0, &key.1, &key.2],
+                )
+                .op("removing the customer's mentions")?;
             }
             records += tx
                 .execute("DELETE FROM records_default WHERE customer = $1", &[&c])
@@ -1392,39 +1403,57 @@ type Person = (BTreeSet<Place>, BTreeSet<(Digest, u8)>);
 /// Deletes the mention rows of removed records and takes them off the
 /// counts.
 fn forget_rows(tx: &mut Transaction<'_>, c: i32, removed: &[Place]) -> Result<()> {
+    forget_mentions(tx, c, removed)?;
+    count_removed(tx, c, removed)
+}
+
+/// Deletes the mention rows of `places`' records.
+fn forget_mentions(tx: &mut Transaction<'_>, c: i32, places: &[Place]) -> Result<()> {
     let mut by_part: BTreeMap<(i16, i32), Vec<i64>> = BTreeMap::new();
-    for (cl, d, id) in removed {
+    for (cl, d, id) in places {
         by_part.entry((*cl, *d)).or_default().push(*id);
     }
-    let mut delta = BTreeMap::new();
     for ((cl, d), ids) in by_part {
         tx.execute(
             "DELETE FROM mentions WHERE customer = $1 AND class = $2 AND day = $3 AND record_id = ANY($4)",
             &[&c, &cl, &d, &ids],
         )
         .op("removing mentions")?;
-        delta.insert((c, cl, d), -(ids.len() as i64));
+    }
+    Ok(())
+}
+
+/// Takes records that were removed off the counts.
+fn count_removed(tx: &mut Transaction<'_>, c: i32, removed: &[Place]) -> Result<()> {
+    let mut delta: BTreeMap<Key, i64> = BTreeMap::new();
+    for (cl, d, _) in removed {
+        *delta.entry((c, *cl, *d)).or_default() -= 1;
     }
     add_counts(tx, &delta)
 }
 
 /// Deletes records by place (grouped by partition).
-fn delete_places(tx: &mut Transaction<'_>, c: i32, places: &[Place]) -> Result<u64> {
+fn delete_places(tx: &mut Transaction<'_>, c: i32, found: &[Place]) -> Result<u64> {
     let mut by_part: BTreeMap<(i16, i32), Vec<i64>> = BTreeMap::new();
-    for (cl, d, id) in places {
+    for (cl, d, id) in found {
         by_part.entry((*cl, *d)).or_default().push(*id);
     }
-    let mut n = 0;
+    let mut removed: Vec<Place> = Vec::new();
     for ((cl, d), ids) in by_part {
-        n += tx
-            .execute(
-                "DELETE FROM records WHERE customer = $1 AND class = $2 AND day = $3 AND id = ANY($4)",
+        removed.extend(places(
+            &tx.query(
+                "DELETE FROM records WHERE customer = $1 AND class = $2 AND day = $3 AND id = ANY($4)
+                 RETURNING class, day, id",
                 &[&c, &cl, &d, &ids],
             )
-            .op("removing records")?;
+            .op("removing records")?,
+        ));
     }
-    forget_rows(tx, c, places)?;
-    Ok(n)
+    // Every mention found goes (a mention whose record is gone already
+    // included); the counts move by the records removed only.
+    forget_mentions(tx, c, found)?;
+    count_removed(tx, c, &removed)?;
+    Ok(removed.len() as u64)
 }
 
 fn places(rows: &[postgres::Row]) -> Vec<Place> {
@@ -1636,6 +1665,15 @@ impl EngineStore for PgEngine {
                 &[&c, &cls, &ds],
             )
             .op("sweeping record counts")?;
+            // Mentions of those days left in the default partition (by a
+            // writer of an earlier version, which made no partition for
+            // them): they go with their days.
+            tx.execute(
+                "DELETE FROM mentions_default WHERE customer = $1
+                 AND (class, day) IN (SELECT * FROM unnest($2::smallint[], $3::integer[]))",
+                &[&c, &cls, &ds],
+            )
+            .op("sweeping the default partition")?;
         }
         // The partition the cut-off falls in, and the default partition:
         // the expired rows only.

@@ -126,7 +126,8 @@ fn a_mentions_partition_has_no_toast_table() {
         .unwrap();
     let mentions_rows: i64 = client.query_one("SELECT count(*) FROM mentions", &[]).unwrap().get(0);
     assert!(mentions_rows > 0, "the records name people");
-    assert!(!rows.is_empty());
+    let checked = rows.iter().filter(|r| r.get::<_, String>(0).starts_with("mentions_p")).count();
+    assert!(checked > 0, "a mentions partition was made and looked at");
     for row in rows {
         let (name, toast): (String, bool) = (row.get(0), row.get(1));
         assert_eq!(toast, name.starts_with("records"), "{name}");
@@ -182,19 +183,45 @@ fn a_day_gets_a_mentions_partition_only_when_its_records_name_someone() {
     engine.maintain(now, 3).unwrap();
     assert_eq!(mention_partitions(&db).len(), 4, "now made ahead too: {:?}", mention_partitions(&db));
 
+    // A day made ahead by `maintain` beyond this engine's window: its
+    // records partition exists, so its mentions get theirs too, never the
+    // default.
+    let in_default = |db: &TestDb| -> i64 {
+        db.client().query_one("SELECT count(*) FROM mentions_default", &[]).unwrap().get(0)
+    };
+    let day3 = now.checked_add(Duration::days(3)).unwrap();
+    let out = engine.ingest(&acme, &d, 7, 3, vec![naming_event("u-3", day3, 3)], now).unwrap();
+    assert_eq!((out.stored, engine.default_routed()), (1, 0));
+    assert_eq!(in_default(&db), 0, "mentions of a day with a records partition are in theirs");
+
     // Outside the window, a naming record and its mentions go to the
     // defaults; once its day is in the window its records partition is
     // made, and its mentions move out with it.
     let ahead = now.checked_add(Duration::days(20)).unwrap();
-    engine.ingest(&acme, &d, 7, 3, vec![naming_event("u-2", ahead, 2)], now).unwrap();
-    let in_default = |db: &TestDb| -> i64 {
-        db.client().query_one("SELECT count(*) FROM mentions_default", &[]).unwrap().get(0)
-    };
+    engine.ingest(&acme, &d, 7, 4, vec![naming_event("u-2", ahead, 2)], now).unwrap();
     assert!(in_default(&db) > 0);
     let later = now.checked_add(Duration::days(19)).unwrap();
-    engine.ingest(&acme, &d, 7, 4, vec![event_at(4, ahead)], later).unwrap();
+    engine.ingest(&acme, &d, 7, 5, vec![event_at(4, ahead)], later).unwrap();
     assert_eq!(engine.check_default().unwrap().default_records, 0);
     assert_eq!(in_default(&db), 0, "the mentions left the default with their records");
+    // A mention an earlier version's writer left in the default for a day
+    // that has a records partition (it made none for mentions) goes with
+    // its day at the sweep.
+    let (c, day): (i32, i32) = {
+        let row = db
+            .client()
+            .query_one("SELECT customer, day FROM records ORDER BY day DESC LIMIT 1", &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    db.client().batch_execute(&format!("DROP TABLE IF EXISTS mentions_p{c}_0_{day}")).unwrap();
+    db.client()
+        .execute(
+            "INSERT INTO mentions (customer, class, day, digest, kind, record_id) VALUES ($1, 0, $2, $3, 3, 1)",
+            &[&c, &day, &vec![9u8; 16]],
+        )
+        .unwrap();
+    assert_eq!(in_default(&db), 1);
     // The person is still found (export), then swept with their day.
     let n =
         engine.export_person(&acme, &privtel_store::UserId::new("u-2").unwrap(), &mut Vec::new()).unwrap();

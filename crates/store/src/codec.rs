@@ -464,11 +464,16 @@ mod tests {
         assert_eq!(lying[4] & 0xe0, 0x20, "a 1-byte content size");
         lying[5] -= 1;
         decode_err(&lying);
-        // Errors never quote the payload.
-        let mut text = encode(&record).unwrap();
-        text.extend_from_slice(b"u-1042 trailing");
-        let reason = decode_err(&zstd::bulk::compress(&text, 1).unwrap());
-        assert!(!reason.contains("u-1042"), "{reason}");
+        // Errors never quote the payload: serde_json's own message for a
+        // string where a number belongs quotes the string.
+        let text =
+            String::from_utf8(encode(&privtel_testkit::bench::feature_event(1, at, 10)).unwrap()).unwrap();
+        let bad = text.replace("\"count\":1", "\"count\":\"u-CANARY\"");
+        assert_ne!(bad, text);
+        let quoted = serde_json::from_str::<Record>(&bad).unwrap_err().to_string();
+        assert!(quoted.contains("u-CANARY"), "the check below can fail: {quoted}");
+        let reason = decode_err(&zstd::bulk::compress(bad.as_bytes(), 1).unwrap());
+        assert!(!reason.contains("u-CANARY"), "{reason}");
     }
 
     #[test]
