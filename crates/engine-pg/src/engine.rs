@@ -18,11 +18,6 @@ use privtel_store::{
     AdmittedBatch, AtRestKey, CopyStats, CustomerDeletion, DeletionReceipt, EngineStore, ErasureRequest,
     Error, IngestOutcome, Result, Sequence, StoredVerdict, SweepReport,
 };
-/// The default row format of new records: the model's JSON compressed with
-/// the `records-1` dictionary (a quarter of the JSON's bytes for a small
-/// record), then sealed. Rows of format 2 (JSON) still read.
-const ROW_FORMAT: Format = Format::JsonZstd;
-
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -32,6 +27,11 @@ use crate::keys::{self, BASE, RECORD_KEY_ID, Subject, Wrap};
 use crate::partition::{self, DAY_NS, Key, Table, day_of};
 use crate::pg::Op as _;
 use crate::schema;
+
+/// The default row format of new records: the model's JSON compressed with
+/// the `records-1` dictionary (a quarter of the JSON's bytes for a small
+/// record), then sealed. Rows of format 2 (JSON) still read.
+const ROW_FORMAT: Format = Format::JsonZstd;
 
 /// How to open a [`PgEngine`]. `Default`: the default retention, subject
 /// keys stored unwrapped, a secret kept in the database, partitions made

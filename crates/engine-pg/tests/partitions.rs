@@ -13,13 +13,14 @@ use privtel_store::{CustomerId, DeviceId, Duration, EngineStore, Record, Retenti
 use privtel_testkit::engine_contract::event_at;
 use privtel_testkit::fixtures;
 
-fn partitions(db: &TestDb) -> Vec<String> {
+/// The partitions of `parent` (`records` or `mentions`) but its default.
+fn partitions_of(db: &TestDb, parent: &str) -> Vec<String> {
     let mut client = db.client();
     let mut names: Vec<String> = client
         .query(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-             WHERE i.inhparent = 'records'::regclass AND c.relname <> 'records_default'",
-            &[],
+             WHERE i.inhparent = $1::text::regclass AND c.relname::text <> $1 || '_default'",
+            &[&parent],
         )
         .unwrap()
         .iter()
@@ -27,6 +28,10 @@ fn partitions(db: &TestDb) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+fn partitions(db: &TestDb) -> Vec<String> {
+    partitions_of(db, "records")
 }
 
 #[test]
@@ -135,19 +140,7 @@ fn a_mentions_partition_has_no_toast_table() {
 }
 
 fn mention_partitions(db: &TestDb) -> Vec<String> {
-    let mut client = db.client();
-    let mut names: Vec<String> = client
-        .query(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-             WHERE i.inhparent = 'mentions'::regclass AND c.relname <> 'mentions_default'",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    names.sort();
-    names
+    partitions_of(db, "mentions")
 }
 
 /// An execution event of `user` at `at`: its user name and home folder are
