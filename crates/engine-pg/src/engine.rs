@@ -12,11 +12,12 @@ use privtel_model::{
 use privtel_retention::{RecordClass, RetentionPolicy};
 use privtel_store::parts::{
     Digest, Format, LineWriter, MentionKind, RecordLine, Secret, TimeText, check_range, elapsed_since,
-    encode_as, manifest, mentions, nanos, record_time, seal_encoded, time_text, tombstone, unseal,
+    encode_as, encode_json_as, manifest, mentions, nanos, record_time, seal_encoded, time_text, tombstone,
+    unseal,
 };
 use privtel_store::{
     AdmittedBatch, AtRestKey, CopyStats, CustomerDeletion, DeletionReceipt, EngineStore, ErasureRequest,
-    Error, IngestOutcome, Result, Sequence, StoredVerdict, SweepReport,
+    Error, IngestOutcome, JsonBatch, Result, Sequence, StoredVerdict, SweepReport,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -424,8 +425,8 @@ impl PgEngine {
 
     /// Prepares a group's batches (JSON, keyed digests), on two threads
     /// when it is large: the server is idle meanwhile.
-    fn prepare_all(&self, mut batches: Vec<AdmittedBatch>, received: Timestamp) -> Vec<PreparedBatch> {
-        let records: usize = batches.iter().map(|b| b.records.len()).sum();
+    fn prepare_all(&self, mut batches: Vec<JsonBatch>, received: Timestamp) -> Vec<PreparedBatch> {
+        let records: usize = batches.iter().map(|b| b.batch.records.len()).sum();
         if batches.len() < 2 || records < 2_000 {
             return batches.into_iter().map(|b| self.prepare(b, received)).collect();
         }
@@ -442,13 +443,27 @@ impl PgEngine {
         })
     }
 
-    fn prepare(&self, batch: AdmittedBatch, received: Timestamp) -> PreparedBatch {
-        let AdmittedBatch { customer, device, seq, records } = batch;
+    /// Prepares one batch; a record's JSON, when given, is stored as it is
+    /// (compressed for format 3) rather than encoded again.
+    fn prepare(&self, batch: JsonBatch, received: Timestamp) -> PreparedBatch {
+        let JsonBatch { batch: AdmittedBatch { customer, device, seq, records }, mut json } = batch;
+        // None given (or a batch refused for a list of another length,
+        // whose rows are never written).
+        if json.len() != records.len() {
+            json = vec![None; records.len()];
+        }
         let c = customer.as_str();
         let records = records
             .into_iter()
-            .map(|r| {
+            .zip(json)
+            .map(|(r, json)| {
                 r.map(|mut record| {
+                    // Every test checks that the bytes given are the record.
+                    #[cfg(debug_assertions)]
+                    if let Some(json) = &json {
+                        let back: Option<Record> = serde_json::from_slice(json).ok();
+                        debug_assert!(back.as_ref() == Some(&record), "a record given with another's JSON");
+                    }
                     let found = mentions(&mut record, c, &self.secret);
                     let user_digest = record.body.user().map(|u| self.secret.user(c, u));
                     let mut subjects: Vec<Subject> = Vec::with_capacity(found.len() + 1);
@@ -458,7 +473,10 @@ impl PgEngine {
                     subjects.extend(found.iter().map(|(k, d)| (k.code(), *d)));
                     let recorded_at = nanos(record_time(&record, received));
                     Prepared {
-                        plain: encode_as(&record, self.format),
+                        plain: match json {
+                            Some(json) => encode_json_as(json, self.format),
+                            None => encode_as(&record, self.format),
+                        },
                         class: i16::from(RecordClass::of(&record.body) == RecordClass::Object),
                         day: day_of(recorded_at),
                         recorded_at,
@@ -1548,11 +1566,29 @@ impl EngineStore for PgEngine {
     }
 
     fn ingest_group(&mut self, batches: Vec<AdmittedBatch>, now: Timestamp) -> Vec<Result<IngestOutcome>> {
+        self.ingest_group_json(
+            batches.into_iter().map(|batch| JsonBatch { batch, json: Vec::new() }).collect(),
+            now,
+        )
+    }
+
+    fn ingest_group_json(&mut self, batches: Vec<JsonBatch>, now: Timestamp) -> Vec<Result<IngestOutcome>> {
         let mut results: Vec<Option<Result<IngestOutcome>>> = batches
             .iter()
-            .map(|b| {
+            .map(|JsonBatch { batch: b, json }| {
                 check_range(b.seq.first_seq, b.records.len())
                     .err()
+                    .or_else(|| {
+                        // One entry per record, or none: bytes must never
+                        // be stored as another record's.
+                        (!json.is_empty() && json.len() != b.records.len()).then(|| {
+                            Error::Encode(format!(
+                                "{} json entries for {} records, expected one per record",
+                                json.len(),
+                                b.records.len()
+                            ))
+                        })
+                    })
                     .or_else(|| {
                         (b.seq.skipped >= b.seq.first_seq).then_some(Error::SequenceRange {
                             first_seq: b.seq.first_seq,

@@ -124,6 +124,17 @@ fn threads_cpu() -> BTreeMap<String, f64> {
     out
 }
 
+/// The machine's busy and total CPU ticks since boot (`/proc/stat`; idle
+/// and waiting for I/O are not busy).
+fn machine_cpu() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<f64> = line.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+    let all: f64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((all - idle, all))
+}
+
 /// CPU seconds of the processes named `names` (the servers), by name.
 fn processes_cpu(names: &[&str]) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
@@ -401,6 +412,10 @@ fn bench(
 
     // The writers.
     let applied = Arc::new(AtomicU64::new(0));
+    // Work done again: batches handed back (met a gap: the batch before
+    // them was still with another writer) and groups that failed.
+    let handed_back = Arc::new(AtomicU64::new(0));
+    let failed_groups = Arc::new(AtomicU64::new(0));
     let stop_writers = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..args.writers {
@@ -410,15 +425,20 @@ fn bench(
             .with_max_group(args.max_group as usize)
             .with_log(|line| eprintln!("bench-scale: writer: {line}"));
         let (applied, stop) = (Arc::clone(&applied), Arc::clone(&stop_writers));
+        let (handed_back, failed_groups) = (Arc::clone(&handed_back), Arc::clone(&failed_groups));
         writers.push(std::thread::Builder::new().name(format!("writer-{w}")).spawn(move || {
             let r = writer.run(&stop);
-            applied.fetch_add(writer.metrics().snapshot(None).applied_records, Ordering::Relaxed);
+            let m = writer.metrics().snapshot(None);
+            applied.fetch_add(m.applied_records, Ordering::Relaxed);
+            handed_back.fetch_add(m.handed_back, Ordering::Relaxed);
+            failed_groups.fetch_add(m.failed_groups, Ordering::Relaxed);
             r
         })?);
     }
 
     // The agents, then the drain.
     let threads_before = threads_cpu();
+    let machine_before = machine_cpu();
     let servers = ["nats-server", "postgres"];
     let servers_before = processes_cpu(&servers);
     let start = Instant::now();
@@ -457,6 +477,8 @@ fn bench(
     let elapsed = start.elapsed();
     let threads = diff(&threads_cpu(), &threads_before);
     let servers_cpu = diff(&processes_cpu(&servers), &servers_before);
+    let machine =
+        machine_cpu().zip(machine_before).map(|((busy, all), (busy0, all0))| (busy - busy0, all - all0));
     stop_writers.store(true, Ordering::Release);
     stop.store(true, Ordering::Release);
     for w in writers {
@@ -484,9 +506,22 @@ fn bench(
         elapsed.as_secs_f64()
     );
     println!("ack latency: p50 {p50:.1} ms, p99 {p99:.1} ms ({} batches)", tally.latencies_us.len());
-    let total: f64 = threads.values().sum::<f64>() + servers_cpu.values().sum::<f64>();
     println!(
-        "cpu seconds over {:.1} s of wall time ({:.1} cores busy):",
+        "writers: {} batches handed back (a gap: the batch before was with another writer), {} failed groups",
+        handed_back.load(Ordering::Relaxed),
+        failed_groups.load(Ordering::Relaxed)
+    );
+    let total: f64 = threads.values().sum::<f64>() + servers_cpu.values().sum::<f64>();
+    // The parts' figure misses processes that ended before the end (a
+    // server's short-lived workers); the machine's counts everything.
+    let machine = match machine {
+        Some((busy, all)) if all > 0.0 => {
+            format!("; the machine {:.0} % busy", 100.0 * busy / all)
+        }
+        _ => String::new(),
+    };
+    println!(
+        "cpu seconds over {:.1} s of wall time ({:.1} cores busy in these parts{machine}):",
         elapsed.as_secs_f64(),
         total / elapsed.as_secs_f64()
     );

@@ -232,6 +232,26 @@ pub fn encode_as(record: &Record, format: Format) -> Result<Vec<u8>> {
     }
 }
 
+/// A record's JSON, as [`encode`] gives it, in `format` ([`Format::Json`]:
+/// as it is; [`Format::JsonZstd`]: compressed), for a caller that holds
+/// the record already encoded (a writer that decoded it from those bytes)
+/// and so need not encode it again.
+///
+/// # Errors
+///
+/// [`Error::Encode`] when the JSON exceeds [`MAX_RECORD_BYTES`], or for
+/// [`Format::Bincode`] (read only).
+pub fn encode_json_as(json: Vec<u8>, format: Format) -> Result<Vec<u8>> {
+    if json.len() > MAX_RECORD_BYTES {
+        return Err(Error::Encode(format!("{} bytes, expected at most {MAX_RECORD_BYTES}", json.len())));
+    }
+    match format {
+        Format::Json => Ok(json),
+        Format::JsonZstd => compress(&json),
+        Format::Bincode => Err(Error::Encode("format 1 is read only, expected format 2 or 3".into())),
+    }
+}
+
 /// Seals bytes from [`encode`] under `key` (none: returned as they are):
 /// the second half of [`seal`], for a caller that encodes before it knows
 /// the key.

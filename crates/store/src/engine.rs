@@ -512,6 +512,22 @@ pub trait EngineStore {
             .collect()
     }
 
+    /// As [`EngineStore::ingest_group`], for batches whose records arrived
+    /// as JSON: `json[j]` is record `j`'s JSON as
+    /// [`parts::encode`](crate::parts::encode) gives it (the form
+    /// [`parts::Format::Json`](crate::parts::Format) names), or `None`
+    /// where the engine is to encode the record itself. A caller passes
+    /// the bytes it decoded the record from, and only bytes that hold
+    /// nothing the record does not (no member the model ignores): an
+    /// engine may store them instead of encoding the record again (the
+    /// PostgreSQL engine does, and refuses a batch whose list does not have
+    /// one entry per record; the JetStream writer is the caller).
+    ///
+    /// The provided version ignores the JSON.
+    fn ingest_group_json(&mut self, batches: Vec<JsonBatch>, now: Timestamp) -> Vec<Result<IngestOutcome>> {
+        self.ingest_group(batches.into_iter().map(|b| b.batch).collect(), now)
+    }
+
     /// A stream's high-water mark (0 when unknown).
     ///
     /// # Errors
@@ -1595,6 +1611,28 @@ impl Encoder {
             key_id,
             payload,
         })
+    }
+}
+
+/// A batch with the JSON its records were decoded from
+/// ([`EngineStore::ingest_group_json`]). `Debug` shows neither.
+#[derive(Clone)]
+pub struct JsonBatch {
+    /// The batch.
+    pub batch: AdmittedBatch,
+    /// One entry per record of the batch (`None`: none given); a record
+    /// without an entry is encoded by the engine.
+    pub json: Vec<Option<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for JsonBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonBatch")
+            .field("customer", &self.batch.customer)
+            .field("device", &self.batch.device)
+            .field("seq", &self.batch.seq)
+            .field("records", &self.batch.records.len())
+            .finish_non_exhaustive()
     }
 }
 

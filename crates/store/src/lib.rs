@@ -102,7 +102,7 @@ pub use aggregate::{AGGREGATE_TTL_DAYS, CustomerAggregate};
 pub use codec::{AtRestKey, MAX_RECORD_BYTES};
 pub use engine::{
     AdmittedBatch, DeletionReceipt, EncodedBatch, Encoder, EngineOptions, EngineReader, EngineStore,
-    ErasureRequest, IngestOutcome, LogSync, Sequence, SqliteEngine, StoredVerdict, SweepReport,
+    ErasureRequest, IngestOutcome, JsonBatch, LogSync, Sequence, SqliteEngine, StoredVerdict, SweepReport,
 };
 pub use error::{Error, Result};
 pub use keys::{
@@ -140,8 +140,8 @@ pub mod fuzzing {
 /// ```
 pub mod parts {
     pub use crate::codec::{
-        Format, RECORDS_DICTIONARY_1, encode, encode_as, nanos, program_code, random_nonce, record_time,
-        seal, seal_encoded, unseal, unseal_bytes,
+        Format, RECORDS_DICTIONARY_1, encode, encode_as, encode_json_as, nanos, program_code, random_nonce,
+        record_time, seal, seal_encoded, unseal, unseal_bytes,
     };
     pub use crate::engine::{check_range, tombstone};
     pub use crate::lifecycle::{

@@ -490,11 +490,8 @@ fn a_message_on_another_device_s_subject_is_terminated() {
     let _guard = StreamGuard { options: options.clone() };
     let front = Publisher::connect(options.clone()).unwrap();
     let at = now();
-    let forged = privtel_service::jetstream::IngestMessage {
-        batch: batch("acme", "dev-victim", 0, 5, at),
-        received: at,
-        industry: String::new(),
-    };
+    let forged =
+        privtel_service::jetstream::IngestMessage::new(batch("acme", "dev-victim", 0, 5, at), at, "");
     front.publish_raw("acme", "dev-attacker", 7, forged.encode(None).unwrap()).unwrap();
     let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap();
     drain(&mut writer);

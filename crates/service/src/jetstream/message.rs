@@ -19,7 +19,7 @@
 
 use privtel_model::{CustomerId, DeviceId, Record, Timestamp};
 use privtel_store::parts::{encode, seal_encoded, unseal_bytes};
-use privtel_store::{AdmittedBatch, AtRestKey, MAX_RECORD_BYTES, Sequence};
+use privtel_store::{AdmittedBatch, AtRestKey, JsonBatch, MAX_RECORD_BYTES, Sequence};
 
 use super::JetStreamError;
 
@@ -42,6 +42,10 @@ pub struct IngestMessage {
     pub received: Timestamp,
     /// The customer's industry, for benchmarking aggregates ('' for none).
     pub industry: String,
+    /// Each record's JSON as the decoded message held it (empty for a
+    /// message made with [`IngestMessage::new`]): what the engine may
+    /// store instead of encoding the record again.
+    json: Vec<Option<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for IngestMessage {
@@ -56,6 +60,18 @@ impl std::fmt::Debug for IngestMessage {
 }
 
 impl IngestMessage {
+    /// A message of `batch`, received at `received`, of a customer in
+    /// `industry`.
+    pub fn new(batch: AdmittedBatch, received: Timestamp, industry: impl Into<String>) -> Self {
+        Self { batch, received, industry: industry.into(), json: Vec::new() }
+    }
+
+    /// The batch with the JSON its records were decoded from, for
+    /// [`EngineStore::ingest_group_json`](privtel_store::EngineStore::ingest_group_json).
+    pub fn into_json_batch(self) -> JsonBatch {
+        JsonBatch { batch: self.batch, json: self.json }
+    }
+
     /// The JetStream message id: (customer, device, stream, first and last
     /// sequence number). A retry of the same range has the same id, so
     /// JetStream drops it within its duplicate window; a retry with
@@ -188,9 +204,13 @@ impl IngestMessage {
             )));
         }
         let mut records = Vec::with_capacity(count as usize);
+        let mut json = Vec::with_capacity(count as usize);
         for i in 0..count {
             match r.u8("a record tag")? {
-                0 => records.push(None),
+                0 => {
+                    records.push(None);
+                    json.push(None);
+                }
                 1 => {
                     let len = r.u32("a record length")? as usize;
                     if len > MAX_RECORD_BYTES {
@@ -198,8 +218,8 @@ impl IngestMessage {
                             "a record of {len} bytes, expected at most {MAX_RECORD_BYTES}"
                         )));
                     }
-                    let json = r.take(len, "a record's bytes")?;
-                    let record: Record = serde_json::from_slice(json).map_err(|e| {
+                    let bytes = r.take(len, "a record's bytes")?;
+                    let (record, ignored) = parse_record(bytes).map_err(|e| {
                         bad(format!(
                             "record {i}: {:?} json error at column {}, expected a record",
                             e.classify(),
@@ -208,6 +228,11 @@ impl IngestMessage {
                         .to_lowercase())
                     })?;
                     records.push(Some(record));
+                    // Bytes with a member the model ignores (a hostile
+                    // publisher, a newer front-end) would keep what no
+                    // digest names and no export shows: the engine encodes
+                    // that record again instead.
+                    json.push((!ignored).then(|| bytes.to_vec()));
                 }
                 other => return Err(bad(format!("record tag {other}, expected 0 or 1"))),
             }
@@ -219,8 +244,19 @@ impl IngestMessage {
             batch: AdmittedBatch { customer, device, seq: Sequence { stream, first_seq, skipped }, records },
             received,
             industry,
+            json,
         })
     }
+}
+
+/// A record from its JSON, and whether the JSON held a member the model
+/// ignores (anywhere in it): then its bytes are not the record's encoding.
+fn parse_record(bytes: &[u8]) -> Result<(Record, bool), serde_json::Error> {
+    let mut ignored = false;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let record: Record = serde_ignored::deserialize(&mut de, |_| ignored = true)?;
+    de.end()?;
+    Ok((record, ignored))
 }
 
 fn bad(expected: String) -> JetStreamError {
@@ -284,6 +320,7 @@ mod tests {
             },
             received: privtel_testkit::fixtures::base_time(),
             industry: "retail".into(),
+            json: Vec::new(),
         }
     }
 
@@ -365,6 +402,65 @@ mod tests {
         assert!(e.contains("9000 records in 0 bytes"), "{e}");
     }
 
+    /// A plain message of one record, its JSON as given.
+    fn with_json(json: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        put_str(&mut body, "acme").unwrap();
+        put_str(&mut body, "dev-1").unwrap();
+        for n in [7u64, 1, 0] {
+            body.extend_from_slice(&n.to_le_bytes());
+        }
+        body.extend_from_slice(&0i64.to_le_bytes());
+        put_str(&mut body, "").unwrap();
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.push(1);
+        body.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        body.extend_from_slice(json);
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&[VERSION, 0]);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// What a writer may store as it came: bytes that are exactly a
+    /// record. A member the model ignores, at the top or deep inside (a
+    /// hostile publisher's hidden value, a newer front-end's field, bytes
+    /// that are not even UTF-8), makes the engine encode the record again,
+    /// so no stored byte is one no digest names and no export shows.
+    #[test]
+    fn a_record_with_members_the_model_ignores_is_not_stored_as_it_came() {
+        let record = privtel_testkit::fixtures::records("ignored").into_iter().next().unwrap();
+        let canonical = encode(&record).unwrap();
+        let json = |m: IngestMessage| m.into_json_batch().json;
+        let back = IngestMessage::decode(&with_json(&canonical), None).unwrap();
+        assert_eq!(back.batch.records, vec![Some(record.clone())]);
+        assert_eq!(json(back), vec![Some(canonical.clone())]);
+
+        // Spaced out: the same record, kept as it came.
+        let spaced = serde_json::to_vec_pretty(&record).unwrap();
+        assert_eq!(json(IngestMessage::decode(&with_json(&spaced), None).unwrap()), vec![Some(spaced)]);
+
+        let text = String::from_utf8(canonical).unwrap();
+        let top = format!("{{\"hidden\":\"canary@example.com\",{}", &text[1..]);
+        // Inside the body's first object (`{"program":…,"body":{"kind":{…`).
+        let body_at = text.find("\"body\":{").unwrap() + "\"body\":{".len();
+        let inner_at = body_at + text[body_at..].find('{').unwrap() + 1;
+        let deep = format!("{}\"hidden\":\"canary@example.com\",{}", &text[..inner_at], &text[inner_at..]);
+        let mut not_utf8 = top.clone().into_bytes();
+        let at = not_utf8.windows(6).position(|w| w == b"canary").unwrap();
+        not_utf8[at] = 0xff;
+        for bytes in [top.into_bytes(), deep.into_bytes(), not_utf8] {
+            let back = IngestMessage::decode(&with_json(&bytes), None).unwrap();
+            assert_eq!(back.batch.records, vec![Some(record.clone())], "{}", String::from_utf8_lossy(&bytes));
+            assert_eq!(json(back), vec![None], "{}", String::from_utf8_lossy(&bytes));
+        }
+
+        // A known member twice is not a record at all.
+        let twice = format!("{{\"program\":\"support_telemetry\",{}", &text[1..]);
+        let e = IngestMessage::decode(&with_json(twice.as_bytes()), None).unwrap_err().to_string();
+        assert!(e.contains("expected a record") && !e.contains("canary"), "{e}");
+    }
+
     #[test]
     fn ids_name_the_range() {
         assert_eq!(
@@ -392,10 +488,17 @@ mod tests {
                 },
                 received: privtel_testkit::fixtures::base_time(),
                 industry: String::new(),
+                json: Vec::new(),
             };
             let key = sealed.then(|| AtRestKey::new(1, [3; 32]));
             let back = IngestMessage::decode(&m.encode(key.as_ref()).unwrap(), key.as_ref()).unwrap();
             same(&back, &m);
+            // What a writer may store in place of encoding again: exactly
+            // each record's encoding, none for a refused one.
+            let expected: Vec<Option<Vec<u8>>> =
+                m.batch.records.iter().map(|r| r.as_ref().map(|r| encode(r).unwrap())).collect();
+            let json = back.into_json_batch().json;
+            prop_assert_eq!(json, expected);
         }
     }
 }

@@ -744,12 +744,7 @@ impl Publisher {
         let n = batch.records.len() as u64;
         let max = self.link.client.server_info().max_payload.max(4096) - 1024;
         let mut parts = Vec::new();
-        cut(
-            IngestMessage { batch, received, industry: industry.to_owned() },
-            max,
-            self.link.options.key.as_ref(),
-            &mut parts,
-        )?;
+        cut(IngestMessage::new(batch, received, industry), max, self.link.options.key.as_ref(), &mut parts)?;
         let o = &self.link.options;
         // One part at a time, each acknowledged before the next is sent:
         // the stream never holds a later part of a batch without the parts
@@ -808,20 +803,20 @@ fn cut(
             bytes.len()
         )));
     }
-    let IngestMessage { batch, received, industry } = message;
+    let IngestMessage { batch, received, industry, .. } = message;
     let AdmittedBatch { customer, device, seq, mut records } = batch;
     let rest = records.split_off(n / 2);
-    let first = IngestMessage {
-        batch: AdmittedBatch { customer: customer.clone(), device: device.clone(), seq, records },
+    let first = IngestMessage::new(
+        AdmittedBatch { customer: customer.clone(), device: device.clone(), seq, records },
         received,
-        industry: industry.clone(),
-    };
+        industry.clone(),
+    );
     let second_seq = Sequence { stream: seq.stream, first_seq: seq.first_seq + (n / 2) as u64, skipped: 0 };
-    let second = IngestMessage {
-        batch: AdmittedBatch { customer, device, seq: second_seq, records: rest },
+    let second = IngestMessage::new(
+        AdmittedBatch { customer, device, seq: second_seq, records: rest },
         received,
         industry,
-    };
+    );
     cut(first, max, key, out)?;
     cut(second, max, key, out)
 }

@@ -15,7 +15,8 @@ use super::{IngestMessage, JetStreamError, JetStreamOptions, Link, Metrics};
 type Outcome = Result<IngestOutcome, privtel_store::Error>;
 
 /// The most records one transaction of a writer holds (about 30 MiB of
-/// decoded records at most).
+/// decoded records at most, and as much again of the JSON they were
+/// decoded from).
 const GROUP_RECORDS: usize = 50_000;
 
 /// An engine a writer applies groups of batches to: one transaction per
@@ -40,7 +41,9 @@ impl ApplyGroup for SqliteEngine {
 }
 
 /// Any [`EngineStore`] (the PostgreSQL engine): batches go to
-/// [`EngineStore::ingest_group`] as they are, except benchmarking records:
+/// [`EngineStore::ingest_group_json`] as they are, with the JSON each
+/// record was decoded from (the PostgreSQL engine stores those bytes
+/// rather than encoding the record again), except benchmarking records:
 /// an engine behind this trait has no aggregates to fold them into, and a
 /// row would keep the device's id that the embedded path never keeps, so
 /// they are refused for good (counted in `refused`; their numbers count).
@@ -52,8 +55,8 @@ impl<E: EngineStore> ApplyGroup for Rows<E> {
         let batches = messages
             .into_iter()
             .map(|m| {
-                let mut batch = m.batch;
-                for r in &mut batch.records {
+                let mut batch = m.into_json_batch();
+                for r in &mut batch.batch.records {
                     if r.as_ref().is_some_and(|r| r.program == Program::Benchmarking) {
                         *r = None;
                     }
@@ -61,7 +64,9 @@ impl<E: EngineStore> ApplyGroup for Rows<E> {
                 batch
             })
             .collect();
-        self.0.ingest_group(batches, now)
+        // The records' JSON as the front-end encoded them: the engine need
+        // not encode them again.
+        self.0.ingest_group_json(batches, now)
     }
 }
 
