@@ -65,8 +65,8 @@ struct Args {
     /// Writer threads (each its own PostgreSQL connection). One by default:
     /// writers sharing the stream hand back each other's device streams'
     /// next batches (the batch before is with the other writer), and on
-    /// two cores one writer stored 68,000–72,000 records/s where two stored
-    /// 43,000–49,000 (docs/PERFORMANCE.md).
+    /// two cores one writer stored 68,000–74,000 records/s where two stored
+    /// 36,000–55,000 (docs/PERFORMANCE.md).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     writers: u32,
     /// The most messages a writer applies in one transaction.
