@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use postgres::{Client, NoTls, Statement, Transaction};
 use privtel_model::{
@@ -27,7 +28,7 @@ use crate::error::PgError;
 use crate::keys::{self, BASE, RECORD_KEY_ID, Subject, Wrap};
 use crate::partition::{self, DAY_NS, Key, Table, day_of};
 use crate::pg::Op as _;
-use crate::schema;
+use crate::{rewrite, schema};
 
 /// The default row format of new records: the model's JSON compressed with
 /// the `records-1` dictionary (a quarter of the JSON's bytes for a small
@@ -53,6 +54,7 @@ pub struct PgOptions {
     past_days: u32,
     ahead_days: u32,
     format: Format,
+    key_rewrite_wait: Duration,
 }
 
 impl Default for PgOptions {
@@ -64,6 +66,7 @@ impl Default for PgOptions {
             past_days: 400,
             ahead_days: 7,
             format: ROW_FORMAT,
+            key_rewrite_wait: Duration::from_secs(30),
         }
     }
 }
@@ -115,6 +118,18 @@ impl PgOptions {
         self.format = if format == Format::Json { Format::Json } else { ROW_FORMAT };
         self
     }
+
+    /// How long an erasure or a contract end keeps trying to rewrite the
+    /// key table once it has deleted keys (default 30 s; each attempt
+    /// waits at most a second for the table's lock, during which ingest
+    /// waits too). A transaction that holds the table longer delays the
+    /// rewrite to the next sweep or [`PgEngine::maintain`]:
+    /// [`PartitionReport::key_rewrite_due`] tells.
+    #[must_use]
+    pub fn key_rewrite_wait(mut self, wait: Duration) -> Self {
+        self.key_rewrite_wait = wait;
+        self
+    }
 }
 
 /// What [`PgEngine::partition_report`] and [`PgEngine::maintain`] tell.
@@ -127,6 +142,10 @@ pub struct PartitionReport {
     pub created: u64,
     /// Records in the DEFAULT partition (expected: none).
     pub default_records: u64,
+    /// Keys deleted by an erasure or a contract end may still be in the
+    /// key table's file: its rewrite waits for a transaction that holds
+    /// the table (the next sweep or `maintain` tries again).
+    pub key_rewrite_due: bool,
 }
 
 /// The keys and suppression lists ingest consults, cached. Valid while
@@ -159,6 +178,8 @@ pub struct PgEngine {
     window: (u32, u32),
     /// The row format of new records.
     format: Format,
+    /// How long an erasure tries to rewrite the key table.
+    key_rewrite_wait: Duration,
     /// Customer row ids (forgotten when the key generation moves: a
     /// contract end deletes a customer's row).
     customers: HashMap<String, i32>,
@@ -308,6 +329,7 @@ impl PgEngine {
             secret,
             window: (options.past_days, options.ahead_days),
             format: options.format,
+            key_rewrite_wait: options.key_rewrite_wait,
             customers: HashMap::new(),
             cache: Cache { generation: -1, ..Cache::default() },
             default_routed: 0,
@@ -340,7 +362,14 @@ impl PgEngine {
         let partitions = partition::list(&mut tx, None)?.len() as u64;
         let default_records: i64 =
             tx.query_one("SELECT count(*) FROM records_default", &[]).op("counting default rows")?.get(0);
-        Ok(PartitionReport { partitions, created: 0, default_records: default_records as u64 })
+        tx.commit().op("reading partitions")?;
+        let key_rewrite_due = rewrite::due(&mut client)?;
+        Ok(PartitionReport {
+            partitions,
+            created: 0,
+            default_records: default_records as u64,
+            key_rewrite_due,
+        })
     }
 
     /// [`PgError::DefaultPartitionHolds`] when the DEFAULT partition holds
@@ -418,6 +447,8 @@ impl PgEngine {
             }
         }
         tx.commit().op("committing partitions")?;
+        // A rewrite of the key table an erasure could not finish.
+        rewrite::rewrite_if_due(client, Duration::from_secs(1))?;
         let mut report = self.partition_report()?;
         report.created = created;
         Ok(report)
@@ -931,7 +962,7 @@ impl PgEngine {
             match self.attempt_replays(batches, live, now) {
                 Err(e) if tries < 4 && transient(&e) => {
                     tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20 << tries));
+                    std::thread::sleep(Duration::from_millis(20 << tries));
                 }
                 other => return other,
             }
@@ -1168,10 +1199,14 @@ impl PgEngine {
         )
         .op("remembering a deleted customer")?;
         tx.execute("UPDATE key_generation SET n = n + 1", &[]).op("raising the key generation")?;
+        rewrite::mark_due(&mut tx)?;
         tx.commit().op("committing the key destruction")?;
-        // The deleted keys' bytes leave the table's pages.
-        client.batch_execute("VACUUM FULL subject_keys").op("rewriting the key table")?;
-        receipt.keys_destroyed_at = Some(elapsed_since(now, clock));
+        // The deleted keys' bytes leave the table's file. A transaction
+        // holding the table longer than the wait delays that to the next
+        // sweep or `maintain`: then no time of destruction is claimed.
+        if rewrite::rewrite_if_due(client, self.key_rewrite_wait)? {
+            receipt.keys_destroyed_at = Some(elapsed_since(now, clock));
+        }
         receipt.removed.insert("subject_keys".into(), keys);
         // 2. The rows: the customer's partitions dropped whole, the rest
         // deleted.
@@ -1769,6 +1804,9 @@ impl EngineStore for PgEngine {
         if !dropped.is_empty() {
             self.cache = Cache { generation: -1, ..Cache::default() };
         }
+        // A rewrite of the key table an erasure could not finish.
+        let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        rewrite::rewrite_if_due(client, Duration::from_secs(1))?;
         Ok(report)
     }
 
@@ -1907,13 +1945,16 @@ impl EngineStore for PgEngine {
         receipt.records_removed = row.get::<_, i64>(0).max(0) as u64;
         receipt.pseudonyms_suppressed = row.get::<_, i64>(1).max(0) as u64;
         tx.execute("UPDATE key_generation SET n = n + 1", &[]).op("raising the key generation")?;
+        rewrite::mark_due(&mut tx)?;
         tx.commit().op("committing an erasure")?;
         self.cache = Cache { generation: -1, ..Cache::default() };
         // The deleted keys' bytes stay in the table's pages until they are
-        // rewritten: VACUUM FULL writes a new file without them (and the
-        // old one is truncated at once, removed at the next checkpoint).
+        // rewritten (the old file is emptied at the rewrite's commit and
+        // removed at the next checkpoint). The person's records are gone
+        // and suppressed already: a transaction that holds the table
+        // longer than the wait delays the rewrite to the next sweep.
         let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        client.batch_execute("VACUUM FULL subject_keys").op("rewriting the key table")?;
+        rewrite::rewrite_if_due(client, self.key_rewrite_wait)?;
         Ok(receipt)
     }
 

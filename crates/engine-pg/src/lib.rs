@@ -44,6 +44,7 @@ mod error;
 mod keys;
 mod partition;
 mod pg;
+mod rewrite;
 mod schema;
 
 pub use engine::{PartitionReport, PgEngine, PgOptions};

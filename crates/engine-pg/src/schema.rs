@@ -35,7 +35,7 @@ const V1: &str = "
     );
     -- One random key per person-naming digest of a customer (kind 0, digest
     -- of zeros: the customer's base key). Erasure deletes rows here, then
-    -- rewrites the table (VACUUM FULL).
+    -- rewrites the table (rewrite.rs).
     CREATE TABLE subject_keys (
         customer integer NOT NULL,
         digest bytea NOT NULL,

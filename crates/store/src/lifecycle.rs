@@ -39,7 +39,9 @@ pub struct CustomerDeletion {
     pub started_at: Timestamp,
     /// When the customer's keys were destroyed; `None` when the engine
     /// keeps no key of the customer (no key store: its rows were readable
-    /// until `completed_at`).
+    /// until `completed_at`), or when the keys are deleted but their bytes
+    /// may remain until a later rewrite (PostgreSQL, while another
+    /// transaction holds the key table).
     pub keys_destroyed_at: Option<Timestamp>,
     /// When every row was removed and the log checkpointed.
     pub completed_at: Timestamp,
