@@ -56,9 +56,13 @@ impl<E: EngineStore> ApplyGroup for Rows<E> {
             .into_iter()
             .map(|m| {
                 let mut batch = m.into_json_batch();
-                for r in &mut batch.batch.records {
+                for (i, r) in batch.batch.records.iter_mut().enumerate() {
                     if r.as_ref().is_some_and(|r| r.program == Program::Benchmarking) {
                         *r = None;
+                        // Its bytes go no further either.
+                        if let Some(json) = batch.json.get_mut(i) {
+                            *json = None;
+                        }
                     }
                 }
                 batch
@@ -477,4 +481,146 @@ fn is_permanent(e: &privtel_store::Error) -> bool {
             | Error::Decode { .. }
             | Error::LegacyCustomerRequired { .. }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use privtel_model::{
+        BinaryVerdict, CustomerId, DeviceId, Digest as Sha256, Domain, DomainVerdict, UserId,
+    };
+    use privtel_retention::RetentionPolicy;
+    use privtel_store::{
+        AdmittedBatch, CopyStats, CustomerDeletion, DeletionReceipt, EngineOptions, ErasureRequest,
+        JsonBatch, Result, Sequence, StoredVerdict, SweepReport,
+    };
+
+    use super::*;
+
+    /// An engine that keeps what `ingest_group_json` was given, then
+    /// stores it in a real SQLite engine.
+    struct Recorder {
+        inner: SqliteEngine,
+        given: Vec<(Vec<Option<Program>>, Vec<Option<Vec<u8>>>)>,
+    }
+
+    impl EngineStore for Recorder {
+        fn ingest_admitted(
+            &mut self,
+            customer: &CustomerId,
+            device: &DeviceId,
+            seq: Sequence,
+            records: Vec<Option<privtel_model::Record>>,
+            now: Timestamp,
+        ) -> Result<IngestOutcome> {
+            self.inner.ingest_admitted(customer, device, seq, records, now)
+        }
+        fn ingest_group_json(
+            &mut self,
+            batches: Vec<JsonBatch>,
+            now: Timestamp,
+        ) -> Vec<Result<IngestOutcome>> {
+            for b in &batches {
+                let programs = b.batch.records.iter().map(|r| r.as_ref().map(|r| r.program)).collect();
+                self.given.push((programs, b.json.clone()));
+            }
+            self.inner.ingest_group_json(batches, now)
+        }
+        fn high_water(&self, customer: &CustomerId, device: &DeviceId, stream: u64) -> Result<u64> {
+            self.inner.high_water(customer, device, stream)
+        }
+        fn sweep(&mut self, c: &CustomerId, r: &RetentionPolicy, now: Timestamp) -> Result<SweepReport> {
+            self.inner.sweep(c, r, now)
+        }
+        fn customers(&self) -> Result<Vec<CustomerId>> {
+            self.inner.customers()
+        }
+        fn export_person(&self, c: &CustomerId, u: &UserId, out: &mut dyn Write) -> Result<u64> {
+            self.inner.export_person(c, u, out)
+        }
+        fn erase_person(
+            &mut self,
+            c: &CustomerId,
+            r: &ErasureRequest,
+            now: Timestamp,
+        ) -> Result<DeletionReceipt> {
+            self.inner.erase_person(c, r, now)
+        }
+        fn record_verdicts(
+            &mut self,
+            c: &CustomerId,
+            b: &[BinaryVerdict],
+            d: &[DomainVerdict],
+            now: Timestamp,
+        ) -> Result<u64> {
+            self.inner.record_verdicts(c, b, d, now)
+        }
+        fn binary_verdict(&self, c: &CustomerId, s: &Sha256) -> Result<Option<StoredVerdict<BinaryVerdict>>> {
+            self.inner.binary_verdict(c, s)
+        }
+        fn domain_verdict(&self, c: &CustomerId, d: &Domain) -> Result<Option<StoredVerdict<DomainVerdict>>> {
+            self.inner.domain_verdict(c, d)
+        }
+        fn delete_customer(&mut self, c: &CustomerId, now: Timestamp) -> Result<CustomerDeletion> {
+            self.inner.delete_customer(c, now)
+        }
+        fn export_customer(
+            &self,
+            c: &CustomerId,
+            m: &serde_json::Map<String, serde_json::Value>,
+            out: &mut dyn Write,
+        ) -> Result<CopyStats> {
+            self.inner.export_customer(c, m, out)
+        }
+        fn record_count(&self) -> Result<u64> {
+            self.inner.record_count()
+        }
+        fn record_count_of(&self, c: &CustomerId) -> Result<u64> {
+            self.inner.record_count_of(c)
+        }
+    }
+
+    /// What a writer hands an engine through `Rows`: each record with the
+    /// JSON the front-end encoded it as (byte for byte the record's
+    /// encoding), one entry per record, benchmarking records refused
+    /// (no row, no JSON). The batch is stored and counted.
+    #[test]
+    fn rows_hand_the_engine_each_records_json_as_it_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
+        let mut rows = Rows(Recorder { inner, given: Vec::new() });
+        let records = privtel_testkit::fixtures::records("rows");
+        let n = records.len();
+        let batch = AdmittedBatch {
+            customer: CustomerId::new("acme").unwrap(),
+            device: DeviceId::new("dev-0001").unwrap(),
+            seq: Sequence { stream: 3, first_seq: 1, skipped: 0 },
+            records: records.iter().cloned().map(Some).collect(),
+        };
+        let now = privtel_testkit::fixtures::base_time();
+        let sent = IngestMessage::new(batch, now, "retail").encode(None).unwrap();
+        let message = IngestMessage::decode(&sent, None).unwrap();
+        let outcomes = rows.apply_group(vec![message], now);
+        let outcome = outcomes.into_iter().next().unwrap().unwrap();
+
+        let (programs, json) = rows.0.given.pop().unwrap();
+        assert_eq!((programs.len(), json.len()), (n, n), "one entry per record");
+        let benchmarking = records.iter().filter(|r| r.program == Program::Benchmarking).count();
+        assert!(benchmarking > 0 && benchmarking < n, "the fixtures hold both kinds");
+        for (i, record) in records.iter().enumerate() {
+            let expected = privtel_store::parts::encode(record).unwrap();
+            if record.program == Program::Benchmarking {
+                assert_eq!(programs[i], None, "record {i}: a benchmarking record is refused");
+                assert_eq!(json[i], None, "record {i}: its bytes go no further");
+            } else {
+                assert_eq!(programs[i], Some(record.program), "record {i}");
+                assert_eq!(json[i].as_deref(), Some(&expected[..]), "record {i}: its bytes as they came");
+            }
+        }
+        assert_eq!(outcome.refused, benchmarking as u64);
+        assert_eq!(outcome.high_water, n as u64);
+        assert_eq!(rows.0.record_count().unwrap(), outcome.stored);
+        assert!(outcome.stored > 0);
+    }
 }
