@@ -498,11 +498,15 @@ mod tests {
 
     use super::*;
 
+    /// What one batch handed to the engine held: each record's program
+    /// (None: refused), and each record's JSON.
+    type Given = (Vec<Option<Program>>, Vec<Option<Vec<u8>>>);
+
     /// An engine that keeps what `ingest_group_json` was given, then
     /// stores it in a real SQLite engine.
     struct Recorder {
         inner: SqliteEngine,
-        given: Vec<(Vec<Option<Program>>, Vec<Option<Vec<u8>>>)>,
+        given: Vec<Given>,
     }
 
     impl EngineStore for Recorder {
