@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls, Statement, Transaction};
 use privtel_model::{
@@ -55,6 +55,7 @@ pub struct PgOptions {
     ahead_days: u32,
     format: Format,
     key_rewrite_wait: Duration,
+    key_rewrite_retry: Duration,
 }
 
 impl Default for PgOptions {
@@ -67,6 +68,7 @@ impl Default for PgOptions {
             ahead_days: 7,
             format: ROW_FORMAT,
             key_rewrite_wait: Duration::from_secs(30),
+            key_rewrite_retry: Duration::from_secs(60),
         }
     }
 }
@@ -121,13 +123,23 @@ impl PgOptions {
 
     /// How long an erasure or a contract end keeps trying to rewrite the
     /// key table once it has deleted keys (default 30 s; each attempt
-    /// waits at most a second for the table's lock, during which ingest
-    /// waits too). A transaction that holds the table longer delays the
-    /// rewrite to the next sweep or [`PgEngine::maintain`]:
+    /// waits at most 200 ms for the table's lock, during which ingest
+    /// that reads keys waits too, and the pauses between attempts double
+    /// from 100 ms to 2 s). A transaction that holds the table longer
+    /// leaves the rewrite due for a later sweep or [`PgEngine::maintain`]:
     /// [`PartitionReport::key_rewrite_due`] tells.
     #[must_use]
     pub fn key_rewrite_wait(mut self, wait: Duration) -> Self {
         self.key_rewrite_wait = wait;
+        self
+    }
+
+    /// How often sweeps try a rewrite of the key table that stays due
+    /// (default once a minute: a service sweeps customer after customer,
+    /// and each try may hold ingest back for up to 200 ms).
+    #[must_use]
+    pub fn key_rewrite_retry(mut self, every: Duration) -> Self {
+        self.key_rewrite_retry = every;
         self
     }
 }
@@ -180,6 +192,10 @@ pub struct PgEngine {
     format: Format,
     /// How long an erasure tries to rewrite the key table.
     key_rewrite_wait: Duration,
+    /// How often sweeps try a rewrite that stays due.
+    key_rewrite_retry: Duration,
+    /// When this engine last tried a rewrite.
+    rewrite_tried: Option<Instant>,
     /// Customer row ids (forgotten when the key generation moves: a
     /// contract end deletes a customer's row).
     customers: HashMap<String, i32>,
@@ -318,9 +334,20 @@ impl PgEngine {
         let mut client = Client::connect(url, NoTls).map_err(|e| PgError::Connect {
             message: e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()).to_lowercase(),
         })?;
+        // The rewrite of the key table truncates it: a transaction whose
+        // snapshot predates a rewrite would read it empty. Every
+        // transaction of the engine takes its snapshot per statement,
+        // whatever the server's or the role's default says.
+        client
+            .batch_execute("SET default_transaction_isolation = 'read committed'")
+            .op("choosing the isolation level")?;
         schema::migrate(&mut client)?;
         let secret = schema::resolve_secret(&mut client, options.secret.as_ref())?;
         let statements = Statements::prepare(&mut client)?;
+        // A rewrite an erasure left due (the engine stopped, a transaction
+        // held the table): tried once.
+        let rewrite_tried = Some(Instant::now());
+        rewrite::settle(&mut client, Duration::ZERO);
         Ok(Self {
             client: Mutex::new(client),
             statements,
@@ -330,6 +357,8 @@ impl PgEngine {
             window: (options.past_days, options.ahead_days),
             format: options.format,
             key_rewrite_wait: options.key_rewrite_wait,
+            key_rewrite_retry: options.key_rewrite_retry,
+            rewrite_tried,
             customers: HashMap::new(),
             cache: Cache { generation: -1, ..Cache::default() },
             default_routed: 0,
@@ -370,6 +399,24 @@ impl PgEngine {
             default_records: default_records as u64,
             key_rewrite_due,
         })
+    }
+
+    /// Rewrites the key table now if an erasure or a contract end left its
+    /// rewrite due ([`PartitionReport::key_rewrite_due`]), trying for
+    /// [`PgOptions::key_rewrite_wait`]. `Ok(true)`: no deleted key's bytes
+    /// remain in its live file; `Ok(false)`: a transaction held the table
+    /// all along. Engines also try by themselves (on connecting, after an
+    /// erasure or contract end, in `maintain` and, at most once every
+    /// [`PgOptions::key_rewrite_retry`], in sweeps); this says why one
+    /// failed.
+    ///
+    /// # Errors
+    ///
+    /// The database's error (the rewrite stays due).
+    pub fn rewrite_keys(&mut self) -> std::result::Result<bool, PgError> {
+        let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.rewrite_tried = Some(Instant::now());
+        Ok(rewrite::rewrite_if_due(client, self.key_rewrite_wait)?)
     }
 
     /// [`PgError::DefaultPartitionHolds`] when the DEFAULT partition holds
@@ -448,7 +495,8 @@ impl PgEngine {
         }
         tx.commit().op("committing partitions")?;
         // A rewrite of the key table an erasure could not finish.
-        rewrite::rewrite_if_due(client, Duration::from_secs(1))?;
+        self.rewrite_tried = Some(Instant::now());
+        rewrite::settle(client, Duration::ZERO);
         let mut report = self.partition_report()?;
         report.created = created;
         Ok(report)
@@ -1171,7 +1219,7 @@ impl PgEngine {
     }
 
     fn delete_customer_pg(&mut self, customer: &CustomerId, now: Timestamp) -> Result<CustomerDeletion> {
-        let clock = std::time::Instant::now();
+        let clock = Instant::now();
         let mut receipt = CustomerDeletion::new(customer.clone(), now);
         let digest = tombstone(&self.secret, customer.as_str());
         let lock = customer_lock(customer.as_str());
@@ -1201,12 +1249,13 @@ impl PgEngine {
         tx.execute("UPDATE key_generation SET n = n + 1", &[]).op("raising the key generation")?;
         rewrite::mark_due(&mut tx)?;
         tx.commit().op("committing the key destruction")?;
+        // From here nothing of the customer opens through the database.
+        receipt.keys_destroyed_at = Some(elapsed_since(now, clock));
         // The deleted keys' bytes leave the table's file. A transaction
-        // holding the table longer than the wait delays that to the next
-        // sweep or `maintain`: then no time of destruction is claimed.
-        if rewrite::rewrite_if_due(client, self.key_rewrite_wait)? {
-            receipt.keys_destroyed_at = Some(elapsed_since(now, clock));
-        }
+        // holding the table longer than the wait (or an error) leaves that
+        // to a later rewrite, and the receipt says so.
+        self.rewrite_tried = Some(Instant::now());
+        receipt.keys_pending_rewrite = !rewrite::settle(client, self.key_rewrite_wait);
         receipt.removed.insert("subject_keys".into(), keys);
         // 2. The rows: the customer's partitions dropped whole, the rest
         // deleted.
@@ -1296,11 +1345,7 @@ impl PgEngine {
                 let mut block: i64 = 0;
                 loop {
                     const BLOCKS: i64 = 64;
-                    let mut tx = client
-                        .build_transaction()
-                        .read_only(true)
-                        .start()
-                        .op("reading a customer's records")?;
+                    let mut tx = consistent_read(&mut client, "reading a customer's records")?;
                     let filter = if *shared { " AND customer = $1" } else { " AND $1::integer IS NOT NULL" };
                     let sql = format!(
                         "SELECT id, stored_at, format, subjects, payload, (SELECT pg_relation_size('{table}') / 8192)
@@ -1695,6 +1740,13 @@ impl EngineStore for PgEngine {
         now: Timestamp,
     ) -> Result<SweepReport> {
         let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A rewrite of the key table an erasure could not finish: tried
+        // now and then (a service sweeps customer after customer, and
+        // each try may hold ingest back for a moment).
+        if self.rewrite_tried.is_none_or(|t| t.elapsed() >= self.key_rewrite_retry) {
+            self.rewrite_tried = Some(Instant::now());
+            rewrite::settle(client, Duration::ZERO);
+        }
         let Some(c) = Self::customer_id(client, customer)? else { return Ok(SweepReport::default()) };
         let cut = retention.cutoffs(now);
         let cuts = [nanos(cut.events_before), nanos(cut.objects_before)];
@@ -1804,9 +1856,6 @@ impl EngineStore for PgEngine {
         if !dropped.is_empty() {
             self.cache = Cache { generation: -1, ..Cache::default() };
         }
-        // A rewrite of the key table an erasure could not finish.
-        let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        rewrite::rewrite_if_due(client, Duration::from_secs(1))?;
         Ok(report)
     }
 
@@ -1827,7 +1876,7 @@ impl EngineStore for PgEngine {
     fn export_person(&self, customer: &CustomerId, user: &UserId, out: &mut dyn Write) -> Result<u64> {
         let mut client = self.client();
         let Some(c) = Self::customer_id(&mut client, customer)? else { return Ok(0) };
-        let mut tx = client.transaction().op("starting an export")?;
+        let mut tx = consistent_read(&mut client, "starting an export")?;
         let (all, _) = person(&mut tx, c, &self.secret.user(customer.as_str(), user))?;
         let mut by_part: BTreeMap<(i16, i32), Vec<i64>> = BTreeMap::new();
         for (cl, d, id) in &all {
@@ -1952,9 +2001,10 @@ impl EngineStore for PgEngine {
         // rewritten (the old file is emptied at the rewrite's commit and
         // removed at the next checkpoint). The person's records are gone
         // and suppressed already: a transaction that holds the table
-        // longer than the wait delays the rewrite to the next sweep.
+        // longer than the wait (or an error) leaves the rewrite due.
         let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        rewrite::rewrite_if_due(client, self.key_rewrite_wait)?;
+        self.rewrite_tried = Some(Instant::now());
+        rewrite::settle(client, self.key_rewrite_wait);
         Ok(receipt)
     }
 
@@ -2042,6 +2092,23 @@ impl EngineStore for PgEngine {
             .get(0);
         Ok(n.max(0) as u64)
     }
+}
+
+/// A read-only transaction that reads records and their keys as of one
+/// instant: an erasure committing between the two reads would otherwise
+/// leave a record read without its keys. The key table is locked (shared)
+/// before the snapshot is taken, so a rewrite of it (`rewrite.rs`, whose
+/// truncation a snapshot taken before it would see as an empty table)
+/// waits for the read instead.
+fn consistent_read<'a>(client: &'a mut Client, op: &'static str) -> Result<Transaction<'a>> {
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .op(op)?;
+    tx.batch_execute("LOCK TABLE subject_keys IN ACCESS SHARE MODE").op(op)?;
+    Ok(tx)
 }
 
 /// Opens a stored record: its payload is sealed under the key derived from

@@ -9,7 +9,7 @@ use crate::keys::new_key;
 use crate::pg::Op as _;
 
 /// The newest schema version this code writes.
-pub(crate) const NEWEST: i64 = 3;
+pub(crate) const NEWEST: i64 = 4;
 
 /// Version 1. Records and their mention digests are partitioned by
 /// (customer, class, day) ranges of one day: a sweep drops whole
@@ -144,6 +144,17 @@ const V3: &str = "
     ALTER TABLE mentions ALTER COLUMN digest SET STORAGE PLAIN;
 ";
 
+/// Version 4: the key column keeps no statistics. `ANALYZE` (autovacuum's
+/// too) would copy up to a hundred keys into `pg_statistic` as histogram
+/// bounds, where an erasure's rewrite of `subject_keys` does not reach.
+/// Changing the column's type to itself removes what is there already
+/// (the dead row it leaves in `pg_statistic` goes when that catalog is
+/// vacuumed; docs/STORAGE.md says how to hasten it).
+const V4: &str = "
+    ALTER TABLE subject_keys ALTER COLUMN key SET STATISTICS 0;
+    ALTER TABLE subject_keys ALTER COLUMN key TYPE bytea;
+";
+
 /// Creates or checks the schema (in one transaction, under an advisory
 /// lock so two engines opening a new database at once do not race).
 pub(crate) fn migrate(client: &mut Client) -> Result<(), Error> {
@@ -176,6 +187,9 @@ pub(crate) fn migrate(client: &mut Client) -> Result<(), Error> {
     }
     if version < 3 {
         tx.batch_execute(V3).op("migrating the schema to version 3")?;
+    }
+    if version < 4 {
+        tx.batch_execute(V4).op("migrating the schema to version 4")?;
     }
     tx.execute(
         "INSERT INTO privtel_meta (name, value) VALUES ('schema', $1)

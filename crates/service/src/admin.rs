@@ -389,6 +389,7 @@ impl Service {
                     (Some(_), Some(theirs)) => Some(after(theirs)),
                     _ => None,
                 };
+                first.keys_pending_rewrite |= own.keys_pending_rewrite;
                 first.completed_at = after(own.completed_at);
                 first.stores.extend(own.stores.into_iter().map(|s| format!("service store: {s}")));
                 first

@@ -39,10 +39,13 @@ pub struct CustomerDeletion {
     pub started_at: Timestamp,
     /// When the customer's keys were destroyed; `None` when the engine
     /// keeps no key of the customer (no key store: its rows were readable
-    /// until `completed_at`), or when the keys are deleted but their bytes
-    /// may remain until a later rewrite (PostgreSQL, while another
-    /// transaction holds the key table).
+    /// until `completed_at`).
     pub keys_destroyed_at: Option<Timestamp>,
+    /// The keys are destroyed for every reader of the engine, but their
+    /// bytes may remain in its files until a later rewrite (PostgreSQL,
+    /// while another transaction holds the key table; the engine's next
+    /// sweep or `maintain` rewrites it).
+    pub keys_pending_rewrite: bool,
     /// When every row was removed and the log checkpointed.
     pub completed_at: Timestamp,
     /// Rows removed, per table.
@@ -61,6 +64,7 @@ impl CustomerDeletion {
             customer,
             started_at,
             keys_destroyed_at: None,
+            keys_pending_rewrite: false,
             completed_at: started_at,
             removed: BTreeMap::new(),
             keys_destroyed: Vec::new(),
