@@ -530,7 +530,10 @@ mod scale {
             .names(args.stream.clone(), args.subject_prefix.clone(), args.consumer.clone())
             .region(args.region.clone().unwrap_or_else(|| "eu".to_owned()));
         if let Some(path) = &args.store_key {
-            options = options.key(AtRestKey::new(1, read_key(path)?));
+            // Sealed by this front-end, and only sealed messages applied
+            // by its writers: nothing else publishing on the subjects gets
+            // into the engine.
+            options = options.key(AtRestKey::new(1, read_key(path)?)).sealed_only(true);
         }
         let publisher = Arc::new(Publisher::connect(options.clone())?);
         let mut service = service.with_jetstream(Arc::clone(&publisher));

@@ -1167,14 +1167,33 @@ fn copy_rows(
 
 /// The row id of a customer, registered if new.
 fn register_customer(tx: &mut Transaction<'_>, customer: &str) -> Result<i32> {
-    Ok(tx
-        .query_one(
-            "INSERT INTO customers (customer) VALUES ($1)
-             ON CONFLICT (customer) DO UPDATE SET customer = EXCLUDED.customer RETURNING id",
+    // Looked up first: an INSERT that meets the existing row still takes a
+    // number from the identity's sequence, and verdict writes and
+    // erasures come often (2^31 of them would exhaust it).
+    let find = |tx: &mut Transaction<'_>| -> Result<Option<i32>> {
+        Ok(tx
+            .query_opt("SELECT id FROM customers WHERE customer = $1", &[&customer])
+            .op("finding a customer")?
+            .map(|r| r.get(0)))
+    };
+    if let Some(id) = find(tx)? {
+        return Ok(id);
+    }
+    let made = tx
+        .query_opt(
+            "INSERT INTO customers (customer) VALUES ($1) ON CONFLICT (customer) DO NOTHING RETURNING id",
             &[&customer],
         )
         .op("registering the customer")?
-        .get(0))
+        .map(|r| r.get(0));
+    match made {
+        Some(id) => Ok(id),
+        // Registered by another engine meanwhile.
+        None => find(tx)?.ok_or_else(|| Error::Database {
+            op: "registering the customer",
+            message: "the customer's row is neither new nor found".into(),
+        }),
+    }
 }
 
 /// [`Error::CustomerDeleted`] for a customer deleted at contract end.
@@ -2017,6 +2036,11 @@ impl EngineStore for PgEngine {
     ) -> Result<u64> {
         let client = self.client.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut tx = client.transaction().op("starting a verdict write")?;
+        // As ingest: a contract end (which takes the lock exclusively)
+        // cannot run between the tombstone check and the commit, so no
+        // verdict outlives its customer.
+        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&customer_lock(customer.as_str())])
+            .op("locking the customer")?;
         refuse_deleted(&mut tx, &self.secret, customer)?;
         let c: i32 = register_customer(&mut tx, customer.as_str())?;
         let mut n = 0;

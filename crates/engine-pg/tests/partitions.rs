@@ -225,3 +225,36 @@ fn a_day_gets_a_mentions_partition_only_when_its_records_name_someone() {
     assert_eq!(left, 0, "no mention outlives its record");
     engine.check_default().unwrap();
 }
+
+/// Verdict writes and erasures of a known customer take no number from the
+/// customers' id sequence (an insert meeting the existing row would: at
+/// 2^31 of them no customer could be erased or registered any more).
+#[test]
+#[ignore = "needs PostgreSQL: set PRIVTEL_PG_URL"]
+fn verdict_writes_and_erasures_use_up_no_customer_ids() {
+    use privtel_model::{BinaryVerdict, Digest, ThreatLevel};
+    use privtel_store::{ErasureRequest, UserId};
+    let db = TestDb::new();
+    let mut engine = db.engine(PgOptions::default());
+    let now = fixtures::base_time();
+    let acme = CustomerId::new("acme").unwrap();
+    let sha: Digest = fixtures::EMPTY_SHA256.parse().unwrap();
+    let verdict = BinaryVerdict { sha256: sha, threat: ThreatLevel::High, category: None };
+    for _ in 0..50 {
+        engine.record_verdicts(&acme, std::slice::from_ref(&verdict), &[], now).unwrap();
+    }
+    for i in 0..5 {
+        let request = ErasureRequest::new(format!("r{i}"), UserId::new("u-1").unwrap(), now);
+        engine.erase_person(&acme, &request, now).unwrap();
+    }
+    let globex = CustomerId::new("globex").unwrap();
+    engine.record_verdicts(&globex, &[verdict], &[], now).unwrap();
+    let ids: Vec<(String, i32)> = db
+        .client()
+        .query("SELECT customer, id FROM customers ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(ids, vec![("acme".to_owned(), 1), ("globex".to_owned(), 2)]);
+}

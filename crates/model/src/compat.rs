@@ -26,13 +26,40 @@ pub(crate) mod personal_text {
     use super::NOT_CLEAR;
     use crate::personal::Personal;
 
-    /// The text form (JSON) of a value, as written.
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Readable {
-        Text(String),
-        Null(()),
-        Tagged(Personal<String>),
+    /// The text form (JSON) of a value, as written: a text (clear), null
+    /// (withheld) or the tagged object. Read by a visitor rather than an
+    /// untagged enum: an untagged enum buffers the value and reads it
+    /// again, so a deserializer that reports members the model ignores
+    /// (the JetStream writer's check that a record's bytes are exactly the
+    /// record) would not see those inside the object.
+    struct ReadableVisitor;
+
+    impl<'de> Visitor<'de> for ReadableVisitor {
+        type Value = Personal<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a text, null or a personal value")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(Personal::Clear(text.to_owned()))
+        }
+
+        fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+            Ok(Personal::Clear(text))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Personal::Withheld)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Personal::Withheld)
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            Personal::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
     }
 
     pub(crate) fn serialize<S: Serializer>(value: &Personal<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -51,11 +78,7 @@ pub(crate) mod personal_text {
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Personal<String>, D::Error> {
         if d.is_human_readable() {
-            return Ok(match Readable::deserialize(d)? {
-                Readable::Text(text) => Personal::Clear(text),
-                Readable::Null(()) => Personal::Withheld,
-                Readable::Tagged(p) => p,
-            });
+            return d.deserialize_any(ReadableVisitor);
         }
         // A tuple "long enough": the visitor reads the length, then either
         // that many bytes or the marked value. Binary formats read elements

@@ -11,7 +11,9 @@ use privtel_engine_pg::PgEngine;
 use privtel_scale_tests::{
     OwnNats, StreamGuard, TestDb, batch, nats_url, now, stream_options, wait_until, walk,
 };
-use privtel_service::jetstream::{JetStreamError, JetStreamOptions, Publisher, Rows, StreamWriter};
+use privtel_service::jetstream::{
+    IngestMessage, JetStreamError, JetStreamOptions, Publisher, Rows, StreamWriter,
+};
 use privtel_store::{CustomerId, DeviceId, EngineStore};
 
 const NEEDS: &str = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL";
@@ -103,6 +105,66 @@ fn a_device_claiming_a_gap_stores_nothing_and_costs_a_bounded_number_of_deliveri
     assert_eq!((m.handed_back, m.terminated, m.applied), (2, 1, 0), "{m:?}");
     assert_eq!(db.rows().0, 0);
     assert_eq!(hw(&writer.engine().0, "dev-g"), 0, "the mark did not move");
+}
+
+/// With sealing required, a message published plain on a device's
+/// subject (by anything that may publish there but holds no key: here a
+/// forged next batch of the victim's stream, and one claiming the whole
+/// sequence range) is terminated: it stores nothing and moves no mark, and
+/// the front-end's sealed batch is applied.
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn a_writer_that_requires_sealing_applies_no_plain_message() {
+    let db = TestDb::new();
+    let plain = stream_options(&nats_url());
+    let sealed = plain.clone().key(privtel_store::AtRestKey::new(1, [0x33; 32])).sealed_only(true);
+    let _guard = StreamGuard { options: plain.clone() };
+    let front = Publisher::connect(sealed.clone()).unwrap();
+    let forger = Publisher::connect(plain).unwrap();
+    let at = now();
+    let forged = IngestMessage::new(batch("acme", "dev-v", 0, 10, at), at, "");
+    forger.publish_raw("acme", "dev-v", 7, forged.encode(None).unwrap()).unwrap();
+    let mut everything = batch("acme", "dev-v", 0, 1, at);
+    everything.seq.first_seq = i64::MAX as u64;
+    everything.seq.skipped = i64::MAX as u64 - 1;
+    let everything = IngestMessage::new(everything, at, "");
+    forger.publish_raw("acme", "dev-v", 7, everything.encode(None).unwrap()).unwrap();
+    front.publish(batch("acme", "dev-v", 0, 10, at), at, "").unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&lines);
+    let mut writer = StreamWriter::connect(sealed, Rows(db.engine()))
+        .unwrap()
+        .with_log(move |l| log.lock().unwrap().push(l.to_owned()));
+    drain(&mut writer);
+    let m = writer.metrics().snapshot(None);
+    assert_eq!((m.terminated, m.applied, m.applied_records), (2, 1, 10), "{m:?}");
+    assert_eq!(hw(&writer.engine().0, "dev-v"), 10, "the forged range moved no mark");
+    assert_eq!(db.rows(), (10, 10));
+    let lines = lines.lock().unwrap();
+    assert_eq!(lines.iter().filter(|l| l.contains("not sealed")).count(), 2, "{lines:?}");
+}
+
+/// A customer deleted at contract end: batches its agents still publish
+/// are terminated at once, not handed back until the stream ages them out
+/// (which would hold the lag, and the front-ends' back pressure, up).
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn a_deleted_customers_batches_are_terminated_not_handed_back() {
+    let db = TestDb::new();
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let front = Publisher::connect(options.clone()).unwrap();
+    let at = now();
+    let mut engine = db.engine();
+    engine.ingest_group(vec![batch("acme", "dev-d", 0, 10, at)], at).pop().unwrap().unwrap();
+    engine.delete_customer(&CustomerId::new("acme").unwrap(), at).unwrap();
+    front.publish(batch("acme", "dev-d", 1, 10, at), at, "").unwrap();
+    front.publish(batch("globex", "dev-d", 0, 10, at), at, "").unwrap();
+    let mut writer = StreamWriter::connect(options, Rows(engine)).unwrap();
+    drain(&mut writer);
+    let m = writer.metrics().snapshot(None);
+    assert_eq!((m.terminated, m.handed_back, m.applied, m.applied_records), (1, 0, 1, 10), "{m:?}");
+    assert_eq!(db.rows().0, 10, "the other customer's batch only");
 }
 
 #[test]
@@ -399,7 +461,7 @@ struct Stuck {
 impl privtel_service::jetstream::ApplyGroup for Stuck {
     fn apply_group(
         &mut self,
-        messages: Vec<privtel_service::jetstream::IngestMessage>,
+        messages: Vec<IngestMessage>,
         now: privtel_store::Timestamp,
     ) -> Vec<Result<privtel_store::IngestOutcome, privtel_store::Error>> {
         if !self.held {
@@ -490,8 +552,7 @@ fn a_message_on_another_device_s_subject_is_terminated() {
     let _guard = StreamGuard { options: options.clone() };
     let front = Publisher::connect(options.clone()).unwrap();
     let at = now();
-    let forged =
-        privtel_service::jetstream::IngestMessage::new(batch("acme", "dev-victim", 0, 5, at), at, "");
+    let forged = IngestMessage::new(batch("acme", "dev-victim", 0, 5, at), at, "");
     front.publish_raw("acme", "dev-attacker", 7, forged.encode(None).unwrap()).unwrap();
     let mut writer = StreamWriter::connect(options, Rows(db.engine())).unwrap();
     drain(&mut writer);

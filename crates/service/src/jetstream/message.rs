@@ -46,6 +46,9 @@ pub struct IngestMessage {
     /// message made with [`IngestMessage::new`]): what the engine may
     /// store instead of encoding the record again.
     json: Vec<Option<Vec<u8>>>,
+    /// Whether the decoded message was sealed (only a holder of the key,
+    /// a front-end, can have written it).
+    sealed: bool,
 }
 
 impl std::fmt::Debug for IngestMessage {
@@ -63,7 +66,15 @@ impl IngestMessage {
     /// A message of `batch`, received at `received`, of a customer in
     /// `industry`.
     pub fn new(batch: AdmittedBatch, received: Timestamp, industry: impl Into<String>) -> Self {
-        Self { batch, received, industry: industry.into(), json: Vec::new() }
+        Self { batch, received, industry: industry.into(), json: Vec::new(), sealed: false }
+    }
+
+    /// Whether the message was sealed when it was decoded (false for one
+    /// made with [`IngestMessage::new`]): a writer configured with
+    /// [`JetStreamOptions::sealed_only`](super::JetStreamOptions::sealed_only)
+    /// refuses any other.
+    pub fn sealed(&self) -> bool {
+        self.sealed
     }
 
     /// The batch with the JSON its records were decoded from, for
@@ -245,6 +256,7 @@ impl IngestMessage {
             received,
             industry,
             json,
+            sealed: key_id.is_some(),
         })
     }
 }
@@ -321,6 +333,7 @@ mod tests {
             received: privtel_testkit::fixtures::base_time(),
             industry: "retail".into(),
             json: Vec::new(),
+            sealed: false,
         }
     }
 
@@ -455,6 +468,26 @@ mod tests {
             assert_eq!(json(back), vec![None], "{}", String::from_utf8_lossy(&bytes));
         }
 
+        // Inside a personal text read in its several forms (a binary's
+        // file name, here generalised to an IP prefix): the member is seen
+        // there too.
+        let mut binary = privtel_testkit::fixtures::records("ignored")
+            .into_iter()
+            .find(|r| matches!(r.body, privtel_model::RecordBody::Binary(_)))
+            .unwrap();
+        if let privtel_model::RecordBody::Binary(b) = &mut binary.body {
+            let prefix = privtel_model::IpPrefix::new("10.0.0.0".parse().unwrap(), 8).unwrap();
+            b.file_name = privtel_model::Personal::Generalised(privtel_model::Generalised::IpPrefix(prefix));
+        }
+        let text = String::from_utf8(encode(&binary).unwrap()).unwrap();
+        let back = IngestMessage::decode(&with_json(text.as_bytes()), None).unwrap();
+        assert_eq!(json(back), vec![Some(text.clone().into_bytes())], "as it came when it is the record");
+        let at = text.find("\"ip_prefix\":{").unwrap() + "\"ip_prefix\":{".len();
+        let hidden = format!("{}\"hidden\":\"canary@example.com\",{}", &text[..at], &text[at..]);
+        let back = IngestMessage::decode(&with_json(hidden.as_bytes()), None).unwrap();
+        assert_eq!(back.batch.records, vec![Some(binary)]);
+        assert_eq!(json(back), vec![None], "{hidden}");
+
         // A known member twice is not a record at all.
         let twice = format!("{{\"program\":\"support_telemetry\",{}", &text[1..]);
         let e = IngestMessage::decode(&with_json(twice.as_bytes()), None).unwrap_err().to_string();
@@ -489,10 +522,12 @@ mod tests {
                 received: privtel_testkit::fixtures::base_time(),
                 industry: String::new(),
                 json: Vec::new(),
+                sealed: false,
             };
             let key = sealed.then(|| AtRestKey::new(1, [3; 32]));
             let back = IngestMessage::decode(&m.encode(key.as_ref()).unwrap(), key.as_ref()).unwrap();
             same(&back, &m);
+            prop_assert_eq!(back.sealed(), sealed);
             // What a writer may store in place of encoding again: exactly
             // each record's encoding, none for a refused one.
             let expected: Vec<Option<Vec<u8>>> =

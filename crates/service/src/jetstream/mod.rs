@@ -166,6 +166,12 @@ pub struct JetStreamOptions {
     pub gap_delay: Duration,
     /// Seals messages (AES-256-GCM) when set; writers need the same key.
     pub key: Option<AtRestKey>,
+    /// Writers terminate every message that is not sealed (with `key`):
+    /// only a holder of the key, a front-end, can then write into the
+    /// engine, whatever else may publish on the stream's subjects. Set it
+    /// once no front-end publishes without the key (a message published
+    /// plain before is terminated, though its agent was acknowledged).
+    pub sealed_only: bool,
 }
 
 impl std::fmt::Debug for JetStreamOptions {
@@ -177,6 +183,7 @@ impl std::fmt::Debug for JetStreamOptions {
             .field("region", &self.region)
             .field("consumer", &self.consumer)
             .field("sealed", &self.key.is_some())
+            .field("sealed_only", &self.sealed_only)
             .finish_non_exhaustive()
     }
 }
@@ -203,6 +210,7 @@ impl JetStreamOptions {
             replicas: 1,
             gap_delay: Duration::from_millis(200),
             key: None,
+            sealed_only: false,
         }
     }
 
@@ -231,6 +239,14 @@ impl JetStreamOptions {
     #[must_use]
     pub fn key(mut self, key: AtRestKey) -> Self {
         self.key = Some(key);
+        self
+    }
+
+    /// Whether writers refuse messages that are not sealed
+    /// ([`JetStreamOptions::sealed_only`]).
+    #[must_use]
+    pub fn sealed_only(mut self, yes: bool) -> Self {
+        self.sealed_only = yes;
         self
     }
 

@@ -254,7 +254,15 @@ impl<A: ApplyGroup> StreamWriter<A> {
                         &message.batch.device,
                         message.batch.seq.stream,
                     );
-                    if m.subject.as_str() != expected {
+                    if self.link.options.sealed_only && !message.sealed() {
+                        // Not written by a holder of the key: whoever
+                        // published it, it goes nowhere.
+                        (self.log)(&format!(
+                            "terminated a message of {}: not sealed, expected a front-end's sealed message",
+                            m.subject
+                        ));
+                        self.finish(&mut report, Vec::new(), Vec::new(), vec![m]);
+                    } else if m.subject.as_str() != expected {
                         // Only front-ends publish here, and they publish a
                         // batch on its own device's subject: anything else
                         // was not written by one.
@@ -480,6 +488,9 @@ fn is_permanent(e: &privtel_store::Error) -> bool {
             | Error::Encode(_)
             | Error::Decode { .. }
             | Error::LegacyCustomerRequired { .. }
+            // Deleted at contract end: its batches are refused until it is
+            // re-onboarded, and re-onboarding does not bring them back.
+            | Error::CustomerDeleted
     )
 }
 
