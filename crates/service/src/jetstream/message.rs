@@ -479,11 +479,11 @@ mod tests {
             let prefix = privtel_model::IpPrefix::new("10.0.0.0".parse().unwrap(), 8).unwrap();
             b.file_name = privtel_model::Personal::Generalised(privtel_model::Generalised::IpPrefix(prefix));
         }
-        let text = String::from_utf8(encode(&binary).unwrap()).unwrap();
-        let back = IngestMessage::decode(&with_json(text.as_bytes()), None).unwrap();
-        assert_eq!(json(back), vec![Some(text.clone().into_bytes())], "as it came when it is the record");
-        let at = text.find("\"ip_prefix\":{").unwrap() + "\"ip_prefix\":{".len();
-        let hidden = format!("{}\"hidden\":\"canary@example.com\",{}", &text[..at], &text[at..]);
+        let plain = String::from_utf8(encode(&binary).unwrap()).unwrap();
+        let back = IngestMessage::decode(&with_json(plain.as_bytes()), None).unwrap();
+        assert_eq!(json(back), vec![Some(plain.clone().into_bytes())], "as it came when it is the record");
+        let at = plain.find("\"ip_prefix\":{").unwrap() + "\"ip_prefix\":{".len();
+        let hidden = format!("{}\"hidden\":\"canary@example.com\",{}", &plain[..at], &plain[at..]);
         let back = IngestMessage::decode(&with_json(hidden.as_bytes()), None).unwrap();
         assert_eq!(back.batch.records, vec![Some(binary)]);
         assert_eq!(json(back), vec![None], "{hidden}");
