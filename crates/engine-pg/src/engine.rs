@@ -13,8 +13,8 @@ use privtel_model::{
 use privtel_retention::{RecordClass, RetentionPolicy};
 use privtel_store::parts::{
     Digest, Format, LineWriter, MentionKind, RecordLine, Secret, TimeText, check_range, elapsed_since,
-    encode_as, encode_json_as, manifest, mentions, nanos, record_time, seal_encoded, time_text, tombstone,
-    unseal,
+    encode_as, encode_json_as, manifest, mentions, nanos, received_by, record_time, seal_encoded, time_text,
+    tombstone, unseal,
 };
 use privtel_store::{
     AdmittedBatch, AtRestKey, CopyStats, CustomerDeletion, DeletionReceipt, EngineStore, ErasureRequest,
@@ -504,16 +504,15 @@ impl PgEngine {
 
     /// Prepares a group's batches (JSON, keyed digests), on two threads
     /// when it is large: the server is idle meanwhile.
-    fn prepare_all(&self, mut batches: Vec<JsonBatch>, received: Timestamp) -> Vec<PreparedBatch> {
+    fn prepare_all(&self, mut batches: Vec<JsonBatch>, now: Timestamp) -> Vec<PreparedBatch> {
         let records: usize = batches.iter().map(|b| b.batch.records.len()).sum();
         if batches.len() < 2 || records < 2_000 {
-            return batches.into_iter().map(|b| self.prepare(b, received)).collect();
+            return batches.into_iter().map(|b| self.prepare(b, now)).collect();
         }
         let second = batches.split_off(batches.len() / 2);
         std::thread::scope(|s| {
-            let other = s.spawn(|| second.into_iter().map(|b| self.prepare(b, received)).collect::<Vec<_>>());
-            let mut out: Vec<PreparedBatch> =
-                batches.into_iter().map(|b| self.prepare(b, received)).collect();
+            let other = s.spawn(|| second.into_iter().map(|b| self.prepare(b, now)).collect::<Vec<_>>());
+            let mut out: Vec<PreparedBatch> = batches.into_iter().map(|b| self.prepare(b, now)).collect();
             match other.join() {
                 Ok(rest) => out.extend(rest),
                 Err(panic) => std::panic::resume_unwind(panic),
@@ -524,8 +523,9 @@ impl PgEngine {
 
     /// Prepares one batch; a record's JSON, when given, is stored as it is
     /// (compressed for format 3) rather than encoded again.
-    fn prepare(&self, batch: JsonBatch, received: Timestamp) -> PreparedBatch {
-        let JsonBatch { batch: AdmittedBatch { customer, device, seq, records }, mut json } = batch;
+    fn prepare(&self, batch: JsonBatch, now: Timestamp) -> PreparedBatch {
+        let JsonBatch { batch: AdmittedBatch { customer, device, seq, records }, mut json, received } = batch;
+        let received = received_by(received, now);
         // None given (or a batch refused for a list of another length,
         // whose rows are never written).
         if json.len() != records.len() {
@@ -1666,7 +1666,7 @@ impl EngineStore for PgEngine {
 
     fn ingest_group(&mut self, batches: Vec<AdmittedBatch>, now: Timestamp) -> Vec<Result<IngestOutcome>> {
         self.ingest_group_json(
-            batches.into_iter().map(|batch| JsonBatch { batch, json: Vec::new() }).collect(),
+            batches.into_iter().map(|batch| JsonBatch { batch, json: Vec::new(), received: None }).collect(),
             now,
         )
     }
@@ -1674,7 +1674,7 @@ impl EngineStore for PgEngine {
     fn ingest_group_json(&mut self, batches: Vec<JsonBatch>, now: Timestamp) -> Vec<Result<IngestOutcome>> {
         let mut results: Vec<Option<Result<IngestOutcome>>> = batches
             .iter()
-            .map(|JsonBatch { batch: b, json }| {
+            .map(|JsonBatch { batch: b, json, .. }| {
                 check_range(b.seq.first_seq, b.records.len())
                     .err()
                     .or_else(|| {

@@ -112,7 +112,10 @@ fn records_given_with_their_json_store_the_same() {
         let json =
             given.records.iter().map(|r| r.as_ref().map(|r| serde_json::to_vec_pretty(r).unwrap())).collect();
         let outcomes = engine.ingest_group_json(
-            vec![JsonBatch { batch: plain, json: Vec::new() }, JsonBatch { batch: given, json }],
+            vec![
+                JsonBatch { batch: plain, json: Vec::new(), received: None },
+                JsonBatch { batch: given, json, received: None },
+            ],
             now,
         );
         for o in outcomes {
@@ -144,7 +147,8 @@ fn records_given_with_their_json_store_the_same() {
         let mut huge = encode(big.records[1].as_ref().unwrap()).unwrap();
         huge.resize(MAX_RECORD_BYTES + 1, b' ');
         let json = vec![Some(encode(big.records[0].as_ref().unwrap()).unwrap()), Some(huge)];
-        let out = engine.ingest_group_json(vec![JsonBatch { batch: big, json }], now).remove(0);
+        let out =
+            engine.ingest_group_json(vec![JsonBatch { batch: big, json, received: None }], now).remove(0);
         assert!(matches!(out, Err(privtel_store::Error::Encode(_))), "{out:?}");
         let big_rows: i64 = db
             .client()
@@ -160,7 +164,8 @@ fn records_given_with_their_json_store_the_same() {
         // matched up by position.
         let short = batch(&format!("dev-{tag}-short"), 6000);
         let json = short.records.iter().skip(1).map(|r| r.as_ref().map(|r| encode(r).unwrap())).collect();
-        let out = engine.ingest_group_json(vec![JsonBatch { batch: short, json }], now).remove(0);
+        let out =
+            engine.ingest_group_json(vec![JsonBatch { batch: short, json, received: None }], now).remove(0);
         assert!(
             matches!(&out, Err(privtel_store::Error::Encode(e)) if e.contains("one per record")),
             "{out:?}"

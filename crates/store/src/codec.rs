@@ -404,6 +404,17 @@ pub fn record_time(record: &Record, received: privtel_model::Timestamp) -> privt
     }
 }
 
+/// When a batch counts as received: the time its front-end received it,
+/// never later than `now` (a time ahead, from a skewed clock or a forged
+/// message, would put off its records' expiry), or `now` when none is
+/// known.
+pub fn received_by(
+    received: Option<privtel_model::Timestamp>,
+    now: privtel_model::Timestamp,
+) -> privtel_model::Timestamp {
+    received.map_or(now, |r| r.min(now))
+}
+
 /// A program's stable code as stored ([`privtel_model::Program::code`]).
 pub fn program_code(p: privtel_model::Program) -> i64 {
     i64::from(p.code())

@@ -523,9 +523,23 @@ pub trait EngineStore {
     /// PostgreSQL engine does, and refuses a batch whose list does not have
     /// one entry per record; the JetStream writer is the caller).
     ///
-    /// The provided version ignores the JSON.
+    /// A batch's [`JsonBatch::received`] dates its records that have no
+    /// time of their own (their retention runs from it); `now` dates the
+    /// others' storing.
+    ///
+    /// The provided version ignores the JSON, and stores a batch with a
+    /// time of reception of its own at that time.
     fn ingest_group_json(&mut self, batches: Vec<JsonBatch>, now: Timestamp) -> Vec<Result<IngestOutcome>> {
-        self.ingest_group(batches.into_iter().map(|b| b.batch).collect(), now)
+        if batches.iter().all(|b| b.received.is_none()) {
+            return self.ingest_group(batches.into_iter().map(|b| b.batch).collect(), now);
+        }
+        batches
+            .into_iter()
+            .flat_map(|b| {
+                let received = crate::codec::received_by(b.received, now);
+                self.ingest_group(vec![b.batch], received)
+            })
+            .collect()
     }
 
     /// A stream's high-water mark (0 when unknown).
@@ -1623,6 +1637,10 @@ pub struct JsonBatch {
     /// One entry per record of the batch (`None`: none given); a record
     /// without an entry is encoded by the engine.
     pub json: Vec<Option<Vec<u8>>>,
+    /// When the batch was received (a front-end's clock): records without
+    /// a time of their own are dated then, so a queue's lag does not
+    /// lengthen their retention. `None`: the `now` of the call.
+    pub received: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for JsonBatch {
@@ -1859,6 +1877,18 @@ impl EngineStore for SqliteEngine {
     fn ingest_group(&mut self, batches: Vec<AdmittedBatch>, now: Timestamp) -> Vec<Result<IngestOutcome>> {
         let encoder = self.encoder();
         let batches = batches.into_iter().map(|b| encoder.encode(b, now)).collect();
+        self.ingest_encoded(batches, now)
+    }
+
+    /// One transaction for the group; each batch's records without a time
+    /// of their own dated when it was received. The JSON is not used (this
+    /// engine encodes rows of its own form).
+    fn ingest_group_json(&mut self, batches: Vec<JsonBatch>, now: Timestamp) -> Vec<Result<IngestOutcome>> {
+        let encoder = self.encoder();
+        let batches = batches
+            .into_iter()
+            .map(|b| encoder.encode(b.batch, crate::codec::received_by(b.received, now)))
+            .collect();
         self.ingest_encoded(batches, now)
     }
 

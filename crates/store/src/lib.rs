@@ -141,7 +141,7 @@ pub mod fuzzing {
 pub mod parts {
     pub use crate::codec::{
         Format, RECORDS_DICTIONARY_1, encode, encode_as, encode_json_as, nanos, program_code, random_nonce,
-        record_time, seal, seal_encoded, unseal, unseal_bytes,
+        received_by, record_time, seal, seal_encoded, unseal, unseal_bytes,
     };
     pub use crate::engine::{check_range, tombstone};
     pub use crate::lifecycle::{

@@ -23,7 +23,7 @@ use privtel_model::{
     Program, Pseudonym, Record, RecordBody, Reputation, ThreatLevel, Timestamp, User, UserId,
 };
 use privtel_store::{
-    AdmittedBatch, EngineStore, ErasureRequest, Error, RecordClass, RetentionPolicy, Sequence, Ttl,
+    AdmittedBatch, EngineStore, ErasureRequest, Error, JsonBatch, RecordClass, RetentionPolicy, Sequence, Ttl,
 };
 use time::Duration;
 
@@ -69,6 +69,7 @@ macro_rules! engine_contract_tests {
             the_customer_copy_holds_every_record_of_the_customer_only,
             an_interaction_is_stored_under_its_kind_exported_and_erased,
             an_erasure_request_run_again_keeps_what_it_removed,
+            timeless_records_are_dated_when_received_never_later_than_now,
         );
     };
     (@each $attrs:tt $harness:expr; $($name:ident,)*) => {
@@ -487,6 +488,58 @@ pub fn sweeps_remove_exactly_the_expired<H: Harness>(h: &mut H) {
         // A second sweep at the same instant removes nothing more.
         assert_eq!(store.sweep(&customer, &retention, now).expect("sweep").events, 0);
     }
+}
+
+/// Records without a time of their own (objects) are dated when their
+/// batch was received ([`JsonBatch::received`]), never later than the
+/// engine's `now`: a queue's lag does not lengthen their retention, and a
+/// time ahead (a skewed clock, a forged message) does not put it off.
+pub fn timeless_records_are_dated_when_received_never_later_than_now<H: Harness>(h: &mut H) {
+    let retention = RetentionPolicy {
+        events: Ttl::custom(Duration::days(3650)),
+        objects: Ttl::DAYS_7,
+        ..RetentionPolicy::default()
+    };
+    let mut store = h.fresh(retention);
+    let received = fixtures::base_time();
+    let at = |d: Duration| received.checked_add(d).expect("in range");
+    // The writer stores the batches three days after the front-end took them.
+    let now = at(Duration::days(3));
+    let timeless: Vec<Record> = fixtures::records("obj")
+        .into_iter()
+        .filter(|r| privtel_store::parts::record_time(r, Timestamp::UNIX_EPOCH) == Timestamp::UNIX_EPOCH)
+        .collect();
+    assert!(!timeless.is_empty(), "the fixtures hold records without a time of their own");
+    let n = timeless.len() as u64;
+    let sent = |device: &str, received: Timestamp| JsonBatch {
+        batch: batch(acme(), device, 1, timeless.clone()),
+        json: Vec::new(),
+        received: Some(received),
+    };
+    let outcomes = store.ingest_group_json(
+        vec![
+            sent("late", received),
+            sent("ahead", at(Duration::days(400))),
+            JsonBatch {
+                batch: batch(acme(), "unknown", 1, timeless.clone()),
+                json: Vec::new(),
+                received: None,
+            },
+        ],
+        now,
+    );
+    for o in outcomes {
+        assert_eq!(o.expect("stored").stored, n);
+    }
+    // Seven days after reception: the late batch's objects are gone, the
+    // others (dated `now`) are not.
+    let report = store.sweep(&acme(), &retention, at(Duration::days(7) + Duration::SECOND)).expect("sweep");
+    assert_eq!(report.objects, n, "{report:?}");
+    assert_eq!(store.record_count_of(&acme()).expect("count"), 2 * n);
+    // Seven days after `now`: the rest.
+    let report = store.sweep(&acme(), &retention, at(Duration::days(10) + Duration::SECOND)).expect("sweep");
+    assert_eq!(report.objects, 2 * n, "{report:?}");
+    assert_eq!(store.record_count_of(&acme()).expect("count"), 0);
 }
 
 /// A device not seen for the inactivity delay goes with everything it sent.

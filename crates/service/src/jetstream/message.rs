@@ -80,7 +80,7 @@ impl IngestMessage {
     /// The batch with the JSON its records were decoded from, for
     /// [`EngineStore::ingest_group_json`](privtel_store::EngineStore::ingest_group_json).
     pub fn into_json_batch(self) -> JsonBatch {
-        JsonBatch { batch: self.batch, json: self.json }
+        JsonBatch { batch: self.batch, json: self.json, received: Some(self.received) }
     }
 
     /// The JetStream message id: (customer, device, stream, first and last

@@ -30,12 +30,18 @@ pub trait ApplyGroup {
 /// The embedded engine: benchmarking records are folded into their
 /// customer's aggregates (tagged with the message's industry), as the
 /// service's own writer does; records without a time of their own are
-/// dated when the front-end received them.
+/// dated when the front-end received them (never later than the writer's
+/// clock).
 impl ApplyGroup for SqliteEngine {
     fn apply_group(&mut self, messages: Vec<IngestMessage>, now: Timestamp) -> Vec<Outcome> {
         let encoder = self.encoder();
-        let batches =
-            messages.into_iter().map(|m| encoder.encode_folding(m.batch, m.received, &m.industry)).collect();
+        let batches = messages
+            .into_iter()
+            .map(|m| {
+                let received = privtel_store::parts::received_by(Some(m.received), now);
+                encoder.encode_folding(m.batch, received, &m.industry)
+            })
+            .collect();
         self.ingest_encoded(batches, now)
     }
 }
@@ -510,8 +516,8 @@ mod tests {
     use super::*;
 
     /// What one batch handed to the engine held: each record's program
-    /// (None: refused), and each record's JSON.
-    type Given = (Vec<Option<Program>>, Vec<Option<Vec<u8>>>);
+    /// (None: refused), each record's JSON, and when it was received.
+    type Given = (Vec<Option<Program>>, Vec<Option<Vec<u8>>>, Option<Timestamp>);
 
     /// An engine that keeps what `ingest_group_json` was given, then
     /// stores it in a real SQLite engine.
@@ -538,7 +544,7 @@ mod tests {
         ) -> Vec<Result<IngestOutcome>> {
             for b in &batches {
                 let programs = b.batch.records.iter().map(|r| r.as_ref().map(|r| r.program)).collect();
-                self.given.push((programs, b.json.clone()));
+                self.given.push((programs, b.json.clone(), b.received));
             }
             self.inner.ingest_group_json(batches, now)
         }
@@ -613,13 +619,16 @@ mod tests {
             seq: Sequence { stream: 3, first_seq: 1, skipped: 0 },
             records: records.iter().cloned().map(Some).collect(),
         };
-        let now = privtel_testkit::fixtures::base_time();
-        let sent = IngestMessage::new(batch, now, "retail").encode(None).unwrap();
+        let received = privtel_testkit::fixtures::base_time();
+        let sent = IngestMessage::new(batch, received, "retail").encode(None).unwrap();
         let message = IngestMessage::decode(&sent, None).unwrap();
+        // Applied an hour after the front-end took it.
+        let now = received.checked_add(time::Duration::hours(1)).unwrap();
         let outcomes = rows.apply_group(vec![message], now);
         let outcome = outcomes.into_iter().next().unwrap().unwrap();
 
-        let (programs, json) = rows.0.given.pop().unwrap();
+        let (programs, json, when) = rows.0.given.pop().unwrap();
+        assert_eq!(when, Some(received), "dated when the front-end received it, not when applied");
         assert_eq!((programs.len(), json.len()), (n, n), "one entry per record");
         let benchmarking = records.iter().filter(|r| r.program == Program::Benchmarking).count();
         assert!(benchmarking > 0 && benchmarking < n, "the fixtures hold both kinds");
