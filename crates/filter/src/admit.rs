@@ -11,11 +11,18 @@
 
 use std::collections::BTreeMap;
 
-use privtel_model::{Form, Program, Record, RecordBody, TimeUnit, VisitPersonal as _, fields};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use privtel_model::{
+    Form, Generalised, Personal, PersonalMut, Program, Record, RecordBody, TimeBucket, TimeUnit, ValueKind,
+    VisitPersonal as _, fields,
+};
 use serde::Serialize;
 
-use crate::filter::allowed_kinds;
+use crate::filter::{allowed_kinds, duration_bucket};
 use crate::policy::Policy;
+use crate::scrub::{Detector, Scrubber};
 
 /// Why a record is not admissible under a policy. Names programs, kinds and
 /// field paths, never a value.
@@ -53,6 +60,19 @@ pub enum Inadmissible {
         found: Form,
         /// The form the policy gives it (withheld is always allowed too).
         allowed: Form,
+    },
+    /// A personal field in the generalised form, but not as the policy
+    /// generalises it: another kind of value than the field's (free text
+    /// where a domain belongs), finer than the policy keeps it (an IP
+    /// prefix longer than the policy's, a minute where it keeps hours, a
+    /// duration range that is not one of its buckets, a domain under the
+    /// registrable one), or free text that still holds what the policy's
+    /// scrubber replaces. A device that skipped its filter can tag anything
+    /// "generalised": the service checks the value too.
+    #[error("field {field} arrived generalised, but not as the policy generalises it")]
+    Generalised {
+        /// The field's path (`crash_report.message`).
+        field: &'static str,
     },
     /// An event whose own instant is finer than the policy keeps it
     /// ([`Policy::instant_unit`]).
@@ -132,6 +152,8 @@ impl Policy {
             let allowed = self.treatment(field.spec).form();
             if found != allowed && found != Form::Withheld {
                 bad = Some(Inadmissible::FieldForm { field: field.spec.path, found, allowed });
+            } else if found == Form::Generalised && !self.generalises_to(field.spec.kind, &field.value) {
+                bad = Some(Inadmissible::Generalised { field: field.spec.path });
             }
         });
         if let Some(bad) = bad {
@@ -144,6 +166,46 @@ impl Policy {
             return Err(Inadmissible::Instant { kind: e.body.kind_name(), unit });
         }
         Ok(())
+    }
+
+    /// Whether a generalised `value` of a field of `kind` is one the
+    /// filter could have made under this policy: the variant the field's
+    /// kind generalises to, as coarse as the policy says, and a fixed point
+    /// of the generalisation (generalising it again changes nothing).
+    pub(crate) fn generalises_to(&self, kind: ValueKind, value: &PersonalMut<'_>) -> bool {
+        let g = &self.generalise;
+        let prefix_fits = |p: &privtel_model::IpPrefix| {
+            p.len() == if p.addr().is_ipv4() { g.ipv4_prefix } else { g.ipv6_prefix }
+        };
+        let registrable = |d: &privtel_model::Domain| {
+            privtel_domain::Normalizer::shared()
+                .normalize(d.as_str())
+                .ok()
+                .and_then(|n| n.registrable_domain())
+                .is_some_and(|r| r == *d)
+        };
+        match value {
+            PersonalMut::Text(Personal::Generalised(v)) => match (kind, v) {
+                (ValueKind::Url | ValueKind::Host, Generalised::Domain(d))
+                | (ValueKind::Email, Generalised::Domain(d)) => registrable(d),
+                (ValueKind::Url | ValueKind::Host, Generalised::IpPrefix(p)) => prefix_fits(p),
+                (ValueKind::FreeText, Generalised::Text(t)) => {
+                    scrubber(&self.scrub.detectors()).scrub(t).text == *t
+                }
+                _ => false,
+            },
+            PersonalMut::Ip(Personal::Generalised(Generalised::IpPrefix(p))) => prefix_fits(p),
+            PersonalMut::Timestamp(Personal::Generalised(Generalised::Time(b))) => {
+                b.unit() == g.time_unit && TimeBucket::containing(b.start(), g.time_unit) == *b
+            }
+            PersonalMut::Duration(Personal::Generalised(Generalised::Duration(b))) => {
+                duration_bucket(b.lo(), &g.duration_bounds_ms).is_some_and(|mine| mine == *b)
+            }
+            PersonalMut::Geohash(Personal::Generalised(Generalised::Geohash(h))) => {
+                h.as_str().len() <= usize::from(g.geohash_len)
+            }
+            _ => false,
+        }
     }
 
     /// A digest naming the policy's effect: BLAKE3 of a canonical form in
@@ -213,4 +275,12 @@ impl Policy {
 /// What a field may arrive as: its policy form, or withheld.
 fn allowed_forms(allowed: Form) -> String {
     if allowed == Form::Withheld { "only withheld".to_owned() } else { format!("{allowed} or withheld") }
+}
+
+/// The scrubber of a set of detectors, made once per set for the process
+/// (its expressions are compiled once; there are 64 sets at most).
+fn scrubber(detectors: &[Detector]) -> Arc<Scrubber> {
+    static MADE: OnceLock<Mutex<HashMap<Vec<Detector>, Arc<Scrubber>>>> = OnceLock::new();
+    let mut made = MADE.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(made.entry(detectors.to_vec()).or_insert_with(|| Arc::new(Scrubber::new(detectors))))
 }

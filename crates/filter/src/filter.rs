@@ -563,8 +563,12 @@ impl Filter {
         }
         if form != Form::Clear {
             // Already transformed upstream: keep it only if it is exactly
-            // the form asked for; anything else is withheld.
-            if form == plan.treatment.form() {
+            // the form asked for (a generalised value: as this policy
+            // generalises, what the service admits); anything else is
+            // withheld.
+            if form == plan.treatment.form()
+                && (form != Form::Generalised || self.policy.generalises_to(spec.kind, value))
+            {
                 return Some(match form {
                     Form::Pseudonym => Rule::Pseudonymised,
                     _ => Rule::Generalised,
@@ -661,7 +665,7 @@ impl Filter {
 }
 
 /// The bucket of `bounds` (upper bounds in ms) that holds `d`.
-fn duration_bucket(d: Duration, bounds: &[u64]) -> Option<DurationBucket> {
+pub(crate) fn duration_bucket(d: Duration, bounds: &[u64]) -> Option<DurationBucket> {
     if d.is_negative() {
         return None;
     }

@@ -273,3 +273,53 @@ fn old_spellings_still_read_and_are_reported_with_their_line() {
     assert_eq!(serde_json::from_str::<Treatment>("\"drop\"").unwrap(), Treatment::Withhold);
     assert_eq!("drop".parse::<Treatment>().unwrap(), Treatment::Withhold);
 }
+
+/// A value that arrives generalised is kept (by the filter) and admitted
+/// (by the service) only as the policy generalises: the variant of the
+/// field's kind, as coarse as the policy keeps it.
+#[test]
+fn a_generalised_value_passes_only_as_the_policy_generalises() {
+    use privtel_filter::{FilterBuilder, Inadmissible};
+    use privtel_model::{EventBody, Generalised, Personal, RecordBody};
+    let policy = Policy::from_toml("[programs]\npersonalised_usage = true\n").unwrap();
+    let filter = FilterBuilder::new().policy(policy.clone()).build();
+    let web = privtel_testkit::fixtures::records("g")
+        .into_iter()
+        .find(|r| r.body.kind_name() == "web_request")
+        .unwrap();
+    let with_host = |host: Generalised| {
+        let mut r = filter.apply(web.clone(), &mut Default::default()).unwrap().into_record();
+        let RecordBody::Event(e) = &mut r.body else { unreachable!() };
+        let EventBody::WebRequest(w) = &mut e.body else { unreachable!() };
+        w.host = Personal::Generalised(host);
+        r
+    };
+    let host_of = |r: &privtel_model::Record| match &r.body {
+        RecordBody::Event(e) => match &e.body {
+            EventBody::WebRequest(w) => w.host.clone(),
+            _ => unreachable!(),
+        },
+        _ => unreachable!(),
+    };
+    let registrable = Generalised::Domain("example.com".parse().unwrap());
+    let mut ok = with_host(registrable.clone());
+    assert_eq!(policy.admits(&mut ok), Ok(()));
+    let kept = filter.apply(ok, &mut Default::default()).unwrap().into_record();
+    assert_eq!(host_of(&kept), Personal::Generalised(registrable));
+    for fine in [
+        Generalised::Domain("alice.home.dyndns.example.com".parse().unwrap()),
+        Generalised::Text("https://example.com/?who=alice".into()),
+        Generalised::IpPrefix(privtel_model::IpPrefix::new("203.0.113.77".parse().unwrap(), 32).unwrap()),
+    ] {
+        let mut r = with_host(fine);
+        assert_eq!(policy.admits(&mut r), Err(Inadmissible::Generalised { field: "web_request.host" }));
+        // The filter withholds it rather than pass on what the service refuses.
+        let out = filter.apply(r, &mut Default::default()).unwrap().into_record();
+        assert_eq!(host_of(&out), Personal::Withheld);
+    }
+    // A /24 of an address is how this policy generalises a host that is one.
+    let mut net = with_host(Generalised::IpPrefix(
+        privtel_model::IpPrefix::new("203.0.113.0".parse().unwrap(), 24).unwrap(),
+    ));
+    assert_eq!(policy.admits(&mut net), Ok(()));
+}

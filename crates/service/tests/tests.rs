@@ -8,6 +8,7 @@ mod admission;
 mod benchmarks;
 #[cfg(unix)]
 mod console;
+mod generalised;
 mod records_engine;
 mod rotation;
 #[cfg(feature = "tls")]
@@ -550,7 +551,7 @@ fn a_batch_above_the_welcomes_size_is_refused_and_an_empty_one_acknowledges_noth
 }
 
 /// Whether `needle` is anywhere in the engine's files (database and log).
-fn in_engine_files(dir: &Path, needle: &str) -> bool {
+pub(crate) fn in_engine_files(dir: &Path, needle: &str) -> bool {
     ["engine.db", "engine.db-wal"].iter().any(|f| {
         std::fs::read(dir.join(f))
             .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))

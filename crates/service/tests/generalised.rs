@@ -1,0 +1,192 @@
+//! A device that tags a value "generalised" without generalising it: the
+//! service checks the value against how the customer's policy generalises
+//! (the variant of the field's kind, as coarse as the policy keeps it,
+//! free text as the policy's scrubber leaves it), refuses the record with
+//! its code, and nothing of it reaches the engine's files.
+
+use privtel_model::{
+    DurationBucket, EventBody, Generalised, IpPrefix, Personal, Program, Record, RecordBody, TimeBucket,
+    TimeUnit,
+};
+use privtel_service::Settings;
+use privtel_store::EngineStore as _;
+use privtel_wire::RejectCode;
+
+use super::{admissible, batch, connect, hello, in_engine_files, peer, send, service_with};
+
+const CANARY: &str = "canary-7f3a@example.com";
+
+/// The first event of `kind` among `records`, as a record of its own.
+fn event(records: &[Record], kind: &str) -> Record {
+    records
+        .iter()
+        .find(|r| matches!(&r.body, RecordBody::Event(e) if e.body.kind_name() == kind))
+        .unwrap_or_else(|| panic!("no {kind} event"))
+        .clone()
+}
+
+fn event_body(record: &mut Record) -> &mut EventBody {
+    match &mut record.body {
+        RecordBody::Event(e) => &mut e.body,
+        _ => panic!("an event"),
+    }
+}
+
+#[test]
+fn unscrubbed_free_text_tagged_generalised_is_refused_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default policy: crash messages are generalised (scrubbed).
+    let service = service_with(dir.path(), Settings::from_toml("[customers.acme]\n").unwrap());
+    let records = admissible(&service, "acme", "c", Program::AnonymousUsage);
+    let mut crash = event(&records, "crash_report");
+    // What the filter made of it is stored.
+    let scrubbed = crash.clone();
+    let EventBody::CrashReport(c) = event_body(&mut crash) else { unreachable!() };
+    assert!(matches!(c.message, Personal::Generalised(Generalised::Text(_))));
+    c.message = Personal::Generalised(Generalised::Text(format!(
+        "panic at /home/alice.martin/app.rs: mail {CANARY}, card 4111 1111 1111 1111"
+    )));
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let ack = send(&mut conn, batch(&service, "acme", 1, vec![scrubbed, crash]));
+    assert_eq!(ack.accepted_up_to, 2);
+    assert_eq!(ack.rejections.len(), 1, "{:?}", ack.rejections);
+    let r = &ack.rejections[0];
+    assert_eq!((r.seq, r.code, r.retryable), (2, RejectCode::FIELD_FORM, false));
+    assert_eq!(
+        r.reason,
+        "field crash_report.message arrived generalised, but not as the policy generalises it"
+    );
+    assert_eq!(service.engine().record_count().unwrap(), 1);
+    for needle in [CANARY, "alice.martin", "4111 1111"] {
+        assert!(!in_engine_files(dir.path(), needle), "{needle} reached the engine's files");
+    }
+}
+
+#[test]
+fn generalised_values_of_another_kind_or_finer_than_the_policy_are_refused() {
+    const SETTINGS: &str = r#"
+[customers.acme.policy.programs]
+personalised_usage = true
+[customers.acme.policy.fields]
+"device.ip" = "generalise"
+"user.email" = "generalise"
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_with(dir.path(), Settings::from_toml(SETTINGS).unwrap());
+    let anonymous = admissible(&service, "acme", "d", Program::AnonymousUsage);
+    let personal = admissible(&service, "acme", "p", Program::PersonalisedUsage);
+    let device = anonymous.iter().find(|r| matches!(r.body, RecordBody::Device(_))).unwrap().clone();
+    let user = personal.iter().find(|r| matches!(r.body, RecordBody::User(_))).unwrap().clone();
+    let web = event(&personal, "web_request");
+    let execution = event(&personal, "execution");
+    let minute = privtel_testkit::fixtures::base_time().checked_add(time::Duration::minutes(17)).unwrap();
+    let ms = time::Duration::milliseconds;
+
+    type Change = Box<dyn Fn(&mut Record)>;
+    let cases: Vec<(&str, &Record, Change)> = vec![
+        (
+            "device.ip as a /32",
+            &device,
+            Box::new(|r| {
+                let RecordBody::Device(d) = &mut r.body else { unreachable!() };
+                d.ip = Personal::Generalised(Generalised::IpPrefix(
+                    IpPrefix::new("203.0.113.77".parse().unwrap(), 32).unwrap(),
+                ));
+            }),
+        ),
+        (
+            "device.ip as text",
+            &device,
+            Box::new(|r| {
+                let RecordBody::Device(d) = &mut r.body else { unreachable!() };
+                d.ip = Personal::Generalised(Generalised::Text(format!("203.0.113.77 {CANARY}")));
+            }),
+        ),
+        (
+            "user.email as text",
+            &user,
+            Box::new(|r| {
+                let RecordBody::User(u) = &mut r.body else { unreachable!() };
+                u.email = Personal::Generalised(Generalised::Text(CANARY.into()));
+            }),
+        ),
+        (
+            "web_request.host as a url in text",
+            &web,
+            Box::new(|r| {
+                let EventBody::WebRequest(w) = event_body(r) else { unreachable!() };
+                w.host = Personal::Generalised(Generalised::Text(format!(
+                    "https://hr.corp.example/case?who={CANARY}"
+                )));
+            }),
+        ),
+        (
+            "web_request.host as a whole host",
+            &web,
+            Box::new(|r| {
+                let EventBody::WebRequest(w) = event_body(r) else { unreachable!() };
+                w.host = Personal::Generalised(Generalised::Domain(
+                    "alice-martin.home.dyndns.example.com".parse().unwrap(),
+                ));
+            }),
+        ),
+        (
+            "web_request.page_load in a 1 ms bucket",
+            &web,
+            Box::new(move |r| {
+                let EventBody::WebRequest(w) = event_body(r) else { unreachable!() };
+                w.page_load = Personal::Generalised(Generalised::Duration(
+                    DurationBucket::new(ms(843), Some(ms(844))).unwrap(),
+                ));
+            }),
+        ),
+        (
+            "execution.start to the minute",
+            &execution,
+            Box::new(move |r| {
+                let EventBody::Execution(x) = event_body(r) else { unreachable!() };
+                x.start = Personal::Generalised(Generalised::Time(TimeBucket::containing(
+                    minute,
+                    TimeUnit::Minute,
+                )));
+            }),
+        ),
+        (
+            "execution.start as text",
+            &execution,
+            Box::new(|r| {
+                let EventBody::Execution(x) = event_body(r) else { unreachable!() };
+                x.start = Personal::Generalised(Generalised::Text("2026-11-27T04:17:23.512Z".into()));
+            }),
+        ),
+    ];
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let mut seq = 1;
+    for (label, admissible, change) in &cases {
+        // As the filter made it, the record is stored; changed, refused.
+        let mut changed = (*admissible).clone();
+        change(&mut changed);
+        assert_ne!(&changed, *admissible, "{label}: the case changes the record");
+        let ack = send(&mut conn, batch(&service, "acme", seq, vec![(*admissible).clone(), changed]));
+        seq += 2;
+        assert_eq!(ack.rejections.len(), 1, "{label}: {:?}", ack.rejections);
+        let r = &ack.rejections[0];
+        assert_eq!((r.seq, r.code), (seq - 1, RejectCode::FIELD_FORM), "{label}: {}", r.reason);
+        assert!(
+            r.reason.ends_with("arrived generalised, but not as the policy generalises it"),
+            "{label}: {}",
+            r.reason
+        );
+        assert!(!r.reason.contains("canary") && !r.reason.contains("alice"), "{label}: {}", r.reason);
+    }
+    // Each object as often as sent; an event once (sent again, the same
+    // event is a duplicate): the two events and three objects sent.
+    let objects = cases.iter().filter(|(_, r, _)| !matches!(r.body, RecordBody::Event(_))).count();
+    assert_eq!(objects, 3);
+    assert_eq!(service.engine().record_count().unwrap(), objects as u64 + 2);
+    for needle in [CANARY, "alice-martin", "203.0.113.77"] {
+        assert!(!in_engine_files(dir.path(), needle), "{needle} reached the engine's files");
+    }
+}
