@@ -1412,7 +1412,16 @@ impl Run {
 fn run(name: String, agent: Agent, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, config: WorkerConfig) {
     let mut next_upload = after(config.first_upload_after);
     let mut failures = 0u32;
-    let mut w = Run { name, agent, queued, config, batch: Vec::new(), unspoolable: 0, last_error: None, deferred: None };
+    let mut w = Run {
+        name,
+        agent,
+        queued,
+        config,
+        batch: Vec::new(),
+        unspoolable: 0,
+        last_error: None,
+        deferred: None,
+    };
     loop {
         let first = match rx.recv_timeout(next_upload.saturating_duration_since(Instant::now())) {
             Ok(m) => Some(m),

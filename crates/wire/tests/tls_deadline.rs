@@ -9,8 +9,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use privtel_wire::tls::{self, rustls};
 use privtel_model::{Digest, ThreatLevel};
+use privtel_wire::tls::{self, rustls};
 use privtel_wire::{
     BinaryEntry, Bucket, Connection, DEADLINE_TICK, DeadlineKind, EnrichAnswer, Error, Goodbye, HashPrefix,
     Message,
