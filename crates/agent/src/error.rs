@@ -35,6 +35,17 @@ pub enum AgentError {
         /// Whether the service says a retry may help.
         retryable: bool,
     },
+    /// The service deferred a batch (a rate limit, a store that cannot
+    /// take it now): the device comes back no sooner than `retry_after`
+    /// (the protocol's `retry_after_ms`, or the welcome's initial backoff
+    /// when the ack names none). Everything not acknowledged stays spooled.
+    #[error("the service deferred a batch for at least {} ms: {reason}", retry_after.as_millis())]
+    Deferred {
+        /// How long the service asks the device to wait.
+        retry_after: std::time::Duration,
+        /// Why (the service's words).
+        reason: String,
+    },
     /// Delivery gave up after its budget of attempts; everything not
     /// acknowledged stays spooled.
     #[error("gave up after {attempts} attempts ({last}); {waiting} records stay spooled")]
@@ -114,6 +125,7 @@ impl AgentError {
         match self {
             Self::Wire(e) => !matches!(e, privtel_wire::Error::UnsupportedVersion { .. }),
             Self::Refused { retryable, .. } => *retryable,
+            Self::Deferred { .. } => true,
             _ => false,
         }
     }

@@ -1285,6 +1285,9 @@ struct Run {
     /// Records the spool can never take (too large to encode), dropped.
     unspoolable: u64,
     last_error: Option<String>,
+    /// What the service asked for when it deferred the upload of the last
+    /// flush: the worker's next upload waits at least that long.
+    deferred: Option<Duration>,
 }
 
 impl Run {
@@ -1386,7 +1389,10 @@ impl Run {
                 self.spool_batch();
                 let (sent, error) = match self.upload() {
                     Ok(sent) => (sent, self.last_error.take()),
-                    Err(e) => (0, Some(e)),
+                    Err(e) => {
+                        self.deferred = deferral(&e);
+                        (0, Some(e.to_string()))
+                    }
                 };
                 let pending = self.agent.outbox().len(None).ok();
                 let _ = reply.send(EndpointFlush { name: self.name.clone(), sent, pending, error });
@@ -1396,9 +1402,9 @@ impl Run {
     }
 
     /// On-device retention, then one upload of everything waiting.
-    fn upload(&mut self) -> Result<u64, String> {
+    fn upload(&mut self) -> Result<u64, AgentError> {
         let now = (self.config.clock)();
-        self.agent.maintain(now).map_err(|e| e.to_string())?;
+        self.agent.maintain(now)?;
         upload(&mut self.agent, &self.config)
     }
 }
@@ -1406,7 +1412,16 @@ impl Run {
 fn run(name: String, agent: Agent, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, config: WorkerConfig) {
     let mut next_upload = after(config.first_upload_after);
     let mut failures = 0u32;
-    let mut w = Run { name, agent, queued, config, batch: Vec::new(), unspoolable: 0, last_error: None };
+    let mut w = Run {
+        name,
+        agent,
+        queued,
+        config,
+        batch: Vec::new(),
+        unspoolable: 0,
+        last_error: None,
+        deferred: None,
+    };
     loop {
         let first = match rx.recv_timeout(next_upload.saturating_duration_since(Instant::now())) {
             Ok(m) => Some(m),
@@ -1451,7 +1466,13 @@ fn run(name: String, agent: Agent, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, 
             }
             Some(m @ Msg::Flush(_)) => {
                 w.control(m);
-                next_upload = after(w.config.upload_every);
+                // A deferral the flush met is honoured as any other (the
+                // service's wait, within the retry policy's longest).
+                let wait = match w.deferred.take() {
+                    Some(asked) => w.config.retry.wait(1, Some(asked)).max(w.config.upload_every),
+                    None => w.config.upload_every,
+                };
+                next_upload = after(wait);
                 failures = 0;
                 continue;
             }
@@ -1464,9 +1485,12 @@ fn run(name: String, agent: Agent, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, 
                     next_upload = after(w.config.upload_every);
                 }
                 Err(e) => {
+                    // Backoff, and never sooner than a deferral asks (the
+                    // service's `retry_after`, within the retry policy's
+                    // longest wait), as `Agent::deliver` does.
                     failures = failures.saturating_add(1);
-                    w.last_error = Some(e);
-                    next_upload = after(w.config.retry.wait(failures, None));
+                    next_upload = after(w.config.retry.wait(failures, deferral(&e)));
+                    w.last_error = Some(e.to_string());
                 }
             }
         }
@@ -1474,17 +1498,30 @@ fn run(name: String, agent: Agent, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, 
 }
 
 /// One upload of everything waiting; returns the records acknowledged, or
-/// why it failed (nothing unacknowledged is lost).
-fn upload(agent: &mut Agent, config: &WorkerConfig) -> Result<u64, String> {
-    if agent.outbox().is_empty().map_err(|e| e.to_string())? {
+/// why it failed (nothing unacknowledged is lost):
+/// [`AgentError::Deferred`] with the service's wait when it deferred a
+/// batch.
+fn upload(agent: &mut Agent, config: &WorkerConfig) -> Result<u64, AgentError> {
+    if agent.outbox().is_empty()? {
         return Ok(0);
     }
-    let mut conn = config.connector.connect().map_err(|e| e.to_string())?;
+    let mut conn = config.connector.connect()?;
     let now = (config.clock)();
-    let report = agent.upload(&mut conn, config.policy_version, now).map_err(|e| e.to_string())?;
+    let report = agent.upload(&mut conn, config.policy_version, now)?;
     let _ = agent.goodbye(&mut conn, now);
-    match report.deferred_because {
-        Some(why) => Err(format!("deferred by the service: {why}")),
+    match report.retry_after {
+        Some(retry_after) => Err(AgentError::Deferred {
+            retry_after,
+            reason: report.deferred_because.unwrap_or_else(|| "no reason given".to_owned()),
+        }),
         None => Ok(report.sent_total()),
+    }
+}
+
+/// The wait a deferral asks for, if `e` is one.
+fn deferral(e: &AgentError) -> Option<Duration> {
+    match e {
+        AgentError::Deferred { retry_after, .. } => Some(*retry_after),
+        _ => None,
     }
 }

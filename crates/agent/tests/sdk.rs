@@ -672,3 +672,102 @@ fn a_policy_that_breaks_its_licence_does_not_build() {
         .build()
         .unwrap();
 }
+
+/// A fake service on a pipe that defers every batch with a rate limit and
+/// `retry_after_ms` of `retry_after` (as the real one does for code 2);
+/// counts the connections it gets in `conns`.
+fn deferring(conns: Arc<std::sync::atomic::AtomicU32>, retry_after: Duration) -> Connector {
+    use privtel_wire::{Ack, Message, RejectCode, Rejection, Welcome};
+    Connector::new(move || {
+        conns.fetch_add(1, Ordering::SeqCst);
+        let (client, server) = pipe();
+        std::thread::spawn(move || {
+            let mut conn = Connection::new(server);
+            if conn.server_handshake(|_, v| Welcome::new(v, 0)).is_err() {
+                return;
+            }
+            while let Ok(msg) = conn.recv() {
+                if let Message::Batch(b) = msg {
+                    let ack = Ack {
+                        batch_id: b.batch_id,
+                        accepted_up_to: b.first_seq - 1,
+                        rejections: vec![Rejection {
+                            seq: b.first_seq,
+                            code: RejectCode::RATE_LIMITED,
+                            reason: "rate limited".into(),
+                            retryable: true,
+                        }],
+                        retry_after_ms: Some(retry_after.as_millis() as u64),
+                    };
+                    if conn.send(&Message::Ack(ack)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let stream: Box<dyn Stream> = Box::new(client);
+        Ok(Connection::new(stream))
+    })
+}
+
+/// The protocol: a device waits at least a deferral's `retry_after` before
+/// it comes back (the worker's backoff alone would be back within a second).
+#[test]
+fn the_worker_waits_what_a_deferral_asks_before_coming_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let conns = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let sdk = builder(dir.path(), POLICY)
+        .endpoint("a", deferring(Arc::clone(&conns), Duration::from_secs(60)))
+        .first_upload_after(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    sdk.feature_used("export");
+    std::thread::sleep(Duration::from_secs(3));
+    let n = conns.load(Ordering::SeqCst);
+    drop(sdk);
+    assert_eq!(n, 1, "the worker connected {n} times within 3 s of a 60 s retry_after");
+}
+
+/// A deferral's wait is bounded by the retry policy's longest wait, as in
+/// `Agent::deliver`: a service asking for an hour does not silence a device
+/// whose policy says a few hundred milliseconds at most.
+#[test]
+fn a_deferral_waits_no_longer_than_the_retry_policys_longest_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let conns = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut retry = privtel_agent::RetryBudget::forever();
+    retry.max = Duration::from_millis(300);
+    let sdk = builder(dir.path(), POLICY)
+        .endpoint("a", deferring(Arc::clone(&conns), Duration::from_secs(3600)))
+        .first_upload_after(Duration::from_millis(50))
+        .retry(retry)
+        .build()
+        .unwrap();
+    sdk.feature_used("export");
+    std::thread::sleep(Duration::from_secs(2));
+    let n = conns.load(Ordering::SeqCst);
+    drop(sdk);
+    assert!(n >= 3, "the worker connected {n} times within 2 s with waits of at most 300 ms");
+}
+
+/// A flush that meets a deferral answers with the typed deferral, and the
+/// worker's next upload waits what it asked, however soon uploads are due.
+#[test]
+fn a_flush_that_meets_a_deferral_reports_it_and_the_worker_waits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let conns = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let sdk = builder(dir.path(), POLICY)
+        .endpoint("a", deferring(Arc::clone(&conns), Duration::from_secs(60)))
+        .upload_every(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    sdk.feature_used("export");
+    let report = sdk.flush(FLUSH).unwrap();
+    let error = report.endpoints[0].error.clone().unwrap();
+    assert_eq!(error, "the service deferred a batch for at least 60000 ms: rate limited");
+    assert_eq!(report.pending("a"), Some(1));
+    std::thread::sleep(Duration::from_secs(1));
+    let n = conns.load(Ordering::SeqCst);
+    drop(sdk);
+    assert_eq!(n, 1, "the worker connected {n} times within 1 s of a 60 s retry_after");
+}

@@ -74,8 +74,11 @@ impl<S> Connection<S> {
     /// `WouldBlock` or `TimedOut` then only means "check the clocks and try
     /// again". A [`tls`](crate::tls) stream also checks them before each
     /// socket read inside a TLS record, so a peer that drips a record one
-    /// byte per tick cannot hold a connection past its deadline either.
-    /// Without a timeout on the socket, a silent peer blocks a read forever.
+    /// byte per tick cannot hold a connection past its deadline either, and
+    /// it bounds each socket read and write by the time left before the
+    /// deadline itself (no socket timeout needed). Over another stream,
+    /// without a timeout on the socket, a silent peer blocks a read forever
+    /// and a peer that stops reading blocks a write forever.
     ///
     /// A frame of the largest size must be able to arrive within `frame`
     /// over the slowest link to be served: 16 MiB in 60 s needs 280 KiB/s.

@@ -15,7 +15,11 @@
 //! peer dripping a byte per tick would keep it there for an hour. So the
 //! socket under these streams is a [`Socket`], which checks the deadline of
 //! the connection reading on this thread before each socket read and write
-//! and fails with `TimedOut` once it has passed.
+//! and fails with `TimedOut` once it has passed. It also sets the socket's
+//! read or write timeout to the time left before that deadline before each
+//! socket read or write, so a peer that goes silent, or stops reading while
+//! this side writes (a full send buffer), cannot hold one blocking socket
+//! call past the deadline either, whatever timeouts the socket was given.
 
 use std::io::{self, Read, Write};
 #[cfg(feature = "certs")]
@@ -50,9 +54,13 @@ pub type ServerStream = StreamOwned<ServerConnection, Socket>;
 /// longer (its read timeout is set to the time left before each read), so
 /// a connection that stays silent costs no wake-up until its idle
 /// deadline: 10,000 idle connections do not wake 4 times a second each, as
-/// they would with a fixed [`DEADLINE_TICK`]. Without
-/// a deadline in force, the socket's own read timeout (as it was when
-/// wrapped) applies.
+/// they would with a fixed [`DEADLINE_TICK`]. A write under a deadline is
+/// bounded the same way (its write timeout is set to the time left before
+/// each write), so a peer that stops reading while a large frame is sent
+/// holds the writer until the deadline and no longer; the write then fails
+/// with `WouldBlock` or `TimedOut`, which a [`Connection`](crate::Connection)
+/// reports as its [`Error::Deadline`]. Without a deadline in force, the
+/// socket's own read and write timeouts (as they were when wrapped) apply.
 #[derive(Debug)]
 pub struct Socket {
     tcp: TcpStream,
@@ -60,13 +68,18 @@ pub struct Socket {
     own: Option<Duration>,
     /// Whether the read timeout is now one fitted to a deadline.
     fitted: bool,
+    /// The write timeout the socket had when wrapped.
+    own_write: Option<Duration>,
+    /// Whether the write timeout is now one fitted to a deadline.
+    fitted_write: bool,
 }
 
 impl Socket {
     /// Wraps a TCP stream.
     pub fn new(tcp: TcpStream) -> Self {
         let own = tcp.read_timeout().ok().flatten();
-        Self { tcp, own, fitted: false }
+        let own_write = tcp.write_timeout().ok().flatten();
+        Self { tcp, own, fitted: false, own_write, fitted_write: false }
     }
 
     /// The TCP stream (to set timeouts, read addresses).
@@ -91,21 +104,43 @@ impl Socket {
     /// fitted once would let a peer dripping a byte just before it stretch
     /// the deadline); without one, gives the socket its own timeout back.
     fn fit_read_timeout(&mut self) -> io::Result<()> {
-        match current_deadline().and_then(|c| c.at) {
-            Some(at) => {
-                // At least a millisecond: a zero timeout is refused by the OS.
-                let left = at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-                self.tcp.set_read_timeout(Some(left))?;
-                self.fitted = true;
-            }
-            None if self.fitted => {
-                self.tcp.set_read_timeout(self.own)?;
-                self.fitted = false;
-            }
-            None => {}
-        }
-        Ok(())
+        let Self { tcp, own, fitted, .. } = self;
+        fit(fitted, *own, |t| tcp.set_read_timeout(t))
     }
+
+    /// As [`fit_read_timeout`](Self::fit_read_timeout), for writes: a peer
+    /// that stops reading fills the socket's send buffer, and a write then
+    /// waits on the socket until the deadline and no longer (it fails with
+    /// `WouldBlock` or `TimedOut`, which the connection turns into its
+    /// deadline error).
+    fn fit_write_timeout(&mut self) -> io::Result<()> {
+        let Self { tcp, own_write, fitted_write, .. } = self;
+        fit(fitted_write, *own_write, |t| tcp.set_write_timeout(t))
+    }
+}
+
+/// Sets one timeout of a socket (with `set`) to the time left before the
+/// deadline in force on this thread, or back to `own` (the socket's own)
+/// when none is in force; `fitted` says whether it is now a fitted one.
+fn fit(
+    fitted: &mut bool,
+    own: Option<Duration>,
+    set: impl FnOnce(Option<Duration>) -> io::Result<()>,
+) -> io::Result<()> {
+    match current_deadline().and_then(|c| c.at) {
+        Some(at) => {
+            // At least a millisecond: a zero timeout is refused by the OS.
+            let left = at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            set(Some(left))?;
+            *fitted = true;
+        }
+        None if *fitted => {
+            set(own)?;
+            *fitted = false;
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 impl From<TcpStream> for Socket {
@@ -129,11 +164,13 @@ impl Read for Socket {
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.check()?;
+        self.fit_write_timeout()?;
         self.tcp.write(buf)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         self.check()?;
+        self.fit_write_timeout()?;
         self.tcp.write_vectored(bufs)
     }
 
@@ -263,7 +300,9 @@ pub fn connect(
 
 /// [`connect`], with the TCP connection and the TLS handshake completed
 /// within `deadline` (see [`accept_within`]). The socket's timeouts are
-/// left as they were (none): set them for the connection's own deadlines.
+/// left as they were (none); a [`Connection`](crate::Connection) with
+/// deadlines needs none: the [`Socket`] fits its read and write timeouts to
+/// the connection's deadlines before each socket read and write.
 ///
 /// # Errors
 ///
@@ -303,7 +342,12 @@ pub fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> Result<ServerStream>
 /// `deadline`, however the client drips its bytes: the socket reads and
 /// writes with a short timeout ([`DEADLINE_TICK`]) during the handshake,
 /// and the deadline is checked between socket reads. The socket's read and
-/// write timeouts are then put back as they were.
+/// write timeouts are then put back as they were. A
+/// [`Connection`](crate::Connection) with deadlines over the stream keeps
+/// them with or without those timeouts (the [`Socket`] fits them to the
+/// time left before each socket read and write): a client that stops
+/// reading while a large answer is sent holds the sending thread until the
+/// frame deadline and no longer.
 ///
 /// ```no_run
 /// use std::time::Duration;

@@ -1,14 +1,20 @@
 //! Deadlines over TLS: the handshake within a deadline however the client
 //! drips it, and a TLS record dripped faster than the socket's tick cut off
-//! at the connection's deadline, not when the record is complete.
+//! at the connection's deadline, not when the record is complete; and a
+//! peer that stops reading while the other side sends a large frame cut
+//! off at the frame deadline, in both directions.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use privtel_model::{Digest, ThreatLevel};
 use privtel_wire::tls::{self, rustls};
-use privtel_wire::{Connection, DEADLINE_TICK, DeadlineKind, Error, Goodbye, Message};
+use privtel_wire::{
+    BinaryEntry, Bucket, Connection, DEADLINE_TICK, DeadlineKind, EnrichAnswer, Error, Goodbye, HashPrefix,
+    Message,
+};
 
 struct Setup {
     listener: TcpListener,
@@ -185,4 +191,106 @@ fn a_handshake_that_fails_is_a_tls_error_not_a_deadline() {
         matches!(&err, Error::Tls(m) if m.contains("certificate") || m.contains("UnknownIssuer")),
         "{err}"
     );
+}
+
+/// A private enrichment answer of about `mib` MiB: one bucket of entries
+/// (the service's answers can be megabytes).
+fn large_answer(mib: usize) -> Message {
+    let entries = (0..(mib << 20) / 36)
+        .map(|i: usize| BinaryEntry {
+            sha256: {
+                let mut bytes = [0; 32];
+                bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                Digest::from_bytes(bytes)
+            },
+            threat: ThreatLevel::None,
+            category: None,
+        })
+        .collect();
+    Message::EnrichAnswer(EnrichAnswer::Private {
+        query_id: 1,
+        binaries: vec![Bucket { prefix: HashPrefix(vec![0xe3, 0xb0]), entries }],
+        domains: Vec::new(),
+    })
+}
+
+/// Runs `send` (which returns what its `Connection::send` gave) on a thread
+/// and waits for it at most 30 s, so a send that blocks for good fails the
+/// test instead of hanging the suite; returns the result and the time the
+/// send took.
+fn send_guarded(
+    send: impl FnOnce() -> (privtel_wire::Result<()>, Duration) + Send + 'static,
+) -> (privtel_wire::Result<()>, Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(send());
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the send is still blocked 30 s later: the frame deadline was not kept")
+}
+
+#[test]
+fn an_agent_sending_to_a_tls_service_that_stopped_reading_meets_the_frame_deadline() {
+    let s = setup();
+    let addr = s.listener.local_addr().unwrap();
+    // The service completes the handshake, then never reads again and keeps
+    // the connection open until the test ends.
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (tcp, _) = s.listener.accept().unwrap();
+        let _stream = tls::accept_within(tcp, s.server, Duration::from_secs(10)).unwrap();
+        let _ = held.recv();
+    });
+    let client = s.client;
+    let frame = Duration::from_secs(1);
+    let (result, took) = send_guarded(move || {
+        // As the agent's TLS connector does: no timeout on the socket.
+        let stream = tls::connect_within(addr, "127.0.0.1", client, Duration::from_secs(10)).unwrap();
+        assert_eq!(stream.sock.get_ref().write_timeout().unwrap(), None);
+        let mut conn = Connection::new(stream).with_deadlines(Duration::from_secs(10), frame);
+        // Near the frame limit: far more than the socket buffers hold.
+        let big = goodbye(&"z".repeat(15 << 20));
+        let start = Instant::now();
+        (conn.send(&big), start.elapsed())
+    });
+    drop(hold);
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::Deadline { which: DeadlineKind::Frame, limit } if limit == frame), "{err}");
+    assert!(took >= frame && took < frame + Duration::from_millis(500), "took {took:?}");
+}
+
+#[test]
+fn a_tls_service_answering_a_client_that_stopped_reading_meets_the_frame_deadline() {
+    let s = setup();
+    let addr = s.listener.local_addr().unwrap();
+    // The client sends its query, then never reads again and keeps the
+    // connection open until the test ends.
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    let client = s.client;
+    std::thread::spawn(move || {
+        let stream = tls::connect_within(addr, "127.0.0.1", client, Duration::from_secs(10)).unwrap();
+        let mut conn = Connection::new(stream);
+        conn.send(&goodbye("query")).unwrap();
+        let _ = held.recv();
+    });
+    let answer = large_answer(14);
+    let mut bytes = Vec::new();
+    Connection::new(&mut bytes).send(&answer).unwrap();
+    assert!(bytes.len() > 12 << 20, "an answer of {} bytes", bytes.len());
+    let frame = Duration::from_secs(1);
+    let (result, took) = send_guarded(move || {
+        // The service's accept, without a tick on the socket.
+        let (tcp, _) = s.listener.accept().unwrap();
+        let stream = tls::accept_within(tcp, s.server, Duration::from_secs(10)).unwrap();
+        assert_eq!(stream.sock.get_ref().write_timeout().unwrap(), None);
+        let mut conn = Connection::new(stream).with_deadlines(Duration::from_secs(10), frame);
+        assert_eq!(conn.recv().unwrap(), goodbye("query"));
+        let start = Instant::now();
+        (conn.send(&answer), start.elapsed())
+    });
+    drop(hold);
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::Deadline { which: DeadlineKind::Frame, limit } if limit == frame), "{err}");
+    assert!(took >= frame && took < frame + Duration::from_millis(500), "took {took:?}");
+    assert_eq!(err.to_string(), "frame deadline of 1 s passed: expected the whole frame within it");
 }
