@@ -4,5 +4,6 @@ mod collectors;
 mod enhance;
 mod inprocess;
 mod pure;
+mod review_b;
 mod sdk;
 mod seams;
