@@ -4,6 +4,5 @@ mod collectors;
 mod enhance;
 mod inprocess;
 mod pure;
-mod review_b;
 mod sdk;
 mod seams;
