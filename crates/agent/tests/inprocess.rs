@@ -483,10 +483,10 @@ fn a_high_water_mark_above_what_was_sent_deletes_nothing() {
     // send them under numbers the service already holds (taken for
     // duplicates): it moved to a new stream and the service stored them.
     let report = report.unwrap();
+    assert_eq!(events(&service), 31, "the 30 records stored, not acknowledged as duplicates");
     assert!(report.new_stream);
     assert_eq!(report.sent_total(), 30);
     assert!(agent.outbox().is_empty().unwrap());
-    assert_eq!(events(&service), 31, "the 30 records stored, not acknowledged as duplicates");
     let new = agent.outbox().spool().stream_id();
     assert_ne!(new, stream);
     assert_eq!(service.engine().high_water(&customer, &device, new).unwrap(), 30);
@@ -523,13 +523,13 @@ fn a_spool_restored_from_an_older_copy_moves_to_a_new_stream_and_loses_nothing()
     agent.collect(feature_events(1_000..1_020), now()).unwrap();
     let (report, waits) = deliver(&mut agent, &service, RetryBudget::attempts(1));
     let report = report.unwrap();
+    // The twenty new events are stored; the ten sent again are not stored
+    // twice (the engine keeps an event once per device, whatever its stream).
+    assert_eq!(events(&service), 50);
     assert!(waits.is_empty(), "sent under the new stream in the same delivery, at once");
     assert!(report.new_stream);
     assert_eq!(report.sent_total(), 30, "the ten old events sent again, the twenty new ones");
     assert!(agent.outbox().is_empty().unwrap());
-    // The twenty new events are stored; the ten sent again are not stored
-    // twice (the engine keeps an event once per device, whatever its stream).
-    assert_eq!(events(&service), 50);
     let new = agent.outbox().spool().stream_id();
     assert_ne!(new, stream);
     let counters = agent.outbox().counters().unwrap();
