@@ -776,3 +776,26 @@ impl Agent {
 pub fn key_path(spool: impl AsRef<Path>, name: &str) -> std::path::PathBuf {
     spool.as_ref().with_extension(format!("{name}.key"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_encodes_to_its_records_measured_lengths_plus_at_most_the_overhead() {
+        let records = privtel_testkit::fixtures::records("len");
+        let measured: u64 = records.iter().map(wire_len).sum();
+        let batch = Batch {
+            program: Program::AnonymousUsage,
+            batch_id: BatchId::from_u128(u128::MAX),
+            first_seq: u64::MAX,
+            records,
+            skipped: u64::MAX,
+            policy_hash: [0xff; 32],
+        };
+        let encoded = Message::Batch(batch).encode_payload().unwrap().len() as u64;
+        assert!(encoded >= measured && encoded <= measured + BATCH_OVERHEAD, "{encoded} {measured}");
+        assert!(records_budget(privtel_wire::DEFAULT_MAX_PAYLOAD) + BATCH_OVERHEAD < 16 << 20);
+        assert_eq!(records_budget(0), 0);
+    }
+}
