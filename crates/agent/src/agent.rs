@@ -501,6 +501,8 @@ impl Agent {
                     Some(Run::Batch(program, run)) => (program, run),
                     _ => break,
                 },
+                // A run this version does not know: nothing sent.
+                _ => break,
             };
             let first_seq = run[0].seq;
             let last_seq = run[run.len() - 1].seq;

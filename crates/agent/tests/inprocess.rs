@@ -720,12 +720,12 @@ fn records_removed_unsent_are_declared_skipped_and_the_rest_is_stored() {
     agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     let anonymous: Vec<_> = privtel_testkit::fixtures::records("skip")
         .into_iter()
-        .filter(|r| r.program == privtel_model::Program::AnonymousUsage)
+        .filter(|r| r.program == Program::AnonymousUsage)
         .collect();
     let kept = agent.collect(anonymous, now()).unwrap().records;
     assert!(kept > 0);
     // The web requests are purged unsent (consent withdrawn on the device).
-    assert_eq!(agent.outbox().purge_program(privtel_model::Program::PersonalisedUsage).unwrap(), 30);
+    assert_eq!(agent.outbox().purge_program(Program::PersonalisedUsage).unwrap(), 30);
     let (report, _) = deliver(&mut agent, &service, RetryBudget::attempts(1));
     assert_eq!(report.unwrap().sent_total(), kept as u64, "not refused as a gap");
     assert!(agent.outbox().is_empty().unwrap());

@@ -311,6 +311,7 @@ pub struct SpoolCounters {
 
 /// What [`Spool::next_run_within`] found at the head of the spool.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Run {
     /// Records of one program with consecutive sequence numbers, within
     /// the count and byte bounds asked (at least one record).
