@@ -224,6 +224,20 @@ fn cycle(args: &Args, agent: &mut Agent, policy_version: u32) -> anyhow::Result<
     if delivery.report.refused > 0 {
         println!("refused {} records (removed)", delivery.report.refused);
     }
+    if delivery.report.switched_off > 0 {
+        println!(
+            "removed {} records of programs the policy switches off (not sent)",
+            delivery.report.switched_off
+        );
+    }
+    if delivery.report.too_large > 0 {
+        println!("removed {} records too large to send (not sent)", delivery.report.too_large);
+    }
+    if delivery.report.new_stream {
+        println!(
+            "the spool was behind the service's mark (restored from an older copy): moved to a new stream"
+        );
+    }
     agent.goodbye(&mut delivery.conn, now())?;
     // Enrichment (Enhance), on a session of its own that names no device:
     // binaries by digests, size and format, sites by registrable name,

@@ -9,7 +9,7 @@ use privtel_model::{
     BatchId, BinarySighting, BinaryVerdict, CustomerId, DeviceId, Digest, Domain, DomainSighting,
     DomainVerdict, Event, EventBody, Generalised, Personal, Program, Record, RecordBody, Timestamp,
 };
-use privtel_store::{AtRestKey, MarkChange, Spool, SpoolOptions};
+use privtel_store::{AtRestKey, MarkChange, Run, Spool, SpoolOptions};
 use privtel_wire::{Batch, Connection, EnrichAnswer, Hello, Message};
 
 use crate::audit::AuditLog;
@@ -23,6 +23,29 @@ use crate::weblog::{Chunk, SourceReport, WebLog, follow};
 /// The most records the agent puts in one batch, whatever the service asks
 /// (10,000: the service's default; a few MB of memory).
 pub const MAX_BATCH_RECORDS: u32 = 10_000;
+
+/// Bytes of a batch's payload besides its records' own encodings (the
+/// program, batch id, first sequence number, skipped count, policy digest
+/// and the records' count: under 100), with room to spare.
+const BATCH_OVERHEAD: u64 = 1024;
+
+/// The bytes a batch's records may take on the wire when the frame's
+/// payload may be `max_payload` bytes: less the batch's own fields, and
+/// less what LZ4 may add to incompressible bytes (1/255 of them, plus a
+/// few) should the connection compress.
+fn records_budget(max_payload: u32) -> u64 {
+    let max = u64::from(max_payload);
+    max.saturating_sub(max / 128).saturating_sub(BATCH_OVERHEAD)
+}
+
+/// The bytes `record` takes in a batch on the wire: its encoding in the
+/// wire's payload codec (bincode 2, standard configuration, as
+/// `privtel_wire::Message::encode_payload`), counted, not kept. A record
+/// that does not encode counts as larger than any frame.
+fn wire_len(record: &Record) -> u64 {
+    bincode::serde::encode_into_std_write(record, &mut std::io::sink(), bincode::config::standard())
+        .map_or(u64::MAX, |n| n as u64)
+}
 
 /// What one collection spooled.
 #[derive(Debug, Default)]
@@ -118,6 +141,17 @@ pub struct UploadReport {
     pub retry_after: Option<std::time::Duration>,
     /// Why it deferred (the service's words).
     pub deferred_because: Option<String>,
+    /// Records removed unsent because the policy in force switches their
+    /// program off (declared skipped to the service, never sent).
+    pub switched_off: u64,
+    /// Records removed unsent because one alone is larger than any batch
+    /// the wire can carry (declared skipped to the service, never sent).
+    pub too_large: u64,
+    /// Set when the spool moved to a new stream: the service held more of
+    /// its stream than it ever sent (a spool restored from an older copy),
+    /// so its records were renumbered under a new stream id, to be sent on
+    /// a new connection (the hello named the old stream).
+    pub new_stream: bool,
 }
 
 impl UploadReport {
@@ -134,6 +168,9 @@ impl UploadReport {
         self.refused += other.refused;
         self.retry_after = other.retry_after;
         self.deferred_because = other.deferred_because;
+        self.switched_off += other.switched_off;
+        self.too_large += other.too_large;
+        self.new_stream |= other.new_stream;
     }
 }
 
@@ -376,6 +413,20 @@ impl Agent {
     /// report then says how long to wait); records the service refuses for
     /// good are removed and counted.
     ///
+    /// Before anything is sent, records of programs the policy in force
+    /// switches off are removed (counted, declared skipped). A batch holds
+    /// at most the welcome's `max_batch_records` (and
+    /// [`MAX_BATCH_RECORDS`]) and fits the welcome's `max_payload`; a
+    /// record alone larger than the wire's frame limit is removed unsent
+    /// (counted, declared skipped). When the welcome's high-water mark is
+    /// above anything this spool ever sent, the spool's numbering is behind
+    /// the service's (a spool restored from an older copy): nothing is
+    /// deleted on that mark; the spool moves to a new stream
+    /// ([`privtel_store::Spool::new_stream`]) and the upload ends with
+    /// [`UploadReport::new_stream`] set and `retry_after` zero, to be
+    /// started again on a new connection ([`Agent::deliver`] does so at
+    /// once).
+    ///
     /// # Errors
     ///
     /// A wire, spool or protocol error, or [`AgentError::Refused`] when the
@@ -386,6 +437,11 @@ impl Agent {
         policy_version: u32,
         now: Timestamp,
     ) -> Result<UploadReport, AgentError> {
+        let mut report = UploadReport::default();
+        // A program switched off: nothing of it leaves the device any more,
+        // whenever it was spooled.
+        let off: Vec<Program> = Program::ALL.iter().copied().filter(|p| !self.filter.enabled(*p)).collect();
+        report.switched_off = self.outbox.purge_switched_off(&off)?;
         let consent = Program::ALL.iter().map(|p| (*p, self.filter.enabled(*p))).collect();
         let hello = Hello::new(
             env!("CARGO_PKG_VERSION"),
@@ -398,25 +454,56 @@ impl Agent {
         let policy_hash = self.filter.policy().digest();
         self.audit(&Message::Hello(hello.clone()), now)?;
         let welcome = conn.client_handshake(&hello)?;
+        let sent_up_to = self.outbox.sent_up_to()?;
+        if welcome.high_water > sent_up_to {
+            // The service holds numbers of this stream the spool never
+            // sent: the spool was put back to an older copy, and its new
+            // records would be numbered like ones already stored, taken
+            // for duplicates and deleted. A new stream, nothing deleted.
+            self.outbox.new_stream()?;
+            report.new_stream = true;
+            report.retry_after = Some(std::time::Duration::ZERO);
+            report.deferred_because = Some(format!(
+                "the service holds sequence numbers up to {} of this spool's stream, which sent up to {sent_up_to}: \
+                 the spool moved to a new stream",
+                welcome.high_water
+            ));
+            return Ok(report);
+        }
         // Everything at or below the service's high-water mark is stored
         // (an acknowledgement lost with a dropped connection): drop it here
-        // instead of sending it again — but never past what this spool ever
-        // sent: a high-water mark above it (a spool made anew, a service
-        // that lies) must not delete records that never left.
-        let stored = welcome.high_water.min(self.outbox.sent_up_to()?);
+        // instead of sending it again.
         for program in Program::ALL {
-            self.outbox.ack(program, stored)?;
+            self.outbox.ack(program, welcome.high_water)?;
         }
-        let mut report = UploadReport::default();
         // The service names the batch size; the agent caps it, so a service
         // cannot make it load its whole spool at once.
         let max = welcome.max_batch_records.clamp(1, MAX_BATCH_RECORDS) as usize;
+        // A batch's bytes fit the welcome's frame limit and the wire's; a
+        // record alone beyond the wire's can never be sent.
+        let budget = records_budget(welcome.max_payload.min(privtel_wire::DEFAULT_MAX_PAYLOAD));
+        let never = records_budget(privtel_wire::DEFAULT_MAX_PAYLOAD);
         // What the service holds of this stream, as far as this session
         // knows: sequence numbers between it and a run's first were removed
-        // here unsent (a program purged, records expired or evicted), and
-        // are declared as skipped rather than left as a gap.
+        // here unsent (a program purged or switched off, records expired,
+        // evicted or too large), and are declared as skipped rather than
+        // left as a gap.
         let mut service_holds = welcome.high_water;
-        while let Some((program, run)) = self.outbox.next_run(max)? {
+        while let Some(next) = self.outbox.next_run_within(max, budget, wire_len)? {
+            let (program, run) = match next {
+                Run::Batch(program, run) => (program, run),
+                Run::TooLarge { seq, size, .. } if size > never => {
+                    report.too_large += u64::from(self.outbox.skip_too_large(seq)?);
+                    continue;
+                }
+                // Above this service's limit, within the wire's: alone.
+                Run::TooLarge { .. } => match self.outbox.next_run_within(1, u64::MAX, |_| 0)? {
+                    Some(Run::Batch(program, run)) => (program, run),
+                    _ => break,
+                },
+                // A run this version does not know: nothing sent.
+                _ => break,
+            };
             let first_seq = run[0].seq;
             let last_seq = run[run.len() - 1].seq;
             let records: Vec<Record> = run.into_iter().map(|s| s.record).collect();
@@ -466,7 +553,11 @@ impl Agent {
     /// Uploads everything waiting, connecting with `connect`, within
     /// `budget`: after a failed or deferred attempt it waits (exponential
     /// backoff with jitter, never less than the service's `retry_after`)
-    /// through `sleep`, then tries again.
+    /// through `sleep`, then tries again. An upload that moved the spool to
+    /// a new stream ([`UploadReport::new_stream`]) is followed at once by
+    /// one under the new stream, without waiting and without spending an
+    /// attempt (once per call: a service claiming a mark on a brand-new
+    /// stream as well is waited for like a deferral).
     ///
     /// # Errors
     ///
@@ -482,6 +573,7 @@ impl Agent {
     ) -> Result<Delivery<S>, AgentError> {
         let mut total = UploadReport::default();
         let mut attempt = 0u32;
+        let mut restarted = false;
         loop {
             attempt += 1;
             let outcome = connect().and_then(|mut conn| {
@@ -492,6 +584,16 @@ impl Agent {
                 Ok((conn, report)) if report.retry_after.is_none() => {
                     total.merge(report);
                     return Ok(Delivery { conn, report: total, attempts: attempt });
+                }
+                Ok((mut conn, report)) if report.new_stream && !restarted => {
+                    // The hello named the old stream: again, on a new
+                    // connection, under the new one.
+                    total.merge(report);
+                    let bye = privtel_wire::Goodbye { reason: "the spool moved to a new stream".into() };
+                    let _ = self.send(&mut conn, &Message::Goodbye(bye), clock());
+                    restarted = true;
+                    attempt -= 1;
+                    continue;
                 }
                 Ok((mut conn, report)) => {
                     let asked = report.retry_after;
@@ -675,4 +777,27 @@ impl Agent {
 /// `PATH.NAME.key` beside a spool at `PATH` (the extension replaced).
 pub fn key_path(spool: impl AsRef<Path>, name: &str) -> std::path::PathBuf {
     spool.as_ref().with_extension(format!("{name}.key"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_encodes_to_its_records_measured_lengths_plus_at_most_the_overhead() {
+        let records = privtel_testkit::fixtures::records("len");
+        let measured: u64 = records.iter().map(wire_len).sum();
+        let batch = Batch {
+            program: Program::AnonymousUsage,
+            batch_id: BatchId::from_u128(u128::MAX),
+            first_seq: u64::MAX,
+            records,
+            skipped: u64::MAX,
+            policy_hash: [0xff; 32],
+        };
+        let encoded = Message::Batch(batch).encode_payload().unwrap().len() as u64;
+        assert!(encoded >= measured && encoded <= measured + BATCH_OVERHEAD, "{encoded} {measured}");
+        assert!(records_budget(privtel_wire::DEFAULT_MAX_PAYLOAD) + BATCH_OVERHEAD < 16 << 20);
+        assert_eq!(records_budget(0), 0);
+    }
 }

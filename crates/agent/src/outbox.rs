@@ -3,7 +3,7 @@
 use privtel_filter::Filtered;
 use privtel_model::{Program, Timestamp};
 use privtel_store::{
-    ConsentChange, ConsentState, Mark, MarkChange, SourcePosition, Spool, SpoolCounters, Spooled, Subject,
+    ConsentChange, ConsentState, Mark, MarkChange, Run, SourcePosition, Spool, SpoolCounters, Subject,
 };
 
 use crate::error::AgentError;
@@ -223,8 +223,25 @@ impl Outbox {
         Ok(self.spool.marks(scope)?)
     }
 
-    pub(crate) fn next_run(&self, max: usize) -> Result<Option<(Program, Vec<Spooled>)>, AgentError> {
-        Ok(self.spool.next_run(max)?)
+    pub(crate) fn next_run_within(
+        &self,
+        max: usize,
+        budget: u64,
+        size: impl Fn(&privtel_model::Record) -> u64,
+    ) -> Result<Option<Run>, AgentError> {
+        Ok(self.spool.next_run_within(max, budget, size)?)
+    }
+
+    pub(crate) fn skip_too_large(&mut self, seq: u64) -> Result<bool, AgentError> {
+        Ok(self.spool.skip_too_large(seq)?)
+    }
+
+    pub(crate) fn purge_switched_off(&mut self, off: &[Program]) -> Result<u64, AgentError> {
+        Ok(self.spool.purge_switched_off(off)?)
+    }
+
+    pub(crate) fn new_stream(&mut self) -> Result<u64, AgentError> {
+        Ok(self.spool.new_stream()?)
     }
 
     pub(crate) fn mark_sent(&mut self, seq: u64) -> Result<(), AgentError> {

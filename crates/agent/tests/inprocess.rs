@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use privtel_agent::{Agent, AgentError, AuditLog, AuditOptions, RetryBudget, WebLog};
 use privtel_filter::{FilterBuilder, Policy, PseudonymKey};
-use privtel_model::{CustomerId, DeviceId, KeyId, Timestamp};
+use privtel_model::{
+    CustomerId, DeviceId, EventBody, KeyId, Personal, Program, Record, RecordBody, Timestamp,
+};
 use privtel_service::Service;
 use privtel_service::{CustomerSettings, Peer, Settings};
 use privtel_store::{EngineStore, SpoolOptions, SqliteEngine};
@@ -36,8 +38,13 @@ fn policy() -> Policy {
 }
 
 fn agent(dir: &Path) -> Agent {
+    agent_under(dir, policy())
+}
+
+/// An agent on `dir`'s spool under `policy`.
+fn agent_under(dir: &Path, policy: Policy) -> Agent {
     let filter = FilterBuilder::new()
-        .policy(policy())
+        .policy(policy)
         .customer(CustomerId::new("acme").unwrap())
         .key(PseudonymKey::new(KeyId::new(1), [9; 32]))
         .build();
@@ -52,9 +59,14 @@ fn agent(dir: &Path) -> Agent {
 }
 
 fn service(dir: &Path) -> Service {
+    service_under(dir, policy())
+}
+
+/// A service on `dir`'s engine whose customer has `policy`.
+fn service_under(dir: &Path, policy: Policy) -> Service {
     let engine = SqliteEngine::open(dir.join("engine.db"), Default::default()).unwrap();
     let settings =
-        Settings::with_customers([CustomerSettings::new(CustomerId::new("acme").unwrap(), policy())]);
+        Settings::with_customers([CustomerSettings::new(CustomerId::new("acme").unwrap(), policy)]);
     Service::new(engine, VerdictIndex::new(4, [1; 32]), now).with_settings(settings)
 }
 
@@ -111,6 +123,42 @@ fn append(path: &Path, bytes: &[u8]) {
 
 fn events(service: &Service) -> u64 {
     service.engine().record_count().unwrap()
+}
+
+/// Feature-usage events (anonymous usage) with the event ids `ids`.
+fn feature_events(ids: std::ops::Range<u64>) -> Vec<Record> {
+    let template = privtel_testkit::fixtures::records("t")
+        .into_iter()
+        .find(|r| r.body.kind_name() == "feature_usage")
+        .unwrap();
+    ids.map(|i| {
+        let mut r = template.clone();
+        if let RecordBody::Event(e) = &mut r.body {
+            e.recorded_at = now();
+            e.id = privtel_model::EventId::from_u128(u128::from(i));
+        }
+        r
+    })
+    .collect()
+}
+
+/// A crash report (support telemetry) whose message is `len` bytes.
+fn crash_report(i: u64, len: usize) -> Record {
+    let mut r = privtel_testkit::fixtures::records("crash")
+        .into_iter()
+        .find(|r| r.body.kind_name() == "crash_report")
+        .unwrap();
+    if let RecordBody::Event(e) = &mut r.body {
+        e.id = privtel_model::EventId::from_u128(1_000_000 + u128::from(i));
+        e.recorded_at = now();
+        if let EventBody::CrashReport(c) = &mut e.body {
+            let mut text = format!("panic {i} at frame ");
+            text.extend(std::iter::repeat_n('x', len.saturating_sub(text.len())));
+            text.truncate(len);
+            c.message = Personal::Clear(text);
+        }
+    }
+    r
 }
 
 /// Delivers with a sleep that only records what it was asked to wait.
@@ -427,13 +475,176 @@ fn a_high_water_mark_above_what_was_sent_deletes_nothing() {
         .ingest_admitted(&customer, &device, seq, event.into_iter().map(Some).collect(), now())
         .unwrap();
     assert_eq!(service.engine().high_water(&customer, &device, stream).unwrap(), 1_000_000);
+    assert_eq!(events(&service), 1);
     let mut agent = agent(dir.path());
     agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     let (report, _) = deliver(&mut agent, &service, RetryBudget::attempts(1));
-    // The agent did not drop its 30 records on the welcome's word: it sent
-    // them, and removed them only on the acknowledgement.
-    assert_eq!(report.unwrap().sent_total(), 30);
+    // The agent did not drop its 30 records on the welcome's word, nor
+    // send them under numbers the service already holds (taken for
+    // duplicates): it moved to a new stream and the service stored them.
+    let report = report.unwrap();
+    assert_eq!(events(&service), 31, "the 30 records stored, not acknowledged as duplicates");
+    assert!(report.new_stream);
+    assert_eq!(report.sent_total(), 30);
     assert!(agent.outbox().is_empty().unwrap());
+    let new = agent.outbox().spool().stream_id();
+    assert_ne!(new, stream);
+    assert_eq!(service.engine().high_water(&customer, &device, new).unwrap(), 30);
+    assert_eq!(service.engine().high_water(&customer, &device, stream).unwrap(), 1_000_000);
+}
+
+#[test]
+fn a_spool_restored_from_an_older_copy_moves_to_a_new_stream_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Arc::new(service(dir.path()));
+    let spool = dir.path().join("spool.db");
+    let backup = dir.path().join("spool.db.backup");
+    // Ten events spooled (1..=10), then a copy of the spool is taken (a VM
+    // snapshot, a backup) with the agent stopped.
+    let mut first = agent(dir.path());
+    assert_eq!(first.collect(feature_events(1..11), now()).unwrap().records, 10);
+    drop(first);
+    std::fs::copy(&spool, &backup).unwrap();
+    // Twenty more (11..=30); all thirty delivered: the stream's mark is 30.
+    let mut second = agent(dir.path());
+    let stream = second.outbox().spool().stream_id();
+    second.collect(feature_events(11..31), now()).unwrap();
+    assert_eq!(deliver(&mut second, &service, RetryBudget::attempts(1)).0.unwrap().sent_total(), 30);
+    assert_eq!(events(&service), 30);
+    drop(second);
+    // The machine is put back to the copy; twenty new events happen, and
+    // get the numbers 11..=30 again.
+    for ext in ["db-wal", "db-shm"] {
+        let _ = std::fs::remove_file(spool.with_extension(ext));
+    }
+    std::fs::copy(&backup, &spool).unwrap();
+    let mut agent = agent(dir.path());
+    assert_eq!(agent.outbox().spool().stream_id(), stream);
+    agent.collect(feature_events(1_000..1_020), now()).unwrap();
+    let (report, waits) = deliver(&mut agent, &service, RetryBudget::attempts(1));
+    let report = report.unwrap();
+    // The twenty new events are stored; the ten sent again are not stored
+    // twice (the engine keeps an event once per device, whatever its stream).
+    assert_eq!(events(&service), 50);
+    assert!(waits.is_empty(), "sent under the new stream in the same delivery, at once");
+    assert!(report.new_stream);
+    assert_eq!(report.sent_total(), 30, "the ten old events sent again, the twenty new ones");
+    assert!(agent.outbox().is_empty().unwrap());
+    let new = agent.outbox().spool().stream_id();
+    assert_ne!(new, stream);
+    let counters = agent.outbox().counters().unwrap();
+    assert_eq!(counters.new_streams, 1);
+    assert_eq!(counters.acknowledged, 30, "nothing deleted on the old stream's mark");
+    let (customer, device) = (CustomerId::new("acme").unwrap(), DeviceId::new("dev-1").unwrap());
+    assert_eq!(service.engine().high_water(&customer, &device, new).unwrap(), 30);
+}
+
+#[test]
+fn batches_fit_the_frame_limit_and_a_record_too_large_for_any_frame_is_skipped_and_declared() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Arc::new(service(dir.path()));
+    let mut agent = agent(dir.path());
+    // 300 crash reports of 60 KiB (about 18 MiB: more than one frame of
+    // 16 MiB), events, one crash report too large for any frame (stored:
+    // within the spool's 16 MiB per record), more events.
+    let large: Vec<Record> = (0..300).map(|i| crash_report(i, 60 << 10)).collect();
+    assert_eq!(agent.collect(large, now()).unwrap().records, 300);
+    agent.collect(feature_events(1..11), now()).unwrap();
+    assert_eq!(agent.collect(vec![crash_report(300, 16_700_000)], now()).unwrap().records, 1);
+    agent.collect(feature_events(11..21), now()).unwrap();
+    let (report, waits) = deliver(&mut agent, &service, RetryBudget::attempts(1));
+    let report = report.unwrap();
+    assert!(waits.is_empty());
+    assert_eq!(report.sent_total(), 320);
+    // About 16 MiB, the rest with ten events, the ten after the skip.
+    assert_eq!(report.batches, 3);
+    assert_eq!(report.too_large, 1);
+    assert!(agent.outbox().is_empty().unwrap());
+    assert_eq!(agent.outbox().counters().unwrap().too_large, 1);
+    assert_eq!(events(&service), 320);
+    assert_eq!(service.stats.skipped.load(Ordering::Relaxed), 1, "declared skipped, not a gap");
+}
+
+#[test]
+fn records_of_a_program_the_policy_now_switches_off_are_removed_unsent_and_declared_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    // Spooled while personalised usage was on: web requests (1..=30), then
+    // anonymous feature usage (31..=40).
+    let log = dir.path().join("web.log");
+    write_log(&log, 0..30);
+    let mut before = agent(dir.path());
+    before.collect_web_log(&WebLog::new(&log), now()).unwrap();
+    before.collect(feature_events(1..11), now()).unwrap();
+    assert_eq!(before.outbox().len(Some(Program::PersonalisedUsage)).unwrap(), 30);
+    drop(before);
+    // The customer switches personalised usage off; the agent restarts
+    // under the new policy.
+    let strict = Policy::from_toml("version = 4\n[programs]\npersonalised_usage = false\n").unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let mut agent = agent_under(dir.path(), strict.clone())
+        .with_audit_log(AuditLog::open(&audit, AuditOptions::default()).unwrap());
+    assert!(!agent.filter().enabled(Program::PersonalisedUsage));
+    let service = Arc::new(service_under(dir.path(), strict));
+    let (report, _) = deliver(&mut agent, &service, RetryBudget::attempts(1));
+    let report = report.unwrap();
+    assert_eq!(report.switched_off, 30);
+    assert_eq!(report.sent.get(&Program::PersonalisedUsage), None);
+    assert_eq!(report.sent_total(), 10);
+    assert_eq!(report.refused, 0);
+    assert!(agent.outbox().is_empty().unwrap());
+    assert_eq!(agent.outbox().counters().unwrap().switched_off, 30);
+    assert_eq!(events(&service), 10);
+    assert_eq!(service.stats.skipped.load(Ordering::Relaxed), 30, "declared skipped, not a gap");
+    // Nothing of the program left, so nothing of it is in the audit log.
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let batches: Vec<&str> = text.lines().filter(|l| l.contains("\"kind\":\"batch\"")).collect();
+    assert_eq!(batches.len(), 1);
+    assert!(batches[0].contains("\"program\":\"anonymous_usage\""), "{}", &batches[0][..300]);
+    assert!(!text.contains("\"program\":\"personalised_usage\""));
+}
+
+#[test]
+fn a_lying_service_deletes_nothing_unsent_and_is_not_spun_on() {
+    use privtel_wire::{Ack, Message, RejectCode, Rejection, Welcome};
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = agent(dir.path());
+    agent.collect(feature_events(1..21), now()).unwrap();
+    let connect = || -> Result<Connection<End>, AgentError> {
+        let (client, server) = pipe();
+        std::thread::spawn(move || {
+            let mut conn = Connection::new(server);
+            let _ = conn.server_handshake(|_, v| {
+                let mut w = Welcome::new(v, 0);
+                w.max_batch_records = 0;
+                w.max_payload = 0;
+                w
+            });
+            while let Ok(Message::Batch(b)) = conn.recv() {
+                let ack = Ack {
+                    batch_id: b.batch_id,
+                    accepted_up_to: b.first_seq - 1,
+                    rejections: vec![
+                        Rejection { seq: 0, code: RejectCode(999), reason: "x".into(), retryable: false },
+                        Rejection {
+                            seq: u64::MAX,
+                            code: RejectCode::KIND,
+                            reason: "y".into(),
+                            retryable: false,
+                        },
+                    ],
+                    retry_after_ms: Some(u64::MAX),
+                };
+                let _ = conn.send(&Message::Ack(ack));
+            }
+        });
+        Ok(Connection::new(client))
+    };
+    let mut waits = Vec::new();
+    let err = agent.deliver(connect, 3, &RetryBudget::attempts(4), |d| waits.push(d), now).unwrap_err();
+    assert!(matches!(err, AgentError::GaveUp { .. }), "{err}");
+    assert_eq!(agent.outbox().len(None).unwrap(), 20, "nothing deleted");
+    assert_eq!(agent.outbox().counters().unwrap().too_large, 0, "a welcome's limit of 0 skips nothing");
+    assert!(waits.iter().all(|w| *w <= Duration::from_secs(300)), "{waits:?}");
 }
 
 #[cfg(unix)]
@@ -509,12 +720,12 @@ fn records_removed_unsent_are_declared_skipped_and_the_rest_is_stored() {
     agent.collect_web_log(&WebLog::new(&log), now()).unwrap();
     let anonymous: Vec<_> = privtel_testkit::fixtures::records("skip")
         .into_iter()
-        .filter(|r| r.program == privtel_model::Program::AnonymousUsage)
+        .filter(|r| r.program == Program::AnonymousUsage)
         .collect();
     let kept = agent.collect(anonymous, now()).unwrap().records;
     assert!(kept > 0);
     // The web requests are purged unsent (consent withdrawn on the device).
-    assert_eq!(agent.outbox().purge_program(privtel_model::Program::PersonalisedUsage).unwrap(), 30);
+    assert_eq!(agent.outbox().purge_program(Program::PersonalisedUsage).unwrap(), 30);
     let (report, _) = deliver(&mut agent, &service, RetryBudget::attempts(1));
     assert_eq!(report.unwrap().sent_total(), kept as u64, "not refused as a gap");
     assert!(agent.outbox().is_empty().unwrap());

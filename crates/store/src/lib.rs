@@ -150,7 +150,7 @@ pub mod parts {
     pub use crate::mention::{DIGEST_LEN, Digest, MentionKind, Secret, mentions};
 }
 pub use spool::{
-    ConsentChange, ConsentState, Mark, MarkChange, SourcePosition, Spool, SpoolCounters, SpoolOptions,
+    ConsentChange, ConsentState, Mark, MarkChange, Run, SourcePosition, Spool, SpoolCounters, SpoolOptions,
     Spooled, Subject,
 };
 

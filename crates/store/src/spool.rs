@@ -298,6 +298,34 @@ pub struct SpoolCounters {
     pub purged: u64,
     /// Acknowledged by the service and removed.
     pub acknowledged: u64,
+    /// Removed unsent because their program is switched off by the policy
+    /// now in force ([`Spool::purge_switched_off`]).
+    pub switched_off: u64,
+    /// Removed unsent because one alone is larger than a batch the wire
+    /// can ever carry ([`Spool::skip_too_large`]).
+    pub too_large: u64,
+    /// Times the spool moved to a new stream because the service held
+    /// more of its stream than it ever sent ([`Spool::new_stream`]).
+    pub new_streams: u64,
+}
+
+/// What [`Spool::next_run_within`] found at the head of the spool.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Run {
+    /// Records of one program with consecutive sequence numbers, within
+    /// the count and byte bounds asked (at least one record).
+    Batch(Program, Vec<Spooled>),
+    /// The oldest record alone is larger than the byte bound: it can never
+    /// be sent in a batch of that bound. Nothing else was read.
+    TooLarge {
+        /// Its sequence number.
+        seq: u64,
+        /// Its program.
+        program: Program,
+        /// Its size as measured.
+        size: u64,
+    },
 }
 
 /// A record waiting in the spool, with its sequence number.
@@ -611,36 +639,153 @@ impl Spool {
     ///
     /// A database error, or a payload that does not decode or open.
     pub fn next_run(&self, max: usize) -> Result<Option<(Program, Vec<Spooled>)>> {
+        Ok(match self.next_run_within(max, u64::MAX, |_| 0)? {
+            Some(Run::Batch(program, records)) => Some((program, records)),
+            _ => None,
+        })
+    }
+
+    /// [`Spool::next_run`], also bounded in bytes: the records' sizes, as
+    /// `size` measures each (its encoded size on the wire), add up to at
+    /// most `budget`. Records are decoded one at a time and reading stops
+    /// at the first that does not fit, so at most one record beyond the
+    /// budget is ever held, whatever `max`. When the oldest record alone
+    /// is larger than `budget`, [`Run::TooLarge`] names it.
+    ///
+    /// # Errors
+    ///
+    /// A database error, or a payload that does not decode or open.
+    pub fn next_run_within(
+        &self,
+        max: usize,
+        budget: u64,
+        size: impl Fn(&Record) -> u64,
+    ) -> Result<Option<Run>> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT seq, program, format, key_id, payload FROM spool ORDER BY seq LIMIT ?1")
             .op("preparing a batch read")?;
-        let rows = stmt
-            .query_map([max as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<u32>>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                ))
-            })
-            .op("reading a batch")?;
+        let mut rows = stmt.query([i64::try_from(max).unwrap_or(i64::MAX)]).op("reading a batch")?;
         let mut out: Vec<Spooled> = Vec::new();
         let mut program = None;
-        for row in rows {
-            let (seq, code, format, key_id, payload) = row.op("reading a batch")?;
+        let mut total = 0u64;
+        while let Some(row) = rows.next().op("reading a batch")? {
+            let seq: i64 = row.get(0).op("reading a batch")?;
+            let code: i64 = row.get(1).op("reading a batch")?;
             if program.is_some_and(|p| p != code) || out.last().is_some_and(|last| last.seq + 1 != seq as u64)
             {
                 break;
             }
+            let format: i64 = row.get(2).op("reading a batch")?;
+            let key_id: Option<u32> = row.get(3).op("reading a batch")?;
+            let payload: Vec<u8> = row.get(4).op("reading a batch")?;
+            let record = unseal(seq, format, key_id, &payload, self.options.key.as_ref())?;
+            drop(payload);
+            let len = size(&record);
+            if total.saturating_add(len) > budget {
+                if out.is_empty() {
+                    return Ok(Some(Run::TooLarge { seq: seq as u64, program: record.program, size: len }));
+                }
+                break;
+            }
+            total = total.saturating_add(len);
             program = Some(code);
-            out.push(Spooled {
-                seq: seq as u64,
-                record: unseal(seq, format, key_id, &payload, self.options.key.as_ref())?,
-            });
+            out.push(Spooled { seq: seq as u64, record });
         }
-        Ok(out.first().map(|first| first.record.program).map(|p| (p, out)))
+        Ok(out.first().map(|first| first.record.program).map(|p| Run::Batch(p, out)))
+    }
+
+    /// Removes the record `seq`, unsent, because alone it is larger than
+    /// any batch can be ([`Run::TooLarge`]); counted as `too_large`.
+    /// Returns whether it was there.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn skip_too_large(&mut self, seq: u64) -> Result<bool> {
+        let tx = self.conn.transaction().op("starting a removal")?;
+        let n = tx
+            .execute("DELETE FROM spool WHERE seq = ?1", [i64::try_from(seq).unwrap_or(i64::MAX)])
+            .op("removing a record too large to send")? as u64;
+        bump(&tx, "too_large", n)?;
+        tx.commit().op("committing a removal")?;
+        Ok(n > 0)
+    }
+
+    /// Removes every waiting record of the programs in `off` (switched off
+    /// by the policy now in force: nothing of them may leave), counted as
+    /// `switched_off`; checkpoints when any went, so their payloads leave
+    /// the file and its log. Returns how many went.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn purge_switched_off(&mut self, off: &[Program]) -> Result<u64> {
+        if off.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.conn.transaction().op("starting a purge")?;
+        let mut n = 0;
+        for program in off {
+            n += tx
+                .execute("DELETE FROM spool WHERE program = ?1", [program_code(*program)])
+                .op("purging a program switched off")? as u64;
+        }
+        bump(&tx, "switched_off", n)?;
+        tx.commit().op("committing a purge")?;
+        if n > 0 {
+            schema::checkpoint(&self.conn, "checkpointing after a purge")?;
+        }
+        Ok(n)
+    }
+
+    /// Moves the spool to a new stream: a new random stream id, and the
+    /// waiting records renumbered 1, 2, 3, ... in their order, in one
+    /// transaction. For a spool whose numbering is behind what the service
+    /// holds of its stream (restored from an older copy: a snapshot
+    /// reverted, a backup put back), whose new records would otherwise get
+    /// sequence numbers the service already has. Nothing is removed; what
+    /// was sent is forgotten ([`Spool::sent_up_to`] is 0 again); counted
+    /// as `new_streams`. Returns the new stream id.
+    ///
+    /// # Errors
+    ///
+    /// A database error; nothing changes then.
+    pub fn new_stream(&mut self) -> Result<u64> {
+        let old = self.stream_id;
+        let tx = self.conn.transaction().op("starting a new stream")?;
+        let id = loop {
+            let id = OsRng.next_u64();
+            if id != 0 && id != old {
+                break id;
+            }
+        };
+        tx.execute("UPDATE spool_meta SET value = ?1 WHERE name = 'stream_id'", [id as i64])
+            .op("saving the new stream id")?;
+        let seqs: Vec<i64> = {
+            let mut stmt = tx.prepare("SELECT seq FROM spool ORDER BY seq").op("listing the spool")?;
+            let rows = stmt.query_map([], |r| r.get(0)).op("listing the spool")?;
+            rows.collect::<std::result::Result<_, _>>().op("listing the spool")?
+        };
+        {
+            // In ascending order each new number is at most the old one
+            // and every smaller number is already moved: no collision.
+            let mut renumber =
+                tx.prepare("UPDATE spool SET seq = ?1 WHERE seq = ?2").op("renumbering the spool")?;
+            for (new, old) in (1i64..).zip(&seqs) {
+                if new != *old {
+                    renumber.execute([new, *old]).op("renumbering the spool")?;
+                }
+            }
+        }
+        tx.execute("UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'spool'", [seqs.len() as i64])
+            .op("renumbering the spool")?;
+        tx.execute("DELETE FROM spool_counters WHERE name = 'sent_up_to'", [])
+            .op("forgetting what was sent")?;
+        bump(&tx, "new_streams", 1)?;
+        tx.commit().op("committing a new stream")?;
+        self.stream_id = id;
+        Ok(id)
     }
 
     /// Removes the records of `program` up to and including `up_to` (what the
@@ -866,6 +1011,9 @@ impl Spool {
             evicted: get("evicted")?,
             purged: get("purged")?,
             acknowledged: get("acknowledged")?,
+            switched_off: get("switched_off")?,
+            too_large: get("too_large")?,
+            new_streams: get("new_streams")?,
         })
     }
 

@@ -170,6 +170,76 @@ fn runs_are_consecutive_and_of_one_program() {
 }
 
 #[test]
+fn a_new_stream_renumbers_the_waiting_records_from_one_and_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut spool = Spool::open(&path, SpoolOptions::default()).unwrap();
+    let records = fixtures::records("x");
+    spool.append_batch(&records, fixtures::base_time()).unwrap();
+    spool.purge_program(Program::Benchmarking).unwrap();
+    spool.mark_sent(18).unwrap();
+    let old = spool.stream_id();
+    let waiting = spool.len(None).unwrap();
+    assert_ne!(spool.all_seqs().unwrap(), (1..=waiting).collect::<Vec<u64>>(), "gaps before");
+    let new = spool.new_stream().unwrap();
+    assert_ne!(new, old);
+    assert_ne!(new, 0);
+    assert_eq!(spool.stream_id(), new);
+    assert_eq!(spool.all_seqs().unwrap(), (1..=waiting).collect::<Vec<u64>>(), "contiguous from 1");
+    assert_eq!(spool.sent_up_to().unwrap(), 0);
+    assert_eq!(spool.counters().unwrap().new_streams, 1);
+    // Same records, same order, renumbered.
+    let mut after = Vec::new();
+    for seq in 1..=waiting {
+        let run = spool.next_run(1).unwrap().unwrap().1;
+        assert_eq!(run[0].seq, seq);
+        after.push(run[0].record.clone());
+        spool.ack(run[0].record.program, seq).unwrap();
+    }
+    let kept: Vec<_> = records.iter().filter(|r| r.program != Program::Benchmarking).cloned().collect();
+    assert_eq!(after, kept);
+    // The next record follows the renumbered ones; the id is kept.
+    assert_eq!(spool.append(&records[0], fixtures::base_time()).unwrap(), waiting + 1);
+    drop(spool);
+    assert_eq!(Spool::open(&path, SpoolOptions::default()).unwrap().stream_id(), new);
+}
+
+#[test]
+fn a_run_within_a_byte_budget_stops_before_the_record_that_does_not_fit() {
+    use privtel_store::Run;
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path().join("s.db"), SpoolOptions::default()).unwrap();
+    let records: Vec<_> =
+        fixtures::records("x").into_iter().filter(|r| r.program == Program::AnonymousUsage).collect();
+    assert!(records.len() >= 3);
+    spool.append_batch(&records, fixtures::base_time()).unwrap();
+    // Each record measured at 10 bytes: 25 bytes hold two.
+    let Some(Run::Batch(_, run)) = spool.next_run_within(100, 25, |_| 10).unwrap() else { panic!() };
+    assert_eq!(run.iter().map(|s| s.seq).collect::<Vec<_>>(), [1, 2]);
+    // A first record alone above the budget is named, not returned.
+    let too_large = spool.next_run_within(100, 9, |_| 10).unwrap();
+    assert_eq!(too_large, Some(Run::TooLarge { seq: 1, program: Program::AnonymousUsage, size: 10 }));
+    assert!(spool.skip_too_large(1).unwrap());
+    assert!(!spool.skip_too_large(1).unwrap());
+    assert_eq!(spool.counters().unwrap().too_large, 1);
+    assert_eq!(spool.all_seqs().unwrap()[0], 2);
+}
+
+#[test]
+fn programs_switched_off_are_purged_and_counted_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path().join("s.db"), SpoolOptions::default()).unwrap();
+    spool.append_batch(&fixtures::records("x"), fixtures::base_time()).unwrap();
+    let bench = spool.len(Some(Program::Benchmarking)).unwrap();
+    assert!(bench > 0);
+    assert_eq!(spool.purge_switched_off(&[]).unwrap(), 0);
+    assert_eq!(spool.purge_switched_off(&[Program::Benchmarking]).unwrap(), bench);
+    assert_eq!(spool.len(Some(Program::Benchmarking)).unwrap(), 0);
+    let counters = spool.counters().unwrap();
+    assert_eq!((counters.switched_off, counters.purged), (bench, 0));
+}
+
+#[test]
 fn a_source_position_commits_with_its_records_and_expiry_leaves_nothing_in_the_log() {
     use privtel_store::SourcePosition;
     let dir = tempfile::tempdir().unwrap();
