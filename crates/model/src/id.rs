@@ -49,7 +49,7 @@ macro_rules! text_id {
             ///
             /// # Errors
             ///
-            /// [`Error::Parse`] if `id` is empty, longer than 64 bytes or holds a
+            /// [`Error::Rejected`] if `id` is empty, longer than 64 bytes or holds a
             /// character outside the id alphabet.
             pub fn new(id: impl Into<String>) -> Result<Self> {
                 let id = id.into();
@@ -203,7 +203,7 @@ macro_rules! wide_id {
         impl FromStr for $name {
             type Err = Error;
             fn from_str(s: &str) -> Result<Self> {
-                parse_hex_u128(s).map(Self).ok_or_else(|| Error::parse($what, s, "32 hex digits"))
+                parse_hex_u128(s).map(Self).ok_or_else(|| Error::rejected($what, s, "32 hex digits"))
             }
         }
 

@@ -132,3 +132,42 @@ proptest! {
         prop_assert_eq!(service.stats.stored.load(Ordering::Relaxed), stored);
     }
 }
+
+/// A frame whose record does not decode (an IP "prefix" with its host bits
+/// set: the address itself) ends the connection with an error that names
+/// what was expected, never the address.
+#[test]
+fn a_frame_that_does_not_decode_is_refused_without_repeating_the_personal_value() {
+    use privtel_model::{Generalised, IpPrefix, Personal};
+
+    use super::{admissible, batch, hello, peer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let service = super::service_with(dir.path(), Settings::from_toml("[customers.acme]\n").unwrap());
+    let mut records = admissible(&service, "acme", "x", Program::AnonymousUsage);
+    let device = records.iter_mut().find(|r| matches!(r.body, RecordBody::Device(_))).unwrap();
+    if let RecordBody::Device(d) = &mut device.body {
+        d.ip = Personal::Generalised(Generalised::IpPrefix(
+            IpPrefix::new("203.0.113.0".parse().unwrap(), 24).unwrap(),
+        ));
+    }
+    let (client, server) = privtel_testkit::pipe();
+    let s = std::sync::Arc::clone(&service);
+    let served =
+        std::thread::spawn(move || s.handle(privtel_wire::Connection::new(server), peer("acme", "dev-1")));
+    let mut conn = privtel_wire::Connection::new(client);
+    let welcome = conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let frame = Message::Batch(batch(&service, "acme", 1, records)).to_frame(welcome.version, false).unwrap();
+    let mut payload = frame.payload.clone();
+    let at = payload.windows(5).position(|w| w == [203, 0, 113, 0, 24]).expect("the prefix's bytes");
+    payload[at + 3] = 77;
+    let forged = privtel_wire::Frame::new(frame.version, frame.kind, frame.flags, payload);
+    privtel_wire::write_frame(conn.get_mut(), &forged, privtel_wire::DEFAULT_MAX_PAYLOAD).unwrap();
+    let answer = conn.recv();
+    let err = served.join().unwrap().expect_err("the frame does not decode");
+    for text in [err.to_string(), format!("{err:?}"), format!("{answer:?}")] {
+        assert!(!text.contains("203.0.113.77"), "{text}");
+    }
+    assert!(err.to_string().contains("ip prefix"), "names what was refused: {err}");
+    assert_eq!(service.engine().record_count().unwrap(), 0);
+}
