@@ -405,9 +405,11 @@ impl Filter {
     }
 
     /// Filters one record: `None` when its program is off, its kind does
-    /// not belong to the program, or it is an interaction event with a web
+    /// not belong to the program, it is an interaction event with a web
     /// application or action the policy does not define
-    /// ([`Policy::interactions`]); otherwise the record with every personal
+    /// ([`Policy::interactions`]), or it is a user record whose id
+    /// (`event.username`, as in events) ends withheld: the policy drops
+    /// `event.username`, or pseudonymises it without a key; otherwise the record with every personal
     /// field in the policy's form, and an event's own instant truncated to
     /// [`Policy::instant_unit`] (toward the past). Counts go to `report`.
     pub fn apply(&self, mut record: Record, report: &mut RedactionReport) -> Option<Filtered> {
@@ -432,6 +434,13 @@ impl Filter {
                 report.fields[fi][pi][rule.index()] += 1;
             }
         });
+        // A user record's id is `event.username`: where the policy drops it
+        // (or a pseudonym cannot be made), the record cannot exist.
+        if let RecordBody::User(u) = &record.body
+            && u.id.is_withheld()
+        {
+            return None;
+        }
         if let RecordBody::Event(e) = &mut record.body
             && let Some(unit) = self.policy.instant_unit(&e.body)
         {

@@ -85,7 +85,7 @@ struct Planted {
     /// Whether derived fields were planted as parts of their sources (the
     /// file name as the path's last component, the host as the URL's).
     derived: bool,
-    /// The user id planted, for an event.
+    /// The user id planted, for an event or a user record.
     user: Option<UserId>,
 }
 
@@ -294,7 +294,10 @@ proptest! {
             let kind = record.body.kind_name();
             let defined = policy.interaction_defined(&record);
             let out = filter.apply(record, &mut report);
-            let passes = policy.enabled(program) && allowed_kinds(program).contains(&kind) && defined;
+            // A user record's id is `event.username`: where the filter files
+            // the person under no id (the policy drops it), no user record.
+            let keyed = kind != "user" || planted.user.as_ref().and_then(|u| filter.user_key(u)).is_some();
+            let passes = policy.enabled(program) && allowed_kinds(program).contains(&kind) && defined && keyed;
             prop_assert_eq!(out.is_some(), passes, "{} {}", program, kind);
             let Some(out) = out else { continue };
             let mut out = out.into_record();
@@ -392,6 +395,12 @@ proptest! {
                             prop_assert!(!json.contains(&rest), "the url's path in {}", json);
                         }
                     }
+                }
+                // The user record is filed under the id its person's events
+                // are: `user_key` of the planted id.
+                RecordBody::User(_) => {
+                    let user = planted.user.as_ref().unwrap();
+                    prop_assert_eq!(out.body.user().cloned(), filter.user_key(user));
                 }
                 // No component of a withheld path in the file name.
                 RecordBody::Binary(b) if !clear(&fields::BINARY_PATH) => {

@@ -109,7 +109,7 @@ impl fmt::Debug for Digest {
 impl FromStr for Digest {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::parse("digest", s, "64 hex digits");
+        let bad = || Error::rejected("digest", s, "64 hex digits");
         // Check the digits first: `from_str_radix` alone would accept a `+`.
         if s.len() != 2 * DIGEST_LEN || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());

@@ -103,9 +103,18 @@ impl VisitPersonal for Device {
 ///
 /// Every identifier is personal; the id is an opaque key (see
 /// [`UserId`]). Which of them leave the device is the customer's choice.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+///
+/// `Debug` prints the id as a personal value: its form only, as
+/// [`crate::Event`]'s does.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
-    /// The person's opaque id.
+    /// The person's opaque id: the personal field `event.username`
+    /// ([`fields::EVENT_USERNAME`]), as an event's user is. Clear, the id;
+    /// pseudonymised, the pseudonym's text form
+    /// ([`UserId::from_pseudonym`]), so the person's record and events are
+    /// filed under the same key; dropped, the record cannot exist (a
+    /// visitor that withholds it leaves [`UserId::withheld`], which the
+    /// filter drops and the service refuses).
     pub id: UserId,
     /// The login name (`alice`, `CORP\alice`).
     pub username: Personal<String>,
@@ -123,8 +132,31 @@ pub struct User {
     pub phone: Personal<String>,
 }
 
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut id = Some(self.id.clone()).filter(|id| !id.is_withheld());
+        f.debug_struct("User")
+            .field("id", &PersonalMut::UserId(&mut id))
+            .field("username", &self.username)
+            .field("upn", &self.upn)
+            .field("first_name", &self.first_name)
+            .field("last_name", &self.last_name)
+            .field("job_title", &self.job_title)
+            .field("email", &self.email)
+            .field("phone", &self.phone)
+            .finish()
+    }
+}
+
 impl VisitPersonal for User {
     fn visit_personal(&mut self, f: &mut dyn FnMut(PersonalField<'_>)) {
+        // The id is `event.username`, in the same three forms as an
+        // event's user; withheld, the reserved id stands in for `None`.
+        let mut id = Some(std::mem::replace(&mut self.id, UserId::withheld())).filter(|id| !id.is_withheld());
+        f(PersonalField::new(&fields::EVENT_USERNAME, PersonalMut::UserId(&mut id)));
+        if let Some(id) = id {
+            self.id = id;
+        }
         let text = [
             (&fields::USER_USERNAME, &mut self.username),
             (&fields::USER_UPN, &mut self.upn),

@@ -93,7 +93,8 @@ fields! {
     /// in every event kind. Clear by default: export and erasure of a person
     /// find their events by it. Pseudonymised, the event carries the
     /// pseudonym's text form ([`crate::UserId::from_pseudonym`]); dropped, no
-    /// user.
+    /// user. A user record's id ([`crate::User::id`]) is this field too:
+    /// pseudonymised, the same text form; dropped, no user record.
     EVENT_USERNAME = ("event.username", Identifier, Login, Clear,
         "export and erase a person's events");
     /// [`crate::Execution::username`]: the operating system's login
@@ -248,19 +249,22 @@ pub fn time_fields(kind: &str) -> &'static [&'static FieldSpec] {
 }
 
 /// Whether records of `kind` (`web_request`, `binary`) carry `field`: its
-/// path starts with the kind, or with `event` for every event kind and for
-/// consent records (which name their person as events do).
+/// path starts with the kind, or with `event` for every event kind, for
+/// consent records and for user records (which name their person as events
+/// do).
 ///
 /// ```
 /// use privtel_model::fields;
 ///
 /// assert!(fields::carried_by(&fields::EVENT_USERNAME, "login"));
 /// assert!(fields::carried_by(&fields::LOGIN_TIME, "login"));
+/// assert!(fields::carried_by(&fields::EVENT_USERNAME, "user"));
 /// assert!(!fields::carried_by(&fields::EVENT_USERNAME, "device"));
 /// ```
 pub fn carried_by(field: &FieldSpec, kind: &str) -> bool {
     match field.path.split_once('.') {
-        Some(("event", _)) => crate::EventBody::KINDS.contains(&kind) || kind == "consent",
+        // A user record's id is `event.username` too.
+        Some(("event", _)) => crate::EventBody::KINDS.contains(&kind) || kind == "consent" || kind == "user",
         Some((record, _)) => record == kind,
         None => false,
     }

@@ -81,11 +81,12 @@ impl TryFrom<IpPrefixRepr> for IpPrefix {
     fn try_from(r: IpPrefixRepr) -> Result<Self> {
         let p = Self::new(r.addr, r.len)?;
         if p.addr != r.addr {
-            return Err(Error::parse(
-                "ip prefix",
-                &format!("{}/{}", r.addr, r.len),
-                "an address whose host bits are zero",
-            ));
+            // Not the address: it is personal.
+            return Err(Error::Rejected {
+                what: "ip prefix",
+                description: format!("host bits set under a /{}", r.len),
+                expected: "an address whose host bits are zero",
+            });
         }
         Ok(p)
     }
@@ -179,7 +180,12 @@ impl TryFrom<TimeBucketRepr> for TimeBucket {
     fn try_from(r: TimeBucketRepr) -> Result<Self> {
         let b = Self::containing(r.start, r.unit);
         if b.start != r.start {
-            return Err(Error::parse("time bucket", &r.start.to_string(), "a start on a whole unit"));
+            // Not the instant: it is personal.
+            return Err(Error::Rejected {
+                what: "time bucket",
+                description: format!("not at the start of its {}", r.unit),
+                expected: "a start on a whole unit",
+            });
         }
         Ok(b)
     }

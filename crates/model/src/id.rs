@@ -30,6 +30,11 @@ fn describe(id: &str) -> String {
     }
 }
 
+/// The reserved text of [`UserId::withheld`]: in the id alphabet (so the
+/// serialized shape of a user record does not change), and not a
+/// pseudonym's text form (`k<key id>:<32 hex digits>`).
+const WITHHELD_USER_ID: &str = "withheld:";
+
 fn is_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':')
 }
@@ -49,7 +54,7 @@ macro_rules! text_id {
             ///
             /// # Errors
             ///
-            /// [`Error::Parse`] if `id` is empty, longer than 64 bytes or holds a
+            /// [`Error::Rejected`] if `id` is empty, longer than 64 bytes or holds a
             /// character outside the id alphabet.
             pub fn new(id: impl Into<String>) -> Result<Self> {
                 let id = id.into();
@@ -154,6 +159,30 @@ impl UserId {
     pub fn pseudonym(&self) -> Option<crate::Pseudonym> {
         self.0.parse().ok()
     }
+
+    /// What a [`crate::User`] record's id is left as once withheld (its
+    /// personal field `event.username` dropped): the reserved text
+    /// `withheld:`, which no clear id or pseudonym is. A user record
+    /// cannot exist without its id: the filter drops such a record, the
+    /// service refuses it, and [`crate::RecordBody::user`] names no one
+    /// for it.
+    ///
+    /// ```
+    /// use privtel_model::UserId;
+    ///
+    /// assert!(UserId::withheld().is_withheld());
+    /// assert!(!UserId::new("u-1042")?.is_withheld());
+    /// assert_eq!(UserId::withheld().pseudonym(), None);
+    /// # Ok::<(), privtel_model::Error>(())
+    /// ```
+    pub fn withheld() -> Self {
+        Self(WITHHELD_USER_ID.to_owned())
+    }
+
+    /// Whether this is [`UserId::withheld`]'s reserved text.
+    pub fn is_withheld(&self) -> bool {
+        self.0 == WITHHELD_USER_ID
+    }
 }
 
 macro_rules! wide_id {
@@ -203,7 +232,7 @@ macro_rules! wide_id {
         impl FromStr for $name {
             type Err = Error;
             fn from_str(s: &str) -> Result<Self> {
-                parse_hex_u128(s).map(Self).ok_or_else(|| Error::parse($what, s, "32 hex digits"))
+                parse_hex_u128(s).map(Self).ok_or_else(|| Error::rejected($what, s, "32 hex digits"))
             }
         }
 

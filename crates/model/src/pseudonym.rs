@@ -90,7 +90,7 @@ impl fmt::Display for Pseudonym {
 impl FromStr for Pseudonym {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::parse("pseudonym", s, "'k<key id>:<32 hex digits>'");
+        let bad = || Error::rejected("pseudonym", s, "'k<key id>:<32 hex digits>'");
         let (key, hex) = s.split_once(':').ok_or_else(bad)?;
         let key = key.strip_prefix('k').ok_or_else(bad)?;
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_digit()) {

@@ -76,10 +76,12 @@ impl RecordBody {
         }
     }
 
-    /// The person the record is about, if any: what erasure looks for.
+    /// The person the record is about, if any: what erasure looks for. A
+    /// user record whose id is withheld ([`UserId::withheld`]) is about no
+    /// one.
     pub fn user(&self) -> Option<&UserId> {
         match self {
-            Self::User(u) => Some(&u.id),
+            Self::User(u) => Some(&u.id).filter(|id| !id.is_withheld()),
             Self::Event(e) => e.user.as_ref(),
             Self::Consent(c) => c.user.as_ref(),
             _ => None,

@@ -261,12 +261,13 @@ impl FromStr for Timestamp {
     /// (converted to UTC), or `@` and Unix nanoseconds.
     fn from_str(s: &str) -> Result<Self> {
         if let Some(n) = s.strip_prefix('@') {
-            let n: i128 = n.parse().map_err(|_| Error::parse("timestamp", s, "'@' and unix nanoseconds"))?;
+            let n: i128 =
+                n.parse().map_err(|_| Error::rejected("timestamp", s, "'@' and unix nanoseconds"))?;
             return Self::from_unix_nanos(n);
         }
         OffsetDateTime::parse(s, &Rfc3339)
             .map(Self::new)
-            .map_err(|_| Error::parse("timestamp", s, "an rfc 3339 date and time"))
+            .map_err(|_| Error::rejected("timestamp", s, "an rfc 3339 date and time"))
     }
 }
 

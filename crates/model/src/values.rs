@@ -29,12 +29,13 @@ impl Domain {
     ///
     /// # Errors
     ///
-    /// [`Error::Parse`] naming the value if it is not canonical.
+    /// [`Error::Rejected`] naming what is expected (never the value) if it is
+    /// not canonical.
     pub fn new(name: impl Into<String>) -> Result<Self> {
         let name = name.into();
         match domain_problem(&name) {
             None => Ok(Self(name)),
-            Some(expected) => Err(Error::parse("domain", &name, expected)),
+            Some(expected) => Err(Error::rejected("domain", &name, expected)),
         }
     }
 
@@ -149,7 +150,7 @@ impl FromStr for CountryCode {
                 return Ok(Self(code));
             }
         }
-        Err(Error::parse("country code", s, "an assigned iso 3166-1 alpha-2 code such as 'DE'"))
+        Err(Error::rejected("country code", s, "an assigned iso 3166-1 alpha-2 code such as 'DE'"))
     }
 }
 
@@ -194,7 +195,7 @@ impl Geohash {
     ///
     /// # Errors
     ///
-    /// [`Error::Parse`] if `s` is empty, longer than 12 characters, or holds a
+    /// [`Error::Rejected`] if `s` is empty, longer than 12 characters, or holds a
     /// character outside the geohash alphabet (which has no `a`, `i`, `l`, `o`).
     pub fn new(s: &str) -> Result<Self> {
         let lower = s.to_ascii_lowercase();
@@ -202,7 +203,11 @@ impl Geohash {
             || lower.len() > MAX_GEOHASH_LEN
             || !lower.bytes().all(|b| GEOHASH_ALPHABET.contains(&b))
         {
-            return Err(Error::parse("geohash", s, "1 to 12 characters of 0-9 and b-z without a, i, l, o"));
+            return Err(Error::rejected(
+                "geohash",
+                s,
+                "1 to 12 characters of 0-9 and b-z without a, i, l, o",
+            ));
         }
         Ok(Self(lower))
     }
@@ -269,7 +274,7 @@ impl Category {
     ///
     /// # Errors
     ///
-    /// [`Error::Parse`] if the label breaks one of the rules above.
+    /// [`Error::Rejected`] if the label breaks one of the rules above.
     pub fn new(label: impl Into<String>) -> Result<Self> {
         let label = label.into();
         let ok = !label.is_empty()
@@ -280,7 +285,11 @@ impl Category {
         if ok {
             Ok(Self(label))
         } else {
-            Err(Error::parse("category", &label, "1 to 64 bytes of text without control characters, not '-'"))
+            Err(Error::rejected(
+                "category",
+                &label,
+                "1 to 64 bytes of text without control characters, not '-'",
+            ))
         }
     }
 

@@ -33,8 +33,9 @@ pub enum PersonalMut<'a> {
     Geohash(&'a mut Personal<Geohash>),
     /// Account privileges.
     Privileges(&'a mut Personal<Privileges>),
-    /// The user id an event concerns ([`crate::Event::user`]): `None` is
-    /// withheld, an id in a pseudonym's text form
+    /// The user id an event concerns ([`crate::Event::user`]), or a user
+    /// record's id ([`crate::User::id`]; [`UserId::withheld`] is visited as
+    /// `None`): `None` is withheld, an id in a pseudonym's text form
     /// ([`UserId::from_pseudonym`]) is pseudonymised, any other id is clear.
     /// It has no generalised form: generalising withholds it.
     UserId(&'a mut Option<UserId>),

@@ -91,3 +91,54 @@ proptest! {
         prop_assert!(decode::<Record>(&bytes[..cut]).is_err());
     }
 }
+
+/// A refused personal value is never repeated by the error: its Display and
+/// Debug name the type and what was expected, with the input's length or
+/// shape at most (the service returns such errors, and callers log them).
+#[test]
+fn errors_about_personal_values_never_repeat_the_value() {
+    use privtel_model::{CountryCode, Digest, Domain, EventId, Geohash, IpPrefix, Pseudonym, TimeBucket};
+
+    const CANARY: &str = "canary7f3a";
+    fn assert_silent<T: std::fmt::Debug, E: std::fmt::Display + std::fmt::Debug>(
+        what: &str,
+        result: Result<T, E>,
+        secret: &str,
+    ) {
+        let err = result.expect_err(what);
+        let (display, debug) = (err.to_string(), format!("{err:?}"));
+        assert!(display.starts_with("invalid "), "{what}: {display}");
+        for text in [&display, &debug] {
+            assert!(
+                !text.to_lowercase().contains(&secret.to_lowercase()),
+                "{what} repeats the value: {text}"
+            );
+        }
+    }
+    // Texts, by FromStr and by the JSON forms a wire or spool holds.
+    assert_silent("domain", Domain::new(format!("{CANARY}.Example.COM")), CANARY);
+    assert_silent("domain json", serde_json::from_str::<Domain>(&format!("\"{CANARY}..example\"")), CANARY);
+    assert_silent("geohash", Geohash::new(&format!("u0{CANARY}")), CANARY);
+    assert_silent("geohash json", serde_json::from_str::<Geohash>(&format!("\"u0{CANARY}\"")), CANARY);
+    assert_silent("timestamp", format!("{CANARY} 2026-11-27T04:17:23.512Z").parse::<Timestamp>(), CANARY);
+    assert_silent("timestamp @", format!("@{CANARY}").parse::<Timestamp>(), CANARY);
+    assert_silent("pseudonym", format!("k1:{CANARY}").parse::<Pseudonym>(), CANARY);
+    assert_silent("country code", CANARY.parse::<CountryCode>(), CANARY);
+    assert_silent("digest", CANARY.parse::<Digest>(), CANARY);
+    assert_silent("event id", CANARY.parse::<EventId>(), CANARY);
+    assert_silent("user id", format!("{CANARY}@corp.example").parse::<privtel_model::UserId>(), CANARY);
+    // An IP "prefix" with its host bits set is the address itself; a time
+    // bucket that does not start on its unit is the instant itself.
+    let address = "203.0.113.77";
+    let prefix = format!(r#"{{"addr":"{address}","len":24}}"#);
+    assert_silent("ip prefix json", serde_json::from_str::<IpPrefix>(&prefix), address);
+    let ip = IpPrefix::new("203.0.113.0".parse().unwrap(), 24).unwrap();
+    let mut bytes = encode(&ip);
+    let at = bytes.windows(4).position(|w| w == [203, 0, 113, 0]).expect("the address's bytes");
+    bytes[at + 3] = 77;
+    let err = decode::<IpPrefix>(&bytes).expect_err("host bits set");
+    assert!(!format!("{err} {err:?}").contains(address), "{err:?}");
+    let instant = "2026-11-27T04:17:23.512Z";
+    let bucket = format!(r#"{{"start":"{instant}","unit":"hour"}}"#);
+    assert_silent("time bucket json", serde_json::from_str::<TimeBucket>(&bucket), "04:17");
+}

@@ -14,6 +14,7 @@ const EXPECTED: &[(&str, &[(&str, DataCategory)])] = &[
     (
         "user",
         &[
+            ("event.username", Identifier),
             ("user.username", Identifier),
             ("user.upn", Identifier),
             ("user.first_name", Identifier),

@@ -1,7 +1,7 @@
 //! What the service takes from a batch: each record checked against the
 //! customer's settings before anything is stored.
 
-use privtel_model::{Consent, DeviceId, Program, Record, RecordBody, Timestamp};
+use privtel_model::{Consent, DeviceId, Program, Record, RecordBody, Timestamp, Treatment, User, fields};
 use privtel_wire::{RejectCode, Rejection};
 
 use crate::settings::CustomerSettings;
@@ -37,6 +37,34 @@ fn dated(record: &Record) -> Option<Timestamp> {
     }
 }
 
+/// Why a user record cannot be kept although its fields are in the policy's
+/// forms. Its id is the personal field `event.username`, as an event's user
+/// is: a clear id where the policy pseudonymises is refused with the other
+/// fields ([`privtel_filter::Inadmissible::FieldForm`]), and where the policy
+/// drops it no user record can exist.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub(crate) enum UserRecordProblem {
+    /// The customer's policy drops `event.username`.
+    #[error("user record: the policy drops event.username, so no user record is kept")]
+    UsernameDropped,
+    /// The id arrived withheld ([`privtel_model::UserId::withheld`]).
+    #[error(
+        "user record: its id (event.username) arrived withheld, and a user record cannot exist without it"
+    )]
+    IdWithheld,
+}
+
+/// Why a user record cannot be kept, if it cannot.
+fn user_problem(u: &User, settings: &CustomerSettings) -> Option<UserRecordProblem> {
+    if settings.policy().treatment(&fields::EVENT_USERNAME) == Treatment::Withhold {
+        Some(UserRecordProblem::UsernameDropped)
+    } else if u.id.is_withheld() {
+        Some(UserRecordProblem::IdWithheld)
+    } else {
+        None
+    }
+}
+
 /// Why a consent record cannot be kept, if it cannot.
 fn consent_problem(
     c: &Consent,
@@ -64,7 +92,8 @@ fn consent_problem(
 /// on both in the customer's settings and in the device's hello, its kind
 /// is one the program carries, an interaction event's web application and
 /// action are defined by the customer's policy, every personal field is in
-/// the form the customer's policy gives it (or withheld), and it is dated no further
+/// the form the customer's policy gives it (or withheld; a user record's id,
+/// `event.username`, neither withheld nor dropped by the policy), and it is dated no further
 /// ahead of `now` than `max_future_skew`.
 /// What a batch is checked against.
 #[derive(Clone, Copy)]
@@ -131,6 +160,14 @@ pub(crate) fn admit(
                     }
                 };
                 Some((code, why.to_string()))
+            } else if let RecordBody::User(u) = &record.body
+                && let Some(why) = user_problem(u, settings)
+            {
+                // Its id in the policy's form (a clear or pseudonymised id
+                // where the policy drops it is refused above), yet no user
+                // record may exist without it or where it is dropped.
+                counts.field_form.fetch_add(1, Relaxed);
+                Some((RejectCode::FIELD_FORM, why.to_string()))
             } else if let RecordBody::DeviceSummary(s) = &record.body
                 && let Err(why) = s.check()
             {

@@ -132,3 +132,119 @@ proptest! {
         prop_assert_eq!(service.stats.stored.load(Ordering::Relaxed), stored);
     }
 }
+
+/// The user record's id is the personal field `event.username`, as an
+/// event's user is: pseudonymised, the honest filter sends the pseudonym's
+/// text form (the key the person's events carry) and the service refuses a
+/// clear id; dropped, no user record is made, and none is admitted, clear,
+/// pseudonymised or withheld. Nothing of a refused id reaches the engine.
+#[test]
+fn a_user_record_s_id_follows_the_event_username_treatment() {
+    use privtel_model::UserId;
+    use privtel_wire::RejectCode;
+
+    use super::{admissible, batch, hello, in_engine_files, peer, send};
+
+    const CLEAR_ID: &str = "canary-alice.martin";
+    let user_record =
+        |records: &[Record]| records.iter().find(|r| matches!(r.body, RecordBody::User(_))).cloned();
+    let with_id = |record: &Record, id: UserId| {
+        let mut record = record.clone();
+        if let RecordBody::User(u) = &mut record.body {
+            u.id = id;
+        }
+        record
+    };
+    let clear = Settings::from_toml("[customers.acme.policy.programs]\npersonalised_usage = true\n").unwrap();
+    let template = {
+        let dir = tempfile::tempdir().unwrap();
+        let service = super::service_with(dir.path(), clear);
+        user_record(&admissible(&service, "acme", "u", Program::PersonalisedUsage))
+            .expect("clear: a user record")
+    };
+    for treatment in ["clear", "pseudonymise", "drop"] {
+        let settings = format!(
+            "[customers.acme.policy.programs]\npersonalised_usage = true\n\
+             [customers.acme.policy.fields]\n\"event.username\" = \"{treatment}\"\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let service = super::service_with(dir.path(), Settings::from_toml(&settings).unwrap());
+        let honest = admissible(&service, "acme", "u", Program::PersonalisedUsage);
+        let mut cases = vec![("clear id", with_id(&template, id(CLEAR_ID)))];
+        match (treatment, user_record(&honest)) {
+            ("clear", Some(u)) => assert_eq!(u, template, "clear: the id as it is"),
+            ("pseudonymise", Some(u)) => {
+                let RecordBody::User(user) = &u.body else { unreachable!() };
+                assert!(user.id.pseudonym().is_some(), "pseudonymise: the pseudonym's text form");
+                let event_user = honest.iter().find_map(|r| match &r.body {
+                    RecordBody::Event(e) => e.user.clone(),
+                    _ => None,
+                });
+                assert_eq!(Some(&user.id), event_user.as_ref(), "the key the person's events carry");
+                cases.push(("the filter's record", u));
+            }
+            ("drop", None) => {
+                let pseudonym = privtel_model::Pseudonym::new(privtel_model::KeyId::new(1), [7; 16]);
+                cases.push(("pseudonymised id", with_id(&template, UserId::from_pseudonym(&pseudonym))));
+            }
+            (_, u) => panic!("{treatment}: the filter made {u:?}"),
+        }
+        cases.push(("withheld id", with_id(&template, UserId::withheld())));
+        let mut conn = connect(&service, peer("acme", "dev-1"));
+        conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+        for (i, (label, record)) in cases.into_iter().enumerate() {
+            let ack = send(&mut conn, batch(&service, "acme", i as u64 + 1, vec![record]));
+            let admit =
+                matches!((treatment, label), ("clear", "clear id") | ("pseudonymise", "the filter's record"));
+            assert_eq!(ack.rejections.is_empty(), admit, "{treatment}, {label}: {:?}", ack.rejections);
+            for r in &ack.rejections {
+                assert_eq!(r.code, RejectCode::FIELD_FORM, "{treatment}, {label}");
+                assert!(!r.reason.contains("canary"), "{}", r.reason);
+            }
+        }
+        let held = service.export_person(&id("acme"), &id(CLEAR_ID), &mut Vec::new()).unwrap();
+        assert_eq!(
+            (held > 0, in_engine_files(dir.path(), CLEAR_ID)),
+            (treatment == "clear", treatment == "clear")
+        );
+    }
+}
+
+/// A frame whose record does not decode (an IP "prefix" with its host bits
+/// set: the address itself) ends the connection with an error that names
+/// what was expected, never the address.
+#[test]
+fn a_frame_that_does_not_decode_is_refused_without_repeating_the_personal_value() {
+    use privtel_model::{Generalised, IpPrefix, Personal};
+
+    use super::{admissible, batch, hello, peer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let service = super::service_with(dir.path(), Settings::from_toml("[customers.acme]\n").unwrap());
+    let mut records = admissible(&service, "acme", "x", Program::AnonymousUsage);
+    let device = records.iter_mut().find(|r| matches!(r.body, RecordBody::Device(_))).unwrap();
+    if let RecordBody::Device(d) = &mut device.body {
+        d.ip = Personal::Generalised(Generalised::IpPrefix(
+            IpPrefix::new("203.0.113.0".parse().unwrap(), 24).unwrap(),
+        ));
+    }
+    let (client, server) = privtel_testkit::pipe();
+    let s = std::sync::Arc::clone(&service);
+    let served =
+        std::thread::spawn(move || s.handle(privtel_wire::Connection::new(server), peer("acme", "dev-1")));
+    let mut conn = privtel_wire::Connection::new(client);
+    let welcome = conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let frame = Message::Batch(batch(&service, "acme", 1, records)).to_frame(welcome.version, false).unwrap();
+    let mut payload = frame.payload.clone();
+    let at = payload.windows(5).position(|w| w == [203, 0, 113, 0, 24]).expect("the prefix's bytes");
+    payload[at + 3] = 77;
+    let forged = privtel_wire::Frame::new(frame.version, frame.kind, frame.flags, payload);
+    privtel_wire::write_frame(conn.get_mut(), &forged, privtel_wire::DEFAULT_MAX_PAYLOAD).unwrap();
+    let answer = conn.recv();
+    let err = served.join().unwrap().expect_err("the frame does not decode");
+    for text in [err.to_string(), format!("{err:?}"), format!("{answer:?}")] {
+        assert!(!text.contains("203.0.113.77"), "{text}");
+    }
+    assert!(err.to_string().contains("ip prefix"), "names what was refused: {err}");
+    assert_eq!(service.engine().record_count().unwrap(), 0);
+}
