@@ -174,9 +174,7 @@ impl Policy {
     /// of the generalisation (generalising it again changes nothing).
     pub(crate) fn generalises_to(&self, kind: ValueKind, value: &PersonalMut<'_>) -> bool {
         let g = &self.generalise;
-        let prefix_fits = |p: &privtel_model::IpPrefix| {
-            p.len() == if p.addr().is_ipv4() { g.ipv4_prefix } else { g.ipv6_prefix }
-        };
+        let prefix_fits = |p: &privtel_model::IpPrefix| p.len() == g.prefix_len(p.addr());
         let registrable = |d: &privtel_model::Domain| {
             privtel_domain::Normalizer::shared()
                 .normalize(d.as_str())
@@ -189,6 +187,8 @@ impl Policy {
                 (ValueKind::Url | ValueKind::Host, Generalised::Domain(d))
                 | (ValueKind::Email, Generalised::Domain(d)) => registrable(d),
                 (ValueKind::Url | ValueKind::Host, Generalised::IpPrefix(p)) => prefix_fits(p),
+                // Settled: one more pass of the policy's scrubber changes
+                // nothing (the filter scrubs until it does).
                 (ValueKind::FreeText, Generalised::Text(t)) => {
                     scrubber(&self.scrub.detectors()).scrub(t).text == *t
                 }

@@ -637,7 +637,8 @@ impl Filter {
                     n.registrable_domain().map(Generalised::Domain)
                 }
                 ValueKind::FreeText => {
-                    let scrubbed = self.scrubber.scrub(text);
+                    // Settled, as the service checks it (none: withheld).
+                    let scrubbed = self.scrubber.scrub_settled(text)?;
                     report.scrubbed.iter_mut().zip(scrubbed.counts).for_each(|(a, b)| *a += u64::from(b));
                     Some(Generalised::Text(scrubbed.text))
                 }
@@ -658,9 +659,11 @@ impl Filter {
     }
 
     fn prefix(&self, ip: IpAddr) -> Option<IpPrefix> {
-        let g = &self.policy.generalise;
-        let len = if ip.is_ipv4() { g.ipv4_prefix } else { g.ipv6_prefix };
-        IpPrefix::new(ip, len).ok()
+        let ip = match ip {
+            IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        IpPrefix::new(ip, self.policy.generalise.prefix_len(ip)).ok()
     }
 
     /// A URL or host: its registrable domain, or its network if it is an IP.

@@ -31,6 +31,23 @@ pub struct Generalisation {
     pub duration_bounds_ms: Vec<u64>,
 }
 
+impl Generalisation {
+    /// The prefix length an address is generalised to: the IPv4 length for
+    /// IPv4 (an IPv4-mapped IPv6 address is taken as its IPv4 address
+    /// first), the IPv6 length for IPv6, except a 6to4 address
+    /// (`2002::/16`), whose bits 16 to 48 are a whole IPv4 address: it keeps
+    /// no more of that address than the IPv4 length does.
+    pub fn prefix_len(&self, ip: std::net::IpAddr) -> u8 {
+        match ip {
+            std::net::IpAddr::V4(_) => self.ipv4_prefix,
+            std::net::IpAddr::V6(a) if a.segments()[0] == 0x2002 => {
+                self.ipv6_prefix.min(self.ipv4_prefix.saturating_add(16))
+            }
+            std::net::IpAddr::V6(_) => self.ipv6_prefix,
+        }
+    }
+}
+
 impl Default for Generalisation {
     fn default() -> Self {
         Self {

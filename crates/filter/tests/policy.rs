@@ -323,3 +323,89 @@ fn a_generalised_value_passes_only_as_the_policy_generalises() {
     ));
     assert_eq!(policy.admits(&mut net), Ok(()));
 }
+
+/// The filter scrubs free text until it settles, so the service, which
+/// checks that one more pass changes nothing, admits what the filter made;
+/// a card number next to other digits is still found.
+#[test]
+fn the_filters_scrubbed_text_is_admitted_and_holds_no_card() {
+    use privtel_filter::FilterBuilder;
+    use privtel_model::{EventBody, Generalised, Personal, RecordBody};
+    let policy = Policy::from_toml("").unwrap();
+    let filter = FilterBuilder::new().policy(policy.clone()).build();
+    let crash = privtel_testkit::fixtures::records("r")
+        .into_iter()
+        .find(|r| r.body.kind_name() == "crash_report")
+        .unwrap();
+    let with_message = |m: &str| {
+        let mut r = crash.clone();
+        let RecordBody::Event(e) = &mut r.body else { unreachable!() };
+        let EventBody::CrashReport(c) = &mut e.body else { unreachable!() };
+        c.message = Personal::Clear(m.to_owned());
+        r
+    };
+    let message = |r: &privtel_model::Record| match &r.body {
+        RecordBody::Event(e) => match &e.body {
+            EventBody::CrashReport(c) => c.message.clone(),
+            _ => unreachable!(),
+        },
+        _ => unreachable!(),
+    };
+    for (clear, scrubbed) in [
+        // One pass took "3 4111 …" (no card) and left the card after the IP.
+        ("connect to 10.1.2.3 4111 1111 1111 1111 failed", "connect to [ip] [card] failed"),
+        // The address is seen only once the email before it is replaced.
+        ("mail a@b.cc::1 bounced", "mail [email][ip] bounced"),
+        // A digit after the card made the whole run fail the check.
+        ("paid with 4111 1111 1111 1111 2", "paid with [card] 2"),
+    ] {
+        let mut out = filter.apply(with_message(clear), &mut Default::default()).unwrap().into_record();
+        assert_eq!(message(&out), Personal::Generalised(Generalised::Text(scrubbed.into())), "{clear}");
+        assert_eq!(policy.admits(&mut out), Ok(()), "{clear}");
+    }
+}
+
+/// A 6to4 address (`2002::/16`) holds a whole IPv4 address in bits 16 to
+/// 48: it is generalised, and admitted, only as far as the IPv4 prefix
+/// keeps that address (a /40 under the default /24), never as a /48.
+#[test]
+fn a_6to4_address_keeps_no_more_of_its_ipv4_address_than_the_ipv4_prefix() {
+    use privtel_filter::{FilterBuilder, Inadmissible};
+    use privtel_model::{EventBody, Generalised, IpPrefix, Personal, RecordBody};
+    let policy = Policy::from_toml("[programs]\npersonalised_usage = true\n").unwrap();
+    let filter = FilterBuilder::new().policy(policy.clone()).build();
+    let web = privtel_testkit::fixtures::records("g")
+        .into_iter()
+        .find(|r| r.body.kind_name() == "web_request")
+        .unwrap();
+    fn host(r: &mut privtel_model::Record) -> &mut Personal<String> {
+        let RecordBody::Event(e) = &mut r.body else { unreachable!() };
+        let EventBody::WebRequest(w) = &mut e.body else { unreachable!() };
+        &mut w.host
+    }
+    // 2002:cb00:714d:: is 203.0.113.77.
+    let mut raw = web.clone();
+    *host(&mut raw) = Personal::Clear("[2002:cb00:714d::1]".into());
+    let mut out = filter.apply(raw, &mut Default::default()).unwrap().into_record();
+    let expected = IpPrefix::new("2002:cb00:7100::".parse().unwrap(), 40).unwrap();
+    assert_eq!(*host(&mut out), Personal::Generalised(Generalised::IpPrefix(expected)));
+    assert_eq!(policy.admits(&mut out), Ok(()));
+    let mut forged = out.clone();
+    *host(&mut forged) = Personal::Generalised(Generalised::IpPrefix(
+        IpPrefix::new("2002:cb00:714d::".parse().unwrap(), 48).unwrap(),
+    ));
+    assert_eq!(policy.admits(&mut forged), Err(Inadmissible::Generalised { field: "web_request.host" }));
+    // Another IPv6 address keeps its /48; an IPv4-mapped one is its IPv4.
+    for (clear, prefix) in
+        [("[2001:db8:1234:5678::1]", "2001:db8:1234::/48"), ("[::ffff:203.0.113.77]", "203.0.113.0/24")]
+    {
+        let mut raw = web.clone();
+        *host(&mut raw) = Personal::Clear(clear.into());
+        let mut out = filter.apply(raw, &mut Default::default()).unwrap().into_record();
+        let Personal::Generalised(Generalised::IpPrefix(p)) = host(&mut out).clone() else {
+            panic!("{clear}: {:?}", host(&mut out))
+        };
+        assert_eq!(p.to_string(), prefix, "{clear}");
+        assert_eq!(policy.admits(&mut out), Ok(()), "{clear}");
+    }
+}
