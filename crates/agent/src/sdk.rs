@@ -1502,20 +1502,31 @@ fn run(name: String, agent: Agent, rx: Receiver<Msg>, queued: Arc<AtomicUsize>, 
 /// [`AgentError::Deferred`] with the service's wait when it deferred a
 /// batch.
 fn upload(agent: &mut Agent, config: &WorkerConfig) -> Result<u64, AgentError> {
-    if agent.outbox().is_empty()? {
-        return Ok(0);
+    let mut sent = 0;
+    // An upload that moved the spool to a new stream (its hello named the
+    // old one) is followed at once by one under the new stream, once, as
+    // `Agent::deliver` does: not a failure to back off from.
+    for again in [false, true] {
+        if agent.outbox().is_empty()? {
+            return Ok(sent);
+        }
+        let mut conn = config.connector.connect()?;
+        let now = (config.clock)();
+        let report = agent.upload(&mut conn, config.policy_version, now)?;
+        let _ = agent.goodbye(&mut conn, now);
+        sent += report.sent_total();
+        if report.new_stream && !again {
+            continue;
+        }
+        return match report.retry_after {
+            Some(retry_after) => Err(AgentError::Deferred {
+                retry_after,
+                reason: report.deferred_because.unwrap_or_else(|| "no reason given".to_owned()),
+            }),
+            None => Ok(sent),
+        };
     }
-    let mut conn = config.connector.connect()?;
-    let now = (config.clock)();
-    let report = agent.upload(&mut conn, config.policy_version, now)?;
-    let _ = agent.goodbye(&mut conn, now);
-    match report.retry_after {
-        Some(retry_after) => Err(AgentError::Deferred {
-            retry_after,
-            reason: report.deferred_because.unwrap_or_else(|| "no reason given".to_owned()),
-        }),
-        None => Ok(report.sent_total()),
-    }
+    Ok(sent)
 }
 
 /// The wait a deferral asks for, if `e` is one.

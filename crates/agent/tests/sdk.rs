@@ -771,3 +771,53 @@ fn a_flush_that_meets_a_deferral_reports_it_and_the_worker_waits_it() {
     drop(sdk);
     assert_eq!(n, 1, "the worker connected {n} times within 1 s of a 60 s retry_after");
 }
+
+/// A service whose first welcome claims a mark above anything the spool
+/// sent (as for a spool restored from an older copy), then stores every
+/// batch whole: the worker moves to a new stream and sends under it at
+/// once, not after a failure's backoff.
+fn claiming_then_storing(conns: Arc<std::sync::atomic::AtomicU32>) -> Connector {
+    use privtel_wire::{Ack, Message, Welcome};
+    Connector::new(move || {
+        let first = conns.fetch_add(1, Ordering::SeqCst) == 0;
+        let (client, server) = pipe();
+        std::thread::spawn(move || {
+            let mut conn = Connection::new(server);
+            let mark = if first { 1_000_000 } else { 0 };
+            if conn.server_handshake(|_, v| Welcome::new(v, mark)).is_err() {
+                return;
+            }
+            while let Ok(msg) = conn.recv() {
+                if let Message::Batch(b) = msg {
+                    let ack = Ack {
+                        batch_id: b.batch_id,
+                        accepted_up_to: b.first_seq + b.records.len() as u64 - 1,
+                        rejections: Vec::new(),
+                        retry_after_ms: None,
+                    };
+                    if conn.send(&Message::Ack(ack)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let stream: Box<dyn Stream> = Box::new(client);
+        Ok(Connection::new(stream))
+    })
+}
+
+#[test]
+fn a_move_to_a_new_stream_is_followed_at_once_by_the_upload_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let conns = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let sdk = builder(dir.path(), POLICY)
+        .endpoint("a", claiming_then_storing(Arc::clone(&conns)))
+        .upload_every(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    sdk.feature_used("export");
+    let report = sdk.flush(FLUSH).unwrap();
+    assert_eq!(report.endpoints[0].error, None);
+    assert_eq!(report.pending("a"), Some(0), "sent under the new stream in the same flush");
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+}
