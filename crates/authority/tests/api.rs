@@ -478,3 +478,62 @@ fn removing_a_customer_ends_its_trust_and_leaves_none_of_it_in_the_files() {
         assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()), "{canary} remains");
     }
 }
+
+#[test]
+fn a_process_that_cached_a_removed_customers_ca_trusts_it_no_longer() {
+    let fx = Fixture::new();
+    // The running service: its own handle on the register.
+    let service = fx.second_process();
+    let (old_key, old) = fx.enroll(&fx.acme, "pc-canary-5512");
+    service.identify(&chain(&old), fx.now).unwrap();
+    // Contract end, removed by the console or an admin command in another process.
+    fx.authority.remove_customer(&fx.acme).unwrap();
+    let mut failures = Vec::new();
+    match service.identify(&chain(&old), fx.now) {
+        Err(AuthError::UnknownCustomer) => {}
+        other => failures.push(format!("removed customer's certificate in the running service: {other:?}")),
+    }
+    let reports = fx.authority.reports(Some(&fx.acme), time::OffsetDateTime::UNIX_EPOCH).unwrap();
+    if !reports.is_empty() {
+        failures.push(format!("rows of the removed customer written back: {reports:?}"));
+    }
+    // The customer signs again: a new CA.
+    let new_ca = fx.authority.add_customer(&fx.acme, fx.now).unwrap();
+    if service.customer_ca_pem(&fx.acme).unwrap().as_deref() != Some(new_ca.as_str()) {
+        failures.push("the running service still names the removed CA as acme's".into());
+    }
+    let (_, fresh) = fx.enroll(&fx.acme, "pc-new");
+    if let Err(e) = service.identify(&chain(&fresh), fx.now) {
+        failures.push(format!("a device of the new CA refused by the running service: {e}"));
+    }
+    // The old device re-enrolls (same key) under the new CA; its certificate
+    // of the removed CA is accepted by the running service.
+    let request =
+        privtel_authority::request(Some(&fx.token(&fx.acme, 1)), &fx.acme, &dev("pc-canary-5512"), &old_key)
+            .unwrap();
+    fx.authority.enroll(&request, fx.now).unwrap();
+    if let Ok(id) = service.identify(&chain(&old), fx.now) {
+        failures.push(format!("a certificate of the removed CA accepted as {id}"));
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn a_token_with_one_use_left_cannot_grow_the_register_without_bound() {
+    let fx = Fixture::new();
+    let (_, _) = fx.enroll(&fx.acme, "pc-1");
+    let token = fx.token(&fx.acme, 1);
+    for _ in 0..200 {
+        let key = DeviceKey::generate().unwrap();
+        let request = privtel_authority::request(Some(&token), &fx.acme, &dev("pc-1"), &key).unwrap();
+        assert!(matches!(fx.authority.enroll(&request, fx.now), Err(EnrollError::AlreadyEnrolled { .. })));
+    }
+    let reports = fx.authority.reports(Some(&fx.acme), time::OffsetDateTime::UNIX_EPOCH).unwrap();
+    assert_eq!(reports.len(), 16, "report rows from 200 refused requests of one token");
+    // Every attempt is still counted, the keys beyond 16 on the newest row.
+    assert_eq!(reports.iter().map(|r| r.count).sum::<u64>(), 200);
+    // A refused enrollment spends no use of the token.
+    let key = DeviceKey::generate().unwrap();
+    let request = privtel_authority::request(Some(&token), &fx.acme, &dev("pc-2"), &key).unwrap();
+    fx.authority.enroll(&request, fx.now).unwrap();
+}

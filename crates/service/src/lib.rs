@@ -768,6 +768,18 @@ impl Service {
             };
             match msg {
                 Message::Batch(batch) => {
+                    // The device's standing read anew for each batch: one
+                    // revoked (or reset) while connected is refused from
+                    // its next batch on, not only at its next connection.
+                    if let Some((code, why)) = self.no_longer_enrolled(&peer) {
+                        self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+                        self.report(&format!("refused {customer}/{device}: {why} while connected"));
+                        conn.send(&Message::error(code, why, code != ErrorCode::Forbidden))?;
+                        return Err(privtel_wire::Error::Unexpected {
+                            expected: "a batch of a device still enrolled",
+                            got: "a batch of a device revoked while connected",
+                        });
+                    }
                     // Settings read anew for each batch; a customer removed
                     // while connected is refused from its next batch on.
                     let settings = self.settings();
@@ -820,6 +832,16 @@ impl Service {
                     conn.send(&answer)?;
                 }
                 Message::EnrollRequest(req) if req.token.is_none() => {
+                    // A renewal signs a certificate and writes the register:
+                    // held to the connection's message rate like the rest.
+                    if messages.take(1, Instant::now()).is_err() {
+                        conn.send(&Message::error(
+                            ErrorCode::Unavailable,
+                            "too many requests: slow down",
+                            true,
+                        ))?;
+                        continue;
+                    }
                     let answer = self.renew(&peer, &req);
                     conn.send(&answer)?;
                 }
@@ -833,6 +855,26 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// Why a certified device may no longer send, if it may not, with the
+    /// error code it is told: revoked, reset or removed since its
+    /// connection's handshake (as the authority's register says now).
+    /// `None` for a peer without a certificate of this service's authority.
+    fn no_longer_enrolled(&self, peer: &Peer) -> Option<(ErrorCode, &'static str)> {
+        #[cfg(feature = "tls")]
+        if let (Peer::Certified(id), Some(authority)) = (peer, &self.authority) {
+            return match authority.device(&id.customer, &id.device) {
+                Ok(Some(d)) if d.revoked.is_none() => None,
+                Ok(Some(_)) => Some((ErrorCode::Forbidden, "the device was revoked")),
+                Ok(None) => Some((ErrorCode::Forbidden, "the device is no longer enrolled")),
+                // Not known either way: nothing stored now, the agent
+                // retries (on a new connection, which is identified anew).
+                Err(_) => Some((ErrorCode::Unavailable, "the device's enrollment could not be read")),
+            };
+        }
+        let _ = peer;
+        None
     }
 
     /// Refuses a device whose customer has no settings (fail closed):

@@ -485,3 +485,57 @@ personalised_usage = true
     }
     assert!(seen_defined, "the scan reads the stored rows");
 }
+
+#[test]
+fn a_revoked_devices_open_connection_is_refused_at_its_next_batch() {
+    let run = start(limits());
+    let creds = run.enroll("acme", "dev-1").unwrap();
+    let mut conn = run.session(&creds);
+    say_hello(&mut conn, "acme", "dev-1").unwrap();
+    let records = admissible(&run.service, "acme", "before", Program::AnonymousUsage);
+    let n = records.len() as u64;
+    conn.send(&Message::Batch(batch(&run.service, "acme", 1, records))).unwrap();
+    assert!(matches!(conn.recv().unwrap(), Message::Ack(a) if a.accepted_up_to == n));
+    // Revoked by an administrator in another process (a stolen laptop).
+    let admin = Authority::open(run.dir.path().join("authority.db")).unwrap();
+    assert!(admin.revoke_device(&id("acme"), &id("dev-1"), wall().as_offset_date_time()).unwrap());
+    let mut fresh = run.session(&creds);
+    assert!(say_hello(&mut fresh, "acme", "dev-1").is_err(), "a new connection is refused");
+    // The connection opened before the revocation.
+    let more = admissible(&run.service, "acme", "after", Program::AnonymousUsage);
+    let m = more.len() as u64;
+    conn.send(&Message::Batch(batch(&run.service, "acme", n + 1, more))).unwrap();
+    let answer = conn.recv();
+    let stored = run.service.engine().high_water(&id("acme"), &id("dev-1"), 1).unwrap();
+    assert!(
+        matches!(answer, Ok(Message::Error(ref e)) if e.code == ErrorCode::Forbidden) && stored == n,
+        "revoked device still served: {answer:?}; high-water {stored} (was {n}, batch of {m})"
+    );
+}
+
+#[test]
+fn renewals_are_held_to_the_connections_message_rate() {
+    let mut l = limits();
+    l.messages_per_second = 1; // bursts of 2
+    let run = start(l);
+    let creds = run.enroll("acme", "dev-1").unwrap();
+    let key = creds.key().unwrap();
+    let mut conn = run.session(&creds);
+    say_hello(&mut conn, "acme", "dev-1").unwrap();
+    // Renewals as fast as the connection takes them.
+    let request = privtel_authority::request(None, &id("acme"), &id("dev-1"), &key).unwrap();
+    let started = Instant::now();
+    let mut issued = 0;
+    for _ in 0..40 {
+        conn.send(&Message::EnrollRequest(request.clone())).unwrap();
+        if matches!(conn.recv().unwrap(), Message::Enrolled(_)) {
+            issued += 1;
+        }
+    }
+    let took = started.elapsed();
+    assert!(issued >= 1, "the first renewals are served");
+    assert!(
+        issued as u64 <= 2 + took.as_secs() + 1,
+        "{issued} certificates signed (each a synced register write) in {took:?} at 1 message a second"
+    );
+}

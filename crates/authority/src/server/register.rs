@@ -223,9 +223,16 @@ impl std::fmt::Debug for Authority {
 pub(crate) struct Inner {
     path: PathBuf,
     conn: Mutex<rusqlite::Connection>,
-    /// Each customer's CA as a ready verifier. A CA never changes once made
-    /// (add_customer is idempotent), so caching it cannot serve stale trust.
+    /// Each customer's CA as a ready verifier. A CA changes only when its
+    /// customer is removed (and perhaps added again with a new one): this
+    /// process's removal drops its entry, and a commit by another process
+    /// (another connection to the file: an administrative command, the
+    /// console of another service) empties the cache (`cas_seen`), so no
+    /// removed CA is trusted a moment longer than its removal's commit.
     cas: Mutex<HashMap<CustomerId, Arc<CustomerCa>>>,
+    /// The file's `PRAGMA data_version` when `cas` was last known current:
+    /// it changes when another connection commits.
+    cas_seen: std::sync::atomic::AtomicI64,
     provider: Arc<rustls::crypto::CryptoProvider>,
     /// Certificates this authority's own verifier has just verified in a
     /// handshake (see [`Verified`]).
@@ -439,6 +446,7 @@ impl Authority {
                 path,
                 conn: Mutex::new(conn),
                 cas: Mutex::new(HashMap::new()),
+                cas_seen: std::sync::atomic::AtomicI64::new(i64::MIN),
                 provider: Arc::new(rustls::crypto::ring::default_provider()),
                 verified: Verified::default(),
             }),
@@ -989,6 +997,11 @@ impl Authority {
 }
 
 /// Counts one report (one row per kind, customer, device and key).
+/// The most keys one device has report rows of, per kind: a key beyond
+/// them is counted on the device's newest row instead (whoever holds a
+/// token could otherwise add a row per fresh key for as long as it lasts).
+const MAX_KEYS_REPORTED: i64 = 16;
+
 fn record(
     conn: &rusqlite::Connection,
     kind: ReportKind,
@@ -997,6 +1010,21 @@ fn record(
     fingerprint: &KeyFingerprint,
     now: OffsetDateTime,
 ) -> rusqlite::Result<()> {
+    let (known, keys): (bool, i64) = conn.query_row(
+        "SELECT coalesce(max(key_fingerprint = ?4), 0), count(*) FROM reports
+         WHERE kind = ?1 AND customer = ?2 AND device = ?3",
+        params![kind.code(), customer.as_str(), device.as_str(), fingerprint.as_bytes().as_slice()],
+        |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?)),
+    )?;
+    if !known && keys >= MAX_KEYS_REPORTED {
+        conn.execute(
+            "UPDATE reports SET last_unix = max(last_unix, ?4), count = count + 1
+             WHERE rowid = (SELECT rowid FROM reports WHERE kind = ?1 AND customer = ?2 AND device = ?3
+                            ORDER BY last_unix DESC, rowid DESC LIMIT 1)",
+            params![kind.code(), customer.as_str(), device.as_str(), unix(now)],
+        )?;
+        return Ok(());
+    }
     conn.execute(
         "INSERT INTO reports (kind, customer, device, key_fingerprint, first_unix, last_unix, count)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1)
@@ -1016,14 +1044,22 @@ fn record(
 impl Inner {
     /// The customer's CA, from the cache or the file.
     pub(crate) fn customer_ca(&self, customer: &CustomerId) -> Result<Option<Arc<CustomerCa>>> {
+        let conn = lock(&self.conn);
+        // Another process committed since the cache was filled (it may have
+        // removed a customer): nothing cached is trusted any more.
+        let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if self.cas_seen.swap(version, std::sync::atomic::Ordering::AcqRel) != version {
+            lock(&self.cas).clear();
+        }
         if let Some(ca) = lock(&self.cas).get(customer) {
             return Ok(Some(Arc::clone(ca)));
         }
-        let pem: Option<String> = lock(&self.conn)
+        let pem: Option<String> = conn
             .query_row("SELECT ca_cert_pem FROM customers WHERE customer = ?1", [customer.as_str()], |r| {
                 r.get(0)
             })
             .optional()?;
+        drop(conn);
         let Some(pem) = pem else { return Ok(None) };
         let ca = Arc::new(CustomerCa::new(pem, Arc::clone(&self.provider))?);
         lock(&self.cas).insert(customer.clone(), Arc::clone(&ca));
