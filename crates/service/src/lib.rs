@@ -819,29 +819,19 @@ impl Service {
                     let ack = self.batch(&session, cs, batch, &mut messages);
                     conn.send(&Message::Ack(ack))?;
                 }
+                // A query costs lookups; a renewal signs a certificate and
+                // writes the register: both held to the connection's
+                // message rate, as batches are.
+                Message::EnrichQuery(_) | Message::EnrollRequest(_)
+                    if messages.take(1, Instant::now()).is_err() =>
+                {
+                    conn.send(&Message::error(ErrorCode::Unavailable, "too many requests: slow down", true))?;
+                }
                 Message::EnrichQuery(q) => {
-                    if messages.take(1, Instant::now()).is_err() {
-                        conn.send(&Message::error(
-                            ErrorCode::Unavailable,
-                            "too many queries: slow down",
-                            true,
-                        ))?;
-                        continue;
-                    }
                     let answer = self.enrich(&customer, &q);
                     conn.send(&answer)?;
                 }
                 Message::EnrollRequest(req) if req.token.is_none() => {
-                    // A renewal signs a certificate and writes the register:
-                    // held to the connection's message rate like the rest.
-                    if messages.take(1, Instant::now()).is_err() {
-                        conn.send(&Message::error(
-                            ErrorCode::Unavailable,
-                            "too many requests: slow down",
-                            true,
-                        ))?;
-                        continue;
-                    }
                     let answer = self.renew(&peer, &req);
                     conn.send(&answer)?;
                 }
