@@ -673,41 +673,57 @@ fn a_policy_that_breaks_its_licence_does_not_build() {
         .unwrap();
 }
 
-/// A fake service on a pipe that defers every batch with a rate limit and
-/// `retry_after_ms` of `retry_after` (as the real one does for code 2);
-/// counts the connections it gets in `conns`.
-fn deferring(conns: Arc<std::sync::atomic::AtomicU32>, retry_after: Duration) -> Connector {
-    use privtel_wire::{Ack, Message, RejectCode, Rejection, Welcome};
+/// A fake service on a pipe, counting connections in `conns`: its welcome
+/// gives `mark(connection index)` as the high-water mark, and it answers
+/// each batch with `ack(batch)`.
+fn fake_service(
+    conns: Arc<std::sync::atomic::AtomicU32>,
+    mark: impl Fn(u32) -> u64 + Send + Sync + 'static,
+    ack: impl Fn(&privtel_wire::Batch) -> privtel_wire::Ack + Send + Sync + 'static,
+) -> Connector {
+    use privtel_wire::{Message, Welcome};
+    let (mark, ack) = (Arc::new(mark), Arc::new(ack));
     Connector::new(move || {
-        conns.fetch_add(1, Ordering::SeqCst);
+        let high_water = mark(conns.fetch_add(1, Ordering::SeqCst));
+        let ack = Arc::clone(&ack);
         let (client, server) = pipe();
         std::thread::spawn(move || {
             let mut conn = Connection::new(server);
-            if conn.server_handshake(|_, v| Welcome::new(v, 0)).is_err() {
+            if conn.server_handshake(|_, v| Welcome::new(v, high_water)).is_err() {
                 return;
             }
             while let Ok(msg) = conn.recv() {
-                if let Message::Batch(b) = msg {
-                    let ack = Ack {
-                        batch_id: b.batch_id,
-                        accepted_up_to: b.first_seq - 1,
-                        rejections: vec![Rejection {
-                            seq: b.first_seq,
-                            code: RejectCode::RATE_LIMITED,
-                            reason: "rate limited".into(),
-                            retryable: true,
-                        }],
-                        retry_after_ms: Some(retry_after.as_millis() as u64),
-                    };
-                    if conn.send(&Message::Ack(ack)).is_err() {
-                        return;
-                    }
+                if let Message::Batch(b) = msg
+                    && conn.send(&Message::Ack(ack(&b))).is_err()
+                {
+                    return;
                 }
             }
         });
         let stream: Box<dyn Stream> = Box::new(client);
         Ok(Connection::new(stream))
     })
+}
+
+/// A fake service that defers every batch with a rate limit and
+/// `retry_after`.
+fn deferring(conns: Arc<std::sync::atomic::AtomicU32>, retry_after: Duration) -> Connector {
+    use privtel_wire::{Ack, RejectCode, Rejection};
+    fake_service(
+        conns,
+        |_| 0,
+        move |b| Ack {
+            batch_id: b.batch_id,
+            accepted_up_to: b.first_seq - 1,
+            rejections: vec![Rejection {
+                seq: b.first_seq,
+                code: RejectCode::RATE_LIMITED,
+                reason: "rate limited".into(),
+                retryable: true,
+            }],
+            retry_after_ms: Some(retry_after.as_millis() as u64),
+        },
+    )
 }
 
 /// The protocol: a device waits at least a deferral's `retry_after` before
@@ -777,33 +793,16 @@ fn a_flush_that_meets_a_deferral_reports_it_and_the_worker_waits_it() {
 /// batch whole: the worker moves to a new stream and sends under it at
 /// once, not after a failure's backoff.
 fn claiming_then_storing(conns: Arc<std::sync::atomic::AtomicU32>) -> Connector {
-    use privtel_wire::{Ack, Message, Welcome};
-    Connector::new(move || {
-        let first = conns.fetch_add(1, Ordering::SeqCst) == 0;
-        let (client, server) = pipe();
-        std::thread::spawn(move || {
-            let mut conn = Connection::new(server);
-            let mark = if first { 1_000_000 } else { 0 };
-            if conn.server_handshake(|_, v| Welcome::new(v, mark)).is_err() {
-                return;
-            }
-            while let Ok(msg) = conn.recv() {
-                if let Message::Batch(b) = msg {
-                    let ack = Ack {
-                        batch_id: b.batch_id,
-                        accepted_up_to: b.first_seq + b.records.len() as u64 - 1,
-                        rejections: Vec::new(),
-                        retry_after_ms: None,
-                    };
-                    if conn.send(&Message::Ack(ack)).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        let stream: Box<dyn Stream> = Box::new(client);
-        Ok(Connection::new(stream))
-    })
+    fake_service(
+        conns,
+        |n| if n == 0 { 1_000_000 } else { 0 },
+        |b| privtel_wire::Ack {
+            batch_id: b.batch_id,
+            accepted_up_to: b.first_seq + b.records.len() as u64 - 1,
+            rejections: Vec::new(),
+            retry_after_ms: None,
+        },
+    )
 }
 
 #[test]

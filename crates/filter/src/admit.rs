@@ -282,5 +282,8 @@ fn allowed_forms(allowed: Form) -> String {
 fn scrubber(detectors: &[Detector]) -> Arc<Scrubber> {
     static MADE: OnceLock<Mutex<HashMap<Vec<Detector>, Arc<Scrubber>>>> = OnceLock::new();
     let mut made = MADE.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(s) = made.get(detectors) {
+        return Arc::clone(s);
+    }
     Arc::clone(made.entry(detectors.to_vec()).or_insert_with(|| Arc::new(Scrubber::new(detectors))))
 }

@@ -274,38 +274,47 @@ fn old_spellings_still_read_and_are_reported_with_their_line() {
     assert_eq!("drop".parse::<Treatment>().unwrap(), Treatment::Withhold);
 }
 
+/// The first record of the fixtures of `kind`.
+fn fixture(kind: &str) -> privtel_model::Record {
+    privtel_testkit::fixtures::records("g").into_iter().find(|r| r.body.kind_name() == kind).unwrap()
+}
+
+/// A web request event's host.
+fn web_host(r: &mut privtel_model::Record) -> &mut privtel_model::Personal<String> {
+    use privtel_model::{EventBody, RecordBody};
+    let RecordBody::Event(e) = &mut r.body else { unreachable!() };
+    let EventBody::WebRequest(w) = &mut e.body else { unreachable!() };
+    &mut w.host
+}
+
+/// A crash report event's message.
+fn crash_message(r: &mut privtel_model::Record) -> &mut privtel_model::Personal<String> {
+    use privtel_model::{EventBody, RecordBody};
+    let RecordBody::Event(e) = &mut r.body else { unreachable!() };
+    let EventBody::CrashReport(c) = &mut e.body else { unreachable!() };
+    &mut c.message
+}
+
 /// A value that arrives generalised is kept (by the filter) and admitted
 /// (by the service) only as the policy generalises: the variant of the
 /// field's kind, as coarse as the policy keeps it.
 #[test]
 fn a_generalised_value_passes_only_as_the_policy_generalises() {
     use privtel_filter::{FilterBuilder, Inadmissible};
-    use privtel_model::{EventBody, Generalised, Personal, RecordBody};
+    use privtel_model::{Generalised, Personal};
     let policy = Policy::from_toml("[programs]\npersonalised_usage = true\n").unwrap();
     let filter = FilterBuilder::new().policy(policy.clone()).build();
-    let web = privtel_testkit::fixtures::records("g")
-        .into_iter()
-        .find(|r| r.body.kind_name() == "web_request")
-        .unwrap();
+    let web = fixture("web_request");
     let with_host = |host: Generalised| {
         let mut r = filter.apply(web.clone(), &mut Default::default()).unwrap().into_record();
-        let RecordBody::Event(e) = &mut r.body else { unreachable!() };
-        let EventBody::WebRequest(w) = &mut e.body else { unreachable!() };
-        w.host = Personal::Generalised(host);
+        *web_host(&mut r) = Personal::Generalised(host);
         r
-    };
-    let host_of = |r: &privtel_model::Record| match &r.body {
-        RecordBody::Event(e) => match &e.body {
-            EventBody::WebRequest(w) => w.host.clone(),
-            _ => unreachable!(),
-        },
-        _ => unreachable!(),
     };
     let registrable = Generalised::Domain("example.com".parse().unwrap());
     let mut ok = with_host(registrable.clone());
     assert_eq!(policy.admits(&mut ok), Ok(()));
-    let kept = filter.apply(ok, &mut Default::default()).unwrap().into_record();
-    assert_eq!(host_of(&kept), Personal::Generalised(registrable));
+    let mut kept = filter.apply(ok, &mut Default::default()).unwrap().into_record();
+    assert_eq!(*web_host(&mut kept), Personal::Generalised(registrable));
     for fine in [
         Generalised::Domain("alice.home.dyndns.example.com".parse().unwrap()),
         Generalised::Text("https://example.com/?who=alice".into()),
@@ -314,8 +323,8 @@ fn a_generalised_value_passes_only_as_the_policy_generalises() {
         let mut r = with_host(fine);
         assert_eq!(policy.admits(&mut r), Err(Inadmissible::Generalised { field: "web_request.host" }));
         // The filter withholds it rather than pass on what the service refuses.
-        let out = filter.apply(r, &mut Default::default()).unwrap().into_record();
-        assert_eq!(host_of(&out), Personal::Withheld);
+        let mut out = filter.apply(r, &mut Default::default()).unwrap().into_record();
+        assert_eq!(*web_host(&mut out), Personal::Withheld);
     }
     // A /24 of an address is how this policy generalises a host that is one.
     let mut net = with_host(Generalised::IpPrefix(
@@ -330,27 +339,10 @@ fn a_generalised_value_passes_only_as_the_policy_generalises() {
 #[test]
 fn the_filters_scrubbed_text_is_admitted_and_holds_no_card() {
     use privtel_filter::FilterBuilder;
-    use privtel_model::{EventBody, Generalised, Personal, RecordBody};
+    use privtel_model::{Generalised, Personal};
     let policy = Policy::from_toml("").unwrap();
     let filter = FilterBuilder::new().policy(policy.clone()).build();
-    let crash = privtel_testkit::fixtures::records("r")
-        .into_iter()
-        .find(|r| r.body.kind_name() == "crash_report")
-        .unwrap();
-    let with_message = |m: &str| {
-        let mut r = crash.clone();
-        let RecordBody::Event(e) = &mut r.body else { unreachable!() };
-        let EventBody::CrashReport(c) = &mut e.body else { unreachable!() };
-        c.message = Personal::Clear(m.to_owned());
-        r
-    };
-    let message = |r: &privtel_model::Record| match &r.body {
-        RecordBody::Event(e) => match &e.body {
-            EventBody::CrashReport(c) => c.message.clone(),
-            _ => unreachable!(),
-        },
-        _ => unreachable!(),
-    };
+    let crash = fixture("crash_report");
     for (clear, scrubbed) in [
         // One pass took "3 4111 …" (no card) and left the card after the IP.
         ("connect to 10.1.2.3 4111 1111 1111 1111 failed", "connect to [ip] [card] failed"),
@@ -359,8 +351,14 @@ fn the_filters_scrubbed_text_is_admitted_and_holds_no_card() {
         // A digit after the card made the whole run fail the check.
         ("paid with 4111 1111 1111 1111 2", "paid with [card] 2"),
     ] {
-        let mut out = filter.apply(with_message(clear), &mut Default::default()).unwrap().into_record();
-        assert_eq!(message(&out), Personal::Generalised(Generalised::Text(scrubbed.into())), "{clear}");
+        let mut raw = crash.clone();
+        *crash_message(&mut raw) = Personal::Clear(clear.to_owned());
+        let mut out = filter.apply(raw, &mut Default::default()).unwrap().into_record();
+        assert_eq!(
+            *crash_message(&mut out),
+            Personal::Generalised(Generalised::Text(scrubbed.into())),
+            "{clear}"
+        );
         assert_eq!(policy.admits(&mut out), Ok(()), "{clear}");
     }
 }
@@ -371,27 +369,22 @@ fn the_filters_scrubbed_text_is_admitted_and_holds_no_card() {
 #[test]
 fn a_6to4_address_keeps_no_more_of_its_ipv4_address_than_the_ipv4_prefix() {
     use privtel_filter::{FilterBuilder, Inadmissible};
-    use privtel_model::{EventBody, Generalised, IpPrefix, Personal, RecordBody};
+    use privtel_model::{Generalised, IpPrefix, Personal};
     let policy = Policy::from_toml("[programs]\npersonalised_usage = true\n").unwrap();
     let filter = FilterBuilder::new().policy(policy.clone()).build();
-    let web = privtel_testkit::fixtures::records("g")
-        .into_iter()
-        .find(|r| r.body.kind_name() == "web_request")
-        .unwrap();
-    fn host(r: &mut privtel_model::Record) -> &mut Personal<String> {
-        let RecordBody::Event(e) = &mut r.body else { unreachable!() };
-        let EventBody::WebRequest(w) = &mut e.body else { unreachable!() };
-        &mut w.host
-    }
+    let web = fixture("web_request");
+    let generalised = |clear: &str| {
+        let mut raw = web.clone();
+        *web_host(&mut raw) = Personal::Clear(clear.into());
+        filter.apply(raw, &mut Default::default()).unwrap().into_record()
+    };
     // 2002:cb00:714d:: is 203.0.113.77.
-    let mut raw = web.clone();
-    *host(&mut raw) = Personal::Clear("[2002:cb00:714d::1]".into());
-    let mut out = filter.apply(raw, &mut Default::default()).unwrap().into_record();
+    let mut out = generalised("[2002:cb00:714d::1]");
     let expected = IpPrefix::new("2002:cb00:7100::".parse().unwrap(), 40).unwrap();
-    assert_eq!(*host(&mut out), Personal::Generalised(Generalised::IpPrefix(expected)));
+    assert_eq!(*web_host(&mut out), Personal::Generalised(Generalised::IpPrefix(expected)));
     assert_eq!(policy.admits(&mut out), Ok(()));
     let mut forged = out.clone();
-    *host(&mut forged) = Personal::Generalised(Generalised::IpPrefix(
+    *web_host(&mut forged) = Personal::Generalised(Generalised::IpPrefix(
         IpPrefix::new("2002:cb00:714d::".parse().unwrap(), 48).unwrap(),
     ));
     assert_eq!(policy.admits(&mut forged), Err(Inadmissible::Generalised { field: "web_request.host" }));
@@ -399,11 +392,9 @@ fn a_6to4_address_keeps_no_more_of_its_ipv4_address_than_the_ipv4_prefix() {
     for (clear, prefix) in
         [("[2001:db8:1234:5678::1]", "2001:db8:1234::/48"), ("[::ffff:203.0.113.77]", "203.0.113.0/24")]
     {
-        let mut raw = web.clone();
-        *host(&mut raw) = Personal::Clear(clear.into());
-        let mut out = filter.apply(raw, &mut Default::default()).unwrap().into_record();
-        let Personal::Generalised(Generalised::IpPrefix(p)) = host(&mut out).clone() else {
-            panic!("{clear}: {:?}", host(&mut out))
+        let mut out = generalised(clear);
+        let Personal::Generalised(Generalised::IpPrefix(p)) = web_host(&mut out).clone() else {
+            panic!("{clear}: {:?}", web_host(&mut out))
         };
         assert_eq!(p.to_string(), prefix, "{clear}");
         assert_eq!(policy.admits(&mut out), Ok(()), "{clear}");
