@@ -42,6 +42,15 @@
 //!   connections each complete the handshake and Hello, then stay silent.
 //!   The service's `VmRSS`/`VmHWM` (from `/proc/PID/status`) with 0 and N
 //!   held, its threads, and its CPU time while they idle.
+//! * `--only pipeline` (a diagnostic, not a goal): the service's side of
+//!   a session without TLS, in this process: `--threads` threads run
+//!   [`Service::handle`] over in-memory streams on a hello, a batch and a
+//!   goodbye encoded beforehand, through the real admission, encoding and
+//!   group commit. Sessions/s and CPU a session; with `--sessions N` each
+//!   thread runs N sessions and no rate is given (for an instruction
+//!   count: `valgrind --tool=callgrind --toggle-collect='*Service*handle*'
+//!   --toggle-collect='*write_loop*'`, which a machine's noise does not
+//!   move).
 //! * `--only ingest` (a diagnostic, not a goal): the engine alone, in this
 //!   process, one thread: the session's records ingested in batches of 1,
 //!   100 and 1,000 for `--seconds` each, one transaction per batch as the
@@ -49,11 +58,11 @@
 //!
 //! Options: `--seconds D` (10), `--threads C` (16 × cores), `--rounds R` (2),
 //! `--warmup S` (2), `--devices N` (64), `--records N` (100 a batch),
-//! `--idle N` (10000), `--hold S` (10), `--records-per-second N` (acme's
+//! `--idle N` (10000), `--hold S` (10), `--sessions N` (0), `--records-per-second N` (acme's
 //! per-customer rate, default 10,000,000: the bench measures what the
 //! service can take, not the limiter; the service's own default, 50,000
 //! records/s, is exactly 500 sessions of 100 records; 0 keeps it), `--only
-//! sessions|idle|ingest`.
+//! sessions|idle|ingest|pipeline`.
 //!
 //! Prints one `RATIO` line per goal (measured / goal, 1.00 or more meets it)
 //! and a summary table.
@@ -113,6 +122,8 @@ struct Options {
     idle_secs: u64,
     records_per_second: u32,
     records: usize,
+    /// `--only pipeline`: sessions each thread runs (0: for `--seconds`).
+    sessions: usize,
     only: Option<String>,
 }
 
@@ -132,6 +143,7 @@ impl Options {
             idle_secs: 900,
             records_per_second: 10_000_000,
             records: 100,
+            sessions: 0,
             only: None,
         };
         let mut it = args.iter();
@@ -156,6 +168,7 @@ impl Options {
                 "idle-secs" => o.idle_secs = num(value) as u64,
                 "records-per-second" => o.records_per_second = num(value) as u32,
                 "records" => o.records = num(value) as usize,
+                "sessions" => o.sessions = num(value) as usize,
                 "only" => o.only = Some(value.clone()),
                 _ => usage(&format!("unknown option --{name}")),
             }
@@ -171,7 +184,7 @@ fn usage(why: &str) -> ! {
     eprintln!("sessions bench: {why}");
     eprintln!(
         "usage: sessions [--seconds D] [--threads C] [--rounds R] [--warmup S] [--devices N] \
-         [--idle N] [--hold S] [--records-per-second N] [--only sessions|idle|ingest]"
+         [--idle N] [--hold S] [--records-per-second N] [--sessions N] [--only sessions|idle|ingest|pipeline]"
     );
     std::process::exit(2);
 }
@@ -781,6 +794,8 @@ fn run(opts: &Options) -> Res<()> {
     let mut summary: Vec<(String, String)> = Vec::new();
     if opts.only.as_deref() == Some("ingest") {
         ingest(opts, &mut summary)?;
+    } else if opts.only.as_deref() == Some("pipeline") {
+        pipeline(opts, &mut summary)?;
     } else if opts.only.as_deref() != Some("idle") {
         sessions(opts, &mut summary)?;
     }
@@ -1090,6 +1105,149 @@ fn idle(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
 
 /// The engine alone: the sessions' records in batches of 1, 100 and 1,000,
 /// one transaction each (as the service ingests a batch).
+/// `--only pipeline` (a diagnostic, not a goal): the service's side of a
+/// session without TLS, in this process: `--threads` threads each run
+/// [`Service::handle`] on a hello, a batch of the session's records and a
+/// goodbye, encoded beforehand as an agent would send them (over an
+/// in-memory stream), through the real admission, encoding and group
+/// commit, for `--seconds`. Gives sessions/s and this process's CPU time a
+/// session, of which encoding the client's bytes is measured apart.
+fn pipeline(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default())?;
+    let settings = Settings::from_toml(&settings_toml(opts.records_per_second))?;
+    let policy_hash = settings.customer(&acme()).ok_or("acme has no settings")?.policy_digest();
+    let template = template(&settings, opts.records)?;
+    let mut limits = Limits::default();
+    limits.max_connections = 20_000;
+    let service =
+        Service::new(engine, VerdictIndex::new(4, [1; 32]), wall).with_settings(settings).with_limits(limits);
+    let consent: Vec<(Program, bool)> = Program::ALL.iter().map(|p| (*p, true)).collect();
+    let stop = AtomicBool::new(false);
+    let sessions = AtomicU64::new(0);
+    let client_ns = AtomicU64::new(0);
+    let errors = AtomicU64::new(0);
+    let work = Work {
+        addr: "127.0.0.1:1".parse()?,
+        template,
+        policy_hash,
+        salt: 7 << 100,
+        next_session: AtomicU64::new(0),
+    };
+    let per_thread = (opts.devices / opts.threads).max(1);
+    let (elapsed, cpu) = std::thread::scope(|s| -> Res<(Duration, f64)> {
+        for t in 0..opts.threads {
+            let (service, work, stop, sessions, client_ns, errors, consent) =
+                (&service, &work, &stop, &sessions, &client_ns, &errors, &consent);
+            s.spawn(move || {
+                let devices: Vec<Device> = (0..per_thread)
+                    .map(|k| {
+                        let id = device_id(t * per_thread + k);
+                        let hello =
+                            Hello::new("bench", acme(), id.clone(), consent.clone(), 1).with_stream(STREAM);
+                        Device {
+                            id,
+                            ours: Arc::new(
+                                rustls::ClientConfig::builder()
+                                    .with_root_certificates(rustls::RootCertStore::empty())
+                                    .with_no_client_auth(),
+                            ),
+                            bare: None,
+                            hello,
+                            batch: std::sync::Mutex::new(None),
+                        }
+                    })
+                    .collect();
+                let mut seqs = vec![1u64; devices.len()];
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) && (opts.sessions == 0 || i < opts.sessions) {
+                    let k = i % devices.len();
+                    i += 1;
+                    let device = &devices[k];
+                    let t0 = Instant::now();
+                    let mut slot = device.batch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut batch = next_batch(work, device, &mut slot);
+                    batch.first_seq = seqs[k];
+                    let mut client =
+                        Connection::new(privtel::service::Duplex::new(std::io::empty(), Vec::new()));
+                    let message = Message::Batch(batch);
+                    let sent = client
+                        .send(&Message::Hello(device.hello.clone()))
+                        .and_then(|()| client.send(&message))
+                        .and_then(|()| client.send(&Message::Goodbye(Goodbye { reason: "done".into() })));
+                    if let Message::Batch(batch) = message {
+                        *slot = Some(batch);
+                    }
+                    drop(slot);
+                    let bytes = client.into_inner();
+                    client_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    let Ok(()) = sent else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    let (_, bytes) = bytes.into_parts();
+                    let stream = privtel::service::Duplex::new(std::io::Cursor::new(bytes), std::io::sink());
+                    match service.handle(
+                        Connection::new(stream),
+                        privtel::service::Peer::device(acme(), device.id.clone()),
+                    ) {
+                        Ok(()) => {
+                            seqs[k] += work.template.len() as u64;
+                            sessions.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        if opts.sessions > 0 {
+            // A fixed number: the threads run it to its end.
+            return Ok((Duration::ZERO, 0.0));
+        }
+        std::thread::sleep(Duration::from_secs_f64(opts.warmup));
+        let (n0, c0, cpu0) = (
+            sessions.load(Ordering::Relaxed),
+            client_ns.load(Ordering::Relaxed),
+            cpu_seconds(std::process::id())?,
+        );
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(opts.seconds));
+        let elapsed = start.elapsed();
+        let cpu = cpu_seconds(std::process::id())? - cpu0;
+        let n = sessions.load(Ordering::Relaxed) - n0;
+        let client = (client_ns.load(Ordering::Relaxed) - c0) as f64 / 1e9;
+        stop.store(true, Ordering::Relaxed);
+        sessions.store(n, Ordering::Relaxed);
+        client_ns.store((client * 1e9) as u64, Ordering::Relaxed);
+        Ok((elapsed, cpu))
+    })?;
+    if opts.sessions > 0 {
+        let line = format!(
+            "{} sessions of {} records run, {} errors (a fixed count, to count instructions: no rates)",
+            sessions.load(Ordering::Relaxed),
+            work.template.len(),
+            errors.load(Ordering::Relaxed)
+        );
+        println!("pipeline: {line}");
+        summary.push(("the service's side of sessions without TLS, in process".into(), line));
+        return Ok(());
+    }
+    let n = sessions.load(Ordering::Relaxed).max(1) as f64;
+    let client = client_ns.load(Ordering::Relaxed) as f64 / 1e9;
+    let line = format!(
+        "{:.0} sessions/s, {:.3} ms of CPU a session (of which the client's encoding at most {:.3} ms), {} errors",
+        n / elapsed.as_secs_f64(),
+        cpu * 1e3 / n,
+        client * 1e3 / n,
+        errors.load(Ordering::Relaxed)
+    );
+    println!("pipeline: {line}");
+    summary.push(("the service's side of a session without TLS, in process".into(), line));
+    Ok(())
+}
+
 fn ingest(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
     use privtel::store::EngineStore as _;
     let dir = tempfile::tempdir()?;

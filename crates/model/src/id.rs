@@ -157,7 +157,7 @@ impl UserId {
     /// form of a pseudonym is reserved: an id of that shape reads as
     /// pseudonymised.
     pub fn pseudonym(&self) -> Option<crate::Pseudonym> {
-        self.0.parse().ok()
+        crate::pseudonym::Pseudonym::parse(&self.0)
     }
 
     /// What a [`crate::User`] record's id is left as once withheld (its
@@ -219,7 +219,7 @@ macro_rules! wide_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:032x}", self.0)
+                f.pad(hex_u128(self.0, &mut [0; 32]))
             }
         }
 
@@ -248,6 +248,18 @@ macro_rules! wide_id {
             }
         }
     };
+}
+
+/// `v` as 32 lowercase hex digits, written into `buf` (what `{:032x}`
+/// gives, without the formatting machinery: ids are written for every
+/// record stored).
+fn hex_u128(v: u128, buf: &mut [u8; 32]) -> &str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = DIGITS[((v >> (4 * (31 - i))) & 0xf) as usize];
+    }
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 /// Parses exactly 32 hex digits; `u128::from_str_radix` alone would also take
@@ -339,6 +351,23 @@ impl BatchId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_print_as_the_formatter_would() {
+        let mut v: u128 = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834;
+        let mut values = vec![0, 1, 0xf, 0x10, u128::MAX, u128::MAX >> 4, 1 << 127];
+        for _ in 0..200 {
+            // xorshift: values of every length and digit.
+            v ^= v << 13;
+            v ^= v >> 7;
+            v ^= v << 17;
+            values.push(v >> (v % 128));
+        }
+        for v in values {
+            assert_eq!(EventId::from_u128(v).to_string(), format!("{v:032x}"));
+            assert_eq!(format!("{:>40}", BatchId::from_u128(v)), format!("{:>40}", format!("{v:032x}")));
+        }
+    }
 
     const BAD_TEXT_IDS: &[&str] = &[
         "",

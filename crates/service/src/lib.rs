@@ -196,6 +196,11 @@ impl<R, W> Duplex<R, W> {
     pub fn new(reader: R, writer: W) -> Self {
         Self { reader, writer }
     }
+
+    /// The reader and the writer back.
+    pub fn into_parts(self) -> (R, W) {
+        (self.reader, self.writer)
+    }
 }
 
 impl<R: Read, W> Read for Duplex<R, W> {

@@ -19,6 +19,9 @@ pub(crate) enum Step<'a> {
 /// fails leaves the file as it was.
 pub(crate) fn open(path: &std::path::Path, steps: &[Step<'_>]) -> Result<Connection> {
     let conn = Connection::open(path).op("opening the database")?;
+    // Room for every statement a writer repeats (the default holds 16, and
+    // one pushed out is compiled again on its next use).
+    conn.set_prepared_statement_cache_capacity(64);
     // WAL: readers do not block the writer; FULL: a commit is on disk when it
     // returns (the spool promises durability, the engine acknowledges only
     // durable data); secure_delete: deleted rows are overwritten, so erased

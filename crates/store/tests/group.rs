@@ -294,3 +294,67 @@ fn a_group_committed_without_the_sync_is_stored_and_its_log_syncs() {
     let memory = SqliteEngine::open(":memory:", EngineOptions::default()).unwrap();
     assert!(memory.log_sync().is_err());
 }
+
+/// Records are written several to a statement; what is stored must be what
+/// storing them one by one stores: each event once per device (held
+/// already, or twice in the batch), objects and records naming a person
+/// (written by themselves) in their place, each filed under its person.
+#[test]
+fn records_written_several_at_once_are_stored_as_one_by_one() {
+    let now = fixtures::base_time();
+    let people = ["u-ann", "u-bob", "u-cid"];
+    let first: Vec<Record> = (1..=40).map(|i| event_of(i, people[i as usize % 3], now)).collect();
+    // Half held already, half new, one new event three times, and the
+    // fixtures (objects, people named in clear, folded summaries) among
+    // them.
+    let mut second: Vec<Record> = (21..=60).map(|i| event_of(i, people[i as usize % 3], now)).collect();
+    second.insert(30, event_of(45, "u-bob", now));
+    second.insert(5, event_of(45, "u-bob", now));
+    let fixtures = fixtures_at(10_000);
+    second.insert(36, fixtures[0].clone());
+    second.extend(fixtures);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = engine(&dir, RetentionPolicy::default(), None);
+    let mut totals = (0, 0, 0);
+    for (first_seq, records) in [(1, first.clone()), (41, second.clone())] {
+        let n = records.len();
+        let encoded = store.encoder().encode(batch(acme(), "dev-a", first_seq, records), now);
+        let o = store.ingest_encoded(vec![encoded], now).remove(0).unwrap();
+        assert_eq!(o.high_water, first_seq + n as u64 - 1);
+        totals = (totals.0 + o.stored, totals.1 + o.duplicates, totals.2 + o.folded);
+    }
+
+    let one_dir = tempfile::tempdir().unwrap();
+    let mut one = engine(&one_dir, RetentionPolicy::default(), None);
+    let mut one_totals = (0, 0, 0);
+    for (seq, r) in first.into_iter().chain(second).enumerate() {
+        let encoded = one.encoder().encode(batch(acme(), "dev-a", seq as u64 + 1, vec![r]), now);
+        let o = one.ingest_encoded(vec![encoded], now).remove(0).unwrap();
+        one_totals = (one_totals.0 + o.stored, one_totals.1 + o.duplicates, one_totals.2 + o.folded);
+    }
+
+    // 40, then 20 new events once each and the fixtures.
+    assert_eq!(totals, one_totals);
+    assert_eq!(totals.1, 20 + 2, "held already, and the repeats of one event");
+    assert_eq!(store.record_count().unwrap(), one.record_count().unwrap());
+    for user in people.iter().chain(&["u-1042"]) {
+        let export = |s: &SqliteEngine| {
+            let mut out = Vec::new();
+            s.export_person(&acme(), &UserId::new(*user).unwrap(), &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(export(&store), export(&one), "{user}");
+    }
+    assert!(exported(&store, &acme(), "u-1042") > 0, "the fixtures' person");
+    // Erasure finds the records naming the fixtures' person in both.
+    for s in [&mut store, &mut one] {
+        s.erase_person(
+            &acme(),
+            &privtel_store::ErasureRequest::new("r-1", UserId::new("u-1042").unwrap(), now),
+            now,
+        )
+        .unwrap();
+    }
+    assert_eq!(store.record_count().unwrap(), one.record_count().unwrap());
+}

@@ -658,23 +658,23 @@ impl Authority {
     /// [`Error::Database`].
     pub fn device(&self, customer: &CustomerId, device: &DeviceId) -> Result<Option<DeviceRecord>> {
         let conn = lock(&self.inner.conn);
+        // Cached: the service reads it for every batch.
         let row = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT key_fingerprint, serial, not_after_unix, enrolled_unix, revoked_unix
                  FROM devices WHERE customer = ?1 AND device = ?2",
-                params![customer.as_str(), device.as_str()],
-                |r| {
-                    Ok(DeviceRecord {
-                        customer: customer.clone(),
-                        device: device.clone(),
-                        key_fingerprint: fingerprint_of(&r.get::<_, Vec<u8>>(0)?),
-                        serial: r.get(1)?,
-                        not_after: from_unix(r.get(2)?),
-                        enrolled: from_unix(r.get(3)?),
-                        revoked: r.get::<_, Option<i64>>(4)?.map(from_unix),
-                    })
-                },
-            )
+            )?
+            .query_row(params![customer.as_str(), device.as_str()], |r| {
+                Ok(DeviceRecord {
+                    customer: customer.clone(),
+                    device: device.clone(),
+                    key_fingerprint: fingerprint_of(&r.get::<_, Vec<u8>>(0)?),
+                    serial: r.get(1)?,
+                    not_after: from_unix(r.get(2)?),
+                    enrolled: from_unix(r.get(3)?),
+                    revoked: r.get::<_, Option<i64>>(4)?.map(from_unix),
+                })
+            })
             .optional()?;
         Ok(row)
     }
@@ -1047,7 +1047,8 @@ impl Inner {
         let conn = lock(&self.conn);
         // Another process committed since the cache was filled (it may have
         // removed a customer): nothing cached is trusted any more.
-        let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        // Cached: read twice in every handshake.
+        let version: i64 = conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
         if self.cas_seen.swap(version, std::sync::atomic::Ordering::AcqRel) != version {
             lock(&self.cas).clear();
         }
