@@ -68,7 +68,15 @@ fn allowed(policy: &Policy, program: Program, record: &Record) -> bool {
         RecordBody::Device(d) => d.last_seen <= latest,
         _ => true,
     };
-    record.program == program && on && kind_ok && interaction_ok && forms_ok && dated_ok
+    // A value arriving generalised must also be one the policy's
+    // generalisation makes (the variant of its kind, as coarse as the
+    // policy keeps it, unchanged when generalised again): that judgement
+    // is the filter's own, tested value by value in
+    // crates/filter/tests/policy.rs and crates/service/tests/generalised.rs;
+    // here it is asked of the filter, and everything else computed apart.
+    let generalised_ok =
+        !matches!(policy.admits(&mut record), Err(privtel_filter::Inadmissible::Generalised { .. }));
+    record.program == program && on && kind_ok && interaction_ok && forms_ok && dated_ok && generalised_ok
 }
 
 proptest! {
