@@ -193,24 +193,8 @@ const V6: &str = "
     ) WITHOUT ROWID;
 ";
 
-/// Version 7: the unique index that recognises a replayed event leads
-/// with the event's time, (device, recorded_at, event id). Event ids are
-/// random (or digests) and a device's events arrive in time order, so a
-/// new row's entry goes next to that device's latest rather than anywhere
-/// in its range: a group of batches rewrites a few index pages instead of
-/// one page per record (random ids, a device's events over 375 hours: the
-/// service's instructions for 1,500 sessions 5.68 G -> 4.89 G,
-/// docs/PERFORMANCE.md). A replay is the same record, its time included,
-/// so it is still refused; the new key is finer than the old one, so
-/// building it over an existing store cannot fail. It still serves lookups
-/// by device (the inactivity purge).
-const V7: &str = "
-    DROP INDEX records_event;
-    CREATE UNIQUE INDEX records_event ON records(device, recorded_at, event_id);
-";
-
 /// The newest schema version.
-const NEWEST: i64 = 7;
+const NEWEST: i64 = 6;
 
 /// The engine's schema version (`PRAGMA user_version` of a store this
 /// version writes), as a customer copy's manifest names it.
@@ -817,10 +801,9 @@ impl SqliteEngine {
                 Step::Sql(V4),
                 Step::Sql(aggregate::V5),
                 Step::Sql(V6),
-                Step::Sql(V7),
             ],
         )?;
-        debug_assert_eq!(NEWEST, 7);
+        debug_assert_eq!(NEWEST, 6);
         let secret = resolve_secret(&conn, options.secret.as_ref())?;
         let mirror = Mirror::load(&conn)?;
         Ok(Self {
@@ -1853,12 +1836,12 @@ const ROWS_AT_ONCE: usize = 16;
 
 /// The insert of `n` records: the batch's customer, device, storage time
 /// and format bound once (?1 to ?4), eight values a record after them.
-/// Rows already held (the same device's event at the same time: the one
-/// unique index) are skipped. `OR IGNORE` rather than `ON CONFLICT
-/// (device, recorded_at, event_id) DO NOTHING`, the same for that index:
-/// then no other constraint can abort the statement halfway (nothing bound
-/// to a `NOT NULL` column can be null), and SQLite keeps no statement
-/// journal of the pages it changes, which cost a fifth of the statement.
+/// Rows already held (the same device's event: the one unique index) are
+/// skipped. `OR IGNORE` rather than `ON CONFLICT (device, event_id) DO
+/// NOTHING`, the same for that index: then no other constraint can abort
+/// the statement halfway (nothing bound to a `NOT NULL` column can be
+/// null), and SQLite keeps no statement journal of the pages it changes,
+/// which cost a fifth of the statement.
 fn insert_rows_sql(n: usize) -> String {
     let mut sql = String::from(
         "INSERT OR IGNORE INTO records (customer, device, user, class, kind, program, recorded_at, stored_at, event_id, format, key_id, payload) VALUES ",
@@ -1968,7 +1951,7 @@ impl<'a> Rows<'a> {
             .prepare_cached(
                 "INSERT INTO records (customer, device, user, class, kind, program, recorded_at, stored_at, event_id, format, key_id, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT(device, recorded_at, event_id) DO NOTHING",
+                 ON CONFLICT(device, event_id) DO NOTHING",
             )
             .and_then(|mut insert| {
                 insert.execute(params![

@@ -105,52 +105,6 @@ fn a_replay_under_new_sequence_numbers_is_stored_once_per_device() {
     assert_eq!(store.record_count().unwrap(), 125);
 }
 
-/// The replay check's key is (device, time, event id), time first so that
-/// a device's new entries sit beside its latest: the same event again is
-/// refused, in the next batch or within one (several to a statement or one
-/// by one), an hour later as well as now; an id reused with another time
-/// names another event and is stored. A store made before the key changed
-/// (version 6) gets the new index when opened and still refuses replays.
-#[test]
-fn a_replay_is_the_same_event_at_the_same_time_and_an_id_at_another_time_is_another_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let now = fixtures::base_time();
-    let later = now.checked_add(Duration::hours(1)).unwrap();
-    let d = DeviceId::new("dev-a").unwrap();
-    {
-        let mut store = engine(&dir, RetentionPolicy::default(), None);
-        let events: Vec<Record> = (0..40).map(|i| event_at(i, now)).collect();
-        assert_eq!(store.ingest(&acme(), &d, S, 1, events, now).unwrap().stored, 40);
-    }
-    // Back to version 6 with the old index, as the previous release left it.
-    {
-        let conn = rusqlite::Connection::open(dir.path().join("engine.db")).unwrap();
-        conn.execute_batch(
-            "DROP INDEX records_event; CREATE UNIQUE INDEX records_event ON records(device, event_id);
-             PRAGMA user_version = 6;",
-        )
-        .unwrap();
-    }
-    let mut store = engine(&dir, RetentionPolicy::default(), None);
-    let sql: String = rusqlite::Connection::open(dir.path().join("engine.db"))
-        .unwrap()
-        .query_row("SELECT sql FROM sqlite_master WHERE name = 'records_event'", [], |r| r.get(0))
-        .unwrap();
-    assert!(sql.contains("(device, recorded_at, event_id)"), "{sql}");
-    // Replayed an hour later (the service's clock), each event as it was.
-    let mut replay: Vec<Record> = (0..40).map(|i| event_at(i, now)).collect();
-    // And one event twice within the batch.
-    replay.push(event_at(3, now));
-    let out = store.ingest(&acme(), &d, S, 41, replay, later).unwrap();
-    assert_eq!((out.stored, out.duplicates), (0, 41));
-    // The same ids with another time, one of them twice: 40 new events.
-    let mut moved: Vec<Record> = (0..40).map(|i| event_at(i, later)).collect();
-    moved.push(event_at(5, later));
-    let out = store.ingest(&acme(), &d, S, 82, moved, later).unwrap();
-    assert_eq!((out.stored, out.duplicates), (40, 1));
-    assert_eq!(store.record_count().unwrap(), 80);
-}
-
 #[test]
 fn inactive_devices_are_purged_whole() {
     let dir = tempfile::tempdir().unwrap();
@@ -314,7 +268,7 @@ fn sealed_engine_and_schema_versions() {
     // A file from a newer version is refused, not damaged.
     set_user_version(&dir.path().join("engine.db"), 99);
     let err = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap_err();
-    assert_eq!(err.to_string(), "database schema version 99 is newer than the 7 this version understands");
+    assert_eq!(err.to_string(), "database schema version 99 is newer than the 6 this version understands");
 }
 
 /// Sets `PRAGMA user_version` of a closed database by writing its header

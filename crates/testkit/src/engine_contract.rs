@@ -52,6 +52,7 @@ macro_rules! engine_contract_tests {
             a_retried_batch_is_stored_once,
             a_replay_under_new_sequence_numbers_is_stored_once_per_device,
             a_new_stream_has_its_own_mark_but_replays_are_duplicates,
+            an_event_id_seen_again_with_a_later_time_is_a_duplicate,
             out_of_range_and_gapped_batches_are_refused_and_store_nothing,
             skipped_and_refused_records_move_the_mark,
             customers_are_independent,
@@ -204,6 +205,26 @@ pub fn a_new_stream_has_its_own_mark_but_replays_are_duplicates<H: Harness>(h: &
     assert_eq!(store.high_water(&acme(), &d, 1).expect("mark"), 10);
     assert_eq!(store.high_water(&acme(), &d, u64::MAX).expect("mark"), 20);
     assert_eq!(store.record_count().expect("count"), 20);
+}
+
+/// An event id names the event whatever time it arrives with: the agent's
+/// collectors derive ids from the source (a scanned file's path and digest,
+/// a login's place in `wtmp`, a process's boot, pid and start) and stamp
+/// the time of the reading, so a rescan an hour later brings the same ids
+/// with a later time, and those are duplicates, not new events (a replay
+/// key holding the time as well would store every rescan again).
+pub fn an_event_id_seen_again_with_a_later_time_is_a_duplicate<H: Harness>(h: &mut H) {
+    let mut store = h.fresh(RetentionPolicy::default());
+    let now = fixtures::base_time();
+    let later = now.checked_add(Duration::hours(1)).expect("in range");
+    let d = dev("dev-a");
+    let scan: Vec<Record> = (0..40).map(|i| event_at(i, now)).collect();
+    assert_eq!(store.ingest(&acme(), &d, S, 1, scan, now).expect("ingest").stored, 40);
+    // The rescan: the same ids at the later time, and one new event.
+    let rescan: Vec<Record> = (0..41).map(|i| event_at(i, later)).collect();
+    let out = store.ingest(&acme(), &d, S, 41, rescan, later).expect("ingest");
+    assert_eq!((out.stored, out.duplicates), (1, 40));
+    assert_eq!(store.record_count().expect("count"), 41);
 }
 
 /// Out-of-range numbers and gaps are refused whole and leave no trace,
