@@ -216,6 +216,8 @@ pub fn a_new_stream_has_its_own_mark_but_replays_are_duplicates<H: Harness>(h: &
 pub fn an_event_id_seen_again_with_a_later_time_is_a_duplicate<H: Harness>(h: &mut H) {
     let mut store = h.fresh(RetentionPolicy::default());
     let now = fixtures::base_time();
+    // The same day: PostgreSQL looks for replays within a record's day
+    // (its partition), SQLite across all of a device's events.
     let later = now.checked_add(Duration::hours(1)).expect("in range");
     let d = dev("dev-a");
     let scan: Vec<Record> = (0..40).map(|i| event_at(i, now)).collect();
