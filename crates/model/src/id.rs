@@ -45,9 +45,39 @@ macro_rules! text_id {
         ///
         /// The text form is 1 to 64 ASCII letters, digits, `.`, `_`, `-` or `:`;
         /// anything else is rejected by [`FromStr`] and by deserialization.
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(String);
+
+        /// Validated as [`FromStr`] does (as `try_from = "String"` did),
+        /// from a borrowed text where the format lends one: checked before
+        /// it is copied, and a binary format's text is not first copied
+        /// into a zeroed buffer.
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                struct Text;
+                impl serde::de::Visitor<'_> for Text {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<$name, E> {
+                        $name::check(v).map_err(E::custom)?;
+                        Ok($name(v.to_owned()))
+                    }
+                    fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<$name, E> {
+                        $name::new(v).map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(Text)
+            }
+        }
+
+        /// The text itself (as `into = "String"` wrote it, without the copy).
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
 
         impl $name {
             /// Validates `id` and wraps it.
@@ -58,14 +88,20 @@ macro_rules! text_id {
             /// character outside the id alphabet.
             pub fn new(id: impl Into<String>) -> Result<Self> {
                 let id = id.into();
+                Self::check(&id)?;
+                Ok(Self(id))
+            }
+
+            /// Whether `id` is one ([`Self::new`]'s checks).
+            fn check(id: &str) -> Result<()> {
                 if id.is_empty() || id.len() > MAX_TEXT_ID_LEN || !id.bytes().all(is_id_byte) {
                     return Err(Error::Rejected {
                         what: $what,
-                        description: describe(&id),
+                        description: describe(id),
                         expected: "1 to 64 ascii letters, digits, '.', '_', '-' or ':'",
                     });
                 }
-                Ok(Self(id))
+                Ok(())
             }
 
             /// The id as text.
@@ -240,7 +276,12 @@ macro_rules! wide_id {
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-                serde_text::serialize(self, s, |s| serde_text::serialize_array(&self.0.to_be_bytes(), s))
+                // As `serde_text::serialize`, without the formatter.
+                if s.is_human_readable() {
+                    s.serialize_str(hex_u128(self.0, &mut [0; 32]))
+                } else {
+                    serde_text::serialize_array(&self.0.to_be_bytes(), s)
+                }
             }
         }
 

@@ -83,7 +83,14 @@ impl Pseudonym {
 impl fmt::Display for Pseudonym {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:", self.key_id)?;
-        self.token.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0; 2 * TOKEN_LEN];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(self.token) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
+        }
+        // Only ASCII hex digits were written.
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -157,6 +164,16 @@ impl<'de> Deserialize<'de> for TokenOwned {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pseudonym_text_is_the_key_and_every_byte_in_lowercase_hex() {
+        let token: [u8; TOKEN_LEN] = std::array::from_fn(|i| (i * 17) as u8 ^ 0xa5);
+        let p = Pseudonym::new(KeyId::new(4_000_000_000), token);
+        let expected: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(p.to_string(), format!("k4000000000:{expected}"));
+        assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"k4000000000:{expected}\""));
+        assert_eq!(Pseudonym::parse(&p.to_string()), Some(p));
+    }
 
     #[test]
     fn pseudonym_text_form() {

@@ -19,7 +19,44 @@ where
     S: Serializer,
     T: Display,
 {
-    if s.is_human_readable() { s.collect_str(value) } else { binary(s) }
+    if !s.is_human_readable() {
+        return binary(s);
+    }
+    // Written into a buffer on the stack and given as one string: through
+    // `collect_str` a serializer such as JSON escapes each piece the
+    // formatter writes apart.
+    let mut text = StackText { buf: [0; STACK_TEXT], len: 0 };
+    match std::fmt::write(&mut text, format_args!("{value}")) {
+        Ok(()) => s.serialize_str(text.as_str()),
+        Err(_) => s.collect_str(value),
+    }
+}
+
+/// The longest text [`serialize`] writes on the stack (a pseudonym is 44
+/// bytes, a digest 64; longer texts go through `collect_str`).
+const STACK_TEXT: usize = 96;
+
+/// A text of at most [`STACK_TEXT`] bytes.
+struct StackText {
+    buf: [u8; STACK_TEXT],
+    len: usize,
+}
+
+impl StackText {
+    fn as_str(&self) -> &str {
+        // Whole `&str`s were copied in: always UTF-8.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let into = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        into.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// The inverse of [`serialize`]: `FromStr` when `d` is human-readable, else

@@ -242,11 +242,80 @@ impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC; years outside 0000–9999 (which RFC 3339 cannot
     /// express) print as Unix nanoseconds with a `@` prefix.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.as_offset_date_time().format(&Rfc3339) {
-            Ok(s) => f.write_str(&s),
-            Err(_) => write!(f, "@{}", self.unix_nanos()),
+        match self.rfc3339(&mut [0; RFC3339_MAX]) {
+            Some(s) => f.write_str(s),
+            None => write!(f, "@{}", self.unix_nanos()),
         }
     }
+}
+
+/// The longest RFC 3339 text [`Timestamp::rfc3339`] writes:
+/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
+const RFC3339_MAX: usize = 30;
+
+impl Timestamp {
+    /// The instant as RFC 3339 in UTC, written into `buf`, exactly as
+    /// `time`'s `Rfc3339` format writes it (`Z`; a fraction only when the
+    /// nanoseconds are not zero, without trailing zeros); `None` for years
+    /// outside 0000–9999. Written by hand: a timestamp is written for every
+    /// record stored, and the formatter allocated each time.
+    fn rfc3339(self, buf: &mut [u8; RFC3339_MAX]) -> Option<&str> {
+        let days = self.secs.div_euclid(86_400);
+        let of_day = self.secs.rem_euclid(86_400);
+        let (year, month, day) = civil_from_days(days);
+        if !(0..=9999).contains(&year) {
+            return None;
+        }
+        // `value` (not negative) as `width` decimal digits at `at`.
+        fn put(buf: &mut [u8], at: usize, value: i64, width: usize) {
+            let mut v = value;
+            for i in (0..width).rev() {
+                buf[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        }
+        put(buf, 0, year, 4);
+        put(buf, 5, month, 2);
+        put(buf, 8, day, 2);
+        put(buf, 11, of_day / 3600, 2);
+        put(buf, 14, of_day / 60 % 60, 2);
+        put(buf, 17, of_day % 60, 2);
+        buf[4] = b'-';
+        buf[7] = b'-';
+        buf[10] = b'T';
+        buf[13] = b':';
+        buf[16] = b':';
+        let mut len = 19;
+        if self.nanos != 0 {
+            let mut nanos = self.nanos;
+            let mut digits = 9;
+            while nanos.is_multiple_of(10) {
+                nanos /= 10;
+                digits -= 1;
+            }
+            buf[19] = b'.';
+            put(buf, 20, i64::from(nanos), digits);
+            len = 20 + digits;
+        }
+        buf[len] = b'Z';
+        // Only ASCII digits and separators were written.
+        std::str::from_utf8(&buf[..=len]).ok()
+    }
+}
+
+/// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01
+/// (H. Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 impl fmt::Debug for Timestamp {
@@ -275,7 +344,14 @@ impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         // Seconds and nanoseconds: two small varints encode and decode much
         // faster than one 128-bit one.
-        serde_text::serialize(self, s, |s| (self.unix_seconds(), self.subsec_nanos()).serialize(s))
+        let binary = |s: S| (self.unix_seconds(), self.subsec_nanos()).serialize(s);
+        if !s.is_human_readable() {
+            return binary(s);
+        }
+        match self.rfc3339(&mut [0; RFC3339_MAX]) {
+            Some(text) => s.serialize_str(text),
+            None => serde_text::serialize(self, s, binary),
+        }
     }
 }
 
@@ -291,6 +367,58 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What `Display` wrote before it was written by hand.
+    fn by_time(t: Timestamp) -> String {
+        match t.as_offset_date_time().format(&Rfc3339) {
+            Ok(s) => s,
+            Err(_) => format!("@{}", t.unix_nanos()),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn display_writes_what_time_writes(secs in MIN_SECS..=MAX_SECS, nanos in 0..NANOS_PER_SEC, trim in 0u32..10) {
+            // Fractions with every number of trailing zeros.
+            let nanos = nanos / 10u32.pow(trim) * 10u32.pow(trim);
+            let t = Timestamp::from_parts(secs, nanos).unwrap();
+            prop_assert_eq!(t.to_string(), by_time(t));
+        }
+    }
+
+    #[test]
+    fn display_writes_what_time_writes_at_the_edges() {
+        let year = |y: i32| {
+            time::Date::from_calendar_date(y, time::Month::January, 1)
+                .unwrap()
+                .midnight()
+                .assume_utc()
+                .unix_timestamp()
+        };
+        for secs in [
+            MIN_SECS,
+            MAX_SECS,
+            0,
+            -1,
+            year(0) - 1,
+            year(0),
+            year(1900),
+            year(2000) - 1,
+            year(2000),
+            year(2024) + 59 * 86_400,
+            year(2100) + 59 * 86_400,
+            year(9999),
+        ] {
+            for nanos in [0, 1, 10, 500_000_000, 999_999_999, 120_000] {
+                let t = Timestamp::from_parts(secs, nanos).unwrap();
+                assert_eq!(t.to_string(), by_time(t), "{secs} {nanos}");
+            }
+        }
+        assert_eq!(Timestamp::UNIX_EPOCH.to_string(), "1970-01-01T00:00:00Z");
+        assert_eq!(Timestamp::from_parts(0, 500_000_000).unwrap().to_string(), "1970-01-01T00:00:00.5Z");
+        assert!(Timestamp::MIN.to_string().starts_with('@'));
+    }
     use time::UtcOffset;
     use time::macros::datetime;
 

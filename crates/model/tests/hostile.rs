@@ -142,3 +142,33 @@ fn errors_about_personal_values_never_repeat_the_value() {
     let bucket = format!(r#"{{"start":"{instant}","unit":"hour"}}"#);
     assert_silent("time bucket json", serde_json::from_str::<TimeBucket>(&bucket), "04:17");
 }
+
+/// Text ids decode from a borrowed text (checked before the copy) and from
+/// an owned one (a JSON string with escapes) alike, in JSON and bincode: a
+/// valid id as itself, an invalid one as an error that does not repeat it.
+#[test]
+fn text_ids_are_checked_however_their_text_arrives() {
+    use privtel_model::{CustomerId, DeviceId, UserId};
+    // Borrowed from the input.
+    assert_eq!(serde_json::from_str::<UserId>("\"u-1042\"").unwrap().as_str(), "u-1042");
+    // Unescaped into an owned string first.
+    assert_eq!(serde_json::from_str::<DeviceId>("\"dev\\u002d7\"").unwrap().as_str(), "dev-7");
+    assert_eq!(decode::<CustomerId>(&encode(&"acme")).unwrap().as_str(), "acme");
+    assert_eq!(encode(&CustomerId::new("acme").unwrap()), encode(&"acme"));
+    assert_eq!(serde_json::to_string(&UserId::new("u-1").unwrap()).unwrap(), "\"u-1\"");
+    let canary = "alice.canary@corp.example";
+    for e in [
+        serde_json::from_str::<UserId>(&format!("\"{canary}\"")).unwrap_err().to_string(),
+        serde_json::from_str::<UserId>("\"alice.canary\\u0040corp.example\"").unwrap_err().to_string(),
+        decode::<UserId>(&encode(&canary)).unwrap_err().to_string(),
+    ] {
+        assert!(e.contains("user id"), "{e}");
+        assert!(!e.contains("canary"), "{e}");
+    }
+    for bad in ["", &"x".repeat(65), "a b", "é"] {
+        assert!(serde_json::from_str::<DeviceId>(&serde_json::to_string(bad).unwrap()).is_err(), "{bad:?}");
+        assert!(decode::<DeviceId>(&encode(&bad)).is_err(), "{bad:?}");
+    }
+    // Not a string at all.
+    assert!(serde_json::from_str::<UserId>("42").is_err());
+}

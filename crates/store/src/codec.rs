@@ -210,7 +210,13 @@ pub fn seal(record: &Record, key: Option<&AtRestKey>) -> Result<(Option<u32>, Ve
 ///
 /// [`Error::Encode`] when the encoding exceeds [`MAX_RECORD_BYTES`].
 pub fn encode(record: &Record) -> Result<Vec<u8>> {
-    let plain = serde_json::to_vec(record).map_err(|e| Error::Encode(e.to_string()))?;
+    // Most records' JSON fits: one allocation, no regrowth.
+    let mut plain = Vec::with_capacity(512);
+    if crate::json::write(&mut plain, record).is_err() {
+        // The same bytes, by `serde_json` (or its error).
+        plain.clear();
+        serde_json::to_writer(&mut plain, record).map_err(|e| Error::Encode(e.to_string()))?;
+    }
     if plain.len() > MAX_RECORD_BYTES {
         return Err(Error::Encode(format!("{} bytes, expected at most {MAX_RECORD_BYTES}", plain.len())));
     }

@@ -1580,6 +1580,9 @@ impl Encoder {
             Some(keys) if records.iter().any(Option::is_some) => keys.current(&customer).map(Some),
             _ => Ok(self.key.clone()),
         };
+        // The digest of the batch's last user: a device's records mostly
+        // name one person, hashed once.
+        let mut last_user: Option<(UserId, Digest)> = None;
         let records = records
             .into_iter()
             .map(|r| {
@@ -1590,7 +1593,8 @@ impl Encoder {
                         return Ok(Encoded::Fold(Fold::of(&record, industry, received)));
                     }
                     let key = key.as_ref().map_err(copy_error)?;
-                    self.encode_record(&mut record, c, received, key.as_ref()).map(Encoded::Row)
+                    self.encode_record(&mut record, c, received, key.as_ref(), &mut last_user)
+                        .map(Encoded::Row)
                 })
             })
             .collect();
@@ -1604,10 +1608,18 @@ impl Encoder {
         customer: &str,
         received: Timestamp,
         key: Option<&AtRestKey>,
+        last_user: &mut Option<(UserId, Digest)>,
     ) -> Result<EncodedRecord> {
         let found = mentions(record, customer, &self.secret);
         let user = record.body.user();
-        let user_digest = user.map(|u| self.secret.user(customer, u));
+        let user_digest = user.map(|u| match last_user {
+            Some((last, digest)) if last == u => *digest,
+            _ => {
+                let digest = self.secret.user(customer, u);
+                *last_user = Some((u.clone(), digest));
+                digest
+            }
+        });
         let user = user.map(|u| u.as_str().to_owned());
         let (key_id, payload) = seal(record, key)?;
         Ok(EncodedRecord {

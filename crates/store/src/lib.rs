@@ -92,6 +92,7 @@ mod aggregate;
 mod codec;
 mod engine;
 mod error;
+mod json;
 mod keys;
 mod lifecycle;
 mod mention;
