@@ -81,12 +81,28 @@ pub(crate) struct Writer {
     queued: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
     progress: Arc<Progress>,
+    /// The checkpointer's thread, and what stops it (dropped).
+    checkpoints: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
 }
+
+/// How often the checkpointer copies the log into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Frames of the log (8 KiB pages) from which the checkpointer has the
+/// log started over: 128 MiB, half of where the engine's own checkpoint
+/// would start.
+const RESTART_FRAMES: i64 = 16_384;
 
 impl Writer {
     /// Starts the writer of `engine` (and its syncer, when the engine has a
     /// log file; without one every commit syncs itself).
     pub(crate) fn start(engine: Arc<Mutex<SqliteEngine>>) -> Self {
+        Self::start_with(engine, Some((CHECKPOINT_EVERY, RESTART_FRAMES)))
+    }
+
+    /// [`Writer::start`] with the checkpointer's period and restart size
+    /// (`None`: no checkpointer; the engine checkpoints in its commits).
+    fn start_with(engine: Arc<Mutex<SqliteEngine>>, checkpoints: Option<(Duration, i64)>) -> Self {
         let (queue, rx) = mpsc::channel::<Pending>();
         let queued = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&queued);
@@ -102,6 +118,21 @@ impl Writer {
             .log_sync()
             .ok()
             .filter(|log| log.sync().is_ok());
+        // Checkpoints off the writer's thread (see `Checkpointer`); without
+        // a checkpointer the engine checkpoints in its commits, as before.
+        let checkpoints = checkpoints
+            .and_then(|every| {
+                Some((every, engine.lock().unwrap_or_else(PoisonError::into_inner).checkpointer().ok()?))
+            })
+            .and_then(|((every, restart), checkpointer)| {
+                let (stop, stopped) = mpsc::channel::<()>();
+                let engine = Arc::clone(&engine);
+                std::thread::Builder::new()
+                    .name("privtel-checkpointer".into())
+                    .spawn(move || checkpoint_loop(&checkpointer, &engine, &stopped, every, restart))
+                    .ok()
+                    .map(|thread| (stop, thread))
+            });
         let shared = Arc::clone(&progress);
         let thread = std::thread::Builder::new()
             .name("privtel-writer".into())
@@ -127,7 +158,7 @@ impl Writer {
                 }
             })
             .ok();
-        Self { queue: Some(queue), queued, thread, progress }
+        Self { queue: Some(queue), queued, thread, progress, checkpoints }
     }
 
     /// Batches queued and not yet taken into a group.
@@ -179,6 +210,36 @@ impl Drop for Writer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        if let Some((stop, thread)) = self.checkpoints.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Every `every` ([`CHECKPOINT_EVERY`]) until `stop`'s sender is dropped: copies the
+/// log into the database file while the writer goes on. The log starts
+/// over only at a transaction that begins with all of it copied, which a
+/// copy made beside a busy writer seldom achieves; so once the log holds
+/// `restart` frames ([`RESTART_FRAMES`]), what the writer added during the copy is copied
+/// again (less), and the rest once more with the engine held between two
+/// groups: the writer waits for that short copy instead of copying the
+/// whole log itself at 256 MiB. A failure is left to the next turn (the
+/// engine's own checkpoint stays the backstop).
+fn checkpoint_loop(
+    checkpointer: &privtel_store::Checkpointer,
+    engine: &Mutex<SqliteEngine>,
+    stop: &mpsc::Receiver<()>,
+    every: Duration,
+    restart: i64,
+) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+        let Ok((log, _)) = checkpointer.passive() else { continue };
+        if log < restart || checkpointer.passive().is_err() {
+            continue;
+        }
+        let _between_groups = engine.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = checkpointer.passive();
     }
 }
 
@@ -302,6 +363,52 @@ mod tests {
 
     fn ids(d: &str) -> (CustomerId, DeviceId) {
         (CustomerId::new("acme").unwrap(), DeviceId::new(d).unwrap())
+    }
+
+    /// The log's size (bytes of its file) after `batches` batches of 100
+    /// records through a writer with `checkpoints` (see `start_with`).
+    fn log_after(batches: u64, checkpoints: Option<(Duration, i64)>) -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
+        let encoder = engine.encoder();
+        let writer = Writer::start_with(Arc::new(Mutex::new(engine)), checkpoints);
+        let (c, d) = ids("dev-a");
+        let key = stream_key(&c, &d, 1);
+        let now = Timestamp::UNIX_EPOCH;
+        let template = privtel_testkit::fixtures::records("log");
+        for b in 0..batches {
+            let records = (0..100u64)
+                .map(|i| {
+                    let mut r = template[i as usize % template.len()].clone();
+                    if let privtel_model::RecordBody::Event(e) = &mut r.body {
+                        e.id = privtel_model::EventId::from_u128(u128::from(b * 100 + i));
+                    }
+                    Some(r)
+                })
+                .collect();
+            let seq = Sequence { stream: 1, first_seq: b * 100 + 1, skipped: 0 };
+            let batch = AdmittedBatch { customer: c.clone(), device: d.clone(), seq, records };
+            let (outcome, _) = writer.store(encoder.encode(batch, now), key, now);
+            assert_eq!(outcome.unwrap().high_water, (b + 1) * 100);
+            if checkpoints.is_some() {
+                // Time for the checkpointer's turns, as a service's
+                // batches leave between them.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let size = std::fs::metadata(dir.path().join("engine.db-wal")).unwrap().len();
+        drop(writer);
+        size
+    }
+
+    /// With the checkpointer, the log starts over while batches keep
+    /// coming (its file stops growing); without it, the log holds every
+    /// batch until the engine's own checkpoint at 256 MiB.
+    #[test]
+    fn the_checkpointer_starts_the_log_over_under_a_steady_ingest() {
+        let without = log_after(300, None);
+        let with = log_after(300, Some((Duration::from_millis(5), 64)));
+        assert!(with * 4 < without, "log file {with} bytes with the checkpointer, {without} without");
     }
 
     #[test]

@@ -739,6 +739,10 @@ pub struct SqliteEngine {
     /// A checkpoint after a removal found the log busy: removed values may
     /// still be in the write-ahead log until a later one goes through.
     pub(crate) log_pending: bool,
+    /// Held by whoever checkpoints the log: this engine after a removal
+    /// and its [`Checkpointer`]s (a checkpoint that finds another running
+    /// fails at once, whatever the busy timeout).
+    checkpointing: Arc<std::sync::Mutex<()>>,
 }
 
 impl SqliteEngine {
@@ -752,6 +756,8 @@ impl SqliteEngine {
 
     /// Checkpoints the log after a removal; remembers a busy one for later.
     pub(crate) fn settle_log(&mut self, op: &'static str) -> Result<bool> {
+        let checkpointing = Arc::clone(&self.checkpointing);
+        let _alone = checkpointing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let done = schema::try_checkpoint(&self.conn, op)?;
         self.log_pending = !done;
         Ok(done)
@@ -814,6 +820,7 @@ impl SqliteEngine {
             secret,
             mirror,
             log_pending: false,
+            checkpointing: Arc::default(),
         })
     }
 
@@ -1077,6 +1084,26 @@ impl SqliteEngine {
             message: "the engine has no file".into(),
         })?;
         LogSync::open(std::path::PathBuf::from(format!("{path}-wal")))
+    }
+
+    /// A checkpointer of this engine's log on a connection of its own, for
+    /// a thread other than the writer's (see [`Checkpointer`]).
+    ///
+    /// # Errors
+    ///
+    /// An engine on a temporary (nameless) database has no log; a storage
+    /// error opening the connection.
+    pub fn checkpointer(&self) -> Result<Checkpointer> {
+        let path = self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| Error::Database {
+            op: "opening a checkpointer",
+            message: "the engine has no file".into(),
+        })?;
+        let conn = Connection::open(path).op("opening a checkpointer")?;
+        // FULL: a checkpoint syncs the log before it copies pages into the
+        // database file, and the database file after.
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")
+            .op("opening a checkpointer")?;
+        Ok(Checkpointer { conn, checkpointing: Arc::clone(&self.checkpointing) })
     }
 
     /// The default retention policy the store was opened with.
@@ -1404,6 +1431,44 @@ impl LogSync {
         #[cfg(not(unix))]
         let _ = (now, held);
         Ok(())
+    }
+}
+
+/// Checkpoints an engine's write-ahead log from a thread other than the
+/// writer's ([`SqliteEngine::checkpointer`]).
+///
+/// The engine's own connection checkpoints when its log passes 256 MiB,
+/// in the commit that passed it: copying that much into the database file
+/// and syncing it held every write (and every acknowledgement) for as long
+/// as the disk took. A checkpointer's passive checkpoints copy what the
+/// log holds while the writer goes on; once one has copied everything
+/// before the writer's next transaction, that transaction starts the log
+/// over, and the engine's own checkpoint is never reached.
+pub struct Checkpointer {
+    conn: Connection,
+    checkpointing: Arc<std::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer").finish_non_exhaustive()
+    }
+}
+
+impl Checkpointer {
+    /// One passive checkpoint: copies every frame of the log that no
+    /// reader still needs into the database file, without waiting for
+    /// readers or writers. Returns the frames in the log and the frames
+    /// copied by now (equal: the log is all in the database file).
+    ///
+    /// # Errors
+    ///
+    /// A storage error.
+    pub fn passive(&self) -> Result<(i64, i64)> {
+        let _alone = self.checkpointing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))
+            .op("checkpointing the log")
     }
 }
 

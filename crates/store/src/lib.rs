@@ -102,8 +102,9 @@ mod spool;
 pub use aggregate::{AGGREGATE_TTL_DAYS, CustomerAggregate};
 pub use codec::{AtRestKey, MAX_RECORD_BYTES};
 pub use engine::{
-    AdmittedBatch, DeletionReceipt, EncodedBatch, Encoder, EngineOptions, EngineReader, EngineStore,
-    ErasureRequest, IngestOutcome, JsonBatch, LogSync, Sequence, SqliteEngine, StoredVerdict, SweepReport,
+    AdmittedBatch, Checkpointer, DeletionReceipt, EncodedBatch, Encoder, EngineOptions, EngineReader,
+    EngineStore, ErasureRequest, IngestOutcome, JsonBatch, LogSync, Sequence, SqliteEngine, StoredVerdict,
+    SweepReport,
 };
 pub use error::{Error, Result};
 pub use keys::{

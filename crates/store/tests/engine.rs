@@ -279,3 +279,57 @@ pub(crate) fn set_user_version(path: &std::path::Path, v: u32) {
     bytes[60..64].copy_from_slice(&v.to_be_bytes());
     std::fs::write(path, bytes).unwrap();
 }
+
+/// A checkpointer on its own thread copies the log while the engine
+/// writes; the next write after a complete copy starts the log over; and
+/// an erasure's checkpoint is never refused as busy because of it, nor does
+/// anything erased survive in the files.
+#[test]
+fn a_checkpointer_copies_the_log_beside_the_writer_and_erasure_still_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = engine(&dir, RetentionPolicy::default(), None);
+    let now = fixtures::base_time();
+    let device = DeviceId::new("d1").unwrap();
+    let batch = |i: u64| (0..50).map(|j| event_at(i * 1_000 + j, now)).collect::<Vec<_>>();
+    store.ingest(&acme(), &device, S, 1, batch(0), now).unwrap();
+    let checkpointer = store.checkpointer().unwrap();
+    let (log, copied) = checkpointer.passive().unwrap();
+    assert!(log > 0 && copied == log, "({log}, {copied})");
+    // All of it copied, no reader: the next transaction starts the log over.
+    store.ingest(&acme(), &device, S, 51, batch(1), now).unwrap();
+    let (again, _) = checkpointer.passive().unwrap();
+    assert!(again < log, "the log went on from frame {log} to {again}");
+
+    // Erasures while the checkpointer copies without a pause.
+    let stop = &std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                checkpointer.passive().unwrap();
+            }
+        });
+        for round in 0..20u64 {
+            let user = UserId::new(format!("u-canary{round}")).unwrap();
+            let mut records = fixtures::records(&format!("ERASEDCANARY{round}"));
+            records.retain(|r| r.body.user().is_some());
+            for r in &mut records {
+                if let RecordBody::Event(e) = &mut r.body {
+                    e.user = Some(user.clone());
+                    e.id = EventId::from_u128(u128::from(round) << 64 | e.id.as_u128());
+                }
+                if let RecordBody::User(u) = &mut r.body {
+                    u.id = user.clone();
+                }
+            }
+            let d = DeviceId::new(format!("d-{round}")).unwrap();
+            store.ingest(&acme(), &d, S, 1, records, now).unwrap();
+            let request = ErasureRequest::new(format!("req-{round}"), user, now);
+            store.erase_person(&acme(), &request, now).unwrap();
+            assert!(!store.log_pending(), "round {round}: the erasure's checkpoint was refused");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    drop(store);
+    let raw = file_bytes(&dir);
+    assert!(!contains(&raw, "ERASEDCANARY"), "erased values linger in the files");
+}
