@@ -5,7 +5,9 @@
 //! syncer; the syncer syncs the engine's log to disk (once for every group
 //! committed by then) and answers each batch. A batch is acknowledged only
 //! once its group is durable; the writer writes the next group while the
-//! syncer waits for the disk.
+//! syncer waits for the disk. A checkpointer copies the log into the
+//! database file beside them (`checkpoint_loop`), so the writer
+//! never copies a whole log in one of its commits.
 //!
 //! A welcome's high-water mark is read on another connection, which sees
 //! a group as soon as it is committed: [`Writer::wait_durable`] holds the

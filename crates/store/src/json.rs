@@ -53,8 +53,10 @@ const fn needs_escape(b: u8) -> bool {
 
 impl Writer<'_> {
     fn string(&mut self, s: &str) {
-        self.out.push(b'"');
         let bytes = s.as_bytes();
+        // One reservation for the common case: the quotes and the text.
+        self.out.reserve(bytes.len() + 2);
+        self.out.push(b'"');
         // No early exit: the compiler turns this into a vector loop.
         if !bytes.iter().fold(false, |any, &b| any | needs_escape(b)) {
             self.out.extend_from_slice(bytes);
