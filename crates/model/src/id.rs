@@ -67,6 +67,12 @@ macro_rules! text_id {
                     fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<$name, E> {
                         $name::new(v).map_err(E::custom)
                     }
+                    /// UTF-8 bytes, as a `String` takes them.
+                    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<$name, E> {
+                        let text = std::str::from_utf8(v)
+                            .map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(&[]), &self))?;
+                        self.visit_str(text)
+                    }
                 }
                 d.deserialize_str(Text)
             }

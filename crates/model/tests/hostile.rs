@@ -171,4 +171,12 @@ fn text_ids_are_checked_however_their_text_arrives() {
     }
     // Not a string at all.
     assert!(serde_json::from_str::<UserId>("42").is_err());
+    // UTF-8 bytes, from a format that gives texts as bytes, as a `String`
+    // takes them.
+    use serde::Deserialize as _;
+    type Bytes<'a> = serde::de::value::BytesDeserializer<'a, serde::de::value::Error>;
+    assert_eq!(UserId::deserialize(Bytes::new(b"u-7")).unwrap().as_str(), "u-7");
+    assert!(UserId::deserialize(Bytes::new(b"\xff")).is_err());
+    let e = UserId::deserialize(Bytes::new(canary.as_bytes())).unwrap_err().to_string();
+    assert!(e.contains("user id") && !e.contains("canary"), "{e}");
 }

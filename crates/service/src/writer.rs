@@ -90,9 +90,9 @@ pub(crate) struct Writer {
 /// How often the checkpointer copies the log into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-/// Frames of the log (8 KiB pages) from which the checkpointer has the
-/// log started over: 128 MiB, half of where the engine's own checkpoint
-/// would start.
+/// Frames of the log from which the checkpointer has the log started
+/// over: 128 MiB with the engine's 8 KiB pages (64 MiB for an older file
+/// of 4 KiB pages), half of where the engine's own checkpoint would start.
 const RESTART_FRAMES: i64 = 16_384;
 
 impl Writer {
@@ -219,15 +219,17 @@ impl Drop for Writer {
     }
 }
 
-/// Every `every` ([`CHECKPOINT_EVERY`]) until `stop`'s sender is dropped: copies the
-/// log into the database file while the writer goes on. The log starts
-/// over only at a transaction that begins with all of it copied, which a
-/// copy made beside a busy writer seldom achieves; so once the log holds
-/// `restart` frames ([`RESTART_FRAMES`]), what the writer added during the copy is copied
-/// again (less), and the rest once more with the engine held between two
-/// groups: the writer waits for that short copy instead of copying the
-/// whole log itself at 256 MiB. A failure is left to the next turn (the
-/// engine's own checkpoint stays the backstop).
+/// Every `every` ([`CHECKPOINT_EVERY`]) until `stop`'s sender is
+/// dropped: copies the log into the database file while the writer goes
+/// on. The log starts over only at a transaction that begins with all of
+/// it copied, which a copy made beside a busy writer seldom achieves; so
+/// once the log holds `restart` frames ([`RESTART_FRAMES`]), what the
+/// writer added during the copy is copied again (less), the database file
+/// is synced (SQLite syncs it only at a copy that reaches the end of the
+/// log), and the rest is copied once more with the engine held between two
+/// groups: the writer waits for that short copy and its sync instead of
+/// copying the whole log itself at 256 MiB. A failure is left to the next
+/// turn (the engine's own checkpoint stays the backstop).
 fn checkpoint_loop(
     checkpointer: &privtel_store::Checkpointer,
     engine: &Mutex<SqliteEngine>,
@@ -237,7 +239,7 @@ fn checkpoint_loop(
 ) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
         let Ok((log, _)) = checkpointer.passive() else { continue };
-        if log < restart || checkpointer.passive().is_err() {
+        if log < restart || checkpointer.passive().is_err() || checkpointer.sync_database().is_err() {
             continue;
         }
         let _between_groups = engine.lock().unwrap_or_else(PoisonError::into_inner);

@@ -5,8 +5,9 @@
 //! go straight into one buffer. What this writer does not handle itself
 //! (map keys other than texts and integers) makes it give up, and the
 //! caller writes the record with `serde_json` instead; floats are written
-//! by `serde_json` itself. The property test `fast_json_is_serde_json`
-//! (`tests/json.rs`) holds the two to the same bytes.
+//! by `serde_json` itself. The property tests below
+//! (`fast_json_is_serde_json_for_every_record` and the others) hold the
+//! two to the same bytes.
 
 use std::fmt::Display;
 
