@@ -123,8 +123,8 @@ impl Writer {
         // Checkpoints off the writer's thread (see `Checkpointer`); without
         // a checkpointer the engine checkpoints in its commits, as before.
         let checkpoints = checkpoints
-            .and_then(|every| {
-                Some((every, engine.lock().unwrap_or_else(PoisonError::into_inner).checkpointer().ok()?))
+            .and_then(|settings| {
+                Some((settings, engine.lock().unwrap_or_else(PoisonError::into_inner).checkpointer().ok()?))
             })
             .and_then(|((every, restart), checkpointer)| {
                 let (stop, stopped) = mpsc::channel::<()>();

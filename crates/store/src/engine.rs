@@ -847,10 +847,7 @@ impl SqliteEngine {
     ///
     /// As [`SqliteEngine::another`].
     pub fn path_and_options(&self) -> Result<(std::path::PathBuf, EngineOptions)> {
-        let path = self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| Error::Database {
-            op: "opening another connection",
-            message: "the engine has no file".into(),
-        })?;
+        let path = self.file_path("opening another connection")?;
         // A store that keeps its own secret is opened without one.
         let kept: Option<i64> = self
             .conn
@@ -874,10 +871,7 @@ impl SqliteEngine {
     /// A storage error; an engine on a temporary (nameless) database has no
     /// file to share.
     pub fn reader(&self) -> Result<EngineReader> {
-        let path = self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| Error::Database {
-            op: "opening a reader",
-            message: "the engine has no file".into(),
-        })?;
+        let path = self.file_path("opening a reader")?;
         let conn = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -1079,11 +1073,20 @@ impl SqliteEngine {
     ///
     /// An engine on a temporary (nameless) database has no log file.
     pub fn log_sync(&self) -> Result<LogSync> {
-        let path = self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| Error::Database {
-            op: "finding the log",
-            message: "the engine has no file".into(),
-        })?;
+        let path = self.file_path("finding the log")?;
         LogSync::open(std::path::PathBuf::from(format!("{path}-wal")))
+    }
+
+    /// The engine's database file (`op` names what needed it in the error).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`] for an engine on a temporary (nameless) database.
+    fn file_path(&self, op: &'static str) -> Result<&str> {
+        self.conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| Error::Database { op, message: "the engine has no file".into() })
     }
 
     /// A checkpointer of this engine's log on a connection of its own, for
@@ -1094,10 +1097,7 @@ impl SqliteEngine {
     /// An engine on a temporary (nameless) database has no log; a storage
     /// error opening the connection.
     pub fn checkpointer(&self) -> Result<Checkpointer> {
-        let path = self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| Error::Database {
-            op: "opening a checkpointer",
-            message: "the engine has no file".into(),
-        })?;
+        let path = self.file_path("opening a checkpointer")?;
         let conn = Connection::open(path).op("opening a checkpointer")?;
         // Like the engine's: a checkpoint syncs the log before it copies
         // pages into the database file (under NORMAL as under FULL), and
