@@ -19,6 +19,32 @@ type Outcome = Result<IngestOutcome, privtel_store::Error>;
 /// decoded from).
 const GROUP_RECORDS: usize = 50_000;
 
+/// The expiry of a writer's request for what is already there (a no-wait
+/// fetch ends as soon as the server has nothing more; this bounds one the
+/// server leaves open).
+const FETCH_EXPIRES: Duration = Duration::from_secs(1);
+
+/// How long past a pull request's expiry its end is awaited before the
+/// writer stops waiting for it on its own.
+const EXPIRY_GRACE: Duration = Duration::from_secs(2);
+
+/// The messages of one pull request into `out`, until the server ends the
+/// request or, should it never do so, until `expires` and
+/// [`EXPIRY_GRACE`] have passed: what came is kept (acknowledged once
+/// stored; unacknowledged, it is delivered again), and the writer goes on.
+async fn take_until_ended(
+    mut messages: impl futures_util::Stream<Item = Result<jetstream::Message, impl Into<async_nats::Error>>>
+    + Unpin,
+    expires: Duration,
+    out: &mut Vec<jetstream::Message>,
+) -> Result<(), async_nats::Error> {
+    let deadline = tokio::time::Instant::now() + expires + EXPIRY_GRACE;
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, messages.next()).await {
+        out.push(m.map_err(Into::into)?);
+    }
+    Ok(())
+}
+
 /// An engine a writer applies groups of batches to: one transaction per
 /// group, one outcome per batch in order (as
 /// [`EngineStore::ingest_group`]).
@@ -221,10 +247,8 @@ impl<A: ApplyGroup> StreamWriter<A> {
                         if !out.is_empty() {
                             break;
                         }
-                        let mut first = consumer.batch().max_messages(1).expires(wait).messages().await?;
-                        while let Some(m) = first.next().await {
-                            out.push(m?);
-                        }
+                        let first = consumer.batch().max_messages(1).expires(wait).messages().await?;
+                        take_until_ended(first, wait, &mut out).await?;
                         if out.is_empty() {
                             break;
                         }
@@ -233,10 +257,13 @@ impl<A: ApplyGroup> StreamWriter<A> {
                     if room == 0 {
                         break;
                     }
-                    let mut now = consumer.fetch().max_messages(room).messages().await?;
-                    while let Some(m) = now.next().await {
-                        out.push(m?);
-                    }
+                    // A request that does not wait, with an expiry all the
+                    // same: the server can leave a no-wait request of
+                    // several concurrent pullers unanswered (a race of its
+                    // own), and one without an expiry then hung this
+                    // writer for good.
+                    let now = consumer.fetch().max_messages(room).expires(FETCH_EXPIRES).messages().await?;
+                    take_until_ended(now, FETCH_EXPIRES, &mut out).await?;
                 }
                 Ok::<_, async_nats::Error>(out)
             })
