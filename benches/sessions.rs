@@ -277,7 +277,7 @@ fn serve(opts: &Options) -> Res<()> {
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
             println!(
                 "stats active={} connections={} failed={} forbidden={} over_capacity={} enrolled={} \
-                 stored={} duplicates={} refused={} sequence={} groups={}",
+                 stored={} duplicates={} refused={} sequence={} groups={} checkpoint_failures={}",
                 service.active_connections(),
                 get(&s.connections),
                 get(&s.failed),
@@ -289,6 +289,7 @@ fn serve(opts: &Options) -> Res<()> {
                 get(&s.refused),
                 get(&s.sequence),
                 get(&s.groups),
+                get(&s.checkpoint_failures),
             );
             std::io::stdout().flush()?;
         }

@@ -278,8 +278,27 @@ fn allowed_forms(allowed: Form) -> String {
 }
 
 /// The scrubber of a set of detectors, made once per set for the process
-/// (its expressions are compiled once; there are 64 sets at most).
+/// (its expressions are compiled once; there are 64 sets at most). Each
+/// thread keeps the last one it used: a batch's texts share their policy,
+/// so the process-wide map (behind a lock every connection thread shares)
+/// is consulted once per batch rather than once per text.
 fn scrubber(detectors: &[Detector]) -> Arc<Scrubber> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(Vec<Detector>, Arc<Scrubber>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((set, made)) if set.as_slice() == detectors => Arc::clone(made),
+        _ => {
+            let made = shared_scrubber(detectors);
+            *last = Some((detectors.to_vec(), Arc::clone(&made)));
+            made
+        }
+    })
+}
+
+/// [`scrubber`]'s process-wide map.
+fn shared_scrubber(detectors: &[Detector]) -> Arc<Scrubber> {
     static MADE: OnceLock<Mutex<HashMap<Vec<Detector>, Arc<Scrubber>>>> = OnceLock::new();
     let mut made = MADE.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(s) = made.get(detectors) {

@@ -206,7 +206,8 @@ impl Scrubber {
                 }
             }
         }
-        if on(Detector::Card) {
+        let (may_card, may_ipv4) = may_hold(text);
+        if on(Detector::Card) && may_card {
             for m in self.card.find_iter(text) {
                 if luhn(m.as_str()) {
                     add(Detector::Card, m.range());
@@ -221,9 +222,11 @@ impl Scrubber {
             }
         }
         if on(Detector::Ip) {
-            for m in self.ipv4.find_iter(text) {
-                if m.as_str().parse::<Ipv4Addr>().is_ok() {
-                    add(Detector::Ip, m.range());
+            if may_ipv4 {
+                for m in self.ipv4.find_iter(text) {
+                    if m.as_str().parse::<Ipv4Addr>().is_ok() {
+                        add(Detector::Ip, m.range());
+                    }
                 }
             }
             if text.contains(':') {
@@ -313,6 +316,23 @@ impl Scrubber {
     }
 }
 
+/// Whether `text` may hold a match of the card expression and of the IPv4
+/// expression: the first needs 13 digits, the second 4 digits and 3 dots;
+/// a text with fewer holds none and their expressions need not run (most
+/// texts). `\d` is any Unicode decimal digit: a text that is not ASCII
+/// counts characters (`char::is_numeric` is a superset of those digits).
+fn may_hold(text: &str) -> (bool, bool) {
+    let (digits, dots) = if text.is_ascii() {
+        text.bytes().fold((0usize, 0usize), |(d, p), b| {
+            (d + usize::from(b.is_ascii_digit()), p + usize::from(b == b'.'))
+        })
+    } else {
+        text.chars()
+            .fold((0usize, 0usize), |(d, p), c| (d + usize::from(c.is_numeric()), p + usize::from(c == '.')))
+    };
+    (digits >= 13, digits >= 4 && dots >= 3)
+}
+
 /// The card numbers inside a run of digit groups (`3 4111 1111 1111 1111`)
 /// that is not one itself: spans of whole groups, 13 to 19 digits that pass
 /// the Luhn check, the earliest and then the longest first, not
@@ -367,6 +387,44 @@ fn luhn(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        /// The shortcut never skips an expression that would match: texts
+        /// of digits (ASCII and others), dots, separators and letters.
+        #[test]
+        fn may_hold_never_skips_a_match(
+            text in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => "[0-9]{1,4}",
+                    1 => "[\u{660}-\u{669}\u{ff10}-\u{ff19}]{1,4}",
+                    4 => "[ .\\-]",
+                    1 => "[a-f:]",
+                    1 => "[0-9]{1,2}\\.[0-9]{1,2}\\.[0-9]{1,2}\\.[0-9]{1,3}",
+                ],
+                0..16,
+            )
+            .prop_map(|parts: Vec<String>| parts.concat()),
+        ) {
+            let s = Scrubber::default();
+            let (card, ipv4) = may_hold(&text);
+            proptest::prop_assert!(card || !s.card.is_match(&text), "card skipped in {text:?}");
+            proptest::prop_assert!(ipv4 || !s.ipv4.is_match(&text), "ipv4 skipped in {text:?}");
+        }
+    }
+
+    #[test]
+    fn may_hold_counts_other_digits_too() {
+        let s = Scrubber::default();
+        let arabic =
+            "\u{664}\u{661}\u{661}\u{661} \u{661}\u{661}\u{661}\u{661} \u{661}\u{661}\u{661}\u{661} \u{661}";
+        assert!(s.card.is_match(arabic));
+        assert!(may_hold(arabic).0);
+        assert_eq!(may_hold("1.2.3"), (false, false));
+        assert_eq!(may_hold("1.2.3.4"), (false, true));
+        assert_eq!(may_hold("4111 1111 1111 1"), (true, false));
+    }
 
     #[test]
     fn index_is_the_place_in_all() {

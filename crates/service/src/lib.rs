@@ -181,6 +181,13 @@ pub struct ServiceStats {
     pub version_offers: AtomicU64,
     /// Version checks answered "program off".
     pub version_refused: AtomicU64,
+    /// Copies of the engine's log into its database file (or syncs of the
+    /// file) made off the writer's thread that failed. Each is retried at
+    /// the next turn and the engine's own checkpoint stays the backstop,
+    /// so nothing is lost; a count that keeps rising means the disk or the
+    /// database file is failing, and the writer is pausing for the
+    /// engine's checkpoints again.
+    pub checkpoint_failures: Arc<AtomicU64>,
 }
 
 /// A stream made of a reader and a writer (an in-memory pipe for tests and
@@ -373,14 +380,15 @@ impl Service {
         let reader = engine.reader().ok().map(Mutex::new);
         let encoder = engine.encoder();
         let engine = Arc::new(Mutex::new(engine));
+        let stats = ServiceStats::default();
         Self {
             max_batch_records: 10_000,
-            writer: writer::Writer::start(Arc::clone(&engine)),
+            writer: writer::Writer::start(Arc::clone(&engine), Arc::clone(&stats.checkpoint_failures)),
             engine,
             reader,
             encoder,
             index,
-            stats: ServiceStats::default(),
+            stats,
             clock: Box::new(clock),
             gate: None,
             log: None,

@@ -17,7 +17,7 @@
 //! after a connection that ended before its Ack.)
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -98,13 +98,19 @@ const RESTART_FRAMES: i64 = 16_384;
 impl Writer {
     /// Starts the writer of `engine` (and its syncer, when the engine has a
     /// log file; without one every commit syncs itself).
-    pub(crate) fn start(engine: Arc<Mutex<SqliteEngine>>) -> Self {
-        Self::start_with(engine, Some((CHECKPOINT_EVERY, RESTART_FRAMES)))
+    /// The checkpointer counts its failed copies and syncs in
+    /// `checkpoint_failures`.
+    pub(crate) fn start(engine: Arc<Mutex<SqliteEngine>>, checkpoint_failures: Arc<AtomicU64>) -> Self {
+        Self::start_with(engine, Some((CHECKPOINT_EVERY, RESTART_FRAMES)), checkpoint_failures)
     }
 
     /// [`Writer::start`] with the checkpointer's period and restart size
     /// (`None`: no checkpointer; the engine checkpoints in its commits).
-    fn start_with(engine: Arc<Mutex<SqliteEngine>>, checkpoints: Option<(Duration, i64)>) -> Self {
+    fn start_with(
+        engine: Arc<Mutex<SqliteEngine>>,
+        checkpoints: Option<(Duration, i64)>,
+        checkpoint_failures: Arc<AtomicU64>,
+    ) -> Self {
         let (queue, rx) = mpsc::channel::<Pending>();
         let queued = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&queued);
@@ -131,7 +137,16 @@ impl Writer {
                 let engine = Arc::clone(&engine);
                 std::thread::Builder::new()
                     .name("privtel-checkpointer".into())
-                    .spawn(move || checkpoint_loop(&checkpointer, &engine, &stopped, every, restart))
+                    .spawn(move || {
+                        checkpoint_loop(
+                            &checkpointer,
+                            &engine,
+                            &stopped,
+                            every,
+                            restart,
+                            &checkpoint_failures,
+                        );
+                    })
                     .ok()
                     .map(|thread| (stop, thread))
             });
@@ -228,22 +243,56 @@ impl Drop for Writer {
 /// is synced (SQLite syncs it only at a copy that reaches the end of the
 /// log), and the rest is copied once more with the engine held between two
 /// groups: the writer waits for that short copy and its sync instead of
-/// copying the whole log itself at 256 MiB. A failure is left to the next
-/// turn (the engine's own checkpoint stays the backstop).
+/// copying the whole log itself at 256 MiB. A failure is counted in
+/// `failures` (the service's `checkpoint_failures`) and left to the next
+/// turn: the engine's own checkpoint stays the backstop, so a failing
+/// checkpointer costs the writer its pauses again, not data.
 fn checkpoint_loop(
-    checkpointer: &privtel_store::Checkpointer,
+    checkpointer: &impl Checkpoints,
     engine: &Mutex<SqliteEngine>,
     stop: &mpsc::Receiver<()>,
     every: Duration,
     restart: i64,
+    failures: &AtomicU64,
 ) {
+    let failed = || {
+        failures.fetch_add(1, Ordering::Relaxed);
+    };
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
-        let Ok((log, _)) = checkpointer.passive() else { continue };
-        if log < restart || checkpointer.passive().is_err() || checkpointer.sync_database().is_err() {
+        let Ok((log, _)) = checkpointer.passive() else {
+            failed();
+            continue;
+        };
+        if log < restart {
+            continue;
+        }
+        if checkpointer.passive().is_err() || checkpointer.sync_database().is_err() {
+            failed();
             continue;
         }
         let _between_groups = engine.lock().unwrap_or_else(PoisonError::into_inner);
-        let _ = checkpointer.passive();
+        if checkpointer.passive().is_err() {
+            failed();
+        }
+    }
+}
+
+/// What [`checkpoint_loop`] asks of the engine's checkpointer (a test's
+/// stand-in fails on demand).
+trait Checkpoints {
+    /// One passive copy: the log's frames and those copied.
+    fn passive(&self) -> Result<(i64, i64), privtel_store::Error>;
+    /// The database file synced.
+    fn sync_database(&self) -> Result<(), privtel_store::Error>;
+}
+
+impl Checkpoints for privtel_store::Checkpointer {
+    fn passive(&self) -> Result<(i64, i64), privtel_store::Error> {
+        Self::passive(self)
+    }
+
+    fn sync_database(&self) -> Result<(), privtel_store::Error> {
+        Self::sync_database(self)
     }
 }
 
@@ -375,7 +424,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
         let encoder = engine.encoder();
-        let writer = Writer::start_with(Arc::new(Mutex::new(engine)), checkpoints);
+        let writer = Writer::start_with(Arc::new(Mutex::new(engine)), checkpoints, Arc::default());
         let (c, d) = ids("dev-a");
         let key = stream_key(&c, &d, 1);
         let now = Timestamp::UNIX_EPOCH;
@@ -420,7 +469,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
         let encoder = engine.encoder();
-        let writer = Writer::start(Arc::new(Mutex::new(engine)));
+        let writer = Writer::start(Arc::new(Mutex::new(engine)), Arc::default());
         let (c, a) = ids("dev-a");
         let (_, b) = ids("dev-b");
         let (key_a, key_b) = (stream_key(&c, &a, 1), stream_key(&c, &b, 1));
@@ -455,5 +504,83 @@ mod tests {
             assert!(writer.wait_durable(key_a, Duration::from_secs(10)));
         });
         assert!(writer.progress.unsynced.lock().unwrap().is_empty());
+    }
+
+    /// A checkpointer that answers a log of `log` frames, records each
+    /// call ("copy" or "sync"), and fails the calls whose numbers (from 0)
+    /// are in `fail`.
+    struct Flaky {
+        log: i64,
+        fail: Vec<usize>,
+        calls: Mutex<Vec<&'static str>>,
+    }
+
+    impl Flaky {
+        fn answer(&self, kind: &'static str) -> Result<(), privtel_store::Error> {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(kind);
+            if self.fail.contains(&(calls.len() - 1)) {
+                return Err(privtel_store::Error::Database {
+                    op: "a test's checkpoint",
+                    message: "failed".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl Checkpoints for Flaky {
+        fn passive(&self) -> Result<(i64, i64), privtel_store::Error> {
+            self.answer("copy").map(|()| (self.log, 0))
+        }
+
+        fn sync_database(&self) -> Result<(), privtel_store::Error> {
+            self.answer("sync")
+        }
+    }
+
+    /// The loop over a [`Flaky`] (a log past the restart size when `long`)
+    /// until it has made `calls` calls: the failures it counted and its
+    /// first `calls` calls.
+    fn failures_counted(long: bool, fail: Vec<usize>, calls: usize) -> (u64, Vec<&'static str>) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
+        let engine = Mutex::new(engine);
+        let flaky = Flaky { log: if long { 100 } else { 1 }, fail, calls: Mutex::default() };
+        let failures = AtomicU64::new(0);
+        let (stop, stopped) = mpsc::channel();
+        std::thread::scope(|s| {
+            let (flaky, engine, failures) = (&flaky, &engine, &failures);
+            s.spawn(move || checkpoint_loop(flaky, engine, &stopped, Duration::from_millis(1), 50, failures));
+            while flaky.calls.lock().unwrap().len() < calls {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drop(stop);
+        });
+        let mut made = flaky.calls.into_inner().unwrap();
+        made.truncate(calls);
+        // Failures among the calls after the first `calls` (made before
+        // the loop saw the stop) do not happen: `fail` is within them.
+        (failures.load(Ordering::SeqCst), made)
+    }
+
+    /// Every failed copy or sync is counted once, and the loop goes on to
+    /// its next turn; a turn that fails stops there (no sync after a
+    /// failed copy, no copy under the engine after a failed sync).
+    #[test]
+    fn the_checkpointer_counts_each_failure_and_goes_on() {
+        assert_eq!(failures_counted(false, vec![], 5), (0, vec!["copy"; 5]));
+        let turn = ["copy", "copy", "sync", "copy"];
+        assert_eq!(failures_counted(true, vec![], 8), (0, [turn, turn].concat()));
+        // A short log: one copy a turn; the 2nd and 4th fail.
+        assert_eq!(failures_counted(false, vec![1, 3], 5), (2, vec!["copy"; 5]));
+        // A long log: copy, copy, sync, then a copy under the engine, a
+        // turn. Turn 1's first copy (call 0) fails and ends it; turn 2's
+        // sync (call 3) fails and ends it; turn 3's copy under the engine
+        // (call 7) fails; turn 4 is whole.
+        assert_eq!(
+            failures_counted(true, vec![0, 3, 7], 12),
+            (3, [&["copy"][..], &["copy", "copy", "sync"], &turn, &turn].concat())
+        );
     }
 }

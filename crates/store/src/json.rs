@@ -52,43 +52,78 @@ const fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
+/// Whether any byte of `bytes` needs an escape, eight bytes at a time
+/// (most texts are short keys and values, too short for a vector loop to
+/// pay its set-up); the last word is padded with a byte that needs none.
+fn any_needs_escape(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    let mut any = false;
+    for w in words.by_ref() {
+        any |= word_needs_escape(u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut last = [b'a'; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        any |= word_needs_escape(u64::from_le_bytes(last));
+    }
+    any
+}
+
+/// Whether one of the eight bytes of `w` needs an escape: a byte below
+/// 0x20, `"` or `\` (the exact tests for a zero byte and for a byte below
+/// a bound of at most 0x80, on the word and on the word xor each quote).
+const fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const fn has_zero(v: u64) -> u64 {
+        v.wrapping_sub(ONES) & !v & HIGH
+    }
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let quote = has_zero(w ^ (ONES * b'"' as u64));
+    let backslash = has_zero(w ^ (ONES * b'\\' as u64));
+    control | quote | backslash != 0
+}
+
 impl Writer<'_> {
     fn string(&mut self, s: &str) {
         let bytes = s.as_bytes();
-        // One reservation for the common case: the quotes and the text.
+        if !any_needs_escape(bytes) {
+            // One copy of the quotes and the text together.
+            self.out.reserve(bytes.len() + 2);
+            self.out.push(b'"');
+            self.out.extend_from_slice(bytes);
+            self.out.push(b'"');
+            return;
+        }
         self.out.reserve(bytes.len() + 2);
         self.out.push(b'"');
-        // No early exit: the compiler turns this into a vector loop.
-        if !bytes.iter().fold(false, |any, &b| any | needs_escape(b)) {
-            self.out.extend_from_slice(bytes);
-        } else {
-            let mut start = 0;
-            for (i, &b) in bytes.iter().enumerate() {
-                if !needs_escape(b) {
-                    continue;
-                }
-                self.out.extend_from_slice(&bytes[start..i]);
-                start = i + 1;
-                let short = match b {
-                    b'"' => b'"',
-                    b'\\' => b'\\',
-                    0x08 => b'b',
-                    0x0c => b'f',
-                    b'\n' => b'n',
-                    b'\r' => b'r',
-                    b'\t' => b't',
-                    _ => 0,
-                };
-                if short == 0 {
-                    self.out.extend_from_slice(b"\\u00");
-                    self.out.push(HEX[usize::from(b >> 4)]);
-                    self.out.push(HEX[usize::from(b & 0xf)]);
-                } else {
-                    self.out.extend_from_slice(&[b'\\', short]);
-                }
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if !needs_escape(b) {
+                continue;
             }
-            self.out.extend_from_slice(&bytes[start..]);
+            self.out.extend_from_slice(&bytes[start..i]);
+            start = i + 1;
+            let short = match b {
+                b'"' => b'"',
+                b'\\' => b'\\',
+                0x08 => b'b',
+                0x0c => b'f',
+                b'\n' => b'n',
+                b'\r' => b'r',
+                b'\t' => b't',
+                _ => 0,
+            };
+            if short == 0 {
+                self.out.extend_from_slice(b"\\u00");
+                self.out.push(HEX[usize::from(b >> 4)]);
+                self.out.push(HEX[usize::from(b & 0xf)]);
+            } else {
+                self.out.extend_from_slice(&[b'\\', short]);
+            }
         }
+        self.out.extend_from_slice(&bytes[start..]);
         self.out.push(b'"');
     }
 
@@ -508,8 +543,33 @@ mod tests {
         );
     }
 
+    /// Every byte value in every place of a word, beside bytes that need
+    /// no escape and beside one that does.
+    #[test]
+    fn a_word_needs_an_escape_iff_one_of_its_bytes_does() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                for fill in [b'a', 0xff, b' ', 0x80, b'"'] {
+                    let mut w = [fill; 8];
+                    w[at] = b;
+                    let want = w.iter().any(|&x| super::needs_escape(x));
+                    assert_eq!(super::word_needs_escape(u64::from_le_bytes(w)), want, "{w:?}");
+                    assert_eq!(
+                        super::any_needs_escape(&w[..=at]),
+                        w[..=at].iter().any(|&x| super::needs_escape(x))
+                    );
+                }
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn any_needs_escape_is_the_byte_test(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
+            prop_assert_eq!(super::any_needs_escape(&bytes), bytes.iter().any(|&b| super::needs_escape(b)));
+        }
 
         #[test]
         fn fast_json_is_serde_json_for_every_record(record in privtel_testkit::record()) {
