@@ -619,7 +619,7 @@ fn a_running_program_is_recorded_and_enhanced_once_across_agent_runs() {
             _ => break,
         }
     }
-    let child = Killed(started.unwrap());
+    let child = Killed(started.unwrap_or_else(|e| panic!("{} could not be started: {e}", exe.display())));
     let link = format!("/proc/{}/exe", child.0.id());
     for _ in 0..500 {
         if std::fs::read_link(&link).is_ok_and(|p| p == exe) {

@@ -206,7 +206,8 @@ impl Scrubber {
                 }
             }
         }
-        let (may_card, may_ipv4) = may_hold(text);
+        let (may_card, may_ipv4) =
+            if on(Detector::Card) || on(Detector::Ip) { may_hold(text) } else { (false, false) };
         if on(Detector::Card) && may_card {
             for m in self.card.find_iter(text) {
                 if luhn(m.as_str()) {

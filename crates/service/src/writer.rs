@@ -552,7 +552,9 @@ mod tests {
         std::thread::scope(|s| {
             let (flaky, engine, failures) = (&flaky, &engine, &failures);
             s.spawn(move || checkpoint_loop(flaky, engine, &stopped, Duration::from_millis(1), 50, failures));
+            let limit = std::time::Instant::now() + Duration::from_secs(30);
             while flaky.calls.lock().unwrap().len() < calls {
+                assert!(std::time::Instant::now() < limit, "the loop stopped calling");
                 std::thread::sleep(Duration::from_millis(1));
             }
             drop(stop);

@@ -19,28 +19,28 @@ type Outcome = Result<IngestOutcome, privtel_store::Error>;
 /// decoded from).
 const GROUP_RECORDS: usize = 50_000;
 
-/// The expiry of a writer's request for what is already there (a no-wait
-/// fetch ends as soon as the server has nothing more; this bounds one the
-/// server leaves open).
-const FETCH_EXPIRES: Duration = Duration::from_secs(1);
-
-/// How long past a pull request's expiry its end is awaited before the
-/// writer stops waiting for it on its own.
+/// How long past a pull request's expiry (a no-wait request has none: it
+/// ends at once) its end is awaited, and how long after each message the
+/// next, before the writer stops waiting for the request on its own.
 const EXPIRY_GRACE: Duration = Duration::from_secs(2);
 
 /// The messages of one pull request into `out`, until the server ends the
-/// request or, should it never do so, until `expires` and
-/// [`EXPIRY_GRACE`] have passed: what came is kept (acknowledged once
-/// stored; unacknowledged, it is delivered again), and the writer goes on.
-async fn take_until_ended(
-    mut messages: impl futures_util::Stream<Item = Result<jetstream::Message, impl Into<async_nats::Error>>>
-    + Unpin,
+/// request or, should it never do so (it can leave a no-wait request of
+/// several concurrent pullers unanswered), until `expires` and
+/// [`EXPIRY_GRACE`] have passed with no message for [`EXPIRY_GRACE`]:
+/// what came is kept (acknowledged once stored), the request is dropped
+/// (its subscription with it; a message the server delivered to it
+/// unacknowledged comes again after the acknowledgement wait), and the
+/// writer goes on.
+async fn take_until_ended<T>(
+    mut messages: impl futures_util::Stream<Item = Result<T, impl Into<async_nats::Error>>> + Unpin,
     expires: Duration,
-    out: &mut Vec<jetstream::Message>,
+    out: &mut Vec<T>,
 ) -> Result<(), async_nats::Error> {
-    let deadline = tokio::time::Instant::now() + expires + EXPIRY_GRACE;
+    let mut deadline = tokio::time::Instant::now() + expires + EXPIRY_GRACE;
     while let Ok(Some(m)) = tokio::time::timeout_at(deadline, messages.next()).await {
         out.push(m.map_err(Into::into)?);
+        deadline = deadline.max(tokio::time::Instant::now() + EXPIRY_GRACE);
     }
     Ok(())
 }
@@ -257,13 +257,13 @@ impl<A: ApplyGroup> StreamWriter<A> {
                     if room == 0 {
                         break;
                     }
-                    // A request that does not wait, with an expiry all the
-                    // same: the server can leave a no-wait request of
-                    // several concurrent pullers unanswered (a race of its
-                    // own), and one without an expiry then hung this
-                    // writer for good.
-                    let now = consumer.fetch().max_messages(room).expires(FETCH_EXPIRES).messages().await?;
-                    take_until_ended(now, FETCH_EXPIRES, &mut out).await?;
+                    // No expiry: with one, the server would hold a no-wait
+                    // request open until it, when nothing is there. Its
+                    // end is awaited for a bounded time all the same (a
+                    // request the server never ended hung this writer for
+                    // good).
+                    let now = consumer.fetch().max_messages(room).messages().await?;
+                    take_until_ended(now, Duration::ZERO, &mut out).await?;
                 }
                 Ok::<_, async_nats::Error>(out)
             })
@@ -541,6 +541,49 @@ mod tests {
     };
 
     use super::*;
+
+    /// A pull request whose end never comes: what came is kept, and the
+    /// wait stops once the expiry and the grace have passed with nothing
+    /// more; one that ends is read to its end at once; an error is
+    /// returned.
+    #[test]
+    fn a_pull_request_the_server_never_ends_is_left_after_its_grace() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        type Item = Result<u32, async_nats::Error>;
+        runtime.block_on(async {
+            let started = tokio::time::Instant::now();
+            let mut out = Vec::new();
+            let open =
+                futures_util::stream::iter([Ok(1), Ok(2)]).chain(futures_util::stream::pending::<Item>());
+            take_until_ended(open, Duration::from_millis(100), &mut out).await.unwrap();
+            assert_eq!(out, [1, 2]);
+            let waited = started.elapsed();
+            assert!(waited >= EXPIRY_GRACE + Duration::from_millis(100), "{waited:?}");
+            assert!(waited < EXPIRY_GRACE * 3, "{waited:?}");
+
+            let started = tokio::time::Instant::now();
+            let ended = futures_util::stream::iter([Ok::<u32, async_nats::Error>(3)]);
+            take_until_ended(ended, Duration::from_secs(60), &mut out).await.unwrap();
+            assert_eq!(out, [1, 2, 3]);
+            assert!(started.elapsed() < Duration::from_secs(1));
+
+            let failing = futures_util::stream::iter([Ok(4), Err::<u32, async_nats::Error>("gone".into())]);
+            assert!(take_until_ended(failing, Duration::ZERO, &mut out).await.is_err());
+
+            // A delivery that goes on past the expiry and the grace, a
+            // message every 0.8 s: each message gives the next its grace.
+            let slow = futures_util::stream::unfold(0u32, |n| async move {
+                if n == 4 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                Some((Ok::<u32, async_nats::Error>(10 + n), n + 1))
+            });
+            let mut slow_out = Vec::new();
+            take_until_ended(Box::pin(slow), Duration::ZERO, &mut slow_out).await.unwrap();
+            assert_eq!(slow_out, [10, 11, 12, 13]);
+        });
+    }
 
     /// What one batch handed to the engine held: each record's program
     /// (None: refused), each record's JSON, and when it was received.
