@@ -19,7 +19,8 @@
 //!   stdin with its counters, and exits when stdin closes.
 //! * `bare-serve`: a minimal rustls server, thread per connection, with the
 //!   same key types (ECDSA P-256 server and client certificates, ring, TLS
-//!   1.3): it verifies the client certificate against the customer's CA,
+//!   1.3) and the service's session settings (no tickets, no session
+//!   cache): it verifies the client certificate against the customer's CA,
 //!   completes the handshake, sends `close_notify` and closes.
 //! * the default (the load generator): `--threads` client threads for
 //!   `--seconds`, `--rounds` times, ours then bare each round. A session is
@@ -32,8 +33,8 @@
 //!   and its batch: a session writes a fresh batch id, fresh event ids and
 //!   `first_seq` into it, then encodes and sends it as an agent does. A bare session is TCP connect, the handshake, and the
 //!   server's `close_notify`. Each thread owns its devices, so a device's
-//!   sequence numbers never race. Every handshake is a full one: client
-//!   resumption is off on both sides of the comparison. The default of 16
+//!   sequence numbers never race. Every handshake is a full one: neither
+//!   server sends tickets, and client resumption is off as well. The default of 16
 //!   threads a core (32 sessions in flight here) is what a service meets:
 //!   many devices at once. With a handful of clients the figure is the
 //!   latency of one durable write (a sync to disk, ~1.4 ms on this disk)
@@ -317,12 +318,15 @@ fn bare_serve(opts: &Options) -> Res<()> {
         .chain(CertificateDer::pem_slice_iter(identity.ca_pem.as_bytes()))
         .collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())?;
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(certs, key)?,
-    );
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    // As the service's (`privtel::authority::server_config`): no session
+    // tickets, no session cache.
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    let config = Arc::new(config);
     let listener = TcpListener::bind("127.0.0.1:0")?;
     println!("listening {}", listener.local_addr()?);
     std::io::stdout().flush()?;

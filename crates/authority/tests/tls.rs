@@ -118,3 +118,26 @@ fn a_certificate_from_customer_a_naming_customer_b_fails_the_handshake() {
     let (_, genuine) = fx.enroll(&fx.acme, "pc-2");
     assert_eq!(goodbye_reason(hello_with(&server, &genuine, &fx.beta)), "hello acme/pc-2");
 }
+
+#[test]
+fn every_connection_is_a_full_handshake_the_service_sends_no_session_tickets() {
+    let fx = Fixture::new();
+    let server = Server::start(&fx.authority);
+    let (_, credentials) = fx.enroll(&fx.acme, "pc-1");
+    // The agent's configuration, kept between connections as an agent
+    // keeps it: its client would resume from any ticket it had stored.
+    let config = privtel_authority::client_config(&server.server_ca_pem, &credentials).unwrap();
+    for round in 0..3 {
+        let stream =
+            privtel_wire::tls::connect(server.addr, "127.0.0.1", std::sync::Arc::clone(&config)).unwrap();
+        let mut conn = privtel_wire::Connection::new(stream);
+        conn.send(&crate::support::hello(&fx.acme, "pc-1")).unwrap();
+        assert_eq!(goodbye_reason(conn.recv()), "hello acme/pc-1");
+        let stream = conn.into_inner();
+        assert_eq!(
+            stream.conn.handshake_kind(),
+            Some(rustls::HandshakeKind::Full),
+            "connection {round}: the certificate is presented and verified every time"
+        );
+    }
+}

@@ -45,6 +45,48 @@ async fn take_until_ended<T>(
     Ok(())
 }
 
+/// One group's messages into `out`, at most `max`: whatever `now(room)`
+/// (a no-wait pull request for `room` messages) gives; if nothing, waits up
+/// to `wait` for one (`first()`, a pull request for one that expires after
+/// `wait`), then takes whatever came meanwhile with one more `now`.
+///
+/// An error ends the taking and is returned, and what was taken before it
+/// stays in `out`: those messages are the writer's until it acknowledges
+/// or hands them back, so the caller applies them (dropped, they would
+/// only come again after the acknowledgement wait).
+async fn take_group<T, S, E>(
+    out: &mut Vec<T>,
+    max: usize,
+    wait: Duration,
+    mut first: impl AsyncFnMut() -> Result<S, async_nats::Error>,
+    mut now: impl AsyncFnMut(usize) -> Result<S, async_nats::Error>,
+) -> Result<(), async_nats::Error>
+where
+    S: futures_util::Stream<Item = Result<T, E>> + Unpin,
+    E: Into<async_nats::Error>,
+{
+    for attempt in 0..2 {
+        if attempt == 1 {
+            if !out.is_empty() {
+                break;
+            }
+            take_until_ended(first().await?, wait, out).await?;
+            if out.is_empty() {
+                break;
+            }
+        }
+        let room = max.saturating_sub(out.len());
+        if room == 0 {
+            break;
+        }
+        // A no-wait request: its end is awaited for a bounded time all
+        // the same (a request the server never ended hung a writer for
+        // good).
+        take_until_ended(now(room).await?, Duration::ZERO, out).await?;
+    }
+    Ok(())
+}
+
 /// An engine a writer applies groups of batches to: one transaction per
 /// group, one outcome per batch in order (as
 /// [`EngineStore::ingest_group`]).
@@ -235,39 +277,29 @@ impl<A: ApplyGroup> StreamWriter<A> {
     pub fn step(&mut self, wait: Duration) -> Result<StepReport, JetStreamError> {
         let max = self.max_group;
         let consumer = &self.consumer;
-        let taken: Vec<jetstream::Message> = self
-            .link
-            .runtime
-            .block_on(async {
-                let mut out = Vec::new();
-                // Whatever is there now; if nothing, wait for one, then
-                // take whatever came with it.
-                for attempt in 0..2 {
-                    if attempt == 1 {
-                        if !out.is_empty() {
-                            break;
-                        }
-                        let first = consumer.batch().max_messages(1).expires(wait).messages().await?;
-                        take_until_ended(first, wait, &mut out).await?;
-                        if out.is_empty() {
-                            break;
-                        }
-                    }
-                    let room = max.saturating_sub(out.len());
-                    if room == 0 {
-                        break;
-                    }
-                    // No expiry: with one, the server would hold a no-wait
-                    // request open until it, when nothing is there. Its
-                    // end is awaited for a bounded time all the same (a
-                    // request the server never ended hung this writer for
-                    // good).
-                    let now = consumer.fetch().max_messages(room).messages().await?;
-                    take_until_ended(now, Duration::ZERO, &mut out).await?;
-                }
-                Ok::<_, async_nats::Error>(out)
-            })
-            .map_err(|e| JetStreamError::Stream { op: "fetching messages", message: e.to_string() })?;
+        let (taken, ended): (Vec<jetstream::Message>, _) = self.link.runtime.block_on(async {
+            let mut out = Vec::new();
+            let ended = take_group(
+                &mut out,
+                max,
+                wait,
+                async || Ok(consumer.batch().max_messages(1).expires(wait).messages().await?),
+                // No expiry: with one, the server would hold a no-wait
+                // request open until it, when nothing is there.
+                async |room| Ok(consumer.fetch().max_messages(room).messages().await?),
+            )
+            .await;
+            (out, ended)
+        });
+        if let Err(e) = ended {
+            if taken.is_empty() {
+                return Err(JetStreamError::Stream { op: "fetching messages", message: e.to_string() });
+            }
+            (self.log)(&format!(
+                "fetching messages failed after {} were taken: {e}; applying those",
+                taken.len()
+            ));
+        }
         let mut report = StepReport { messages: taken.len() as u64, ..StepReport::default() };
         if taken.is_empty() {
             return Ok(report);
@@ -541,6 +573,81 @@ mod tests {
     };
 
     use super::*;
+
+    /// A group's taking keeps what came before a failed request: the step
+    /// applies it rather than leaving it to come again after the
+    /// acknowledgement wait.
+    #[test]
+    fn what_was_taken_before_a_failed_fetch_is_kept_for_the_step() {
+        type Item = Result<u32, async_nats::Error>;
+        type Messages = futures_util::stream::Iter<std::vec::IntoIter<Item>>;
+        fn stream(items: Vec<Item>) -> Result<Messages, async_nats::Error> {
+            Ok(futures_util::stream::iter(items))
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        runtime.block_on(async {
+            let wait = Duration::from_millis(10);
+            // The no-wait request breaks off after two messages: both kept.
+            let mut out = Vec::new();
+            let ended = take_group(
+                &mut out,
+                10,
+                wait,
+                async || panic!("messages were there: no wait"),
+                async |_| stream(vec![Ok(1), Ok(2), Err("connection reset".into())]),
+            )
+            .await;
+            assert!(ended.is_err());
+            assert_eq!(out, [1, 2]);
+
+            // Nothing there at once; one comes within the wait; the
+            // request for what came with it fails: the one is kept.
+            let mut out = Vec::new();
+            let mut requests = 0;
+            let ended = take_group(
+                &mut out,
+                10,
+                wait,
+                async || stream(vec![Ok(7)]),
+                async |_| {
+                    requests += 1;
+                    if requests == 1 { stream(vec![]) } else { Err("no responders".into()) }
+                },
+            )
+            .await;
+            assert!(ended.is_err());
+            assert_eq!(out, [7]);
+
+            // A failure before anything was taken is the step's error.
+            let mut out: Vec<u32> = Vec::new();
+            let ended = take_group(
+                &mut out,
+                10,
+                wait,
+                async || stream(vec![]),
+                async |_| Err::<Messages, _>("no responders".into()),
+            )
+            .await;
+            assert!(ended.is_err() && out.is_empty());
+
+            // At most `max`, and no waiting once something came.
+            let mut out = Vec::new();
+            let mut rooms = Vec::new();
+            let ended = take_group(
+                &mut out,
+                3,
+                wait,
+                async || panic!("messages were there: no wait"),
+                async |room| {
+                    rooms.push(room);
+                    stream((0..room as u32).map(Ok).collect())
+                },
+            )
+            .await;
+            assert!(ended.is_ok());
+            assert_eq!((out, rooms), (vec![0, 1, 2], vec![3]));
+        });
+    }
 
     /// A pull request whose end never comes: what came is kept, and the
     /// wait stops once the expiry and the grace have passed with nothing
