@@ -121,23 +121,46 @@ fn a_certificate_from_customer_a_naming_customer_b_fails_the_handshake() {
 
 #[test]
 fn every_connection_is_a_full_handshake_the_service_sends_no_session_tickets() {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
+
     let fx = Fixture::new();
     let server = Server::start(&fx.authority);
     let (_, credentials) = fx.enroll(&fx.acme, "pc-1");
     // The agent's configuration, kept between connections as an agent
     // keeps it: its client would resume from any ticket it had stored.
-    let config = privtel_authority::client_config(&server.server_ca_pem, &credentials).unwrap();
-    for round in 0..3 {
-        let stream =
-            privtel_wire::tls::connect(server.addr, "127.0.0.1", std::sync::Arc::clone(&config)).unwrap();
-        let mut conn = privtel_wire::Connection::new(stream);
-        conn.send(&crate::support::hello(&fx.acme, "pc-1")).unwrap();
-        assert_eq!(goodbye_reason(conn.recv()), "hello acme/pc-1");
-        let stream = conn.into_inner();
-        assert_eq!(
-            stream.conn.handshake_kind(),
-            Some(rustls::HandshakeKind::Full),
-            "connection {round}: the certificate is presented and verified every time"
-        );
+    let tls13 = privtel_authority::client_config(&server.server_ca_pem, &credentials).unwrap();
+    // The same device over TLS 1.2, where a server with a session cache
+    // resumes by session id, tickets or not.
+    let tls12 = {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(server.server_ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let cert = CertificateDer::from_pem_slice(credentials.cert_pem.as_bytes()).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(credentials.key_pem.as_bytes()).unwrap();
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS12])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_client_auth_cert(vec![cert], key)
+                .unwrap();
+        Arc::new(config)
+    };
+    for (version, config) in [("1.3", tls13), ("1.2", tls12)] {
+        for round in 0..3 {
+            let stream = privtel_wire::tls::connect(server.addr, "127.0.0.1", Arc::clone(&config)).unwrap();
+            let mut conn = privtel_wire::Connection::new(stream);
+            conn.send(&crate::support::hello(&fx.acme, "pc-1")).unwrap();
+            assert_eq!(goodbye_reason(conn.recv()), "hello acme/pc-1");
+            let stream = conn.into_inner();
+            assert_eq!(
+                stream.conn.handshake_kind(),
+                Some(rustls::HandshakeKind::Full),
+                "TLS {version}, connection {round}: the certificate is presented and verified every time"
+            );
+        }
     }
 }

@@ -1106,8 +1106,8 @@ fn create_private(path: &Path) -> Result<()> {
 /// a handshake) gave a fleet nothing either: thousands of devices, each
 /// reconnecting minutes or hours later, find their session evicted long
 /// before, while every handshake paid for making, sending and storing two
-/// tickets (about 40,000 instructions on the service, counted with
-/// callgrind).
+/// tickets (about 45,000 instructions a handshake on the service, counted
+/// with callgrind).
 ///
 /// # Errors
 ///

@@ -175,6 +175,11 @@ pub struct StepReport {
     /// Whether storing failed (the database, or this writer's
     /// configuration): what failed was handed back.
     pub failed: bool,
+    /// Whether reading the stream failed after part of the group came
+    /// (that part was applied; the error is logged): [`StreamWriter::run`]
+    /// counts the step as failing, as it does a step that could read
+    /// nothing.
+    pub fetch_failed: bool,
 }
 
 /// Consumes the ingest stream into an engine (see the module docs). Run
@@ -291,6 +296,7 @@ impl<A: ApplyGroup> StreamWriter<A> {
             .await;
             (out, ended)
         });
+        let mut report = StepReport { messages: taken.len() as u64, ..StepReport::default() };
         if let Err(e) = ended {
             if taken.is_empty() {
                 return Err(JetStreamError::Stream { op: "fetching messages", message: e.to_string() });
@@ -299,8 +305,8 @@ impl<A: ApplyGroup> StreamWriter<A> {
                 "fetching messages failed after {} were taken: {e}; applying those",
                 taken.len()
             ));
+            report.fetch_failed = true;
         }
-        let mut report = StepReport { messages: taken.len() as u64, ..StepReport::default() };
         if taken.is_empty() {
             return Ok(report);
         }
@@ -522,10 +528,14 @@ impl<A: ApplyGroup> StreamWriter<A> {
         let mut failing_since = None;
         while !stop.load(Ordering::Acquire) {
             let error = match self.step(Duration::from_millis(200)) {
-                Ok(r) if !r.failed => {
+                Ok(r) if !r.failed && !r.fetch_failed => {
                     failing_since = None;
                     continue;
                 }
+                Ok(r) if !r.failed => JetStreamError::Stream {
+                    op: "fetching messages",
+                    message: "the stream failed after part of a group came (that part was applied)".into(),
+                },
                 Ok(_) => JetStreamError::Stream {
                     op: "storing batches",
                     message: "the engine keeps failing".into(),
@@ -587,14 +597,15 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         runtime.block_on(async {
             let wait = Duration::from_millis(10);
-            // The no-wait request breaks off after two messages: both kept.
+            // The no-wait request ends in an error status (a consumer
+            // deleted, a leader changed) after two messages: both kept.
             let mut out = Vec::new();
             let ended = take_group(
                 &mut out,
                 10,
                 wait,
                 async || panic!("messages were there: no wait"),
-                async |_| stream(vec![Ok(1), Ok(2), Err("connection reset".into())]),
+                async |_| stream(vec![Ok(1), Ok(2), Err("409 consumer deleted".into())]),
             )
             .await;
             assert!(ended.is_err());
@@ -611,21 +622,22 @@ mod tests {
                 async || stream(vec![Ok(7)]),
                 async |_| {
                     requests += 1;
-                    if requests == 1 { stream(vec![]) } else { Err("no responders".into()) }
+                    if requests == 1 { stream(vec![]) } else { Err("503 no responders".into()) }
                 },
             )
             .await;
             assert!(ended.is_err());
             assert_eq!(out, [7]);
 
-            // A failure before anything was taken is the step's error.
+            // A failure before anything was taken: nothing to apply (the
+            // step returns the error).
             let mut out: Vec<u32> = Vec::new();
             let ended = take_group(
                 &mut out,
                 10,
                 wait,
-                async || stream(vec![]),
-                async |_| Err::<Messages, _>("no responders".into()),
+                async || panic!("the first request failed: no wait"),
+                async |_| Err::<Messages, _>("503 no responders".into()),
             )
             .await;
             assert!(ended.is_err() && out.is_empty());
