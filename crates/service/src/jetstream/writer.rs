@@ -65,23 +65,19 @@ where
     S: futures_util::Stream<Item = Result<T, E>> + Unpin,
     E: Into<async_nats::Error>,
 {
-    for attempt in 0..2 {
-        if attempt == 1 {
-            if !out.is_empty() {
-                break;
-            }
-            take_until_ended(first().await?, wait, out).await?;
-            if out.is_empty() {
-                break;
-            }
-        }
-        let room = max.saturating_sub(out.len());
-        if room == 0 {
-            break;
-        }
-        // A no-wait request: its end is awaited for a bounded time all
-        // the same (a request the server never ended hung a writer for
-        // good).
+    // No-wait requests: their end is awaited for a bounded time all the
+    // same (a request the server never ended hung a writer for good).
+    let room = max.saturating_sub(out.len());
+    if room == 0 {
+        return Ok(());
+    }
+    take_until_ended(now(room).await?, Duration::ZERO, out).await?;
+    if !out.is_empty() {
+        return Ok(());
+    }
+    take_until_ended(first().await?, wait, out).await?;
+    let room = max.saturating_sub(out.len());
+    if !out.is_empty() && room > 0 {
         take_until_ended(now(room).await?, Duration::ZERO, out).await?;
     }
     Ok(())
