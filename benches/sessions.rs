@@ -278,7 +278,8 @@ fn serve(opts: &Options) -> Res<()> {
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
             println!(
                 "stats active={} connections={} failed={} forbidden={} over_capacity={} enrolled={} \
-                 stored={} duplicates={} refused={} sequence={} groups={} checkpoint_failures={}",
+                 stored={} duplicates={} refused={} sequence={} groups={} checkpoint_failures={} \
+                 chains_full={} chains_remembered={}",
                 service.active_connections(),
                 get(&s.connections),
                 get(&s.failed),
@@ -291,6 +292,8 @@ fn serve(opts: &Options) -> Res<()> {
                 get(&s.sequence),
                 get(&s.groups),
                 get(&s.checkpoint_failures),
+                authority.chain_verifications().full,
+                authority.chain_verifications().remembered,
             );
             std::io::stdout().flush()?;
         }

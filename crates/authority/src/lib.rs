@@ -92,7 +92,10 @@ pub use error::ClientError;
 pub use error::{AuthError, EnrollError, Error, Result};
 pub use identity::{DeviceIdentity, IDENTITY_URI_PREFIX, KeyFingerprint, identity_uri};
 #[cfg(feature = "server")]
-pub use server::{Authority, DeviceRecord, RemovedCustomer, Report, ReportKind, TOKEN_PREFIX, server_config};
+pub use server::{
+    Authority, ChainVerifications, DeviceRecord, RemovedCustomer, Report, ReportKind, TOKEN_PREFIX,
+    server_config,
+};
 
 /// The rustls version this crate is built on, for naming its types
 /// (`CertificateDer`, `ServerConfig`, `ClientConfig`).

@@ -1,6 +1,8 @@
 //! Real TLS on 127.0.0.1: a device enrolls without a certificate, then
 //! connects with one; the service takes the identity from it alone.
 
+use std::sync::Arc;
+
 use privtel_authority::{Credentials, DeviceKey, ReportKind};
 use privtel_model::DeviceId;
 use privtel_wire::Message;
@@ -123,7 +125,6 @@ fn a_certificate_from_customer_a_naming_customer_b_fails_the_handshake() {
 fn every_connection_is_a_full_handshake_the_service_sends_no_session_tickets() {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use std::sync::Arc;
 
     let fx = Fixture::new();
     let server = Server::start(&fx.authority);
@@ -163,4 +164,140 @@ fn every_connection_is_a_full_handshake_the_service_sends_no_session_tickets() {
             );
         }
     }
+}
+
+/// The DER of a PEM certificate.
+fn der(pem: &str) -> rustls::pki_types::CertificateDer<'static> {
+    use rustls::pki_types::pem::PemObject as _;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+}
+
+fn at(t: time::OffsetDateTime) -> rustls::pki_types::UnixTime {
+    rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(t.unix_timestamp()).unwrap(),
+    ))
+}
+
+#[test]
+fn a_remembered_chain_stands_only_for_the_same_bytes_the_same_ca_and_within_validity() {
+    use privtel_authority::ChainVerifications;
+
+    let fx = Fixture::new();
+    let (key, credentials) = fx.enroll(&fx.acme, "pc-1");
+    let cert = der(&credentials.cert_pem);
+    let verifier = fx.authority.client_verifier();
+    let counts = |full, remembered| ChainVerifications { full, remembered };
+
+    verifier.verify_client_cert(&cert, &[], at(fx.now)).unwrap();
+    assert_eq!(fx.authority.chain_verifications(), counts(1, 0));
+    verifier.verify_client_cert(&cert, &[], at(fx.now + Duration::minutes(1))).unwrap();
+    assert_eq!(fx.authority.chain_verifications(), counts(1, 1), "the same bytes, the same CA: remembered");
+
+    // Validity is checked on every handshake, remembered or not.
+    let expired = verifier.verify_client_cert(&cert, &[], at(fx.now + Duration::days(3650)));
+    assert!(
+        matches!(
+            expired,
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ExpiredContext { .. }))
+        ),
+        "{expired:?}"
+    );
+    let early = verifier.verify_client_cert(&cert, &[], at(fx.now - Duration::days(1)));
+    assert!(
+        matches!(
+            early,
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidYetContext { .. }))
+        ),
+        "{early:?}"
+    );
+
+    // One byte of the signature changed: other bytes, verified in full, refused.
+    let mut tampered = cert.to_vec();
+    *tampered.last_mut().unwrap() ^= 1;
+    let tampered = rustls::pki_types::CertificateDer::from(tampered);
+    assert!(verifier.verify_client_cert(&tampered, &[], at(fx.now)).is_err());
+    // The same customer, device and key signed by another customer's CA.
+    let forged = der(&forge(&fx, &fx.beta, &fx.acme, "pc-1", &key));
+    assert!(verifier.verify_client_cert(&forged, &[], at(fx.now)).is_err());
+    assert_eq!(fx.authority.chain_verifications(), counts(1, 1), "nothing of that stood in");
+    // With intermediates, the chain is verified whole every time (here a
+    // superfluous copy of the certificate, which the path ignores).
+    verifier.verify_client_cert(&cert, std::slice::from_ref(&cert), at(fx.now)).unwrap();
+    assert_eq!(fx.authority.chain_verifications(), counts(2, 1));
+
+    // Another process removes acme and adds it again with a new CA: the
+    // remembered verification was made by the old CA and stands for nothing.
+    let admin = fx.second_process();
+    admin.remove_customer(&fx.acme).unwrap();
+    admin.add_customer(&fx.acme, fx.now).unwrap();
+    let again = verifier.verify_client_cert(&cert, &[], at(fx.now));
+    assert!(again.is_err(), "a certificate of the removed CA: {again:?}");
+    assert_eq!(fx.authority.chain_verifications(), counts(2, 1));
+    // This process removes beta: its devices are refused from that instant.
+    let (_, beta) = fx.enroll(&fx.beta, "pc-9");
+    let beta = der(&beta.cert_pem);
+    verifier.verify_client_cert(&beta, &[], at(fx.now)).unwrap();
+    fx.authority.remove_customer(&fx.beta).unwrap();
+    assert!(verifier.verify_client_cert(&beta, &[], at(fx.now)).is_err());
+    assert_eq!(fx.authority.chain_verifications(), counts(3, 1));
+}
+
+/// A client that presents `cert` but signs the handshake with `key` (a
+/// certificate is public: anyone can present a copy).
+#[derive(Debug)]
+struct Presents(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Presents {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn over_tls_a_remembered_chain_still_needs_the_key_and_an_enrolled_unrevoked_device() {
+    use privtel_authority::ChainVerifications;
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject as _;
+
+    let fx = Fixture::new();
+    let server = Server::start(&fx.authority);
+    let (_, credentials) = fx.enroll(&fx.acme, "pc-1");
+    for _ in 0..3 {
+        assert_eq!(goodbye_reason(hello_with(&server, &credentials, &fx.acme)), "hello acme/pc-1");
+    }
+    assert_eq!(fx.authority.chain_verifications(), ChainVerifications { full: 1, remembered: 2 });
+
+    // A copy of the certificate with another key: the chain is remembered,
+    // the handshake signature is not the certificate's key's.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let thief = DeviceKey::generate().unwrap();
+    let thief_key = PrivateKeyDer::from_pem_slice(thief.to_pem().as_bytes()).unwrap();
+    let signer = provider.key_provider.load_private_key(thief_key).unwrap();
+    let stolen = Arc::new(rustls::sign::CertifiedKey::new(vec![der(&credentials.cert_pem)], signer));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der(&server.server_ca_pem)).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(Presents(stolen)));
+    let answer = talk(&server, Arc::new(config), &crate::support::hello(&fx.acme, "pc-1"));
+    assert!(answer.is_err(), "a copied certificate without its key: {answer:?}");
+    assert_eq!(
+        fx.authority.chain_verifications(),
+        ChainVerifications { full: 1, remembered: 3 },
+        "the remembered chain stood in, and the key's proof still failed"
+    );
+
+    // Revoked (by this process: another's commit would empty the CA cache,
+    // and with it what is remembered): refused although the chain is
+    // remembered.
+    fx.authority.revoke_device(&fx.acme, &dev("pc-1"), fx.now).unwrap();
+    let answer = hello_with(&server, &credentials, &fx.acme);
+    assert!(refusal(answer).contains("revoked"));
+    assert_eq!(fx.authority.chain_verifications(), ChainVerifications { full: 1, remembered: 4 });
 }

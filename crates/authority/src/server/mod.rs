@@ -24,3 +24,4 @@ mod verifier;
 pub use register::{
     Authority, DeviceRecord, RemovedCustomer, Report, ReportKind, TOKEN_PREFIX, server_config,
 };
+pub use verifier::ChainVerifications;

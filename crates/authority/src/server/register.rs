@@ -19,7 +19,7 @@ use rustls::server::danger::ClientCertVerifier;
 use sha2::{Digest as _, Sha256};
 use time::{Duration, OffsetDateTime};
 
-use super::verifier::{AuthorityVerifier, CustomerCa};
+use super::verifier::{AuthorityVerifier, ChainVerifications, Chains, CustomerCa};
 use crate::error::{AuthError, EnrollError, Error, Result};
 use crate::identity::{DeviceIdentity, KeyFingerprint, identity_of, identity_uri};
 
@@ -237,6 +237,9 @@ pub(crate) struct Inner {
     /// Certificates this authority's own verifier has just verified in a
     /// handshake (see [`Verified`]).
     pub(crate) verified: Verified,
+    /// Device certificates whose chain the verifier verified in full (see
+    /// [`Chains`]).
+    pub(crate) chains: Chains,
 }
 
 /// SHA-256 digests of end-entity certificates that [`AuthorityVerifier`]
@@ -259,7 +262,7 @@ impl Verified {
     const MAX: usize = 16_384;
 
     /// The chain of `end_entity` was verified; its key not yet proven.
-    pub(crate) fn pending(&self, end_entity: &[u8]) {
+    pub(crate) fn pending(&self, digest: [u8; 32]) {
         let now = std::time::Instant::now();
         let mut map = lock(&self.0);
         if map.len() >= Self::MAX {
@@ -268,7 +271,7 @@ impl Verified {
                 map.clear();
             }
         }
-        map.insert(Sha256::digest(end_entity).into(), (now, false));
+        map.insert(digest, (now, false));
     }
 
     /// Forgets every verification (a customer's CA was removed).
@@ -449,6 +452,7 @@ impl Authority {
                 cas_seen: std::sync::atomic::AtomicI64::new(i64::MIN),
                 provider: Arc::new(rustls::crypto::ring::default_provider()),
                 verified: Verified::default(),
+                chains: Chains::default(),
             }),
             validity: DEFAULT_CERT_VALIDITY,
         })
@@ -635,6 +639,7 @@ impl Authority {
         // Trust ends with the commit: the cached verifier goes too.
         lock(&self.inner.cas).remove(customer);
         self.inner.verified.clear();
+        self.inner.chains.clear();
         // Busy while another connection reads an older snapshot: retried,
         // then refused rather than reported clean.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
@@ -949,6 +954,16 @@ impl Authority {
     /// which customers exist).
     pub fn client_verifier(&self) -> Arc<dyn ClientCertVerifier> {
         Arc::new(AuthorityVerifier::new(Arc::clone(&self.inner)))
+    }
+
+    /// How many client-certificate chains this authority's verifiers
+    /// verified in full, and how many handshakes a remembered verification
+    /// of the same certificate stood for (a device presents the same
+    /// certificate on every connection; the CA's signature on it is checked
+    /// once, its expiry on every handshake). Counts since this `Authority`
+    /// was opened.
+    pub fn chain_verifications(&self) -> ChainVerifications {
+        self.inner.chains.counts()
     }
 
     /// Signs a certificate for (customer, device) and `key` with the

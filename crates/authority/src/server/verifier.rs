@@ -1,7 +1,9 @@
 //! The rustls client-certificate verifier: each certificate is verified
 //! against the CA of the customer it names, and that CA only.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject as _;
@@ -9,6 +11,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use sha2::{Digest as _, Sha256};
 
 use super::register::Inner;
 use crate::error::Error;
@@ -83,8 +86,26 @@ impl ClientCertVerifier for AuthorityVerifier {
             .customer_ca(&identity.customer)
             .map_err(|e| rustls::Error::General(e.to_string()))?
             .ok_or(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))?;
+        // Only a certificate the CA signed directly is remembered (a
+        // device's always is); a chain with intermediates is verified
+        // whole every time.
+        let digest: Option<[u8; 32]> = intermediates.is_empty().then(|| Sha256::digest(end_entity).into());
+        if let Some(digest) = digest
+            && self.inner.chains.stands_for(&digest, &ca, now)
+        {
+            self.inner.verified.pending(digest);
+            return Ok(ClientCertVerified::assertion());
+        }
         let verified = ca.verifier.verify_client_cert(end_entity, intermediates, now)?;
-        self.inner.verified.pending(end_entity);
+        self.inner.chains.count_full();
+        if let Some(digest) = digest {
+            if let Some(window) = validity(end_entity) {
+                self.inner.chains.remember(digest, &ca, window);
+            }
+            self.inner.verified.pending(digest);
+        } else {
+            self.inner.verified.pending(Sha256::digest(end_entity).into());
+        }
         Ok(verified)
     }
 
@@ -123,4 +144,113 @@ impl ClientCertVerifier for AuthorityVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.provider().signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// The validity of a certificate, in seconds since the Unix epoch, as
+/// webpki checks it (`not_before <= now <= not_after`); `None` when it
+/// cannot be read (then nothing is remembered).
+fn validity(der: &[u8]) -> Option<(u64, u64)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let validity = cert.validity();
+    let not_before = u64::try_from(validity.not_before.timestamp()).unwrap_or(0);
+    let not_after = u64::try_from(validity.not_after.timestamp()).ok()?;
+    Some((not_before, not_after))
+}
+
+/// Device certificates whose chain [`AuthorityVerifier`] has verified in
+/// full, by the SHA-256 digest of their DER, with the CA that verified
+/// them and their validity. A device presents the same certificate on
+/// every connection, months long; verifying its CA's signature on it again
+/// each time (an ECDSA verification, about a tenth of the service's
+/// instructions a session) learns nothing new: the signature on those
+/// exact bytes under that CA key was valid and stays valid.
+///
+/// A remembered verification stands for a new one only when
+///
+/// * the certificate is byte for byte the one verified (its digest), and
+///   came without intermediates;
+/// * the customer it names still has, in the verifier's cache, the very CA
+///   object that verified it (a customer removed, or whose CA another
+///   process changed, has a new object or none: the certificate is
+///   verified again, or refused);
+/// * the handshake's time is within the certificate's validity (expiry is
+///   checked on every connection, as webpki checks it).
+///
+/// What every handshake still does: the handshake signature (proof that
+/// the peer holds the certificate's key) and, in
+/// [`Authority::identify`](super::Authority::identify), the register's
+/// revocation, renewal and clone checks. Only verifications that
+/// succeeded are remembered, so nothing a client sends can make a
+/// certificate trusted. Bounded by [`Chains::MAX`]: beyond it an arbitrary
+/// entry is forgotten (its device is verified in full next time).
+#[derive(Default)]
+pub(crate) struct Chains {
+    map: Mutex<HashMap<[u8; 32], Chain>>,
+    full: AtomicU64,
+    remembered: AtomicU64,
+}
+
+struct Chain {
+    ca: Arc<CustomerCa>,
+    not_before: u64,
+    not_after: u64,
+}
+
+/// How often [`AuthorityVerifier`] verified a client certificate's chain
+/// in full, and how often a remembered verification of the same bytes
+/// stood for it ([`Authority::chain_verifications`](super::Authority::chain_verifications)).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct ChainVerifications {
+    /// Chains verified in full (signatures checked) that passed.
+    pub full: u64,
+    /// Handshakes where a remembered verification stood for it.
+    pub remembered: u64,
+}
+
+impl Chains {
+    /// The most certificates remembered (about 80 bytes each).
+    pub(crate) const MAX: usize = 100_000;
+
+    fn stands_for(&self, digest: &[u8; 32], ca: &Arc<CustomerCa>, now: UnixTime) -> bool {
+        let now = now.as_secs();
+        let hit = lock(&self.map)
+            .get(digest)
+            .is_some_and(|c| Arc::ptr_eq(&c.ca, ca) && c.not_before <= now && now <= c.not_after);
+        if hit {
+            self.remembered.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    fn count_full(&self) {
+        self.full.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn remember(&self, digest: [u8; 32], ca: &Arc<CustomerCa>, (not_before, not_after): (u64, u64)) {
+        let mut map = lock(&self.map);
+        if map.len() >= Self::MAX
+            && !map.contains_key(&digest)
+            && let Some(any) = map.keys().next().copied()
+        {
+            map.remove(&any);
+        }
+        map.insert(digest, Chain { ca: Arc::clone(ca), not_before, not_after });
+    }
+
+    /// Forgets every remembered verification.
+    pub(crate) fn clear(&self) {
+        lock(&self.map).clear();
+    }
+
+    pub(crate) fn counts(&self) -> ChainVerifications {
+        ChainVerifications {
+            full: self.full.load(Ordering::Relaxed),
+            remembered: self.remembered.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A map of digests stays consistent whatever panicked while holding it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
