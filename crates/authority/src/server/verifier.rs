@@ -20,6 +20,8 @@ use crate::identity::identity_of;
 /// One customer's CA: its PEM and a webpki verifier trusting it alone.
 pub(crate) struct CustomerCa {
     pub(crate) cert_pem: String,
+    /// SHA-256 of `cert_pem`: which CA verified a remembered chain.
+    digest: [u8; 32],
     pub(crate) verifier: Arc<dyn ClientCertVerifier>,
 }
 
@@ -37,7 +39,7 @@ impl CustomerCa {
             .allow_unauthenticated()
             .build()
             .map_err(|e| bad(e.to_string()))?;
-        Ok(Self { cert_pem, verifier })
+        Ok(Self { digest: Sha256::digest(cert_pem.as_bytes()).into(), cert_pem, verifier })
     }
 }
 
@@ -169,10 +171,10 @@ fn validity(der: &[u8]) -> Option<(u64, u64)> {
 ///
 /// * the certificate is byte for byte the one verified (its digest), and
 ///   came without intermediates;
-/// * the customer it names still has, in the verifier's cache, the very CA
-///   object that verified it (a customer removed, or whose CA another
-///   process changed, has a new object or none: the certificate is
-///   verified again, or refused);
+/// * the customer it names has, as the register holds it now, the very CA
+///   certificate that verified it (a customer removed has none: refused;
+///   one removed and added again, by this process or another, has a new
+///   CA: verified in full, and refused);
 /// * the handshake's time is within the certificate's validity (expiry is
 ///   checked on every connection, as webpki checks it).
 ///
@@ -191,7 +193,8 @@ pub(crate) struct Chains {
 }
 
 struct Chain {
-    ca: Arc<CustomerCa>,
+    /// [`CustomerCa::digest`] of the CA that verified it.
+    ca: [u8; 32],
     not_before: u64,
     not_after: u64,
 }
@@ -208,14 +211,14 @@ pub struct ChainVerifications {
 }
 
 impl Chains {
-    /// The most certificates remembered (about 80 bytes each).
+    /// The most certificates remembered (about 100 bytes each).
     pub(crate) const MAX: usize = 100_000;
 
-    fn stands_for(&self, digest: &[u8; 32], ca: &Arc<CustomerCa>, now: UnixTime) -> bool {
+    fn stands_for(&self, digest: &[u8; 32], ca: &CustomerCa, now: UnixTime) -> bool {
         let now = now.as_secs();
         let hit = lock(&self.map)
             .get(digest)
-            .is_some_and(|c| Arc::ptr_eq(&c.ca, ca) && c.not_before <= now && now <= c.not_after);
+            .is_some_and(|c| c.ca == ca.digest && c.not_before <= now && now <= c.not_after);
         if hit {
             self.remembered.fetch_add(1, Ordering::Relaxed);
         }
@@ -226,7 +229,7 @@ impl Chains {
         self.full.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn remember(&self, digest: [u8; 32], ca: &Arc<CustomerCa>, (not_before, not_after): (u64, u64)) {
+    fn remember(&self, digest: [u8; 32], ca: &CustomerCa, (not_before, not_after): (u64, u64)) {
         let mut map = lock(&self.map);
         if map.len() >= Self::MAX
             && !map.contains_key(&digest)
@@ -234,7 +237,7 @@ impl Chains {
         {
             map.remove(&any);
         }
-        map.insert(digest, Chain { ca: Arc::clone(ca), not_before, not_after });
+        map.insert(digest, Chain { ca: ca.digest, not_before, not_after });
     }
 
     /// Forgets every remembered verification.
@@ -253,4 +256,40 @@ impl Chains {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A map of digests stays consistent whatever panicked while holding it.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca() -> CustomerCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let pem = params.self_signed(&key).unwrap().pem();
+        CustomerCa::new(pem, Arc::new(rustls::crypto::ring::default_provider())).unwrap()
+    }
+
+    fn digest(i: usize) -> [u8; 32] {
+        Sha256::digest(i.to_le_bytes()).into()
+    }
+
+    #[test]
+    fn what_is_remembered_stays_within_its_bound_and_new_entries_win() {
+        let (chains, ca) = (Chains::default(), ca());
+        let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_000));
+        for i in 0..Chains::MAX + 10 {
+            chains.remember(digest(i), &ca, (0, 2_000));
+        }
+        assert_eq!(lock(&chains.map).len(), Chains::MAX);
+        // The newest is there; ten older ones were forgotten.
+        assert!(chains.stands_for(&digest(Chains::MAX + 9), &ca, now));
+        let forgotten = (0..Chains::MAX + 10).filter(|&i| !lock(&chains.map).contains_key(&digest(i))).count();
+        assert_eq!(forgotten, 10);
+        // Remembering one already there forgets nothing.
+        chains.remember(digest(Chains::MAX + 9), &ca, (0, 2_000));
+        assert_eq!(lock(&chains.map).len(), Chains::MAX);
+        // Another CA's verification of the same bytes stands for nothing.
+        assert!(!chains.stands_for(&digest(Chains::MAX + 9), &self::ca(), now));
+    }
 }
