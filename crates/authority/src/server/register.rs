@@ -244,8 +244,7 @@ pub(crate) struct Inner {
 
 /// SHA-256 digests of end-entity certificates that [`AuthorityVerifier`]
 /// verified in a handshake, so that `identify` right after the handshake
-/// does not verify the chain a second time (an ECDSA verification, a
-/// tenth of the service's cost of a session). A chain verified by the
+/// does not verify the chain a second time (an ECDSA verification). A chain verified by the
 /// verifier is only pending until the same handshake's signature check
 /// proves the peer holds the certificate's key (certificates are public: a
 /// replayed one in a handshake that then fails must not count). Each proven
@@ -1075,10 +1074,14 @@ impl Inner {
                 r.get(0)
             })
             .optional()?;
-        drop(conn);
         let Some(pem) = pem else { return Ok(None) };
         let ca = Arc::new(CustomerCa::new(pem, Arc::clone(&self.provider))?);
+        // Cached while the register is still locked: `remove_customer`
+        // (which holds it from its commit to its removal from the cache)
+        // cannot run between this read and this insert, which would leave
+        // the removed CA cached, and trusted, in this process.
         lock(&self.cas).insert(customer.clone(), Arc::clone(&ca));
+        drop(conn);
         Ok(Some(ca))
     }
 

@@ -102,7 +102,7 @@ impl ClientCertVerifier for AuthorityVerifier {
         self.inner.chains.count_full();
         if let Some(digest) = digest {
             if let Some(window) = validity(end_entity) {
-                self.inner.chains.remember(digest, &ca, window);
+                self.inner.chains.remember(digest, &ca, window, now);
             }
             self.inner.verified.pending(digest);
         } else {
@@ -154,7 +154,7 @@ impl ClientCertVerifier for AuthorityVerifier {
 fn validity(der: &[u8]) -> Option<(u64, u64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let validity = cert.validity();
-    let not_before = u64::try_from(validity.not_before.timestamp()).unwrap_or(0);
+    let not_before = u64::try_from(validity.not_before.timestamp()).ok()?;
     let not_after = u64::try_from(validity.not_after.timestamp()).ok()?;
     Some((not_before, not_after))
 }
@@ -162,10 +162,11 @@ fn validity(der: &[u8]) -> Option<(u64, u64)> {
 /// Device certificates whose chain [`AuthorityVerifier`] has verified in
 /// full, by the SHA-256 digest of their DER, with the CA that verified
 /// them and their validity. A device presents the same certificate on
-/// every connection, months long; verifying its CA's signature on it again
-/// each time (an ECDSA verification, about a tenth of the service's
-/// instructions a session) learns nothing new: the signature on those
-/// exact bytes under that CA key was valid and stays valid.
+/// every connection for the certificate's life (30 days by default);
+/// verifying its CA's signature on it again each time (an ECDSA
+/// verification, about a seventh of the service's instructions a session)
+/// learns nothing new: the signature on those exact bytes under that CA
+/// key was valid and stays valid.
 ///
 /// A remembered verification stands for a new one only when
 ///
@@ -181,10 +182,11 @@ fn validity(der: &[u8]) -> Option<(u64, u64)> {
 /// What every handshake still does: the handshake signature (proof that
 /// the peer holds the certificate's key) and, in
 /// [`Authority::identify`](super::Authority::identify), the register's
-/// revocation, renewal and clone checks. Only verifications that
-/// succeeded are remembered, so nothing a client sends can make a
-/// certificate trusted. Bounded by [`Chains::MAX`]: beyond it an arbitrary
-/// entry is forgotten (its device is verified in full next time).
+/// revocation and registered key (which a renewal or a clone changes).
+/// Only verifications that succeeded are remembered, so nothing a client
+/// sends can make a certificate trusted. Bounded by [`Chains::MAX`]: when
+/// it is reached, the expired entries are forgotten, and all of them if
+/// none was (each device is then verified in full once more).
 #[derive(Default)]
 pub(crate) struct Chains {
     map: Mutex<HashMap<[u8; 32], Chain>>,
@@ -199,14 +201,17 @@ struct Chain {
     not_after: u64,
 }
 
-/// How often [`AuthorityVerifier`] verified a client certificate's chain
-/// in full, and how often a remembered verification of the same bytes
-/// stood for it ([`Authority::chain_verifications`](super::Authority::chain_verifications)).
+/// How often the verifier of
+/// [`Authority::client_verifier`](super::Authority::client_verifier)
+/// verified a client certificate's chain in full, and how often a
+/// remembered verification of the same bytes stood for one (a handshake
+/// whose key proof then fails counts too); see
+/// [`Authority::chain_verifications`](super::Authority::chain_verifications).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct ChainVerifications {
     /// Chains verified in full (signatures checked) that passed.
     pub full: u64,
-    /// Handshakes where a remembered verification stood for it.
+    /// Lookups where a remembered verification stood for a full one.
     pub remembered: u64,
 }
 
@@ -229,13 +234,21 @@ impl Chains {
         self.full.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn remember(&self, digest: [u8; 32], ca: &CustomerCa, (not_before, not_after): (u64, u64)) {
+    fn remember(
+        &self,
+        digest: [u8; 32],
+        ca: &CustomerCa,
+        (not_before, not_after): (u64, u64),
+        now: UnixTime,
+    ) {
         let mut map = lock(&self.map);
-        if map.len() >= Self::MAX
-            && !map.contains_key(&digest)
-            && let Some(any) = map.keys().next().copied()
-        {
-            map.remove(&any);
+        if map.len() >= Self::MAX && !map.contains_key(&digest) {
+            // Once in `MAX` insertions at most: O(1) a handshake over time.
+            let now = now.as_secs();
+            map.retain(|_, c| c.not_after >= now);
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
         }
         map.insert(digest, Chain { ca: ca.digest, not_before, not_after });
     }
@@ -274,22 +287,50 @@ mod tests {
         Sha256::digest(i.to_le_bytes()).into()
     }
 
+    fn at(secs: u64) -> UnixTime {
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs))
+    }
+
     #[test]
-    fn what_is_remembered_stays_within_its_bound_and_new_entries_win() {
+    fn a_remembered_chain_stands_in_exactly_within_its_validity_and_for_its_ca() {
+        let (chains, ca, other) = (Chains::default(), ca(), ca());
+        chains.remember(digest(1), &ca, (1_000, 2_000), at(1_500));
+        // As webpki: refused when `now < not_before` or `now > not_after`.
+        for (now, stands) in [(999, false), (1_000, true), (1_500, true), (2_000, true), (2_001, false)] {
+            assert_eq!(chains.stands_for(&digest(1), &ca, at(now)), stands, "at {now}");
+        }
+        // Another CA's verification of the same bytes, or other bytes.
+        assert!(!chains.stands_for(&digest(1), &other, at(1_500)));
+        assert!(!chains.stands_for(&digest(2), &ca, at(1_500)));
+        assert_eq!(chains.counts(), ChainVerifications { full: 0, remembered: 3 });
+    }
+
+    #[test]
+    fn what_is_remembered_stays_within_its_bound_expired_entries_go_first() {
         let (chains, ca) = (Chains::default(), ca());
-        let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_000));
-        for i in 0..Chains::MAX + 10 {
-            chains.remember(digest(i), &ca, (0, 2_000));
+        let now = at(1_000);
+        // Half of them expired by `now`.
+        for i in 0..Chains::MAX {
+            let not_after = if i % 2 == 0 { 999 } else { 2_000 };
+            chains.remember(digest(i), &ca, (0, not_after), at(500));
         }
         assert_eq!(lock(&chains.map).len(), Chains::MAX);
-        // The newest is there; ten older ones were forgotten.
-        assert!(chains.stands_for(&digest(Chains::MAX + 9), &ca, now));
-        let forgotten = (0..Chains::MAX + 10).filter(|&i| !lock(&chains.map).contains_key(&digest(i))).count();
-        assert_eq!(forgotten, 10);
         // Remembering one already there forgets nothing.
-        chains.remember(digest(Chains::MAX + 9), &ca, (0, 2_000));
+        chains.remember(digest(1), &ca, (0, 2_000), now);
         assert_eq!(lock(&chains.map).len(), Chains::MAX);
-        // Another CA's verification of the same bytes stands for nothing.
-        assert!(!chains.stands_for(&digest(Chains::MAX + 9), &self::ca(), now));
+        // A new one: the expired half goes, the valid half stays.
+        chains.remember(digest(Chains::MAX), &ca, (0, 2_000), now);
+        assert_eq!(lock(&chains.map).len(), Chains::MAX / 2 + 1);
+        assert!(chains.stands_for(&digest(1), &ca, now));
+        assert!(chains.stands_for(&digest(Chains::MAX), &ca, now));
+        // All valid and full: all go but the new one.
+        let chains = Chains::default();
+        for i in 0..Chains::MAX {
+            chains.remember(digest(i), &ca, (0, 2_000), now);
+        }
+        assert_eq!(lock(&chains.map).len(), Chains::MAX);
+        chains.remember(digest(Chains::MAX + 1), &ca, (0, 2_000), now);
+        assert_eq!(lock(&chains.map).len(), 1);
+        assert!(chains.stands_for(&digest(Chains::MAX + 1), &ca, now));
     }
 }
