@@ -244,13 +244,14 @@ pub(crate) struct Inner {
 
 /// SHA-256 digests of end-entity certificates that [`AuthorityVerifier`]
 /// verified in a handshake, so that `identify` right after the handshake
-/// does not verify the chain a second time (an ECDSA verification). A chain verified by the
-/// verifier is only pending until the same handshake's signature check
-/// proves the peer holds the certificate's key (certificates are public: a
-/// replayed one in a handshake that then fails must not count). Each proven
-/// entry is used once and lives [`Verified::FRESH`]; the map is bounded (a
-/// flood of handshakes that never identify cannot grow it). `identify`
-/// still reads the register (revocation, renewal, clones) every time.
+/// does not verify the chain a second time (an ECDSA verification). A
+/// chain verified by the verifier is only pending until the same
+/// handshake's signature check proves the peer holds the certificate's key
+/// (certificates are public: a replayed one in a handshake that then fails
+/// must not count). Each proven entry is used once and lives
+/// [`Verified::FRESH`]; the map is bounded (a flood of handshakes that
+/// never identify cannot grow it). `identify` still reads the register
+/// (revocation, renewal, clones) every time.
 #[derive(Default)]
 pub(crate) struct Verified(Mutex<HashMap<[u8; 32], (std::time::Instant, bool)>>);
 
@@ -956,8 +957,8 @@ impl Authority {
     }
 
     /// How many client-certificate chains this authority's verifiers
-    /// verified in full, and how many handshakes a remembered verification
-    /// of the same certificate stood for (a device presents the same
+    /// verified in full, and how many times a remembered verification of
+    /// the same certificate stood for one (a device presents the same
     /// certificate on every connection; the CA's signature on it is checked
     /// once, its expiry on every handshake). Counts since this `Authority`
     /// was opened.
