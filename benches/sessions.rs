@@ -275,6 +275,7 @@ fn serve(opts: &Options) -> Res<()> {
     for line in std::io::stdin().lock().lines() {
         if line?.trim() == "stats" {
             let s = &service.stats;
+            let chains = authority.chain_verifications();
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
             println!(
                 "stats active={} connections={} failed={} forbidden={} over_capacity={} enrolled={} \
@@ -292,8 +293,8 @@ fn serve(opts: &Options) -> Res<()> {
                 get(&s.sequence),
                 get(&s.groups),
                 get(&s.checkpoint_failures),
-                authority.chain_verifications().full,
-                authority.chain_verifications().remembered,
+                chains.full,
+                chains.remembered,
             );
             std::io::stdout().flush()?;
         }

@@ -215,3 +215,9 @@ pub(crate) fn forge(
     params.not_after = fx.now + Duration::days(1);
     params.signed_by(&device_key, &issuer).unwrap().pem()
 }
+
+/// The DER of a PEM certificate.
+pub(crate) fn der(pem: &str) -> rustls::pki_types::CertificateDer<'static> {
+    use rustls::pki_types::pem::PemObject as _;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+}

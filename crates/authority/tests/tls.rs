@@ -8,7 +8,7 @@ use privtel_model::DeviceId;
 use privtel_wire::Message;
 use time::Duration;
 
-use crate::support::{Fixture, Server, forge, goodbye_reason, hello_with, refusal, talk};
+use crate::support::{Fixture, Server, der, forge, goodbye_reason, hello_with, refusal, talk};
 
 fn dev(id: &str) -> DeviceId {
     DeviceId::new(id).unwrap()
@@ -139,7 +139,7 @@ fn every_connection_is_a_full_handshake_the_service_sends_no_session_tickets() {
         for cert in CertificateDer::pem_slice_iter(server.server_ca_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
-        let cert = CertificateDer::from_pem_slice(credentials.cert_pem.as_bytes()).unwrap();
+        let cert = der(&credentials.cert_pem);
         let key = PrivateKeyDer::from_pem_slice(credentials.key_pem.as_bytes()).unwrap();
         let config =
             rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -164,12 +164,6 @@ fn every_connection_is_a_full_handshake_the_service_sends_no_session_tickets() {
             );
         }
     }
-}
-
-/// The DER of a PEM certificate.
-fn der(pem: &str) -> rustls::pki_types::CertificateDer<'static> {
-    use rustls::pki_types::pem::PemObject as _;
-    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
 }
 
 fn at(t: time::OffsetDateTime) -> rustls::pki_types::UnixTime {

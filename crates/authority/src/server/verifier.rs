@@ -88,26 +88,21 @@ impl ClientCertVerifier for AuthorityVerifier {
             .customer_ca(&identity.customer)
             .map_err(|e| rustls::Error::General(e.to_string()))?
             .ok_or(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))?;
+        let digest: [u8; 32] = Sha256::digest(end_entity).into();
         // Only a certificate the CA signed directly is remembered (a
         // device's always is); a chain with intermediates is verified
         // whole every time.
-        let digest: Option<[u8; 32]> = intermediates.is_empty().then(|| Sha256::digest(end_entity).into());
-        if let Some(digest) = digest
-            && self.inner.chains.stands_for(&digest, &ca, now)
-        {
+        let direct = intermediates.is_empty();
+        if direct && self.inner.chains.stands_for(&digest, &ca, now) {
             self.inner.verified.pending(digest);
             return Ok(ClientCertVerified::assertion());
         }
         let verified = ca.verifier.verify_client_cert(end_entity, intermediates, now)?;
         self.inner.chains.count_full();
-        if let Some(digest) = digest {
-            if let Some(window) = validity(end_entity) {
-                self.inner.chains.remember(digest, &ca, window, now);
-            }
-            self.inner.verified.pending(digest);
-        } else {
-            self.inner.verified.pending(Sha256::digest(end_entity).into());
+        if direct && let Some(window) = validity(end_entity) {
+            self.inner.chains.remember(digest, &ca, window, now);
         }
+        self.inner.verified.pending(digest);
         Ok(verified)
     }
 
