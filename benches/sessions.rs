@@ -26,8 +26,8 @@
 //!   `--seconds`, `--rounds` times, ours then bare each round. A session is
 //!   TCP connect, the mutual-TLS handshake, Hello (the certificate's
 //!   device, stream 1), one Batch of 100 records the customer's policy
-//!   admits (fresh event ids, `first_seq` = the Welcome's high-water mark +
-//!   1), the Ack (no rejection, every record accepted, else an error),
+//!   admits (fresh event ids, scattered as an agent's random or hashed
+//!   ids are, `first_seq` = the Welcome's high-water mark + 1), the Ack (no rejection, every record accepted, else an error),
 //!   Goodbye, close. The records are filtered once, before the run (an
 //!   agent filters on its own machine), and each device keeps its hello
 //!   and its batch: a session writes a fresh batch id, fresh event ids and
@@ -174,8 +174,10 @@ impl Options {
                 _ => usage(&format!("unknown option --{name}")),
             }
         }
-        if o.threads == 0 || o.devices < o.threads || o.records == 0 {
-            usage("expected at least one thread, at least as many devices as threads, and records");
+        if o.threads == 0 || o.devices < o.threads || o.records == 0 || o.records > 1 << 16 {
+            usage(
+                "expected at least one thread, at least as many devices as threads, and 1 to 65,536 records a batch",
+            );
         }
         o
     }
@@ -662,10 +664,29 @@ fn next_batch(work: &Work, device: &Device, slot: &mut Option<Batch>) -> Batch {
     batch.batch_id = BatchId::from_u128(base);
     for (i, r) in batch.records.iter_mut().enumerate() {
         if let RecordBody::Event(e) = &mut r.body {
-            e.id = EventId::from_u128(base | i as u128);
+            e.id = scattered(base, i as u64);
         }
     }
     batch
+}
+
+/// The id of record `i` of the session `base`: scattered over the whole
+/// range as an agent's are (random, or hashes of what identifies each
+/// event), not one run of consecutive numbers, which would put a
+/// session's records side by side in the store's index of event ids and
+/// hide what random ids cost it. Each half goes through splitmix64's
+/// finaliser (a bijection), so distinct (session, record) pairs keep
+/// distinct ids, their low 64 bits (what the store indexes) included.
+fn scattered(base: u128, i: u64) -> EventId {
+    fn mix(mut x: u64) -> u64 {
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    }
+    // `base` has sixteen zero bits under the session number: `^ i` keeps
+    // the pairs apart below 65,536 records a batch.
+    let (high, low) = ((base >> 64) as u64, base as u64);
+    EventId::from_u128((u128::from(mix(high ^ i)) << 64) | u128::from(mix(low ^ i)))
 }
 
 /// One agent session. Returns its latency.
@@ -1274,7 +1295,7 @@ fn ingest(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
                 .iter()
                 .map(|r| {
                     next_id += 1;
-                    stamped(r, &device, next_id - 1)
+                    stamped(r, &device, scattered(u128::from(next_id - 1) << 16, 0).as_u128())
                 })
                 .collect();
             let outcome = engine.ingest(&acme(), &device, STREAM, seq, records, wall())?;
@@ -1311,7 +1332,7 @@ fn ingest(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
                         .iter()
                         .map(|r| {
                             next_id += 1;
-                            Some(stamped(r, &device, next_id - 1))
+                            Some(stamped(r, &device, scattered(u128::from(next_id - 1) << 16, 0).as_u128()))
                         })
                         .collect();
                     let seq = privtel::store::Sequence { stream: STREAM, first_seq: seqs[d], skipped: 0 };
