@@ -26,8 +26,8 @@
 //!   `--seconds`, `--rounds` times, ours then bare each round. A session is
 //!   TCP connect, the mutual-TLS handshake, Hello (the certificate's
 //!   device, stream 1), one Batch of 100 records the customer's policy
-//!   admits (fresh event ids, scattered as an agent's random or hashed
-//!   ids are, `first_seq` = the Welcome's high-water mark + 1), the Ack (no rejection, every record accepted, else an error),
+//!   admits (fresh event ids, `first_seq` = the Welcome's high-water mark
+//!   + 1), the Ack (no rejection, every record accepted, else an error),
 //!   Goodbye, close. The records are filtered once, before the run (an
 //!   agent filters on its own machine), and each device keeps its hello
 //!   and its batch: a session writes a fresh batch id, fresh event ids and
@@ -63,7 +63,12 @@
 //! per-customer rate, default 10,000,000: the bench measures what the
 //! service can take, not the limiter; the service's own default, 50,000
 //! records/s, is exactly 500 sessions of 100 records; 0 keeps it), `--only
-//! sessions|idle|ingest|pipeline`.
+//! sessions|idle|ingest|pipeline`, `--ids rising|scattered` (rising: a
+//! session's ids are consecutive and rise from one session to the next, so
+//! the engine's unique index of (device, event id) takes them side by
+//! side; scattered: spread over the whole range, as an agent's random or
+//! hashed ids are, each landing at a random place of that index, which
+//! costs the service more: `docs/PERFORMANCE.md`).
 //!
 //! Prints one `RATIO` line per goal (measured / goal, 1.00 or more meets it)
 //! and a summary table.
@@ -126,6 +131,9 @@ struct Options {
     /// `--only pipeline`: sessions each thread runs (0: for `--seconds`).
     sessions: usize,
     only: Option<String>,
+    /// Event ids scattered as an agent's are (`--ids scattered`), rather
+    /// than rising with each session (`--ids rising`, the default).
+    scattered: bool,
 }
 
 impl Options {
@@ -146,6 +154,7 @@ impl Options {
             records: 100,
             sessions: 0,
             only: None,
+            scattered: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -171,6 +180,13 @@ impl Options {
                 "records" => o.records = num(value) as usize,
                 "sessions" => o.sessions = num(value) as usize,
                 "only" => o.only = Some(value.clone()),
+                "ids" => {
+                    o.scattered = match value.as_str() {
+                        "rising" => false,
+                        "scattered" => true,
+                        _ => usage("expected --ids rising or --ids scattered"),
+                    }
+                }
                 _ => usage(&format!("unknown option --{name}")),
             }
         }
@@ -187,7 +203,7 @@ fn usage(why: &str) -> ! {
     eprintln!("sessions bench: {why}");
     eprintln!(
         "usage: sessions [--seconds D] [--threads C] [--rounds R] [--warmup S] [--devices N] \
-         [--idle N] [--hold S] [--records-per-second N] [--sessions N] [--only sessions|idle|ingest|pipeline]"
+         [--idle N] [--hold S] [--records-per-second N] [--sessions N] [--only sessions|idle|ingest|pipeline] [--ids rising|scattered]"
     );
     std::process::exit(2);
 }
@@ -635,6 +651,8 @@ struct Work {
     policy_hash: [u8; 32],
     salt: u128,
     next_session: AtomicU64,
+    /// `--ids scattered`.
+    scattered: bool,
 }
 
 /// A copy of the template record `r` as `device`'s event `id`.
@@ -664,10 +682,16 @@ fn next_batch(work: &Work, device: &Device, slot: &mut Option<Batch>) -> Batch {
     batch.batch_id = BatchId::from_u128(base);
     for (i, r) in batch.records.iter_mut().enumerate() {
         if let RecordBody::Event(e) = &mut r.body {
-            e.id = scattered(base, i as u64);
+            e.id =
+                if work.scattered { scattered(base, i as u64) } else { EventId::from_u128(base | i as u128) };
         }
     }
     batch
+}
+
+/// The ingest diagnostic's id number `n`, rising or scattered (`--ids`).
+fn ingest_id(opts: &Options, n: u128) -> u128 {
+    if opts.scattered { scattered(n << 16, 0).as_u128() } else { n }
 }
 
 /// The id of record `i` of the session `base`: scattered over the whole
@@ -879,6 +903,7 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
         policy_hash,
         salt: u128::from(std::process::id()) << 96 | (wall().unix_seconds() as u128) << 64,
         next_session: AtomicU64::new(0),
+        scattered: opts.scattered,
     };
     let bare_addr = bare.addr;
     let bare_of = |d: &Device| -> Res<Times> {
@@ -945,6 +970,10 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
     ratio("sessions_per_s", ours_rate, 500.0, true, "sessions/s");
     ratio("share_of_bare_handshakes", share, 0.5, true, "x");
     summary.push(("client threads, devices".into(), format!("{}, {}", opts.threads, opts.devices)));
+    summary.push((
+        "event ids (`--ids`)".into(),
+        if opts.scattered { "scattered, as an agent's" } else { "rising with each session" }.into(),
+    ));
     summary.push((
         format!("agent sessions/s (handshake, hello, {} records, ack)", opts.records),
         format!(
@@ -1163,6 +1192,7 @@ fn pipeline(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
         policy_hash,
         salt: 7 << 100,
         next_session: AtomicU64::new(0),
+        scattered: opts.scattered,
     };
     let per_thread = (opts.devices / opts.threads).max(1);
     let (elapsed, cpu) = std::thread::scope(|s| -> Res<(Duration, f64)> {
@@ -1295,7 +1325,7 @@ fn ingest(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
                 .iter()
                 .map(|r| {
                     next_id += 1;
-                    stamped(r, &device, scattered(u128::from(next_id - 1) << 16, 0).as_u128())
+                    stamped(r, &device, ingest_id(opts, next_id - 1))
                 })
                 .collect();
             let outcome = engine.ingest(&acme(), &device, STREAM, seq, records, wall())?;
@@ -1332,7 +1362,7 @@ fn ingest(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
                         .iter()
                         .map(|r| {
                             next_id += 1;
-                            Some(stamped(r, &device, scattered(u128::from(next_id - 1) << 16, 0).as_u128()))
+                            Some(stamped(r, &device, ingest_id(opts, next_id - 1)))
                         })
                         .collect();
                     let seq = privtel::store::Sequence { stream: STREAM, first_seq: seqs[d], skipped: 0 };

@@ -193,66 +193,8 @@ const V6: &str = "
     ) WITHOUT ROWID;
 ";
 
-/// Version 7: the event ids that recognise replays leave the records
-/// table for two tables of their own. A unique index on (device, event id)
-/// of the records took every record at a random place (event ids are
-/// random or hashes), so each record of a group dirtied a page of its own
-/// and the log carried a whole page per record; measured with random ids,
-/// the writer's CPU per record doubled. A new id goes into the small
-/// `events_recent` (its pages stay in memory, a group's ids share them);
-/// [`SqliteEngine::merge_recent_events`] moves them into `events` in key
-/// order (each page of `events` written once per move, not once per
-/// record), by itself every [`MERGE_RECENT_AT`] ids. Triggers keep the
-/// rule exactly as the index did: a record whose (device, event id) either
-/// table holds is not stored (`RAISE(IGNORE)` skips that row alone), and a
-/// removed record takes its id out of both (a replay after it expired is
-/// stored again, as before). The purge by device gets its index back.
-const V7: &str = "
-    DROP INDEX records_event;
-    CREATE INDEX records_device ON records(device);
-    CREATE TABLE events (
-        device INTEGER NOT NULL,            -- devices.id
-        event_id INTEGER NOT NULL,          -- an event id's low 64 bits
-        PRIMARY KEY (device, event_id)
-    ) WITHOUT ROWID;
-    CREATE TABLE events_recent (
-        device INTEGER NOT NULL,
-        event_id INTEGER NOT NULL,
-        PRIMARY KEY (device, event_id)
-    ) WITHOUT ROWID;
-    INSERT INTO events SELECT device, event_id FROM records WHERE event_id IS NOT NULL ORDER BY device, event_id;
-    CREATE TRIGGER records_replay BEFORE INSERT ON records
-    WHEN new.event_id IS NOT NULL AND (
-        EXISTS (SELECT 1 FROM events_recent WHERE device = new.device AND event_id = new.event_id)
-        OR EXISTS (SELECT 1 FROM events WHERE device = new.device AND event_id = new.event_id))
-    BEGIN
-        SELECT RAISE(IGNORE);
-    END;
-    CREATE TRIGGER records_event_added AFTER INSERT ON records
-    WHEN new.event_id IS NOT NULL
-    BEGIN
-        INSERT INTO events_recent (device, event_id) VALUES (new.device, new.event_id);
-    END;
-    CREATE TRIGGER records_event_removed AFTER DELETE ON records
-    WHEN old.event_id IS NOT NULL
-    BEGIN
-        DELETE FROM events_recent WHERE device = old.device AND event_id = old.event_id;
-        DELETE FROM events WHERE device = old.device AND event_id = old.event_id;
-    END;
-    CREATE TRIGGER records_event_moved AFTER UPDATE OF device, event_id ON records
-    BEGIN
-        SELECT RAISE(ABORT, 'a record keeps its device and event id');
-    END;
-";
-
-/// Event ids held in `events_recent` before an ingest moves them into
-/// `events` (see [`V7`]): about 1.5 MiB of pages, which stay in the page
-/// cache, and a move writes each page of `events` at most once per this
-/// many records.
-pub const MERGE_RECENT_AT: u64 = 65_536;
-
 /// The newest schema version.
-const NEWEST: i64 = 7;
+const NEWEST: i64 = 6;
 
 /// The engine's schema version (`PRAGMA user_version` of a store this
 /// version writes), as a customer copy's manifest names it.
@@ -801,10 +743,6 @@ pub struct SqliteEngine {
     /// and its [`Checkpointer`]s (a checkpoint that finds another running
     /// fails at once, whatever the busy timeout).
     checkpointing: Arc<std::sync::Mutex<()>>,
-    /// About how many ids `events_recent` holds (this connection's
-    /// ingests since its last move; another connection's are counted when
-    /// one reopens): when to move them (see [`MERGE_RECENT_AT`]).
-    recent_events: u64,
 }
 
 impl SqliteEngine {
@@ -869,17 +807,12 @@ impl SqliteEngine {
                 Step::Sql(V4),
                 Step::Sql(aggregate::V5),
                 Step::Sql(V6),
-                Step::Sql(V7),
             ],
         )?;
-        debug_assert_eq!(NEWEST, 7);
+        debug_assert_eq!(NEWEST, 6);
         let secret = resolve_secret(&conn, options.secret.as_ref())?;
         let mirror = Mirror::load(&conn)?;
-        let recent_events = conn
-            .query_row("SELECT count(*) FROM events_recent", [], |r| r.get::<_, i64>(0))
-            .op("counting recent event ids")?;
         Ok(Self {
-            recent_events: u64::try_from(recent_events).unwrap_or(0),
             conn,
             retention: options.retention,
             key: options.key,
@@ -1001,10 +934,7 @@ impl SqliteEngine {
         if results.iter().all(Option::is_some) {
             return results.into_iter().flatten().collect();
         }
-        let Self { conn, mirror, recent_events, .. } = self;
-        // The group also moves the recent event ids into the main table
-        // when enough have gathered (in its transaction: both stay whole).
-        let merge = *recent_events >= MERGE_RECENT_AT;
+        let Self { conn, mirror, .. } = self;
         let all_failed = |results: Vec<Option<Result<IngestOutcome>>>, op: &'static str, e: &Error| {
             results
                 .into_iter()
@@ -1075,15 +1005,9 @@ impl SqliteEngine {
                 }
                 continue;
             }
-            if merge && let Err(e) = move_recent_events(&tx) {
-                drop(tx);
-                return all_failed(results, "moving recent event ids", &e);
-            }
             if let Err(e) = tx.commit().op("committing an ingest") {
                 return all_failed(results, "committing an ingest", &e);
             }
-            let stored: u64 = attempt.iter().flatten().flatten().map(|o| o.stored).sum();
-            *recent_events = if merge { 0 } else { recent_events.saturating_add(stored) };
             mirror.customers.extend(group.customers);
             mirror.users.extend(group.users);
             return results
@@ -1099,44 +1023,6 @@ impl SqliteEngine {
                 })
                 .collect();
         }
-    }
-
-    /// Moves the event ids of recently stored events into the main table
-    /// of event ids, in key order, and returns how many moved. Ingests do
-    /// it by themselves every [`MERGE_RECENT_AT`] stored records; this is
-    /// for maintenance (before a copy of the file, or in tests). Replays
-    /// are recognised the same before and after.
-    ///
-    /// ```
-    /// use privtel_store::{EngineOptions, EngineStore, SqliteEngine};
-    /// use privtel_model::{CustomerId, DeviceId, Timestamp};
-    /// use privtel_testkit::fixtures;
-    ///
-    /// let dir = tempfile::tempdir()?;
-    /// let mut engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default())?;
-    /// let (acme, device) = (CustomerId::new("acme")?, DeviceId::new("dev-0001")?);
-    /// let records = fixtures::records("doc");
-    /// let events = records.iter().filter(|r| matches!(r.body, privtel_model::RecordBody::Event(_))).count();
-    /// engine.ingest(&acme, &device, 1, 1, records.clone(), Timestamp::now())?;
-    /// assert_eq!(engine.merge_recent_events()?, events as u64);
-    /// // The same events sent again from a new spool are replays.
-    /// let again = engine.ingest(&acme, &device, 2, 1, records, Timestamp::now())?;
-    /// assert_eq!(again.duplicates, events as u64);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// A storage error.
-    pub fn merge_recent_events(&mut self) -> Result<u64> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .op("moving recent event ids")?;
-        let moved = move_recent_events(&tx)?;
-        tx.commit().op("moving recent event ids")?;
-        self.recent_events = 0;
-        Ok(moved)
     }
 
     /// [`SqliteEngine::store_encoded`] without the sync to disk at commit
@@ -1604,17 +1490,6 @@ impl Checkpointer {
             .sync_data()
             .map_err(|e| Error::Database { op: "syncing the database file", message: e.to_string() })
     }
-}
-
-/// Moves `events_recent` into `events` (see [`V7`]); returns how many ids
-/// moved. The recent table is read in key order, so the main one takes
-/// them as one sorted run.
-fn move_recent_events(tx: &Transaction<'_>) -> Result<u64> {
-    let moved = tx
-        .execute("INSERT OR IGNORE INTO events (device, event_id) SELECT device, event_id FROM events_recent ORDER BY device, event_id", [])
-        .op("moving recent event ids")?;
-    tx.execute("DELETE FROM events_recent", []).op("moving recent event ids")?;
-    Ok(moved as u64)
 }
 
 /// Indexes one keyed digest of a record.
@@ -2172,7 +2047,8 @@ impl<'a> Rows<'a> {
         let inserted = conn
             .prepare_cached(
                 "INSERT INTO records (customer, device, user, class, kind, program, recorded_at, stored_at, event_id, format, key_id, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT(device, event_id) DO NOTHING",
             )
             .and_then(|mut insert| {
                 insert.execute(params![

@@ -105,84 +105,6 @@ fn a_replay_under_new_sequence_numbers_is_stored_once_per_device() {
     assert_eq!(store.record_count().unwrap(), 125);
 }
 
-/// Counts of a table of the engine's file, read on a connection of its own.
-fn count(dir: &tempfile::TempDir, table: &str) -> i64 {
-    let conn = rusqlite::Connection::open(dir.path().join("engine.db")).unwrap();
-    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
-}
-
-#[test]
-fn replays_are_recognised_before_and_after_the_recent_ids_move_and_an_expired_id_is_free_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let retention = RetentionPolicy { events: Ttl::DAYS_7, ..RetentionPolicy::default() };
-    let mut store = engine(&dir, retention, None);
-    let now = fixtures::base_time();
-    let old = now.checked_sub(Duration::days(10)).unwrap();
-    let a = DeviceId::new("dev-a").unwrap();
-    // Ten old events, forty current ones; one batch repeats an id (the
-    // first is kept, in the statement that stores several at once too).
-    let mut events: Vec<Record> = (0..50).map(|i| event_at(i, if i < 10 { old } else { now })).collect();
-    events.push(event_at(20, now));
-    let out = store.ingest(&acme(), &a, S, 1, events.clone(), now).unwrap();
-    assert_eq!((out.stored, out.duplicates), (50, 1));
-    assert_eq!((count(&dir, "events_recent"), count(&dir, "events")), (50, 0));
-    let replay = store.ingest(&acme(), &a, S, 52, events[..25].to_vec(), now).unwrap();
-    assert_eq!((replay.stored, replay.duplicates), (0, 25), "recognised in the recent ids");
-    assert_eq!(store.merge_recent_events().unwrap(), 50);
-    assert_eq!((count(&dir, "events_recent"), count(&dir, "events")), (0, 50));
-    let replay = store.ingest(&acme(), &a, S, 77, events[25..].to_vec(), now).unwrap();
-    assert_eq!((replay.stored, replay.duplicates), (0, 26), "recognised in the moved ids");
-    // Half moved, half recent: a batch mixing both and new ids.
-    let mixed: Vec<Record> = (40..60).map(|i| event_at(i, now)).collect();
-    let out = store.ingest(&acme(), &a, S, 103, mixed, now).unwrap();
-    assert_eq!((out.stored, out.duplicates), (10, 10));
-    let again: Vec<Record> = (45..65).map(|i| event_at(i, now)).collect();
-    let out = store.ingest(&acme(), &a, S, 123, again, now).unwrap();
-    assert_eq!((out.stored, out.duplicates), (5, 15));
-    // The expired events go, and their ids with them: sent again, they
-    // are stored again (as when the ids were an index of the records).
-    assert_eq!(store.sweep(&acme(), &retention, now).unwrap().events, 10);
-    assert_eq!(count(&dir, "events") + count(&dir, "events_recent"), 55);
-    let fresh: Vec<Record> = (0..10).map(|i| event_at(i, now)).collect();
-    assert_eq!(store.ingest(&acme(), &a, S, 143, fresh, now).unwrap().stored, 10);
-    assert_eq!(store.record_count().unwrap(), 65);
-    // Erasure and purges remove ids by the same trigger; nothing may move
-    // a record to another device or id behind it.
-    let conn = rusqlite::Connection::open(dir.path().join("engine.db")).unwrap();
-    let e = conn.execute("UPDATE records SET event_id = event_id + 1", []).unwrap_err();
-    assert!(e.to_string().contains("a record keeps its device and event id"), "{e}");
-}
-
-#[test]
-fn an_ingest_moves_the_recent_ids_by_itself_once_enough_have_gathered() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = engine(&dir, RetentionPolicy::default(), None);
-    let now = fixtures::base_time();
-    let a = DeviceId::new("dev-a").unwrap();
-    let batch = 4_096u64;
-    let batches = privtel_store::MERGE_RECENT_AT.div_ceil(batch);
-    for b in 0..batches {
-        let events: Vec<Record> = (0..batch).map(|i| event_at(b * batch + i, now)).collect();
-        assert_eq!(store.ingest(&acme(), &a, S, b * batch + 1, events, now).unwrap().stored, batch);
-    }
-    let held = (batches * batch) as i64;
-    assert_eq!((count(&dir, "events_recent"), count(&dir, "events")), (held, 0));
-    // The next ingest moves them all, its own with them.
-    let next = vec![event_at(held as u64, now), event_at(3, now)];
-    let out = store.ingest(&acme(), &a, S, held as u64 + 1, next, now).unwrap();
-    assert_eq!((out.stored, out.duplicates), (1, 1));
-    assert_eq!((count(&dir, "events_recent"), count(&dir, "events")), (0, held + 1));
-    // What came since stays recent until the next move, also across a
-    // reopening.
-    let out =
-        store.ingest(&acme(), &a, S, held as u64 + 3, vec![event_at(held as u64 + 1, now)], now).unwrap();
-    assert_eq!(out.stored, 1);
-    drop(store);
-    let mut store = engine(&dir, RetentionPolicy::default(), None);
-    assert_eq!(store.merge_recent_events().unwrap(), 1);
-    assert_eq!((count(&dir, "events_recent"), count(&dir, "events")), (0, held + 2));
-}
-
 #[test]
 fn inactive_devices_are_purged_whole() {
     let dir = tempfile::tempdir().unwrap();
@@ -346,7 +268,7 @@ fn sealed_engine_and_schema_versions() {
     // A file from a newer version is refused, not damaged.
     set_user_version(&dir.path().join("engine.db"), 99);
     let err = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap_err();
-    assert_eq!(err.to_string(), "database schema version 99 is newer than the 7 this version understands");
+    assert_eq!(err.to_string(), "database schema version 99 is newer than the 6 this version understands");
 }
 
 /// Sets `PRAGMA user_version` of a closed database by writing its header
