@@ -292,7 +292,7 @@ fn serve(opts: &Options) -> Res<()> {
 
     for line in std::io::stdin().lock().lines() {
         if line?.trim() == "stats" {
-            let s = &service.stats;
+            let s = service.stats();
             let chains = authority.chain_verifications();
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
             println!(

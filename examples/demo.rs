@@ -230,7 +230,7 @@ fn run(extra_scan: Vec<PathBuf>) -> anyhow::Result<()> {
         Connection::new(tls::connect(addr, "127.0.0.1", privtel::agent::client_config(&ca, &credentials)?)?);
     let (bverdicts, dverdicts) = agent.enhance(&mut conn, &binary_sightings, &domain_sightings, now)?;
     server.join().map_err(|_| anyhow::anyhow!("the service thread panicked"))??;
-    let stored = service.stats.stored.load(std::sync::atomic::Ordering::Relaxed);
+    let stored = service.stats().stored.load(std::sync::atomic::Ordering::Relaxed);
     let report = collected.report;
     let seen_domains = collected.domains;
     let sent = upload.sent;

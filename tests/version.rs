@@ -218,7 +218,7 @@ fn an_old_version_gets_the_offer_the_latest_is_up_to_date_and_unknown_products_g
     drop(conn);
 
     run.settle();
-    let stats = &run.service.stats;
+    let stats = run.service.stats();
     assert_eq!(stats.version_checks.load(Ordering::Relaxed), 9);
     assert_eq!(stats.version_offers.load(Ordering::Relaxed), 3);
     assert_eq!(stats.version_refused.load(Ordering::Relaxed), 0);
@@ -266,8 +266,8 @@ fn with_the_program_off_nothing_is_offered_and_nothing_is_sent() {
         VersionOffer::Off
     );
     run.settle();
-    assert_eq!(run.service.stats.version_refused.load(Ordering::Relaxed), 1);
-    assert_eq!(run.service.stats.version_offers.load(Ordering::Relaxed), 0);
+    assert_eq!(run.service.stats().version_refused.load(Ordering::Relaxed), 1);
+    assert_eq!(run.service.stats().version_offers.load(Ordering::Relaxed), 0);
 
     // On the device: its own policy has it off; not a byte is written.
     let mut off = agent_with(run.dir.path(), "acme", "dev-2", policy);
@@ -353,7 +353,7 @@ fn hostile_clients_get_typed_refusals_and_the_service_keeps_answering() {
     use std::io::Write as _;
     let run = start(Settings::from_toml(&settings_text()).unwrap());
     let creds = run.enroll("acme", "dev-1");
-    let failed = || run.service.stats.failed.load(Ordering::Relaxed);
+    let failed = || run.service.stats().failed.load(Ordering::Relaxed);
 
     // An oversized product: the service cannot decode it, and closes.
     let mut conn = run.session(&creds);

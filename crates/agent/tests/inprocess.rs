@@ -214,7 +214,7 @@ fn a_refusal_is_honoured_with_retry_after_and_sent_counts_only_what_was_stored()
     assert_eq!(sent.sent_total(), 300);
     assert_eq!(sent.batches, 3);
     assert_eq!(events(&service), 300);
-    assert_eq!(service.stats.refused.load(Ordering::Relaxed), 2);
+    assert_eq!(service.stats().refused.load(Ordering::Relaxed), 2);
 }
 
 #[test]
@@ -562,7 +562,7 @@ fn batches_fit_the_frame_limit_and_a_record_too_large_for_any_frame_is_skipped_a
     assert!(agent.outbox().is_empty().unwrap());
     assert_eq!(agent.outbox().counters().unwrap().too_large, 1);
     assert_eq!(events(&service), 320);
-    assert_eq!(service.stats.skipped.load(Ordering::Relaxed), 1, "declared skipped, not a gap");
+    assert_eq!(service.stats().skipped.load(Ordering::Relaxed), 1, "declared skipped, not a gap");
 }
 
 #[test]
@@ -594,7 +594,7 @@ fn records_of_a_program_the_policy_now_switches_off_are_removed_unsent_and_decla
     assert!(agent.outbox().is_empty().unwrap());
     assert_eq!(agent.outbox().counters().unwrap().switched_off, 30);
     assert_eq!(events(&service), 10);
-    assert_eq!(service.stats.skipped.load(Ordering::Relaxed), 30, "declared skipped, not a gap");
+    assert_eq!(service.stats().skipped.load(Ordering::Relaxed), 30, "declared skipped, not a gap");
     // Nothing of the program left, so nothing of it is in the audit log.
     let text = std::fs::read_to_string(&audit).unwrap();
     let batches: Vec<&str> = text.lines().filter(|l| l.contains("\"kind\":\"batch\"")).collect();
@@ -729,6 +729,6 @@ fn records_removed_unsent_are_declared_skipped_and_the_rest_is_stored() {
     let (report, _) = deliver(&mut agent, &service, RetryBudget::attempts(1));
     assert_eq!(report.unwrap().sent_total(), kept as u64, "not refused as a gap");
     assert!(agent.outbox().is_empty().unwrap());
-    assert_eq!(service.stats.skipped.load(Ordering::Relaxed), 30);
+    assert_eq!(service.stats().skipped.load(Ordering::Relaxed), 30);
     assert_eq!(service.engine().record_count().unwrap(), kept as u64);
 }

@@ -277,8 +277,9 @@ pub struct Service {
     /// Encodes batches for the engine before its lock is taken.
     encoder: Encoder,
     index: VerdictIndex,
-    /// What it did.
-    pub stats: ServiceStats,
+    /// What it did ([`Service::stats`]: read-only outside, so the counters
+    /// the writer's threads share cannot be replaced under them).
+    stats: ServiceStats,
     clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
     gate: Option<Gate>,
     log: Option<Log>,
@@ -368,6 +369,36 @@ impl Drop for Slot<'_> {
 }
 
 impl Service {
+    /// What the service did: its counters, updated as it runs.
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// use privtel_service::Service;
+    /// use privtel_store::{EngineOptions, SqliteEngine};
+    /// use privtel_wire::VerdictIndex;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default())?;
+    /// let service = Service::new(engine, VerdictIndex::default(), privtel_model::Timestamp::now);
+    /// assert_eq!(service.stats().stored.load(Ordering::Relaxed), 0);
+    /// assert_eq!(service.stats().checkpoint_failures.load(Ordering::Relaxed), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// The counters cannot be swapped for others (the writer's threads
+    /// would go on counting into the old ones):
+    ///
+    /// ```compile_fail
+    /// use privtel_service::{Service, ServiceStats};
+    ///
+    /// fn reset(service: &mut Service) {
+    ///     service.stats = ServiceStats::default();
+    /// }
+    /// ```
+    pub fn stats(&self) -> &ServiceStats {
+        &self.stats
+    }
+
     /// A service storing into `engine`, answering from `index`, with
     /// `clock` as its time (injected, so retention can be simulated). It
     /// has no customer until [`Service::with_settings`]: every device is

@@ -137,7 +137,7 @@ proptest! {
         // never stored as rows (tests/benchmarks.rs).
         let stored = if program == Program::Benchmarking { 0 } else { admitted };
         prop_assert_eq!(service.engine().record_count().unwrap(), stored);
-        prop_assert_eq!(service.stats.stored.load(Ordering::Relaxed), stored);
+        prop_assert_eq!(service.stats().stored.load(Ordering::Relaxed), stored);
     }
 }
 

@@ -255,7 +255,7 @@ fn a_service_of_one_region_refuses_devices_and_actions_of_another() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert_eq!(c.service.stats.wrong_region.load(Ordering::Relaxed), 1);
+    assert_eq!(c.service.stats().wrong_region.load(Ordering::Relaxed), 1);
     // zeta, pinned to the US, is served.
     let mut conn = connect(&c.service, peer("zeta", "dev-1"));
     conn.client_handshake(&hello("zeta", "dev-1", 1)).unwrap();

@@ -131,7 +131,7 @@ fn a_device_cannot_say_hello_as_another_device_or_customer() {
         let message = refused(&mut conn);
         assert!(message.contains("another customer or device"), "{message}");
     }
-    assert_eq!(service.stats.forbidden.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(service.stats().forbidden.load(std::sync::atomic::Ordering::Relaxed), 2);
     assert_eq!(service.engine().record_count().unwrap(), 0);
 }
 
@@ -309,7 +309,7 @@ fn each_record_the_settings_forbid_is_refused_with_its_code_and_nothing_of_it_is
     assert!(ack.rejections.iter().any(|r| r.code == RejectCode::WRONG_PROGRAM));
     let stored = service.engine().record_count_of(&id("globex")).unwrap();
     let refused = |c| {
-        let s = &service.stats.records_refused;
+        let s = &service.stats().records_refused;
         match c {
             0 => s.program_off.load(std::sync::atomic::Ordering::Relaxed),
             1 => s.field_form.load(std::sync::atomic::Ordering::Relaxed),
@@ -344,7 +344,7 @@ fn settings_changed_while_running_apply_to_the_next_batch() {
     let ack = send(&mut conn, next);
     assert_eq!(ack.rejections.len() as u64, n);
     assert!(ack.rejections.iter().all(|r| r.code == RejectCode::PROGRAM_OFF));
-    assert_eq!(service.stats.outdated_policy.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(service.stats().outdated_policy.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
 #[test]
@@ -512,7 +512,7 @@ fn a_person_erased_while_the_service_ingests_stays_erased_and_is_never_filed_und
         !text.contains("u-erased") && !text.contains("u-dsar"),
         "an erased person's record filed under another"
     );
-    assert!(service.stats.suppressed.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(service.stats().suppressed.load(std::sync::atomic::Ordering::Relaxed) > 0);
     let total = service.engine().record_count_of(&id("acme")).unwrap();
     assert_eq!(total, 360, "nothing of the erased people remains");
 }
@@ -615,10 +615,10 @@ fn batches_that_wait_for_the_engine_are_written_as_one_group_and_each_gets_its_o
         assert!(start.elapsed() < std::time::Duration::from_secs(20), "the batches never queued");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let groups_before = service.stats.groups.load(std::sync::atomic::Ordering::Relaxed);
+    let groups_before = service.stats().groups.load(std::sync::atomic::Ordering::Relaxed);
     drop(held);
     let acks: Vec<Ack> = waiting.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(service.stats.groups.load(std::sync::atomic::Ordering::Relaxed) - groups_before, 1);
+    assert_eq!(service.stats().groups.load(std::sync::atomic::Ordering::Relaxed) - groups_before, 1);
     assert_eq!(service.queued_batches(), 0);
     for (i, ack) in acks.iter().enumerate() {
         if i == 3 {

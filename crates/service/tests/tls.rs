@@ -223,7 +223,7 @@ fn revocation_and_renewal_apply_without_a_restart_and_clones_are_reported() {
     assert!(admin.revoke_device(&id("acme"), &id("dev-1"), wall().as_offset_date_time()).unwrap());
     let mut after = run.session(&renewed);
     assert!(say_hello(&mut after, "acme", "dev-1").is_err());
-    assert!(run.service.stats.forbidden.load(Ordering::Relaxed) >= 2);
+    assert!(run.service.stats().forbidden.load(Ordering::Relaxed) >= 2);
 }
 
 #[test]
@@ -241,7 +241,7 @@ fn beyond_the_connection_cap_a_connection_is_closed_and_a_freed_slot_serves_the_
         .collect();
     let mut over = run.session(&creds);
     assert!(say_hello(&mut over, "acme", "dev-1").is_err(), "the fourth is closed");
-    assert!(run.service.stats.over_capacity.load(Ordering::Relaxed) >= 1);
+    assert!(run.service.stats().over_capacity.load(Ordering::Relaxed) >= 1);
     drop(held.pop());
     // The slot frees once the service sees the close: an agent retrying
     // with backoff gets in.
@@ -391,7 +391,7 @@ fn a_service_of_the_us_refuses_to_enroll_or_serve_a_customer_pinned_to_the_eu() 
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert_eq!(run.service.stats.wrong_region.load(Ordering::Relaxed), 2);
+    assert_eq!(run.service.stats().wrong_region.load(Ordering::Relaxed), 2);
     assert_eq!(run.service.engine().record_count_of(&id("acme")).unwrap(), 0);
 }
 
@@ -461,7 +461,7 @@ personalised_usage = true
             r.reason
         );
     }
-    let counts = &run.service.stats.records_refused;
+    let counts = &run.service.stats().records_refused;
     assert_eq!(counts.interaction.load(Ordering::Relaxed), 3);
     assert_eq!(counts.kind.load(Ordering::Relaxed) + counts.field_form.load(Ordering::Relaxed), 0);
     // Only the defined interaction is stored.

@@ -120,7 +120,7 @@ fn an_agent_is_acknowledged_at_publish_and_a_writer_stores_everything_once_in_th
     assert!(agent.outbox().is_empty().unwrap());
     assert_eq!(service.engine().record_count().unwrap(), 0);
     assert_eq!(publisher.lag().unwrap(), 7, "2000 records in batches of 300");
-    assert_eq!(service.stats.published.load(std::sync::atomic::Ordering::Relaxed), 2000);
+    assert_eq!(service.stats().published.load(std::sync::atomic::Ordering::Relaxed), 2000);
     // A writer into the service's own engine.
     let mut writer = StreamWriter::connect(options, service.shared_engine()).unwrap();
     assert!(wait_until(Duration::from_secs(30), || {
