@@ -26,8 +26,8 @@
 //!   `--seconds`, `--rounds` times, ours then bare each round. A session is
 //!   TCP connect, the mutual-TLS handshake, Hello (the certificate's
 //!   device, stream 1), one Batch of 100 records the customer's policy
-//!   admits (fresh event ids, `first_seq` = the Welcome's high-water mark
-//!   + 1), the Ack (no rejection, every record accepted, else an error),
+//!   admits (fresh event ids, `first_seq` = the Welcome's high-water
+//!   mark + 1), the Ack (no rejection, every record accepted, else an error),
 //!   Goodbye, close. The records are filtered once, before the run (an
 //!   agent filters on its own machine), and each device keeps its hello
 //!   and its batch: a session writes a fresh batch id, fresh event ids and
