@@ -95,20 +95,46 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// of 4 KiB pages), half of where the engine's own checkpoint would start.
 const RESTART_FRAMES: i64 = 16_384;
 
+/// Frames copied into the database file after which the checkpointer syncs
+/// it, below the restart size: 8 MiB with 8 KiB pages. Without these syncs
+/// a whole restart's copies (up to 128 MiB: SQLite syncs the file only
+/// after a copy that no commit interrupted) reached the disk in the one
+/// sync before the restart, 114-133 ms, and the log's syncs, which every
+/// Ack waits for, queued behind it: the sessions bench's p99 latency was
+/// 99-129 ms, and 64-73 ms with them (`docs/PERFORMANCE.md`).
+const SYNC_EVERY_FRAMES: i64 = 1_024;
+
+/// When the checkpointer copies and syncs (see [`checkpoint_loop`]).
+#[derive(Clone, Copy, Debug)]
+struct Checkpointing {
+    /// The pause between two copies.
+    every: Duration,
+    /// Frames of the log from which it has the log started over.
+    restart: i64,
+    /// Frames copied since the database file was last synced from which
+    /// it syncs it.
+    sync_every: i64,
+}
+
+impl Checkpointing {
+    const SERVICE: Self =
+        Self { every: CHECKPOINT_EVERY, restart: RESTART_FRAMES, sync_every: SYNC_EVERY_FRAMES };
+}
+
 impl Writer {
     /// Starts the writer of `engine` (and its syncer, when the engine has a
     /// log file; without one every commit syncs itself).
     /// The checkpointer counts its failed copies and syncs in
     /// `checkpoint_failures`.
     pub(crate) fn start(engine: Arc<Mutex<SqliteEngine>>, checkpoint_failures: Arc<AtomicU64>) -> Self {
-        Self::start_with(engine, Some((CHECKPOINT_EVERY, RESTART_FRAMES)), checkpoint_failures)
+        Self::start_with(engine, Some(Checkpointing::SERVICE), checkpoint_failures)
     }
 
     /// [`Writer::start`] with the checkpointer's period and restart size
     /// (`None`: no checkpointer; the engine checkpoints in its commits).
     fn start_with(
         engine: Arc<Mutex<SqliteEngine>>,
-        checkpoints: Option<(Duration, i64)>,
+        checkpoints: Option<Checkpointing>,
         checkpoint_failures: Arc<AtomicU64>,
     ) -> Self {
         let (queue, rx) = mpsc::channel::<Pending>();
@@ -132,20 +158,13 @@ impl Writer {
             .and_then(|settings| {
                 Some((settings, engine.lock().unwrap_or_else(PoisonError::into_inner).checkpointer().ok()?))
             })
-            .and_then(|((every, restart), checkpointer)| {
+            .and_then(|(settings, checkpointer)| {
                 let (stop, stopped) = mpsc::channel::<()>();
                 let engine = Arc::clone(&engine);
                 std::thread::Builder::new()
                     .name("privtel-checkpointer".into())
                     .spawn(move || {
-                        checkpoint_loop(
-                            &checkpointer,
-                            &engine,
-                            &stopped,
-                            every,
-                            restart,
-                            &checkpoint_failures,
-                        );
+                        checkpoint_loop(&checkpointer, &engine, &stopped, settings, &checkpoint_failures);
                     })
                     .ok()
                     .map(|thread| (stop, thread))
@@ -236,34 +255,52 @@ impl Drop for Writer {
 
 /// Every `every` ([`CHECKPOINT_EVERY`]) until `stop`'s sender is
 /// dropped: copies the log into the database file while the writer goes
-/// on. The log starts over only at a transaction that begins with all of
-/// it copied, which a copy made beside a busy writer seldom achieves; so
-/// once the log holds `restart` frames ([`RESTART_FRAMES`]), what the
-/// writer added during the copy is copied again (less), the database file
-/// is synced (SQLite syncs it only at a copy that reaches the end of the
-/// log), and the rest is copied once more with the engine held between two
-/// groups: the writer waits for that short copy and its sync instead of
-/// copying the whole log itself at 256 MiB. A failure is counted in
-/// `failures` (the service's `checkpoint_failures`) and left to the next
-/// turn: the engine's own checkpoint stays the backstop, so a failing
-/// checkpointer costs the writer its pauses again, not data.
+/// on, and syncs the file once `sync_every` frames ([`SYNC_EVERY_FRAMES`])
+/// were copied since its last sync, so that the disk takes the copies a
+/// few MiB at a time beside the log's syncs. The log starts over only at a
+/// transaction that begins with all of it copied, which a copy made beside
+/// a busy writer seldom achieves; so once the log holds `restart` frames
+/// ([`RESTART_FRAMES`]), what the writer added during the copy is copied
+/// again (less), the database file is synced (SQLite syncs it only at a
+/// copy that reaches the end of the log), and the rest is copied once more
+/// with the engine held between two groups: the writer waits for that
+/// short copy and its sync instead of copying the whole log itself at 256
+/// MiB. A failure is counted in `failures` (the service's
+/// `checkpoint_failures`) and left to the next turn: the engine's own
+/// checkpoint stays the backstop, so a failing checkpointer costs the
+/// writer its pauses again, not data.
 fn checkpoint_loop(
     checkpointer: &impl Checkpoints,
     engine: &Mutex<SqliteEngine>,
     stop: &mpsc::Receiver<()>,
-    every: Duration,
-    restart: i64,
+    settings: Checkpointing,
     failures: &AtomicU64,
 ) {
+    let Checkpointing { every, restart, sync_every } = settings;
     let failed = || {
         failures.fetch_add(1, Ordering::Relaxed);
     };
+    // Frames of the log copied when the database file was last synced.
+    let mut synced = 0;
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
-        let Ok((log, _)) = checkpointer.passive() else {
+        let Ok((log, copied)) = checkpointer.passive() else {
             failed();
             continue;
         };
+        if copied < synced {
+            // The log started over (after a copy of all of it, synced).
+            synced = 0;
+        }
         if log < restart {
+            // SQLite syncs the file itself only when no commit came during
+            // the copy, which under load is seldom; a sync after one that
+            // did finds nothing left to write.
+            if copied - synced >= sync_every {
+                match checkpointer.sync_database() {
+                    Ok(()) => synced = copied,
+                    Err(_) => failed(),
+                }
+            }
             continue;
         }
         if checkpointer.passive().is_err() || checkpointer.sync_database().is_err() {
@@ -420,7 +457,7 @@ mod tests {
 
     /// The log's size (bytes of its file) after `batches` batches of 100
     /// records through a writer with `checkpoints` (see `start_with`).
-    fn log_after(batches: u64, checkpoints: Option<(Duration, i64)>) -> u64 {
+    fn log_after(batches: u64, checkpoints: Option<Checkpointing>) -> u64 {
         let dir = tempfile::tempdir().unwrap();
         let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
         let encoder = engine.encoder();
@@ -460,7 +497,10 @@ mod tests {
     #[test]
     fn the_checkpointer_starts_the_log_over_under_a_steady_ingest() {
         let without = log_after(300, None);
-        let with = log_after(300, Some((Duration::from_millis(5), 64)));
+        let with = log_after(
+            300,
+            Some(Checkpointing { every: Duration::from_millis(5), restart: 64, sync_every: 16 }),
+        );
         assert!(with * 4 < without, "log file {with} bytes with the checkpointer, {without} without");
     }
 
@@ -506,11 +546,12 @@ mod tests {
         assert!(writer.progress.unsynced.lock().unwrap().is_empty());
     }
 
-    /// A checkpointer that answers a log of `log` frames, records each
-    /// call ("copy" or "sync"), and fails the calls whose numbers (from 0)
-    /// are in `fail`.
+    /// A checkpointer that answers a log of `log` frames of which `step`
+    /// more are copied at each copy, records each call ("copy" or
+    /// "sync"), and fails the calls whose numbers (from 0) are in `fail`.
     struct Flaky {
         log: i64,
+        step: i64,
         fail: Vec<usize>,
         calls: Mutex<Vec<&'static str>>,
     }
@@ -531,7 +572,9 @@ mod tests {
 
     impl Checkpoints for Flaky {
         fn passive(&self) -> Result<(i64, i64), privtel_store::Error> {
-            self.answer("copy").map(|()| (self.log, 0))
+            self.answer("copy")?;
+            let copies = self.calls.lock().unwrap().iter().filter(|c| **c == "copy").count() as i64;
+            Ok((self.log, (copies * self.step).min(self.log)))
         }
 
         fn sync_database(&self) -> Result<(), privtel_store::Error> {
@@ -543,15 +586,22 @@ mod tests {
     /// until it has made `calls` calls: the failures it counted and its
     /// first `calls` calls.
     fn failures_counted(long: bool, fail: Vec<usize>, calls: usize) -> (u64, Vec<&'static str>) {
+        let flaky = Flaky { log: if long { 100 } else { 1 }, step: 0, fail, calls: Mutex::default() };
+        let settings = Checkpointing { every: Duration::from_millis(1), restart: 50, sync_every: 10 };
+        run_checkpointer(flaky, settings, calls)
+    }
+
+    /// The loop over `flaky` with `settings` until it has made `calls`
+    /// calls: the failures it counted and its first `calls` calls.
+    fn run_checkpointer(flaky: Flaky, settings: Checkpointing, calls: usize) -> (u64, Vec<&'static str>) {
         let dir = tempfile::tempdir().unwrap();
         let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
         let engine = Mutex::new(engine);
-        let flaky = Flaky { log: if long { 100 } else { 1 }, fail, calls: Mutex::default() };
         let failures = AtomicU64::new(0);
         let (stop, stopped) = mpsc::channel();
         std::thread::scope(|s| {
             let (flaky, engine, failures) = (&flaky, &engine, &failures);
-            s.spawn(move || checkpoint_loop(flaky, engine, &stopped, Duration::from_millis(1), 50, failures));
+            s.spawn(move || checkpoint_loop(flaky, engine, &stopped, settings, failures));
             let limit = std::time::Instant::now() + Duration::from_secs(30);
             while flaky.calls.lock().unwrap().len() < calls {
                 assert!(std::time::Instant::now() < limit, "the loop stopped calling");
@@ -584,5 +634,28 @@ mod tests {
             failures_counted(true, vec![0, 3, 7], 12),
             (3, [&["copy"][..], &["copy", "copy", "sync"], &turn, &turn].concat())
         );
+    }
+
+    /// Below the restart size, the database file is synced once every
+    /// `sync_every` frames copied, not at every copy and not only at the
+    /// restart; a failed sync is counted and retried at the next copy.
+    #[test]
+    fn the_checkpointer_syncs_the_database_file_every_few_frames_copied() {
+        let settings = Checkpointing { every: Duration::from_millis(1), restart: 1_000, sync_every: 10 };
+        // 4 frames a copy: a sync after the 3rd (12 frames), the 6th (24
+        // from 12), the 9th.
+        let flaky = Flaky { log: 500, step: 4, fail: vec![], calls: Mutex::default() };
+        let three = ["copy", "copy", "copy", "sync"];
+        assert_eq!(run_checkpointer(flaky, settings, 12), (0, [three, three, three].concat()));
+        // The 1st sync (call 3) fails: counted, and the next copy syncs.
+        let flaky = Flaky { log: 500, step: 4, fail: vec![3], calls: Mutex::default() };
+        assert_eq!(
+            run_checkpointer(flaky, settings, 10),
+            (1, vec!["copy", "copy", "copy", "sync", "copy", "sync", "copy", "copy", "copy", "sync"])
+        );
+        // A log copied to its end at the 3rd copy (12 frames): synced then,
+        // and not again while nothing more is copied.
+        let flaky = Flaky { log: 12, step: 4, fail: vec![], calls: Mutex::default() };
+        assert_eq!(run_checkpointer(flaky, settings, 8), (0, [&three[..], &["copy"; 4]].concat()));
     }
 }
