@@ -96,10 +96,12 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 const RESTART_FRAMES: i64 = 16_384;
 
 /// Frames copied into the database file after which the checkpointer syncs
-/// it, below the restart size: 8 MiB with 8 KiB pages. Without these syncs
-/// a whole restart's copies (up to 128 MiB: SQLite syncs the file only
-/// after a copy that no commit interrupted) reached the disk in the one
-/// sync before the restart, 114-133 ms, and the log's syncs, which every
+/// it, below the restart size: 8 MiB with the engine's 8 KiB pages (4 MiB
+/// for an older file of 4 KiB pages). Without these syncs a whole
+/// restart's copies (up to 128 MiB: SQLite syncs the file only after a
+/// copy that reached the end of the log, i.e. no commit came during it and
+/// no reader held an older snapshot) reached the disk in the one sync
+/// before the restart, 114-133 ms, and the log's syncs, which every
 /// Ack waits for, queued behind it: the sessions bench's p99 latency was
 /// 99-129 ms, and 64-73 ms with them (`docs/PERFORMANCE.md`).
 const SYNC_EVERY_FRAMES: i64 = 1_024;
@@ -256,7 +258,8 @@ impl Drop for Writer {
 /// Every `every` ([`CHECKPOINT_EVERY`]) until `stop`'s sender is
 /// dropped: copies the log into the database file while the writer goes
 /// on, and syncs the file once `sync_every` frames ([`SYNC_EVERY_FRAMES`])
-/// were copied since its last sync, so that the disk takes the copies a
+/// were copied since the loop last synced it (or since the log started
+/// over), so that the disk takes the copies a
 /// few MiB at a time beside the log's syncs. The log starts over only at a
 /// transaction that begins with all of it copied, which a copy made beside
 /// a busy writer seldom achieves; so once the log holds `restart` frames
@@ -280,21 +283,25 @@ fn checkpoint_loop(
     let failed = || {
         failures.fetch_add(1, Ordering::Relaxed);
     };
-    // Frames of the log copied when the database file was last synced.
-    let mut synced = 0;
+    // Frames of the log copied when the database file was last synced,
+    // and the log's frames at the previous copy.
+    let (mut synced, mut last_log) = (0, 0);
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
         let Ok((log, copied)) = checkpointer.passive() else {
             failed();
             continue;
         };
-        if copied < synced {
-            // The log started over (after a copy of all of it, synced).
+        // A log shrinks, and its copied frames go back, only when it
+        // starts over (after a copy of all of it, which SQLite synced).
+        if log < last_log || copied < synced {
             synced = 0;
         }
+        last_log = log;
         if log < restart {
-            // SQLite syncs the file itself only when no commit came during
-            // the copy, which under load is seldom; a sync after one that
-            // did finds nothing left to write.
+            // SQLite syncs the file itself only after a copy that reached
+            // the end of the log (no commit during it, no reader on an
+            // older snapshot), which under load is seldom; a sync after one
+            // that did finds nothing left to write.
             if copied - synced >= sync_every {
                 match checkpointer.sync_database() {
                     Ok(()) => synced = copied,
@@ -546,14 +553,26 @@ mod tests {
         assert!(writer.progress.unsynced.lock().unwrap().is_empty());
     }
 
-    /// A checkpointer that answers a log of `log` frames of which `step`
-    /// more are copied at each copy, records each call ("copy" or
-    /// "sync"), and fails the calls whose numbers (from 0) are in `fail`.
+    /// A checkpointer whose `k`-th copy answers `answers[k]` (log frames,
+    /// frames copied; the last one again past the end), that records each
+    /// call ("copy" or "sync"), and fails the calls whose numbers (from 0)
+    /// are in `fail`.
     struct Flaky {
-        log: i64,
-        step: i64,
+        answers: Vec<(i64, i64)>,
         fail: Vec<usize>,
         calls: Mutex<Vec<&'static str>>,
+    }
+
+    impl Flaky {
+        fn new(answers: Vec<(i64, i64)>, fail: Vec<usize>) -> Self {
+            Self { answers, fail, calls: Mutex::default() }
+        }
+
+        /// A log of `log` frames of which `step` more are copied at each
+        /// copy (up to all of them).
+        fn steady(log: i64, step: i64, fail: Vec<usize>) -> Self {
+            Self::new((1..=64).map(|k| (log, (k * step).min(log))).collect(), fail)
+        }
     }
 
     impl Flaky {
@@ -573,8 +592,8 @@ mod tests {
     impl Checkpoints for Flaky {
         fn passive(&self) -> Result<(i64, i64), privtel_store::Error> {
             self.answer("copy")?;
-            let copies = self.calls.lock().unwrap().iter().filter(|c| **c == "copy").count() as i64;
-            Ok((self.log, (copies * self.step).min(self.log)))
+            let copies = self.calls.lock().unwrap().iter().filter(|c| **c == "copy").count();
+            Ok(self.answers[(copies - 1).min(self.answers.len() - 1)])
         }
 
         fn sync_database(&self) -> Result<(), privtel_store::Error> {
@@ -586,7 +605,7 @@ mod tests {
     /// until it has made `calls` calls: the failures it counted and its
     /// first `calls` calls.
     fn failures_counted(long: bool, fail: Vec<usize>, calls: usize) -> (u64, Vec<&'static str>) {
-        let flaky = Flaky { log: if long { 100 } else { 1 }, step: 0, fail, calls: Mutex::default() };
+        let flaky = Flaky::new(vec![(if long { 100 } else { 1 }, 0)], fail);
         let settings = Checkpointing { every: Duration::from_millis(1), restart: 50, sync_every: 10 };
         run_checkpointer(flaky, settings, calls)
     }
@@ -644,18 +663,32 @@ mod tests {
         let settings = Checkpointing { every: Duration::from_millis(1), restart: 1_000, sync_every: 10 };
         // 4 frames a copy: a sync after the 3rd (12 frames), the 6th (24
         // from 12), the 9th.
-        let flaky = Flaky { log: 500, step: 4, fail: vec![], calls: Mutex::default() };
+        let flaky = Flaky::steady(500, 4, vec![]);
         let three = ["copy", "copy", "copy", "sync"];
         assert_eq!(run_checkpointer(flaky, settings, 12), (0, [three, three, three].concat()));
         // The 1st sync (call 3) fails: counted, and the next copy syncs.
-        let flaky = Flaky { log: 500, step: 4, fail: vec![3], calls: Mutex::default() };
+        let flaky = Flaky::steady(500, 4, vec![3]);
         assert_eq!(
             run_checkpointer(flaky, settings, 10),
             (1, vec!["copy", "copy", "copy", "sync", "copy", "sync", "copy", "copy", "copy", "sync"])
         );
         // A log copied to its end at the 3rd copy (12 frames): synced then,
         // and not again while nothing more is copied.
-        let flaky = Flaky { log: 12, step: 4, fail: vec![], calls: Mutex::default() };
+        let flaky = Flaky::steady(12, 4, vec![]);
         assert_eq!(run_checkpointer(flaky, settings, 8), (0, [&three[..], &["copy"; 4]].concat()));
+        // The log starts over after the sync at 12 frames and its new
+        // copies pass 12 at once: counted from 0, so synced at 16 (not at
+        // 22, 10 past the old mark).
+        let flaky = Flaky::new(vec![(500, 4), (500, 8), (500, 12), (100, 16), (100, 20)], vec![]);
+        assert_eq!(
+            run_checkpointer(flaky, settings, 7),
+            (0, vec!["copy", "copy", "copy", "sync", "copy", "sync", "copy"])
+        );
+        // Fewer frames copied than at the last sync: started over too.
+        let flaky = Flaky::new(vec![(500, 4), (500, 8), (500, 12), (600, 2), (600, 12)], vec![]);
+        assert_eq!(
+            run_checkpointer(flaky, settings, 7),
+            (0, vec!["copy", "copy", "copy", "sync", "copy", "copy", "sync"])
+        );
     }
 }
