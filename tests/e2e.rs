@@ -605,21 +605,8 @@ fn a_running_program_is_recorded_and_enhanced_once_across_agent_runs() {
             let _ = self.0.wait();
         }
     }
-    // Another test thread forking while the copy was open for writing holds
-    // it open in its child until that child execs, and Linux refuses to run
-    // a file open for writing (ETXTBSY): the start is tried again.
-    let start = || Command::new(&exe).arg("600").spawn();
-    let mut started = start();
-    for _ in 0..200 {
-        match started {
-            Err(ref e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-                started = start();
-            }
-            _ => break,
-        }
-    }
-    let child = Killed(started.unwrap_or_else(|e| panic!("{} could not be started: {e}", exe.display())));
+    // Just written: another test thread's fork may hold it open a moment.
+    let child = Killed(privtel_testkit::process::spawn_fresh(Command::new(&exe).arg("600")));
     let link = format!("/proc/{}/exe", child.0.id());
     for _ in 0..500 {
         if std::fs::read_link(&link).is_ok_and(|p| p == exe) {

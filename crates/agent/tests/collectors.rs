@@ -63,7 +63,7 @@ impl Sleeper {
 
     fn start(&mut self) {
         self.stop();
-        self.child = Some(spawn_fresh(&self.path));
+        self.child = Some(privtel_testkit::process::spawn_fresh(Command::new(&self.path).arg("600")));
         // The new process has exec'd once its exe link names the copy.
         let pid = self.child.as_ref().unwrap().id();
         for _ in 0..500 {
@@ -81,22 +81,6 @@ impl Sleeper {
             let _ = c.wait();
         }
     }
-}
-
-/// Starts an executable this process has just written. Another test thread
-/// forking at that moment holds the written file open in its child until
-/// that child execs, and Linux refuses to run a file open for writing
-/// (`ETXTBSY`); the fork's window is short, so the start is tried again.
-fn spawn_fresh(path: &Path) -> Child {
-    for _ in 0..200 {
-        match Command::new(path).arg("600").spawn() {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
-                std::thread::sleep(std::time::Duration::from_millis(10))
-            }
-            started => return started.unwrap(),
-        }
-    }
-    panic!("{} stayed open for writing in another process", path.display())
 }
 
 impl Drop for Sleeper {

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod engine_contract;
 pub mod fixtures;
 mod pipe;
+pub mod process;
 mod strategies;
 
 pub use pipe::{End, pipe};

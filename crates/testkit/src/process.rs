@@ -1,0 +1,83 @@
+//! Starting programs a test has just written.
+
+use std::process::{Child, Command};
+use std::time::Duration;
+
+/// How long a freshly written program may stay busy before giving up.
+const BUSY_FOR: Duration = Duration::from_secs(2);
+
+/// Starts `command`, whose program this process may have just written.
+///
+/// Another test thread forking at that moment holds the written file open
+/// in its child until that child execs, and Linux refuses to run a file
+/// open for writing (`ETXTBSY`); the fork's window is short, so the start
+/// is tried again every 10 ms for up to 2 s.
+///
+/// ```
+/// use std::process::Command;
+///
+/// let mut child = privtel_testkit::process::spawn_fresh(Command::new("true").arg("ignored"));
+/// assert!(child.wait().unwrap().success());
+/// ```
+///
+/// # Panics
+///
+/// If the program cannot be started (another error than a busy file, or
+/// a file still busy after 2 s), naming it.
+pub fn spawn_fresh(command: &mut Command) -> Child {
+    let started = std::time::Instant::now();
+    loop {
+        match command.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && started.elapsed() < BUSY_FOR => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("{} could not be started: {e}", command.get_program().display()),
+            Ok(child) => return child,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy of `true` in `dir`, and the copy held open for writing.
+    fn written(dir: &std::path::Path) -> (std::path::PathBuf, std::fs::File) {
+        let path = dir.join("fresh-true");
+        std::fs::copy("/bin/true", &path).unwrap();
+        let open = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        (path, open)
+    }
+
+    /// Held open for writing (as a forked child holds it until it execs),
+    /// the program is started once the file is closed.
+    #[test]
+    fn a_program_held_open_for_writing_starts_once_it_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, open) = written(dir.path());
+        let started = std::time::Instant::now();
+        let mut child = std::thread::scope(|s| {
+            s.spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                drop(open);
+            });
+            spawn_fresh(&mut Command::new(&path))
+        });
+        assert!(child.wait().unwrap().success());
+        assert!(started.elapsed() >= Duration::from_millis(100), "started while open for writing");
+    }
+
+    #[test]
+    #[should_panic(expected = "could not be started")]
+    fn a_program_busy_for_longer_than_the_limit_panics_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _open) = written(dir.path());
+        let _ = spawn_fresh(&mut Command::new(&path)).wait();
+    }
+
+    #[test]
+    #[should_panic(expected = "/nonexistent/privtel-no-such-program could not be started")]
+    fn a_program_that_is_not_there_panics_naming_it() {
+        let _ = spawn_fresh(&mut Command::new("/nonexistent/privtel-no-such-program")).wait();
+    }
+}
