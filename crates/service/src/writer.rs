@@ -111,10 +111,11 @@ const SYNC_EVERY_FRAMES: i64 = 1_024;
 struct Checkpointing {
     /// The pause between two copies.
     every: Duration,
-    /// Frames of the log from which it has the log started over.
+    /// The log's size in frames from which the checkpointer has it start
+    /// over.
     restart: i64,
-    /// Frames copied since the database file was last synced from which
-    /// it syncs it.
+    /// Frames copied since the checkpointer last synced the database file
+    /// after which it syncs it again.
     sync_every: i64,
 }
 
@@ -132,8 +133,9 @@ impl Writer {
         Self::start_with(engine, Some(Checkpointing::SERVICE), checkpoint_failures)
     }
 
-    /// [`Writer::start`] with the checkpointer's period and restart size
-    /// (`None`: no checkpointer; the engine checkpoints in its commits).
+    /// [`Writer::start`] with the checkpointer's period, restart size and
+    /// syncs (`None`: no checkpointer; the engine checkpoints in its
+    /// commits).
     fn start_with(
         engine: Arc<Mutex<SqliteEngine>>,
         checkpoints: Option<Checkpointing>,
@@ -293,6 +295,9 @@ fn checkpoint_loop(
         };
         // A log shrinks, and its copied frames go back, only when it
         // starts over (after a copy of all of it, which SQLite synced).
+        // Within one turn a new log cannot outgrow the old one (a turn adds
+        // far fewer frames than `restart`), so one of the two shows it; a
+        // restart missed all the same would only delay the next sync.
         if log < last_log || copied < synced {
             synced = 0;
         }

@@ -1478,9 +1478,11 @@ impl Checkpointer {
 
     /// Syncs the database file: what copies that stopped short of the end
     /// of the log wrote into it (SQLite syncs the file only at a copy that
-    /// reaches the end), so that the copy that does, made while the writer
-    /// waits, has little left to sync. Safe at any time: the pages copied
-    /// are already durable in the log.
+    /// reaches the end). The service's checkpointer calls it every few MiB
+    /// copied, so the disk takes them a little at a time beside the log's
+    /// syncs, and before it has the log start over, so that the copy made
+    /// while the writer waits has little left to sync. Safe at any time:
+    /// the pages copied are already durable in the log.
     ///
     /// # Errors
     ///
