@@ -606,14 +606,8 @@ fn a_running_program_is_recorded_and_enhanced_once_across_agent_runs() {
         }
     }
     // Just written: another test thread's fork may hold it open a moment.
-    let child = Killed(privtel_testkit::process::spawn_fresh(Command::new(&exe).arg("600")));
-    let link = format!("/proc/{}/exe", child.0.id());
-    for _ in 0..500 {
-        if std::fs::read_link(&link).is_ok_and(|p| p == exe) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    // Returned once the copy runs (its exe link names it).
+    let _running = Killed(privtel_testkit::process::spawn_fresh(Command::new(&exe).arg("600")));
     let run = || {
         let out = agent(dir.path(), &c.addr, &c.ca, &data("policy.toml"), &["--processes"]);
         assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));

@@ -11,7 +11,9 @@ const BUSY_FOR: Duration = Duration::from_secs(2);
 /// Another test thread forking at that moment holds the written file open
 /// in its child until that child execs, and Linux refuses to run a file
 /// open for writing (`ETXTBSY`); the fork's window is short, so the start
-/// is tried again every 10 ms for up to 2 s.
+/// is tried again every 10 ms for up to 2 s. It returns once the child
+/// runs the program: std's `spawn` waits for the child's exec to succeed
+/// or fail, so `/proc/PID/exe` already names the program then.
 ///
 /// ```
 /// use std::process::Command;
@@ -64,7 +66,10 @@ mod tests {
             });
             spawn_fresh(&mut Command::new(&path))
         });
+        // Already running the program, not a fork of this process.
+        let exe = std::fs::read_link(format!("/proc/{}/exe", child.id()));
         assert!(child.wait().unwrap().success());
+        assert_eq!(exe.unwrap(), path);
     }
 
     #[test]
