@@ -43,10 +43,10 @@ pub fn spawn_fresh(command: &mut Command) -> Child {
 mod tests {
     use super::*;
 
-    /// A copy of `true` in `dir`, and the copy held open for writing.
+    /// A copy of `sleep` in `dir`, and the copy held open for writing.
     fn written(dir: &std::path::Path) -> (std::path::PathBuf, std::fs::File) {
-        let path = dir.join("fresh-true");
-        std::fs::copy("/bin/true", &path).unwrap();
+        let path = dir.join("fresh-sleep");
+        std::fs::copy("/bin/sleep", &path).unwrap();
         let open = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
         (path, open)
     }
@@ -57,18 +57,20 @@ mod tests {
     fn a_program_held_open_for_writing_starts_once_it_is_closed() {
         let dir = tempfile::tempdir().unwrap();
         let (path, open) = written(dir.path());
-        let busy = Command::new(&path).spawn().map(|mut c| c.wait());
+        let busy = Command::new(&path).arg("0").spawn().map(|mut c| c.wait());
         assert_eq!(busy.err().map(|e| e.kind()), Some(std::io::ErrorKind::ExecutableFileBusy));
         let mut child = std::thread::scope(|s| {
             s.spawn(move || {
                 std::thread::sleep(Duration::from_millis(100));
                 drop(open);
             });
-            spawn_fresh(&mut Command::new(&path))
+            spawn_fresh(Command::new(&path).arg("600"))
         });
-        // Already running the program, not a fork of this process.
+        // Already running the program, not a fork of this process (it
+        // sleeps on, so its exe link cannot be gone before it is read).
         let exe = std::fs::read_link(format!("/proc/{}/exe", child.id()));
-        assert!(child.wait().unwrap().success());
+        child.kill().unwrap();
+        child.wait().unwrap();
         assert_eq!(exe.unwrap(), path);
     }
 
@@ -77,7 +79,7 @@ mod tests {
     fn a_program_busy_for_longer_than_the_limit_panics_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let (path, _open) = written(dir.path());
-        let _ = spawn_fresh(&mut Command::new(&path)).wait();
+        let _ = spawn_fresh(Command::new(&path).arg("0")).wait();
     }
 
     #[test]
