@@ -1859,7 +1859,7 @@ fn write_batch(
     // The user of the batch's previous record and its row: a device's
     // records mostly name one person, looked up once.
     let mut last_user: Option<(&str, i64)> = None;
-    // Rows waiting for their insert: written [`ROWS_AT_ONCE`] to a
+    // Rows waiting for their insert: written up to [`ROWS_AT_ONCE`] to a
     // statement, each event id once among them.
     let mut rows = Rows { customer_id, device_id, stored_at: nanos(now), pending: Vec::new() };
     for (i, record) in records.iter().enumerate() {
@@ -1927,11 +1927,18 @@ fn write_batch(
     Ok(outcome)
 }
 
-/// Records stored by one statement execution at most (and at least, but
-/// for a batch's last few): each execution costs its own bookkeeping (the
-/// `AUTOINCREMENT` counter read and written, the statement's start and
-/// end), which one record at a time was a third of the writer's work.
-const ROWS_AT_ONCE: usize = 16;
+/// Records stored by one statement execution at most: each execution
+/// costs its own bookkeeping (the `AUTOINCREMENT` counter read and
+/// written, the statement's start and end), which one record at a time
+/// was a third of the writer's work. A run of rows is written in
+/// statements of powers of two rows (64, 32, ..., 2; a last single row by
+/// itself), so any run takes at most seven statements: a batch of 100
+/// takes three (64, 32, 4), where statements of 16 and single rows for
+/// the rest took ten, and a batch of 15 four, where it took fifteen.
+const ROWS_AT_ONCE: usize = 64;
+
+/// The statement sizes, as powers of two: 2 to [`ROWS_AT_ONCE`].
+const STATEMENT_SIZES: usize = ROWS_AT_ONCE.ilog2() as usize;
 
 /// The insert of `n` records: the batch's customer, device, storage time
 /// and format bound once (?1 to ?4), eight values a record after them.
@@ -2002,23 +2009,42 @@ impl<'a> Rows<'a> {
         Ok(())
     }
 
-    /// Writes the rows held.
+    /// Writes the rows held: the largest power of two of them (up to
+    /// [`ROWS_AT_ONCE`]) to a statement, then the same with the rest.
     fn flush(&mut self, conn: &Connection, outcome: &mut IngestOutcome) -> Result<()> {
-        if self.pending.len() < ROWS_AT_ONCE {
-            for (record, user_id) in std::mem::take(&mut self.pending) {
-                self.insert_one(conn, record, user_id, outcome)?;
-            }
-            return Ok(());
-        }
         let pending = std::mem::take(&mut self.pending);
-        // Built once: only the cache's lookup on every use.
-        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let sql = SQL.get_or_init(|| insert_rows_sql(ROWS_AT_ONCE));
+        let mut rest = pending.as_slice();
+        while !rest.is_empty() {
+            let n = 1 << rest.len().min(ROWS_AT_ONCE).ilog2();
+            let (now, later) = rest.split_at(n);
+            match now {
+                [(record, user_id)] => self.insert_one(conn, record, *user_id, outcome)?,
+                rows => self.insert_rows(conn, rows, outcome)?,
+            }
+            rest = later;
+        }
+        Ok(())
+    }
+
+    /// Writes `rows` (2 to [`ROWS_AT_ONCE`] of them, a power of two) with
+    /// one statement.
+    fn insert_rows(
+        &self,
+        conn: &Connection,
+        rows: &[(&EncodedRecord, Option<i64>)],
+        outcome: &mut IngestOutcome,
+    ) -> Result<()> {
+        debug_assert!(rows.len() >= 2 && rows.len() <= ROWS_AT_ONCE && rows.len().is_power_of_two());
+        // Built once a size: only the cache's lookup on every use.
+        static SQL: [std::sync::OnceLock<String>; STATEMENT_SIZES] =
+            [const { std::sync::OnceLock::new() }; STATEMENT_SIZES];
+        let size = rows.len().ilog2() as usize - 1;
+        let sql = SQL[size].get_or_init(|| insert_rows_sql(rows.len()));
         let mut insert = conn.prepare_cached(sql).op("preparing an ingest")?;
         let format = Format::CURRENT.code();
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(4 + 8 * pending.len());
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(4 + 8 * rows.len());
         values.extend([&self.customer_id as &dyn rusqlite::ToSql, &self.device_id, &self.stored_at, &format]);
-        for (record, user_id) in &pending {
+        for (record, user_id) in rows {
             values.extend([
                 user_id as &dyn rusqlite::ToSql,
                 &record.class,
@@ -2033,7 +2059,7 @@ impl<'a> Rows<'a> {
         let stored = insert.execute(params_from_iter(values)).op("storing records")?;
         // The others are held already: the customer's device has these
         // events.
-        outcome.duplicates += (pending.len() - stored) as u64;
+        outcome.duplicates += (rows.len() - stored) as u64;
         outcome.stored += stored as u64;
         Ok(())
     }

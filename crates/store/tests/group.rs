@@ -358,3 +358,71 @@ fn records_written_several_at_once_are_stored_as_one_by_one() {
     }
     assert_eq!(store.record_count().unwrap(), one.record_count().unwrap());
 }
+
+/// A run of rows is written in statements of 64, 32, ..., 2 rows and a
+/// last one by itself: a batch of any length, events held already among
+/// them, stores each of its events once, under its person, as storing them
+/// one by one does. The lengths cover every statement size, the first
+/// sizes past each, and 100 (64 + 32 + 4).
+#[test]
+fn batches_of_every_length_are_stored_as_one_by_one() {
+    let now = fixtures::base_time();
+    let people = ["u-ann", "u-bob", "u-cid", "u-dee", "u-eve"];
+    let lengths = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129];
+    let (dir, one_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut store, mut one) =
+        (engine(&dir, RetentionPolicy::default(), None), engine(&one_dir, RetentionPolicy::default(), None));
+    let (mut next_id, mut seq, mut one_seq) = (1u64, 1u64, 1u64);
+    let (mut totals, mut one_totals) = ((0, 0), (0, 0));
+    for (k, &n) in lengths.iter().enumerate() {
+        // Every third record repeats an event stored by an earlier batch
+        // (none for the first): it is a duplicate, whatever its statement.
+        let records: Vec<Record> = (0..n)
+            .map(|i| {
+                let id = if k > 0 && i % 3 == 1 {
+                    1 + (i as u64 * 7) % (next_id - 1)
+                } else {
+                    next_id += 1;
+                    next_id - 1
+                };
+                event_of(id, people[(id % 5) as usize], now)
+            })
+            .collect();
+        let encoded = store.encoder().encode(batch(acme(), "dev-a", seq, records.clone()), now);
+        let o = store.ingest_encoded(vec![encoded], now).remove(0).unwrap();
+        assert_eq!(o.high_water, seq + n as u64 - 1, "length {n}");
+        assert_eq!(o.stored + o.duplicates, n as u64, "length {n}");
+        seq += n as u64;
+        totals = (totals.0 + o.stored, totals.1 + o.duplicates);
+        for r in records {
+            let encoded = one.encoder().encode(batch(acme(), "dev-a", one_seq, vec![r]), now);
+            let o = one.ingest_encoded(vec![encoded], now).remove(0).unwrap();
+            one_seq += 1;
+            one_totals = (one_totals.0 + o.stored, one_totals.1 + o.duplicates);
+        }
+        assert_eq!(totals, one_totals, "after the batch of {n}");
+    }
+    assert_eq!(totals.0, next_id - 1, "each event once");
+    assert!(totals.1 > 100, "duplicates in batches of every length: {}", totals.1);
+    assert_eq!(store.record_count().unwrap(), one.record_count().unwrap());
+    for user in people {
+        let export = |s: &SqliteEngine| {
+            let mut out = Vec::new();
+            s.export_person(&acme(), &UserId::new(user).unwrap(), &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let (ours, theirs) = (export(&store), export(&one));
+        assert!(!ours.is_empty(), "{user}");
+        // The same events under the same person (ids and storage times
+        // differ between the two stores: compared by event).
+        let events = |s: &str| {
+            let mut v: Vec<String> = s
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["record"].to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(events(&ours), events(&theirs), "{user}");
+    }
+}
