@@ -497,6 +497,32 @@ fn cpu_seconds(pid: u32) -> Res<f64> {
     Ok(ticks as f64 / 100.0)
 }
 
+/// The machine's CPU time so far from `/proc/stat`'s first line: (all of
+/// it, stolen by the hypervisor), in ticks. Time stolen while one side
+/// runs slows it alone, which the ratio cannot tell from the code: each
+/// round prints each side's share.
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is
+    // counted in user already).
+    (fields.iter().take(8).sum(), fields.get(7).copied().unwrap_or(0))
+}
+
+/// The share of the machine's CPU time stolen between two readings of
+/// [`cpu_ticks`], in percent.
+fn stolen(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let all = after.0.saturating_sub(before.0);
+    if all == 0 { 0.0 } else { after.1.saturating_sub(before.1) as f64 * 100.0 / all as f64 }
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -919,20 +945,24 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
     let (mut t_ours, mut t_bare) = (Duration::ZERO, Duration::ZERO);
     let (mut cpu_ours, mut cpu_bare) = (0.0, 0.0);
     let (mut client_ours, mut client_bare) = (0.0, 0.0);
+    let (mut steal_ours, mut steal_bare) = (0.0, 0.0);
     let me = std::process::id();
     for round in 1..=opts.rounds {
         let load = loadavg();
-        let (c0, m0) = (cpu_seconds(ours.pid())?, cpu_seconds(me)?);
+        let (c0, m0, s0) = (cpu_seconds(ours.pid())?, cpu_seconds(me)?, cpu_ticks());
         let (o, to) = drive(opts.threads, opts.seconds, &devices, |d| agent_session(&work, d));
-        let (co, mo) = (cpu_seconds(ours.pid())? - c0, cpu_seconds(me)? - m0);
-        let (c0, m0) = (cpu_seconds(bare.pid())?, cpu_seconds(me)?);
+        let (co, mo, so) = (cpu_seconds(ours.pid())? - c0, cpu_seconds(me)? - m0, stolen(s0, cpu_ticks()));
+        let (c0, m0, s0) = (cpu_seconds(bare.pid())?, cpu_seconds(me)?, cpu_ticks());
         let (b, tb) = drive(opts.threads, opts.seconds, &devices, bare_of);
-        let (cb, mb) = (cpu_seconds(bare.pid())? - c0, cpu_seconds(me)? - m0);
+        let (cb, mb, sb) = (cpu_seconds(bare.pid())? - c0, cpu_seconds(me)? - m0, stolen(s0, cpu_ticks()));
         client_ours += mo;
         client_bare += mb;
+        steal_ours += so;
+        steal_bare += sb;
         println!(
-            "round {round}: ours {:.0} sessions/s ({} ok, {} errors, server CPU {:.2} s/s), bare {:.0} handshakes/s \
-             ({} ok, {} errors, server CPU {:.2} s/s), ratio {:.2}, load before {load}",
+            "round {round}: ours {:.0} sessions/s ({} ok, {} errors, server CPU {:.2} s/s, {so:.0} % stolen), \
+             bare {:.0} handshakes/s ({} ok, {} errors, server CPU {:.2} s/s, {sb:.0} % stolen), ratio {:.2}, \
+             load before {load}",
             per_s(&o, to),
             o.ok,
             o.errors_total(),
@@ -1018,6 +1048,10 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
             client_ours * 1000.0 / all_ours.ok.max(1) as f64,
             client_bare * 1000.0 / all_bare.ok.max(1) as f64
         ),
+    ));
+    summary.push((
+        "machine's CPU time stolen by the hypervisor: ours / bare (mean of the rounds)".into(),
+        format!("{:.1} / {:.1} %", steal_ours / opts.rounds as f64, steal_bare / opts.rounds as f64),
     ));
     summary.push(("records stored by the service".into(), stored.to_string()));
     Ok(())
