@@ -32,7 +32,9 @@
 //!   agent filters on its own machine), and each device keeps its hello
 //!   and its batch: a session writes a fresh batch id, fresh event ids and
 //!   `first_seq` into it, then encodes and sends it as an agent does. A bare session is TCP connect, the handshake, and the
-//!   server's `close_notify`. Each thread owns its devices, so a device's
+//!   server's `close_notify`. Each round prints, beside each side's rate,
+//!   the share of the machine's CPU time the hypervisor stole while that
+//!   side ran (`/proc/stat`): it slows one side alone. Each thread owns its devices, so a device's
 //!   sequence numbers never race. Every handshake is a full one: neither
 //!   server sends tickets, and client resumption is off as well. The default of 16
 //!   threads a core (32 sessions in flight here) is what a service meets:
@@ -511,8 +513,8 @@ fn cpu_ticks() -> (u64, u64) {
         .skip(1)
         .filter_map(|v| v.parse().ok())
         .collect();
-    // user nice system idle iowait irq softirq steal (guest time is
-    // counted in user already).
+    // user nice system idle iowait irq softirq steal (guest and
+    // guest_nice time are counted in user and nice already).
     (fields.iter().take(8).sum(), fields.get(7).copied().unwrap_or(0))
 }
 
@@ -1051,7 +1053,11 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
     ));
     summary.push((
         "machine's CPU time stolen by the hypervisor: ours / bare (mean of the rounds)".into(),
-        format!("{:.1} / {:.1} %", steal_ours / opts.rounds as f64, steal_bare / opts.rounds as f64),
+        format!(
+            "{:.1} / {:.1} %",
+            steal_ours / opts.rounds.max(1) as f64,
+            steal_bare / opts.rounds.max(1) as f64
+        ),
     ));
     summary.push(("records stored by the service".into(), stored.to_string()));
     Ok(())

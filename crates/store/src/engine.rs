@@ -1932,12 +1932,13 @@ fn write_batch(
 /// written, the statement's start and end), which one record at a time
 /// was a third of the writer's work. A run of rows is written in
 /// statements of powers of two rows (64, 32, ..., 2; a last single row by
-/// itself), so any run takes at most seven statements: a batch of 100
-/// takes three (64, 32, 4), where statements of 16 and single rows for
-/// the rest took ten, and a batch of 15 four, where it took fifteen.
+/// itself): one statement for each 64 rows and at most six for the rest.
+/// A batch of 100 takes three (64, 32, 4), where statements of 16 and
+/// single rows for the rest took ten, and a batch of 15 four, where it
+/// took fifteen.
 const ROWS_AT_ONCE: usize = 64;
 
-/// The statement sizes, as powers of two: 2 to [`ROWS_AT_ONCE`].
+/// How many statement sizes there are (2, 4, ..., [`ROWS_AT_ONCE`]).
 const STATEMENT_SIZES: usize = ROWS_AT_ONCE.ilog2() as usize;
 
 /// The insert of `n` records: the batch's customer, device, storage time
