@@ -33,8 +33,10 @@
 //!   and its batch: a session writes a fresh batch id, fresh event ids and
 //!   `first_seq` into it, then encodes and sends it as an agent does. A bare session is TCP connect, the handshake, and the
 //!   server's `close_notify`. Each round prints, beside each side's rate,
-//!   the share of the machine's CPU time the hypervisor stole while that
-//!   side ran (`/proc/stat`): it slows one side alone. Each thread owns its devices, so a device's
+//!   the shares of the machine's CPU time the hypervisor stole and the
+//!   cores sat idle while that side ran (`/proc/stat`): stolen time slows
+//!   one side alone, and idle time says a side was not bound by the
+//!   machine's CPU. Each thread owns its devices, so a device's
 //!   sequence numbers never race. Every handshake is a full one: neither
 //!   server sends tickets, and client resumption is off as well. The default of 16
 //!   threads a core (32 sessions in flight here) is what a service meets:
@@ -499,11 +501,23 @@ fn cpu_seconds(pid: u32) -> Res<f64> {
     Ok(ticks as f64 / 100.0)
 }
 
-/// The machine's CPU time so far from `/proc/stat`'s first line: (all of
-/// it, stolen by the hypervisor), in ticks. Time stolen while one side
-/// runs slows it alone, which the ratio cannot tell from the code: each
-/// round prints each side's share.
-fn cpu_ticks() -> (u64, u64) {
+/// The machine's CPU time so far, from `/proc/stat`'s first line, in
+/// ticks.
+#[derive(Clone, Copy, Default)]
+struct Ticks {
+    /// All of it.
+    all: u64,
+    /// Idle, or waiting for the disk with nothing else to run.
+    idle: u64,
+    /// Stolen by the hypervisor.
+    steal: u64,
+}
+
+/// Reads [`Ticks`]. Time stolen while one side runs slows it alone, which
+/// the ratio cannot tell from the code; time idle while a side runs says
+/// that side was not bound by the machine's CPU (its clients waited on
+/// something else): each round prints both shares for each side.
+fn cpu_ticks() -> Ticks {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let fields: Vec<u64> = stat
         .lines()
@@ -515,14 +529,16 @@ fn cpu_ticks() -> (u64, u64) {
         .collect();
     // user nice system idle iowait irq softirq steal (guest and
     // guest_nice time are counted in user and nice already).
-    (fields.iter().take(8).sum(), fields.get(7).copied().unwrap_or(0))
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+    Ticks { all: fields.iter().take(8).sum(), idle: field(3) + field(4), steal: field(7) }
 }
 
-/// The share of the machine's CPU time stolen between two readings of
-/// [`cpu_ticks`], in percent.
-fn stolen(before: (u64, u64), after: (u64, u64)) -> f64 {
-    let all = after.0.saturating_sub(before.0);
-    if all == 0 { 0.0 } else { after.1.saturating_sub(before.1) as f64 * 100.0 / all as f64 }
+/// The shares of the machine's CPU time between two readings of
+/// [`cpu_ticks`] that were (idle, stolen), in percent.
+fn idle_stolen(before: Ticks, after: Ticks) -> (f64, f64) {
+    let all = after.all.saturating_sub(before.all);
+    let share = |a: u64, b: u64| if all == 0 { 0.0 } else { a.saturating_sub(b) as f64 * 100.0 / all as f64 };
+    (share(after.idle, before.idle), share(after.steal, before.steal))
 }
 
 fn loadavg() -> String {
@@ -948,22 +964,27 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
     let (mut cpu_ours, mut cpu_bare) = (0.0, 0.0);
     let (mut client_ours, mut client_bare) = (0.0, 0.0);
     let (mut steal_ours, mut steal_bare) = (0.0, 0.0);
+    let (mut idle_ours, mut idle_bare) = (0.0, 0.0);
     let me = std::process::id();
     for round in 1..=opts.rounds {
         let load = loadavg();
         let (c0, m0, s0) = (cpu_seconds(ours.pid())?, cpu_seconds(me)?, cpu_ticks());
         let (o, to) = drive(opts.threads, opts.seconds, &devices, |d| agent_session(&work, d));
-        let (co, mo, so) = (cpu_seconds(ours.pid())? - c0, cpu_seconds(me)? - m0, stolen(s0, cpu_ticks()));
+        let (co, mo, (io, so)) =
+            (cpu_seconds(ours.pid())? - c0, cpu_seconds(me)? - m0, idle_stolen(s0, cpu_ticks()));
         let (c0, m0, s0) = (cpu_seconds(bare.pid())?, cpu_seconds(me)?, cpu_ticks());
         let (b, tb) = drive(opts.threads, opts.seconds, &devices, bare_of);
-        let (cb, mb, sb) = (cpu_seconds(bare.pid())? - c0, cpu_seconds(me)? - m0, stolen(s0, cpu_ticks()));
+        let (cb, mb, (ib, sb)) =
+            (cpu_seconds(bare.pid())? - c0, cpu_seconds(me)? - m0, idle_stolen(s0, cpu_ticks()));
         client_ours += mo;
         client_bare += mb;
         steal_ours += so;
         steal_bare += sb;
+        idle_ours += io;
+        idle_bare += ib;
         println!(
-            "round {round}: ours {:.0} sessions/s ({} ok, {} errors, server CPU {:.2} s/s, {so:.0} % stolen), \
-             bare {:.0} handshakes/s ({} ok, {} errors, server CPU {:.2} s/s, {sb:.0} % stolen), ratio {:.2}, \
+            "round {round}: ours {:.0} sessions/s ({} ok, {} errors, server CPU {:.2} s/s, {so:.0} % stolen, {io:.0} % idle), \
+             bare {:.0} handshakes/s ({} ok, {} errors, server CPU {:.2} s/s, {sb:.0} % stolen, {ib:.0} % idle), ratio {:.2}, \
              load before {load}",
             per_s(&o, to),
             o.ok,
@@ -1051,14 +1072,15 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
             client_bare * 1000.0 / all_bare.ok.max(1) as f64
         ),
     ));
-    summary.push((
-        "machine's CPU time stolen by the hypervisor: ours / bare (mean of the rounds)".into(),
-        format!(
-            "{:.1} / {:.1} %",
-            steal_ours / opts.rounds.max(1) as f64,
-            steal_bare / opts.rounds.max(1) as f64
-        ),
-    ));
+    let rounds = opts.rounds.max(1) as f64;
+    for (what, ours_sum, bare_sum) in
+        [("stolen by the hypervisor", steal_ours, steal_bare), ("idle", idle_ours, idle_bare)]
+    {
+        summary.push((
+            format!("machine's CPU time {what}: ours / bare (mean of the rounds)"),
+            format!("{:.1} / {:.1} %", ours_sum / rounds, bare_sum / rounds),
+        ));
+    }
     summary.push(("records stored by the service".into(), stored.to_string()));
     Ok(())
 }

@@ -73,6 +73,12 @@
 //!   [`Service::with_authority`]: rustls with mutual TLS and enrollment
 //!   ([`privtel_authority`]).
 
+// The crate docs link items of the `tls` feature; documented without it,
+// those links have nothing to point at, which is not an error of the docs.
+// With the feature on (as `cargo doc --workspace` builds it) every link is
+// checked, so a link broken in both builds is still caught there.
+#![cfg_attr(not(feature = "tls"), allow(rustdoc::broken_intra_doc_links))]
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
