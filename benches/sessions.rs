@@ -89,7 +89,7 @@ use std::time::{Duration, Instant};
 use privtel::authority::{Authority, Credentials, DeviceKey};
 use privtel::filter::{FilterBuilder, Filtered, PseudonymKey};
 use privtel::model::{BatchId, CustomerId, DeviceId, EventId, KeyId, Program, Record, RecordBody, Timestamp};
-use privtel::service::{Limits, Service, Settings};
+use privtel::service::{Limits, Service, Settings, Workers};
 use privtel::store::{EngineOptions, SqliteEngine};
 use privtel::wire::tls::rustls;
 use privtel::wire::{Batch, Connection, Goodbye, Hello, Message, VerdictIndex};
@@ -360,19 +360,21 @@ fn bare_serve(opts: &Options) -> Res<()> {
     let failed = Arc::new(AtomicU64::new(0));
     {
         let (handshakes, failed) = (Arc::clone(&handshakes), Arc::clone(&failed));
+        let limits = Limits::default();
+        let workers =
+            Workers::new("bare-conn", limits.thread_stack, limits.idle_threads, Duration::from_secs(10));
         std::thread::spawn(move || {
             for tcp in listener.incoming() {
                 let Ok(tcp) = tcp else { continue };
                 let config = Arc::clone(&config);
                 let (handshakes, failed) = (Arc::clone(&handshakes), Arc::clone(&failed));
-                // The service's stack size, for the same thread costs.
-                let _ =
-                    std::thread::Builder::new().stack_size(Limits::default().thread_stack).spawn(move || {
-                        match bare_accept(tcp, config) {
-                            Ok(()) => handshakes.fetch_add(1, Ordering::Relaxed),
-                            Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                        }
-                    });
+                // The service's connection threads (`Service::serve_tls`),
+                // for the same thread costs: its stack size, and threads
+                // kept for the next connection as many and as long.
+                let _ = workers.run(move || {
+                    let count = if bare_accept(tcp, config).is_ok() { &handshakes } else { &failed };
+                    count.fetch_add(1, Ordering::Relaxed);
+                });
             }
         });
     }

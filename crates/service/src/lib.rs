@@ -105,6 +105,7 @@ pub mod jetstream;
 mod limits;
 mod settings;
 mod versions;
+pub mod workers;
 mod writer;
 
 pub use admin::{AdminError, CustomerDeletionReceipt, RECEIPT_KIND, RemovedEnrollment, SignedReceipt};
@@ -119,6 +120,7 @@ pub use settings::{
     KeySchedule, Settings, SettingsError,
 };
 pub use versions::{ChannelOffer, Installer, OfferError, VersionOffers};
+pub use workers::Workers;
 
 use limits::Bucket;
 
@@ -1340,6 +1342,10 @@ mod tls {
 
     use super::{Peer, Service};
 
+    /// How long a connection thread whose connection ended waits for the
+    /// next before it ends.
+    const WORKER_LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+
     impl Service {
         /// Enrolls devices and verifies their certificates with
         /// `authority` (see [`privtel_authority`]). Certificates live in
@@ -1469,7 +1475,10 @@ mod tls {
         }
 
         /// Accepts connections until `stop` is set, one thread each (with
-        /// [`Limits::thread_stack`](crate::Limits) of stack); beyond
+        /// [`Limits::thread_stack`](crate::Limits) of stack; up to
+        /// [`Limits::idle_threads`](crate::Limits) of them wait for the
+        /// next connection when theirs ends, each for ten seconds at
+        /// most); beyond
         /// [`Limits::max_connections`](crate::Limits) a connection is
         /// closed at once and counted. A failing connection is counted and
         /// does not stop the others.
@@ -1479,6 +1488,12 @@ mod tls {
             config: &Arc<ServerConfig>,
             stop: &AtomicBool,
         ) {
+            let workers = crate::Workers::new(
+                "privtel-conn",
+                self.limits.thread_stack,
+                self.limits.idle_threads,
+                WORKER_LINGER,
+            );
             for tcp in listener.incoming() {
                 if stop.load(Ordering::Relaxed) {
                     return;
@@ -1493,15 +1508,12 @@ mod tls {
                 }
                 let me = Arc::clone(self);
                 let config = Arc::clone(config);
-                let spawned = std::thread::Builder::new()
-                    .name("privtel-conn".into())
-                    .stack_size(self.limits.thread_stack)
-                    .spawn(move || {
-                        let _slot = super::Slot(&me.active);
-                        if me.handle_tls(tcp, config).is_err() {
-                            me.stats.failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    });
+                let spawned = workers.run(move || {
+                    let _slot = super::Slot(&me.active);
+                    if me.handle_tls(tcp, config).is_err() {
+                        me.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
                 if spawned.is_err() {
                     self.stats.failed.fetch_add(1, Ordering::Relaxed);
                     self.active.fetch_sub(1, Ordering::AcqRel);

@@ -56,6 +56,10 @@ pub struct Limits {
     /// Stack size of each connection's thread (default 256 KiB: a
     /// connection's work is shallow; 10,000 idle connections stay small).
     pub thread_stack: usize,
+    /// Connection threads kept, once their connection ends, for the next
+    /// connection (default 64): a thread created for every connection
+    /// costs its creation and an allocator cache started cold.
+    pub idle_threads: usize,
 }
 
 impl Default for Limits {
@@ -67,6 +71,7 @@ impl Default for Limits {
             handshake: Duration::from_secs(10),
             messages_per_second: 200,
             thread_stack: 256 << 10,
+            idle_threads: 64,
         }
     }
 }
