@@ -17,7 +17,8 @@
 //!   a CSR over TLS, [`privtel::authority::accept`]) and saves their
 //!   credentials in the folder, prints `listening ADDR`, answers `stats` on
 //!   stdin with its counters, and exits when stdin closes.
-//! * `bare-serve`: a minimal rustls server, thread per connection, with the
+//! * `bare-serve`: a minimal rustls server, thread per connection (kept for
+//!   the next one as the service's are, `privtel_service::Workers`), with the
 //!   same key types (ECDSA P-256 server and client certificates, ring, TLS
 //!   1.3) and the service's session settings (no tickets, no session
 //!   cache): it verifies the client certificate against the customer's CA,
