@@ -301,11 +301,12 @@ fn serve(opts: &Options) -> Res<()> {
             let chains = authority.chain_verifications();
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
             println!(
-                "stats active={} connections={} failed={} forbidden={} over_capacity={} enrolled={} \
+                "stats active={} connections={} threads={} failed={} forbidden={} over_capacity={} enrolled={} \
                  stored={} duplicates={} refused={} sequence={} groups={} checkpoint_failures={} \
                  chains_full={} chains_remembered={}",
                 service.active_connections(),
                 get(&s.connections),
+                get(&s.threads),
                 get(&s.failed),
                 get(&s.forbidden),
                 get(&s.over_capacity),

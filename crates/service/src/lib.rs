@@ -147,6 +147,11 @@ pub struct ServiceStats {
     pub failed: AtomicU64,
     /// Connections closed at once because the connection cap was reached.
     pub over_capacity: AtomicU64,
+    /// Connection threads made. A connection served by a thread kept from
+    /// an earlier one ([`Limits::idle_threads`]) adds nothing: a count
+    /// close to `connections` means threads are made and ended all the
+    /// time (too few kept for the load).
+    pub threads: AtomicU64,
     /// Connections refused for their identity: no or a revoked
     /// certificate, a hello naming another customer or device, a customer
     /// without settings.
@@ -1514,9 +1519,14 @@ mod tls {
                         me.stats.failed.fetch_add(1, Ordering::Relaxed);
                     }
                 });
-                if spawned.is_err() {
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                    self.active.fetch_sub(1, Ordering::AcqRel);
+                match spawned {
+                    Ok(made) => {
+                        self.stats.threads.fetch_add(u64::from(made), Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        self.active.fetch_sub(1, Ordering::AcqRel);
+                    }
                 }
             }
         }

@@ -71,11 +71,12 @@ impl Workers {
     }
 
     /// Runs `job` on a waiting thread, or on a new one when none waits.
+    /// Returns whether a thread was made for it.
     ///
     /// # Errors
     ///
     /// The thread could not be created (the job is dropped, not run).
-    pub fn run(self: &Arc<Self>, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    pub fn run(self: &Arc<Self>, job: impl FnOnce() + Send + 'static) -> io::Result<bool> {
         let job: Job = Box::new(job);
         {
             let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -83,7 +84,7 @@ impl Workers {
                 q.jobs.push_back(job);
                 drop(q);
                 self.ready.notify_one();
-                return Ok(());
+                return Ok(false);
             }
         }
         let me = Arc::clone(self);
@@ -93,7 +94,7 @@ impl Workers {
                 next();
             }
         })?;
-        Ok(())
+        Ok(true)
     }
 
     /// The next job for a thread whose job is done, or `None` when it
@@ -147,12 +148,12 @@ mod tests {
         let w = Workers::new("t", 128 << 10, 4, Duration::from_secs(30));
         let (tx, rx) = mpsc::channel();
         let t = tx.clone();
-        w.run(move || t.send(std::thread::current().id()).unwrap()).unwrap();
+        assert!(w.run(move || t.send(std::thread::current().id()).unwrap()).unwrap(), "none waited: made");
         let first = rx.recv().unwrap();
         until("the thread to wait", || w.waiting() == 1);
         for _ in 0..20 {
             let t = tx.clone();
-            w.run(move || t.send(std::thread::current().id()).unwrap()).unwrap();
+            assert!(!w.run(move || t.send(std::thread::current().id()).unwrap()).unwrap(), "one waited");
             assert_eq!(rx.recv().unwrap(), first, "one job at a time goes to the one waiting thread");
             until("the thread to wait again", || w.waiting() == 1);
         }

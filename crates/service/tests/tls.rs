@@ -256,6 +256,66 @@ fn beyond_the_connection_cap_a_connection_is_closed_and_a_freed_slot_serves_the_
     }
 }
 
+/// Connections one after another, alternating two tenants' devices of
+/// the same id, each storing a batch and then trying the other's identity:
+/// with threads kept, a few threads serve them all, each connection as
+/// itself (nothing of one connection's identity or deadline stays on its
+/// thread for the next); with none kept, a thread each.
+#[test]
+fn connection_threads_are_kept_for_the_next_connection_and_serve_each_as_itself() {
+    for kept in [64, 0] {
+        let mut l = limits();
+        l.idle_threads = kept;
+        let run = start(l);
+        let creds = [
+            ("acme", run.enroll("acme", "dev-1").unwrap()),
+            ("globex", run.enroll("globex", "dev-1").unwrap()),
+        ];
+        let mut stored = [0u64; 2];
+        for i in 0..30 {
+            let (me, other) = (i % 2, 1 - i % 2);
+            let (customer, c) = (&creds[me].0, &creds[me].1);
+            let mut conn = run.session(c);
+            assert_eq!(say_hello(&mut conn, customer, "dev-1").unwrap(), stored[me], "{customer}'s own mark");
+            let records = admissible(&run.service, customer, &format!("k{i}"), Program::AnonymousUsage);
+            let n = records.len() as u64;
+            conn.send(&Message::Batch(batch(&run.service, customer, stored[me] + 1, records))).unwrap();
+            match conn.recv().unwrap() {
+                Message::Ack(a) => assert_eq!(a.accepted_up_to, stored[me] + n, "{customer}"),
+                other => panic!("expected an ack, got {}", other.kind_name()),
+            }
+            stored[me] += n;
+            drop(conn);
+            // The same thread, likely, next: the other tenant's identity
+            // is still refused.
+            let mut conn = run.session(c);
+            let _ = say_hello(&mut conn, creds[other].0, "dev-1");
+            assert!(forbidden(&mut conn), "{customer} as {}", creds[other].0);
+        }
+        let stats = run.service.stats();
+        let engine = run.service.engine();
+        let mut rows = 0;
+        for (i, (customer, _)) in creds.iter().enumerate() {
+            let of = engine.record_count_of(&id(customer)).unwrap();
+            assert!(of > 0, "{customer}");
+            rows += of;
+            assert_eq!(engine.high_water(&id(customer), &id("dev-1"), 1).unwrap(), stored[i], "{customer}");
+        }
+        assert_eq!(rows, stats.stored.load(Ordering::Relaxed), "every stored row under one of the two");
+        drop(engine);
+        let (made, connections) =
+            (stats.threads.load(Ordering::Relaxed), stats.connections.load(Ordering::Relaxed));
+        assert_eq!(connections, 62, "2 enrollments and 60 sessions");
+        if kept == 0 {
+            assert_eq!(made, connections, "none kept: a thread each");
+        } else {
+            // One after another: a thread is made only when the previous
+            // connection's has not come back yet.
+            assert!(made <= connections / 3, "{made} threads made for {connections} connections");
+        }
+    }
+}
+
 #[test]
 fn a_thousand_dripping_connections_are_closed_within_the_deadlines() {
     let frame = Duration::from_secs(2);
