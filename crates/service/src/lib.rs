@@ -1483,7 +1483,7 @@ mod tls {
         /// [`Limits::thread_stack`](crate::Limits) of stack; up to
         /// [`Limits::idle_threads`](crate::Limits) of them wait for the
         /// next connection when theirs ends, each for ten seconds at
-        /// most); beyond
+        /// most, and go when this returns); beyond
         /// [`Limits::max_connections`](crate::Limits) a connection is
         /// closed at once and counted. A failing connection is counted and
         /// does not stop the others.
@@ -1501,7 +1501,7 @@ mod tls {
             );
             for tcp in listener.incoming() {
                 if stop.load(Ordering::Relaxed) {
-                    return;
+                    break;
                 }
                 let Ok(tcp) = tcp else { continue };
                 self.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -1529,6 +1529,9 @@ mod tls {
                     }
                 }
             }
+            // Threads waiting for a connection go now; those serving one
+            // end with it.
+            workers.close();
         }
     }
 }

@@ -3,14 +3,17 @@
 //! Each connection is served by a thread of its own (blocking rustls, a
 //! deadline per frame). Creating a thread for every connection and
 //! letting it end afterwards costs the thread's creation and teardown
-//! and, worse, a cold allocator cache: glibc gives every new thread an
-//! empty per-thread cache, so a session's first thousand allocations go
-//! to the shared arenas. [`Workers`] keeps up to
+//! (its stack and signal stack mapped and unmapped, the thread's
+//! allocator cache started empty and freed): about 0.16 ms a connection
+//! for a bare rustls server on a 2-core guest (`docs/PERFORMANCE.md`),
+//! a quarter of its handshake. [`Workers`] keeps up to
 //! [`Workers::max_idle`](Workers::new) finished threads waiting for the
 //! next connection (each for at most `linger`), and creates a new thread
 //! only when none is waiting. Threads beyond that number end when their
 //! connection does, so 10,000 idle connections still need 10,000
 //! threads while they last, and no more than `max_idle` afterwards.
+//! [`Workers::close`] lets the waiting threads go at once (the accept
+//! loop calls it when it stops); each pool keeps its own `max_idle`.
 //!
 //! The service's own accept loop ([`Service::serve_tls`](crate::Service))
 //! uses it; it is public for servers that accept connections themselves.
@@ -18,7 +21,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A job: one connection to serve.
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -31,6 +34,8 @@ struct Queue {
     /// more threads wait than jobs are queued, so every queued job has a
     /// thread that will take it.
     waiting: usize,
+    /// No thread waits for a job any more ([`Workers::close`]).
+    closed: bool,
 }
 
 /// Threads that serve one job each at a time and wait for the next (see
@@ -80,7 +85,7 @@ impl Workers {
         let job: Job = Box::new(job);
         {
             let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            if q.waiting > q.jobs.len() {
+            if !q.closed && q.waiting > q.jobs.len() {
                 q.jobs.push_back(job);
                 drop(q);
                 self.ready.notify_one();
@@ -97,27 +102,35 @@ impl Workers {
         Ok(true)
     }
 
+    /// Lets the threads waiting for a job end now, and every thread end
+    /// when its job is done; a job run after this gets a thread of its
+    /// own. Jobs handed over already are run first.
+    pub fn close(&self) {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
+        self.ready.notify_all();
+    }
+
     /// The next job for a thread whose job is done, or `None` when it
-    /// should end: `max_idle` threads wait already, or none came within
-    /// `linger`.
+    /// should end: `max_idle` threads wait already, none came within
+    /// `linger`, or the pool is closed.
     fn wait(&self) -> Option<Job> {
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if q.waiting >= self.max_idle {
+        if q.closed || q.waiting >= self.max_idle {
             return None;
         }
         q.waiting += 1;
+        let deadline = Instant::now() + self.linger;
         loop {
             if let Some(job) = q.jobs.pop_front() {
                 q.waiting -= 1;
                 return Some(job);
             }
-            let (next, timeout) =
-                self.ready.wait_timeout(q, self.linger).unwrap_or_else(PoisonError::into_inner);
-            q = next;
-            if timeout.timed_out() && q.jobs.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if q.closed || left.is_zero() {
                 q.waiting -= 1;
                 return None;
             }
+            q = self.ready.wait_timeout(q, left).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 
@@ -200,28 +213,77 @@ mod tests {
 
     #[test]
     fn an_idle_thread_ends_after_its_linger() {
-        let w = Workers::new("t", 128 << 10, 4, Duration::from_millis(50));
+        let w = Workers::new("t", 128 << 10, 4, Duration::from_millis(100));
         let (tx, rx) = mpsc::channel();
-        w.run(move || tx.send(()).unwrap()).unwrap();
+        assert!(w.run(move || tx.send(()).unwrap()).unwrap());
         rx.recv().unwrap();
+        until("the thread to wait", || w.waiting() == 1);
+        let t0 = Instant::now();
         until("the thread to end", || w.waiting() == 0);
+        assert!(t0.elapsed() < Duration::from_secs(5));
         // A job after that gets a new thread and runs.
         let (tx, rx) = mpsc::channel();
-        w.run(move || tx.send(()).unwrap()).unwrap();
+        assert!(w.run(move || tx.send(()).unwrap()).unwrap(), "none waited: made");
         rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+
+    #[test]
+    fn jobs_arriving_as_threads_time_out_all_run() {
+        // A linger about as long as the gaps between jobs: some jobs are
+        // queued just as their thread's wait runs out.
+        let w = Workers::new("t", 128 << 10, 8, Duration::from_millis(1));
+        let (tx, rx) = mpsc::channel();
+        for i in 0..2_000u32 {
+            let tx = tx.clone();
+            w.run(move || tx.send(i).unwrap()).unwrap();
+            if i % 7 == 0 {
+                std::thread::sleep(Duration::from_micros(u64::from(i % 5) * 300));
+            }
+        }
+        let ran: HashSet<_> = (0..2_000).map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
+        assert_eq!(ran.len(), 2_000);
+    }
+
+    #[test]
+    fn a_job_that_panics_ends_its_thread_only() {
+        let w = Workers::new("t", 128 << 10, 4, Duration::from_secs(30));
+        assert!(w.run(|| panic!("a job that fails")).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(w.waiting(), 0, "the thread that panicked does not wait");
+        let (tx, rx) = mpsc::channel();
+        for i in 0..10 {
+            let tx = tx.clone();
+            w.run(move || tx.send(i).unwrap()).unwrap();
+        }
+        let ran: HashSet<_> = (0..10).map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
+        assert_eq!(ran.len(), 10);
+    }
+
+    #[test]
+    fn a_closed_pool_lets_its_threads_go_and_still_runs_jobs() {
+        let w = Workers::new("t", 128 << 10, 4, Duration::from_secs(600));
+        let (tx, rx) = mpsc::channel();
+        let t = tx.clone();
+        w.run(move || t.send(()).unwrap()).unwrap();
+        rx.recv().unwrap();
+        until("the thread to wait", || w.waiting() == 1);
+        w.close();
+        until("the thread to leave at once, not after its linger", || w.waiting() == 0);
+        assert!(w.run(move || tx.send(()).unwrap()).unwrap(), "a thread of its own");
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(w.waiting(), 0, "and it does not stay");
     }
 
     #[test]
     fn no_thread_is_kept_when_none_may_be() {
         let w = Workers::new("t", 128 << 10, 0, Duration::from_secs(30));
-        let (tx, rx) = mpsc::channel();
         for _ in 0..5 {
-            let tx = tx.clone();
-            w.run(move || tx.send(std::thread::current().id()).unwrap()).unwrap();
+            let (tx, rx) = mpsc::channel();
+            assert!(w.run(move || tx.send(()).unwrap()).unwrap(), "a thread each");
+            rx.recv().unwrap();
+            // Finished: with a thread kept, the next would reuse it.
+            std::thread::sleep(Duration::from_millis(20));
         }
-        let threads: HashSet<_> = (0..5).map(|_| rx.recv().unwrap()).collect();
-        assert_eq!(threads.len(), 5);
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(w.waiting(), 0);
     }
 }

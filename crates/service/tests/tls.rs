@@ -259,8 +259,8 @@ fn beyond_the_connection_cap_a_connection_is_closed_and_a_freed_slot_serves_the_
 /// Connections one after another, alternating two tenants' devices of
 /// the same id, each storing a batch and then trying the other's identity:
 /// with threads kept, a few threads serve them all, each connection as
-/// itself (nothing of one connection's identity or deadline stays on its
-/// thread for the next); with none kept, a thread each.
+/// itself (nothing of one connection's identity stays on its thread for
+/// the next); with none kept, a thread each.
 #[test]
 fn connection_threads_are_kept_for_the_next_connection_and_serve_each_as_itself() {
     for kept in [64, 0] {
@@ -314,6 +314,56 @@ fn connection_threads_are_kept_for_the_next_connection_and_serve_each_as_itself(
             assert!(made <= connections / 3, "{made} threads made for {connections} connections");
         }
     }
+}
+
+/// A connection closed by its idle deadline leaves nothing of that
+/// deadline on its thread: the next connections, served by kept threads,
+/// run well past it.
+#[test]
+fn a_deadline_that_closed_a_connection_does_not_stay_on_its_kept_thread() {
+    let mut l = limits();
+    l.idle = Duration::from_secs(1);
+    let run = start(l);
+    let creds = run.enroll("acme", "dev-1").unwrap();
+    let quiet = |run: &Running| {
+        let t0 = Instant::now();
+        while run.service.active_connections() > 0 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "a connection still served");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Its thread back to waiting for the next.
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut silent = run.session(&creds);
+    say_hello(&mut silent, "acme", "dev-1").unwrap();
+    let t0 = Instant::now();
+    match silent.recv() {
+        Err(_) | Ok(Message::Error(_)) => {}
+        Ok(other) => panic!("expected the connection closed, got {}", other.kind_name()),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "closed after {:?}", t0.elapsed());
+    drop(silent);
+    quiet(&run);
+    let made = run.service.stats().threads.load(Ordering::Relaxed);
+    let mut high_water = 0;
+    for i in 0..4 {
+        let mut conn = run.session(&creds);
+        assert_eq!(say_hello(&mut conn, "acme", "dev-1").unwrap(), high_water);
+        // Under the deadline each time; the four together far past the
+        // silent connection's.
+        std::thread::sleep(Duration::from_millis(600));
+        let records = admissible(&run.service, "acme", &format!("d{i}"), Program::AnonymousUsage);
+        let n = records.len() as u64;
+        conn.send(&Message::Batch(batch(&run.service, "acme", high_water + 1, records))).unwrap();
+        match conn.recv().unwrap() {
+            Message::Ack(a) => assert_eq!(a.accepted_up_to, high_water + n),
+            other => panic!("expected an ack, got {}", other.kind_name()),
+        }
+        high_water += n;
+        drop(conn);
+        quiet(&run);
+    }
+    assert_eq!(run.service.stats().threads.load(Ordering::Relaxed), made, "all on kept threads");
 }
 
 #[test]
