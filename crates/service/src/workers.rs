@@ -6,9 +6,8 @@
 //! (its stack and signal stack mapped and unmapped, the thread's
 //! allocator cache started empty and freed): about 0.16 ms a connection
 //! for a bare rustls server on a 2-core guest (`docs/PERFORMANCE.md`),
-//! a quarter of its handshake. [`Workers`] keeps up to
-//! [`Workers::max_idle`](Workers::new) finished threads waiting for the
-//! next connection (each for at most `linger`), and creates a new thread
+//! a quarter of its handshake. [`Workers`] keeps up to `max_idle` (see
+//! [`Workers::new`]) finished threads waiting for the next connection (each for at most `linger`), and creates a new thread
 //! only when none is waiting. Threads beyond that number end when their
 //! connection does, so 10,000 idle connections still need 10,000
 //! threads while they last, and no more than `max_idle` afterwards.
