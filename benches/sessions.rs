@@ -76,7 +76,12 @@
 //! costs the service more: `docs/PERFORMANCE.md`).
 //!
 //! Prints one `RATIO` line per goal (measured / goal, 1.00 or more meets it)
-//! and a summary table.
+//! and a summary table. Beside the rates, the table gives the server's and
+//! the load generator's CPU time a session, and their sum on each side: the
+//! ratio of those sums is what the rates' ratio would be with both sides
+//! bound by the machine's CPU alone, which time stolen by the hypervisor
+//! and cores left idle move much less than the rates (a diagnostic, not
+//! the goal).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -1074,6 +1079,18 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
             "{:.2} / {:.2} ms",
             client_ours * 1000.0 / all_ours.ok.max(1) as f64,
             client_bare * 1000.0 / all_bare.ok.max(1) as f64
+        ),
+    ));
+    // Both processes' CPU time a session: what the rate ratio would be if
+    // both sides were bound by the machine's CPU alone (time the
+    // hypervisor stole, or cores left idle, move the rates but not this).
+    let machine_ours = (cpu_ours + client_ours) * 1000.0 / all_ours.ok.max(1) as f64;
+    let machine_bare = (cpu_bare + client_bare) * 1000.0 / all_bare.ok.max(1) as f64;
+    summary.push((
+        "server + load generator CPU per session: ours / bare (bare / ours)".into(),
+        format!(
+            "{machine_ours:.2} / {machine_bare:.2} ms ({:.2})",
+            machine_bare / machine_ours.max(f64::MIN_POSITIVE)
         ),
     ));
     let rounds = opts.rounds.max(1) as f64;
