@@ -758,7 +758,7 @@ impl Service {
     pub fn handle<S: Read + Write>(
         &self,
         mut conn: Connection<S>,
-        peer: Peer,
+        mut peer: Peer,
     ) -> Result<(), privtel_wire::Error> {
         let (customer, device) = match &peer {
             Peer::Device { customer, device } => (customer.clone(), device.clone()),
@@ -790,7 +790,9 @@ impl Service {
         })?;
         // Enhance: the certificate gave the customer; nothing of the device
         // goes further than this line.
-        let Opening::Device(hello) = opening else { return self.enhance(&mut conn, &customer) };
+        let Opening::Device(hello) = opening else {
+            return self.enhance(&mut conn, &peer, &customer, &device);
+        };
         if hello.customer != customer || hello.device != device {
             self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
             self.report(&format!(
@@ -885,11 +887,14 @@ impl Service {
                     conn.send(&Message::error(ErrorCode::Unavailable, "too many requests: slow down", true))?;
                 }
                 Message::EnrichQuery(q) => {
+                    self.may_still_ask(&mut conn, &peer, &customer, &device)?;
                     let answer = self.enrich(&customer, &q);
                     conn.send(&answer)?;
                 }
                 Message::EnrollRequest(req) if req.token.is_none() => {
-                    let answer = self.renew(&peer, &req);
+                    // A renewal moves the device's registered key: the
+                    // connection goes on as the certificate it was given.
+                    let answer = self.renew(&mut peer, &req);
                     conn.send(&answer)?;
                 }
                 Message::Goodbye(_) => return Ok(()),
@@ -912,8 +917,15 @@ impl Service {
         #[cfg(feature = "tls")]
         if let (Peer::Certified(id), Some(authority)) = (peer, &self.authority) {
             return match authority.device(&id.customer, &id.device) {
-                Ok(Some(d)) if d.revoked.is_none() => None,
-                Ok(Some(_)) => Some((ErrorCode::Forbidden, "the device was revoked")),
+                Ok(Some(d)) if d.revoked.is_some() => Some((ErrorCode::Forbidden, "the device was revoked")),
+                // Renewed with a new key, or reset and enrolled again:
+                // the register refuses this connection's key now, and so
+                // does its next batch (a copy of an old key keeps nothing
+                // open).
+                Ok(Some(d)) if d.key_fingerprint != id.key_fingerprint => {
+                    Some((ErrorCode::Forbidden, "the device's key was replaced"))
+                }
+                Ok(Some(_)) => None,
                 Ok(None) => Some((ErrorCode::Forbidden, "the device is no longer enrolled")),
                 // Not known either way: nothing stored now, the agent
                 // retries (on a new connection, which is identified anew).
@@ -922,6 +934,37 @@ impl Service {
         }
         let _ = peer;
         None
+    }
+
+    /// Whether a device may still be answered (a query, a version check)
+    /// on a connection opened before: its enrollment as the register holds
+    /// it now (see [`Service::no_longer_enrolled`]) and its customer's
+    /// settings as they are now, as for each batch. A refusal is sent,
+    /// counted and reported, and ends the connection.
+    fn may_still_ask<S: Read + Write>(
+        &self,
+        conn: &mut Connection<S>,
+        peer: &Peer,
+        customer: &CustomerId,
+        device: &DeviceId,
+    ) -> Result<(), privtel_wire::Error> {
+        if let Some((code, why)) = self.no_longer_enrolled(peer) {
+            self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+            self.report(&format!("refused {customer}/{device}: {why} while connected"));
+            conn.send(&Message::error(code, why, code != ErrorCode::Forbidden))?;
+            return Err(privtel_wire::Error::Unexpected {
+                expected: "a query of a device still enrolled",
+                got: "a query of a device no longer enrolled",
+            });
+        }
+        let settings = self.settings();
+        if settings.customer(customer).is_none() {
+            return self.no_settings(conn, customer, device, "had its settings removed");
+        }
+        if let Err(theirs) = self.other_region(&settings, customer) {
+            return self.wrong_region(conn, customer, device, &theirs);
+        }
+        Ok(())
     }
 
     /// Refuses a device whose customer has no settings (fail closed):
@@ -979,7 +1022,9 @@ impl Service {
     fn enhance<S: Read + Write>(
         &self,
         conn: &mut Connection<S>,
+        peer: &Peer,
         customer: &CustomerId,
+        device: &DeviceId,
     ) -> Result<(), privtel_wire::Error> {
         let mut messages = Bucket::new(
             self.limits.messages_per_second,
@@ -1002,6 +1047,7 @@ impl Service {
                         ))?;
                         continue;
                     }
+                    self.may_still_ask(conn, peer, customer, device)?;
                     conn.send(&self.version_answer(customer, &q))?;
                     continue;
                 }
@@ -1024,6 +1070,7 @@ impl Service {
                 conn.send(&Message::error(ErrorCode::Unavailable, "too many queries: slow down", true))?;
                 continue;
             }
+            self.may_still_ask(conn, peer, customer, device)?;
             conn.send(&self.enrich(customer, &query))?;
         }
     }
@@ -1329,7 +1376,7 @@ impl Service {
         Err(privtel_wire::Error::Unexpected { expected: "an authenticated device", got: "an anonymous peer" })
     }
 
-    fn renew(&self, _: &Peer, _: &privtel_wire::EnrollRequest) -> Message {
+    fn renew(&self, _: &mut Peer, _: &privtel_wire::EnrollRequest) -> Message {
         Message::error(ErrorCode::Forbidden, "this service renews no certificate", false)
     }
 }
@@ -1414,7 +1461,7 @@ mod tls {
         }
 
         /// A renewal over a connection its certificate authenticated.
-        pub(crate) fn renew(&self, peer: &Peer, req: &privtel_wire::EnrollRequest) -> Message {
+        pub(crate) fn renew(&self, peer: &mut Peer, req: &privtel_wire::EnrollRequest) -> Message {
             let (Some(authority), Peer::Certified(identity)) = (&self.authority, peer) else {
                 return Message::error(
                     ErrorCode::Forbidden,
@@ -1431,9 +1478,10 @@ mod tls {
                     false,
                 );
             }
-            match authority.renew(identity, &req.csr_der, time::OffsetDateTime::now_utc()) {
-                Ok(enrolled) => {
+            match authority.renew_identity(identity, &req.csr_der, time::OffsetDateTime::now_utc()) {
+                Ok((enrolled, renewed)) => {
                     self.stats.enrolled.fetch_add(1, Ordering::Relaxed);
+                    *identity = renewed;
                     Message::Enrolled(enrolled)
                 }
                 Err(e) => {

@@ -649,3 +649,107 @@ fn renewals_are_held_to_the_connections_message_rate() {
         "{issued} certificates signed (each a synced register write) in {took:?} at 1 message a second"
     );
 }
+
+/// A copy of a device's key (a cloned disk, a stolen backup) connects
+/// before the device renews with a new key: from its next message on, the
+/// copy's connection is refused, as a new connection with the old key is;
+/// the connection that renewed goes on as its new certificate.
+#[test]
+fn a_connection_whose_key_was_replaced_is_refused_at_its_next_message() {
+    use privtel_model::Digest;
+    use privtel_wire::EnrichQuery;
+    let run = start(limits());
+    let old = run.enroll("acme", "dev-1").unwrap();
+    let mut copy = run.session(&old);
+    say_hello(&mut copy, "acme", "dev-1").unwrap();
+    let first = admissible(&run.service, "acme", "first", Program::AnonymousUsage);
+    let n = first.len() as u64;
+    copy.send(&Message::Batch(batch(&run.service, "acme", 1, first))).unwrap();
+    assert!(matches!(copy.recv().unwrap(), Message::Ack(a) if a.accepted_up_to == n));
+    let mut copy_asking = run.session(&old);
+    say_hello(&mut copy_asking, "acme", "dev-1").unwrap();
+
+    // The device renews with a new key over its own connection, and sends
+    // on it afterwards.
+    let mut device = run.session(&old);
+    assert_eq!(say_hello(&mut device, "acme", "dev-1").unwrap(), n);
+    let key = DeviceKey::generate().unwrap();
+    device
+        .send(&Message::EnrollRequest(
+            privtel_authority::request(None, &id("acme"), &id("dev-1"), &key).unwrap(),
+        ))
+        .unwrap();
+    let renewed = match device.recv().unwrap() {
+        Message::Enrolled(e) => privtel_authority::accept(&key, &id("acme"), &id("dev-1"), e).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let second = admissible(&run.service, "acme", "second", Program::AnonymousUsage);
+    let m = second.len() as u64;
+    device.send(&Message::Batch(batch(&run.service, "acme", n + 1, second))).unwrap();
+    let answer = device.recv();
+    assert!(
+        matches!(answer, Ok(Message::Ack(ref a)) if a.accepted_up_to == n + m),
+        "the renewing connection goes on: {answer:?}"
+    );
+
+    // The copy's open connection: its next batch is refused, nothing moves.
+    let third = admissible(&run.service, "acme", "third", Program::AnonymousUsage);
+    copy.send(&Message::Batch(batch(&run.service, "acme", n + m + 1, third))).unwrap();
+    let answer = copy.recv();
+    assert!(
+        matches!(answer, Ok(Message::Error(ref e)) if e.code == ErrorCode::Forbidden && e.message.contains("key was replaced")),
+        "the old key's connection still served: {answer:?}"
+    );
+    assert_eq!(run.service.engine().high_water(&id("acme"), &id("dev-1"), 1).unwrap(), n + m);
+    // Its other open connection is not answered either.
+    let query =
+        EnrichQuery::Direct { query_id: 1, binaries: vec![Digest::from_bytes([5; 32])], domains: Vec::new() };
+    copy_asking.send(&Message::EnrichQuery(query.clone())).unwrap();
+    assert!(forbidden(&mut copy_asking), "a query of the old key's connection is answered");
+    // The device's own connection is.
+    device.send(&Message::EnrichQuery(query)).unwrap();
+    assert!(matches!(device.recv().unwrap(), Message::EnrichAnswer(_)));
+    // The new certificate opens new connections; the old one does not.
+    let mut again = run.session(&renewed);
+    assert_eq!(say_hello(&mut again, "acme", "dev-1").unwrap(), n + m);
+    let mut stale = run.session(&old);
+    assert!(say_hello(&mut stale, "acme", "dev-1").is_err());
+}
+
+/// An Enhance session opened before its device was revoked, or before its
+/// customer's settings were removed, is refused at its next question.
+#[test]
+fn an_enhance_session_is_refused_once_its_device_is_revoked_or_its_customer_removed() {
+    use privtel_model::{BinarySighting, Digest};
+    use privtel_wire::{EnhanceHello, Sightings};
+    let run = start(limits());
+    let sightings = |query_id| Sightings {
+        query_id,
+        binaries: vec![BinarySighting::new(Digest::from_bytes([5; 32]), None, 10, None, wall())],
+        domains: Vec::new(),
+    };
+    let revoked = run.enroll("acme", "dev-1").unwrap();
+    let kept = run.enroll("acme", "dev-2").unwrap();
+    let mut conn = run.session(&revoked);
+    conn.client_enhance_handshake(&EnhanceHello::new("test")).unwrap();
+    let mut other = run.session(&kept);
+    other.client_enhance_handshake(&EnhanceHello::new("test")).unwrap();
+    conn.send(&Message::Sightings(sightings(1))).unwrap();
+    assert!(matches!(conn.recv().unwrap(), Message::EnrichAnswer(_)), "answered while enrolled");
+
+    let admin = Authority::open(run.dir.path().join("authority.db")).unwrap();
+    assert!(admin.revoke_device(&id("acme"), &id("dev-1"), wall().as_offset_date_time()).unwrap());
+    conn.send(&Message::Sightings(sightings(2))).unwrap();
+    let answer = conn.recv();
+    assert!(
+        matches!(answer, Ok(Message::Error(ref e)) if e.code == ErrorCode::Forbidden && e.message.contains("revoked")),
+        "a revoked device's enhance session still answered: {answer:?}"
+    );
+    // Another device of the customer is still answered, until the
+    // customer's settings go.
+    other.send(&Message::Sightings(sightings(3))).unwrap();
+    assert!(matches!(other.recv().unwrap(), Message::EnrichAnswer(_)));
+    run.service.replace_settings(Settings::from_toml("[customers.globex]\n").unwrap());
+    other.send(&Message::Sightings(sightings(4))).unwrap();
+    assert!(forbidden(&mut other), "a removed customer's enhance session still answered");
+}

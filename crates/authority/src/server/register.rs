@@ -841,6 +841,23 @@ impl Authority {
         csr_der: &[u8],
         now: OffsetDateTime,
     ) -> std::result::Result<Enrolled, EnrollError> {
+        self.renew_identity(identity, csr_der, now).map(|(enrolled, _)| enrolled)
+    }
+
+    /// [`Authority::renew`], also giving the identity the new certificate
+    /// names (the same device, the CSR's key): a connection that renewed
+    /// goes on as that identity, since the register now refuses the key
+    /// it was authenticated with.
+    ///
+    /// # Errors
+    ///
+    /// As [`Authority::renew`].
+    pub fn renew_identity(
+        &self,
+        identity: &DeviceIdentity,
+        csr_der: &[u8],
+        now: OffsetDateTime,
+    ) -> std::result::Result<(Enrolled, DeviceIdentity), EnrollError> {
         let key = csr_key(csr_der)?;
         let (customer, device) = (&identity.customer, &identity.device);
         let mut conn = lock(&self.inner.conn);
@@ -878,7 +895,12 @@ impl Authority {
             ],
         )?;
         tx.commit()?;
-        Ok(issued.enrolled)
+        let renewed = DeviceIdentity {
+            customer: customer.clone(),
+            device: device.clone(),
+            key_fingerprint: issued.fingerprint,
+        };
+        Ok((issued.enrolled, renewed))
     }
 
     /// The device a connection's verified certificate chain names, checked
