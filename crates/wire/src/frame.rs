@@ -22,6 +22,13 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 16 << 20;
 pub const SUPPORTED_VERSIONS: &[u8] = &[2];
 /// Flag bit: the payload is LZ4-compressed (feature `lz4`).
 pub const FLAG_LZ4: u8 = 0x01;
+/// The most a compressed payload may expand: its decompressed size (the
+/// size prefix) at most this many times the compressed payload's length,
+/// or it is refused before anything is allocated. A peer's bytes then cost
+/// at most this many times their number once decompressed (LZ4 itself
+/// allows some 255 times). A sender compresses only a payload that stays
+/// within it, and sends any other plain.
+pub const MAX_LZ4_EXPANSION: u32 = 8;
 
 /// One frame.
 #[derive(Clone, PartialEq, Eq, Debug)]

@@ -74,8 +74,8 @@ pub use enrich::{
 };
 pub use error::{DeadlineKind, Error, QueryError, Result};
 pub use frame::{
-    DEFAULT_MAX_PAYLOAD, FLAG_LZ4, Frame, HEADER_LEN, MAGIC, READ_CHUNK, SUPPORTED_VERSIONS, decode_frame,
-    encode_frame, read_frame, write_frame,
+    DEFAULT_MAX_PAYLOAD, FLAG_LZ4, Frame, HEADER_LEN, MAGIC, MAX_LZ4_EXPANSION, READ_CHUNK,
+    SUPPORTED_VERSIONS, decode_frame, encode_frame, read_frame, write_frame,
 };
 pub use message::{
     Ack, Action, Batch, BinaryEntry, Bucket, Command, DomainEntry, EnhanceHello, EnrichAnswer, EnrichQuery,

@@ -716,7 +716,12 @@ impl Message {
     pub fn to_frame(&self, version: u8, compress: bool) -> Result<Frame> {
         let payload = self.encode_payload()?;
         if compress && cfg!(feature = "lz4") {
-            return Ok(Frame::new(version, self.kind(), FLAG_LZ4, compress_payload(&payload)));
+            let compressed = compress_payload(&payload);
+            // Beyond the expansion a receiver takes, the payload goes plain.
+            if (payload.len() as u64) <= u64::from(crate::frame::MAX_LZ4_EXPANSION) * compressed.len() as u64
+            {
+                return Ok(Frame::new(version, self.kind(), FLAG_LZ4, compressed));
+            }
         }
         Ok(Frame::new(version, self.kind(), 0, payload))
     }
@@ -746,7 +751,9 @@ fn compress_payload(plain: &[u8]) -> Vec<u8> {
     plain.to_vec()
 }
 
-/// Decompresses, refusing a claimed size above `max` before allocating.
+/// Decompresses, refusing before allocating a claimed size above `max` or
+/// above [`MAX_LZ4_EXPANSION`](crate::MAX_LZ4_EXPANSION) times the
+/// compressed payload.
 #[cfg(feature = "lz4")]
 fn decompress_payload(data: &[u8], max: u32) -> Result<Vec<u8>> {
     let size = data.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or(Error::Decode {
@@ -756,6 +763,17 @@ fn decompress_payload(data: &[u8], max: u32) -> Result<Vec<u8>> {
     })?;
     if size > max {
         return Err(Error::TooLarge { len: u64::from(size), max });
+    }
+    if u64::from(size) > u64::from(crate::frame::MAX_LZ4_EXPANSION) * data.len() as u64 {
+        return Err(Error::Decode {
+            kind: "compressed",
+            offset: 0,
+            reason: format!(
+                "a decompressed size of {size} bytes, expected at most {} times the {} compressed bytes",
+                crate::frame::MAX_LZ4_EXPANSION,
+                data.len()
+            ),
+        });
     }
     lz4_flex::block::decompress_size_prepended(data).map_err(|e| Error::Decode {
         kind: "compressed",

@@ -194,30 +194,68 @@ fn child_lz4_bombs() {
     if !in_child() {
         return; // run on its own (`--include-ignored`): only its parent test measures it
     }
-    // 16 MiB of one letter: the largest message, from about 64 KiB.
-    let big =
-        Message::Goodbye(privtel_wire::Goodbye { reason: "a".repeat(DEFAULT_MAX_PAYLOAD as usize - 8) });
-    let bomb = big.to_frame(2, true).unwrap();
-    if bomb.flags & FLAG_LZ4 == 0 {
-        println!("no lz4 feature: nothing to check");
+    let limit = DEFAULT_MAX_PAYLOAD as usize;
+    // 16 MiB of one letter, which LZ4 takes to some 64 KiB: refused from
+    // its size prefix, before anything is allocated (a peer's bytes expand
+    // at most MAX_LZ4_EXPANSION times).
+    let plain =
+        Message::Goodbye(privtel_wire::Goodbye { reason: "a".repeat(limit - 8) }).encode_payload().unwrap();
+    let bomb = lz4_flex::block::compress_prepend_size(&plain);
+    drop(plain);
+    assert!(bomb.len() < 100 << 10, "{} compressed bytes", bomb.len());
+    let bytes = frame(9, FLAG_LZ4, bomb.clone());
+    reset_peak();
+    let rss0 = status("VmRSS:");
+    let err = Connection::new(bytes.as_slice()).recv().unwrap_err();
+    let peak = status("VmHWM:").saturating_sub(rss0);
+    println!("lz4 bomb of {} bytes: {err}; peak +{} KiB", bytes.len(), peak / 1024);
+    if cfg!(feature = "lz4") {
+        assert!(matches!(&err, Error::Decode { reason, .. } if reason.contains("times the")), "{err}");
+    } else {
+        assert!(matches!(err, Error::BadFlags { .. }), "{err}");
+    }
+    assert!(peak < 2 * MIB, "peak +{peak}");
+    // A sender never makes one: what would expand more goes plain.
+    let one_letter = Message::Goodbye(privtel_wire::Goodbye { reason: "a".repeat(1 << 20) });
+    assert_eq!(one_letter.to_frame(2, true).unwrap().flags, 0);
+
+    // The largest expansion taken: 16 MiB of text that LZ4 takes to about
+    // a third (in each 32 letters, 24 repeat and 8 do not), decoded.
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let reason: String = (0..limit - 8)
+        .map(|i| {
+            if i % 32 < 24 {
+                'a'
+            } else {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            }
+        })
+        .collect();
+    let big = Message::Goodbye(privtel_wire::Goodbye { reason });
+    let packed = big.to_frame(2, true).unwrap();
+    if packed.flags & FLAG_LZ4 == 0 {
+        assert!(!cfg!(feature = "lz4"), "a payload within the expansion is compressed");
+        println!("no lz4 feature: nothing more to check");
         return;
     }
-    assert!(bomb.payload.len() < 100 << 10, "{} compressed bytes", bomb.payload.len());
-    let bytes = frame(9, FLAG_LZ4, bomb.payload.clone());
+    let bytes = frame(9, FLAG_LZ4, packed.payload.clone());
     drop(big);
     reset_peak();
     let rss0 = status("VmRSS:");
     let got = Connection::new(bytes.as_slice()).recv().unwrap();
     let peak = status("VmHWM:").saturating_sub(rss0);
-    println!("lz4 bomb of {} bytes: decoded, peak +{} KiB", bytes.len(), peak / 1024);
-    assert!(matches!(&got, Message::Goodbye(g) if g.reason.len() == DEFAULT_MAX_PAYLOAD as usize - 8));
+    println!("lz4 frame of {} bytes: decoded, peak +{} KiB", bytes.len(), peak / 1024);
+    assert!(matches!(&got, Message::Goodbye(g) if g.reason.len() == limit - 8));
     // The payload, the plain text, and the decoded string: at most three
     // frame limits.
     assert!(peak < 3 * u64::from(DEFAULT_MAX_PAYLOAD) + 4 * MIB, "peak +{peak}");
     drop(got);
     // One byte more claimed than a frame may hold: refused from the size
     // prefix, before decompressing.
-    let mut over = bomb.payload;
+    let mut over = packed.payload;
     over[..4].copy_from_slice(&(DEFAULT_MAX_PAYLOAD + 1).to_le_bytes());
     let err = Connection::new(frame(9, FLAG_LZ4, over).as_slice()).recv().unwrap_err();
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");

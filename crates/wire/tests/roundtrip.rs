@@ -155,6 +155,20 @@ fn compressed_frames_round_trip_and_bombs_are_refused() {
     let frame = privtel_wire::Frame::new(1, 9, privtel_wire::FLAG_LZ4, bomb);
     let err = Message::from_frame(&frame, privtel_wire::DEFAULT_MAX_PAYLOAD).unwrap_err();
     assert!(matches!(err, privtel_wire::Error::TooLarge { .. }), "{err}");
+    // Within the frame limit, but more than MAX_LZ4_EXPANSION times its
+    // bytes (5 bytes claiming 16 MiB): refused before allocating.
+    let mut claim = (16u32 << 20).to_le_bytes().to_vec();
+    claim.push(0);
+    let frame = privtel_wire::Frame::new(2, 9, privtel_wire::FLAG_LZ4, claim);
+    let err = Message::from_frame(&frame, privtel_wire::DEFAULT_MAX_PAYLOAD).unwrap_err();
+    assert!(matches!(err, privtel_wire::Error::Decode { .. }), "{err}");
+    // A payload that would expand more than that is sent plain, and reads.
+    let repetitive = Message::Goodbye(privtel_wire::Goodbye { reason: "a".repeat(100_000) });
+    let mut wire = Vec::new();
+    Connection::new(&mut wire).with_compression(true).send(&repetitive).unwrap();
+    let (frame, _) = decode_frame(&wire, privtel_wire::DEFAULT_MAX_PAYLOAD).unwrap();
+    assert_eq!(frame.flags, 0, "sent plain");
+    assert_eq!(Connection::new(wire.as_slice()).recv().unwrap(), repetitive);
 }
 
 #[test]
