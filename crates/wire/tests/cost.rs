@@ -203,7 +203,7 @@ fn child_lz4_bombs() {
     let bomb = lz4_flex::block::compress_prepend_size(&plain);
     drop(plain);
     assert!(bomb.len() < 100 << 10, "{} compressed bytes", bomb.len());
-    let bytes = frame(9, FLAG_LZ4, bomb.clone());
+    let bytes = frame(9, FLAG_LZ4, bomb);
     reset_peak();
     let rss0 = status("VmRSS:");
     let err = Connection::new(bytes.as_slice()).recv().unwrap_err();
@@ -237,7 +237,9 @@ fn child_lz4_bombs() {
     let big = Message::Goodbye(privtel_wire::Goodbye { reason });
     let packed = big.to_frame(2, true).unwrap();
     if packed.flags & FLAG_LZ4 == 0 {
-        assert!(!cfg!(feature = "lz4"), "a payload within the expansion is compressed");
+        if cfg!(feature = "lz4") {
+            panic!("a payload within the expansion goes plain");
+        }
         println!("no lz4 feature: nothing more to check");
         return;
     }
