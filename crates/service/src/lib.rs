@@ -1218,7 +1218,12 @@ impl Service {
             let bucket = rates
                 .entry(customer.clone())
                 .or_insert_with(|| Bucket::new(rate, rate.saturating_mul(4), now));
-            bucket.take(n, now)
+            // The customer's rate as the settings say now (they change
+            // at run time).
+            bucket.retune(rate, rate.saturating_mul(4), now);
+            // An empty batch is still a write (the device's and the
+            // stream's rows, a group): it costs as one record.
+            bucket.take(n.max(1), now)
         };
         if let Err(wait) = customer_rate {
             return defer(RejectCode::RATE_LIMITED, "the customer's devices send too fast".into(), wait);

@@ -20,6 +20,17 @@ impl Bucket {
         Self { rate, burst, tokens: burst, last: now }
     }
 
+    /// The bucket for `rate` and `burst` (the settings changed): with
+    /// other figures than its own it starts over full, as a new customer's
+    /// does (a debt owed at the old rate is forgiven, and what was saved up
+    /// at it is not carried over); the same figures change nothing.
+    pub(crate) fn retune(&mut self, rate: u32, burst: u32, now: Instant) {
+        let fresh = Self::new(rate, burst, now);
+        if fresh.rate != self.rate || fresh.burst != self.burst {
+            *self = fresh;
+        }
+    }
+
     /// Takes `n` tokens, or says how long until there are enough (a request
     /// larger than the burst waits for a full bucket and is then allowed:
     /// a batch must never be refused for good by its size alone).
@@ -92,6 +103,24 @@ mod tests {
         let later = t0 + Duration::from_secs(100);
         assert_eq!(b.take(200, later), Ok(()));
         assert!(b.take(1, later).is_err());
+    }
+
+    #[test]
+    fn a_retuned_bucket_starts_over_full_at_its_new_figures() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(100, 400, t0);
+        assert_eq!(b.take(1_000, t0), Ok(()), "a debt at the old rate");
+        // Lowered: a full bucket of the new burst, then one a second.
+        b.retune(1, 4, t0);
+        assert_eq!(b.take(4, t0), Ok(()));
+        let wait = b.take(1, t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 1.0).abs() < 1e-6, "one a second now: {wait:?}");
+        // Raised: at once.
+        b.retune(100, 400, t0);
+        assert_eq!(b.take(400, t0), Ok(()));
+        // The same figures again change nothing: the bucket stays empty.
+        b.retune(100, 400, t0);
+        assert!(b.take(1, t0).is_err());
     }
 
     #[test]

@@ -388,6 +388,61 @@ fn a_rate_limited_customer_is_deferred_not_dropped() {
     assert!(ack.retry_after_ms.unwrap() >= 1_000);
 }
 
+/// The customer's rate is read from the settings as they are at each
+/// batch: lowered, the next batches are deferred; raised, they pass.
+#[test]
+fn a_customers_rate_changed_at_run_time_applies_to_its_next_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let fast = || Settings::from_toml("[customers.acme]\nrecords_per_second = 100000\n").unwrap();
+    let slow = || Settings::from_toml("[customers.acme]\nrecords_per_second = 1\n").unwrap();
+    let service = service_with(dir.path(), fast());
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let one = admissible(&service, "acme", "r", Program::AnonymousUsage);
+    let mut next = 1;
+    let mut round = 0;
+    let mut send_one = |conn: &mut Connection<End>| {
+        round += 1;
+        let records = renumbered(one.clone(), round * 100);
+        let n = records.len() as u64;
+        let ack = send(conn, batch(&service, "acme", next, records));
+        if ack.rejections.is_empty() {
+            next += n;
+        }
+        ack
+    };
+    assert!(send_one(&mut conn).rejections.is_empty());
+    // Lowered to 1 a second (a burst of 4): from the next batch on, at
+    // most the new burst passes before a deferral.
+    service.replace_settings(slow());
+    let deferred = (0..10).map(|_| send_one(&mut conn)).filter(|a| !a.rejections.is_empty()).count();
+    assert!(deferred >= 9, "{deferred} of 10 batches deferred after the rate fell to 1 a second");
+    // Raised again: the next batches pass at once.
+    service.replace_settings(fast());
+    for _ in 0..10 {
+        let ack = send_one(&mut conn);
+        assert!(ack.rejections.is_empty(), "deferred after the rate rose: {:?}", ack.rejections);
+    }
+}
+
+/// An empty batch costs the writer a group all the same: it is held to
+/// the customer's rate as a batch of one record.
+#[test]
+fn empty_batches_are_held_to_the_customers_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::from_toml("[customers.acme]\nrecords_per_second = 1\n").unwrap();
+    let service = service_with(dir.path(), settings);
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let groups = || service.stats().groups.load(std::sync::atomic::Ordering::Relaxed);
+    let before = groups();
+    let acks: Vec<Ack> = (0..20).map(|_| send(&mut conn, batch(&service, "acme", 1, Vec::new()))).collect();
+    let deferred =
+        acks.iter().filter(|a| a.rejections.iter().any(|r| r.code == RejectCode::RATE_LIMITED)).count();
+    assert!(deferred >= 15, "{deferred} of 20 empty batches deferred at 1 a second (a burst of 4)");
+    assert!(groups() - before <= 5, "{} groups written for empty batches", groups() - before);
+}
+
 #[test]
 fn direct_enrichment_answers_are_written_back_on_the_customers_objects() {
     let dir = tempfile::tempdir().unwrap();
