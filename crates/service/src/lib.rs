@@ -359,6 +359,9 @@ struct Session<'a> {
     hello: &'a Hello,
     /// Whether the welcome's mark was read for sure.
     marks_certain: bool,
+    /// What the service holds of the stream as far as this connection
+    /// knows: the welcome's mark, raised by each batch acknowledged since.
+    held: &'a std::cell::Cell<u64>,
 }
 
 /// Reads a device stream's high-water mark from another engine.
@@ -775,11 +778,13 @@ impl Service {
         // The welcome's high-water mark is the verified device's, whatever
         // the hello names; whether it is known for sure (see `high_water`).
         let certain = std::cell::Cell::new(true);
+        let held = std::cell::Cell::new(0);
         let opening = conn.server_open(|opening, version| {
             let hw = match opening {
                 Opening::Device(hello) => {
                     let (hw, sure) = self.high_water(&customer, &device, hello.stream);
                     certain.set(sure);
+                    held.set(hw);
                     hw
                 }
                 _ => 0,
@@ -874,8 +879,15 @@ impl Service {
                         device: &device,
                         hello: &hello,
                         marks_certain: certain.get(),
+                        held: &held,
                     };
+                    let first_seq = batch.first_seq;
                     let ack = self.batch(&session, cs, batch, &mut messages);
+                    // Held once some of the batch is: a refused or
+                    // deferred batch moves nothing.
+                    if ack.accepted_up_to >= first_seq {
+                        held.set(held.get().max(ack.accepted_up_to));
+                    }
                     conn.send(&Message::Ack(ack))?;
                 }
                 // A query costs lookups; a renewal signs a certificate and
@@ -1192,9 +1204,9 @@ impl Service {
         batch: Batch,
         messages: &mut Bucket,
     ) -> Ack {
-        let Session { customer, device, hello, marks_certain } = *session;
+        let Session { customer, device, hello, marks_certain, held } = *session;
         #[cfg(not(feature = "jetstream"))]
-        let _ = marks_certain; // only a JetStream front-end acknowledges before the mark is checked
+        let _ = (marks_certain, held); // only a JetStream front-end acknowledges before the mark is checked
         let n = batch.records.len() as u64;
         let now = Instant::now();
         let defer = |code: RejectCode, reason: String, wait: std::time::Duration| {
@@ -1246,8 +1258,9 @@ impl Service {
             let admitted =
                 AdmittedBatch { customer: customer.clone(), device: device.clone(), seq, records: admitted };
             // What the engine would refuse for good is refused here, before
-            // the agent is told the batch is held (a gap can only be seen
-            // by the writer: it holds the mark).
+            // the agent is told the batch is held: numbers out of range,
+            // skips beyond the batch's start, and (below) a gap after what
+            // the service holds as far as it can tell.
             let range = privtel_store::parts::check_range(batch.first_seq, n as usize).and_then(|()| {
                 if batch.skipped > batch.first_seq - 1 {
                     Err(privtel_store::Error::SequenceRange { first_seq: batch.first_seq, records: n })
@@ -1268,6 +1281,42 @@ impl Service {
                     }],
                     retry_after_ms: Some(RETRY_AFTER_MS),
                 };
+            }
+            // A gap after what the service holds (stored, or published
+            // and not yet applied) would be acknowledged here and then
+            // terminated by the writer, the records lost with the agent
+            // told they are held: refused here, as the engine refuses it.
+            // Before refusing, the mark is read again (another connection
+            // of the device may have moved it).
+            let follows = batch.first_seq.saturating_sub(1).saturating_sub(batch.skipped);
+            if marks_certain && follows > held.get() {
+                let (now_held, sure) = self.high_water(customer, device, hello.stream);
+                held.set(held.get().max(now_held));
+                if follows > held.get() {
+                    if !sure {
+                        return defer(
+                            RejectCode::UNAVAILABLE,
+                            "the service could not read where this stream stands: retry later".into(),
+                            std::time::Duration::from_secs(1),
+                        );
+                    }
+                    self.stats.sequence.fetch_add(1, Ordering::Relaxed);
+                    let gap = privtel_store::Error::SequenceGap {
+                        first_seq: batch.first_seq,
+                        high_water: held.get(),
+                    };
+                    return Ack {
+                        batch_id: batch.batch_id,
+                        accepted_up_to: batch.first_seq.saturating_sub(1),
+                        rejections: vec![Rejection {
+                            seq: batch.first_seq,
+                            code: RejectCode::SEQUENCE,
+                            reason: gap.to_string(),
+                            retryable: false,
+                        }],
+                        retry_after_ms: Some(RETRY_AFTER_MS),
+                    };
+                }
             }
             // A skip declared against a mark that could not be read may
             // cover batches waiting in the stream: refused for now (the

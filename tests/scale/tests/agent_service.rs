@@ -279,6 +279,73 @@ fn a_skip_declared_against_a_mark_that_could_not_be_read_is_deferred() {
     assert_eq!(publisher.lag().unwrap(), 1);
 }
 
+/// A batch that leaves a gap after what the service holds is refused at
+/// the front-end, as the engine refuses it: acknowledged and published, it
+/// would be terminated by the writer, with the agent told it is held.
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn a_batch_claiming_a_gap_is_refused_at_the_front_end_not_acknowledged_then_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let publisher = Arc::new(Publisher::connect(options).unwrap());
+    let service = Arc::new(service(dir.path(), Arc::clone(&publisher)));
+    let (client, server) = pipe();
+    let s = Arc::clone(&service);
+    std::thread::spawn(move || {
+        s.handle(
+            Connection::new(server),
+            Peer::device(CustomerId::new("acme").unwrap(), DeviceId::new("dev-1").unwrap()),
+        )
+    });
+    let mut conn = Connection::new(client);
+    let consent = privtel_model::Program::ALL.iter().map(|p| (*p, true)).collect();
+    let hello = privtel_wire::Hello::new(
+        "test",
+        CustomerId::new("acme").unwrap(),
+        DeviceId::new("dev-1").unwrap(),
+        consent,
+        1,
+    )
+    .with_stream(7);
+    assert_eq!(conn.client_handshake(&hello).unwrap().high_water, 0);
+    let send = |conn: &mut Connection<End>, first_seq: u64, skipped: u64| {
+        let batch = privtel_wire::Batch {
+            program: privtel_model::Program::AnonymousUsage,
+            batch_id: privtel_model::BatchId::from_u128(u128::from(first_seq)),
+            first_seq,
+            records: Vec::new(),
+            skipped,
+            policy_hash: [0; 32],
+        };
+        conn.send(&privtel_wire::Message::Batch(batch)).unwrap();
+        match conn.recv().unwrap() {
+            privtel_wire::Message::Ack(ack) => ack,
+            other => panic!("expected an ack, got {}", other.kind_name()),
+        }
+    };
+    // Numbers 1 to 4 neither held nor declared skipped.
+    let ack = send(&mut conn, 5, 0);
+    assert_eq!(ack.accepted_up_to, 4, "nothing of the batch accepted");
+    assert!(
+        ack.rejections.len() == 1
+            && ack.rejections[0].code == privtel_wire::RejectCode::SEQUENCE
+            && !ack.rejections[0].retryable,
+        "{ack:?}"
+    );
+    assert_eq!(publisher.lag().unwrap(), 0, "nothing published");
+    // Again on the same connection: a refusal moves nothing.
+    assert_eq!(send(&mut conn, 5, 0).rejections[0].code, privtel_wire::RejectCode::SEQUENCE);
+    assert_eq!(publisher.lag().unwrap(), 0);
+    // The same numbers declared skipped, and a batch that follows what is
+    // held: both taken.
+    let ack = send(&mut conn, 5, 4);
+    assert!(ack.rejections.is_empty(), "{ack:?}");
+    let ack = send(&mut conn, 1, 0);
+    assert!(ack.rejections.is_empty(), "{ack:?}");
+    assert_eq!(publisher.lag().unwrap(), 2);
+}
+
 /// With the records in PostgreSQL, the service's sweeps, exports and
 /// erasures act there. Before, they acted on its own store, which the
 /// writers never fill: records outlived their TTL and an erased person's
