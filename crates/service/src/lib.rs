@@ -132,6 +132,12 @@ pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120
 /// disk makes it wait this long, and the mark given is then 0).
 const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long [`Service::serve_tls`]'s accept loop pauses after an accept
+/// that failed for want of a resource (file descriptors, memory): the
+/// failure lasts until connections end, and retrying at once would spin
+/// on a core meanwhile.
+pub const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How long an agent is asked to wait after a batch the store could not
 /// take (full, locked): long enough for a sweep or a checkpoint to finish,
 /// short enough that a device catches up within minutes.
@@ -147,6 +153,11 @@ pub struct ServiceStats {
     pub failed: AtomicU64,
     /// Connections closed at once because the connection cap was reached.
     pub over_capacity: AtomicU64,
+    /// Accepts that failed (out of file descriptors or memory, mostly):
+    /// after each the accept loop pauses [`ACCEPT_PAUSE`] rather than
+    /// spin on a core while the failure lasts, and the connections waiting
+    /// meanwhile stay in the listener's backlog.
+    pub accept_failures: AtomicU64,
     /// Connection threads made. A connection served by a thread kept from
     /// an earlier one ([`Limits::idle_threads`]) adds nothing: a count
     /// close to `connections` means threads are made and ended all the
@@ -1605,7 +1616,24 @@ mod tls {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let Ok(tcp) = tcp else { continue };
+                let tcp = match tcp {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        self.stats.accept_failures.fetch_add(1, Ordering::Relaxed);
+                        // One connection given up by its client: nothing
+                        // to wait for. Anything else (no file descriptor
+                        // left, no memory) lasts until connections end.
+                        if !matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionAborted
+                                | std::io::ErrorKind::ConnectionReset
+                                | std::io::ErrorKind::Interrupted
+                        ) {
+                            std::thread::sleep(super::ACCEPT_PAUSE);
+                        }
+                        continue;
+                    }
+                };
                 self.stats.connections.fetch_add(1, Ordering::Relaxed);
                 if self.slot().map(std::mem::forget).is_none() {
                     // Closed before any TLS byte: the agent retries later.

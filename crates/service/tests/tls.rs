@@ -753,3 +753,79 @@ fn an_enhance_session_is_refused_once_its_device_is_revoked_or_its_customer_remo
     other.send(&Message::Sightings(sightings(4))).unwrap();
     assert!(forbidden(&mut other), "a removed customer's enhance session still answered");
 }
+
+/// Set in the process [`an_accept_loop_out_of_file_descriptors_pauses_rather_than_spins`] starts.
+const CHILD: &str = "PRIVTEL_SERVICE_TLS_CHILD";
+
+/// This process's CPU time (user and system), from `/proc/self/stat`
+/// opened beforehand (read again from its start: no descriptor needed).
+fn process_cpu(file: &mut std::fs::File) -> Duration {
+    use std::io::Seek as _;
+    file.rewind().unwrap();
+    let mut stat = String::new();
+    file.read_to_string(&mut stat).unwrap();
+    // The fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th, in clock ticks of 1/100 s.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<u64> = after.split(' ').skip(11).take(2).map(|f| f.parse().unwrap()).collect();
+    Duration::from_millis((fields[0] + fields[1]) * 10)
+}
+
+/// Out of file descriptors, every accept fails at once: the accept loop
+/// pauses after each failure instead of spinning on a core, and serves
+/// the waiting connections once descriptors are free again. Run in a
+/// process of its own with a low `ulimit -n`.
+#[test]
+fn an_accept_loop_out_of_file_descriptors_pauses_rather_than_spins() {
+    let name = "tls::child_an_accept_loop_out_of_file_descriptors";
+    let out = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 256 && exec \"$0\" \"$@\""])
+        .arg(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--ignored", "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("1 passed"), "{name} in its own process:\n{text}");
+}
+
+#[test]
+#[ignore = "run by an_accept_loop_out_of_file_descriptors_pauses_rather_than_spins in a process of its own"]
+fn child_an_accept_loop_out_of_file_descriptors() {
+    if std::env::var_os(CHILD).is_none() {
+        return; // run on its own (`--include-ignored`): only its parent test sets the limit
+    }
+    let run = start(limits());
+    let creds = run.enroll("acme", "dev-1").unwrap();
+    let mut stat = std::fs::File::open("/proc/self/stat").unwrap();
+    // Connections until the process has no descriptor left: each takes
+    // the client's end, and the service's once accepted.
+    let mut held = Vec::new();
+    while let Ok(tcp) = TcpStream::connect(run.addr) {
+        held.push(tcp);
+        assert!(held.len() < 10_000, "no descriptor limit");
+    }
+    let failures = || run.service.stats().accept_failures.load(Ordering::Relaxed);
+    let waited = Instant::now();
+    while failures() == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(5),
+            "accepts never failed ({} connections)",
+            held.len()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (cpu0, failed0) = (process_cpu(&mut stat), failures());
+    std::thread::sleep(Duration::from_secs(2));
+    let (cpu, failed) = (process_cpu(&mut stat) - cpu0, failures() - failed0);
+    println!("{} connections; in 2 s: {failed} failed accepts, {cpu:?} of CPU", held.len());
+    assert!(
+        cpu < Duration::from_millis(500),
+        "{cpu:?} of CPU in 2 s while accepts failed ({failed} of them)"
+    );
+    assert!(failed <= 2_000 / 50 + 10, "{failed} failed accepts in 2 s");
+    // Descriptors free again: the device is served.
+    drop(held);
+    let mut conn = run.session(&creds);
+    assert_eq!(say_hello(&mut conn, "acme", "dev-1"), Ok(0));
+}
