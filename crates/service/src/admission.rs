@@ -94,7 +94,8 @@ fn consent_problem(
 /// action are defined by the customer's policy, every personal field is in
 /// the form the customer's policy gives it (or withheld; a user record's id,
 /// `event.username`, neither withheld nor dropped by the policy), and it is dated no further
-/// ahead of `now` than `max_future_skew`.
+/// ahead of `now` than `max_future_skew`. An admitted event or device
+/// record names the certificate's device, whatever device it named.
 /// What a batch is checked against.
 #[derive(Clone, Copy)]
 pub(crate) struct Admission<'a> {
@@ -197,7 +198,17 @@ pub(crate) fn admit(
                 None
             };
             match refusal {
-                None => Some(record),
+                None => {
+                    // The device a record names is the certificate's, as
+                    // the hello's must be: a device files nothing as about
+                    // another (a consent naming another is refused above).
+                    match &mut record.body {
+                        RecordBody::Event(e) => e.device = device.clone(),
+                        RecordBody::Device(d) => d.id = device.clone(),
+                        _ => {}
+                    }
+                    Some(record)
+                }
                 Some((code, reason)) => {
                     rejections.push(Rejection { seq, code, reason, retryable: false });
                     None

@@ -388,6 +388,37 @@ fn a_rate_limited_customer_is_deferred_not_dropped() {
     assert!(ack.retry_after_ms.unwrap() >= 1_000);
 }
 
+/// A record naming another device than the connection's certificate (an
+/// event's device, a device record's id) is stored as the certificate's:
+/// the customer's copy shows no record about the other device.
+#[test]
+fn records_naming_another_device_are_filed_as_the_certificates_device() {
+    use privtel_model::RecordBody;
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let records = admissible(&service, "acme", "other", Program::AnonymousUsage);
+    let named = |r: &Record| match &r.body {
+        RecordBody::Event(e) => Some(e.device.as_str().to_owned()),
+        RecordBody::Device(d) => Some(d.id.as_str().to_owned()),
+        _ => None,
+    };
+    let others: Vec<String> = records.iter().filter_map(named).collect();
+    assert!(
+        others.iter().any(|d| d == "dev-0001") && others.iter().any(|d| d != "dev-1"),
+        "the records name another device: {others:?}"
+    );
+    let n = records.len() as u64;
+    let ack = send(&mut conn, batch(&service, "acme", 1, records));
+    assert_eq!((ack.accepted_up_to, ack.rejections.len()), (n, 0), "{:?}", ack.rejections);
+    let mut copy = Vec::new();
+    service.engine().export_customer(&id("acme"), &serde_json::Map::new(), &mut copy).unwrap();
+    let copy = String::from_utf8(copy).unwrap();
+    assert!(copy.contains("\"dev-1\""), "the records are in the copy");
+    assert!(!copy.contains("dev-0001"), "a stored record names the other device:\n{copy}");
+}
+
 /// The customer's rate is read from the settings as they are at each
 /// batch: lowered, the next batches are deferred; raised, they pass.
 #[test]
