@@ -203,8 +203,8 @@ pub(crate) fn admit(
                     // the hello's must be: a device files nothing as about
                     // another (a consent naming another is refused above).
                     match &mut record.body {
-                        RecordBody::Event(e) => e.device = device.clone(),
-                        RecordBody::Device(d) => d.id = device.clone(),
+                        RecordBody::Event(e) if e.device != *device => e.device = device.clone(),
+                        RecordBody::Device(d) if d.id != *device => d.id = device.clone(),
                         _ => {}
                     }
                     Some(record)
