@@ -85,17 +85,6 @@ fn consent_problem(
     None
 }
 
-/// The batch's records, each either admitted (`Some`) or refused for good
-/// (`None`, with a rejection naming its sequence number and why).
-///
-/// A record is admitted only if its program is the batch's, the program is
-/// on both in the customer's settings and in the device's hello, its kind
-/// is one the program carries, an interaction event's web application and
-/// action are defined by the customer's policy, every personal field is in
-/// the form the customer's policy gives it (or withheld; a user record's id,
-/// `event.username`, neither withheld nor dropped by the policy), and it is dated no further
-/// ahead of `now` than `max_future_skew`. An admitted event or device
-/// record names the certificate's device, whatever device it named.
 /// What a batch is checked against.
 #[derive(Clone, Copy)]
 pub(crate) struct Admission<'a> {
@@ -113,6 +102,17 @@ pub(crate) struct Admission<'a> {
     pub(crate) max_future_skew: time::Duration,
 }
 
+/// The batch's records, each either admitted (`Some`) or refused for good
+/// (`None`, with a rejection naming its sequence number and why).
+///
+/// A record is admitted only if its program is the batch's, the program is
+/// on both in the customer's settings and in the device's hello, its kind
+/// is one the program carries, an interaction event's web application and
+/// action are defined by the customer's policy, every personal field is in
+/// the form the customer's policy gives it (or withheld; a user record's id,
+/// `event.username`, neither withheld nor dropped by the policy), and it is dated no further
+/// ahead of `now` than `max_future_skew`. An admitted event or device
+/// record names the certificate's device, whatever device it named.
 pub(crate) fn admit(
     ctx: &Admission<'_>,
     first_seq: u64,

@@ -154,7 +154,8 @@ pub struct ServiceStats {
     /// Connections closed at once because the connection cap was reached.
     pub over_capacity: AtomicU64,
     /// Accepts that failed (out of file descriptors or memory, mostly):
-    /// after each the accept loop pauses [`ACCEPT_PAUSE`] rather than
+    /// after each, but one given up by its client (aborted, reset) or
+    /// interrupted, the accept loop pauses [`ACCEPT_PAUSE`] rather than
     /// spin on a core while the failure lasts, and the connections waiting
     /// meanwhile stay in the listener's backlog.
     pub accept_failures: AtomicU64,
@@ -804,8 +805,9 @@ impl Service {
             w.max_batch_records = self.max_batch_records;
             w
         })?;
-        // Enhance: the certificate gave the customer; nothing of the device
-        // goes further than this line.
+        // Enhance: the certificate gave the customer; the device serves only
+        // to check its registration before each question (and is named in
+        // a refusal's report): nothing of it is written back.
         let Opening::Device(hello) = opening else {
             return self.enhance(&mut conn, &peer, &customer, &device);
         };
@@ -915,6 +917,10 @@ impl Service {
                     conn.send(&answer)?;
                 }
                 Message::EnrollRequest(req) if req.token.is_none() => {
+                    // Not for a customer whose settings went or moved
+                    // region since the connection opened (the register
+                    // itself refuses a revoked device or a replaced key).
+                    self.may_still_ask(&mut conn, &peer, &customer, &device)?;
                     // A renewal moves the device's registered key: the
                     // connection goes on as the certificate it was given.
                     let answer = self.renew(&mut peer, &req);
@@ -934,7 +940,8 @@ impl Service {
 
     /// Why a certified device may no longer send, if it may not, with the
     /// error code it is told: revoked, reset or removed since its
-    /// connection's handshake (as the authority's register says now).
+    /// connection's handshake, or its registered key replaced by another
+    /// (as the authority's register says now).
     /// `None` for a peer without a certificate of this service's authority.
     fn no_longer_enrolled(&self, peer: &Peer) -> Option<(ErrorCode, &'static str)> {
         #[cfg(feature = "tls")]
@@ -1039,9 +1046,12 @@ impl Service {
 
     /// An Enhance session (opened by an `EnhanceHello`): sightings and
     /// enrichment queries of `customer`, answered with verdicts, and
-    /// version checks, answered from the settings, until goodbye. Nothing of the device is known here: what is written back
-    /// is keyed by the customer and the binary's digest or the domain's
-    /// name only (a repeated upload writes the same rows again).
+    /// version checks, answered from the settings, until goodbye. The
+    /// device serves only to check, before each question, that it is still
+    /// enrolled and its customer still served (see `may_still_ask`): what
+    /// is written back is keyed by the customer and the binary's digest or
+    /// the domain's name only (a repeated upload writes the same rows
+    /// again).
     fn enhance<S: Read + Write>(
         &self,
         conn: &mut Connection<S>,

@@ -467,11 +467,15 @@ fn empty_batches_are_held_to_the_customers_rate() {
     conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
     let groups = || service.stats().groups.load(std::sync::atomic::Ordering::Relaxed);
     let before = groups();
+    let started = std::time::Instant::now();
     let acks: Vec<Ack> = (0..20).map(|_| send(&mut conn, batch(&service, "acme", 1, Vec::new()))).collect();
+    // A burst of 4, and one more for each second the 20 took (each batch
+    // taken waits for its group's sync).
+    let allowed = 4 + started.elapsed().as_secs() as usize + 1;
     let deferred =
         acks.iter().filter(|a| a.rejections.iter().any(|r| r.code == RejectCode::RATE_LIMITED)).count();
-    assert!(deferred >= 15, "{deferred} of 20 empty batches deferred at 1 a second (a burst of 4)");
-    assert!(groups() - before <= 5, "{} groups written for empty batches", groups() - before);
+    assert!(deferred >= 20 - allowed, "{deferred} of 20 empty batches deferred at 1 a second (a burst of 4)");
+    assert!(groups() - before <= allowed as u64, "{} groups written for empty batches", groups() - before);
 }
 
 #[test]

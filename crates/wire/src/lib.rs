@@ -54,7 +54,8 @@
 //! * `certs` — adds `tls::generate_identity`: a CA and server certificates
 //!   made with rcgen (implies `tls`).
 //! * `lz4` — LZ4 payload compression (flag bit 0), with the decompressed
-//!   size checked against the maximum before allocating.
+//!   size checked against the maximum and against
+//!   [`MAX_LZ4_EXPANSION`] times the compressed size before allocating.
 
 mod conn;
 mod enrich;

@@ -708,7 +708,9 @@ impl Message {
     }
 
     /// The frame of this message at `version`, compressed if asked and the
-    /// `lz4` feature is on.
+    /// `lz4` feature is on, and if the payload then expands at most
+    /// [`MAX_LZ4_EXPANSION`](crate::MAX_LZ4_EXPANSION) times (a receiver
+    /// refuses more); else plain.
     ///
     /// # Errors
     ///
