@@ -845,27 +845,14 @@ impl Service {
             };
             match msg {
                 Message::Batch(batch) => {
-                    // The device's standing read anew for each batch: one
-                    // revoked (or reset) while connected is refused from
-                    // its next batch on, not only at its next connection.
-                    if let Some((code, why)) = self.no_longer_enrolled(&peer) {
-                        self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
-                        self.report(&format!("refused {customer}/{device}: {why} while connected"));
-                        conn.send(&Message::error(code, why, code != ErrorCode::Forbidden))?;
-                        return Err(privtel_wire::Error::Unexpected {
-                            expected: "a batch of a device still enrolled",
-                            got: "a batch of a device revoked while connected",
-                        });
-                    }
-                    // Settings read anew for each batch; a customer removed
-                    // while connected is refused from its next batch on.
-                    let settings = self.settings();
+                    // The device's standing and its customer's settings
+                    // read anew for each batch: a device revoked, reset or
+                    // whose key was replaced, or a customer removed, while
+                    // connected is refused from its next batch on.
+                    let settings = self.may_still_ask(&mut conn, &peer, &customer, &device)?;
                     let Some(cs) = settings.customer(&customer) else {
                         return self.no_settings(&mut conn, &customer, &device, "had its settings removed");
                     };
-                    if let Err(theirs) = self.other_region(&settings, &customer) {
-                        return self.wrong_region(&mut conn, &customer, &device, &theirs);
-                    }
                     if batch.records.len() > self.max_batch_records as usize {
                         let message = format!(
                             "a batch of {} records, above the {} the welcome allowed",
@@ -969,32 +956,33 @@ impl Service {
     /// Whether a device may still be answered (a query, a version check)
     /// on a connection opened before: its enrollment as the register holds
     /// it now (see [`Service::no_longer_enrolled`]) and its customer's
-    /// settings as they are now, as for each batch. A refusal is sent,
-    /// counted and reported, and ends the connection.
+    /// settings and region as they are now. A refusal is sent, counted and
+    /// reported, and ends the connection; else the settings read, which
+    /// hold the customer.
     fn may_still_ask<S: Read + Write>(
         &self,
         conn: &mut Connection<S>,
         peer: &Peer,
         customer: &CustomerId,
         device: &DeviceId,
-    ) -> Result<(), privtel_wire::Error> {
+    ) -> Result<Arc<Settings>, privtel_wire::Error> {
         if let Some((code, why)) = self.no_longer_enrolled(peer) {
             self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
             self.report(&format!("refused {customer}/{device}: {why} while connected"));
             conn.send(&Message::error(code, why, code != ErrorCode::Forbidden))?;
             return Err(privtel_wire::Error::Unexpected {
-                expected: "a query of a device still enrolled",
-                got: "a query of a device no longer enrolled",
+                expected: "a message of a device still enrolled",
+                got: "a message of a device no longer enrolled",
             });
         }
         let settings = self.settings();
         if settings.customer(customer).is_none() {
-            return self.no_settings(conn, customer, device, "had its settings removed");
+            self.no_settings(conn, customer, device, "had its settings removed")?;
         }
         if let Err(theirs) = self.other_region(&settings, customer) {
-            return self.wrong_region(conn, customer, device, &theirs);
+            self.wrong_region(conn, customer, device, &theirs)?;
         }
-        Ok(())
+        Ok(settings)
     }
 
     /// Refuses a device whose customer has no settings (fail closed):

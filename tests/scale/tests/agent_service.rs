@@ -222,17 +222,11 @@ fn sealed_messages_leave_no_readable_record_in_the_stream_s_files() {
     );
 }
 
-#[test]
-#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
-fn a_skip_declared_against_a_mark_that_could_not_be_read_is_deferred() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = stream_options(&nats_url());
-    let _guard = StreamGuard { options: options.clone() };
-    let publisher = Arc::new(Publisher::connect(options).unwrap());
-    // The engine the marks come from cannot be read.
-    let service = Arc::new(service(dir.path(), Arc::clone(&publisher)).with_high_water(|_, _, _| None));
+/// A connection of acme's dev-1 served by `service`, past its hello on
+/// stream 7; the welcome's mark.
+fn hello_on_stream_7(service: &Arc<Service>) -> (Connection<End>, u64) {
     let (client, server) = pipe();
-    let s = Arc::clone(&service);
+    let s = Arc::clone(service);
     std::thread::spawn(move || {
         s.handle(
             Connection::new(server),
@@ -249,22 +243,39 @@ fn a_skip_declared_against_a_mark_that_could_not_be_read_is_deferred() {
         1,
     )
     .with_stream(7);
-    assert_eq!(conn.client_handshake(&hello).unwrap().high_water, 0);
-    let send = |conn: &mut Connection<End>, first_seq: u64, skipped: u64| {
-        let batch = privtel_wire::Batch {
-            program: privtel_model::Program::AnonymousUsage,
-            batch_id: privtel_model::BatchId::from_u128(u128::from(first_seq)),
-            first_seq,
-            records: Vec::new(),
-            skipped,
-            policy_hash: [0; 32],
-        };
-        conn.send(&privtel_wire::Message::Batch(batch)).unwrap();
-        match conn.recv().unwrap() {
-            privtel_wire::Message::Ack(ack) => ack,
-            other => panic!("expected an ack, got {}", other.kind_name()),
-        }
+    let mark = conn.client_handshake(&hello).unwrap().high_water;
+    (conn, mark)
+}
+
+/// Sends an empty batch at `first_seq` declaring `skipped`; its ack.
+fn send_empty(conn: &mut Connection<End>, first_seq: u64, skipped: u64) -> privtel_wire::Ack {
+    let batch = privtel_wire::Batch {
+        program: privtel_model::Program::AnonymousUsage,
+        batch_id: privtel_model::BatchId::from_u128(u128::from(first_seq)),
+        first_seq,
+        records: Vec::new(),
+        skipped,
+        policy_hash: [0; 32],
     };
+    conn.send(&privtel_wire::Message::Batch(batch)).unwrap();
+    match conn.recv().unwrap() {
+        privtel_wire::Message::Ack(ack) => ack,
+        other => panic!("expected an ack, got {}", other.kind_name()),
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn a_skip_declared_against_a_mark_that_could_not_be_read_is_deferred() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = stream_options(&nats_url());
+    let _guard = StreamGuard { options: options.clone() };
+    let publisher = Arc::new(Publisher::connect(options).unwrap());
+    // The engine the marks come from cannot be read.
+    let service = Arc::new(service(dir.path(), Arc::clone(&publisher)).with_high_water(|_, _, _| None));
+    let (mut conn, mark) = hello_on_stream_7(&service);
+    assert_eq!(mark, 0);
+    let send = send_empty;
     let ack = send(&mut conn, 6, 5);
     assert_eq!(ack.accepted_up_to, 5, "nothing accepted");
     assert!(
@@ -290,40 +301,9 @@ fn a_batch_claiming_a_gap_is_refused_at_the_front_end_not_acknowledged_then_drop
     let _guard = StreamGuard { options: options.clone() };
     let publisher = Arc::new(Publisher::connect(options).unwrap());
     let service = Arc::new(service(dir.path(), Arc::clone(&publisher)));
-    let (client, server) = pipe();
-    let s = Arc::clone(&service);
-    std::thread::spawn(move || {
-        s.handle(
-            Connection::new(server),
-            Peer::device(CustomerId::new("acme").unwrap(), DeviceId::new("dev-1").unwrap()),
-        )
-    });
-    let mut conn = Connection::new(client);
-    let consent = privtel_model::Program::ALL.iter().map(|p| (*p, true)).collect();
-    let hello = privtel_wire::Hello::new(
-        "test",
-        CustomerId::new("acme").unwrap(),
-        DeviceId::new("dev-1").unwrap(),
-        consent,
-        1,
-    )
-    .with_stream(7);
-    assert_eq!(conn.client_handshake(&hello).unwrap().high_water, 0);
-    let send = |conn: &mut Connection<End>, first_seq: u64, skipped: u64| {
-        let batch = privtel_wire::Batch {
-            program: privtel_model::Program::AnonymousUsage,
-            batch_id: privtel_model::BatchId::from_u128(u128::from(first_seq)),
-            first_seq,
-            records: Vec::new(),
-            skipped,
-            policy_hash: [0; 32],
-        };
-        conn.send(&privtel_wire::Message::Batch(batch)).unwrap();
-        match conn.recv().unwrap() {
-            privtel_wire::Message::Ack(ack) => ack,
-            other => panic!("expected an ack, got {}", other.kind_name()),
-        }
-    };
+    let (mut conn, mark) = hello_on_stream_7(&service);
+    assert_eq!(mark, 0);
+    let send = send_empty;
     // Numbers 1 to 4 neither held nor declared skipped.
     let ack = send(&mut conn, 5, 0);
     assert_eq!(ack.accepted_up_to, 4, "nothing of the batch accepted");
