@@ -103,6 +103,7 @@ pub mod console;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
 mod limits;
+mod occupancy;
 mod settings;
 mod versions;
 pub mod workers;
@@ -153,6 +154,16 @@ pub struct ServiceStats {
     pub failed: AtomicU64,
     /// Connections closed at once because the connection cap was reached.
     pub over_capacity: AtomicU64,
+    /// Connections closed before any TLS byte because as many handshakes
+    /// as allowed were in progress, from every address together
+    /// ([`Limits::max_handshakes`]) or from the connection's address
+    /// ([`Limits::max_handshakes_per_address`]).
+    pub over_handshakes: AtomicU64,
+    /// Connections refused (`Unavailable`, retryable) because their device
+    /// held [`Limits::max_per_device`] connections already, or their
+    /// customer its own cap
+    /// ([`CustomerSettings::max_connections`](crate::CustomerSettings::max_connections)).
+    pub over_tenant_cap: AtomicU64,
     /// Accepts that failed (out of file descriptors or memory, mostly):
     /// after each, but one given up by its client (aborted, reset) or
     /// interrupted, the accept loop pauses [`ACCEPT_PAUSE`] rather than
@@ -312,6 +323,11 @@ pub struct Service {
     rates: Mutex<HashMap<CustomerId, Bucket>>,
     limits: Limits,
     active: AtomicUsize,
+    /// Connections held by each device and customer.
+    occupancy: occupancy::Occupancy,
+    /// TLS handshakes in progress, in all and by address.
+    #[cfg(feature = "tls")]
+    handshakes: Arc<occupancy::Handshakes>,
     #[cfg(feature = "tls")]
     authority: Option<Arc<privtel_authority::Authority>>,
     /// Where accepted batches go instead of the engine (feature
@@ -455,6 +471,12 @@ impl Service {
             rates: Mutex::new(HashMap::new()),
             limits: Limits::default(),
             active: AtomicUsize::new(0),
+            occupancy: occupancy::Occupancy::default(),
+            #[cfg(feature = "tls")]
+            handshakes: occupancy::Handshakes::new(
+                Limits::default().max_handshakes,
+                Limits::default().max_handshakes_per_address,
+            ),
             #[cfg(feature = "tls")]
             authority: None,
             #[cfg(feature = "jetstream")]
@@ -593,6 +615,11 @@ impl Service {
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        #[cfg(feature = "tls")]
+        {
+            self.handshakes =
+                occupancy::Handshakes::new(limits.max_handshakes, limits.max_handshakes_per_address);
+        }
         self
     }
 
@@ -639,6 +666,13 @@ impl Service {
     /// Connections being served now.
     pub fn active_connections(&self) -> usize {
         self.active.load(Ordering::Acquire)
+    }
+
+    /// Connections of `customer`'s devices being served now (those that
+    /// count against its cap and its devices' caps: from the moment the
+    /// certificate, or the embedding program, named the device).
+    pub fn connections_of(&self, customer: &CustomerId) -> u32 {
+        self.occupancy.customer(customer)
     }
 
     fn report(&self, line: &str) {
@@ -781,12 +815,24 @@ impl Service {
             Peer::Certified(id) => (id.customer.clone(), id.device.clone()),
             Peer::Anonymous => return self.enroll(&mut conn),
         };
-        if self.settings().customer(&customer).is_none() {
+        let settings = self.settings();
+        let Some(cs) = settings.customer(&customer) else {
             return self.no_settings(&mut conn, &customer, &device, "has no settings at this service");
-        }
-        if let Err(theirs) = self.other_region(&self.settings(), &customer) {
+        };
+        if let Err(theirs) = self.other_region(&settings, &customer) {
             return self.wrong_region(&mut conn, &customer, &device, &theirs);
         }
+        // Held until the connection ends, whatever it ends with.
+        let _seat = match self.occupancy.enter(
+            &customer,
+            &device,
+            self.limits.max_per_device,
+            cs.max_connections(),
+        ) {
+            Ok(seat) => seat,
+            Err(full) => return self.over_tenant_cap(&mut conn, &customer, &device, full),
+        };
+        drop(settings);
         // The welcome's high-water mark is the verified device's, whatever
         // the hello names; whether it is known for sure (see `high_water`).
         let certain = std::cell::Cell::new(true);
@@ -988,6 +1034,27 @@ impl Service {
     /// Refuses a device whose customer has no settings (fail closed):
     /// counted, reported as `refused CUSTOMER/DEVICE: the customer WHY`, and
     /// answered with `Forbidden`.
+    /// Refuses a connection beyond its device's or its customer's cap:
+    /// counted, reported as `refused CUSTOMER/DEVICE: the device has N
+    /// connections open, expected at most M` (or the customer's), answered
+    /// with `Unavailable`, retryable: the agent comes back once one of its
+    /// connections ended.
+    fn over_tenant_cap<S: Read + Write>(
+        &self,
+        conn: &mut Connection<S>,
+        customer: &CustomerId,
+        device: &DeviceId,
+        full: occupancy::Full,
+    ) -> Result<(), privtel_wire::Error> {
+        self.stats.over_tenant_cap.fetch_add(1, Ordering::Relaxed);
+        self.report(&format!("refused {customer}/{device}: {full}"));
+        conn.send(&Message::error(ErrorCode::Unavailable, &full.to_string(), true))?;
+        Err(privtel_wire::Error::Unexpected {
+            expected: "a connection within its device's and customer's caps",
+            got: "one more",
+        })
+    }
+
     fn no_settings<S: Read + Write>(
         &self,
         conn: &mut Connection<S>,
@@ -1568,6 +1635,18 @@ mod tls {
             tcp: TcpStream,
             config: Arc<ServerConfig>,
         ) -> Result<(), privtel_wire::Error> {
+            // A handshake slot of the peer's address, held until a
+            // certificate says who is there (a peer without one, which may
+            // only enroll, holds it for its whole connection): until then
+            // one host takes only its own share of the service.
+            let slot = match self.handshakes.begin(tcp.peer_addr()?.ip()) {
+                Ok(slot) => slot,
+                Err(busy) => {
+                    // Closed before any TLS byte, as at the connection cap.
+                    self.stats.over_handshakes.fetch_add(1, Ordering::Relaxed);
+                    return Err(privtel_wire::Error::Tls(format!("connection closed: {busy}")));
+                }
+            };
             tcp.set_read_timeout(Some(privtel_wire::DEADLINE_TICK))?;
             tcp.set_write_timeout(Some(privtel_wire::DEADLINE_TICK))?;
             let stream = privtel_wire::tls::accept_within(tcp, config, self.limits.handshake)?;
@@ -1586,6 +1665,8 @@ mod tls {
                 }
                 _ => Peer::Anonymous,
             };
+            // A certified device counts as itself from here on.
+            let _stranger = matches!(peer, Peer::Anonymous).then_some(slot);
             let conn = Connection::new(stream).with_deadlines(self.limits.idle, self.limits.frame);
             self.handle(conn, peer)
         }

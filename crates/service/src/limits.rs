@@ -54,6 +54,28 @@ pub struct Limits {
     /// Most connections served at once; beyond it a new connection is
     /// closed at once and counted (default 20,000).
     pub max_connections: usize,
+    /// Most connections of one device (customer and device, as its
+    /// certificate names them) served at once (default 16): beyond it a
+    /// connection is answered `Unavailable` (retryable) and closed, so a
+    /// copied key or a runaway agent cannot take the connections every
+    /// other device needs. An honest agent holds one at a time, and a few
+    /// more while a restarted agent's half-open ones wait out `idle`.
+    /// A customer may have a cap of its own as well
+    /// ([`CustomerSettings::max_connections`](crate::CustomerSettings::max_connections)).
+    pub max_per_device: u32,
+    /// Most connections in their TLS handshake at once, from every address
+    /// together (default 1,024): a peer without a certificate holds a slot
+    /// for up to `handshake`; so many of them hold this many and no more of
+    /// the `max_connections`. Beyond it a connection is closed before any
+    /// TLS byte.
+    pub max_handshakes: usize,
+    /// Most connections in their TLS handshake at once from one network
+    /// address (default 64; an IPv6 address counts by its /64 network,
+    /// which one host usually holds whole): one host opening connections
+    /// without end fills its own share, not the service's. Devices behind
+    /// one NAT share it, but a handshake takes milliseconds: they meet it
+    /// only when thousands start at the same instant, and retry.
+    pub max_handshakes_per_address: u32,
     /// Longest wait for the first byte of a message (default 120 s).
     pub idle: Duration,
     /// Longest time from a message's first byte to its last (default 30 s):
@@ -77,6 +99,9 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 20_000,
+            max_per_device: 16,
+            max_handshakes: 1_024,
+            max_handshakes_per_address: 64,
             idle: Duration::from_secs(120),
             frame: Duration::from_secs(30),
             handshake: Duration::from_secs(10),

@@ -163,6 +163,7 @@ pub struct CustomerSettings {
     region: String,
     industry: Option<String>,
     records_per_second: u32,
+    max_connections: Option<u32>,
     key_schedule: KeySchedule,
     versions: VersionOffers,
     licence: LicenceTerms,
@@ -224,6 +225,7 @@ impl CustomerSettings {
             region: "eu".to_owned(),
             industry: None,
             records_per_second: DEFAULT_RECORDS_PER_SECOND,
+            max_connections: None,
             key_schedule: KeySchedule::new(None, DEFAULT_KEY_PICKUP_DAYS, 30),
             versions: VersionOffers::default(),
             licence: LicenceTerms::default(),
@@ -236,6 +238,41 @@ impl CustomerSettings {
     pub fn with_versions(mut self, versions: VersionOffers) -> Self {
         self.versions = versions;
         self
+    }
+
+    /// The same settings with at most `max` connections of the customer's
+    /// devices served at once (`None`: only the service's own caps).
+    ///
+    /// ```
+    /// use privtel_filter::Policy;
+    /// use privtel_model::CustomerId;
+    /// use privtel_service::{CustomerSettings, Settings};
+    ///
+    /// let acme = CustomerSettings::new(CustomerId::new("acme")?, Policy::default());
+    /// assert_eq!(acme.max_connections(), None, "no cap of its own by default");
+    /// assert_eq!(acme.with_max_connections(Some(500)).max_connections(), Some(500));
+    /// // In a settings file:
+    /// let s = Settings::from_toml("[customers.acme]\nmax_connections = 500\n")?;
+    /// assert_eq!(s.customer(&CustomerId::new("acme")?).unwrap().max_connections(), Some(500));
+    /// let err = Settings::from_toml("[customers.acme]\nmax_connections = 0\n").unwrap_err();
+    /// assert_eq!(err.to_string(), "settings: customer acme: max_connections is 0, expected at least 1");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_max_connections(mut self, max: Option<u32>) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// Most connections of the customer's devices served at once, if the
+    /// customer has a cap of its own (the service's
+    /// [`Limits::max_connections`](crate::Limits) and
+    /// [`Limits::max_per_device`](crate::Limits) hold for every customer):
+    /// on a service shared by several customers, one customer's fleet (or
+    /// its administrator enrolling devices without end) cannot take every
+    /// connection from the others.
+    pub fn max_connections(&self) -> Option<u32> {
+        self.max_connections
     }
 
     /// The customer's own update offers.
@@ -365,6 +402,8 @@ struct CustomerFile {
     region: Option<String>,
     industry: Option<String>,
     records_per_second: Option<u32>,
+    /// Most connections of the customer's devices at once.
+    max_connections: Option<u32>,
     /// The policy, inline (the schema of a policy file).
     policy: Option<toml::Table>,
     /// Or the policy in its own file, relative to the settings file.
@@ -476,6 +515,9 @@ impl Settings {
             if records_per_second == 0 {
                 return Err(range("records_per_second", "0".into(), "at least 1"));
             }
+            if c.max_connections == Some(0) {
+                return Err(range("max_connections", "0".into(), "at least 1"));
+            }
             let keys = c.pseudonym_keys.unwrap_or(KeysFile { rotate_days: None, pickup_days: None });
             if let Some(d) = keys.rotate_days
                 && !(1..=3650).contains(&d)
@@ -552,6 +594,7 @@ impl Settings {
                     region,
                     industry: c.industry,
                     records_per_second,
+                    max_connections: c.max_connections,
                     key_schedule,
                     versions,
                     licence,

@@ -371,6 +371,9 @@ fn a_thousand_dripping_connections_are_closed_within_the_deadlines() {
     let frame = Duration::from_secs(2);
     let mut l = limits();
     (l.frame, l.handshake, l.idle) = (frame, Duration::from_secs(2), Duration::from_secs(3));
+    // All 1,000 from one host and 500 of one device: each drips until its
+    // deadline, none is turned away by the host's or the device's cap.
+    (l.max_handshakes_per_address, l.max_per_device) = (1_000, 1_000);
     let run = start(l);
     let creds = run.enroll("acme", "dev-1").unwrap();
     // Half drip inside a frame after a proper hello; half drip the TLS
@@ -828,4 +831,210 @@ fn child_an_accept_loop_out_of_file_descriptors() {
     drop(held);
     let mut conn = run.session(&creds);
     assert_eq!(say_hello(&mut conn, "acme", "dev-1"), Ok(0));
+}
+
+/// The refusal a hello gets: its code and words, or `None` if welcomed.
+fn refusal(conn: &mut Connection<ClientStream>, customer: &str, device: &str) -> Option<(ErrorCode, String)> {
+    match conn.client_handshake(&hello(customer, device, 1)) {
+        Ok(_) => None,
+        Err(privtel_wire::Error::Remote { code, message }) => Some((code, message)),
+        Err(e) => panic!("expected a welcome or an error message, got {e}"),
+    }
+}
+
+/// Opens `n` connections of `credentials`, each welcomed.
+fn hold(
+    run: &Running,
+    credentials: &Credentials,
+    customer: &str,
+    device: &str,
+    n: usize,
+) -> Vec<Connection<ClientStream>> {
+    (0..n)
+        .map(|i| {
+            let mut c = run.session(credentials);
+            if let Some(refused) = refusal(&mut c, customer, device) {
+                panic!("connection {i} of {customer}/{device} refused: {refused:?}");
+            }
+            c
+        })
+        .collect()
+}
+
+/// Retries a new connection of `credentials` every 50 ms for at most
+/// 10 s, until one is welcomed (a seat frees once the service has seen
+/// its connection close).
+fn welcomed_soon(
+    run: &Running,
+    credentials: &Credentials,
+    customer: &str,
+    device: &str,
+) -> Connection<ClientStream> {
+    let start = Instant::now();
+    loop {
+        let mut c = run.session(credentials);
+        match refusal(&mut c, customer, device) {
+            None => return c,
+            Some(r) => assert!(start.elapsed() < Duration::from_secs(10), "still refused after 10 s: {r:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One device (a copied key, a runaway agent) and one customer's fleet
+/// cannot take the connections every other device needs: beyond the
+/// device's cap (`Limits::max_per_device`) and its customer's own
+/// (`max_connections` in the settings) a connection is answered
+/// `Unavailable`, retryable, and counted; the same device id of another
+/// customer is another device; a seat frees when its connection ends,
+/// and a customer's cap raised at run time serves the next connection.
+#[test]
+fn a_device_and_a_customer_hold_at_most_their_caps_and_every_other_device_is_served() {
+    let mut l = limits();
+    l.max_per_device = 3;
+    let settings = SETTINGS.replace("[customers.acme]\n", "[customers.acme]\nmax_connections = 5\n");
+    assert_ne!(settings, SETTINGS);
+    let run = start_in(l, &settings, None);
+    let dev1 = run.enroll("acme", "dev-1").unwrap();
+    let dev2 = run.enroll("acme", "dev-2").unwrap();
+    let dev3 = run.enroll("acme", "dev-3").unwrap();
+    let other = run.enroll("globex", "dev-1").unwrap();
+    let stats = run.service.stats();
+
+    let mut held = hold(&run, &dev1, "acme", "dev-1", 3);
+    let mut fourth = run.session(&dev1);
+    assert_eq!(
+        refusal(&mut fourth, "acme", "dev-1"),
+        Some((ErrorCode::Unavailable, "the device has 3 connections open, expected at most 3".into()))
+    );
+    held.extend(hold(&run, &dev2, "acme", "dev-2", 2));
+    let mut sixth = run.session(&dev3);
+    assert_eq!(
+        refusal(&mut sixth, "acme", "dev-3"),
+        Some((
+            ErrorCode::Unavailable,
+            "the customer's devices have 5 connections open, expected at most 5".into()
+        ))
+    );
+    assert_eq!(stats.over_tenant_cap.load(Ordering::Relaxed), 2);
+    // Another customer's device of the same id, which has no customer cap
+    // of its own, holds its own three, and stores a batch.
+    let mut theirs = hold(&run, &other, "globex", "dev-1", 3);
+    let records = admissible(&run.service, "globex", "capped", Program::AnonymousUsage);
+    let n = records.len() as u64;
+    theirs[0].send(&Message::Batch(batch(&run.service, "globex", 1, records))).unwrap();
+    assert!(matches!(theirs[0].recv().unwrap(), Message::Ack(a) if a.accepted_up_to == n));
+    assert_eq!(run.service.connections_of(&id("acme")), 5);
+    assert_eq!(run.service.connections_of(&id("globex")), 3);
+
+    // One of acme's connections ends: dev-3 gets its seat.
+    drop(held.pop());
+    let _dev3 = welcomed_soon(&run, &dev3, "acme", "dev-3");
+    let mut over = run.session(&dev3);
+    assert!(refusal(&mut over, "acme", "dev-3").is_some(), "acme is at 5 again");
+    // The administrator raises acme's cap while the service runs.
+    let raised = SETTINGS.replace("[customers.acme]\n", "[customers.acme]\nmax_connections = 6\n");
+    run.service.replace_settings(Settings::from_toml(&raised).unwrap());
+    let mut sixth = run.session(&dev3);
+    assert_eq!(refusal(&mut sixth, "acme", "dev-3"), None, "served under the raised cap");
+    // Every seat comes back when its connection ends.
+    drop((held, sixth, _dev3, theirs));
+    let start = Instant::now();
+    while run.service.connections_of(&id("acme")) + run.service.connections_of(&id("globex")) > 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "seats still held after their connections closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client socket from `source` (another loopback address than the
+/// service's own 127.0.0.1, which Linux routes as well) to `to`.
+fn tcp_from(source: &str, to: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    socket.into()
+}
+
+/// Whether the service closed `tcp` (an end of stream or an error on a
+/// read that would otherwise wait).
+fn closed_by_service(tcp: &mut TcpStream) -> bool {
+    tcp.set_nonblocking(true).unwrap();
+    let mut b = [0; 16];
+    match tcp.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// A stranger's host opening connections without end, silent in the
+/// handshake or through with it but never enrolling, holds its own
+/// address's share of handshakes (`Limits::max_handshakes_per_address`),
+/// not the service: beyond it a connection is closed before any TLS
+/// byte and counted, while devices from other addresses, and connections
+/// already authenticated, are served. Its slots come back when its
+/// connections end.
+#[test]
+fn one_host_holding_handshakes_open_takes_its_own_share_and_other_hosts_are_served() {
+    let mut l = limits();
+    // The silent sockets that got a slot keep it for the whole test.
+    (l.max_handshakes_per_address, l.handshake) = (8, Duration::from_secs(30));
+    let run = start(l);
+    let creds = run.enroll("acme", "dev-1").unwrap();
+    let stats = run.service.stats();
+    // Authenticated before the flood.
+    let mut before = run.session(&creds);
+    say_hello(&mut before, "acme", "dev-1").unwrap();
+
+    // The flood, from 127.0.0.1: four strangers through TLS without a
+    // certificate (may only enroll), then 200 silent sockets.
+    let enroll = privtel_authority::enrollment_client_config(&run.server_ca).unwrap();
+    let mut strangers: Vec<ClientStream> = (0..4)
+        .map(|_| {
+            privtel_wire::tls::connect_within(
+                run.addr,
+                "127.0.0.1",
+                Arc::clone(&enroll),
+                Duration::from_secs(5),
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut silent: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(run.addr).unwrap()).collect();
+    let start = Instant::now();
+    let open = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let open = silent.iter_mut().map(closed_by_service).filter(|closed| !closed).count();
+        if open <= 4 || start.elapsed() > Duration::from_secs(8) {
+            break open;
+        }
+    };
+    assert_eq!(open, 4, "of 200 silent sockets, all but the address's 8 slots less the 4 strangers closed");
+    assert!(stats.over_handshakes.load(Ordering::Relaxed) >= 196);
+
+    // A device from another host is served during the flood.
+    let config = privtel_authority::client_config(&run.server_ca, &creds).unwrap();
+    let name = privtel_wire::tls::rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = privtel_wire::tls::rustls::ClientConnection::new(config, name).unwrap();
+    let tcp = tcp_from("127.0.0.2", run.addr);
+    let stream = privtel_wire::tls::rustls::StreamOwned::new(tls, privtel_wire::tls::Socket::new(tcp));
+    let mut elsewhere = Connection::new(stream);
+    say_hello(&mut elsewhere, "acme", "dev-1").unwrap();
+    // And the connection authenticated before it stores a batch.
+    let records = admissible(&run.service, "acme", "flood", Program::AnonymousUsage);
+    let n = records.len() as u64;
+    before.send(&Message::Batch(batch(&run.service, "acme", 1, records))).unwrap();
+    assert!(matches!(before.recv().unwrap(), Message::Ack(a) if a.accepted_up_to == n));
+    // From the flooding host itself, nothing new gets in while it holds
+    // its share, a device of it included.
+    let mut same_host = run.session(&creds);
+    assert!(say_hello(&mut same_host, "acme", "dev-1").is_err(), "the host's share is taken");
+
+    // The strangers and the silent sockets go: the host's share is free.
+    strangers.iter_mut().for_each(|s| {
+        let _ = s.sock.get_ref().shutdown(std::net::Shutdown::Both);
+    });
+    drop((strangers, silent));
+    let _served = welcomed_soon(&run, &creds, "acme", "dev-1");
 }
