@@ -310,8 +310,8 @@ fn serve(opts: &Options) -> Res<()> {
             let chains = authority.chain_verifications();
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
             println!(
-                "stats active={} connections={} threads={} failed={} forbidden={} over_capacity={} enrolled={} \
-                 stored={} duplicates={} refused={} sequence={} groups={} checkpoint_failures={} \
+                "stats active={} connections={} threads={} failed={} forbidden={} over_capacity={} \
+                 over_handshakes={} over_tenant_cap={} enrolled={} stored={} duplicates={} refused={} sequence={} groups={} checkpoint_failures={} \
                  chains_full={} chains_remembered={}",
                 service.active_connections(),
                 get(&s.connections),
@@ -319,6 +319,8 @@ fn serve(opts: &Options) -> Res<()> {
                 get(&s.failed),
                 get(&s.forbidden),
                 get(&s.over_capacity),
+                get(&s.over_handshakes),
+                get(&s.over_tenant_cap),
                 get(&s.enrolled),
                 get(&s.stored),
                 get(&s.duplicates),
