@@ -217,6 +217,10 @@ pub struct ServiceStats {
     pub version_offers: AtomicU64,
     /// Version checks answered "program off".
     pub version_refused: AtomicU64,
+    /// Enrichment queries and sightings refused because the customer has
+    /// the enrichment program switched off: not answered, nothing written
+    /// back onto its objects.
+    pub enrich_refused: AtomicU64,
     /// Copies of the engine's log into its database file (or syncs of the
     /// file) made off the writer's thread that failed. Each is retried at
     /// the next turn and the engine's own checkpoint stays the backstop,
@@ -944,9 +948,24 @@ impl Service {
                 {
                     conn.send(&Message::error(ErrorCode::Unavailable, "too many requests: slow down", true))?;
                 }
+                // What a binary or a site is travels beside a device id
+                // only as hash prefixes: a direct query (digests and names
+                // in clear) belongs on an Enhance session, as sightings do.
+                Message::EnrichQuery(EnrichQuery::Direct { .. }) => {
+                    conn.send(&Message::error(
+                        ErrorCode::Protocol,
+                        "a direct enrichment query on a device's session, expected a private one \
+                         (direct queries go on an enhance session)",
+                        false,
+                    ))?;
+                    return Err(privtel_wire::Error::Unexpected {
+                        expected: "a private enrichment query",
+                        got: "a direct one",
+                    });
+                }
                 Message::EnrichQuery(q) => {
-                    self.may_still_ask(&mut conn, &peer, &customer, &device)?;
-                    let answer = self.enrich(&customer, &q);
+                    let settings = self.may_still_ask(&mut conn, &peer, &customer, &device)?;
+                    let answer = self.enrich(&settings, &customer, &q);
                     conn.send(&answer)?;
                 }
                 Message::EnrollRequest(req) if req.token.is_none() => {
@@ -1158,14 +1177,27 @@ impl Service {
                 conn.send(&Message::error(ErrorCode::Unavailable, "too many queries: slow down", true))?;
                 continue;
             }
-            self.may_still_ask(conn, peer, customer, device)?;
-            conn.send(&self.enrich(customer, &query))?;
+            let settings = self.may_still_ask(conn, peer, customer, device)?;
+            conn.send(&self.enrich(&settings, customer, &query))?;
         }
     }
 
     /// Answers an enrichment query, and writes the verdicts of a direct one
-    /// back onto the customer's objects.
-    fn enrich(&self, customer: &CustomerId, q: &EnrichQuery) -> Message {
+    /// back onto the customer's objects; refuses it (`Forbidden`, counted
+    /// in `enrich_refused`) when the customer has the enrichment program
+    /// switched off, as a batch of the program would be.
+    fn enrich(&self, settings: &Settings, customer: &CustomerId, q: &EnrichQuery) -> Message {
+        if !settings
+            .customer(customer)
+            .is_some_and(|cs| cs.policy().enabled(privtel_model::Program::Enrichment))
+        {
+            self.stats.enrich_refused.fetch_add(1, Ordering::Relaxed);
+            return Message::error(
+                ErrorCode::Forbidden,
+                "the customer has the enrichment program switched off",
+                false,
+            );
+        }
         match self.index.answer(q) {
             Ok(answer) => {
                 if let EnrichAnswer::Direct { binaries, domains, .. } = &answer {

@@ -491,8 +491,9 @@ fn direct_enrichment_answers_are_written_back_on_the_customers_objects() {
     let engine = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap();
     let service =
         Arc::new(Service::new(engine, index, now).with_settings(Settings::from_toml(SETTINGS).unwrap()));
+    // On an Enhance session (a device's session takes private queries only).
     let mut conn = connect(&service, peer("acme", "dev-1"));
-    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    conn.client_enhance_handshake(&privtel_wire::EnhanceHello::new("test")).unwrap();
     conn.send(&Message::EnrichQuery(privtel_wire::EnrichQuery::Direct {
         query_id: 1,
         binaries: vec![digest],
@@ -824,4 +825,109 @@ fn the_customer_s_interactions_are_part_of_its_settings_and_digest() {
             && err.to_string().contains("not an ip address"),
         "{err}"
     );
+}
+
+/// A service whose index knows the empty file's digest (a high threat).
+fn service_knowing_one_binary(dir: &Path) -> (Arc<Service>, privtel_model::Digest) {
+    let mut index = VerdictIndex::new(4, [1; 32]);
+    let digest: privtel_model::Digest = privtel_testkit::fixtures::EMPTY_SHA256.parse().unwrap();
+    index.add_binary(privtel_model::BinaryVerdict {
+        sha256: digest,
+        threat: privtel_model::ThreatLevel::High,
+        category: None,
+    });
+    let engine = SqliteEngine::open(dir.join("engine.db"), EngineOptions::default()).unwrap();
+    (Arc::new(Service::new(engine, index, now).with_settings(Settings::from_toml(SETTINGS).unwrap())), digest)
+}
+
+/// Enrichment is a program the customer switches on or off like any
+/// other: with it off (globex, by default), neither sightings nor a
+/// query of either kind is answered, and nothing is written back onto
+/// the customer's objects; switched on at run time, the next is.
+#[test]
+fn enrichment_is_refused_to_a_customer_with_the_program_off_and_nothing_is_written_back() {
+    use privtel_model::BinarySighting;
+    let dir = tempfile::tempdir().unwrap();
+    let (service, digest) = service_knowing_one_binary(dir.path());
+    let sightings = |query_id| {
+        Message::Sightings(privtel_wire::Sightings {
+            query_id,
+            binaries: vec![BinarySighting::new(digest, None, 0, None, now())],
+            domains: Vec::new(),
+        })
+    };
+    let direct = |query_id| {
+        Message::EnrichQuery(privtel_wire::EnrichQuery::Direct {
+            query_id,
+            binaries: vec![digest],
+            domains: vec![],
+        })
+    };
+    let private = |query_id| {
+        Message::EnrichQuery(privtel_wire::private_query(
+            query_id,
+            &[digest],
+            &[],
+            privtel_wire::DEFAULT_PREFIX_LEN,
+        ))
+    };
+    let refused = |m: Message| {
+        matches!(m, Message::Error(e) if e.code == privtel_wire::ErrorCode::Forbidden
+        && e.message == "the customer has the enrichment program switched off")
+    };
+    let mut enhance = connect(&service, peer("globex", "dev-1"));
+    enhance.client_enhance_handshake(&privtel_wire::EnhanceHello::new("test")).unwrap();
+    for m in [sightings(1), direct(2), private(3)] {
+        enhance.send(&m).unwrap();
+        assert!(refused(enhance.recv().unwrap()), "answered with the program off");
+    }
+    let mut device = connect(&service, peer("globex", "dev-1"));
+    device.client_handshake(&hello("globex", "dev-1", 1)).unwrap();
+    device.send(&private(4)).unwrap();
+    assert!(refused(device.recv().unwrap()));
+    assert!(service.engine().binary_verdict(&id("globex"), &digest).unwrap().is_none(), "written back");
+    assert_eq!(service.stats().enrich_refused.load(std::sync::atomic::Ordering::Relaxed), 4);
+    // The customer switches it on: the same session is answered and the
+    // verdict written back.
+    let on =
+        SETTINGS.replace("[customers.globex]\n", "[customers.globex.policy.programs]\nenrichment = true\n");
+    assert_ne!(on, SETTINGS);
+    service.replace_settings(Settings::from_toml(&on).unwrap());
+    enhance.send(&sightings(5)).unwrap();
+    assert!(matches!(enhance.recv().unwrap(), Message::EnrichAnswer(_)));
+    assert!(service.engine().binary_verdict(&id("globex"), &digest).unwrap().is_some());
+}
+
+/// Digests and names in clear travel only on an Enhance session, which
+/// names no device: on a device's session a direct query is refused as
+/// sightings are (`Protocol`, the connection closed), nothing written
+/// back; a private query (hash prefixes) is answered.
+#[test]
+fn a_direct_enrichment_query_beside_a_device_id_is_refused_and_nothing_written_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, digest) = service_knowing_one_binary(dir.path());
+    let mut device = connect(&service, peer("acme", "dev-1"));
+    device.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    device
+        .send(&Message::EnrichQuery(privtel_wire::private_query(
+            1,
+            &[digest],
+            &[],
+            privtel_wire::DEFAULT_PREFIX_LEN,
+        )))
+        .unwrap();
+    assert!(matches!(device.recv().unwrap(), Message::EnrichAnswer(_)), "a private query is answered");
+    device
+        .send(&Message::EnrichQuery(privtel_wire::EnrichQuery::Direct {
+            query_id: 2,
+            binaries: vec![digest],
+            domains: vec![],
+        }))
+        .unwrap();
+    assert!(
+        matches!(device.recv().unwrap(), Message::Error(e) if e.code == privtel_wire::ErrorCode::Protocol),
+        "a direct query answered beside a device id"
+    );
+    assert!(device.recv().is_err(), "the connection is closed");
+    assert!(service.engine().binary_verdict(&id("acme"), &digest).unwrap().is_none(), "written back");
 }

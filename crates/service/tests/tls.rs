@@ -660,7 +660,6 @@ fn renewals_are_held_to_the_connections_message_rate() {
 #[test]
 fn a_connection_whose_key_was_replaced_is_refused_at_its_next_message() {
     use privtel_model::Digest;
-    use privtel_wire::EnrichQuery;
     let run = start(limits());
     let old = run.enroll("acme", "dev-1").unwrap();
     let mut copy = run.session(&old);
@@ -706,7 +705,7 @@ fn a_connection_whose_key_was_replaced_is_refused_at_its_next_message() {
     assert_eq!(run.service.engine().high_water(&id("acme"), &id("dev-1"), 1).unwrap(), n + m);
     // Its other open connection is not answered either.
     let query =
-        EnrichQuery::Direct { query_id: 1, binaries: vec![Digest::from_bytes([5; 32])], domains: Vec::new() };
+        privtel_wire::private_query(1, &[Digest::from_bytes([5; 32])], &[], privtel_wire::DEFAULT_PREFIX_LEN);
     copy_asking.send(&Message::EnrichQuery(query.clone())).unwrap();
     assert!(forbidden(&mut copy_asking), "a query of the old key's connection is answered");
     // The device's own connection is.
@@ -798,7 +797,12 @@ fn child_an_accept_loop_out_of_file_descriptors() {
     if std::env::var_os(CHILD).is_none() {
         return; // run on its own (`--include-ignored`): only its parent test sets the limit
     }
-    let run = start(limits());
+    // Every connection waits in its handshake, from this one address: none
+    // is to be closed for the address's share, so the service's
+    // descriptors run out.
+    let mut l = limits();
+    l.max_handshakes_per_address = 10_000;
+    let run = start(l);
     let creds = run.enroll("acme", "dev-1").unwrap();
     let mut stat = std::fs::File::open("/proc/self/stat").unwrap();
     // Connections until the process has no descriptor left: each takes
