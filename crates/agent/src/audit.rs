@@ -1,7 +1,14 @@
 //! The audit log: every message that leaves the device, decoded, as JSON
 //! Lines, so a customer can see exactly what was sent. Bounded: created
-//! 0600, rotated by size, and expired under the same time to live as the
-//! data it describes.
+//! 0600, rotated by size and by time, and expired under the same time to
+//! live as the data it describes: no line outlives the TTL.
+//!
+//! How a line's life is bounded: a file holds lines of at most a quarter
+//! of the TTL (a line that would make the current file span more is
+//! written to a new one), and a rotated file is named by the instant of
+//! its *first* line. A file is removed, or the current one emptied, as
+//! soon as its first line is past the TTL: its other lines go with it,
+//! up to a quarter of the TTL before their time, never after.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -23,8 +30,9 @@ pub struct AuditOptions {
     /// never holds more than `(keep + 1) × max_bytes`.
     pub keep: usize,
     /// Time to live of what the log describes (default 30 days, the
-    /// longest event TTL): a rotated file whose last line is older is
-    /// deleted, and so is the current file's content.
+    /// longest event TTL): no line is kept past it. Each file covers at
+    /// most a quarter of it, and goes (a rotated file removed, the current
+    /// one emptied) once its first line is past it.
     pub ttl: Duration,
 }
 
@@ -48,9 +56,9 @@ pub struct AuditLog {
     file: File,
     size: u64,
     options: AuditOptions,
-    /// The instant of the last line written by this process (the file's
-    /// modification time stands in for it after a restart).
-    last_write: Option<Timestamp>,
+    /// The instant of the current file's first line (read back from the
+    /// file when it is opened; `None`: the file is empty).
+    started: Option<Timestamp>,
 }
 
 impl AuditLog {
@@ -65,7 +73,14 @@ impl AuditLog {
         let file =
             open_append(&path).map_err(|source| AgentError::Audit { path: path.clone(), error: source })?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(Self { path, file, size, options, last_write: None })
+        let started = if size == 0 { None } else { Some(first_line_at(&path)) };
+        Ok(Self { path, file, size, options, started })
+    }
+
+    /// The longest span of time one file's lines cover: a quarter of the
+    /// TTL (at least a second).
+    fn span(&self) -> Duration {
+        (self.options.ttl / 4_i32).max(Duration::SECOND)
     }
 
     /// The current file.
@@ -96,18 +111,22 @@ impl AuditLog {
         let line = serde_json::to_string(&Line { at: now.to_string(), kind, message })
             .map_err(|e| self.err(std::io::Error::other(e)))?;
         let len = line.len() as u64 + 1;
-        if self.size > 0 && self.size + len > self.options.max_bytes {
-            self.rotate(now)?;
+        let too_long = self
+            .started
+            .is_some_and(|first| first.checked_add(self.span()).is_none_or(|end| now >= end) || now < first);
+        if self.size > 0 && (self.size + len > self.options.max_bytes || too_long) {
+            self.rotate()?;
         }
         writeln!(self.file, "{line}").and_then(|()| self.file.flush()).map_err(|e| self.err(e))?;
         self.size += len;
-        self.last_write = Some(self.last_write.map_or(now, |t| t.max(now)));
+        self.started.get_or_insert(now);
         Ok(())
     }
 
-    /// Deletes what is past the TTL at `now`: rotated files rotated before
-    /// `now - ttl`, and the current file's content if it was last written
-    /// before then. Returns the number of files removed or emptied.
+    /// Deletes what is past the TTL at `now`: every rotated file whose
+    /// first line is older than `now - ttl`, and the current file's
+    /// content if its first line is. Returns the number of files removed
+    /// or emptied.
     ///
     /// # Errors
     ///
@@ -115,29 +134,24 @@ impl AuditLog {
     pub fn expire(&mut self, now: Timestamp) -> Result<u64, AgentError> {
         let cutoff = now.checked_sub(self.options.ttl).unwrap_or(Timestamp::UNIX_EPOCH);
         let mut removed = 0;
-        for (at, path) in self.rotated()? {
-            if at < cutoff.unix_nanos() {
+        for (first, path) in self.rotated()? {
+            if first < cutoff.unix_nanos() {
                 std::fs::remove_file(&path).map_err(|e| self.err(e))?;
                 removed += 1;
             }
         }
-        let modified = match self.last_write {
-            Some(t) => t,
-            None => {
-                let m = self.file.metadata().and_then(|m| m.modified()).map_err(|e| self.err(e))?;
-                Timestamp::new(time::OffsetDateTime::from(m))
-            }
-        };
-        if self.size > 0 && modified < cutoff {
+        if self.size > 0 && self.started.is_none_or(|first| first < cutoff) {
             self.file.set_len(0).map_err(|e| self.err(e))?;
             self.size = 0;
-            self.last_write = None;
+            self.started = None;
             removed += 1;
         }
         Ok(removed)
     }
 
-    /// Rotated files, oldest first, with the instant they were rotated.
+    /// Rotated files, oldest first, with the instant of their first line
+    /// (a file an earlier version rotated is named by the instant it was
+    /// rotated instead, which is later).
     fn rotated(&self) -> Result<Vec<(i128, PathBuf)>, AgentError> {
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
@@ -158,12 +172,13 @@ impl AuditLog {
         Ok(out)
     }
 
-    /// Moves the current file aside as `NAME.<unix ns>` and starts a new
-    /// one; drops the oldest rotated files beyond `keep`.
-    fn rotate(&mut self, now: Timestamp) -> Result<(), AgentError> {
-        // Named by the instant, made unique: two rotations at one instant
-        // (one upload's messages share a clock reading) must not overwrite.
-        let mut at = now.unix_nanos();
+    /// Moves the current file aside as `NAME.<unix ns of its first line>`
+    /// and starts a new one; drops the oldest rotated files beyond `keep`.
+    fn rotate(&mut self) -> Result<(), AgentError> {
+        // Named by the first line's instant, made unique: two files may
+        // start at one instant (one upload's messages share a clock
+        // reading) and must not overwrite each other.
+        let mut at = self.started.unwrap_or(Timestamp::UNIX_EPOCH).unix_nanos();
         let aside = loop {
             let mut aside = self.path.clone().into_os_string();
             aside.push(format!(".{at}"));
@@ -176,6 +191,7 @@ impl AuditLog {
         std::fs::rename(&self.path, &aside).map_err(|e| self.err(e))?;
         self.file = open_append(&self.path).map_err(|e| self.err(e))?;
         self.size = 0;
+        self.started = None;
         let rotated = self.rotated()?;
         let excess = rotated.len().saturating_sub(self.options.keep);
         for (_, path) in rotated.into_iter().take(excess) {
@@ -204,4 +220,28 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         }
     }
     Ok(file)
+}
+
+/// The instant of the first line of the audit file at `path`; the Unix
+/// epoch when it cannot be read or parsed, so that a file of unknown age
+/// is expired at once rather than kept.
+fn first_line_at(path: &Path) -> Timestamp {
+    use std::io::{BufRead as _, Read as _};
+    #[derive(serde::Deserialize)]
+    struct At {
+        at: String,
+    }
+    let Ok(file) = File::open(path) else { return Timestamp::UNIX_EPOCH };
+    // A line is one message: read at most what the first one needs to
+    // name its instant, whatever the file holds.
+    let mut first = Vec::new();
+    let mut reader = std::io::BufReader::new(file).take(64);
+    let _ = reader.read_until(b'\n', &mut first);
+    // The line starts `{"at":"<timestamp>",`: parse that prefix alone.
+    let text = String::from_utf8_lossy(&first);
+    let prefix = match text.find("\",\"") {
+        Some(end) => format!("{}\"}}", &text[..end]),
+        None => return Timestamp::UNIX_EPOCH,
+    };
+    serde_json::from_str::<At>(&prefix).ok().and_then(|a| a.at.parse().ok()).unwrap_or(Timestamp::UNIX_EPOCH)
 }
