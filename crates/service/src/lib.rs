@@ -221,6 +221,10 @@ pub struct ServiceStats {
     /// the enrichment program switched off: not answered, nothing written
     /// back onto its objects.
     pub enrich_refused: AtomicU64,
+    /// Verdicts answered but not written back onto the customer's objects
+    /// because the customer's rate (`records_per_second`, which each
+    /// verdict written costs as a record) was spent.
+    pub verdicts_not_written: AtomicU64,
     /// Copies of the engine's log into its database file (or syncs of the
     /// file) made off the writer's thread that failed. Each is retried at
     /// the next turn and the engine's own checkpoint stays the backstop,
@@ -1182,22 +1186,42 @@ impl Service {
         }
     }
 
+    /// Takes `n` records' worth from the customer's rate
+    /// (`records_per_second`, a bucket of four seconds' worth shared by
+    /// its connections), or says how long until there is enough.
+    fn charge(&self, cs: &CustomerSettings, n: u64, now: Instant) -> Result<(), std::time::Duration> {
+        let mut rates = self.rates.lock().unwrap_or_else(PoisonError::into_inner);
+        let rate = cs.records_per_second();
+        let bucket = rates
+            .entry(cs.customer().clone())
+            .or_insert_with(|| Bucket::new(rate, rate.saturating_mul(4), now));
+        // The customer's rate as the settings say now (they change at run
+        // time).
+        bucket.retune(rate, rate.saturating_mul(4), now);
+        bucket.take(n, now)
+    }
+
     /// Answers an enrichment query, and writes the verdicts of a direct one
     /// back onto the customer's objects; refuses it (`Forbidden`, counted
     /// in `enrich_refused`) when the customer has the enrichment program
     /// switched off, as a batch of the program would be.
+    ///
+    /// Each verdict written back costs the customer's rate as a record
+    /// does (it is a write to the customer's store): beyond the rate the
+    /// query is still answered, and nothing is written back (counted in
+    /// `verdicts_not_written`), so sightings sent without end cannot hold
+    /// the store other customers' batches wait for.
     fn enrich(&self, settings: &Settings, customer: &CustomerId, q: &EnrichQuery) -> Message {
-        if !settings
-            .customer(customer)
-            .is_some_and(|cs| cs.policy().enabled(privtel_model::Program::Enrichment))
-        {
+        let Some(cs) =
+            settings.customer(customer).filter(|cs| cs.policy().enabled(privtel_model::Program::Enrichment))
+        else {
             self.stats.enrich_refused.fetch_add(1, Ordering::Relaxed);
             return Message::error(
                 ErrorCode::Forbidden,
                 "the customer has the enrichment program switched off",
                 false,
             );
-        }
+        };
         match self.index.answer(q) {
             Ok(answer) => {
                 if let EnrichAnswer::Direct { binaries, domains, .. } = &answer {
@@ -1214,7 +1238,12 @@ impl Service {
                         .filter(|v| **v != DomainVerdict::unknown(v.domain.clone()))
                         .cloned()
                         .collect();
-                    if !binaries.is_empty() || !domains.is_empty() {
+                    let n = (binaries.len() + domains.len()) as u64;
+                    let within_rate = n > 0 && self.charge(cs, n, Instant::now()).is_ok();
+                    if n > 0 && !within_rate {
+                        self.stats.verdicts_not_written.fetch_add(n, Ordering::Relaxed);
+                    }
+                    if within_rate {
                         // A failure to write verdicts back costs their
                         // record, not the device's answer.
                         let now = (self.clock)();
@@ -1332,20 +1361,9 @@ impl Service {
         if let Err(wait) = messages.take(1, now) {
             return defer(RejectCode::RATE_LIMITED, "too many messages on this connection".into(), wait);
         }
-        let customer_rate = {
-            let mut rates = self.rates.lock().unwrap_or_else(PoisonError::into_inner);
-            let rate = cs.records_per_second();
-            let bucket = rates
-                .entry(customer.clone())
-                .or_insert_with(|| Bucket::new(rate, rate.saturating_mul(4), now));
-            // The customer's rate as the settings say now (they change
-            // at run time).
-            bucket.retune(rate, rate.saturating_mul(4), now);
-            // An empty batch is still a write (the device's and the
-            // stream's rows, a group): it costs as one record.
-            bucket.take(n.max(1), now)
-        };
-        if let Err(wait) = customer_rate {
+        // An empty batch is still a write (the device's and the stream's
+        // rows, a group): it costs as one record.
+        if let Err(wait) = self.charge(cs, n.max(1), now) {
             return defer(RejectCode::RATE_LIMITED, "the customer's devices send too fast".into(), wait);
         }
         let clock = (self.clock)();

@@ -71,7 +71,8 @@ pub struct Limits {
     pub max_handshakes: usize,
     /// Most connections in their TLS handshake at once from one network
     /// address (default 64; an IPv6 address counts by its /64 network,
-    /// which one host usually holds whole): one host opening connections
+    /// which one host usually holds whole, and its /56 and /48 may hold
+    /// twice and four times as many): one host opening connections
     /// without end fills its own share, not the service's. Devices behind
     /// one NAT share it, but a handshake takes milliseconds: they meet it
     /// only when thousands start at the same instant, and retry.

@@ -7,8 +7,11 @@
 //! `Limits::max_handshakes_per_address`).
 
 use std::collections::HashMap;
+#[cfg(feature = "tls")]
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+#[cfg(feature = "tls")]
+use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
 
 use privtel_model::{CustomerId, DeviceId};
 
@@ -121,23 +124,31 @@ impl<K: std::hash::Hash + Eq> Release<K> for HashMap<K, u32> {
     }
 }
 
+/// A network a handshake counts under: its address and prefix length.
+#[cfg(feature = "tls")]
+type Network = (IpAddr, u8);
+
 /// TLS handshakes in progress, in all and by network address.
+#[cfg(feature = "tls")]
 #[derive(Debug)]
 pub(crate) struct Handshakes {
     max: usize,
     per_address: u32,
-    held: Mutex<(usize, HashMap<IpAddr, u32>)>,
+    held: Mutex<(usize, HashMap<Network, u32>)>,
 }
 
 /// Why a handshake was not begun.
+#[cfg(feature = "tls")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Busy {
     /// As many handshakes from every address together as allowed.
     All(usize),
-    /// As many from this address (or its IPv6 /64) as allowed.
+    /// As many from this address (or its IPv6 /64, /56 or /48) as
+    /// allowed.
     Address(u32),
 }
 
+#[cfg(feature = "tls")]
 impl std::fmt::Display for Busy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -147,19 +158,27 @@ impl std::fmt::Display for Busy {
     }
 }
 
-/// The address a handshake counts under: an IPv4 address (or an IPv4
-/// address mapped into IPv6) as it is, an IPv6 address by its /64
-/// network.
-pub(crate) fn counted_as(addr: IpAddr) -> IpAddr {
+/// The networks a handshake from `addr` counts under, each with the
+/// multiple of the per-address cap it may hold: an IPv4 address (or one
+/// mapped into IPv6) as it is; an IPv6 address by its /64 (one host, as a
+/// rule), and also by its /56 (twice the cap) and its /48 (four times),
+/// so that a host holding a whole allocation of /64s (a home's /56, a
+/// site's /48) still takes a bounded share.
+#[cfg(feature = "tls")]
+pub(crate) fn counted_as(addr: IpAddr) -> Vec<(IpAddr, u8, u32)> {
     match addr.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => {
-            let net = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(net.into())
-        }
+        IpAddr::V4(v4) => vec![(IpAddr::V4(v4), 32, 1)],
+        IpAddr::V6(v6) => [(64u8, 1u32), (56, 2), (48, 4)]
+            .into_iter()
+            .map(|(bits, times)| {
+                let net = u128::from(v6) & (u128::MAX << (128 - u32::from(bits)));
+                (IpAddr::V6(net.into()), bits, times)
+            })
+            .collect(),
     }
 }
 
+#[cfg(feature = "tls")]
 impl Handshakes {
     pub(crate) fn new(max: usize, per_address: u32) -> Arc<Self> {
         Arc::new(Self { max, per_address, held: Mutex::default() })
@@ -168,19 +187,24 @@ impl Handshakes {
     /// A handshake slot for a connection from `addr`, given back when
     /// dropped.
     pub(crate) fn begin(self: &Arc<Self>, addr: IpAddr) -> Result<Handshake, Busy> {
-        let addr = counted_as(addr);
+        let networks = counted_as(addr);
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let (all, by_address) = &mut *held;
+        let (all, by_network) = &mut *held;
         if *all >= self.max {
             return Err(Busy::All(*all));
         }
-        let mine = by_address.entry(addr).or_default();
-        if *mine >= self.per_address {
-            return Err(Busy::Address(*mine));
+        for (net, bits, times) in &networks {
+            let mine = by_network.get(&(*net, *bits)).copied().unwrap_or(0);
+            if mine >= self.per_address.saturating_mul(*times) {
+                return Err(Busy::Address(mine));
+            }
         }
-        *mine += 1;
+        for (net, bits, _) in &networks {
+            *by_network.entry((*net, *bits)).or_default() += 1;
+        }
         *all += 1;
-        Ok(Handshake { handshakes: Arc::clone(self), addr })
+        let networks = networks.into_iter().map(|(net, bits, _)| (net, bits)).collect();
+        Ok(Handshake { handshakes: Arc::clone(self), networks })
     }
 
     /// Handshakes in progress now, in all.
@@ -192,18 +216,22 @@ impl Handshakes {
 }
 
 /// One connection's handshake slot ([`Handshakes::begin`]).
+#[cfg(feature = "tls")]
 #[derive(Debug)]
 pub(crate) struct Handshake {
     handshakes: Arc<Handshakes>,
-    addr: IpAddr,
+    networks: Vec<Network>,
 }
 
+#[cfg(feature = "tls")]
 impl Drop for Handshake {
     fn drop(&mut self) {
         let mut held = self.handshakes.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let (all, by_address) = &mut *held;
+        let (all, by_network) = &mut *held;
         *all = all.saturating_sub(1);
-        by_address.release(&self.addr);
+        for net in &self.networks {
+            by_network.release(net);
+        }
     }
 }
 
@@ -237,8 +265,10 @@ mod tests {
         assert_eq!(o.customer(&acme), 0);
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn handshakes_are_capped_in_all_and_by_address_and_ipv6_counts_by_its_64() {
+        // (Its /56 and /48 allow 4 and 8 here: the /64 is the one met.)
         let h = Handshakes::new(4, 2);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
@@ -255,6 +285,46 @@ mod tests {
         assert_eq!(h.begin(v6b).unwrap_err(), Busy::Address(2), "both v6 addresses are one /64");
         let other_net = h.begin("2001:db8:1:3::1".parse().unwrap()).unwrap();
         drop((y, z, w, other_net));
+        assert_eq!(h.in_progress(), (0, 0));
+    }
+}
+
+#[cfg(all(test, feature = "tls"))]
+mod networks {
+    use super::*;
+
+    /// A host holding a whole /56 (256 /64s) or /48 takes at most 2 or 4
+    /// times one address's share, and another network is still served.
+    #[test]
+    fn an_ipv6_allocation_of_many_64s_takes_a_bounded_share() {
+        let h = Handshakes::new(1_024, 64);
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for sub in 0..=255u16 {
+            for host in 1..=64u16 {
+                let addr: IpAddr = format!("2001:db8:0:{sub:x}::{host:x}").parse().unwrap();
+                match h.begin(addr) {
+                    Ok(slot) => held.push(slot),
+                    Err(Busy::Address(_)) => refused += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        // The /56 2001:db8:0:0-ff holds 128 (twice 64); its /48 would allow 256.
+        assert_eq!(held.len(), 128);
+        assert_eq!(refused, 256 * 64 - 128);
+        // Another /48 is served.
+        held.push(h.begin("2001:db8:1::1".parse().unwrap()).unwrap());
+        // Across several /56 of one /48: at most four times the share.
+        for net in 1..=8u16 {
+            for host in 1..=64u16 {
+                if let Ok(slot) = h.begin(format!("2001:db8:0:{:x}::{host:x}", net * 256).parse().unwrap()) {
+                    held.push(slot);
+                }
+            }
+        }
+        assert_eq!(held.len(), 256 + 1, "the /48 2001:db8:0 holds four times the share");
+        drop(held);
         assert_eq!(h.in_progress(), (0, 0));
     }
 }

@@ -931,3 +931,40 @@ fn a_direct_enrichment_query_beside_a_device_id_is_refused_and_nothing_written_b
     assert!(device.recv().is_err(), "the connection is closed");
     assert!(service.engine().binary_verdict(&id("acme"), &digest).unwrap().is_none(), "written back");
 }
+
+/// A verdict written back onto the customer's objects is a write to its
+/// store, and costs its rate as a record does: sightings sent without end
+/// are all answered, but beyond the rate nothing more is written (the
+/// store other customers' batches wait for is not held by them).
+#[test]
+fn verdicts_written_back_cost_the_customers_rate_and_beyond_it_are_answered_unwritten() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let (service, digest) = service_knowing_one_binary(dir.path());
+    let slow = SETTINGS.replace("[customers.acme]\n", "[customers.acme]\nrecords_per_second = 1\n");
+    assert_ne!(slow, SETTINGS);
+    service.replace_settings(Settings::from_toml(&slow).unwrap());
+    let mut enhance = connect(&service, peer("acme", "dev-1"));
+    enhance.client_enhance_handshake(&privtel_wire::EnhanceHello::new("test")).unwrap();
+    let started = std::time::Instant::now();
+    for query_id in 0..40 {
+        enhance
+            .send(&Message::Sightings(privtel_wire::Sightings {
+                query_id,
+                binaries: vec![privtel_model::BinarySighting::new(digest, None, 0, None, now())],
+                domains: Vec::new(),
+            }))
+            .unwrap();
+        assert!(matches!(enhance.recv().unwrap(), Message::EnrichAnswer(_)), "every sighting is answered");
+    }
+    let written_at_most = 4 + started.elapsed().as_secs() + 1;
+    let not_written = service.stats().verdicts_not_written.load(Ordering::Relaxed);
+    assert!(
+        not_written >= 40 - written_at_most,
+        "only {not_written} of 40 verdicts not written at 1 a second"
+    );
+    assert!(
+        service.engine().binary_verdict(&id("acme"), &digest).unwrap().is_some(),
+        "the first are written"
+    );
+}
