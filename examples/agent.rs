@@ -95,7 +95,8 @@ struct Args {
     #[arg(long)]
     user: Option<UserId>,
     /// Write every message sent, decoded, to this JSON Lines file (0600,
-    /// rotated at 8 MiB, expired with the data).
+    /// rotated at 8 MiB, expired with the data; each message sealed with
+    /// the spool's key: read it with the `audit` example).
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
     /// The enrollment token an administrator issued, for the first

@@ -68,6 +68,19 @@ fn agent_command(dir: &Path, cloud_addr: &str, ca: &Path, policy: &Path, extra: 
     cmd
 }
 
+/// The agent's audit log as its owner reads it (`audit --spool`): the
+/// messages are sealed with the spool's key in the file itself.
+fn audit_text(dir: &Path) -> String {
+    let out = Command::new(example("audit"))
+        .arg("--spool")
+        .arg(dir.join("spool.db"))
+        .arg(dir.join("audit.jsonl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
 fn agent(dir: &Path, cloud_addr: &str, ca: &Path, policy: &Path, extra: &[&str]) -> Output {
     agent_command(dir, cloud_addr, ca, policy, extra).output().unwrap()
 }
@@ -132,7 +145,9 @@ fn full_cycle_scan_filter_spool_upload_enrich_store() {
     // message the agent sent; those of the enrichment session name no
     // device, user, folder or file, and none of the stored records is an
     // enrichment record.
-    let audit = text(&std::fs::read(dir.path().join("audit.jsonl")).unwrap());
+    let raw = text(&std::fs::read(dir.path().join("audit.jsonl")).unwrap());
+    assert!(!raw.contains("bad-downloads.example"), "the audit file holds a sighting in clear");
+    let audit = audit_text(dir.path());
     let enhance: Vec<&str> = audit
         .lines()
         .filter(|l| l.contains("\"kind\":\"enhance hello\"") || l.contains("\"kind\":\"sightings\""))
@@ -189,8 +204,13 @@ fn canaries_never_leave_in_a_form_the_policy_does_not_keep_in_clear() {
             assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} in the {what}");
         }
     }
-    // The audit log is real: it shows the batches, with the generalised forms.
-    let audit = text(&audit);
+    // The audit log is real: opened with the spool's key, it shows the
+    // batches, with the generalised forms, and nothing dropped.
+    let audit = audit_text(dir.path());
+    for needle in [canary, "10.77.77.77"] {
+        assert!(!audit.contains(needle), "{needle} in the audit log opened");
+    }
+    assert!(!text(&std::fs::read(dir.path().join("audit.jsonl")).unwrap()).contains("example.com"), "sealed");
     assert!(
         audit.contains("\"kind\":\"batch\"") && audit.contains("example.com") && audit.contains("10.77.77.0"),
         "{audit}"
@@ -305,7 +325,7 @@ fn withdrawn_consent_sends_nothing_and_empties_the_spool() {
     assert_eq!(spool.len(Some(Program::PersonalisedUsage)).unwrap(), 0);
     assert_eq!(spool.counters().unwrap().purged, 4);
     assert_eq!(engine(dir.path()).record_count().unwrap(), 0, "nothing of the withdrawn program was stored");
-    let audit = text(&std::fs::read(dir.path().join("audit.jsonl")).unwrap());
+    let audit = audit_text(dir.path());
     assert!(!audit.contains("\"kind\":\"batch\""), "no batch was sent: {audit}");
 }
 
@@ -611,7 +631,7 @@ fn a_running_program_is_recorded_and_enhanced_once_across_agent_runs() {
     let run = || {
         let out = agent(dir.path(), &c.addr, &c.ca, &data("policy.toml"), &["--processes"]);
         assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
-        text(&std::fs::read(dir.path().join("audit.jsonl")).unwrap())
+        audit_text(dir.path())
     };
     let naming = |audit: &str, kind: &str| {
         audit.lines().filter(|l| l.contains(&format!("\"kind\":\"{kind}\"")) && l.contains(&sha)).count()

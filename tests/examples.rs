@@ -99,7 +99,7 @@ fn assert_usage_error(name: &str, args: &[&str], expected: &[&str]) -> String {
 #[test]
 fn every_example_describes_itself_not_the_package() {
     let mut wrong = Vec::new();
-    for name in ["demo", "agent", "cloud", "admin", "hash", "normalize", "records"] {
+    for name in ["demo", "agent", "audit", "cloud", "admin", "hash", "normalize", "records"] {
         let out = run_briefly(name, &["-h"]);
         let first = text(&out.stdout).lines().next().unwrap_or_default().to_owned();
         if first.is_empty() || first == env!("CARGO_PKG_DESCRIPTION") {
@@ -117,6 +117,11 @@ fn demo_prints_help_and_version() {
 #[test]
 fn agent_prints_help_and_version() {
     assert_help_and_version("agent");
+}
+
+#[test]
+fn audit_prints_help_and_version() {
+    assert_help_and_version("audit");
 }
 
 #[test]

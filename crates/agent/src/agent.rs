@@ -266,9 +266,17 @@ impl Agent {
     }
 
     /// Writes every message the agent sends, decoded, to `audit`, so a
-    /// customer can see exactly what leaves the machine.
+    /// customer can see exactly what leaves the machine. When the spool is
+    /// sealed (as [`Agent::open`] makes it) and `audit` is not already, the
+    /// messages are sealed with the spool's key: what a file on the device
+    /// holds of a payload never reads without the key
+    /// ([`crate::read_audit_log`] opens it).
     #[must_use]
     pub fn with_audit_log(mut self, audit: AuditLog) -> Self {
+        let audit = match self.outbox.spool().sealing_key() {
+            Some(key) if !audit.is_sealed() => audit.sealed_with(key.clone()),
+            _ => audit,
+        };
         self.audit = Some(audit);
         self
     }

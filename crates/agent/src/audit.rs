@@ -3,6 +3,12 @@
 //! 0600, rotated by size and by time, and expired under the same time to
 //! live as the data it describes: no line outlives the TTL.
 //!
+//! Sealed when the agent's spool is ([`crate::Agent::with_audit_log`]):
+//! each line's message is then AES-256-GCM under the spool's key, and only
+//! its instant and kind (`hello`, `batch`, …) read without the key, as
+//! the spool's payloads. [`read_audit_log`] (and the example agent's
+//! `--show-audit`) opens it with the key.
+//!
 //! How a line's life is bounded: a file holds lines of at most a quarter
 //! of the TTL (a line that would make the current file span more is
 //! written to a new one), and a rotated file is named by the instant of
@@ -15,6 +21,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use privtel_model::Timestamp;
+use privtel_store::AtRestKey;
 use time::Duration;
 
 use crate::error::AgentError;
@@ -59,6 +66,35 @@ pub struct AuditLog {
     /// The instant of the current file's first line (read back from the
     /// file when it is opened; `None`: the file is empty).
     started: Option<Timestamp>,
+    /// The key messages are sealed with (`None`: written in clear).
+    key: Option<AtRestKey>,
+}
+
+/// One line of an audit log, opened: when a message left, its kind, and
+/// the message as JSON.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct AuditEntry {
+    /// When it was sent.
+    pub at: Timestamp,
+    /// Its kind (`hello`, `batch`, `sightings`, …).
+    pub kind: String,
+    /// The message, as it was sent, as JSON.
+    pub message: serde_json::Value,
+}
+
+/// A line as written: the message in clear, or sealed (`key`: the key's
+/// id; `sealed`: the nonce and ciphertext, in hex).
+#[derive(serde::Deserialize)]
+struct StoredLine {
+    at: String,
+    kind: String,
+    #[serde(default)]
+    message: Option<serde_json::Value>,
+    #[serde(default)]
+    key: Option<u32>,
+    #[serde(default)]
+    sealed: Option<String>,
 }
 
 impl AuditLog {
@@ -74,7 +110,22 @@ impl AuditLog {
             open_append(&path).map_err(|source| AgentError::Audit { path: path.clone(), error: source })?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let started = if size == 0 { None } else { Some(first_line_at(&path)) };
-        Ok(Self { path, file, size, options, started })
+        Ok(Self { path, file, size, options, started, key: None })
+    }
+
+    /// The same log with every message written from now on sealed with
+    /// `key` (AES-256-GCM, a fresh nonce a line): only each line's instant
+    /// and kind read without it. [`crate::Agent::with_audit_log`] seals
+    /// with the spool's key when the spool is sealed.
+    #[must_use]
+    pub fn sealed_with(mut self, key: AtRestKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Whether messages are sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.key.is_some()
     }
 
     /// The longest span of time one file's lines cover: a quarter of the
@@ -108,8 +159,24 @@ impl AuditLog {
             kind: &'a str,
             message: &'a T,
         }
-        let line = serde_json::to_string(&Line { at: now.to_string(), kind, message })
-            .map_err(|e| self.err(std::io::Error::other(e)))?;
+        #[derive(serde::Serialize)]
+        struct Sealed<'a> {
+            at: String,
+            kind: &'a str,
+            key: u32,
+            sealed: String,
+        }
+        let line = match &self.key {
+            None => serde_json::to_string(&Line { at: now.to_string(), kind, message }),
+            Some(key) => {
+                let plain = serde_json::to_vec(message).map_err(|e| self.err(std::io::Error::other(e)))?;
+                let (id, sealed) = privtel_store::parts::seal_encoded(plain, Some(key))
+                    .map_err(|e| self.err(std::io::Error::other(e.to_string())))?;
+                let key = id.unwrap_or(key.id().get());
+                serde_json::to_string(&Sealed { at: now.to_string(), kind, key, sealed: hex(&sealed) })
+            }
+        }
+        .map_err(|e| self.err(std::io::Error::other(e)))?;
         let len = line.len() as u64 + 1;
         let too_long = self
             .started
@@ -244,4 +311,126 @@ fn first_line_at(path: &Path) -> Timestamp {
         None => return Timestamp::UNIX_EPOCH,
     };
     serde_json::from_str::<At>(&prefix).ok().and_then(|a| a.at.parse().ok()).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    bytes.chunks_exact(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
+}
+
+impl AuditLog {
+    /// Every line of the audit file at `path`, oldest first, its sealed
+    /// messages opened with `key`.
+    ///
+    /// ```
+    /// use privtel_agent::{AuditLog, AuditOptions};
+    /// use privtel_store::AtRestKey;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("audit.jsonl");
+    /// let key = AtRestKey::new(1, [9; 32]);
+    /// let now = privtel_model::Timestamp::UNIX_EPOCH;
+    /// let mut log = AuditLog::open(&path, AuditOptions::default())?.sealed_with(key.clone());
+    /// log.write("batch", &serde_json::json!({ "domain": "example.com" }), now)?;
+    /// assert!(!std::fs::read_to_string(&path)?.contains("example.com"), "sealed");
+    /// let lines = AuditLog::read(&path, Some(&key))?;
+    /// assert_eq!(lines[0].kind, "batch");
+    /// assert_eq!(lines[0].message["domain"], "example.com");
+    /// let err = AuditLog::read(&path, Some(&AtRestKey::new(1, [8; 32]))).unwrap_err();
+    /// assert!(err.to_string().ends_with("line 1: a sealed message the key given does not open"), "{err}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`AgentError::Audit`] naming the file and the line (never its
+    /// content): unreadable, not a line of an audit log, or sealed with a
+    /// key not given.
+    pub fn read(path: impl AsRef<Path>, key: Option<&AtRestKey>) -> Result<Vec<AuditEntry>, AgentError> {
+        let path = path.as_ref();
+        let failed = |error: std::io::Error| AgentError::Audit { path: path.to_owned(), error };
+        let text = std::fs::read_to_string(path).map_err(failed)?;
+        Self::parse(&text, key).map_err(|e| failed(std::io::Error::other(e.to_string())))
+    }
+
+    /// The lines of an audit log's text, oldest first, its sealed messages
+    /// opened with `key` ([`AuditLog::read`] without the file).
+    ///
+    /// # Errors
+    ///
+    /// [`AuditLineError`] naming the first bad line and what is wrong with
+    /// it, never its content.
+    pub fn parse(text: &str, key: Option<&AtRestKey>) -> Result<Vec<AuditEntry>, AuditLineError> {
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let bad = |problem| AuditLineError { line: i + 1, problem };
+            let stored: StoredLine =
+                serde_json::from_str(line).map_err(|_| bad("not a line of an audit log"))?;
+            let at = stored.at.parse().map_err(|_| bad("an instant that does not parse"))?;
+            let message = match (stored.message, stored.sealed) {
+                (Some(message), None) => message,
+                (None, Some(sealed)) => {
+                    let sealed = unhex(&sealed).ok_or_else(|| bad("a sealed message that is not hex"))?;
+                    let Some(key) = key else { return Err(bad("a sealed message, and no key given")) };
+                    let row = i64::try_from(i + 1).unwrap_or(i64::MAX);
+                    let plain = privtel_store::parts::unseal_bytes(row, stored.key, &sealed, Some(key))
+                        .map_err(|_| bad("a sealed message the key given does not open"))?;
+                    serde_json::from_slice(&plain).map_err(|_| bad("a sealed message that is not JSON"))?
+                }
+                _ => return Err(bad("expected one message, in clear or sealed")),
+            };
+            out.push(AuditEntry { at, kind: stored.kind, message });
+        }
+        Ok(out)
+    }
+}
+
+/// A line of an audit log that does not read: its number (1-based) and
+/// what is wrong with it. Never its content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {problem}")]
+pub struct AuditLineError {
+    /// The line, from 1.
+    pub line: usize,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
+/// Every line of the audit file at `path` written by an agent whose spool
+/// is at `spool` (opened with its key, `SPOOL.seal.key`, as
+/// [`crate::Agent::open`] made it; a log in clear needs none).
+///
+/// # Errors
+///
+/// A key error when the spool's key file is unusable; as
+/// [`AuditLog::read`] otherwise.
+pub fn read_audit_log(
+    path: impl AsRef<Path>,
+    spool: impl AsRef<Path>,
+) -> Result<Vec<AuditEntry>, AgentError> {
+    let key_file = crate::key_path(spool, "seal");
+    let key = if key_file.exists() {
+        Some(AtRestKey::new(1, crate::keys::load_or_create_key(key_file)?))
+    } else {
+        None
+    };
+    AuditLog::read(path, key.as_ref())
 }

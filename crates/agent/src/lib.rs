@@ -111,7 +111,7 @@ mod update;
 mod weblog;
 
 pub use agent::{Agent, Collected, Delivery, MAX_BATCH_RECORDS, UploadReport, key_path};
-pub use audit::{AuditLog, AuditOptions};
+pub use audit::{AuditEntry, AuditLineError, AuditLog, AuditOptions, read_audit_log};
 #[cfg(feature = "tls")]
 pub use enroll::enroll;
 pub use error::{AgentError, KeyError, LineProblem};

@@ -132,54 +132,68 @@ fn the_audit_log_rotates_by_size_and_expires_with_the_data() {
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
 }
 
-/// Every line of the audit log, across its files.
-fn audit_lines(dir: &std::path::Path) -> Vec<String> {
-    let mut lines = Vec::new();
+/// Every line of the audit log, across its files, opened with `key`.
+fn audit_entries(
+    dir: &std::path::Path,
+    key: Option<&privtel_store::AtRestKey>,
+) -> Vec<privtel_agent::AuditEntry> {
+    let mut entries = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        lines.extend(text.lines().map(str::to_owned));
+        entries.extend(privtel_agent::AuditLog::read(entry.unwrap().path(), key).unwrap());
     }
-    lines
+    entries
 }
 
 /// An agent that runs every day writes to its audit log every day: no
 /// line outlives the TTL all the same (a file holds at most a quarter of
 /// it and goes when its first line is past it), across a restart, and a
-/// line stays at least three quarters of it. A batch line with a canary
-/// written on day 0 is gone by day 7 of a 7-day TTL; before, a log written
-/// every cycle was never old enough to be emptied, and kept it for months.
+/// line stays at least three quarters of it; in clear and sealed alike. A
+/// batch line with a canary written on day 0 is gone by day 7 of a 7-day
+/// TTL; before, a log written every cycle was never old enough to be
+/// emptied, and kept it for months.
 #[test]
 fn no_audit_line_outlives_the_ttl_of_a_log_written_every_day() {
     use privtel_agent::{AuditLog, AuditOptions};
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let ttl = Duration::days(7);
-    let mut log = AuditLog::open(&path, AuditOptions::with_ttl(ttl)).unwrap();
-    let day0 = Timestamp::new(time::OffsetDateTime::now_utc());
-    let at = |hours: i64| day0.checked_add(Duration::hours(hours)).unwrap();
-    log.write("batch", &serde_json::json!({ "h": 0, "url": "canary-0d0e1f.example/path" }), at(0)).unwrap();
-    let mut written = vec![0];
-    // Every six hours for 20 days: a line, then the cycle's expiry; the
-    // agent restarts (the log opened again) on day 9.
-    for h in (6..20 * 24).step_by(6) {
-        if h == 9 * 24 {
-            log = AuditLog::open(&path, AuditOptions::with_ttl(ttl)).unwrap();
+    let sealing = privtel_store::AtRestKey::new(1, [4; 32]);
+    for key in [None, Some(&sealing)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let ttl = Duration::days(7);
+        let open = || {
+            let log = AuditLog::open(&path, AuditOptions::with_ttl(ttl)).unwrap();
+            match key {
+                Some(k) => log.sealed_with(k.clone()),
+                None => log,
+            }
+        };
+        let mut log = open();
+        let day0 = Timestamp::new(time::OffsetDateTime::now_utc());
+        let at = |hours: i64| day0.checked_add(Duration::hours(hours)).unwrap();
+        log.write("batch", &serde_json::json!({ "h": 0, "url": "canary-0d0e1f.example/path" }), at(0))
+            .unwrap();
+        let raw = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(raw.contains("canary-0d0e1f"), key.is_none(), "sealed: {raw}");
+        let mut written = vec![0];
+        // Every six hours for 20 days: a line, then the cycle's expiry; the
+        // agent restarts (the log opened again) on day 9.
+        for h in (6..20 * 24).step_by(6) {
+            if h == 9 * 24 {
+                log = open();
+            }
+            log.write("hello", &serde_json::json!({ "h": h }), at(h)).unwrap();
+            written.push(h);
+            log.expire(at(h)).unwrap();
+            let mut present = Vec::new();
+            for e in audit_entries(dir.path(), key) {
+                assert!(e.at >= at(h - 7 * 24), "a line of {} kept at hour {h}, past the TTL", e.at);
+                present.push(e.message["h"].as_i64().unwrap());
+            }
+            // What is younger than three quarters of the TTL is all there.
+            for w in written.iter().filter(|w| **w > h - 126) {
+                assert!(present.contains(w), "the line of hour {w} gone at hour {h}");
+            }
         }
-        log.write("hello", &serde_json::json!({ "h": h }), at(h)).unwrap();
-        written.push(h);
-        log.expire(at(h)).unwrap();
-        let mut present = Vec::new();
-        for line in audit_lines(dir.path()) {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let when: Timestamp = v["at"].as_str().unwrap().parse().unwrap();
-            assert!(when >= at(h - 7 * 24), "a line of {when} kept at hour {h}, past the TTL");
-            present.push(v["message"]["h"].as_i64().unwrap());
-        }
-        // What is younger than three quarters of the TTL is all there.
-        for w in written.iter().filter(|w| **w > h - 126) {
-            assert!(present.contains(w), "the line of hour {w} gone at hour {h}");
-        }
+        let all: Vec<String> = audit_entries(dir.path(), key).iter().map(|e| e.message.to_string()).collect();
+        assert!(!all.concat().contains("canary-0d0e1f"), "the day-0 batch outlived its TTL");
     }
-    let all = audit_lines(dir.path()).join("\n");
-    assert!(!all.contains("canary-0d0e1f"), "the day-0 batch outlived its TTL");
 }

@@ -406,6 +406,11 @@ impl Spool {
         Ok(Self { conn, options, stream_id: stream_id as u64 })
     }
 
+    /// The key the spool seals its payloads with, if any.
+    pub fn sealing_key(&self) -> Option<&AtRestKey> {
+        self.options.key.as_ref()
+    }
+
     /// The spool's stream id: random, nonzero, made once when the spool is
     /// created (or first opened by this version) and kept in it. Batches
     /// are sent with it; the service keeps one high-water mark per stream.
