@@ -258,6 +258,10 @@ fn serve(opts: &Options) -> Res<()> {
     // 10,000 would take longer than the run): what a connection costs does
     // not depend on how many its device holds.
     limits.max_per_device = 20_000;
+    // Every client is on 127.0.0.1, 16 a core: on a machine of more than
+    // four cores more than the 64 handshakes of one address would run at
+    // once (a real fleet comes from many addresses).
+    limits.max_handshakes_per_address = 20_000;
     limits.idle = Duration::from_secs(opts.idle_secs);
     let service = Arc::new(
         Service::new(engine, VerdictIndex::new(4, [1; 32]), wall)

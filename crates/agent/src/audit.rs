@@ -6,8 +6,9 @@
 //! Sealed when the agent's spool is ([`crate::Agent::with_audit_log`]):
 //! each line's message is then AES-256-GCM under the spool's key, and only
 //! its instant and kind (`hello`, `batch`, …) read without the key, as
-//! the spool's payloads. [`read_audit_log`] (and the example agent's
-//! `--show-audit`) opens it with the key.
+//! the spool's payloads. [`read_audit_log`] (and the `audit` example:
+//! `cargo run --example audit -- --spool SPOOL LOG`) opens it with the
+//! key.
 //!
 //! How a line's life is bounded: a file holds lines of at most a quarter
 //! of the TTL (a line that would make the current file span more is
@@ -159,32 +160,52 @@ impl AuditLog {
             kind: &'a str,
             message: &'a T,
         }
-        #[derive(serde::Serialize)]
-        struct Sealed<'a> {
-            at: String,
-            kind: &'a str,
-            key: u32,
-            sealed: String,
-        }
-        let line = match &self.key {
-            None => serde_json::to_string(&Line { at: now.to_string(), kind, message }),
+        // Sealed: the line is written in pieces, the ciphertext in hex a
+        // chunk at a time, so a large batch is held as its JSON and its
+        // ciphertext only, never also as hex and as a line.
+        let (head, body, tail) = match &self.key {
+            None => {
+                let line = serde_json::to_string(&Line { at: now.to_string(), kind, message })
+                    .map_err(|e| self.err(std::io::Error::other(e)))?;
+                (line, Vec::new(), String::new())
+            }
             Some(key) => {
                 let plain = serde_json::to_vec(message).map_err(|e| self.err(std::io::Error::other(e)))?;
                 let (id, sealed) = privtel_store::parts::seal_encoded(plain, Some(key))
                     .map_err(|e| self.err(std::io::Error::other(e.to_string())))?;
                 let key = id.unwrap_or(key.id().get());
-                serde_json::to_string(&Sealed { at: now.to_string(), kind, key, sealed: hex(&sealed) })
+                let at = serde_json::to_string(&now.to_string())
+                    .map_err(|e| self.err(std::io::Error::other(e)))?;
+                let kind = serde_json::to_string(kind).map_err(|e| self.err(std::io::Error::other(e)))?;
+                (
+                    format!("{{\"at\":{at},\"kind\":{kind},\"key\":{key},\"sealed\":\""),
+                    sealed,
+                    "\"}".to_owned(),
+                )
             }
-        }
-        .map_err(|e| self.err(std::io::Error::other(e)))?;
-        let len = line.len() as u64 + 1;
+        };
+        let len = (head.len() + 2 * body.len() + tail.len()) as u64 + 1;
         let too_long = self
             .started
             .is_some_and(|first| first.checked_add(self.span()).is_none_or(|end| now >= end) || now < first);
         if self.size > 0 && (self.size + len > self.options.max_bytes || too_long) {
             self.rotate()?;
         }
-        writeln!(self.file, "{line}").and_then(|()| self.file.flush()).map_err(|e| self.err(e))?;
+        let mut out = std::io::BufWriter::with_capacity(64 << 10, &self.file);
+        let written = (|| {
+            out.write_all(head.as_bytes())?;
+            let mut hexed = String::with_capacity(2 * 4096);
+            for chunk in body.chunks(4096) {
+                hexed.clear();
+                push_hex(&mut hexed, chunk);
+                out.write_all(hexed.as_bytes())?;
+            }
+            out.write_all(tail.as_bytes())?;
+            out.write_all(b"\n")?;
+            out.flush()
+        })();
+        drop(out);
+        written.map_err(|e| self.err(e))?;
         self.size += len;
         self.started.get_or_insert(now);
         Ok(())
@@ -232,7 +253,10 @@ impl AuditLog {
             let file_name = entry.file_name();
             let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
             if let Ok(at) = rest.parse::<i128>() {
-                out.push((at, entry.path()));
+                // A file an earlier version rotated is named by the instant
+                // it was rotated: its first line counts if it is older.
+                let first = first_line_at(&entry.path()).unix_nanos();
+                out.push((at.min(first), entry.path()));
             }
         }
         out.sort();
@@ -313,14 +337,12 @@ fn first_line_at(path: &Path) -> Timestamp {
     serde_json::from_str::<At>(&prefix).ok().and_then(|a| a.at.parse().ok()).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-fn hex(bytes: &[u8]) -> String {
+fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
         out.push(char::from(DIGITS[usize::from(b & 15)]));
     }
-    out
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
@@ -333,7 +355,7 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
     if !bytes.len().is_multiple_of(2) {
         return None;
     }
-    bytes.chunks_exact(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
+    bytes.chunks_exact(2).map(|p| Some((digit(p[0])? << 4) | digit(p[1])?)).collect()
 }
 
 impl AuditLog {
@@ -387,6 +409,9 @@ impl AuditLog {
             let at = stored.at.parse().map_err(|_| bad("an instant that does not parse"))?;
             let message = match (stored.message, stored.sealed) {
                 (Some(message), None) => message,
+                (None, Some(_)) if stored.key.is_none() => {
+                    return Err(bad("a sealed message without its key id"));
+                }
                 (None, Some(sealed)) => {
                     let sealed = unhex(&sealed).ok_or_else(|| bad("a sealed message that is not hex"))?;
                     let Some(key) = key else { return Err(bad("a sealed message, and no key given")) };
@@ -416,7 +441,10 @@ pub struct AuditLineError {
 
 /// Every line of the audit file at `path` written by an agent whose spool
 /// is at `spool` (opened with its key, `SPOOL.seal.key`, as
-/// [`crate::Agent::open`] made it; a log in clear needs none).
+/// [`crate::Agent::open`] made it; a log in clear needs none; nothing is
+/// created). A spool sealed with a key of the caller's own
+/// (`SpoolOptions::key`) seals its audit log with that key: read it with
+/// [`AuditLog::read`].
 ///
 /// # Errors
 ///
@@ -427,10 +455,6 @@ pub fn read_audit_log(
     spool: impl AsRef<Path>,
 ) -> Result<Vec<AuditEntry>, AgentError> {
     let key_file = crate::key_path(spool, "seal");
-    let key = if key_file.exists() {
-        Some(AtRestKey::new(1, crate::keys::load_or_create_key(key_file)?))
-    } else {
-        None
-    };
+    let key = crate::keys::load_existing_key(&key_file)?.map(|secret| AtRestKey::new(1, secret));
     AuditLog::read(path, key.as_ref())
 }

@@ -32,16 +32,7 @@ pub fn load_or_create_key(path: impl AsRef<Path>) -> Result<[u8; 32], KeyError> 
     let path = path.as_ref();
     let io = |source| KeyError::Io { path: path.to_owned(), error: source };
     match std::fs::File::open(path) {
-        Ok(mut file) => {
-            let meta = file.metadata().map_err(io)?;
-            check_mode(path, &meta)?;
-            if meta.len() != 32 {
-                return Err(KeyError::Length { path: path.to_owned(), found: meta.len() });
-            }
-            let mut secret = [0u8; 32];
-            file.read_exact(&mut secret).map_err(io)?;
-            Ok(secret)
-        }
+        Ok(file) => read_key(path, file),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut secret = [0u8; 32];
             getrandom::getrandom(&mut secret).map_err(|e| KeyError::Random(e.to_string()))?;
@@ -240,6 +231,29 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = options.open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+/// The 32-byte key in `path`, checked as [`load_or_create_key`] checks it;
+/// `None` when there is no such file (nothing is created).
+pub(crate) fn load_existing_key(path: &Path) -> Result<Option<[u8; 32]>, KeyError> {
+    match std::fs::File::open(path) {
+        Ok(file) => read_key(path, file).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(KeyError::Io { path: path.to_owned(), error }),
+    }
+}
+
+/// Reads an open key file: private (0600), exactly 32 bytes.
+fn read_key(path: &Path, mut file: std::fs::File) -> Result<[u8; 32], KeyError> {
+    let io = |source| KeyError::Io { path: path.to_owned(), error: source };
+    let meta = file.metadata().map_err(io)?;
+    check_mode(path, &meta)?;
+    if meta.len() != 32 {
+        return Err(KeyError::Length { path: path.to_owned(), found: meta.len() });
+    }
+    let mut secret = [0u8; 32];
+    file.read_exact(&mut secret).map_err(io)?;
+    Ok(secret)
 }
 
 #[cfg(test)]

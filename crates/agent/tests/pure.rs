@@ -197,3 +197,30 @@ fn no_audit_line_outlives_the_ttl_of_a_log_written_every_day() {
         assert!(!all.concat().contains("canary-0d0e1f"), "the day-0 batch outlived its TTL");
     }
 }
+
+/// A file an earlier version rotated is named by the instant it was
+/// rotated, later than its first line: it goes once its first line is
+/// past the TTL all the same.
+#[test]
+fn an_audit_file_rotated_by_an_earlier_version_goes_with_its_first_line() {
+    use privtel_agent::{AuditLog, AuditOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let day0 = Timestamp::new(time::OffsetDateTime::now_utc());
+    let day = |d: i64| day0.checked_add(Duration::days(d)).unwrap();
+    // Lines of day 0 and day 20, rotated on day 20 (its name).
+    let old = dir.path().join(format!("audit.jsonl.{}", day(20).unix_nanos()));
+    std::fs::write(
+        &old,
+        format!(
+            "{{\"at\":\"{}\",\"kind\":\"batch\",\"message\":{{\"url\":\"canary-91ab\"}}}}\n{{\"at\":\"{}\",\"kind\":\"hello\",\"message\":{{}}}}\n",
+            day(0),
+            day(20)
+        ),
+    )
+    .unwrap();
+    let mut log = AuditLog::open(&path, AuditOptions::with_ttl(Duration::days(7))).unwrap();
+    assert_eq!(log.expire(day(6)).unwrap(), 0);
+    assert_eq!(log.expire(day(8)).unwrap(), 1, "its day-0 line is past the TTL");
+    assert!(!old.exists());
+}

@@ -157,7 +157,7 @@ pub struct ServiceStats {
     /// Connections closed before any TLS byte because as many handshakes
     /// as allowed were in progress, from every address together
     /// ([`Limits::max_handshakes`]) or from the connection's address
-    /// ([`Limits::max_handshakes_per_address`]).
+    /// ([`Limits::max_handshakes_per_address`]). Also counted in `failed`.
     pub over_handshakes: AtomicU64,
     /// Connections refused (`Unavailable`, retryable) because their device
     /// held [`Limits::max_per_device`] connections already, or their
@@ -1054,9 +1054,6 @@ impl Service {
         Ok(settings)
     }
 
-    /// Refuses a device whose customer has no settings (fail closed):
-    /// counted, reported as `refused CUSTOMER/DEVICE: the customer WHY`, and
-    /// answered with `Forbidden`.
     /// Refuses a connection beyond its device's or its customer's cap:
     /// counted, reported as `refused CUSTOMER/DEVICE: the device has N
     /// connections open, expected at most M` (or the customer's), answered
@@ -1078,6 +1075,9 @@ impl Service {
         })
     }
 
+    /// Refuses a device whose customer has no settings (fail closed):
+    /// counted, reported as `refused CUSTOMER/DEVICE: the customer WHY`, and
+    /// answered with `Forbidden`.
     fn no_settings<S: Read + Write>(
         &self,
         conn: &mut Connection<S>,
@@ -1715,8 +1715,16 @@ mod tls {
                 }
                 _ => Peer::Anonymous,
             };
-            // A certified device counts as itself from here on.
-            let _stranger = matches!(peer, Peer::Anonymous).then_some(slot);
+            // A certified device counts as itself from here on. A peer
+            // without a certificate keeps its address's share, and leaves
+            // the count of handshakes in progress: its handshake is over,
+            // and strangers through TLS must not fill the slots every new
+            // device's handshake needs.
+            let _stranger = matches!(peer, Peer::Anonymous).then(|| {
+                let mut slot = slot;
+                slot.leave_all();
+                slot
+            });
             let conn = Connection::new(stream).with_deadlines(self.limits.idle, self.limits.frame);
             self.handle(conn, peer)
         }

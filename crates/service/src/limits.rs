@@ -64,10 +64,14 @@ pub struct Limits {
     /// ([`CustomerSettings::max_connections`](crate::CustomerSettings::max_connections)).
     pub max_per_device: u32,
     /// Most connections in their TLS handshake at once, from every address
-    /// together (default 1,024): a peer without a certificate holds a slot
-    /// for up to `handshake`; so many of them hold this many and no more of
-    /// the `max_connections`. Beyond it a connection is closed before any
-    /// TLS byte.
+    /// together (default 1,024): a silent peer holds a slot for up to
+    /// `handshake`, so many of them hold this many and no more of the
+    /// `max_connections`. At the cap a connection is closed before any TLS
+    /// byte, unless its address holds fewer than a sixteenth of
+    /// `max_handshakes_per_address` (4 by default): a new host's first
+    /// handshakes always start, so a few flooding hosts cannot shut every
+    /// device out. A peer through TLS without a certificate leaves this
+    /// count and keeps its address's share.
     pub max_handshakes: usize,
     /// Most connections in their TLS handshake at once from one network
     /// address (default 64; an IPv6 address counts by its /64 network,

@@ -153,7 +153,9 @@ impl std::fmt::Display for Busy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::All(n) => write!(f, "{n} handshakes in progress, the most allowed"),
-            Self::Address(n) => write!(f, "{n} handshakes in progress from one address, the most allowed"),
+            Self::Address(n) => {
+                write!(f, "{n} handshakes in progress from one address or network, the most allowed")
+            }
         }
     }
 }
@@ -190,21 +192,27 @@ impl Handshakes {
         let networks = counted_as(addr);
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let (all, by_network) = &mut *held;
-        if *all >= self.max {
-            return Err(Busy::All(*all));
-        }
+        let mut narrowest = None;
         for (net, bits, times) in &networks {
             let mine = by_network.get(&(*net, *bits)).copied().unwrap_or(0);
+            narrowest.get_or_insert(mine);
             if mine >= self.per_address.saturating_mul(*times) {
                 return Err(Busy::Address(mine));
             }
+        }
+        // At the cap in all, an address holding a few slots already waits;
+        // one holding fewer starts (the flood is bounded by the per-address
+        // shares and `max_connections`, and cannot lock a new host out).
+        let few = (self.per_address / 16).max(1);
+        if *all >= self.max && narrowest.unwrap_or(0) >= few {
+            return Err(Busy::All(*all));
         }
         for (net, bits, _) in &networks {
             *by_network.entry((*net, *bits)).or_default() += 1;
         }
         *all += 1;
         let networks = networks.into_iter().map(|(net, bits, _)| (net, bits)).collect();
-        Ok(Handshake { handshakes: Arc::clone(self), networks })
+        Ok(Handshake { handshakes: Arc::clone(self), networks, in_all: true })
     }
 
     /// Handshakes in progress now, in all.
@@ -221,6 +229,20 @@ impl Handshakes {
 pub(crate) struct Handshake {
     handshakes: Arc<Handshakes>,
     networks: Vec<Network>,
+    /// Whether it still counts among the handshakes in progress.
+    in_all: bool,
+}
+
+#[cfg(feature = "tls")]
+impl Handshake {
+    /// Leaves the count of handshakes in progress (the handshake is over)
+    /// and keeps the address's share.
+    pub(crate) fn leave_all(&mut self) {
+        if std::mem::take(&mut self.in_all) {
+            let mut held = self.handshakes.held.lock().unwrap_or_else(PoisonError::into_inner);
+            held.0 = held.0.saturating_sub(1);
+        }
+    }
 }
 
 #[cfg(feature = "tls")]
@@ -228,7 +250,9 @@ impl Drop for Handshake {
     fn drop(&mut self) {
         let mut held = self.handshakes.held.lock().unwrap_or_else(PoisonError::into_inner);
         let (all, by_network) = &mut *held;
-        *all = all.saturating_sub(1);
+        if self.in_all {
+            *all = all.saturating_sub(1);
+        }
         for net in &self.networks {
             by_network.release(net);
         }
@@ -268,23 +292,48 @@ mod tests {
     #[cfg(feature = "tls")]
     #[test]
     fn handshakes_are_capped_in_all_and_by_address_and_ipv6_counts_by_its_64() {
-        // (Its /56 and /48 allow 4 and 8 here: the /64 is the one met.)
-        let h = Handshakes::new(4, 2);
+        // By address: 2 each; a mapped IPv4 address is the same host; two
+        // IPv6 addresses of one /64 are one host (its /56 and /48 allow 4
+        // and 8: the /64 is the one met).
+        let h = Handshakes::new(100, 2);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
-        let x = h.begin(a).unwrap();
-        let y = h.begin(mapped).unwrap();
+        let x = (h.begin(a).unwrap(), h.begin(mapped).unwrap());
         assert_eq!(h.begin(a).unwrap_err(), Busy::Address(2), "a mapped address is the same host");
         let v6a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let v6b: IpAddr = "2001:db8:1:2:bbbb::7".parse().unwrap();
-        let z = h.begin(v6a).unwrap();
-        let w = h.begin(v6b).unwrap();
-        assert_eq!(h.begin("2001:db8:1:3::1".parse().unwrap()).unwrap_err(), Busy::All(4));
-        assert_eq!(h.begin(v6b).unwrap_err(), Busy::All(4), "the cap in all comes first");
-        drop(x);
+        let y = (h.begin(v6a).unwrap(), h.begin(v6b).unwrap());
         assert_eq!(h.begin(v6b).unwrap_err(), Busy::Address(2), "both v6 addresses are one /64");
         let other_net = h.begin("2001:db8:1:3::1".parse().unwrap()).unwrap();
-        drop((y, z, w, other_net));
+        drop((x, y, other_net));
+        assert_eq!(h.in_progress(), (0, 0));
+    }
+
+    /// At the cap in all, an address that holds a few slots waits, and a
+    /// new host's first handshakes still start: a few flooding hosts
+    /// cannot shut every device out. A stranger through TLS leaves the
+    /// count in all and keeps its address's share.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn at_the_cap_in_all_a_new_host_still_starts_and_a_stranger_leaves_the_count() {
+        let h = Handshakes::new(4, 32); // "a few": 32 / 16 = 2
+        let flooder: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "198.51.100.7".parse().unwrap();
+        let held: Vec<_> =
+            [flooder, flooder, other, other].into_iter().map(|a| h.begin(a).unwrap()).collect();
+        assert_eq!(h.begin(flooder).unwrap_err(), Busy::All(4));
+        let newcomer: IpAddr = "203.0.113.9".parse().unwrap();
+        let first = h.begin(newcomer).unwrap();
+        let second = h.begin(newcomer).unwrap();
+        assert_eq!(h.begin(newcomer).unwrap_err(), Busy::All(6), "then it holds a few and waits too");
+        // Through TLS without a certificate: out of the count in all.
+        let mut stranger = first;
+        stranger.leave_all();
+        assert_eq!(h.in_progress().0, 5);
+        assert_eq!(h.begin(newcomer).unwrap_err(), Busy::All(5), "its address's share is still held");
+        drop((held, second));
+        assert_eq!(h.in_progress(), (0, 1));
+        drop(stranger);
         assert_eq!(h.in_progress(), (0, 0));
     }
 }
