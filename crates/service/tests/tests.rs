@@ -136,6 +136,30 @@ fn a_device_cannot_say_hello_as_another_device_or_customer() {
 }
 
 #[test]
+fn a_hello_with_a_consent_list_longer_than_the_bound_is_refused_before_any_batch() {
+    // Kept for the session and looked up for every record, an unbounded
+    // consent list would make each record of every batch cost as many
+    // comparisons as the hello had entries.
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    let mut h = hello("acme", "dev-1", 1);
+    h.consent = vec![(Program::Benchmarking, false); 1_000_000];
+    h.consent.push((Program::AnonymousUsage, true));
+    let answer = conn.client_handshake(&h);
+    let refused = match answer {
+        Err(e) => e.to_string(),
+        Ok(welcome) => panic!("expected the hello refused, got {welcome:?}"),
+    };
+    assert!(refused.contains("the hello could not be decoded"), "{refused}");
+    // The connection is over: a batch is not taken.
+    let records = admissible(&service, "acme", "c", Program::AnonymousUsage);
+    let _ = conn.send(&Message::Batch(batch(&service, "acme", 1, records)));
+    assert!(!matches!(conn.recv(), Ok(Message::Ack(_))));
+    assert_eq!(service.engine().record_count().unwrap(), 0);
+}
+
+#[test]
 fn a_customer_without_settings_is_refused_before_anything() {
     let dir = tempfile::tempdir().unwrap();
     let service = service(dir.path());

@@ -379,10 +379,18 @@ impl<S: Read + Write> Connection<S> {
     /// [`Error::NoCommonVersion`], [`Error::Unexpected`] for any other first
     /// message, frame errors.
     pub fn server_open(&mut self, welcome: impl FnOnce(&Opening, u8) -> Welcome) -> Result<Opening> {
-        let opening = match self.recv()? {
-            Message::Hello(h) => Opening::Device(h),
-            Message::EnhanceHello(h) => Opening::Enhance(h),
-            other => {
+        let opening = match self.recv() {
+            Ok(Message::Hello(h)) => Opening::Device(h),
+            Ok(Message::EnhanceHello(h)) => Opening::Enhance(h),
+            // Told, not just closed: an agent that sent a hello this
+            // service cannot take (a list over its bound) learns why.
+            Err(e @ Error::Decode { .. }) => {
+                let _ =
+                    self.send(&Message::error(ErrorCode::Protocol, "the hello could not be decoded", false));
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+            Ok(other) => {
                 let _ = self.send(&Message::error(ErrorCode::Protocol, "expected hello", false));
                 return Err(Error::Unexpected { expected: "hello", got: other.kind_name() });
             }

@@ -80,8 +80,8 @@ pub use frame::{
 };
 pub use message::{
     Ack, Action, Batch, BinaryEntry, Bucket, Command, DomainEntry, EnhanceHello, EnrichAnswer, EnrichQuery,
-    EnrollRequest, Enrolled, ErrorCode, ErrorMessage, Goodbye, HashPrefix, Hello, Message, RejectCode,
-    Rejection, RetryPolicy, Sightings, Welcome,
+    EnrollRequest, Enrolled, ErrorCode, ErrorMessage, Goodbye, HashPrefix, Hello, MAX_HELLO_LIST, Message,
+    RejectCode, Rejection, RetryPolicy, Sightings, Welcome,
 };
 pub use version::{
     DottedVersion, MAX_CHANNEL_LEN, MAX_PLATFORM_LEN, MAX_PRODUCT_LEN, MAX_URL_LEN, MAX_VERSION_LEN,

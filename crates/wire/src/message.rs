@@ -18,12 +18,18 @@ pub(crate) fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<{ DEFAULT_MAX_PAYLOAD as usize }>()
 }
 
+/// The most entries a [`Hello`]'s lists (its versions, its consent) may
+/// hold: a program or a version is named once, and there are far fewer of
+/// either. A longer list is refused when the hello is decoded.
+pub const MAX_HELLO_LIST: usize = 64;
+
 /// The agent's opening message.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 // A new field is a protocol change (a version bump), so struct literals
 // are fine for users of this version.
 pub struct Hello {
-    /// Protocol versions the agent speaks.
+    /// Protocol versions the agent speaks (at most [`MAX_HELLO_LIST`]).
+    #[serde(deserialize_with = "few")]
     pub versions: Vec<u8>,
     /// The agent's software version.
     pub agent_version: String,
@@ -31,7 +37,9 @@ pub struct Hello {
     pub customer: CustomerId,
     /// The device.
     pub device: DeviceId,
-    /// Consent per program, as the agent's policy states it.
+    /// Consent per program, as the agent's policy states it (at most
+    /// [`MAX_HELLO_LIST`] entries).
+    #[serde(deserialize_with = "few")]
     pub consent: Vec<(Program, bool)>,
     /// The version of the privacy policy that produced the data.
     pub policy_version: u32,
@@ -81,7 +89,8 @@ impl Hello {
 // A new field is a protocol change (a version bump), so struct literals
 // are fine for users of this version.
 pub struct EnhanceHello {
-    /// Protocol versions the agent speaks.
+    /// Protocol versions the agent speaks (at most [`MAX_HELLO_LIST`]).
+    #[serde(deserialize_with = "few")]
     pub versions: Vec<u8>,
     /// The agent's software version.
     pub agent_version: String,
@@ -384,20 +393,43 @@ where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    struct Bounded<T>(std::marker::PhantomData<T>);
+    at_most::<{ crate::MAX_QUERY_ITEMS }, D, T>(d)
+}
 
-    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Bounded<T> {
+/// Decodes one of a hello's lists (versions, consent): at most
+/// [`MAX_HELLO_LIST`] entries, refused from the length prefix. The service
+/// keeps a hello's consent for the whole session and looks a program up in
+/// it for every record; unbounded, a hello of millions of entries would make
+/// each record of every later batch cost millions of comparisons.
+fn few<'de, D, T>(d: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    at_most::<MAX_HELLO_LIST, D, T>(d)
+}
+
+/// Decodes a list of at most `MAX` entries, refusing a longer one from its
+/// length prefix, before decoding any entry.
+fn at_most<'de, const MAX: usize, D, T>(d: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Bounded<const MAX: usize, T>(std::marker::PhantomData<T>);
+
+    impl<'de, const MAX: usize, T: Deserialize<'de>> serde::de::Visitor<'de> for Bounded<MAX, T> {
         type Value = Vec<T>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "at most {} entries", crate::MAX_QUERY_ITEMS)
+            write!(f, "at most {MAX} entries")
         }
 
         fn visit_seq<A: serde::de::SeqAccess<'de>>(
             self,
             mut seq: A,
         ) -> std::result::Result<Vec<T>, A::Error> {
-            let max = crate::MAX_QUERY_ITEMS;
+            let max = MAX;
             let hint = seq.size_hint().unwrap_or(0);
             if hint > max {
                 return Err(serde::de::Error::invalid_length(hint, &self));
@@ -413,7 +445,7 @@ where
         }
     }
 
-    d.deserialize_seq(Bounded(std::marker::PhantomData))
+    d.deserialize_seq(Bounded::<MAX, T>(std::marker::PhantomData))
 }
 
 /// What the service asks the agent to do.

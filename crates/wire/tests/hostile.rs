@@ -73,9 +73,26 @@ fn hostile_collection_lengths_inside_payloads_are_errors() {
     // ours stops at the configured limit, before allocating.
     let err = Message::decode_payload(9, &nine).unwrap_err().to_string();
     assert!(err.contains("LimitExceeded"), "the limit, not luck, stopped it: {err}");
-    // A collection claiming 2^40 elements with little data: serde caps the
-    // up-front capacity (at 1 MiB), so this ends as a short read.
+    // A hello's list claiming 2^40 elements: refused from its length
+    // prefix (a hello's lists hold at most MAX_HELLO_LIST entries).
     let err = Message::decode_payload(1, &nine).unwrap_err().to_string();
+    assert!(err.contains("at most 64 entries"), "{err}");
+    // A collection without such a bound (an ack's rejections) claiming 2^40
+    // elements with little data: serde caps the up-front capacity (at 1
+    // MiB), so this ends as a short read.
+    let ack = Message::Ack(privtel_wire::Ack {
+        batch_id: privtel_model::BatchId::from_u128(7),
+        accepted_up_to: 0,
+        rejections: Vec::new(),
+        retry_after_ms: None,
+    });
+    let empty = ack.encode_payload().unwrap();
+    // ... its rejections' length (one byte, 0, before the last field's 0)
+    // replaced by the nine-byte claim.
+    let mut claim = empty[..empty.len() - 2].to_vec();
+    claim.extend_from_slice(&nine);
+    claim.push(0);
+    let err = Message::decode_payload(ack.kind(), &claim).unwrap_err().to_string();
     assert!(err.contains("UnexpectedEnd") || err.contains("LimitExceeded"), "{err}");
 }
 
@@ -162,4 +179,37 @@ fn the_answer_size_bound_is_an_upper_bound() {
     assert!(matches!(tight.answer(&q), Err(QueryError::AnswerTooLarge { max, .. }) if max == real - 1));
     // And not far above it: twice the real size is enough.
     assert!(index.with_max_answer(real * 2).answer(&q).is_ok());
+}
+
+#[test]
+fn a_hello_with_more_list_entries_than_programs_or_versions_is_refused() {
+    use privtel_model::{CustomerId, DeviceId, Program};
+    use privtel_wire::{Hello, MAX_HELLO_LIST};
+    let hello = |versions: usize, consent: usize| {
+        let mut h = Hello::new(
+            "1.0.0",
+            CustomerId::new("acme").unwrap(),
+            DeviceId::new("dev-1").unwrap(),
+            vec![(Program::AnonymousUsage, true); consent],
+            1,
+        );
+        h.versions = vec![2; versions];
+        Message::Hello(h)
+    };
+    let decode = |m: &Message| Message::decode_payload(m.kind(), &m.encode_payload().unwrap());
+    // At the bound: taken, entry for entry.
+    let at = hello(MAX_HELLO_LIST, MAX_HELLO_LIST);
+    assert_eq!(decode(&at).unwrap(), at);
+    // One more in either list: refused from the length prefix, naming the bound.
+    for m in [hello(MAX_HELLO_LIST + 1, 1), hello(1, MAX_HELLO_LIST + 1)] {
+        let err = decode(&m).unwrap_err();
+        assert!(matches!(err, Error::Decode { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("at most {MAX_HELLO_LIST} entries")), "{err}");
+    }
+    // A million consent entries (2 MB, well within a frame): refused just
+    // the same, before any entry is decoded.
+    let m = hello(1, 1_000_000);
+    let payload = m.encode_payload().unwrap();
+    assert!(payload.len() > 1_000_000);
+    assert!(Message::decode_payload(m.kind(), &payload).is_err());
 }
