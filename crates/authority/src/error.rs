@@ -152,6 +152,19 @@ pub enum EnrollError {
         /// The device.
         device: DeviceId,
     },
+    /// A renewal within [`crate::RENEWAL_INTERVAL`] of the device's last
+    /// one: retry after `retry_after_s` seconds.
+    #[error(
+        "device {customer}/{device} renewed less than a minute ago: expected a renewal in {retry_after_s} s or later"
+    )]
+    RenewedTooSoon {
+        /// The customer.
+        customer: CustomerId,
+        /// The device.
+        device: DeviceId,
+        /// Seconds until a renewal is taken.
+        retry_after_s: u64,
+    },
     /// The register failed.
     #[error(transparent)]
     Authority(#[from] Error),
@@ -172,6 +185,7 @@ impl EnrollError {
         match self {
             Self::Csr { .. } | Self::TokenMalformed => ErrorCode::Malformed,
             Self::Authority(_) => ErrorCode::Internal,
+            Self::RenewedTooSoon { .. } => ErrorCode::Unavailable,
             _ => ErrorCode::Forbidden,
         }
     }
@@ -179,7 +193,7 @@ impl EnrollError {
     /// Whether the same request may succeed later without an administrator
     /// doing anything (only a failure of the register itself).
     pub fn retryable(&self) -> bool {
-        matches!(self, Self::Authority(Error::Database { .. }))
+        matches!(self, Self::Authority(Error::Database { .. }) | Self::RenewedTooSoon { .. })
     }
 
     /// The refusal as a wire error message for the device. A failure of the

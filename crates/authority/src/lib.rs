@@ -93,8 +93,8 @@ pub use error::{AuthError, EnrollError, Error, Result};
 pub use identity::{DeviceIdentity, IDENTITY_URI_PREFIX, KeyFingerprint, identity_uri};
 #[cfg(feature = "server")]
 pub use server::{
-    Authority, ChainVerifications, DeviceRecord, RemovedCustomer, Report, ReportKind, TOKEN_PREFIX,
-    server_config,
+    Authority, ChainVerifications, DeviceRecord, RENEWAL_INTERVAL, RemovedCustomer, Report, ReportKind,
+    TOKEN_PREFIX, server_config,
 };
 
 /// The rustls version this crate is built on, for naming its types

@@ -291,6 +291,37 @@ fn renewal_moves_the_key_and_the_old_certificate_is_refused() {
 }
 
 #[test]
+fn a_device_renews_once_a_minute_at_most_and_its_first_renewal_is_never_held_back() {
+    let fx = Fixture::new();
+    let (_, old) = fx.enroll(&fx.acme, "pc-1");
+    let identity = fx.authority.identify(&chain(&old), fx.now).unwrap();
+    let key = DeviceKey::generate().unwrap();
+    let csr = key.csr_der(&fx.acme, &dev("pc-1")).unwrap();
+    // Right after the enrollment: served (and the key stays the same, so
+    // every connection of the device could go on renewing).
+    let first = fx.now + Duration::seconds(1);
+    let (_, renewed) = fx.authority.renew_identity(&identity, &csr, first).unwrap();
+    let serial = |fx: &Fixture| fx.authority.device(&fx.acme, &dev("pc-1")).unwrap().unwrap().serial;
+    let issued = serial(&fx);
+    // Again within the minute, with the same key: refused, retryable,
+    // naming when; nothing is signed or written.
+    for after in [0, 30, 59] {
+        let e = fx.authority.renew(&renewed, &csr, first + Duration::seconds(after)).unwrap_err();
+        assert!(
+            matches!(e, EnrollError::RenewedTooSoon { retry_after_s, .. } if retry_after_s == (60 - after) as u64),
+            "{e}"
+        );
+        assert!(e.retryable());
+        assert_eq!(e.code(), privtel_wire::ErrorCode::Unavailable);
+        assert!(e.to_string().contains("expected a renewal in"), "{e}");
+        assert_eq!(serial(&fx), issued, "no certificate was issued");
+    }
+    // A minute on: served.
+    fx.authority.renew(&renewed, &csr, first + Duration::seconds(60)).unwrap();
+    assert_ne!(serial(&fx), issued);
+}
+
+#[test]
 fn certificates_of_one_customer_never_identify_another() {
     let fx = Fixture::new();
     let key = DeviceKey::generate().unwrap();

@@ -653,6 +653,48 @@ fn renewals_are_held_to_the_connections_message_rate() {
     );
 }
 
+/// Each renewal signs a certificate and syncs the authority's register
+/// under the lock every handshake takes: a device renewing on all its
+/// connections at once gets one certificate, not one a message.
+#[test]
+fn a_device_renewing_on_every_connection_gets_one_certificate_a_minute() {
+    let run = start(limits());
+    let creds = run.enroll("acme", "dev-1").unwrap();
+    let key = creds.key().unwrap();
+    let request = privtel_authority::request(None, &id("acme"), &id("dev-1"), &key).unwrap();
+    let enrolled_before = run.service.stats().enrolled.load(Ordering::Relaxed);
+    let mut conns: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = run.session(&creds);
+            say_hello(&mut c, "acme", "dev-1").unwrap();
+            c
+        })
+        .collect();
+    let (mut issued, mut held_back) = (0, 0);
+    for _ in 0..5 {
+        for c in &mut conns {
+            c.send(&Message::EnrollRequest(request.clone())).unwrap();
+            match c.recv().unwrap() {
+                Message::Enrolled(_) => issued += 1,
+                Message::Error(e) => {
+                    assert_eq!(e.code, ErrorCode::Unavailable, "{e:?}");
+                    assert!(e.retryable && e.message.contains("renewed less than a minute ago"), "{e:?}");
+                    held_back += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!((issued, held_back), (1, 19));
+    assert_eq!(run.service.stats().enrolled.load(Ordering::Relaxed), enrolled_before + 1);
+    // The connections go on: a batch on each is still taken.
+    let records = admissible(&run.service, "acme", "after", Program::AnonymousUsage);
+    let n = records.len() as u64;
+    let c = &mut conns[3];
+    c.send(&Message::Batch(batch(&run.service, "acme", 1, records))).unwrap();
+    assert!(matches!(c.recv().unwrap(), Message::Ack(a) if a.accepted_up_to == n));
+}
+
 /// A copy of a device's key (a cloned disk, a stolen backup) connects
 /// before the device renews with a new key: from its next message on, the
 /// copy's connection is refused, as a new connection with the old key is;

@@ -22,6 +22,7 @@ mod register;
 mod verifier;
 
 pub use register::{
-    Authority, DeviceRecord, RemovedCustomer, Report, ReportKind, TOKEN_PREFIX, server_config,
+    Authority, DeviceRecord, RENEWAL_INTERVAL, RemovedCustomer, Report, ReportKind, TOKEN_PREFIX,
+    server_config,
 };
 pub use verifier::ChainVerifications;

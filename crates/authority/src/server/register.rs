@@ -38,6 +38,12 @@ const SCHEMA_VERSION: i64 = 1;
 /// offline for a fortnight still renews over its own certificate.
 pub(crate) const DEFAULT_CERT_VALIDITY: Duration = Duration::days(30);
 
+/// The shortest time between two renewals of one device
+/// ([`EnrollError::RenewedTooSoon`] within it): certificates live 30 days,
+/// and each renewal signs one and syncs the register under the lock every
+/// handshake takes.
+pub const RENEWAL_INTERVAL: Duration = Duration::minutes(1);
+
 /// A customer's CA lives 20 years: replacing it means re-enrolling every
 /// device of the customer.
 const CA_VALIDITY: Duration = Duration::days(20 * 365);
@@ -834,7 +840,9 @@ impl Authority {
     ///
     /// [`EnrollError::Csr`]; [`EnrollError::NotEnrolled`],
     /// [`EnrollError::Revoked`] or [`EnrollError::KeyMismatch`] if the
-    /// register changed since the connection was authenticated.
+    /// register changed since the connection was authenticated;
+    /// [`EnrollError::RenewedTooSoon`] within [`RENEWAL_INTERVAL`] of the
+    /// device's last renewal (not of its enrollment).
     pub fn renew(
         &self,
         identity: &DeviceIdentity,
@@ -862,24 +870,38 @@ impl Authority {
         let (customer, device) = (&identity.customer, &identity.device);
         let mut conn = lock(&self.inner.conn);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let registered: Option<(Vec<u8>, Option<i64>)> = tx
+        type Registered = (Vec<u8>, Option<i64>, i64, i64);
+        let registered: Option<Registered> = tx
             .query_row(
-                "SELECT key_fingerprint, revoked_unix FROM devices WHERE customer = ?1 AND device = ?2",
+                "SELECT key_fingerprint, revoked_unix, enrolled_unix, renewed_unix FROM devices
+                 WHERE customer = ?1 AND device = ?2",
                 params![customer.as_str(), device.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        match registered {
-            None => {
-                return Err(EnrollError::NotEnrolled { customer: customer.clone(), device: device.clone() });
+        let Some((fingerprint, revoked, enrolled_unix, renewed_unix)) = registered else {
+            return Err(EnrollError::NotEnrolled { customer: customer.clone(), device: device.clone() });
+        };
+        if revoked.is_some() {
+            return Err(EnrollError::Revoked { customer: customer.clone(), device: device.clone() });
+        }
+        if fingerprint != identity.key_fingerprint.as_bytes() {
+            return Err(EnrollError::KeyMismatch { customer: customer.clone(), device: device.clone() });
+        }
+        // Renewed already, and not long ago: each renewal signs a
+        // certificate and syncs this register under the lock every
+        // handshake needs, so a device (with all its connections) gets one
+        // a RENEWAL_INTERVAL. The first renewal after an enrollment is
+        // never held back.
+        if renewed_unix > enrolled_unix {
+            let next = renewed_unix.saturating_add(RENEWAL_INTERVAL.whole_seconds());
+            if unix(now) < next {
+                return Err(EnrollError::RenewedTooSoon {
+                    customer: customer.clone(),
+                    device: device.clone(),
+                    retry_after_s: u64::try_from(next - unix(now)).unwrap_or(0),
+                });
             }
-            Some((_, Some(_))) => {
-                return Err(EnrollError::Revoked { customer: customer.clone(), device: device.clone() });
-            }
-            Some((fp, None)) if fp != identity.key_fingerprint.as_bytes() => {
-                return Err(EnrollError::KeyMismatch { customer: customer.clone(), device: device.clone() });
-            }
-            Some(_) => {}
         }
         let issued = self.issue(&tx, customer, device, &key, now)?;
         tx.execute(
@@ -891,7 +913,10 @@ impl Authority {
                 issued.fingerprint.as_bytes().as_slice(),
                 issued.serial,
                 issued.enrolled.not_after_unix,
-                unix(now)
+                // Later than the enrollment, even within its second: a
+                // renewal is told from an enrollment by it (the first
+                // renewal is never held back, the next ones are).
+                unix(now).max(enrolled_unix.saturating_add(1))
             ],
         )?;
         tx.commit()?;
