@@ -139,6 +139,11 @@ const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// on a core meanwhile.
 pub const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// The largest message a connection without a certificate may send (64
+/// KiB): its one enrollment request holds a token, two ids and a CSR of
+/// well under a kilobyte.
+pub const MAX_ENROLL_PAYLOAD: u32 = 64 << 10;
+
 /// How long an agent is asked to wait after a batch the store could not
 /// take (full, locked): long enough for a sweep or a checkpoint to finish,
 /// short enough that a device catches up within minutes.
@@ -164,6 +169,10 @@ pub struct ServiceStats {
     /// customer its own cap
     /// ([`CustomerSettings::max_connections`](crate::CustomerSettings::max_connections)).
     pub over_tenant_cap: AtomicU64,
+    /// Connections without a certificate refused (`Unavailable`,
+    /// retryable) because [`Limits::max_enrolling`] of them were served
+    /// already. Also counted in `failed`.
+    pub over_enrolling: AtomicU64,
     /// Accepts that failed (out of file descriptors or memory, mostly):
     /// after each, but one given up by its client (aborted, reset) or
     /// interrupted, the accept loop pauses [`ACCEPT_PAUSE`] rather than
@@ -336,6 +345,9 @@ pub struct Service {
     /// TLS handshakes in progress, in all and by address.
     #[cfg(feature = "tls")]
     handshakes: Arc<occupancy::Handshakes>,
+    /// Connections without a certificate (enrolling) served now.
+    #[cfg(feature = "tls")]
+    enrolling: AtomicUsize,
     #[cfg(feature = "tls")]
     authority: Option<Arc<privtel_authority::Authority>>,
     /// Where accepted batches go instead of the engine (feature
@@ -485,6 +497,8 @@ impl Service {
                 Limits::default().max_handshakes,
                 Limits::default().max_handshakes_per_address,
             ),
+            #[cfg(feature = "tls")]
+            enrolling: AtomicUsize::new(0),
             #[cfg(feature = "tls")]
             authority: None,
             #[cfg(feature = "jetstream")]
@@ -674,6 +688,13 @@ impl Service {
     /// Connections being served now.
     pub fn active_connections(&self) -> usize {
         self.active.load(Ordering::Acquire)
+    }
+
+    /// Connections without a certificate (devices enrolling) being served
+    /// now: at most [`Limits::max_enrolling`].
+    #[cfg(feature = "tls")]
+    pub fn enrolling_connections(&self) -> usize {
+        self.enrolling.load(Ordering::Acquire)
     }
 
     /// Connections of `customer`'s devices being served now (those that
@@ -1717,16 +1738,40 @@ mod tls {
             };
             // A certified device counts as itself from here on. A peer
             // without a certificate keeps its address's share, and leaves
-            // the count of handshakes in progress: its handshake is over,
+            // the count of handshakes in progress (its handshake is over,
             // and strangers through TLS must not fill the slots every new
-            // device's handshake needs.
-            let _stranger = matches!(peer, Peer::Anonymous).then(|| {
-                let mut slot = slot;
-                slot.leave_all();
-                slot
-            });
-            let conn = Connection::new(stream).with_deadlines(self.limits.idle, self.limits.frame);
-            self.handle(conn, peer)
+            // device's handshake needs) for the count of enrolling peers,
+            // which has a cap of its own; it gets the handshake's
+            // deadline and a small frame for its one request.
+            if !matches!(peer, Peer::Anonymous) {
+                drop(slot);
+                let conn = Connection::new(stream).with_deadlines(self.limits.idle, self.limits.frame);
+                return self.handle(conn, peer);
+            }
+            let mut slot = slot;
+            slot.leave_all();
+            let Some(_enrolling) =
+                crate::occupancy::Enrolling::enter(&self.enrolling, self.limits.max_enrolling)
+            else {
+                self.stats.over_enrolling.fetch_add(1, Ordering::Relaxed);
+                let mut conn = Connection::new(stream);
+                let _ = conn.send(&Message::error(
+                    ErrorCode::Unavailable,
+                    "as many devices are enrolling as this service takes at once: retry later",
+                    true,
+                ));
+                return Err(privtel_wire::Error::Tls(format!(
+                    "connection closed: {} enrolling connections, the most allowed",
+                    self.limits.max_enrolling
+                )));
+            };
+            let within = self.limits.handshake;
+            let conn = Connection::new(stream)
+                .with_deadlines(self.limits.idle.min(within), self.limits.frame.min(within))
+                .with_max_payload(crate::MAX_ENROLL_PAYLOAD);
+            let served = self.handle(conn, peer);
+            drop(slot);
+            served
         }
 
         /// Accepts connections until `stop` is set, one thread each (with

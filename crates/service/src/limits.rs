@@ -81,6 +81,15 @@ pub struct Limits {
     /// one NAT share it, but a handshake takes milliseconds: they meet it
     /// only when thousands start at the same instant, and retry.
     pub max_handshakes_per_address: u32,
+    /// Most connections without a certificate (devices enrolling) served
+    /// at once, from every address together (default 1,024): beyond it
+    /// such a connection is answered `Unavailable` (retryable) and closed
+    /// (counted in `over_enrolling`), so strangers through TLS hold at
+    /// most this many of `max_connections`, however many addresses they
+    /// have. An enrolling connection also gets `handshake` (not `idle`
+    /// nor `frame`) for its one request, and a payload of at most
+    /// [`MAX_ENROLL_PAYLOAD`](crate::MAX_ENROLL_PAYLOAD).
+    pub max_enrolling: usize,
     /// Longest wait for the first byte of a message (default 120 s).
     pub idle: Duration,
     /// Longest time from a message's first byte to its last (default 30 s):
@@ -107,6 +116,7 @@ impl Default for Limits {
             max_per_device: 16,
             max_handshakes: 1_024,
             max_handshakes_per_address: 64,
+            max_enrolling: 1_024,
             idle: Duration::from_secs(120),
             frame: Duration::from_secs(30),
             handshake: Duration::from_secs(10),

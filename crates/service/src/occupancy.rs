@@ -259,6 +259,29 @@ impl Drop for Handshake {
     }
 }
 
+/// One of the connections without a certificate served at once
+/// ([`Limits::max_enrolling`](crate::Limits::max_enrolling)), given back
+/// when dropped.
+#[cfg(feature = "tls")]
+#[derive(Debug)]
+pub(crate) struct Enrolling<'a>(&'a std::sync::atomic::AtomicUsize);
+
+#[cfg(feature = "tls")]
+impl<'a> Enrolling<'a> {
+    /// A place among at most `max` counted by `count`, if one is free.
+    pub(crate) fn enter(count: &'a std::sync::atomic::AtomicUsize, max: usize) -> Option<Self> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        count.fetch_update(AcqRel, Acquire, |n| (n < max).then_some(n + 1)).ok().map(|_| Self(count))
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Drop for Enrolling<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -653,6 +653,64 @@ fn renewals_are_held_to_the_connections_message_rate() {
     );
 }
 
+/// Strangers through TLS (no certificate: they may only enroll) hold at
+/// most `max_enrolling` connections, however many addresses they have;
+/// each gets the handshake's deadline for its one request and a small
+/// frame; a device with a certificate is served meanwhile.
+#[test]
+fn strangers_without_a_certificate_hold_at_most_max_enrolling_and_not_for_long() {
+    let mut l = limits();
+    l.max_enrolling = 8;
+    l.handshake = Duration::from_secs(2);
+    let run = start(l);
+    let device = run.enroll("acme", "dev-1").unwrap();
+    let stranger = || {
+        let config = privtel_authority::enrollment_client_config(&run.server_ca).unwrap();
+        // The handshake done now (`connect` leaves it to the first use).
+        let stream = privtel_wire::tls::connect_within(run.addr, "127.0.0.1", config, Duration::from_secs(5));
+        Connection::new(stream.unwrap())
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < until, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // Eight silent strangers take every enrolling place.
+    let silent: Vec<_> = (0..8).map(|_| stranger()).collect();
+    wait_for("8 strangers held", &|| run.service.enrolling_connections() == 8);
+    // A ninth is told to retry later, even with a good token.
+    let token = run
+        .authority
+        .issue_token(&id("acme"), time::Duration::hours(1), 1, wall().as_offset_date_time())
+        .unwrap();
+    let refused = run.enroll_with(&token, "acme", "dev-2", &DeviceKey::generate().unwrap()).unwrap_err();
+    assert!(refused.contains("retry later"), "{refused}");
+    assert!(run.service.stats().over_enrolling.load(Ordering::Relaxed) >= 1);
+    // A device with its certificate is served meanwhile.
+    let mut conn = run.session(&device);
+    assert_eq!(say_hello(&mut conn, "acme", "dev-1"), Ok(0));
+    // The silent ones are closed once the handshake's deadline (2 s) is
+    // over, not the idle one (120 s)...
+    let started = Instant::now();
+    for mut s in silent {
+        assert!(s.recv().is_err(), "a silent stranger is closed");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    // ... and the token, unspent, now enrolls.
+    wait_for("the strangers' places freed", &|| run.service.enrolling_connections() == 0);
+    run.enroll_with(&token, "acme", "dev-2", &DeviceKey::generate().unwrap()).unwrap();
+    // An enrollment request above 64 KiB is not read.
+    let mut big = stranger();
+    let mut request =
+        privtel_authority::request(Some(&token), &id("acme"), &id("dev-3"), &DeviceKey::generate().unwrap())
+            .unwrap();
+    request.csr_der = vec![0; 100 << 10];
+    let _ = big.send(&Message::EnrollRequest(request));
+    assert!(!matches!(big.recv(), Ok(Message::Enrolled(_))));
+}
+
 /// Each renewal signs a certificate and syncs the authority's register
 /// under the lock every handshake takes: a device renewing on all its
 /// connections at once gets one certificate, not one a message.
