@@ -13,8 +13,8 @@ use privtel_model::{
 use privtel_retention::{RecordClass, RetentionPolicy};
 use privtel_store::parts::{
     Digest, Format, LineWriter, MentionKind, RecordLine, Secret, TimeText, check_range, elapsed_since,
-    encode_as, encode_json_as, manifest, mentions, nanos, received_by, record_time, seal_encoded, time_text,
-    tombstone, unseal,
+    encode_as, encode_json_as, linking, manifest, mentions, nanos, received_by, record_time, seal_encoded,
+    time_text, tombstone, unseal,
 };
 use privtel_store::{
     AdmittedBatch, AtRestKey, CopyStats, CustomerDeletion, DeletionReceipt, EngineStore, ErasureRequest,
@@ -688,8 +688,15 @@ impl PgEngine {
                     .query("SELECT digest FROM suppressed WHERE customer = $1", &[&c])
                     .op("reading suppressed digests")?
                     .iter()
-                    .filter_map(|r| Digest::try_from(r.get::<_, Vec<u8>>(0)).ok())
-                    .collect();
+                    .map(|r| {
+                        let d: Vec<u8> = r.get(0);
+                        let len = d.len();
+                        Digest::try_from(d).map_err(|_| Error::Corrupt {
+                            what: "suppressed digest",
+                            reason: format!("{len} bytes, expected {}", privtel_store::parts::DIGEST_LEN),
+                        })
+                    })
+                    .collect::<Result<_>>()?;
                 v.insert(set);
             }
         }
@@ -1578,23 +1585,58 @@ fn places(rows: &[postgres::Row]) -> Vec<Place> {
 }
 
 /// The records about a person: filed under their user id, and every record
-/// sharing a mention digest with those (one hop); and the digests (with
-/// their kind codes) that linked them.
-fn person(tx: &mut Transaction<'_>, c: i32, user_digest: &Digest) -> Result<Person> {
+/// sharing with those a digest that names a person (one hop,
+/// `privtel_store::parts::linking`: a device fingerprint, a path, a host
+/// or `root` link no one); and the digests (with their kind codes) that
+/// linked them.
+fn person(
+    tx: &mut Transaction<'_>,
+    c: i32,
+    customer: &str,
+    secret: &Secret,
+    wrap: Option<&Wrap>,
+    user_digest: &Digest,
+) -> Result<Person> {
     let direct = tx
         .query(
-            "SELECT class, day, id, subjects FROM records WHERE customer = $1 AND user_digest = $2",
+            "SELECT class, day, id, subjects, format, payload FROM records WHERE customer = $1 AND user_digest = $2",
             &[&c, &&user_digest[..]],
         )
         .op("finding a person")?;
-    let mut digests = BTreeSet::new();
+    let mut named = Vec::with_capacity(direct.len());
+    let mut wanted: BTreeSet<Digest> = BTreeSet::from([BASE]);
     for row in &direct {
         let id: i64 = row.get(2);
         let subjects =
             keys::decode_subjects(row.get(3)).map_err(|e| Error::Decode { id, reason: e.to_string() })?;
-        digests.extend(
-            subjects.into_iter().filter(|(k, _)| *k != MentionKind::User.code()).map(|(k, d)| (d, k)),
-        );
+        if subjects.iter().any(|(k, _)| *k != MentionKind::User.code()) {
+            wanted.extend(subjects.iter().map(|(_, d)| *d));
+            named.push((row, subjects));
+        }
+    }
+    let mut digests = BTreeSet::new();
+    if !named.is_empty() {
+        let ds: Vec<&[u8]> = wanted.iter().map(|d| &d[..]).collect();
+        let have: HashMap<Digest, [u8; 32]> = read_keys(tx, KEYS_OF, wrap, c, &ds)?.into_iter().collect();
+        let base = have.get(&BASE).copied().unwrap_or_default();
+        for (row, subjects) in named {
+            let id: i64 = row.get(2);
+            let stored: Vec<(i64, Digest)> = subjects
+                .iter()
+                .filter(|(k, _)| *k != MentionKind::User.code())
+                .map(|(k, d)| (i64::from(*k), *d))
+                .collect();
+            // Rows written before only person-naming fields were indexed
+            // may hold a shared value's digest: the record decides.
+            let mut record = open_record(id, row.get(4), &subjects, row.get(5), &base, &have).ok();
+            for (d, k) in linking(&stored, record.as_mut(), customer, secret)? {
+                let k = u8::try_from(k).map_err(|_| Error::Decode {
+                    id,
+                    reason: "a mention kind out of range, expected 1 to 6".into(),
+                })?;
+                digests.insert((d, k));
+            }
+        }
     }
     let mut all: BTreeSet<Place> = places(&direct).into_iter().collect();
     if !digests.is_empty() {
@@ -1896,7 +1938,14 @@ impl EngineStore for PgEngine {
         let mut client = self.client();
         let Some(c) = Self::customer_id(&mut client, customer)? else { return Ok(0) };
         let mut tx = consistent_read(&mut client, "starting an export")?;
-        let (all, _) = person(&mut tx, c, &self.secret.user(customer.as_str(), user))?;
+        let (all, _) = person(
+            &mut tx,
+            c,
+            customer.as_str(),
+            &self.secret,
+            self.wrap.as_ref(),
+            &self.secret.user(customer.as_str(), user),
+        )?;
         let mut by_part: BTreeMap<(i16, i32), Vec<i64>> = BTreeMap::new();
         for (cl, d, id) in &all {
             by_part.entry((*cl, *d)).or_default().push(*id);
@@ -1964,7 +2013,8 @@ impl EngineStore for PgEngine {
             .op("locking the customer")?;
         refuse_deleted(&mut tx, &self.secret, customer)?;
         let c: i32 = register_customer(&mut tx, customer.as_str())?;
-        let (all, digests) = person(&mut tx, c, &user_digest)?;
+        let (all, digests) =
+            person(&mut tx, c, customer.as_str(), &self.secret, self.wrap.as_ref(), &user_digest)?;
         let all: Vec<Place> = all.into_iter().collect();
         let removed = delete_places(&mut tx, c, &all)?;
         // The keys their payloads were sealed under: gone, so the bytes the

@@ -361,8 +361,9 @@ impl SweepReport {
     }
 }
 
-/// A request to erase one person's data.
-#[derive(Clone, Debug)]
+/// A request to erase one person's data. `Debug` redacts the person's id,
+/// as [`Event`](privtel_model::Event) and [`User`](privtel_model::User) do.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ErasureRequest {
     /// The administrator's reference for the request (not personal).
@@ -371,6 +372,17 @@ pub struct ErasureRequest {
     pub user: UserId,
     /// When it was asked for.
     pub requested_at: Timestamp,
+}
+
+impl std::fmt::Debug for ErasureRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut user = Some(self.user.clone());
+        f.debug_struct("ErasureRequest")
+            .field("request_id", &self.request_id)
+            .field("user", &privtel_model::PersonalMut::UserId(&mut user))
+            .field("requested_at", &self.requested_at)
+            .finish()
+    }
 }
 
 impl ErasureRequest {
@@ -711,14 +723,14 @@ impl Mirror {
             users: load(conn, "SELECT customer, user, id FROM users", |r| {
                 Ok(((r.get(0)?, r.get(1)?), r.get(2)?))
             })?,
-            suppressed: load(conn, "SELECT digest FROM suppressed", |r| {
-                let d: Vec<u8> = r.get(0)?;
-                Ok(d.try_into().unwrap_or([0; crate::mention::DIGEST_LEN]))
-            })?,
-            deleted: load(conn, "SELECT digest FROM deleted_customers", |r| {
-                let d: Vec<u8> = r.get(0)?;
-                Ok(d.try_into().unwrap_or([0; crate::mention::DIGEST_LEN]))
-            })?,
+            suppressed: load::<Vec<u8>, Vec<_>>(conn, "SELECT digest FROM suppressed", |r| r.get(0))?
+                .into_iter()
+                .map(|d| digest_of(d, "suppressed digest"))
+                .collect::<Result<_>>()?,
+            deleted: load::<Vec<u8>, Vec<_>>(conn, "SELECT digest FROM deleted_customers", |r| r.get(0))?
+                .into_iter()
+                .map(|d| digest_of(d, "customer tombstone"))
+                .collect::<Result<_>>()?,
         })
     }
 }
@@ -1143,10 +1155,41 @@ impl SqliteEngine {
     }
 
     /// The records about `user` of a customer: those filed under the user,
-    /// and every record sharing a mention digest with them; and the digests
-    /// (with their kinds) that linked them.
-    fn person(&self, customer: i64, user: &UserId) -> Result<Person> {
-        person(&self.conn, customer, user)
+    /// and every record sharing a digest that names a person with them;
+    /// and the digests (with their kinds) that linked them.
+    fn person(&self, customer: i64, name: &CustomerId, user: &UserId) -> Result<Person> {
+        person(
+            &self.conn,
+            Opener { key: self.key.as_ref(), keys: self.keys.as_deref() },
+            customer,
+            name,
+            &self.secret,
+            user,
+        )
+    }
+}
+
+/// What opens a stored payload (the engine's keys, borrowed apart from its
+/// connection).
+#[derive(Clone, Copy)]
+struct Opener<'a> {
+    key: Option<&'a AtRestKey>,
+    keys: Option<&'a KeyStore>,
+}
+
+impl Opener<'_> {
+    /// The record of row `id`, or `None` when it does not open (its key is
+    /// gone, or the row is damaged).
+    fn try_open(&self, id: i64, format: i64, key_id: Option<u32>, payload: &[u8]) -> Option<Record> {
+        let key = match (key_id, self.keys) {
+            (Some(kid), Some(keys)) => match keys.key(kid, id) {
+                Ok(Some(k)) => Some(k),
+                Ok(None) => self.key.cloned(),
+                Err(_) => return None,
+            },
+            _ => self.key.cloned(),
+        };
+        unseal(id, format, key_id, payload, key.as_ref()).ok()
     }
 }
 
@@ -1154,31 +1197,49 @@ impl SqliteEngine {
 /// their kind codes) that linked them.
 type Person = (Vec<i64>, Vec<(Digest, i64)>);
 
-fn person(conn: &Connection, customer: i64, user: &UserId) -> Result<Person> {
+fn person(
+    conn: &Connection,
+    opener: Opener<'_>,
+    customer: i64,
+    name: &CustomerId,
+    secret: &Secret,
+    user: &UserId,
+) -> Result<Person> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT id FROM records WHERE user = (SELECT id FROM users WHERE customer = ?1 AND user = ?2)",
+            "SELECT id, format, key_id, payload FROM records
+             WHERE user = (SELECT id FROM users WHERE customer = ?1 AND user = ?2)",
         )
         .op("finding a person")?;
-    let direct: Vec<i64> = stmt
-        .query_map(params![customer, user.as_str()], |r| r.get(0))
-        .op("finding a person")?
-        .collect::<rusqlite::Result<_>>()
-        .op("finding a person")?;
+    let mut direct: Vec<i64> = Vec::new();
     let mut digests = BTreeSet::new();
     let mut of_record = conn
-        .prepare_cached("SELECT digest, kind FROM mentions WHERE record_id = ?1")
+        .prepare_cached("SELECT kind, digest FROM mentions WHERE record_id = ?1")
         .op("reading mentions")?;
-    for id in &direct {
-        for d in of_record
-            .query_map([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+    let mut rows = stmt.query(params![customer, user.as_str()]).op("finding a person")?;
+    while let Some(row) = rows.next().op("finding a person")? {
+        let id: i64 = row.get(0).op("finding a person")?;
+        direct.push(id);
+        let stored = of_record
+            .query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
             .op("reading mentions")?
-        {
-            let (d, kind) = d.op("reading mentions")?;
-            if let Ok(d) = Digest::try_from(d) {
-                digests.insert((d, kind));
-            }
+            .map(|m| {
+                let (kind, d) = m.op("reading mentions")?;
+                Ok((kind, digest_of(d, "mention digest")?))
+            })
+            .collect::<Result<Vec<(i64, Digest)>>>()?;
+        if stored.is_empty() {
+            continue;
         }
+        // Rows written before only person-naming fields were indexed may
+        // hold a shared value's digest: the record decides what links.
+        let (format, key_id, payload): (i64, Option<u32>, Vec<u8>) = (
+            row.get(1).op("finding a person")?,
+            row.get(2).op("finding a person")?,
+            row.get(3).op("finding a person")?,
+        );
+        let mut record = opener.try_open(id, format, key_id, &payload);
+        digests.extend(crate::mention::linking(&stored, record.as_mut(), name.as_str(), secret)?);
     }
     let mut ids: BTreeSet<i64> = direct.into_iter().collect();
     // Digests include the customer, so this finds the customer's records only.
@@ -1190,6 +1251,16 @@ fn person(conn: &Connection, customer: i64, user: &UserId) -> Result<Person> {
         }
     }
     Ok((ids.into_iter().collect(), digests.into_iter().collect()))
+}
+
+/// A stored digest, or [`Error::Corrupt`] naming `what` when it is not
+/// [`DIGEST_LEN`](crate::mention::DIGEST_LEN) bytes (never its bytes).
+fn digest_of(bytes: Vec<u8>, what: &'static str) -> Result<Digest> {
+    let len = bytes.len();
+    Digest::try_from(bytes).map_err(|_| Error::Corrupt {
+        what,
+        reason: format!("{len} bytes, expected {}", crate::mention::DIGEST_LEN),
+    })
 }
 
 /// Every row of a query, collected (for the small tables mirrored in memory).
@@ -2247,7 +2318,7 @@ impl EngineStore for SqliteEngine {
         // connection meanwhile changes nothing of what it reads.
         let _snapshot = self.conn.unchecked_transaction().op("starting an export")?;
         let Some(c) = self.customer_id(customer)? else { return Ok(0) };
-        let (ids, _) = self.person(c, user)?;
+        let (ids, _) = self.person(c, customer, user)?;
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -2294,7 +2365,8 @@ impl EngineStore for SqliteEngine {
         let c: i64 = tx
             .query_row("SELECT id FROM customers WHERE customer = ?1", [customer.as_str()], |r| r.get(0))
             .op("finding a customer")?;
-        let (ids, digests) = person(&tx, c, &request.user)?;
+        let opener = Opener { key: self.key.as_ref(), keys: self.keys.as_deref() };
+        let (ids, digests) = person(&tx, opener, c, customer, &self.secret, &request.user)?;
         for chunk in ids.chunks(500) {
             let marks = vec!["?"; chunk.len()].join(",");
             tx.execute(

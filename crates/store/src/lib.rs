@@ -149,7 +149,10 @@ pub mod parts {
     pub use crate::lifecycle::{
         LineWriter, RecordLine, TimeText, elapsed_since, manifest, program_name, time_text,
     };
-    pub use crate::mention::{DIGEST_LEN, Digest, MentionKind, Secret, mentions};
+    pub use crate::mention::{
+        CLEAR_LINKS, DIGEST_LEN, Digest, MentionKind, PSEUDONYM_LINKS, Secret, linking, mentions,
+        system_account,
+    };
 }
 pub use spool::{
     ConsentChange, ConsentState, Mark, MarkChange, Run, SourcePosition, Spool, SpoolCounters, SpoolOptions,

@@ -335,3 +335,58 @@ fn a_checkpointer_copies_the_log_beside_the_writer_and_erasure_still_settles() {
     let raw = file_bytes(&dir);
     assert!(!contains(&raw, "ERASEDCANARY"), "erased values linger in the files");
 }
+
+#[test]
+fn an_erasure_request_s_debug_never_shows_the_person() {
+    let request = ErasureRequest::new("req-1", UserId::new("u-DEBUGCANARY").unwrap(), fixtures::base_time());
+    let text = format!("{request:?} {request:#?}");
+    assert!(!text.contains("DEBUGCANARY"), "{text}");
+    assert!(text.contains("req-1") && text.contains("redacted"), "{text}");
+}
+
+/// A stored digest of the wrong length is a typed error naming what was
+/// expected, never read as zeros or skipped.
+#[test]
+fn a_damaged_digest_is_an_error_not_a_guess() {
+    let now = fixtures::base_time();
+    let alice = UserId::new("u-1042").unwrap();
+    let raw = |dir: &tempfile::TempDir, sql: &str| {
+        let conn = rusqlite::Connection::open(dir.path().join("engine.db")).unwrap();
+        assert!(conn.execute(sql, []).unwrap() > 0, "{sql}");
+    };
+    let check = |e: Error, what: &str| {
+        let text = e.to_string();
+        assert!(matches!(&e, Error::Corrupt { .. }), "{e:?}");
+        assert!(text.contains(what) && text.contains("expected 16"), "{text}");
+        assert!(!text.contains("fefe") && !text.contains("254"), "{text}");
+    };
+    // A suppressed digest and a tombstone: refused when the store opens.
+    for (table, what) in [("suppressed", "suppressed digest"), ("deleted_customers", "customer tombstone")] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = engine(&dir, RetentionPolicy::default(), None);
+        store.ingest(&acme(), &DeviceId::new("d").unwrap(), S, 1, fixtures::records("x"), now).unwrap();
+        store.erase_person(&acme(), &ErasureRequest::new("r", alice.clone(), now), now).unwrap();
+        drop(store);
+        if table == "suppressed" {
+            raw(&dir, "UPDATE suppressed SET digest = X'FEFEFE' WHERE kind = 1");
+        } else {
+            raw(&dir, "INSERT INTO deleted_customers (digest, deleted_at) VALUES (X'FEFEFE', 0)");
+        }
+        let e = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap_err();
+        check(e, what);
+    }
+    // A mention digest of the person's record: export and erasure refuse.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = engine(&dir, RetentionPolicy::default(), None);
+    store.ingest(&acme(), &DeviceId::new("d").unwrap(), S, 1, fixtures::records("x"), now).unwrap();
+    raw(
+        &dir,
+        "UPDATE mentions SET digest = X'FEFEFE' WHERE record_id = (SELECT min(id) FROM records WHERE user IS NOT NULL)
+           AND digest = (SELECT min(digest) FROM mentions WHERE record_id = (SELECT min(id) FROM records WHERE user IS NOT NULL))",
+    );
+    check(store.export_person(&acme(), &alice, &mut Vec::new()).unwrap_err(), "mention digest");
+    check(
+        store.erase_person(&acme(), &ErasureRequest::new("r", alice, now), now).unwrap_err(),
+        "mention digest",
+    );
+}

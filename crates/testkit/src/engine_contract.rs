@@ -59,6 +59,8 @@ macro_rules! engine_contract_tests {
             export_and_erasure_with_suppression,
             erasure_follows_pseudonyms,
             erasure_follows_home_folders,
+            shared_pseudonyms_link_no_one,
+            a_system_login_links_no_one,
             an_erasure_by_another_engine_is_seen_by_the_next_ingest,
             sweeps_remove_exactly_the_expired,
             inactive_devices_are_purged_whole,
@@ -450,6 +452,115 @@ pub fn erasure_follows_home_folders<H: Harness>(h: &mut H) {
     let out =
         store.ingest(&acme(), &dev("d"), S, 9, vec![binary_at("/home/alice/other")], now).expect("ingest");
     assert_eq!(out.suppressed, 1);
+}
+
+/// One person's records on the shared workstation `ws`: `records_of`,
+/// with the user record's login `login`, `shape` applied to every event.
+fn on_workstation(
+    user: &str,
+    login: &str,
+    tag: &str,
+    base: u128,
+    shape: &dyn Fn(&mut EventBody),
+) -> Vec<Record> {
+    let mut out = records_of(user, tag, base);
+    for r in &mut out {
+        match &mut r.body {
+            RecordBody::User(u) => u.username = Personal::Clear(login.into()),
+            RecordBody::Event(e) => shape(&mut e.body),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Alice and Bob on one workstation, sharing values that describe it (its
+/// fingerprint, a program's path, a site's host, `root`): each person's
+/// export holds nothing of the other's, erasing Alice leaves Bob's records
+/// and Bob's later records are stored; Alice's records are all erased
+/// (a binary under `/home/alice/` by her login) and her later ones are
+/// suppressed.
+fn shared_values_link_no_one<H: Harness>(h: &mut H, shape: &dyn Fn(&mut EventBody), alices: usize) {
+    let mut store = h.fresh(RetentionPolicy::default());
+    let now = fixtures::base_time();
+    let mut alice = on_workstation("u-alice", "alice", "ALICECANARY", 0, shape);
+    alice.push(binary_at("/home/alice/bin/ALICECANARY-tool"));
+    let bob = on_workstation("u-bob", "bob", "BOBCANARY", 100, shape);
+    let ws = dev("ws");
+    store.ingest(&acme(), &ws, S, 1, alice.clone(), now).expect("ingest");
+    store.ingest(&acme(), &ws, S, 1 + alice.len() as u64, bob, now).expect("ingest");
+    let bob_before = exported_ids(&store, &acme(), "u-bob");
+    let text = exported_text(&store, &acme(), "u-alice");
+    assert!(text.contains("ALICECANARY"), "{text}");
+    assert!(
+        !text.contains("BOBCANARY") && !text.contains("u-bob"),
+        "Alice's export holds Bob's records: {text}"
+    );
+    // The user record, 11 events, the binary under /home/alice and, where
+    // her execution's login is hers, the fixture's binary under
+    // /home/alice-ALICECANARY.
+    let exported = exported_ids(&store, &acme(), "u-alice");
+    assert_eq!(exported.len(), alices, "{text}");
+    let text = exported_text(&store, &acme(), "u-bob");
+    assert!(
+        !text.contains("ALICECANARY") && !text.contains("u-alice"),
+        "Bob's export holds Alice's records: {text}"
+    );
+
+    let receipt =
+        store.erase_person(&acme(), &ErasureRequest::new("r", uid("u-alice"), now), now).expect("erase");
+    assert_eq!(receipt.records_removed as usize, alices);
+    assert!(export(&store, &acme(), "u-alice").is_empty());
+    assert_eq!(exported_ids(&store, &acme(), "u-bob"), bob_before, "Bob's records are untouched");
+
+    let mut next = store.high_water(&acme(), &ws, S).expect("mark") + 1;
+    let bob_later = on_workstation("u-bob", "bob", "BOBLATER", 200, shape);
+    let out = store.ingest(&acme(), &ws, S, next, bob_later.clone(), now).expect("ingest");
+    assert_eq!((out.stored, out.suppressed), (bob_later.len() as u64, 0), "Bob's later records: {out:?}");
+    next += bob_later.len() as u64;
+    let carol = on_workstation("u-carol", "carol", "CAROL", 300, shape);
+    let out = store.ingest(&acme(), &ws, S, next, carol.clone(), now).expect("ingest");
+    assert_eq!(out.suppressed, 0, "someone new on the workstation: {out:?}");
+    next += carol.len() as u64;
+    let mut alice_later = on_workstation("u-alice", "alice", "ALICELATER", 400, shape);
+    alice_later.push(binary_at("/home/alice/bin/later"));
+    let out = store.ingest(&acme(), &ws, S, next, alice_later, now).expect("ingest");
+    // Her user record and events by her id, the binary by her home folder.
+    assert_eq!(out.suppressed, 12 + 1, "Alice's later records: {out:?}");
+}
+
+/// A device fingerprint, a program's path and a site's host pseudonymised
+/// give everyone on the workstation the same tokens: they link no one.
+pub fn shared_pseudonyms_link_no_one<H: Harness>(h: &mut H) {
+    let token = |b: u8| Personal::Pseudonym(Pseudonym::new(KeyId::new(1), [b; 16]));
+    shared_values_link_no_one(
+        h,
+        &|body| match body {
+            EventBody::LicenceSession(l) => l.device_fingerprint = token(0xF1),
+            EventBody::Execution(x) => x.path = token(0xF2),
+            EventBody::WebRequest(w) => {
+                w.host = token(0xF3);
+                w.url = Personal::Withheld;
+            }
+            _ => {}
+        },
+        14,
+    );
+}
+
+/// Executions of root-owned programs carry the clear login `root` for
+/// everyone: it links no one.
+pub fn a_system_login_links_no_one<H: Harness>(h: &mut H) {
+    shared_values_link_no_one(
+        h,
+        &|body| {
+            if let EventBody::Execution(x) = body {
+                x.username = Personal::Clear("root".into());
+                x.path = Personal::Clear("/usr/bin/ls".into());
+            }
+        },
+        13,
+    );
 }
 
 /// An erasure by another engine on the same store (the `dsar` tool) is
