@@ -97,7 +97,16 @@ impl ClientCertVerifier for AuthorityVerifier {
             self.inner.verified.pending(digest);
             return Ok(ClientCertVerified::assertion());
         }
-        let verified = ca.verifier.verify_client_cert(end_entity, intermediates, now)?;
+        // Every refusal of the chain is the one an unknown customer gets
+        // (`unknown_ca`): a bad signature or an expired certificate would
+        // say that the named customer's authority exists and looked at it,
+        // so a look-alike authority of a guessed name would list the
+        // customers. (The service's `identify` and its reports tell the
+        // reasons of certificates that pass.)
+        let verified = ca
+            .verifier
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))?;
         self.inner.chains.count_full();
         if direct && let Some(window) = validity(end_entity) {
             self.inner.chains.remember(digest, &ca, window, now);
