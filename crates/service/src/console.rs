@@ -654,8 +654,17 @@ impl Service {
             }
             let (me, ops, act) = (Arc::clone(self), Arc::clone(operators), Arc::clone(&active));
             let spawned = std::thread::Builder::new().name("privtel-console".into()).spawn(move || {
+                // Given back when the thread ends, even by a panic: a
+                // request that panicked must not hold one of the console's
+                // places for good.
+                struct Leave(Arc<AtomicUsize>);
+                impl Drop for Leave {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+                let _leave = Leave(act);
                 me.console(stream, &ops);
-                act.fetch_sub(1, Ordering::AcqRel);
             });
             if spawned.is_err() {
                 active.fetch_sub(1, Ordering::AcqRel);
