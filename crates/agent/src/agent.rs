@@ -203,6 +203,10 @@ pub struct Agent {
     /// remembers of processes, binaries and domains is kept under keyed
     /// hashes of them, never their names (docs/COLLECTORS.md).
     pub(crate) marks: crate::marks::MarkKey,
+    /// The key of the events' ids (`PATH.ids.key`): every event is spooled
+    /// under an id keyed with it, so no id can be tested against a guess of
+    /// what the policy withholds (docs/COLLECTORS.md, "Event ids").
+    pub(crate) ids: crate::event_id::EventIdKey,
     query_counter: u64,
 }
 
@@ -225,6 +229,7 @@ impl Agent {
         filter: Filter,
         spool: Spool,
         marks: crate::marks::MarkKey,
+        ids: crate::event_id::EventIdKey,
     ) -> Self {
         Self {
             customer,
@@ -234,6 +239,7 @@ impl Agent {
             audit: None,
             schedule: Schedule::default(),
             marks,
+            ids,
             query_counter: 0,
         }
     }
@@ -243,7 +249,10 @@ impl Agent {
     /// others may read it — unless `options.key` names another key, and
     /// makes an agent on it. What the agent remembers between runs of
     /// processes, binaries and domains is kept in the spool under hashes
-    /// keyed with `PATH.marks.key` (created 0600 likewise).
+    /// keyed with `PATH.marks.key` (created 0600 likewise), and every event
+    /// is spooled under an id keyed with `PATH.ids.key` (likewise): the
+    /// same event always gets the same id on this device, and nobody
+    /// without the key can derive one from a guess (docs/COLLECTORS.md).
     ///
     /// # Errors
     ///
@@ -261,8 +270,9 @@ impl Agent {
             options.key = Some(AtRestKey::new(1, secret));
         }
         let marks = crate::marks::MarkKey::new(crate::keys::load_or_create_key(key_path(path, "marks"))?);
+        let ids = crate::event_id::EventIdKey::new(crate::keys::load_or_create_key(key_path(path, "ids"))?);
         let spool = Spool::open(path, options)?;
-        Ok(Self::new(customer, device, filter, spool, marks))
+        Ok(Self::new(customer, device, filter, spool, marks, ids))
     }
 
     /// Writes every message the agent sends, decoded, to `audit`, so a
@@ -317,7 +327,7 @@ impl Agent {
     /// A spool error; nothing of the call is spooled then.
     pub fn collect(&mut self, records: Vec<Record>, now: Timestamp) -> Result<Collected, AgentError> {
         let sighted = sighted(&self.filter, &records);
-        let (kept, report) = self.filter.apply_batch(records);
+        let (kept, report) = self.ids.filter(&self.filter, records);
         self.outbox.append(&kept, now)?;
         let mut out = Collected::default();
         out.merge(&kept, &report, sighted);
@@ -346,10 +356,10 @@ impl Agent {
         let saved = self.outbox.position(&log.source())?;
         let previous = self.outbox.position(&log.previous_source())?;
         let mut collected = Collected::default();
-        let (filter, outbox, device) = (&self.filter, &mut self.outbox, &self.device);
+        let (filter, outbox, device, ids) = (&self.filter, &mut self.outbox, &self.device, &self.ids);
         let report = follow(log, saved, previous, device, |chunk: Chunk| {
             let sighted = sighted(filter, &chunk.records);
-            let (kept, report) = filter.apply_batch(chunk.records);
+            let (kept, report) = ids.filter(filter, chunk.records);
             outbox.append_at(&kept, &chunk.position, now)?;
             collected.merge(&kept, &report, sighted);
             Ok(())
