@@ -377,7 +377,9 @@ impl Agent {
     }
 
     /// On-device retention, every cycle: expires the outbox under the TTL
-    /// (and checkpoints, so expired values leave the file and its log) and
+    /// (and checkpoints whenever records were expired, acknowledged or
+    /// evicted since the last checkpoint, so their values leave the file
+    /// and its log) and
     /// the audit log under its own. Returns the records expired.
     ///
     /// # Errors
