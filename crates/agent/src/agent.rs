@@ -794,6 +794,42 @@ impl Agent {
     }
 }
 
+/// The retention a device applies under `policy`: the policy's TTLs of
+/// events and objects and its inactive-device purge (`[retention]`, whole
+/// days), as the service keeps the customer's data, so nothing waits on the
+/// device longer than the customer allows in the cloud. The spool expires
+/// its events and objects (a device description, a user, a binary) under
+/// them ([`Spool::expire`](privtel_store::Spool::expire)).
+///
+/// ```
+/// use privtel_agent::policy_retention;
+/// use privtel_filter::Policy;
+///
+/// let policy = Policy::from_toml("[retention]\nevents = 7\nobjects = 14\ninactive_device = 30\n")?;
+/// let retention = policy_retention(&policy);
+/// assert_eq!((retention.events.days(), retention.objects.days()), (7, 14));
+/// assert_eq!(retention.device_inactivity.whole_days(), 30);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn policy_retention(policy: &privtel_filter::Policy) -> privtel_store::RetentionPolicy {
+    let days = |d: u32| privtel_store::Ttl::custom(time::Duration::days(i64::from(d)));
+    privtel_store::RetentionPolicy {
+        events: days(policy.retention.events),
+        objects: days(policy.retention.objects),
+        device_inactivity: time::Duration::days(i64::from(policy.retention.inactive_device)),
+        ..privtel_store::RetentionPolicy::default()
+    }
+}
+
+/// The default spool options with `policy`'s whole retention
+/// ([`policy_retention`]): what an agent opens its spool with
+/// ([`Agent::open`]) under a customer's policy.
+pub fn spool_options(policy: &privtel_filter::Policy) -> SpoolOptions {
+    let mut options = SpoolOptions::default();
+    options.retention = policy_retention(policy);
+    options
+}
+
 /// `PATH.NAME.key` beside a spool at `PATH` (the extension replaced).
 pub fn key_path(spool: impl AsRef<Path>, name: &str) -> std::path::PathBuf {
     spool.as_ref().with_extension(format!("{name}.key"))

@@ -110,7 +110,9 @@ mod summary;
 mod update;
 mod weblog;
 
-pub use agent::{Agent, Collected, Delivery, MAX_BATCH_RECORDS, UploadReport, key_path};
+pub use agent::{
+    Agent, Collected, Delivery, MAX_BATCH_RECORDS, UploadReport, key_path, policy_retention, spool_options,
+};
 pub use audit::{AuditEntry, AuditLineError, AuditLog, AuditOptions, read_audit_log};
 #[cfg(feature = "tls")]
 pub use enroll::enroll;

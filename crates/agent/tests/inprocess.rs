@@ -856,3 +856,50 @@ fn another_device_key_gives_other_ids_for_the_same_event() {
     assert_eq!((ids[0].len(), ids[1].len()), (1, 1));
     assert_ne!(ids[0], ids[1], "same device id, same file, another key: another id");
 }
+
+/// A device's description (an object) and a feature-usage event recorded at
+/// `t0`, spooled by an agent opened the way the shipped agent opens its
+/// spool under `policy` ([`privtel_agent::spool_options`]).
+fn spool_under_policy(dir: &Path, policy: &Policy, t0: Timestamp) -> Agent {
+    let filter = FilterBuilder::new()
+        .policy(policy.clone())
+        .customer(CustomerId::new("acme").unwrap())
+        .key(PseudonymKey::new(KeyId::new(1), [9; 32]))
+        .build();
+    let mut agent = Agent::open(
+        CustomerId::new("acme").unwrap(),
+        DeviceId::new("dev-1").unwrap(),
+        filter,
+        dir.join("spool.db"),
+        privtel_agent::spool_options(policy),
+    )
+    .unwrap();
+    let mut device = privtel_testkit::fixtures::records("ttl")
+        .into_iter()
+        .find(|r| matches!(r.body, RecordBody::Device(_)))
+        .unwrap();
+    if let RecordBody::Device(d) = &mut device.body {
+        d.last_seen = t0;
+    }
+    assert_eq!(agent.collect(vec![device], t0).unwrap().records, 1, "anonymous usage is on");
+    agent
+}
+
+#[test]
+fn the_spool_keeps_objects_no_longer_than_the_policy_s_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Policy::from_toml("[retention]\nevents = 7\nobjects = 7\ninactive_device = 7\n").unwrap();
+    let retention = privtel_agent::policy_retention(&policy);
+    assert_eq!((retention.events.days(), retention.objects.days()), (7, 7));
+    assert_eq!(retention.device_inactivity.whole_days(), 7);
+    let t0 = now();
+    let mut agent = spool_under_policy(dir.path(), &policy, t0);
+    let day = |n: i64| t0.checked_add(time::Duration::days(n)).unwrap();
+    assert_eq!(agent.maintain(day(6)).unwrap(), 0, "within the TTL");
+    assert_eq!(
+        agent.maintain(day(8)).unwrap(),
+        1,
+        "the device's description waited past the policy's 7 days"
+    );
+    assert!(agent.outbox().is_empty().unwrap());
+}
