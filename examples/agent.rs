@@ -53,7 +53,6 @@ use privtel::agent::{
 use privtel::filter::{FilterBuilder, Policy, PseudonymKey};
 use privtel::hash::{Algorithms, HashCache, Progress, ScanHooks, ScannerBuilder};
 use privtel::model::{CustomerId, DeviceId, DomainSighting, KeyId, Program, Timestamp, UserId};
-use privtel::store::SpoolOptions;
 use privtel::wire::{Connection, tls};
 
 /// The privtel agent: collect, filter, spool, upload, enrich.
@@ -320,9 +319,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
         None => PseudonymKey::new(KeyId::new(1), load_or_create_key(key_path(&args.spool, "pseudonym"))?),
     };
     let filter = FilterBuilder::new().policy(policy.clone()).customer(args.customer.clone()).key(key).build();
-    let ttl = time::Duration::days(i64::from(policy.retention.events));
-    let mut options = SpoolOptions::default();
-    options.retention.events = privtel::retention::Ttl::custom(ttl);
+    // The spool keeps events, objects and devices no longer than the
+    // policy's TTLs ([retention]: events, objects, inactive_device).
+    let options = privtel::agent::spool_options(&policy);
+    let ttl = options.retention.events.duration();
     let mut agent = Agent::open(args.customer.clone(), args.device.clone(), filter, &args.spool, options)?;
     if let Some(path) = &args.audit_log {
         agent = agent.with_audit_log(AuditLog::open(path, AuditOptions::with_ttl(ttl))?);

@@ -203,6 +203,10 @@ pub struct Agent {
     /// remembers of processes, binaries and domains is kept under keyed
     /// hashes of them, never their names (docs/COLLECTORS.md).
     pub(crate) marks: crate::marks::MarkKey,
+    /// The key of the events' ids (`PATH.ids.key`): every event is spooled
+    /// under an id keyed with it, so no id can be tested against a guess of
+    /// what the policy withholds (docs/COLLECTORS.md, "Event ids").
+    pub(crate) ids: crate::event_id::EventIdKey,
     query_counter: u64,
 }
 
@@ -225,6 +229,7 @@ impl Agent {
         filter: Filter,
         spool: Spool,
         marks: crate::marks::MarkKey,
+        ids: crate::event_id::EventIdKey,
     ) -> Self {
         Self {
             customer,
@@ -234,6 +239,7 @@ impl Agent {
             audit: None,
             schedule: Schedule::default(),
             marks,
+            ids,
             query_counter: 0,
         }
     }
@@ -243,7 +249,10 @@ impl Agent {
     /// others may read it — unless `options.key` names another key, and
     /// makes an agent on it. What the agent remembers between runs of
     /// processes, binaries and domains is kept in the spool under hashes
-    /// keyed with `PATH.marks.key` (created 0600 likewise).
+    /// keyed with `PATH.marks.key` (created 0600 likewise), and every event
+    /// is spooled under an id keyed with `PATH.ids.key` (likewise): the
+    /// same event always gets the same id on this device, and nobody
+    /// without the key can derive one from a guess (docs/COLLECTORS.md).
     ///
     /// # Errors
     ///
@@ -261,8 +270,9 @@ impl Agent {
             options.key = Some(AtRestKey::new(1, secret));
         }
         let marks = crate::marks::MarkKey::new(crate::keys::load_or_create_key(key_path(path, "marks"))?);
+        let ids = crate::event_id::EventIdKey::new(crate::keys::load_or_create_key(key_path(path, "ids"))?);
         let spool = Spool::open(path, options)?;
-        Ok(Self::new(customer, device, filter, spool, marks))
+        Ok(Self::new(customer, device, filter, spool, marks, ids))
     }
 
     /// Writes every message the agent sends, decoded, to `audit`, so a
@@ -317,7 +327,7 @@ impl Agent {
     /// A spool error; nothing of the call is spooled then.
     pub fn collect(&mut self, records: Vec<Record>, now: Timestamp) -> Result<Collected, AgentError> {
         let sighted = sighted(&self.filter, &records);
-        let (kept, report) = self.filter.apply_batch(records);
+        let (kept, report) = self.ids.filter(&self.filter, records);
         self.outbox.append(&kept, now)?;
         let mut out = Collected::default();
         out.merge(&kept, &report, sighted);
@@ -346,10 +356,10 @@ impl Agent {
         let saved = self.outbox.position(&log.source())?;
         let previous = self.outbox.position(&log.previous_source())?;
         let mut collected = Collected::default();
-        let (filter, outbox, device) = (&self.filter, &mut self.outbox, &self.device);
+        let (filter, outbox, device, ids) = (&self.filter, &mut self.outbox, &self.device, &self.ids);
         let report = follow(log, saved, previous, device, |chunk: Chunk| {
             let sighted = sighted(filter, &chunk.records);
-            let (kept, report) = filter.apply_batch(chunk.records);
+            let (kept, report) = ids.filter(filter, chunk.records);
             outbox.append_at(&kept, &chunk.position, now)?;
             collected.merge(&kept, &report, sighted);
             Ok(())
@@ -367,7 +377,9 @@ impl Agent {
     }
 
     /// On-device retention, every cycle: expires the outbox under the TTL
-    /// (and checkpoints, so expired values leave the file and its log) and
+    /// (and checkpoints whenever records were expired, acknowledged or
+    /// evicted since the last checkpoint, so their values leave the file
+    /// and its log) and
     /// the audit log under its own. Returns the records expired.
     ///
     /// # Errors
@@ -780,6 +792,42 @@ impl Agent {
     pub fn goodbye<S: Write>(&mut self, conn: &mut Connection<S>, now: Timestamp) -> Result<(), AgentError> {
         self.send(conn, &Message::Goodbye(privtel_wire::Goodbye { reason: "cycle done".into() }), now)
     }
+}
+
+/// The retention a device applies under `policy`: the policy's TTLs of
+/// events and objects and its inactive-device purge (`[retention]`, whole
+/// days), as the service keeps the customer's data, so nothing waits on the
+/// device longer than the customer allows in the cloud. The spool expires
+/// its events and objects (a device description, a user, a binary) under
+/// them ([`Spool::expire`](privtel_store::Spool::expire)).
+///
+/// ```
+/// use privtel_agent::policy_retention;
+/// use privtel_filter::Policy;
+///
+/// let policy = Policy::from_toml("[retention]\nevents = 7\nobjects = 14\ninactive_device = 30\n")?;
+/// let retention = policy_retention(&policy);
+/// assert_eq!((retention.events.days(), retention.objects.days()), (7, 14));
+/// assert_eq!(retention.device_inactivity.whole_days(), 30);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn policy_retention(policy: &privtel_filter::Policy) -> privtel_store::RetentionPolicy {
+    let days = |d: u32| privtel_store::Ttl::custom(time::Duration::days(i64::from(d)));
+    privtel_store::RetentionPolicy {
+        events: days(policy.retention.events),
+        objects: days(policy.retention.objects),
+        device_inactivity: time::Duration::days(i64::from(policy.retention.inactive_device)),
+        ..privtel_store::RetentionPolicy::default()
+    }
+}
+
+/// The default spool options with `policy`'s whole retention
+/// ([`policy_retention`]): what an agent opens its spool with
+/// ([`Agent::open`]) under a customer's policy.
+pub fn spool_options(policy: &privtel_filter::Policy) -> SpoolOptions {
+    let mut options = SpoolOptions::default();
+    options.retention = policy_retention(policy);
+    options
 }
 
 /// `PATH.NAME.key` beside a spool at `PATH` (the extension replaced).

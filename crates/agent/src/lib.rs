@@ -110,7 +110,9 @@ mod summary;
 mod update;
 mod weblog;
 
-pub use agent::{Agent, Collected, Delivery, MAX_BATCH_RECORDS, UploadReport, key_path};
+pub use agent::{
+    Agent, Collected, Delivery, MAX_BATCH_RECORDS, UploadReport, key_path, policy_retention, spool_options,
+};
 pub use audit::{AuditEntry, AuditLineError, AuditLog, AuditOptions, read_audit_log};
 #[cfg(feature = "tls")]
 pub use enroll::enroll;
@@ -134,7 +136,10 @@ pub use weblog::{
 
 /// The event id for `parts` under `context`: the same parts always give the
 /// same id, as the agent's own collectors derive theirs (see
-/// [`privtel_hash::derive_event_id`], which this is).
+/// [`privtel_hash::derive_event_id`], which this is). The agent spools an
+/// event under this id keyed with the device's secret (`PATH.ids.key`,
+/// docs/COLLECTORS.md "Event ids"), so an id derived from a path or a login
+/// gives neither back.
 pub use privtel_hash::derive_event_id;
 
 // The model types this crate's API takes and returns, so that a program

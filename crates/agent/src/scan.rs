@@ -33,7 +33,9 @@ pub fn check_scan_roots<P: AsRef<Path>>(roots: &[P]) -> Result<(), AgentError> {
 
 /// The event id of an execution seen by a scan: from the device, the path
 /// and the digest, so scanning an unchanged machine again yields the same
-/// ids (and the service stores each once).
+/// ids (and the service stores each once). The agent keys it with the
+/// device's secret before the filter (`EventIdKey`): unkeyed, it would give
+/// back the path the policy withholds to anyone testing guesses.
 fn scan_event_id(device: &DeviceId, path: &Path, sha256: &privtel_model::Digest) -> EventId {
     crate::event_id::derive(
         "privtel-agent 2026-11 scan event id",

@@ -313,9 +313,15 @@ impl TelemetryBuilder {
         self
     }
 
-    /// The customer's policy (programs on, each field's form).
+    /// The customer's policy (programs on, each field's form), and the
+    /// spools' retention from it: its TTLs of events and objects and its
+    /// inactive-device purge ([`crate::policy_retention`]), so nothing
+    /// waits on the device longer than the policy keeps it. Spool options
+    /// given after this ([`TelemetryBuilder::spool_options`]) replace that
+    /// retention with theirs.
     #[must_use]
     pub fn policy(mut self, policy: Policy) -> Self {
+        self.spool.retention = crate::policy_retention(&policy);
         self.filter.policy(policy);
         self
     }
@@ -341,7 +347,8 @@ impl TelemetryBuilder {
         self
     }
 
-    /// The spools' limits and retention.
+    /// The spools' limits and retention (replacing the retention a
+    /// [`TelemetryBuilder::policy`] given before set).
     #[must_use]
     pub fn spool_options(mut self, options: SpoolOptions) -> Self {
         self.spool = options;
@@ -1534,5 +1541,27 @@ fn deferral(e: &AgentError) -> Option<Duration> {
     match e {
         AgentError::Deferred { retry_after, .. } => Some(*retry_after),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spools keep no record longer than the policy's TTLs: events,
+    /// objects and the inactive-device purge all come from the policy.
+    #[test]
+    fn the_policy_sets_the_spools_retention() {
+        let policy = Policy::from_toml("[retention]\nevents = 7\nobjects = 7\ninactive_device = 7\n")
+            .expect("a policy");
+        let builder = TelemetryBuilder::new(
+            CustomerId::new("acme").expect("an id"),
+            DeviceId::new("dev-1").expect("an id"),
+            "app",
+            "1.0",
+        )
+        .policy(policy.clone());
+        assert_eq!(builder.spool.retention, crate::policy_retention(&policy));
+        assert_eq!(builder.spool.retention.objects.days(), 7);
     }
 }

@@ -734,3 +734,172 @@ fn records_removed_unsent_are_declared_skipped_and_the_rest_is_stored() {
     assert_eq!(service.stats().skipped.load(Ordering::Relaxed), 30);
     assert_eq!(service.engine().record_count().unwrap(), kept as u64);
 }
+
+/// A scan of `dir/home/canarylogin42/Downloads/` holding one executable:
+/// the path a person's login and download are in, which the default
+/// policy withholds.
+fn canary_scan(dir: &Path) -> (privtel_hash::ScanReport, std::path::PathBuf) {
+    let folder = dir.join("home").join("canarylogin42").join("Downloads");
+    std::fs::create_dir_all(&folder).unwrap();
+    let (_, bytes) = privtel_testkit::fixtures::sample_executables().remove(0);
+    let file = folder.join("canary-salary-tool");
+    std::fs::write(&file, bytes).unwrap();
+    let scan = privtel_hash::ScannerBuilder::new()
+        .algorithms(privtel_hash::Algorithms::Both)
+        .executables_only(true)
+        .build()
+        .scan(&[&folder]);
+    assert_eq!(scan.hashed.len(), 1);
+    (scan, file)
+}
+
+/// The ids of the events `agent` has spooled, in order.
+fn spooled_ids(agent: &mut Agent) -> Vec<privtel_model::EventId> {
+    let mut ids = Vec::new();
+    for program in Program::ALL {
+        for s in agent.outbox().spool().next_batch(program, usize::MAX).unwrap() {
+            if let RecordBody::Event(e) = &s.record.body {
+                ids.push(e.id);
+            }
+        }
+    }
+    ids
+}
+
+/// The unkeyed id the agent gave a scanned execution before: anyone could
+/// compute it from a guessed device, path and digest.
+fn unkeyed_scan_id(device: &DeviceId, path: &Path, sha256: &privtel_model::Digest) -> privtel_model::EventId {
+    privtel_agent::derive_event_id(
+        "privtel-agent 2026-11 scan event id",
+        &[device.as_str().as_bytes(), path.as_os_str().as_encoded_bytes(), sha256.as_bytes()],
+    )
+}
+
+#[test]
+fn a_scanned_execution_s_id_gives_back_no_withheld_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (scan, file) = canary_scan(dir.path());
+    let device = DeviceId::new("dev-1").unwrap();
+    let sha256 = scan.hashed[0].digests.sha256.unwrap();
+    let mut agent = agent(dir.path());
+    let raw = privtel_agent::records_from_scan(&scan, &device, None, now());
+    assert_eq!(agent.collect(raw, now()).unwrap().records, 1, "personalised usage is on");
+    let ids = spooled_ids(&mut agent);
+    assert_eq!(ids.len(), 1);
+    // The path is withheld by default, and the id cannot be derived from
+    // it: a guess of the path (and the login in it) tested with one hash
+    // finds nothing.
+    let spooled = serde_json::to_string(
+        &agent.outbox().spool().next_batch(Program::PersonalisedUsage, 10).unwrap()[0].record,
+    )
+    .unwrap();
+    assert!(!spooled.contains("canarylogin42") && !spooled.contains("canary-salary-tool"), "{spooled}");
+    assert_ne!(ids[0], unkeyed_scan_id(&device, &file, &sha256), "the id is the unkeyed hash of the path");
+    for login in ["alice", "bob", "canarylogin42"] {
+        let guess = dir.path().join("home").join(login).join("Downloads/canary-salary-tool");
+        assert_ne!(ids[0], unkeyed_scan_id(&device, &guess, &sha256), "a guess tested with one hash");
+    }
+    drop(agent);
+    // Nor is the canary in any byte of the spool's files or its key files.
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() && p.file_name().unwrap().to_str().unwrap().starts_with("spool") {
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(!bytes.windows(13).any(|w| w == b"canarylogin42"), "{}", p.display());
+        }
+    }
+}
+
+#[test]
+fn keyed_ids_are_the_same_after_a_restart_so_the_service_still_drops_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let (scan, file) = canary_scan(dir.path());
+    let device = DeviceId::new("dev-1").unwrap();
+    let sha256 = scan.hashed[0].digests.sha256.unwrap();
+    let service = Arc::new(service(dir.path()));
+    let mut agent = agent(dir.path());
+    agent.collect(privtel_agent::records_from_scan(&scan, &device, None, now()), now()).unwrap();
+    let first = spooled_ids(&mut agent);
+    assert_eq!(deliver(&mut agent, &service, RetryBudget::attempts(1)).0.unwrap().sent_total(), 1);
+    assert_eq!(events(&service), 1);
+    drop(agent);
+    assert!(
+        privtel_agent::key_path(dir.path().join("spool.db"), "ids").exists(),
+        "the key is kept beside the spool"
+    );
+
+    // A new process on the same spool and key file scans the same machine
+    // again: the same id, so the service keeps the event once.
+    let mut restarted = agent_under(dir.path(), policy());
+    restarted.collect(privtel_agent::records_from_scan(&scan, &device, None, now()), now()).unwrap();
+    let again = spooled_ids(&mut restarted);
+    assert_eq!(again, first);
+    assert_ne!(again[0], unkeyed_scan_id(&device, &file, &sha256));
+    deliver(&mut restarted, &service, RetryBudget::attempts(1)).0.unwrap();
+    assert_eq!(events(&service), 1, "a replay after a restart is recognised");
+    assert!(restarted.outbox().is_empty().unwrap());
+}
+
+#[test]
+fn another_device_key_gives_other_ids_for_the_same_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (scan, _) = canary_scan(dir.path());
+    let device = DeviceId::new("dev-1").unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let mut ids = Vec::new();
+    for spool_dir in [&a, &b] {
+        std::fs::create_dir_all(spool_dir).unwrap();
+        let mut agent = agent(spool_dir);
+        agent.collect(privtel_agent::records_from_scan(&scan, &device, None, now()), now()).unwrap();
+        ids.push(spooled_ids(&mut agent));
+    }
+    assert_eq!((ids[0].len(), ids[1].len()), (1, 1));
+    assert_ne!(ids[0], ids[1], "same device id, same file, another key: another id");
+}
+
+/// A device's description (an object) and a feature-usage event recorded at
+/// `t0`, spooled by an agent opened the way the shipped agent opens its
+/// spool under `policy` ([`privtel_agent::spool_options`]).
+fn spool_under_policy(dir: &Path, policy: &Policy, t0: Timestamp) -> Agent {
+    let filter = FilterBuilder::new()
+        .policy(policy.clone())
+        .customer(CustomerId::new("acme").unwrap())
+        .key(PseudonymKey::new(KeyId::new(1), [9; 32]))
+        .build();
+    let mut agent = Agent::open(
+        CustomerId::new("acme").unwrap(),
+        DeviceId::new("dev-1").unwrap(),
+        filter,
+        dir.join("spool.db"),
+        privtel_agent::spool_options(policy),
+    )
+    .unwrap();
+    let mut device = privtel_testkit::fixtures::records("ttl")
+        .into_iter()
+        .find(|r| matches!(r.body, RecordBody::Device(_)))
+        .unwrap();
+    if let RecordBody::Device(d) = &mut device.body {
+        d.last_seen = t0;
+    }
+    assert_eq!(agent.collect(vec![device], t0).unwrap().records, 1, "anonymous usage is on");
+    agent
+}
+
+#[test]
+fn the_spool_keeps_objects_no_longer_than_the_policy_s_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Policy::from_toml("[retention]\nevents = 7\nobjects = 7\ninactive_device = 7\n").unwrap();
+    let retention = privtel_agent::policy_retention(&policy);
+    assert_eq!((retention.events.days(), retention.objects.days()), (7, 7));
+    assert_eq!(retention.device_inactivity.whole_days(), 7);
+    let t0 = now();
+    let mut agent = spool_under_policy(dir.path(), &policy, t0);
+    let day = |n: i64| t0.checked_add(time::Duration::days(n)).unwrap();
+    assert_eq!(agent.maintain(day(6)).unwrap(), 0, "within the TTL");
+    assert_eq!(
+        agent.maintain(day(8)).unwrap(),
+        1,
+        "the device's description waited past the policy's 7 days"
+    );
+    assert!(agent.outbox().is_empty().unwrap());
+}

@@ -40,7 +40,10 @@
 //! * [`detect_format`] recognises ELF, PE, Mach-O (thin and universal) and
 //!   `#!` scripts from a file's first bytes.
 //! * [`derive_event_id`] derives an [`EventId`] from what identifies an
-//!   event at its source (keyed BLAKE3), so a replayed event keeps its id.
+//!   event at its source (BLAKE3 key derivation), so a replayed event keeps
+//!   its id; [`derive_keyed_event_id`] does the same under a secret key, so
+//!   that only its holder can compute an id (what an agent uses: an
+//!   unkeyed id over a withheld path could be tested against guesses).
 //! * The model types this API takes and returns ([`Digest`], [`HashAlg`],
 //!   [`ExecutableFormat`], [`EventId`]) are re-exported here, so a program
 //!   that uses this crate alone needs no `privtel-model` dependency of its
@@ -92,7 +95,7 @@ mod scan;
 pub use cache::{HashCache, MAX_CACHE_FILE};
 pub use digest::{Algorithms, Digests, Hasher, digest, digest_bytes, digest_reader};
 pub use error::{Error, Result, SkipReason};
-pub use event_id::derive_event_id;
+pub use event_id::{derive_event_id, derive_keyed_event_id};
 pub use file::{DEFAULT_MMAP_THRESHOLD, DEFAULT_PARALLEL_THRESHOLD, FileOptions, HashedFile, hash_file};
 pub use format::{FORMAT_PROBE_LEN, detect_format};
 pub use scan::{Progress, ScanHooks, ScanReport, Scanner, ScannerBuilder, SkippedFile};

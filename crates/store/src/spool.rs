@@ -372,6 +372,12 @@ pub struct Spool {
     conn: Connection,
     options: SpoolOptions,
     stream_id: u64,
+    /// Records were removed (acknowledged, evicted, skipped) since the log
+    /// was last checkpointed and truncated: their payloads may still be in
+    /// the log's frames and the file's pages until [`Spool::expire`]
+    /// checkpoints. True on open: a process that stopped before its next
+    /// maintenance may have left some.
+    unsettled: bool,
 }
 
 impl Spool {
@@ -403,7 +409,7 @@ impl Spool {
         let stream_id: i64 = conn
             .query_row("SELECT value FROM spool_meta WHERE name = 'stream_id'", [], |r| r.get(0))
             .op("reading the stream id")?;
-        Ok(Self { conn, options, stream_id: stream_id as u64 })
+        Ok(Self { conn, options, stream_id: stream_id as u64, unsettled: true })
     }
 
     /// The key the spool seals its payloads with, if any.
@@ -569,6 +575,7 @@ impl Spool {
         now: Timestamp,
     ) -> Result<Vec<u64>> {
         let tx = self.conn.transaction().op("starting an append")?;
+        let mut evicted = false;
         apply_marks(&tx, changes)?;
         let seqs = insert_records(&tx, self.options.key.as_ref(), records, now)?;
         if let Some(p) = position {
@@ -597,8 +604,10 @@ impl Spool {
                 )
                 .op("evicting the oldest records")?;
             bump(&tx, "evicted", n as u64)?;
+            evicted = n > 0;
         }
         tx.commit().op("committing an append")?;
+        self.unsettled |= evicted;
         Ok(seqs)
     }
 
@@ -714,6 +723,7 @@ impl Spool {
             .op("removing a record too large to send")? as u64;
         bump(&tx, "too_large", n)?;
         tx.commit().op("committing a removal")?;
+        self.unsettled |= n > 0;
         Ok(n > 0)
     }
 
@@ -809,17 +819,27 @@ impl Spool {
             .op("removing acknowledged records")? as u64;
         bump(&tx, "acknowledged", n)?;
         tx.commit().op("committing an acknowledgement")?;
+        // Not checkpointed here (an upload acknowledges batch after batch);
+        // the next `expire`, every cycle of the agent, does it.
+        self.unsettled |= n > 0;
         Ok(n)
     }
 
     /// Removes every record past its time to live at `now`; returns how
-    /// many. When anything expired, the write-ahead log is checkpointed and
-    /// truncated, so the expired payloads are gone from the spool file and
-    /// its log (deleted pages are zeroed: `secure_delete`).
+    /// many. When anything expired, or records were removed otherwise since
+    /// the last checkpoint (acknowledged, evicted, skipped as too large; or
+    /// the spool was just opened), the write-ahead log is checkpointed and
+    /// truncated, so the removed payloads are gone from the spool file and
+    /// its log (deleted pages are zeroed: `secure_delete`). The agent calls
+    /// this every cycle (`Agent::maintain`): an acknowledged record leaves
+    /// the files by the next cycle, not once 256 MiB of log were written.
     ///
     /// # Errors
     ///
-    /// A database error.
+    /// A database error; [`crate::Error::CheckpointBusy`] when records
+    /// expired and another connection's read kept the log from being
+    /// truncated. A checkpoint owed only for earlier removals that finds the
+    /// log busy is tried again at the next call.
     pub fn expire(&mut self, now: Timestamp) -> Result<u64> {
         let cut = self.options.retention.cutoffs(now);
         let tx = self.conn.transaction().op("starting an expiry")?;
@@ -833,6 +853,9 @@ impl Spool {
         tx.commit().op("committing an expiry")?;
         if n > 0 {
             schema::checkpoint(&self.conn, "checkpointing after an expiry")?;
+            self.unsettled = false;
+        } else if self.unsettled {
+            self.unsettled = !schema::try_checkpoint(&self.conn, "checkpointing after removals")?;
         }
         Ok(n)
     }

@@ -392,3 +392,57 @@ fn an_interaction_is_spooled_and_read_back() {
     assert_eq!(batch[0].record, record);
     assert_eq!(batch[0].record.body.kind_name(), "interaction");
 }
+
+/// Every byte of the spool's database file and its write-ahead log.
+fn file_and_log(path: &std::path::Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    bytes.extend(std::fs::read(wal).unwrap_or_default());
+    bytes
+}
+
+#[test]
+fn acknowledged_records_leave_the_file_and_its_log_by_the_next_maintenance() {
+    const CANARY: &[u8] = b"ACKCANARY";
+    let ttl = privtel_store::RetentionPolicy {
+        events: privtel_store::Ttl::DAYS_7,
+        objects: privtel_store::Ttl::DAYS_7,
+        ..Default::default()
+    };
+    for key in [None, Some(AtRestKey::new(1, [9; 32]))] {
+        let sealed = key.is_some();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.db");
+        let mut options = SpoolOptions::default();
+        options.retention = ttl;
+        options.key = key;
+        let mut spool = Spool::open(&path, options).unwrap();
+        let t0 = fixtures::base_time();
+        let mut records = fixtures::records("ACKCANARY");
+        // Unsealed, the canary is in the payloads' JSON (sealed, the test
+        // still checks no removed page is left behind).
+        records.retain(|r| serde_json::to_string(r).unwrap().contains("ACKCANARY"));
+        assert!(!records.is_empty());
+        spool.append_batch(&records, t0).unwrap();
+        if !sealed {
+            assert!(file_and_log(&path).windows(CANARY.len()).any(|w| w == CANARY), "the canary is planted");
+        }
+        let programs: BTreeSet<Program> = records.iter().map(|r| r.program).collect();
+        for program in programs {
+            let batch = spool.next_batch(program, usize::MAX).unwrap();
+            spool.ack(program, batch.last().unwrap().seq).unwrap();
+        }
+        assert_eq!(spool.len(None).unwrap(), 0);
+        // The agent's maintenance a cycle later (past the TTL): nothing of
+        // the acknowledged records is left, with the spool still open.
+        let later = t0.checked_add(Duration::days(8)).unwrap();
+        assert_eq!(spool.expire(later).unwrap(), 0, "nothing was waiting");
+        assert!(
+            !file_and_log(&path).windows(CANARY.len()).any(|w| w == CANARY),
+            "an acknowledged value is still in the file or its log (sealed: {sealed})"
+        );
+        assert_eq!(std::fs::metadata(dir.path().join("spool.db-wal")).map(|m| m.len()).unwrap_or(0), 0);
+        drop(spool);
+    }
+}

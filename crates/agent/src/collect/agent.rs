@@ -115,7 +115,7 @@ impl Agent {
         changes.push(MarkChange::Retain { scope: PROCESS, keep });
         report.sightings = sightings.into_values().collect();
         let sighted = sighted(&self.filter, &records);
-        let (kept, redaction) = self.filter.apply_batch(records);
+        let (kept, redaction) = self.ids.filter(&self.filter, records);
         self.outbox.append_marked(&kept, None, &changes, now)?;
         let mut collected = Collected::default();
         collected.merge(&kept, &redaction, sighted);
@@ -285,7 +285,7 @@ impl Agent {
             let save = if last { then.clone().unwrap_or_else(|| pos.clone()) } else { pos.clone() };
             if whole > 0 || last && then.is_some() {
                 let sighted = sighted(&self.filter, &records);
-                let (kept, redaction) = self.filter.apply_batch(records);
+                let (kept, redaction) = self.ids.filter(&self.filter, records);
                 self.outbox.append_marked(&kept, Some(&save), &[], now).map_err(ReadError::Agent)?;
                 collected.merge(&kept, &redaction, sighted);
             }
