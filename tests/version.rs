@@ -569,3 +569,58 @@ fn the_sample_settings_offer_the_sample_installer() {
     let acme = settings.customer(&id("acme")).unwrap();
     assert_eq!(acme.versions().get("Acme Editor", "beta").unwrap().latest().to_string(), "2.6.0.1");
 }
+
+/// An enrollment whose answer is lost after the service registered the
+/// device's key (the connection dropped, the service stopped): the agent
+/// asks again with the key it kept, and the one-use token it spent still
+/// enrolls it. Before, the second attempt made a new key and was refused
+/// as a clone until an administrator reset the device.
+#[test]
+fn an_enrollment_whose_answer_was_lost_is_asked_again_with_the_same_key() {
+    let run = start(Settings::from_toml(&settings_text()).unwrap());
+    let token = run
+        .authority
+        .issue_token(&id("acme"), time::Duration::hours(1), 1, wall().as_offset_date_time())
+        .unwrap();
+    let creds_dir = run.dir.path().join("creds-lost");
+    std::fs::create_dir_all(&creds_dir).unwrap();
+    // The first attempt: the service side registers the key, then the
+    // connection ends before the answer.
+    let (client, server) = privtel_testkit::pipe();
+    let authority = Arc::clone(&run.authority);
+    let registrar = std::thread::spawn(move || {
+        let mut conn = Connection::new(server);
+        match conn.recv().unwrap() {
+            Message::EnrollRequest(req) => authority.enroll(&req, wall().as_offset_date_time()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    });
+    let lost = privtel::agent::enroll(
+        &mut Connection::new(client),
+        &token,
+        &id("acme"),
+        &id("dev-lost"),
+        &creds_dir,
+    );
+    registrar.join().unwrap();
+    assert!(lost.is_err(), "no answer came");
+    let pending = creds_dir.join(privtel::authority::PENDING_KEY_FILE);
+    assert!(pending.exists(), "the key is kept for the next attempt");
+    // The next attempt, over TLS to the real service, with the same token.
+    let config = privtel::authority::enrollment_client_config(&run.server_ca).unwrap();
+    let stream = privtel::wire::tls::connect(run.addr, "127.0.0.1", config).unwrap();
+    let credentials = privtel::agent::enroll(
+        &mut Connection::new(stream),
+        &token,
+        &id("acme"),
+        &id("dev-lost"),
+        &creds_dir,
+    )
+    .unwrap();
+    assert!(!pending.exists(), "the kept key goes once the credentials are saved");
+    // The device is served as itself.
+    let mut conn = run.session(&credentials);
+    let hello = privtel::wire::Hello::new("test", id("acme"), id("dev-lost"), vec![], 1);
+    let welcome = conn.client_handshake(&hello);
+    assert!(welcome.is_ok(), "{welcome:?}");
+}

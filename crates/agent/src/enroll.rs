@@ -18,10 +18,12 @@ fn client(e: privtel_authority::ClientError) -> AgentError {
 
 /// Enrolls over `conn` (TLS without a client certificate, see
 /// [`privtel_authority::enrollment_client_config`]): makes the device's
-/// key, sends `token` and a certificate request, checks the certificate
-/// that comes back (for this key, naming this customer and device), and
-/// saves the credentials in `dir` (the key file readable by the owner
-/// only). Returns them.
+/// key (kept in `dir` before the request is sent, and used again by the
+/// next call if this one is interrupted: the service may have registered
+/// it already, and refuses another key for the device), sends `token` and
+/// a certificate request, checks the certificate that comes back (for this
+/// key, naming this customer and device), and saves the credentials in
+/// `dir` (the key file readable by the owner only). Returns them.
 ///
 /// # Errors
 ///
@@ -37,7 +39,7 @@ pub fn enroll<S: Read + Write>(
     dir: impl AsRef<Path>,
 ) -> Result<Credentials, AgentError> {
     let dir = dir.as_ref();
-    let key = DeviceKey::generate().map_err(client)?;
+    let key = DeviceKey::pending(dir).map_err(client)?;
     let request = privtel_authority::request(Some(token), customer, device, &key).map_err(client)?;
     conn.send(&Message::EnrollRequest(request))?;
     let credentials = match conn.recv()? {
@@ -48,5 +50,6 @@ pub fn enroll<S: Read + Write>(
         other => return Err(AgentError::Protocol { expected: "enrolled", got: other.kind_name() }),
     };
     credentials.save(dir).map_err(client)?;
+    DeviceKey::forget_pending(dir).map_err(client)?;
     Ok(credentials)
 }

@@ -138,36 +138,13 @@ impl Credentials {
     ///
     /// [`ClientError::Io`].
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<PathBuf, ClientError> {
-        let dir = dir.as_ref();
-        let path = dir.join(CREDENTIALS_FILE);
-        let tmp = dir.join(format!("{CREDENTIALS_FILE}.tmp{}", std::process::id()));
-        let io = |p: &Path| {
-            let p = p.to_owned();
-            move |source| ClientError::Io { path: p, source }
-        };
         let text = format!(
             "{CREDENTIALS_HEADER}\n{}\n{}\n{}\n",
             self.key_pem.trim_end(),
             self.cert_pem.trim_end(),
             self.ca_pem.trim_end()
         );
-        let _ = std::fs::remove_file(&tmp);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let written = options.open(&tmp).and_then(|mut file| {
-            file.write_all(text.as_bytes())?;
-            file.sync_all()
-        });
-        let renamed = written.and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = renamed {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(&tmp)(e));
-        }
-        // The new name is durable once its folder is synced.
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-        Ok(path)
+        write_private(dir.as_ref(), CREDENTIALS_FILE, &text)
     }
 
     /// Reads the credentials from `dir`/[`CREDENTIALS_FILE`].
@@ -220,6 +197,92 @@ impl Credentials {
     /// [`ClientError::Pem`] if `key_pem` holds no P-256 key.
     pub fn key(&self) -> Result<DeviceKey, ClientError> {
         DeviceKey::from_pem(&self.key_pem)
+    }
+}
+
+/// Writes `text` to `dir`/`name` with mode 0600, replacing any older file:
+/// written whole under a temporary name, synced, renamed into place and the
+/// folder synced, so a crash leaves the old file or the new one.
+fn write_private(dir: &Path, name: &str, text: &str) -> Result<PathBuf, ClientError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&tmp).and_then(|mut file| {
+        file.write_all(text.as_bytes())?;
+        file.sync_all()
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(source) = renamed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(ClientError::Io { path: tmp, source });
+    }
+    // The new name is durable once its folder is synced.
+    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    Ok(path)
+}
+
+/// The file of a key made for an enrollment whose answer has not been
+/// saved yet ([`DeviceKey::pending`]).
+pub const PENDING_KEY_FILE: &str = "pending-key.pem";
+
+impl DeviceKey {
+    /// The key of an enrollment not finished in `dir`, or a new one, saved
+    /// there first (`PENDING_KEY_FILE`, mode 0600, written whole) before
+    /// any request is sent: an enrollment interrupted after the service
+    /// registered the key (the connection lost, the service or the device
+    /// stopped) is asked again with the same key, which the service takes
+    /// (a new key would be refused as a clone). Remove it with
+    /// [`DeviceKey::forget_pending`] once the credentials are saved.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::TooOpen`] if group or others may read the file (on
+    /// Unix); [`ClientError::Pem`] if it holds no P-256 key;
+    /// [`ClientError::Io`]; [`ClientError::Crypto`].
+    pub fn pending(dir: impl AsRef<Path>) -> Result<Self, ClientError> {
+        let dir = dir.as_ref();
+        let path = dir.join(PENDING_KEY_FILE);
+        match std::fs::File::open(&path) {
+            Ok(file) => {
+                let io = |source| ClientError::Io { path: path.clone(), source };
+                let meta = file.metadata().map_err(io)?;
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt as _;
+                    let mode = meta.permissions().mode() & 0o777;
+                    if mode & 0o077 != 0 {
+                        return Err(ClientError::TooOpen { path, mode });
+                    }
+                }
+                let mut text = String::new();
+                file.take(MAX_CREDENTIALS_LEN).read_to_string(&mut text).map_err(io)?;
+                Self::from_pem(&text)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Self::generate()?;
+                write_private(dir, PENDING_KEY_FILE, &key.to_pem())?;
+                Ok(key)
+            }
+            Err(source) => Err(ClientError::Io { path, source }),
+        }
+    }
+
+    /// Removes the pending key of `dir` (its credentials are saved).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Io`] if it exists and cannot be removed.
+    pub fn forget_pending(dir: impl AsRef<Path>) -> Result<(), ClientError> {
+        let path = dir.as_ref().join(PENDING_KEY_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(ClientError::Io { path, source }),
+        }
     }
 }
 

@@ -84,7 +84,8 @@ mod server;
 
 #[cfg(feature = "client")]
 pub use client::{
-    CREDENTIALS_FILE, Credentials, DeviceKey, accept, client_config, enrollment_client_config, request,
+    CREDENTIALS_FILE, Credentials, DeviceKey, PENDING_KEY_FILE, accept, client_config,
+    enrollment_client_config, request,
 };
 #[cfg(feature = "client")]
 pub use error::ClientError;

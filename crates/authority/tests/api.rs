@@ -233,6 +233,35 @@ fn a_second_enrollment_with_another_key_is_refused_and_reported() {
     fx.authority.enroll(&again, fx.now).unwrap();
 }
 
+/// A device whose enrollment answer was lost (the connection dropped, the
+/// service stopped after its commit) asks again with the same key and the
+/// same token: served, even when that was the token's last use, and it
+/// costs none.
+#[test]
+fn an_enrollment_asked_again_with_the_same_key_needs_and_costs_no_use() {
+    let fx = Fixture::new();
+    let key = DeviceKey::generate().unwrap();
+    let token = fx.token(&fx.acme, 2);
+    let ask = |device: &str, key: &DeviceKey| {
+        fx.authority
+            .enroll(&privtel_authority::request(Some(&token), &fx.acme, &dev(device), key).unwrap(), fx.now)
+    };
+    ask("pc-1", &key).unwrap();
+    for _ in 0..3 {
+        ask("pc-1", &key).unwrap();
+    }
+    // One use spent so far: another device takes the second.
+    ask("pc-2", &DeviceKey::generate().unwrap()).unwrap();
+    let e = ask("pc-3", &DeviceKey::generate().unwrap()).unwrap_err();
+    assert!(matches!(e, EnrollError::TokenUsedUp), "{e}");
+    // With none left, pc-1's own key is still answered; another key for
+    // pc-1 is a clone, as ever.
+    let answer = ask("pc-1", &key).unwrap();
+    privtel_authority::accept(&key, &fx.acme, &dev("pc-1"), answer).unwrap();
+    let e = ask("pc-1", &DeviceKey::generate().unwrap()).unwrap_err();
+    assert!(matches!(e, EnrollError::AlreadyEnrolled { .. }), "{e}");
+}
+
 #[test]
 fn revocation_applies_at_once_from_another_process_and_reset_allows_reenrollment() {
     let fx = Fixture::new();

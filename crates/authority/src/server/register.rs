@@ -746,7 +746,8 @@ impl Authority {
     /// and names are ignored.
     ///
     /// Enrolling again with the same key (a device that lost the answer)
-    /// is allowed and costs a use.
+    /// is allowed with the token it enrolled with or another valid one of
+    /// the customer, and costs no use (the token may have none left).
     ///
     /// # Errors
     ///
@@ -780,9 +781,6 @@ impl Authority {
         if unix(now) >= expires {
             return Err(EnrollError::TokenExpired);
         }
-        if uses >= max_uses {
-            return Err(EnrollError::TokenUsedUp);
-        }
         if token_customer != customer.as_str() {
             return Err(EnrollError::TokenWrongCustomer { customer: customer.clone() });
         }
@@ -808,6 +806,13 @@ impl Authority {
             Some(_) => None,
             None => Some(unix(now)),
         };
+        // The same key again (a device whose answer was lost: the
+        // connection dropped, the service stopped) costs no use and needs
+        // none left: it proves the key the token was spent on.
+        let again = enrolled_unix.is_none();
+        if !again && uses >= max_uses {
+            return Err(EnrollError::TokenUsedUp);
+        }
         let issued = self.issue(&tx, customer, device, &key, now)?;
         tx.execute(
             "INSERT INTO devices (customer, device, key_fingerprint, serial, not_after_unix, enrolled_unix, renewed_unix)
@@ -825,7 +830,9 @@ impl Authority {
                 unix(now)
             ],
         )?;
-        tx.execute("UPDATE tokens SET uses = uses + 1 WHERE digest = ?1", [digest.as_slice()])?;
+        if !again {
+            tx.execute("UPDATE tokens SET uses = uses + 1 WHERE digest = ?1", [digest.as_slice()])?;
+        }
         tx.commit()?;
         Ok(issued.enrolled)
     }
