@@ -182,9 +182,10 @@ const SYSTEM_ACCOUNTS: &[&str] = &[
 ];
 
 /// Whether a login (or a home folder's name) is a system or shared account
-/// rather than a person's: one of [`SYSTEM_ACCOUNTS`] in any case, a
-/// service account (`_www`, `systemd-network`), a machine account
-/// (`HOST$`), or a bare number (a uid with no name).
+/// rather than a person's: one of the system and shared account names
+/// (`root`, `SYSTEM`, `Public`, …) in any case, a service account (`_www`,
+/// `systemd-network`), a machine account (`HOST$`), or a bare number (a
+/// uid with no name).
 pub fn system_account(login: &str) -> bool {
     let bare = login.rsplit_once('\\').map_or(login, |(_, b)| b).trim();
     let l = bare.to_lowercase();
