@@ -267,7 +267,6 @@ struct Statements {
     replays: Statement,
     devices: Statement,
     streams: Statement,
-    trim_streams: Statement,
     keys: Statement,
     new_keys: Statement,
     ids: Statement,
@@ -290,17 +289,6 @@ impl Statements {
             streams: p("INSERT INTO streams (device, stream, high_water)
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])
                  ON CONFLICT (device, stream) DO UPDATE SET high_water = greatest(streams.high_water, EXCLUDED.high_water)")?,
-            // At most MAX_STREAMS marks a device: the ones just written,
-            // then the highest, are kept.
-            trim_streams: p("DELETE FROM streams s USING (
-                     SELECT st.device, st.stream, row_number() OVER (
-                         PARTITION BY st.device
-                         ORDER BY (w.stream IS NOT NULL) DESC, st.high_water DESC, st.stream DESC) AS n
-                     FROM streams st
-                     LEFT JOIN unnest($1::bigint[], $2::bigint[]) AS w(device, stream)
-                         ON w.device = st.device AND w.stream = st.stream
-                     WHERE st.device = ANY($1::bigint[])) r
-                 WHERE s.device = r.device AND s.stream = r.stream AND r.n > $3")?,
             keys: p(KEYS_OF)?,
             new_keys: p("INSERT INTO subject_keys (customer, digest, kind, key)
                  SELECT * FROM unnest($1::integer[], $2::bytea[], $3::smallint[], $4::bytea[])
@@ -1000,8 +988,6 @@ impl PgEngine {
             let ss: Vec<i64> = final_marks.keys().map(|k| k.1).collect();
             let hs: Vec<i64> = final_marks.values().copied().collect();
             tx.execute(&st.streams, &[&ds, &ss, &hs]).op("updating the high-water marks")?;
-            let max = privtel_store::MAX_STREAMS as i64;
-            tx.execute(&st.trim_streams, &[&ds, &ss, &max]).op("dropping a device's oldest stream marks")?;
         }
         copy_rows(&mut tx, &st.ids, &rows, format)?;
         drop(rows);

@@ -1858,16 +1858,16 @@ fn ingest_batch(
             .op("reading the device")
             .map_err(BatchError::Refused)?,
     };
-    let held: Option<i64> = match device_id {
-        None => None,
+    let high_water: i64 = match device_id {
+        None => 0,
         Some(device_id) => conn
             .prepare_cached("SELECT high_water FROM streams WHERE device = ?1 AND stream = ?2")
             .and_then(|mut s| s.query_row(params![device_id, stream_key], |r| r.get(0)).optional())
             .op("reading the high-water mark")
-            .map_err(BatchError::Refused)?,
+            .map_err(BatchError::Refused)?
+            .unwrap_or(0),
     };
-    let new_stream = held.is_none();
-    let high_water = held.unwrap_or(0).max(0) as u64;
+    let high_water = high_water.max(0) as u64;
     if first_seq - skipped > high_water.saturating_add(1) {
         return Err(BatchError::Refused(Error::SequenceGap { first_seq, high_water }));
     }
@@ -1884,8 +1884,7 @@ fn ingest_batch(
         };
         return Err(BatchError::Refused(Error::Encode(reason)));
     }
-    write_batch(conn, ctx, added, (c, known), device, seq, (high_water, new_stream), records)
-        .map_err(BatchError::Failed)
+    write_batch(conn, ctx, added, (c, known), device, seq, high_water, records).map_err(BatchError::Failed)
 }
 
 /// The writes of a checked batch.
@@ -1897,7 +1896,7 @@ fn write_batch(
     (c, known): (&str, Option<i64>),
     device: &DeviceId,
     seq: Sequence,
-    (high_water, new_stream): (u64, bool),
+    high_water: u64,
     records: &[Option<Result<Encoded>>],
 ) -> Result<IngestOutcome> {
     let Sequence { stream, first_seq, skipped } = seq;
@@ -1996,28 +1995,8 @@ fn write_batch(
     )
     .and_then(|mut s| s.execute(params![device_id, stream_key, outcome.high_water as i64]))
     .op("updating the high-water mark")?;
-    if new_stream {
-        // A device holds at most MAX_STREAMS marks: beyond, its lowest
-        // marks other than this one go (only the device itself opens its
-        // streams, so a device cycling stream ids drops its own marks and
-        // grows the store by none).
-        conn.prepare_cached(
-            "DELETE FROM streams WHERE device = ?1 AND stream IN (
-                 SELECT stream FROM streams WHERE device = ?1 AND stream != ?2
-                 ORDER BY high_water, stream
-                 LIMIT max(0, (SELECT count(*) FROM streams WHERE device = ?1) - ?3))",
-        )
-        .and_then(|mut s| s.execute(params![device_id, stream_key, MAX_STREAMS as i64]))
-        .op("dropping a device's oldest stream marks")?;
-    }
     Ok(outcome)
 }
-
-/// The most high-water marks (sending spools, `Hello::stream`) kept for
-/// one device. An agent opens a stream once per spool (a reinstall), so a
-/// device reaches this only by cycling stream ids; beyond it, the device's
-/// lowest marks go (not the one written).
-pub const MAX_STREAMS: usize = 64;
 
 /// Records stored by one statement execution at most: each execution
 /// costs its own bookkeeping (the `AUTOINCREMENT` counter read and

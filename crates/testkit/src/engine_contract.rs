@@ -52,7 +52,6 @@ macro_rules! engine_contract_tests {
             a_retried_batch_is_stored_once,
             a_replay_under_new_sequence_numbers_is_stored_once_per_device,
             a_new_stream_has_its_own_mark_but_replays_are_duplicates,
-            a_device_cycling_stream_ids_keeps_a_bounded_number_of_marks,
             an_event_id_seen_again_with_a_later_time_is_a_duplicate,
             out_of_range_and_gapped_batches_are_refused_and_store_nothing,
             skipped_and_refused_records_move_the_mark,
@@ -208,35 +207,6 @@ pub fn a_new_stream_has_its_own_mark_but_replays_are_duplicates<H: Harness>(h: &
     assert_eq!(store.high_water(&acme(), &d, 1).expect("mark"), 10);
     assert_eq!(store.high_water(&acme(), &d, u64::MAX).expect("mark"), 20);
     assert_eq!(store.record_count().expect("count"), 20);
-}
-
-/// Only a device opens its own streams, one a spool: a device that opens a
-/// new one for every batch keeps at most `MAX_STREAMS` marks (its lowest
-/// go), so its batches grow the store by records, not by marks; its
-/// stream with the highest mark, and the one it writes, keep theirs.
-pub fn a_device_cycling_stream_ids_keeps_a_bounded_number_of_marks<H: Harness>(h: &mut H) {
-    let mut store = h.fresh(RetentionPolicy::default());
-    let now = fixtures::base_time();
-    let d = dev("dev-0001");
-    let max = privtel_store::MAX_STREAMS as u64;
-    let events: Vec<Record> = (0..10).map(|i| event_at(i, now)).collect();
-    store.ingest(&acme(), &d, 1, 1, events, now).expect("ingest");
-    let cycled = 3 * max;
-    for i in 0..cycled {
-        let out = store.ingest(&acme(), &d, 1_000 + i, 1, vec![event_at(100 + i, now)], now).expect("ingest");
-        assert_eq!(out.high_water, 1);
-    }
-    let held =
-        (0..cycled).filter(|i| store.high_water(&acme(), &d, 1_000 + i).expect("mark") > 0).count() as u64;
-    assert_eq!(held, max - 1, "the device's marks: its first stream's and {held} of the cycled ones");
-    assert_eq!(store.high_water(&acme(), &d, 1_000 + cycled - 1).expect("mark"), 1, "the latest is kept");
-    assert_eq!(store.high_water(&acme(), &d, 1).expect("mark"), 10, "the highest is kept");
-    let out = store.ingest(&acme(), &d, 1, 11, vec![event_at(10, now)], now).expect("ingest");
-    assert_eq!((out.stored, out.high_water), (1, 11), "it goes on");
-    // Another device's marks are its own.
-    store.ingest(&acme(), &dev("dev-0002"), 1, 1, vec![event_at(0, now)], now).expect("ingest");
-    assert_eq!(store.high_water(&acme(), &dev("dev-0002"), 1).expect("mark"), 1);
-    assert_eq!(store.record_count().expect("count"), 10 + cycled + 2);
 }
 
 /// An event id names the event whatever time it arrives with: the agent's
