@@ -18,7 +18,7 @@ use privtel_store::parts::{
 };
 use privtel_store::{
     AdmittedBatch, AtRestKey, CopyStats, CustomerDeletion, DeletionReceipt, EngineStore, ErasureRequest,
-    Error, IngestOutcome, JsonBatch, Result, Sequence, StoredVerdict, SweepReport,
+    Error, IngestOutcome, JsonBatch, MAX_STREAMS_PER_DEVICE, Result, Sequence, StoredVerdict, SweepReport,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -267,6 +267,7 @@ struct Statements {
     replays: Statement,
     devices: Statement,
     streams: Statement,
+    trim_streams: Statement,
     keys: Statement,
     new_keys: Statement,
     ids: Statement,
@@ -286,9 +287,19 @@ impl Statements {
                  SELECT * FROM unnest($1::integer[], $2::text[], $3::bigint[])
                  ON CONFLICT (customer, device) DO UPDATE SET last_seen = greatest(devices.last_seen, EXCLUDED.last_seen)
                  RETURNING customer, device, id")?,
-            streams: p("INSERT INTO streams (device, stream, high_water)
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])
-                 ON CONFLICT (device, stream) DO UPDATE SET high_water = greatest(streams.high_water, EXCLUDED.high_water)")?,
+            streams: p("INSERT INTO streams (device, stream, high_water, used_at)
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])
+                 ON CONFLICT (device, stream) DO UPDATE SET high_water = greatest(streams.high_water, EXCLUDED.high_water),
+                     used_at = greatest(streams.used_at, EXCLUDED.used_at)")?,
+            // The devices given keep the streams given and, of the others,
+            // those used most recently: MAX_STREAMS_PER_DEVICE in all.
+            trim_streams: p("DELETE FROM streams s USING (
+                     SELECT t.device, t.stream, row_number() OVER (PARTITION BY t.device
+                         ORDER BY (g.stream IS NOT NULL) DESC, t.used_at DESC, t.stream DESC) AS n
+                     FROM streams t LEFT JOIN unnest($2::bigint[], $3::bigint[]) AS g(device, stream)
+                         ON g.device = t.device AND g.stream = t.stream
+                     WHERE t.device = ANY($1::bigint[])) o
+                 WHERE s.device = o.device AND s.stream = o.stream AND o.n > $4::bigint")?,
             keys: p(KEYS_OF)?,
             new_keys: p("INSERT INTO subject_keys (customer, digest, kind, key)
                  SELECT * FROM unnest($1::integer[], $2::bytea[], $3::smallint[], $4::bytea[])
@@ -987,7 +998,22 @@ impl PgEngine {
             let ds: Vec<i64> = final_marks.keys().map(|k| k.0).collect();
             let ss: Vec<i64> = final_marks.keys().map(|k| k.1).collect();
             let hs: Vec<i64> = final_marks.values().copied().collect();
-            tx.execute(&st.streams, &[&ds, &ss, &hs]).op("updating the high-water marks")?;
+            let us: Vec<i64> = vec![now_ns; final_marks.len()];
+            tx.execute(&st.streams, &[&ds, &ss, &hs, &us]).op("updating the high-water marks")?;
+            // A device given a stream it had no mark of keeps at most
+            // MAX_STREAMS_PER_DEVICE: the group's and those used last.
+            let grown: Vec<i64> = final_marks
+                .keys()
+                .filter(|k| !marks.contains_key(k))
+                .map(|k| k.0)
+                .collect::<BTreeSet<i64>>()
+                .into_iter()
+                .collect();
+            if !grown.is_empty() {
+                let cap = MAX_STREAMS_PER_DEVICE as i64;
+                tx.execute(&st.trim_streams, &[&grown, &ds, &ss, &cap])
+                    .op("dropping the devices' streams used least recently")?;
+            }
         }
         copy_rows(&mut tx, &st.ids, &rows, format)?;
         drop(rows);
@@ -1905,6 +1931,15 @@ impl EngineStore for PgEngine {
             report.devices =
                 tx.execute("DELETE FROM devices WHERE id = ANY($1)", &[&inactive]).op("purging devices")?;
         }
+        // Marks of streams unused for longer than the longest TTL: what
+        // they numbered is gone by now (docs/STORAGE.md, "Sweeps").
+        report.streams = tx
+            .execute(
+                "DELETE FROM streams WHERE device IN (SELECT id FROM devices WHERE customer = $1)
+                 AND used_at < $2",
+                &[&c, &nanos(cut.events_before.min(cut.objects_before))],
+            )
+            .op("sweeping unused streams")?;
         for table in ["binary_verdicts", "domain_verdicts"] {
             report.verdicts += tx
                 .execute(
@@ -2150,6 +2185,19 @@ impl EngineStore for PgEngine {
             .client()
             .query_one("SELECT coalesce(sum(records), 0)::bigint FROM record_counts", &[])
             .op("counting records")?
+            .get(0);
+        Ok(n.max(0) as u64)
+    }
+
+    fn stream_count(&self, customer: &CustomerId, device: &DeviceId) -> Result<u64> {
+        let n: i64 = self
+            .client()
+            .query_one(
+                "SELECT count(*) FROM streams s JOIN devices d ON d.id = s.device
+                 JOIN customers c ON c.id = d.customer WHERE c.customer = $1 AND d.device = $2",
+                &[&customer.as_str(), &device.as_str()],
+            )
+            .op("counting streams")?
             .get(0);
         Ok(n.max(0) as u64)
     }

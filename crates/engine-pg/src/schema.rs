@@ -9,7 +9,7 @@ use crate::keys::new_key;
 use crate::pg::Op as _;
 
 /// The newest schema version this code writes.
-pub(crate) const NEWEST: i64 = 4;
+pub(crate) const NEWEST: i64 = 5;
 
 /// Version 1. Records and their mention digests are partitioned by
 /// (customer, class, day) ranges of one day: a sweep drops whole
@@ -155,6 +155,16 @@ const V4: &str = "
     ALTER TABLE subject_keys ALTER COLUMN key TYPE bytea;
 ";
 
+/// Version 5: when each stream was last used (unix ns), so that marks
+/// expire with the customer's longest TTL (the sweep) and a device holds at
+/// most `privtel_store::MAX_STREAMS_PER_DEVICE` (ingest). Existing marks are
+/// dated at the migration: each is kept a whole TTL after the upgrade, then
+/// expires unless its stream is used again.
+const V5: &str = "
+    ALTER TABLE streams ADD COLUMN used_at bigint NOT NULL DEFAULT 0;
+    UPDATE streams SET used_at = (extract(epoch FROM clock_timestamp()) * 1000000000)::bigint;
+";
+
 /// Creates or checks the schema (in one transaction, under an advisory
 /// lock so two engines opening a new database at once do not race).
 pub(crate) fn migrate(client: &mut Client) -> Result<(), Error> {
@@ -190,6 +200,9 @@ pub(crate) fn migrate(client: &mut Client) -> Result<(), Error> {
     }
     if version < 4 {
         tx.batch_execute(V4).op("migrating the schema to version 4")?;
+    }
+    if version < 5 {
+        tx.batch_execute(V5).op("migrating the schema to version 5")?;
     }
     tx.execute(
         "INSERT INTO privtel_meta (name, value) VALUES ('schema', $1)

@@ -357,6 +357,7 @@ fn version_4_keeps_no_key_statistics() {
     client
         .batch_execute(
             "ALTER TABLE subject_keys ALTER COLUMN key SET STATISTICS -1;
+             ALTER TABLE streams DROP COLUMN used_at;
              ANALYZE subject_keys;
              UPDATE privtel_meta SET value = '\\x0300000000000000'::bytea WHERE name = 'schema';",
         )
@@ -372,8 +373,54 @@ fn version_4_keeps_no_key_statistics() {
     assert_eq!(key_stats(&mut client), 0, "and none are taken again");
     let version: Vec<u8> =
         client.query_one("SELECT value FROM privtel_meta WHERE name = 'schema'", &[]).unwrap().get(0);
-    assert_eq!(version, 4i64.to_le_bytes());
+    assert_eq!(version, 5i64.to_le_bytes());
     assert!(engine.export_person(&acme, &UserId::new("u-stats").unwrap(), &mut Vec::new()).unwrap() >= 13);
+}
+
+/// A database of schema version 4 (streams not dated) migrates to version
+/// 5: every mark is kept and dated at the migration, so a sweep takes it
+/// only once its stream has gone unused a whole TTL after the upgrade.
+#[test]
+#[ignore = "needs PostgreSQL: set PRIVTEL_PG_URL"]
+fn version_5_keeps_the_marks_dated_at_the_migration() {
+    let db = TestDb::new();
+    let now = fixtures::base_time();
+    let acme = CustomerId::new("acme").unwrap();
+    let device = DeviceId::new("dev-1").unwrap();
+    {
+        let mut engine = db.engine(PgOptions::default().secret(SECRET));
+        put(&mut engine, &acme, "dev-1", records_of("u-marks", "MARKS", 0), now);
+    }
+    let mut client = db.client();
+    // Version 4 as it was.
+    client
+        .batch_execute(
+            "ALTER TABLE streams DROP COLUMN used_at;
+             UPDATE privtel_meta SET value = '\\x0400000000000000'::bytea WHERE name = 'schema';",
+        )
+        .unwrap();
+    let before = privtel_store::parts::nanos(Timestamp::now());
+    let mut engine = db.engine(PgOptions::default().secret(SECRET));
+    let after = Timestamp::now();
+    let version: Vec<u8> =
+        client.query_one("SELECT value FROM privtel_meta WHERE name = 'schema'", &[]).unwrap().get(0);
+    assert_eq!(version, 5i64.to_le_bytes());
+    let mark = engine.high_water(&acme, &device, 7).unwrap();
+    assert!(mark > 0, "the mark was kept");
+    let dated: Vec<i64> =
+        client.query("SELECT used_at FROM streams", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let upto = privtel_store::parts::nanos(after);
+    assert!(!dated.is_empty() && dated.iter().all(|t| (before..=upto).contains(t)), "{dated:?}");
+    let retention = privtel_store::RetentionPolicy {
+        device_inactivity: time::Duration::days(36_500),
+        ..privtel_store::RetentionPolicy::default()
+    };
+    let day = after.checked_add(time::Duration::days(1)).unwrap();
+    assert_eq!(engine.sweep(&acme, &retention, day).unwrap().streams, 0);
+    assert_eq!(engine.high_water(&acme, &device, 7).unwrap(), mark);
+    let month = after.checked_add(time::Duration::days(31)).unwrap();
+    assert_eq!(engine.sweep(&acme, &retention, month).unwrap().streams, 1);
+    assert_eq!(engine.high_water(&acme, &device, 7).unwrap(), 0);
 }
 
 /// Erasures (each followed by its rewrite of the key table) while another

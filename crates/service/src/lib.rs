@@ -397,6 +397,7 @@ fn add_sweep(into: &mut SweepReport, more: &SweepReport) {
     into.verdicts += more.verdicts;
     into.users += more.users;
     into.aggregates += more.aggregates;
+    into.streams += more.streams;
 }
 
 /// A device's session as a batch meets it.

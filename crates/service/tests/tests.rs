@@ -268,6 +268,33 @@ fn a_new_spool_of_a_known_device_is_a_new_stream_and_loses_nothing() {
     assert_eq!(service.engine().record_count_of(&id("acme")).unwrap(), held);
 }
 
+/// A certified device that names a fresh stream in every hello and sends
+/// one empty batch holds a bounded number of stream marks, and the sweep
+/// removes them once unused for longer than the customer's longest TTL
+/// (acme: events 7 days, objects 30).
+#[test]
+fn a_device_cycling_stream_ids_holds_a_bounded_number_of_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path());
+    for stream in 1..=150u64 {
+        let mut conn = connect(&service, peer("acme", "dev-1"));
+        let stream = stream.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        assert_eq!(conn.client_handshake(&hello("acme", "dev-1", stream)).unwrap().high_water, 0);
+        let ack = send(&mut conn, batch(&service, "acme", 1, Vec::new()));
+        assert!(ack.rejections.is_empty(), "{ack:?}");
+    }
+    let held = || service.engine().stream_count(&id("acme"), &id("dev-1")).unwrap();
+    assert_eq!(held(), privtel_store::MAX_STREAMS_PER_DEVICE);
+    let swept = |days: i64| {
+        let reports = service.sweep(now().checked_add(time::Duration::days(days)).unwrap()).unwrap();
+        reports.iter().find(|(c, _)| c.as_str() == "acme").unwrap().1
+    };
+    assert_eq!(swept(8).streams, 0, "within the objects' TTL");
+    assert_eq!(held(), privtel_store::MAX_STREAMS_PER_DEVICE);
+    assert_eq!(swept(31).streams, privtel_store::MAX_STREAMS_PER_DEVICE);
+    assert_eq!(held(), 0);
+}
+
 /// The records with event ids moved by `offset` (new events).
 pub(crate) fn renumbered(records: Vec<Record>, offset: u128) -> Vec<Record> {
     records

@@ -193,8 +193,25 @@ const V6: &str = "
     ) WITHOUT ROWID;
 ";
 
+/// Version 7: when each stream was last used (unix ns), so that marks
+/// expire (`SqliteEngine::sweep`) and a device holds at most
+/// [`MAX_STREAMS_PER_DEVICE`]. Existing marks are dated at the migration
+/// ([`migrate_v7`]): each is kept for a whole TTL after the upgrade, then
+/// expires unless its stream is used again.
+const V7: &str = "
+    ALTER TABLE streams ADD COLUMN used_at INTEGER NOT NULL DEFAULT 0;  -- unix ns of the last batch
+";
+
+/// The most stream marks one device holds. A new stream beyond them drops
+/// the mark of the device's stream used least recently (never the new
+/// one): a reinstalled agent is never refused, and a device that names a
+/// new random stream in every hello holds this many rows, not one more per
+/// connection. 64 is far above what an honest device uses (one spool at a
+/// time; a new stream per reinstall or restored spool).
+pub const MAX_STREAMS_PER_DEVICE: u64 = 64;
+
 /// The newest schema version.
-const NEWEST: i64 = 6;
+const NEWEST: i64 = 7;
 
 /// The engine's schema version (`PRAGMA user_version` of a store this
 /// version writes), as a customer copy's manifest names it.
@@ -346,6 +363,9 @@ pub struct SweepReport {
     /// Benchmarking aggregate rows older than
     /// [`AGGREGATE_TTL_DAYS`](crate::AGGREGATE_TTL_DAYS).
     pub aggregates: u64,
+    /// Stream marks unused for longer than the customer's longest TTL
+    /// (events or objects), of devices still active.
+    pub streams: u64,
 }
 
 impl SweepReport {
@@ -357,6 +377,7 @@ impl SweepReport {
             + self.verdicts
             + self.users
             + self.aggregates
+            + self.streams
             > 0
     }
 }
@@ -693,6 +714,14 @@ pub trait EngineStore {
     ///
     /// A storage error.
     fn record_count_of(&self, customer: &CustomerId) -> Result<u64>;
+
+    /// How many stream marks the store holds for one device of a customer
+    /// (at most [`MAX_STREAMS_PER_DEVICE`]).
+    ///
+    /// # Errors
+    ///
+    /// A storage error.
+    fn stream_count(&self, customer: &CustomerId, device: &DeviceId) -> Result<u64>;
 }
 
 /// The tables ingest consults on every record, mirrored in memory. Another
@@ -819,9 +848,10 @@ impl SqliteEngine {
                 Step::Sql(V4),
                 Step::Sql(aggregate::V5),
                 Step::Sql(V6),
+                Step::Code(&migrate_v7),
             ],
         )?;
-        debug_assert_eq!(NEWEST, 6);
+        debug_assert_eq!(NEWEST, 7);
         let secret = resolve_secret(&conn, options.secret.as_ref())?;
         let mirror = Mirror::load(&conn)?;
         Ok(Self {
@@ -1316,6 +1346,16 @@ fn resolve_secret(conn: &Connection, given: Option<&Secret>) -> Result<Secret> {
             Ok(Secret(s))
         }
     }
+}
+
+/// Version 7: the streams' last use, every existing mark dated now (the
+/// migration's time), so none expires before a whole TTL has passed
+/// without its stream being used after the upgrade.
+fn migrate_v7(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(V7).op("migrating the schema")?;
+    tx.execute("UPDATE streams SET used_at = ?1", [nanos(Timestamp::now())])
+        .op("dating the streams' marks")?;
+    Ok(())
 }
 
 /// Version 2 -> 3: the tenant schema. Every old row goes to the legacy
@@ -1858,16 +1898,16 @@ fn ingest_batch(
             .op("reading the device")
             .map_err(BatchError::Refused)?,
     };
-    let high_water: i64 = match device_id {
-        None => 0,
+    let mark: Option<i64> = match device_id {
+        None => None,
         Some(device_id) => conn
             .prepare_cached("SELECT high_water FROM streams WHERE device = ?1 AND stream = ?2")
             .and_then(|mut s| s.query_row(params![device_id, stream_key], |r| r.get(0)).optional())
             .op("reading the high-water mark")
-            .map_err(BatchError::Refused)?
-            .unwrap_or(0),
+            .map_err(BatchError::Refused)?,
     };
-    let high_water = high_water.max(0) as u64;
+    let new_stream = mark.is_none();
+    let high_water = mark.unwrap_or(0).max(0) as u64;
     if first_seq - skipped > high_water.saturating_add(1) {
         return Err(BatchError::Refused(Error::SequenceGap { first_seq, high_water }));
     }
@@ -1884,7 +1924,8 @@ fn ingest_batch(
         };
         return Err(BatchError::Refused(Error::Encode(reason)));
     }
-    write_batch(conn, ctx, added, (c, known), device, seq, high_water, records).map_err(BatchError::Failed)
+    write_batch(conn, ctx, added, (c, known), device, seq, (high_water, new_stream), records)
+        .map_err(BatchError::Failed)
 }
 
 /// The writes of a checked batch.
@@ -1896,7 +1937,7 @@ fn write_batch(
     (c, known): (&str, Option<i64>),
     device: &DeviceId,
     seq: Sequence,
-    high_water: u64,
+    (high_water, new_stream): (u64, bool),
     records: &[Option<Result<Encoded>>],
 ) -> Result<IngestOutcome> {
     let Sequence { stream, first_seq, skipped } = seq;
@@ -1990,11 +2031,22 @@ fn write_batch(
     }
     rows.flush(conn, &mut outcome)?;
     conn.prepare_cached(
-        "INSERT INTO streams (device, stream, high_water) VALUES (?1, ?2, ?3)
-         ON CONFLICT(device, stream) DO UPDATE SET high_water = max(high_water, ?3)",
+        "INSERT INTO streams (device, stream, high_water, used_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(device, stream) DO UPDATE SET high_water = max(high_water, ?3), used_at = max(used_at, ?4)",
     )
-    .and_then(|mut s| s.execute(params![device_id, stream_key, outcome.high_water as i64]))
+    .and_then(|mut s| s.execute(params![device_id, stream_key, outcome.high_water as i64, nanos(now)]))
     .op("updating the high-water mark")?;
+    if new_stream {
+        // At most MAX_STREAMS_PER_DEVICE marks a device: this one and the
+        // others used most recently are kept, the rest dropped.
+        conn.prepare_cached(
+            "DELETE FROM streams WHERE device = ?1 AND stream IN
+                 (SELECT stream FROM streams WHERE device = ?1 AND stream <> ?2
+                  ORDER BY used_at DESC, stream DESC LIMIT -1 OFFSET ?3)",
+        )
+        .and_then(|mut s| s.execute(params![device_id, stream_key, (MAX_STREAMS_PER_DEVICE - 1) as i64]))
+        .op("dropping the device's streams used least recently")?;
+    }
     Ok(outcome)
 }
 
@@ -2270,6 +2322,15 @@ impl EngineStore for SqliteEngine {
             tx.execute("DELETE FROM devices WHERE id = ?1", [device]).op("purging a device")?;
             report.devices += 1;
         }
+        // Marks of streams unused for longer than the longest TTL: what
+        // they numbered is gone by now (docs/STORAGE.md, "Sweeps").
+        report.streams = tx
+            .execute(
+                "DELETE FROM streams WHERE device IN (SELECT id FROM devices WHERE customer = ?1)
+                 AND used_at < ?2",
+                params![c, nanos(cut.events_before.min(cut.objects_before))],
+            )
+            .op("sweeping unused streams")? as u64;
         for table in ["binary_verdicts", "domain_verdicts"] {
             report.verdicts += tx
                 .execute(
@@ -2528,6 +2589,19 @@ impl EngineStore for SqliteEngine {
         let n: i64 =
             self.conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0)).op("counting records")?;
         Ok(n as u64)
+    }
+
+    fn stream_count(&self, customer: &CustomerId, device: &DeviceId) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM streams WHERE device = (SELECT id FROM devices
+                     WHERE customer = (SELECT id FROM customers WHERE customer = ?1) AND device = ?2)",
+                params![customer.as_str(), device.as_str()],
+                |r| r.get(0),
+            )
+            .op("counting streams")?;
+        Ok(n.max(0) as u64)
     }
 
     fn record_count_of(&self, customer: &CustomerId) -> Result<u64> {

@@ -103,8 +103,8 @@ pub use aggregate::{AGGREGATE_TTL_DAYS, CustomerAggregate};
 pub use codec::{AtRestKey, MAX_RECORD_BYTES};
 pub use engine::{
     AdmittedBatch, Checkpointer, DeletionReceipt, EncodedBatch, Encoder, EngineOptions, EngineReader,
-    EngineStore, ErasureRequest, IngestOutcome, JsonBatch, LogSync, Sequence, SqliteEngine, StoredVerdict,
-    SweepReport,
+    EngineStore, ErasureRequest, IngestOutcome, JsonBatch, LogSync, MAX_STREAMS_PER_DEVICE, Sequence,
+    SqliteEngine, StoredVerdict, SweepReport,
 };
 pub use error::{Error, Result};
 pub use keys::{

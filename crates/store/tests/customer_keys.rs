@@ -509,7 +509,7 @@ fn the_customer_copy_streams_every_row_of_the_customer_only() {
         (Some("privtel-customer-copy"), Some(1))
     );
     assert_eq!(m["customer"], "acme");
-    assert_eq!(m["schema_version"], 6);
+    assert_eq!(m["schema_version"], 7);
     let records: Vec<_> = lines.iter().filter(|l| l.get("record").is_some()).collect();
     assert_eq!(records.len() as u64, engine.record_count_of(&a).unwrap());
     assert_eq!(stats.records, records.len() as u64);

@@ -268,7 +268,7 @@ fn sealed_engine_and_schema_versions() {
     // A file from a newer version is refused, not damaged.
     set_user_version(&dir.path().join("engine.db"), 99);
     let err = SqliteEngine::open(dir.path().join("engine.db"), EngineOptions::default()).unwrap_err();
-    assert_eq!(err.to_string(), "database schema version 99 is newer than the 6 this version understands");
+    assert_eq!(err.to_string(), "database schema version 99 is newer than the 7 this version understands");
 }
 
 /// Sets `PRAGMA user_version` of a closed database by writing its header

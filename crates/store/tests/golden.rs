@@ -18,9 +18,14 @@
 //! `u-consent`, given at the installer, and one feature use), the person's
 //! consent row, and one anonymous feature use filed under nobody.
 //!
+//! `streams7-engine.db` is an engine of schema 7 (streams dated): the
+//! wave-3 engine's content, and a second stream of `dev-0001`
+//! ([`STREAMS7_LATER`]) used once, one day after the others, by an empty
+//! batch.
+//!
 //! `PRIVTEL_WRITE_GOLDEN=<folder> cargo test -p privtel-store golden::write`
-//! writes the wave-3 and keys-1 files again (only when the format changes on
-//! purpose; then keep the old ones and add the new).
+//! writes the wave-3, keys-1 and streams-7 files again (only when the format
+//! changes on purpose; then keep the old ones and add the new).
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +44,9 @@ use privtel_testkit::fixtures;
 use crate::engine::{acme, contains};
 
 const WAVE3_STREAM: u64 = 0xfedc_ba98_7654_3210;
+
+/// The stream of `streams7-engine.db` used a day after the others.
+const STREAMS7_LATER: u64 = 0x0123_4567_89ab_cdef;
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
@@ -296,6 +304,75 @@ fn keys1_engine_opens_with_its_key_store_and_reads_back() {
     check_engine(&dir, &path, EngineOptions::default().key_store(keys), WAVE3_STREAM);
 }
 
+/// A store of schema 6 (the version before streams were dated) migrates:
+/// every mark is kept and dated at the migration, so a sweep does not
+/// take it before a whole TTL has passed without its stream being used.
+#[test]
+fn a_schema_6_engine_keeps_its_marks_dated_at_the_migration() {
+    let (dir, path) = copy("keys1-engine.db");
+    let version = |path: &Path| -> i64 {
+        rusqlite::Connection::open(path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(version(&path), 6);
+    let keys_path = dir.path().join("keys1-keys.json");
+    std::fs::copy(data("keys1-keys.json"), &keys_path).unwrap();
+    let keys =
+        Arc::new(KeyStore::open(&keys_path, MasterKey::new([0x11; 32]), KeyStoreOptions::default()).unwrap());
+    let before = privtel_model::Timestamp::now();
+    let mut engine = SqliteEngine::open(&path, EngineOptions::default().key_store(keys)).unwrap();
+    let after = privtel_model::Timestamp::now();
+    assert_eq!(version(&path), 7);
+    let (d1, d2) = (DeviceId::new("dev-0001").unwrap(), DeviceId::new("dev-0002").unwrap());
+    assert_eq!(engine.high_water(&acme(), &d1, WAVE3_STREAM).unwrap(), 18);
+    assert_eq!(engine.high_water(&acme(), &d2, WAVE3_STREAM).unwrap(), 12);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let dated: Vec<i64> = conn
+            .prepare("SELECT used_at FROM streams")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let (lo, hi) = (privtel_store::parts::nanos(before), privtel_store::parts::nanos(after));
+        assert!(dated.len() == 2 && dated.iter().all(|t| (lo..=hi).contains(t)), "{dated:?}");
+    }
+    // A day later (devices still active): the marks stay; the records of
+    // 2024 go with their TTL.
+    let retention = privtel_store::RetentionPolicy {
+        device_inactivity: time::Duration::days(36_500),
+        ..privtel_store::RetentionPolicy::default()
+    };
+    let day = after.checked_add(time::Duration::days(1)).unwrap();
+    assert_eq!(engine.sweep(&acme(), &retention, day).unwrap().streams, 0);
+    assert_eq!(engine.stream_count(&acme(), &d1).unwrap(), 1);
+    // Unused a whole TTL (30 days) after the migration: gone.
+    let month = after.checked_add(time::Duration::days(31)).unwrap();
+    assert_eq!(engine.sweep(&acme(), &retention, month).unwrap().streams, 2);
+    assert_eq!(engine.high_water(&acme(), &d1, WAVE3_STREAM).unwrap(), 0);
+}
+
+#[test]
+fn streams7_engine_opens_reads_back_and_its_streams_expire_by_their_dates() {
+    let (dir, path) = copy("streams7-engine.db");
+    check_engine(&dir, &path, EngineOptions::default(), WAVE3_STREAM);
+    let mut engine = SqliteEngine::open(&path, EngineOptions::default()).unwrap();
+    let d1 = DeviceId::new("dev-0001").unwrap();
+    assert_eq!(engine.stream_count(&acme(), &d1).unwrap(), 2);
+    let retention = privtel_store::RetentionPolicy {
+        device_inactivity: time::Duration::days(36_500),
+        ..privtel_store::RetentionPolicy::default()
+    };
+    // 30 days and a second after the first streams' last batch: they go;
+    // the one used a day later stays.
+    let at = fixtures::base_time().checked_add(time::Duration::days(30) + time::Duration::SECOND).unwrap();
+    assert_eq!(engine.sweep(&acme(), &retention, at).unwrap().streams, 2);
+    assert_eq!(engine.stream_count(&acme(), &d1).unwrap(), 1);
+    assert_eq!(engine.high_water(&acme(), &d1, WAVE3_STREAM).unwrap(), 0);
+    let out = engine.ingest(&acme(), &d1, STREAMS7_LATER, 1, Vec::new(), at).unwrap();
+    assert_eq!(out.high_water, 0);
+}
+
 fn binary_verdict() -> BinaryVerdict {
     BinaryVerdict {
         sha256: fixtures::EMPTY_SHA256.parse().unwrap(),
@@ -339,6 +416,18 @@ fn write() {
     let request = ErasureRequest::new("req-1", UserId::new("u-2000").unwrap(), now);
     engine.erase_person(&acme(), &request, now).unwrap();
     engine.record_verdicts(&acme(), &[binary_verdict()], &[domain_verdict()], now).unwrap();
+    drop(engine);
+
+    let mut engine = SqliteEngine::open(out.join("streams7-engine.db"), EngineOptions::default()).unwrap();
+    engine
+        .ingest(&acme(), &dev("dev-0001"), WAVE3_STREAM, 1, fixtures::golden_records("golden"), now)
+        .unwrap();
+    engine.ingest(&acme(), &dev("dev-0002"), WAVE3_STREAM, 1, erased_records(), now).unwrap();
+    let request = ErasureRequest::new("req-1", UserId::new("u-2000").unwrap(), now);
+    engine.erase_person(&acme(), &request, now).unwrap();
+    engine.record_verdicts(&acme(), &[binary_verdict()], &[domain_verdict()], now).unwrap();
+    let day = now.checked_add(time::Duration::days(1)).unwrap();
+    engine.ingest(&acme(), &dev("dev-0001"), STREAMS7_LATER, 1, Vec::new(), day).unwrap();
     drop(engine);
 
     let keys = Arc::new(

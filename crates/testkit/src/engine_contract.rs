@@ -23,7 +23,8 @@ use privtel_model::{
     Program, Pseudonym, Record, RecordBody, Reputation, ThreatLevel, Timestamp, User, UserId,
 };
 use privtel_store::{
-    AdmittedBatch, EngineStore, ErasureRequest, Error, JsonBatch, RecordClass, RetentionPolicy, Sequence, Ttl,
+    AdmittedBatch, EngineStore, ErasureRequest, Error, JsonBatch, MAX_STREAMS_PER_DEVICE, RecordClass,
+    RetentionPolicy, Sequence, Ttl,
 };
 use time::Duration;
 
@@ -73,6 +74,8 @@ macro_rules! engine_contract_tests {
             an_interaction_is_stored_under_its_kind_exported_and_erased,
             an_erasure_request_run_again_keeps_what_it_removed,
             timeless_records_are_dated_when_received_never_later_than_now,
+            a_device_cycling_stream_ids_holds_a_bounded_number_of_marks,
+            streams_unused_past_the_longest_ttl_are_swept,
         );
     };
     (@each $attrs:tt $harness:expr; $($name:ident,)*) => {
@@ -1047,4 +1050,147 @@ pub fn an_erasure_request_run_again_keeps_what_it_removed<H: Harness>(h: &mut H)
     // Another request for the same person counts its own (nothing left).
     let other = ErasureRequest::new("req-other", uid("u-1042"), later);
     assert_eq!(store.erase_person(&acme(), &other, later).expect("erase").records_removed, 0);
+}
+
+/// A device naming a fresh random stream in every hello (one batch each,
+/// empty or of one record) holds at most [`MAX_STREAMS_PER_DEVICE`] marks,
+/// the streams used least recently dropped; the stream it keeps using
+/// keeps its mark: a batch continuing it is taken, one with a gap refused.
+pub fn a_device_cycling_stream_ids_holds_a_bounded_number_of_marks<H: Harness>(h: &mut H) {
+    let mut store = h.fresh(RetentionPolicy::default());
+    let start = fixtures::base_time();
+    let at = |i: u64| start.checked_add(Duration::seconds(i as i64)).expect("in range");
+    let d = dev("cycler");
+    // The device's own spool, used now and then throughout.
+    let current = 0x8000_0000_0000_0001_u64;
+    let mut mark = 0;
+    let fresh = |i: u64| 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(i + 1);
+    for i in 0..1_000u64 {
+        let now = at(i);
+        if i % 50 == 0 {
+            let out = store
+                .ingest(&acme(), &d, current, mark + 1, vec![event_at(100_000 + i, now)], now)
+                .expect("ingest");
+            mark = out.high_water;
+        }
+        // Every other batch is empty (it acknowledges nothing), the others
+        // hold one record.
+        let records = if i % 2 == 0 { Vec::new() } else { vec![event_at(i, now)] };
+        store.ingest(&acme(), &d, fresh(i), 1, records, now).expect("a new stream is never refused");
+        assert!(
+            store.stream_count(&acme(), &d).expect("count") <= MAX_STREAMS_PER_DEVICE,
+            "more marks than the cap after {} streams",
+            i + 1
+        );
+    }
+    // A group: ten more fresh streams and the device's own, at once.
+    let now = at(1_000);
+    let mut group: Vec<AdmittedBatch> = (1_000..1_010u64)
+        .map(|i| AdmittedBatch {
+            customer: acme(),
+            device: d.clone(),
+            seq: Sequence { stream: fresh(i), first_seq: 1, skipped: 0 },
+            records: vec![Some(event_at(i, now))],
+        })
+        .collect();
+    group.insert(
+        0,
+        AdmittedBatch {
+            customer: acme(),
+            device: d.clone(),
+            seq: Sequence { stream: current, first_seq: mark + 1, skipped: 0 },
+            records: vec![Some(event_at(200_000, now))],
+        },
+    );
+    for o in store.ingest_group(group, now) {
+        o.expect("stored");
+    }
+    mark += 1;
+    assert_eq!(store.stream_count(&acme(), &d).expect("count"), MAX_STREAMS_PER_DEVICE);
+    assert_eq!(
+        store.high_water(&acme(), &d, current).expect("mark"),
+        mark,
+        "the stream in use keeps its mark"
+    );
+    assert_eq!(store.high_water(&acme(), &d, fresh(1_009)).expect("mark"), 1, "the newest is kept");
+    assert_eq!(store.high_water(&acme(), &d, fresh(1)).expect("mark"), 0, "the oldest was dropped");
+    let later = at(1_001);
+    let err = store
+        .ingest(&acme(), &d, current, mark + 2, vec![event_at(300_001, later)], later)
+        .expect_err("a gap");
+    assert!(matches!(err, Error::SequenceGap { high_water, .. } if high_water == mark), "{err}");
+    let out =
+        store.ingest(&acme(), &d, current, mark + 1, vec![event_at(300_000, later)], later).expect("ingest");
+    assert_eq!((out.stored, out.high_water), (1, mark + 1));
+    // Other devices are not touched by this one's streams.
+    store.ingest(&acme(), &dev("quiet"), S, 1, vec![event_at(1, later)], later).expect("ingest");
+    assert_eq!(store.stream_count(&acme(), &dev("quiet")).expect("count"), 1);
+    assert_eq!(store.stream_count(&acme(), &d).expect("count"), MAX_STREAMS_PER_DEVICE);
+}
+
+/// A stream not used for longer than the customer's longest TTL (events
+/// or objects) loses its mark in the sweep; one used within it keeps it.
+/// Continuing a stream that lost its mark is declaring what lies below
+/// (as an agent told mark 0 does); a replay of its records, dated beyond
+/// the TTL, is swept again.
+pub fn streams_unused_past_the_longest_ttl_are_swept<H: Harness>(h: &mut H) {
+    let retention =
+        RetentionPolicy { events: Ttl::DAYS_7, objects: Ttl::DAYS_14, ..RetentionPolicy::default() };
+    let mut store = h.fresh(retention);
+    let t0 = fixtures::base_time();
+    let at = |d: Duration| t0.checked_add(d).expect("in range");
+    let sweep_at = at(Duration::days(14) + Duration::SECOND);
+    let d = dev("d");
+    let (old, edge, recent, empty) = (1_u64, 2_u64, 3_u64, u64::MAX);
+    let first = event_at(1, t0);
+    store.ingest(&acme(), &d, old, 1, vec![first.clone()], t0).expect("ingest");
+    // Used exactly the longest TTL before the sweep: kept.
+    let edge_at = at(Duration::SECOND);
+    store.ingest(&acme(), &d, edge, 1, vec![event_at(2, edge_at)], edge_at).expect("ingest");
+    let recent_at = at(Duration::days(10));
+    store.ingest(&acme(), &d, recent, 1, vec![event_at(3, recent_at)], recent_at).expect("ingest");
+    // An empty batch leaves a mark of 0, swept the same.
+    store.ingest(&acme(), &d, empty, 1, Vec::new(), t0).expect("ingest");
+    assert_eq!(store.stream_count(&acme(), &d).expect("count"), 4);
+    // Past the events' TTL, within the objects': every mark stays.
+    let report = store.sweep(&acme(), &retention, at(Duration::days(8))).expect("sweep");
+    assert_eq!((report.streams, report.events), (0, 2), "{report:?}");
+    assert_eq!(store.stream_count(&acme(), &d).expect("count"), 4);
+    let report = store.sweep(&acme(), &retention, sweep_at).expect("sweep");
+    assert_eq!((report.streams, report.devices), (2, 0), "{report:?}");
+    assert_eq!(store.stream_count(&acme(), &d).expect("count"), 2);
+    assert_eq!(store.high_water(&acme(), &d, old).expect("mark"), 0);
+    assert_eq!(store.high_water(&acme(), &d, edge).expect("mark"), 1);
+    assert_eq!(store.high_water(&acme(), &d, recent).expect("mark"), 1);
+    // The agent told mark 0 declares what it no longer holds.
+    let next = event_at(4, sweep_at);
+    assert!(matches!(
+        store.ingest(&acme(), &d, old, 2, vec![next.clone()], sweep_at),
+        Err(Error::SequenceGap { first_seq: 2, high_water: 0 })
+    ));
+    let out = store
+        .ingest_admitted(
+            &acme(),
+            &d,
+            Sequence { stream: old, first_seq: 2, skipped: 1 },
+            vec![Some(next)],
+            sweep_at,
+        )
+        .expect("ingest");
+    assert_eq!((out.stored, out.skipped, out.high_water), (1, 1, 2));
+    // A replay of the old stream's record from number 1: stored again (the
+    // event was swept), dated beyond the TTL, and swept by the next sweep.
+    let replay = store
+        .ingest_admitted(
+            &acme(),
+            &d,
+            Sequence { stream: 0x5eed, first_seq: 1, skipped: 0 },
+            vec![Some(first)],
+            sweep_at,
+        )
+        .expect("ingest");
+    assert_eq!(replay.stored, 1);
+    let report = store.sweep(&acme(), &retention, sweep_at).expect("sweep");
+    assert_eq!((report.events, report.streams), (1, 0), "{report:?}");
+    assert_eq!(store.record_count_of(&acme()).expect("count"), 2);
 }

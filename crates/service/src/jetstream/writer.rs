@@ -785,6 +785,9 @@ mod tests {
         fn record_count_of(&self, c: &CustomerId) -> Result<u64> {
             self.inner.record_count_of(c)
         }
+        fn stream_count(&self, c: &CustomerId, d: &DeviceId) -> Result<u64> {
+            self.inner.stream_count(c, d)
+        }
     }
 
     /// What a writer hands an engine through `Rows`: each record with the
