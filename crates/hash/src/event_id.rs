@@ -27,7 +27,12 @@ use privtel_model::EventId;
 /// assert_ne!(line(42), line(43));
 /// ```
 pub fn derive_event_id(context: &str, parts: &[&[u8]]) -> EventId {
-    let mut h = blake3::Hasher::new_derive_key(context);
+    id_of(blake3::Hasher::new_derive_key(context), parts)
+}
+
+/// The id of `parts` through `h`: each part after its length (a
+/// little-endian `u64`), the first 16 bytes of the digest.
+fn id_of(mut h: blake3::Hasher, parts: &[&[u8]]) -> EventId {
     for part in parts {
         h.update(&(part.len() as u64).to_le_bytes());
         h.update(part);
@@ -61,13 +66,7 @@ pub fn derive_keyed_event_id(key: &[u8; 32], context: &str, parts: &[&[u8]]) -> 
     let mut h = blake3::Hasher::new_keyed(key);
     h.update(&(context.len() as u64).to_le_bytes());
     h.update(context.as_bytes());
-    for part in parts {
-        h.update(&(part.len() as u64).to_le_bytes());
-        h.update(part);
-    }
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&h.finalize().as_bytes()[..16]);
-    EventId::from_bytes(b)
+    id_of(h, parts)
 }
 
 #[cfg(test)]
