@@ -34,7 +34,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
-use crate::conn::{Clock, DEADLINE_TICK, Scope, current_deadline};
+use crate::conn::{Clock, Scope, current_deadline};
 use crate::error::{DeadlineKind, Error, Result};
 
 /// The rustls version this module is built on, for naming its types.
@@ -51,27 +51,78 @@ pub type ServerStream = StreamOwned<ServerConnection, Socket>;
 /// thread has passed. Without a deadline in force it is the `TcpStream`.
 ///
 /// A read under a deadline waits on the socket until that deadline and no
-/// longer (its read timeout is set to the time left before each read), so
-/// a connection that stays silent costs no wake-up until its idle
-/// deadline: 10,000 idle connections do not wake 4 times a second each, as
-/// they would with a fixed [`DEADLINE_TICK`]. A write under a deadline is
-/// bounded the same way (its write timeout is set to the time left before
-/// each write), so a peer that stops reading while a large frame is sent
-/// holds the writer until the deadline and no longer; the write then fails
-/// with `WouldBlock` or `TimedOut`, which a [`Connection`](crate::Connection)
-/// reports as its [`Error::Deadline`]. Without a deadline in force, the
-/// socket's own read and write timeouts (as they were when wrapped) apply.
+/// longer (its read timeout is fitted to the time left), so a connection
+/// that stays silent costs no wake-up until its idle deadline: 10,000 idle
+/// connections do not wake 4 times a second each, as they would with a
+/// fixed [`DEADLINE_TICK`](crate::DEADLINE_TICK). A write under a deadline is bounded the same
+/// way (its write timeout is fitted), so a peer that stops reading while a
+/// large frame is sent holds the writer until the deadline and no longer;
+/// the write then fails with `WouldBlock` or `TimedOut`, which a
+/// [`Connection`](crate::Connection) reports as its [`Error::Deadline`].
+/// Without a deadline in force, the socket's own read and write timeouts
+/// (as they were when wrapped) apply.
+///
+/// The operating system starts a socket's timeout again at each read, so a
+/// timeout fitted once would let a peer that drips a byte before each
+/// timeout stretch the deadline. A timeout is therefore fitted again
+/// before a read (or write) unless the one in place would end within
+/// [`FIT_SLACK`] of the deadline in force: a socket call never outlasts its
+/// deadline by more than that, and the reads of one frame, or frames that
+/// follow each other with the same limit, share one fitted timeout (one
+/// `setsockopt` where there was one a read).
+///
+/// When a socket read fills the buffer it was given (rustls asks for 4 KiB
+/// at a time), more is likely waiting: the next read takes up to
+/// [`READ_AHEAD`] bytes in one call and hands them out from a buffer of the
+/// socket's own, which is freed once it is drained (an idle connection
+/// holds none). Nothing read ahead is lost while the `Socket` lives; only
+/// [`into_inner`](Self::into_inner) drops it (see there).
 #[derive(Debug)]
 pub struct Socket {
     tcp: TcpStream,
     /// The read timeout the socket had when wrapped.
     own: Option<Duration>,
-    /// Whether the read timeout is now one fitted to a deadline.
-    fitted: bool,
+    /// The read timeout now in place if it is one fitted to a deadline.
+    fitted: Option<Duration>,
     /// The write timeout the socket had when wrapped.
     own_write: Option<Duration>,
-    /// Whether the write timeout is now one fitted to a deadline.
-    fitted_write: bool,
+    /// The write timeout now in place if it is one fitted to a deadline.
+    fitted_write: Option<Duration>,
+    /// Bytes read ahead and not yet handed out.
+    ahead: Ahead,
+}
+
+/// How far past its deadline a socket call may last at most: a fitted
+/// timeout is kept for the next read or write while it would end within
+/// this of the deadline then in force (see [`Socket`]).
+pub const FIT_SLACK: Duration = Duration::from_millis(20);
+
+/// The most a [`Socket`] reads ahead in one call (see there): two TLS
+/// records of the largest size.
+pub const READ_AHEAD: usize = 2 * (16 * 1024 + 256);
+
+/// A [`Socket`]'s read-ahead: `buf[start..end]` not yet handed out.
+#[derive(Debug, Default)]
+struct Ahead {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The last socket read filled what it was given.
+    full: bool,
+}
+
+impl Ahead {
+    /// Hands out what is buffered (0 if nothing is); frees the buffer
+    /// once drained.
+    fn take(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.end - self.start);
+        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        if self.start == self.end {
+            *self = Self { full: self.full, ..Self::default() };
+        }
+        n
+    }
 }
 
 impl Socket {
@@ -79,15 +130,44 @@ impl Socket {
     pub fn new(tcp: TcpStream) -> Self {
         let own = tcp.read_timeout().ok().flatten();
         let own_write = tcp.write_timeout().ok().flatten();
-        Self { tcp, own, fitted: false, own_write, fitted_write: false }
+        Self { tcp, own, fitted: None, own_write, fitted_write: None, ahead: Ahead::default() }
     }
 
-    /// The TCP stream (to set timeouts, read addresses).
+    /// The TCP stream (to read addresses, shut it down). Set its timeouts
+    /// with [`set_timeouts`](Self::set_timeouts), not through this: the
+    /// `Socket` would not know of them.
     pub fn get_ref(&self) -> &TcpStream {
         &self.tcp
     }
 
-    /// Gives the TCP stream back.
+    /// The socket's own read and write timeouts: those that apply to reads
+    /// and writes without a deadline in force.
+    pub fn own_timeouts(&self) -> (Option<Duration>, Option<Duration>) {
+        (self.own, self.own_write)
+    }
+
+    /// Sets the socket's own read and write timeouts (see
+    /// [`own_timeouts`](Self::own_timeouts)), in place at once.
+    ///
+    /// # Errors
+    ///
+    /// As `TcpStream::set_read_timeout`: a zero duration is refused.
+    pub fn set_timeouts(&mut self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
+        if read == Some(Duration::ZERO) || write == Some(Duration::ZERO) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "expected a timeout above zero"));
+        }
+        self.fitted = None;
+        self.fitted_write = None;
+        self.tcp.set_read_timeout(read)?;
+        self.own = read;
+        self.tcp.set_write_timeout(write)?;
+        self.own_write = write;
+        Ok(())
+    }
+
+    /// Gives the TCP stream back. Bytes read ahead and not yet read
+    /// through this `Socket` are dropped: give the stream back only once
+    /// the TLS connection above it is done with.
     pub fn into_inner(self) -> TcpStream {
         self.tcp
     }
@@ -99,10 +179,8 @@ impl Socket {
         }
     }
 
-    /// Sets the read timeout to the time left before the deadline in force
-    /// (every read: the OS starts the wait again at each read, so a timeout
-    /// fitted once would let a peer dripping a byte just before it stretch
-    /// the deadline); without one, gives the socket its own timeout back.
+    /// Fits the read timeout to the deadline in force, or gives the socket
+    /// its own back without one (see [`fit`]).
     fn fit_read_timeout(&mut self) -> io::Result<()> {
         let Self { tcp, own, fitted, .. } = self;
         fit(fitted, *own, |t| tcp.set_read_timeout(t))
@@ -120,23 +198,34 @@ impl Socket {
 }
 
 /// Sets one timeout of a socket (with `set`) to the time left before the
-/// deadline in force on this thread, or back to `own` (the socket's own)
-/// when none is in force; `fitted` says whether it is now a fitted one.
+/// deadline in force on this thread, unless the fitted one in place
+/// (`fitted`) would end within [`FIT_SLACK`] of that deadline if a call
+/// started now; without a deadline in force, puts `own` (the socket's
+/// own) back if a fitted one is in place.
 fn fit(
-    fitted: &mut bool,
+    fitted: &mut Option<Duration>,
     own: Option<Duration>,
     set: impl FnOnce(Option<Duration>) -> io::Result<()>,
 ) -> io::Result<()> {
     match current_deadline().and_then(|c| c.at) {
         Some(at) => {
+            let now = Instant::now();
+            if let Some(ends) = fitted.and_then(|t| now.checked_add(t))
+                && ends <= at + FIT_SLACK
+                && at <= ends + FIT_SLACK
+            {
+                return Ok(());
+            }
             // At least a millisecond: a zero timeout is refused by the OS.
-            let left = at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            let left = at.saturating_duration_since(now).max(Duration::from_millis(1));
+            // Forgotten first: if the OS refuses, the next call fits again.
+            *fitted = None;
             set(Some(left))?;
-            *fitted = true;
+            *fitted = Some(left);
         }
-        None if *fitted => {
+        None if fitted.is_some() => {
             set(own)?;
-            *fitted = false;
+            *fitted = None;
         }
         None => {}
     }
@@ -152,8 +241,23 @@ impl From<TcpStream> for Socket {
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.check()?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.ahead.take(buf);
+        if n > 0 {
+            return Ok(n);
+        }
         self.fit_read_timeout()?;
-        self.tcp.read(buf)
+        if !self.ahead.full || buf.len() >= READ_AHEAD {
+            let n = self.tcp.read(buf)?;
+            self.ahead.full = n == buf.len();
+            return Ok(n);
+        }
+        let mut ahead = vec![0; READ_AHEAD];
+        let n = self.tcp.read(&mut ahead)?;
+        self.ahead = Ahead { buf: ahead, start: 0, end: n, full: n == READ_AHEAD };
+        Ok(self.ahead.take(buf))
     }
 }
 
@@ -339,10 +443,11 @@ pub fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> Result<ServerStream>
 }
 
 /// Starts TLS on an accepted TCP stream and completes the handshake within
-/// `deadline`, however the client drips its bytes: the socket reads and
-/// writes with a short timeout ([`DEADLINE_TICK`]) during the handshake,
-/// and the deadline is checked between socket reads. The socket's read and
-/// write timeouts are then put back as they were. A
+/// `deadline`, however the client drips its bytes: the deadline is checked
+/// before each socket read and write, and each waits on the socket until
+/// the deadline and no longer (the [`Socket`] fits its timeouts to it).
+/// The socket's own read and write timeouts apply again to the first read
+/// or write after without a deadline. A
 /// [`Connection`](crate::Connection) with deadlines over the stream keeps
 /// them with or without those timeouts (the [`Socket`] fits them to the
 /// time left before each socket read and write): a client that stops
@@ -375,24 +480,15 @@ pub fn accept_within(tcp: TcpStream, config: Arc<ServerConfig>, deadline: Durati
     Ok(stream)
 }
 
-/// Drives a handshake to its end or until `clock` passes, with the socket
-/// on a short tick; puts its timeouts back after.
+/// Drives a handshake to its end or until `clock` passes. The [`Socket`]
+/// fits its timeouts to the clock before each read and write, and puts
+/// its own back at the first read or write after without a deadline.
 fn handshake<D: rustls::SideData>(
     conn: &mut rustls::ConnectionCommon<D>,
     sock: &mut Socket,
     clock: Clock,
 ) -> Result<()> {
-    let tcp = sock.get_ref();
-    let before = (tcp.read_timeout()?, tcp.write_timeout()?);
-    let tick = Some(DEADLINE_TICK.min(clock.limit).max(Duration::from_millis(1)));
-    tcp.set_read_timeout(tick)?;
-    tcp.set_write_timeout(tick)?;
-    let result = drive(conn, sock, clock);
-    let tcp = sock.get_ref();
-    let restored = tcp.set_read_timeout(before.0).and_then(|()| tcp.set_write_timeout(before.1));
-    result?;
-    restored?;
-    Ok(())
+    drive(conn, sock, clock)
 }
 
 fn drive<D: rustls::SideData>(
@@ -419,4 +515,174 @@ fn drive<D: rustls::SideData>(
     // What the handshake left to send (a TLS 1.3 server's tickets) goes
     // with the first write.
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use super::{FIT_SLACK, READ_AHEAD, Socket, fit};
+    use crate::conn::{Clock, Scope};
+    use crate::error::DeadlineKind;
+
+    /// What `fit` set, call by call, under `clock` (or none).
+    fn fits(fitted: &mut Option<Duration>, clock: Option<Clock>, set: &RefCell<Vec<Option<Duration>>>) {
+        let _scope = Scope::enter(clock);
+        fit(fitted, Some(Duration::from_millis(250)), |t| {
+            set.borrow_mut().push(t);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_fitted_timeout_is_kept_only_while_it_ends_within_the_slack_of_the_deadline() {
+        let set = RefCell::new(Vec::new());
+        let mut fitted = None;
+        let frame = Clock::start(DeadlineKind::Frame, Duration::from_secs(60));
+        fits(&mut fitted, Some(frame), &set);
+        assert_eq!(set.borrow().len(), 1, "the first read under a deadline fits");
+        let first = set.borrow()[0].unwrap();
+        assert!(first <= Duration::from_secs(60) && first > Duration::from_secs(59), "{first:?}");
+        // The same deadline at once: kept.
+        fits(&mut fitted, Some(frame), &set);
+        assert_eq!(set.borrow().len(), 1, "a read of the same frame right after keeps the timeout");
+        // The next frame with the same limit, started now: kept as well.
+        fits(&mut fitted, Some(Clock::start(DeadlineKind::Frame, Duration::from_secs(60))), &set);
+        assert_eq!(set.borrow().len(), 1, "the next frame of the same limit keeps it");
+        // Another limit: fitted again.
+        fits(&mut fitted, Some(Clock::start(DeadlineKind::Idle, Duration::from_secs(120))), &set);
+        assert_eq!(set.borrow().len(), 2, "an idle deadline twice as far fits again");
+        let idle = set.borrow()[1].unwrap();
+        assert!(idle > Duration::from_secs(119), "{idle:?}");
+        // A deadline sooner than the timeout in place would end: fitted
+        // again, or a read could outlast it (a peer dripping a byte before
+        // each timeout cannot stretch the deadline by more than the slack).
+        let soon = Clock::start(DeadlineKind::Frame, Duration::from_millis(500));
+        fits(&mut fitted, Some(soon), &set);
+        assert_eq!(set.borrow().len(), 3);
+        std::thread::sleep(FIT_SLACK + Duration::from_millis(5));
+        fits(&mut fitted, Some(soon), &set);
+        assert_eq!(set.borrow().len(), 4, "the same deadline, more than the slack later, fits again");
+        let last = set.borrow()[3].unwrap();
+        assert!(last < Duration::from_millis(500) - FIT_SLACK, "{last:?}");
+        // Without a deadline: the socket's own comes back, once.
+        fits(&mut fitted, None, &set);
+        fits(&mut fitted, None, &set);
+        assert_eq!(set.borrow()[4..], [Some(Duration::from_millis(250))]);
+        // A deadline already passed: the shortest timeout the OS takes.
+        let passed = Clock::start(DeadlineKind::Frame, Duration::ZERO);
+        fits(&mut fitted, Some(passed), &set);
+        assert_eq!(set.borrow()[5], Some(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn a_refused_timeout_is_fitted_again_at_the_next_call() {
+        let mut fitted = None;
+        let clock = Clock::start(DeadlineKind::Frame, Duration::from_secs(5));
+        let _scope = Scope::enter(Some(clock));
+        assert!(fit(&mut fitted, None, |_| Err(std::io::ErrorKind::Other.into())).is_err());
+        let mut calls = 0;
+        fit(&mut fitted, None, |_| {
+            calls += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(calls, 1, "a timeout the OS refused is not taken for one in place");
+    }
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
+
+    #[test]
+    fn reads_after_a_full_one_come_from_one_socket_read_ahead_in_order_and_the_buffer_goes_when_drained() {
+        let (mut client, server) = pair();
+        let sent: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        client.write_all(&sent).unwrap();
+        // Everything sent is waiting before the first read.
+        std::thread::sleep(Duration::from_millis(50));
+        let mut socket = Socket::new(server);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let n = socket.read(&mut buf).unwrap();
+        assert_eq!(n, 4096, "the first read fills what it is given");
+        got.extend_from_slice(&buf[..n]);
+        assert!(socket.ahead.buf.is_empty(), "nothing is read ahead before a full read");
+        let n = socket.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+        assert_eq!(socket.ahead.buf.len(), READ_AHEAD, "the read after a full one reads ahead");
+        assert_eq!(socket.ahead.end, READ_AHEAD, "up to the read-ahead size in one socket read");
+        while got.len() < sent.len() {
+            let n = socket.read(&mut buf).unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, sent, "every byte once, in order");
+        assert!(socket.ahead.start == socket.ahead.end, "all handed out");
+        // The last socket read did not fill its buffer: the next waits on
+        // the socket with the caller's buffer, holding nothing of its own.
+        drop(client);
+        assert_eq!(socket.read(&mut buf).unwrap(), 0, "the end of the stream");
+        assert_eq!(socket.ahead.buf.capacity(), 0, "an idle socket holds no read-ahead buffer");
+    }
+
+    #[test]
+    fn a_read_under_a_deadline_waits_no_longer_than_the_deadline_and_the_slack() {
+        let (_client, server) = pair();
+        let mut socket = Socket::new(server);
+        let limit = Duration::from_millis(200);
+        let clock = Clock::start(DeadlineKind::Frame, limit);
+        let _scope = Scope::enter(Some(clock));
+        let start = Instant::now();
+        let mut buf = [0u8; 16];
+        let mut reads = 0;
+        // As a connection does: retry timed-out reads until the deadline.
+        let err = loop {
+            reads += 1;
+            match socket.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut && clock.passed() => break e,
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                other => panic!("expected the deadline, got {other:?}"),
+            }
+        };
+        let took = start.elapsed();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(took >= limit && took < limit + FIT_SLACK + Duration::from_millis(100), "took {took:?}");
+        assert!(reads <= 3, "{reads} reads: the socket waited on the deadline, not on a tick");
+    }
+
+    #[test]
+    fn own_timeouts_come_back_without_a_deadline_and_zero_is_refused() {
+        let (_client, server) = pair();
+        let mut socket = Socket::new(server);
+        assert_eq!(socket.own_timeouts(), (None, None));
+        socket.set_timeouts(Some(Duration::from_millis(30)), None).unwrap();
+        // The OS rounds a timeout to its clock's ticks.
+        let near_30ms = |t: Option<Duration>| {
+            t.is_some_and(|t| t.abs_diff(Duration::from_millis(30)) < Duration::from_millis(10))
+        };
+        assert!(near_30ms(socket.get_ref().read_timeout().unwrap()));
+        {
+            let _scope = Scope::enter(Some(Clock::start(DeadlineKind::Frame, Duration::from_secs(5))));
+            socket.fit_read_timeout().unwrap();
+            let fitted = socket.get_ref().read_timeout().unwrap().unwrap();
+            assert!(fitted > Duration::from_secs(4), "{fitted:?}");
+        }
+        let start = Instant::now();
+        let err = socket.read(&mut [0u8; 8]).unwrap_err();
+        assert!(matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+        assert!(start.elapsed() < Duration::from_secs(1), "the socket's own 30 ms applied");
+        assert!(near_30ms(socket.get_ref().read_timeout().unwrap()), "put back");
+        let err = socket.set_timeouts(Some(Duration::ZERO), None).unwrap_err();
+        assert_eq!(err.to_string(), "expected a timeout above zero");
+        assert_eq!(socket.own_timeouts(), (Some(Duration::from_millis(30)), None));
+    }
 }

@@ -127,9 +127,12 @@ fn a_record_dripped_faster_than_the_tick_meets_the_connection_deadline() {
     tcp.set_read_timeout(Some(DEADLINE_TICK)).unwrap();
     tcp.set_write_timeout(Some(DEADLINE_TICK)).unwrap();
     let stream = tls::accept_within(tcp, s.server, Duration::from_secs(5)).unwrap();
-    // The handshake's timeouts were put back.
-    let restored = stream.sock.get_ref().read_timeout().unwrap().unwrap();
-    assert!(restored.abs_diff(DEADLINE_TICK) < Duration::from_millis(20), "{restored:?}");
+    // The socket's own timeouts apply again without a deadline.
+    let (read, write) = stream.sock.own_timeouts();
+    for own in [read, write] {
+        let own = own.expect("the socket's own timeout");
+        assert!(own.abs_diff(DEADLINE_TICK) < Duration::from_millis(20), "{own:?}");
+    }
     let idle = Duration::from_millis(400);
     let mut conn = Connection::new(stream).with_deadlines(idle, Duration::from_secs(30));
     let start = Instant::now();
@@ -163,9 +166,8 @@ fn prompt_peers_talk_over_tls_with_deadlines_and_short_ticks() {
             conn.send(&msg).unwrap();
         }
     });
-    let stream = tls::connect_within(addr, "127.0.0.1", s.client, Duration::from_secs(10)).unwrap();
-    stream.sock.get_ref().set_read_timeout(Some(tick)).unwrap();
-    stream.sock.get_ref().set_write_timeout(Some(tick)).unwrap();
+    let mut stream = tls::connect_within(addr, "127.0.0.1", s.client, Duration::from_secs(10)).unwrap();
+    stream.sock.set_timeouts(Some(tick), Some(tick)).unwrap();
     let mut conn = Connection::new(stream).with_deadlines(Duration::from_secs(10), Duration::from_secs(10));
     for msg in [goodbye("hi"), goodbye(&"big".repeat(1 << 20))] {
         conn.send(&msg).unwrap();
@@ -246,7 +248,7 @@ fn an_agent_sending_to_a_tls_service_that_stopped_reading_meets_the_frame_deadli
     let (result, took) = send_guarded(move || {
         // As the agent's TLS connector does: no timeout on the socket.
         let stream = tls::connect_within(addr, "127.0.0.1", client, Duration::from_secs(10)).unwrap();
-        assert_eq!(stream.sock.get_ref().write_timeout().unwrap(), None);
+        assert_eq!(stream.sock.own_timeouts().1, None);
         let mut conn = Connection::new(stream).with_deadlines(Duration::from_secs(10), frame);
         // Near the frame limit: far more than the socket buffers hold.
         let big = goodbye(&"z".repeat(15 << 20));
@@ -282,7 +284,7 @@ fn a_tls_service_answering_a_client_that_stopped_reading_meets_the_frame_deadlin
         // The service's accept, without a tick on the socket.
         let (tcp, _) = s.listener.accept().unwrap();
         let stream = tls::accept_within(tcp, s.server, Duration::from_secs(10)).unwrap();
-        assert_eq!(stream.sock.get_ref().write_timeout().unwrap(), None);
+        assert_eq!(stream.sock.own_timeouts().1, None);
         let mut conn = Connection::new(stream).with_deadlines(Duration::from_secs(10), frame);
         assert_eq!(conn.recv().unwrap(), goodbye("query"));
         let start = Instant::now();
