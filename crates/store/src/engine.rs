@@ -1924,7 +1924,7 @@ fn ingest_batch(
         };
         return Err(BatchError::Refused(Error::Encode(reason)));
     }
-    write_batch(conn, ctx, added, (c, known), device, seq, (high_water, new_stream), records)
+    write_batch(conn, ctx, added, (c, known), (device, device_id), seq, (high_water, new_stream), records)
         .map_err(BatchError::Failed)
 }
 
@@ -1935,7 +1935,7 @@ fn write_batch(
     ctx: &IngestCtx<'_>,
     added: &mut Added,
     (c, known): (&str, Option<i64>),
-    device: &DeviceId,
+    (device, known_device): (&DeviceId, Option<i64>),
     seq: Sequence,
     (high_water, new_stream): (u64, bool),
     records: &[Option<Result<Encoded>>],
@@ -1954,13 +1954,25 @@ fn write_batch(
             id
         }
     };
-    let device_id: i64 = conn
-        .prepare_cached(
-            "INSERT INTO devices (customer, device, last_seen) VALUES (?1, ?2, ?3)
-             ON CONFLICT(customer, device) DO UPDATE SET last_seen = max(last_seen, ?3) RETURNING id",
-        )
-        .and_then(|mut s| s.query_row(params![customer_id, device.as_str(), nanos(now)], |r| r.get(0)))
-        .op("registering the device")?;
+    // The device's row, read by the batch's checks in this transaction:
+    // its last activity moved by its row id, or the row made. Not one
+    // upsert with `RETURNING`: SQLite runs that as a statement that may
+    // write several rows and abort, and copies each page it changes into
+    // a statement journal first (28 allocations a batch).
+    let device_id = match known_device {
+        Some(id) => {
+            conn.prepare_cached("UPDATE devices SET last_seen = max(last_seen, ?2) WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id, nanos(now)]))
+                .op("registering the device")?;
+            id
+        }
+        None => {
+            conn.prepare_cached("INSERT INTO devices (customer, device, last_seen) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute(params![customer_id, device.as_str(), nanos(now)]))
+                .op("registering the device")?;
+            conn.last_insert_rowid()
+        }
+    };
     // Declared skipped: the mark moves over them (they are never sent).
     let declared = (first_seq - 1).saturating_sub(high_water).min(skipped);
     let mut outcome =
