@@ -903,3 +903,80 @@ fn the_spool_keeps_objects_no_longer_than_the_policy_s_ttl() {
     );
     assert!(agent.outbox().is_empty().unwrap());
 }
+
+/// A phone number in free text (feedback, a crash message) goes through
+/// the agent's filter, its spool and the wire into the engine: it is
+/// scrubbed on the device (the policy's default), so none of its digits is
+/// in the spooled records, any byte of the spool's files, or any byte of
+/// the engine's database or its log; the rest of the text is.
+#[test]
+fn a_phone_number_in_free_text_reaches_neither_the_spool_nor_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Arc::new(service(dir.path()));
+    let mut agent = agent(dir.path());
+    let texts = [
+        ("feedback", "works well, call me on +33 6 12 34 56 78 or 0033 6 98 76 54 32"),
+        ("crash_report", "panic in dialer: (555) 867-5309 then 06.55.44.33.22 busy"),
+    ];
+    let records: Vec<Record> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, text))| {
+            let mut r = privtel_testkit::fixtures::records("p")
+                .into_iter()
+                .find(|r| r.body.kind_name() == *kind)
+                .unwrap();
+            let RecordBody::Event(e) = &mut r.body else { unreachable!() };
+            e.id = privtel_model::EventId::from_u128(7_000 + i as u128);
+            e.recorded_at = now();
+            match &mut e.body {
+                EventBody::Feedback(f) => f.text = Personal::Clear((*text).to_owned()),
+                EventBody::CrashReport(c) => c.message = Personal::Clear((*text).to_owned()),
+                _ => unreachable!(),
+            }
+            r
+        })
+        .collect();
+    assert_eq!(agent.collect(records, now()).unwrap().records, 2);
+    let needles =
+        ["+33 6 12", "12 34 56 78", "98 76 54 32", "867-5309", "(555)", "06.55.44", "33.22", "612345678"];
+    let mut spooled = String::new();
+    for program in [Program::SupportTelemetry, Program::AnonymousUsage] {
+        for s in agent.outbox().spool().next_batch(program, 10).unwrap() {
+            spooled.push_str(&serde_json::to_string(&s.record).unwrap());
+        }
+    }
+    assert!(spooled.contains("works well, call me on [phone] or [phone]"), "{spooled}");
+    assert!(spooled.contains("panic in dialer: [phone] then [phone] busy"), "{spooled}");
+    for needle in needles {
+        assert!(!spooled.contains(needle), "{needle} in a spooled record: {spooled}");
+    }
+    let (sent, _) = deliver(&mut agent, &service, RetryBudget::attempts(1));
+    assert_eq!(sent.unwrap().sent_total(), 2);
+    assert_eq!(events(&service), 2);
+    drop(agent);
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            p.is_file() && (name.starts_with("spool") || name.starts_with("engine"))
+        })
+        .collect();
+    let names: Vec<_> = files.iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_owned()).collect();
+    assert!(names.iter().any(|n| n == "engine.db") && names.iter().any(|n| n == "spool.db"), "{names:?}");
+    let engine: Vec<u8> = files
+        .iter()
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("engine"))
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect();
+    let has = |bytes: &[u8], needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    // The engine's files are plain here: the scrubbed text is in them.
+    assert!(has(&engine, "call me on [phone]"), "the scan of the engine's files proves nothing");
+    for p in &files {
+        let bytes = std::fs::read(p).unwrap();
+        for needle in needles {
+            assert!(!has(&bytes, needle), "{needle} in {}", p.display());
+        }
+    }
+}

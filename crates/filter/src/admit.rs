@@ -252,7 +252,10 @@ impl Policy {
             // 2: fields taken from others follow them, event instants are
             // truncated, `event.username` and `binary.file_name` exist.
             // 3: interactions are defined, `interaction.duration` exists.
-            format: 3,
+            // 4: the scrubber's `phone` detector exists (`scrub.phone`):
+            // every digest of format 3 differs, as the policy's effect on
+            // free text does.
+            format: 4,
             version: self.version,
             programs: Program::ALL.iter().map(|p| (p.as_str(), self.enabled(*p))).collect(),
             fields: fields::ALL.iter().map(|f| (f.path, self.treatment(f).as_str())).collect(),
@@ -278,7 +281,7 @@ fn allowed_forms(allowed: Form) -> String {
 }
 
 /// The scrubber of a set of detectors, made once per set for the process
-/// (its expressions are compiled once; there are 64 sets at most). Each
+/// (its expressions are compiled once; there are 128 sets at most). Each
 /// thread keeps the last one it used: a batch's texts share their policy,
 /// so the process-wide map (behind a lock every connection thread shares)
 /// is consulted once per batch rather than once per text.

@@ -105,7 +105,7 @@ pub struct RedactionReport {
     interaction_not_defined: [u64; 7],
     /// [program][field][rule]
     fields: Vec<[[u64; 5]; 7]>,
-    scrubbed: [u64; 6],
+    scrubbed: [u64; crate::scrub::DETECTORS],
 }
 
 impl Default for RedactionReport {
@@ -117,7 +117,7 @@ impl Default for RedactionReport {
             kind_not_allowed: [0; 7],
             interaction_not_defined: [0; 7],
             fields: vec![[[0; 5]; 7]; fields::ALL.len()],
-            scrubbed: [0; 6],
+            scrubbed: [0; crate::scrub::DETECTORS],
         }
     }
 }

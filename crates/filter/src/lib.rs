@@ -18,8 +18,8 @@
 //! * [`RedactionReport`] — counts per program, field and [`Rule`]; never a
 //!   value.
 //! * [`Scrubber`] — detectors for emails, IPs, Luhn-valid cards, home
-//!   folders, URL credentials and tokens in free text; each can be switched
-//!   off, and [`Scrubber::find`] is a dry run.
+//!   folders, URL credentials, tokens and phone numbers in free text; each
+//!   can be switched off, and [`Scrubber::find`] is a dry run.
 //! * [`Interactions`] — the web applications and actions whose interaction
 //!   events are recorded (the policy's `[interactions]`); any other
 //!   interaction event is dropped and counted

@@ -77,11 +77,22 @@ pub struct ScrubSettings {
     pub url_credentials: bool,
     /// Bearer tokens and API keys (default on).
     pub token: bool,
+    /// Telephone numbers (default on; a policy file written before the
+    /// detector existed has it on).
+    pub phone: bool,
 }
 
 impl Default for ScrubSettings {
     fn default() -> Self {
-        Self { email: true, ip: true, card: true, home_path: true, url_credentials: true, token: true }
+        Self {
+            email: true,
+            ip: true,
+            card: true,
+            home_path: true,
+            url_credentials: true,
+            token: true,
+            phone: true,
+        }
     }
 }
 
@@ -95,6 +106,7 @@ impl ScrubSettings {
             (self.home_path, Detector::HomePath),
             (self.url_credentials, Detector::UrlCredentials),
             (self.token, Detector::Token),
+            (self.phone, Detector::Phone),
         ]
         .into_iter()
         .filter_map(|(on, d)| on.then_some(d))

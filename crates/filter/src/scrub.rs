@@ -8,6 +8,9 @@ use std::ops::Range;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+/// How many detectors there are: the length of [`Detector::ALL`].
+pub(crate) const DETECTORS: usize = Detector::ALL.len();
+
 /// A kind of identifier the scrubber finds in free text.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -28,12 +31,28 @@ pub enum Detector {
     /// Bearer tokens, JWTs, well-known API key shapes and `key=value`
     /// secrets → `[token]`.
     Token,
+    /// Telephone numbers → `[phone]`: international ones (`+` or `00`,
+    /// then 7 to 15 digits in groups apart by one space, dot or dash, or a
+    /// parenthesised group: `+33 6 12 34 56 78`, `+1 (555) 123-4567`,
+    /// `0033 6 12 34 56 78`, `+4915112345678`), and the national forms
+    /// `06 12 34 56 78` (a leading 0, then 9 digits, in pairs apart by
+    /// spaces, dots or dashes, or none) and `(555) 123-4567`,
+    /// `555-123-4567`, `555.123.4567`. Digits glued to letters or to
+    /// further digits are not a phone. Where a card or an IP address
+    /// holds the same digits, those win.
+    Phone,
 }
 
 impl Detector {
     /// Every detector, in the order overlapping matches are preferred.
-    pub const ALL: [Self; 6] =
-        [Self::UrlCredentials, Self::Token, Self::Email, Self::HomePath, Self::Card, Self::Ip];
+    ///
+    /// [`Detector::Phone`] is last: a card or an address that holds the
+    /// same digits is replaced as it was before phones were detected (the
+    /// stronger sign: a Luhn check, an address that parses), and a new
+    /// detector takes its place after the others so that their
+    /// [indices](Self::index), and the counts indexed by them, keep theirs.
+    pub const ALL: [Self; 7] =
+        [Self::UrlCredentials, Self::Token, Self::Email, Self::HomePath, Self::Card, Self::Ip, Self::Phone];
 
     /// The placeholder a match becomes.
     pub fn placeholder(self) -> &'static str {
@@ -44,6 +63,7 @@ impl Detector {
             Self::HomePath => "[user]",
             Self::UrlCredentials => "[credentials]",
             Self::Token => "[token]",
+            Self::Phone => "[phone]",
         }
     }
 
@@ -56,6 +76,7 @@ impl Detector {
             Self::HomePath => "home_path",
             Self::UrlCredentials => "url_credentials",
             Self::Token => "token",
+            Self::Phone => "phone",
         }
     }
 
@@ -68,6 +89,7 @@ impl Detector {
             Self::HomePath => 3,
             Self::Card => 4,
             Self::Ip => 5,
+            Self::Phone => 6,
         }
     }
 }
@@ -96,7 +118,7 @@ pub struct Scrubbed {
     /// The text with every match replaced by its placeholder.
     pub text: String,
     /// Matches per detector, indexed like [`Detector::ALL`].
-    pub counts: [u32; 6],
+    pub counts: [u32; DETECTORS],
 }
 
 impl Scrubbed {
@@ -110,15 +132,23 @@ impl Scrubbed {
 /// compiled then), use from any thread.
 ///
 /// ```
-/// use privtel_filter::Scrubber;
+/// use privtel_filter::{Detector, Scrubber};
 ///
 /// let s = Scrubber::default();
-/// let out = s.scrub("crash in /home/alice/app: mail bob@corp.example, card 4111 1111 1111 1111, order 1234567890123");
-/// assert_eq!(out.text, "crash in /home/[user]/app: mail [email], card [card], order 1234567890123");
+/// let out = s.scrub(
+///     "crash in /home/alice/app: mail bob@corp.example, card 4111 1111 1111 1111, \
+///      call +33 6 12 34 56 78, order 1234567890123 at 2026-12-04 14:00:00",
+/// );
+/// assert_eq!(
+///     out.text,
+///     "crash in /home/[user]/app: mail [email], card [card], \
+///      call [phone], order 1234567890123 at 2026-12-04 14:00:00",
+/// );
+/// assert_eq!(out.count(Detector::Phone), 1);
 /// ```
 #[derive(Clone, Debug)]
 pub struct Scrubber {
-    enabled: [bool; 6],
+    enabled: [bool; DETECTORS],
     email: Regex,
     ipv4: Regex,
     ipv6: Regex,
@@ -126,6 +156,7 @@ pub struct Scrubber {
     home: Regex,
     url_credentials: Regex,
     token: Regex,
+    phone: Regex,
 }
 
 impl Default for Scrubber {
@@ -146,7 +177,7 @@ fn re(pattern: &str) -> Regex {
 impl Scrubber {
     /// A scrubber with only `detectors` switched on.
     pub fn new(detectors: &[Detector]) -> Self {
-        let mut enabled = [false; 6];
+        let mut enabled = [false; DETECTORS];
         for d in detectors {
             enabled[d.index()] = true;
         }
@@ -164,6 +195,17 @@ impl Scrubber {
                 r"|\b(eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,})",
                 r"|\b((?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[baprs]-[A-Za-z0-9-]{10,})\b",
                 r"|(?i:api[_-]?key|access[_-]?token|secret|password|passwd)\s*[:=]\s*([^\s,;]+)",
+            )),
+            // Candidates only; `phone_span` decides. ASCII digits: `\d`
+            // would take any script's. International: `+` or `00`, then
+            // digits and parenthesised groups, one separator at most
+            // between them (bounded, so a retry after a refused candidate
+            // reads a bounded span). Then the national forms.
+            phone: re(concat!(
+                r"(?:\+|00)(?:[0-9]|\([0-9]{1,4}\))(?:[ .\-]?(?:[0-9]|\([0-9]{1,4}\))){0,31}",
+                r"|0[1-9](?:[0-9]{8}|(?: [0-9]{2}){4}|(?:\.[0-9]{2}){4}|(?:-[0-9]{2}){4})",
+                r"|\([2-9][0-9]{2}\) ?[0-9]{3}[-.][0-9]{4}",
+                r"|[2-9][0-9]{2}(?:-[0-9]{3}-|\.[0-9]{3}\.)[0-9]{4}",
             )),
         }
     }
@@ -206,8 +248,12 @@ impl Scrubber {
                 }
             }
         }
-        let (may_card, may_ipv4) =
-            if on(Detector::Card) || on(Detector::Ip) { may_hold(text) } else { (false, false) };
+        let (may_card, may_ipv4, may_phone) = if on(Detector::Card) || on(Detector::Ip) || on(Detector::Phone)
+        {
+            may_hold(text)
+        } else {
+            (false, false, false)
+        };
         if on(Detector::Card) && may_card {
             for m in self.card.find_iter(text) {
                 if luhn(m.as_str()) {
@@ -242,6 +288,11 @@ impl Scrubber {
                         add(Detector::Ip, m.range());
                     }
                 }
+            }
+        }
+        if on(Detector::Phone) && may_phone {
+            for (span, digits) in self.phones(text) {
+                add_phone(&mut found, span, digits);
             }
         }
         // Overlaps: the earliest match wins; at equal starts the longer;
@@ -281,7 +332,7 @@ impl Scrubber {
     /// ```
     pub fn scrub_settled(&self, text: &str) -> Option<Scrubbed> {
         let mut out = self.scrub(text);
-        if out.counts == [0; 6] {
+        if out.counts == [0; DETECTORS] {
             // Nothing found: the text as it was, settled.
             return Some(out);
         }
@@ -317,12 +368,13 @@ impl Scrubber {
     }
 }
 
-/// Whether `text` may hold a match of the card expression and of the IPv4
-/// expression: the first needs 13 digits, the second 4 digits and 3 dots;
-/// a text with fewer holds none and their expressions need not run (most
-/// texts). `\d` is any Unicode decimal digit: a text that is not ASCII
-/// counts characters (`char::is_numeric` is a superset of those digits).
-fn may_hold(text: &str) -> (bool, bool) {
+/// Whether `text` may hold a match of the card expression, of the IPv4
+/// expression and a phone number: the first needs 13 digits, the second 4
+/// digits and 3 dots, a phone 7; a text with fewer holds none and their
+/// expressions need not run (most texts). `\d` is any Unicode decimal
+/// digit: a text that is not ASCII counts characters (`char::is_numeric`
+/// is a superset of those digits).
+fn may_hold(text: &str) -> (bool, bool, bool) {
     let (digits, dots) = if text.is_ascii() {
         text.bytes().fold((0usize, 0usize), |(d, p), b| {
             (d + usize::from(b.is_ascii_digit()), p + usize::from(b == b'.'))
@@ -331,7 +383,122 @@ fn may_hold(text: &str) -> (bool, bool) {
         text.chars()
             .fold((0usize, 0usize), |(d, p), c| (d + usize::from(c.is_numeric()), p + usize::from(c == '.')))
     };
-    (digits >= 13, digits >= 4 && dots >= 3)
+    (digits >= 13, digits >= 4 && dots >= 3, digits >= MIN_PHONE_DIGITS)
+}
+
+/// The fewest digits of a phone number (after an international prefix).
+const MIN_PHONE_DIGITS: usize = 7;
+/// The most digits of a phone number (after an international prefix): an
+/// E.164 number has 15 at most.
+const MAX_PHONE_DIGITS: usize = 15;
+
+impl Scrubber {
+    /// The phone numbers in `text`: each span, and the span of its digits
+    /// (after the `+` or `00` of an international number). A candidate
+    /// refused is searched again one byte further, so one that is glued
+    /// to a word does not hide a number inside it (candidates start with
+    /// an ASCII byte, so one byte further is a character boundary).
+    fn phones(&self, text: &str) -> Vec<(Range<usize>, Range<usize>)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some(m) = self.phone.find_at(text, at) {
+            match phone_span(text.as_bytes(), m.range()) {
+                Some((span, digits)) => {
+                    at = span.end;
+                    out.push((span, digits));
+                }
+                None => at = m.start() + 1,
+            }
+        }
+        out
+    }
+}
+
+/// Whether the byte is part of a word: a letter, a digit or `_`.
+fn wordy(b: Option<&u8>) -> bool {
+    b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+}
+
+/// The phone number a candidate of the phone expression holds, if any,
+/// and the span of its digits. International (`+` or `00`): the longest
+/// run of its groups that holds at most 15 digits and ends where the
+/// candidate ends or before a space (a number followed by other numbers:
+/// `+33 6 12 34 56 78 2026`), with 7 digits at least. National: the
+/// candidate as it is. Either way not glued to what is around it: no
+/// letter, digit or `_` just before or after it, nor a dot, dash or `+`
+/// between it and a word before (`1.0012345678` is a decimal, `v2-0612…`
+/// a code), nor a dot or dash and a digit after it (a longer run of
+/// numbers: a version, an address, a uuid).
+fn phone_span(bytes: &[u8], candidate: Range<usize>) -> Option<(Range<usize>, Range<usize>)> {
+    let before =
+        candidate.start.checked_sub(1).map(|i| (&bytes[i], i.checked_sub(1).and_then(|j| bytes.get(j))));
+    if let Some((b, b2)) = before
+        && (wordy(Some(b)) || (matches!(b, b'.' | b'-' | b'+') && wordy(b2)))
+    {
+        return None;
+    }
+    let lead = match &bytes[candidate.clone()] {
+        [b'+', ..] => 1,
+        [b'0', b'0', ..] => 2,
+        _ => 0,
+    };
+    let end = if lead == 0 {
+        candidate.end
+    } else {
+        // Group by group: a run of digits, or a parenthesised group.
+        let (mut i, mut digits, mut end) = (candidate.start + lead, 0, None);
+        while i < candidate.end {
+            let group = if bytes[i] == b'(' {
+                let close = i + bytes[i..candidate.end].iter().position(|&b| b == b')')?;
+                (i..close + 1, close - i - 1)
+            } else if bytes[i].is_ascii_digit() {
+                let len = bytes[i..candidate.end].iter().take_while(|b| b.is_ascii_digit()).count();
+                (i..i + len, len)
+            } else {
+                // A separator.
+                i += 1;
+                continue;
+            };
+            digits += group.1;
+            if digits > MAX_PHONE_DIGITS {
+                break;
+            }
+            i = group.0.end;
+            if digits >= MIN_PHONE_DIGITS && (i == candidate.end || bytes[i] == b' ') {
+                end = Some(i);
+            }
+        }
+        end?
+    };
+    let after = bytes.get(end);
+    if wordy(after)
+        || (matches!(after, Some(b'.' | b'-')) && bytes.get(end + 1).is_some_and(u8::is_ascii_digit))
+    {
+        return None;
+    }
+    Some((candidate.start..end, candidate.start + lead..end))
+}
+
+/// Adds a phone number to `found`, where a card or an IP address found
+/// before meets it: a card or an address that holds every digit of the
+/// phone wins (what was replaced before phones were detected still is);
+/// otherwise the phone wins and takes in the cards and addresses it meets,
+/// so that none of its digits, nor of theirs, is left in the text.
+fn add_phone(found: &mut Vec<Finding>, span: Range<usize>, digits: Range<usize>) {
+    let meets = |f: &Finding, span: &Range<usize>| {
+        matches!(f.detector, Detector::Card | Detector::Ip)
+            && f.range.start < span.end
+            && span.start < f.range.end
+    };
+    if found.iter().any(|f| meets(f, &span) && f.range.start <= digits.start && digits.end <= f.range.end) {
+        return;
+    }
+    let mut span = span;
+    while let Some(i) = found.iter().position(|f| meets(f, &span)) {
+        let f = found.swap_remove(i);
+        span = span.start.min(f.range.start)..span.end.max(f.range.end);
+    }
+    found.push(Finding { detector: Detector::Phone, range: span });
 }
 
 /// The card numbers inside a run of digit groups (`3 4111 1111 1111 1111`)
@@ -409,9 +576,10 @@ mod tests {
             .prop_map(|parts: Vec<String>| parts.concat()),
         ) {
             let s = Scrubber::default();
-            let (card, ipv4) = may_hold(&text);
+            let (card, ipv4, phone) = may_hold(&text);
             proptest::prop_assert!(card || !s.card.is_match(&text), "card skipped in {text:?}");
             proptest::prop_assert!(ipv4 || !s.ipv4.is_match(&text), "ipv4 skipped in {text:?}");
+            proptest::prop_assert!(phone || s.phones(&text).is_empty(), "phone skipped in {text:?}");
         }
     }
 
@@ -422,9 +590,11 @@ mod tests {
             "\u{664}\u{661}\u{661}\u{661} \u{661}\u{661}\u{661}\u{661} \u{661}\u{661}\u{661}\u{661} \u{661}";
         assert!(s.card.is_match(arabic));
         assert!(may_hold(arabic).0);
-        assert_eq!(may_hold("1.2.3"), (false, false));
-        assert_eq!(may_hold("1.2.3.4"), (false, true));
-        assert_eq!(may_hold("4111 1111 1111 1"), (true, false));
+        assert_eq!(may_hold("1.2.3"), (false, false, false));
+        assert_eq!(may_hold("1.2.3.4"), (false, true, false));
+        assert_eq!(may_hold("4111 1111 1111 1"), (true, false, true));
+        assert_eq!(may_hold("+123 456"), (false, false, false));
+        assert_eq!(may_hold("+1234567"), (false, false, true));
     }
 
     #[test]
@@ -470,7 +640,224 @@ mod tests {
         (Detector::Token, "password=s3cr3t; api_key: 12345", "password=[token]; api_key: [token]"),
         (Detector::Token, "jwt eyJhbGciOi.eyJzdWIiOi.SflKxwRJSM", "jwt [token]"),
         (Detector::Token, "the bearer of news, token count 5", "the bearer of news, token count 5"),
+        (Detector::Phone, "call me on +33 6 12 34 56 78-bench", "call me on [phone]-bench"),
+        (Detector::Phone, "build 1.2.3 took 182.5 ms", "build 1.2.3 took 182.5 ms"),
     ];
+
+    /// Every form a phone number is found in, with every detector on.
+    const PHONES: &[(&str, &str)] = &[
+        ("call +33 6 12 34 56 78 now", "call [phone] now"),
+        ("call +33.6.12.34.56.78 now", "call [phone] now"),
+        ("call +33-6-12-34-56-78 now", "call [phone] now"),
+        ("office +1 (555) 123-4567.", "office [phone]."),
+        ("office +1(555)123-4567.", "office [phone]."),
+        ("london +44 20 7946 0958, ok", "london [phone], ok"),
+        ("london +44 (0)20 7946 0958", "london [phone]"),
+        ("from abroad 0033 6 12 34 56 78", "from abroad [phone]"),
+        ("mobile +4915112345679", "mobile [phone]"),
+        ("tel:+4915112345679;ext", "tel:[phone];ext"),
+        ("(+33 6 12 34 56 78)", "([phone])"),
+        ("portable 06 12 34 56 78", "portable [phone]"),
+        ("portable 06.12.34.56.78", "portable [phone]"),
+        ("portable 06-12-34-56-78", "portable [phone]"),
+        ("portable 0612345678", "portable [phone]"),
+        ("us (555) 123-4567 and (555)123-4567", "us [phone] and [phone]"),
+        ("us 555-123-4567 or 555.123.4567!", "us [phone] or [phone]!"),
+        // Followed by other numbers: the number is its first 15 digits at
+        // most, cut before a space.
+        ("+33 6 12 34 56 78 2026 12 04", "[phone] 12 04"),
+        ("+33 6 12 34 56 78 2026-12-04", "[phone] 2026-12-04"),
+        // Two in a row.
+        ("+33612345678,+33612345679", "[phone],[phone]"),
+    ];
+
+    /// Texts that hold no phone number: each comes out as it went in, but
+    /// for the other detectors' placeholders where theirs win.
+    const NOT_PHONES: &[(&str, &str)] = &[
+        (
+            "at 2026-12-04 14:00:00 and 2026-12-04T14:00:00Z",
+            "at 2026-12-04 14:00:00 and 2026-12-04T14:00:00Z",
+        ),
+        ("at 2026-12-04T14:00:00.0012345+01:00", "at 2026-12-04T14:00:00.0012345+01:00"),
+        ("on 04.12.2026 at 14.00.00", "on 04.12.2026 at 14.00.00"),
+        ("versions 1.2.3, 10.0.19045.3803 and 01.02.03", "versions 1.2.3, 10.0.19045.3803 and 01.02.03"),
+        ("from 192.168.100.200 and 10.0.0.1", "from [ip] and [ip]"),
+        ("card 4111 1111 1111 1111 and +4111111111111111", "card [card] and +[card]"),
+        ("paid +4111-1111-1111-1111", "paid +[card]"),
+        // A phone number that passes the Luhn check (one in ten of 13 to
+        // 15 digits) is a card, as it was: its digits are replaced all the same.
+        ("mobile +4915112345678 or +49 151 1234 5678", "mobile +[card] or +[card]"),
+        ("order 1234567890123 and 0012345678901234567", "order 1234567890123 and 0012345678901234567"),
+        ("startup_time 182.5 ms, ratio 0.0012345678", "startup_time 182.5 ms, ratio 0.0012345678"),
+        (
+            "id d41d8cd98f00b204e9800998ecf8427e at 0x00007fff12345678",
+            "id d41d8cd98f00b204e9800998ecf8427e at 0x00007fff12345678",
+        ),
+        ("uuid 123e4567-e89b-12d3-a456-426614174000", "uuid 123e4567-e89b-12d3-a456-426614174000"),
+        // Zeros pass the Luhn check (the phone detector alone finds nothing).
+        ("nil 00000000-0000-0000-0000-000000000000", "nil [card]-[card]"),
+        (
+            "glued a0612345678 0612345678b x+33612345678 +33612345678y",
+            "glued a0612345678 0612345678b x+33612345678 +33612345678y",
+        ),
+        (
+            "glued abc555-123-4567 555-123-4567-89 06.12.34.56.78.90",
+            "glued abc555-123-4567 555-123-4567-89 06.12.34.56.78.90",
+        ),
+        ("codes v2-0612345678 and 1.0612345678", "codes v2-0612345678 and 1.0612345678"),
+        ("short +33 6 12, offset +0100, +1 = 2, 1+1", "short +33 6 12, offset +0100, +1 = 2, 1+1"),
+        (
+            "too long +1234567890123456 and 00612345678901234567",
+            "too long +1234567890123456 and 00612345678901234567",
+        ),
+        ("at 12:30:45 on std::mem, 1/2/3", "at 12:30:45 on std::mem, 1/2/3"),
+        ("area 155-123-4567 and 0012-34", "area 155-123-4567 and 0012-34"),
+    ];
+
+    #[test]
+    fn phone_numbers_in_every_form_are_replaced() {
+        let s = Scrubber::default();
+        for (input, expected) in PHONES {
+            let out = s.scrub(input);
+            assert_eq!(out.text, *expected, "{input}");
+            assert_eq!(out.count(Detector::Phone) as usize, expected.matches("[phone]").count(), "{input}");
+            // Settled at once: a placeholder uncovers nothing.
+            assert_eq!(s.scrub(&out.text).text, out.text, "{input}");
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_phone_number_is_left_alone() {
+        let s = Scrubber::default();
+        for (input, expected) in NOT_PHONES {
+            let out = s.scrub(input);
+            assert_eq!(out.text, *expected, "{input}");
+            assert_eq!(out.count(Detector::Phone), 0, "{input}");
+        }
+        // The phone detector alone (no card to take the digits first)
+        // finds only the numbers with a `+` that pass the Luhn check.
+        let alone = Scrubber::new(&[Detector::Phone]);
+        for (input, _) in NOT_PHONES {
+            let found = alone.find(input);
+            assert_eq!(found.len(), 2 * usize::from(input.contains("+491")), "{input}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn a_phone_number_that_meets_a_card_takes_it_in() {
+        let s = Scrubber::default();
+        // The phone number's first 15 digits end inside a card: neither
+        // holds the other's digits, so one placeholder holds both.
+        let text = "call +1 4111 1111 1111 1111 now";
+        let card = Scrubber::new(&[Detector::Card]).find(text);
+        assert_eq!(card.len(), 1, "{card:?}");
+        assert_eq!(&text[card[0].range.clone()], "4111 1111 1111 1111");
+        let phone = Scrubber::new(&[Detector::Phone]).find(text);
+        assert_eq!(phone.len(), 1, "{phone:?}");
+        assert_eq!(&text[phone[0].range.clone()], "+1 4111 1111 1111");
+        let out = s.scrub(text);
+        assert!(!out.text.bytes().any(|b| b.is_ascii_digit()), "{}", out.text);
+        assert_eq!((out.count(Detector::Phone), out.count(Detector::Card)), (1, 0), "{}", out.text);
+    }
+
+    #[test]
+    fn a_placeholder_can_uncover_a_phone_number() {
+        // Glued to the email's last letter, the number is found once the
+        // email is a placeholder: the filter scrubs until a pass changes
+        // nothing.
+        let s = Scrubber::default();
+        let text = "mail a@b.example+33612345678";
+        assert_eq!(s.scrub(text).text, "mail [email]+33612345678");
+        let settled = s.scrub_settled(text).unwrap();
+        assert_eq!(settled.text, "mail [email][phone]");
+        assert_eq!((settled.count(Detector::Email), settled.count(Detector::Phone)), (1, 1));
+    }
+
+    #[test]
+    fn phone_counts_and_switch() {
+        let text = "call +33 6 12 34 56 78 or 06 12 34 56 78, mail a@b.example";
+        let out = Scrubber::default().scrub(text);
+        assert_eq!(out.text, "call [phone] or [phone], mail [email]");
+        assert_eq!(out.count(Detector::Phone), 2);
+        assert_eq!(out.count(Detector::Email), 1);
+        assert_eq!(out.counts.iter().sum::<u32>(), 3);
+        assert_eq!(Detector::Phone.to_string(), "phone");
+        assert_eq!(serde_json::to_string(&Detector::Phone).unwrap(), "\"phone\"");
+        let others: Vec<_> = Detector::ALL.into_iter().filter(|d| *d != Detector::Phone).collect();
+        let off = Scrubber::new(&others).scrub(text);
+        assert_eq!(off.text, "call +33 6 12 34 56 78 or 06 12 34 56 78, mail [email]");
+        assert_eq!(off.count(Detector::Phone), 0);
+    }
+
+    /// Text around a number, without digits or `+`, so that it cannot
+    /// lengthen the number (one glued to other digits is not one).
+    fn words() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::collection::vec("[A-Za-z,;:!?'()/_.@-]{0,10}", 0..6).prop_map(|w| w.join(" "))
+    }
+
+    /// A phone number in one of the forms the detector knows, and its
+    /// digits (after an international prefix).
+    fn phone() -> impl proptest::strategy::Strategy<Value = (String, String)> {
+        use proptest::strategy::Just;
+        let sep = || proptest::prop_oneof![Just(" "), Just("."), Just("-"), Just("")];
+        let international =
+            ("[+]|00", "[1-9][0-9]{0,2}", proptest::collection::vec("[0-9]{1,4}", 2..5), sep())
+                .prop_filter_map("7 to 15 digits", |(lead, country, groups, sep)| {
+                    let digits = format!("{country}{}", groups.concat());
+                    (7..=15)
+                        .contains(&digits.len())
+                        .then(|| (format!("{lead}{country} {}", groups.join(sep)), digits))
+                });
+        let french =
+            ("0[1-9]", proptest::collection::vec("[0-9]{2}", 4), sep()).prop_map(|(first, pairs, sep)| {
+                (format!("{first}{sep}{}", pairs.join(sep)), format!("{first}{}", pairs.concat()))
+            });
+        let american = ("[2-9][0-9]{2}", "[0-9]{3}", "[0-9]{4}", 0..3usize).prop_map(|(a, b, c, form)| {
+            let text = match form {
+                0 => format!("({a}) {b}-{c}"),
+                1 => format!("{a}-{b}-{c}"),
+                _ => format!("{a}.{b}.{c}"),
+            };
+            (text, format!("{a}{b}{c}"))
+        });
+        proptest::prop_oneof![international, french, american]
+    }
+
+    proptest::proptest! {
+        /// A phone number amid other text never survives: none of its
+        /// digits is left once scrubbed (settled, as the filter does), and
+        /// the settled text is a fixed point.
+        #[test]
+        fn a_phone_number_amid_text_never_survives(
+            before in words(),
+            (number, digits) in phone(),
+            after in words(),
+        ) {
+            let s = Scrubber::default();
+            let text = format!("{before} {number} {after}");
+            let out = s.scrub_settled(&text).expect("settles");
+            proptest::prop_assert!(!out.text.bytes().any(|b| b.is_ascii_digit()), "{text:?} -> {:?}", out.text);
+            proptest::prop_assert!(!out.text.contains(&digits));
+            proptest::prop_assert!(out.count(Detector::Phone) + out.count(Detector::Card) >= 1);
+            let again = s.scrub(&out.text).text;
+            proptest::prop_assert_eq!(again, out.text);
+        }
+
+        /// On any text the phone detector's spans are on character
+        /// boundaries, and a settled text is a fixed point.
+        #[test]
+        fn any_text_settles(text in "[ -~\u{e9}\u{660}-\u{669}]{0,60}") {
+            let s = Scrubber::default();
+            for (span, digits) in s.phones(&text) {
+                proptest::prop_assert!(text.is_char_boundary(span.start) && text.is_char_boundary(span.end));
+                proptest::prop_assert!(span.start <= digits.start && digits.end == span.end);
+            }
+            if let Some(out) = s.scrub_settled(&text) {
+                let again = s.scrub(&out.text).text;
+            proptest::prop_assert_eq!(again, out.text);
+            }
+        }
+    }
 
     #[test]
     fn every_detector_alone() {

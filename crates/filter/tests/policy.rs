@@ -350,6 +350,8 @@ fn the_filters_scrubbed_text_is_admitted_and_holds_no_card() {
         ("mail a@b.cc::1 bounced", "mail [email][ip] bounced"),
         // A digit after the card made the whole run fail the check.
         ("paid with 4111 1111 1111 1111 2", "paid with [card] 2"),
+        // The number is seen only once the email glued to it is replaced.
+        ("mail a@b.example+33612345678 now", "mail [email][phone] now"),
     ] {
         let mut raw = crash.clone();
         *crash_message(&mut raw) = Personal::Clear(clear.to_owned());
@@ -361,6 +363,60 @@ fn the_filters_scrubbed_text_is_admitted_and_holds_no_card() {
         );
         assert_eq!(policy.admits(&mut out), Ok(()), "{clear}");
     }
+}
+
+/// Phone numbers are scrubbed by default, also under a policy file
+/// written before the detector existed (no `phone` key); `phone = false`
+/// leaves them. The switch is part of the digest, so every digest changed
+/// with it (format 4): a device on an older agent is reported as running
+/// another policy (counted, never refused), and its texts are checked
+/// against the customer's detectors, phone numbers among them.
+#[test]
+fn phone_numbers_are_scrubbed_by_default_and_the_switch_is_in_the_digest() {
+    use privtel_filter::{Detector, FilterBuilder};
+    use privtel_model::{Generalised, Personal};
+    let old_file = "version = 2\n[scrub]\nemail = true\nip = true\ncard = true\nhome_path = true\n\
+                    url_credentials = true\ntoken = true\n";
+    let old = Policy::from_toml(old_file).unwrap();
+    assert!(old.scrub.phone, "on when the file does not name it");
+    assert!(old.scrub.detectors().contains(&Detector::Phone));
+    let explicit = Policy::from_toml(&format!("{old_file}phone = true\n")).unwrap();
+    assert_eq!(old, explicit);
+    assert_eq!(old.digest(), explicit.digest(), "spelling out the default changes nothing");
+    let off = Policy::from_toml(&format!("{old_file}phone = false\n")).unwrap();
+    assert!(!off.scrub.detectors().contains(&Detector::Phone));
+    assert_ne!(off.digest(), old.digest());
+    // The default policy's digest, pinned: it changes with the canonical
+    // form (`format` in `Policy::digest`) and with any default, and every
+    // device then reports another policy until its agent is updated.
+    assert_eq!(
+        hex(&Policy::default().digest()),
+        DEFAULT_DIGEST,
+        "the default policy's digest changed: bump the digest's format and this pin together"
+    );
+    assert_ne!(DEFAULT_DIGEST, FORMAT_3_DEFAULT_DIGEST);
+
+    let crash = fixture("crash_report");
+    for (policy, expected) in
+        [(old, "works well, call me on [phone]"), (off, "works well, call me on +33 6 12 34 56 78")]
+    {
+        let filter = FilterBuilder::new().policy(policy.clone()).build();
+        let mut raw = crash.clone();
+        *crash_message(&mut raw) = Personal::Clear("works well, call me on +33 6 12 34 56 78".into());
+        let mut out = filter.apply(raw, &mut Default::default()).unwrap().into_record();
+        assert_eq!(*crash_message(&mut out), Personal::Generalised(Generalised::Text(expected.into())));
+        assert_eq!(policy.admits(&mut out), Ok(()));
+    }
+}
+
+/// [`Policy::default`]'s digest (format 4, the `phone` switch on).
+const DEFAULT_DIGEST: &str = "a2c43284dff619524d701f627a6b1513647870a9f9d99dc785900b0eaa1d77a6";
+/// What an agent from before the phone detector sends for the same policy
+/// (format 3, no `phone` switch): the service counts it as outdated.
+const FORMAT_3_DEFAULT_DIGEST: &str = "192aa2d3b73ed89e9a4af587cad4b17fdb31381125eb3e9bafcdfc0b4808473a";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A 6to4 address (`2002::/16`) holds a whole IPv4 address in bits 16 to

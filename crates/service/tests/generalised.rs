@@ -4,6 +4,7 @@
 //! free text as the policy's scrubber leaves it), refuses the record with
 //! its code, and nothing of it reaches the engine's files.
 
+use privtel_filter::{Detector, Scrubber};
 use privtel_model::{
     DurationBucket, EventBody, Generalised, IpPrefix, Personal, Program, Record, RecordBody, TimeBucket,
     TimeUnit,
@@ -32,6 +33,24 @@ fn event_body(record: &mut Record) -> &mut EventBody {
     }
 }
 
+/// Sends `stored` then `refused` in one batch of acme's dev-1: the first
+/// is stored, the second refused on its own with the field-form code (not
+/// retryable). The refusal's reason.
+fn second_refused(
+    service: &std::sync::Arc<privtel_service::Service>,
+    stored: Record,
+    refused: Record,
+) -> String {
+    let mut conn = connect(service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let ack = send(&mut conn, batch(service, "acme", 1, vec![stored, refused]));
+    assert_eq!(ack.accepted_up_to, 2);
+    assert_eq!(ack.rejections.len(), 1, "{:?}", ack.rejections);
+    let r = &ack.rejections[0];
+    assert_eq!((r.seq, r.code, r.retryable), (2, RejectCode::FIELD_FORM, false));
+    r.reason.clone()
+}
+
 #[test]
 fn unscrubbed_free_text_tagged_generalised_is_refused_and_not_stored() {
     let dir = tempfile::tempdir().unwrap();
@@ -46,19 +65,45 @@ fn unscrubbed_free_text_tagged_generalised_is_refused_and_not_stored() {
     c.message = Personal::Generalised(Generalised::Text(format!(
         "panic at /home/alice.martin/app.rs: mail {CANARY}, card 4111 1111 1111 1111"
     )));
-    let mut conn = connect(&service, peer("acme", "dev-1"));
-    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
-    let ack = send(&mut conn, batch(&service, "acme", 1, vec![scrubbed, crash]));
-    assert_eq!(ack.accepted_up_to, 2);
-    assert_eq!(ack.rejections.len(), 1, "{:?}", ack.rejections);
-    let r = &ack.rejections[0];
-    assert_eq!((r.seq, r.code, r.retryable), (2, RejectCode::FIELD_FORM, false));
     assert_eq!(
-        r.reason,
+        second_refused(&service, scrubbed, crash),
         "field crash_report.message arrived generalised, but not as the policy generalises it"
     );
     assert_eq!(service.engine().record_count().unwrap(), 1);
     for needle in [CANARY, "alice.martin", "4111 1111"] {
+        assert!(!in_engine_files(dir.path(), needle), "{needle} reached the engine's files");
+    }
+}
+
+/// An agent built before the scrubber found phone numbers settled its
+/// free text under the detectors it had: the number is still in it. The
+/// customer's policy scrubs phone numbers (on by default), so the service
+/// refuses that text as it refuses any other it would scrub, per record,
+/// with the record's code, and stores none of it.
+#[test]
+fn a_phone_number_an_older_agent_left_in_free_text_is_refused_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_with(dir.path(), Settings::from_toml("[customers.acme]\n").unwrap());
+    let records = admissible(&service, "acme", "c", Program::SupportTelemetry);
+    let mut feedback = event(&records, "feedback");
+    // Today's filter scrubs the fixture's number: that record is stored.
+    let scrubbed = feedback.clone();
+    let EventBody::Feedback(f) = event_body(&mut feedback) else { unreachable!() };
+    assert_eq!(f.text, Personal::Generalised(Generalised::Text("works well, call me on [phone]-c".into())));
+    let without_phone: Vec<_> = Detector::ALL.into_iter().filter(|d| *d != Detector::Phone).collect();
+    let older =
+        Scrubber::new(&without_phone).scrub_settled("works well, call me on +33 6 12 34 56 78-c").unwrap();
+    assert_eq!(older.text, "works well, call me on +33 6 12 34 56 78-c", "settled for the older agent");
+    f.text = Personal::Generalised(Generalised::Text(older.text));
+    assert_eq!(
+        second_refused(&service, scrubbed, feedback),
+        "field feedback.text arrived generalised, but not as the policy generalises it"
+    );
+    assert_eq!(service.engine().record_count().unwrap(), 1);
+    // The engine's files are plain here: the stored text is in them, the
+    // number in no form.
+    assert!(in_engine_files(dir.path(), "call me on [phone]"), "the scan proves nothing");
+    for needle in ["+33 6 12", "12 34 56 78", "612345678"] {
         assert!(!in_engine_files(dir.path(), needle), "{needle} reached the engine's files");
     }
 }
