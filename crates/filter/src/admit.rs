@@ -189,9 +189,7 @@ impl Policy {
                 (ValueKind::Url | ValueKind::Host, Generalised::IpPrefix(p)) => prefix_fits(p),
                 // Settled: one more pass of the policy's scrubber changes
                 // nothing (the filter scrubs until it does).
-                (ValueKind::FreeText, Generalised::Text(t)) => {
-                    scrubber(&self.scrub.detectors()).scrub(t).text == *t
-                }
+                (ValueKind::FreeText, Generalised::Text(t)) => scrubber(&self.scrub).is_settled(t),
                 _ => false,
             },
             PersonalMut::Ip(Personal::Generalised(Generalised::IpPrefix(p))) => prefix_fits(p),
@@ -280,21 +278,21 @@ fn allowed_forms(allowed: Form) -> String {
     if allowed == Form::Withheld { "only withheld".to_owned() } else { format!("{allowed} or withheld") }
 }
 
-/// The scrubber of a set of detectors, made once per set for the process
+/// The scrubber of the detectors `settings` switch on, made once per set for the process
 /// (its expressions are compiled once; there are 128 sets at most). Each
 /// thread keeps the last one it used: a batch's texts share their policy,
 /// so the process-wide map (behind a lock every connection thread shares)
 /// is consulted once per batch rather than once per text.
-fn scrubber(detectors: &[Detector]) -> Arc<Scrubber> {
+fn scrubber(settings: &crate::policy::ScrubSettings) -> Arc<Scrubber> {
     thread_local! {
-        static LAST: std::cell::RefCell<Option<(Vec<Detector>, Arc<Scrubber>)>> =
+        static LAST: std::cell::RefCell<Option<(crate::policy::ScrubSettings, Arc<Scrubber>)>> =
             const { std::cell::RefCell::new(None) };
     }
     LAST.with_borrow_mut(|last| match last {
-        Some((set, made)) if set.as_slice() == detectors => Arc::clone(made),
+        Some((set, made)) if set == settings => Arc::clone(made),
         _ => {
-            let made = shared_scrubber(detectors);
-            *last = Some((detectors.to_vec(), Arc::clone(&made)));
+            let made = shared_scrubber(&settings.detectors());
+            *last = Some((settings.clone(), Arc::clone(&made)));
             made
         }
     })
