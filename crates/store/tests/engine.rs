@@ -390,3 +390,16 @@ fn a_damaged_digest_is_an_error_not_a_guess() {
         "mention digest",
     );
 }
+
+/// The workspace builds the bundled SQLite with a larger lookaside
+/// (`.cargo/config.toml`): the multi-row inserts bind 64 payloads at once,
+/// and with SQLite's default most of their copies were allocated and freed
+/// with malloc (`docs/PERFORMANCE.md`). A build that lost the setting shows
+/// here rather than only as a slower benchmark.
+#[test]
+fn the_bundled_sqlite_has_the_workspace_lookaside() {
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    let mut stmt = conn.prepare("PRAGMA compile_options").unwrap();
+    let options: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    assert!(options.iter().any(|o| o == "DEFAULT_LOOKASIDE=1200,512"), "{options:?}");
+}
