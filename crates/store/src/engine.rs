@@ -1673,7 +1673,8 @@ enum Encoded {
 
 /// One record ready for its rows. `Debug` shows no payload nor user id.
 struct EncodedRecord {
-    user: Option<String>,
+    /// Shared by the batch's records that name the same person.
+    user: Option<Arc<str>>,
     /// Keyed digest of `user` (suppression check).
     user_digest: Option<Digest>,
     found: Vec<(MentionKind, Digest)>,
@@ -1778,9 +1779,10 @@ impl Encoder {
             Some(keys) if records.iter().any(Option::is_some) => keys.current(&customer).map(Some),
             _ => Ok(self.key.clone()),
         };
-        // The digest of the batch's last user: a device's records mostly
-        // name one person, hashed once.
-        let mut last_user: Option<(UserId, Digest)> = None;
+        // The batch's last user, its digest and its name as the rows hold
+        // it: a device's records mostly name one person, hashed and copied
+        // once.
+        let mut last_user: Option<(UserId, Digest, Arc<str>)> = None;
         let records = records
             .into_iter()
             .map(|r| {
@@ -1806,19 +1808,20 @@ impl Encoder {
         customer: &str,
         received: Timestamp,
         key: Option<&AtRestKey>,
-        last_user: &mut Option<(UserId, Digest)>,
+        last_user: &mut Option<(UserId, Digest, Arc<str>)>,
     ) -> Result<EncodedRecord> {
         let found = mentions(record, customer, &self.secret);
-        let user = record.body.user();
-        let user_digest = user.map(|u| match last_user {
-            Some((last, digest)) if last == u => *digest,
-            _ => {
-                let digest = self.secret.user(customer, u);
-                *last_user = Some((u.clone(), digest));
-                digest
-            }
-        });
-        let user = user.map(|u| u.as_str().to_owned());
+        let (user_digest, user) = match record.body.user() {
+            None => (None, None),
+            Some(u) => match last_user {
+                Some((last, digest, name)) if last == u => (Some(*digest), Some(Arc::clone(name))),
+                _ => {
+                    let (digest, name) = (self.secret.user(customer, u), Arc::<str>::from(u.as_str()));
+                    *last_user = Some((u.clone(), digest, Arc::clone(&name)));
+                    (Some(digest), Some(name))
+                }
+            },
+        };
         let (key_id, payload) = seal(record, key)?;
         Ok(EncodedRecord {
             user,
@@ -2017,9 +2020,9 @@ fn write_batch(
         }
         let user_id = match &record.user {
             None => None,
-            Some(u) if last_user.is_some_and(|(last, _)| last == u.as_str()) => last_user.map(|(_, id)| id),
+            Some(u) if last_user.is_some_and(|(last, _)| last == &**u) => last_user.map(|(_, id)| id),
             Some(u) => {
-                let key = (customer_id, u.clone());
+                let key = (customer_id, u.to_string());
                 let id = match ctx
                     .mirror
                     .users
@@ -2029,13 +2032,13 @@ fn write_batch(
                 {
                     Some(id) => *id,
                     None => {
-                        insert_user.execute(params![customer_id, u]).op("registering a user")?;
+                        insert_user.execute(params![customer_id, &**u]).op("registering a user")?;
                         let id = conn.last_insert_rowid();
                         added.users.insert(key, id);
                         id
                     }
                 };
-                last_user = Some((u.as_str(), id));
+                last_user = Some((&**u, id));
                 Some(id)
             }
         };
