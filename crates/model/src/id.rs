@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -45,13 +46,21 @@ macro_rules! text_id {
         ///
         /// The text form is 1 to 64 ASCII letters, digits, `.`, `_`, `-` or `:`;
         /// anything else is rejected by [`FromStr`] and by deserialization.
+        ///
+        /// The text is shared: a clone is a reference count, and the
+        /// records of a batch that name the same id, decoded one after the
+        /// other on a thread, share one copy of it (see the
+        /// `Deserialize` implementation).
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         /// Validated as [`FromStr`] does (as `try_from = "String"` did),
         /// from a borrowed text where the format lends one: checked before
         /// it is copied, and a binary format's text is not first copied
-        /// into a zeroed buffer.
+        /// into a zeroed buffer. The last id of this kind decoded on the
+        /// thread is kept, and an id equal to it is a clone of it: a batch's
+        /// records mostly name one device and one person, and each copy
+        /// was an allocation and a free a record.
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
                 struct Text;
@@ -61,8 +70,14 @@ macro_rules! text_id {
                         f.write_str("a string")
                     }
                     fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<$name, E> {
+                        thread_local! {
+                            static LAST: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
+                        }
                         $name::check(v).map_err(E::custom)?;
-                        Ok($name(v.to_owned()))
+                        Ok($name(LAST.with_borrow_mut(|last| match last {
+                            Some(id) if **id == *v => Arc::clone(id),
+                            _ => Arc::clone(last.insert(Arc::from(v))),
+                        })))
                     }
                     fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<$name, E> {
                         $name::new(v).map_err(E::custom)
@@ -95,7 +110,7 @@ macro_rules! text_id {
             pub fn new(id: impl Into<String>) -> Result<Self> {
                 let id = id.into();
                 Self::check(&id)?;
-                Ok(Self(id))
+                Ok(Self(Arc::from(id)))
             }
 
             /// Whether `id` is one ([`Self::new`]'s checks).
@@ -115,9 +130,9 @@ macro_rules! text_id {
                 &self.0
             }
 
-            /// The id as an owned `String`.
+            /// The id as an owned `String` (a copy of the shared text).
             pub fn into_string(self) -> String {
-                self.0
+                self.0.to_string()
             }
         }
 
@@ -149,7 +164,7 @@ macro_rules! text_id {
 
         impl From<$name> for String {
             fn from(id: $name) -> Self {
-                id.0
+                id.into_string()
             }
         }
     };
@@ -192,7 +207,7 @@ impl UserId {
     pub fn from_pseudonym(p: &crate::Pseudonym) -> Self {
         // `k`, up to ten digits, `:` and 32 hex digits: at most 44 bytes of
         // the id alphabet.
-        Self(p.to_string())
+        Self(Arc::from(p.to_string()))
     }
 
     /// The pseudonym this id is the text form of, if it is one. The text
@@ -218,12 +233,12 @@ impl UserId {
     /// # Ok::<(), privtel_model::Error>(())
     /// ```
     pub fn withheld() -> Self {
-        Self(WITHHELD_USER_ID.to_owned())
+        Self(Arc::from(WITHHELD_USER_ID))
     }
 
     /// Whether this is [`UserId::withheld`]'s reserved text.
     pub fn is_withheld(&self) -> bool {
-        self.0 == WITHHELD_USER_ID
+        *self.0 == *WITHHELD_USER_ID
     }
 }
 
@@ -400,6 +415,38 @@ impl BatchId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equal_ids_decoded_one_after_another_share_their_text_and_bad_ones_are_still_refused() {
+        let ids: Vec<DeviceId> = serde_json::from_str(r#"["dev-1", "dev-1", "dev-2", "dev-1"]"#).unwrap();
+        assert!(Arc::ptr_eq(&ids[0].0, &ids[1].0), "the same id twice in a row: one copy");
+        assert!(!Arc::ptr_eq(&ids[1].0, &ids[3].0), "only the last id is kept");
+        assert_eq!(
+            ids.iter().map(DeviceId::as_str).collect::<Vec<_>>(),
+            ["dev-1", "dev-1", "dev-2", "dev-1"]
+        );
+        // A refused text is not kept: the next good one is checked and
+        // decoded as always.
+        let err = serde_json::from_str::<DeviceId>(r#""bob@corp.example""#).unwrap_err();
+        assert!(err.to_string().contains("device id"), "{err}");
+        assert!(!err.to_string().contains("bob"), "the refused text is not repeated: {err}");
+        let again: DeviceId = serde_json::from_str(r#""dev-1""#).unwrap();
+        assert!(Arc::ptr_eq(&again.0, &ids[3].0));
+        // Each kind keeps its own: a user id equal to a device id's text is
+        // a user id.
+        let user: UserId = serde_json::from_str(r#""dev-1""#).unwrap();
+        assert_eq!(user.as_str(), "dev-1");
+        // Through the wire's binary format too, and a clone shares the text.
+        let bytes = bincode::serde::encode_to_vec(&ids, bincode::config::standard()).unwrap();
+        let (back, _): (Vec<DeviceId>, _) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard().with_limit::<1024>())
+                .unwrap();
+        assert_eq!(back, ids);
+        assert!(Arc::ptr_eq(&back[0].0, &back[1].0));
+        let clone = back[2].clone();
+        assert!(Arc::ptr_eq(&clone.0, &back[2].0));
+        assert_eq!(clone.into_string(), "dev-2");
+    }
 
     #[test]
     fn ids_print_as_the_formatter_would() {
