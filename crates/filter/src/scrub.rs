@@ -229,7 +229,9 @@ impl Scrubber {
                 }
             }
         }
-        if on(Detector::Token) {
+        // `captures_iter` allocates its groups before it searches: most
+        // texts hold no token, and `is_match` finds that without them.
+        if on(Detector::Token) && self.token.is_match(text) {
             for c in self.token.captures_iter(text) {
                 if let Some(m) = c.iter().skip(1).flatten().next() {
                     add(Detector::Token, m.range());
