@@ -6,7 +6,7 @@
 use std::fmt;
 
 use aes_gcm::aead::rand_core::RngCore as _;
-use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use privtel_model::{KeyId, Record};
 
@@ -204,6 +204,47 @@ pub fn seal(record: &Record, key: Option<&AtRestKey>) -> Result<(Option<u32>, Ve
     seal_encoded(encode(record)?, key)
 }
 
+/// [`seal`], appending the payload to `out` (a batch's one buffer for
+/// all its records' payloads): the key id. Sealed in place: the nonce,
+/// the record's JSON encrypted where it was written, the tag. On `Err`,
+/// `out` may hold part of a payload after what it held: the caller
+/// truncates it.
+///
+/// # Errors
+///
+/// As [`seal`].
+pub(crate) fn seal_into(record: &Record, key: Option<&AtRestKey>, out: &mut Vec<u8>) -> Result<Option<u32>> {
+    let Some(key) = key else {
+        encode_into(record, out)?;
+        return Ok(None);
+    };
+    let nonce = random_nonce();
+    let start = out.len() + NONCE_LEN;
+    out.extend_from_slice(&nonce);
+    encode_into(record, out)?;
+    let tag = key
+        .cipher
+        .encrypt_in_place_detached(&Nonce::from(nonce), &key.id.to_le_bytes(), &mut out[start..])
+        .map_err(|_| Error::Encode("encryption failed".into()))?;
+    out.extend_from_slice(&tag);
+    Ok(Some(key.id))
+}
+
+/// [`encode`], appending to `out`.
+fn encode_into(record: &Record, out: &mut Vec<u8>) -> Result<()> {
+    let start = out.len();
+    if crate::json::write(out, record).is_err() {
+        // The same bytes, by `serde_json` (or its error).
+        out.truncate(start);
+        serde_json::to_writer(&mut *out, record).map_err(|e| Error::Encode(e.to_string()))?;
+    }
+    let len = out.len() - start;
+    if len > MAX_RECORD_BYTES {
+        return Err(Error::Encode(format!("{len} bytes, expected at most {MAX_RECORD_BYTES}")));
+    }
+    Ok(())
+}
+
 /// A record in [`Format::CURRENT`], not sealed: the first half of [`seal`].
 ///
 /// # Errors
@@ -212,14 +253,7 @@ pub fn seal(record: &Record, key: Option<&AtRestKey>) -> Result<(Option<u32>, Ve
 pub fn encode(record: &Record) -> Result<Vec<u8>> {
     // Most records' JSON fits: one allocation, no regrowth.
     let mut plain = Vec::with_capacity(512);
-    if crate::json::write(&mut plain, record).is_err() {
-        // The same bytes, by `serde_json` (or its error).
-        plain.clear();
-        serde_json::to_writer(&mut plain, record).map_err(|e| Error::Encode(e.to_string()))?;
-    }
-    if plain.len() > MAX_RECORD_BYTES {
-        return Err(Error::Encode(format!("{} bytes, expected at most {MAX_RECORD_BYTES}", plain.len())));
-    }
+    encode_into(record, &mut plain)?;
     Ok(plain)
 }
 
@@ -429,6 +463,42 @@ pub fn program_code(p: privtel_model::Program) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_sealed_into_one_buffer_open_one_by_one_as_seal_s_do() {
+        let records = privtel_testkit::fixtures::records("into");
+        for key in [None, Some(AtRestKey::new(KeyId::new(9), [7; 32]))] {
+            let mut out = b"held before".to_vec();
+            let mut spans = Vec::new();
+            for r in &records {
+                let start = out.len();
+                let key_id = seal_into(r, key.as_ref(), &mut out).unwrap();
+                assert_eq!(key_id, key.as_ref().map(AtRestKey::id).map(KeyId::get));
+                spans.push((key_id, start..out.len()));
+            }
+            assert!(out.starts_with(b"held before"), "what the buffer held is kept");
+            for (r, (key_id, span)) in records.iter().zip(spans) {
+                let payload = &out[span];
+                let opened = unseal(1, Format::CURRENT.code(), key_id, payload, key.as_ref()).unwrap();
+                assert_eq!(&opened, r);
+                let json = encode(r).unwrap();
+                match &key {
+                    None => assert_eq!(payload, &json[..], "unsealed: the JSON itself"),
+                    Some(_) => {
+                        assert_eq!(payload.len(), NONCE_LEN + json.len() + 16, "nonce, ciphertext, tag");
+                        assert!(
+                            !payload.windows(16).any(|w| json.windows(16).any(|j| j == w)),
+                            "no run of the JSON"
+                        );
+                        // seal's payload of the same record opens the same way.
+                        let (id, sealed) = seal(r, key.as_ref()).unwrap();
+                        assert_eq!(id, key_id);
+                        assert_eq!(unseal(2, Format::CURRENT.code(), id, &sealed, key.as_ref()).unwrap(), *r);
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn nonces_never_repeat_across_refills_and_threads() {

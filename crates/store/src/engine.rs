@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::aggregate::{self, Fold};
-use crate::codec::{AtRestKey, Format, nanos, program_code, record_time, seal, unseal};
+use crate::codec::{AtRestKey, Format, nanos, program_code, record_time, seal_into, unseal};
 use crate::error::{Context as _, Error, Result};
 use crate::keys::KeyStore;
 use crate::lifecycle::{CopyStats, CustomerDeletion};
@@ -1634,6 +1634,9 @@ pub struct EncodedBatch {
     /// `None`: refused by the service. An encoding error is kept and raised
     /// only if the record is stored (a duplicate is never encoded twice).
     records: Vec<Option<Result<Encoded>>>,
+    /// The rows' payloads, one after the other ([`EncodedRecord::payload`]
+    /// says where each is): one buffer a batch, not one a record.
+    payloads: Vec<u8>,
     /// The encoder's [`Secret::check`]: a batch encoded for another store
     /// is refused, not mixed in.
     check: Digest,
@@ -1684,7 +1687,8 @@ struct EncodedRecord {
     recorded_at: i64,
     event_id: Option<i64>,
     key_id: Option<u32>,
-    payload: Vec<u8>,
+    /// Where its payload is in its batch's [`EncodedBatch::payloads`].
+    payload: std::ops::Range<usize>,
 }
 
 impl std::fmt::Debug for EncodedRecord {
@@ -1783,6 +1787,8 @@ impl Encoder {
         // it: a device's records mostly name one person, hashed and copied
         // once.
         let mut last_user: Option<(UserId, Digest, Arc<str>)> = None;
+        // Most records' JSON is a few hundred bytes.
+        let mut payloads = Vec::with_capacity(records.len() * 384);
         let records = records
             .into_iter()
             .map(|r| {
@@ -1793,13 +1799,13 @@ impl Encoder {
                         return Ok(Encoded::Fold(Fold::of(&record, industry, received)));
                     }
                     let key = key.as_ref().map_err(copy_error)?;
-                    self.encode_record(&mut record, c, received, key.as_ref(), &mut last_user)
+                    self.encode_record(&mut record, c, received, key.as_ref(), &mut last_user, &mut payloads)
                         .map(Encoded::Row)
                 })
             })
             .collect();
         let tombstone = tombstone(&self.secret, c);
-        EncodedBatch { customer, device, seq, records, check: self.secret.check(), tombstone }
+        EncodedBatch { customer, device, seq, records, payloads, check: self.secret.check(), tombstone }
     }
 
     fn encode_record(
@@ -1809,6 +1815,7 @@ impl Encoder {
         received: Timestamp,
         key: Option<&AtRestKey>,
         last_user: &mut Option<(UserId, Digest, Arc<str>)>,
+        payloads: &mut Vec<u8>,
     ) -> Result<EncodedRecord> {
         let found = mentions(record, customer, &self.secret);
         let (user_digest, user) = match record.body.user() {
@@ -1822,7 +1829,9 @@ impl Encoder {
                 }
             },
         };
-        let (key_id, payload) = seal(record, key)?;
+        let start = payloads.len();
+        let key_id = seal_into(record, key, payloads).inspect_err(|_| payloads.truncate(start))?;
+        let payload = start..payloads.len();
         Ok(EncodedRecord {
             user,
             user_digest,
@@ -1884,7 +1893,7 @@ fn ingest_batch(
     added: &mut Added,
     batch: &EncodedBatch,
 ) -> std::result::Result<IngestOutcome, BatchError> {
-    let EncodedBatch { customer, device, seq, records, tombstone, .. } = batch;
+    let EncodedBatch { customer, device, seq, records, payloads, tombstone, .. } = batch;
     if ctx.mirror.deleted.contains(tombstone) {
         return Err(BatchError::Refused(Error::CustomerDeleted));
     }
@@ -1927,8 +1936,17 @@ fn ingest_batch(
         };
         return Err(BatchError::Refused(Error::Encode(reason)));
     }
-    write_batch(conn, ctx, added, (c, known), (device, device_id), seq, (high_water, new_stream), records)
-        .map_err(BatchError::Failed)
+    write_batch(
+        conn,
+        ctx,
+        added,
+        (c, known),
+        (device, device_id),
+        seq,
+        (high_water, new_stream),
+        (records, payloads),
+    )
+    .map_err(BatchError::Failed)
 }
 
 /// The writes of a checked batch.
@@ -1941,7 +1959,7 @@ fn write_batch(
     (device, known_device): (&DeviceId, Option<i64>),
     seq: Sequence,
     (high_water, new_stream): (u64, bool),
-    records: &[Option<Result<Encoded>>],
+    (records, payloads): (&[Option<Result<Encoded>>], &[u8]),
 ) -> Result<IngestOutcome> {
     let Sequence { stream, first_seq, skipped } = seq;
     let now = ctx.now;
@@ -1988,7 +2006,7 @@ fn write_batch(
     let mut last_user: Option<(&str, i64)> = None;
     // Rows waiting for their insert: written up to [`ROWS_AT_ONCE`] to a
     // statement, each event id once among them.
-    let mut rows = Rows { customer_id, device_id, stored_at: nanos(now), pending: Vec::new() };
+    let mut rows = Rows { customer_id, device_id, stored_at: nanos(now), payloads, pending: Vec::new() };
     for (i, record) in records.iter().enumerate() {
         // In range: check_range bounded the last one by i64::MAX.
         let seq = first_seq + i as u64;
@@ -2116,6 +2134,8 @@ struct Rows<'a> {
     customer_id: i64,
     device_id: i64,
     stored_at: i64,
+    /// The batch's payloads ([`EncodedBatch::payloads`]).
+    payloads: &'a [u8],
     pending: Vec<(&'a EncodedRecord, Option<i64>)>,
 }
 
@@ -2181,9 +2201,11 @@ impl<'a> Rows<'a> {
         let sql = SQL[size].get_or_init(|| insert_rows_sql(rows.len()));
         let mut insert = conn.prepare_cached(sql).op("preparing an ingest")?;
         let format = Format::CURRENT.code();
+        let payloads: Vec<&[u8]> =
+            rows.iter().map(|(record, _)| &self.payloads[record.payload.clone()]).collect();
         let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(4 + 8 * rows.len());
         values.extend([&self.customer_id as &dyn rusqlite::ToSql, &self.device_id, &self.stored_at, &format]);
-        for (record, user_id) in rows {
+        for ((record, user_id), payload) in rows.iter().zip(&payloads) {
             values.extend([
                 user_id as &dyn rusqlite::ToSql,
                 &record.class,
@@ -2192,7 +2214,7 @@ impl<'a> Rows<'a> {
                 &record.recorded_at,
                 &record.event_id,
                 &record.key_id,
-                &record.payload,
+                payload,
             ]);
         }
         let stored = insert.execute(params_from_iter(values)).op("storing records")?;
@@ -2232,7 +2254,7 @@ impl<'a> Rows<'a> {
                     record.event_id,
                     Format::CURRENT.code(),
                     record.key_id,
-                    record.payload
+                    &self.payloads[record.payload.clone()]
                 ])
             })
             .op("storing a record")?;
