@@ -72,11 +72,14 @@ pub type ServerStream = StreamOwned<ServerConnection, Socket>;
 /// `setsockopt` where there was one a read).
 ///
 /// When a socket read fills the buffer it was given (rustls asks for 4 KiB
-/// at a time), more is likely waiting: the next read takes up to
-/// [`READ_AHEAD`] bytes in one call and hands them out from a buffer of the
-/// socket's own, which is freed once it is drained (an idle connection
-/// holds none). Nothing read ahead is lost while the `Socket` lives; only
-/// [`into_inner`](Self::into_inner) drops it (see there).
+/// at a time), more is likely waiting: the next read takes what is there,
+/// up to [`READ_AHEAD`] bytes, in one call without waiting (the socket is
+/// non-blocking for that call only), and hands it out from a buffer of
+/// the socket's own, freed once drained; if nothing is there, it waits
+/// on the caller's buffer as any read does. The buffer is never held
+/// across a wait: a connection that is idle, or that filled one read and
+/// went silent, holds none. Nothing read ahead is lost while the `Socket`
+/// lives; only [`into_inner`](Self::into_inner) drops it (see there).
 #[derive(Debug)]
 pub struct Socket {
     tcp: TcpStream,
@@ -210,9 +213,10 @@ fn fit(
     match current_deadline().and_then(|c| c.at) {
         Some(at) => {
             let now = Instant::now();
+            // Within the slack either way (`abs_diff` of instants: no
+            // sum that could overflow near the end of time).
             if let Some(ends) = fitted.and_then(|t| now.checked_add(t))
-                && ends <= at + FIT_SLACK
-                && at <= ends + FIT_SLACK
+                && ends.max(at).duration_since(ends.min(at)) <= FIT_SLACK
             {
                 return Ok(());
             }
@@ -249,15 +253,26 @@ impl Read for Socket {
             return Ok(n);
         }
         self.fit_read_timeout()?;
-        if !self.ahead.full || buf.len() >= READ_AHEAD {
-            let n = self.tcp.read(buf)?;
-            self.ahead.full = n == buf.len();
-            return Ok(n);
+        if self.ahead.full && buf.len() < READ_AHEAD {
+            // More is likely waiting: what is there, without waiting, into
+            // a buffer of the socket's own. Never held across a wait: a
+            // peer that filled one read and went silent costs no buffer.
+            let mut ahead = vec![0; READ_AHEAD];
+            self.tcp.set_nonblocking(true)?;
+            let got = self.tcp.read(&mut ahead);
+            self.tcp.set_nonblocking(false)?;
+            match got {
+                Ok(n) => {
+                    self.ahead = Ahead { buf: ahead, start: 0, end: n, full: n == READ_AHEAD };
+                    return Ok(self.ahead.take(buf));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.ahead.full = false,
+                Err(e) => return Err(e),
+            }
         }
-        let mut ahead = vec![0; READ_AHEAD];
-        let n = self.tcp.read(&mut ahead)?;
-        self.ahead = Ahead { buf: ahead, start: 0, end: n, full: n == READ_AHEAD };
-        Ok(self.ahead.take(buf))
+        let n = self.tcp.read(buf)?;
+        self.ahead.full = n == buf.len();
+        Ok(n)
     }
 }
 
@@ -631,6 +646,27 @@ mod tests {
         drop(client);
         assert_eq!(socket.read(&mut buf).unwrap(), 0, "the end of the stream");
         assert_eq!(socket.ahead.buf.capacity(), 0, "an idle socket holds no read-ahead buffer");
+    }
+
+    #[test]
+    fn a_peer_that_fills_one_read_and_goes_silent_costs_no_read_ahead_buffer() {
+        let (mut client, server) = pair();
+        client.write_all(&[7u8; 4096]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut socket = Socket::new(server);
+        let mut buf = [0u8; 4096];
+        assert_eq!(socket.read(&mut buf).unwrap(), 4096);
+        assert!(socket.ahead.full, "the read filled its buffer");
+        let _scope = Scope::enter(Some(Clock::start(DeadlineKind::Frame, Duration::from_millis(100))));
+        let err = socket.read(&mut buf).unwrap_err();
+        assert!(matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{err}");
+        assert_eq!(socket.ahead.buf.capacity(), 0, "nothing was there: no buffer of its own");
+        assert!(!socket.ahead.full);
+        // The socket waits again: bytes that come later are read.
+        client.write_all(b"late").unwrap();
+        let _later = Scope::enter(Some(Clock::start(DeadlineKind::Frame, Duration::from_secs(5))));
+        assert_eq!(socket.read(&mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"late");
     }
 
     #[test]
