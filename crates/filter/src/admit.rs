@@ -278,8 +278,9 @@ fn allowed_forms(allowed: Form) -> String {
     if allowed == Form::Withheld { "only withheld".to_owned() } else { format!("{allowed} or withheld") }
 }
 
-/// The scrubber of the detectors `settings` switch on, made once per set for the process
-/// (its expressions are compiled once; there are 128 sets at most). Each
+/// The scrubber of the detectors `settings` switch on, made once per set
+/// for the process (its expressions are compiled once; there are 128 sets
+/// at most). Each
 /// thread keeps the last one it used: a batch's texts share their policy,
 /// so the process-wide map (behind a lock every connection thread shares)
 /// is consulted once per batch rather than once per text.

@@ -408,26 +408,13 @@ fn write() {
     spool.append_for(&[(privtel_testkit::bench::feature_event(8, now, 1), None)], now).unwrap();
     drop(spool);
     let mut engine = SqliteEngine::open(out.join("wave3-engine.db"), EngineOptions::default()).unwrap();
-    let dev = |d: &str| DeviceId::new(d).unwrap();
-    engine
-        .ingest(&acme(), &dev("dev-0001"), WAVE3_STREAM, 1, fixtures::golden_records("golden"), now)
-        .unwrap();
-    engine.ingest(&acme(), &dev("dev-0002"), WAVE3_STREAM, 1, erased_records(), now).unwrap();
-    let request = ErasureRequest::new("req-1", UserId::new("u-2000").unwrap(), now);
-    engine.erase_person(&acme(), &request, now).unwrap();
-    engine.record_verdicts(&acme(), &[binary_verdict()], &[domain_verdict()], now).unwrap();
+    fill_engine(&mut engine, now);
     drop(engine);
 
     let mut engine = SqliteEngine::open(out.join("streams7-engine.db"), EngineOptions::default()).unwrap();
-    engine
-        .ingest(&acme(), &dev("dev-0001"), WAVE3_STREAM, 1, fixtures::golden_records("golden"), now)
-        .unwrap();
-    engine.ingest(&acme(), &dev("dev-0002"), WAVE3_STREAM, 1, erased_records(), now).unwrap();
-    let request = ErasureRequest::new("req-1", UserId::new("u-2000").unwrap(), now);
-    engine.erase_person(&acme(), &request, now).unwrap();
-    engine.record_verdicts(&acme(), &[binary_verdict()], &[domain_verdict()], now).unwrap();
+    fill_engine(&mut engine, now);
     let day = now.checked_add(time::Duration::days(1)).unwrap();
-    engine.ingest(&acme(), &dev("dev-0001"), STREAMS7_LATER, 1, Vec::new(), day).unwrap();
+    engine.ingest(&acme(), &DeviceId::new("dev-0001").unwrap(), STREAMS7_LATER, 1, Vec::new(), day).unwrap();
     drop(engine);
 
     let keys = Arc::new(
@@ -436,6 +423,13 @@ fn write() {
     );
     let mut engine =
         SqliteEngine::open(out.join("keys1-engine.db"), EngineOptions::default().key_store(keys)).unwrap();
+    fill_engine(&mut engine, now);
+}
+
+/// What every golden engine holds: the golden records of `dev-0001`,
+/// `u-2000`'s records of `dev-0002` erased, and one verdict of each kind.
+fn fill_engine(engine: &mut SqliteEngine, now: privtel_model::Timestamp) {
+    let dev = |d: &str| DeviceId::new(d).unwrap();
     engine
         .ingest(&acme(), &dev("dev-0001"), WAVE3_STREAM, 1, fixtures::golden_records("golden"), now)
         .unwrap();

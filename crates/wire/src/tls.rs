@@ -252,7 +252,6 @@ impl Read for Socket {
         if n > 0 {
             return Ok(n);
         }
-        self.fit_read_timeout()?;
         if self.ahead.full && buf.len() < READ_AHEAD {
             // More is likely waiting: what is there, without waiting, into
             // a buffer of the socket's own. Never held across a wait: a
@@ -270,6 +269,8 @@ impl Read for Socket {
                 Err(e) => return Err(e),
             }
         }
+        // Only a read that may wait needs its timeout fitted.
+        self.fit_read_timeout()?;
         let n = self.tcp.read(buf)?;
         self.ahead.full = n == buf.len();
         Ok(n)
