@@ -633,3 +633,50 @@ fn a_customers_messages_removed_at_contract_end_are_erased_from_the_stream_s_fil
     assert!(!held("u-CANARYGONE31"), "the removed message is erased from the stream's files");
     assert!(held("u-CANARYKEPT32"), "the other customer's message stays");
 }
+
+/// Where a NATS server started with `-sd dir` keeps the stream `name`.
+fn stream_dir(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    dir.join("jetstream").join("$G").join("streams").join(name)
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and NATS: set PRIVTEL_PG_URL and PRIVTEL_NATS_URL"]
+fn a_stream_whose_store_cannot_be_made_for_a_moment_is_created_once_it_can() {
+    let _ = nats_url(); // a NATS installation: this test runs a server of its own
+    let nats = OwnNats::start();
+    let options = stream_options(&nats.url());
+    // A file where the server would make the stream's folder: it answers
+    // 10049 ("error creating store for stream") until the file goes.
+    let blocker = stream_dir(nats.dir.path(), &options.stream);
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"in the way").unwrap();
+    let remover = {
+        let blocker = blocker.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(250));
+            std::fs::remove_file(&blocker).unwrap();
+        })
+    };
+    let front = Publisher::connect(options).expect("created once the folder can be made");
+    remover.join().unwrap();
+    assert!(blocker.is_dir(), "the server made the stream's folder");
+    front.publish(batch("acme", "dev-s", 0, 5, now()), now(), "").unwrap();
+    assert_eq!(front.lag().unwrap(), 1);
+
+    // A store that never can be made is reported, after a bounded number
+    // of tries, with where to look.
+    let other = stream_options(&nats.url());
+    std::fs::write(stream_dir(nats.dir.path(), &other.stream), b"in the way").unwrap();
+    let started = std::time::Instant::now();
+    match Publisher::connect(other) {
+        Err(JetStreamError::Stream { op, message }) => {
+            assert_eq!(op, "creating the stream");
+            assert!(message.contains("error creating store for stream"), "{message}");
+            assert!(message.contains("the nats server's log names the cause"), "{message}");
+            assert!(message.contains("after 5 attempt(s)"), "{message}");
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("a stream was created where its folder cannot be"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "the tries are bounded: {:?}", started.elapsed());
+}

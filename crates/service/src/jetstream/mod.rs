@@ -486,10 +486,7 @@ impl Link {
             num_replicas: o.replicas.max(1),
             ..Default::default()
         };
-        let stream = self
-            .runtime
-            .block_on(self.js.get_or_create_stream(config))
-            .map_err(|e| JetStreamError::Stream { op: "creating the stream", message: e.to_string() })?;
+        let stream = self.create_stream(config)?;
         let consumer = consumer::pull::Config {
             durable_name: Some(o.consumer.clone()),
             ack_policy: consumer::AckPolicy::Explicit,
@@ -501,6 +498,32 @@ impl Link {
             .block_on(stream.get_or_create_consumer(&o.consumer, consumer))
             .map_err(|e| JetStreamError::Stream { op: "creating the consumer", message: e.to_string() })?;
         Ok(())
+    }
+
+    /// Gets or creates the stream. A server that fails to create the
+    /// stream's store answers 10049 ("error creating store for stream")
+    /// and writes the cause only to its own log; the failure is often
+    /// passing (a store directory being torn down, a moment without file
+    /// descriptors), so it is tried [`STORE_ATTEMPTS`] times, waiting a
+    /// little longer each time, before it is reported.
+    fn create_stream(&self, config: stream::Config) -> Result<stream::Stream, JetStreamError> {
+        let mut attempt = 1;
+        loop {
+            match self.runtime.block_on(self.js.get_or_create_stream(config.clone())) {
+                Ok(stream) => return Ok(stream),
+                Err(e) if attempt < STORE_ATTEMPTS && store_failed(&e) => {
+                    std::thread::sleep(Duration::from_millis(100 * u64::from(attempt)));
+                    attempt += 1;
+                }
+                Err(e) => {
+                    let hint = if store_failed(&e) { " (the nats server's log names the cause)" } else { "" };
+                    return Err(JetStreamError::Stream {
+                        op: "creating the stream",
+                        message: format!("{e}{hint}, after {attempt} attempt(s)"),
+                    });
+                }
+            }
+        }
     }
 
     fn consumer(&self) -> Result<consumer::PullConsumer, JetStreamError> {
@@ -522,6 +545,18 @@ impl Link {
             .map_err(|e| JetStreamError::Stream { op: "reading the consumer", message: e.to_string() })?;
         Ok(info.num_pending + info.num_ack_pending as u64)
     }
+}
+
+/// How many times creating the stream is tried when the server fails to
+/// create its store (see [`Link::create_stream`]): about 1.5 s in all.
+const STORE_ATTEMPTS: u32 = 5;
+
+/// JetStream's "error creating store for stream" (10049).
+const STREAM_CREATE: jetstream::ErrorCode = jetstream::ErrorCode(10049);
+
+/// Whether `e` is the server's failure to create the stream's store.
+fn store_failed(e: &jetstream::context::CreateStreamError) -> bool {
+    matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(err) if err.error_code() == STREAM_CREATE)
 }
 
 /// The front-end's side: publishes accepted batches (see the module
