@@ -32,14 +32,16 @@ pub enum Detector {
     /// secrets → `[token]`.
     Token,
     /// Telephone numbers → `[phone]`: international ones (`+` or `00`,
-    /// then 7 to 15 digits in groups apart by one space, dot or dash, or a
+    /// then 7 to 15 digits in groups apart by a space, dot or dash, or a
     /// parenthesised group: `+33 6 12 34 56 78`, `+1 (555) 123-4567`,
-    /// `0033 6 12 34 56 78`, `+4915112345678`), and the national forms
-    /// `06 12 34 56 78` (a leading 0, then 9 digits, in pairs apart by
-    /// spaces, dots or dashes, or none) and `(555) 123-4567`,
-    /// `555-123-4567`, `555.123.4567`. Digits glued to letters or to
-    /// further digits are not a phone. Where a card or an IP address
-    /// holds the same digits, those win.
+    /// `0033 6 12 34 56 78`, `00 33 6 12 34 56 78`, `+4915112345678`), and
+    /// the national forms `06 12 34 56 78` (a leading 0, then 9 digits, in
+    /// pairs apart by spaces, dots or dashes, or none) and
+    /// `(555) 123-4567`, `(555) 123 4567`, `555-123-4567`, `555.123.4567`.
+    /// A space is one or two spaces or a no-break space (U+00A0, U+202F).
+    /// Digits glued to letters or to further digits are not a phone, nor
+    /// one run of digits glued to `_`. Where a card or an IP address holds
+    /// the same digits, those win.
     Phone,
 }
 
@@ -201,10 +203,13 @@ impl Scrubber {
             // digits and parenthesised groups, one separator at most
             // between them (bounded, so a retry after a refused candidate
             // reads a bounded span). Then the national forms.
+            // A space is one or two spaces, or a no-break space (U+00A0,
+            // or U+202F, which French typography puts between the pairs).
             phone: re(concat!(
-                r"(?:\+|00)(?:[0-9]|\([0-9]{1,4}\))(?:[ .\-]?(?:[0-9]|\([0-9]{1,4}\))){0,31}",
-                r"|0[1-9](?:[0-9]{8}|(?: [0-9]{2}){4}|(?:\.[0-9]{2}){4}|(?:-[0-9]{2}){4})",
-                r"|\([2-9][0-9]{2}\) ?[0-9]{3}[-.][0-9]{4}",
+                r"(?:\+|00(?: {1,2}|\u{A0}|\u{202F})?)(?:[0-9]|\([0-9]{1,4}\))",
+                r"(?:(?:[.\-]| {1,2}|\u{A0}|\u{202F})?(?:[0-9]|\([0-9]{1,4}\))){0,31}",
+                r"|0[1-9](?:[0-9]{8}|(?:(?: {1,2}|\u{A0}|\u{202F})[0-9]{2}){4}|(?:\.[0-9]{2}){4}|(?:-[0-9]{2}){4})",
+                r"|\([2-9][0-9]{2}\) ?[0-9]{3}[-. ][0-9]{4}",
                 r"|[2-9][0-9]{2}(?:-[0-9]{3}-|\.[0-9]{3}\.)[0-9]{4}",
             )),
         }
@@ -451,6 +456,12 @@ fn wordy(b: Option<&u8>) -> bool {
     b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
 }
 
+/// Whether a space starts at `i`: an ASCII space, or a no-break space
+/// (U+00A0 or U+202F) in UTF-8.
+fn spacey(bytes: &[u8], i: usize) -> bool {
+    matches!(bytes.get(i..), Some([b' ', ..] | [0xc2, 0xa0, ..] | [0xe2, 0x80, 0xaf, ..]))
+}
+
 /// The phone number a candidate of the phone expression holds, if any,
 /// and the span of its digits. International (`+` or `00`): the longest
 /// run of its groups that holds at most 15 digits and ends where the
@@ -462,16 +473,29 @@ fn wordy(b: Option<&u8>) -> bool {
 /// a code), nor a dot or dash and a digit after it (a longer run of
 /// numbers: a version, an address, a uuid).
 fn phone_span(bytes: &[u8], candidate: Range<usize>) -> Option<(Range<usize>, Range<usize>)> {
+    let text = &bytes[candidate.clone()];
+    // A number written with a `+` or apart (`06 12 34 56 78`) is no word:
+    // `_` around it is emphasis (`_+33 6 12 34 56 78_`), not an
+    // identifier, which is one run of digits (`id_0612345678`).
+    let apart = text[0] == b'+' || !text.iter().all(u8::is_ascii_digit);
+    let word = |b: Option<&u8>| wordy(b) && !(apart && b == Some(&b'_'));
     let before =
         candidate.start.checked_sub(1).map(|i| (&bytes[i], i.checked_sub(1).and_then(|j| bytes.get(j))));
     if let Some((b, b2)) = before
-        && (wordy(Some(b)) || (matches!(b, b'.' | b'-' | b'+') && wordy(b2)))
+        // A dot after a letter ends a label (`Tel.0612345678`); after a
+        // digit it makes a decimal (`1.0012345678`). A dash or `+` after a
+        // word makes a code (`v2-0612345678`).
+        && (word(Some(b))
+            || (*b == b'.' && b2.is_some_and(|c| c.is_ascii_digit() || *c == b'_'))
+            || (matches!(b, b'-' | b'+') && wordy(b2)))
     {
         return None;
     }
-    let lead = match &bytes[candidate.clone()] {
+    // The international prefix (`+`, `00`, `00 `): up to the first digit
+    // or parenthesised group.
+    let lead = match text {
         [b'+', ..] => 1,
-        [b'0', b'0', ..] => 2,
+        [b'0', b'0', ..] => 2 + text[2..].iter().take_while(|b| !b.is_ascii_digit() && **b != b'(').count(),
         _ => 0,
     };
     let end = if lead == 0 {
@@ -496,14 +520,14 @@ fn phone_span(bytes: &[u8], candidate: Range<usize>) -> Option<(Range<usize>, Ra
                 break;
             }
             i = group.0.end;
-            if digits >= MIN_PHONE_DIGITS && (i == candidate.end || bytes[i] == b' ') {
+            if digits >= MIN_PHONE_DIGITS && (i == candidate.end || spacey(bytes, i)) {
                 end = Some(i);
             }
         }
         end?
     };
     let after = bytes.get(end);
-    if wordy(after)
+    if word(after)
         || (matches!(after, Some(b'.' | b'-')) && bytes.get(end + 1).is_some_and(u8::is_ascii_digit))
     {
         return None;
@@ -849,6 +873,25 @@ mod tests {
         ("+33 6 12 34 56 78 2026-12-04", "[phone] 2026-12-04"),
         // Two in a row.
         ("+33612345678,+33612345679", "[phone],[phone]"),
+        // A label glued with a dot.
+        ("Tel.+33 6 12 34 56 78", "Tel.[phone]"),
+        ("Tel.0612345678 ou tél.06 12 34 56 78", "Tel.[phone] ou tél.[phone]"),
+        // No-break spaces (U+202F between French pairs, U+00A0) and
+        // double spaces.
+        ("appeler le +33\u{202f}6\u{202f}12\u{202f}34\u{202f}56\u{202f}78.", "appeler le [phone]."),
+        ("appeler le 06\u{202f}12\u{202f}34\u{202f}56\u{202f}78.", "appeler le [phone]."),
+        ("+33\u{a0}6\u{a0}12\u{a0}34\u{a0}56\u{a0}78 ok", "[phone] ok"),
+        ("06\u{a0}12\u{a0}34\u{a0}56\u{a0}78 ok", "[phone] ok"),
+        ("call +33 6  12  34  56  78 or 06  12  34  56  78", "call [phone] or [phone]"),
+        ("+33\u{202f}6\u{202f}12\u{202f}34\u{202f}56\u{202f}78\u{202f}2026\u{202f}12", "[phone]\u{202f}12"),
+        // A space after `00`.
+        ("depuis 00 33 6 12 34 56 78", "depuis [phone]"),
+        ("depuis 00\u{a0}33 6 12 34 56 78", "depuis [phone]"),
+        // Emphasis around a number written apart.
+        ("_+33 6 12 34 56 78_ or *06 12 34 56 78*", "_[phone]_ or *[phone]*"),
+        ("_06.12.34.56.78_", "_[phone]_"),
+        // An American area code in parentheses, then a space.
+        ("us (555) 123 4567", "us [phone]"),
     ];
 
     /// Texts that hold no phone number: each comes out as it went in, but
@@ -892,6 +935,10 @@ mod tests {
         ),
         ("at 12:30:45 on std::mem, 1/2/3", "at 12:30:45 on std::mem, 1/2/3"),
         ("area 155-123-4567 and 0012-34", "area 155-123-4567 and 0012-34"),
+        // Identifiers: one run of digits glued to `_` on either side, or
+        // after a dot after a digit or `_`.
+        ("ids x_0612345678 0612345678_y a_.0612345678", "ids x_0612345678 0612345678_y a_.0612345678"),
+        ("runs 00 12 and 00\u{a0}3, at 14:00  00", "runs 00 12 and 00\u{a0}3, at 14:00  00"),
     ];
 
     #[test]
@@ -975,22 +1022,36 @@ mod tests {
         proptest::collection::vec("[A-Za-z,;:!?'()/_.@-]{0,10}", 0..6).prop_map(|w| w.join(" "))
     }
 
-    /// A phone number in one of the forms the detector knows, and its
-    /// digits (after an international prefix).
-    fn phone() -> impl proptest::strategy::Strategy<Value = (String, String)> {
+    /// A phone number in one of the forms the detector knows, its digits
+    /// (after an international prefix), and that prefix.
+    fn phone() -> impl proptest::strategy::Strategy<Value = (String, String, String)> {
         use proptest::strategy::Just;
-        let sep = || proptest::prop_oneof![Just(" "), Just("."), Just("-"), Just("")];
+        let sep = || {
+            proptest::prop_oneof![
+                Just(" "),
+                Just("."),
+                Just("-"),
+                Just(""),
+                Just("  "),
+                Just("\u{a0}"),
+                Just("\u{202f}")
+            ]
+        };
         let international =
-            ("[+]|00", "[1-9][0-9]{0,2}", proptest::collection::vec("[0-9]{1,4}", 2..5), sep())
+            ("[+]|00|00 |00\u{a0}", "[1-9][0-9]{0,2}", proptest::collection::vec("[0-9]{1,4}", 2..5), sep())
                 .prop_filter_map("7 to 15 digits", |(lead, country, groups, sep)| {
                     let digits = format!("{country}{}", groups.concat());
                     (7..=15)
                         .contains(&digits.len())
-                        .then(|| (format!("{lead}{country} {}", groups.join(sep)), digits))
+                        .then(|| (format!("{lead}{country} {}", groups.join(sep)), digits, lead))
                 });
         let french =
             ("0[1-9]", proptest::collection::vec("[0-9]{2}", 4), sep()).prop_map(|(first, pairs, sep)| {
-                (format!("{first}{sep}{}", pairs.join(sep)), format!("{first}{}", pairs.concat()))
+                (
+                    format!("{first}{sep}{}", pairs.join(sep)),
+                    format!("{first}{}", pairs.concat()),
+                    String::new(),
+                )
             });
         let american = ("[2-9][0-9]{2}", "[0-9]{3}", "[0-9]{4}", 0..3usize).prop_map(|(a, b, c, form)| {
             let text = match form {
@@ -998,7 +1059,7 @@ mod tests {
                 1 => format!("{a}-{b}-{c}"),
                 _ => format!("{a}.{b}.{c}"),
             };
-            (text, format!("{a}{b}{c}"))
+            (text, format!("{a}{b}{c}"), String::new())
         });
         proptest::prop_oneof![international, french, american]
     }
@@ -1010,13 +1071,17 @@ mod tests {
         #[test]
         fn a_phone_number_amid_text_never_survives(
             before in words(),
-            (number, digits) in phone(),
+            (number, digits, lead) in phone(),
             after in words(),
         ) {
             let s = Scrubber::default();
             let text = format!("{before} {number} {after}");
             let out = s.scrub_settled(&text).expect("settles");
-            proptest::prop_assert!(!out.text.bytes().any(|b| b.is_ascii_digit()), "{text:?} -> {:?}", out.text);
+            // Where a card holds every digit, the prefix stays before it
+            // (`+[card]`, `00 [card]`): no digit of the number is left.
+            let left = out.text.bytes().filter(u8::is_ascii_digit).count();
+            let prefix = lead.starts_with("00") && out.text.contains(&format!("{lead}[card]"));
+            proptest::prop_assert!(left == 0 || (prefix && left == 2), "{text:?} -> {:?}", out.text);
             proptest::prop_assert!(!out.text.contains(&digits));
             proptest::prop_assert!(out.count(Detector::Phone) + out.count(Detector::Card) >= 1);
             let again = s.scrub(&out.text).text;

@@ -108,6 +108,42 @@ fn a_phone_number_an_older_agent_left_in_free_text_is_refused_and_not_stored() {
     }
 }
 
+/// Forms the phone detector of the day before left in free text (a label
+/// glued with a dot, no-break spaces, `00` and a space, emphasis): an
+/// agent built then settles them as they are; the service, which finds
+/// them, refuses each of those records and stores none of their digits.
+#[test]
+fn phone_numbers_the_previous_detector_missed_are_refused_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_with(dir.path(), Settings::from_toml("[customers.acme]\n").unwrap());
+    let records = admissible(&service, "acme", "c", Program::SupportTelemetry);
+    let feedback = event(&records, "feedback");
+    let forms = [
+        "Tel.0687654321 merci",
+        "appelez le 06\u{202f}87\u{202f}65\u{202f}43\u{202f}21",
+        "from abroad 00 33 6 87 65 43 21",
+        "_+33 6 87 65 43 21_ anytime",
+    ];
+    let mut batch_records = vec![feedback.clone()];
+    for form in forms {
+        let mut r = feedback.clone();
+        let EventBody::Feedback(f) = event_body(&mut r) else { unreachable!() };
+        f.text = Personal::Generalised(Generalised::Text(form.into()));
+        batch_records.push(r);
+    }
+    let mut conn = connect(&service, peer("acme", "dev-1"));
+    conn.client_handshake(&hello("acme", "dev-1", 1)).unwrap();
+    let ack = send(&mut conn, batch(&service, "acme", 1, batch_records));
+    assert_eq!(ack.accepted_up_to, 5);
+    let refused: Vec<_> = ack.rejections.iter().map(|r| (r.seq, r.code, r.retryable)).collect();
+    assert_eq!(refused, (2..=5).map(|seq| (seq, RejectCode::FIELD_FORM, false)).collect::<Vec<_>>());
+    assert_eq!(service.engine().record_count().unwrap(), 1);
+    assert!(in_engine_files(dir.path(), "call me on [phone]"), "the scan proves nothing");
+    for needle in ["87 65 43 21", "0687654321", "87\u{202f}65"] {
+        assert!(!in_engine_files(dir.path(), needle), "{needle} reached the engine's files");
+    }
+}
+
 #[test]
 fn generalised_values_of_another_kind_or_finer_than_the_policy_are_refused() {
     const SETTINGS: &str = r#"
