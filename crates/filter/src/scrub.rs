@@ -32,16 +32,18 @@ pub enum Detector {
     /// secrets → `[token]`.
     Token,
     /// Telephone numbers → `[phone]`: international ones (`+` or `00`,
-    /// then 7 to 15 digits in groups apart by a space, dot or dash, or a
-    /// parenthesised group: `+33 6 12 34 56 78`, `+1 (555) 123-4567`,
-    /// `0033 6 12 34 56 78`, `00 33 6 12 34 56 78`, `+4915112345678`), and
+    /// then 7 to 15 digits, the first not a 0, in groups apart by a space,
+    /// dot or dash, or a parenthesised group: `+33 6 12 34 56 78`,
+    /// `+1 (555) 123-4567`, `0033 6 12 34 56 78`, `00 33 6 12 34 56 78`
+    /// after a space, `+4915112345678`), and
     /// the national forms `06 12 34 56 78` (a leading 0, then 9 digits, in
     /// pairs apart by spaces, dots or dashes, or none) and
     /// `(555) 123-4567`, `(555) 123 4567`, `555-123-4567`, `555.123.4567`.
     /// A space is one or two spaces or a no-break space (U+00A0, U+202F).
     /// Digits glued to letters or to further digits are not a phone, nor
-    /// one run of digits glued to `_`. Where a card or an IP address holds
-    /// the same digits, those win.
+    /// a long run of digits glued to `_`, nor digits after a dot after a
+    /// word other than a phone label (`Tel.`, `Mob.`, …). Where a card or
+    /// an IP address holds the same digits, those win.
     Phone,
 }
 
@@ -206,10 +208,10 @@ impl Scrubber {
             // A space is one or two spaces, or a no-break space (U+00A0,
             // or U+202F, which French typography puts between the pairs).
             phone: re(concat!(
-                r"(?:\+|00(?: {1,2}|\u{A0}|\u{202F})?)(?:[0-9]|\([0-9]{1,4}\))",
+                r"(?:\+|00(?: {1,2}|\u{A0}|\u{202F})?)(?:[1-9]|\([0-9]{1,4}\))",
                 r"(?:(?:[.\-]| {1,2}|\u{A0}|\u{202F})?(?:[0-9]|\([0-9]{1,4}\))){0,31}",
                 r"|0[1-9](?:[0-9]{8}|(?:(?: {1,2}|\u{A0}|\u{202F})[0-9]{2}){4}|(?:\.[0-9]{2}){4}|(?:-[0-9]{2}){4})",
-                r"|\([2-9][0-9]{2}\) ?[0-9]{3}[-. ][0-9]{4}",
+                r"|\([2-9][0-9]{2}\)(?: {1,2}|\u{A0}|\u{202F})?[0-9]{3}(?:[-.]| {1,2}|\u{A0}|\u{202F})[0-9]{4}",
                 r"|[2-9][0-9]{2}(?:-[0-9]{3}-|\.[0-9]{3}\.)[0-9]{4}",
             )),
         }
@@ -462,6 +464,24 @@ fn spacey(bytes: &[u8], i: usize) -> bool {
     matches!(bytes.get(i..), Some([b' ', ..] | [0xc2, 0xa0, ..] | [0xe2, 0x80, 0xaf, ..]))
 }
 
+/// The words that label a telephone number, lowercase.
+const PHONE_LABELS: &[&str] =
+    &["tel", "tél", "phone", "ph", "tfn", "fax", "mob", "mobile", "cell", "gsm", "port", "no", "nr", "num"];
+
+/// Whether the word that ends at the dot `bytes[dot]` labels a telephone
+/// number (`Tel.`, `Tél.`, `Mob.`): the letters before the dot, at most
+/// 12 bytes, after a byte that is not part of a word.
+fn phone_label(bytes: &[u8], dot: usize) -> bool {
+    let letter = |b: &u8| b.is_ascii_alphabetic() || *b >= 0x80;
+    // At most 13 bytes back: a longer word is no label, and the cost of a
+    // candidate stays bounded whatever precedes it.
+    let len = bytes[..dot].iter().rev().take(13).take_while(|b| letter(b)).count();
+    (1..=12).contains(&len)
+        && !bytes[..dot - len].last().is_some_and(letter)
+        && std::str::from_utf8(&bytes[dot - len..dot])
+            .is_ok_and(|w| PHONE_LABELS.iter().any(|label| w.to_lowercase() == *label))
+}
+
 /// The phone number a candidate of the phone expression holds, if any,
 /// and the span of its digits. International (`+` or `00`): the longest
 /// run of its groups that holds at most 15 digits and ends where the
@@ -474,23 +494,6 @@ fn spacey(bytes: &[u8], i: usize) -> bool {
 /// numbers: a version, an address, a uuid).
 fn phone_span(bytes: &[u8], candidate: Range<usize>) -> Option<(Range<usize>, Range<usize>)> {
     let text = &bytes[candidate.clone()];
-    // A number written with a `+` or apart (`06 12 34 56 78`) is no word:
-    // `_` around it is emphasis (`_+33 6 12 34 56 78_`), not an
-    // identifier, which is one run of digits (`id_0612345678`).
-    let apart = text[0] == b'+' || !text.iter().all(u8::is_ascii_digit);
-    let word = |b: Option<&u8>| wordy(b) && !(apart && b == Some(&b'_'));
-    let before =
-        candidate.start.checked_sub(1).map(|i| (&bytes[i], i.checked_sub(1).and_then(|j| bytes.get(j))));
-    if let Some((b, b2)) = before
-        // A dot after a letter ends a label (`Tel.0612345678`); after a
-        // digit it makes a decimal (`1.0012345678`). A dash or `+` after a
-        // word makes a code (`v2-0612345678`).
-        && (word(Some(b))
-            || (*b == b'.' && b2.is_some_and(|c| c.is_ascii_digit() || *c == b'_'))
-            || (matches!(b, b'-' | b'+') && wordy(b2)))
-    {
-        return None;
-    }
     // The international prefix (`+`, `00`, `00 `): up to the first digit
     // or parenthesised group.
     let lead = match text {
@@ -498,6 +501,31 @@ fn phone_span(bytes: &[u8], candidate: Range<usize>) -> Option<(Range<usize>, Ra
         [b'0', b'0', ..] => 2 + text[2..].iter().take_while(|b| !b.is_ascii_digit() && **b != b'(').count(),
         _ => 0,
     };
+    // `00` and a space is a prefix only before a country code (1 to 3
+    // digits, then a space) and after a bracket, a label, or a space that
+    // follows no digit: not a time's seconds or a decimal's zeros before a
+    // count (`14:32:00 4194304`, `12,00 1234567`), nor a column of numbers
+    // (`00 00 12 34 56 78`).
+    if lead > 2 {
+        let code = text[lead..].iter().take_while(|b| b.is_ascii_digit()).count();
+        let after_space = match candidate.start.checked_sub(1) {
+            None => true,
+            Some(i) => {
+                let space = if matches!(bytes[i], b' ' | b'\t' | b'\n' | b'\r') {
+                    Some(i)
+                } else {
+                    [1, 2].into_iter().filter_map(|k| i.checked_sub(k)).find(|&j| spacey(bytes, j))
+                };
+                match space {
+                    Some(s) => !s.checked_sub(1).is_some_and(|j| bytes[j].is_ascii_digit()),
+                    None => bytes[i] == b'(' || (bytes[i] == b'.' && phone_label(bytes, i)),
+                }
+            }
+        };
+        if !(1..=3).contains(&code) || lead + code == text.len() || !after_space {
+            return None;
+        }
+    }
     let end = if lead == 0 {
         candidate.end
     } else {
@@ -526,6 +554,28 @@ fn phone_span(bytes: &[u8], candidate: Range<usize>) -> Option<(Range<usize>, Ra
         }
         end?
     };
+    // A number written with a `+` or apart (`06 12 34 56 78`, `0033 6 …`:
+    // its first run of digits is short) is no word: `_` around it is
+    // emphasis (`_+33 6 12 34 56 78_`), not an identifier, which starts
+    // with a long run of digits (`id_0612345678`, `user_0012345678 1`).
+    let apart = bytes[candidate.start] == b'+'
+        || bytes[candidate.start..end].iter().take_while(|b| b.is_ascii_digit()).count() <= 4;
+    let word = |b: Option<&u8>| wordy(b) && !(apart && b == Some(&b'_'));
+    if let Some(i) = candidate.start.checked_sub(1) {
+        let b2 = i.checked_sub(1).and_then(|j| bytes.get(j));
+        let glued = match bytes[i] {
+            // After a word, a dot makes a decimal (`1.0012345678`) or a
+            // name (`app.log.0612345678`), unless the word is a phone
+            // label (`Tel.0612345678`).
+            b'.' => wordy(b2) && !phone_label(bytes, i),
+            // A dash or `+` after a word makes a code (`v2-0612345678`).
+            b'-' | b'+' => wordy(b2),
+            b => word(Some(&b)),
+        };
+        if glued {
+            return None;
+        }
+    }
     let after = bytes.get(end);
     if word(after)
         || (matches!(after, Some(b'.' | b'-')) && bytes.get(end + 1).is_some_and(u8::is_ascii_digit))
@@ -892,6 +942,14 @@ mod tests {
         ("_06.12.34.56.78_", "_[phone]_"),
         // An American area code in parentheses, then a space.
         ("us (555) 123 4567", "us [phone]"),
+        ("us (555)\u{a0}123\u{a0}4567 or (555)  123  4567", "us [phone] or [phone]"),
+        // Labels, any case, and an ellipsis.
+        (
+            "TÉL.06 12 34 56 78, Mob.+33612345678, Fax.0033 1 23 45 67 89",
+            "TÉL.[phone], Mob.[phone], Fax.[phone]",
+        ),
+        ("call me...06 12 34 56 78", "call me...[phone]"),
+        ("(00 33 6 12 34 56 78)", "([phone])"),
     ];
 
     /// Texts that hold no phone number: each comes out as it went in, but
@@ -939,6 +997,23 @@ mod tests {
         // after a dot after a digit or `_`.
         ("ids x_0612345678 0612345678_y a_.0612345678", "ids x_0612345678 0612345678_y a_.0612345678"),
         ("runs 00 12 and 00\u{a0}3, at 14:00  00", "runs 00 12 and 00\u{a0}3, at 14:00  00"),
+        // Zeros before a count: a time's seconds, a decimal, a value.
+        ("14:32:00 4194304 bytes at 14:00 1500000", "14:32:00 4194304 bytes at 14:00 1500000"),
+        ("12,00 1234567 and count=00 1234567", "12,00 1234567 and count=00 1234567"),
+        ("2026-12-04 17:27:00 12345678 events", "2026-12-04 17:27:00 12345678 events"),
+        // Thousands apart by no-break spaces, as French typography writes
+        // them, and zeros in a dump.
+        (
+            "2\u{202f}000\u{202f}000\u{202f}000 € and 8\u{a0}000\u{a0}000\u{a0}000",
+            "2\u{202f}000\u{202f}000\u{202f}000 € and 8\u{a0}000\u{a0}000\u{a0}000",
+        ),
+        ("10 000 100 000 1 000 000, id=00 00 12 34 56 78", "10 000 100 000 1 000 000, id=00 00 12 34 56 78"),
+        // An identifier whatever follows it, and names that are no label.
+        ("user_0012345678 1 and id_0033612345678 9 rows", "user_0012345678 1 and id_0033612345678 9 rows"),
+        (
+            "backup.0012345678.tar app.log.0612345678 build.0612345678 failed",
+            "backup.0012345678.tar app.log.0612345678 build.0612345678 failed",
+        ),
     ];
 
     #[test]

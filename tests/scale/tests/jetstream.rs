@@ -646,18 +646,21 @@ fn a_stream_whose_store_cannot_be_made_for_a_moment_is_created_once_it_can() {
     let nats = OwnNats::start();
     let options = stream_options(&nats.url());
     // A file where the server would make the stream's folder: it answers
-    // 10049 ("error creating store for stream") until the file goes.
+    // 10049 ("error creating store for stream") until the file goes, after
+    // the tries at 0, 0.1 and 0.3 s and before the one at 0.6 s.
     let blocker = stream_dir(nats.dir.path(), &options.stream);
     std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
     std::fs::write(&blocker, b"in the way").unwrap();
     let remover = {
         let blocker = blocker.clone();
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(250));
+            std::thread::sleep(Duration::from_millis(450));
             std::fs::remove_file(&blocker).unwrap();
         })
     };
+    let started = std::time::Instant::now();
     let front = Publisher::connect(options).expect("created once the folder can be made");
+    assert!(started.elapsed() >= Duration::from_millis(450), "created before the folder could be made");
     remover.join().unwrap();
     assert!(blocker.is_dir(), "the server made the stream's folder");
     front.publish(batch("acme", "dev-s", 0, 5, now()), now(), "").unwrap();

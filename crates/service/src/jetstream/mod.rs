@@ -548,15 +548,22 @@ impl Link {
 }
 
 /// How many times creating the stream is tried when the server fails to
-/// create its store (see [`Link::create_stream`]): about 1.5 s in all.
+/// create its store (see [`Link::create_stream`]): 1 s of pauses in all.
 const STORE_ATTEMPTS: u32 = 5;
 
-/// JetStream's "error creating store for stream" (10049).
+/// JetStream's code for any failure to create a stream (10049).
 const STREAM_CREATE: jetstream::ErrorCode = jetstream::ErrorCode(10049);
 
-/// Whether `e` is the server's failure to create the stream's store.
+/// The fixed sentence a NATS server answers, under [`STREAM_CREATE`], for
+/// a failure to make the stream's store (the cause goes to its log).
+const STORE_FAILED: &str = "error creating store for stream";
+
+/// Whether `e` is the server's failure to create the stream's store: the
+/// code alone also covers failures that stay (a template that does not
+/// own the stream, …), which are not tried again.
 fn store_failed(e: &jetstream::context::CreateStreamError) -> bool {
-    matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(err) if err.error_code() == STREAM_CREATE)
+    matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(err)
+        if err.error_code() == STREAM_CREATE && err.to_string().starts_with(STORE_FAILED))
 }
 
 /// The front-end's side: publishes accepted batches (see the module
