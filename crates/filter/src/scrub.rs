@@ -201,7 +201,8 @@ impl Scrubber {
                 r"|(?i:api[_-]?key|access[_-]?token|secret|password|passwd)\s*[:=]\s*([^\s,;]+)",
             )),
             // Candidates only; `phone_span` decides. ASCII digits: `\d`
-            // would take any script's. International: `+` or `00`, then
+            // would take any script's. International: `+` or `00`, then a
+            // digit other than 0 (no country code starts with one) and
             // digits and parenthesised groups, one separator at most
             // between them (bounded, so a retry after a refused candidate
             // reads a bounded span). Then the national forms.
@@ -488,10 +489,14 @@ fn phone_label(bytes: &[u8], dot: usize) -> bool {
 /// candidate ends or before a space (a number followed by other numbers:
 /// `+33 6 12 34 56 78 2026`), with 7 digits at least. National: the
 /// candidate as it is. Either way not glued to what is around it: no
-/// letter, digit or `_` just before or after it, nor a dot, dash or `+`
-/// between it and a word before (`1.0012345678` is a decimal, `v2-0612…`
-/// a code), nor a dot or dash and a digit after it (a longer run of
-/// numbers: a version, an address, a uuid).
+/// letter or digit just before or after it, nor `_` unless it is written
+/// with a `+` or apart (emphasis), nor a dot between it and a word before
+/// other than a phone label (`1.0012345678` is a decimal, `Tel.0612…` a
+/// label), nor a dash or `+` between it and a word before (`v2-0612…` a
+/// code), nor a dot or dash and a digit after it (a longer run of
+/// numbers: a version, an address, a uuid). `00` and a space is a prefix
+/// only where a country code follows and a space, a bracket or a label
+/// comes before.
 fn phone_span(bytes: &[u8], candidate: Range<usize>) -> Option<(Range<usize>, Range<usize>)> {
     let text = &bytes[candidate.clone()];
     // The international prefix (`+`, `00`, `00 `): up to the first digit

@@ -651,6 +651,8 @@ fn a_stream_whose_store_cannot_be_made_for_a_moment_is_created_once_it_can() {
     let blocker = stream_dir(nats.dir.path(), &options.stream);
     std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
     std::fs::write(&blocker, b"in the way").unwrap();
+    // Taken before the remover starts: the stream cannot exist sooner.
+    let started = std::time::Instant::now();
     let remover = {
         let blocker = blocker.clone();
         std::thread::spawn(move || {
@@ -658,7 +660,6 @@ fn a_stream_whose_store_cannot_be_made_for_a_moment_is_created_once_it_can() {
             std::fs::remove_file(&blocker).unwrap();
         })
     };
-    let started = std::time::Instant::now();
     let front = Publisher::connect(options).expect("created once the folder can be made");
     assert!(started.elapsed() >= Duration::from_millis(450), "created before the folder could be made");
     remover.join().unwrap();
