@@ -710,11 +710,13 @@ fn cards_within(run: &str) -> Vec<Range<usize>> {
     out
 }
 
-/// Whether the digits of `s` (separators ignored) are 13 to 19 long and pass
-/// the Luhn check.
+/// Whether the digits of `s` (separators ignored) are 13 to 19 long, do
+/// not start with 0 (no card number does: its first digit names the
+/// industry, and 0 was never issued; a run of zeros, such as the nil
+/// uuid's, passes the Luhn check) and pass the Luhn check.
 fn luhn(s: &str) -> bool {
     let digits: Vec<u32> = s.bytes().filter(u8::is_ascii_digit).map(|b| u32::from(b - b'0')).collect();
-    if !(13..=19).contains(&digits.len()) {
+    if !(13..=19).contains(&digits.len()) || digits[0] == 0 {
         return false;
     }
     let sum: u32 = digits
@@ -980,8 +982,8 @@ mod tests {
             "id d41d8cd98f00b204e9800998ecf8427e at 0x00007fff12345678",
         ),
         ("uuid 123e4567-e89b-12d3-a456-426614174000", "uuid 123e4567-e89b-12d3-a456-426614174000"),
-        // Zeros pass the Luhn check (the phone detector alone finds nothing).
-        ("nil 00000000-0000-0000-0000-000000000000", "nil [card]-[card]"),
+        // Zeros pass the Luhn check, but no card starts with 0.
+        ("nil 00000000-0000-0000-0000-000000000000", "nil 00000000-0000-0000-0000-000000000000"),
         (
             "glued a0612345678 0612345678b x+33612345678 +33612345678y",
             "glued a0612345678 0612345678b x+33612345678 +33612345678y",
@@ -1218,5 +1220,7 @@ mod tests {
         assert!(luhn("378282246310005"));
         assert!(!luhn("4111111111111112"));
         assert!(!luhn("411111111111"));
+        assert!(!luhn("0000000000000000"), "zeros pass the sum, but no card starts with 0");
+        assert!(!luhn("0378282246310005"));
     }
 }
