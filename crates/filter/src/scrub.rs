@@ -480,7 +480,22 @@ fn phone_label(bytes: &[u8], dot: usize) -> bool {
     (1..=12).contains(&len)
         && !bytes[..dot - len].last().is_some_and(letter)
         && std::str::from_utf8(&bytes[dot - len..dot])
-            .is_ok_and(|w| PHONE_LABELS.iter().any(|label| w.to_lowercase() == *label))
+            .is_ok_and(|w| PHONE_LABELS.contains(&&*w.to_lowercase()))
+}
+
+/// Where the space that ends just before `end` starts (an ASCII space or
+/// line break, or a no-break space in UTF-8), if one does.
+fn space_before(bytes: &[u8], end: usize) -> Option<usize> {
+    let head = &bytes[..end];
+    if head.last().is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        Some(end - 1)
+    } else if head.ends_with(&[0xc2, 0xa0]) {
+        Some(end - 2)
+    } else if head.ends_with(&[0xe2, 0x80, 0xaf]) {
+        Some(end - 3)
+    } else {
+        None
+    }
 }
 
 /// The phone number a candidate of the phone expression holds, if any,
@@ -515,17 +530,10 @@ fn phone_span(bytes: &[u8], candidate: Range<usize>) -> Option<(Range<usize>, Ra
         let code = text[lead..].iter().take_while(|b| b.is_ascii_digit()).count();
         let after_space = match candidate.start.checked_sub(1) {
             None => true,
-            Some(i) => {
-                let space = if matches!(bytes[i], b' ' | b'\t' | b'\n' | b'\r') {
-                    Some(i)
-                } else {
-                    [1, 2].into_iter().filter_map(|k| i.checked_sub(k)).find(|&j| spacey(bytes, j))
-                };
-                match space {
-                    Some(s) => !s.checked_sub(1).is_some_and(|j| bytes[j].is_ascii_digit()),
-                    None => bytes[i] == b'(' || (bytes[i] == b'.' && phone_label(bytes, i)),
-                }
-            }
+            Some(i) => match space_before(bytes, candidate.start) {
+                Some(s) => !s.checked_sub(1).is_some_and(|j| bytes[j].is_ascii_digit()),
+                None => bytes[i] == b'(' || (bytes[i] == b'.' && phone_label(bytes, i)),
+            },
         };
         if !(1..=3).contains(&code) || lead + code == text.len() || !after_space {
             return None;
@@ -1004,6 +1012,11 @@ mod tests {
         // after a dot after a digit or `_`.
         ("ids x_0612345678 0612345678_y a_.0612345678", "ids x_0612345678 0612345678_y a_.0612345678"),
         ("runs 00 12 and 00\u{a0}3, at 14:00  00", "runs 00 12 and 00\u{a0}3, at 14:00  00"),
+        // `00` and a space after a sign that a space precedes.
+        (
+            "sum =00 33 6 12 34 56 78 and x +=00 33 6 12 34 56 78",
+            "sum =00 33 6 12 34 56 78 and x +=00 33 6 12 34 56 78",
+        ),
         // Zeros before a count: a time's seconds, a decimal, a value.
         ("14:32:00 4194304 bytes at 14:00 1500000", "14:32:00 4194304 bytes at 14:00 1500000"),
         ("12,00 1234567 and count=00 1234567", "12,00 1234567 and count=00 1234567"),

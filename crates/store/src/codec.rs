@@ -201,7 +201,10 @@ impl Format {
 ///
 /// [`Error::Encode`] when the encoding exceeds [`MAX_RECORD_BYTES`].
 pub fn seal(record: &Record, key: Option<&AtRestKey>) -> Result<(Option<u32>, Vec<u8>)> {
-    seal_encoded(encode(record)?, key)
+    // Most records' JSON fits: one allocation, no regrowth.
+    let mut out = Vec::with_capacity(512);
+    let key_id = seal_into(record, key, &mut out)?;
+    Ok((key_id, out))
 }
 
 /// [`seal`], appending the payload to `out` (a batch's one buffer for
@@ -222,12 +225,20 @@ pub(crate) fn seal_into(record: &Record, key: Option<&AtRestKey>, out: &mut Vec<
     let start = out.len() + NONCE_LEN;
     out.extend_from_slice(&nonce);
     encode_into(record, out)?;
+    encrypt_after(key, nonce, out, start)?;
+    Ok(Some(key.id))
+}
+
+/// Encrypts `out[start..]` in place under `key` and `nonce` (the key's id
+/// as associated data) and appends the tag: the sealed form's ciphertext
+/// and tag, after the nonce the caller wrote before `start`.
+fn encrypt_after(key: &AtRestKey, nonce: [u8; NONCE_LEN], out: &mut Vec<u8>, start: usize) -> Result<()> {
     let tag = key
         .cipher
         .encrypt_in_place_detached(&Nonce::from(nonce), &key.id.to_le_bytes(), &mut out[start..])
         .map_err(|_| Error::Encode("encryption failed".into()))?;
     out.extend_from_slice(&tag);
-    Ok(Some(key.id))
+    Ok(())
 }
 
 /// [`encode`], appending to `out`.
@@ -302,15 +313,11 @@ pub fn encode_json_as(json: Vec<u8>, format: Format) -> Result<Vec<u8>> {
 /// [`MAX_RECORD_BYTES`]).
 pub fn seal_encoded(plain: Vec<u8>, key: Option<&AtRestKey>) -> Result<(Option<u32>, Vec<u8>)> {
     let Some(key) = key else { return Ok((None, plain)) };
-    let nonce = Nonce::from(random_nonce());
-    let aad = key.id.to_le_bytes();
-    let sealed = key
-        .cipher
-        .encrypt(&nonce, Payload { msg: &plain, aad: &aad })
-        .map_err(|_| Error::Encode("encryption failed".into()))?;
-    let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+    let nonce = random_nonce();
+    let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + 16);
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&sealed);
+    out.extend_from_slice(&plain);
+    encrypt_after(key, nonce, &mut out, NONCE_LEN)?;
     Ok((Some(key.id), out))
 }
 
