@@ -3,8 +3,10 @@
 //! every record kind.
 //!
 //! Measured: encode and decode of the whole batch in memory, with bincode
-//! decoding through a size limit as privtel always does. Not measured: I/O,
-//! framing, compression (see the `wire` bench once it exists).
+//! decoding through a size limit as privtel always does; and the engine's
+//! payload encoding (`privtel::store::parts::encode`, the JSON each stored
+//! row holds, as the service's connection threads write it), record by
+//! record. Not measured: I/O, framing, compression (the `wire` bench).
 
 // criterion_group! defines an undocumented public function.
 #![allow(missing_docs)]
@@ -42,6 +44,14 @@ fn serialization(c: &mut Criterion) {
     g.bench_function("json-encode", |b| b.iter(|| serde_json::to_vec(black_box(&records)).expect("encodes")));
     g.bench_function("json-decode", |b| {
         b.iter(|| serde_json::from_slice::<Vec<Record>>(black_box(&json)).expect("decodes"))
+    });
+    g.bench_function("engine-payload-encode", |b| {
+        b.iter(|| {
+            black_box(&records)
+                .iter()
+                .map(|r| privtel::store::parts::encode(r).expect("encodes").len())
+                .sum::<usize>()
+        })
     });
     g.finish();
 }

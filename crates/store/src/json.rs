@@ -54,20 +54,25 @@ const fn needs_escape(b: u8) -> bool {
 
 /// Whether any byte of `bytes` needs an escape, eight bytes at a time
 /// (most texts are short keys and values, too short for a vector loop to
-/// pay its set-up); the last word is padded with a byte that needs none.
+/// pay its set-up). A text's last bytes are read as the eight that end
+/// it, overlapping the words before (a byte checked twice is the same
+/// answer), not copied into a padded word: that copy's bytes, read back
+/// at once as one word, waited for the copy to land and were half of this
+/// writer's time. A text shorter than a word is checked byte by byte.
 fn any_needs_escape(bytes: &[u8]) -> bool {
-    let mut words = bytes.chunks_exact(8);
+    let Some(last) = bytes.len().checked_sub(8) else {
+        return bytes.iter().any(|&b| needs_escape(b));
+    };
     let mut any = false;
-    for w in words.by_ref() {
-        any |= word_needs_escape(u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]));
+    for w in bytes.chunks_exact(8) {
+        any |= word_needs_escape(word(w));
     }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        let mut last = [b'a'; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        any |= word_needs_escape(u64::from_le_bytes(last));
-    }
-    any
+    any | word_needs_escape(word(&bytes[last..]))
+}
+
+/// The first eight bytes of `w` (which holds at least eight) as a word.
+fn word(w: &[u8]) -> u64 {
+    u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
 }
 
 /// Whether one of the eight bytes of `w` needs an escape: a byte below
