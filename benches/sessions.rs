@@ -22,7 +22,10 @@
 //!   same key types (ECDSA P-256 server and client certificates, ring, TLS
 //!   1.3) and the service's session settings (no tickets, no session
 //!   cache): it verifies the client certificate against the customer's CA,
-//!   completes the handshake, sends `close_notify` and closes.
+//!   completes the handshake, sends `close_notify` and closes. Its clients
+//!   are rustls's own configuration (its webpki verifier of the server's
+//!   chain, every handshake), where an agent's (`client_config`) remembers
+//!   a chain it verified once, as the service remembers a device's.
 //! * the default (the load generator): `--threads` client threads for
 //!   `--seconds`, `--rounds` times, ours then bare each round. A session is
 //!   TCP connect, the mutual-TLS handshake, Hello (the certificate's
@@ -590,6 +593,22 @@ fn full_handshakes(config: &rustls::ClientConfig) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
+/// A bare client: rustls's own configuration, with its webpki verifier of
+/// the server's chain (verified in full every handshake), and the same
+/// provider, versions, CA and device certificate as an agent's.
+fn bare_client_config(ca_pem: &str, credentials: &Credentials) -> Res<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let cert = CertificateDer::from_pem_slice(credentials.cert_pem.as_bytes())?;
+    let key = PrivateKeyDer::from_pem_slice(credentials.key_pem.as_bytes())?;
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![cert], key)?)
+}
+
 fn load_devices(dir: &Path, n: usize) -> Res<Vec<Device>> {
     let server_ca = std::fs::read_to_string(dir.join("server-ca.pem"))?;
     (0..n)
@@ -955,8 +974,7 @@ fn sessions(opts: &Options, summary: &mut Vec<(String, String)>) -> Res<()> {
     let mut devices = load_devices(dir.path(), opts.devices)?;
     for (i, d) in devices.iter_mut().enumerate() {
         let credentials = Credentials::load(dir.path().join("devices").join(device_id(i).as_str()))?;
-        let config = privtel::authority::client_config(&bare_ca, &credentials)?;
-        d.bare = Some(full_handshakes(&config));
+        d.bare = Some(full_handshakes(&bare_client_config(&bare_ca, &credentials)?));
     }
     let settings = Settings::from_toml(&settings_toml(opts.records_per_second))?;
     let policy_hash = settings.customer(&acme()).ok_or("acme has no settings")?.policy_digest();

@@ -8,11 +8,14 @@ use std::sync::Arc;
 use privtel_model::{CustomerId, DeviceId};
 use privtel_wire::{EnrollRequest, Enrolled};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData as _, SanType};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use sha2::{Digest as _, Sha256};
 
+use crate::chains::{Chains, validity};
 use crate::error::ClientError;
 use crate::identity::{KeyFingerprint, identity_of, identity_uri};
 
@@ -382,11 +385,147 @@ fn roots(pem: &str, what: &'static str) -> Result<RootCertStore, ClientError> {
 fn builder(
     server_ca_pem: &str,
 ) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, ClientError> {
-    let roots = roots(server_ca_pem, "server ca")?;
+    let verifier = ServiceVerifier::new(server_ca_pem)?;
     Ok(ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| ClientError::Tls(e.to_string()))?
-        .with_root_certificates(roots))
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier)))
+}
+
+/// The most chains of the service a device remembers (a device talks to a
+/// handful of endpoints; see [`Chains`]).
+const MAX_SERVICE_CHAINS: usize = 64;
+
+/// A device's check of the service's certificate: rustls's webpki verifier
+/// trusting the service's CA alone, which remembers each chain it verified
+/// in full ([`Chains`]), as the service remembers each device's. An agent
+/// connects to the same service with the same certificate every few
+/// minutes for months; verifying the CA's signature on those bytes again
+/// (an ECDSA verification, about a sixth of the device's CPU a session)
+/// learns nothing new.
+///
+/// A remembered verification stands for a new one only for exactly the
+/// same bytes: the end-entity certificate, the intermediates, the name
+/// the device asked for and any OCSP answer, all in the digest; and only
+/// within the validity of every certificate of the chain (expiry is
+/// checked on every connection). Every handshake still verifies the
+/// service's signature over the handshake (`verify_tls13_signature`:
+/// proof that the peer holds the certificate's key), so a peer replaying
+/// the service's certificate without its key is refused. The service's
+/// certificate is checked against no revocation list (none is
+/// configured): remembering loses no revocation check.
+struct ServiceVerifier {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    /// SHA-256 of the service CA's PEM: the trust anchor of every chain
+    /// remembered (one verifier has one).
+    anchor: [u8; 32],
+    chains: Chains,
+}
+
+impl ServiceVerifier {
+    fn new(server_ca_pem: &str) -> Result<Self, ClientError> {
+        let roots = roots(server_ca_pem, "server ca")?;
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Ok(Self {
+            webpki,
+            anchor: Sha256::digest(server_ca_pem.as_bytes()).into(),
+            chains: Chains::new(MAX_SERVICE_CHAINS),
+        })
+    }
+}
+
+impl std::fmt::Debug for ServiceVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceVerifier")
+            .field("verifications", &self.chains.counts())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a verification of the service's chain looked at, as one digest:
+/// each part's length, then its bytes.
+fn chain_digest(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    ocsp_response: &[u8],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part(b"privtel service chain v1");
+    part(end_entity);
+    part(&(intermediates.len() as u64).to_le_bytes());
+    for i in intermediates {
+        part(i);
+    }
+    part(server_name.to_str().as_bytes());
+    part(ocsp_response);
+    h.finalize().into()
+}
+
+/// The time every certificate of the chain is valid (webpki checks each
+/// one's); `None` if one cannot be read or they share no time.
+fn chain_validity(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Option<(u64, u64)> {
+    let mut window = validity(end_entity)?;
+    for i in intermediates {
+        let (not_before, not_after) = validity(i)?;
+        window = (window.0.max(not_before), window.1.min(not_after));
+    }
+    (window.0 <= window.1).then_some(window)
+}
+
+impl ServerCertVerifier for ServiceVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let digest = chain_digest(end_entity, intermediates, server_name, ocsp_response);
+        if self.chains.stands_for(&digest, &self.anchor, now) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let verified =
+            self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        self.chains.count_full();
+        if let Some(window) = chain_validity(end_entity, intermediates) {
+            self.chains.remember(digest, &self.anchor, window, now);
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// A client configuration for mutual TLS: trusts the service's CA in
@@ -422,6 +561,7 @@ pub fn enrollment_client_config(server_ca_pem: &str) -> Result<Arc<ClientConfig>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ChainVerifications;
 
     #[test]
     fn pem_blocks_split_in_order() {
@@ -432,6 +572,100 @@ mod tests {
         assert_eq!(blocks[0], ("A", "-----BEGIN A-----\nAAA\n-----END A-----"));
         assert_eq!(blocks[1].0, "B C");
         assert!(pem_blocks("-----BEGIN A-----\nno end").is_empty());
+    }
+
+    /// A CA and the certificate it issued for `name`, valid from `from` to
+    /// `to` (unix seconds), as the service presents it (with its CA).
+    fn service_chain(name: &str, from: i64, to: i64) -> (String, Vec<CertificateDer<'static>>) {
+        let at = |secs| time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::default();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "service ca");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let mut leaf = CertificateParams::new(vec![name.to_string()]).unwrap();
+        (leaf.not_before, leaf.not_after) = (at(from), at(to));
+        let cert =
+            leaf.signed_by(&KeyPair::generate().unwrap(), &rcgen::Issuer::from_params(&ca, &ca_key)).unwrap();
+        (ca_cert.pem(), vec![cert.der().clone(), ca_cert.der().clone()])
+    }
+
+    fn at(secs: u64) -> UnixTime {
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs))
+    }
+
+    const FROM: i64 = 1_800_000_000;
+    const TO: i64 = FROM + 30 * 86_400;
+
+    fn verify(
+        v: &ServiceVerifier,
+        chain: &[CertificateDer<'static>],
+        name: &str,
+        now: u64,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let name = ServerName::try_from(name.to_string()).unwrap();
+        v.verify_server_cert(&chain[0], &chain[1..], &name, &[], at(now))
+    }
+
+    #[test]
+    fn the_service_chain_is_verified_in_full_once_then_remembered_within_its_validity() {
+        let (ca, chain) = service_chain("service.example", FROM, TO);
+        let v = ServiceVerifier::new(&ca).unwrap();
+        let now = (FROM + 86_400) as u64;
+        verify(&v, &chain, "service.example", now).unwrap();
+        assert_eq!(v.chains.counts(), ChainVerifications { full: 1, remembered: 0 });
+        verify(&v, &chain, "service.example", now + 60).unwrap();
+        verify(&v, &chain, "service.example", TO as u64).unwrap();
+        assert_eq!(v.chains.counts(), ChainVerifications { full: 1, remembered: 2 });
+        // Expired (and not yet valid): refused as webpki refuses it, the
+        // remembered verification notwithstanding.
+        for when in [TO as u64 + 1, FROM as u64 - 1] {
+            let e = verify(&v, &chain, "service.example", when).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::ExpiredContext { .. }
+                            | rustls::CertificateError::NotValidYetContext { .. }
+                    )
+                ),
+                "{e:?}"
+            );
+        }
+        assert_eq!(v.chains.counts(), ChainVerifications { full: 1, remembered: 2 });
+    }
+
+    #[test]
+    fn a_remembered_chain_stands_for_no_other_name_bytes_or_authority() {
+        let (ca, chain) = service_chain("service.example", FROM, TO);
+        let v = ServiceVerifier::new(&ca).unwrap();
+        let now = (FROM + 86_400) as u64;
+        verify(&v, &chain, "service.example", now).unwrap();
+        // Another name than the one the certificate was verified for.
+        let e = verify(&v, &chain, "other.example", now).unwrap_err();
+        assert!(matches!(e, rustls::Error::InvalidCertificate(_)), "{e:?}");
+        // The same name certified by another authority of the same name
+        // (its signature does not verify under the service CA's key).
+        let (_, forged) = service_chain("service.example", FROM, TO);
+        let e = verify(&v, &forged, "service.example", now).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::BadSignature | rustls::CertificateError::UnknownIssuer
+                )
+            ),
+            "{e:?}"
+        );
+        // The right end-entity certificate with other intermediates, or an
+        // OCSP answer: verified in full again.
+        let name = ServerName::try_from("service.example").unwrap();
+        v.verify_server_cert(&chain[0], &[], &name, &[], at(now)).unwrap();
+        v.verify_server_cert(&chain[0], &chain[1..], &name, b"ocsp", at(now)).unwrap();
+        assert_eq!(v.chains.counts(), ChainVerifications { full: 3, remembered: 0 });
+        // A verifier of another service CA trusts none of it.
+        let (other_ca, _) = service_chain("service.example", FROM, TO);
+        assert!(verify(&ServiceVerifier::new(&other_ca).unwrap(), &chain, "service.example", now).is_err());
     }
 
     #[test]

@@ -29,7 +29,10 @@
 //! * [`request`] and [`accept`]: the enrollment request, and the check of
 //!   the answer that makes [`Credentials`] (saved 0600 in one file).
 //! * [`client_config`] (mutual TLS) and [`enrollment_client_config`] (no
-//!   client certificate, to enroll).
+//!   client certificate, to enroll): the service's certificate verified
+//!   against its CA alone, a chain verified in full remembered for the
+//!   next connection (expiry checked on each; the handshake signature
+//!   always verified; `docs/ENROLLMENT.md`).
 //!
 //! # Example
 //!
@@ -64,7 +67,8 @@
 //! * `server` — [`Authority`], [`server_config`]: SQLite (bundled), rcgen,
 //!   x509-parser (CSR parsing), rustls.
 //! * `client` — [`DeviceKey`], [`Credentials`], [`request`], [`accept`],
-//!   [`client_config`]: rcgen and rustls only (no SQLite, no x509-parser).
+//!   [`client_config`]: rcgen, rustls and x509-parser (the validity of a
+//!   service chain the client's verifier remembers); no SQLite.
 //!
 //! # What it does not do
 //!
@@ -74,6 +78,8 @@
 //! (at enrollment or at connection), not a byte-for-byte copy. See
 //! `docs/ENROLLMENT.md`.
 
+#[cfg(any(feature = "server", feature = "client"))]
+mod chains;
 mod error;
 mod identity;
 
@@ -82,6 +88,8 @@ mod client;
 #[cfg(feature = "server")]
 mod server;
 
+#[cfg(any(feature = "server", feature = "client"))]
+pub use chains::ChainVerifications;
 #[cfg(feature = "client")]
 pub use client::{
     CREDENTIALS_FILE, Credentials, DeviceKey, PENDING_KEY_FILE, accept, client_config,
@@ -94,8 +102,8 @@ pub use error::{AuthError, EnrollError, Error, Result};
 pub use identity::{DeviceIdentity, IDENTITY_URI_PREFIX, KeyFingerprint, identity_uri};
 #[cfg(feature = "server")]
 pub use server::{
-    Authority, ChainVerifications, DeviceRecord, RENEWAL_INTERVAL, RemovedCustomer, Report, ReportKind,
-    TOKEN_PREFIX, server_config,
+    Authority, DeviceRecord, RENEWAL_INTERVAL, RemovedCustomer, Report, ReportKind, TOKEN_PREFIX,
+    server_config,
 };
 
 /// The rustls version this crate is built on, for naming its types

@@ -66,7 +66,11 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(authority: &Authority) -> Self {
-        let identity = privtel_wire::tls::generate_identity(&["127.0.0.1"]).unwrap();
+        Self::start_with(authority, privtel_wire::tls::generate_identity(&["127.0.0.1"]).unwrap())
+    }
+
+    /// A test service presenting `identity` (its certificate and CA).
+    pub(crate) fn start_with(authority: &Authority, identity: privtel_wire::tls::Identity) -> Self {
         let config = privtel_authority::server_config(authority, &identity).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();

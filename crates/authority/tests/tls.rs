@@ -390,3 +390,82 @@ fn a_customer_removed_while_handshakes_run_is_refused_from_its_removal_on() {
         });
     }
 }
+
+/// A server presenting the service's very certificate chain, which it
+/// copied, with a key of its own (it never had the service's): the one
+/// connection it takes.
+fn impostor(identity: &privtel_wire::tls::Identity) -> std::net::SocketAddr {
+    use privtel_wire::tls::rustls;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    #[derive(Debug)]
+    struct Fixed(Arc<rustls::sign::CertifiedKey>);
+    impl rustls::server::ResolvesServerCert for Fixed {
+        fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(Arc::clone(&self.0))
+        }
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+        .chain(CertificateDer::pem_slice_iter(identity.ca_pem.as_bytes()))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let own = privtel_wire::tls::generate_identity(&["127.0.0.1"]).unwrap();
+    let key = rustls::crypto::ring::sign::any_ecdsa_type(
+        &PrivateKeyDer::from_pem_slice(own.key_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Fixed(Arc::new(rustls::sign::CertifiedKey::new(chain, key)))));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = Arc::new(config);
+    std::thread::spawn(move || {
+        let Ok((mut tcp, _)) = listener.accept() else { return };
+        let mut conn = rustls::ServerConnection::new(config).unwrap();
+        while conn.is_handshaking() {
+            if conn.complete_io(&mut tcp).is_err() {
+                return;
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_device_that_remembered_the_services_certificate_still_refuses_an_impostor() {
+    let fx = Fixture::new();
+    let identity = privtel_wire::tls::generate_identity(&["127.0.0.1"]).unwrap();
+    let server = Server::start_with(&fx.authority, identity.clone());
+    let (_, credentials) = fx.enroll(&fx.acme, "pc-1");
+    // One configuration, as an agent keeps it: the second connection stands
+    // on the chain its first verified.
+    let config = privtel_authority::client_config(&server.server_ca_pem, &credentials).unwrap();
+    for _ in 0..2 {
+        let answer = talk(&server, Arc::clone(&config), &crate::support::hello(&fx.acme, "pc-1"));
+        assert_eq!(goodbye_reason(answer), "hello acme/pc-1");
+    }
+    // The same certificate bytes without the service's key: the handshake
+    // signature does not verify, and nothing is sent.
+    let addr = impostor(&identity);
+    let sent = privtel_wire::tls::connect(addr, "127.0.0.1", Arc::clone(&config))
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            privtel_wire::Connection::new(s)
+                .send(&crate::support::hello(&fx.acme, "pc-1"))
+                .map_err(|e| e.to_string())
+        });
+    let e = sent.unwrap_err();
+    assert!(e.contains("BadSignature") || e.contains("signature"), "{e}");
+    // Another service for the same address, of another CA: refused.
+    let other = Server::start(&fx.authority);
+    let e = talk(&other, Arc::clone(&config), &crate::support::hello(&fx.acme, "pc-1")).unwrap_err();
+    assert!(e.to_string().contains("certificate"), "{e}");
+    // The service itself, still.
+    let answer = talk(&server, config, &crate::support::hello(&fx.acme, "pc-1"));
+    assert_eq!(goodbye_reason(answer), "hello acme/pc-1");
+}

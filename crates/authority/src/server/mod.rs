@@ -25,4 +25,3 @@ pub use register::{
     Authority, DeviceRecord, RENEWAL_INTERVAL, RemovedCustomer, Report, ReportKind, TOKEN_PREFIX,
     server_config,
 };
-pub use verifier::ChainVerifications;

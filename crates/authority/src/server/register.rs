@@ -19,7 +19,8 @@ use rustls::server::danger::ClientCertVerifier;
 use sha2::{Digest as _, Sha256};
 use time::{Duration, OffsetDateTime};
 
-use super::verifier::{AuthorityVerifier, ChainVerifications, Chains, CustomerCa};
+use super::verifier::{AuthorityVerifier, CustomerCa};
+use crate::chains::{ChainVerifications, Chains};
 use crate::error::{AuthError, EnrollError, Error, Result};
 use crate::identity::{DeviceIdentity, KeyFingerprint, identity_of, identity_uri};
 
@@ -54,6 +55,10 @@ const BACKDATE: Duration = Duration::minutes(5);
 
 /// The longest a waiting writer waits for another process's transaction.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The most device certificates whose verification is remembered (about
+/// 100 bytes each; see [`Chains`]).
+const MAX_DEVICE_CHAINS: usize = 100_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS customers (
@@ -458,7 +463,7 @@ impl Authority {
                 cas_seen: std::sync::atomic::AtomicI64::new(i64::MIN),
                 provider: Arc::new(rustls::crypto::ring::default_provider()),
                 verified: Verified::default(),
-                chains: Chains::default(),
+                chains: Chains::new(MAX_DEVICE_CHAINS),
             }),
             validity: DEFAULT_CERT_VALIDITY,
         })
