@@ -25,9 +25,9 @@ pub(crate) fn validity(der: &[u8]) -> Option<(u64, u64)> {
 /// bytes, with the trust anchor that verified them (a digest of its
 /// certificate) and their validity. A peer presents the same certificate
 /// on every connection for the certificate's life; verifying the issuer's
-/// signature on it again each time (an ECDSA verification, about a
-/// seventh of the service's instructions a session, and as much of a
-/// device's) learns nothing new: the signature on those exact bytes under
+/// signature on it again each time (an ECDSA verification: about a
+/// seventh of the service's instructions a session, a sixth of a
+/// device's CPU) learns nothing new: the signature on those exact bytes under
 /// that key was valid and stays valid.
 ///
 /// A remembered verification stands for a new one only when

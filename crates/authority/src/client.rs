@@ -464,13 +464,24 @@ fn chain_digest(
     for i in intermediates {
         part(i);
     }
+    // The name's kind too: a DNS name and an address never share a digest,
+    // whatever text each is written as.
+    let kind: &[u8] = match server_name {
+        ServerName::DnsName(_) => b"dns",
+        ServerName::IpAddress(_) => b"ip",
+        _ => b"other",
+    };
+    part(kind);
     part(server_name.to_str().as_bytes());
     part(ocsp_response);
     h.finalize().into()
 }
 
-/// The time every certificate of the chain is valid (webpki checks each
-/// one's); `None` if one cannot be read or they share no time.
+/// The time every certificate the service sent is valid (webpki checks
+/// each one of the path it builds; the others only narrow the window, so
+/// a stale extra certificate means the chain is verified in full every
+/// time, never that it is trusted longer); `None` if one cannot be read
+/// or they share no time.
 fn chain_validity(
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],

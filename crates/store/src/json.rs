@@ -568,6 +568,26 @@ mod tests {
         }
     }
 
+    /// Every length up to three words, every byte value at every place,
+    /// beside fillers that need no escape: the last word, read where the
+    /// text ends (overlapping the one before), misses no byte.
+    #[test]
+    fn a_text_needs_an_escape_iff_one_of_its_bytes_does_at_every_length_and_place() {
+        for len in 0..=24 {
+            for fill in [b'a', 0xff, b' ', 0x80] {
+                let clean = vec![fill; len];
+                assert!(!super::any_needs_escape(&clean), "{clean:?}");
+                for at in 0..len {
+                    for b in 0..=255u8 {
+                        let mut t = clean.clone();
+                        t[at] = b;
+                        assert_eq!(super::any_needs_escape(&t), super::needs_escape(b), "{t:?}");
+                    }
+                }
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
 
