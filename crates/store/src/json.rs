@@ -58,10 +58,15 @@ const fn needs_escape(b: u8) -> bool {
 /// it, overlapping the words before (a byte checked twice is the same
 /// answer), not copied into a padded word: that copy's bytes, read back
 /// at once as one word, waited for the copy to land and were half of this
-/// writer's time. A text shorter than a word is checked byte by byte.
+/// writer's time. A text of four to seven bytes is one word of its first
+/// four and its last four (most keys), a shorter one checked byte by byte.
 fn any_needs_escape(bytes: &[u8]) -> bool {
     let Some(last) = bytes.len().checked_sub(8) else {
-        return bytes.iter().any(|&b| needs_escape(b));
+        let Some(tail) = bytes.len().checked_sub(4) else {
+            return bytes.iter().any(|&b| needs_escape(b));
+        };
+        let half = |h: &[u8]| u64::from(u32::from_le_bytes([h[0], h[1], h[2], h[3]]));
+        return word_needs_escape(half(bytes) | half(&bytes[tail..]) << 32);
     };
     let mut any = false;
     for w in bytes.chunks_exact(8) {
