@@ -67,8 +67,7 @@
 //! * `server` — [`Authority`], [`server_config`]: SQLite (bundled), rcgen,
 //!   x509-parser (CSR parsing), rustls.
 //! * `client` — [`DeviceKey`], [`Credentials`], [`request`], [`accept`],
-//!   [`client_config`]: rcgen, rustls and x509-parser (the validity of a
-//!   service chain the client's verifier remembers); no SQLite.
+//!   [`client_config`]: rcgen and rustls only (no SQLite, no x509-parser).
 //!
 //! # What it does not do
 //!
@@ -105,6 +104,25 @@ pub use server::{
     Authority, DeviceRecord, RENEWAL_INTERVAL, RemovedCustomer, Report, ReportKind, TOKEN_PREFIX,
     server_config,
 };
+
+/// Readers of outside bytes, for the fuzz targets.
+#[cfg(any(feature = "server", feature = "client"))]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The reading of a certificate's validity a verifier remembers chains by.
+    pub fn validity(der: &[u8]) -> Option<(u64, u64)> {
+        crate::chains::validity(der)
+    }
+
+    /// x509-parser's reading of the same (feature `server`), for the fuzz
+    /// target to hold the two to one answer.
+    #[cfg(feature = "server")]
+    pub fn x509_validity(der: &[u8]) -> Option<(i64, i64)> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let v = cert.validity();
+        Some((v.not_before.timestamp(), v.not_after.timestamp()))
+    }
+}
 
 /// The rustls version this crate is built on, for naming its types
 /// (`CertificateDer`, `ServerConfig`, `ClientConfig`).
